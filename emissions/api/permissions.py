@@ -1,0 +1,23 @@
+"""Tenancy gate: an API caller must belong to an organization."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+
+from emissions.models import Organization
+
+
+def request_org(request: Request) -> Organization:
+    """The caller's organization. Precondition: ``HasOrganization`` has passed."""
+    return request.user.membership.organization  # type: ignore[union-attr]
+
+
+class HasOrganization(BasePermission):
+    message = "Your user is not a member of any organization."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        user = request.user
+        return bool(user and user.is_authenticated and hasattr(user, "membership"))

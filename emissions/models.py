@@ -1,0 +1,366 @@
+"""The Scope 3 domain: tenants, suppliers, emission factors, activities and their results.
+
+Every tenant-owned row carries ``organization``; reads go through ``for_org()`` on the
+model's QuerySet so that no view, admin page or command can forget the scope.
+Amounts and emissions are ``Decimal`` end to end.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.db.models import F, Q
+from django_countries.fields import CountryField
+
+# Emission intensities span 1e-9 (a trace gas per USD) to 1e5 (kg CO2e per tonne of a
+# high-GWP gas); 30 digits with 15 after the point hold both without rounding.
+FACTOR_DIGITS = {"max_digits": 30, "decimal_places": 15}
+# Activity amounts: up to 10^15 of any unit, with 6 decimals.
+AMOUNT_DIGITS = {"max_digits": 24, "decimal_places": 6}
+# Emission results in kg CO2e: 6 decimals (milligrams) are below any factor's precision.
+CO2E_DIGITS = {"max_digits": 24, "decimal_places": 6}
+
+naics_validator = RegexValidator(r"^\d{6}$", "NAICS code must be exactly 6 digits.")
+currency_validator = RegexValidator(r"^[A-Z]{3}$", "Currency must be an ISO 4217 code such as USD.")
+
+
+class OrgScopedQuerySet(models.QuerySet):
+    """Base QuerySet for tenant-owned rows."""
+
+    def for_org(self, organization: Organization | int) -> OrgScopedQuerySet:
+        org_id = organization if isinstance(organization, int) else organization.pk
+        return self.filter(organization_id=org_id)
+
+
+class Organization(models.Model):
+    """A tenant. Every supplier, activity and emission belongs to exactly one organization."""
+
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    """Ties a user to the one organization whose data the user may see and change."""
+
+    class Role(models.TextChoices):
+        ADMIN = "admin", "Admin"
+        ANALYST = "analyst", "Analyst"
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="membership")
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.ANALYST)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = OrgScopedQuerySet.as_manager()
+
+    def __str__(self) -> str:
+        return f"{self.user} @ {self.organization}"
+
+
+class SupplierQuerySet(OrgScopedQuerySet):
+    pass
+
+
+class Supplier(models.Model):
+    """A company the organization buys from; ``external_id`` is the key in the org's ERP."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="suppliers")
+    external_id = models.CharField(max_length=64)
+    name = models.CharField(max_length=200)
+    country = CountryField(blank=True)
+    naics = models.CharField(max_length=6, blank=True, validators=[naics_validator], help_text="6-digit NAICS 2017")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = SupplierQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "external_id"], name="supplier_org_external_id_uniq"),
+        ]
+        indexes = [models.Index(fields=["organization", "name"], name="supplier_org_name_idx")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class FactorDataset(models.Model):
+    """One published edition of a factor source (e.g. DESNZ 2025, EPA supply chain v1.3.0).
+
+    Public datasets have no organization. A dataset with an organization holds factors that
+    one of that organization's suppliers provided (supplier-specific factors) and is visible
+    to that organization only.
+    """
+
+    class Source(models.TextChoices):
+        EPA_SUPPLY_CHAIN = "epa_supply_chain", "US EPA Supply Chain GHG Emission Factors"
+        DESNZ = "desnz", "UK DESNZ GHG Conversion Factors"
+        EPA_HUB = "epa_hub", "US EPA GHG Emission Factors Hub"
+        IPCC_GWP = "ipcc_gwp", "IPCC Global Warming Potentials"
+        SUPPLIER = "supplier", "Supplier-provided"
+
+    source = models.CharField(max_length=32, choices=Source.choices)
+    version = models.CharField(max_length=32)
+    name = models.CharField(max_length=200)
+    publisher = models.CharField(max_length=200, blank=True)
+    licence = models.CharField(max_length=300, blank=True)
+    url = models.URLField(max_length=500, blank=True)
+    basis_year = models.PositiveSmallIntegerField(help_text="Year the factors describe (price year for spend factors)")
+    gwp_set = models.CharField(max_length=16, blank=True, help_text="e.g. AR5 GWP-100")
+    checksum = models.CharField(max_length=64, blank=True, help_text="sha256 of the source file(s)")
+    organization = models.ForeignKey(
+        Organization, null=True, blank=True, on_delete=models.CASCADE, related_name="factor_datasets"
+    )
+    imported_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source", "version"],
+                condition=Q(organization__isnull=True),
+                name="dataset_public_source_version_uniq",
+            ),
+            models.UniqueConstraint(
+                fields=["organization", "source", "version"],
+                condition=Q(organization__isnull=False),
+                name="dataset_org_source_version_uniq",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_source_display()} {self.version}"
+
+
+class EmissionFactorQuerySet(models.QuerySet):
+    def visible_to(self, organization: Organization | int) -> EmissionFactorQuerySet:
+        """Public factors plus the organization's own supplier-specific factors."""
+        org_id = organization if isinstance(organization, int) else organization.pk
+        return self.filter(Q(dataset__organization__isnull=True) | Q(dataset__organization_id=org_id))
+
+    def with_related(self) -> EmissionFactorQuerySet:
+        return self.select_related("dataset")
+
+
+class EmissionFactor(models.Model):
+    """kg CO2e per one ``unit`` of an activity, from one dataset.
+
+    ``activity`` is the stable lookup key (``naics:331110``, ``desnz:7_400_4000_5``, ...).
+    ``unit`` is a units-library expression (``kWh``, ``L``, ``t*km``, ``USD``); ``unit_label``
+    keeps the publisher's wording. ``gases`` holds the per-gas components in kg CO2e per
+    unit as decimal strings, e.g. ``{"CO2": "0.17489", "CH4": "0.0009", "N2O": "0.00122"}``.
+    Spend factors carry ``currency`` and the dataset's ``basis_year`` is their price year.
+    """
+
+    dataset = models.ForeignKey(FactorDataset, on_delete=models.PROTECT, related_name="factors")
+    activity = models.CharField(max_length=128)
+    name = models.CharField(max_length=500)
+    category = models.CharField(max_length=300, blank=True, help_text="Publisher's grouping (levels, sector)")
+    region = models.CharField(max_length=16, help_text="ISO 3166-1 alpha-2, or GLOBAL")
+    year = models.PositiveSmallIntegerField()
+    unit = models.CharField(max_length=64)
+    unit_label = models.CharField(max_length=128, blank=True)
+    currency = models.CharField(max_length=3, blank=True, validators=[currency_validator])
+    co2e_per_unit = models.DecimalField(**FACTOR_DIGITS)
+    gwp_set = models.CharField(max_length=16, blank=True)
+    gases = models.JSONField(default=dict, blank=True)
+    supplier = models.ForeignKey(
+        Supplier, null=True, blank=True, on_delete=models.CASCADE, related_name="factors",
+        help_text="Set for supplier-specific factors",
+    )
+    extra = models.JSONField(default=dict, blank=True, help_text="Other published values (e.g. without margins)")
+
+    objects = EmissionFactorQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["dataset", "activity"], name="factor_dataset_activity_uniq"),
+            models.CheckConstraint(condition=Q(co2e_per_unit__gte=0), name="factor_co2e_non_negative"),
+        ]
+        indexes = [
+            models.Index(fields=["activity", "region", "year"], name="factor_act_region_year_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.activity} ({self.region} {self.year}): {self.co2e_per_unit} kg CO2e/{self.unit}"
+
+
+class ExchangeRate(models.Model):
+    """Annual-average rate: 1 ``currency`` = ``rate`` ``quote_currency`` in ``year``."""
+
+    currency = models.CharField(max_length=3, validators=[currency_validator])
+    quote_currency = models.CharField(max_length=3, validators=[currency_validator], default="USD")
+    year = models.PositiveSmallIntegerField()
+    rate = models.DecimalField(max_digits=20, decimal_places=10)
+    source = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["currency", "quote_currency", "year"], name="fx_currency_quote_year_uniq"),
+            models.CheckConstraint(condition=Q(rate__gt=0), name="fx_rate_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"1 {self.currency} = {self.rate} {self.quote_currency} ({self.year})"
+
+
+class PriceIndex(models.Model):
+    """Annual price-index level for a currency area (e.g. US CPI-U), used to move spend between price years."""
+
+    currency = models.CharField(max_length=3, validators=[currency_validator])
+    year = models.PositiveSmallIntegerField()
+    value = models.DecimalField(max_digits=20, decimal_places=6)
+    source = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        verbose_name_plural = "price indexes"
+        constraints = [
+            models.UniqueConstraint(fields=["currency", "year"], name="price_index_currency_year_uniq"),
+            models.CheckConstraint(condition=Q(value__gt=0), name="price_index_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.currency} {self.year}: {self.value}"
+
+
+class Category(models.IntegerChoices):
+    """The 15 Scope 3 categories of the GHG Protocol."""
+
+    PURCHASED_GOODS = 1, "1 Purchased goods and services"
+    CAPITAL_GOODS = 2, "2 Capital goods"
+    FUEL_ENERGY = 3, "3 Fuel- and energy-related activities"
+    UPSTREAM_TRANSPORT = 4, "4 Upstream transportation and distribution"
+    WASTE = 5, "5 Waste generated in operations"
+    BUSINESS_TRAVEL = 6, "6 Business travel"
+    COMMUTING = 7, "7 Employee commuting"
+    UPSTREAM_LEASED = 8, "8 Upstream leased assets"
+    DOWNSTREAM_TRANSPORT = 9, "9 Downstream transportation and distribution"
+    PROCESSING = 10, "10 Processing of sold products"
+    USE_OF_SOLD = 11, "11 Use of sold products"
+    END_OF_LIFE = 12, "12 End-of-life treatment of sold products"
+    DOWNSTREAM_LEASED = 13, "13 Downstream leased assets"
+    FRANCHISES = 14, "14 Franchises"
+    INVESTMENTS = 15, "15 Investments"
+
+
+class Method(models.TextChoices):
+    SPEND = "spend", "Spend-based"
+    ACTIVITY = "activity", "Average-data (activity)"
+    DISTANCE = "distance", "Distance-based"
+    SUPPLIER_SPECIFIC = "supplier_specific", "Supplier-specific"
+
+
+class ActivityRecordQuerySet(OrgScopedQuerySet):
+    def with_related(self) -> ActivityRecordQuerySet:
+        return self.select_related("supplier", "emission", "emission__factor", "emission__factor__dataset")
+
+
+class ActivityRecord(models.Model):
+    """One input line: what was bought, shipped, travelled or consumed, and how much.
+
+    The selector fields (``factor`` or ``activity`` + ``region``/``year``/``source``/
+    ``dataset_version``) say which factor to use; the calculator records any fallback.
+    """
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="activities")
+    supplier = models.ForeignKey(Supplier, null=True, blank=True, on_delete=models.PROTECT, related_name="activities")
+    category = models.PositiveSmallIntegerField(
+        choices=Category.choices, validators=[MinValueValidator(1), MaxValueValidator(15)]
+    )
+    method = models.CharField(max_length=24, choices=Method.choices)
+    factor = models.ForeignKey(
+        EmissionFactor, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="Pinned factor (factor_id); otherwise resolved from the selector fields",
+    )
+    activity = models.CharField(max_length=128, blank=True)
+    region = models.CharField(max_length=16, blank=True)
+    year = models.PositiveSmallIntegerField(null=True, blank=True)
+    source = models.CharField(max_length=32, blank=True)
+    dataset_version = models.CharField(max_length=32, blank=True)
+    amount = models.DecimalField(**AMOUNT_DIGITS)
+    unit = models.CharField(max_length=64)
+    currency = models.CharField(max_length=3, blank=True, validators=[currency_validator])
+    spend_year = models.PositiveSmallIntegerField(null=True, blank=True)
+    mass = models.DecimalField(null=True, blank=True, **AMOUNT_DIGITS)
+    mass_unit = models.CharField(max_length=32, blank=True)
+    distance = models.DecimalField(null=True, blank=True, **AMOUNT_DIGITS)
+    distance_unit = models.CharField(max_length=32, blank=True)
+    period_start = models.DateField()
+    period_end = models.DateField()
+    external_ref = models.CharField(max_length=128, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ActivityRecordQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gte=0), name="activity_amount_non_negative"),
+            models.CheckConstraint(condition=Q(mass__gte=0) | Q(mass__isnull=True), name="activity_mass_non_negative"),
+            models.CheckConstraint(
+                condition=Q(distance__gte=0) | Q(distance__isnull=True), name="activity_distance_non_negative"
+            ),
+            models.CheckConstraint(condition=Q(category__gte=1, category__lte=15), name="activity_category_1_15"),
+            models.CheckConstraint(condition=Q(period_end__gte=F("period_start")), name="activity_period_ordered"),
+        ]
+        indexes = [
+            models.Index(fields=["organization", "-period_start", "-id"], name="activity_org_period_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_method_display()} {self.amount} {self.unit} ({self.period_start})"
+
+
+class EmissionQuerySet(OrgScopedQuerySet):
+    def with_related(self) -> EmissionQuerySet:
+        return self.select_related("supplier", "factor", "factor__dataset")
+
+
+class Emission(models.Model):
+    """The calculated result of one activity record, with the factor and every fallback used.
+
+    ``data_quality`` holds the GHG Protocol's five indicators (1 = very good ... 5 = very
+    poor) and their mean; ``fallbacks`` and ``warnings`` are lists of
+    ``{"code": ..., "detail": ...}`` objects.
+    """
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="emissions")
+    activity = models.OneToOneField(ActivityRecord, on_delete=models.CASCADE, related_name="emission")
+    supplier = models.ForeignKey(Supplier, null=True, blank=True, on_delete=models.PROTECT, related_name="emissions")
+    category = models.PositiveSmallIntegerField(choices=Category.choices)
+    method = models.CharField(max_length=24, choices=Method.choices)
+    period_start = models.DateField()
+    period_end = models.DateField()
+    factor = models.ForeignKey(EmissionFactor, on_delete=models.PROTECT, related_name="emissions")
+    co2e_kg = models.DecimalField(**CO2E_DIGITS)
+    gases = models.JSONField(default=dict, blank=True)
+    data_quality = models.JSONField(default=dict)
+    fallbacks = models.JSONField(default=list, blank=True)
+    warnings = models.JSONField(default=list, blank=True)
+    calculated_at = models.DateTimeField(auto_now_add=True)
+
+    objects = EmissionQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(co2e_kg__gte=0), name="emission_co2e_non_negative"),
+            models.CheckConstraint(condition=Q(category__gte=1, category__lte=15), name="emission_category_1_15"),
+        ]
+        indexes = [
+            # Keyset pagination of the emissions list: newest period first, id as tie-breaker.
+            models.Index(fields=["organization", "-period_start", "-id"], name="emission_org_period_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.co2e_kg} kg CO2e ({self.get_category_display()})"
+
+    @property
+    def co2e_tonnes(self) -> Decimal:
+        return self.co2e_kg / Decimal(1000)
