@@ -14,3 +14,6 @@ from vcci.settings import *  # noqa: E402,F403
 
 # Hashing speed matters only in tests, where every user is throwaway.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# The manifest storage needs ``collectstatic`` first; tests render admin pages without it.
+STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}  # noqa: F405
