@@ -8,6 +8,7 @@ Amounts and emissions are ``Decimal`` end to end.
 from __future__ import annotations
 
 from decimal import Decimal
+
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
@@ -173,7 +174,11 @@ class EmissionFactor(models.Model):
     gwp_set = models.CharField(max_length=16, blank=True)
     gases = models.JSONField(default=dict, blank=True)
     supplier = models.ForeignKey(
-        Supplier, null=True, blank=True, on_delete=models.CASCADE, related_name="factors",
+        Supplier,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="factors",
         help_text="Set for supplier-specific factors",
     )
     extra = models.JSONField(default=dict, blank=True, help_text="Other published values (e.g. without margins)")
@@ -277,7 +282,11 @@ class ActivityRecord(models.Model):
     )
     method = models.CharField(max_length=24, choices=Method.choices)
     factor = models.ForeignKey(
-        EmissionFactor, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        EmissionFactor,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
         help_text="Pinned factor (factor_id); otherwise resolved from the selector fields",
     )
     activity = models.CharField(max_length=128, blank=True)

@@ -27,7 +27,7 @@ def _services_reachable(django_db_blocker: object) -> None:
 
     try:
         get_redis_connection("default").ping()
-    except Exception as exc:  # noqa: BLE001 - any failure means the service is unusable
+    except Exception as exc:
         pytest.exit(f"Redis is unreachable at {settings.REDIS_URL}: {exc}", returncode=3)
 
 

@@ -79,9 +79,7 @@ WSGI_APPLICATION = "vcci.wsgi.application"
 
 # An empty DATABASE_URL / REDIS_URL means "not set": the embedded default is used.
 DATABASES = {
-    "default": environ.Env.db_url_config(
-        env.str("DATABASE_URL", default="") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
-    ),
+    "default": environ.Env.db_url_config(env.str("DATABASE_URL", default="") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Bound every statement so a runaway query cannot hold a worker forever.
