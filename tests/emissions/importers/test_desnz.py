@@ -1,0 +1,101 @@
+"""DESNZ 2025 flat-file parser on the published file and on malformed copies."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from emissions.importers import desnz
+from emissions.importers.base import FactorFileError
+
+HEADER = "\ufeffID,Scope,Level 1,Level 2,Level 3,Level 4,Column Text,UOM,GHG/Unit,GHG Conversion Factor 2025\n"
+
+
+@pytest.fixture(scope="module")
+def parsed():
+    (result,) = desnz.parse(Path(settings.FACTOR_DATA_DIR))
+    return result
+
+
+@pytest.fixture(scope="module")
+def factors(parsed):
+    return {f.activity: f for f in parsed.factors}
+
+
+def test_uk_grid_electricity(factors):
+    grid = factors["desnz:7_400_4000_5"]
+    assert grid.co2e_per_unit == Decimal("0.17700")
+    assert (grid.unit, grid.unit_label, grid.region, grid.year, grid.gwp_set) == ("kWh", "kWh", "GB", 2025, "AR5")
+    assert grid.gases == {"CO2": "0.17489", "CH4": "0.0009", "N2O": "0.00122"}
+    assert grid.name == "UK electricity / Electricity generated / Electricity: UK / kWh"
+    assert grid.category == "Scope 2 / UK electricity"
+
+
+def test_diesel_per_litre(factors):
+    diesel = factors["desnz:1_101_1011_8"]
+    assert diesel.co2e_per_unit == Decimal("2.57082")
+    assert (diesel.unit, diesel.unit_label) == ("L", "litres")
+    assert diesel.name == "Fuels / Liquid fuels / Diesel (average biofuel blend)"
+
+
+def test_counts_and_skip_reasons(parsed):
+    # 8,740 rows: every row is either part of a factor or skipped with a reason.
+    rows_in_factors = sum(1 + len(f.gases) for f in parsed.factors)
+    assert rows_in_factors + sum(parsed.skipped.values()) == 8740
+    assert len(parsed.factors) == 2611
+    assert parsed.skipped["output unit 'kWh (Net CV)' is not kg CO2e"] == 438
+    assert parsed.skipped["no unit mapping for UOM 'per FTE Working Hour'"] == 3
+    assert parsed.skipped["no unit mapping for UOM 'million litres'"] == 2
+    assert parsed.skipped[desnz.SKIP_EMPTY] > 0
+
+
+def _write(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / desnz.FILE
+    path.parent.mkdir(parents=True)
+    path.write_text(HEADER + body, encoding="utf-8")
+    return tmp_path
+
+
+GOOD = (
+    "7_400_4000_5_1,Scope 2,UK electricity,Electricity generated,Electricity: UK,kWh,,kWh,kg CO2e,0.17700\n"
+    "7_400_4000_5_2,Scope 2,UK electricity,Electricity generated,Electricity: UK,kWh,,kWh,kg CO2e of CO2 per unit,"
+    "0.17489\n"
+)
+
+
+def test_small_file_groups_rows_and_skips_energy_rows(tmp_path):
+    body = GOOD + "1_2_3_4_5,Scope 1,Fuels,Gas,,,,kWh (Net CV),kWh (Net CV),10.5\n"
+    (result,) = desnz.parse(_write(tmp_path, body))
+    assert [(f.activity, f.co2e_per_unit, dict(f.gases)) for f in result.factors] == [
+        ("desnz:7_400_4000_5", Decimal("0.177"), {"CO2": "0.17489"})
+    ]
+    assert dict(result.skipped) == {"output unit 'kWh (Net CV)' is not kg CO2e": 1}
+
+
+def test_bad_number_names_line_and_column(tmp_path):
+    body = GOOD + "1_2_3_4_1,Scope 1,Fuels,Gas,,,,litres,kg CO2e,2,5\n"
+    with pytest.raises(FactorFileError, match="line 4: expected 10 fields, found 11"):
+        desnz.parse(_write(tmp_path, body))
+
+
+def test_non_numeric_factor(tmp_path):
+    body = GOOD + "1_2_3_4_1,Scope 1,Fuels,Gas,,,,litres,kg CO2e,n/a\n"
+    with pytest.raises(FactorFileError, match="line 4, column 'GHG Conversion Factor 2025': 'n/a' is not a number"):
+        desnz.parse(_write(tmp_path, body))
+
+
+def test_missing_column(tmp_path):
+    path = tmp_path / desnz.FILE
+    path.parent.mkdir(parents=True)
+    path.write_text(HEADER.replace(",UOM", ""), encoding="utf-8")
+    with pytest.raises(FactorFileError, match="line 1, column 'UOM': missing column"):
+        desnz.parse(tmp_path)
+
+
+def test_bad_id(tmp_path):
+    body = "abc,Scope 1,Fuels,Gas,,,,litres,kg CO2e,2\n"
+    with pytest.raises(FactorFileError, match="line 2, column 'ID': 'abc' is not a DESNZ ID"):
+        desnz.parse(_write(tmp_path, body))

@@ -1,0 +1,69 @@
+"""manage.py import_factors: summary output, progress bar, directory errors and all-or-nothing runs."""
+
+from __future__ import annotations
+
+import shutil
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.core.management import CommandError, call_command
+
+from emissions.importers import desnz, ipcc_gwp
+from emissions.models import EmissionFactor, FactorDataset
+
+DATA = Path(settings.FACTOR_DATA_DIR)
+
+pytestmark = pytest.mark.django_db
+
+
+def _run(*args: str) -> str:
+    out = StringIO()
+    call_command("import_factors", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_summary_table_then_unchanged_on_second_run(capsys):
+    # Given in reverse order: the command still imports the GWPs first.
+    output = _run("--dir", str(DATA), "--source", "epa_hub", "ipcc_gwp")
+    assert "IPCC AR5 GWP-100" in output
+    assert "US EPA GHG Emission Factors Hub 2024" in output
+    hub_line = next(line for line in output.splitlines() if line.startswith("epa_hub"))
+    assert "imported" in hub_line
+    assert "270" in hub_line
+    assert "treatment not applicable (empty cell): 183" in hub_line
+    assert "XLSX) skipped" in output
+    assert f"Done: {EmissionFactor.objects.count()} factors created." in output
+    # The progress bar goes to stderr, never into the summary.
+    assert "epa_hub 2024" in capsys.readouterr().err
+    assert "factor/s" not in output
+
+    again = _run("--source", "ipcc_gwp", "epa_hub", "--no-progress")
+    statuses = [line.split()[-3] for line in again.splitlines() if line.startswith(("ipcc_gwp", "epa_hub"))]
+    assert statuses == ["unchanged"] * 6
+    assert "Done: 0 factors created." in again
+    assert capsys.readouterr().err == ""
+
+
+def test_failing_source_rolls_back_the_whole_run(tmp_path):
+    target = tmp_path / ipcc_gwp.FILE
+    target.parent.mkdir(parents=True)
+    shutil.copyfile(DATA / ipcc_gwp.FILE, target)
+    bad = tmp_path / desnz.FILE
+    bad.parent.mkdir(parents=True)
+    bad.write_text("ID,Scope\n1_1,Scope 1\n", encoding="utf-8")
+    with pytest.raises(CommandError, match=r"column 'Level 1': missing column in header\nNothing was written\."):
+        _run("--dir", str(tmp_path), "--source", "ipcc_gwp", "desnz", "--no-progress")
+    assert FactorDataset.objects.count() == 0
+    assert EmissionFactor.objects.count() == 0
+
+
+def test_missing_or_empty_directory_points_to_sources(tmp_path, settings):
+    with pytest.raises(CommandError, match=r"missing or empty.*SOURCES\.md"):
+        _run("--dir", str(tmp_path / "nowhere"))
+    with pytest.raises(CommandError, match="missing or empty"):
+        _run("--dir", str(tmp_path))
+    settings.FACTOR_DATA_DIR = ""
+    with pytest.raises(CommandError, match=r"No factor data directory is configured.*FACTOR_DATA_DIR or pass --dir"):
+        _run()
