@@ -40,7 +40,7 @@ def _desnz_dir(tmp_path: Path, *rows: str) -> Path:
 def test_import_all_sources_then_reimport_changes_nothing():
     first = [factor_dataset_import(source=source, directory=DATA) for source in service.IMPORTERS]
     created = {summary.source: summary.factors_created for summary in first}
-    assert created == {"ipcc_gwp": 36 + 90 + 58 + 86 + 86, "epa_supply_chain": 1016, "desnz": 2611, "epa_hub": 270}
+    assert created == {"ipcc_gwp": 36 + 90 + 58 + 86 + 86, "epa_supply_chain": 1016, "desnz": 2616, "epa_hub": 270}
     assert EmissionFactor.objects.count() == sum(created.values())
     assert FactorDataset.objects.filter(organization__isnull=True).count() == 8
 

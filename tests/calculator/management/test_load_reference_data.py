@@ -1,0 +1,70 @@
+"""manage.py load_reference_data."""
+
+from __future__ import annotations
+
+from decimal import Decimal, localcontext
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from calculator.engine import calculate
+from emissions.models import ExchangeRate, FactorDataset, PriceIndex
+from tests.calculator.helpers import make_input
+from tests.factories import EmissionFactorFactory, FactorDatasetFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def files(tmp_path):
+    rates = tmp_path / "rates.csv"
+    rates.write_text("currency,quote_currency,year,rate,source\nEUR,USD,2024,1.0824,ECB\n", encoding="utf-8")
+    index = tmp_path / "cpi.csv"
+    index.write_text("currency,year,value,source\nUSD,2022,292.655,BLS\nUSD,2024,313.689,BLS\n", encoding="utf-8")
+    return rates, index
+
+
+def test_loads_both_files_and_the_spend_method_uses_them(org, files):
+    rates, index = files
+    out = StringIO()
+    call_command("load_reference_data", "--exchange-rates", str(rates), "--price-index", str(index), stdout=out)
+    assert "Exchange rates: 1 created, 0 updated." in out.getvalue()
+    assert "Price indexes: 2 created, 0 updated." in out.getvalue()
+    dataset = FactorDatasetFactory(source=FactorDataset.Source.EPA_SUPPLY_CHAIN, basis_year=2022)
+    factor = EmissionFactorFactory(
+        dataset=dataset, region="US", year=2022, unit="USD", currency="USD", co2e_per_unit=Decimal("0.787")
+    )
+    inp = make_input(
+        method="spend", activity=factor.activity, amount=Decimal("100"), unit="EUR", currency="EUR", spend_year=2024
+    )
+    result = calculate(inp, organization=org)
+    with localcontext(prec=40):  # the engine's precision
+        expected = Decimal("108.24") * Decimal("292.655") / Decimal("313.689")
+    assert result.converted_amount == expected
+
+
+def test_rerun_updates(files):
+    rates, _ = files
+    call_command("load_reference_data", "--exchange-rates", str(rates), stdout=StringIO())
+    out = StringIO()
+    call_command("load_reference_data", "--exchange-rates", str(rates), stdout=out)
+    assert "0 created, 1 updated" in out.getvalue()
+    assert ExchangeRate.objects.count() == 1
+
+
+def test_bad_row_is_command_error_naming_line_and_column_and_nothing_written(tmp_path, files):
+    rates, _ = files
+    bad_index = tmp_path / "bad.csv"
+    bad_index.write_text("currency,year,value,source\nUSD,2022,292.655,BLS\nUSD,2024,-3,BLS\n", encoding="utf-8")
+    with pytest.raises(CommandError) as exc:
+        call_command("load_reference_data", "--exchange-rates", str(rates), "--price-index", str(bad_index))
+    assert "line 3, column 'value'" in str(exc.value)
+    # The good exchange-rate file was rolled back with the bad index file.
+    assert ExchangeRate.objects.count() == 0
+    assert PriceIndex.objects.count() == 0
+
+
+def test_needs_a_file():
+    with pytest.raises(CommandError, match="--exchange-rates"):
+        call_command("load_reference_data")

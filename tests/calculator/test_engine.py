@@ -1,0 +1,531 @@
+"""calculator.engine: every method, conversions, spend currency/price-year handling and input errors."""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+
+import pytest
+
+from calculator.engine import calculate
+from calculator.resolve import FactorResolver
+from calculator.types import CalculationError
+from emissions.models import FactorDataset
+from tests.calculator.helpers import make_input
+from tests.factories import (
+    EmissionFactorFactory,
+    ExchangeRateFactory,
+    FactorDatasetFactory,
+    PriceIndexFactory,
+    SupplierFactory,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+def codes(notes) -> list[str]:
+    return [n.code for n in notes]
+
+
+# -- the three headline numbers ------------------------------------------------------------
+
+
+def test_spend_1000_usd_2022_on_naics_331110_is_787_kg(org, steel_spend):
+    inp = make_input(
+        method="spend", activity="naics:331110", amount=Decimal("1000"), unit="USD", currency="USD", spend_year=2022
+    )
+    result = calculate(inp, organization=org)
+    assert result.co2e_kg == Decimal("787")
+    assert str(result.co2e_kg) == "787.000000"
+    assert result.converted_amount == Decimal("1000")
+    assert result.factor == steel_spend
+    assert result.fallbacks == []
+
+
+def test_one_mwh_of_uk_electricity_is_177_kg(org, uk_electricity):
+    inp = make_input(activity="desnz:7_400_4000_5", amount=Decimal("1"), unit="MWh", region="GB", year=2025)
+    result = calculate(inp, organization=org)
+    assert result.co2e_kg == Decimal("177")
+    assert result.converted_amount == Decimal("1000")
+    assert result.gases == {"CO2": Decimal("174.89"), "CH4": Decimal("0.89"), "N2O": Decimal("1.22")}
+    assert result.data_quality.as_dict() == {
+        "technology": 2,
+        "time": 1,
+        "geography": 1,
+        "completeness": 2,
+        "reliability": 2,
+        "score": "1.6",
+    }
+
+
+def test_one_cubic_metre_of_diesel_is_2570_82_kg(org, diesel):
+    result = calculate(make_input(activity="desnz:1_101_1011_8", amount=Decimal("1"), unit="m³"), organization=org)
+    assert result.co2e_kg == Decimal("2570.82")
+    assert result.converted_amount == Decimal("1000")
+
+
+def test_as_dict_is_json_ready(org, uk_electricity):
+    data = calculate(make_input(activity="desnz:7_400_4000_5", unit="MWh"), organization=org).as_dict()
+    assert data["co2e_kg"] == "177.000000"
+    assert data["converted_amount"] == "1000"
+    assert data["factor"]["activity"] == "desnz:7_400_4000_5"
+    assert data["factor"]["source"] == "desnz"
+
+
+# -- activity conversions ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("factor_unit", "amount", "unit", "expected_converted"),
+    [
+        ("kWh", "2", "MWh", "2000"),
+        ("kWh", "3.6", "GJ", "1000"),
+        ("L", "1", "m³", "1000"),
+        ("L", "1", "m**3", "1000"),
+        ("L", "10", "US gallon", "37.85411784"),
+        ("L", "10", "gallon", "37.85411784"),
+        ("kg", "100", "lb", "45.359237"),
+        ("t", "2000", "kg", "2"),
+        ("km", "10", "mile", "16.09344"),
+    ],
+)
+def test_activity_converts_any_compatible_unit(org, factor_unit, amount, unit, expected_converted):
+    factor = EmissionFactorFactory(unit=factor_unit, co2e_per_unit=Decimal("2"))
+    result = calculate(make_input(activity=factor.activity, amount=Decimal(amount), unit=unit), organization=org)
+    assert result.converted_amount == Decimal(expected_converted)
+    expected = (Decimal(expected_converted) * 2).quantize(Decimal("0.000001"))
+    assert result.co2e_kg == expected
+
+
+def test_result_is_quantized_half_even_to_six_places(org):
+    factor = EmissionFactorFactory(unit="kWh", co2e_per_unit=Decimal("0.0000005"))
+    # 1 x 0.0000005 = 0.0000005 -> half-even rounds to 0.000000; 3 x -> 0.0000015 -> 0.000002.
+    one = calculate(make_input(activity=factor.activity, amount=Decimal("1")), organization=org)
+    three = calculate(make_input(activity=factor.activity, amount=Decimal("3")), organization=org)
+    assert one.co2e_kg == Decimal("0.000000")
+    assert three.co2e_kg == Decimal("0.000002")
+
+
+def test_exact_decimal_arithmetic_beyond_28_digits(org):
+    factor = EmissionFactorFactory(unit="kWh", co2e_per_unit=Decimal("0.123456789012345"))
+    amount = Decimal("123456789012345678.123456")
+    result = calculate(make_input(activity=factor.activity, amount=amount), organization=org)
+    assert result.converted_amount == amount
+    with localcontext(prec=80):
+        exact = amount * factor.co2e_per_unit  # 39 significant digits
+    assert result.co2e_kg == exact.quantize(Decimal("0.000001"), rounding=ROUND_HALF_EVEN)
+
+
+def test_unknown_unit(org, uk_electricity):
+    with pytest.raises(CalculationError) as exc:
+        calculate(make_input(activity="desnz:7_400_4000_5", unit="furlongs-ish"), organization=org)
+    assert exc.value.errors == {"unit": ["Unknown unit 'furlongs-ish'."]}
+
+
+def test_incompatible_unit_names_both_units(org, uk_electricity):
+    with pytest.raises(CalculationError) as exc:
+        calculate(make_input(activity="desnz:7_400_4000_5", unit="kg"), organization=org)
+    message = exc.value.errors["unit"][0]
+    assert "'kg'" in message
+    assert "'kWh'" in message
+
+
+def test_activity_method_refuses_a_spend_factor(org, steel_spend):
+    with pytest.raises(CalculationError) as exc:
+        calculate(make_input(activity="naics:331110", unit="USD"), organization=org)
+    assert "spend" in exc.value.errors["method"][0]
+
+
+# -- spend ---------------------------------------------------------------------------------
+
+
+def test_spend_eur_2024_converted_to_usd_and_deflated_to_2022(org, steel_spend):
+    ExchangeRateFactory(currency="EUR", quote_currency="USD", year=2024, rate=Decimal("1.082"))
+    PriceIndexFactory(currency="USD", year=2022, value=Decimal("292.655"))
+    PriceIndexFactory(currency="USD", year=2024, value=Decimal("313.689"))
+    inp = make_input(
+        method="spend", activity="naics:331110", amount=Decimal("1000"), unit="EUR", currency="EUR", spend_year=2024
+    )
+    result = calculate(inp, organization=org)
+    with localcontext(prec=40):
+        # 1000 EUR = 1082 USD at 2024 prices -> x CPI 2022/2024 -> 2022 USD
+        converted = Decimal("1000") * Decimal("1.082") * Decimal("292.655") / Decimal("313.689")
+    assert result.converted_amount == converted
+    assert Decimal("1009.4") < converted < Decimal("1009.5")
+    assert result.co2e_kg == (converted * Decimal("0.787")).quantize(Decimal("0.000001"))
+    assert result.fallbacks == []
+
+
+def test_spend_inverse_rate_is_used_when_only_usd_to_eur_is_stored(org, steel_spend):
+    ExchangeRateFactory(currency="USD", quote_currency="EUR", year=2022, rate=Decimal("0.8"))
+    inp = make_input(
+        method="spend", activity="naics:331110", amount=Decimal("800"), unit="", currency="EUR", spend_year=2022
+    )
+    result = calculate(inp, organization=org)
+    assert result.converted_amount == Decimal("1000")
+    assert result.co2e_kg == Decimal("787")
+
+
+def test_spend_missing_exchange_rate_names_currency_and_row(org, steel_spend):
+    inp = make_input(
+        method="spend", activity="naics:331110", amount=Decimal("10"), unit="", currency="GBP", spend_year=2022
+    )
+    with pytest.raises(CalculationError) as exc:
+        calculate(inp, organization=org)
+    message = exc.value.errors["currency"][0]
+    assert "GBP->USD" in message
+    assert "2022" in message
+
+
+def test_spend_missing_price_index_names_year_and_row(org, steel_spend):
+    PriceIndexFactory(currency="USD", year=2022, value=Decimal("292.655"))
+    inp = make_input(method="spend", activity="naics:331110", amount=Decimal("10"), unit="USD", spend_year=2023)
+    with pytest.raises(CalculationError) as exc:
+        calculate(inp, organization=org)
+    assert exc.value.errors == {
+        "spend_year": ["No price index for USD 2023: load a PriceIndex row (currency=USD, year=2023)."]
+    }
+
+
+def test_spend_same_currency_and_year_needs_no_reference_rows(org, steel_spend, django_assert_num_queries):
+    inp = make_input(method="spend", activity="naics:331110", amount=Decimal("5"), unit="USD", spend_year=2022)
+    with django_assert_num_queries(1):  # the factor only
+        result = calculate(inp, organization=org)
+    assert result.co2e_kg == Decimal("3.935")
+
+
+def test_spend_year_assumed_when_missing(org, steel_spend):
+    inp = make_input(method="spend", activity="naics:331110", amount=Decimal("1000"), unit="USD")
+    result = calculate(inp, organization=org)
+    assert result.co2e_kg == Decimal("787")
+    assert codes(result.fallbacks) == ["spend_year_assumed"]
+    assert "2022" in result.fallbacks[0].detail
+
+
+@pytest.mark.parametrize("currency", ["EURO", "E1", "12$"])
+def test_spend_currency_must_be_three_letters(org, steel_spend, currency):
+    inp = make_input(
+        method="spend", activity="naics:331110", amount=Decimal("1"), unit="", currency=currency, spend_year=2022
+    )
+    with pytest.raises(CalculationError) as exc:
+        calculate(inp, organization=org)
+    assert "currency" in exc.value.errors
+
+
+def test_spend_unit_must_be_empty_or_the_currency(org, steel_spend):
+    inp = make_input(method="spend", activity="naics:331110", amount=Decimal("1"), unit="kg", spend_year=2022)
+    with pytest.raises(CalculationError) as exc:
+        calculate(inp, organization=org)
+    assert "unit" in exc.value.errors
+
+
+def test_spend_method_needs_a_spend_factor(org, uk_electricity):
+    inp = make_input(method="spend", activity="desnz:7_400_4000_5", amount=Decimal("1"), unit="USD", spend_year=2025)
+    with pytest.raises(CalculationError) as exc:
+        calculate(inp, organization=org)
+    assert "method" in exc.value.errors
+
+
+# -- distance ------------------------------------------------------------------------------
+
+
+def test_distance_mass_times_distance(org, hgv):
+    inp = make_input(
+        method="distance",
+        category=4,
+        activity="desnz:freight_hgv",
+        amount=Decimal("0"),
+        unit="",
+        mass=Decimal("20"),
+        mass_unit="t",
+        distance=Decimal("60"),
+        distance_unit="km",
+    )
+    result = calculate(inp, organization=org)
+    assert result.converted_amount == Decimal("1200")
+    assert result.co2e_kg == Decimal("128.4")
+    assert result.data_quality.technology == 3
+
+
+def test_distance_amount_in_tonne_km_directly(org, hgv):
+    for unit in ("tonne.km", "t*km"):
+        inp = make_input(method="distance", category=4, activity="desnz:freight_hgv", amount=Decimal("1200"), unit=unit)
+        assert calculate(inp, organization=org).co2e_kg == Decimal("128.4")
+
+
+def test_distance_short_ton_miles_converted_to_tonne_km(org, hgv):
+    inp = make_input(
+        method="distance",
+        category=4,
+        activity="desnz:freight_hgv",
+        amount=Decimal("0"),
+        unit="",
+        mass=Decimal("1"),
+        mass_unit="short_ton",
+        distance=Decimal("1"),
+        distance_unit="mile",
+    )
+    result = calculate(inp, organization=org)
+    # 1 short ton = 0.90718474 t, 1 mile = 1.609344 km
+    assert result.converted_amount == Decimal("0.90718474") * Decimal("1.609344")
+
+
+def test_distance_passenger_km_factor(org):
+    factor = EmissionFactorFactory(unit="passenger*km", co2e_per_unit=Decimal("0.03546"))
+    inp = make_input(
+        method="distance", category=6, activity=factor.activity, amount=Decimal("100"), unit="passenger*mile"
+    )
+    assert calculate(inp, organization=org).co2e_kg == Decimal("5.706734")  # 160.9344 pkm x 0.03546
+
+
+def test_distance_missing_pieces_name_the_fields(org, hgv):
+    inp = make_input(
+        method="distance",
+        category=4,
+        activity="desnz:freight_hgv",
+        amount=Decimal("0"),
+        unit="",
+        mass=Decimal("20"),
+        mass_unit="t",
+    )
+    with pytest.raises(CalculationError) as exc:
+        calculate(inp, organization=org)
+    assert set(exc.value.errors) == {"distance", "distance_unit"}
+
+
+def test_distance_wrong_unit_kinds(org, hgv):
+    inp = make_input(
+        method="distance",
+        category=4,
+        activity="desnz:freight_hgv",
+        amount=Decimal("0"),
+        unit="",
+        mass=Decimal("20"),
+        mass_unit="km",
+        distance=Decimal("5"),
+        distance_unit="km",
+    )
+    with pytest.raises(CalculationError) as exc:
+        calculate(inp, organization=org)
+    assert set(exc.value.errors) == {"mass_unit"}
+
+
+def test_distance_method_needs_a_distance_factor(org, uk_electricity):
+    inp = make_input(method="distance", activity="desnz:7_400_4000_5", amount=Decimal("1"), unit="kWh")
+    with pytest.raises(CalculationError) as exc:
+        calculate(inp, organization=org)
+    assert "method" in exc.value.errors
+
+
+def test_passenger_factor_refuses_mass_times_distance(org):
+    factor = EmissionFactorFactory(unit="passenger*km", co2e_per_unit=Decimal("0.03"))
+    inp = make_input(
+        method="distance",
+        category=6,
+        activity=factor.activity,
+        amount=Decimal("0"),
+        unit="",
+        mass=Decimal("1"),
+        mass_unit="t",
+        distance=Decimal("5"),
+        distance_unit="km",
+    )
+    with pytest.raises(CalculationError) as exc:
+        calculate(inp, organization=org)
+    assert "passenger" in exc.value.errors["mass_unit"][0]
+
+
+# -- supplier-specific -----------------------------------------------------------------------
+
+
+def _supplier_factor(org, supplier, **kwargs):
+    dataset = FactorDatasetFactory(source=FactorDataset.Source.SUPPLIER, organization=org, basis_year=2024)
+    values = {
+        "dataset": dataset,
+        "supplier": supplier,
+        "activity": "naics:331110",
+        "region": "US",
+        "year": 2024,
+        "unit": "kg",
+        "co2e_per_unit": Decimal("1.9"),
+    }
+    values.update(kwargs)
+    return EmissionFactorFactory(**values)
+
+
+def test_supplier_specific_prefers_the_suppliers_own_factor(org, steel_spend):
+    supplier = SupplierFactory(organization=org)
+    own = _supplier_factor(org, supplier, unit="t", co2e_per_unit=Decimal("1850"))
+    inp = make_input(
+        method="supplier_specific",
+        activity="naics:331110",
+        amount=Decimal("2"),
+        unit="t",
+        supplier_id=supplier.pk,
+        year=2024,
+    )
+    result = calculate(inp, organization=org)
+    assert result.factor == own
+    assert result.co2e_kg == Decimal("3700")
+    assert result.fallbacks == []
+    assert (result.data_quality.reliability, result.data_quality.technology) == (1, 1)
+
+
+def test_supplier_specific_falls_back_to_average_data(org, uk_electricity):
+    supplier = SupplierFactory(organization=org)
+    inp = make_input(
+        method="supplier_specific",
+        activity="desnz:7_400_4000_5",
+        amount=Decimal("1"),
+        unit="MWh",
+        supplier_id=supplier.pk,
+    )
+    result = calculate(inp, organization=org)
+    assert result.factor == uk_electricity
+    assert result.co2e_kg == Decimal("177")
+    assert codes(result.fallbacks) == ["supplier_factor_missing"]
+    assert (result.data_quality.reliability, result.data_quality.technology) == (2, 2)
+
+
+def test_supplier_specific_fallback_to_spend_factor_computes_as_spend(org, steel_spend):
+    supplier = SupplierFactory(organization=org)
+    inp = make_input(
+        method="supplier_specific",
+        activity="naics:331110",
+        amount=Decimal("1000"),
+        unit="USD",
+        supplier_id=supplier.pk,
+        spend_year=2022,
+    )
+    result = calculate(inp, organization=org)
+    assert result.co2e_kg == Decimal("787")
+    assert codes(result.fallbacks) == ["supplier_factor_missing"]
+
+
+def test_supplier_specific_needs_a_supplier_of_this_org(org, other_org, uk_electricity):
+    foreign = SupplierFactory(organization=other_org)
+    for supplier_id in (None, foreign.pk):
+        inp = make_input(method="supplier_specific", activity="desnz:7_400_4000_5", supplier_id=supplier_id)
+        with pytest.raises(CalculationError) as exc:
+            calculate(inp, organization=org)
+        assert list(exc.value.errors) == ["supplier"]
+
+
+def test_another_orgs_supplier_factor_is_invisible(org, other_org, steel_spend):
+    theirs = SupplierFactory(organization=other_org)
+    their_factor = _supplier_factor(other_org, theirs, unit="USD", currency="USD")
+    with pytest.raises(CalculationError) as exc:
+        calculate(make_input(method="spend", factor_id=their_factor.pk, unit="USD"), organization=org)
+    assert list(exc.value.errors) == ["factor_id"]
+    # ... and the average-data search for the same activity does not pick it either.
+    inp = make_input(method="spend", activity="naics:331110", amount=Decimal("1000"), unit="USD", spend_year=2022)
+    assert calculate(inp, organization=org).factor == steel_spend
+
+
+def test_supplier_factor_not_used_for_other_purchases(org, steel_spend):
+    supplier = SupplierFactory(organization=org)
+    _supplier_factor(org, supplier, unit="USD", currency="USD", co2e_per_unit=Decimal("0.1"))
+    inp = make_input(method="spend", activity="naics:331110", amount=Decimal("1000"), unit="USD", spend_year=2022)
+    assert calculate(inp, organization=org).factor == steel_spend
+
+
+# -- input validation ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("category", [0, 16, -1])
+def test_category_out_of_range(org, uk_electricity, category):
+    with pytest.raises(CalculationError) as exc:
+        calculate(make_input(activity="desnz:7_400_4000_5", category=category), organization=org)
+    assert list(exc.value.errors) == ["category"]
+
+
+@pytest.mark.parametrize(
+    "amount", [Decimal("-1"), Decimal("NaN"), Decimal("Infinity"), Decimal("-Infinity"), Decimal("sNaN"), 1.5]
+)
+def test_amount_must_be_finite_and_non_negative(org, uk_electricity, amount):
+    with pytest.raises(CalculationError) as exc:
+        calculate(make_input(activity="desnz:7_400_4000_5", amount=amount), organization=org)
+    assert list(exc.value.errors) == ["amount"]
+    assert exc.value.errors["amount"][0].startswith("must be a finite, non-negative number")
+
+
+def test_unknown_method(org, uk_electricity):
+    with pytest.raises(CalculationError) as exc:
+        calculate(make_input(activity="desnz:7_400_4000_5", method="magic"), organization=org)
+    assert list(exc.value.errors) == ["method"]
+
+
+def test_unknown_activity(org):
+    with pytest.raises(CalculationError) as exc:
+        calculate(make_input(activity="x"), organization=org)
+    assert exc.value.errors == {"activity": ["Unknown activity 'x'."]}
+
+
+def test_neither_factor_id_nor_activity(org):
+    with pytest.raises(CalculationError) as exc:
+        calculate(make_input(activity=""), organization=org)
+    assert list(exc.value.errors) == ["activity"]
+
+
+def test_zero_amount_is_zero_emissions(org, uk_electricity):
+    result = calculate(make_input(activity="desnz:7_400_4000_5", amount=Decimal("0")), organization=org)
+    assert result.co2e_kg == Decimal("0")
+
+
+def test_several_errors_reported_together(org):
+    with pytest.raises(CalculationError) as exc:
+        calculate(make_input(activity="", category=0, amount=Decimal("-1")), organization=org)
+    assert set(exc.value.errors) == {"category", "amount", "activity"}
+
+
+def test_pinned_factor_id(org, uk_electricity):
+    result = calculate(make_input(factor_id=uk_electricity.pk, unit="MWh"), organization=org)
+    assert result.co2e_kg == Decimal("177")
+
+
+def test_supplier_id_of_another_org_is_rejected_for_any_method(org, other_org, uk_electricity):
+    foreign = SupplierFactory(organization=other_org)
+    inp = make_input(activity="desnz:7_400_4000_5", supplier_id=foreign.pk)
+    with pytest.raises(CalculationError) as exc:
+        calculate(inp, organization=org)
+    assert list(exc.value.errors) == ["supplier"]
+
+
+def test_resolver_of_another_org_is_refused(org, other_org, uk_electricity):
+    with pytest.raises(ValueError, match="another organization"):
+        calculate(make_input(activity="desnz:7_400_4000_5"), organization=org, resolver=FactorResolver(other_org))
+
+
+def test_outdated_factor_and_cv_mismatch_warnings(org):
+    dataset = FactorDatasetFactory(basis_year=2015)
+    factor = EmissionFactorFactory(dataset=dataset, year=2015, unit="kWh", unit_label="kWh (Net CV)")
+    result = calculate(
+        make_input(activity=factor.activity, unit="kWh (Gross CV)", year=2024, region="GB"), organization=org
+    )
+    assert codes(result.warnings) == ["factor_outdated", "cv_mismatch"]
+
+
+def test_pinned_factor_of_another_supplier_is_refused(org):
+    mine, other = SupplierFactory(organization=org), SupplierFactory(organization=org)
+    theirs = _supplier_factor(org, other)
+    inp = make_input(method="supplier_specific", factor_id=theirs.pk, unit="kg", supplier_id=mine.pk)
+    with pytest.raises(CalculationError) as exc:
+        calculate(inp, organization=org)
+    assert list(exc.value.errors) == ["factor_id"]
+    # Pinned with the right supplier it is used, and scored as supplier-specific.
+    result = calculate(
+        make_input(method="supplier_specific", factor_id=theirs.pk, unit="kg", supplier_id=other.pk), organization=org
+    )
+    assert result.co2e_kg == Decimal("1.9")
+    assert result.data_quality.reliability == 1
+
+
+def test_supplier_specific_with_pinned_factor_still_needs_supplier(org, uk_electricity):
+    with pytest.raises(CalculationError) as exc:
+        calculate(make_input(method="supplier_specific", factor_id=uk_electricity.pk), organization=org)
+    assert list(exc.value.errors) == ["supplier"]
+
+
+def test_result_too_large_to_store_is_an_error_on_amount(org, uk_electricity):
+    with pytest.raises(CalculationError) as exc:
+        calculate(make_input(activity="desnz:7_400_4000_5", amount=Decimal("1E+30"), unit="MWh"), organization=org)
+    assert list(exc.value.errors) == ["amount"]

@@ -1,0 +1,351 @@
+"""calculator.resolve: factor selection, fallbacks, pins, visibility and memoization."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+
+from calculator.engine import calculate
+from calculator.resolve import FactorResolver
+from calculator.types import CalculationError
+from emissions.models import FactorDataset
+from tests.calculator.helpers import make_input
+from tests.factories import (
+    EmissionFactorFactory,
+    ExchangeRateFactory,
+    FactorDatasetFactory,
+    PriceIndexFactory,
+    SupplierFactory,
+)
+
+pytestmark = pytest.mark.django_db
+
+ACTIVITY = "test:grid"
+
+
+def factor(*, region="GB", year=2025, dataset=None, **kwargs):
+    dataset = dataset or FactorDatasetFactory(basis_year=year)
+    return EmissionFactorFactory(activity=ACTIVITY, region=region, year=year, dataset=dataset, **kwargs)
+
+
+def resolve(org, **kwargs):
+    kwargs.setdefault("activity", ACTIVITY)
+    return FactorResolver(org).resolve(make_input(**kwargs))
+
+
+def codes(notes) -> list[str]:
+    return [n.code for n in notes]
+
+
+# -- region --------------------------------------------------------------------------------
+
+
+def test_exact_region_needs_no_fallback(org):
+    gb = factor(region="GB")
+    factor(region="GLOBAL")
+    chosen, notes = resolve(org, region="gb")
+    assert chosen == gb
+    assert notes == []
+
+
+def test_region_falls_back_to_global(org):
+    factor(region="GB")
+    world = factor(region="GLOBAL")
+    chosen, notes = resolve(org, region="FR")
+    assert chosen == world
+    assert codes(notes) == ["region_fallback"]
+    assert notes[0].detail == "No factor for region FR; used GLOBAL"
+
+
+def test_region_falls_back_to_any_region_deterministically(org):
+    dataset = FactorDatasetFactory(basis_year=2025)
+    factor(region="US", dataset=FactorDatasetFactory(basis_year=2025))
+    de = factor(region="DE", dataset=dataset)
+    gb = factor(region="GB", dataset=FactorDatasetFactory(basis_year=2024))
+    chosen, notes = resolve(org, region="FR")
+    # Newest dataset wins (US and DE are 2025; the US one was imported later).
+    assert chosen.region == "US"
+    assert notes[0].detail == "No factor for region FR; used US"
+    assert chosen not in (de, gb)
+    # The same answer every time, from a fresh resolver too.
+    assert resolve(org, region="FR")[0] == chosen
+
+
+def test_region_unspecified_with_several_regions_prefers_global_and_says_so(org):
+    factor(region="GB")
+    world = factor(region="GLOBAL")
+    chosen, notes = resolve(org)
+    assert chosen == world
+    assert codes(notes) == ["region_unspecified"]
+    assert "GB, GLOBAL" in notes[0].detail
+
+
+def test_region_unspecified_without_global_picks_newest(org):
+    factor(region="GB", dataset=FactorDatasetFactory(basis_year=2024))
+    us = factor(region="US", dataset=FactorDatasetFactory(basis_year=2025))
+    chosen, notes = resolve(org)
+    assert chosen == us
+    assert codes(notes) == ["region_unspecified"]
+
+
+def test_single_region_without_region_given_has_no_note(org):
+    only = factor(region="GB")
+    assert resolve(org) == (only, [])
+
+
+# -- year ----------------------------------------------------------------------------------
+
+
+def test_exact_year(org):
+    factor(year=2023)
+    exact = factor(year=2024)
+    factor(year=2025)
+    assert resolve(org, year=2024) == (exact, [])
+
+
+def test_year_falls_back_to_nearest_earlier(org):
+    factor(year=2020)
+    earlier = factor(year=2023)
+    factor(year=2027)
+    chosen, notes = resolve(org, year=2025)
+    assert chosen == earlier
+    assert codes(notes) == ["year_fallback_earlier"]
+    assert notes[0].detail == "No factor for year 2025; used 2023"
+
+
+def test_year_falls_back_to_nearest_later(org):
+    later = factor(year=2023)
+    factor(year=2025)
+    chosen, notes = resolve(org, year=2020)
+    assert chosen == later
+    assert codes(notes) == ["year_fallback_later"]
+
+
+def test_region_and_year_fallbacks_combine(org):
+    world = factor(region="GLOBAL", year=2022)
+    chosen, notes = resolve(org, region="FR", year=2024)
+    assert chosen == world
+    assert codes(notes) == ["region_fallback", "year_fallback_earlier"]
+
+
+# -- newest dataset and pins ---------------------------------------------------------------
+
+
+def test_newest_dataset_wins_by_basis_year_then_import_time(org):
+    factor(dataset=FactorDatasetFactory(version="2024", basis_year=2024), year=2025)
+    first = factor(dataset=FactorDatasetFactory(version="2025a", basis_year=2025), year=2025)
+    second = factor(dataset=FactorDatasetFactory(version="2025b", basis_year=2025), year=2025)
+    assert resolve(org)[0] == second
+    # imported_at decides before the id does.
+    FactorDatasetFactory._meta.model.objects.filter(pk=second.dataset_id).update(
+        imported_at=first.dataset.imported_at - dt.timedelta(days=1)
+    )
+    assert resolve(org)[0] == first
+
+
+def test_dataset_version_pin(org):
+    old = factor(dataset=FactorDatasetFactory(version="2024", basis_year=2024))
+    factor(dataset=FactorDatasetFactory(version="2025", basis_year=2025))
+    assert resolve(org, dataset_version="2024") == (old, [])
+
+
+def test_dataset_version_pin_not_found_is_an_error_on_it(org):
+    factor(dataset=FactorDatasetFactory(version="2025"))
+    with pytest.raises(CalculationError) as exc:
+        resolve(org, dataset_version="1999")
+    assert list(exc.value.errors) == ["dataset_version"]
+
+
+def test_source_pin(org):
+    desnz = factor(dataset=FactorDatasetFactory(source=FactorDataset.Source.DESNZ, basis_year=2024))
+    factor(dataset=FactorDatasetFactory(source=FactorDataset.Source.EPA_HUB, basis_year=2025))
+    assert resolve(org, source="desnz") == (desnz, [])
+
+
+@pytest.mark.parametrize("source", ["epa_hub", "nonsense"])
+def test_source_pin_not_found_is_an_error_on_it(org, source):
+    factor(dataset=FactorDatasetFactory(source=FactorDataset.Source.DESNZ))
+    with pytest.raises(CalculationError) as exc:
+        resolve(org, source=source)
+    assert list(exc.value.errors) == ["source"]
+
+
+def test_pins_are_never_relaxed_by_region_fallback(org):
+    factor(region="GB", dataset=FactorDatasetFactory(version="2025"))
+    world = factor(region="GLOBAL", dataset=FactorDatasetFactory(version="2024", basis_year=2024))
+    chosen, notes = resolve(org, region="GB", dataset_version="2024")
+    assert chosen == world
+    assert codes(notes) == ["region_fallback"]
+
+
+def test_unknown_activity(org):
+    with pytest.raises(CalculationError) as exc:
+        resolve(org, activity="nope:1")
+    assert exc.value.errors == {"activity": ["Unknown activity 'nope:1'."]}
+
+
+def test_factor_id_of_invisible_or_unknown_factor(org, other_org):
+    theirs = factor(dataset=FactorDatasetFactory(source=FactorDataset.Source.SUPPLIER, organization=other_org))
+    for factor_id in (theirs.pk, 987654321):
+        with pytest.raises(CalculationError) as exc:
+            resolve(org, factor_id=factor_id)
+        assert list(exc.value.errors) == ["factor_id"]
+
+
+def test_factor_id_visible_own_supplier_factor(org):
+    mine = factor(dataset=FactorDatasetFactory(source=FactorDataset.Source.SUPPLIER, organization=org))
+    assert resolve(org, factor_id=mine.pk) == (mine, [])
+
+
+def test_resolved_factor_has_dataset_loaded(org, django_assert_num_queries):
+    factor()
+    resolver = FactorResolver(org)
+    with django_assert_num_queries(1):
+        chosen, _ = resolver.resolve(make_input(activity=ACTIVITY))
+        assert chosen.dataset.basis_year == 2025
+
+
+# -- supplier-specific -----------------------------------------------------------------------
+
+
+def test_supplier_factor_newest_and_activity_matched(org):
+    supplier = SupplierFactory(organization=org)
+    dataset_2023 = FactorDatasetFactory(source=FactorDataset.Source.SUPPLIER, organization=org, basis_year=2023)
+    dataset_2024 = FactorDatasetFactory(source=FactorDataset.Source.SUPPLIER, organization=org, basis_year=2024)
+    EmissionFactorFactory(dataset=dataset_2023, supplier=supplier, activity=ACTIVITY, year=2023)
+    newest = EmissionFactorFactory(dataset=dataset_2024, supplier=supplier, activity=ACTIVITY, year=2024)
+    other_activity = EmissionFactorFactory(dataset=dataset_2024, supplier=supplier, activity="test:other")
+    factor(region="GB")  # average data, must lose to the supplier's own
+    chosen, notes = resolve(org, method="supplier_specific", supplier_id=supplier.pk, activity="")
+    assert chosen == other_activity  # same dataset as ``newest``, later factor year
+    assert codes(notes) == ["supplier_activity_unspecified"]
+    assert resolve(org, method="supplier_specific", supplier_id=supplier.pk, activity=ACTIVITY) == (newest, [])
+
+
+def test_supplier_without_factor_and_without_activity_is_an_error(org):
+    supplier = SupplierFactory(organization=org)
+    with pytest.raises(CalculationError) as exc:
+        resolve(org, method="supplier_specific", supplier_id=supplier.pk, activity="")
+    assert list(exc.value.errors) == ["activity"]
+
+
+def test_supplier_fallback_carries_average_data_fallbacks(org):
+    supplier = SupplierFactory(organization=org)
+    world = factor(region="GLOBAL")
+    chosen, notes = resolve(org, method="supplier_specific", supplier_id=supplier.pk, region="FR")
+    assert chosen == world
+    assert codes(notes) == ["supplier_factor_missing", "region_fallback"]
+
+
+def test_other_suppliers_factor_is_not_used(org):
+    mine, other = SupplierFactory(organization=org), SupplierFactory(organization=org)
+    dataset = FactorDatasetFactory(source=FactorDataset.Source.SUPPLIER, organization=org)
+    EmissionFactorFactory(dataset=dataset, supplier=other, activity=ACTIVITY)
+    average = factor()
+    chosen, notes = resolve(org, method="supplier_specific", supplier_id=mine.pk)
+    assert chosen == average
+    assert codes(notes) == ["supplier_factor_missing"]
+
+
+# -- every fallback kind reaches result.fallbacks -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setup", "kwargs", "expected"),
+    [
+        ({"region": "GLOBAL"}, {"region": "FR"}, "region_fallback"),
+        ({"region": "US"}, {"region": "FR"}, "region_fallback"),
+        (None, {}, "region_unspecified"),
+        ({"year": 2020}, {"year": 2024}, "year_fallback_earlier"),
+        ({"year": 2026}, {"year": 2024}, "year_fallback_later"),
+        ({}, {"method": "supplier_specific"}, "supplier_factor_missing"),
+    ],
+)
+def test_every_fallback_kind_appears_in_result(org, setup, kwargs, expected):
+    if setup is None:
+        factor(region="GB")
+        factor(region="US")
+    else:
+        factor(**setup)
+    if kwargs.get("method") == "supplier_specific":
+        kwargs["supplier_id"] = SupplierFactory(organization=org).pk
+    result = calculate(make_input(activity=ACTIVITY, **kwargs), organization=org)
+    assert expected in codes(result.fallbacks)
+
+
+# -- memoization ---------------------------------------------------------------------------
+
+
+def test_same_selector_many_items_constant_queries(org, django_assert_num_queries):
+    factor(region="GB")
+    resolver = FactorResolver(org)
+    inp = make_input(activity=ACTIVITY, region="GB", amount=Decimal("3"), unit="MWh")
+    with django_assert_num_queries(1):
+        results = [calculate(inp, organization=org, resolver=resolver) for _ in range(200)]
+    assert {r.co2e_kg for r in results} == {Decimal("531")}
+
+
+def test_distinct_selectors_cost_one_query_per_activity(org, django_assert_num_queries):
+    activities = [f"test:batch{i}" for i in range(5)]
+    for activity in activities:
+        EmissionFactorFactory(activity=activity, region="GB", year=2025)
+    resolver = FactorResolver(org)
+    inputs = [make_input(activity=activities[i % 5], region=("GB", "FR")[i % 2], year=2025) for i in range(1000)]
+    with django_assert_num_queries(5):
+        for inp in inputs:
+            calculate(inp, organization=org, resolver=resolver)
+
+
+def test_failed_lookups_are_memoized_too(org, django_assert_num_queries):
+    resolver = FactorResolver(org)
+    with django_assert_num_queries(1):
+        for _ in range(50):
+            with pytest.raises(CalculationError):
+                resolver.resolve(make_input(activity="missing:1"))
+
+
+def test_spend_batch_memoizes_rates_and_indexes(org, django_assert_num_queries):
+    dataset = FactorDatasetFactory(source=FactorDataset.Source.EPA_SUPPLY_CHAIN, basis_year=2022)
+    EmissionFactorFactory(dataset=dataset, activity="naics:1", region="US", year=2022, unit="USD", currency="USD")
+    ExchangeRateFactory(currency="EUR", quote_currency="USD", year=2024, rate=Decimal("1.08"))
+    PriceIndexFactory(currency="USD", year=2022, value=Decimal("100"))
+    PriceIndexFactory(currency="USD", year=2024, value=Decimal("108"))
+    supplier = SupplierFactory(organization=org)
+    resolver = FactorResolver(org)
+    inp = make_input(
+        method="spend",
+        activity="naics:1",
+        amount=Decimal("100"),
+        unit="EUR",
+        currency="EUR",
+        spend_year=2024,
+        supplier_id=supplier.pk,
+    )
+    # factor + supplier check + rates for 2024 + USD price indexes
+    with django_assert_num_queries(4):
+        results = [calculate(inp, organization=org, resolver=resolver) for _ in range(100)]
+    assert results[0].converted_amount == Decimal("100")  # 100 EUR x 1.08 x 100/108
+
+
+def test_exchange_rate_lookup_kinds(org):
+    ExchangeRateFactory(currency="EUR", quote_currency="USD", year=2023, rate=Decimal("1.25"))
+    ExchangeRateFactory(currency="GBP", quote_currency="USD", year=2023, rate=Decimal("1.5"))
+    resolver = FactorResolver(org)
+    assert resolver.exchange_rate("USD", "USD", 2023) == 1
+    assert resolver.exchange_rate("EUR", "USD", 2023) == Decimal("1.25")
+    assert resolver.exchange_rate("USD", "EUR", 2023) == Decimal("0.8")
+    assert resolver.exchange_rate("GBP", "EUR", 2023) == Decimal("1.2")  # cross rate through USD
+    with pytest.raises(CalculationError) as exc:
+        resolver.exchange_rate("EUR", "USD", 2021)
+    assert "EUR->USD for 2021" in exc.value.errors["currency"][0]
+
+
+def test_price_index_lookup(org):
+    PriceIndexFactory(currency="USD", year=2022, value=Decimal("292.655"))
+    resolver = FactorResolver(org)
+    assert resolver.price_index("usd", 2022) == Decimal("292.655")
+    with pytest.raises(CalculationError) as exc:
+        resolver.price_index("EUR", 2022)
+    assert list(exc.value.errors) == ["spend_year"]
