@@ -1,3 +1,331 @@
-from django.contrib import admin
+"""Django admin for the emissions domain: org-scoped for staff, fast on millions of rows.
 
-# Register your models here.
+Scoping: a superuser sees every organization. Any other staff user sees only the rows of
+the organization in ``request.user.membership`` (none without a membership), can only
+pick related objects of that organization, and every save is forced into it. Public
+emission factors (datasets without an organization) are visible to everyone but only
+superusers may change them.
+
+Speed: every FK uses a raw-id or autocomplete widget (no <select> with a million options),
+changelists select their related rows in the same query, never show the unfiltered total
+(``show_full_result_count = False``) and page with ``EstimatedCountPaginator``, which does
+not run ``COUNT(*)`` over a whole big table.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import Count, Model, Q, QuerySet, Sum, URLField
+from django.forms import ModelChoiceField
+from django.http import HttpRequest, HttpResponse
+
+from emissions.models import (
+    ActivityRecord,
+    Category,
+    Emission,
+    EmissionFactor,
+    ExchangeRate,
+    FactorDataset,
+    Membership,
+    Organization,
+    PriceIndex,
+    Supplier,
+)
+from perf.admin import EstimatedCountPaginator
+
+
+def user_org_id(request: HttpRequest) -> int | None:
+    """The organization id of the requesting staff user, or None when they have no membership."""
+    if not hasattr(request, "_vcci_org_id"):
+        user_id = request.user.pk
+        org_id = None
+        if user_id is not None:
+            memberships = Membership.objects.filter(user_id=user_id).values_list("organization_id", flat=True)
+            org_id = memberships.first()
+        request._vcci_org_id = org_id  # type: ignore[attr-defined]
+    return request._vcci_org_id  # type: ignore[attr-defined]
+
+
+class FastAdmin(admin.ModelAdmin):
+    """Defaults for changelists over large tables."""
+
+    paginator = EstimatedCountPaginator
+    show_full_result_count = False
+    list_per_page = 50
+
+
+class OrgScopedAdminMixin:
+    """Limits a ModelAdmin to the requesting user's organization unless they are a superuser.
+
+    ``org_lookup`` is the path from the model to its organization id (``organization_id``
+    for tenant-owned rows). Related choices are limited per related model in
+    ``scoped_related_queryset``, so a staff user cannot attach another tenant's supplier,
+    activity or supplier-specific factor.
+    """
+
+    org_lookup = "organization_id"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        qs = super().get_queryset(request)  # type: ignore[misc]
+        if request.user.is_superuser:
+            return qs
+        org_id = user_org_id(request)
+        if org_id is None:
+            return qs.none()
+        return self.scope_queryset(qs, org_id)
+
+    def scope_queryset(self, qs: QuerySet[Any], org_id: int) -> QuerySet[Any]:
+        return qs.filter(**{self.org_lookup: org_id})
+
+    def save_model(self, request: HttpRequest, obj: Model, form: Any, change: bool) -> None:
+        if not request.user.is_superuser and hasattr(obj, "organization_id"):
+            obj.organization_id = user_org_id(request)
+        super().save_model(request, obj, form, change)  # type: ignore[misc]
+
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
+        initial = super().get_changeform_initial_data(request)  # type: ignore[misc]
+        if not request.user.is_superuser and any(f.name == "organization" for f in self.model._meta.fields):  # type: ignore[attr-defined]
+            # The only organization a staff user may pick; preselected so the add form just works.
+            initial.setdefault("organization", user_org_id(request))
+        return initial
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if not request.user.is_superuser:
+            org_id = user_org_id(request)
+            scoped = scoped_related_queryset(db_field.related_model, org_id)
+            if scoped is not None:
+                kwargs["queryset"] = scoped
+        field = super().formfield_for_foreignkey(db_field, request, **kwargs)  # type: ignore[misc]
+        if (
+            not request.user.is_superuser
+            and db_field.related_model is Organization
+            and isinstance(field, ModelChoiceField)
+        ):
+            # Exactly one valid choice. Keeping the field (rather than excluding it) lets the form
+            # validate the (organization, ...) unique constraints before saving.
+            field.empty_label = None
+        return field
+
+
+TENANT_RELATED: tuple[type[Model], ...] = (Organization, Supplier, ActivityRecord, FactorDataset, EmissionFactor)
+
+
+def scoped_related_queryset(model: type[Model], org_id: int | None) -> QuerySet[Any] | None:
+    """Choices a non-superuser may pick for an FK to ``model``; None when the model is not tenant data."""
+    if org_id is None:
+        # Staff without a membership may pick nothing tenant-owned.
+        return model._default_manager.none() if model in TENANT_RELATED else None
+    if model is Organization:
+        return Organization.objects.filter(pk=org_id)
+    if model is Supplier:
+        return Supplier.objects.filter(organization_id=org_id)
+    if model is ActivityRecord:
+        return ActivityRecord.objects.filter(organization_id=org_id)
+    if model is FactorDataset:
+        # Only the org's own datasets: public datasets are superuser-maintained.
+        return FactorDataset.objects.filter(organization_id=org_id)
+    if model is EmissionFactor:
+        return EmissionFactor.objects.visible_to(org_id)
+    return None
+
+
+class PeriodOrderingMixin:
+    """Newest first, in the order an index can deliver without sorting the table.
+
+    Org staff read through the (organization, -period_start, -id) index. Superusers see all
+    organizations, where no index leads with period_start, so they get the primary key order
+    (newest rows first) instead of a sort over millions of rows.
+    """
+
+    def get_ordering(self, request: HttpRequest) -> tuple[str, ...]:
+        return ("-id",) if request.user.is_superuser else ("-period_start", "-id")
+
+
+class SuperuserWritesMixin:
+    """Read-only for everyone but superusers (reference data and calculator output)."""
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return request.user.is_superuser
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return request.user.is_superuser
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return request.user.is_superuser
+
+
+@admin.register(Organization)
+class OrganizationAdmin(SuperuserWritesMixin, OrgScopedAdminMixin, FastAdmin):
+    org_lookup = "pk"
+    list_display = ("name", "slug", "created_at")
+    search_fields = ("name", "slug")
+    prepopulated_fields = {"slug": ("name",)}
+
+
+@admin.register(Membership)
+class MembershipAdmin(SuperuserWritesMixin, OrgScopedAdminMixin, FastAdmin):
+    # Superuser-only writes: an org admin able to edit memberships could pull any user into their org.
+    list_display = ("user", "organization", "role", "created_at")
+    list_select_related = ("user", "organization")
+    list_filter = ("role",)
+    search_fields = ("user__username", "organization__slug")
+    raw_id_fields = ("user",)
+    autocomplete_fields = ("organization",)
+
+
+@admin.register(Supplier)
+class SupplierAdmin(OrgScopedAdminMixin, FastAdmin):
+    list_display = ("name", "external_id", "country", "naics", "organization", "updated_at")
+    list_select_related = ("organization",)
+    # Prefix/equality searches on short, indexed-by-org columns; no full-text over big text fields.
+    search_fields = ("name", "=external_id", "=naics")
+    autocomplete_fields = ("organization",)
+    ordering = ("organization_id", "name")  # matches the (organization, name) index
+
+
+class FactorVisibilityMixin(OrgScopedAdminMixin):
+    """Public factor data (no organization) is visible to all staff, editable by superusers only."""
+
+    dataset_org_field = "organization"
+
+    def scope_queryset(self, qs: QuerySet[Any], org_id: int) -> QuerySet[Any]:
+        field = self.dataset_org_field
+        return qs.filter(Q(**{f"{field}__isnull": True}) | Q(**{f"{field}_id": org_id}))
+
+    def _is_public(self, obj: Model) -> bool:
+        raise NotImplementedError
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        if obj is not None and not request.user.is_superuser and self._is_public(obj):
+            return False
+        return super().has_change_permission(request, obj)  # type: ignore[misc]
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        if obj is not None and not request.user.is_superuser and self._is_public(obj):
+            return False
+        return super().has_delete_permission(request, obj)  # type: ignore[misc]
+
+
+@admin.register(FactorDataset)
+class FactorDatasetAdmin(FactorVisibilityMixin, FastAdmin):
+    list_display = ("name", "source", "version", "basis_year", "gwp_set", "organization", "imported_at")
+    # Publisher URLs are https; also opts in to Django 6.0's default now.
+    formfield_overrides = {URLField: {"assume_scheme": "https"}}
+    list_select_related = ("organization",)
+    list_filter = ("source",)
+    search_fields = ("name", "=version")
+    autocomplete_fields = ("organization",)
+
+    def _is_public(self, obj: Model) -> bool:
+        return obj.organization_id is None  # type: ignore[attr-defined]
+
+
+@admin.register(EmissionFactor)
+class EmissionFactorAdmin(FactorVisibilityMixin, FastAdmin):
+    dataset_org_field = "dataset__organization"
+    list_display = ("activity", "name", "region", "year", "unit", "co2e_per_unit", "dataset")
+    list_select_related = ("dataset",)
+    list_filter = ("dataset__source", "year")
+    # activity is the lookup key (indexed, with region/year); prefix match keeps it on the index.
+    search_fields = ("^activity", "name")
+    raw_id_fields = ("dataset", "supplier")
+
+    def _is_public(self, obj: Model) -> bool:
+        return obj.dataset.organization_id is None  # type: ignore[attr-defined]
+
+
+@admin.register(ExchangeRate)
+class ExchangeRateAdmin(SuperuserWritesMixin, FastAdmin):
+    list_display = ("currency", "quote_currency", "year", "rate", "source")
+    list_filter = ("quote_currency",)
+    search_fields = ("=currency",)
+
+
+@admin.register(PriceIndex)
+class PriceIndexAdmin(SuperuserWritesMixin, FastAdmin):
+    list_display = ("currency", "year", "value", "source")
+    search_fields = ("=currency",)
+
+
+@admin.register(ActivityRecord)
+class ActivityRecordAdmin(PeriodOrderingMixin, SuperuserWritesMixin, OrgScopedAdminMixin, FastAdmin):
+    """Inputs are entered through the API; hand edits here would leave the emission stale."""
+
+    list_display = (
+        "id",
+        "period_start",
+        "category",
+        "method",
+        "amount",
+        "unit",
+        "activity",
+        "supplier",
+        "organization",
+    )
+    list_select_related = ("supplier", "organization")
+    list_filter = ("category", "method")
+    date_hierarchy = "period_start"
+    search_fields = ("=external_ref", "^activity")
+    raw_id_fields = ("supplier", "factor")
+    autocomplete_fields = ("organization",)
+
+
+@admin.register(Emission)
+class EmissionAdmin(PeriodOrderingMixin, SuperuserWritesMixin, OrgScopedAdminMixin, FastAdmin):
+    """Calculator output, read-only; the changelist opens with a per-category summary."""
+
+    change_list_template = "admin/emissions/emission/change_list.html"
+    list_display = (
+        "id",
+        "period_start",
+        "category",
+        "method",
+        "co2e_kg",
+        "supplier",
+        "factor__activity",
+        "organization",
+    )
+    list_select_related = ("supplier", "factor", "organization")
+    list_filter = ("category", "method")
+    date_hierarchy = "period_start"
+    search_fields = ("^factor__activity",)
+    raw_id_fields = ("activity", "supplier", "factor")
+    autocomplete_fields = ("organization",)
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        response = super().changelist_view(request, extra_context)
+        context = getattr(response, "context_data", None)
+        if context and "cl" in context:
+            context["category_summary"] = category_summary(context["cl"].queryset)
+        return response
+
+
+def category_summary(queryset: QuerySet[Emission]) -> dict[str, Any]:
+    """Totals per Scope 3 category for ``queryset`` (the filtered changelist), in one GROUP BY query.
+
+    Returns ``rows`` (category label, tonnes CO2e, records, share in percent, sorted by
+    tonnes descending) and the overall ``total_t`` / ``records``. All numbers are Decimal.
+    """
+    grouped = (
+        queryset.order_by()
+        .values("category")
+        .annotate(kg=Sum("co2e_kg"), records=Count("id"))
+        .values_list("category", "kg", "records")
+    )
+    raw = [(category, kg or Decimal(0), records) for category, kg, records in grouped]
+    total_kg = sum((kg for _, kg, _ in raw), Decimal(0))
+    labels = dict(Category.choices)
+    rows = [
+        {
+            "category": category,
+            "label": labels.get(category, str(category)),
+            "tonnes": kg / Decimal(1000),
+            "records": records,
+            "share": (kg * 100 / total_kg) if total_kg else Decimal(0),
+        }
+        for category, kg, records in sorted(raw, key=lambda r: (-r[1], r[0]))
+    ]
+    return {"rows": rows, "total_t": total_kg / Decimal(1000), "records": sum(r["records"] for r in rows)}

@@ -1,0 +1,140 @@
+"""Write services for tenants and their users: organizations, members, API tokens."""
+
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group, Permission, User
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Q
+from django.utils.text import slugify
+from rest_framework.authtoken.models import Token
+
+from emissions.models import Membership, Organization
+
+# Admin-site permissions per role. Superusers bypass these; org staff get them through a
+# group so that the admin shows them the emissions app at all. What rows they see is
+# decided by the org scoping in emissions.admin, not here.
+_VIEW_ONLY = ["organization", "membership", "emission", "activityrecord", "exchangerate", "priceindex"]
+_ROLE_PERMISSIONS: dict[str, list[str]] = {
+    Membership.Role.ANALYST: [
+        f"view_{model}" for model in [*_VIEW_ONLY, "supplier", "factordataset", "emissionfactor"]
+    ],
+    Membership.Role.ADMIN: [f"view_{model}" for model in _VIEW_ONLY]
+    + [
+        f"{action}_{model}"
+        for model in ("supplier", "factordataset", "emissionfactor")
+        for action in ("view", "add", "change", "delete")
+    ],
+}
+
+
+class OrgUserError(ValueError):
+    """The user cannot be put into the organization; ``field`` names the offending input."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+
+def organization_get_or_create(*, slug: str, name: str | None = None) -> tuple[Organization, bool]:
+    """The organization with ``slug``, created (named ``name`` or after the slug) when missing.
+
+    An existing organization keeps its name; ``ValidationError`` names ``slug``/``name`` when invalid.
+    """
+    clean_slug = slug.strip()
+    if not clean_slug or slugify(clean_slug) != clean_slug:
+        raise ValidationError({"slug": [f"'{slug}' is not a valid slug (lower-case letters, digits, hyphens)."]})
+    existing = Organization.objects.filter(slug=clean_slug).first()
+    if existing is not None:
+        return existing, False
+    org = Organization(slug=clean_slug, name=(name or "").strip() or clean_slug.replace("-", " ").title())
+    org.full_clean()
+    with transaction.atomic():
+        org, created = Organization.objects.get_or_create(slug=clean_slug, defaults={"name": org.name})
+    return org, created
+
+
+def role_group(role: str) -> Group:
+    """The auth group carrying the admin permissions of a membership ``role`` (created on first use)."""
+    if role not in _ROLE_PERMISSIONS:
+        raise ValidationError({"role": [f"Unknown role '{role}'; choose one of {', '.join(Membership.Role.values)}."]})
+    group, _ = Group.objects.get_or_create(name=f"Organization {role}")
+    codenames = _ROLE_PERMISSIONS[role]
+    perms = Permission.objects.filter(Q(content_type__app_label="emissions") & Q(codename__in=codenames))
+    group.permissions.set(perms)
+    return group
+
+
+@transaction.atomic
+def user_password_set(*, user: User, password: str) -> None:
+    """Validate and set ``user``'s admin password; ``OrgUserError`` on ``password`` when it is too weak."""
+    try:
+        validate_password(password, user)
+    except ValidationError as exc:
+        raise OrgUserError("password", " ".join(exc.messages)) from exc
+    user.set_password(password)
+    user.save(update_fields=["password"])
+
+
+@transaction.atomic
+def org_user_create(
+    *,
+    organization: Organization,
+    username: str,
+    password: str | None = None,
+    email: str = "",
+    role: str = Membership.Role.ANALYST,
+    staff: bool = True,
+    superuser: bool = False,
+) -> tuple[User, str]:
+    """Create a user in ``organization`` with a membership and an API token; return (user, token key).
+
+    Idempotent for a user that is already a member of ``organization``: nothing is changed
+    and the existing token is returned. A user who belongs to another organization, or an
+    existing user without a membership, raises ``OrgUserError``. ``password=None`` leaves the
+    user without an admin password (API token only). ``staff`` lets the user into the admin,
+    where the role's group decides what they may do.
+    """
+    user_model = get_user_model()
+    username = username.strip()
+    if not username:
+        raise OrgUserError("username", "A username is required.")
+    existing = user_model.objects.select_related("membership__organization").filter(username=username).first()
+    if existing is not None:
+        membership = getattr(existing, "membership", None)
+        if membership is None:
+            raise OrgUserError("username", f"User '{username}' exists but belongs to no organization.")
+        if membership.organization_id != organization.pk:
+            raise OrgUserError(
+                "username", f"User '{username}' already belongs to organization '{membership.organization.slug}'."
+            )
+        token, _ = Token.objects.get_or_create(user=existing)
+        return existing, token.key
+
+    group = role_group(role)
+    user = user_model(username=username, email=email, is_staff=staff or superuser, is_superuser=superuser)
+    try:
+        user_model.username_validator(username)
+    except ValidationError as exc:
+        raise OrgUserError("username", " ".join(exc.messages)) from exc
+    if password is None:
+        user.set_unusable_password()
+    else:
+        try:
+            validate_password(password, user)
+        except ValidationError as exc:
+            raise OrgUserError("password", " ".join(exc.messages)) from exc
+        user.set_password(password)
+    try:
+        user.full_clean(exclude=["password"])
+    except ValidationError as exc:
+        field, messages = next(iter(exc.message_dict.items()))
+        raise OrgUserError(field, " ".join(messages)) from exc
+    user.save()
+    user.groups.add(group)
+    Membership.objects.create(user=user, organization=organization, role=role)
+    token = Token.objects.create(user=user)
+    return user, token.key

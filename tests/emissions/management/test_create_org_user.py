@@ -1,0 +1,90 @@
+"""Tests for ``manage.py create_org_user``."""
+
+from __future__ import annotations
+
+import re
+from io import StringIO
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import CommandError, call_command
+from rest_framework.authtoken.models import Token
+
+from emissions.models import Organization
+
+pytestmark = pytest.mark.django_db
+
+
+def run(*args: str) -> str:
+    out = StringIO()
+    call_command("create_org_user", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_creates_org_and_user_and_prints_token():
+    output = run("--org", "initech", "--org-name", "Initech Inc.", "--username", "peter", "--password", "Tps-Report-99")
+    user = get_user_model().objects.get(username="peter")
+    org = Organization.objects.get(slug="initech")
+    assert org.name == "Initech Inc."
+    assert user.membership.organization == org
+    assert user.check_password("Tps-Report-99")
+    assert f"API token: {Token.objects.get(user=user).key}" in output
+    assert "Admin login" in output
+    assert "Created organization 'initech'" in output
+
+
+def test_without_password_prints_no_admin_login():
+    output = run("--org", "initech", "--username", "api-only")
+    assert "API token:" in output
+    assert "Admin login" not in output
+    assert not get_user_model().objects.get(username="api-only").has_usable_password()
+
+
+def test_rerun_same_org_prints_existing_token():
+    run("--org", "initech", "--username", "peter")
+    token = Token.objects.get(user__username="peter").key
+    output = run("--org", "initech", "--username", "peter")
+    assert "already exists" in output
+    assert f"API token: {token}" in output
+    assert get_user_model().objects.filter(username="peter").count() == 1
+
+
+def test_user_in_other_org_is_a_command_error():
+    run("--org", "initech", "--username", "peter")
+    with pytest.raises(CommandError, match=r"--username: .*initech"):
+        run("--org", "globex", "--username", "peter")
+
+
+def test_superuser_flag():
+    run("--org", "initech", "--username", "boss", "--password", "Tps-Report-99", "--superuser")
+    assert get_user_model().objects.get(username="boss").is_superuser
+
+
+def test_bad_slug_names_the_option():
+    with pytest.raises(CommandError, match="--org:"):
+        run("--org", "Not A Slug", "--username", "x")
+    assert not Organization.objects.exists()
+
+
+def test_refused_user_leaves_no_new_org_behind():
+    run("--org", "initech", "--username", "peter")
+    with pytest.raises(CommandError):
+        run("--org", "brand-new", "--username", "peter")
+    assert not Organization.objects.filter(slug="brand-new").exists()
+
+
+def test_admin_login_generates_a_working_password_each_run():
+    output = run("--org", "initech", "--username", "ops", "--admin-login")
+    first = re.search(r"password '([^']+)'", output).group(1)
+    user = get_user_model().objects.get(username="ops")
+    assert user.check_password(first)
+    token = Token.objects.get(user=user).key
+    assert f"API token: {token}" in output
+
+    again = run("--org", "initech", "--username", "ops", "--admin-login")
+    second = re.search(r"password '([^']+)'", again).group(1)
+    user.refresh_from_db()
+    assert second != first
+    assert user.check_password(second)
+    assert f"API token: {token}" in again  # same token, no second user
+    assert get_user_model().objects.filter(username="ops").count() == 1

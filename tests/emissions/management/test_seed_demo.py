@@ -1,0 +1,169 @@
+"""Tests for ``manage.py seed_demo``, on factors made by factories with the real activity keys."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import ROUND_HALF_EVEN, Decimal
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db.models import Sum
+
+from calculator.units import convert
+from emissions.management.commands.seed_demo import DESNZ_KEYS
+from emissions.models import ActivityRecord, Emission, FactorDataset, Method, Organization, Supplier
+from tests.factories import EmissionFactorFactory, FactorDatasetFactory
+
+pytestmark = pytest.mark.django_db
+
+MICRO = Decimal("0.000001")
+NAICS = {"331110": "0.769", "333120": "0.412", "484110": "0.874", "541511": "0.105"}
+# One real key per DESNZ group (the first of each list), with its 2025 factor and unit.
+DESNZ = {
+    "energy": ("kWh", "0.01853"),
+    "materials": ("t", "3172.49932"),
+    "waste": ("t", "520.53270"),
+    "freight": ("t*km", "0.10163"),
+    "travel": ("passenger*km", "0.12576"),
+    "commuting": ("passenger*km", "0.10385"),
+}
+
+
+@pytest.fixture
+def factors() -> None:
+    epa = FactorDatasetFactory(source=FactorDataset.Source.EPA_SUPPLY_CHAIN, version="1.3.0", basis_year=2022)
+    for code, value in NAICS.items():
+        EmissionFactorFactory(
+            dataset=epa,
+            activity=f"naics:{code}",
+            region="US",
+            year=2022,
+            unit="USD",
+            unit_label="USD",
+            currency="USD",
+            co2e_per_unit=Decimal(value),
+        )
+    desnz = FactorDatasetFactory(source=FactorDataset.Source.DESNZ, version="2025", basis_year=2025)
+    for group, (unit, value) in DESNZ.items():
+        EmissionFactorFactory(
+            dataset=desnz, activity=DESNZ_KEYS[group][0], unit=unit, unit_label=unit, co2e_per_unit=Decimal(value)
+        )
+
+
+def seed(*extra: str, activities: int = 400, seed: int = 7) -> str:
+    out = StringIO()
+    call_command(
+        "seed_demo",
+        "--org", "demo",
+        "--suppliers", "12",
+        "--activities", str(activities),
+        "--months", "6",
+        "--end-month", "2025-06",
+        "--seed", str(seed),
+        "--batch-size", "150",
+        "--verbosity", "0",
+        *extra,
+        stdout=out,
+    )  # fmt: skip
+    return out.getvalue()
+
+
+def totals() -> dict[int, Decimal]:
+    return dict(Emission.objects.values_list("category").annotate(kg=Sum("co2e_kg")).order_by("category"))
+
+
+def test_seeds_counts_categories_and_periods(factors):
+    output = seed()
+    org = Organization.objects.get(slug="demo")
+    assert Supplier.objects.for_org(org).count() == 12
+    assert ActivityRecord.objects.for_org(org).count() == 400
+    assert Emission.objects.for_org(org).count() == 400
+    categories = set(ActivityRecord.objects.values_list("category", flat=True))
+    assert categories == {1, 2, 3, 4, 5, 6, 7, 9, 12}
+    assert set(ActivityRecord.objects.values_list("method", flat=True)) == {
+        Method.SPEND,
+        Method.ACTIVITY,
+        Method.DISTANCE,
+    }
+    starts = set(ActivityRecord.objects.values_list("period_start", flat=True))
+    assert starts == {dt.date(2025, m, 1) for m in range(1, 7)}
+    assert not ActivityRecord.objects.filter(emission__isnull=True).exists()
+    assert set(Supplier.objects.values_list("naics", flat=True)) <= set(NAICS)
+    assert "400 activities + 400 emissions" in output
+    assert "rows/s" in output
+
+
+def test_every_emission_is_amount_times_factor(factors):
+    seed()
+    emissions = Emission.objects.select_related("activity", "factor__dataset")
+    checked = set()
+    for emission in emissions:
+        activity, factor = emission.activity, emission.factor
+        assert emission.category == activity.category
+        assert emission.method == activity.method
+        assert emission.period_start == activity.period_start
+        assert emission.supplier_id == activity.supplier_id
+        if activity.method == Method.SPEND:
+            # USD at 2022 prices against 2022-USD factors: no exchange or inflation step.
+            assert activity.spend_year == factor.dataset.basis_year == 2022
+            converted = activity.amount
+            assert factor.activity == f"naics:{activity.supplier.naics}"
+        elif activity.mass is not None:
+            converted = convert(
+                activity.mass * activity.distance, f"{activity.mass_unit}*{activity.distance_unit}", factor.unit
+            )
+        else:
+            converted = convert(activity.amount, activity.unit, factor.unit)
+        expected = (converted * factor.co2e_per_unit).quantize(MICRO, rounding=ROUND_HALF_EVEN)
+        assert emission.co2e_kg == expected, (activity.pk, activity.unit, factor.activity)
+        assert emission.data_quality["score"]
+        checked.add(activity.unit)
+    # Inputs arrive in several units, so the conversions really were exercised.
+    assert {"USD", "kWh", "t*km", "passenger*km"} <= checked
+    assert checked & {"MWh", "kg", "passenger*mile"}
+
+
+def test_same_seed_same_totals_other_seed_differs(factors):
+    seed()
+    first = totals()
+    seed("--reset")
+    assert ActivityRecord.objects.count() == 400  # reset replaced, not appended
+    assert totals() == first
+    seed("--reset", seed=8)
+    assert totals() != first
+
+
+def test_refuses_to_seed_twice_without_reset(factors):
+    seed(activities=50)
+    with pytest.raises(CommandError, match="--reset"):
+        seed(activities=50)
+    assert ActivityRecord.objects.count() == 50
+
+
+def test_missing_factors_tell_to_import_first():
+    with pytest.raises(CommandError, match="import_factors"):
+        seed(activities=10)
+    assert not ActivityRecord.objects.exists()
+    assert not Supplier.objects.exists()
+
+
+def test_missing_one_group_names_it(factors):
+    from emissions.models import EmissionFactor
+
+    EmissionFactor.objects.filter(activity=DESNZ_KEYS["freight"][0]).delete()
+    with pytest.raises(CommandError, match="freight"):
+        seed(activities=10)
+    assert not ActivityRecord.objects.exists()
+
+
+def test_bad_sizes_are_refused(factors):
+    with pytest.raises(CommandError, match="--activities"):
+        seed(activities=0)
+
+
+def test_if_empty_skips_an_org_with_data(factors):
+    seed(activities=50)
+    output = seed("--if-empty", activities=80)
+    assert "nothing seeded" in output
+    assert ActivityRecord.objects.count() == 50
