@@ -1,17 +1,41 @@
-"""API error responses: every 4xx names the field and the problem."""
+"""API error responses: every 4xx names the field and the problem.
+
+Services raise domain errors (Django ``ValidationError``, ``SupplierInUseError``,
+``ActivitiesInvalidError``, ``CalculationError``); this handler turns them into responses so
+views stay thin and services stay free of HTTP.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from calculator.types import CalculationError
+from emissions.services.activities import ActivitiesInvalidError
+from emissions.services.suppliers import SupplierInUseError
+
+
+def validation_error_body(exc: DjangoValidationError) -> dict[str, list[str]]:
+    """``{field: [messages]}`` for a Django ValidationError (non-field errors under ``non_field_errors``)."""
+    if hasattr(exc, "error_dict"):
+        return {
+            ("non_field_errors" if field == "__all__" else field): messages
+            for field, messages in exc.message_dict.items()
+        }
+    return {"non_field_errors": exc.messages}
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, CalculationError):
         return Response(exc.errors, status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, ActivitiesInvalidError):
+        return Response({"errors": [e.as_dict() for e in exc.errors]}, status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, DjangoValidationError):
+        return Response(validation_error_body(exc), status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, SupplierInUseError):
+        return Response({"detail": str(exc), "references": exc.references}, status=status.HTTP_409_CONFLICT)
     return drf_exception_handler(exc, context)

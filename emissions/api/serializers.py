@@ -1,0 +1,529 @@
+"""Request validation and response shapes for API v1.
+
+Input serializers check shapes only (types, ranges, choices, tenancy of referenced ids);
+the calculator checks meaning (units, factors, rates). Output serializers read rows loaded
+with ``with_related()`` so that lists run a constant number of queries.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django_countries import countries
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from calculator.types import CalculationInput
+from emissions.models import (
+    AMOUNT_DIGITS,
+    ActivityRecord,
+    Category,
+    Emission,
+    EmissionFactor,
+    FactorDataset,
+    Method,
+    Supplier,
+)
+from emissions.services.activities import ActivityInput, ItemError
+from emissions.services.suppliers import EXTERNAL_ID_TAKEN
+
+MAX_BATCH_ITEMS = 1000
+MAX_ACTIVITY_ITEMS = 10_000
+MIN_YEAR, MAX_YEAR = 1900, 2100
+# Primary keys are bigint; larger numbers would reach PostgreSQL as an out-of-range error.
+MAX_ID = 2**63 - 1
+DISTANCE_FIELDS = ("mass", "mass_unit", "distance", "distance_unit")
+
+
+def _amount_field(**kwargs: Any) -> serializers.DecimalField:
+    # DRF's DecimalField rejects NaN and +/-Infinity; min_value rejects negatives.
+    return serializers.DecimalField(
+        max_digits=AMOUNT_DIGITS["max_digits"],
+        decimal_places=AMOUNT_DIGITS["decimal_places"],
+        min_value=Decimal(0),
+        **kwargs,
+    )
+
+
+# -- factors ----------------------------------------------------------------------------------
+
+
+class FactorSerializer(serializers.ModelSerializer):
+    source = serializers.CharField(source="dataset.source", read_only=True)
+    dataset_version = serializers.CharField(source="dataset.version", read_only=True)
+    dataset_name = serializers.CharField(source="dataset.name", read_only=True)
+    basis_year = serializers.IntegerField(source="dataset.basis_year", read_only=True)
+
+    class Meta:
+        model = EmissionFactor
+        fields = [
+            "id",
+            "source",
+            "dataset_version",
+            "dataset_name",
+            "basis_year",
+            "activity",
+            "name",
+            "category",
+            "region",
+            "year",
+            "unit",
+            "unit_label",
+            "currency",
+            "co2e_per_unit",
+            "gwp_set",
+            "gases",
+            "supplier",
+            "extra",
+        ]
+        read_only_fields = fields
+
+
+# -- suppliers --------------------------------------------------------------------------------
+
+
+class SupplierSerializer(serializers.ModelSerializer):
+    """Supplier fields. Precondition: ``context["organization_id"]`` is the caller's organization."""
+
+    country = serializers.CharField(
+        max_length=2, required=False, allow_blank=True, help_text="ISO 3166-1 alpha-2 code, e.g. US"
+    )
+
+    class Meta:
+        model = Supplier
+        fields = ["id", "external_id", "name", "country", "naics", "created_at", "updated_at"]
+        read_only_fields = ["id", "created_at", "updated_at"]
+        # The (organization, external_id) constraint is checked in validate_external_id,
+        # scoped to the caller's organization, which the ModelSerializer cannot see.
+        validators: list[Any] = []
+
+    def validate_country(self, value: str) -> str:
+        if value == "":
+            return value
+        code = value.upper()
+        if len(code) != 2 or not countries.alpha2(code):
+            raise serializers.ValidationError(f"'{value}' is not an ISO 3166-1 alpha-2 country code.")
+        return code
+
+    def validate_external_id(self, value: str) -> str:
+        existing = Supplier.objects.for_org(self.context["organization_id"]).filter(external_id=value)
+        if self.instance is not None:
+            existing = existing.exclude(pk=self.instance.pk)
+        if existing.exists():
+            raise serializers.ValidationError(EXTERNAL_ID_TAKEN)
+        return value
+
+
+class SupplierRefSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    name = serializers.CharField(read_only=True)
+
+
+# -- calculation input --------------------------------------------------------------------------
+
+
+class CalculationInputSerializer(serializers.Serializer):
+    """One activity to calculate.
+
+    ``supplier`` must be one of the caller's suppliers. Precondition: ``context`` holds
+    ``organization_id``; bulk callers may add ``supplier_ids`` (the caller's supplier ids among
+    those submitted) so that N items cost one query instead of N.
+    """
+
+    category = serializers.IntegerField(min_value=1, max_value=15, help_text="Scope 3 category, 1-15")
+    method = serializers.ChoiceField(choices=Method.choices)
+    factor_id = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        max_value=MAX_ID,
+        help_text="Pin one factor; otherwise give activity",
+    )
+    activity = serializers.CharField(required=False, allow_blank=True, max_length=128)
+    region = serializers.CharField(required=False, allow_blank=True, max_length=16)
+    year = serializers.IntegerField(required=False, allow_null=True, min_value=MIN_YEAR, max_value=MAX_YEAR)
+    source = serializers.ChoiceField(choices=FactorDataset.Source.choices, required=False, allow_blank=True)
+    dataset_version = serializers.CharField(required=False, allow_blank=True, max_length=32)
+    amount = _amount_field()
+    unit = serializers.CharField(max_length=64)
+    currency = serializers.RegexField(
+        r"^[A-Z]{3}$",
+        required=False,
+        max_length=3,
+        error_messages={"invalid": "Currency must be an ISO 4217 code such as USD."},
+        help_text="Spend only; default USD",
+    )
+    spend_year = serializers.IntegerField(required=False, allow_null=True, min_value=MIN_YEAR, max_value=MAX_YEAR)
+    mass = _amount_field(required=False, allow_null=True)
+    mass_unit = serializers.CharField(required=False, allow_blank=True, max_length=32)
+    distance = _amount_field(required=False, allow_null=True)
+    distance_unit = serializers.CharField(required=False, allow_blank=True, max_length=32)
+    supplier = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=MAX_ID, help_text="Supplier id"
+    )
+
+    def validate_supplier(self, value: int | None) -> int | None:
+        if value is None:
+            return None
+        known = self.context.get("supplier_ids")
+        if known is not None:
+            found = value in known
+        else:
+            found = Supplier.objects.for_org(self.context["organization_id"]).filter(pk=value).exists()
+        if not found:
+            # Same message whether the id does not exist or belongs to another organization.
+            raise serializers.ValidationError(f"Unknown supplier id {value}.")
+        return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("factor_id") is None and not attrs.get("activity"):
+            raise serializers.ValidationError({"activity": ["Give either factor_id or activity."]})
+        if attrs["method"] == Method.DISTANCE:
+            # mass x distance come as a set of four; a partial set is a mistake, not a default.
+            given = [name for name in DISTANCE_FIELDS if attrs.get(name) not in (None, "")]
+            if given and len(given) < len(DISTANCE_FIELDS):
+                raise serializers.ValidationError(
+                    {
+                        name: ["Required together with " + ", ".join(given) + "."]
+                        for name in DISTANCE_FIELDS
+                        if name not in given
+                    }
+                )
+        return attrs
+
+    def to_calculation_input(self) -> CalculationInput:
+        """The validated data as the calculator's input. Precondition: ``is_valid()`` returned True."""
+        return calculation_input(self.validated_data)
+
+
+def calculation_input(data: dict[str, Any]) -> CalculationInput:
+    return CalculationInput(
+        category=data["category"],
+        method=data["method"],
+        amount=data["amount"],
+        unit=data["unit"],
+        factor_id=data.get("factor_id"),
+        activity=data.get("activity", ""),
+        region=data.get("region", ""),
+        year=data.get("year"),
+        source=data.get("source", ""),
+        dataset_version=data.get("dataset_version", ""),
+        currency=data.get("currency") or "USD",
+        spend_year=data.get("spend_year"),
+        mass=data.get("mass"),
+        mass_unit=data.get("mass_unit", ""),
+        distance=data.get("distance"),
+        distance_unit=data.get("distance_unit", ""),
+        supplier_id=data.get("supplier"),
+    )
+
+
+def _as_id(value: Any) -> int | None:
+    """``value`` as a primary key the way IntegerField would read it, or None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    return value if isinstance(value, int) and 1 <= value <= MAX_ID else None
+
+
+def supplier_ids_in(items: list[Any], organization_id: int) -> set[int]:
+    """The caller's supplier ids among those referenced by raw ``items``, in one query."""
+    wanted = {_as_id(item.get("supplier")) for item in items if isinstance(item, dict)} - {None}
+    if not wanted:
+        return set()
+    return set(Supplier.objects.for_org(organization_id).filter(pk__in=wanted).values_list("pk", flat=True))
+
+
+class CalculationBatchSerializer(serializers.Serializer):
+    """The batch envelope. Items stay raw here: each is validated on its own so one bad item fails alone."""
+
+    items = serializers.ListField(child=serializers.JSONField(), min_length=1, max_length=MAX_BATCH_ITEMS)
+
+
+class CalculationBatchRequestSerializer(serializers.Serializer):
+    """Schema of the batch request body (documentation only)."""
+
+    items = CalculationInputSerializer(many=True, help_text=f"1-{MAX_BATCH_ITEMS} calculation inputs")
+
+
+class ActivityInputSerializer(CalculationInputSerializer):
+    """A calculation input plus the reporting period it covers."""
+
+    period_start = serializers.DateField()
+    period_end = serializers.DateField()
+    external_ref = serializers.CharField(required=False, allow_blank=True, max_length=128)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs = super().validate(attrs)
+        if attrs["period_end"] < attrs["period_start"]:
+            raise serializers.ValidationError({"period_end": ["period_end must be on or after period_start."]})
+        return attrs
+
+
+def activity_input(data: dict[str, Any]) -> ActivityInput:
+    """Validated ``ActivityInputSerializer`` data as the service's input."""
+    return ActivityInput(
+        calculation=calculation_input(data),
+        period_start=data["period_start"],
+        period_end=data["period_end"],
+        external_ref=data.get("external_ref", ""),
+    )
+
+
+def plain_errors(detail: Any) -> dict[str, Any]:
+    """Serializer errors as plain JSON data (``ErrorDetail`` -> ``str``)."""
+    if isinstance(detail, dict):
+        return {key: plain_errors(value) for key, value in detail.items()}  # type: ignore[return-value]
+    if isinstance(detail, list):
+        return [plain_errors(value) for value in detail]  # type: ignore[return-value]
+    return str(detail)  # type: ignore[return-value]
+
+
+def validate_items(
+    serializer: serializers.Serializer, items: list[Any]
+) -> list[tuple[dict[str, Any] | None, dict[str, Any] | None]]:
+    """``(validated data, None)`` or ``(None, {field: [messages]})`` for each raw item, in order.
+
+    One serializer instance validates every item: DRF builds (deep-copies) a serializer's
+    fields once per instance, which dominates the cost when done 10,000 times.
+    """
+    outcomes: list[tuple[dict[str, Any] | None, dict[str, Any] | None]] = []
+    for item in items:
+        try:
+            outcomes.append((serializer.run_validation(item), None))
+        except serializers.ValidationError as exc:
+            outcomes.append((None, plain_errors(serializers.as_serializer_error(exc))))
+    return outcomes
+
+
+# -- results (documentation of CalculationResult.as_dict()) ----------------------------------------
+
+
+class NoteSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    detail = serializers.CharField()
+
+
+class DataQualitySerializer(serializers.Serializer):
+    technology = serializers.IntegerField(min_value=1, max_value=5)
+    time = serializers.IntegerField(min_value=1, max_value=5)
+    geography = serializers.IntegerField(min_value=1, max_value=5)
+    completeness = serializers.IntegerField(min_value=1, max_value=5)
+    reliability = serializers.IntegerField(min_value=1, max_value=5)
+    score = serializers.CharField(help_text="Mean of the five indicators, one decimal")
+
+
+class FactorRefSerializer(serializers.Serializer):
+    """The factor a result used (``CalculationResult.factor_dict()``)."""
+
+    id = serializers.IntegerField()
+    source = serializers.CharField()
+    dataset_version = serializers.CharField()
+    activity = serializers.CharField()
+    name = serializers.CharField()
+    region = serializers.CharField()
+    year = serializers.IntegerField()
+    unit = serializers.CharField()
+    co2e_per_unit = serializers.CharField(help_text="kg CO2e per unit, decimal string")
+
+
+class CalculationResultSerializer(serializers.Serializer):
+    """Shape of ``CalculationResult.as_dict()``; used for the schema, the view returns the dict."""
+
+    co2e_kg = serializers.CharField(help_text="Decimal string")
+    gases = serializers.DictField(child=serializers.CharField(), help_text="kg CO2e per gas, decimal strings")
+    factor = FactorRefSerializer()
+    method = serializers.ChoiceField(choices=Method.choices)
+    category = serializers.IntegerField()
+    converted_amount = serializers.CharField(allow_null=True, help_text="Amount in the factor's unit")
+    data_quality = DataQualitySerializer()
+    fallbacks = NoteSerializer(many=True)
+    warnings = NoteSerializer(many=True)
+    input = serializers.DictField(help_text="Echo of the input, empty values left out")
+
+
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"$ref": "#/components/schemas/CalculationResult"},
+            {
+                "type": "object",
+                "properties": {
+                    "error": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}}
+                },
+                "required": ["error"],
+            },
+        ]
+    }
+)
+class BatchItemField(serializers.DictField):
+    pass
+
+
+class CalculationBatchResultSerializer(serializers.Serializer):
+    results = serializers.ListField(child=BatchItemField())
+
+
+# -- stored activities and emissions ---------------------------------------------------------------
+
+
+class _TonnesField(serializers.DecimalField):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_digits=30, decimal_places=9, read_only=True, **kwargs)
+
+
+class EmissionFactorRefSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    source = serializers.CharField(source="dataset.source", read_only=True)
+    activity = serializers.CharField(read_only=True)
+
+
+class EmissionSerializer(serializers.ModelSerializer):
+    """A stored result. Precondition: loaded with ``Emission.objects.with_related()``."""
+
+    co2e_t = _TonnesField(source="co2e_tonnes")
+    supplier = SupplierRefSerializer(read_only=True, allow_null=True)
+    factor = EmissionFactorRefSerializer(read_only=True)
+    data_quality = DataQualitySerializer(read_only=True)
+    fallbacks = NoteSerializer(many=True, read_only=True)
+    warnings = NoteSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Emission
+        fields = [
+            "id",
+            "activity",
+            "period_start",
+            "period_end",
+            "category",
+            "method",
+            "co2e_kg",
+            "co2e_t",
+            "gases",
+            "data_quality",
+            "fallbacks",
+            "warnings",
+            "calculated_at",
+            "supplier",
+            "factor",
+        ]
+        read_only_fields = fields
+
+
+class EmissionFactorDetailSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    source = serializers.CharField(source="dataset.source", read_only=True)
+    dataset_version = serializers.CharField(source="dataset.version", read_only=True)
+    activity = serializers.CharField(read_only=True)
+    name = serializers.CharField(read_only=True)
+    region = serializers.CharField(read_only=True)
+    year = serializers.IntegerField(read_only=True)
+    unit = serializers.CharField(read_only=True)
+    co2e_per_unit = serializers.DecimalField(max_digits=30, decimal_places=15, read_only=True)
+
+
+class ActivityEmissionSerializer(serializers.ModelSerializer):
+    """The result embedded in an activity."""
+
+    co2e_t = _TonnesField(source="co2e_tonnes")
+    factor = EmissionFactorDetailSerializer(read_only=True)
+    data_quality = DataQualitySerializer(read_only=True)
+    fallbacks = NoteSerializer(many=True, read_only=True)
+    warnings = NoteSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Emission
+        fields = [
+            "id",
+            "co2e_kg",
+            "co2e_t",
+            "gases",
+            "factor",
+            "data_quality",
+            "fallbacks",
+            "warnings",
+            "calculated_at",
+        ]
+        read_only_fields = fields
+
+
+class ActivitySerializer(serializers.ModelSerializer):
+    """A stored activity with its result. Precondition: loaded with ``ActivityRecord.objects.with_related()``."""
+
+    supplier = SupplierRefSerializer(read_only=True, allow_null=True)
+    # A missing emission (rows not written through the API) serializes as null.
+    emission = ActivityEmissionSerializer(read_only=True, allow_null=True)
+
+    class Meta:
+        model = ActivityRecord
+        fields = [
+            "id",
+            "category",
+            "method",
+            "factor",
+            "activity",
+            "region",
+            "year",
+            "source",
+            "dataset_version",
+            "amount",
+            "unit",
+            "currency",
+            "spend_year",
+            "mass",
+            "mass_unit",
+            "distance",
+            "distance_unit",
+            "period_start",
+            "period_end",
+            "external_ref",
+            "supplier",
+            "created_at",
+            "emission",
+        ]
+        read_only_fields = fields
+
+
+# -- summary ------------------------------------------------------------------------------------
+
+
+class SummaryGroupSerializer(serializers.Serializer):
+    key = serializers.JSONField(help_text="Category number, supplier id (null = none), 'YYYY-MM' or method")
+    label = serializers.CharField()
+    co2e_kg = serializers.CharField()
+    co2e_t = serializers.CharField()
+    count = serializers.IntegerField()
+    share = serializers.CharField(help_text="Percent of the total, 2 decimals")
+
+
+class SummarySerializer(serializers.Serializer):
+    group_by = serializers.ChoiceField(choices=["category", "supplier", "month", "method"])
+    total_co2e_kg = serializers.CharField()
+    total_co2e_t = serializers.CharField()
+    count = serializers.IntegerField()
+    groups = SummaryGroupSerializer(many=True)
+
+
+def category_label(value: int) -> str:
+    return str(Category(value).label)
+
+
+def method_label(value: str) -> str:
+    return str(Method(value).label)
+
+
+def activity_inputs(
+    raw_items: list[Any], *, organization_id: int
+) -> tuple[list[tuple[int, ActivityInput]], list[ItemError]]:
+    """Validate raw activity items: ``([(index, input)], [ItemError])``, both in input order."""
+    context = {"organization_id": organization_id, "supplier_ids": supplier_ids_in(raw_items, organization_id)}
+    inputs: list[tuple[int, ActivityInput]] = []
+    errors: list[ItemError] = []
+    for index, (data, item_errors) in enumerate(validate_items(ActivityInputSerializer(context=context), raw_items)):
+        if item_errors is not None:
+            errors.append(ItemError(index, item_errors))
+        else:
+            inputs.append((index, activity_input(data)))  # type: ignore[arg-type]  # data is set without errors
+    return inputs, errors

@@ -1,0 +1,343 @@
+"""API v1 views. Thin: serializers validate, services write, QuerySet methods read.
+
+Every queryset is scoped to the caller's organization, so another organization's rows are
+indistinguishable from rows that do not exist (404, absent from lists and totals).
+"""
+
+from __future__ import annotations
+
+import calendar
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, cast
+
+from django.db.models import Count, Model, QuerySet, Sum
+from django.db.models.functions import TruncMonth
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+    extend_schema_view,
+)
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer
+from rest_framework.views import APIView
+
+from calculator.engine import calculate
+from calculator.resolve import FactorResolver
+from calculator.types import CalculationError
+from emissions.api import serializers as s
+from emissions.api.filters import ActivityFilter, EmissionFilter, FactorFilter
+from emissions.api.permissions import request_org, request_org_id
+from emissions.models import ActivityRecord, Emission, EmissionFactor, Method, Supplier
+from emissions.services.activities import ActivitiesInvalidError, ItemError, activities_calculate, activities_create
+from emissions.services.suppliers import supplier_create, supplier_delete, supplier_update
+from perf.pagination import KeysetPagination
+
+KG_QUANTUM = Decimal("0.000001")
+T_QUANTUM = Decimal("0.000000001")
+SHARE_QUANTUM = Decimal("0.01")
+
+
+class OrgScopedMixin:
+    """``get_queryset()`` is ``scoped(caller's organization id)``; schema generation (no user) gets an empty one."""
+
+    model: type[Model]
+
+    def scoped(self, organization_id: int) -> QuerySet:
+        raise NotImplementedError
+
+    def get_queryset(self) -> QuerySet:
+        if getattr(self, "swagger_fake_view", False):
+            return self.model.objects.none()  # type: ignore[attr-defined]
+        return self.scoped(request_org_id(self.request))  # type: ignore[attr-defined]
+
+
+# -- factors ------------------------------------------------------------------------------------
+
+
+class FactorViewSet(OrgScopedMixin, viewsets.ReadOnlyModelViewSet):
+    """Emission factors the caller may use: every public dataset plus its own supplier-specific ones."""
+
+    model = EmissionFactor
+    serializer_class = s.FactorSerializer
+    filterset_class = FactorFilter
+    pagination_class = KeysetPagination
+    keyset_ordering = ("activity", "id")
+
+    def scoped(self, organization_id: int) -> QuerySet[EmissionFactor]:
+        return EmissionFactor.objects.visible_to(organization_id).with_related()
+
+
+# -- suppliers ----------------------------------------------------------------------------------
+
+
+class SupplierViewSet(
+    OrgScopedMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """The caller's suppliers. Deleting one that activities still reference answers 409."""
+
+    model = Supplier
+    serializer_class = s.SupplierSerializer
+    pagination_class = KeysetPagination
+    keyset_ordering = ("name", "id")
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+    def scoped(self, organization_id: int) -> QuerySet[Supplier]:
+        return Supplier.objects.for_org(organization_id)
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        context = dict(super().get_serializer_context())
+        if not getattr(self, "swagger_fake_view", False):
+            context["organization_id"] = request_org_id(self.request)
+        return context
+
+    def perform_create(self, serializer: BaseSerializer) -> None:
+        serializer.instance = supplier_create(organization=request_org(self.request), data=serializer.validated_data)
+
+    def perform_update(self, serializer: BaseSerializer) -> None:
+        supplier = cast(Supplier, serializer.instance)
+        serializer.instance = supplier_update(supplier=supplier, data=serializer.validated_data)
+
+    def perform_destroy(self, instance: Supplier) -> None:
+        supplier_delete(supplier=instance)
+
+    @extend_schema(responses={204: None, 409: OpenApiResponse(description="Activities still reference it")})
+    def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().destroy(request, *args, **kwargs)
+
+
+# -- calculation --------------------------------------------------------------------------------
+
+
+class CalculateView(APIView):
+    """Calculate one activity; nothing is stored."""
+
+    @extend_schema(
+        request=s.CalculationInputSerializer,
+        responses={200: s.CalculationResultSerializer, 400: OpenApiResponse(description="{field: [messages]}")},
+    )
+    def post(self, request: Request) -> Response:
+        serializer = s.CalculationInputSerializer(
+            data=request.data, context={"organization_id": request_org_id(request)}
+        )
+        serializer.is_valid(raise_exception=True)
+        # CalculationError becomes a 400 naming the field (emissions.api.errors).
+        result = calculate(serializer.to_calculation_input(), organization=request_org(request))
+        return Response(result.as_dict())
+
+
+class CalculateBatchView(APIView):
+    """Calculate up to 1,000 activities; each item succeeds or fails on its own, results in input order."""
+
+    @extend_schema(
+        request=s.CalculationBatchRequestSerializer,
+        responses={200: s.CalculationBatchResultSerializer, 400: OpenApiResponse(description="{items: [messages]}")},
+    )
+    def post(self, request: Request) -> Response:
+        batch = s.CalculationBatchSerializer(data=request.data)
+        batch.is_valid(raise_exception=True)
+        items = batch.validated_data["items"]
+        organization = request_org(request)
+        context = {"organization_id": organization.pk, "supplier_ids": s.supplier_ids_in(items, organization.pk)}
+        resolver = FactorResolver(organization)
+        results: list[dict[str, Any]] = []
+        for data, errors in s.validate_items(s.CalculationInputSerializer(context=context), items):
+            if errors is not None:
+                results.append({"error": errors})
+                continue
+            try:
+                inp = s.calculation_input(data)  # type: ignore[arg-type]  # data is set when errors is None
+                result = calculate(inp, organization=organization, resolver=resolver)
+            except CalculationError as exc:
+                results.append({"error": exc.errors})
+                continue
+            results.append(result.as_dict())
+        return Response({"results": results})
+
+
+# -- activities ---------------------------------------------------------------------------------
+
+
+@extend_schema_view(
+    create=extend_schema(
+        request=PolymorphicProxySerializer(
+            component_name="ActivityCreateRequest",
+            serializers=[s.ActivityInputSerializer, s.ActivityInputSerializer(many=True)],
+            resource_type_field_name=None,
+            many=False,
+        ),
+        responses={
+            201: PolymorphicProxySerializer(
+                component_name="ActivityCreateResponse",
+                serializers=[s.ActivitySerializer, s.ActivitySerializer(many=True)],
+                resource_type_field_name=None,
+                many=False,
+            ),
+            400: OpenApiResponse(description='{"errors": [{"index": i, "errors": {field: [messages]}}]}'),
+        },
+        description="Store one activity (answered with one object) or a list of up to 10,000 (answered with a "
+        "list in the same order), all or nothing. Every item is validated and calculated first; if any fails, "
+        "nothing is written and the response lists each failing index (0 for a single object).",
+    )
+)
+class ActivityViewSet(
+    OrgScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet
+):
+    """Activity lines with their calculated emission."""
+
+    model = ActivityRecord
+    serializer_class = s.ActivitySerializer
+    filterset_class = ActivityFilter
+    pagination_class = KeysetPagination
+    keyset_ordering = ("-period_start", "-id")
+
+    def scoped(self, organization_id: int) -> QuerySet[ActivityRecord]:
+        return ActivityRecord.objects.for_org(organization_id).with_related()
+
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        data = request.data
+        raw_items = data if isinstance(data, list) else [data]
+        if not raw_items:
+            raise ValidationError({"non_field_errors": ["Send one activity object or a non-empty list."]})
+        if len(raw_items) > s.MAX_ACTIVITY_ITEMS:
+            raise ValidationError({"non_field_errors": [f"At most {s.MAX_ACTIVITY_ITEMS} activities per request."]})
+
+        organization = request_org(request)
+        inputs, shape_errors = s.activity_inputs(raw_items, organization_id=organization.pk)
+
+        if shape_errors:
+            # Report calculation errors of the well-formed items too, so one round trip shows everything.
+            outcomes = activities_calculate(organization=organization, items=[inp for _, inp in inputs])
+            calc_errors = [
+                ItemError(index, outcome)
+                for (index, _), outcome in zip(inputs, outcomes, strict=True)
+                if isinstance(outcome, dict)
+            ]
+            raise ActivitiesInvalidError(sorted(shape_errors + calc_errors, key=lambda e: e.index))
+
+        records = activities_create(organization=organization, items=[inp for _, inp in inputs])
+        if isinstance(data, list):
+            return Response(s.ActivitySerializer(records, many=True).data, status=status.HTTP_201_CREATED)
+        return Response(s.ActivitySerializer(records[0]).data, status=status.HTTP_201_CREATED)
+
+
+# -- emissions ----------------------------------------------------------------------------------
+
+
+GROUP_BY = {
+    # group_by value -> the column (or annotation) the aggregate groups on
+    "category": "category",
+    "supplier": "supplier_id",
+    "month": "month",
+    "method": "method",
+}
+
+
+class EmissionViewSet(OrgScopedMixin, viewsets.ReadOnlyModelViewSet):
+    """Stored results, newest period first, keyset-paginated on (period_start, id)."""
+
+    model = Emission
+    serializer_class = s.EmissionSerializer
+    filterset_class = EmissionFilter
+    pagination_class = KeysetPagination
+    keyset_ordering = ("-period_start", "-id")
+
+    def scoped(self, organization_id: int) -> QuerySet[Emission]:
+        return Emission.objects.for_org(organization_id).with_related()
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "group_by", str, enum=list(GROUP_BY), required=True, description="How to group the totals"
+            ),
+            OpenApiParameter("category", int, description="Scope 3 category 1-15"),
+            OpenApiParameter("supplier", int, description="Supplier id"),
+            OpenApiParameter("method", str, enum=[m.value for m in Method]),
+            OpenApiParameter("period_from", OpenApiTypes.DATE, description="period_start on or after"),
+            OpenApiParameter("period_to", OpenApiTypes.DATE, description="period_end on or before"),
+        ],
+        responses={200: s.SummarySerializer, 400: OpenApiResponse(description="{group_by: [messages]}")},
+    )
+    @action(detail=False, methods=["get"], pagination_class=None)
+    def summary(self, request: Request) -> Response:
+        """Totals of the (filtered) emissions grouped by category, supplier, month or method."""
+        group_by = request.query_params.get("group_by", "")
+        if group_by not in GROUP_BY:
+            raise ValidationError({"group_by": [f"Must be one of {', '.join(GROUP_BY)}; got '{group_by}'."]})
+        # No select_related: the aggregate needs only the supplier name join it adds itself.
+        queryset = self.filter_queryset(Emission.objects.for_org(request_org_id(request)))
+        rows = _summary_rows(queryset, group_by)
+        total = sum((row["co2e_kg"] for row in rows), Decimal(0))
+        count = sum(row["count"] for row in rows)
+        groups = [
+            {
+                "key": row["key"],
+                "label": row["label"],
+                "co2e_kg": _kg(row["co2e_kg"]),
+                "co2e_t": _t(row["co2e_kg"]),
+                "count": row["count"],
+                "share": _share(row["co2e_kg"], total),
+            }
+            for row in rows
+        ]
+        return Response(
+            {
+                "group_by": group_by,
+                "total_co2e_kg": _kg(total),
+                "total_co2e_t": _t(total),
+                "count": count,
+                "groups": groups,
+            }
+        )
+
+
+def _kg(value: Decimal) -> str:
+    return format(value.quantize(KG_QUANTUM), "f")
+
+
+def _t(value_kg: Decimal) -> str:
+    return format((value_kg / 1000).quantize(T_QUANTUM), "f")
+
+
+def _share(part: Decimal, total: Decimal) -> str:
+    """``part`` as a percentage of ``total``, 2 decimals ("0.00" when the total is zero)."""
+    if not total:
+        return "0.00"
+    return format((part * 100 / total).quantize(SHARE_QUANTUM, rounding=ROUND_HALF_UP), "f")
+
+
+def _summary_rows(queryset: QuerySet[Emission], group_by: str) -> list[dict[str, Any]]:
+    """One aggregate query; supplier names come from the same query through the join."""
+    if group_by == "month":
+        queryset = queryset.annotate(month=TruncMonth("period_start"))
+    keys = [GROUP_BY[group_by]]
+    if group_by == "supplier":
+        keys.append("supplier__name")
+    aggregated = (
+        queryset.order_by().values(*keys).annotate(total=Sum("co2e_kg"), n=Count("id")).order_by("-total", *keys)
+    )
+    rows = []
+    for row in aggregated:
+        raw = row[keys[0]]
+        if group_by == "category":
+            key, label = raw, s.category_label(raw)
+        elif group_by == "method":
+            key, label = raw, s.method_label(raw)
+        elif group_by == "month":
+            key, label = raw.strftime("%Y-%m"), f"{calendar.month_name[raw.month]} {raw.year}"
+        else:
+            key, label = raw, row["supplier__name"] if raw is not None else "No supplier"
+        rows.append({"key": key, "label": label, "co2e_kg": row["total"], "count": row["n"]})
+    return rows

@@ -1,0 +1,176 @@
+"""POST /api/v1/calculate/ and /api/v1/calculate/batch/."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from emissions.models import ActivityRecord, Emission
+from tests.emissions.api.payloads import electricity_input
+from tests.factories import SupplierFactory
+
+pytestmark = pytest.mark.django_db
+
+URL = reverse("calculate")
+BATCH_URL = reverse("calculate-batch")
+
+
+def test_spend_steel_1000_usd_2022(api, steel_factor):
+    body = {
+        "category": 1,
+        "method": "spend",
+        "activity": "naics:331110",
+        "amount": "1000",
+        "unit": "USD",
+        "currency": "USD",
+        "spend_year": 2022,
+    }
+    response = api.post(URL, body, format="json")
+    assert response.status_code == 200, response.json()
+    data = response.json()
+    assert data["co2e_kg"] == "787.000000"
+    assert data["factor"]["id"] == steel_factor.pk
+    assert data["factor"]["activity"] == "naics:331110"
+    assert data["factor"]["source"] == "epa_supply_chain"
+    assert data["factor"]["co2e_per_unit"] == "0.787000000000000"
+    assert data["method"] == "spend"
+    assert data["category"] == 1
+
+
+def test_electricity_1_mwh(api, electricity_factor):
+    response = api.post(URL, electricity_input(), format="json")
+    assert response.status_code == 200, response.json()
+    data = response.json()
+    assert data["co2e_kg"] == "177.000000"
+    assert data["factor"]["id"] == electricity_factor.pk
+    assert data["factor"]["activity"] == "desnz:7_400_4000_5"
+    assert data["factor"]["unit"] == "kWh"
+    assert data["input"]["unit"] == "MWh"
+
+
+def test_diesel_1_cubic_metre(api, diesel_factor):
+    body = {"category": 3, "method": "activity", "activity": "desnz:1_101_1011_8", "amount": "1", "unit": "m³"}
+    response = api.post(URL, body, format="json")
+    assert response.status_code == 200, response.json()
+    data = response.json()
+    assert data["co2e_kg"] == "2570.820000"
+    assert data["factor"]["id"] == diesel_factor.pk
+    assert data["factor"]["name"] == "Diesel (average biofuel blend)"
+
+
+def test_factor_id_pins_the_factor(api, electricity_factor):
+    body = electricity_input(activity="", factor_id=electricity_factor.pk, amount="10", unit="kWh")
+    response = api.post(URL, body, format="json")
+    assert response.status_code == 200, response.json()
+    assert response.json()["co2e_kg"] == "1.770000"
+
+
+def test_calculate_stores_nothing(api, electricity_factor):
+    api.post(URL, electricity_input(), format="json")
+    assert ActivityRecord.objects.count() == 0
+    assert Emission.objects.count() == 0
+
+
+def test_own_supplier_is_accepted(api, org, electricity_factor):
+    supplier = SupplierFactory(organization=org)
+    response = api.post(URL, electricity_input(supplier=supplier.pk), format="json")
+    assert response.status_code == 200, response.json()
+    assert response.json()["input"]["supplier_id"] == supplier.pk
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"unit": "furlongs_per_parsec"}, "unit"),
+        ({"unit": "kg"}, "unit"),
+        ({"amount": "-1"}, "amount"),
+        ({"amount": "NaN"}, "amount"),
+        ({"amount": "Infinity"}, "amount"),
+        ({"amount": "-Infinity"}, "amount"),
+        ({"amount": "abc"}, "amount"),
+        ({"activity": "desnz:no_such_factor"}, "activity"),
+        ({"activity": ""}, "activity"),
+        ({"category": 0}, "category"),
+        ({"category": 16}, "category"),
+        ({"method": "guess"}, "method"),
+        ({"currency": "usd"}, "currency"),
+        ({"supplier": 999_999}, "supplier"),
+        ({"mass": "5", "mass_unit": "t", "method": "distance"}, "distance"),
+    ],
+)
+def test_bad_input_is_a_400_naming_the_field(api, electricity_factor, overrides, field):
+    response = api.post(URL, electricity_input(**overrides), format="json")
+    assert response.status_code == 400
+    body = response.json()
+    assert field in body, body
+    assert all(isinstance(message, str) and message for message in body[field])
+
+
+def test_missing_required_fields(api):
+    response = api.post(URL, {}, format="json")
+    assert response.status_code == 400
+    assert {"category", "method", "amount", "unit"} <= set(response.json())
+
+
+# -- batch ----------------------------------------------------------------------------------------
+
+
+def test_batch_isolates_a_bad_item_and_keeps_order(api, electricity_factor, diesel_factor):
+    items = [
+        electricity_input(amount="1"),
+        electricity_input(amount="2"),
+        electricity_input(unit="parsec"),
+        {"category": 3, "method": "activity", "activity": "desnz:1_101_1011_8", "amount": "1", "unit": "m**3"},
+        electricity_input(amount="-3"),
+        electricity_input(amount="3"),
+    ]
+    response = api.post(BATCH_URL, {"items": items}, format="json")
+    assert response.status_code == 200, response.json()
+    results = response.json()["results"]
+    assert len(results) == 6
+    assert results[0]["co2e_kg"] == "177.000000"
+    assert results[1]["co2e_kg"] == "354.000000"
+    assert "unit" in results[2]["error"]
+    assert results[3]["co2e_kg"] == "2570.820000"
+    assert results[3]["factor"]["id"] == diesel_factor.pk
+    assert "amount" in results[4]["error"]
+    assert results[5]["co2e_kg"] == "531.000000"
+
+
+def test_batch_checks_suppliers_per_item(api, org, other_org, electricity_factor):
+    mine = SupplierFactory(organization=org)
+    theirs = SupplierFactory(organization=other_org)
+    items = [electricity_input(supplier=mine.pk), electricity_input(supplier=theirs.pk)]
+    results = api.post(BATCH_URL, {"items": items}, format="json").json()["results"]
+    assert results[0]["co2e_kg"] == "177.000000"
+    assert "supplier" in results[1]["error"]
+
+
+def test_batch_shares_one_resolver(api, electricity_factor, django_assert_max_num_queries):
+    """100 identical lookups cost no more queries than a handful: the resolver memoizes."""
+    items = [electricity_input() for _ in range(100)]
+    with django_assert_max_num_queries(10):
+        response = api.post(BATCH_URL, {"items": items}, format="json")
+    assert response.status_code == 200
+    assert {r["co2e_kg"] for r in response.json()["results"]} == {"177.000000"}
+
+
+@pytest.mark.parametrize("items", [[], "nope", None])
+def test_batch_items_shape(api, items):
+    response = api.post(BATCH_URL, {"items": items}, format="json")
+    assert response.status_code == 400
+    assert "items" in response.json()
+
+
+def test_batch_more_than_1000_items(api):
+    response = api.post(BATCH_URL, {"items": [electricity_input()] * 1001}, format="json")
+    assert response.status_code == 400
+    assert "items" in response.json()
+
+
+def test_batch_item_not_an_object_fails_alone(api, electricity_factor):
+    response = api.post(BATCH_URL, {"items": [electricity_input(), 5]}, format="json")
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert results[0]["co2e_kg"] == "177.000000"
+    assert "non_field_errors" in results[1]["error"]

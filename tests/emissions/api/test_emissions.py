@@ -1,0 +1,295 @@
+"""/api/v1/emissions/: keyset-paginated list, detail, summary."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from decimal import Decimal
+
+import pytest
+from django.urls import reverse
+
+from emissions.models import Emission, Method
+from tests.factories import EmissionFactory, SupplierFactory
+
+pytestmark = pytest.mark.django_db
+
+LIST = reverse("emission-list")
+SUMMARY = reverse("emission-summary")
+
+
+def emission_in(org, start: dt.date, **kwargs) -> Emission:
+    """A stored activity + emission whose period starts at ``start``."""
+    activity = {key.removeprefix("activity__"): kwargs.pop(key) for key in list(kwargs) if key.startswith("activity__")}
+    return EmissionFactory(
+        organization=org,
+        activity__period_start=start,
+        activity__period_end=start + dt.timedelta(days=27),
+        **{f"activity__{key}": value for key, value in activity.items()},
+        **kwargs,
+    )
+
+
+def test_row_shape(api, org):
+    emission = emission_in(org, dt.date(2025, 1, 1), co2e_kg=Decimal("1234.5"))
+    response = api.get(LIST)
+    assert response.status_code == 200
+    row = response.json()["results"][0]
+    assert row == {
+        "id": emission.pk,
+        "activity": emission.activity_id,
+        "period_start": "2025-01-01",
+        "period_end": "2025-01-28",
+        "category": 1,
+        "method": "activity",
+        "co2e_kg": "1234.500000",
+        "co2e_t": "1.234500000",
+        "gases": {},
+        "data_quality": emission.data_quality,
+        "fallbacks": [],
+        "warnings": [],
+        "calculated_at": row["calculated_at"],
+        "supplier": {"id": emission.supplier_id, "name": emission.supplier.name},
+        "factor": {"id": emission.factor_id, "source": "desnz", "activity": emission.factor.activity},
+    }
+
+
+def test_supplier_null(api, org):
+    emission_in(org, dt.date(2025, 1, 1), activity__supplier=None)
+    assert api.get(LIST).json()["results"][0]["supplier"] is None
+
+
+def test_detail(api, org):
+    emission = emission_in(org, dt.date(2025, 1, 1))
+    response = api.get(reverse("emission-detail", args=[emission.pk]))
+    assert response.status_code == 200
+    assert response.json()["id"] == emission.pk
+
+
+def test_filters(api, org):
+    supplier = SupplierFactory(organization=org)
+    jan = emission_in(org, dt.date(2025, 1, 1), activity__category=1)
+    feb = emission_in(org, dt.date(2025, 2, 1), activity__category=4, activity__supplier=supplier)
+    mar = emission_in(org, dt.date(2025, 3, 1), activity__category=4, activity__method=Method.SPEND)
+
+    def ids(**params):
+        response = api.get(LIST, params)
+        assert response.status_code == 200, response.json()
+        return [row["id"] for row in response.json()["results"]]
+
+    assert ids() == [mar.pk, feb.pk, jan.pk]
+    assert ids(category=4) == [mar.pk, feb.pk]
+    assert ids(supplier=supplier.pk) == [feb.pk]
+    assert ids(method="spend") == [mar.pk]
+    assert ids(period_from="2025-02-01") == [mar.pk, feb.pk]
+    assert ids(period_to="2025-02-28") == [feb.pk, jan.pk]
+    assert ids(period_from="2025-02-01", period_to="2025-02-28") == [feb.pk]
+
+
+@pytest.mark.parametrize(
+    ("param", "value"), [("category", "16"), ("period_from", "yesterday"), ("method", "x"), ("supplier", "abc")]
+)
+def test_bad_filter_values(api, param, value):
+    response = api.get(LIST, {param: value})
+    assert response.status_code == 400
+    assert param in response.json()
+
+
+# -- keyset pagination -----------------------------------------------------------------------------
+
+
+def walk(api, url: str, direction: str = "next") -> list[list[int]]:
+    pages = []
+    while url:
+        response = api.get(url)
+        assert response.status_code == 200, response.json()
+        pages.append([row["id"] for row in response.json()["results"]])
+        url = response.json()[direction]
+    return pages
+
+
+def test_walks_every_page_in_order_with_ties(api, org):
+    # 23 rows over 4 period starts: many ties on period_start, broken by id descending.
+    starts = [dt.date(2025, month, 1) for month in (1, 2, 2, 3, 3, 3, 4)]
+    rows = [emission_in(org, starts[i % len(starts)]) for i in range(23)]
+    expected = [e.pk for e in sorted(rows, key=lambda e: (e.period_start, e.pk), reverse=True)]
+
+    pages = walk(api, f"{LIST}?limit=5")
+    assert [len(p) for p in pages] == [5, 5, 5, 5, 3]
+    assert [pk for page in pages for pk in page] == expected
+
+
+def test_previous_links_walk_back(api, org):
+    rows = [emission_in(org, dt.date(2025, 1 + i % 3, 1)) for i in range(10)]
+    expected = [e.pk for e in sorted(rows, key=lambda e: (e.period_start, e.pk), reverse=True)]
+
+    first = api.get(f"{LIST}?limit=4").json()
+    second = api.get(first["next"]).json()
+    last = api.get(second["next"]).json()
+    assert [row["id"] for row in last["results"]] == expected[8:10]
+    assert last["next"] is None
+    assert "before=" in last["previous"]
+    assert "after=" not in last["previous"]
+    assert walk(api, last["previous"], direction="previous") == [expected[4:8], expected[0:4]]
+    # Going back to the first page and then forward again lands on the same second page.
+    back_to_first = api.get(second["previous"]).json()
+    assert back_to_first["previous"] is None
+    assert [row["id"] for row in api.get(back_to_first["next"]).json()["results"]] == expected[4:8]
+
+
+def test_first_page_has_no_previous(api, org):
+    emission_in(org, dt.date(2025, 1, 1))
+    body = api.get(LIST).json()
+    assert body["previous"] is None
+    assert body["next"] is None
+
+
+def test_default_limit_is_100(api, org):
+    for _ in range(101):
+        emission_in(org, dt.date(2025, 1, 1))
+    body = api.get(LIST).json()
+    assert len(body["results"]) == 100
+    assert body["next"] is not None
+
+
+@pytest.mark.parametrize("limit", ["0", "-1", "1001", "ten"])
+def test_invalid_limit(api, limit):
+    response = api.get(LIST, {"limit": limit})
+    assert response.status_code == 400
+    assert "limit" in response.json()
+
+
+def make_cursor(*values: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps(list(values)).encode()).decode()
+
+
+@pytest.mark.parametrize(
+    ("param", "cursor"),
+    [
+        ("after", "%%%"),
+        ("after", make_cursor("2025-01-01")),
+        ("after", make_cursor("not-a-date", "5")),
+        ("before", make_cursor("2025-01-01", "x")),
+        ("before", make_cursor("2025-01-01", "99999999999999999999999")),
+    ],
+)
+def test_invalid_cursor(api, org, param, cursor):
+    emission_in(org, dt.date(2025, 1, 1))
+    response = api.get(LIST, {param: cursor})
+    assert response.status_code == 400
+    assert param in response.json()
+
+
+def test_list_query_count_is_constant(api, org, django_assert_num_queries):
+    emission_in(org, dt.date(2025, 1, 1))
+    with django_assert_num_queries(3):  # token, membership, one keyset page with supplier/factor/dataset joined
+        assert len(api.get(LIST).json()["results"]) == 1
+    for _ in range(49):
+        emission_in(org, dt.date(2025, 1, 1))
+    with django_assert_num_queries(3):
+        assert len(api.get(LIST).json()["results"]) == 50
+
+
+# -- summary -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def summary_data(org):
+    acme = SupplierFactory(organization=org, name="Acme Steel")
+    beta = SupplierFactory(organization=org, name="Beta Freight")
+    emission_in(org, dt.date(2025, 1, 1), co2e_kg=Decimal("600"), activity__category=1, activity__supplier=acme)
+    emission_in(
+        org,
+        dt.date(2025, 1, 15),
+        co2e_kg=Decimal("150.5"),
+        activity__category=4,
+        activity__supplier=beta,
+        activity__method=Method.DISTANCE,
+    )
+    emission_in(org, dt.date(2025, 2, 1), co2e_kg=Decimal("249.5"), activity__category=1, activity__supplier=None)
+    return acme, beta
+
+
+def test_summary_by_category(api, summary_data):
+    response = api.get(SUMMARY, {"group_by": "category"})
+    assert response.status_code == 200
+    assert response.json() == {
+        "group_by": "category",
+        "total_co2e_kg": "1000.000000",
+        "total_co2e_t": "1.000000000",
+        "count": 3,
+        "groups": [
+            {
+                "key": 1,
+                "label": "1 Purchased goods and services",
+                "co2e_kg": "849.500000",
+                "co2e_t": "0.849500000",
+                "count": 2,
+                "share": "84.95",
+            },
+            {
+                "key": 4,
+                "label": "4 Upstream transportation and distribution",
+                "co2e_kg": "150.500000",
+                "co2e_t": "0.150500000",
+                "count": 1,
+                "share": "15.05",
+            },
+        ],
+    }
+
+
+def test_summary_by_supplier(api, summary_data):
+    acme, beta = summary_data
+    groups = api.get(SUMMARY, {"group_by": "supplier"}).json()["groups"]
+    assert [(g["key"], g["label"], g["co2e_kg"], g["share"]) for g in groups] == [
+        (acme.pk, "Acme Steel", "600.000000", "60.00"),
+        (None, "No supplier", "249.500000", "24.95"),
+        (beta.pk, "Beta Freight", "150.500000", "15.05"),
+    ]
+
+
+def test_summary_by_month(api, summary_data):
+    groups = api.get(SUMMARY, {"group_by": "month"}).json()["groups"]
+    assert [(g["key"], g["label"], g["co2e_kg"], g["count"]) for g in groups] == [
+        ("2025-01", "January 2025", "750.500000", 2),
+        ("2025-02", "February 2025", "249.500000", 1),
+    ]
+
+
+def test_summary_by_method_with_filters(api, summary_data):
+    acme, _ = summary_data
+    body = api.get(SUMMARY, {"group_by": "method", "period_to": "2025-02-15"}).json()
+    assert [(g["key"], g["label"], g["co2e_kg"]) for g in body["groups"]] == [
+        ("activity", "Average-data (activity)", "600.000000"),
+        ("distance", "Distance-based", "150.500000"),
+    ]
+    assert body["total_co2e_kg"] == "750.500000"
+    body = api.get(SUMMARY, {"group_by": "category", "supplier": acme.pk}).json()
+    assert body["total_co2e_kg"] == "600.000000"
+    assert body["groups"][0]["share"] == "100.00"
+
+
+def test_summary_empty(api):
+    body = api.get(SUMMARY, {"group_by": "category"}).json()
+    assert body == {
+        "group_by": "category",
+        "total_co2e_kg": "0.000000",
+        "total_co2e_t": "0.000000000",
+        "count": 0,
+        "groups": [],
+    }
+
+
+@pytest.mark.parametrize("group_by", ["", "year", "CATEGORY"])
+def test_summary_invalid_group_by(api, group_by):
+    response = api.get(SUMMARY, {"group_by": group_by})
+    assert response.status_code == 400
+    assert "group_by" in response.json()
+
+
+@pytest.mark.parametrize("group_by", ["category", "supplier", "month", "method"])
+def test_summary_is_one_aggregate_query(api, summary_data, group_by, django_assert_num_queries):
+    with django_assert_num_queries(3):  # token, membership, aggregate
+        assert api.get(SUMMARY, {"group_by": group_by}).status_code == 200

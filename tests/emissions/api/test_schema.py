@@ -1,0 +1,27 @@
+"""The OpenAPI schema builds and validates with no warnings."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from django.core.management import call_command
+
+
+@pytest.mark.django_db
+def test_schema_validates_without_warnings(tmp_path):
+    out = tmp_path / "schema.yaml"
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(out))
+    schema = yaml.safe_load(out.read_text())
+    paths = schema["paths"]
+    for path in [
+        "/api/v1/factors/",
+        "/api/v1/suppliers/{id}/",
+        "/api/v1/calculate/",
+        "/api/v1/calculate/batch/",
+        "/api/v1/activities/",
+        "/api/v1/emissions/",
+        "/api/v1/emissions/summary/",
+    ]:
+        assert path in paths
+    emission_params = {p["name"] for p in paths["/api/v1/emissions/"]["get"]["parameters"]}
+    assert {"limit", "after", "before", "category", "supplier", "period_from", "period_to"} <= emission_params

@@ -1,0 +1,210 @@
+"""Tenant isolation across every API v1 endpoint.
+
+``other_api`` belongs to another organization that owns a supplier, a supplier-specific
+factor, an activity and its emission. Each endpoint must behave for ``api`` exactly as if
+those rows did not exist: 404 on detail, absent from lists and totals, unmodifiable, and
+unusable as a reference.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+from django.urls import reverse
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from emissions.models import ActivityRecord, Emission, FactorDataset, Supplier
+from tests.emissions.api.payloads import activity_input, electricity_input
+from tests.factories import EmissionFactorFactory, EmissionFactory, FactorDatasetFactory, SupplierFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def theirs(other_org):
+    """Another organization's rows: supplier, supplier-specific factor, activity + emission."""
+    supplier = SupplierFactory(organization=other_org, external_id="THEIRS", name="Their supplier")
+    dataset = FactorDatasetFactory(source=FactorDataset.Source.SUPPLIER, organization=other_org)
+    factor = EmissionFactorFactory(
+        dataset=dataset, supplier=supplier, activity="supplier:theirs", unit="kWh", co2e_per_unit=Decimal("0.5")
+    )
+    emission = EmissionFactory(
+        organization=other_org,
+        activity__supplier=supplier,
+        activity__period_start=dt.date(2025, 1, 1),
+        activity__period_end=dt.date(2025, 1, 31),
+        factor=factor,
+        co2e_kg=Decimal("1000"),
+    )
+    return {"supplier": supplier, "factor": factor, "emission": emission, "activity": emission.activity}
+
+
+@pytest.fixture
+def mine(org, electricity_factor):
+    supplier = SupplierFactory(organization=org, external_id="MINE", name="My supplier")
+    emission = EmissionFactory(
+        organization=org,
+        activity__supplier=supplier,
+        activity__period_start=dt.date(2025, 1, 1),
+        activity__period_end=dt.date(2025, 1, 31),
+        factor=electricity_factor,
+        co2e_kg=Decimal("10"),
+    )
+    return {"supplier": supplier, "emission": emission, "activity": emission.activity}
+
+
+def result_ids(response) -> set[int]:
+    assert response.status_code == 200, response.json()
+    return {row["id"] for row in response.json()["results"]}
+
+
+def test_factors(api, theirs, mine, electricity_factor):
+    assert result_ids(api.get(reverse("factor-list"))) == {electricity_factor.pk}
+    assert result_ids(api.get(reverse("factor-list"), {"search": "theirs"})) == set()
+    assert api.get(reverse("factor-detail", args=[theirs["factor"].pk])).status_code == 404
+
+
+def test_suppliers_read(api, theirs, mine):
+    assert result_ids(api.get(reverse("supplier-list"))) == {mine["supplier"].pk}
+    assert api.get(reverse("supplier-detail", args=[theirs["supplier"].pk])).status_code == 404
+
+
+def test_suppliers_write(api, theirs, mine):
+    url = reverse("supplier-detail", args=[theirs["supplier"].pk])
+    assert api.patch(url, {"name": "Hijacked"}, format="json").status_code == 404
+    assert api.delete(url).status_code == 404
+    theirs["supplier"].refresh_from_db()
+    assert theirs["supplier"].name == "Their supplier"
+    # Their external_id does not collide with ours.
+    response = api.post(reverse("supplier-list"), {"external_id": "THEIRS", "name": "Ours"}, format="json")
+    assert response.status_code == 201
+    assert Supplier.objects.filter(external_id="THEIRS").count() == 2
+
+
+def test_calculate_with_their_supplier(api, theirs, electricity_factor):
+    response = api.post(reverse("calculate"), electricity_input(supplier=theirs["supplier"].pk), format="json")
+    assert response.status_code == 400
+    assert "supplier" in response.json()
+
+
+def test_calculate_with_their_supplier_specific_factor(api, theirs):
+    body = electricity_input(activity="", factor_id=theirs["factor"].pk, amount="1", unit="kWh")
+    response = api.post(reverse("calculate"), body, format="json")
+    assert response.status_code == 400
+    assert "factor_id" in response.json()
+    body = electricity_input(activity="supplier:theirs", amount="1", unit="kWh")
+    response = api.post(reverse("calculate"), body, format="json")
+    assert response.status_code == 400
+    assert "activity" in response.json()
+
+
+def test_batch_with_their_supplier_and_factor(api, theirs, electricity_factor):
+    items = [
+        electricity_input(supplier=theirs["supplier"].pk),
+        electricity_input(activity="", factor_id=theirs["factor"].pk, unit="kWh"),
+        electricity_input(),
+    ]
+    results = api.post(reverse("calculate-batch"), {"items": items}, format="json").json()["results"]
+    assert "supplier" in results[0]["error"]
+    assert "factor_id" in results[1]["error"]
+    assert results[2]["co2e_kg"] == "177.000000"
+
+
+def test_activities_read(api, theirs, mine):
+    assert result_ids(api.get(reverse("activity-list"))) == {mine["activity"].pk}
+    assert result_ids(api.get(reverse("activity-list"), {"supplier": theirs["supplier"].pk})) == set()
+    assert api.get(reverse("activity-detail", args=[theirs["activity"].pk])).status_code == 404
+
+
+def test_activities_create_with_their_references(api, theirs, electricity_factor):
+    before = ActivityRecord.objects.count()
+    items = [
+        activity_input(),
+        activity_input(supplier=theirs["supplier"].pk),
+        activity_input(activity="", factor_id=theirs["factor"].pk, unit="kWh"),
+    ]
+    response = api.post(reverse("activity-list"), items, format="json")
+    assert response.status_code == 400
+    errors = {e["index"]: e["errors"] for e in response.json()["errors"]}
+    assert set(errors) == {1, 2}
+    assert "supplier" in errors[1]
+    assert "factor_id" in errors[2]
+    assert ActivityRecord.objects.count() == before
+
+
+def test_activities_are_not_writable_by_path(api, theirs):
+    url = reverse("activity-detail", args=[theirs["activity"].pk])
+    assert api.patch(url, {"amount": "1"}, format="json").status_code in (404, 405)
+    assert api.delete(url).status_code in (404, 405)
+    assert ActivityRecord.objects.filter(pk=theirs["activity"].pk).exists()
+
+
+def test_emissions_read(api, theirs, mine):
+    assert result_ids(api.get(reverse("emission-list"))) == {mine["emission"].pk}
+    assert result_ids(api.get(reverse("emission-list"), {"supplier": theirs["supplier"].pk})) == set()
+    assert api.get(reverse("emission-detail", args=[theirs["emission"].pk])).status_code == 404
+    url = reverse("emission-detail", args=[theirs["emission"].pk])
+    assert api.delete(url).status_code in (404, 405)
+    assert Emission.objects.filter(pk=theirs["emission"].pk).exists()
+
+
+@pytest.mark.parametrize("group_by", ["category", "supplier", "month", "method"])
+def test_summary_excludes_their_emissions(api, other_api, theirs, mine, group_by):
+    body = api.get(reverse("emission-summary"), {"group_by": group_by}).json()
+    assert body["total_co2e_kg"] == "10.000000"
+    assert body["count"] == 1
+    assert sum(Decimal(g["co2e_kg"]) for g in body["groups"]) == Decimal(10)
+    # And the other way round.
+    assert other_api.get(reverse("emission-summary"), {"group_by": group_by}).json()["total_co2e_kg"] == "1000.000000"
+
+
+def test_summary_by_supplier_never_names_their_supplier(api, theirs, mine):
+    body = api.get(reverse("emission-summary"), {"group_by": "supplier"}).json()
+    assert [g["label"] for g in body["groups"]] == ["My supplier"]
+
+
+def test_their_pagination_cursor_shows_only_our_rows(api, other_api, theirs, mine, other_org):
+    for _ in range(3):
+        EmissionFactory(organization=other_org, factor=theirs["factor"])
+    their_next = other_api.get(reverse("emission-list"), {"limit": 1}).json()["next"]
+    assert result_ids(api.get(their_next)) <= {mine["emission"].pk}
+
+
+ENDPOINTS = [
+    ("get", "factor-list", False),
+    ("get", "supplier-list", False),
+    ("post", "supplier-list", False),
+    ("get", "activity-list", False),
+    ("post", "activity-list", False),
+    ("get", "emission-list", False),
+    ("get", "emission-summary", False),
+    ("post", "calculate", False),
+    ("post", "calculate-batch", False),
+    ("get", "factor-detail", True),
+    ("get", "supplier-detail", True),
+    ("patch", "supplier-detail", True),
+    ("delete", "supplier-detail", True),
+    ("get", "activity-detail", True),
+    ("get", "emission-detail", True),
+]
+
+
+@pytest.mark.parametrize(("method", "name", "detail"), ENDPOINTS)
+def test_401_without_token(method, name, detail):
+    url = reverse(name, args=[1]) if detail else reverse(name)
+    response = getattr(APIClient(), method)(url, {}, format="json")
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize(("method", "name", "detail"), ENDPOINTS)
+def test_403_for_a_user_without_organization(method, name, detail):
+    user = UserFactory()
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    url = reverse(name, args=[1]) if detail else reverse(name)
+    response = getattr(client, method)(url, {}, format="json")
+    assert response.status_code == 403
+    assert "organization" in response.json()["detail"]

@@ -1,0 +1,72 @@
+"""emissions.services.suppliers: create, update, delete with the database's rules as field errors."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from emissions.models import Supplier
+from emissions.services.suppliers import SupplierInUseError, supplier_create, supplier_delete, supplier_update
+from tests.factories import EmissionFactory, SupplierFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_create(org):
+    supplier = supplier_create(organization=org, data={"external_id": "E1", "name": "One", "country": "US"})
+    assert supplier.pk is not None
+    assert Supplier.objects.for_org(org).get().external_id == "E1"
+
+
+def test_create_duplicate_external_id_is_a_field_error(org):
+    """The database constraint is the last line: no pre-check here, so this is the race path."""
+    supplier_create(organization=org, data={"external_id": "E1", "name": "One"})
+    with pytest.raises(ValidationError) as info:
+        supplier_create(organization=org, data={"external_id": "E1", "name": "Two"})
+    assert "external_id" in info.value.message_dict
+    assert Supplier.objects.for_org(org).count() == 1
+
+
+def test_create_validates_fields(org):
+    with pytest.raises(ValidationError) as info:
+        supplier_create(organization=org, data={"external_id": "E1", "name": "One", "naics": "12"})
+    assert "naics" in info.value.message_dict
+    assert not Supplier.objects.exists()
+
+
+def test_create_rejects_unknown_fields(org, other_org):
+    with pytest.raises(ValidationError) as info:
+        supplier_create(organization=org, data={"external_id": "E1", "name": "One", "organization": other_org})
+    assert "organization" in info.value.message_dict
+
+
+def test_update(org):
+    supplier = SupplierFactory(organization=org, name="Old")
+    supplier_update(supplier=supplier, data={"name": "New"})
+    supplier.refresh_from_db()
+    assert supplier.name == "New"
+
+
+def test_update_to_taken_external_id(org):
+    SupplierFactory(organization=org, external_id="TAKEN")
+    supplier = SupplierFactory(organization=org, external_id="MINE")
+    with pytest.raises(ValidationError) as info:
+        supplier_update(supplier=supplier, data={"external_id": "TAKEN"})
+    assert "external_id" in info.value.message_dict
+    supplier.refresh_from_db()
+    assert supplier.external_id == "MINE"
+
+
+def test_delete(org):
+    supplier = SupplierFactory(organization=org)
+    supplier_delete(supplier=supplier)
+    assert not Supplier.objects.filter(pk=supplier.pk).exists()
+
+
+def test_delete_referenced_supplier(org):
+    emission = EmissionFactory(organization=org)
+    with pytest.raises(SupplierInUseError) as info:
+        supplier_delete(supplier=emission.supplier)
+    assert info.value.references >= 1
+    assert "reassign" in str(info.value)
+    assert Supplier.objects.filter(pk=emission.supplier_id).exists()
