@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
 from typing import cast
 
 from django.db import transaction
@@ -13,13 +12,10 @@ from django.db import transaction
 from calculator.engine import calculate
 from calculator.resolve import FactorResolver
 from calculator.types import CalculationError, CalculationInput, CalculationResult
-from emissions.models import CO2E_DIGITS, ActivityRecord, Emission, Organization, Supplier
+from emissions.models import ActivityRecord, Emission, Organization, Supplier
 
 FieldErrors = dict[str, list[str]]
 
-CO2E_QUANTUM = Decimal(1).scaleb(-CO2E_DIGITS["decimal_places"])
-# Largest kg CO2e the Emission.co2e_kg column holds.
-CO2E_LIMIT = Decimal(10) ** (CO2E_DIGITS["max_digits"] - CO2E_DIGITS["decimal_places"])
 BULK_BATCH_SIZE = 1000
 
 
@@ -75,21 +71,26 @@ def _calculate_one(
         result = calculate(item.calculation, organization=organization, resolver=resolver)
     except CalculationError as exc:
         return exc.errors
-    if result.co2e_kg >= CO2E_LIMIT:
-        return {"amount": [f"The result ({result.co2e_kg} kg CO2e) is too large to store."]}
     return result
+
+
+def _calculate_all(
+    organization: Organization, items: Sequence[ActivityInput], resolver: FactorResolver | None
+) -> tuple[list[CalculationResult | FieldErrors], dict[int, Supplier]]:
+    # One resolver serves the whole batch so repeated factor, rate and index lookups hit memory.
+    resolver = resolver or FactorResolver(organization)
+    suppliers = _suppliers(organization, items)
+    outcomes = [
+        _calculate_one(item, organization=organization, resolver=resolver, suppliers=suppliers) for item in items
+    ]
+    return outcomes, suppliers
 
 
 def activities_calculate(
     *, organization: Organization, items: Sequence[ActivityInput], resolver: FactorResolver | None = None
 ) -> list[CalculationResult | FieldErrors]:
-    """Calculate every item without writing anything; each outcome is a result or its field errors.
-
-    One resolver serves the whole batch so repeated factor, rate and index lookups hit memory.
-    """
-    resolver = resolver or FactorResolver(organization)
-    suppliers = _suppliers(organization, items)
-    return [_calculate_one(item, organization=organization, resolver=resolver, suppliers=suppliers) for item in items]
+    """Calculate every item without writing anything; each outcome is a result or its field errors."""
+    return _calculate_all(organization, items, resolver)[0]
 
 
 def _record(item: ActivityInput, organization: Organization, supplier: Supplier | None) -> ActivityRecord:
@@ -130,7 +131,8 @@ def _emission(record: ActivityRecord, result: CalculationResult) -> Emission:
         period_start=record.period_start,
         period_end=record.period_end,
         factor=result.factor,
-        co2e_kg=result.co2e_kg.quantize(CO2E_QUANTUM, rounding=ROUND_HALF_UP),
+        # The calculator already rounds to the column's 6 decimal places (and rejects values it cannot hold).
+        co2e_kg=result.co2e_kg,
         gases={gas: str(value) for gas, value in result.gases.items()},
         data_quality=result.data_quality.as_dict(),
         fallbacks=[note.as_dict() for note in result.fallbacks],
@@ -139,18 +141,18 @@ def _emission(record: ActivityRecord, result: CalculationResult) -> Emission:
 
 
 @transaction.atomic
-def activities_create(*, organization: Organization, items: Sequence[ActivityInput]) -> list[ActivityRecord]:
+def activities_create(
+    *, organization: Organization, items: Sequence[ActivityInput], resolver: FactorResolver | None = None
+) -> list[ActivityRecord]:
     """Calculate all items, then store every activity and its emission in one transaction.
+
+    Pass a ``resolver`` to share memoized factor lookups across several calls (bulk loads).
 
     Raises ``ActivitiesInvalidError`` listing every failing item (by index) before anything is
     written. The returned records carry ``supplier`` and ``emission`` (with its factor) in memory,
     so serializing them needs no further queries.
     """
-    resolver = FactorResolver(organization)
-    suppliers = _suppliers(organization, items)
-    outcomes = [
-        _calculate_one(item, organization=organization, resolver=resolver, suppliers=suppliers) for item in items
-    ]
+    outcomes, suppliers = _calculate_all(organization, items, resolver)
     errors = [ItemError(i, outcome) for i, outcome in enumerate(outcomes) if isinstance(outcome, dict)]
     if errors:
         raise ActivitiesInvalidError(errors)

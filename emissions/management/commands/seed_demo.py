@@ -35,6 +35,7 @@ from calculator.resolve import FactorResolver
 from calculator.types import CalculationError, CalculationInput
 from calculator.units import convert, is_compatible
 from emissions.models import ActivityRecord, Emission, EmissionFactor, Method, Organization, Supplier
+from emissions.services.activities import ActivityInput, activities_create
 from emissions.services.organizations import organization_get_or_create
 
 # DESNZ 2025 flat-file row IDs without the trailing gas index (``_1`` = total kg CO2e),
@@ -312,74 +313,16 @@ class Command(BaseCommand):
     # -- writing -------------------------------------------------------------
 
     @staticmethod
-    def _write_batch(org: Organization, resolver: FactorResolver, batch: list[DemoRecord]) -> Decimal:
-        """Calculate and insert one batch (activities, then their emissions) atomically; return its kg CO2e."""
-        activities: list[ActivityRecord] = []
-        emissions: list[Emission] = []
-        batch_kg = Decimal(0)
-        for record in batch:
-            result = calculate(record.input, organization=org, resolver=resolver)
-            co2e = result.co2e_kg.quantize(MICRO, rounding=ROUND_HALF_EVEN)
-            batch_kg += co2e
-            inp = record.input
-            activity = ActivityRecord(
-                organization=org,
-                supplier_id=inp.supplier_id,
-                category=inp.category,
-                method=inp.method,
-                activity=inp.activity,
-                region=inp.region,
-                year=inp.year,
-                amount=inp.amount,
-                unit=inp.unit,
-                currency=inp.currency if inp.method == Method.SPEND else "",
-                spend_year=inp.spend_year,
-                mass=inp.mass,
-                mass_unit=inp.mass_unit,
-                distance=inp.distance,
-                distance_unit=inp.distance_unit,
-                period_start=record.period_start,
-                period_end=record.period_end,
-                external_ref=record.external_ref,
-            )
-            activities.append(activity)
-            emissions.append(
-                Emission(
-                    organization=org,
-                    activity=activity,
-                    supplier_id=inp.supplier_id,
-                    category=inp.category,
-                    method=inp.method,
-                    period_start=record.period_start,
-                    period_end=record.period_end,
-                    factor=result.factor,
-                    co2e_kg=co2e,
-                    gases={gas: str(value) for gas, value in result.gases.items()},
-                    data_quality=result.data_quality.as_dict(),
-                    fallbacks=[note.as_dict() for note in result.fallbacks],
-                    warnings=[note.as_dict() for note in result.warnings],
-                )
-            )
-        with transaction.atomic():
-            # On PostgreSQL bulk_create sets the new pks; Emission.bulk_create then copies each
-            # activity's pk into activity_id (Model._prepare_related_fields_for_save).
-            ActivityRecord.objects.bulk_create(activities)
-            Emission.objects.bulk_create(emissions)
-        return batch_kg
+    def _write_batch(org: Organization, resolver: FactorResolver, batch: list[ActivityInput]) -> Decimal:
+        """Calculate and insert one batch through the activities service (atomic); return its kg CO2e."""
+        records = activities_create(organization=org, items=batch, resolver=resolver)
+        return sum((record.emission.co2e_kg for record in records), Decimal(0))
 
 
 def _chunks(total: int, size: int) -> Iterator[int]:
     while total > 0:
         yield min(size, total)
         total -= size
-
-
-@dataclass(frozen=True)
-class DemoRecord:
-    input: CalculationInput
-    period_start: dt.date
-    period_end: dt.date
-    external_ref: str
 
 
 class RecordGenerator:
@@ -403,13 +346,15 @@ class RecordGenerator:
         self.categories = list(CATEGORY_WEIGHTS)
         self.weights = list(CATEGORY_WEIGHTS.values())
 
-    def next(self) -> DemoRecord:
+    def next(self) -> ActivityInput:
         self.counter += 1
         rng = self.rng
         category = rng.choices(self.categories, self.weights)[0]
         start, end = rng.choice(self.periods)
         inp = self._input(category)
-        return DemoRecord(inp, start, end, f"DEMO-{self.counter:07d}")
+        return ActivityInput(
+            calculation=inp, period_start=start, period_end=end, external_ref=f"DEMO-{self.counter:07d}"
+        )
 
     def samples(self) -> Iterator[CalculationInput]:
         """One input per factor group/key the run can draw, for the preflight check (no RNG use)."""
