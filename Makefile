@@ -72,7 +72,7 @@ check: env createdb
 	$(PY) manage.py check
 	$(PY) manage.py makemigrations --check --dry-run
 
-ci: lint check test
+ci: lint typecheck check test
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .mypy_cache .ruff_cache

@@ -317,7 +317,12 @@ def _quantize(value: Decimal) -> Decimal:
 
 
 def _plain(value: Decimal) -> Decimal:
-    """``1E+3`` -> ``1000`` so the JSON echo reads as a plain number; the value is unchanged."""
-    if value.as_tuple().exponent > 0 and value.adjusted() < PRECISION:
+    """``1E+3`` -> ``1000`` so the JSON echo reads as a plain number; the value is unchanged.
+
+    Precondition: ``value`` is finite (it has already been through ``_quantize``).
+    """
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int)  # only NaN/Infinity have a letter here
+    if exponent > 0 and value.adjusted() < PRECISION:
         return value.quantize(Decimal(1))
     return value

@@ -15,9 +15,9 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from django.db import transaction
+from django.db import models, transaction
 
-from emissions.models import ExchangeRate, PriceIndex
+from emissions.models import DecimalDigits, ExchangeRate, PriceIndex
 
 CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 # Required columns; ``source`` is optional (blank when absent).
@@ -62,7 +62,7 @@ def _rows(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, dict[str,
             raise ReferenceDataError(path, 1, missing[0], f"missing column; expected {', '.join(columns)}")
         reader.fieldnames = header
         for row in reader:
-            if row.get(None):  # type: ignore[call-overload]
+            if row.get(None):
                 raise ReferenceDataError(path, reader.line_num, "", "more fields than the header has columns")
             values = {k: (v or "").strip() for k, v in row.items() if k is not None}
             if not any(values.values()):
@@ -98,8 +98,11 @@ def _positive(path: Path, line: int, column: str, value: str, *, max_digits: int
     return number
 
 
-def _digits(model: type, name: str) -> dict[str, int]:
+def _digits(model: type[models.Model], name: str) -> DecimalDigits:
+    """The precision of ``model.name``, read from the field so the check cannot drift from the column."""
     field = model._meta.get_field(name)
+    if not isinstance(field, models.DecimalField):
+        raise TypeError(f"{model.__name__}.{name} is not a DecimalField")
     return {"max_digits": field.max_digits, "decimal_places": field.decimal_places}
 
 

@@ -70,8 +70,8 @@ class FactorResolver:
         outcome = self._outcomes.get(key)
         if outcome is None:
             try:
-                factor, notes = self._resolve_uncached(inp)
-                outcome = (factor, tuple(notes))
+                found, found_notes = self._resolve_uncached(inp)
+                outcome = (found, tuple(found_notes))
             except CalculationError as exc:
                 outcome = exc
             self._outcomes[key] = outcome

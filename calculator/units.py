@@ -12,7 +12,7 @@ from functools import lru_cache
 
 import pint
 
-ureg = pint.UnitRegistry(non_int_type=Decimal, autoconvert_offset_to_baseunit=True)
+ureg: pint.UnitRegistry[Decimal] = pint.UnitRegistry(non_int_type=Decimal, autoconvert_offset_to_baseunit=True)
 # Counting dimensions that travel and accommodation factors are expressed in. Each is its
 # own base dimension so that, e.g., passenger.km never converts to tonne.km.
 ureg.define("passenger = [passenger] = pkm_passenger")
@@ -161,4 +161,9 @@ def convert(amount: Decimal, from_unit: str, to_unit: str) -> Decimal:
 
 def dimensions(expression: str) -> dict[str, int]:
     """The unit's dimensionality as plain ``{"[length]": 1, ...}``; ``UnitError`` when unknown."""
-    return {name: int(power) for name, power in parse_unit(expression).dimensionality.items()}
+    result: dict[str, int] = {}
+    for name, power in parse_unit(expression).dimensionality.items():
+        # pint types exponents as any scalar, complex included; a dimension's exponent is always real.
+        assert not isinstance(power, complex)
+        result[name] = int(power)
+    return result

@@ -8,6 +8,7 @@ Amounts and emissions are ``Decimal`` end to end.
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Self, TypedDict
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
@@ -15,13 +16,21 @@ from django.db import models
 from django.db.models import F, Q
 from django_countries.fields import CountryField
 
+
+class DecimalDigits(TypedDict):
+    """``max_digits``/``decimal_places`` for a ``DecimalField``; typed so ``**`` splats type-check."""
+
+    max_digits: int
+    decimal_places: int
+
+
 # Emission intensities span 1e-9 (a trace gas per USD) to 1e5 (kg CO2e per tonne of a
 # high-GWP gas); 30 digits with 15 after the point hold both without rounding.
-FACTOR_DIGITS = {"max_digits": 30, "decimal_places": 15}
+FACTOR_DIGITS: DecimalDigits = {"max_digits": 30, "decimal_places": 15}
 # Activity amounts: up to 10^15 of any unit, with 6 decimals.
-AMOUNT_DIGITS = {"max_digits": 24, "decimal_places": 6}
+AMOUNT_DIGITS: DecimalDigits = {"max_digits": 24, "decimal_places": 6}
 # Emission results in kg CO2e: 6 decimals (milligrams) are below any factor's precision.
-CO2E_DIGITS = {"max_digits": 24, "decimal_places": 6}
+CO2E_DIGITS: DecimalDigits = {"max_digits": 24, "decimal_places": 6}
 
 naics_validator = RegexValidator(r"^\d{6}$", "NAICS code must be exactly 6 digits.")
 currency_validator = RegexValidator(r"^[A-Z]{3}$", "Currency must be an ISO 4217 code such as USD.")
@@ -30,7 +39,7 @@ currency_validator = RegexValidator(r"^[A-Z]{3}$", "Currency must be an ISO 4217
 class OrgScopedQuerySet(models.QuerySet):
     """Base QuerySet for tenant-owned rows."""
 
-    def for_org(self, organization: Organization | int) -> OrgScopedQuerySet:
+    def for_org(self, organization: Organization | int) -> Self:
         org_id = organization if isinstance(organization, int) else organization.pk
         return self.filter(organization_id=org_id)
 

@@ -129,7 +129,12 @@ class KeysetPagination(BasePagination):
 
     # -- DRF pagination API ----------------------------------------------------------------
 
-    def paginate_queryset(self, queryset: QuerySet, request: Request, view: Any = None) -> list[Any]:
+    def paginate_queryset(
+        self, queryset: QuerySet[Any, Any] | Sequence[Any], request: Request, view: Any = None
+    ) -> list[Any]:
+        """One page of ``queryset``. Precondition: a ``QuerySet``; keyset pages are found in SQL, not in a list."""
+        if not isinstance(queryset, QuerySet):
+            raise TypeError(f"{type(self).__name__} pages a QuerySet, not a {type(queryset).__name__}")
         ordering = self.get_ordering(view)
         limit = self.get_limit(request)
         after = self._cursor(request, self.after_query_param, queryset, ordering)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.core.cache import cache
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from emissions.models import Organization
 from tests.factories import MembershipFactory, OrganizationFactory
 
 
@@ -36,32 +38,38 @@ def _clear_cache() -> None:
     cache.clear()
 
 
-@pytest.fixture
-def org():
-    return OrganizationFactory(slug="acme", name="Acme Corp")
+class MemberAPIClient(APIClient):
+    """An ``APIClient`` that remembers the member it authenticates as, for tests that need ``api.user``."""
+
+    user: User
 
 
 @pytest.fixture
-def other_org():
-    return OrganizationFactory(slug="globex", name="Globex")
+def org() -> Organization:
+    return OrganizationFactory.create(slug="acme", name="Acme Corp")
 
 
-def _client_for(organization) -> APIClient:
-    membership = MembershipFactory(organization=organization)
+@pytest.fixture
+def other_org() -> Organization:
+    return OrganizationFactory.create(slug="globex", name="Globex")
+
+
+def _client_for(organization: Organization) -> MemberAPIClient:
+    membership = MembershipFactory.create(organization=organization)
     token, _ = Token.objects.get_or_create(user=membership.user)
-    client = APIClient()
+    client = MemberAPIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-    client.user = membership.user  # type: ignore[attr-defined]
+    client.user = membership.user
     return client
 
 
 @pytest.fixture
-def api(org) -> APIClient:
+def api(org: Organization) -> MemberAPIClient:
     """An API client authenticated as a member of ``org``."""
     return _client_for(org)
 
 
 @pytest.fixture
-def other_api(other_org) -> APIClient:
+def other_api(other_org: Organization) -> MemberAPIClient:
     """An API client authenticated as a member of ``other_org``."""
     return _client_for(other_org)

@@ -6,6 +6,7 @@ through psycopg 3 and Redis through django-redis.
 """
 
 from pathlib import Path
+from typing import Any
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -89,6 +90,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     )
 
 REDIS_URL: str = env.str("REDIS_URL", default="")
+# Annotated as Django's own setting is: the two branches' literals would otherwise infer an unusable type.
+CACHES: dict[str, dict[str, Any]]
 if REDIS_URL:
     CACHES = {
         "default": {

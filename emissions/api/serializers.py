@@ -34,6 +34,10 @@ MIN_YEAR, MAX_YEAR = 1900, 2100
 # Primary keys are bigint; larger numbers would reach PostgreSQL as an out-of-range error.
 MAX_ID = 2**63 - 1
 DISTANCE_FIELDS = ("mass", "mass_unit", "distance", "distance_unit")
+# FIELD_NAMES: the public API has fields named ``source`` and ``label``. DRF's SerializerMetaclass pops
+# declared fields off the class, so they never shadow ``Field.source``/``Field.label`` at runtime, but the
+# stubs cannot express that and report an [assignment] clash (typeddjango/djangorestframework-stubs#158,
+# #78, both open); those declarations carry a targeted ignore rather than renaming public fields.
 
 
 def _amount_field(**kwargs: Any) -> serializers.DecimalField:
@@ -50,7 +54,7 @@ def _amount_field(**kwargs: Any) -> serializers.DecimalField:
 
 
 class FactorSerializer(serializers.ModelSerializer):
-    source = serializers.CharField(source="dataset.source", read_only=True)
+    source = serializers.CharField(source="dataset.source", read_only=True)  # type: ignore[assignment]  # FIELD_NAMES
     dataset_version = serializers.CharField(source="dataset.version", read_only=True)
     dataset_name = serializers.CharField(source="dataset.name", read_only=True)
     basis_year = serializers.IntegerField(source="dataset.basis_year", read_only=True)
@@ -143,7 +147,9 @@ class CalculationInputSerializer(serializers.Serializer):
     activity = serializers.CharField(required=False, allow_blank=True, max_length=128)
     region = serializers.CharField(required=False, allow_blank=True, max_length=16)
     year = serializers.IntegerField(required=False, allow_null=True, min_value=MIN_YEAR, max_value=MAX_YEAR)
-    source = serializers.ChoiceField(choices=FactorDataset.Source.choices, required=False, allow_blank=True)
+    source = serializers.ChoiceField(  # type: ignore[assignment]  # FIELD_NAMES
+        choices=FactorDataset.Source.choices, required=False, allow_blank=True
+    )
     dataset_version = serializers.CharField(required=False, allow_blank=True, max_length=32)
     amount = _amount_field()
     unit = serializers.CharField(max_length=64)
@@ -230,7 +236,8 @@ def _as_id(value: Any) -> int | None:
 
 def supplier_ids_in(items: list[Any], organization_id: int) -> set[int]:
     """The caller's supplier ids among those referenced by raw ``items``, in one query."""
-    wanted = {_as_id(item.get("supplier")) for item in items if isinstance(item, dict)} - {None}
+    referenced = (_as_id(item.get("supplier")) for item in items if isinstance(item, dict))
+    wanted = {pk for pk in referenced if pk is not None}
     if not wanted:
         return set()
     return set(Supplier.objects.for_org(organization_id).filter(pk__in=wanted).values_list("pk", flat=True))
@@ -272,13 +279,17 @@ def activity_input(data: dict[str, Any]) -> ActivityInput:
     )
 
 
-def plain_errors(detail: Any) -> dict[str, Any]:
+def plain_errors(detail: dict[str, Any]) -> dict[str, Any]:
     """Serializer errors as plain JSON data (``ErrorDetail`` -> ``str``)."""
+    return {key: _plain_error(value) for key, value in detail.items()}
+
+
+def _plain_error(detail: Any) -> Any:
     if isinstance(detail, dict):
-        return {key: plain_errors(value) for key, value in detail.items()}  # type: ignore[return-value]
+        return {key: _plain_error(value) for key, value in detail.items()}
     if isinstance(detail, list):
-        return [plain_errors(value) for value in detail]  # type: ignore[return-value]
-    return str(detail)  # type: ignore[return-value]
+        return [_plain_error(value) for value in detail]
+    return str(detail)
 
 
 def validate_items(
@@ -319,7 +330,7 @@ class FactorRefSerializer(serializers.Serializer):
     """The factor a result used (``CalculationResult.factor_dict()``)."""
 
     id = serializers.IntegerField()
-    source = serializers.CharField()
+    source = serializers.CharField()  # type: ignore[assignment]  # FIELD_NAMES
     dataset_version = serializers.CharField()
     activity = serializers.CharField()
     name = serializers.CharField()
@@ -376,7 +387,7 @@ class _TonnesField(serializers.DecimalField):
 
 class EmissionFactorRefSerializer(serializers.Serializer):
     id = serializers.IntegerField(read_only=True)
-    source = serializers.CharField(source="dataset.source", read_only=True)
+    source = serializers.CharField(source="dataset.source", read_only=True)  # type: ignore[assignment]  # FIELD_NAMES
     activity = serializers.CharField(read_only=True)
 
 
@@ -414,7 +425,7 @@ class EmissionSerializer(serializers.ModelSerializer):
 
 class EmissionFactorDetailSerializer(serializers.Serializer):
     id = serializers.IntegerField(read_only=True)
-    source = serializers.CharField(source="dataset.source", read_only=True)
+    source = serializers.CharField(source="dataset.source", read_only=True)  # type: ignore[assignment]  # FIELD_NAMES
     dataset_version = serializers.CharField(source="dataset.version", read_only=True)
     activity = serializers.CharField(read_only=True)
     name = serializers.CharField(read_only=True)
@@ -491,7 +502,7 @@ class ActivitySerializer(serializers.ModelSerializer):
 
 class SummaryGroupSerializer(serializers.Serializer):
     key = serializers.JSONField(help_text="Category number, supplier id (null = none), 'YYYY-MM' or method")
-    label = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]  # FIELD_NAMES
     co2e_kg = serializers.CharField()
     co2e_t = serializers.CharField()
     count = serializers.IntegerField()

@@ -54,7 +54,7 @@ class OrgScopedMixin:
 
     def get_queryset(self) -> QuerySet:
         if getattr(self, "swagger_fake_view", False):
-            return self.model.objects.none()  # type: ignore[attr-defined]
+            return self.model._default_manager.none()
         return self.scoped(request_org_id(self.request))  # type: ignore[attr-defined]
 
 

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from calculator.reference import ReferenceDataError, exchange_rates_load, price_index_load
+from calculator.reference import ReferenceDataError, _digits, exchange_rates_load, price_index_load
 from emissions.models import ExchangeRate, PriceIndex
 from tests.factories import ExchangeRateFactory, PriceIndexFactory
 
@@ -100,3 +100,10 @@ def test_bad_price_index_value(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(ReferenceDataError, match="cannot open"):
         price_index_load(path=tmp_path / "absent.csv")
+
+
+def test_digits_come_from_the_model_field():
+    assert _digits(ExchangeRate, "rate") == {"max_digits": 20, "decimal_places": 10}
+    assert _digits(PriceIndex, "value") == {"max_digits": 20, "decimal_places": 6}
+    with pytest.raises(TypeError, match=r"ExchangeRate\.currency is not a DecimalField"):
+        _digits(ExchangeRate, "currency")

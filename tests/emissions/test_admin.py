@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -13,7 +14,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from emissions.models import ActivityRecord, Emission, EmissionFactor, FactorDataset, Supplier
+from emissions.models import ActivityRecord, Emission, EmissionFactor, FactorDataset, Organization, Supplier
 from emissions.services.organizations import org_user_create
 from perf.admin import EstimatedCountPaginator
 from tests.factories import (
@@ -60,16 +61,16 @@ def staff_client(org) -> Client:
 
 
 @pytest.fixture
-def tenants(org, other_org) -> dict[str, dict]:
+def tenants(org: Organization, other_org: Organization) -> dict[str, Any]:
     """One supplier, activity and emission per organization, plus public and private factors."""
-    data = {}
+    data: dict[str, Any] = {}
     for tenant in (org, other_org):
-        supplier = SupplierFactory(organization=tenant, name=f"{tenant.slug} Steel Ltd")
-        activity = ActivityRecordFactory(organization=tenant, supplier=supplier)
-        emission = EmissionFactory(organization=tenant, activity=activity)
-        private = FactorDatasetFactory(source=FactorDataset.Source.SUPPLIER, organization=tenant)
-        factor = EmissionFactorFactory(dataset=private, activity=f"supplier:{tenant.slug}")
-        MembershipFactory(organization=tenant)
+        supplier = SupplierFactory.create(organization=tenant, name=f"{tenant.slug} Steel Ltd")
+        activity = ActivityRecordFactory.create(organization=tenant, supplier=supplier)
+        emission = EmissionFactory.create(organization=tenant, activity=activity)
+        private = FactorDatasetFactory.create(source=FactorDataset.Source.SUPPLIER, organization=tenant)
+        factor = EmissionFactorFactory.create(dataset=private, activity=f"supplier:{tenant.slug}")
+        MembershipFactory.create(organization=tenant)
         data[tenant.slug] = {
             "supplier": supplier,
             "activity": activity,
@@ -77,9 +78,9 @@ def tenants(org, other_org) -> dict[str, dict]:
             "dataset": private,
             "factor": factor,
         }
-    data["public_factor"] = EmissionFactorFactory(activity="desnz:7_400_4000_5")
-    ExchangeRateFactory()
-    PriceIndexFactory()
+    data["public_factor"] = EmissionFactorFactory.create(activity="desnz:7_400_4000_5")
+    ExchangeRateFactory.create()
+    PriceIndexFactory.create()
     return data
 
 

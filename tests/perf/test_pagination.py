@@ -134,3 +134,9 @@ def test_after_and_before_together():
     with pytest.raises(ValidationError) as info:
         page(Emission.objects.all(), EmissionView, f"/x/?after={cursor}&before={cursor}")
     assert "before" in info.value.detail
+
+
+def test_a_list_is_refused():
+    # Keyset pages are found with a WHERE in SQL; a plain list has no such query to page.
+    with pytest.raises(TypeError, match="pages a QuerySet, not a list"):
+        KeysetPagination().paginate_queryset([1, 2, 3], request("/x/"), EmissionView)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from django.urls import reverse
 
-from emissions.models import ActivityRecord, Emission
+from emissions.models import ActivityRecord, Emission, Organization
 from tests.emissions.api.payloads import activity_input
 from tests.factories import EmissionFactory, SupplierFactory
 
@@ -17,9 +18,9 @@ pytestmark = pytest.mark.django_db
 LIST = reverse("activity-list")
 
 
-def emission_in(org, start: dt.date, **kwargs) -> Emission:
+def emission_in(org: Organization, start: dt.date, **kwargs: Any) -> Emission:
     """A stored activity + emission for the month starting at ``start``."""
-    return EmissionFactory(
+    return EmissionFactory.create(
         organization=org, activity__period_start=start, activity__period_end=start + dt.timedelta(days=27), **kwargs
     )
 

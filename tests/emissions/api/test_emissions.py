@@ -6,11 +6,12 @@ import base64
 import datetime as dt
 import json
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from django.urls import reverse
 
-from emissions.models import Emission, Method
+from emissions.models import Emission, Method, Organization
 from tests.factories import EmissionFactory, SupplierFactory
 
 pytestmark = pytest.mark.django_db
@@ -19,10 +20,10 @@ LIST = reverse("emission-list")
 SUMMARY = reverse("emission-summary")
 
 
-def emission_in(org, start: dt.date, **kwargs) -> Emission:
+def emission_in(org: Organization, start: dt.date, **kwargs: Any) -> Emission:
     """A stored activity + emission whose period starts at ``start``."""
     activity = {key.removeprefix("activity__"): kwargs.pop(key) for key in list(kwargs) if key.startswith("activity__")}
-    return EmissionFactory(
+    return EmissionFactory.create(
         organization=org,
         activity__period_start=start,
         activity__period_end=start + dt.timedelta(days=27),

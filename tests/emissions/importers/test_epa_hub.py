@@ -11,19 +11,19 @@ from django.conf import settings
 
 from calculator.units import convert
 from emissions.importers import epa_hub, ipcc_gwp
-from emissions.importers.base import FactorFileError, FactorImportError
+from emissions.importers.base import FactorFileError, FactorImportError, ParsedDataset
 
 DATA = Path(settings.FACTOR_DATA_DIR)
 
 
 @pytest.fixture(scope="module")
-def ar5():
+def ar5() -> dict[str, Decimal]:
     parsed = {result.dataset.version: result for result in ipcc_gwp.parse(DATA)}
     return ipcc_gwp.gwp_table(parsed["AR5"])
 
 
 @pytest.fixture(scope="module")
-def parsed(ar5):
+def parsed(ar5: dict[str, Decimal]) -> ParsedDataset:
     (result,) = epa_hub.parse(DATA, gwp=ar5)
     return result
 
@@ -41,7 +41,7 @@ def _co2e(co2_kg: str, ch4_g: str, n2o_g: str, ar5) -> Decimal:
     )
 
 
-def test_table_counts(parsed):
+def test_table_counts(parsed: ParsedDataset) -> None:
     groups: dict[str, int] = {}
     for factor in parsed.factors:
         group = factor.activity.split(":")[1]
