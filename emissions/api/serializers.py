@@ -34,6 +34,8 @@ MIN_YEAR, MAX_YEAR = 1900, 2100
 # Primary keys are bigint; larger numbers would reach PostgreSQL as an out-of-range error.
 MAX_ID = 2**63 - 1
 DISTANCE_FIELDS = ("mass", "mass_unit", "distance", "distance_unit")
+AMOUNT_QUANTUM = Decimal(1).scaleb(-AMOUNT_DIGITS["decimal_places"])
+AMOUNT_LIMIT = Decimal(10) ** (AMOUNT_DIGITS["max_digits"] - AMOUNT_DIGITS["decimal_places"])
 # FIELD_NAMES: the public API has fields named ``source`` and ``label``. DRF's SerializerMetaclass pops
 # declared fields off the class, so they never shadow ``Field.source``/``Field.label`` at runtime, but the
 # stubs cannot express that and report an [assignment] clash (typeddjango/djangorestframework-stubs#158,
@@ -151,8 +153,13 @@ class CalculationInputSerializer(serializers.Serializer):
         choices=FactorDataset.Source.choices, required=False, allow_blank=True
     )
     dataset_version = serializers.CharField(required=False, allow_blank=True, max_length=32)
-    amount = _amount_field()
-    unit = serializers.CharField(max_length=64)
+    amount = _amount_field(required=False, help_text="Required, except for distance given as mass x distance")
+    unit = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=64,
+        help_text="Required, except for spend (defaults to the currency) and mass x distance",
+    )
     currency = serializers.RegexField(
         r"^[A-Z]{3}$",
         required=False,
@@ -185,6 +192,7 @@ class CalculationInputSerializer(serializers.Serializer):
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if attrs.get("factor_id") is None and not attrs.get("activity"):
             raise serializers.ValidationError({"activity": ["Give either factor_id or activity."]})
+        mass_times_distance = False
         if attrs["method"] == Method.DISTANCE:
             # mass x distance come as a set of four; a partial set is a mistake, not a default.
             given = [name for name in DISTANCE_FIELDS if attrs.get(name) not in (None, "")]
@@ -196,6 +204,17 @@ class CalculationInputSerializer(serializers.Serializer):
                         if name not in given
                     }
                 )
+            mass_times_distance = bool(given)
+            if mass_times_distance and attrs["mass"] * attrs["distance"] >= AMOUNT_LIMIT:
+                # The product is stored as the activity's amount; it must fit that column.
+                raise serializers.ValidationError({"mass": ["mass x distance is too large."]})
+        if not mass_times_distance:
+            missing = {"amount": ["This field is required."]} if attrs.get("amount") is None else {}
+            # Spend is denominated in ``currency``; every other method needs the amount's unit.
+            if not attrs.get("unit") and attrs["method"] != Method.SPEND:
+                missing["unit"] = ["This field is required."]
+            if missing:
+                raise serializers.ValidationError(missing)
         return attrs
 
     def to_calculation_input(self) -> CalculationInput:
@@ -204,18 +223,33 @@ class CalculationInputSerializer(serializers.Serializer):
 
 
 def calculation_input(data: dict[str, Any]) -> CalculationInput:
+    """Validated serializer data as a ``CalculationInput``.
+
+    Precondition: ``data`` passed ``CalculationInputSerializer.validate``. Mass x distance input
+    is stored with its product as ``amount`` (e.g. 20 t x 60 km -> 1200 t*km) so that every
+    activity row carries the quantity that was multiplied by the factor; spend without a unit is
+    in its currency.
+    """
+    currency = data.get("currency") or "USD"
+    amount, unit = data.get("amount"), data.get("unit") or ""
+    if amount is None:
+        # Rounded to the column's 6 places; the calculator itself multiplies mass and distance exactly.
+        amount = (data["mass"] * data["distance"]).quantize(AMOUNT_QUANTUM)
+        unit = f"{data['mass_unit']}*{data['distance_unit']}"
+    elif not unit and data["method"] == Method.SPEND:
+        unit = currency
     return CalculationInput(
         category=data["category"],
         method=data["method"],
-        amount=data["amount"],
-        unit=data["unit"],
+        amount=amount,
+        unit=unit,
         factor_id=data.get("factor_id"),
         activity=data.get("activity", ""),
         region=data.get("region", ""),
         year=data.get("year"),
         source=data.get("source", ""),
         dataset_version=data.get("dataset_version", ""),
-        currency=data.get("currency") or "USD",
+        currency=currency,
         spend_year=data.get("spend_year"),
         mass=data.get("mass"),
         mass_unit=data.get("mass_unit", ""),

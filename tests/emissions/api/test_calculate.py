@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 from django.urls import reverse
 
 from emissions.models import ActivityRecord, Emission
 from tests.emissions.api.payloads import electricity_input
-from tests.factories import SupplierFactory
+from tests.factories import EmissionFactorFactory, FactorDatasetFactory, SupplierFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -109,7 +111,69 @@ def test_bad_input_is_a_400_naming_the_field(api, electricity_factor, overrides,
 def test_missing_required_fields(api):
     response = api.post(URL, {}, format="json")
     assert response.status_code == 400
-    assert {"category", "method", "amount", "unit"} <= set(response.json())
+    assert {"category", "method"} <= set(response.json())
+
+
+def test_amount_and_unit_required_for_activity(api, electricity_factor):
+    body = {"category": 3, "method": "activity", "activity": "desnz:7_400_4000_5"}
+    response = api.post(URL, body, format="json")
+    assert response.status_code == 400
+    assert response.json() == {"amount": ["This field is required."], "unit": ["This field is required."]}
+
+
+def test_spend_without_unit_is_in_its_currency(api, steel_factor):
+    body = {"category": 1, "method": "spend", "activity": "naics:331110", "amount": "1000", "spend_year": 2022}
+    response = api.post(URL, body, format="json")
+    assert response.status_code == 200, response.json()
+    assert response.json()["co2e_kg"] == "787.000000"
+    assert response.json()["input"]["unit"] == "USD"
+
+
+@pytest.fixture
+def freight_factor():
+    dataset = FactorDatasetFactory.create(source="desnz", version="2025", basis_year=2025)
+    return EmissionFactorFactory.create(
+        dataset=dataset,
+        activity="desnz:27_304_3120_14",
+        name="HGV (all diesel) / Rigid (>17 tonnes) / Average laden",
+        unit="t*km",
+        unit_label="tonne.km",
+        co2e_per_unit=Decimal("0.17146"),
+    )
+
+
+def test_distance_as_mass_times_distance_needs_no_amount(api, freight_factor):
+    body = {
+        "category": 4,
+        "method": "distance",
+        "activity": "desnz:27_304_3120_14",
+        "mass": "20",
+        "mass_unit": "t",
+        "distance": "60",
+        "distance_unit": "km",
+    }
+    response = api.post(URL, body, format="json")
+    assert response.status_code == 200, response.json()
+    data = response.json()
+    # 20 t x 60 km = 1,200 t*km x 0.17146 kg CO2e per t*km
+    assert data["co2e_kg"] == "205.752000"
+    assert data["converted_amount"] == "1200"
+    assert (data["input"]["amount"], data["input"]["unit"]) == ("1200.000000", "t*km")
+
+
+def test_mass_times_distance_too_large(api, freight_factor):
+    body = {
+        "category": 4,
+        "method": "distance",
+        "activity": "desnz:27_304_3120_14",
+        "mass": "1000000000000",
+        "mass_unit": "t",
+        "distance": "1000000000",
+        "distance_unit": "km",
+    }
+    response = api.post(URL, body, format="json")
+    assert response.status_code == 400
+    assert response.json() == {"mass": ["mass x distance is too large."]}
 
 
 # -- batch ----------------------------------------------------------------------------------------
