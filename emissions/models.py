@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Self, TypedDict
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import F, Q
@@ -97,7 +98,8 @@ class Supplier(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["organization", "external_id"], name="supplier_org_external_id_uniq"),
         ]
-        indexes = [models.Index(fields=["organization", "name"], name="supplier_org_name_idx")]
+        # Backs the supplier list's keyset order (name, id) within an organization.
+        indexes = [models.Index(fields=["organization", "name", "id"], name="supplier_org_name_idx")]
 
     def __str__(self) -> str:
         return self.name
@@ -152,9 +154,15 @@ class FactorDataset(models.Model):
 
 class EmissionFactorQuerySet(models.QuerySet):
     def visible_to(self, organization: Organization | int) -> EmissionFactorQuerySet:
-        """Public factors plus the organization's own supplier-specific factors."""
+        """Public factors plus the organization's own supplier-specific factors.
+
+        A supplier factor is visible only through its organization's dataset: one that (by a
+        mistake ``clean()`` would have caught) sits in a public dataset stays invisible to all.
+        """
         org_id = organization if isinstance(organization, int) else organization.pk
-        return self.filter(Q(dataset__organization__isnull=True) | Q(dataset__organization_id=org_id))
+        return self.filter(
+            Q(dataset__organization__isnull=True, supplier__isnull=True) | Q(dataset__organization_id=org_id)
+        )
 
     def with_related(self) -> EmissionFactorQuerySet:
         return self.select_related("dataset")
@@ -186,7 +194,8 @@ class EmissionFactor(models.Model):
         Supplier,
         null=True,
         blank=True,
-        on_delete=models.CASCADE,
+        # A supplier's own factors are evidence behind results: deleting the supplier must not erase them.
+        on_delete=models.PROTECT,
         related_name="factors",
         help_text="Set for supplier-specific factors",
     )
@@ -201,10 +210,23 @@ class EmissionFactor(models.Model):
         ]
         indexes = [
             models.Index(fields=["activity", "region", "year"], name="factor_act_region_year_idx"),
+            # Backs the factor list's keyset order (activity, id).
+            models.Index(fields=["activity", "id"], name="factor_activity_id_idx"),
         ]
 
     def __str__(self) -> str:
         return f"{self.activity} ({self.region} {self.year}): {self.co2e_per_unit} kg CO2e/{self.unit}"
+
+    def clean(self) -> None:
+        """A supplier factor belongs to a dataset of the supplier's own organization, never to a public one."""
+        super().clean()
+        if self.supplier_id is None:
+            return
+        dataset_org = self.dataset.organization_id if self.dataset_id else None
+        if dataset_org is None or dataset_org != self.supplier.organization_id:
+            raise ValidationError(
+                {"supplier": "A supplier-specific factor must be in a dataset of the supplier's own organization."}
+            )
 
 
 class ExchangeRate(models.Model):

@@ -1,0 +1,25 @@
+"""System checks for serving: catch a missing ``collectstatic`` before a page fails on it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.contrib.staticfiles.storage import ManifestFilesMixin, staticfiles_storage
+from django.core.checks import CheckMessage, Tags, Warning, register
+
+
+@register(Tags.staticfiles)
+def manifest_present(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """With hashed (manifest) static files, every admin or API-docs page needs ``collectstatic`` first."""
+    if settings.DEBUG or not isinstance(staticfiles_storage, ManifestFilesMixin):
+        return []
+    if staticfiles_storage.exists(staticfiles_storage.manifest_name):
+        return []
+    return [
+        Warning(
+            "The static files manifest is missing, so admin and API-docs pages will fail.",
+            hint="Run `python manage.py collectstatic` (make run does) before serving.",
+            id="perf.W001",
+        )
+    ]

@@ -1,0 +1,32 @@
+"""perf.checks: a missing collectstatic manifest is reported before serving."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.test import override_settings
+
+from perf.checks import manifest_present
+
+MANIFEST_STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+
+
+def test_missing_manifest_is_a_warning(tmp_path: Path) -> None:
+    with override_settings(DEBUG=False, STATIC_ROOT=str(tmp_path), STORAGES=MANIFEST_STORAGES):
+        messages = manifest_present()
+    assert [m.id for m in messages] == ["perf.W001"]
+
+
+def test_present_manifest_passes(tmp_path: Path) -> None:
+    (tmp_path / "staticfiles.json").write_text('{"paths": {}, "version": "1.1"}')
+    with override_settings(DEBUG=False, STATIC_ROOT=str(tmp_path), STORAGES=MANIFEST_STORAGES):
+        assert manifest_present() == []
+
+
+def test_plain_storage_needs_no_manifest(tmp_path: Path) -> None:
+    # The test settings use plain StaticFilesStorage, which serves files without a manifest.
+    with override_settings(DEBUG=False, STATIC_ROOT=str(tmp_path)):
+        assert manifest_present() == []
