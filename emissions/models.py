@@ -220,7 +220,7 @@ class EmissionFactor(models.Model):
     def clean(self) -> None:
         """A supplier factor belongs to a dataset of the supplier's own organization, never to a public one."""
         super().clean()
-        if self.supplier_id is None:
+        if self.supplier is None:
             return
         dataset_org = self.dataset.organization_id if self.dataset_id else None
         if dataset_org is None or dataset_org != self.supplier.organization_id:
