@@ -22,7 +22,7 @@ quantized to 6 decimal places with ROUND_HALF_EVEN, as the database stores them.
 from __future__ import annotations
 
 import re
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, Overflow, localcontext
 
 from calculator import units
 from calculator.quality import assess
@@ -54,15 +54,20 @@ def calculate(
     with localcontext() as ctx:
         ctx.prec = PRECISION
         ctx.rounding = ROUND_HALF_EVEN
+        # An absurd amount (1E+999999 GWh) overflows the exponent range: let it become Infinity and
+        # be reported as too large on the field it came from, rather than escape as decimal.Overflow.
+        ctx.traps[Overflow] = False
         return _calculate(inp, resolver)
 
 
 def _calculate(inp: CalculationInput, resolver: FactorResolver) -> CalculationResult:
     amount = _validate(inp)
-    if inp.supplier_id is not None:
+    if inp.supplier_id is None:
+        if inp.method == Method.SUPPLIER_SPECIFIC:
+            raise CalculationError(field="supplier", message="The supplier-specific method needs a supplier.")
+    elif inp.method != Method.SUPPLIER_SPECIFIC or inp.factor_id is not None:
+        # Supplier-specific selection checks the supplier itself, together with loading its factors.
         resolver.check_supplier(inp.supplier_id)
-    elif inp.method == Method.SUPPLIER_SPECIFIC:
-        raise CalculationError(field="supplier", message="The supplier-specific method needs a supplier.")
     factor, fallbacks = resolver.resolve(inp)
     if factor.supplier_id is not None and factor.supplier_id != inp.supplier_id:
         # Only reachable through a pinned factor_id: a supplier's factor describes that supplier's products only.
@@ -78,6 +83,9 @@ def _calculate(inp: CalculationInput, resolver: FactorResolver) -> CalculationRe
         converted = _distance_amount(inp, amount, factor)
     else:
         converted = _activity_amount(inp.unit, amount, factor)
+    if not converted.is_finite():
+        field = "mass" if basis == Method.DISTANCE and inp.mass is not None else "amount"
+        raise CalculationError(field=field, message="The result is too large to store; check amount and unit.")
 
     co2e = _quantize(converted * factor.co2e_per_unit)
     gases, gas_warnings = _gases(factor, converted)
@@ -96,6 +104,7 @@ def _calculate(inp: CalculationInput, resolver: FactorResolver) -> CalculationRe
         fallbacks=fallbacks,
         warnings=[*assessment.warnings, *gas_warnings],
         converted_amount=_plain(converted),
+        basis=basis,
     )
 
 

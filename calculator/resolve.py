@@ -4,7 +4,10 @@ A ``FactorResolver`` belongs to one organization and lives for one request or on
 Every lookup is memoized, so a batch of 10,000 items that use 20 distinct selectors costs
 about 20 factor queries, plus one query per spend year (exchange rates) and one per
 currency (price indexes). Failed lookups are memoized too: 10,000 rows naming the same
-unknown activity cost one query, not 10,000.
+unknown activity cost one query, not 10,000. Suppliers cost one query each (two when the
+supplier has no factor of its own and the method is supplier-specific). A batch calls
+``prime(inputs)`` (or ``prime_suppliers`` etc.) first: then the whole batch costs a fixed
+handful of queries however many distinct activities, factors, suppliers and years it names.
 
 Selection rules (average data, i.e. anything that is not a supplier's own factor):
 
@@ -28,6 +31,7 @@ with ``Note("supplier_factor_missing")``.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from decimal import Decimal
 
 from calculator.types import CalculationError, CalculationInput, Note
@@ -81,13 +85,105 @@ class FactorResolver:
         factor, notes = outcome
         return factor, list(notes)
 
+    def prime(self, inputs: Iterable[CalculationInput]) -> None:
+        """Preload what a batch of ``inputs`` will look up, in at most five queries in all.
+
+        Pinned factors (one query), average-data candidates of every activity named (one query),
+        suppliers and their own factors (``prime_suppliers``, two) and the exchange rates of every
+        spend year given (one). Without it each distinct selector costs its own query; with it a
+        batch's lookups cost nothing more, except price indexes (one query per factor currency).
+        """
+        items = list(inputs)
+        self.prime_factors(inp.factor_id for inp in items if inp.factor_id is not None)
+        self.prime_activities(inp.activity.strip() for inp in items if inp.factor_id is None)
+        self.prime_suppliers(inp.supplier_id for inp in items if inp.supplier_id is not None)
+        years = {inp.spend_year for inp in items if inp.method == Method.SPEND and isinstance(inp.spend_year, int)}
+        self.prime_rates(years)
+
+    def prime_factors(self, factor_ids: Iterable[int]) -> None:
+        """Load the factors pinned by id, in one query; unknown or invisible ids are memoized as missing."""
+        wanted = {pk for pk in factor_ids if isinstance(pk, int) and not isinstance(pk, bool)} - self._by_id.keys()
+        if not wanted:
+            return
+        found = {
+            f.pk: f for f in EmissionFactor.objects.visible_to(self.organization).with_related().filter(pk__in=wanted)
+        }
+        for pk in wanted:
+            self._by_id[pk] = found.get(pk)
+
+    def prime_activities(self, activities: Iterable[str]) -> None:
+        """Load the average-data candidates of every activity key, in one query; unknown keys are memoized empty."""
+        wanted = {activity for activity in activities if activity} - self._by_activity.keys()
+        if not wanted:
+            return
+        loaded: dict[str, list[EmissionFactor]] = {activity: [] for activity in wanted}
+        factors = (
+            EmissionFactor.objects.visible_to(self.organization)
+            .with_related()
+            .filter(activity__in=wanted, supplier__isnull=True)
+            .order_by("pk")
+        )
+        for factor in factors:
+            if factor.activity in loaded:  # a case-insensitive collation could return other spellings
+                loaded[factor.activity].append(factor)
+        self._by_activity.update(loaded)
+
+    def prime_rates(self, years: Iterable[int]) -> None:
+        """Load the exchange rates of every year given, in one query."""
+        wanted = set(years) - self._rates.keys()
+        if not wanted:
+            return
+        tables: dict[int, dict[tuple[str, str], Decimal]] = {year: {} for year in wanted}
+        for row in ExchangeRate.objects.filter(year__in=wanted):
+            tables[row.year][(row.currency, row.quote_currency)] = row.rate
+        self._rates.update(tables)
+
+    def prime_suppliers(self, supplier_ids: Iterable[int]) -> None:
+        """Load, in at most two queries, everything supplier checks and lookups need for ``supplier_ids``.
+
+        Query 1 loads every supplier-specific factor of those ids that belong to this organization
+        (a supplier with a factor is thereby proven to be the organization's); query 2 checks the
+        remaining ids against the organization's suppliers. Both outcomes are memoized, unknown ids
+        included, so afterwards ``check_supplier`` and supplier-specific resolution cost no query for
+        those ids. Ids already loaded are skipped: priming twice is free. Call it before a batch.
+        """
+        ids = {pk for pk in supplier_ids if isinstance(pk, int) and not isinstance(pk, bool)}
+        # Known-bad ids need nothing more; known-good ones may still lack their factors.
+        need_factors = {pk for pk in ids if pk not in self._by_supplier and self._suppliers.get(pk) is not False}
+        if need_factors:
+            loaded: dict[int, list[EmissionFactor]] = {}
+            factors = (
+                EmissionFactor.objects.visible_to(self.organization)
+                .with_related()
+                .filter(supplier_id__in=need_factors, supplier__organization=self.organization)
+                .order_by("pk")
+            )
+            for factor in factors:
+                assert factor.supplier_id is not None  # filtered on supplier_id above
+                loaded.setdefault(factor.supplier_id, []).append(factor)
+            for pk in loaded:
+                self._suppliers[pk] = True
+            self._by_supplier.update(loaded)
+        unchecked = ids - self._suppliers.keys()
+        if unchecked:
+            known = set(
+                Supplier.objects.for_org(self.organization).filter(pk__in=unchecked).values_list("pk", flat=True)
+            )
+            for pk in unchecked:
+                self._suppliers[pk] = pk in known
+        for pk in need_factors:
+            if self._suppliers.get(pk):
+                # A supplier of this organization without factors of its own.
+                self._by_supplier.setdefault(pk, [])
+
     def check_supplier(self, supplier_id: int) -> None:
-        """Raise ``CalculationError`` on ``supplier`` unless the supplier belongs to this organization."""
-        known = self._suppliers.get(supplier_id)
-        if known is None:
-            known = Supplier.objects.for_org(self.organization).filter(pk=supplier_id).exists()
-            self._suppliers[supplier_id] = known
-        if not known:
+        """Raise ``CalculationError`` on ``supplier`` unless the supplier belongs to this organization.
+
+        Unprimed ids are looked up one at a time and memoized (good and bad alike); see ``prime_suppliers``.
+        """
+        if supplier_id not in self._suppliers:
+            self._suppliers[supplier_id] = Supplier.objects.for_org(self.organization).filter(pk=supplier_id).exists()
+        if not self._suppliers[supplier_id]:
             raise CalculationError(field="supplier", message=f"Unknown supplier {supplier_id}.")
 
     @staticmethod
@@ -133,14 +229,13 @@ class FactorResolver:
         return self._by_activity[activity]
 
     def _supplier_candidates(self, supplier_id: int) -> list[EmissionFactor]:
+        """The supplier's own factors; also settles whether the supplier is the organization's.
+
+        Unprimed, this costs one query when the supplier has factors, two when it has none.
+        """
         if supplier_id not in self._by_supplier:
-            self._by_supplier[supplier_id] = list(
-                EmissionFactor.objects.visible_to(self.organization)
-                .with_related()
-                .filter(supplier_id=supplier_id)
-                .order_by("pk")
-            )
-        return self._by_supplier[supplier_id]
+            self.prime_suppliers([supplier_id])
+        return self._by_supplier.get(supplier_id, [])
 
     @staticmethod
     def _pin(candidates: list[EmissionFactor], inp: CalculationInput, *, what: str) -> list[EmissionFactor]:
@@ -226,9 +321,10 @@ class FactorResolver:
     def _select_supplier_specific(self, inp: CalculationInput) -> tuple[EmissionFactor, list[Note]]:
         if inp.supplier_id is None:
             raise CalculationError(field="supplier", message="The supplier-specific method needs a supplier.")
+        # Candidates first: loading them usually proves the supplier is the organization's, saving a query.
+        own = self._supplier_candidates(inp.supplier_id)
         self.check_supplier(inp.supplier_id)
         activity = inp.activity.strip()
-        own = self._supplier_candidates(inp.supplier_id)
         if activity:
             own = [f for f in own if f.activity == activity]
         if inp.source.strip() or inp.dataset_version.strip():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -84,9 +84,34 @@ class DataQuality:
         }
 
 
+# Decimal places of ``converted_amount`` in ``CalculationResult.as_dict`` (see there).
+CONVERTED_AMOUNT_PLACES = 12
+
+
+def present_amount(value: Decimal) -> str:
+    """``value`` rounded half-even to ``CONVERTED_AMOUNT_PLACES`` decimals, fixed-point, no trailing zeros.
+
+    1 GJ in kWh (277.777...8, 40 digits) reads ``277.777777777778``; 1000 reads ``1000``, never
+    ``1E+3``. Values too big to show digit by digit (beyond 40 integer digits) keep ``str()``.
+    """
+    if not value.is_finite() or value.adjusted() >= 40:
+        return str(value)
+    with localcontext() as ctx:
+        # Enough digits for every integer digit plus the decimals: quantize must not need to round them.
+        ctx.prec = max(value.adjusted(), 0) + CONVERTED_AMOUNT_PLACES + 2
+        rounded = value.quantize(Decimal(1).scaleb(-CONVERTED_AMOUNT_PLACES), rounding=ROUND_HALF_EVEN)
+    text = format(rounded, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 @dataclass
 class CalculationResult:
-    """The outcome of one calculation: kg CO2e, the factor used and everything assumed on the way."""
+    """The outcome of one calculation: kg CO2e, the factor used and everything assumed on the way.
+
+    ``converted_amount`` is exact (it is what ``co2e_kg`` was computed from); ``basis`` says how
+    the amount was converted: ``spend``, ``activity`` or ``distance`` (a supplier-specific result
+    has the basis of the factor it used).
+    """
 
     co2e_kg: Decimal
     factor: EmissionFactor
@@ -99,6 +124,7 @@ class CalculationResult:
     warnings: list[Note] = field(default_factory=list)
     # The amount in the factor's unit (after unit, currency and price-year conversion).
     converted_amount: Decimal | None = None
+    basis: str = ""
 
     def factor_dict(self) -> dict[str, Any]:
         f = self.factor
@@ -115,17 +141,28 @@ class CalculationResult:
         }
 
     def as_dict(self) -> dict[str, Any]:
+        """JSON-ready result.
+
+        Presentation choices: ``converted_amount`` is shown rounded by ``present_amount`` (12
+        decimal places, plain notation) because an exact repeating conversion is 40 digits long;
+        ``co2e_kg`` was computed from the exact value before any of this rounding. The ``input``
+        echo leaves out ``currency`` unless the amount was money (method ``spend``, or
+        ``supplier_specific`` computed with a spend factor): elsewhere it is only the default.
+        """
+        echo = self.input.as_dict()
+        if (self.basis or self.method) != "spend":
+            echo.pop("currency", None)
         return {
             "co2e_kg": str(self.co2e_kg),
             "gases": {gas: str(value) for gas, value in self.gases.items()},
             "factor": self.factor_dict(),
             "method": self.method,
             "category": self.category,
-            "converted_amount": None if self.converted_amount is None else str(self.converted_amount),
+            "converted_amount": None if self.converted_amount is None else present_amount(self.converted_amount),
             "data_quality": self.data_quality.as_dict(),
             "fallbacks": [n.as_dict() for n in self.fallbacks],
             "warnings": [n.as_dict() for n in self.warnings],
-            "input": self.input.as_dict(),
+            "input": echo,
         }
 
 

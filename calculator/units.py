@@ -7,6 +7,7 @@ mapped onto those expressions by ``publisher_unit``.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal, getcontext, localcontext
 from functools import lru_cache
 
@@ -87,24 +88,117 @@ class UnitError(ValueError):
     """A unit string that is unknown, or incompatible with the unit it must convert to."""
 
 
+def _unknown(expression: str) -> UnitError:
+    return UnitError(f"Unknown unit '{expression}'.")
+
+
+def _pint_parse(text: str, label: str) -> pint.Unit:
+    """pint's reading of ``text`` exactly as written; ``UnitError`` naming ``label`` on any failure.
+
+    pint's parser tokenizes and evaluates the text as an arithmetic expression, so malformed
+    input fails in many ways besides its own errors: ``tokenize.TokenError`` ("((", "kWh)"),
+    ``decimal.DivisionByZero`` ("kWh/0"), ``decimal.Overflow``, ``KeyError`` ("kWh**0"),
+    ``TypeError`` ("ton-mile"), ``RecursionError``... Whatever the failure, for the caller it means
+    one thing, a unit we do not understand, so everything is caught at this boundary.
+    """
+    try:
+        unit = ureg.parse_units(text)
+        size = ureg.Quantity(Decimal(1), unit).to_base_units().magnitude
+        powers = list(unit.dimensionality.values())
+    except Exception as exc:  # see the docstring: every parser failure is an unknown unit
+        raise _unknown(label) from exc
+    if unit.dimensionless:
+        raise UnitError(f"Unknown unit '{label}': a unit must measure something, such as kWh, kg or km.")
+    if not isinstance(size, Decimal) or not size.is_finite() or size == 0:
+        raise _unknown(label)
+    # Whole powers only (no kWh**0.5, no complex exponents): ``dimensions`` relies on it.
+    if any(isinstance(power, complex) or power != int(power) for power in powers):
+        raise _unknown(label)
+    return unit
+
+
+# Case variants of a word are tried only up to this many letters (2**12 parses); longer words
+# are treated as ambiguous, so their aliases need the exact pint spelling.
+_MAX_VARIANT_LETTERS = 12
+
+
+@lru_cache(maxsize=256)
+def _word_is_case_ambiguous(word: str) -> bool:
+    """True when two spellings of ``word`` differing only in letter case are units of one dimension
+    but different sizes (``mWh`` / ``MWh``, ``mt`` / ``Mt``): its case-insensitive reading is a guess."""
+    letters = [i for i, char in enumerate(word) if char.isalpha()]
+    if len(letters) > _MAX_VARIANT_LETTERS:
+        return True
+    sizes: dict[str, set[Decimal]] = {}
+    for mask in range(2 ** len(letters)):
+        chars = list(word.lower())
+        for bit, index in enumerate(letters):
+            if mask >> bit & 1:
+                chars[index] = chars[index].upper()
+        spelling = "".join(chars)
+        try:
+            unit = _pint_parse(spelling, spelling)
+        except UnitError:
+            continue
+        quantity = ureg.Quantity(Decimal(1), unit).to_base_units()
+        sizes.setdefault(str(quantity.dimensionality), set()).add(quantity.magnitude)
+    return any(len(found) > 1 for found in sizes.values())
+
+
+@lru_cache(maxsize=256)
+def _user_alias(key: str) -> str | None:
+    """The ``PUBLISHER_UNITS`` expression for lower-cased user input ``key``, unless a word of it is case-ambiguous.
+
+    ``mwh`` has no user alias: typed by a user it could be milli- or megawatt-hours. ``kwh``,
+    ``litres``, ``tonnes``, ``m3``, ``passenger.km``, ``us gallon``... are unambiguous in any case.
+    """
+    mapped = PUBLISHER_UNITS.get(key)
+    if mapped is None:
+        return None
+    if any(_word_is_case_ambiguous(word) for word in re.findall(r"[^\W\d]+", key)):
+        return None
+    return mapped
+
+
 @lru_cache(maxsize=1024)
 def parse_unit(expression: str) -> pint.Unit:
-    """Parse a unit expression; ``UnitError`` names the text that was not understood."""
+    """Parse a unit typed by a user or stored on a factor; ``UnitError`` names the text not understood.
+
+    Rules, so that no alias ever changes what an SI prefix means (``mWh`` is a milliwatt-hour):
+
+    1. The text is read by pint exactly as written (pint is case-sensitive: ``mWh`` != ``MWh``).
+    2. Only when pint cannot read it, or reads it as a different kind of quantity than the alias
+       means (``room per night`` is room/night to pint, ``us gallon`` is microsecond x gallon), is
+       it looked up, case-insensitively, among the aliases of ``PUBLISHER_UNITS`` -- and only among
+       those none of whose words is case-ambiguous (see ``_word_is_case_ambiguous``): ``KWH`` and
+       ``Litres`` are accepted, ``mwh`` is not.
+
+    Units must measure something and have a finite, non-zero size: ``1``, ``percent``, ``kWh/0``
+    and ``kWh**0`` are all unknown units. Importers map publisher wording with ``publisher_unit``.
+    """
     text = expression.strip()
     if not text:
         raise UnitError("A unit is required.")
-    mapped = PUBLISHER_UNITS.get(text.lower(), text)
+    written: pint.Unit | None = None
+    error: UnitError | None = None
     try:
-        return ureg.parse_units(mapped)
-    except (
-        pint.errors.UndefinedUnitError,
-        pint.errors.DefinitionSyntaxError,
-        AttributeError,
-        TypeError,
-        ValueError,
-        AssertionError,
-    ) as exc:
-        raise UnitError(f"Unknown unit '{expression}'.") from exc
+        written = _pint_parse(text, expression)
+    except UnitError as exc:
+        error = exc
+    alias = _user_alias(text.lower())
+    if alias is not None:
+        aliased = _pint_parse(alias, expression)
+        if written is None or written.dimensionality != aliased.dimensionality:
+            return aliased
+    if error is not None:
+        if text.lower() in PUBLISHER_UNITS:
+            raise UnitError(
+                f"Unknown unit '{expression}': letter case sets its SI prefix (mWh = milliwatt-hour, "
+                "MWh = megawatt-hour); write the unit exactly."
+            ) from error
+        raise error
+    assert written is not None  # one of the two is always set
+    return written
 
 
 def publisher_unit(label: str) -> str:
@@ -133,7 +227,10 @@ def base_factor(expression: str) -> Decimal:
     unit = parse_unit(expression)
     with localcontext() as ctx:
         ctx.prec = 60
-        magnitude = Decimal(ureg.Quantity(Decimal(1), unit).to_base_units().magnitude)
+        try:
+            magnitude = Decimal(ureg.Quantity(Decimal(1), unit).to_base_units().magnitude)
+        except Exception as exc:  # as in ``_pint_parse``: any pint/decimal failure means an unusable unit
+            raise _unknown(expression) from exc
         ctx.prec = BASE_FACTOR_DIGITS
         return (+magnitude).normalize()  # unary plus rounds to the context precision
 
@@ -151,10 +248,14 @@ def convert(amount: Decimal, from_unit: str, to_unit: str) -> Decimal:
         ureg.Quantity(Decimal(1), source)._is_multiplicative and ureg.Quantity(Decimal(1), target)._is_multiplicative
     ):
         # Offset units (temperatures) have no single factor; leave them to pint.
-        return Decimal(ureg.Quantity(Decimal(amount), source).to(target).magnitude)
+        try:
+            return Decimal(ureg.Quantity(Decimal(amount), source).to(target).magnitude)
+        except Exception as exc:  # as in ``_pint_parse``: whatever pint raises, the conversion is impossible
+            raise UnitError(f"Unit '{from_unit}' cannot be converted to '{to_unit}'.") from exc
     result = Decimal(amount) * base_factor(from_unit) / base_factor(to_unit)
-    # Integral results come back as plain integers (1000, not 1.000E+3).
-    if result == result.to_integral_value() and result.adjusted() < getcontext().prec:
+    # Integral results come back as plain integers (1000, not 1.000E+3). (A result can be infinite
+    # only when the caller's context does not trap Overflow; it is returned as is.)
+    if result.is_finite() and result == result.to_integral_value() and result.adjusted() < getcontext().prec:
         return result.quantize(Decimal(1))
     return result
 

@@ -529,3 +529,111 @@ def test_result_too_large_to_store_is_an_error_on_amount(org, uk_electricity):
     with pytest.raises(CalculationError) as exc:
         calculate(make_input(activity="desnz:7_400_4000_5", amount=Decimal("1E+30"), unit="MWh"), organization=org)
     assert list(exc.value.errors) == ["amount"]
+
+
+# -- malformed units are errors on the field that carried them ---------------------------------
+
+BAD_UNITS = ["kWh/0", "1/0", "((", "kWh)", "kWh**0", "t/0", "1", "percent", "kWh**1j", "mwh"]
+
+
+@pytest.mark.parametrize("text", BAD_UNITS)
+def test_bad_activity_unit_is_an_error_on_unit(org, uk_electricity, text):
+    with pytest.raises(CalculationError) as exc:
+        calculate(make_input(activity="desnz:7_400_4000_5", unit=text), organization=org)
+    assert list(exc.value.errors) == ["unit"]
+    assert exc.value.errors["unit"][0].startswith(f"Unknown unit '{text}'")
+
+
+@pytest.mark.parametrize("text", BAD_UNITS)
+@pytest.mark.parametrize("field", ["mass_unit", "distance_unit"])
+def test_bad_mass_or_distance_unit_is_an_error_on_that_field(org, hgv, field, text):
+    units = {"mass_unit": "t", "distance_unit": "km", field: text}
+    inp = make_input(
+        method="distance",
+        category=4,
+        activity="desnz:freight_hgv",
+        amount=Decimal("0"),
+        unit="",
+        mass=Decimal("20"),
+        distance=Decimal("60"),
+        **units,
+    )
+    with pytest.raises(CalculationError) as exc:
+        calculate(inp, organization=org)
+    assert list(exc.value.errors) == [field]
+    assert exc.value.errors[field][0].startswith(f"Unknown unit '{text}'")
+
+
+@pytest.mark.parametrize("text", BAD_UNITS)
+def test_bad_unit_for_a_supplier_specific_activity_factor(org, uk_electricity, text):
+    supplier = SupplierFactory(organization=org)
+    inp = make_input(method="supplier_specific", supplier_id=supplier.pk, activity="desnz:7_400_4000_5", unit=text)
+    with pytest.raises(CalculationError) as exc:
+        calculate(inp, organization=org)
+    assert list(exc.value.errors) == ["unit"]
+
+
+def test_milliwatt_hours_are_not_megawatt_hours(org, uk_electricity):
+    milli = calculate(
+        make_input(activity="desnz:7_400_4000_5", amount=Decimal("1000000000"), unit="mWh"), organization=org
+    )
+    mega = calculate(make_input(activity="desnz:7_400_4000_5", amount=Decimal("1"), unit="MWh"), organization=org)
+    assert milli.converted_amount == Decimal("1000")  # 10^9 mWh = 1 MWh = 1000 kWh
+    assert milli.co2e_kg == mega.co2e_kg == Decimal("177")
+    assert calculate(make_input(activity="desnz:7_400_4000_5", unit="mWh"), organization=org).co2e_kg == 0
+
+
+@pytest.mark.parametrize(("amount", "unit"), [("1E+999999", "kWh"), ("9E+999999", "GWh"), ("1E+999990", "GJ")])
+def test_amount_overflowing_decimal_is_an_error_on_amount(org, uk_electricity, amount, unit):
+    with pytest.raises(CalculationError) as exc:
+        calculate(make_input(activity="desnz:7_400_4000_5", amount=Decimal(amount), unit=unit), organization=org)
+    assert list(exc.value.errors) == ["amount"]
+
+
+def test_mass_times_distance_overflowing_decimal_is_an_error_on_mass(org, hgv):
+    inp = make_input(
+        method="distance",
+        category=4,
+        activity="desnz:freight_hgv",
+        amount=Decimal("0"),
+        unit="",
+        mass=Decimal("1E+999990"),
+        mass_unit="t",
+        distance=Decimal("1E+999990"),
+        distance_unit="km",
+    )
+    with pytest.raises(CalculationError) as exc:
+        calculate(inp, organization=org)
+    assert list(exc.value.errors) == ["mass"]
+
+
+# -- the JSON echo --------------------------------------------------------------------------------
+
+
+def test_as_dict_leaves_currency_out_unless_money_was_converted(org, uk_electricity, steel_spend):
+    activity = calculate(make_input(activity="desnz:7_400_4000_5"), organization=org).as_dict()
+    assert "currency" not in activity["input"]
+    spend = make_input(method="spend", activity="naics:331110", unit="", spend_year=2022)
+    assert calculate(spend, organization=org).as_dict()["input"]["currency"] == "USD"
+    supplier = SupplierFactory(organization=org)
+    as_spend = make_input(
+        method="supplier_specific", supplier_id=supplier.pk, activity="naics:331110", unit="", spend_year=2022
+    )
+    result = calculate(as_spend, organization=org)
+    assert result.basis == "spend"
+    assert result.as_dict()["input"]["currency"] == "USD"
+    as_activity = make_input(method="supplier_specific", supplier_id=supplier.pk, activity="desnz:7_400_4000_5")
+    assert "currency" not in calculate(as_activity, organization=org).as_dict()["input"]
+
+
+def test_as_dict_rounds_converted_amount_but_co2e_uses_the_exact_value(org):
+    factor = EmissionFactorFactory(unit="kWh", co2e_per_unit=Decimal("1000000000"))
+    result = calculate(make_input(activity=factor.activity, amount=Decimal("1"), unit="GJ"), organization=org)
+    data = result.as_dict()
+    assert data["converted_amount"] == "277.777777777778"  # 10^9 J / 3.6x10^6 J, 12 places
+    with localcontext(prec=60):
+        exact = Decimal(10**9) / Decimal(3_600_000) * Decimal(10**9)
+    assert result.co2e_kg == exact.quantize(Decimal("0.000001")) == Decimal("277777777777.777778")
+    assert Decimal(data["converted_amount"]) * factor.co2e_per_unit != result.co2e_kg  # the rounded one would differ
+    with localcontext(prec=40):
+        assert result.converted_amount == Decimal(10**9) / Decimal(3_600_000)  # the attribute keeps all 40 digits

@@ -349,3 +349,155 @@ def test_price_index_lookup(org):
     with pytest.raises(CalculationError) as exc:
         resolver.price_index("EUR", 2022)
     assert list(exc.value.errors) == ["spend_year"]
+
+
+# -- suppliers: priming and the lazy path ------------------------------------------------------
+
+
+def _spend_setup(org, count: int) -> list[int]:
+    dataset = FactorDatasetFactory(source=FactorDataset.Source.EPA_SUPPLY_CHAIN, basis_year=2022)
+    EmissionFactorFactory(dataset=dataset, activity="naics:1", region="US", year=2022, unit="USD", currency="USD")
+    return [SupplierFactory.create(organization=org).pk for _ in range(count)]
+
+
+def _spend_input(supplier_id: int):
+    return make_input(method="spend", activity="naics:1", amount=Decimal("10"), unit="USD", supplier_id=supplier_id)
+
+
+def _supplier_factor_setup(org, count: int) -> list[int]:
+    dataset = FactorDatasetFactory(source=FactorDataset.Source.SUPPLIER, organization=org)
+    ids = []
+    for i in range(count):
+        supplier = SupplierFactory.create(organization=org)
+        EmissionFactorFactory(dataset=dataset, supplier=supplier, activity=f"{ACTIVITY}:{i}")
+        ids.append(supplier.pk)
+    return ids
+
+
+def _supplier_input(supplier_id: int):
+    return make_input(method="supplier_specific", activity="", supplier_id=supplier_id)
+
+
+@pytest.mark.parametrize(
+    ("setup", "build", "priming", "batch"),
+    [(_spend_setup, _spend_input, 2, 1), (_supplier_factor_setup, _supplier_input, 1, 0)],
+    ids=["spend", "own-factors"],
+)
+def test_primed_suppliers_cost_the_same_for_1_or_100(org, django_assert_num_queries, setup, build, priming, batch):
+    # Priming: suppliers' factors, then (spend only: no factor proves them) the membership check.
+    # Batch: the spend factor once; supplier-specific needs nothing more.
+    for size in (1, 100):
+        ids = setup(org, size)
+        resolver = FactorResolver(org)
+        with django_assert_num_queries(priming):
+            resolver.prime_suppliers(ids)
+        with django_assert_num_queries(batch):
+            results = [calculate(build(pk), organization=org, resolver=resolver) for pk in ids]
+        assert len(results) == size
+        if build is _supplier_input:
+            assert [r.factor.supplier_id for r in results] == ids
+
+
+def test_priming_memoizes_unknown_and_other_org_suppliers(org, other_org, django_assert_num_queries):
+    mine = SupplierFactory(organization=org).pk
+    theirs = SupplierFactory(organization=other_org).pk
+    resolver = FactorResolver(org)
+    with django_assert_num_queries(2):
+        resolver.prime_suppliers([mine, theirs, 987654321, mine])
+    with django_assert_num_queries(0):
+        resolver.prime_suppliers([mine, theirs])  # already loaded
+        resolver.check_supplier(mine)
+        for pk in (theirs, 987654321):
+            with pytest.raises(CalculationError) as exc:
+                resolver.check_supplier(pk)
+            assert exc.value.errors == {"supplier": [f"Unknown supplier {pk}."]}
+
+
+def test_priming_with_own_factors_skips_the_supplier_query(org, django_assert_num_queries):
+    ids = _supplier_factor_setup(org, 3)
+    resolver = FactorResolver(org)
+    with django_assert_num_queries(1):  # every id is proven by its factors
+        resolver.prime_suppliers(ids)
+
+
+def test_other_orgs_supplier_factor_is_never_primed(org, other_org):
+    theirs = _supplier_factor_setup(other_org, 1)[0]
+    resolver = FactorResolver(org)
+    resolver.prime_suppliers([theirs])
+    with pytest.raises(CalculationError) as exc:
+        resolver.resolve(_supplier_input(theirs))
+    assert list(exc.value.errors) == ["supplier"]
+
+
+def test_lazy_spend_costs_one_query_per_distinct_supplier(org, django_assert_num_queries):
+    ids = _spend_setup(org, 20)
+    resolver = FactorResolver(org)
+    # 1 factor query, then one EXISTS per distinct supplier, however often each repeats.
+    with django_assert_num_queries(1 + len(ids)):
+        for _ in range(3):
+            for pk in ids:
+                calculate(_spend_input(pk), organization=org, resolver=resolver)
+
+
+def test_lazy_supplier_specific_costs_one_query_per_distinct_supplier(org, django_assert_num_queries):
+    ids = _supplier_factor_setup(org, 20)
+    resolver = FactorResolver(org)
+    with django_assert_num_queries(len(ids)):
+        for _ in range(3):
+            for pk in ids:
+                assert calculate(_supplier_input(pk), organization=org, resolver=resolver).factor.supplier_id == pk
+
+
+def test_lazy_unknown_supplier_is_memoized(org, django_assert_num_queries):
+    resolver = FactorResolver(org)
+    with django_assert_num_queries(2):  # no factors, then the membership check, once
+        for _ in range(10):
+            with pytest.raises(CalculationError) as exc:
+                calculate(_supplier_input(987654321), organization=org, resolver=resolver)
+            assert list(exc.value.errors) == ["supplier"]
+
+
+def test_prime_preloads_a_mixed_batch(org, django_assert_num_queries):
+    activities = [f"test:prime{i}" for i in range(30)]
+    for activity in activities:
+        EmissionFactorFactory(activity=activity, region="GB", year=2025)
+    pinned = [EmissionFactorFactory(unit="kWh").pk for _ in range(30)]
+    spend_dataset = FactorDatasetFactory(source=FactorDataset.Source.EPA_SUPPLY_CHAIN, basis_year=2022)
+    EmissionFactorFactory(dataset=spend_dataset, activity="naics:1", region="US", year=2022, unit="USD", currency="USD")
+    ExchangeRateFactory(currency="EUR", quote_currency="USD", year=2022, rate=Decimal("1.05"))
+    own = _supplier_factor_setup(org, 10)
+    plain = [SupplierFactory(organization=org).pk for _ in range(10)]
+    inputs = [
+        *(make_input(activity=a, region="GB") for a in [*activities, "missing:1"]),
+        *(make_input(factor_id=pk) for pk in [*pinned, 987654321]),
+        *(_supplier_input(pk) for pk in own),
+        *(
+            make_input(method="spend", activity="naics:1", unit="", currency="EUR", spend_year=2022, supplier_id=pk)
+            for pk in plain
+        ),
+    ]
+    resolver = FactorResolver(org)
+    with django_assert_num_queries(5):  # pinned, activities, supplier factors, suppliers, rates
+        resolver.prime(inputs)
+    outcomes = []
+    with django_assert_num_queries(0):
+        for inp in inputs:
+            try:
+                outcomes.append(calculate(inp, organization=org, resolver=resolver).factor.pk)
+            except CalculationError as exc:
+                outcomes.append(next(iter(exc.errors)))
+    assert outcomes.count("activity") == 1
+    assert outcomes.count("factor_id") == 1
+    assert [o for o in outcomes if o not in ("activity", "factor_id")][30:60] == pinned
+
+
+def test_prime_results_equal_lazy_results(org):
+    supplier = _supplier_factor_setup(org, 1)[0]
+    factor(region="GB")
+    factor(region="GLOBAL")
+    inputs = [make_input(activity=ACTIVITY, region=r) for r in ("GB", "FR", "")] + [_supplier_input(supplier)]
+    primed = FactorResolver(org)
+    primed.prime(inputs)
+    lazy = FactorResolver(org)
+    for inp in inputs:
+        assert primed.resolve(inp) == lazy.resolve(inp)

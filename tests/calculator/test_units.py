@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import pytest
 
-from calculator.units import UnitError, base_factor, convert, dimensions, parse_unit, publisher_unit
+from calculator.units import (
+    PUBLISHER_UNITS,
+    UnitError,
+    base_factor,
+    convert,
+    dimensions,
+    parse_unit,
+    publisher_unit,
+)
 
 
 @pytest.mark.parametrize(
@@ -72,3 +81,86 @@ def test_dimensions():
 
 def test_huge_integral_result_does_not_overflow_the_context():
     assert convert(Decimal("1E+30"), "kWh", "Wh") == Decimal("1E+33")
+
+
+# -- every malformed unit is a UnitError (the API's 400), nothing else ---------------------------
+
+MALFORMED = [
+    "kWh/0",
+    "1/0",
+    "((",
+    "kWh)",
+    "kWh**0",
+    "t/0",
+    "kWh**(1/0)",
+    "kWh**1e9",
+    "9**9**9 kWh",
+    "kWh**1j",
+    "kWh**0.5",
+]
+MEASURES_NOTHING = ["1", "percent", "dimensionless", "kWh/kWh"]
+
+
+@pytest.mark.parametrize("text", MALFORMED + MEASURES_NOTHING)
+@pytest.mark.parametrize("call", ["parse_unit", "base_factor", "convert_from", "convert_to", "dimensions"])
+def test_malformed_units_raise_unit_error_only(call, text):
+    calls = {
+        "parse_unit": lambda: parse_unit(text),
+        "base_factor": lambda: base_factor(text),
+        "convert_from": lambda: convert(Decimal(1), text, "kWh"),
+        "convert_to": lambda: convert(Decimal(1), "kWh", text),
+        "dimensions": lambda: dimensions(text),
+    }
+    with pytest.raises(UnitError, match=f"^Unknown unit '{re.escape(text)}'"):
+        calls[call]()
+
+
+@pytest.mark.parametrize("text", MEASURES_NOTHING)
+def test_dimensionless_units_say_why(text):
+    with pytest.raises(UnitError, match="a unit must measure something"):
+        parse_unit(text)
+
+
+# -- letter case: SI prefixes are never changed by an alias ---------------------------------------
+
+
+def test_milliwatt_hour_is_not_megawatt_hour():
+    assert convert(Decimal(1), "mWh", "Wh") == Decimal("0.001")
+    assert convert(Decimal(10**9), "mWh", "kWh") == Decimal(1000)
+    assert convert(Decimal(1), "MWh", "kWh") == Decimal(1000)
+
+
+@pytest.mark.parametrize("text", ["mwh", "MWH", "Mwh"])
+def test_case_ambiguous_spellings_are_refused(text):
+    with pytest.raises(UnitError, match=f"Unknown unit '{text}': letter case sets its SI prefix"):
+        parse_unit(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("kwh", "kWh"),
+        ("KWH", "kWh"),
+        ("Litres", "L"),
+        ("TONNES", "t"),
+        ("m3", "m**3"),
+        ("M3", "m**3"),
+        ("passenger.km", "passenger*km"),
+        ("Tonne.KM", "t*km"),
+        ("US gallon", "gallon"),
+        ("us gallon", "gallon"),  # pint alone would read microsecond x gallon
+        ("room per night", "room*night"),  # pint alone would read room / night
+        ("kWh (Net CV)", "kWh"),
+        ("GJ", "GJ"),
+    ],
+)
+def test_case_unambiguous_aliases_are_accepted(text, expected):
+    assert parse_unit(text) == parse_unit(expected)
+    assert base_factor(text) == base_factor(expected)
+
+
+def test_every_publisher_wording_still_maps():
+    for wording, expression in PUBLISHER_UNITS.items():
+        assert publisher_unit(wording) == expression
+        assert publisher_unit(wording.upper()) == expression
+    assert publisher_unit("MWh") == "MWh"  # publishers' wording is case-insensitive, mega by convention

@@ -239,17 +239,23 @@ class Command(BaseCommand):
     def _catalog(org: Organization) -> Catalog:
         """The demo's factors, from the database; CommandError when the import has not run."""
         visible = EmissionFactor.objects.visible_to(org).filter(supplier__isnull=True)
-        naics = [
-            FactorKey(activity, region, unit)
-            for activity, region, unit in visible.filter(activity__startswith="naics:")
-            .order_by("activity", "region")
-            .distinct("activity", "region")
+        # One key per (activity, region), the newest factor's unit. Deduplicated here rather than with
+        # DISTINCT ON, which only PostgreSQL has (the README's demo runs on SQLite too); the total
+        # order (ending in the primary key) keeps the choice deterministic.
+        naics_keys: dict[tuple[str, str], FactorKey] = {}
+        for activity, region, unit in (
+            visible.filter(activity__startswith="naics:")
+            .order_by("activity", "region", "-dataset__basis_year", "-pk")
             .values_list("activity", "region", "unit")
-        ]
+        ):
+            naics_keys.setdefault((activity, region), FactorKey(activity, region, unit))
+        naics = list(naics_keys.values())
         wanted = {key for keys in DESNZ_KEYS.values() for key in keys}
         found: dict[str, FactorKey] = {}
         for activity, region, unit in (
-            visible.filter(activity__in=wanted).order_by("activity", "-year").values_list("activity", "region", "unit")
+            visible.filter(activity__in=wanted)
+            .order_by("activity", "-year", "-pk")
+            .values_list("activity", "region", "unit")
         ):
             found.setdefault(activity, FactorKey(activity, region, unit))
         groups = {group: [found[k] for k in keys if k in found] for group, keys in DESNZ_KEYS.items()}

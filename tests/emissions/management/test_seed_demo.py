@@ -8,12 +8,14 @@ from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.db.models import Sum
+from django.test.utils import CaptureQueriesContext
 
 from calculator.units import convert
-from emissions.management.commands.seed_demo import DESNZ_KEYS
+from emissions.management.commands.seed_demo import DESNZ_KEYS, Command, FactorKey
 from emissions.models import ActivityRecord, Emission, FactorDataset, Method, Organization, Supplier
-from tests.factories import EmissionFactorFactory, FactorDatasetFactory
+from tests.factories import EmissionFactorFactory, FactorDatasetFactory, OrganizationFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -167,3 +169,17 @@ def test_if_empty_skips_an_org_with_data(factors):
     output = seed("--if-empty", activities=80)
     assert "nothing seeded" in output
     assert ActivityRecord.objects.count() == 50
+
+
+def test_catalog_dedupes_in_python_not_with_postgres_distinct_on(factors):
+    # A second, newer EPA version repeats naics:331110/US: the catalog still has one key per (activity, region).
+    newer = FactorDatasetFactory(source=FactorDataset.Source.EPA_SUPPLY_CHAIN, version="1.4.0", basis_year=2023)
+    EmissionFactorFactory(
+        dataset=newer, activity="naics:331110", region="US", year=2023, unit="USD", currency="USD", unit_label="USD"
+    )
+    with CaptureQueriesContext(connection) as queries:
+        catalog = Command._catalog(OrganizationFactory())
+    # DISTINCT ON exists only on PostgreSQL; the demo must also seed the README's SQLite database.
+    assert not any("DISTINCT ON" in q["sql"].upper() for q in queries.captured_queries)
+    assert catalog.naics == [FactorKey(f"naics:{code}", "US", "USD") for code in sorted(NAICS)]
+    assert Command._catalog(OrganizationFactory()).naics == catalog.naics  # deterministic
