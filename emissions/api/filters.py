@@ -1,21 +1,62 @@
 """Query-string filters for the list endpoints (django-filter FilterSets).
 
-Bad filter values (``?year=abc``, ``?category=99``) become a 400 naming the parameter.
+Bad filter values (``?year=abc``, ``?category=99``, ``?supplier=1.5``) become a 400 naming the
+parameter.
 """
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 import django_filters
+from django import forms
+from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 
 from emissions.models import ActivityRecord, Category, Emission, EmissionFactor, FactorDataset, Method
+
+INTEGER_RE = re.compile(r"[0-9]+")
+# Primary keys are bigint; a larger id would reach PostgreSQL as an out-of-range error.
+MAX_ID = 2**63 - 1
+MAX_YEAR = 9999
+
+
+class StrictIntegerField(forms.IntegerField):
+    """A whole number written with digits only.
+
+    Django's ``IntegerField`` accepts ``2025.0`` and django-filter's ``NumberFilter`` a decimal
+    that the integer column then truncates (``?supplier=1.5`` matched supplier 1); here both are
+    errors.
+    """
+
+    def to_python(self, value: Any) -> int | None:
+        if value in self.empty_values:
+            return None
+        text = str(value).strip()
+        if not INTEGER_RE.fullmatch(text):
+            raise ValidationError(self.error_messages["invalid"], code="invalid")
+        return int(text)
+
+
+@extend_schema_field(OpenApiTypes.INT)  # drf-spectacular would say "number" for a filter on a foreign key id
+class IntegerFilter(django_filters.NumberFilter):
+    """A ``NumberFilter`` (integer in the schema) taking whole numbers only; bounds via ``min_value``/``max_value``."""
+
+    field_class = StrictIntegerField
+
+    def get_max_validator(self) -> None:
+        # NumberFilter adds a 1e50 bound for decimals; the field's own max_value applies instead.
+        return None
 
 
 class FactorFilter(django_filters.FilterSet):
     search = django_filters.CharFilter(method="filter_search", help_text="Case-insensitive text in name or activity")
     source = django_filters.ChoiceFilter(field_name="dataset__source", choices=FactorDataset.Source.choices)
     region = django_filters.CharFilter(field_name="region", lookup_expr="iexact")
-    year = django_filters.NumberFilter(field_name="year")
+    year = IntegerFilter(field_name="year", min_value=1, max_value=MAX_YEAR)
     unit = django_filters.CharFilter(field_name="unit")
     activity = django_filters.CharFilter(field_name="activity")
     dataset_version = django_filters.CharFilter(field_name="dataset__version")
@@ -38,7 +79,7 @@ class PeriodFilterSet(django_filters.FilterSet):
     """
 
     category = django_filters.TypedChoiceFilter(choices=Category.choices, coerce=int)
-    supplier = django_filters.NumberFilter(field_name="supplier_id")
+    supplier = IntegerFilter(field_name="supplier_id", min_value=1, max_value=MAX_ID)
     method = django_filters.ChoiceFilter(choices=Method.choices)
     period_from = django_filters.DateFilter(field_name="period_start", lookup_expr="gte")
     period_to = django_filters.DateFilter(field_name="period_end", lookup_expr="lte")

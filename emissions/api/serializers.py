@@ -34,6 +34,7 @@ MIN_YEAR, MAX_YEAR = 1900, 2100
 # Primary keys are bigint; larger numbers would reach PostgreSQL as an out-of-range error.
 MAX_ID = 2**63 - 1
 DISTANCE_FIELDS = ("mass", "mass_unit", "distance", "distance_unit")
+MASS_DISTANCE_OR_AMOUNT = "Give either amount + unit or mass, mass_unit, distance, distance_unit, not both."
 AMOUNT_QUANTUM = Decimal(1).scaleb(-AMOUNT_DIGITS["decimal_places"])
 AMOUNT_LIMIT = Decimal(10) ** (AMOUNT_DIGITS["max_digits"] - AMOUNT_DIGITS["decimal_places"])
 # FIELD_NAMES: the public API has fields named ``source`` and ``label``. DRF's SerializerMetaclass pops
@@ -146,9 +147,21 @@ class CalculationInputSerializer(serializers.Serializer):
         max_value=MAX_ID,
         help_text="Pin one factor; otherwise give activity",
     )
-    activity = serializers.CharField(required=False, allow_blank=True, max_length=128)
+    activity = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=128,
+        help_text="Factor activity key; required unless factor_id is given or the method is supplier_specific "
+        "(then the supplier's newest own factor is used)",
+    )
     region = serializers.CharField(required=False, allow_blank=True, max_length=16)
-    year = serializers.IntegerField(required=False, allow_null=True, min_value=MIN_YEAR, max_value=MAX_YEAR)
+    year = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=MIN_YEAR,
+        max_value=MAX_YEAR,
+        help_text="Factor year to look for; default: the newest factor",
+    )
     source = serializers.ChoiceField(  # type: ignore[assignment]  # FIELD_NAMES
         choices=FactorDataset.Source.choices, required=False, allow_blank=True
     )
@@ -167,7 +180,13 @@ class CalculationInputSerializer(serializers.Serializer):
         error_messages={"invalid": "Currency must be an ISO 4217 code such as USD."},
         help_text="Spend only; default USD",
     )
-    spend_year = serializers.IntegerField(required=False, allow_null=True, min_value=MIN_YEAR, max_value=MAX_YEAR)
+    spend_year = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=MIN_YEAR,
+        max_value=MAX_YEAR,
+        help_text="Price year of the amount (spend); default: the factor's price year",
+    )
     mass = _amount_field(required=False, allow_null=True)
     mass_unit = serializers.CharField(required=False, allow_blank=True, max_length=32)
     distance = _amount_field(required=False, allow_null=True)
@@ -191,7 +210,13 @@ class CalculationInputSerializer(serializers.Serializer):
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if attrs.get("factor_id") is None and not attrs.get("activity"):
-            raise serializers.ValidationError({"activity": ["Give either factor_id or activity."]})
+            if attrs["method"] != Method.SUPPLIER_SPECIFIC:
+                raise serializers.ValidationError({"activity": ["Give either factor_id or activity."]})
+            if attrs.get("supplier") is None:
+                # Without an activity the calculator uses the supplier's newest own factor, so it needs the supplier.
+                raise serializers.ValidationError(
+                    {"supplier": ["The supplier-specific method needs a supplier (or give factor_id)."]}
+                )
         mass_times_distance = False
         if attrs["method"] == Method.DISTANCE:
             # mass x distance come as a set of four; a partial set is a mistake, not a default.
@@ -205,6 +230,11 @@ class CalculationInputSerializer(serializers.Serializer):
                     }
                 )
             mass_times_distance = bool(given)
+            if mass_times_distance:
+                # Both ways of stating the quantity at once: one would be silently ignored.
+                both = {name: value for name in ("amount", "unit") if (value := attrs.get(name)) not in (None, "")}
+                if both:
+                    raise serializers.ValidationError({name: [MASS_DISTANCE_OR_AMOUNT] for name in both})
             if mass_times_distance and attrs["mass"] * attrs["distance"] >= AMOUNT_LIMIT:
                 # The product is stored as the activity's amount; it must fit that column.
                 raise serializers.ValidationError({"mass": ["mass x distance is too large."]})
@@ -268,10 +298,15 @@ def _as_id(value: Any) -> int | None:
     return value if isinstance(value, int) and 1 <= value <= MAX_ID else None
 
 
+def referenced_supplier_ids(items: list[Any]) -> set[int]:
+    """The well-formed supplier ids raw ``items`` refer to (whoever owns them); no query."""
+    referenced = (_as_id(item.get("supplier")) for item in items if isinstance(item, dict))
+    return {pk for pk in referenced if pk is not None}
+
+
 def supplier_ids_in(items: list[Any], organization_id: int) -> set[int]:
     """The caller's supplier ids among those referenced by raw ``items``, in one query."""
-    referenced = (_as_id(item.get("supplier")) for item in items if isinstance(item, dict))
-    wanted = {pk for pk in referenced if pk is not None}
+    wanted = referenced_supplier_ids(items)
     if not wanted:
         return set()
     return set(Supplier.objects.for_org(organization_id).filter(pk__in=wanted).values_list("pk", flat=True))
@@ -280,7 +315,10 @@ def supplier_ids_in(items: list[Any], organization_id: int) -> set[int]:
 class CalculationBatchSerializer(serializers.Serializer):
     """The batch envelope. Items stay raw here: each is validated on its own so one bad item fails alone."""
 
-    items = serializers.ListField(child=serializers.JSONField(), min_length=1, max_length=MAX_BATCH_ITEMS)
+    # allow_null: a null item is that item's error (validate_items), not the whole batch's.
+    items = serializers.ListField(
+        child=serializers.JSONField(allow_null=True), min_length=1, max_length=MAX_BATCH_ITEMS
+    )
 
 
 class CalculationBatchRequestSerializer(serializers.Serializer):
@@ -292,6 +330,21 @@ class CalculationBatchRequestSerializer(serializers.Serializer):
 class ActivityInputSerializer(CalculationInputSerializer):
     """A calculation input plus the reporting period it covers."""
 
+    year = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=MIN_YEAR,
+        max_value=MAX_YEAR,
+        help_text="Factor year to look for; default: period_start's year (stored, and noted in the fallbacks)",
+    )
+    spend_year = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=MIN_YEAR,
+        max_value=MAX_YEAR,
+        help_text="Price year of the amount (spend); default: period_start's year (stored, and noted in the "
+        "fallbacks), so a factor of another price year needs both years' price index",
+    )
     period_start = serializers.DateField()
     period_end = serializers.DateField()
     external_ref = serializers.CharField(required=False, allow_blank=True, max_length=128)
@@ -304,7 +357,11 @@ class ActivityInputSerializer(CalculationInputSerializer):
 
 
 def activity_input(data: dict[str, Any]) -> ActivityInput:
-    """Validated ``ActivityInputSerializer`` data as the service's input."""
+    """Validated ``ActivityInputSerializer`` data as the service's input.
+
+    ``year``/``spend_year`` stay None when not sent; the service fills them from the period
+    (``emissions.services.activities.period_defaults``), so every caller gets the same rule.
+    """
     return ActivityInput(
         calculation=calculation_input(data),
         period_start=data["period_start"],
@@ -336,6 +393,11 @@ def validate_items(
     """
     outcomes: list[tuple[dict[str, Any] | None, dict[str, Any] | None]] = []
     for item in items:
+        if not isinstance(item, dict):
+            # null, a number or a list in place of an item fails that item, not the whole request.
+            kind = "null" if item is None else type(item).__name__
+            outcomes.append((None, {"non_field_errors": [f"Each item must be an object; got {kind}."]}))
+            continue
         try:
             outcomes.append((serializer.run_validation(item), None))
         except serializers.ValidationError as exc:
@@ -548,7 +610,9 @@ class SummarySerializer(serializers.Serializer):
     total_co2e_kg = serializers.CharField()
     total_co2e_t = serializers.CharField()
     count = serializers.IntegerField()
-    groups = SummaryGroupSerializer(many=True)
+    groups = SummaryGroupSerializer(
+        many=True, help_text="Largest co2e_kg first (ties by key); for group_by=month chronological, oldest first"
+    )
 
 
 def category_label(value: int) -> str:

@@ -150,8 +150,11 @@ class CalculateBatchView(APIView):
         batch.is_valid(raise_exception=True)
         items = batch.validated_data["items"]
         organization = request_org(request)
-        context = {"organization_id": organization.pk, "supplier_ids": s.supplier_ids_in(items, organization.pk)}
+        # One resolver for the whole batch, primed with every referenced supplier: the supplier checks and
+        # supplier-specific factors then cost two queries for the batch instead of one or two per supplier.
         resolver = FactorResolver(organization)
+        resolver.prime_suppliers(s.referenced_supplier_ids(items))
+        context = {"organization_id": organization.pk, "supplier_ids": s.supplier_ids_in(items, organization.pk)}
         results: list[dict[str, Any]] = []
         for data, errors in s.validate_items(s.CalculationInputSerializer(context=context), items):
             if errors is not None:
@@ -260,7 +263,12 @@ class EmissionViewSet(OrgScopedMixin, viewsets.ReadOnlyModelViewSet):
     @extend_schema(
         parameters=[
             OpenApiParameter(
-                "group_by", str, enum=list(GROUP_BY), required=True, description="How to group the totals"
+                "group_by",
+                str,
+                enum=list(GROUP_BY),
+                required=True,
+                description="How to group the totals. Groups come largest co2e_kg first (ties by key), "
+                "except month: chronological, oldest first.",
             ),
             OpenApiParameter("category", int, description="Scope 3 category 1-15"),
             OpenApiParameter("supplier", int, description="Supplier id"),
@@ -272,7 +280,10 @@ class EmissionViewSet(OrgScopedMixin, viewsets.ReadOnlyModelViewSet):
     )
     @action(detail=False, methods=["get"], pagination_class=None)
     def summary(self, request: Request) -> Response:
-        """Totals of the (filtered) emissions grouped by category, supplier, month or method."""
+        """Totals of the (filtered) emissions grouped by category, supplier, month or method.
+
+        Groups are ordered by co2e_kg descending (ties by key); by month they are chronological.
+        """
         group_by = request.query_params.get("group_by", "")
         if group_by not in GROUP_BY:
             raise ValidationError({"group_by": [f"Must be one of {', '.join(GROUP_BY)}; got '{group_by}'."]})
@@ -325,9 +336,9 @@ def _summary_rows(queryset: QuerySet[Emission], group_by: str) -> list[dict[str,
     keys = [GROUP_BY[group_by]]
     if group_by == "supplier":
         keys.append("supplier__name")
-    aggregated = (
-        queryset.order_by().values(*keys).annotate(total=Sum("co2e_kg"), n=Count("id")).order_by("-total", *keys)
-    )
+    # Months read as a time series (chronological); other groups as a ranking (largest first, ties by key).
+    ordering = keys if group_by == "month" else ["-total", *keys]
+    aggregated = queryset.order_by().values(*keys).annotate(total=Sum("co2e_kg"), n=Count("id")).order_by(*ordering)
     rows = []
     for row in aggregated:
         raw = row[keys[0]]

@@ -1,27 +1,44 @@
-"""Activity writes: calculate a batch of activities and store them with their emissions, all or nothing."""
+"""Activity writes: calculate a batch of activities and store them with their emissions, all or nothing.
+
+A stored activity describes its own period, so what the caller leaves out is taken from it
+(``period_defaults``): no ``year`` -> ``period_start.year`` is the requested factor year (the
+resolver then records a year fallback when only another year's factor exists, and the time
+score measures the factor's age against it); no ``spend_year`` on a spend line -> the spend is
+in ``period_start.year`` prices (converting to the factor's price year then needs that year's
+price index, or fails naming ``spend_year``). The record stores the values used, not the
+blanks sent, so recalculating a stored row gives the same answer whatever the default rule
+becomes; the emission's ``fallbacks`` say which values came from the period
+(``year_from_period``, ``spend_year_from_period``).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import cast
 
 from django.db import transaction
 
-from calculator.engine import calculate
+from calculator.engine import calculate, is_spend_factor
 from calculator.resolve import FactorResolver
-from calculator.types import CalculationError, CalculationInput, CalculationResult
-from emissions.models import ActivityRecord, Emission, Organization, Supplier
+from calculator.types import CalculationError, CalculationInput, CalculationResult, Note
+from emissions.models import ActivityRecord, Emission, Method, Organization, Supplier
 
 FieldErrors = dict[str, list[str]]
 
 BULK_BATCH_SIZE = 1000
+# Methods whose amount may be money: spend, and supplier-specific when the supplier's factor is a spend factor.
+MONEY_METHODS = frozenset({Method.SPEND, Method.SUPPLIER_SPECIFIC})
 
 
 @dataclass(frozen=True)
 class ActivityInput:
-    """One activity line to store: what to calculate plus the reporting period it covers."""
+    """One activity line to store: what to calculate plus the reporting period it covers.
+
+    ``calculation.year`` / ``spend_year`` may be None: they then default to ``period_start.year``
+    (see the module docstring).
+    """
 
     calculation: CalculationInput
     period_start: dt.date
@@ -55,6 +72,25 @@ def _suppliers(organization: Organization, items: Sequence[ActivityInput]) -> di
     return Supplier.objects.for_org(organization).in_bulk(ids)
 
 
+def period_defaults(item: ActivityInput) -> tuple[CalculationInput, list[Note]]:
+    """``item.calculation`` with ``year`` (and, for money methods, ``spend_year``) taken from the period.
+
+    Only values the caller left out (None) are filled in; each one filled in adds a note.
+    """
+    inp, period_year = item.calculation, item.period_start.year
+    year, spend_year = inp.year, inp.spend_year
+    notes: list[Note] = []
+    if year is None:
+        year = period_year
+        notes.append(Note("year_from_period", f"No year given; used the period's year {period_year}"))
+    if spend_year is None and inp.method in MONEY_METHODS:
+        spend_year = period_year
+        notes.append(
+            Note("spend_year_from_period", f"No spend_year given; the amount is taken to be in {period_year} prices")
+        )
+    return (replace(inp, year=year, spend_year=spend_year) if notes else inp), notes
+
+
 def _calculate_one(
     item: ActivityInput, *, organization: Organization, resolver: FactorResolver, suppliers: dict[int, Supplier]
 ) -> CalculationResult | FieldErrors:
@@ -67,11 +103,31 @@ def _calculate_one(
         errors["supplier"] = [f"Unknown supplier id {supplier_id}."]
     if errors:
         return errors
+    inp, notes = period_defaults(item)
     try:
-        result = calculate(item.calculation, organization=organization, resolver=resolver)
+        result = calculate(inp, organization=organization, resolver=resolver)
     except CalculationError as exc:
-        return exc.errors
+        return _explain_defaults(exc.errors, item, inp)
+    if inp.spend_year != item.calculation.spend_year and not is_spend_factor(result.factor):
+        # A supplier-specific line whose factor is not per unit of money: the defaulted price year played no part.
+        result.input = replace(inp, spend_year=item.calculation.spend_year)
+        notes = [note for note in notes if note.code != "spend_year_from_period"]
+    result.fallbacks = [*notes, *result.fallbacks]
     return result
+
+
+def _explain_defaults(errors: FieldErrors, item: ActivityInput, inp: CalculationInput) -> FieldErrors:
+    """Say so when a failing rate or price-index lookup used a spend year the caller did not give."""
+    if inp.spend_year == item.calculation.spend_year:
+        return errors
+    hint = (
+        f"spend_year was not given, so the period's year {inp.spend_year} was used; "
+        "give spend_year to state the price year of the amount."
+    )
+    return {
+        field: [*messages, hint] if field in ("spend_year", "currency") else messages
+        for field, messages in errors.items()
+    }
 
 
 def _calculate_all(
@@ -80,6 +136,8 @@ def _calculate_all(
     # One resolver serves the whole batch so repeated factor, rate and index lookups hit memory.
     resolver = resolver or FactorResolver(organization)
     suppliers = _suppliers(organization, items)
+    # Supplier checks and supplier-specific factors for every referenced supplier in two queries, not two each.
+    resolver.prime_suppliers(suppliers)
     outcomes = [
         _calculate_one(item, organization=organization, resolver=resolver, suppliers=suppliers) for item in items
     ]
@@ -93,8 +151,11 @@ def activities_calculate(
     return _calculate_all(organization, items, resolver)[0]
 
 
-def _record(item: ActivityInput, organization: Organization, supplier: Supplier | None) -> ActivityRecord:
-    inp = item.calculation
+def _record(
+    item: ActivityInput, result: CalculationResult, organization: Organization, supplier: Supplier | None
+) -> ActivityRecord:
+    """The row to store. Precondition: ``result`` is ``item``'s outcome, so ``result.input`` holds the values used."""
+    inp = result.input
     return ActivityRecord(
         organization=organization,
         supplier=supplier,
@@ -108,8 +169,8 @@ def _record(item: ActivityInput, organization: Organization, supplier: Supplier 
         dataset_version=inp.dataset_version,
         amount=inp.amount,
         unit=inp.unit,
-        # Only spend is denominated in a currency; storing the default on a kWh line would mislead.
-        currency=inp.currency if inp.method == "spend" else "",
+        # Only an amount of money has a currency; storing the default on a kWh line would mislead.
+        currency=inp.currency if is_spend_factor(result.factor) else "",
         spend_year=inp.spend_year,
         mass=inp.mass,
         mass_unit=inp.mass_unit,
@@ -157,12 +218,14 @@ def activities_create(
     if errors:
         raise ActivitiesInvalidError(errors)
 
-    records = [_record(item, organization, suppliers.get(item.calculation.supplier_id or 0)) for item in items]
-    ActivityRecord.objects.bulk_create(records, batch_size=BULK_BATCH_SIZE)
     # No error above, so every outcome is a CalculationResult.
-    emissions = [
-        _emission(record, cast(CalculationResult, outcome)) for record, outcome in zip(records, outcomes, strict=True)
+    results = [cast(CalculationResult, outcome) for outcome in outcomes]
+    records = [
+        _record(item, result, organization, suppliers.get(item.calculation.supplier_id or 0))
+        for item, result in zip(items, results, strict=True)
     ]
+    ActivityRecord.objects.bulk_create(records, batch_size=BULK_BATCH_SIZE)
+    emissions = [_emission(record, result) for record, result in zip(records, results, strict=True)]
     Emission.objects.bulk_create(emissions, batch_size=BULK_BATCH_SIZE)
     for record, emission in zip(records, emissions, strict=True):
         record.emission = emission  # fills the reverse one-to-one cache

@@ -5,15 +5,20 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+from decimal import Decimal
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.test import APIRequestFactory
 
-from emissions.models import Emission, Supplier
+from emissions.api.views import ActivityViewSet, EmissionViewSet
+from emissions.models import ActivityRecord, Emission, Method, Supplier
 from perf.pagination import KeysetPagination, KeysetPaginator
-from tests.factories import EmissionFactory, SupplierFactory
+from tests.factories import ActivityRecordFactory, EmissionFactorFactory, EmissionFactory, SupplierFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -24,6 +29,10 @@ class EmissionView:
 
 class SupplierView:
     keyset_ordering = ("name", "id")
+
+
+class SpendYearView:
+    keyset_ordering = ("spend_year", "id")
 
 
 def request(url: str) -> Request:
@@ -140,3 +149,144 @@ def test_a_list_is_refused():
     # Keyset pages are found with a WHERE in SQL; a plain list has no such query to page.
     with pytest.raises(TypeError, match="pages a QuerySet, not a list"):
         KeysetPagination().paginate_queryset([1, 2, 3], request("/x/"), EmissionView)
+
+
+# -- index use (PostgreSQL plans) -----------------------------------------------------------------
+
+ROWS_PER_ORG = 2000
+DAYS = 200  # ~10 rows share each period_start, so pages break inside ties
+
+
+def _stored_rows(organization, *, rows: int = ROWS_PER_ORG) -> None:
+    """``rows`` activities with emissions for ``organization``, bulk-inserted (factories would take minutes)."""
+    supplier = SupplierFactory.create(organization=organization)
+    factor = EmissionFactorFactory.create()
+    start = dt.date(2020, 1, 1)
+    records = ActivityRecord.objects.bulk_create(
+        ActivityRecord(
+            organization=organization,
+            supplier=supplier if i % 2 else None,
+            category=1,
+            method=Method.ACTIVITY,
+            activity=factor.activity,
+            amount=Decimal(i),
+            unit="kWh",
+            period_start=start + dt.timedelta(days=i % DAYS),
+            period_end=start + dt.timedelta(days=i % DAYS),
+        )
+        for i in range(rows)
+    )
+    Emission.objects.bulk_create(
+        Emission(
+            organization=organization,
+            activity=record,
+            supplier=record.supplier,
+            category=1,
+            method=Method.ACTIVITY,
+            period_start=record.period_start,
+            period_end=record.period_end,
+            factor=factor,
+            co2e_kg=Decimal(1),
+            data_quality={},
+        )
+        for record in records
+    )
+
+
+@pytest.fixture
+def big_org(org, other_org):
+    """2,000 emissions for ``org`` and as many for another organization, with fresh planner statistics."""
+    _stored_rows(org)
+    _stored_rows(other_org)
+    with connection.cursor() as cursor:
+        for model in (ActivityRecord, Emission):
+            cursor.execute(f"ANALYZE {connection.ops.quote_name(model._meta.db_table)}")
+    return org
+
+
+@pytest.mark.parametrize(
+    ("viewset", "index"),
+    [(EmissionViewSet, "emission_org_period_idx"), (ActivityViewSet, "activity_org_period_idx")],
+)
+def test_pages_are_read_from_the_index_without_a_sort(big_org, viewset, index):
+    """The exact querysets the list view pages with (first page, after and before a cursor) walk the
+    (organization, period_start DESC, id DESC) index and stop after a page: no Sort node.
+
+    The cursor sits in the middle of the organization's rows, inside a run of equal period_start
+    values: about 1,000 rows lie on either side, so sorting them would cost the planner far more than
+    reading one page in index order, while a cursor near an end could let it sort a handful of rows.
+    """
+    queryset = viewset().scoped(big_org.pk)
+    paginator = KeysetPaginator(queryset, viewset.keyset_ordering)
+    assert paginator.index_friendly
+    middle = paginator.queryset[ROWS_PER_ORG // 2 + 3]
+    cursor = paginator.cursor(middle)
+    pages = {
+        "first": paginator.page_queryset(first=100),
+        "after": paginator.page_queryset(first=100, after=cursor),
+        "before": paginator.page_queryset(last=100, before=cursor),
+    }
+    for name, page_queryset in pages.items():
+        plan = page_queryset.explain()
+        assert index in plan, (name, plan)
+        assert "Sort" not in plan, (name, plan)
+    # The pages are the right ones: 100 rows each, meeting at the cursor.
+    after, before = list(pages["after"])[:100], list(pages["before"])[:100]
+    ordered = list(paginator.queryset.values_list("pk", flat=True))
+    position = ordered.index(middle.pk)
+    assert [row.pk for row in after] == ordered[position + 1 : position + 101]
+    assert [row.pk for row in reversed(before)] == ordered[position - 100 : position]
+
+
+def test_sql_for_not_null_keys_has_no_null_handling(org):
+    """What makes the plans above possible, checked on the SQL itself: a plain ORDER BY and typed comparisons."""
+    queryset = Emission.objects.for_org(org)
+    paginator = KeysetPaginator(queryset, ("-period_start", "-id"))
+    cursor = paginator.encode_cursor(["2025-03-01", "42"])
+    sql, params = paginator.page_queryset(first=10, after=cursor).query.sql_with_params()
+    assert "NULLS" not in sql
+    assert "IS NULL" not in sql
+    assert sql.endswith('ORDER BY "emissions_emission"."period_start" DESC, "emissions_emission"."id" DESC LIMIT 11')
+    assert dt.date(2025, 3, 1) in params and 42 in params  # a date and an int, not text
+    backward, _ = paginator.page_queryset(last=10, before=cursor).query.sql_with_params()
+    assert backward.endswith('ORDER BY "emissions_emission"."period_start" ASC, "emissions_emission"."id" ASC LIMIT 11')
+
+
+def test_the_api_runs_the_page_queryset(api, org):
+    """The list view's page query is exactly ``page_queryset`` (so the EXPLAIN tests explain the real query)."""
+    for day in (1, 2, 2, 3):
+        EmissionFactory(organization=org, activity__period_start=dt.date(2025, 1, day))
+    queryset = EmissionViewSet().scoped(org.pk)
+    paginator = KeysetPaginator(queryset, EmissionViewSet.keyset_ordering)
+    cursor = paginator.cursor(paginator.queryset[1])
+    with CaptureQueriesContext(connection) as captured:
+        response = api.get(reverse("emission-list"), {"limit": 2, "after": cursor})
+    assert response.status_code == 200
+    expected = connection.ops.compose_sql(*paginator.page_queryset(first=2, after=cursor).query.sql_with_params())
+    assert expected in [query["sql"] for query in captured.captured_queries]
+
+
+def test_nullable_key_keeps_the_library_null_handling(org):
+    """A nullable ordering key (spend_year) still pages with NULLs last, forward and backward."""
+    for spend_year in (2020, None, 2021, None, 2020, 2022, None):
+        ActivityRecordFactory(organization=org, spend_year=spend_year)
+    queryset = ActivityRecord.objects.for_org(org)
+    paginator = KeysetPaginator(queryset, SpendYearView.keyset_ordering)
+    assert not paginator.index_friendly
+    assert "NULLS LAST" in str(paginator.queryset.query)
+    expected = [
+        r.pk
+        for r in sorted(ActivityRecord.objects.all(), key=lambda r: (r.spend_year is None, r.spend_year or 0, r.pk))
+    ]
+    seen, url = [], "/x/?limit=2"
+    while url:
+        _, data = page(queryset, SpendYearView, url)
+        seen.extend(data["results"])
+        last_page, url = data, data["next"]
+    assert seen == expected
+    back, url = [], last_page["previous"]
+    while url:
+        _, data = page(queryset, SpendYearView, url)
+        back = data["results"] + back
+        url = data["previous"]
+    assert back + last_page["results"] == expected

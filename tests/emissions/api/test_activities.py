@@ -7,11 +7,19 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from emissions.models import ActivityRecord, Emission, Organization
 from tests.emissions.api.payloads import activity_input
-from tests.factories import EmissionFactory, SupplierFactory
+from tests.factories import (
+    EmissionFactorFactory,
+    EmissionFactory,
+    FactorDatasetFactory,
+    PriceIndexFactory,
+    SupplierFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -169,3 +177,150 @@ def test_create_query_count_does_not_grow_per_item(api, org, electricity_factor,
         response = api.post(LIST, [activity_input(supplier=supplier.pk) for _ in range(200)], format="json")
     assert response.status_code == 201
     assert Emission.objects.filter(supplier=supplier).count() == 200
+
+
+def test_null_item_is_that_items_error(api, electricity_factor):
+    response = api.post(LIST, [activity_input(), None, activity_input()], format="json")
+    assert response.status_code == 400
+    assert response.json() == {
+        "errors": [{"index": 1, "errors": {"non_field_errors": ["Each item must be an object; got null."]}}]
+    }
+    assert ActivityRecord.objects.count() == 0
+
+
+# -- the period's year as the default year and spend year ---------------------------------------------
+
+
+@pytest.fixture
+def old_electricity_factor():
+    """An older edition of the UK electricity factor (2010), beside the 2025 one."""
+    dataset = FactorDatasetFactory.create(source="desnz", version="2010", basis_year=2010)
+    return EmissionFactorFactory.create(
+        dataset=dataset, activity="desnz:7_400_4000_5", region="GB", year=2010, unit="kWh", co2e_per_unit="0.5"
+    )
+
+
+def codes(notes: list[dict[str, str]]) -> list[str]:
+    return [note["code"] for note in notes]
+
+
+def test_year_defaults_to_the_periods_year(api, electricity_factor, old_electricity_factor):
+    """A 2012 activity with no year uses the factor nearest 2012 (2010), not the newest (2025), and says so."""
+    response = api.post(LIST, activity_input(period_start="2012-05-01", period_end="2012-05-31"), format="json")
+    assert response.status_code == 201, response.json()
+    data = response.json()
+    assert data["year"] == 2012  # stored: the value used, not the blank sent
+    assert data["spend_year"] is None  # not a spend line
+    emission = data["emission"]
+    assert emission["factor"]["id"] == old_electricity_factor.pk
+    assert emission["co2e_kg"] == "500.000000"  # 1 MWh x 0.5 kg CO2e/kWh
+    assert codes(emission["fallbacks"]) == ["year_from_period", "year_fallback_earlier"]
+    assert "2012" in emission["fallbacks"][0]["detail"]
+    # |2012 - 2010| = 2 -> time score 2, one worse for the year fallback.
+    assert emission["data_quality"]["time"] == 3
+    assert ActivityRecord.objects.get(pk=data["id"]).year == 2012
+
+
+def test_only_a_later_factor_is_a_year_fallback_with_a_poor_time_score(api, electricity_factor):
+    response = api.post(LIST, activity_input(period_start="2012-05-01", period_end="2012-05-31"), format="json")
+    assert response.status_code == 201, response.json()
+    emission = response.json()["emission"]
+    assert emission["factor"]["id"] == electricity_factor.pk
+    assert codes(emission["fallbacks"]) == ["year_from_period", "year_fallback_later"]
+    assert emission["data_quality"]["time"] == 5  # 13 years apart (it was 1 when the period was ignored)
+
+
+def test_explicit_year_wins_over_the_period(api, electricity_factor, old_electricity_factor):
+    body = activity_input(year=2025, period_start="2012-05-01", period_end="2012-05-31")
+    response = api.post(LIST, body, format="json")
+    assert response.status_code == 201, response.json()
+    emission = response.json()["emission"]
+    assert emission["factor"]["id"] == electricity_factor.pk
+    assert emission["fallbacks"] == []
+
+
+def spend_input(**overrides: Any) -> dict[str, Any]:
+    data = {
+        "category": 1,
+        "method": "spend",
+        "activity": "naics:331110",
+        "amount": "1000",
+        "year": 2022,
+        "period_start": "2024-03-01",
+        "period_end": "2024-03-31",
+    }
+    data.update(overrides)
+    return data
+
+
+def test_spend_year_defaults_to_the_periods_year(api, steel_factor):
+    PriceIndexFactory.create(currency="USD", year=2022, value=Decimal("100"))
+    PriceIndexFactory.create(currency="USD", year=2024, value=Decimal("110"))
+    response = api.post(LIST, spend_input(), format="json")
+    assert response.status_code == 201, response.json()
+    data = response.json()
+    assert data["spend_year"] == 2024
+    # 1000 USD of 2024 = 1000 x 100/110 USD of 2022 (the factor's price year) x 0.787 = 715.4545...
+    assert data["emission"]["co2e_kg"] == "715.454545"
+    assert codes(data["emission"]["fallbacks"]) == ["spend_year_from_period"]
+    assert ActivityRecord.objects.get(pk=data["id"]).spend_year == 2024
+
+
+def test_spend_year_default_without_a_price_index_is_a_400_naming_spend_year(api, steel_factor):
+    PriceIndexFactory.create(currency="USD", year=2022, value=Decimal("100"))
+    response = api.post(LIST, spend_input(), format="json")
+    assert response.status_code == 400
+    [error] = response.json()["errors"]
+    assert error["index"] == 0
+    messages = error["errors"]["spend_year"]
+    assert "No price index for USD 2024" in messages[0]
+    assert "spend_year was not given" in messages[1]
+    assert ActivityRecord.objects.count() == 0
+
+
+def test_spend_in_the_factors_price_year_needs_no_index(api, steel_factor):
+    response = api.post(LIST, spend_input(period_start="2022-03-01", period_end="2022-03-31"), format="json")
+    assert response.status_code == 201, response.json()
+    assert response.json()["emission"]["co2e_kg"] == "787.000000"
+    assert response.json()["spend_year"] == 2022
+
+
+def test_calculate_endpoint_keeps_its_defaults(api, steel_factor):
+    """/calculate/ has no period: no year means the newest factor, no spend_year the factor's price year."""
+    body = {"category": 1, "method": "spend", "activity": "naics:331110", "amount": "1000"}
+    response = api.post(reverse("calculate"), body, format="json")
+    assert response.status_code == 200, response.json()
+    assert codes(response.json()["fallbacks"]) == ["spend_year_assumed"]
+
+
+# -- query count per distinct supplier ------------------------------------------------------------------
+
+
+def supplier_activity_items(org: Organization, count: int) -> list[dict[str, Any]]:
+    """A spend line and a supplier-specific line (no activity: the supplier's own factor) per supplier."""
+    items: list[dict[str, Any]] = []
+    for _ in range(count):
+        supplier = SupplierFactory.create(organization=org)
+        dataset = FactorDatasetFactory.create(organization=org, source="supplier", version=f"s-{supplier.pk}")
+        EmissionFactorFactory.create(
+            dataset=dataset, supplier=supplier, activity=f"supplier:{supplier.pk}", unit="kg", co2e_per_unit="2.5"
+        )
+        period = {"period_start": "2022-01-01", "period_end": "2022-01-31"}
+        items.append(spend_input(supplier=supplier.pk, **period))
+        items.append(
+            {"category": 1, "method": "supplier_specific", "supplier": supplier.pk, "amount": "4", "unit": "kg"}
+            | period
+        )
+    return items
+
+
+def test_create_query_count_does_not_grow_with_distinct_suppliers(api, org, steel_factor):
+    counts = []
+    for suppliers in (1, 50):
+        items = supplier_activity_items(org, suppliers)
+        with CaptureQueriesContext(connection) as captured:
+            response = api.post(LIST, items, format="json")
+        assert response.status_code == 201, response.json()
+        assert [row["emission"]["co2e_kg"] for row in response.json()] == ["787.000000", "10.000000"] * suppliers
+        counts.append(len(captured.captured_queries))
+    assert counts[0] == counts[1], counts

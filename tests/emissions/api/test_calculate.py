@@ -5,6 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from emissions.models import ActivityRecord, Emission
@@ -238,3 +240,126 @@ def test_batch_item_not_an_object_fails_alone(api, electricity_factor):
     results = response.json()["results"]
     assert results[0]["co2e_kg"] == "177.000000"
     assert "non_field_errors" in results[1]["error"]
+
+
+def test_batch_null_item_fails_alone(api, electricity_factor):
+    response = api.post(BATCH_URL, {"items": [electricity_input(), None, [1]]}, format="json")
+    assert response.status_code == 200, response.json()
+    results = response.json()["results"]
+    assert results[0]["co2e_kg"] == "177.000000"
+    assert results[1] == {"error": {"non_field_errors": ["Each item must be an object; got null."]}}
+    assert results[2] == {"error": {"non_field_errors": ["Each item must be an object; got list."]}}
+
+
+# -- supplier-specific without an activity ------------------------------------------------------------
+
+
+def supplier_with_factor(org, *, co2e: str = "2.5"):
+    """A supplier of ``org`` with its own factor (kg CO2e per kg of product) in ``org``'s supplier dataset."""
+    supplier = SupplierFactory.create(organization=org)
+    dataset = FactorDatasetFactory.create(
+        organization=org, source="supplier", version=f"supplier-{supplier.pk}", basis_year=2024
+    )
+    factor = EmissionFactorFactory.create(
+        dataset=dataset,
+        supplier=supplier,
+        activity=f"supplier:{supplier.pk}:widget",
+        region="US",
+        year=2024,
+        unit="kg",
+        co2e_per_unit=Decimal(co2e),
+    )
+    return supplier, factor
+
+
+def test_supplier_specific_without_activity_uses_the_suppliers_newest_factor(api, org):
+    supplier, factor = supplier_with_factor(org)
+    body = {"category": 1, "method": "supplier_specific", "supplier": supplier.pk, "amount": "10", "unit": "kg"}
+    response = api.post(URL, body, format="json")
+    assert response.status_code == 200, response.json()
+    data = response.json()
+    assert data["factor"]["id"] == factor.pk
+    assert data["co2e_kg"] == "25.000000"  # 10 kg x 2.5 kg CO2e/kg
+    assert data["data_quality"]["reliability"] == 1  # the supplier's own data
+
+
+def test_supplier_specific_without_activity_or_supplier(api):
+    body = {"category": 1, "method": "supplier_specific", "amount": "10", "unit": "kg"}
+    response = api.post(URL, body, format="json")
+    assert response.status_code == 400
+    assert list(response.json()) == ["supplier"]
+
+
+def test_supplier_specific_without_activity_for_a_supplier_with_no_factor(api, org):
+    supplier = SupplierFactory.create(organization=org)
+    body = {"category": 1, "method": "supplier_specific", "supplier": supplier.pk, "amount": "10", "unit": "kg"}
+    response = api.post(URL, body, format="json")
+    assert response.status_code == 400
+    assert "activity" in response.json()  # the calculator asks for an activity for the average-data fallback
+
+
+def test_other_methods_still_need_factor_id_or_activity(api):
+    response = api.post(URL, {"category": 1, "method": "activity", "amount": "10", "unit": "kg"}, format="json")
+    assert response.status_code == 400
+    assert response.json() == {"activity": ["Give either factor_id or activity."]}
+
+
+# -- mass x distance with amount -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"amount": "5", "unit": "t*km"}, {"amount": "5"}, {"unit": "t*km"}],
+)
+def test_mass_times_distance_and_amount_together_is_rejected(api, freight_factor, extra):
+    body = {
+        "category": 4,
+        "method": "distance",
+        "activity": "desnz:27_304_3120_14",
+        "mass": "20",
+        "mass_unit": "t",
+        "distance": "60",
+        "distance_unit": "km",
+        **extra,
+    }
+    response = api.post(URL, body, format="json")
+    assert response.status_code == 400
+    message = "Give either amount + unit or mass, mass_unit, distance, distance_unit, not both."
+    assert response.json() == {name: [message] for name in extra}
+
+
+# -- batch query count per distinct supplier -------------------------------------------------------------
+
+
+def supplier_items(org, count: int) -> list[dict]:
+    """A spend item and a supplier-specific item for each of ``count`` distinct suppliers."""
+    items = []
+    for _ in range(count):
+        supplier, _ = supplier_with_factor(org)
+        items.append(
+            {
+                "category": 1,
+                "method": "spend",
+                "activity": "naics:331110",
+                "amount": "1000",
+                "spend_year": 2022,
+                "supplier": supplier.pk,
+            }
+        )
+        items.append(
+            {"category": 1, "method": "supplier_specific", "supplier": supplier.pk, "amount": "4", "unit": "kg"}
+        )
+    return items
+
+
+def test_batch_query_count_does_not_grow_with_distinct_suppliers(api, org, steel_factor):
+    counts = []
+    for suppliers in (1, 50):
+        items = supplier_items(org, suppliers)
+        with CaptureQueriesContext(connection) as captured:
+            response = api.post(BATCH_URL, {"items": items}, format="json")
+        assert response.status_code == 200
+        results = response.json()["results"]
+        assert [r["co2e_kg"] for r in results] == ["787.000000", "10.000000"] * suppliers, results
+        counts.append(len(captured.captured_queries))
+    assert counts[0] == counts[1], counts

@@ -89,12 +89,33 @@ def test_filters(api, org):
 
 
 @pytest.mark.parametrize(
-    ("param", "value"), [("category", "16"), ("period_from", "yesterday"), ("method", "x"), ("supplier", "abc")]
+    ("param", "value"),
+    [
+        ("category", "16"),
+        ("period_from", "yesterday"),
+        ("method", "x"),
+        ("supplier", "abc"),
+        # Decimals are refused, not truncated to an id (1.5 used to match supplier 1).
+        ("supplier", "1.5"),
+        ("supplier", "1.0"),
+        ("supplier", "1e3"),
+        ("supplier", "-1"),
+        ("supplier", str(2**63)),
+    ],
 )
 def test_bad_filter_values(api, param, value):
     response = api.get(LIST, {param: value})
     assert response.status_code == 400
     assert param in response.json()
+
+
+def test_decimal_supplier_filter_matches_nothing_silently_no_more(api, org):
+    supplier = SupplierFactory(organization=org)
+    emission_in(org, dt.date(2025, 1, 1), activity__supplier=supplier)
+    assert api.get(LIST, {"supplier": str(supplier.pk)}).json()["results"][0]["supplier"]["id"] == supplier.pk
+    response = api.get(LIST, {"supplier": f"{supplier.pk}.5"})
+    assert response.status_code == 400
+    assert response.json() == {"supplier": ["Enter a whole number."]}
 
 
 # -- keyset pagination -----------------------------------------------------------------------------
@@ -257,6 +278,18 @@ def test_summary_by_month(api, summary_data):
         ("2025-01", "January 2025", "750.500000", 2),
         ("2025-02", "February 2025", "249.500000", 1),
     ]
+
+
+def test_summary_by_month_is_chronological_not_by_size(api, org):
+    """Months form a time series: oldest first even when a later month emits more."""
+    for start, kg in [(dt.date(2025, 3, 1), "5"), (dt.date(2024, 12, 1), "1"), (dt.date(2025, 1, 1), "900")]:
+        emission_in(org, start, co2e_kg=Decimal(kg))
+    groups = api.get(SUMMARY, {"group_by": "month"}).json()["groups"]
+    assert [g["key"] for g in groups] == ["2024-12", "2025-01", "2025-03"]
+    # Other groupings stay a ranking, largest first.
+    emission_in(org, dt.date(2025, 1, 1), co2e_kg=Decimal("10"), activity__category=4)
+    by_category = api.get(SUMMARY, {"group_by": "category"}).json()["groups"]
+    assert [g["key"] for g in by_category] == [1, 4]
 
 
 def test_summary_by_method_with_filters(api, summary_data):

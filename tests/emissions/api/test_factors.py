@@ -49,7 +49,9 @@ def test_filters(api, electricity_factor, diesel_factor, steel_factor):
     assert ids(api.get(LIST, {"dataset_version": "v1.3.0"})) == [steel_factor.pk]
 
 
-@pytest.mark.parametrize(("param", "value"), [("year", "abc"), ("source", "made_up")])
+@pytest.mark.parametrize(
+    ("param", "value"), [("year", "abc"), ("source", "made_up"), ("year", "2025.7"), ("year", "2025.0"), ("year", "0")]
+)
 def test_bad_filter_value(api, param, value):
     response = api.get(LIST, {param: value})
     assert response.status_code == 400

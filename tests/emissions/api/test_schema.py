@@ -25,3 +25,13 @@ def test_schema_validates_without_warnings(tmp_path):
         assert path in paths
     emission_params = {p["name"] for p in paths["/api/v1/emissions/"]["get"]["parameters"]}
     assert {"limit", "after", "before", "category", "supplier", "period_from", "period_to"} <= emission_params
+    params = {p["name"]: p for p in paths["/api/v1/emissions/"]["get"]["parameters"]}
+    # Whole numbers: a decimal is a 400, not a truncated id.
+    assert params["supplier"]["schema"]["type"] == "integer"
+    factor_params = {p["name"]: p for p in paths["/api/v1/factors/"]["get"]["parameters"]}
+    assert factor_params["year"]["schema"]["type"] == "integer"
+    summary_params = {p["name"]: p for p in paths["/api/v1/emissions/summary/"]["get"]["parameters"]}
+    assert "month: chronological" in summary_params["group_by"]["description"]
+    activity_input = schema["components"]["schemas"]["ActivityInput"]["properties"]
+    assert "period_start's year" in activity_input["year"]["description"]
+    assert "period_start's year" in activity_input["spend_year"]["description"]

@@ -14,8 +14,9 @@ from emissions.services.activities import (
     ActivityInput,
     activities_calculate,
     activities_create,
+    period_defaults,
 )
-from tests.factories import EmissionFactorFactory, SupplierFactory
+from tests.factories import EmissionFactorFactory, FactorDatasetFactory, SupplierFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -100,3 +101,62 @@ def test_currency_stored_for_spend_only(org, factor):
     records = activities_create(organization=org, items=[spend, item()])
     assert [r.currency for r in records] == ["USD", ""]
     assert records[0].emission.co2e_kg == Decimal("787")
+
+
+# -- defaults from the period ---------------------------------------------------------------------------
+
+
+def test_period_defaults_fill_only_what_is_missing():
+    activity = item(period=(dt.date(2012, 5, 1), dt.date(2012, 5, 31)))
+    inp, notes = period_defaults(activity)
+    assert (inp.year, inp.spend_year) == (2012, None)  # no spend year on an activity-data line
+    assert [note.code for note in notes] == ["year_from_period"]
+
+    given = item(year=2020, period=(dt.date(2012, 5, 1), dt.date(2012, 5, 31)))
+    assert period_defaults(given) == (given.calculation, [])
+
+    spend = ActivityInput(
+        calculation=CalculationInput(category=1, method="spend", activity="naics:331110", amount=Decimal(1), unit=""),
+        period_start=dt.date(2024, 1, 1),
+        period_end=dt.date(2024, 12, 31),
+    )
+    inp, notes = period_defaults(spend)
+    assert (inp.year, inp.spend_year) == (2024, 2024)
+    assert [note.code for note in notes] == ["year_from_period", "spend_year_from_period"]
+
+
+def supplier_factor(org, **kwargs):
+    supplier = SupplierFactory(organization=org)
+    factor = EmissionFactorFactory(
+        dataset=FactorDatasetFactory(organization=org, source="supplier", basis_year=2025),
+        supplier=supplier,
+        activity=f"supplier:{supplier.pk}",
+        **kwargs,
+    )
+    return supplier, factor
+
+
+def supplier_specific(supplier_id: int, amount: str, unit: str) -> ActivityInput:
+    calc = CalculationInput(
+        category=1, method="supplier_specific", amount=Decimal(amount), unit=unit, supplier_id=supplier_id
+    )
+    return ActivityInput(calculation=calc, period_start=JAN[0], period_end=JAN[1])
+
+
+def test_supplier_specific_per_kwh_keeps_no_spend_year(org):
+    """The defaulted price year plays no part when the supplier's factor is not per unit of money."""
+    supplier, factor = supplier_factor(org, unit="kWh", co2e_per_unit=Decimal("0.1"))
+    [record] = activities_create(organization=org, items=[supplier_specific(supplier.pk, "100", "kWh")])
+    assert (record.year, record.spend_year, record.currency) == (2025, None, "")
+    assert record.emission.factor == factor
+    assert [note["code"] for note in record.emission.fallbacks] == ["year_from_period"]
+
+
+def test_supplier_specific_per_dollar_is_spend_with_the_periods_price_year(org):
+    supplier, factor = supplier_factor(org, unit="USD", currency="USD", co2e_per_unit=Decimal("0.3"))
+    [record] = activities_create(organization=org, items=[supplier_specific(supplier.pk, "100", "")])
+    assert record.emission.factor == factor
+    # Period 2025 = the factor's price year 2025: no price index needed.
+    assert (record.year, record.spend_year, record.currency) == (2025, 2025, "USD")
+    assert record.emission.co2e_kg == Decimal("30")
+    assert [note["code"] for note in record.emission.fallbacks] == ["year_from_period", "spend_year_from_period"]
