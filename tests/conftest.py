@@ -3,6 +3,8 @@ when either is missing: behaviour that needs PostgreSQL must be tested on Postgr
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -10,8 +12,8 @@ from django.core.cache import cache
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from emissions.models import Organization
-from tests.factories import MembershipFactory, OrganizationFactory
+from emissions.models import EmissionFactor, FactorDataset, Organization
+from tests.factories import EmissionFactorFactory, FactorDatasetFactory, MembershipFactory, OrganizationFactory
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -73,3 +75,63 @@ def api(org: Organization) -> MemberAPIClient:
 def other_api(other_org: Organization) -> MemberAPIClient:
     """An API client authenticated as a member of ``other_org``."""
     return _client_for(other_org)
+
+
+# Factors at their published values, shared by the calculator and API suites so that both check the same numbers.
+
+
+@pytest.fixture
+def epa_2022() -> FactorDataset:
+    return FactorDatasetFactory.create(source=FactorDataset.Source.EPA_SUPPLY_CHAIN, version="v1.3.0", basis_year=2022)
+
+
+@pytest.fixture
+def desnz_2025() -> FactorDataset:
+    return FactorDatasetFactory.create(source=FactorDataset.Source.DESNZ, version="2025", basis_year=2025)
+
+
+@pytest.fixture
+def steel_factor(epa_2022: FactorDataset) -> EmissionFactor:
+    """EPA Supply Chain v1.3.0, NAICS 331110 (iron and steel mills), with margins: 0.787 kg CO2e per 2022 USD."""
+    return EmissionFactorFactory.create(
+        dataset=epa_2022,
+        activity="naics:331110",
+        name="Iron and steel mills and ferroalloy manufacturing",
+        region="US",
+        year=2022,
+        unit="USD",
+        unit_label="kg CO2e/2022 USD, purchaser price",
+        currency="USD",
+        co2e_per_unit=Decimal("0.787"),
+    )
+
+
+@pytest.fixture
+def electricity_factor(desnz_2025: FactorDataset) -> EmissionFactor:
+    """DESNZ 2025, UK electricity generated: 0.17700 kg CO2e per kWh."""
+    return EmissionFactorFactory.create(
+        dataset=desnz_2025,
+        activity="desnz:7_400_4000_5",
+        name="Electricity generated, UK",
+        region="GB",
+        year=2025,
+        unit="kWh",
+        unit_label="kWh",
+        co2e_per_unit=Decimal("0.17700"),
+        gases={"CO2": "0.17489", "CH4": "0.00089", "N2O": "0.00122"},
+    )
+
+
+@pytest.fixture
+def diesel_factor(desnz_2025: FactorDataset) -> EmissionFactor:
+    """DESNZ 2025, diesel (average biofuel blend): 2.57082 kg CO2e per litre."""
+    return EmissionFactorFactory.create(
+        dataset=desnz_2025,
+        activity="desnz:1_101_1011_8",
+        name="Diesel (average biofuel blend)",
+        region="GB",
+        year=2025,
+        unit="L",
+        unit_label="litres",
+        co2e_per_unit=Decimal("2.57082"),
+    )

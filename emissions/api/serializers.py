@@ -53,6 +53,18 @@ def _amount_field(**kwargs: Any) -> serializers.DecimalField:
     )
 
 
+def _year_field(help_text: str) -> serializers.IntegerField:
+    """An optional year in MIN_YEAR..MAX_YEAR; null or missing leaves the default ``help_text`` describes."""
+    return serializers.IntegerField(
+        required=False, allow_null=True, min_value=MIN_YEAR, max_value=MAX_YEAR, help_text=help_text
+    )
+
+
+def _id_field(help_text: str) -> serializers.IntegerField:
+    # Bounded to bigint so an oversized id is a 400 on its field, not a database error.
+    return serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=MAX_ID, help_text=help_text)
+
+
 # -- factors ----------------------------------------------------------------------------------
 
 
@@ -140,13 +152,7 @@ class CalculationInputSerializer(serializers.Serializer):
 
     category = serializers.IntegerField(min_value=1, max_value=15, help_text="Scope 3 category, 1-15")
     method = serializers.ChoiceField(choices=Method.choices)
-    factor_id = serializers.IntegerField(
-        required=False,
-        allow_null=True,
-        min_value=1,
-        max_value=MAX_ID,
-        help_text="Pin one factor; otherwise give activity",
-    )
+    factor_id = _id_field("Pin one factor; otherwise give activity")
     activity = serializers.CharField(
         required=False,
         allow_blank=True,
@@ -155,13 +161,7 @@ class CalculationInputSerializer(serializers.Serializer):
         "(then the supplier's newest own factor is used)",
     )
     region = serializers.CharField(required=False, allow_blank=True, max_length=16)
-    year = serializers.IntegerField(
-        required=False,
-        allow_null=True,
-        min_value=MIN_YEAR,
-        max_value=MAX_YEAR,
-        help_text="Factor year to look for; default: the newest factor",
-    )
+    year = _year_field("Factor year to look for; default: the newest factor")
     source = serializers.ChoiceField(  # type: ignore[assignment]  # FIELD_NAMES
         choices=FactorDataset.Source.choices, required=False, allow_blank=True
     )
@@ -180,20 +180,12 @@ class CalculationInputSerializer(serializers.Serializer):
         error_messages={"invalid": "Currency must be an ISO 4217 code such as USD."},
         help_text="Spend only; default USD",
     )
-    spend_year = serializers.IntegerField(
-        required=False,
-        allow_null=True,
-        min_value=MIN_YEAR,
-        max_value=MAX_YEAR,
-        help_text="Price year of the amount (spend); default: the factor's price year",
-    )
+    spend_year = _year_field("Price year of the amount (spend); default: the factor's price year")
     mass = _amount_field(required=False, allow_null=True)
     mass_unit = serializers.CharField(required=False, allow_blank=True, max_length=32)
     distance = _amount_field(required=False, allow_null=True)
     distance_unit = serializers.CharField(required=False, allow_blank=True, max_length=32)
-    supplier = serializers.IntegerField(
-        required=False, allow_null=True, min_value=1, max_value=MAX_ID, help_text="Supplier id"
-    )
+    supplier = _id_field("Supplier id")
 
     def validate_supplier(self, value: int | None) -> int | None:
         if value is None:
@@ -330,20 +322,10 @@ class CalculationBatchRequestSerializer(serializers.Serializer):
 class ActivityInputSerializer(CalculationInputSerializer):
     """A calculation input plus the reporting period it covers."""
 
-    year = serializers.IntegerField(
-        required=False,
-        allow_null=True,
-        min_value=MIN_YEAR,
-        max_value=MAX_YEAR,
-        help_text="Factor year to look for; default: period_start's year (stored, and noted in the fallbacks)",
-    )
-    spend_year = serializers.IntegerField(
-        required=False,
-        allow_null=True,
-        min_value=MIN_YEAR,
-        max_value=MAX_YEAR,
-        help_text="Price year of the amount (spend); default: period_start's year (stored, and noted in the "
-        "fallbacks), so a factor of another price year needs both years' price index",
+    year = _year_field("Factor year to look for; default: period_start's year (stored, and noted in the fallbacks)")
+    spend_year = _year_field(
+        "Price year of the amount (spend); default: period_start's year (stored, and noted in the fallbacks), "
+        "so a factor of another price year needs both years' price index"
     )
     period_start = serializers.DateField()
     period_end = serializers.DateField()
@@ -487,15 +469,20 @@ class EmissionFactorRefSerializer(serializers.Serializer):
     activity = serializers.CharField(read_only=True)
 
 
-class EmissionSerializer(serializers.ModelSerializer):
-    """A stored result. Precondition: loaded with ``Emission.objects.with_related()``."""
+class _StoredResultSerializer(serializers.ModelSerializer):
+    """The result fields every view of a stored ``Emission`` shows; subclasses add the factor and their ``Meta``."""
 
     co2e_t = _TonnesField(source="co2e_tonnes")
-    supplier = SupplierRefSerializer(read_only=True, allow_null=True)
-    factor = EmissionFactorRefSerializer(read_only=True)
     data_quality = DataQualitySerializer(read_only=True)
     fallbacks = NoteSerializer(many=True, read_only=True)
     warnings = NoteSerializer(many=True, read_only=True)
+
+
+class EmissionSerializer(_StoredResultSerializer):
+    """A stored result. Precondition: loaded with ``Emission.objects.with_related()``."""
+
+    supplier = SupplierRefSerializer(read_only=True, allow_null=True)
+    factor = EmissionFactorRefSerializer(read_only=True)
 
     class Meta:
         model = Emission
@@ -531,14 +518,10 @@ class EmissionFactorDetailSerializer(serializers.Serializer):
     co2e_per_unit = serializers.DecimalField(max_digits=30, decimal_places=15, read_only=True)
 
 
-class ActivityEmissionSerializer(serializers.ModelSerializer):
+class ActivityEmissionSerializer(_StoredResultSerializer):
     """The result embedded in an activity."""
 
-    co2e_t = _TonnesField(source="co2e_tonnes")
     factor = EmissionFactorDetailSerializer(read_only=True)
-    data_quality = DataQualitySerializer(read_only=True)
-    fallbacks = NoteSerializer(many=True, read_only=True)
-    warnings = NoteSerializer(many=True, read_only=True)
 
     class Meta:
         model = Emission

@@ -24,6 +24,7 @@ from pathlib import Path
 # keeps what the parser returns identical to what the database will hold.
 FACTOR_QUANTUM = Decimal("1e-15")
 SOURCES_HINT = "see SOURCES.md in the factor data directory for where to download the official files"
+SKIP_NEGATIVE = "negative factor"
 
 
 class FactorImportError(Exception):
@@ -91,6 +92,57 @@ class ParsedDataset:
             raise FactorFileError(path, f"duplicate activity key '{spec.activity}'", line=line)
         self._activities.add(spec.activity)
         self.factors.append(spec)
+
+    def add_row(
+        self,
+        row: CsvRow,
+        *,
+        activity: str,
+        name: str,
+        unit: str,
+        unit_label: str,
+        region: str,
+        co2e_per_unit: Decimal,
+        category: str = "",
+        currency: str = "",
+        gases: Mapping[str, str] | None = None,
+        extra: Mapping[str, str] | None = None,
+        gwp_set: str | None = None,
+    ) -> None:
+        """Add the factor ``row`` publishes, through :meth:`add`.
+
+        The factor is for the dataset's basis year and on its GWP set unless ``gwp_set`` names the basis of a
+        table published on another one; ``co2e_per_unit`` is rounded to the precision the database stores.
+        """
+        self.add(
+            FactorSpec(
+                activity=activity,
+                name=name,
+                category=category,
+                unit=unit,
+                unit_label=unit_label,
+                region=region,
+                year=self.dataset.basis_year,
+                co2e_per_unit=quantize_factor(co2e_per_unit),
+                gwp_set=gwp_set or self.dataset.gwp_set,
+                currency=currency,
+                gases=gases if gases is not None else {},
+                extra=extra if extra is not None else {},
+            ),
+            path=row.path,
+            line=row.line,
+        )
+
+    def skip_negative(self, value: Decimal, *, rows: int = 1) -> bool:
+        """Count ``rows`` as skipped and return True when ``value`` is negative.
+
+        Factors are stored non-negative (the ``factor_co2e_non_negative`` constraint), so a negative published
+        value is left out and counted in the import summary instead of failing the whole import.
+        """
+        if value < 0:
+            self.skipped[SKIP_NEGATIVE] += rows
+            return True
+        return False
 
     def __post_init__(self) -> None:
         self._activities: set[str] = {f.activity for f in self.factors}

@@ -21,11 +21,9 @@ from calculator.units import UnitError, publisher_unit
 from emissions.importers.base import (
     CsvRow,
     DatasetSpec,
-    FactorSpec,
     Importer,
     ParsedDataset,
     decimal_str,
-    quantize_factor,
     read_csv,
 )
 
@@ -48,7 +46,6 @@ ID_PATTERN = re.compile(r"^(?P<key>\d+(?:_\d+)*)_\d+$")
 
 SKIP_EMPTY = "empty factor"
 SKIP_NO_TOTAL = "per-gas rows without a kg CO2e total (outside of scopes)"
-SKIP_NEGATIVE = "negative factor"
 
 DATASET = DatasetSpec(
     source=SOURCE,
@@ -115,24 +112,18 @@ def parse(directory: Path, *, gwp: Mapping[str, Decimal] | None = None) -> list[
         except UnitError:
             result.skipped[_skip_no_unit(uom)] += 1 + gas_rows
             continue
-        if value < 0:
-            result.skipped[SKIP_NEGATIVE] += 1 + gas_rows
+        if result.skip_negative(value, rows=1 + gas_rows):
             continue
-        result.add(
-            FactorSpec(
-                activity=f"desnz:{key}",
-                name=" / ".join(part for part in (row.text(c) for c in [*LEVELS, COLUMN_TEXT]) if part),
-                category=" / ".join(part for part in (row.text(SCOPE), row.text(LEVELS[0])) if part),
-                unit=unit,
-                unit_label=uom,
-                region="GB",
-                year=DATASET.basis_year,
-                co2e_per_unit=quantize_factor(value),
-                gwp_set=DATASET.gwp_set,
-                gases=gases,
-            ),
-            path=path,
-            line=row.line,
+        result.add_row(
+            row,
+            activity=f"desnz:{key}",
+            name=" / ".join(part for part in (row.text(c) for c in [*LEVELS, COLUMN_TEXT]) if part),
+            category=" / ".join(part for part in (row.text(SCOPE), row.text(LEVELS[0])) if part),
+            unit=unit,
+            unit_label=uom,
+            region="GB",
+            co2e_per_unit=value,
+            gases=gases,
         )
     return [result]
 

@@ -28,12 +28,10 @@ from emissions.importers.base import (
     DatasetSpec,
     FactorFileError,
     FactorImportError,
-    FactorSpec,
     Importer,
     ParsedDataset,
     clean_name,
     decimal_str,
-    quantize_factor,
     read_csv,
 )
 
@@ -100,8 +98,6 @@ STATIONARY_GASES = {
 MOBILE_CO2 = "kg CO2 per unit"
 MOBILE_UNIT = "Unit"
 
-SKIP_NEGATIVE = "negative factor"
-
 
 def _unit(row: CsvRow, label: str, column: str) -> str:
     try:
@@ -135,24 +131,18 @@ def _vehicle_table(
             ch4_g=row.required_decimal(CH4_PER_UNIT),
             n2o_g=row.required_decimal(N2O_PER_UNIT),
         )
-        if co2e < 0:
-            result.skipped[SKIP_NEGATIVE] += 1
+        if result.skip_negative(co2e):
             continue
-        result.add(
-            FactorSpec(
-                activity=f"epa_hub:{group}:{slugify(name)}:{slugify(label)}",
-                name=f"{name} ({label})",
-                category=category,
-                unit=unit,
-                unit_label=label,
-                region="US",
-                year=DATASET.basis_year,
-                co2e_per_unit=quantize_factor(co2e),
-                gwp_set=DATASET.gwp_set,
-                gases=gases,
-            ),
-            path=path,
-            line=row.line,
+        result.add_row(
+            row,
+            activity=f"epa_hub:{group}:{slugify(name)}:{slugify(label)}",
+            name=f"{name} ({label})",
+            category=category,
+            unit=unit,
+            unit_label=label,
+            region="US",
+            co2e_per_unit=co2e,
+            gases=gases,
         )
 
 
@@ -172,24 +162,19 @@ def _waste_table(directory: Path, result: ParsedDataset) -> None:
             if tonnes is None:
                 result.skipped["treatment not applicable (empty cell)"] += 1
                 continue
-            if tonnes < 0:
-                result.skipped[SKIP_NEGATIVE] += 1
+            if result.skip_negative(tonnes):
                 continue
-            result.add(
-                FactorSpec(
-                    activity=f"epa_hub:waste:{slugify(material)}:{treatment}",
-                    name=f"{material}, {treatment.replace('-', ' ')}",
-                    category="Scope 3 categories 5/12: waste",
-                    unit=unit,
-                    unit_label="short ton material",
-                    region="US",
-                    year=DATASET.basis_year,
-                    # Published in metric tons CO2e per short ton of material.
-                    co2e_per_unit=quantize_factor(convert(tonnes, "t", "kg")),
-                    gwp_set=WASTE_GWP_SET,
-                ),
-                path=path,
-                line=row.line,
+            result.add_row(
+                row,
+                activity=f"epa_hub:waste:{slugify(material)}:{treatment}",
+                name=f"{material}, {treatment.replace('-', ' ')}",
+                category="Scope 3 categories 5/12: waste",
+                unit=unit,
+                unit_label="short ton material",
+                region="US",
+                # Published in metric tons CO2e per short ton of material.
+                co2e_per_unit=convert(tonnes, "t", "kg"),
+                gwp_set=WASTE_GWP_SET,
             )
 
 
@@ -231,24 +216,18 @@ def _stationary_table(directory: Path, result: ParsedDataset, gwp: Mapping[str, 
         label = physical.pop()
         unit = _unit(row, label, STATIONARY_GASES["CO2"][1])
         co2e, gases = _co2e(gwp, co2_kg=co2, ch4_g=ch4, n2o_g=n2o)
-        if co2e < 0:
-            result.skipped[SKIP_NEGATIVE] += 1
+        if result.skip_negative(co2e):
             continue
-        result.add(
-            FactorSpec(
-                activity=f"epa_hub:stationary:{slugify(fuel)}:{slugify(label)}",
-                name=f"{fuel} (stationary combustion, per {label})",
-                category=f"Stationary combustion: {clean_name(row.text(FUEL_CATEGORY))}",
-                unit=unit,
-                unit_label=label,
-                region="US",
-                year=DATASET.basis_year,
-                co2e_per_unit=quantize_factor(co2e),
-                gwp_set=DATASET.gwp_set,
-                gases=gases,
-            ),
-            path=path,
-            line=row.line,
+        result.add_row(
+            row,
+            activity=f"epa_hub:stationary:{slugify(fuel)}:{slugify(label)}",
+            name=f"{fuel} (stationary combustion, per {label})",
+            category=f"Stationary combustion: {clean_name(row.text(FUEL_CATEGORY))}",
+            unit=unit,
+            unit_label=label,
+            region="US",
+            co2e_per_unit=co2e,
+            gases=gases,
         )
 
 
@@ -259,26 +238,20 @@ def _mobile_co2_table(directory: Path, result: ParsedDataset) -> None:
         label = row.text(MOBILE_UNIT)
         unit = _unit(row, label, MOBILE_UNIT)
         co2 = row.required_decimal(MOBILE_CO2)
-        if co2 < 0:
-            result.skipped[SKIP_NEGATIVE] += 1
+        if result.skip_negative(co2):
             continue
-        result.add(
-            FactorSpec(
-                activity=f"epa_hub:mobile-co2:{slugify(fuel)}:{slugify(label)}",
-                name=f"{fuel} (mobile combustion, CO2 only, per {label})",
-                category="Mobile combustion (CO2)",
-                unit=unit,
-                unit_label=label,
-                region="US",
-                year=DATASET.basis_year,
-                co2e_per_unit=quantize_factor(co2),
-                gwp_set=DATASET.gwp_set,
-                gases={"CO2": decimal_str(co2)},
-                # CH4 and N2O of vehicles depend on vehicle type and model year (Hub tables 3-5).
-                extra={"gases_included": "CO2 only"},
-            ),
-            path=path,
-            line=row.line,
+        result.add_row(
+            row,
+            activity=f"epa_hub:mobile-co2:{slugify(fuel)}:{slugify(label)}",
+            name=f"{fuel} (mobile combustion, CO2 only, per {label})",
+            category="Mobile combustion (CO2)",
+            unit=unit,
+            unit_label=label,
+            region="US",
+            co2e_per_unit=co2,
+            gases={"CO2": decimal_str(co2)},
+            # CH4 and N2O of vehicles depend on vehicle type and model year (Hub tables 3-5).
+            extra={"gases_included": "CO2 only"},
         )
 
 

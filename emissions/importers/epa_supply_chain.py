@@ -16,11 +16,9 @@ from pathlib import Path
 from emissions.importers.base import (
     DatasetSpec,
     FactorImportError,
-    FactorSpec,
     Importer,
     ParsedDataset,
     decimal_str,
-    quantize_factor,
     read_csv,
 )
 
@@ -124,30 +122,24 @@ def parse(directory: Path, *, gwp: Mapping[str, Decimal] | None = None) -> list[
         if row.text(UNIT) != CO2E_UNIT:
             raise row.error(f"expected '{CO2E_UNIT}', found '{row.text(UNIT)}'", column=UNIT)
         with_margins = row.required_decimal(WITH)
-        if with_margins < 0:
-            result.skipped["negative factor"] += 1
+        if result.skip_negative(with_margins):
             continue
-        result.add(
-            FactorSpec(
-                activity=f"naics:{code}",
-                name=row.text(TITLE),
-                unit="USD",
-                unit_label=CO2E_UNIT.removeprefix("kg CO2e/"),
-                region="US",
-                year=DATASET.basis_year,
-                co2e_per_unit=quantize_factor(with_margins),
-                gwp_set=DATASET.gwp_set,
-                currency="USD",
-                gases=components.get(code, {}),
-                extra={
-                    "without_margins": decimal_str(row.required_decimal(WITHOUT)),
-                    "margins": decimal_str(row.required_decimal(MARGINS)),
-                    "useeio_code": row.text(USEEIO),
-                    "price_basis": "purchaser",
-                },
-            ),
-            path=path,
-            line=row.line,
+        result.add_row(
+            row,
+            activity=f"naics:{code}",
+            name=row.text(TITLE),
+            unit="USD",
+            unit_label=CO2E_UNIT.removeprefix("kg CO2e/"),
+            region="US",
+            co2e_per_unit=with_margins,
+            currency="USD",
+            gases=components.get(code, {}),
+            extra={
+                "without_margins": decimal_str(row.required_decimal(WITHOUT)),
+                "margins": decimal_str(row.required_decimal(MARGINS)),
+                "useeio_code": row.text(USEEIO),
+                "price_basis": "purchaser",
+            },
         )
     return [result]
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 
-from emissions.importers.base import DatasetSpec, FactorSpec, Importer, ParsedDataset, quantize_factor, read_csv
+from emissions.importers.base import DatasetSpec, Importer, ParsedDataset, read_csv
 
 SOURCE = "ipcc_gwp"
 FILE = "ipcc_gwp/globalwarmingpotentials.csv"
@@ -60,19 +60,14 @@ def parse(directory: Path, *, gwp: Mapping[str, Decimal] | None = None) -> list[
             if value < 0:
                 # Some short-lived species have negative GTPs; a negative GWP-100 would be a data error.
                 raise row.error(f"negative GWP {value}", column=column(report))
-            result.add(
-                FactorSpec(
-                    activity=f"{ACTIVITY_PREFIX}{species}",
-                    name=species,
-                    unit="kg",
-                    unit_label="kg CO2e per kg of gas",
-                    region="GLOBAL",
-                    year=result.dataset.basis_year,
-                    co2e_per_unit=quantize_factor(value),
-                    gwp_set=report,
-                ),
-                path=path,
-                line=row.line,
+            result.add_row(
+                row,
+                activity=f"{ACTIVITY_PREFIX}{species}",
+                name=species,
+                unit="kg",
+                unit_label="kg CO2e per kg of gas",
+                region="GLOBAL",
+                co2e_per_unit=value,
             )
     return parsed
 

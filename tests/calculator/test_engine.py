@@ -10,7 +10,7 @@ from calculator.engine import calculate
 from calculator.resolve import FactorResolver
 from calculator.types import CalculationError
 from emissions.models import FactorDataset
-from tests.calculator.helpers import make_input
+from tests.calculator.helpers import freight_input, make_input
 from tests.factories import (
     EmissionFactorFactory,
     ExchangeRateFactory,
@@ -29,7 +29,7 @@ def codes(notes) -> list[str]:
 # -- the three headline numbers ------------------------------------------------------------
 
 
-def test_spend_1000_usd_2022_on_naics_331110_is_787_kg(org, steel_spend):
+def test_spend_1000_usd_2022_on_naics_331110_is_787_kg(org, steel_factor):
     inp = make_input(
         method="spend", activity="naics:331110", amount=Decimal("1000"), unit="USD", currency="USD", spend_year=2022
     )
@@ -37,11 +37,11 @@ def test_spend_1000_usd_2022_on_naics_331110_is_787_kg(org, steel_spend):
     assert result.co2e_kg == Decimal("787")
     assert str(result.co2e_kg) == "787.000000"
     assert result.converted_amount == Decimal("1000")
-    assert result.factor == steel_spend
+    assert result.factor == steel_factor
     assert result.fallbacks == []
 
 
-def test_one_mwh_of_uk_electricity_is_177_kg(org, uk_electricity):
+def test_one_mwh_of_uk_electricity_is_177_kg(org, electricity_factor):
     inp = make_input(activity="desnz:7_400_4000_5", amount=Decimal("1"), unit="MWh", region="GB", year=2025)
     result = calculate(inp, organization=org)
     assert result.co2e_kg == Decimal("177")
@@ -57,13 +57,13 @@ def test_one_mwh_of_uk_electricity_is_177_kg(org, uk_electricity):
     }
 
 
-def test_one_cubic_metre_of_diesel_is_2570_82_kg(org, diesel):
+def test_one_cubic_metre_of_diesel_is_2570_82_kg(org, diesel_factor):
     result = calculate(make_input(activity="desnz:1_101_1011_8", amount=Decimal("1"), unit="m³"), organization=org)
     assert result.co2e_kg == Decimal("2570.82")
     assert result.converted_amount == Decimal("1000")
 
 
-def test_as_dict_is_json_ready(org, uk_electricity):
+def test_as_dict_is_json_ready(org, electricity_factor):
     data = calculate(make_input(activity="desnz:7_400_4000_5", unit="MWh"), organization=org).as_dict()
     assert data["co2e_kg"] == "177.000000"
     assert data["converted_amount"] == "1000"
@@ -115,13 +115,13 @@ def test_exact_decimal_arithmetic_beyond_28_digits(org):
     assert result.co2e_kg == exact.quantize(Decimal("0.000001"), rounding=ROUND_HALF_EVEN)
 
 
-def test_unknown_unit(org, uk_electricity):
+def test_unknown_unit(org, electricity_factor):
     with pytest.raises(CalculationError) as exc:
         calculate(make_input(activity="desnz:7_400_4000_5", unit="furlongs-ish"), organization=org)
     assert exc.value.errors == {"unit": ["Unknown unit 'furlongs-ish'."]}
 
 
-def test_incompatible_unit_names_both_units(org, uk_electricity):
+def test_incompatible_unit_names_both_units(org, electricity_factor):
     with pytest.raises(CalculationError) as exc:
         calculate(make_input(activity="desnz:7_400_4000_5", unit="kg"), organization=org)
     message = exc.value.errors["unit"][0]
@@ -129,7 +129,7 @@ def test_incompatible_unit_names_both_units(org, uk_electricity):
     assert "'kWh'" in message
 
 
-def test_activity_method_refuses_a_spend_factor(org, steel_spend):
+def test_activity_method_refuses_a_spend_factor(org, steel_factor):
     with pytest.raises(CalculationError) as exc:
         calculate(make_input(activity="naics:331110", unit="USD"), organization=org)
     assert "spend" in exc.value.errors["method"][0]
@@ -138,7 +138,7 @@ def test_activity_method_refuses_a_spend_factor(org, steel_spend):
 # -- spend ---------------------------------------------------------------------------------
 
 
-def test_spend_eur_2024_converted_to_usd_and_deflated_to_2022(org, steel_spend):
+def test_spend_eur_2024_converted_to_usd_and_deflated_to_2022(org, steel_factor):
     ExchangeRateFactory(currency="EUR", quote_currency="USD", year=2024, rate=Decimal("1.082"))
     PriceIndexFactory(currency="USD", year=2022, value=Decimal("292.655"))
     PriceIndexFactory(currency="USD", year=2024, value=Decimal("313.689"))
@@ -155,7 +155,7 @@ def test_spend_eur_2024_converted_to_usd_and_deflated_to_2022(org, steel_spend):
     assert result.fallbacks == []
 
 
-def test_spend_inverse_rate_is_used_when_only_usd_to_eur_is_stored(org, steel_spend):
+def test_spend_inverse_rate_is_used_when_only_usd_to_eur_is_stored(org, steel_factor):
     ExchangeRateFactory(currency="USD", quote_currency="EUR", year=2022, rate=Decimal("0.8"))
     inp = make_input(
         method="spend", activity="naics:331110", amount=Decimal("800"), unit="", currency="EUR", spend_year=2022
@@ -165,7 +165,7 @@ def test_spend_inverse_rate_is_used_when_only_usd_to_eur_is_stored(org, steel_sp
     assert result.co2e_kg == Decimal("787")
 
 
-def test_spend_missing_exchange_rate_names_currency_and_row(org, steel_spend):
+def test_spend_missing_exchange_rate_names_currency_and_row(org, steel_factor):
     inp = make_input(
         method="spend", activity="naics:331110", amount=Decimal("10"), unit="", currency="GBP", spend_year=2022
     )
@@ -176,7 +176,7 @@ def test_spend_missing_exchange_rate_names_currency_and_row(org, steel_spend):
     assert "2022" in message
 
 
-def test_spend_missing_price_index_names_year_and_row(org, steel_spend):
+def test_spend_missing_price_index_names_year_and_row(org, steel_factor):
     PriceIndexFactory(currency="USD", year=2022, value=Decimal("292.655"))
     inp = make_input(method="spend", activity="naics:331110", amount=Decimal("10"), unit="USD", spend_year=2023)
     with pytest.raises(CalculationError) as exc:
@@ -186,14 +186,14 @@ def test_spend_missing_price_index_names_year_and_row(org, steel_spend):
     }
 
 
-def test_spend_same_currency_and_year_needs_no_reference_rows(org, steel_spend, django_assert_num_queries):
+def test_spend_same_currency_and_year_needs_no_reference_rows(org, steel_factor, django_assert_num_queries):
     inp = make_input(method="spend", activity="naics:331110", amount=Decimal("5"), unit="USD", spend_year=2022)
     with django_assert_num_queries(1):  # the factor only
         result = calculate(inp, organization=org)
     assert result.co2e_kg == Decimal("3.935")
 
 
-def test_spend_year_assumed_when_missing(org, steel_spend):
+def test_spend_year_assumed_when_missing(org, steel_factor):
     inp = make_input(method="spend", activity="naics:331110", amount=Decimal("1000"), unit="USD")
     result = calculate(inp, organization=org)
     assert result.co2e_kg == Decimal("787")
@@ -202,7 +202,7 @@ def test_spend_year_assumed_when_missing(org, steel_spend):
 
 
 @pytest.mark.parametrize("currency", ["EURO", "E1", "12$"])
-def test_spend_currency_must_be_three_letters(org, steel_spend, currency):
+def test_spend_currency_must_be_three_letters(org, steel_factor, currency):
     inp = make_input(
         method="spend", activity="naics:331110", amount=Decimal("1"), unit="", currency=currency, spend_year=2022
     )
@@ -211,14 +211,14 @@ def test_spend_currency_must_be_three_letters(org, steel_spend, currency):
     assert "currency" in exc.value.errors
 
 
-def test_spend_unit_must_be_empty_or_the_currency(org, steel_spend):
+def test_spend_unit_must_be_empty_or_the_currency(org, steel_factor):
     inp = make_input(method="spend", activity="naics:331110", amount=Decimal("1"), unit="kg", spend_year=2022)
     with pytest.raises(CalculationError) as exc:
         calculate(inp, organization=org)
     assert "unit" in exc.value.errors
 
 
-def test_spend_method_needs_a_spend_factor(org, uk_electricity):
+def test_spend_method_needs_a_spend_factor(org, electricity_factor):
     inp = make_input(method="spend", activity="desnz:7_400_4000_5", amount=Decimal("1"), unit="USD", spend_year=2025)
     with pytest.raises(CalculationError) as exc:
         calculate(inp, organization=org)
@@ -228,42 +228,22 @@ def test_spend_method_needs_a_spend_factor(org, uk_electricity):
 # -- distance ------------------------------------------------------------------------------
 
 
-def test_distance_mass_times_distance(org, hgv):
-    inp = make_input(
-        method="distance",
-        category=4,
-        activity="desnz:freight_hgv",
-        amount=Decimal("0"),
-        unit="",
-        mass=Decimal("20"),
-        mass_unit="t",
-        distance=Decimal("60"),
-        distance_unit="km",
-    )
+def test_distance_mass_times_distance(org, hgv_factor):
+    inp = freight_input(mass=Decimal("20"), mass_unit="t", distance=Decimal("60"), distance_unit="km")
     result = calculate(inp, organization=org)
     assert result.converted_amount == Decimal("1200")
     assert result.co2e_kg == Decimal("128.4")
     assert result.data_quality.technology == 3
 
 
-def test_distance_amount_in_tonne_km_directly(org, hgv):
+def test_distance_amount_in_tonne_km_directly(org, hgv_factor):
     for unit in ("tonne.km", "t*km"):
         inp = make_input(method="distance", category=4, activity="desnz:freight_hgv", amount=Decimal("1200"), unit=unit)
         assert calculate(inp, organization=org).co2e_kg == Decimal("128.4")
 
 
-def test_distance_short_ton_miles_converted_to_tonne_km(org, hgv):
-    inp = make_input(
-        method="distance",
-        category=4,
-        activity="desnz:freight_hgv",
-        amount=Decimal("0"),
-        unit="",
-        mass=Decimal("1"),
-        mass_unit="short_ton",
-        distance=Decimal("1"),
-        distance_unit="mile",
-    )
+def test_distance_short_ton_miles_converted_to_tonne_km(org, hgv_factor):
+    inp = freight_input(mass=Decimal("1"), mass_unit="short_ton", distance=Decimal("1"), distance_unit="mile")
     result = calculate(inp, organization=org)
     # 1 short ton = 0.90718474 t, 1 mile = 1.609344 km
     assert result.converted_amount == Decimal("0.90718474") * Decimal("1.609344")
@@ -277,39 +257,21 @@ def test_distance_passenger_km_factor(org):
     assert calculate(inp, organization=org).co2e_kg == Decimal("5.706734")  # 160.9344 pkm x 0.03546
 
 
-def test_distance_missing_pieces_name_the_fields(org, hgv):
-    inp = make_input(
-        method="distance",
-        category=4,
-        activity="desnz:freight_hgv",
-        amount=Decimal("0"),
-        unit="",
-        mass=Decimal("20"),
-        mass_unit="t",
-    )
+def test_distance_missing_pieces_name_the_fields(org, hgv_factor):
+    inp = freight_input(mass=Decimal("20"), mass_unit="t")
     with pytest.raises(CalculationError) as exc:
         calculate(inp, organization=org)
     assert set(exc.value.errors) == {"distance", "distance_unit"}
 
 
-def test_distance_wrong_unit_kinds(org, hgv):
-    inp = make_input(
-        method="distance",
-        category=4,
-        activity="desnz:freight_hgv",
-        amount=Decimal("0"),
-        unit="",
-        mass=Decimal("20"),
-        mass_unit="km",
-        distance=Decimal("5"),
-        distance_unit="km",
-    )
+def test_distance_wrong_unit_kinds(org, hgv_factor):
+    inp = freight_input(mass=Decimal("20"), mass_unit="km", distance=Decimal("5"), distance_unit="km")
     with pytest.raises(CalculationError) as exc:
         calculate(inp, organization=org)
     assert set(exc.value.errors) == {"mass_unit"}
 
 
-def test_distance_method_needs_a_distance_factor(org, uk_electricity):
+def test_distance_method_needs_a_distance_factor(org, electricity_factor):
     inp = make_input(method="distance", activity="desnz:7_400_4000_5", amount=Decimal("1"), unit="kWh")
     with pytest.raises(CalculationError) as exc:
         calculate(inp, organization=org)
@@ -352,7 +314,7 @@ def _supplier_factor(org, supplier, **kwargs):
     return EmissionFactorFactory(**values)
 
 
-def test_supplier_specific_prefers_the_suppliers_own_factor(org, steel_spend):
+def test_supplier_specific_prefers_the_suppliers_own_factor(org, steel_factor):
     supplier = SupplierFactory(organization=org)
     own = _supplier_factor(org, supplier, unit="t", co2e_per_unit=Decimal("1850"))
     inp = make_input(
@@ -370,7 +332,7 @@ def test_supplier_specific_prefers_the_suppliers_own_factor(org, steel_spend):
     assert (result.data_quality.reliability, result.data_quality.technology) == (1, 1)
 
 
-def test_supplier_specific_falls_back_to_average_data(org, uk_electricity):
+def test_supplier_specific_falls_back_to_average_data(org, electricity_factor):
     supplier = SupplierFactory(organization=org)
     inp = make_input(
         method="supplier_specific",
@@ -380,13 +342,13 @@ def test_supplier_specific_falls_back_to_average_data(org, uk_electricity):
         supplier_id=supplier.pk,
     )
     result = calculate(inp, organization=org)
-    assert result.factor == uk_electricity
+    assert result.factor == electricity_factor
     assert result.co2e_kg == Decimal("177")
     assert codes(result.fallbacks) == ["supplier_factor_missing"]
     assert (result.data_quality.reliability, result.data_quality.technology) == (2, 2)
 
 
-def test_supplier_specific_fallback_to_spend_factor_computes_as_spend(org, steel_spend):
+def test_supplier_specific_fallback_to_spend_factor_computes_as_spend(org, steel_factor):
     supplier = SupplierFactory(organization=org)
     inp = make_input(
         method="supplier_specific",
@@ -401,7 +363,7 @@ def test_supplier_specific_fallback_to_spend_factor_computes_as_spend(org, steel
     assert codes(result.fallbacks) == ["supplier_factor_missing"]
 
 
-def test_supplier_specific_needs_a_supplier_of_this_org(org, other_org, uk_electricity):
+def test_supplier_specific_needs_a_supplier_of_this_org(org, other_org, electricity_factor):
     foreign = SupplierFactory(organization=other_org)
     for supplier_id in (None, foreign.pk):
         inp = make_input(method="supplier_specific", activity="desnz:7_400_4000_5", supplier_id=supplier_id)
@@ -410,7 +372,7 @@ def test_supplier_specific_needs_a_supplier_of_this_org(org, other_org, uk_elect
         assert list(exc.value.errors) == ["supplier"]
 
 
-def test_another_orgs_supplier_factor_is_invisible(org, other_org, steel_spend):
+def test_another_orgs_supplier_factor_is_invisible(org, other_org, steel_factor):
     theirs = SupplierFactory(organization=other_org)
     their_factor = _supplier_factor(other_org, theirs, unit="USD", currency="USD")
     with pytest.raises(CalculationError) as exc:
@@ -418,21 +380,21 @@ def test_another_orgs_supplier_factor_is_invisible(org, other_org, steel_spend):
     assert list(exc.value.errors) == ["factor_id"]
     # ... and the average-data search for the same activity does not pick it either.
     inp = make_input(method="spend", activity="naics:331110", amount=Decimal("1000"), unit="USD", spend_year=2022)
-    assert calculate(inp, organization=org).factor == steel_spend
+    assert calculate(inp, organization=org).factor == steel_factor
 
 
-def test_supplier_factor_not_used_for_other_purchases(org, steel_spend):
+def test_supplier_factor_not_used_for_other_purchases(org, steel_factor):
     supplier = SupplierFactory(organization=org)
     _supplier_factor(org, supplier, unit="USD", currency="USD", co2e_per_unit=Decimal("0.1"))
     inp = make_input(method="spend", activity="naics:331110", amount=Decimal("1000"), unit="USD", spend_year=2022)
-    assert calculate(inp, organization=org).factor == steel_spend
+    assert calculate(inp, organization=org).factor == steel_factor
 
 
 # -- input validation ------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("category", [0, 16, -1])
-def test_category_out_of_range(org, uk_electricity, category):
+def test_category_out_of_range(org, electricity_factor, category):
     with pytest.raises(CalculationError) as exc:
         calculate(make_input(activity="desnz:7_400_4000_5", category=category), organization=org)
     assert list(exc.value.errors) == ["category"]
@@ -441,14 +403,14 @@ def test_category_out_of_range(org, uk_electricity, category):
 @pytest.mark.parametrize(
     "amount", [Decimal("-1"), Decimal("NaN"), Decimal("Infinity"), Decimal("-Infinity"), Decimal("sNaN"), 1.5]
 )
-def test_amount_must_be_finite_and_non_negative(org, uk_electricity, amount):
+def test_amount_must_be_finite_and_non_negative(org, electricity_factor, amount):
     with pytest.raises(CalculationError) as exc:
         calculate(make_input(activity="desnz:7_400_4000_5", amount=amount), organization=org)
     assert list(exc.value.errors) == ["amount"]
     assert exc.value.errors["amount"][0].startswith("must be a finite, non-negative number")
 
 
-def test_unknown_method(org, uk_electricity):
+def test_unknown_method(org, electricity_factor):
     with pytest.raises(CalculationError) as exc:
         calculate(make_input(activity="desnz:7_400_4000_5", method="magic"), organization=org)
     assert list(exc.value.errors) == ["method"]
@@ -466,7 +428,7 @@ def test_neither_factor_id_nor_activity(org):
     assert list(exc.value.errors) == ["activity"]
 
 
-def test_zero_amount_is_zero_emissions(org, uk_electricity):
+def test_zero_amount_is_zero_emissions(org, electricity_factor):
     result = calculate(make_input(activity="desnz:7_400_4000_5", amount=Decimal("0")), organization=org)
     assert result.co2e_kg == Decimal("0")
 
@@ -477,12 +439,12 @@ def test_several_errors_reported_together(org):
     assert set(exc.value.errors) == {"category", "amount", "activity"}
 
 
-def test_pinned_factor_id(org, uk_electricity):
-    result = calculate(make_input(factor_id=uk_electricity.pk, unit="MWh"), organization=org)
+def test_pinned_factor_id(org, electricity_factor):
+    result = calculate(make_input(factor_id=electricity_factor.pk, unit="MWh"), organization=org)
     assert result.co2e_kg == Decimal("177")
 
 
-def test_supplier_id_of_another_org_is_rejected_for_any_method(org, other_org, uk_electricity):
+def test_supplier_id_of_another_org_is_rejected_for_any_method(org, other_org, electricity_factor):
     foreign = SupplierFactory(organization=other_org)
     inp = make_input(activity="desnz:7_400_4000_5", supplier_id=foreign.pk)
     with pytest.raises(CalculationError) as exc:
@@ -490,7 +452,7 @@ def test_supplier_id_of_another_org_is_rejected_for_any_method(org, other_org, u
     assert list(exc.value.errors) == ["supplier"]
 
 
-def test_resolver_of_another_org_is_refused(org, other_org, uk_electricity):
+def test_resolver_of_another_org_is_refused(org, other_org, electricity_factor):
     with pytest.raises(ValueError, match="another organization"):
         calculate(make_input(activity="desnz:7_400_4000_5"), organization=org, resolver=FactorResolver(other_org))
 
@@ -519,13 +481,13 @@ def test_pinned_factor_of_another_supplier_is_refused(org):
     assert result.data_quality.reliability == 1
 
 
-def test_supplier_specific_with_pinned_factor_still_needs_supplier(org, uk_electricity):
+def test_supplier_specific_with_pinned_factor_still_needs_supplier(org, electricity_factor):
     with pytest.raises(CalculationError) as exc:
-        calculate(make_input(method="supplier_specific", factor_id=uk_electricity.pk), organization=org)
+        calculate(make_input(method="supplier_specific", factor_id=electricity_factor.pk), organization=org)
     assert list(exc.value.errors) == ["supplier"]
 
 
-def test_result_too_large_to_store_is_an_error_on_amount(org, uk_electricity):
+def test_result_too_large_to_store_is_an_error_on_amount(org, electricity_factor):
     with pytest.raises(CalculationError) as exc:
         calculate(make_input(activity="desnz:7_400_4000_5", amount=Decimal("1E+30"), unit="MWh"), organization=org)
     assert list(exc.value.errors) == ["amount"]
@@ -537,7 +499,7 @@ BAD_UNITS = ["kWh/0", "1/0", "((", "kWh)", "kWh**0", "t/0", "1", "percent", "kWh
 
 
 @pytest.mark.parametrize("text", BAD_UNITS)
-def test_bad_activity_unit_is_an_error_on_unit(org, uk_electricity, text):
+def test_bad_activity_unit_is_an_error_on_unit(org, electricity_factor, text):
     with pytest.raises(CalculationError) as exc:
         calculate(make_input(activity="desnz:7_400_4000_5", unit=text), organization=org)
     assert list(exc.value.errors) == ["unit"]
@@ -546,18 +508,9 @@ def test_bad_activity_unit_is_an_error_on_unit(org, uk_electricity, text):
 
 @pytest.mark.parametrize("text", BAD_UNITS)
 @pytest.mark.parametrize("field", ["mass_unit", "distance_unit"])
-def test_bad_mass_or_distance_unit_is_an_error_on_that_field(org, hgv, field, text):
+def test_bad_mass_or_distance_unit_is_an_error_on_that_field(org, hgv_factor, field, text):
     units = {"mass_unit": "t", "distance_unit": "km", field: text}
-    inp = make_input(
-        method="distance",
-        category=4,
-        activity="desnz:freight_hgv",
-        amount=Decimal("0"),
-        unit="",
-        mass=Decimal("20"),
-        distance=Decimal("60"),
-        **units,
-    )
+    inp = freight_input(mass=Decimal("20"), distance=Decimal("60"), **units)
     with pytest.raises(CalculationError) as exc:
         calculate(inp, organization=org)
     assert list(exc.value.errors) == [field]
@@ -565,7 +518,7 @@ def test_bad_mass_or_distance_unit_is_an_error_on_that_field(org, hgv, field, te
 
 
 @pytest.mark.parametrize("text", BAD_UNITS)
-def test_bad_unit_for_a_supplier_specific_activity_factor(org, uk_electricity, text):
+def test_bad_unit_for_a_supplier_specific_activity_factor(org, electricity_factor, text):
     supplier = SupplierFactory(organization=org)
     inp = make_input(method="supplier_specific", supplier_id=supplier.pk, activity="desnz:7_400_4000_5", unit=text)
     with pytest.raises(CalculationError) as exc:
@@ -573,7 +526,7 @@ def test_bad_unit_for_a_supplier_specific_activity_factor(org, uk_electricity, t
     assert list(exc.value.errors) == ["unit"]
 
 
-def test_milliwatt_hours_are_not_megawatt_hours(org, uk_electricity):
+def test_milliwatt_hours_are_not_megawatt_hours(org, electricity_factor):
     milli = calculate(
         make_input(activity="desnz:7_400_4000_5", amount=Decimal("1000000000"), unit="mWh"), organization=org
     )
@@ -584,24 +537,14 @@ def test_milliwatt_hours_are_not_megawatt_hours(org, uk_electricity):
 
 
 @pytest.mark.parametrize(("amount", "unit"), [("1E+999999", "kWh"), ("9E+999999", "GWh"), ("1E+999990", "GJ")])
-def test_amount_overflowing_decimal_is_an_error_on_amount(org, uk_electricity, amount, unit):
+def test_amount_overflowing_decimal_is_an_error_on_amount(org, electricity_factor, amount, unit):
     with pytest.raises(CalculationError) as exc:
         calculate(make_input(activity="desnz:7_400_4000_5", amount=Decimal(amount), unit=unit), organization=org)
     assert list(exc.value.errors) == ["amount"]
 
 
-def test_mass_times_distance_overflowing_decimal_is_an_error_on_mass(org, hgv):
-    inp = make_input(
-        method="distance",
-        category=4,
-        activity="desnz:freight_hgv",
-        amount=Decimal("0"),
-        unit="",
-        mass=Decimal("1E+999990"),
-        mass_unit="t",
-        distance=Decimal("1E+999990"),
-        distance_unit="km",
-    )
+def test_mass_times_distance_overflowing_decimal_is_an_error_on_mass(org, hgv_factor):
+    inp = freight_input(mass=Decimal("1E+999990"), mass_unit="t", distance=Decimal("1E+999990"), distance_unit="km")
     with pytest.raises(CalculationError) as exc:
         calculate(inp, organization=org)
     assert list(exc.value.errors) == ["mass"]
@@ -610,7 +553,7 @@ def test_mass_times_distance_overflowing_decimal_is_an_error_on_mass(org, hgv):
 # -- the JSON echo --------------------------------------------------------------------------------
 
 
-def test_as_dict_leaves_currency_out_unless_money_was_converted(org, uk_electricity, steel_spend):
+def test_as_dict_leaves_currency_out_unless_money_was_converted(org, electricity_factor, steel_factor):
     activity = calculate(make_input(activity="desnz:7_400_4000_5"), organization=org).as_dict()
     assert "currency" not in activity["input"]
     spend = make_input(method="spend", activity="naics:331110", unit="", spend_year=2022)

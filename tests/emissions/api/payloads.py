@@ -1,8 +1,14 @@
-"""Request bodies shared by the API tests."""
+"""Request bodies shared by the API tests, and the supplier rows some of them refer to."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
+
+from emissions.models import EmissionFactor, Organization, Supplier
+from tests.factories import EmissionFactorFactory, FactorDatasetFactory, SupplierFactory
+
+FREIGHT_ACTIVITY = "desnz:27_304_3120_14"
 
 
 def electricity_input(**overrides: Any) -> dict[str, Any]:
@@ -17,3 +23,56 @@ def activity_input(**overrides: Any) -> dict[str, Any]:
     data = electricity_input(period_start="2025-01-01", period_end="2025-01-31")
     data.update(overrides)
     return data
+
+
+def steel_spend_input(**overrides: Any) -> dict[str, Any]:
+    """1000 spent on NAICS 331110 (iron and steel mills); no unit, so in the default currency, USD."""
+    data: dict[str, Any] = {"category": 1, "method": "spend", "activity": "naics:331110", "amount": "1000"}
+    data.update(overrides)
+    return data
+
+
+def freight_input(**overrides: Any) -> dict[str, Any]:
+    """20 t carried 60 km by the ``FREIGHT_ACTIVITY`` HGV factor, given as mass x distance (no amount)."""
+    data: dict[str, Any] = {
+        "category": 4,
+        "method": "distance",
+        "activity": FREIGHT_ACTIVITY,
+        "mass": "20",
+        "mass_unit": "t",
+        "distance": "60",
+        "distance_unit": "km",
+    }
+    data.update(overrides)
+    return data
+
+
+def supplier_specific_input(supplier: Supplier, **overrides: Any) -> dict[str, Any]:
+    """``amount`` kg (default 10) bought from ``supplier``, with no activity: the supplier's own newest factor."""
+    data: dict[str, Any] = {
+        "category": 1,
+        "method": "supplier_specific",
+        "supplier": supplier.pk,
+        "amount": "10",
+        "unit": "kg",
+    }
+    data.update(overrides)
+    return data
+
+
+def supplier_with_factor(org: Organization, *, co2e: str = "2.5") -> tuple[Supplier, EmissionFactor]:
+    """A supplier of ``org`` with its own factor (kg CO2e per kg of product) in ``org``'s supplier dataset."""
+    supplier = SupplierFactory.create(organization=org)
+    dataset = FactorDatasetFactory.create(
+        organization=org, source="supplier", version=f"supplier-{supplier.pk}", basis_year=2024
+    )
+    factor = EmissionFactorFactory.create(
+        dataset=dataset,
+        supplier=supplier,
+        activity=f"supplier:{supplier.pk}:widget",
+        region="US",
+        year=2024,
+        unit="kg",
+        co2e_per_unit=Decimal(co2e),
+    )
+    return supplier, factor

@@ -12,7 +12,12 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from emissions.models import ActivityRecord, Emission, Organization
-from tests.emissions.api.payloads import activity_input
+from tests.emissions.api.payloads import (
+    activity_input,
+    steel_spend_input,
+    supplier_specific_input,
+    supplier_with_factor,
+)
 from tests.factories import (
     EmissionFactorFactory,
     EmissionFactory,
@@ -62,16 +67,7 @@ def test_create_one(api, org, electricity_factor):
 def test_create_list_keeps_order(api, electricity_factor, steel_factor):
     items = [
         activity_input(amount="2"),
-        {
-            "category": 1,
-            "method": "spend",
-            "activity": "naics:331110",
-            "amount": "1000",
-            "unit": "USD",
-            "spend_year": 2022,
-            "period_start": "2022-03-01",
-            "period_end": "2022-03-31",
-        },
+        steel_spend_input(unit="USD", spend_year=2022, period_start="2022-03-01", period_end="2022-03-31"),
     ]
     response = api.post(LIST, items, format="json")
     assert response.status_code == 201, response.json()
@@ -240,17 +236,8 @@ def test_explicit_year_wins_over_the_period(api, electricity_factor, old_electri
 
 
 def spend_input(**overrides: Any) -> dict[str, Any]:
-    data = {
-        "category": 1,
-        "method": "spend",
-        "activity": "naics:331110",
-        "amount": "1000",
-        "year": 2022,
-        "period_start": "2024-03-01",
-        "period_end": "2024-03-31",
-    }
-    data.update(overrides)
-    return data
+    """The steel spend line for March 2024, against the 2022 factor, without a spend_year."""
+    return steel_spend_input(**{"year": 2022, "period_start": "2024-03-01", "period_end": "2024-03-31", **overrides})
 
 
 def test_spend_year_defaults_to_the_periods_year(api, steel_factor):
@@ -287,8 +274,7 @@ def test_spend_in_the_factors_price_year_needs_no_index(api, steel_factor):
 
 def test_calculate_endpoint_keeps_its_defaults(api, steel_factor):
     """/calculate/ has no period: no year means the newest factor, no spend_year the factor's price year."""
-    body = {"category": 1, "method": "spend", "activity": "naics:331110", "amount": "1000"}
-    response = api.post(reverse("calculate"), body, format="json")
+    response = api.post(reverse("calculate"), steel_spend_input(), format="json")
     assert response.status_code == 200, response.json()
     assert codes(response.json()["fallbacks"]) == ["spend_year_assumed"]
 
@@ -300,17 +286,10 @@ def supplier_activity_items(org: Organization, count: int) -> list[dict[str, Any
     """A spend line and a supplier-specific line (no activity: the supplier's own factor) per supplier."""
     items: list[dict[str, Any]] = []
     for _ in range(count):
-        supplier = SupplierFactory.create(organization=org)
-        dataset = FactorDatasetFactory.create(organization=org, source="supplier", version=f"s-{supplier.pk}")
-        EmissionFactorFactory.create(
-            dataset=dataset, supplier=supplier, activity=f"supplier:{supplier.pk}", unit="kg", co2e_per_unit="2.5"
-        )
+        supplier, _ = supplier_with_factor(org)
         period = {"period_start": "2022-01-01", "period_end": "2022-01-31"}
         items.append(spend_input(supplier=supplier.pk, **period))
-        items.append(
-            {"category": 1, "method": "supplier_specific", "supplier": supplier.pk, "amount": "4", "unit": "kg"}
-            | period
-        )
+        items.append(supplier_specific_input(supplier, amount="4", **period))
     return items
 
 

@@ -10,7 +10,14 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from emissions.models import ActivityRecord, Emission
-from tests.emissions.api.payloads import electricity_input
+from tests.emissions.api.payloads import (
+    FREIGHT_ACTIVITY,
+    electricity_input,
+    freight_input,
+    steel_spend_input,
+    supplier_specific_input,
+    supplier_with_factor,
+)
 from tests.factories import EmissionFactorFactory, FactorDatasetFactory, SupplierFactory
 
 pytestmark = pytest.mark.django_db
@@ -20,15 +27,7 @@ BATCH_URL = reverse("calculate-batch")
 
 
 def test_spend_steel_1000_usd_2022(api, steel_factor):
-    body = {
-        "category": 1,
-        "method": "spend",
-        "activity": "naics:331110",
-        "amount": "1000",
-        "unit": "USD",
-        "currency": "USD",
-        "spend_year": 2022,
-    }
+    body = steel_spend_input(unit="USD", currency="USD", spend_year=2022)
     response = api.post(URL, body, format="json")
     assert response.status_code == 200, response.json()
     data = response.json()
@@ -124,8 +123,7 @@ def test_amount_and_unit_required_for_activity(api, electricity_factor):
 
 
 def test_spend_without_unit_is_in_its_currency(api, steel_factor):
-    body = {"category": 1, "method": "spend", "activity": "naics:331110", "amount": "1000", "spend_year": 2022}
-    response = api.post(URL, body, format="json")
+    response = api.post(URL, steel_spend_input(spend_year=2022), format="json")
     assert response.status_code == 200, response.json()
     assert response.json()["co2e_kg"] == "787.000000"
     assert response.json()["input"]["unit"] == "USD"
@@ -136,7 +134,7 @@ def freight_factor():
     dataset = FactorDatasetFactory.create(source="desnz", version="2025", basis_year=2025)
     return EmissionFactorFactory.create(
         dataset=dataset,
-        activity="desnz:27_304_3120_14",
+        activity=FREIGHT_ACTIVITY,
         name="HGV (all diesel) / Rigid (>17 tonnes) / Average laden",
         unit="t*km",
         unit_label="tonne.km",
@@ -145,16 +143,7 @@ def freight_factor():
 
 
 def test_distance_as_mass_times_distance_needs_no_amount(api, freight_factor):
-    body = {
-        "category": 4,
-        "method": "distance",
-        "activity": "desnz:27_304_3120_14",
-        "mass": "20",
-        "mass_unit": "t",
-        "distance": "60",
-        "distance_unit": "km",
-    }
-    response = api.post(URL, body, format="json")
+    response = api.post(URL, freight_input(), format="json")
     assert response.status_code == 200, response.json()
     data = response.json()
     # 20 t x 60 km = 1,200 t*km x 0.17146 kg CO2e per t*km
@@ -164,16 +153,7 @@ def test_distance_as_mass_times_distance_needs_no_amount(api, freight_factor):
 
 
 def test_mass_times_distance_too_large(api, freight_factor):
-    body = {
-        "category": 4,
-        "method": "distance",
-        "activity": "desnz:27_304_3120_14",
-        "mass": "1000000000000",
-        "mass_unit": "t",
-        "distance": "1000000000",
-        "distance_unit": "km",
-    }
-    response = api.post(URL, body, format="json")
+    response = api.post(URL, freight_input(mass="1000000000000", distance="1000000000"), format="json")
     assert response.status_code == 400
     assert response.json() == {"mass": ["mass x distance is too large."]}
 
@@ -254,28 +234,9 @@ def test_batch_null_item_fails_alone(api, electricity_factor):
 # -- supplier-specific without an activity ------------------------------------------------------------
 
 
-def supplier_with_factor(org, *, co2e: str = "2.5"):
-    """A supplier of ``org`` with its own factor (kg CO2e per kg of product) in ``org``'s supplier dataset."""
-    supplier = SupplierFactory.create(organization=org)
-    dataset = FactorDatasetFactory.create(
-        organization=org, source="supplier", version=f"supplier-{supplier.pk}", basis_year=2024
-    )
-    factor = EmissionFactorFactory.create(
-        dataset=dataset,
-        supplier=supplier,
-        activity=f"supplier:{supplier.pk}:widget",
-        region="US",
-        year=2024,
-        unit="kg",
-        co2e_per_unit=Decimal(co2e),
-    )
-    return supplier, factor
-
-
 def test_supplier_specific_without_activity_uses_the_suppliers_newest_factor(api, org):
     supplier, factor = supplier_with_factor(org)
-    body = {"category": 1, "method": "supplier_specific", "supplier": supplier.pk, "amount": "10", "unit": "kg"}
-    response = api.post(URL, body, format="json")
+    response = api.post(URL, supplier_specific_input(supplier), format="json")
     assert response.status_code == 200, response.json()
     data = response.json()
     assert data["factor"]["id"] == factor.pk
@@ -292,8 +253,7 @@ def test_supplier_specific_without_activity_or_supplier(api):
 
 def test_supplier_specific_without_activity_for_a_supplier_with_no_factor(api, org):
     supplier = SupplierFactory.create(organization=org)
-    body = {"category": 1, "method": "supplier_specific", "supplier": supplier.pk, "amount": "10", "unit": "kg"}
-    response = api.post(URL, body, format="json")
+    response = api.post(URL, supplier_specific_input(supplier), format="json")
     assert response.status_code == 400
     assert "activity" in response.json()  # the calculator asks for an activity for the average-data fallback
 
@@ -312,17 +272,7 @@ def test_other_methods_still_need_factor_id_or_activity(api):
     [{"amount": "5", "unit": "t*km"}, {"amount": "5"}, {"unit": "t*km"}],
 )
 def test_mass_times_distance_and_amount_together_is_rejected(api, freight_factor, extra):
-    body = {
-        "category": 4,
-        "method": "distance",
-        "activity": "desnz:27_304_3120_14",
-        "mass": "20",
-        "mass_unit": "t",
-        "distance": "60",
-        "distance_unit": "km",
-        **extra,
-    }
-    response = api.post(URL, body, format="json")
+    response = api.post(URL, freight_input(**extra), format="json")
     assert response.status_code == 400
     message = "Give either amount + unit or mass, mass_unit, distance, distance_unit, not both."
     assert response.json() == {name: [message] for name in extra}
@@ -336,19 +286,8 @@ def supplier_items(org, count: int) -> list[dict]:
     items = []
     for _ in range(count):
         supplier, _ = supplier_with_factor(org)
-        items.append(
-            {
-                "category": 1,
-                "method": "spend",
-                "activity": "naics:331110",
-                "amount": "1000",
-                "spend_year": 2022,
-                "supplier": supplier.pk,
-            }
-        )
-        items.append(
-            {"category": 1, "method": "supplier_specific", "supplier": supplier.pk, "amount": "4", "unit": "kg"}
-        )
+        items.append(steel_spend_input(spend_year=2022, supplier=supplier.pk))
+        items.append(supplier_specific_input(supplier, amount="4"))
     return items
 
 

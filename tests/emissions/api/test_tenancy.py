@@ -23,6 +23,18 @@ from tests.factories import EmissionFactorFactory, EmissionFactory, FactorDatase
 pytestmark = pytest.mark.django_db
 
 
+def january_emission(organization, supplier, factor, co2e_kg: str):
+    """An activity of ``supplier`` for January 2025 with its stored emission."""
+    return EmissionFactory(
+        organization=organization,
+        activity__supplier=supplier,
+        activity__period_start=dt.date(2025, 1, 1),
+        activity__period_end=dt.date(2025, 1, 31),
+        factor=factor,
+        co2e_kg=Decimal(co2e_kg),
+    )
+
+
 @pytest.fixture
 def theirs(other_org):
     """Another organization's rows: supplier, supplier-specific factor, activity + emission."""
@@ -31,28 +43,14 @@ def theirs(other_org):
     factor = EmissionFactorFactory(
         dataset=dataset, supplier=supplier, activity="supplier:theirs", unit="kWh", co2e_per_unit=Decimal("0.5")
     )
-    emission = EmissionFactory(
-        organization=other_org,
-        activity__supplier=supplier,
-        activity__period_start=dt.date(2025, 1, 1),
-        activity__period_end=dt.date(2025, 1, 31),
-        factor=factor,
-        co2e_kg=Decimal("1000"),
-    )
+    emission = january_emission(other_org, supplier, factor, "1000")
     return {"supplier": supplier, "factor": factor, "emission": emission, "activity": emission.activity}
 
 
 @pytest.fixture
 def mine(org, electricity_factor):
     supplier = SupplierFactory(organization=org, external_id="MINE", name="My supplier")
-    emission = EmissionFactory(
-        organization=org,
-        activity__supplier=supplier,
-        activity__period_start=dt.date(2025, 1, 1),
-        activity__period_end=dt.date(2025, 1, 31),
-        factor=electricity_factor,
-        co2e_kg=Decimal("10"),
-    )
+    emission = january_emission(org, supplier, electricity_factor, "10")
     return {"supplier": supplier, "emission": emission, "activity": emission.activity}
 
 

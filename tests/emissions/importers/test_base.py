@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from emissions.importers.base import (
+    SKIP_NEGATIVE,
+    CsvRow,
     FactorFileError,
     FactorSpec,
     ParsedDataset,
@@ -125,3 +127,36 @@ def test_duplicate_activity_in_one_dataset_is_an_error(tmp_path):
     parsed.add(spec, path=tmp_path / "f.csv", line=2)
     with pytest.raises(FactorFileError, match="line 3: duplicate activity key 'x:1'"):
         parsed.add(spec, path=tmp_path / "f.csv", line=3)
+
+
+def test_add_row_fills_the_datasets_year_and_gwp_set_rounds_the_value_and_keeps_the_line(tmp_path):
+    row = CsvRow(path=tmp_path / "f.csv", line=7, values={})
+    parsed = ParsedDataset(dataset=DATASET)
+    parsed.add_row(
+        row, activity="x:1", name="x", unit="kg", unit_label="kg", region="GB", co2e_per_unit=Decimal("1.23456789e-16")
+    )
+    parsed.add_row(
+        row,
+        activity="x:2",
+        name="y",
+        unit="kg",
+        unit_label="kg",
+        region="GB",
+        co2e_per_unit=Decimal("2"),
+        gwp_set="AR4",
+    )
+    first, second = parsed.factors
+    assert (first.year, first.gwp_set, first.co2e_per_unit) == (DATASET.basis_year, DATASET.gwp_set, Decimal("0E-15"))
+    assert (first.gases, first.extra, first.category, first.currency) == ({}, {}, "", "")
+    assert (second.gwp_set, second.co2e_per_unit) == ("AR4", Decimal("2.000000000000000"))
+    with pytest.raises(FactorFileError, match=r"f\.csv, line 7: duplicate activity key 'x:1'"):
+        parsed.add_row(row, activity="x:1", name="x", unit="kg", unit_label="kg", region="GB", co2e_per_unit=Decimal(1))
+
+
+def test_skip_negative_counts_the_rows_it_leaves_out():
+    parsed = ParsedDataset(dataset=DATASET)
+    assert parsed.skip_negative(Decimal("-0.1"), rows=4) is True
+    assert parsed.skip_negative(Decimal("-2")) is True
+    assert parsed.skip_negative(Decimal("0")) is False
+    assert parsed.skipped == {SKIP_NEGATIVE: 5}
+    assert parsed.factors == []
