@@ -1,3 +1,5 @@
+"""The perf app: serving and database-performance helpers (see perf.db, perf.middleware)."""
+
 from django.apps import AppConfig
 
 
@@ -6,4 +8,13 @@ class PerfConfig(AppConfig):
     name = "perf"
 
     def ready(self) -> None:
+        from django.db.backends.signals import connection_created
+
         from perf import checks  # noqa: F401  (registers the system checks)
+        from perf.db import install_execute_wrapper
+
+        # The slow-query wrapper goes on every connection Django opens, whoever opens it: a
+        # request, a management command, a shell or a worker thread. A middleware alone would
+        # miss everything that is not a request, and wrapping BaseCommand.execute would miss
+        # threads and shells; connection_created fires in all of them, before the first query.
+        connection_created.connect(install_execute_wrapper, dispatch_uid="perf.slow_query_wrapper")

@@ -28,9 +28,13 @@ greenlets give many concurrent requests per process for little memory.
   ``gevent.monkey.is_module_patched("select")`` is true it uses the (patched, cooperative)
   poll/select waits instead of the C ``wait_c``, which would block the whole worker. That
   check is another reason psycopg must be imported after patching.
-* Connections. Under gevent Django's per-thread connections become per-greenlet, so a
-  host may open up to WORKERS x WORKER_CONNECTIONS PostgreSQL connections at peak (200 with
-  the defaults). Keep that below PostgreSQL's ``max_connections`` or put PgBouncer in front.
+* Connections. Under gevent Django's per-thread connections become per-greenlet, so
+  without a pool a host could open WORKERS x WORKER_CONNECTIONS PostgreSQL connections at
+  peak (200 with the defaults). vcci/settings.py therefore gives each worker a psycopg pool
+  of at most (DB_MAX_CONNECTIONS - DB_RESERVED_CONNECTIONS) // WORKERS connections (capped at
+  WORKER_CONNECTIONS; 45 with the defaults), reading GUNICORN_WORKERS, GUNICORN_WORKER_CLASS
+  and GUNICORN_WORKER_CONNECTIONS with the same defaults as this file. Greenlets beyond the
+  pool wait for a connection up to DB_POOL_TIMEOUT seconds. See docs/database.md.
 
 No ``post_fork``/``on_starting`` hook is needed: the worker class already patches at the
 right moment, and psycopg detects the patching on its own.

@@ -11,6 +11,8 @@ from typing import Any
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from perf.db import PoolConfigError, pool_options, worker_concurrency
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -36,6 +38,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # Trigram (pg_trgm) expression indexes for factor search; inert on SQLite.
+    "django.contrib.postgres",
     "rest_framework",
     "rest_framework.authtoken",
     "django_filters",
@@ -51,6 +55,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Serves the admin's static files under gunicorn without a separate web server.
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Per-request query count and DB time; before everything that may query (sessions, auth).
+    "perf.middleware.DBStatsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -82,12 +88,64 @@ WSGI_APPLICATION = "vcci.wsgi.application"
 DATABASES = {
     "default": environ.Env.db_url_config(env.str("DATABASE_URL", default="") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
 }
+# PostgreSQL only: connection pool, statement timeout, PgBouncer mode. docs/database.md explains each knob.
+DB_PGBOUNCER: bool = env.bool("DB_PGBOUNCER", default=False)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # Bound every statement so a runaway query cannot hold a worker forever.
-    DATABASES["default"].setdefault("OPTIONS", {})
-    DATABASES["default"]["OPTIONS"].setdefault(
-        "options", f"-c statement_timeout={env.int('DB_STATEMENT_TIMEOUT_MS', default=30000)}"
-    )
+    _db = DATABASES["default"]
+    _db_options = _db.setdefault("OPTIONS", {})
+    if DB_PGBOUNCER:
+        # PgBouncer in transaction mode hands each transaction to any server connection, so nothing
+        # may outlive a transaction: no server-side cursors (QuerySet.iterator() opens one WITH HOLD
+        # outside a transaction) and no prepared statements (psycopg prepares after prepare_threshold
+        # executions; None never prepares, Django's default, set here so a URL option cannot undo it).
+        # statement_timeout is not sent as a startup option (PgBouncer refuses or ignores those);
+        # set it on the role instead: ALTER ROLE ... SET statement_timeout.
+        _db["DISABLE_SERVER_SIDE_CURSORS"] = True
+        _db_options["prepare_threshold"] = None
+    else:
+        # Bound every statement so a runaway query cannot hold a worker forever.
+        _db_options.setdefault("options", f"-c statement_timeout={env.int('DB_STATEMENT_TIMEOUT_MS', default=30000)}")
+
+    # Django's native psycopg pool: one pool per process (per gunicorn worker), shared by its greenlets.
+    # Sizing (perf.db.pool_size_for): each of GUNICORN_WORKERS processes may hold up to pool max_size
+    # connections, so
+    #     GUNICORN_WORKERS x max_size <= DB_MAX_CONNECTIONS - DB_RESERVED_CONNECTIONS
+    # where the reserve covers superuser_reserved_connections (3 by default) plus headroom for admin
+    # sessions, migrations, cron jobs and management commands. max_size defaults to that budget per
+    # worker, clamped to the worker's concurrency (GUNICORN_WORKER_CONNECTIONS greenlets under gevent,
+    # 1 for sync workers). Greenlets beyond max_size queue inside the pool (FIFO) and wait at most
+    # DB_POOL_TIMEOUT seconds for a connection before PoolTimeout (a 500): worker_connections may
+    # exceed max_size, with a bounded wait. The GUNICORN_* defaults match vcci/gunicorn.conf.py.
+    # Off by default behind PgBouncer, which already pools (DB_POOL=1 keeps a small pool anyway).
+    if env.bool("DB_POOL", default=not DB_PGBOUNCER):
+        if _db.get("CONN_MAX_AGE", 0) != 0:
+            raise ImproperlyConfigured(
+                "CONN_MAX_AGE must be 0 with the connection pool (DB_POOL); remove conn_max_age from DATABASE_URL."
+            )
+        _db["CONN_MAX_AGE"] = 0
+        try:
+            _db_options["pool"] = pool_options(
+                workers=env.int("GUNICORN_WORKERS", default=2),
+                worker_connections=worker_concurrency(
+                    env.str("GUNICORN_WORKER_CLASS", default="gevent"),
+                    env.int("GUNICORN_WORKER_CONNECTIONS", default=100),
+                ),
+                max_connections=env.int("DB_MAX_CONNECTIONS", default=100),
+                reserve=env.int("DB_RESERVED_CONNECTIONS", default=10),
+                min_size=env.int("DB_POOL_MIN_SIZE", default=None),
+                max_size=env.int("DB_POOL_MAX_SIZE", default=None),
+                timeout=env.float("DB_POOL_TIMEOUT", default=10.0),
+            )
+        except PoolConfigError as exc:
+            raise ImproperlyConfigured(str(exc)) from exc
+    # With the pool, a connection is checked before it is handed out (one round trip); without
+    # it, at the start of each request. Worth it where the database restarts under the app.
+    _db["CONN_HEALTH_CHECKS"] = env.bool("DB_CONN_HEALTH_CHECKS", default=False)
+
+# Queries slower than this (milliseconds) are logged on "vcci.slow_query" and counted (perf.db).
+SLOW_QUERY_MS: float = env.float("SLOW_QUERY_MS", default=200.0)
+# X-DB-Queries / X-DB-Time-ms response headers (perf.middleware): they reveal internals, so off in production.
+DB_METRICS_HEADERS: bool = env.bool("DB_METRICS_HEADERS", default=DEBUG)
 
 REDIS_URL: str = env.str("REDIS_URL", default="")
 # Annotated as Django's own setting is: the two branches' literals would otherwise infer an unusable type.

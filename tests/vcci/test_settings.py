@@ -1,0 +1,174 @@
+"""vcci/settings.py: the database pool, PgBouncer mode and slow-query settings, as driven by the environment.
+
+Each case executes the settings file afresh under a controlled environment; the running
+suite's own settings are not touched.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connection
+
+import vcci.settings
+from emissions.models import Supplier
+from tests.factories import SupplierFactory
+
+SETTINGS_FILE = Path(vcci.settings.__file__)
+PG_URL = "postgres://vcci@db.example:5432/vcci"
+ENV_KEYS = (
+    "DATABASE_URL",
+    "DEBUG",
+    "DB_POOL",
+    "DB_PGBOUNCER",
+    "DB_POOL_MIN_SIZE",
+    "DB_POOL_MAX_SIZE",
+    "DB_POOL_TIMEOUT",
+    "DB_MAX_CONNECTIONS",
+    "DB_RESERVED_CONNECTIONS",
+    "DB_STATEMENT_TIMEOUT_MS",
+    "DB_CONN_HEALTH_CHECKS",
+    "GUNICORN_WORKERS",
+    "GUNICORN_WORKER_CLASS",
+    "GUNICORN_WORKER_CONNECTIONS",
+    "SLOW_QUERY_MS",
+    "DB_METRICS_HEADERS",
+)
+
+
+@pytest.fixture
+def load_settings(monkeypatch):
+    def load(**env: str) -> ModuleType:
+        for key in ENV_KEYS:
+            monkeypatch.delenv(key, raising=False)
+        monkeypatch.setenv("SECRET_KEY", "settings-test")
+        monkeypatch.setenv("DATABASE_URL", PG_URL)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        spec = importlib.util.spec_from_file_location("vcci_settings_probe", SETTINGS_FILE)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
+def test_default_pool_from_gunicorn_defaults(load_settings):
+    database = load_settings().DATABASES["default"]
+    # 2 workers, 100 greenlets each, max_connections 100, reserve 10: (100 - 10) // 2 = 45.
+    assert database["OPTIONS"]["pool"] == {"min_size": 2, "max_size": 45, "timeout": 10.0, "name": "vcci"}
+    assert database["CONN_MAX_AGE"] == 0
+    assert database["OPTIONS"]["options"] == "-c statement_timeout=30000"
+    assert "DISABLE_SERVER_SIDE_CURSORS" not in database
+
+
+def test_pool_sized_from_the_environment(load_settings):
+    database = load_settings(
+        GUNICORN_WORKERS="4",
+        GUNICORN_WORKER_CONNECTIONS="50",
+        DB_MAX_CONNECTIONS="300",
+        DB_RESERVED_CONNECTIONS="20",
+        DB_POOL_TIMEOUT="3.5",
+        DB_STATEMENT_TIMEOUT_MS="5000",
+    ).DATABASES["default"]
+    # (300 - 20) // 4 = 70, clamped to the 50 greenlets a worker runs.
+    assert database["OPTIONS"]["pool"] == {"min_size": 2, "max_size": 50, "timeout": 3.5, "name": "vcci"}
+    assert database["OPTIONS"]["options"] == "-c statement_timeout=5000"
+
+
+def test_sync_workers_need_one_connection_each(load_settings):
+    pool = load_settings(GUNICORN_WORKER_CLASS="sync").DATABASES["default"]["OPTIONS"]["pool"]
+    assert (pool["min_size"], pool["max_size"]) == (1, 1)
+
+
+def test_explicit_sizes(load_settings):
+    pool = load_settings(DB_POOL_MIN_SIZE="0", DB_POOL_MAX_SIZE="20").DATABASES["default"]["OPTIONS"]["pool"]
+    assert (pool["min_size"], pool["max_size"]) == (0, 20)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DB_POOL_MAX_SIZE": "46"}, "DB_POOL_MAX_SIZE=46 is too large"),
+        ({"GUNICORN_WORKERS": "20", "DB_MAX_CONNECTIONS": "25"}, "fewer than one per worker"),
+        ({"DB_POOL_TIMEOUT": "0"}, "DB_POOL_TIMEOUT"),
+    ],
+)
+def test_impossible_pool_is_refused(load_settings, env, message):
+    with pytest.raises(ImproperlyConfigured, match=message):
+        load_settings(**env)
+
+
+def test_persistent_connections_are_refused_with_the_pool(load_settings):
+    with pytest.raises(ImproperlyConfigured, match="CONN_MAX_AGE"):
+        load_settings(DATABASE_URL=PG_URL + "?conn_max_age=60")
+
+
+def test_pool_can_be_switched_off(load_settings):
+    database = load_settings(DB_POOL="0").DATABASES["default"]
+    assert "pool" not in database["OPTIONS"]
+    assert database["OPTIONS"]["options"] == "-c statement_timeout=30000"
+
+
+def test_pgbouncer_mode(load_settings):
+    settings = load_settings(DB_PGBOUNCER="1")
+    database = settings.DATABASES["default"]
+    assert settings.DB_PGBOUNCER is True
+    assert database["DISABLE_SERVER_SIDE_CURSORS"] is True
+    assert database["OPTIONS"]["prepare_threshold"] is None
+    assert "pool" not in database["OPTIONS"]  # PgBouncer pools
+    assert "options" not in database["OPTIONS"]  # no startup parameters PgBouncer would refuse
+
+
+def test_pgbouncer_mode_with_a_small_pool(load_settings):
+    database = load_settings(DB_PGBOUNCER="1", DB_POOL="1", DB_POOL_MAX_SIZE="4").DATABASES["default"]
+    assert database["OPTIONS"]["pool"]["max_size"] == 4
+    assert database["DISABLE_SERVER_SIDE_CURSORS"] is True
+
+
+def test_pgbouncer_mode_cannot_be_undone_by_the_url(load_settings):
+    database = load_settings(DB_PGBOUNCER="1", DATABASE_URL=PG_URL + "?prepare_threshold=5").DATABASES["default"]
+    assert database["OPTIONS"]["prepare_threshold"] is None
+
+
+def test_sqlite_gets_no_pool(load_settings, tmp_path):
+    database = load_settings(DATABASE_URL=f"sqlite:///{tmp_path / 'x.sqlite3'}").DATABASES["default"]
+    assert "pool" not in database.get("OPTIONS", {})
+
+
+def test_slow_query_settings(load_settings):
+    settings = load_settings()
+    assert settings.SLOW_QUERY_MS == 200
+    assert settings.DB_METRICS_HEADERS is False
+    assert "perf.middleware.DBStatsMiddleware" in settings.MIDDLEWARE
+    settings = load_settings(SLOW_QUERY_MS="50", DEBUG="1")
+    assert settings.SLOW_QUERY_MS == 50
+    assert settings.DB_METRICS_HEADERS is True  # on with DEBUG
+    assert load_settings(DEBUG="1", DB_METRICS_HEADERS="0").DB_METRICS_HEADERS is False
+
+
+def _open_cursors() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_cursors")
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("pgbouncer", "server_side"), [("1", False), ("0", True)])
+def test_pgbouncer_mode_keeps_iterator_off_server_side_cursors(load_settings, monkeypatch, org, pgbouncer, server_side):
+    # Apply the mode's cursor setting to the live test connection and watch pg_cursors mid-iteration.
+    database = load_settings(DB_PGBOUNCER=pgbouncer).DATABASES["default"]
+    disabled = database.get("DISABLE_SERVER_SIDE_CURSORS", False)
+    monkeypatch.setitem(connection.settings_dict, "DISABLE_SERVER_SIDE_CURSORS", disabled)
+    SupplierFactory.create_batch(3, organization=org)
+    seen = []
+    for supplier in Supplier.objects.order_by("pk").iterator(chunk_size=1):
+        seen.append(supplier.pk)
+        if len(seen) == 1:
+            assert (_open_cursors() == 1) is server_side
+    assert len(seen) == 3
