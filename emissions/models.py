@@ -11,10 +11,12 @@ from decimal import Decimal
 from typing import Self, TypedDict
 
 from django.conf import settings
+from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import F, Q
+from django.db.models.functions import Upper
 from django_countries.fields import CountryField
 
 
@@ -212,6 +214,14 @@ class EmissionFactor(models.Model):
             models.Index(fields=["activity", "region", "year"], name="factor_act_region_year_idx"),
             # Backs the factor list's keyset order (activity, id).
             models.Index(fields=["activity", "id"], name="factor_activity_id_idx"),
+            # The factor list's ?search= is name__icontains OR activity__icontains, which PostgreSQL runs as
+            # UPPER(col::text) LIKE UPPER('%term%'): only a trigram index on those same UPPER() expressions
+            # serves a leading-wildcard LIKE. One GIN index over both expressions answers the OR as a BitmapOr.
+            GinIndex(
+                OpClass(Upper("name"), name="gin_trgm_ops"),
+                OpClass(Upper("activity"), name="gin_trgm_ops"),
+                name="factor_search_trgm_idx",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -352,6 +362,17 @@ class ActivityRecord(models.Model):
         ]
         indexes = [
             models.Index(fields=["organization", "-period_start", "-id"], name="activity_org_period_idx"),
+            # The activities list filtered by ?category= / ?supplier= / ?method=, in its keyset order:
+            # the equality columns first, so one index range holds exactly the filtered page sequence.
+            models.Index(
+                fields=["organization", "category", "-period_start", "-id"], name="activity_org_cat_period_idx"
+            ),
+            models.Index(
+                fields=["organization", "supplier", "-period_start", "-id"], name="activity_org_sup_period_idx"
+            ),
+            models.Index(
+                fields=["organization", "method", "-period_start", "-id"], name="activity_org_meth_period_idx"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -396,6 +417,22 @@ class Emission(models.Model):
         indexes = [
             # Keyset pagination of the emissions list: newest period first, id as tie-breaker.
             models.Index(fields=["organization", "-period_start", "-id"], name="emission_org_period_idx"),
+            # Two jobs in one index. Keyed, it is the ?category= list in keyset order. Covering (INCLUDE), it
+            # holds every column the summary aggregations read (group keys, period window, co2e_kg, id for the
+            # count), so /emissions/summary/ by category, supplier, method or month is an index-only scan of
+            # the organization's entries instead of a read of its wide rows (JSON gases, data quality, notes).
+            models.Index(
+                fields=["organization", "category", "-period_start", "-id"],
+                include=["supplier", "method", "period_end", "co2e_kg"],
+                name="emission_org_cat_period_idx",
+            ),
+            # The emissions list filtered by ?supplier= / ?method=, in its keyset order.
+            models.Index(
+                fields=["organization", "supplier", "-period_start", "-id"], name="emission_org_sup_period_idx"
+            ),
+            models.Index(
+                fields=["organization", "method", "-period_start", "-id"], name="emission_org_meth_period_idx"
+            ),
         ]
 
     def __str__(self) -> str:
