@@ -17,6 +17,7 @@ from rest_framework import serializers
 from calculator.types import CalculationInput
 from emissions.models import (
     AMOUNT_DIGITS,
+    FACTOR_DIGITS,
     ActivityRecord,
     Category,
     Emission,
@@ -34,7 +35,7 @@ MIN_YEAR, MAX_YEAR = 1900, 2100
 # Primary keys are bigint; larger numbers would reach PostgreSQL as an out-of-range error.
 MAX_ID = 2**63 - 1
 DISTANCE_FIELDS = ("mass", "mass_unit", "distance", "distance_unit")
-MASS_DISTANCE_OR_AMOUNT = "Give either amount + unit or mass, mass_unit, distance, distance_unit, not both."
+MASS_DISTANCE_OR_AMOUNT = "Give amount + unit, or mass, mass_unit, distance and distance_unit; both only if they agree."
 AMOUNT_QUANTUM = Decimal(1).scaleb(-AMOUNT_DIGITS["decimal_places"])
 AMOUNT_LIMIT = Decimal(10) ** (AMOUNT_DIGITS["max_digits"] - AMOUNT_DIGITS["decimal_places"])
 # FIELD_NAMES: the public API has fields named ``source`` and ``label``. DRF's SerializerMetaclass pops
@@ -134,6 +135,47 @@ class SupplierSerializer(serializers.ModelSerializer):
         return value
 
 
+class SupplierFactorInputSerializer(serializers.Serializer):
+    """A factor a supplier provided. Shapes only; ``supplier_factor_create`` checks unit, region and uniqueness."""
+
+    activity = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=128,
+        help_text="Lookup key; default supplier:<external_id>:<slug of name>. Use it as the activity of a "
+        "supplier_specific calculation, or leave the activity out there to use the supplier's newest factor.",
+    )
+    name = serializers.CharField(max_length=500)
+    unit = serializers.CharField(
+        max_length=64, help_text="Unit of the activity (kg, kWh, t*km, ...) or, for a spend factor, a currency code"
+    )
+    co2e_per_unit = serializers.DecimalField(
+        max_digits=FACTOR_DIGITS["max_digits"],
+        decimal_places=FACTOR_DIGITS["decimal_places"],
+        min_value=Decimal(0),
+        help_text="kg CO2e per unit, decimal string",
+    )
+    year = serializers.IntegerField(min_value=MIN_YEAR, max_value=MAX_YEAR)
+    region = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=16,
+        help_text="ISO 3166-1 alpha-2 or GLOBAL; default: the supplier's country, else GLOBAL",
+    )
+    gases = serializers.DictField(
+        child=serializers.DecimalField(
+            max_digits=FACTOR_DIGITS["max_digits"],
+            decimal_places=FACTOR_DIGITS["decimal_places"],
+            min_value=Decimal(0),
+        ),
+        required=False,
+        help_text='kg CO2e per unit for each gas, decimal strings, e.g. {"CO2": "2.4", "CH4": "0.1"}',
+    )
+    dataset_version = serializers.CharField(
+        required=False, allow_blank=True, max_length=32, help_text='Supplier dataset version; default "current"'
+    )
+
+
 class SupplierRefSerializer(serializers.Serializer):
     id = serializers.IntegerField(read_only=True)
     name = serializers.CharField(read_only=True)
@@ -222,14 +264,18 @@ class CalculationInputSerializer(serializers.Serializer):
                     }
                 )
             mass_times_distance = bool(given)
-            if mass_times_distance:
-                # Both ways of stating the quantity at once: one would be silently ignored.
-                both = {name: value for name in ("amount", "unit") if (value := attrs.get(name)) not in (None, "")}
-                if both:
-                    raise serializers.ValidationError({name: [MASS_DISTANCE_OR_AMOUNT] for name in both})
             if mass_times_distance and attrs["mass"] * attrs["distance"] >= AMOUNT_LIMIT:
                 # The product is stored as the activity's amount; it must fit that column.
                 raise serializers.ValidationError({"mass": ["mass x distance is too large."]})
+            if mass_times_distance:
+                # Both ways of stating the quantity at once are accepted only when they agree exactly
+                # with what is stored (so a stored activity posts back unchanged); otherwise one of
+                # them would be silently ignored.
+                both = {name: value for name in ("amount", "unit") if (value := attrs.get(name)) not in (None, "")}
+                product = _mass_times_distance(attrs)
+                if both and (attrs.get("amount"), attrs.get("unit")) != product:
+                    message = f"{MASS_DISTANCE_OR_AMOUNT} (mass x distance is {product[0]} {product[1]})"
+                    raise serializers.ValidationError({name: [message] for name in both})
         if not mass_times_distance:
             missing = {"amount": ["This field is required."]} if attrs.get("amount") is None else {}
             # Spend is denominated in ``currency``; every other method needs the amount's unit.
@@ -244,6 +290,15 @@ class CalculationInputSerializer(serializers.Serializer):
         return calculation_input(self.validated_data)
 
 
+def _mass_times_distance(data: dict[str, Any]) -> tuple[Decimal, str]:
+    """The stored form of a mass x distance quantity: (product rounded to the amount column, "mass_unit*distance_unit").
+
+    Rounded to the column's 6 places; the calculator itself multiplies mass and distance exactly.
+    """
+    amount = (data["mass"] * data["distance"]).quantize(AMOUNT_QUANTUM)
+    return amount, f"{data['mass_unit']}*{data['distance_unit']}"
+
+
 def calculation_input(data: dict[str, Any]) -> CalculationInput:
     """Validated serializer data as a ``CalculationInput``.
 
@@ -253,11 +308,11 @@ def calculation_input(data: dict[str, Any]) -> CalculationInput:
     in its currency.
     """
     currency = data.get("currency") or "USD"
-    amount, unit = data.get("amount"), data.get("unit") or ""
+    amount: Decimal | None = data.get("amount")
+    unit: str = data.get("unit") or ""
     if amount is None:
-        # Rounded to the column's 6 places; the calculator itself multiplies mass and distance exactly.
-        amount = (data["mass"] * data["distance"]).quantize(AMOUNT_QUANTUM)
-        unit = f"{data['mass_unit']}*{data['distance_unit']}"
+        # Validation let amount be absent only for a complete mass x distance set.
+        amount, unit = _mass_times_distance(data)
     elif not unit and data["method"] == Method.SPEND:
         unit = currency
     return CalculationInput(

@@ -1,4 +1,5 @@
-"""API v1 routes. Names: ``factor-list``, ``supplier-detail``, ``emission-summary``, ``calculate``, ..."""
+"""API v1 routes. Names: ``factor-list``, ``supplier-detail``, ``supplier-factor-list``, ``emission-summary``,
+``emission-export``, ``calculate``, ..."""
 
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
@@ -14,5 +15,17 @@ router.register("emissions", views.EmissionViewSet, basename="emission")
 urlpatterns = [
     path("calculate/", views.CalculateView.as_view(), name="calculate"),
     path("calculate/batch/", views.CalculateBatchView.as_view(), name="calculate-batch"),
+    # Before the router, whose emissions/<pk>.<format> route would otherwise take "export.csv".
+    path("emissions/export.csv", views.EmissionExportView.as_view(), name="emission-export"),
+    path(
+        "suppliers/<int:supplier_pk>/factors/",
+        views.SupplierFactorViewSet.as_view({"get": "list", "post": "create"}),
+        name="supplier-factor-list",
+    ),
+    path(
+        "suppliers/<int:supplier_pk>/factors/<int:pk>/",
+        views.SupplierFactorViewSet.as_view({"get": "retrieve", "delete": "destroy"}),
+        name="supplier-factor-detail",
+    ),
     path("", include(router.urls)),
 ]

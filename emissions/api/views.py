@@ -7,11 +7,15 @@ indistinguishable from rows that do not exist (404, absent from lists and totals
 from __future__ import annotations
 
 import calendar
+from collections.abc import Iterable
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, cast
 
 from django.db.models import Count, Model, QuerySet, Sum
 from django.db.models.functions import TruncMonth
+from django.http import StreamingHttpResponse
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -23,6 +27,10 @@ from drf_spectacular.utils import (
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
+from rest_framework.generics import GenericAPIView
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.parsers import BaseParser
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
@@ -31,11 +39,13 @@ from rest_framework.views import APIView
 from calculator.engine import calculate
 from calculator.resolve import FactorResolver
 from calculator.types import CalculationError
+from emissions.api import export
 from emissions.api import serializers as s
 from emissions.api.filters import ActivityFilter, EmissionFilter, FactorFilter
 from emissions.api.permissions import request_org, request_org_id
 from emissions.models import ActivityRecord, Emission, EmissionFactor, Method, Supplier
 from emissions.services.activities import ActivitiesInvalidError, ItemError, activities_calculate, activities_create
+from emissions.services.supplier_factors import supplier_factor_create, supplier_factor_delete
 from emissions.services.suppliers import supplier_create, supplier_delete, supplier_update
 from perf.pagination import KeysetPagination
 
@@ -116,6 +126,54 @@ class SupplierViewSet(
     @extend_schema(responses={204: None, 409: OpenApiResponse(description="Activities still reference it")})
     def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().destroy(request, *args, **kwargs)
+
+
+class SupplierFactorViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Factors one of the caller's suppliers provided; the supplier_specific method prefers them.
+
+    Another organization's supplier is a 404. Deleting a factor that stored results use answers 409.
+    """
+
+    serializer_class = s.FactorSerializer
+    pagination_class = KeysetPagination
+    keyset_ordering = ("activity", "id")
+    http_method_names = ["get", "post", "delete", "head", "options"]
+
+    def supplier(self) -> Supplier:
+        """The supplier in the URL, if it is the caller's (one query, memoized per request)."""
+        if not hasattr(self, "_supplier"):
+            suppliers = Supplier.objects.for_org(request_org_id(self.request))
+            self._supplier = get_object_or_404(suppliers, pk=self.kwargs["supplier_pk"])
+        return self._supplier
+
+    def get_queryset(self) -> QuerySet[EmissionFactor]:
+        if getattr(self, "swagger_fake_view", False):
+            return EmissionFactor.objects.none()
+        supplier = self.supplier()
+        # visible_to() as well: only factors in the caller's own datasets, whatever supplier_id says.
+        return EmissionFactor.objects.visible_to(supplier.organization_id).filter(supplier=supplier).with_related()
+
+    @extend_schema(
+        request=s.SupplierFactorInputSerializer,
+        responses={201: s.FactorSerializer, 400: OpenApiResponse(description="{field: [messages]}")},
+    )
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        supplier = self.supplier()
+        serializer = s.SupplierFactorInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        factor = supplier_factor_create(supplier=supplier, data=dict(serializer.validated_data))
+        return Response(s.FactorSerializer(factor).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses={204: None, 409: OpenApiResponse(description="Stored results use the factor")})
+    def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        supplier_factor_delete(factor=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 # -- calculation --------------------------------------------------------------------------------
@@ -352,3 +410,82 @@ def _summary_rows(queryset: QuerySet[Emission], group_by: str) -> list[dict[str,
             key, label = raw, row["supplier__name"] if raw is not None else "No supplier"
         rows.append({"key": key, "label": label, "co2e_kg": row["total"], "count": row["n"]})
     return rows
+
+
+# -- export ---------------------------------------------------------------------------------------
+
+
+class CSVRenderer(BaseRenderer):
+    """Declares ``text/csv`` so content negotiation accepts CSV clients.
+
+    The export view streams its body itself (a ``StreamingHttpResponse``); this renderer never
+    renders a body, and error responses are JSON (``EmissionExportView.handle_exception``).
+    """
+
+    media_type = "text/csv"
+    format = "csv"
+    charset = "utf-8"
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
+        raise NotImplementedError("The CSV export streams its own body.")
+
+
+class CSVOnlyNegotiation(BaseContentNegotiation):
+    """The export always answers CSV (DRF's documented "ignore the client" negotiation): an ``Accept:
+    application/json`` sent by a generic HTTP client's defaults must not turn a download into a 406."""
+
+    def select_parser(self, request: Request, parsers: Iterable[BaseParser]) -> BaseParser | None:
+        return next(iter(parsers), None)
+
+    def select_renderer(
+        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
+        renderer = next(iter(renderers))
+        return renderer, renderer.media_type
+
+
+class EmissionExportView(OrgScopedMixin, GenericAPIView):
+    """The caller's stored emissions as a CSV download, streamed at constant memory; the list's filters apply."""
+
+    model = Emission
+    filterset_class = EmissionFilter
+    pagination_class = None
+    renderer_classes = [CSVRenderer]
+    content_negotiation_class = CSVOnlyNegotiation
+
+    def scoped(self, organization_id: int) -> QuerySet[Emission]:
+        # No select_related: the export reads value tuples with its own joins (emissions.api.export).
+        return Emission.objects.for_org(organization_id)
+
+    def handle_exception(self, exc: Exception) -> Response:
+        # Errors are {field: [messages]}, which only JSON can carry, whatever the client accepted.
+        self.request.accepted_renderer = JSONRenderer()
+        self.request.accepted_media_type = JSONRenderer.media_type
+        return super().handle_exception(exc)
+
+    @extend_schema(
+        operation_id="v1_emissions_export_csv",
+        parameters=[
+            OpenApiParameter("category", int, description="Scope 3 category 1-15"),
+            OpenApiParameter("supplier", int, description="Supplier id"),
+            OpenApiParameter("method", str, enum=[m.value for m in Method]),
+            OpenApiParameter("period_from", OpenApiTypes.DATE, description="period_start on or after"),
+            OpenApiParameter("period_to", OpenApiTypes.DATE, description="period_end on or before"),
+        ],
+        responses={
+            (200, "text/csv"): OpenApiResponse(
+                response=OpenApiTypes.STR,
+                description="Header line, then one line per emission, newest period first. Columns: "
+                + ", ".join(export.COLUMNS)
+                + ". Decimals are plain decimal strings; fallbacks are codes joined by ';'.",
+            ),
+            (400, "application/json"): OpenApiResponse(description="{parameter: [messages]}"),
+        },
+    )
+    def get(self, request: Request) -> StreamingHttpResponse:
+        queryset = self.filter_queryset(self.get_queryset())
+        organization = request_org(request)
+        filename = f"emissions-{organization.slug}-{timezone.localdate().isoformat()}.csv"
+        response = StreamingHttpResponse(export.csv_lines(queryset), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+        return response

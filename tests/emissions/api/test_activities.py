@@ -14,6 +14,7 @@ from django.urls import reverse
 from emissions.models import ActivityRecord, Emission, Organization
 from tests.emissions.api.payloads import (
     activity_input,
+    freight_input,
     steel_spend_input,
     supplier_specific_input,
     supplier_with_factor,
@@ -303,3 +304,19 @@ def test_create_query_count_does_not_grow_with_distinct_suppliers(api, org, stee
         assert [row["emission"]["co2e_kg"] for row in response.json()] == ["787.000000", "10.000000"] * suppliers
         counts.append(len(captured.captured_queries))
     assert counts[0] == counts[1], counts
+
+
+def test_stored_mass_times_distance_activity_posts_back_unchanged(api, freight_factor):
+    """A stored activity (amount = mass x distance, plus mass and distance) is valid input as it stands."""
+    first = api.post(LIST, freight_input(period_start="2025-03-01", period_end="2025-03-31"), format="json")
+    assert first.status_code == 201, first.json()
+    stored = first.json()
+    assert (stored["amount"], stored["unit"]) == ("1200.000000", "t*km")
+    fields = ("category", "method", "activity", "amount", "unit", "mass", "mass_unit", "distance", "distance_unit")
+    again = api.post(
+        LIST,
+        {**{f: stored[f] for f in fields}, "period_start": "2025-03-01", "period_end": "2025-03-31"},
+        format="json",
+    )
+    assert again.status_code == 201, again.json()
+    assert again.json()["emission"]["co2e_kg"] == stored["emission"]["co2e_kg"] == "205.752000"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -11,14 +9,13 @@ from django.urls import reverse
 
 from emissions.models import ActivityRecord, Emission
 from tests.emissions.api.payloads import (
-    FREIGHT_ACTIVITY,
     electricity_input,
     freight_input,
     steel_spend_input,
     supplier_specific_input,
     supplier_with_factor,
 )
-from tests.factories import EmissionFactorFactory, FactorDatasetFactory, SupplierFactory
+from tests.factories import SupplierFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -127,19 +124,6 @@ def test_spend_without_unit_is_in_its_currency(api, steel_factor):
     assert response.status_code == 200, response.json()
     assert response.json()["co2e_kg"] == "787.000000"
     assert response.json()["input"]["unit"] == "USD"
-
-
-@pytest.fixture
-def freight_factor():
-    dataset = FactorDatasetFactory.create(source="desnz", version="2025", basis_year=2025)
-    return EmissionFactorFactory.create(
-        dataset=dataset,
-        activity=FREIGHT_ACTIVITY,
-        name="HGV (all diesel) / Rigid (>17 tonnes) / Average laden",
-        unit="t*km",
-        unit_label="tonne.km",
-        co2e_per_unit=Decimal("0.17146"),
-    )
 
 
 def test_distance_as_mass_times_distance_needs_no_amount(api, freight_factor):
@@ -271,11 +255,21 @@ def test_other_methods_still_need_factor_id_or_activity(api):
     "extra",
     [{"amount": "5", "unit": "t*km"}, {"amount": "5"}, {"unit": "t*km"}],
 )
-def test_mass_times_distance_and_amount_together_is_rejected(api, freight_factor, extra):
+def test_mass_times_distance_and_a_different_amount_is_rejected(api, freight_factor, extra):
     response = api.post(URL, freight_input(**extra), format="json")
     assert response.status_code == 400
-    message = "Give either amount + unit or mass, mass_unit, distance, distance_unit, not both."
+    message = (
+        "Give amount + unit, or mass, mass_unit, distance and distance_unit; both only if they agree. "
+        "(mass x distance is 1200.000000 t*km)"
+    )
     assert response.json() == {name: [message] for name in extra}
+
+
+def test_mass_times_distance_with_its_own_product_is_accepted(api, freight_factor):
+    # The stored form of a mass x distance activity carries both; posting it back must work.
+    response = api.post(URL, freight_input(amount="1200", unit="t*km"), format="json")
+    assert response.status_code == 200, response.json()
+    assert response.json()["co2e_kg"] == "205.752000"
 
 
 # -- batch query count per distinct supplier -------------------------------------------------------------

@@ -16,7 +16,7 @@ from django.urls import reverse
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from emissions.models import ActivityRecord, Emission, FactorDataset, Supplier
+from emissions.models import ActivityRecord, Emission, EmissionFactor, FactorDataset, Supplier
 from tests.emissions.api.payloads import activity_input, electricity_input
 from tests.factories import EmissionFactorFactory, EmissionFactory, FactorDatasetFactory, SupplierFactory, UserFactory
 
@@ -149,6 +149,44 @@ def test_emissions_read(api, theirs, mine):
     assert Emission.objects.filter(pk=theirs["emission"].pk).exists()
 
 
+def test_export_excludes_their_emissions(api, other_api, theirs, mine):
+    def exported_ids(client, **params):
+        response = client.get(reverse("emission-export"), params)
+        assert response.status_code == 200
+        lines = b"".join(response.streaming_content).decode().splitlines()
+        return {int(line.split(",")[0]) for line in lines[1:]}
+
+    assert exported_ids(api) == {mine["emission"].pk}
+    assert exported_ids(api, supplier=theirs["supplier"].pk) == set()
+    assert exported_ids(other_api) == {theirs["emission"].pk}
+
+
+def test_supplier_factors_of_their_supplier(api, theirs, mine):
+    their_supplier, their_factor = theirs["supplier"], theirs["factor"]
+    assert api.get(reverse("supplier-factor-list", args=[their_supplier.pk])).status_code == 404
+    assert api.get(reverse("supplier-factor-detail", args=[their_supplier.pk, their_factor.pk])).status_code == 404
+    # Their factor is not reachable through our supplier either.
+    assert api.get(reverse("supplier-factor-detail", args=[mine["supplier"].pk, their_factor.pk])).status_code == 404
+    body = {"name": "Hijack", "unit": "kWh", "co2e_per_unit": "0", "year": 2025}
+    assert api.post(reverse("supplier-factor-list", args=[their_supplier.pk]), body, format="json").status_code == 404
+    assert api.delete(reverse("supplier-factor-detail", args=[their_supplier.pk, their_factor.pk])).status_code == 404
+    assert EmissionFactor.objects.filter(pk=their_factor.pk).exists()
+    assert not EmissionFactor.objects.filter(name="Hijack").exists()
+
+
+def test_our_supplier_factor_is_invisible_to_them(api, other_api, mine):
+    url = reverse("supplier-factor-list", args=[mine["supplier"].pk])
+    body = {"name": "Our coil", "unit": "kg", "co2e_per_unit": "1.5", "year": 2025, "activity": "coil"}
+    created = api.post(url, body, format="json").json()
+    assert created["id"] not in result_ids(other_api.get(reverse("factor-list")))
+    assert other_api.get(reverse("factor-detail", args=[created["id"]])).status_code == 404
+    response = other_api.post(
+        reverse("calculate"), electricity_input(activity="coil", amount="1", unit="kg"), format="json"
+    )
+    assert response.status_code == 400
+    assert "activity" in response.json()
+
+
 @pytest.mark.parametrize("group_by", ["category", "supplier", "month", "method"])
 def test_summary_excludes_their_emissions(api, other_api, theirs, mine, group_by):
     body = api.get(reverse("emission-summary"), {"group_by": group_by}).json()
@@ -172,37 +210,40 @@ def test_their_pagination_cursor_shows_only_our_rows(api, other_api, theirs, min
 
 
 ENDPOINTS = [
-    ("get", "factor-list", False),
-    ("get", "supplier-list", False),
-    ("post", "supplier-list", False),
-    ("get", "activity-list", False),
-    ("post", "activity-list", False),
-    ("get", "emission-list", False),
-    ("get", "emission-summary", False),
-    ("post", "calculate", False),
-    ("post", "calculate-batch", False),
-    ("get", "factor-detail", True),
-    ("get", "supplier-detail", True),
-    ("patch", "supplier-detail", True),
-    ("delete", "supplier-detail", True),
-    ("get", "activity-detail", True),
-    ("get", "emission-detail", True),
+    ("get", "factor-list", ()),
+    ("get", "supplier-list", ()),
+    ("post", "supplier-list", ()),
+    ("get", "activity-list", ()),
+    ("post", "activity-list", ()),
+    ("get", "emission-list", ()),
+    ("get", "emission-summary", ()),
+    ("get", "emission-export", ()),
+    ("post", "calculate", ()),
+    ("post", "calculate-batch", ()),
+    ("get", "factor-detail", (1,)),
+    ("get", "supplier-detail", (1,)),
+    ("patch", "supplier-detail", (1,)),
+    ("delete", "supplier-detail", (1,)),
+    ("get", "supplier-factor-list", (1,)),
+    ("post", "supplier-factor-list", (1,)),
+    ("get", "supplier-factor-detail", (1, 1)),
+    ("delete", "supplier-factor-detail", (1, 1)),
+    ("get", "activity-detail", (1,)),
+    ("get", "emission-detail", (1,)),
 ]
 
 
-@pytest.mark.parametrize(("method", "name", "detail"), ENDPOINTS)
-def test_401_without_token(method, name, detail):
-    url = reverse(name, args=[1]) if detail else reverse(name)
-    response = getattr(APIClient(), method)(url, {}, format="json")
+@pytest.mark.parametrize(("method", "name", "args"), ENDPOINTS)
+def test_401_without_token(method, name, args):
+    response = getattr(APIClient(), method)(reverse(name, args=args), {}, format="json")
     assert response.status_code == 401
 
 
-@pytest.mark.parametrize(("method", "name", "detail"), ENDPOINTS)
-def test_403_for_a_user_without_organization(method, name, detail):
+@pytest.mark.parametrize(("method", "name", "args"), ENDPOINTS)
+def test_403_for_a_user_without_organization(method, name, args):
     user = UserFactory()
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
-    url = reverse(name, args=[1]) if detail else reverse(name)
-    response = getattr(client, method)(url, {}, format="json")
+    response = getattr(client, method)(reverse(name, args=args), {}, format="json")
     assert response.status_code == 403
     assert "organization" in response.json()["detail"]

@@ -47,7 +47,8 @@ def test_create_stores_activities_and_emissions(org, factor):
     supplier = SupplierFactory(organization=org)
     records = activities_create(organization=org, items=[item("1", supplier_id=supplier.pk), item("2")])
     assert [r.pk is not None for r in records] == [True, True]
-    first, second = (Emission.objects.get(activity=r) for r in records)
+    stored = Emission.objects.select_related("supplier", "factor").in_bulk([r.emission.pk for r in records])
+    first, second = (stored[r.emission.pk] for r in records)
     assert first.co2e_kg == Decimal("177")
     assert second.co2e_kg == Decimal("354")
     assert first.supplier == supplier

@@ -1,0 +1,360 @@
+"""``manage.py import_activities FILE.csv --org SLUG``: load activity lines and their emissions, all or nothing.
+
+The file is read twice, each time streamed through ``csv.DictReader`` in batches of
+``--batch-size`` rows, so memory stays flat whatever the file's size:
+
+1. **Validate**: every row is checked with the API's own ``ActivityInputSerializer`` (the same
+   rules as ``POST /api/v1/activities/``) and calculated (``activities_calculate``). Errors
+   are collected with their file line number and field; the first ``MAX_PRINTED_ERRORS`` are
+   printed with the total count. Any error: nothing is written.
+2. **Write** (not with ``--dry-run``): inside ONE transaction, each batch goes through
+   ``activities_create`` (bulk inserts of the activities and their emissions). The rows
+   written must add up to what was validated (count and kg CO2e); if the file changed in
+   between, the transaction is rolled back.
+
+One ``FactorResolver`` serves both passes and is primed per batch, so a batch costs a fixed
+handful of queries (suppliers by ``external_id``, supplier check, new factor selectors, the
+inserts) however many rows it has. Columns are the activity API's fields, with
+``supplier_external_id`` (the supplier's key in the organization's ERP) instead of a supplier id.
+An empty cell is a value not given (the API's defaults apply).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, cast
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
+from tqdm import tqdm
+
+from calculator.resolve import FactorResolver
+from calculator.types import CalculationResult
+from emissions.api.serializers import ActivityInputSerializer, activity_input, validate_items
+from emissions.models import Organization, Supplier
+from emissions.services.activities import (
+    ActivitiesInvalidError,
+    ActivityInput,
+    activities_calculate,
+    activities_create,
+    period_defaults,
+)
+
+COLUMNS = (
+    "category",
+    "method",
+    "activity",
+    "factor_id",
+    "region",
+    "year",
+    "source",
+    "dataset_version",
+    "amount",
+    "unit",
+    "currency",
+    "spend_year",
+    "mass",
+    "mass_unit",
+    "distance",
+    "distance_unit",
+    "supplier_external_id",
+    "period_start",
+    "period_end",
+    "external_ref",
+)
+REQUIRED_COLUMNS = ("category", "method", "period_start", "period_end")
+SUPPLIER_COLUMN = "supplier_external_id"
+DEFAULT_BATCH_SIZE = 5000
+MAX_PRINTED_ERRORS = 50
+KG_QUANTUM = Decimal("0.000001")
+
+Row = tuple[int, dict[str, str]]  # (file line number, cells)
+
+
+@dataclass(frozen=True)
+class RowError:
+    """One problem in the file: its line number (header = line 1), the column and the messages."""
+
+    line: int
+    field: str
+    messages: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.field}: {' '.join(self.messages)}"
+
+
+@dataclass
+class Tally:
+    """Rows and kg CO2e seen, and the errors (only the first ``MAX_PRINTED_ERRORS`` kept: memory stays flat)."""
+
+    rows: int = 0
+    co2e_kg: Decimal = Decimal(0)
+    error_count: int = 0
+    error_rows: int = 0
+    errors: list[RowError] = field(default_factory=list)
+
+    def add_errors(self, errors: list[RowError]) -> None:
+        self.error_count += len(errors)
+        self.error_rows += len({error.line for error in errors})
+        self.errors.extend(errors[: max(0, MAX_PRINTED_ERRORS - len(self.errors))])
+
+
+def _count_lines(path: Path) -> int:
+    """Newlines in the file (a progress-bar estimate of the rows; quoted multi-line cells make it high)."""
+    count = 0
+    with path.open("rb") as raw:
+        while chunk := raw.read(1 << 20):
+            count += chunk.count(b"\n")
+    return count
+
+
+def _flatten(errors: Any) -> tuple[str, ...]:
+    if isinstance(errors, dict):
+        return tuple(f"{key}: {message}" for key, value in errors.items() for message in _flatten(value))
+    if isinstance(errors, list):
+        return tuple(message for value in errors for message in _flatten(value))
+    return (str(errors),)
+
+
+class ActivityFile:
+    """A CSV file of activities, read as batches of ``(line, cells)`` with header checks."""
+
+    def __init__(self, path: Path, batch_size: int) -> None:
+        self.path = path
+        self.batch_size = batch_size
+
+    def batches(self) -> Iterator[list[Row]]:
+        """Yield batches of rows; raise ``CommandError`` on a bad header, encoding or CSV syntax."""
+        try:
+            with self.path.open(newline="", encoding="utf-8-sig") as handle:
+                reader = csv.DictReader(handle)
+                self._check_header(reader.fieldnames)
+                batch: list[Row] = []
+                line = 2
+                for cells in reader:
+                    batch.append((line, cells))
+                    # line_num is the last physical line read: a quoted cell may span several.
+                    line = reader.line_num + 1
+                    if len(batch) >= self.batch_size:
+                        yield batch
+                        batch = []
+                if batch:
+                    yield batch
+        except UnicodeDecodeError as exc:
+            raise CommandError(f"{self.path} is not UTF-8 text: {exc}. Nothing was written.") from exc
+        except csv.Error as exc:
+            raise CommandError(f"{self.path} is not valid CSV: {exc}. Nothing was written.") from exc
+
+    def _check_header(self, fieldnames: Any) -> None:
+        if not fieldnames:
+            raise CommandError(f"{self.path} is empty; the first line must name the columns.")
+        names = [name.strip() for name in fieldnames]
+        if names != list(fieldnames):
+            raise CommandError(f"Column names must not have surrounding spaces: {list(fieldnames)}.")
+        unknown = [name for name in names if name not in COLUMNS]
+        if unknown:
+            raise CommandError(f"Unknown column(s): {', '.join(unknown)}. Allowed columns: {', '.join(COLUMNS)}.")
+        duplicated = sorted({name for name in names if names.count(name) > 1})
+        if duplicated:
+            raise CommandError(f"Duplicated column(s): {', '.join(duplicated)}.")
+        missing = [name for name in REQUIRED_COLUMNS if name not in names]
+        if missing:
+            raise CommandError(f"Missing required column(s): {', '.join(missing)}.")
+
+
+class BatchValidator:
+    """Turns batches of CSV rows into service inputs with the API's serializer; one instance per import."""
+
+    def __init__(self, organization: Organization, resolver: FactorResolver) -> None:
+        self.organization = organization
+        self.resolver = resolver
+        # One serializer for every row (DRF builds a serializer's fields once per instance). supplier_ids
+        # holds the ids mapped from external ids, so validating a supplier costs no query.
+        self.serializer = ActivityInputSerializer(
+            context={"organization_id": organization.pk, "supplier_ids": set[int]()}
+        )
+
+    def inputs(self, batch: list[Row]) -> tuple[list[tuple[int, ActivityInput]], list[RowError]]:
+        """``([(line, input)], [RowError])`` for a batch; one query maps its supplier external ids."""
+        wanted = {cells.get(SUPPLIER_COLUMN, "").strip() for _, cells in batch} - {""}
+        by_external_id = dict(
+            Supplier.objects.for_org(self.organization).filter(external_id__in=wanted).values_list("external_id", "pk")
+        )
+        self.serializer.context["supplier_ids"].update(by_external_id.values())
+        errors: list[RowError] = []
+        items: list[tuple[int, dict[str, str | int]]] = []
+        for line, cells in batch:
+            # DictReader files the cells beyond the header's columns under the key None.
+            extra = cast("dict[str | None, Any]", cells).get(None)
+            if extra is not None:
+                message = f"{len(extra)} more cell(s) than the header has columns."
+                errors.append(RowError(line, "(row)", (message,)))
+                continue
+            item: dict[str, str | int] = {
+                name: value.strip() for name, value in cells.items() if value is not None and value.strip()
+            }
+            external_id = item.pop(SUPPLIER_COLUMN, None)
+            if external_id is not None:
+                if external_id not in by_external_id:
+                    message = (
+                        f"No supplier with external_id '{external_id}' in organization '{self.organization.slug}'."
+                    )
+                    errors.append(RowError(line, SUPPLIER_COLUMN, (message,)))
+                    continue
+                item["supplier"] = by_external_id[str(external_id)]
+            items.append((line, item))
+        inputs: list[tuple[int, ActivityInput]] = []
+        outcomes = validate_items(self.serializer, [item for _, item in items])
+        for (line, _), (data, item_errors) in zip(items, outcomes, strict=True):
+            if item_errors is not None:
+                errors.extend(self.row_errors(line, item_errors))
+            else:
+                inputs.append((line, activity_input(data)))  # type: ignore[arg-type]  # data is set without errors
+        # Everything the batch will look up (factors, candidates, suppliers, rates), in a handful of queries.
+        self.resolver.prime(period_defaults(inp)[0] for _, inp in inputs)
+        return inputs, errors
+
+    @staticmethod
+    def row_errors(line: int, errors: dict[str, Any]) -> list[RowError]:
+        # The file names the supplier by external id; the serializer and calculator call it "supplier".
+        return [
+            RowError(line, SUPPLIER_COLUMN if name == "supplier" else name, _flatten(messages))
+            for name, messages in errors.items()
+        ]
+
+
+class Command(BaseCommand):
+    help = (
+        "Import activities (and calculate their emissions) from a CSV file into one organization, all or nothing. "
+        f"Columns: {', '.join(COLUMNS)}."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("file", type=Path, help="CSV file, UTF-8, header line with column names.")
+        parser.add_argument("--org", required=True, help="Slug of the organization the activities belong to.")
+        parser.add_argument("--dry-run", action="store_true", help="Validate and calculate only; write nothing.")
+        parser.add_argument(
+            "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help=f"Rows per batch (default {DEFAULT_BATCH_SIZE})."
+        )
+        parser.add_argument("--no-progress", action="store_true", help="Do not show progress bars.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        path: Path = options["file"]
+        if not path.is_file():
+            raise CommandError(f"No such file: {path}.")
+        if options["batch_size"] < 1:
+            raise CommandError("--batch-size must be at least 1.")
+        organization = Organization.objects.filter(slug=options["org"]).first()
+        if organization is None:
+            raise CommandError(f"No organization with slug '{options['org']}'.")
+        self.progress = not options["no_progress"]
+        self.estimate = max(_count_lines(path) - 1, 0)
+        source = ActivityFile(path, options["batch_size"])
+        resolver = FactorResolver(organization)
+        validator = BatchValidator(organization, resolver)
+
+        started = time.perf_counter()
+        stat = os.stat(path)
+        checked = self._validate(source, validator)
+        if checked.error_count:
+            raise CommandError(self._error_report(path, checked))
+        if not checked.rows:
+            raise CommandError(f"{path} has no data rows.")
+        if options["dry_run"]:
+            rate = checked.rows / (time.perf_counter() - started)
+            self.stdout.write(
+                f"Dry run: {checked.rows} rows valid for '{organization.slug}'; they would add "
+                f"{self._kg(checked.co2e_kg)} kg CO2e ({self._t(checked.co2e_kg)} t). "
+                f"Nothing was written. {rate:,.0f} rows/s."
+            )
+            return
+        if os.stat(path).st_mtime_ns != stat.st_mtime_ns or os.stat(path).st_size != stat.st_size:
+            raise CommandError(f"{path} changed while it was being validated; nothing was written.")
+        written = self._write(source, validator, organization, resolver, checked)
+        rate = written.rows / (time.perf_counter() - started)
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Imported {written.rows} rows into '{organization.slug}': {self._kg(written.co2e_kg)} kg CO2e "
+                f"({self._t(written.co2e_kg)} t). {rate:,.0f} rows/s."
+            )
+        )
+
+    def _bar(self, description: str) -> tqdm:
+        return tqdm(
+            total=self.estimate, desc=description, unit="rows", file=sys.stderr, disable=not self.progress, leave=False
+        )
+
+    def _validate(self, source: ActivityFile, validator: BatchValidator) -> Tally:
+        tally = Tally()
+        with self._bar("validating") as bar:
+            for batch in source.batches():
+                inputs, errors = validator.inputs(batch)
+                outcomes = activities_calculate(
+                    organization=validator.organization, items=[inp for _, inp in inputs], resolver=validator.resolver
+                )
+                for (line, _), outcome in zip(inputs, outcomes, strict=True):
+                    if isinstance(outcome, CalculationResult):
+                        tally.co2e_kg += outcome.co2e_kg
+                    else:
+                        errors.extend(validator.row_errors(line, outcome))
+                tally.rows += len(batch)
+                tally.add_errors(sorted(errors, key=lambda error: error.line))
+                bar.update(len(batch))
+        return tally
+
+    def _write(
+        self,
+        source: ActivityFile,
+        validator: BatchValidator,
+        organization: Organization,
+        resolver: FactorResolver,
+        checked: Tally,
+    ) -> Tally:
+        tally = Tally()
+        with self._bar("writing") as bar, transaction.atomic():
+            for batch in source.batches():
+                inputs, errors = validator.inputs(batch)
+                if errors:
+                    raise CommandError(f"{source.path} changed after validation ({errors[0]}); nothing was written.")
+                try:
+                    records = activities_create(
+                        organization=organization, items=[inp for _, inp in inputs], resolver=resolver
+                    )
+                except ActivitiesInvalidError as exc:
+                    line = inputs[exc.errors[0].index][0]
+                    raise CommandError(
+                        f"Line {line} no longer calculates ({exc.errors[0].errors}): the data changed after "
+                        "validation; nothing was written."
+                    ) from exc
+                tally.rows += len(records)
+                tally.co2e_kg += sum((record.emission.co2e_kg for record in records), Decimal(0))
+                bar.update(len(batch))
+            if (tally.rows, tally.co2e_kg) != (checked.rows, checked.co2e_kg):
+                raise CommandError(
+                    f"{source.path} changed after validation ({tally.rows} rows now, {checked.rows} validated); "
+                    "nothing was written."
+                )
+        return tally
+
+    @staticmethod
+    def _error_report(path: Path, tally: Tally) -> str:
+        lines = [f"{tally.error_count} error(s) in {tally.error_rows} row(s) of {path}; nothing was written."]
+        lines.extend(str(error) for error in tally.errors)
+        if tally.error_count > len(tally.errors):
+            lines.append(f"... and {tally.error_count - len(tally.errors)} more.")
+        return "\n".join(lines)
+
+    @staticmethod
+    def _kg(value: Decimal) -> str:
+        return f"{value.quantize(KG_QUANTUM):,f}"
+
+    @staticmethod
+    def _t(value_kg: Decimal) -> str:
+        return f"{(value_kg / 1000).quantize(KG_QUANTUM):,f}"

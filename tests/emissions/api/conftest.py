@@ -1,0 +1,25 @@
+"""Fixtures shared by the API tests (the published-value factors live in tests/conftest.py)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from emissions.models import EmissionFactor
+from tests.emissions.api.payloads import FREIGHT_ACTIVITY
+from tests.factories import EmissionFactorFactory, FactorDatasetFactory
+
+
+@pytest.fixture
+def freight_factor() -> EmissionFactor:
+    """DESNZ 2025 rigid HGV (>17 t), average laden: 0.17146 kg CO2e per tonne.km."""
+    dataset = FactorDatasetFactory.create(source="desnz", version="2025", basis_year=2025)
+    return EmissionFactorFactory.create(
+        dataset=dataset,
+        activity=FREIGHT_ACTIVITY,
+        name="HGV (all diesel) / Rigid (>17 tonnes) / Average laden",
+        unit="t*km",
+        unit_label="tonne.km",
+        co2e_per_unit=Decimal("0.17146"),
+    )

@@ -1,0 +1,204 @@
+"""GET /api/v1/emissions/export.csv: streamed CSV of the caller's emissions, with the list's filters."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import cast
+
+import pytest
+from django.db import connection
+from django.http import StreamingHttpResponse
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from emissions.api.export import COLUMNS, LINES_PER_BLOCK
+from emissions.models import ActivityRecord, Emission, EmissionFactor, Method, Organization, Supplier
+from tests.factories import EmissionFactory, SupplierFactory
+
+pytestmark = pytest.mark.django_db
+
+URL = reverse("emission-export")
+QUALITY = {"technology": 2, "time": 1, "geography": 1, "completeness": 2, "reliability": 2, "score": "1.6"}
+
+
+def emission_in(org: Organization, start: dt.date, **kwargs) -> Emission:
+    activity = {key.removeprefix("activity__"): kwargs.pop(key) for key in list(kwargs) if key.startswith("activity__")}
+    return EmissionFactory.create(
+        organization=org,
+        activity__period_start=start,
+        activity__period_end=start + dt.timedelta(days=27),
+        **{f"activity__{key}": value for key, value in activity.items()},
+        **kwargs,
+    )
+
+
+def bulk_emissions(org: Organization, supplier: Supplier, factor: EmissionFactor, n: int) -> None:
+    """``n`` activities with emissions in two bulk inserts (factories would take a query or five per row)."""
+    start = dt.date(2024, 1, 1)
+    records = ActivityRecord.objects.bulk_create(
+        ActivityRecord(
+            organization=org,
+            supplier=supplier,
+            category=1,
+            method=Method.ACTIVITY,
+            activity=factor.activity,
+            amount=Decimal(i),
+            unit="kWh",
+            period_start=start + dt.timedelta(days=i % 700),
+            period_end=start + dt.timedelta(days=i % 700),
+        )
+        for i in range(n)
+    )
+    Emission.objects.bulk_create(
+        Emission(
+            organization=org,
+            activity=record,
+            supplier=supplier,
+            category=1,
+            method=Method.ACTIVITY,
+            period_start=record.period_start,
+            period_end=record.period_end,
+            factor=factor,
+            co2e_kg=record.amount * factor.co2e_per_unit,
+            data_quality=QUALITY,
+        )
+        for record in records
+    )
+
+
+def read(response: StreamingHttpResponse) -> list[list[str]]:
+    assert response.status_code == 200
+    return list(csv.reader(io.StringIO(b"".join(cast(Iterator[bytes], response.streaming_content)).decode())))
+
+
+def exported_ids(api, **params) -> list[int]:
+    return [int(row[0]) for row in read(api.get(URL, params))[1:]]
+
+
+def test_header_values_and_download_headers(api, org):
+    supplier = SupplierFactory.create(organization=org, external_id="ERP-1", name='Steel, "Sheffield" Ltd')
+    emission = emission_in(
+        org,
+        dt.date(2025, 1, 1),
+        activity__supplier=supplier,
+        co2e_kg=Decimal("1234.5"),
+        fallbacks=[
+            {"code": "region_fallback", "detail": "No factor for region FR; used GLOBAL"},
+            {"code": "year_fallback_earlier", "detail": "No factor for year 2026; used 2025"},
+        ],
+    )
+    response = api.get(URL)
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
+    assert response["Content-Disposition"] == (
+        f'attachment; filename="emissions-acme-{timezone.localdate().isoformat()}.csv"'
+    )
+    rows = read(response)
+    assert rows[0] == list(COLUMNS)
+    factor = emission.factor
+    listed = api.get(reverse("emission-list")).json()["results"][0]
+    assert rows[1:] == [
+        [
+            str(emission.pk),
+            "2025-01-01",
+            "2025-01-28",
+            "1",
+            "activity",
+            "ERP-1",
+            'Steel, "Sheffield" Ltd',  # quoted by the csv module, read back intact
+            "desnz",
+            factor.dataset.version,
+            factor.activity,
+            "1234.500000",
+            "1.234500000",
+            "1.6",
+            "region_fallback;year_fallback_earlier",
+            listed["calculated_at"],  # same form as the JSON API
+        ]
+    ]
+
+
+def test_row_without_supplier_has_empty_supplier_columns(api, org):
+    emission_in(org, dt.date(2025, 1, 1), activity__supplier=None)
+    row = dict(zip(COLUMNS, read(api.get(URL))[1], strict=True))
+    assert (row["supplier_external_id"], row["supplier_name"], row["fallbacks"]) == ("", "", "")
+
+
+def test_filters_and_order_match_the_list(api, org):
+    supplier = SupplierFactory(organization=org)
+    jan = emission_in(org, dt.date(2025, 1, 1), activity__category=1)
+    feb = emission_in(org, dt.date(2025, 2, 1), activity__category=4, activity__supplier=supplier)
+    mar = emission_in(org, dt.date(2025, 3, 1), activity__category=4, activity__method=Method.SPEND)
+
+    assert exported_ids(api) == [mar.pk, feb.pk, jan.pk]
+    assert exported_ids(api, category=4) == [mar.pk, feb.pk]
+    assert exported_ids(api, supplier=supplier.pk) == [feb.pk]
+    assert exported_ids(api, method="spend") == [mar.pk]
+    assert exported_ids(api, period_from="2025-02-01") == [mar.pk, feb.pk]
+    assert exported_ids(api, period_to="2025-02-28") == [feb.pk, jan.pk]
+    for params in ({}, {"category": 4}, {"period_from": "2025-02-01", "period_to": "2025-02-28"}):
+        listed = [row["id"] for row in api.get(reverse("emission-list"), params).json()["results"]]
+        assert exported_ids(api, **params) == listed
+
+
+@pytest.mark.parametrize(("param", "value"), [("category", "16"), ("supplier", "1.5"), ("period_from", "soon")])
+def test_bad_filter_is_a_json_400(api, param, value):
+    response = api.get(URL, {param: value}, HTTP_ACCEPT="text/csv")
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/json"
+    assert param in response.json()
+
+
+def test_any_accept_header_gets_csv(api, org):
+    emission_in(org, dt.date(2025, 1, 1))
+    for accept in ("text/csv", "application/json", "*/*", "text/html"):
+        response = api.get(URL, HTTP_ACCEPT=accept)
+        assert response["Content-Type"] == "text/csv; charset=utf-8"
+        assert len(read(response)) == 2
+
+
+def test_no_token_is_401_json():
+    from rest_framework.test import APIClient
+
+    response = APIClient().get(URL)
+    assert response.status_code == 401
+    assert "detail" in response.json()
+
+
+def query_count(api) -> tuple[int, int]:
+    """(queries until the response object exists, queries after its body was read)."""
+    with CaptureQueriesContext(connection) as queries:
+        response = api.get(URL)
+        before_body = len(queries)
+        read(response)
+    return before_body, len(queries)
+
+
+def test_query_count_is_constant(api, org, electricity_factor):
+    supplier = SupplierFactory.create(organization=org)
+    bulk_emissions(org, supplier, electricity_factor, 1)
+    # token, membership, organization (for the file name); the data query runs only when the body is read.
+    assert query_count(api) == (3, 4)
+    bulk_emissions(org, supplier, electricity_factor, 199)
+    assert query_count(api) == (3, 4)
+    assert len(exported_ids(api)) == 200
+
+
+def test_large_export_streams_in_blocks(api, org, electricity_factor):
+    supplier = SupplierFactory.create(organization=org)
+    bulk_emissions(org, supplier, electricity_factor, 5000)
+    response = api.get(URL)
+    assert isinstance(response, StreamingHttpResponse)
+    assert response.streaming
+    chunks = iter(cast(Iterator[bytes], response.streaming_content))
+    # The header comes first, on its own: nothing was read from the database to produce it.
+    assert next(chunks).decode().startswith("id,period_start,")
+    blocks = list(chunks)
+    assert len(blocks) == 5000 // LINES_PER_BLOCK
+    assert all(block.count(b"\n") == LINES_PER_BLOCK for block in blocks)
+    total = sum(Decimal(row[COLUMNS.index("co2e_kg")]) for row in csv.reader(io.StringIO(b"".join(blocks).decode())))
+    assert total == sum(Decimal(i) * electricity_factor.co2e_per_unit for i in range(5000))

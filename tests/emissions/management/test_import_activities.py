@@ -1,0 +1,250 @@
+"""Tests for ``manage.py import_activities``: streamed CSV import, all or nothing."""
+
+from __future__ import annotations
+
+import csv
+from decimal import Decimal
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+from django.db.models import Sum
+from django.test.utils import CaptureQueriesContext
+
+from emissions.models import ActivityRecord, Emission, Method, Organization
+from tests.factories import SupplierFactory
+
+pytestmark = pytest.mark.django_db
+
+HEADER = ["category", "method", "activity", "amount", "unit", "supplier_external_id", "period_start", "period_end"]
+
+
+def electricity_row(**overrides: Any) -> dict[str, str]:
+    """1 MWh of UK electricity in January 2025 (177 kg CO2e with the published DESNZ factor)."""
+    row = {
+        "category": "3",
+        "method": "activity",
+        "activity": "desnz:7_400_4000_5",
+        "amount": "1",
+        "unit": "MWh",
+        "supplier_external_id": "",
+        "period_start": "2025-01-01",
+        "period_end": "2025-01-31",
+    }
+    row.update(overrides)
+    return row
+
+
+def write_csv(path: Path, rows: list[dict[str, str]], header: list[str] | None = None) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=header or HEADER)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def run(path: Path, *args: str, org: str = "acme") -> str:
+    out = StringIO()
+    call_command("import_activities", str(path), "--org", org, "--no-progress", *args, stdout=out, stderr=StringIO())
+    return out.getvalue()
+
+
+@pytest.fixture
+def factors(electricity_factor, steel_factor, diesel_factor) -> None:
+    """The published DESNZ electricity and diesel factors and the EPA steel spend factor."""
+
+
+def test_happy_path_writes_activities_and_emissions(tmp_path, org, factors):
+    supplier = SupplierFactory.create(organization=org, external_id="ERP-9")
+    rows = [
+        electricity_row(),
+        electricity_row(supplier_external_id="ERP-9", amount="2"),
+        electricity_row(activity="desnz:1_101_1011_8", amount="1", unit="m**3"),
+        electricity_row(
+            category="1",
+            method="spend",
+            activity="naics:331110",
+            amount="1000",
+            unit="",
+            period_start="2022-03-01",
+            period_end="2022-03-31",
+        ),
+    ]
+    out = run(write_csv(tmp_path / "a.csv", rows))
+    assert "Imported 4 rows into 'acme': 3,888.820000 kg CO2e (3.888820 t)" in out
+    assert "rows/s" in out
+    assert ActivityRecord.objects.filter(organization=org).count() == 4
+    emissions = Emission.objects.filter(organization=org)
+    assert emissions.aggregate(total=Sum("co2e_kg"))["total"] == Decimal("177") * 3 + Decimal("2570.82") + Decimal(
+        "787"
+    )
+    assert emissions.get(supplier=supplier).co2e_kg == Decimal("354")
+    spend = ActivityRecord.objects.get(method=Method.SPEND)
+    assert (spend.currency, spend.unit, spend.spend_year) == ("USD", "USD", 2022)
+
+
+def test_bad_row_names_its_line_and_field_and_writes_nothing(tmp_path, org, factors):
+    rows = [electricity_row() for _ in range(5)]
+    rows[2] = electricity_row(amount="-3")  # file line 4 (header is line 1)
+    rows[4] = electricity_row(unit="parsecs")  # line 6: only the calculator sees this one
+    with pytest.raises(CommandError) as exc:
+        run(write_csv(tmp_path / "bad.csv", rows))
+    message = str(exc.value)
+    assert message.startswith("2 error(s) in 2 row(s) of ")
+    assert "nothing was written" in message
+    assert "line 4: amount: Ensure this value is greater than or equal to 0." in message
+    assert "line 6: unit: " in message
+    assert "parsecs" in message
+    assert not ActivityRecord.objects.exists()
+    assert not Emission.objects.exists()
+
+
+def test_line_numbers_count_physical_lines(tmp_path, org, factors):
+    path = tmp_path / "multiline.csv"
+    rows = [electricity_row(), electricity_row(activity="x"), electricity_row(amount="abc")]
+    write_csv(path, rows, header=[*HEADER, "external_ref"])
+    # A quoted cell spanning two lines pushes the later rows down one physical line.
+    data = path.read_bytes().replace(b"2025-01-31,\r\n", b'2025-01-31,"two\nlines"\r\n', 1)
+    path.write_bytes(data)
+    with pytest.raises(CommandError) as exc:
+        run(path)
+    assert "line 4: activity: Unknown activity 'x'." in str(exc.value)
+    assert "line 5: amount: A valid number is required." in str(exc.value)
+
+
+def test_printed_errors_are_capped_with_the_total(tmp_path, org, factors):
+    rows = [electricity_row(category="99") for _ in range(60)]
+    with pytest.raises(CommandError) as exc:
+        run(write_csv(tmp_path / "many.csv", rows))
+    message = str(exc.value)
+    assert message.startswith("60 error(s) in 60 row(s)")
+    assert message.count(": category: ") == 50
+    assert "... and 10 more." in message
+
+
+def test_dry_run_writes_nothing(tmp_path, org, factors):
+    out = run(write_csv(tmp_path / "a.csv", [electricity_row(), electricity_row(amount="3")]), "--dry-run")
+    assert (
+        "Dry run: 2 rows valid for 'acme'; they would add 708.000000 kg CO2e (0.708000 t). Nothing was written." in out
+    )
+    assert not ActivityRecord.objects.exists()
+
+
+def test_dry_run_reports_errors_too(tmp_path, org, factors):
+    with pytest.raises(CommandError, match="line 2: period_end"):
+        run(write_csv(tmp_path / "a.csv", [electricity_row(period_end="2024-12-31")]), "--dry-run")
+
+
+def test_unknown_column_is_named(tmp_path, org, factors):
+    path = write_csv(tmp_path / "a.csv", [{**electricity_row(), "colour": "red"}], header=[*HEADER, "colour"])
+    with pytest.raises(CommandError, match="Unknown column\\(s\\): colour"):
+        run(path)
+    assert not ActivityRecord.objects.exists()
+
+
+def test_missing_required_column_is_named(tmp_path, org, factors):
+    header = [name for name in HEADER if name != "period_end"]
+    row = {key: value for key, value in electricity_row().items() if key != "period_end"}
+    with pytest.raises(CommandError, match="Missing required column\\(s\\): period_end"):
+        run(write_csv(tmp_path / "a.csv", [row], header=header))
+
+
+def test_extra_cells_are_a_row_error(tmp_path, org, factors):
+    path = write_csv(tmp_path / "a.csv", [electricity_row()])
+    path.write_text(path.read_text() + "3,activity,desnz:7_400_4000_5,1,MWh,,2025-01-01,2025-01-31,surplus\r\n")
+    with pytest.raises(CommandError, match="line 3: \\(row\\): 1 more cell"):
+        run(path)
+
+
+def test_unknown_org_and_missing_file(tmp_path, org):
+    path = write_csv(tmp_path / "a.csv", [electricity_row()])
+    with pytest.raises(CommandError, match="No organization with slug 'nope'"):
+        run(path, org="nope")
+    with pytest.raises(CommandError, match="No such file"):
+        run(tmp_path / "missing.csv")
+
+
+def test_supplier_mapping_by_external_id(tmp_path, org, other_org, factors):
+    mine = SupplierFactory.create(organization=org, external_id="MINE")
+    SupplierFactory.create(organization=other_org, external_id="THEIRS")
+    rows = [electricity_row(supplier_external_id="MINE"), electricity_row(supplier_external_id="THEIRS")]
+    with pytest.raises(CommandError) as exc:
+        run(write_csv(tmp_path / "a.csv", rows))
+    assert "line 3: supplier_external_id: No supplier with external_id 'THEIRS' in organization 'acme'." in str(
+        exc.value
+    )
+    assert not ActivityRecord.objects.exists()
+    run(write_csv(tmp_path / "b.csv", rows[:1]))
+    assert ActivityRecord.objects.get().supplier == mine
+
+
+def test_supplier_specific_errors_name_the_external_id_column(tmp_path, org, factors):
+    SupplierFactory.create(organization=org, external_id="S")
+    row = electricity_row(method="supplier_specific", activity="", supplier_external_id="S")
+    with pytest.raises(CommandError, match=r"line 2: (supplier_external_id|activity)"):
+        run(write_csv(tmp_path / "a.csv", [row]))
+
+
+def import_queries(path: Path, batch_size: int) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        run(path, "--batch-size", str(batch_size))
+    return len(queries)
+
+
+def test_large_file_in_batches_costs_queries_per_batch_not_per_row(tmp_path, org, factors):
+    SupplierFactory.create(organization=org, external_id="A")
+    SupplierFactory.create(organization=org, external_id="B")
+
+    def rows(n: int) -> list[dict[str, str]]:
+        return [
+            electricity_row(
+                supplier_external_id="AB"[i % 2],
+                amount=str(i + 1),
+                activity=("desnz:7_400_4000_5", "desnz:1_101_1011_8")[i % 3 == 0],
+                unit=("kWh", "L")[i % 3 == 0],
+            )
+            for i in range(n)
+        ]
+
+    # Three batches either way: 30 rows of 10, then 3,000 rows of 1,000.
+    small = import_queries(write_csv(tmp_path / "small.csv", rows(30)), 10)
+    assert ActivityRecord.objects.count() == 30
+    large = import_queries(write_csv(tmp_path / "large.csv", rows(3000)), 1000)
+    assert ActivityRecord.objects.count() == 3030
+    # Same batch count, 100x the rows, the same queries: about ten per batch (both passes), none per row.
+    assert large == small
+    assert large <= 12 * 3
+    total = Emission.objects.filter(organization=org).aggregate(total=Sum("co2e_kg"))["total"]
+    expected = sum(
+        Decimal(i + 1) * (Decimal("2.57082") if i % 3 == 0 else Decimal("0.177")) for r in (30, 3000) for i in range(r)
+    )
+    assert total == expected
+
+
+def test_one_transaction_rolls_back_every_batch(tmp_path, org, factors, monkeypatch):
+    """A failure while writing a later batch leaves no row of the earlier batches."""
+    from emissions.management.commands import import_activities as command
+
+    calls = {"n": 0}
+    original = command.activities_create
+
+    def failing_on_third(**kwargs: Any) -> list[ActivityRecord]:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("disk full")
+        return original(**kwargs)
+
+    monkeypatch.setattr(command, "activities_create", failing_on_third)
+    with pytest.raises(RuntimeError, match="disk full"):
+        run(write_csv(tmp_path / "a.csv", [electricity_row() for _ in range(25)]), "--batch-size", "10")
+    assert calls["n"] == 3
+    assert not ActivityRecord.objects.exists()
+
+
+def test_organization_scope(tmp_path, org, other_org, factors):
+    run(write_csv(tmp_path / "a.csv", [electricity_row()]), org=other_org.slug)
+    assert ActivityRecord.objects.get().organization == other_org
+    assert not Organization.objects.get(pk=org.pk).activities.exists()
