@@ -17,3 +17,15 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 # The manifest storage needs ``collectstatic`` first; tests render admin pages without it.
 STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}  # noqa: F405
+
+# N+1 detection (django-zeal) for the whole suite: a lazy related-object load repeated from the
+# same line inside one request, command or test raises ``zeal.NPlusOneError`` and fails the run.
+# The middleware gives every request its own context (two requests in one test are not one N+1);
+# ``tests/conftest.py`` wraps each test in ``zeal_context`` so code called without a request
+# (services, querysets, the test's own code) is checked too, and gives each management command its
+# own context. The middleware goes first so that the other middleware is covered as well.
+INSTALLED_APPS = [*INSTALLED_APPS, "zeal"]  # noqa: F405
+MIDDLEWARE = ["zeal.middleware.zeal_middleware", *MIDDLEWARE]  # noqa: F405
+ZEAL_RAISE = True
+# ``ZEAL_SHOW_ALL_CALLERS=1`` prints every call stack of a reported N+1 (off by default: it walks the stack per load).
+ZEAL_SHOW_ALL_CALLERS = os.environ.get("ZEAL_SHOW_ALL_CALLERS") == "1"
