@@ -9,7 +9,9 @@ from django.contrib.staticfiles.storage import ManifestFilesMixin, staticfiles_s
 from django.core.checks import CheckMessage, Tags, Warning, register
 
 
-@register(Tags.staticfiles)
+# A deployment check (``manage.py check --deploy``): during ``make run`` the manifest is written
+# only just before serving, so warning on every earlier command would be noise.
+@register(Tags.staticfiles, deploy=True)
 def manifest_present(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """With hashed (manifest) static files, every admin or API-docs page needs ``collectstatic`` first."""
     if settings.DEBUG or not isinstance(staticfiles_storage, ManifestFilesMixin):
