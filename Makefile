@@ -18,7 +18,7 @@ DEMO_USER ?= analyst
 DEMO_ACTIVITIES ?= 20000
 BIND ?= 0.0.0.0:8000
 
-.PHONY: help install env createdb migrate factors seed run serve test lint typecheck check ci clean
+.PHONY: help install env services createdb migrate factors seed run serve test lint typecheck check ci clean
 
 help:
 	@echo "make run    - install, migrate, import factors, seed a demo org, serve on :8000 (gunicorn + gevent)"
@@ -39,6 +39,10 @@ install: $(VENV)/.installed
 
 env: install .env
 
+# Fails with a clear message when PostgreSQL or Redis does not answer (CI runs this first).
+services: install
+	$(PY) -m vcci.createdb --check-redis
+
 createdb: install
 	@if [[ "$$DATABASE_URL" == postgres* ]]; then $(PY) -m vcci.createdb; fi
 
@@ -52,7 +56,7 @@ seed: factors
 	$(PY) manage.py seed_demo --org $(DEMO_ORG) --activities $(DEMO_ACTIVITIES) --if-empty
 	$(PY) manage.py create_org_user --org $(DEMO_ORG) --username $(DEMO_USER) --admin-login
 
-serve: env
+serve: migrate
 	$(PY) manage.py collectstatic --no-input -v0
 	GUNICORN_BIND=$(BIND) $(BIN)/gunicorn -c vcci/gunicorn.conf.py vcci.wsgi
 

@@ -11,6 +11,7 @@ import pkgutil
 import sys
 from collections.abc import Callable, Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,6 +36,13 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"The test suite needs PostgreSQL (DATABASE_URL); got {engine}.")
     if not settings.CACHES["default"]["BACKEND"].startswith("django_redis"):
         raise pytest.UsageError("The test suite needs Redis (REDIS_URL).")
+    if not settings.FACTOR_DATA_DIR or not Path(settings.FACTOR_DATA_DIR).is_dir():
+        # The importer and headline-number tests read the publishers' real files; say so up front
+        # instead of failing dozens of tests one by one.
+        raise pytest.UsageError(
+            "The test suite needs the official emission-factor files: set FACTOR_DATA_DIR "
+            "(README, 'Emission-factor data')."
+        )
     zeal_on = "zeal" in settings.INSTALLED_APPS and "zeal.middleware.zeal_middleware" in settings.MIDDLEWARE
     if not zeal_on or not getattr(settings, "ZEAL_RAISE", False):
         # Without the app its patches are not installed and zeal_context() would detect nothing.

@@ -42,14 +42,14 @@ def check_redis(url: str) -> str:
 
 def main(argv: list[str]) -> int:
     url = os.environ.get("DATABASE_URL", "")
-    if not url.startswith("postgres"):
+    if url.startswith("postgres"):
+        try:
+            print(ensure_database(url))
+        except psycopg.Error as exc:
+            print(f"PostgreSQL is unreachable for {url}: {exc}", file=sys.stderr)
+            return 2
+    else:
         print("DATABASE_URL is not a PostgreSQL URL; nothing to create.")
-        return 0
-    try:
-        print(ensure_database(url))
-    except psycopg.Error as exc:
-        print(f"PostgreSQL is unreachable for {url}: {exc}", file=sys.stderr)
-        return 2
     if "--check-redis" in argv:
         try:
             print(check_redis(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")))

@@ -195,7 +195,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 def _default_factor_dir() -> str:
     # The official data sets are not shipped with the project; by convention they sit in
-    # a ``shared/data`` folder beside the checkout.
+    # a ``shared/data`` folder beside the checkout (see the README's "Emission-factor data").
     candidate = BASE_DIR.parent / "shared" / "data"
     return str(candidate) if candidate.is_dir() else ""
 

@@ -23,7 +23,7 @@ from pathlib import Path
 # Factors are stored with 15 decimal places (emissions.models.FACTOR_DIGITS); rounding here
 # keeps what the parser returns identical to what the database will hold.
 FACTOR_QUANTUM = Decimal("1e-15")
-SOURCES_HINT = "see SOURCES.md in the factor data directory for where to download the official files"
+SOURCES_HINT = "see the README's 'Emission-factor data' section for where to download the official files"
 SKIP_NEGATIVE = "negative factor"
 
 
@@ -48,7 +48,7 @@ class FactorFileError(FactorImportError):
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """The FactorDataset row one published edition becomes (attribution from SOURCES.md)."""
+    """The FactorDataset row one published edition becomes (attribution as each publisher asks)."""
 
     source: str
     version: str

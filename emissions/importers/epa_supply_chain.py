@@ -3,7 +3,8 @@
 Factor ``naics:<code>``: kg CO2e per 2022 USD at purchaser price ("with Margins", cradle to
 point of sale). ``extra`` keeps the published without-margins value and the margins. The
 byGHG file gives each gas's mass per USD; those are converted to kg CO2e with the AR5
-GWP-100 table (EPA's own basis, see SOURCES.md) and stored in ``gases``.
+GWP-100 table and stored in ``gases`` (AR5 is EPA's basis: recomputing CO2e from the per-gas
+file with AR5 reproduces the published values).
 """
 
 from __future__ import annotations

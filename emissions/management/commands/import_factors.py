@@ -17,8 +17,8 @@ from emissions.importers.base import FactorImportError
 from emissions.services.factors import IMPORTERS, ImportSummary, factor_dataset_import
 
 DOWNLOAD_HELP = (
-    "The official factor files are not shipped with VCCI. Download them (SOURCES.md in the factor data directory "
-    "lists every file, its publisher URL and licence): IPCC GWPs from "
+    "The official factor files are not shipped with VCCI. Download them (the README's "
+    "'Emission-factor data' section lists every file, its publisher URL and licence): IPCC GWPs from "
     "https://github.com/openclimatedata/globalwarmingpotentials, US EPA Supply Chain GHG Emission Factors v1.3.0 "
     "from https://doi.org/10.23719/1531143, UK DESNZ conversion factors 2025 from "
     "https://www.gov.uk/government/publications/greenhouse-gas-reporting-conversion-factors-2025 and the US EPA "
