@@ -60,7 +60,7 @@ def test_failing_source_rolls_back_the_whole_run(tmp_path):
 
 
 def test_missing_or_empty_directory_points_to_sources(tmp_path, settings):
-    with pytest.raises(CommandError, match=r"missing or empty.*SOURCES\.md"):
+    with pytest.raises(CommandError, match=r"missing or empty.*README's 'Emission-factor data' section"):
         _run("--dir", str(tmp_path / "nowhere"))
     with pytest.raises(CommandError, match="missing or empty"):
         _run("--dir", str(tmp_path))
