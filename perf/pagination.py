@@ -1,6 +1,6 @@
 """Keyset (cursor) pagination for DRF on top of django-cursor-pagination.
 
-Pages are found with a WHERE on the ordering columns (``(period_start, id) < (cursor)``)
+Pages are found with a WHERE on the ordering columns (``(period_start, id) < cursor``)
 instead of OFFSET, so the cost of a page does not grow with its depth, and rows inserted
 while a client walks the list neither repeat nor vanish. No COUNT query is run.
 
@@ -8,11 +8,17 @@ A view sets ``keyset_ordering`` (e.g. ``("-period_start", "-id")``); the last ke
 unique (the primary key) so that ties on the earlier keys are broken deterministically.
 
 Index use: for keys whose column can never be NULL the pages are ordered with a plain
-``ORDER BY period_start DESC, id DESC`` and found with
-``period_start <= x AND (period_start < x OR (period_start = x AND id < y))``, so PostgreSQL
-walks an index such as ``(organization, period_start DESC, id DESC)`` and stops after one
-page. The library's NULL handling (``NULLS LAST`` and ``OR col IS NULL`` branches) cannot use
-such an index; it is kept for nullable keys, and its cursor predicate for any ordering with one.
+``ORDER BY period_start DESC, id DESC`` and found with the row-value comparison
+``(period_start, id) <= (x, y)`` minus the cursor row itself. PostgreSQL turns that into an
+index condition on an index such as ``(organization, period_start DESC, id DESC)``: the scan
+starts exactly at the cursor and stops after one page, however many rows share the cursor's
+``period_start``. (The expanded form
+``period_start <= x AND (period_start < x OR (period_start = x AND id < y))`` can only use the
+bound on the leading key, so it reads and discards every row of the cursor's month that precedes
+the cursor: thousands for a month of imported activities.) Orderings that mix ascending and
+descending keys have no single row comparison and keep the expanded form, as do backends without
+row values. The library's NULL handling (``NULLS LAST`` and ``OR col IS NULL`` branches) cannot
+use such an index; it is kept for nullable keys, and its cursor predicate for any ordering with one.
 """
 
 from __future__ import annotations
@@ -25,8 +31,11 @@ from typing import Any
 from cursor_pagination import CursorPaginator, InvalidCursor
 from django.core.exceptions import FieldDoesNotExist
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db.models import Field, Model, Q, QuerySet
+from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import F, Field, Func, Model, Q, QuerySet, Value
 from django.db.models.expressions import OrderBy
+from django.db.models.lookups import GreaterThanOrEqual, LessThanOrEqual
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import BasePagination
 from rest_framework.request import Request
@@ -56,6 +65,30 @@ def _walk(model: type[Model], path: str) -> tuple[Field, bool]:
     if field is None:
         raise FieldDoesNotExist(path)
     return field, nullable
+
+
+class RowValue(Func):
+    """``(a, b, ...)``: a SQL row value, which compares lexicographically (``(a, b) < (x, y)``).
+
+    Compared through ``LessThan``/``GreaterThan``, whose operands may be any expressions; the
+    values inside are ``Value``s with their column's field, so they travel as typed parameters.
+    """
+
+    function = ""
+    template = "(%(expressions)s)"
+
+    def __init__(self, *expressions: Any) -> None:
+        # A row has no single Django field type; a plain Field compiles without casts.
+        super().__init__(*expressions, output_field=Field())
+
+
+def _row_comparison_supported(connection: BaseDatabaseWrapper) -> bool:
+    """Whether the backend compares row values with ``<``/``>``.
+
+    Django's ``supports_tuple_lookups`` is False on SQLite for tuple ``IN`` lists, but SQLite has
+    compared row values since 3.15 (Django 5.2 requires 3.31); Oracle has neither.
+    """
+    return bool(connection.features.supports_tuple_lookups) or connection.vendor == "sqlite"
 
 
 class KeysetPaginator(CursorPaginator):
@@ -95,19 +128,20 @@ class KeysetPaginator(CursorPaginator):
     def apply_cursor(self, cursor: str, queryset: QuerySet, from_last: bool, reverse: bool = False) -> QuerySet:
         """Rows strictly after (or, with ``reverse``, before) the cursor's position in the ordering.
 
-        For NOT NULL keys ``(a DESC, b DESC)`` after ``(x, y)`` this is
-        ``a <= x AND (a < x OR (a = x AND b < y))``: the OR is the exact keyset condition, and
-        the redundant bound on the leading key becomes the index condition where the scan starts,
-        so a deep page costs what the first does.
+        For NOT NULL keys in one direction, ``(a DESC, b DESC)`` after ``(x, y)``, this is the row
+        comparison ``(a, b) <= (x, y) AND NOT (a = x AND b = y)`` (``>=`` for ascending keys or a
+        ``before`` page), which an index on ``(…, a DESC, b DESC)`` takes as its start condition, so
+        a deep page costs what the first does. Mixed directions (and backends without row values)
+        get ``a <= x AND (a < x OR (a = x AND b > y))``.
         """
         if not self.index_friendly:
             return super().apply_cursor(cursor, queryset, from_last, reverse=reverse)
         position = self.decode_cursor(cursor)
         if len(position) != len(self.ordering):
             raise InvalidCursor(self.invalid_cursor_message)
-        filtering = Q()
-        equal: dict[str, Any] = {}
-        bound: Q | None = None
+        columns: list[str] = []
+        values: list[Any] = []
+        ops: list[str] = []
         for key, raw in zip(self.ordering, position, strict=True):
             column = key.lstrip("-")
             field = self.fields[column][0]
@@ -117,15 +151,42 @@ class KeysetPaginator(CursorPaginator):
                 raise InvalidCursor(self.invalid_cursor_message) from exc
             if value is None:  # a NOT NULL column has no NULL position
                 raise InvalidCursor(self.invalid_cursor_message)
+            columns.append(column)
+            values.append(value)
             # Descending key walked forward, or ascending key walked backward: smaller values come next.
-            op = "lt" if reverse != key.startswith("-") else "gt"
+            ops.append("lt" if reverse != key.startswith("-") else "gt")
+        if len(columns) > 1 and len(set(ops)) == 1 and _row_comparison_supported(connections[queryset.db]):
+            # (a, b) <= (x, y) AND NOT (a = x AND b = y), not the equivalent (a, b) < (x, y): PostgreSQL
+            # estimates a row comparison from its first column alone, and "a < x" leaves out every row
+            # sharing the cursor's a (a whole month of activities). Underestimated, the page after a
+            # cursor in the last month is planned as "read them all and sort"; "a <= x" counts them.
+            # The index scan still starts at the cursor; the NOT removes the cursor row itself.
+            lookup = LessThanOrEqual if ops[0] == "lt" else GreaterThanOrEqual
+            row = RowValue(*(F(column) for column in columns))
+            cursor_row = RowValue(
+                *(
+                    Value(value, output_field=self.fields[column][0])
+                    for column, value in zip(columns, values, strict=True)
+                )
+            )
+            return queryset.filter(lookup(row, cursor_row), ~Q(**dict(zip(columns, values, strict=True))))
+        return queryset.filter(self._expanded_predicate(columns, values, ops))
+
+    @staticmethod
+    def _expanded_predicate(columns: Sequence[str], values: Sequence[Any], ops: Sequence[str]) -> Q:
+        """``a <op0>= x AND (a <op0> x OR (a = x AND b <op1> y) OR …)``: the keyset condition without row values.
+
+        The OR is the exact condition; the redundant bound on the leading key gives an index a
+        place to start (the first key's block of equal values is still read and filtered).
+        """
+        filtering = Q()
+        equal: dict[str, Any] = {}
+        for column, value, op in zip(columns, values, ops, strict=True):
             filtering |= Q(**equal, **{f"{column}__{op}": value})
             equal[column] = value
-            if bound is None:
-                bound = Q(**{f"{column}__{op}e": value})
-        if bound is not None and len(self.ordering) > 1:
-            filtering = bound & filtering
-        return queryset.filter(filtering)
+        if len(columns) > 1:
+            filtering = Q(**{f"{columns[0]}__{ops[0]}e": values[0]}) & filtering
+        return filtering
 
     def page_queryset(
         self, first: int | None = None, last: int | None = None, after: str | None = None, before: str | None = None

@@ -35,6 +35,10 @@ class SpendYearView:
     keyset_ordering = ("spend_year", "id")
 
 
+class MixedView:
+    keyset_ordering = ("name", "-id")
+
+
 def request(url: str) -> Request:
     return Request(APIRequestFactory().get(url))
 
@@ -157,11 +161,13 @@ ROWS_PER_ORG = 2000
 DAYS = 200  # ~10 rows share each period_start, so pages break inside ties
 
 
-def _stored_rows(organization, *, rows: int = ROWS_PER_ORG) -> None:
-    """``rows`` activities with emissions for ``organization``, bulk-inserted (factories would take minutes)."""
+def _stored_rows(
+    organization, *, rows: int = ROWS_PER_ORG, days: int = DAYS, start: dt.date = dt.date(2020, 1, 1)
+) -> None:
+    """``rows`` activities with emissions for ``organization`` spread over ``days`` period_starts from ``start``,
+    bulk-inserted (factories would take minutes)."""
     supplier = SupplierFactory.create(organization=organization)
     factor = EmissionFactorFactory.create()
-    start = dt.date(2020, 1, 1)
     records = ActivityRecord.objects.bulk_create(
         ActivityRecord(
             organization=organization,
@@ -171,8 +177,8 @@ def _stored_rows(organization, *, rows: int = ROWS_PER_ORG) -> None:
             activity=factor.activity,
             amount=Decimal(i),
             unit="kWh",
-            period_start=start + dt.timedelta(days=i % DAYS),
-            period_end=start + dt.timedelta(days=i % DAYS),
+            period_start=start + dt.timedelta(days=i % days),
+            period_end=start + dt.timedelta(days=i % days),
         )
         for i in range(rows)
     )
@@ -193,15 +199,43 @@ def _stored_rows(organization, *, rows: int = ROWS_PER_ORG) -> None:
     )
 
 
+def _analyze() -> None:
+    """Fresh planner statistics for the bulk-inserted tables."""
+    with connection.cursor() as cursor:
+        for model in (ActivityRecord, Emission):
+            cursor.execute(f"ANALYZE {connection.ops.quote_name(model._meta.db_table)}")
+
+
 @pytest.fixture
 def big_org(org, other_org):
     """2,000 emissions for ``org`` and as many for another organization, with fresh planner statistics."""
     _stored_rows(org)
     _stored_rows(other_org)
-    with connection.cursor() as cursor:
-        for model in (ActivityRecord, Emission):
-            cursor.execute(f"ANALYZE {connection.ops.quote_name(model._meta.db_table)}")
+    _analyze()
     return org
+
+
+BIG_MONTH = dt.date(2021, 6, 1)
+BIG_MONTH_ROWS = 2000
+
+
+@pytest.fixture
+def big_month_org(org, other_org):
+    """``org`` with one month of 2,000 emissions sharing a period_start (a monthly import) above 200 spread
+    over earlier days; another organization with as many rows; fresh planner statistics."""
+    for organization in (org, other_org):
+        _stored_rows(organization, rows=BIG_MONTH_ROWS, days=1, start=BIG_MONTH)
+        _stored_rows(organization, rows=200)
+    _analyze()
+    return org
+
+
+def _index_scans(plan: dict, index: str) -> list[dict]:
+    """The nodes of an EXPLAIN (FORMAT JSON) plan that scan ``index``."""
+    found = [plan] if plan.get("Index Name") == index else []
+    for child in plan.get("Plans", []):
+        found.extend(_index_scans(child, index))
+    return found
 
 
 @pytest.mark.parametrize(
@@ -230,12 +264,46 @@ def test_pages_are_read_from_the_index_without_a_sort(big_org, viewset, index):
         plan = page_queryset.explain()
         assert index in plan, (name, plan)
         assert "Sort" not in plan, (name, plan)
+        if name != "first":
+            # The cursor is where the index scan starts, not a filter applied to what it reads.
+            assert "ROW(period_start, id)" in plan.split("Index Cond:", 1)[1].splitlines()[0], (name, plan)
     # The pages are the right ones: 100 rows each, meeting at the cursor.
     after, before = list(pages["after"])[:100], list(pages["before"])[:100]
     ordered = list(paginator.queryset.values_list("pk", flat=True))
     position = ordered.index(middle.pk)
     assert [row.pk for row in after] == ordered[position + 1 : position + 101]
     assert [row.pk for row in reversed(before)] == ordered[position - 100 : position]
+
+
+@pytest.mark.parametrize(
+    ("viewset", "index"),
+    [(EmissionViewSet, "emission_org_period_idx"), (ActivityViewSet, "activity_org_period_idx")],
+)
+def test_a_cursor_inside_a_big_month_starts_the_index_scan(big_month_org, viewset, index):
+    """With the cursor half-way through a month of 2,000 rows sharing one period_start, the page is read
+    from the cursor on: the row comparison is the scan's Index Cond, and the scan reads one page of rows
+    instead of reading and discarding the ~1,000 rows of the month on the near side of the cursor."""
+    queryset = viewset().scoped(big_month_org.pk)
+    paginator = KeysetPaginator(queryset, viewset.keyset_ordering)
+    middle = paginator.queryset[BIG_MONTH_ROWS // 2]
+    assert middle.period_start == BIG_MONTH
+    cursor = paginator.cursor(middle)
+    ordered = list(paginator.queryset.values_list("pk", flat=True))
+    position = ordered.index(middle.pk)
+    pages = {
+        "after": (paginator.page_queryset(first=100, after=cursor), ordered[position + 1 : position + 101]),
+        "before": (paginator.page_queryset(last=100, before=cursor), ordered[position - 100 : position][::-1]),
+    }
+    for name, (page_queryset, expected) in pages.items():
+        [explained] = json.loads(page_queryset.explain(format="json", analyze=True, buffers=True))
+        scans = _index_scans(explained["Plan"], index)
+        assert len(scans) == 1, (name, page_queryset.explain(analyze=True))
+        [scan] = scans
+        assert "ROW(period_start, id)" in scan["Index Cond"], (name, scan)
+        # Only the cursor row itself is read and dropped (the old predicate dropped ~1,000 here).
+        assert scan.get("Rows Removed by Filter", 0) <= 1, (name, scan)
+        assert scan["Actual Rows"] == 101, (name, scan)  # the page and the row telling whether another follows
+        assert [row.pk for row in page_queryset][:100] == expected, name
 
 
 def test_sql_for_not_null_keys_has_no_null_handling(org):
@@ -248,8 +316,67 @@ def test_sql_for_not_null_keys_has_no_null_handling(org):
     assert "IS NULL" not in sql
     assert sql.endswith('ORDER BY "emissions_emission"."period_start" DESC, "emissions_emission"."id" DESC LIMIT 11')
     assert dt.date(2025, 3, 1) in params and 42 in params  # a date and an int, not text
+    row = '("emissions_emission"."period_start", "emissions_emission"."id")'
+    # "<=" and the cursor row excluded, so PostgreSQL's estimate (from period_start <= x) counts the cursor's month.
+    assert f"{row} <= (%s, %s) AND NOT (" in sql
     backward, _ = paginator.page_queryset(last=10, before=cursor).query.sql_with_params()
+    assert f"{row} >= (%s, %s) AND NOT (" in backward
     assert backward.endswith('ORDER BY "emissions_emission"."period_start" ASC, "emissions_emission"."id" ASC LIMIT 11')
+
+
+def test_ascending_keys_compare_rows_upward(org):
+    paginator = KeysetPaginator(Supplier.objects.for_org(org), SupplierView.keyset_ordering)
+    cursor = paginator.encode_cursor(["Acme", "7"])
+    forward, params = paginator.page_queryset(first=10, after=cursor).query.sql_with_params()
+    backward, _ = paginator.page_queryset(last=10, before=cursor).query.sql_with_params()
+    row = '("emissions_supplier"."name", "emissions_supplier"."id")'
+    assert f"{row} >= (%s, %s) AND NOT (" in forward and f"{row} <= (%s, %s) AND NOT (" in backward
+    assert "Acme" in params and 7 in params
+
+
+def _walk_both_ways(queryset, view) -> tuple[list[int], list[int]]:
+    """Every pk reached by following ``next`` links from the first page, then ``previous`` links back."""
+    seen, url = [], "/x/?limit=2"
+    while url:
+        _, data = page(queryset, view, url)
+        seen.extend(data["results"])
+        last_page, url = data, data["next"]
+    back, url = list(last_page["results"]), last_page["previous"]
+    while url:
+        _, data = page(queryset, view, url)
+        back = data["results"] + back
+        url = data["previous"]
+    return seen, back
+
+
+def test_mixed_directions_keep_the_expanded_predicate(org):
+    """(name ASC, id DESC) has no single row comparison: the cursor is the OR of per-key conditions."""
+    for name in ["B", "A", "B", "C", "A", "B", "A"]:
+        SupplierFactory(organization=org, name=name)
+    queryset = Supplier.objects.for_org(org)
+    paginator = KeysetPaginator(queryset, MixedView.keyset_ordering)
+    cursor = paginator.encode_cursor(["B", "5"])
+    sql, _ = paginator.page_queryset(first=2, after=cursor).query.sql_with_params()
+    assert '("emissions_supplier"."name", "emissions_supplier"."id")' not in sql
+    assert '"emissions_supplier"."name" >= %s' in sql and '"emissions_supplier"."id" < %s' in sql
+    expected = [s.pk for s in sorted(Supplier.objects.all(), key=lambda s: (s.name, -s.pk))]
+    assert _walk_both_ways(queryset, MixedView) == (expected, expected)
+
+
+def test_without_row_values_the_expanded_predicate_pages_the_same(org, monkeypatch):
+    """Backends without row comparisons (Oracle) get the equivalent expanded predicate."""
+    for day in (1, 1, 1, 2, 2, 3, 3, 3):
+        EmissionFactory(organization=org, activity__period_start=dt.date(2025, 1, day))
+    monkeypatch.setattr("perf.pagination._row_comparison_supported", lambda connection: False)
+    queryset = Emission.objects.for_org(org)
+    paginator = KeysetPaginator(queryset, EmissionView.keyset_ordering)
+    sql, _ = paginator.page_queryset(
+        first=2, after=paginator.encode_cursor(["2025-01-02", "5"])
+    ).query.sql_with_params()
+    assert '("emissions_emission"."period_start", "emissions_emission"."id")' not in sql
+    assert '"emissions_emission"."period_start" <= %s' in sql
+    expected = list(Emission.objects.order_by("-period_start", "-id").values_list("pk", flat=True))
+    assert _walk_both_ways(queryset, EmissionView) == (expected, expected)
 
 
 def test_the_api_runs_the_page_queryset(api, org):
