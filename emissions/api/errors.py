@@ -1,7 +1,7 @@
 """API error responses: every 4xx names the field and the problem.
 
-Services raise domain errors (Django ``ValidationError``, ``SupplierInUseError``, ``FactorInUseError``,
-``ActivitiesInvalidError``, ``CalculationError``); this handler turns them into responses so
+Services raise domain errors (Django ``ValidationError``, ``InUseError``, ``ActivitiesInvalidError``,
+``CalculationError``); this handler turns them into responses so
 views stay thin and services stay free of HTTP.
 """
 
@@ -16,8 +16,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from calculator.types import CalculationError
 from emissions.services.activities import ActivitiesInvalidError
-from emissions.services.supplier_factors import FactorInUseError
-from emissions.services.suppliers import SupplierInUseError
+from emissions.services.suppliers import InUseError
 
 
 def validation_error_body(exc: DjangoValidationError) -> dict[str, list[str]]:
@@ -37,8 +36,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return Response({"errors": [e.as_dict() for e in exc.errors]}, status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, DjangoValidationError):
         return Response(validation_error_body(exc), status=status.HTTP_400_BAD_REQUEST)
-    if isinstance(exc, SupplierInUseError):
-        return Response({"detail": str(exc), "references": exc.references}, status=status.HTTP_409_CONFLICT)
-    if isinstance(exc, FactorInUseError):
-        return Response({"detail": str(exc), "references": exc.references}, status=status.HTTP_409_CONFLICT)
+    if isinstance(exc, InUseError):
+        body = {"detail": str(exc), "references": exc.references, "referenced_by": exc.referenced_by}
+        return Response(body, status=status.HTTP_409_CONFLICT)
     return drf_exception_handler(exc, context)

@@ -7,6 +7,7 @@ with ``with_related()`` so that lists run a constant number of queries.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -27,11 +28,11 @@ from emissions.models import (
     Supplier,
 )
 from emissions.services.activities import ActivityInput, ItemError
-from emissions.services.suppliers import EXTERNAL_ID_TAKEN
 
 MAX_BATCH_ITEMS = 1000
 MAX_ACTIVITY_ITEMS = 10_000
 MIN_YEAR, MAX_YEAR = 1900, 2100
+GAS_NAME_RE = re.compile(r"^[A-Za-z0-9_\-\.]{1,32}$")
 # Primary keys are bigint; larger numbers would reach PostgreSQL as an out-of-range error.
 MAX_ID = 2**63 - 1
 DISTANCE_FIELDS = ("mass", "mass_unit", "distance", "distance_unit")
@@ -104,7 +105,7 @@ class FactorSerializer(serializers.ModelSerializer):
 
 
 class SupplierSerializer(serializers.ModelSerializer):
-    """Supplier fields. Precondition: ``context["organization_id"]`` is the caller's organization."""
+    """Supplier fields; ``supplier_create`` / ``supplier_update`` check ``external_id`` uniqueness."""
 
     country = serializers.CharField(
         max_length=2, required=False, allow_blank=True, help_text="ISO 3166-1 alpha-2 code, e.g. US"
@@ -114,8 +115,8 @@ class SupplierSerializer(serializers.ModelSerializer):
         model = Supplier
         fields = ["id", "external_id", "name", "country", "naics", "created_at", "updated_at"]
         read_only_fields = ["id", "created_at", "updated_at"]
-        # The (organization, external_id) constraint is checked in validate_external_id,
-        # scoped to the caller's organization, which the ModelSerializer cannot see.
+        # The (organization, external_id) constraint is left to the service, which maps the database's
+        # violation to the same field error race-free (a pre-check here would cost a query and still race).
         validators: list[Any] = []
 
     def validate_country(self, value: str) -> str:
@@ -126,17 +127,12 @@ class SupplierSerializer(serializers.ModelSerializer):
             raise serializers.ValidationError(f"'{value}' is not an ISO 3166-1 alpha-2 country code.")
         return code
 
-    def validate_external_id(self, value: str) -> str:
-        existing = Supplier.objects.for_org(self.context["organization_id"]).filter(external_id=value)
-        if self.instance is not None:
-            existing = existing.exclude(pk=self.instance.pk)
-        if existing.exists():
-            raise serializers.ValidationError(EXTERNAL_ID_TAKEN)
-        return value
-
 
 class SupplierFactorInputSerializer(serializers.Serializer):
-    """A factor a supplier provided. Shapes only; ``supplier_factor_create`` checks unit, region and uniqueness."""
+    """A factor a supplier provided: every shape ``supplier_factor_create`` expects (its precondition).
+
+    The service checks what needs the units registry or the database: unit, region, price year, uniqueness.
+    """
 
     activity = serializers.CharField(
         required=False,
@@ -174,6 +170,12 @@ class SupplierFactorInputSerializer(serializers.Serializer):
     dataset_version = serializers.CharField(
         required=False, allow_blank=True, max_length=32, help_text='Supplier dataset version; default "current"'
     )
+
+    def validate_gases(self, value: dict[str, Decimal]) -> dict[str, Decimal]:
+        for gas in value:
+            if not GAS_NAME_RE.match(gas):
+                raise serializers.ValidationError(f"'{gas}' is not a gas name such as CO2, CH4 or N2O.")
+        return value
 
 
 class SupplierRefSerializer(serializers.Serializer):

@@ -15,42 +15,24 @@ the calculator would use would silently differ from the one the supplier stated.
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import ProtectedError
 from django.utils.text import slugify
 from django_countries import countries
 
 from calculator import units
-from emissions.models import FACTOR_DIGITS, EmissionFactor, FactorDataset, Supplier
+from emissions.importers.base import decimal_str
+from emissions.models import EmissionFactor, FactorDataset, Supplier
+from emissions.services.suppliers import InUseError, save_or_field_error
 
 DEFAULT_VERSION = "current"
 GLOBAL = "GLOBAL"
 ACTIVITY_MAX_LENGTH = EmissionFactor._meta.get_field("activity").max_length or 128
 UNIQUE_ACTIVITY_CONSTRAINT = "factor_dataset_activity_uniq"
 CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
-GAS_RE = re.compile(r"^[A-Za-z0-9_\-\.]{1,32}$")
-FACTOR_LIMIT = Decimal(10) ** (FACTOR_DIGITS["max_digits"] - FACTOR_DIGITS["decimal_places"])
-
-# Fields a caller may set; dataset, supplier and currency are derived, never taken from input.
-WRITABLE_FIELDS = frozenset({"activity", "name", "unit", "co2e_per_unit", "year", "region", "gases", "dataset_version"})
-REQUIRED_FIELDS = ("name", "unit", "co2e_per_unit", "year")
-MIN_YEAR, MAX_YEAR = 1900, 2100
-
-
-class FactorInUseError(Exception):
-    """The factor is referenced by stored activities or emissions and cannot be deleted."""
-
-    def __init__(self, factor: EmissionFactor, references: int) -> None:
-        self.factor = factor
-        self.references = references
-        super().__init__(
-            f"Factor {factor.pk} ('{factor.activity}') is used by {references} stored activity or emission "
-            "record(s); results keep the factor they were calculated with, so it cannot be deleted."
-        )
 
 
 def default_activity(supplier: Supplier, name: str) -> str:
@@ -88,39 +70,6 @@ def _region(value: str | None, supplier: Supplier) -> str:
     return code
 
 
-def _decimal(value: Any, field: str) -> Decimal:
-    """A finite, non-negative Decimal that fits the factor columns; floats are refused (already inexact)."""
-    if isinstance(value, bool) or not isinstance(value, Decimal | int | str):
-        raise ValidationError({field: [f"Give a decimal string, not {type(value).__name__}."]})
-    try:
-        number = Decimal(value)
-    except (InvalidOperation, ValueError):
-        raise ValidationError({field: [f"'{value}' is not a number."]}) from None
-    if not number.is_finite() or number < 0:
-        raise ValidationError({field: ["Must be a finite, non-negative number."]})
-    if number >= FACTOR_LIMIT:
-        raise ValidationError({field: [f"Must be less than {FACTOR_LIMIT}."]})
-    return number
-
-
-def _gases(value: Any) -> dict[str, str]:
-    """``{gas: decimal string}``, each a finite, non-negative kg CO2e per unit."""
-    if value in (None, ""):
-        return {}
-    if not isinstance(value, dict):
-        raise ValidationError({"gases": ["Give an object mapping gas names to decimal strings."]})
-    gases: dict[str, str] = {}
-    for gas, amount in value.items():
-        if not isinstance(gas, str) or not GAS_RE.match(gas):
-            raise ValidationError({"gases": [f"'{gas}' is not a gas name such as CO2, CH4 or N2O."]})
-        try:
-            # Plain notation without padding zeros ("0.05", not "0.050000000000000" or "5E-2").
-            gases[gas] = format(_decimal(amount, "gases").normalize(), "f")
-        except ValidationError as exc:
-            raise ValidationError({"gases": [f"{gas}: {message}" for message in exc.messages]}) from None
-    return gases
-
-
 def _dataset(supplier: Supplier, version: str, year: int) -> FactorDataset:
     dataset, _ = FactorDataset.objects.get_or_create(
         organization_id=supplier.organization_id,
@@ -139,26 +88,21 @@ def _dataset(supplier: Supplier, version: str, year: int) -> FactorDataset:
 def supplier_factor_create(*, supplier: Supplier, data: dict[str, Any]) -> EmissionFactor:
     """Store a factor ``supplier`` provided; ``ValidationError`` names the offending field.
 
-    ``data``: ``name``, ``unit``, ``co2e_per_unit``, ``year`` (required); ``activity`` (default
-    ``default_activity``), ``region`` (default the supplier's country, else GLOBAL), ``gases``,
-    ``dataset_version`` (default ``"current"``). The dataset is created on demand with
-    ``basis_year = year``. An activity already present in that dataset is an error on ``activity``.
+    Precondition: ``data`` has the shapes ``SupplierFactorInputSerializer`` validates (its
+    ``validated_data``): ``name``, ``unit``, ``co2e_per_unit`` (a non-negative Decimal that fits the
+    column), ``year`` (an int in range) are present; ``activity`` (default ``default_activity``),
+    ``region`` (default the supplier's country, else GLOBAL), ``gases`` (``{gas name: Decimal}``),
+    ``dataset_version`` (default ``"current"``) may be. Other keys are ignored. This function checks
+    what needs the database or the units registry: the unit, the region, the spend factor's price
+    year and the activity's uniqueness in its dataset; ``full_clean`` applies the model's rules.
+    The dataset is created on demand with ``basis_year = year``.
     """
-    unknown = set(data) - WRITABLE_FIELDS
-    if unknown:
-        raise ValidationError({name: ["This field cannot be written."] for name in sorted(unknown)})
-    missing = [name for name in REQUIRED_FIELDS if data.get(name) in (None, "")]
-    if missing:
-        raise ValidationError({name: ["This field is required."] for name in missing})
-
-    name = str(data["name"]).strip()
-    unit, currency = _unit_and_currency(str(data["unit"]))
-    co2e_per_unit = _decimal(data["co2e_per_unit"], "co2e_per_unit")
-    year = data["year"]
-    if isinstance(year, bool) or not isinstance(year, int) or not MIN_YEAR <= year <= MAX_YEAR:
-        raise ValidationError({"year": [f"Must be a year from {MIN_YEAR} to {MAX_YEAR}."]})
+    name = data["name"].strip()
+    unit, currency = _unit_and_currency(data["unit"])
+    year: int = data["year"]
     region = _region(data.get("region"), supplier)
-    gases = _gases(data.get("gases"))
+    # Plain notation without padding zeros ("0.05", not "0.050000000000000" or "5E-2").
+    gases = {gas: decimal_str(amount) for gas, amount in (data.get("gases") or {}).items()}
     version = (data.get("dataset_version") or DEFAULT_VERSION).strip()
     activity = (data.get("activity") or "").strip() or default_activity(supplier, name)
 
@@ -183,34 +127,25 @@ def supplier_factor_create(*, supplier: Supplier, data: dict[str, Any]) -> Emiss
         unit=unit,
         unit_label=unit,
         currency=currency,
-        co2e_per_unit=co2e_per_unit,
+        co2e_per_unit=data["co2e_per_unit"],
         gwp_set=dataset.gwp_set,
         gases=gases,
     )
     # Field validators and clean() (the dataset must be the supplier's organization's); uniqueness is
     # left to the database constraint below, which is race-free.
     factor.full_clean(validate_unique=False, validate_constraints=False)
-    try:
-        with transaction.atomic():  # a savepoint keeps the caller's transaction usable
-            factor.save()
-    except IntegrityError as exc:
-        constraint = getattr(getattr(exc.__cause__, "diag", None), "constraint_name", None)
-        if constraint == UNIQUE_ACTIVITY_CONSTRAINT:
-            raise ValidationError(
-                {
-                    "activity": [
-                        f"Dataset version '{version}' already has a factor for activity '{activity}'; "
-                        "give another activity or dataset_version."
-                    ]
-                }
-            ) from exc
-        raise
+    taken = (
+        "activity",
+        f"Dataset version '{version}' already has a factor for activity '{activity}'; "
+        "give another activity or dataset_version.",
+    )
+    save_or_field_error(factor, {UNIQUE_ACTIVITY_CONSTRAINT: taken})
     return factor
 
 
 @transaction.atomic
 def supplier_factor_delete(*, factor: EmissionFactor) -> None:
-    """Delete a supplier-provided factor; ``FactorInUseError`` when stored results or activities use it.
+    """Delete a supplier-provided factor; ``InUseError`` when stored activities or emissions use it.
 
     Precondition: ``factor.supplier_id`` is set (public factors are never deleted through here).
     """
@@ -220,4 +155,8 @@ def supplier_factor_delete(*, factor: EmissionFactor) -> None:
         with transaction.atomic():
             factor.delete()
     except ProtectedError as exc:
-        raise FactorInUseError(factor, len(exc.protected_objects)) from exc
+        raise InUseError.from_protected(
+            exc,
+            f"Factor {factor.pk} ('{factor.activity}')",
+            "results keep the factor they were calculated with, so it cannot be deleted.",
+        ) from exc

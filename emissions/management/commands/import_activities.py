@@ -1,18 +1,21 @@
 """``manage.py import_activities FILE.csv --org SLUG``: load activity lines and their emissions, all or nothing.
 
-The file is read twice, each time streamed through ``csv.DictReader`` in batches of
-``--batch-size`` rows, so memory stays flat whatever the file's size:
+The file is read once, streamed through ``csv.DictReader`` in batches of ``--batch-size`` rows,
+inside ONE transaction, so memory stays flat whatever the file's size and every row is
+calculated exactly once:
 
-1. **Validate**: every row is checked with the API's own ``ActivityInputSerializer`` (the same
-   rules as ``POST /api/v1/activities/``) and calculated (``activities_calculate``). Errors
-   are collected with their file line number and field; the first ``MAX_PRINTED_ERRORS`` are
-   printed with the total count. Any error: nothing is written.
-2. **Write** (not with ``--dry-run``): inside ONE transaction, each batch goes through
-   ``activities_create`` (bulk inserts of the activities and their emissions). The rows
-   written must add up to what was validated (count and kg CO2e); if the file changed in
-   between, the transaction is rolled back.
+- each row is checked with the API's own ``ActivityInputSerializer`` (the same rules as
+  ``POST /api/v1/activities/``);
+- while no error has been seen, each batch is written with ``activities_create`` (bulk inserts
+  of the activities and their emissions, calculated on the way);
+- from the first error on nothing more is written: the remaining rows are only calculated
+  (``activities_calculate``) so that every error of the file is reported, and at the end a
+  ``CommandError`` rolls back the batches already written.
 
-One ``FactorResolver`` serves both passes and is primed per batch, so a batch costs a fixed
+Errors carry their physical file line and field; the first ``MAX_PRINTED_ERRORS`` are printed
+with the total count. ``--dry-run`` only calculates and never writes.
+
+One ``FactorResolver`` is shared by every batch and primed per batch, so a batch costs a fixed
 handful of queries (suppliers by ``external_id``, supplier check, new factor selectors, the
 inserts) however many rows it has. Columns are the activity API's fields, with
 ``supplier_external_id`` (the supplier's key in the organization's ERP) instead of a supplier id.
@@ -22,7 +25,8 @@ An empty cell is a value not given (the API's defaults apply).
 from __future__ import annotations
 
 import csv
-import os
+import io
+import stat
 import sys
 import time
 from collections.abc import Iterator
@@ -106,15 +110,6 @@ class Tally:
         self.errors.extend(errors[: max(0, MAX_PRINTED_ERRORS - len(self.errors))])
 
 
-def _count_lines(path: Path) -> int:
-    """Newlines in the file (a progress-bar estimate of the rows; quoted multi-line cells make it high)."""
-    count = 0
-    with path.open("rb") as raw:
-        while chunk := raw.read(1 << 20):
-            count += chunk.count(b"\n")
-    return count
-
-
 def _flatten(errors: Any) -> tuple[str, ...]:
     if isinstance(errors, dict):
         return tuple(f"{key}: {message}" for key, value in errors.items() for message in _flatten(value))
@@ -124,16 +119,20 @@ def _flatten(errors: Any) -> tuple[str, ...]:
 
 
 class ActivityFile:
-    """A CSV file of activities, read as batches of ``(line, cells)`` with header checks."""
+    """A CSV file of activities, read once as batches of ``(line, cells)`` with header checks.
+
+    ``bytes_read`` is how far into the file the reader is (for a progress bar over the file's size).
+    """
 
     def __init__(self, path: Path, batch_size: int) -> None:
         self.path = path
         self.batch_size = batch_size
+        self.bytes_read = 0
 
     def batches(self) -> Iterator[list[Row]]:
         """Yield batches of rows; raise ``CommandError`` on a bad header, encoding or CSV syntax."""
         try:
-            with self.path.open(newline="", encoding="utf-8-sig") as handle:
+            with self.path.open("rb") as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as handle:
                 reader = csv.DictReader(handle)
                 self._check_header(reader.fieldnames)
                 batch: list[Row] = []
@@ -143,8 +142,11 @@ class ActivityFile:
                     # line_num is the last physical line read: a quoted cell may span several.
                     line = reader.line_num + 1
                     if len(batch) >= self.batch_size:
+                        # The binary buffer's position: the text layer's tell() is disabled while iterating.
+                        self.bytes_read = raw.tell()
                         yield batch
                         batch = []
+                self.bytes_read = raw.tell()
                 if batch:
                     yield batch
         except UnicodeDecodeError as exc:
@@ -243,105 +245,88 @@ class Command(BaseCommand):
         parser.add_argument(
             "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help=f"Rows per batch (default {DEFAULT_BATCH_SIZE})."
         )
-        parser.add_argument("--no-progress", action="store_true", help="Do not show progress bars.")
+        parser.add_argument("--no-progress", action="store_true", help="Do not show the progress bar.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         path: Path = options["file"]
-        if not path.is_file():
+        try:
+            file_stat = path.stat()  # the only stat: existence, kind and the progress bar's total
+        except FileNotFoundError:
+            file_stat = None
+        if file_stat is None or not stat.S_ISREG(file_stat.st_mode):
             raise CommandError(f"No such file: {path}.")
         if options["batch_size"] < 1:
             raise CommandError("--batch-size must be at least 1.")
         organization = Organization.objects.filter(slug=options["org"]).first()
         if organization is None:
             raise CommandError(f"No organization with slug '{options['org']}'.")
-        self.progress = not options["no_progress"]
-        self.estimate = max(_count_lines(path) - 1, 0)
+        dry_run: bool = options["dry_run"]
         source = ActivityFile(path, options["batch_size"])
-        resolver = FactorResolver(organization)
-        validator = BatchValidator(organization, resolver)
+        validator = BatchValidator(organization, FactorResolver(organization))
 
         started = time.perf_counter()
-        stat = os.stat(path)
-        checked = self._validate(source, validator)
-        if checked.error_count:
-            raise CommandError(self._error_report(path, checked))
-        if not checked.rows:
-            raise CommandError(f"{path} has no data rows.")
-        if options["dry_run"]:
-            rate = checked.rows / (time.perf_counter() - started)
+        bar = tqdm(
+            total=file_stat.st_size,
+            desc="checking" if dry_run else "importing",
+            unit="B",
+            unit_scale=True,
+            file=sys.stderr,
+            disable=options["no_progress"],
+            leave=False,
+        )
+        # Raising CommandError inside the block rolls back every batch already written.
+        with bar, transaction.atomic():
+            tally = Tally()
+            for batch in source.batches():
+                self._import_batch(batch, validator, tally, write=not dry_run and not tally.error_count)
+                bar.update(source.bytes_read - bar.n)
+            if tally.error_count:
+                raise CommandError(self._error_report(path, tally))
+            if not tally.rows:
+                raise CommandError(f"{path} has no data rows.")
+        rate = tally.rows / (time.perf_counter() - started)
+        if dry_run:
             self.stdout.write(
-                f"Dry run: {checked.rows} rows valid for '{organization.slug}'; they would add "
-                f"{self._kg(checked.co2e_kg)} kg CO2e ({self._t(checked.co2e_kg)} t). "
+                f"Dry run: {tally.rows} rows valid for '{organization.slug}'; they would add "
+                f"{self._kg(tally.co2e_kg)} kg CO2e ({self._t(tally.co2e_kg)} t). "
                 f"Nothing was written. {rate:,.0f} rows/s."
             )
             return
-        if os.stat(path).st_mtime_ns != stat.st_mtime_ns or os.stat(path).st_size != stat.st_size:
-            raise CommandError(f"{path} changed while it was being validated; nothing was written.")
-        written = self._write(source, validator, organization, resolver, checked)
-        rate = written.rows / (time.perf_counter() - started)
         self.stdout.write(
             self.style.SUCCESS(
-                f"Imported {written.rows} rows into '{organization.slug}': {self._kg(written.co2e_kg)} kg CO2e "
-                f"({self._t(written.co2e_kg)} t). {rate:,.0f} rows/s."
+                f"Imported {tally.rows} rows into '{organization.slug}': {self._kg(tally.co2e_kg)} kg CO2e "
+                f"({self._t(tally.co2e_kg)} t). {rate:,.0f} rows/s."
             )
         )
 
-    def _bar(self, description: str) -> tqdm:
-        return tqdm(
-            total=self.estimate, desc=description, unit="rows", file=sys.stderr, disable=not self.progress, leave=False
-        )
+    @staticmethod
+    def _import_batch(batch: list[Row], validator: BatchValidator, tally: Tally, *, write: bool) -> None:
+        """Validate and calculate ``batch`` once, into ``tally``; with ``write``, store it if it has no error.
 
-    def _validate(self, source: ActivityFile, validator: BatchValidator) -> Tally:
-        tally = Tally()
-        with self._bar("validating") as bar:
-            for batch in source.batches():
-                inputs, errors = validator.inputs(batch)
-                outcomes = activities_calculate(
-                    organization=validator.organization, items=[inp for _, inp in inputs], resolver=validator.resolver
-                )
-                for (line, _), outcome in zip(inputs, outcomes, strict=True):
-                    if isinstance(outcome, CalculationResult):
-                        tally.co2e_kg += outcome.co2e_kg
-                    else:
-                        errors.extend(validator.row_errors(line, outcome))
-                tally.rows += len(batch)
-                tally.add_errors(sorted(errors, key=lambda error: error.line))
-                bar.update(len(batch))
-        return tally
-
-    def _write(
-        self,
-        source: ActivityFile,
-        validator: BatchValidator,
-        organization: Organization,
-        resolver: FactorResolver,
-        checked: Tally,
-    ) -> Tally:
-        tally = Tally()
-        with self._bar("writing") as bar, transaction.atomic():
-            for batch in source.batches():
-                inputs, errors = validator.inputs(batch)
-                if errors:
-                    raise CommandError(f"{source.path} changed after validation ({errors[0]}); nothing was written.")
-                try:
-                    records = activities_create(
-                        organization=organization, items=[inp for _, inp in inputs], resolver=resolver
-                    )
-                except ActivitiesInvalidError as exc:
-                    line = inputs[exc.errors[0].index][0]
-                    raise CommandError(
-                        f"Line {line} no longer calculates ({exc.errors[0].errors}): the data changed after "
-                        "validation; nothing was written."
-                    ) from exc
-                tally.rows += len(records)
+        Precondition: ``write`` only while no earlier batch had an error (the import is then
+        going to fail, so writing more would be wasted work).
+        """
+        inputs, errors = validator.inputs(batch)
+        items = [inp for _, inp in inputs]
+        organization, resolver = validator.organization, validator.resolver
+        if write and not errors:
+            try:
+                records = activities_create(organization=organization, items=items, resolver=resolver)
+            except ActivitiesInvalidError as exc:
+                # Nothing of this batch was written, and the import now fails: only the errors matter.
+                for item_error in exc.errors:
+                    errors.extend(validator.row_errors(inputs[item_error.index][0], item_error.errors))
+            else:
                 tally.co2e_kg += sum((record.emission.co2e_kg for record in records), Decimal(0))
-                bar.update(len(batch))
-            if (tally.rows, tally.co2e_kg) != (checked.rows, checked.co2e_kg):
-                raise CommandError(
-                    f"{source.path} changed after validation ({tally.rows} rows now, {checked.rows} validated); "
-                    "nothing was written."
-                )
-        return tally
+        else:
+            outcomes = activities_calculate(organization=organization, items=items, resolver=resolver)
+            for (line, _), outcome in zip(inputs, outcomes, strict=True):
+                if isinstance(outcome, CalculationResult):
+                    tally.co2e_kg += outcome.co2e_kg
+                else:
+                    errors.extend(validator.row_errors(line, outcome))
+        tally.rows += len(batch)
+        tally.add_errors(sorted(errors, key=lambda error: error.line))
 
     @staticmethod
     def _error_report(path: Path, tally: Tally) -> str:

@@ -103,6 +103,9 @@ def test_spend_factor_year_must_match_the_datasets_price_year(api, supplier):
         ({"gases": {"CO2": "-0.1"}}, "gases"),
         ({"gases": {"CO2": "x"}}, "gases"),
         ({"gases": ["CO2"]}, "gases"),
+        ({"gases": {"CO2 gas!": "1"}}, "gases"),
+        ({"co2e_per_unit": "1e40"}, "co2e_per_unit"),
+        ({"year": "soon"}, "year"),
         ({"name": ""}, "name"),
     ],
 )
@@ -158,6 +161,8 @@ def test_delete_of_a_factor_results_use_is_409(api, org, supplier):
     response = api.delete(factor_url(supplier, created["id"]))
     assert response.status_code == 409
     assert response.json()["references"] == 1
+    assert response.json()["referenced_by"] == {"emissions": 1}
+    assert "is referenced by 1 emission;" in response.json()["detail"]
     assert "cannot be deleted" in response.json()["detail"]
     assert EmissionFactor.objects.filter(pk=created["id"]).exists()
 

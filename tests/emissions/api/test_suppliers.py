@@ -6,7 +6,8 @@ import pytest
 from django.urls import reverse
 
 from emissions.models import Supplier
-from tests.factories import EmissionFactory, SupplierFactory
+from emissions.services.suppliers import EXTERNAL_ID_TAKEN
+from tests.factories import EmissionFactorFactory, EmissionFactory, SupplierFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -59,7 +60,9 @@ def test_duplicate_external_id_in_same_org(api, org):
     SupplierFactory(organization=org, external_id="ERP-1")
     response = api.post(LIST, {"external_id": "ERP-1", "name": "Again"}, format="json")
     assert response.status_code == 400
-    assert "external_id" in response.json()
+    # The service maps the database's unique constraint to the field error (no pre-check query).
+    assert response.json() == {"external_id": [EXTERNAL_ID_TAKEN]}
+    assert Supplier.objects.for_org(org).count() == 1
 
 
 def test_same_external_id_in_another_org_is_fine(api, other_org):
@@ -101,7 +104,9 @@ def test_patch_to_taken_external_id(api, org):
     supplier = SupplierFactory(organization=org, external_id="MINE")
     response = api.patch(detail(supplier.pk), {"external_id": "TAKEN"}, format="json")
     assert response.status_code == 400
-    assert "external_id" in response.json()
+    assert response.json() == {"external_id": [EXTERNAL_ID_TAKEN]}
+    supplier.refresh_from_db()
+    assert supplier.external_id == "MINE"
 
 
 def test_patch_keeping_own_external_id(api, org):
@@ -128,8 +133,19 @@ def test_delete_with_activities_is_409(api, org):
     supplier = emission.supplier
     response = api.delete(detail(supplier.pk))
     assert response.status_code == 409
-    assert "reassign" in response.json()["detail"]
+    body = response.json()
+    assert "reassign" in body["detail"]
+    assert (body["references"], body["referenced_by"]) == (2, {"activities": 1, "emissions": 1})
     assert Supplier.objects.filter(pk=supplier.pk).exists()
+
+
+def test_delete_with_only_its_own_factors_is_409_naming_them(api, org):
+    supplier = SupplierFactory(organization=org)
+    EmissionFactorFactory.create(supplier=supplier)
+    response = api.delete(detail(supplier.pk))
+    assert response.status_code == 409
+    assert response.json()["referenced_by"] == {"supplier_factors": 1}
+    assert "is referenced by 1 supplier factor;" in response.json()["detail"]
 
 
 def test_query_count_is_constant(api, org, django_assert_num_queries):

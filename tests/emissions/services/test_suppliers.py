@@ -6,8 +6,8 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from emissions.models import Supplier
-from emissions.services.suppliers import SupplierInUseError, supplier_create, supplier_delete, supplier_update
-from tests.factories import EmissionFactory, SupplierFactory
+from emissions.services.suppliers import InUseError, supplier_create, supplier_delete, supplier_update
+from tests.factories import EmissionFactorFactory, EmissionFactory, SupplierFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -63,10 +63,27 @@ def test_delete(org):
     assert not Supplier.objects.filter(pk=supplier.pk).exists()
 
 
-def test_delete_referenced_supplier(org):
+def test_delete_referenced_supplier_counts_references_by_kind(org):
     emission = EmissionFactory(organization=org)
-    with pytest.raises(SupplierInUseError) as info:
-        supplier_delete(supplier=emission.supplier)
-    assert info.value.references >= 1
-    assert "reassign" in str(info.value)
-    assert Supplier.objects.filter(pk=emission.supplier_id).exists()
+    supplier = emission.supplier
+    with pytest.raises(InUseError) as info:
+        supplier_delete(supplier=supplier)
+    assert info.value.referenced_by == {"activities": 1, "emissions": 1}
+    assert info.value.references == 2
+    assert str(info.value) == (
+        f"Supplier {supplier.pk} ('{supplier.name}') is referenced by 1 activity and 1 emission; "
+        "delete or reassign them first."
+    )
+    assert Supplier.objects.filter(pk=supplier.pk).exists()
+
+
+def test_delete_supplier_with_only_its_own_factors_names_them(org):
+    """No activity or emission references it: the error must not claim there are some."""
+    supplier = SupplierFactory(organization=org)
+    EmissionFactorFactory.create_batch(2, supplier=supplier)
+    with pytest.raises(InUseError) as info:
+        supplier_delete(supplier=supplier)
+    assert info.value.referenced_by == {"supplier_factors": 2}
+    assert "is referenced by 2 supplier factors;" in str(info.value)
+    assert "activit" not in str(info.value)
+    assert Supplier.objects.filter(pk=supplier.pk).exists()
