@@ -11,9 +11,9 @@ handful of queries however many distinct activities, factors, suppliers and year
 
 Selection rules (average data, i.e. anything that is not a supplier's own factor):
 
-1. Candidates: ``EmissionFactor.objects.visible_to(org)`` with the requested ``activity``
-   and no supplier. ``source`` and ``dataset_version`` are hard filters (pinned, never
-   relaxed); an empty result is an error on that field.
+1. Candidates: ``EmissionFactor.objects.average_candidates(org, ...)``, i.e. ``visible_to(org)``
+   with the requested ``activity`` and no supplier. ``source`` and ``dataset_version`` are
+   hard filters (pinned, never relaxed); an empty result is an error on that field.
 2. Region: exact match; else ``GLOBAL``; else any other region (the newest factor's
    region, ties broken by region code). Each fallback adds ``Note("region_fallback")``.
    With no region requested and several regions on offer, ``GLOBAL`` is preferred, else
@@ -117,13 +117,7 @@ class FactorResolver:
         if not wanted:
             return
         loaded: dict[str, list[EmissionFactor]] = {activity: [] for activity in wanted}
-        factors = (
-            EmissionFactor.objects.visible_to(self.organization)
-            .with_related()
-            .filter(activity__in=wanted, supplier__isnull=True)
-            .order_by("pk")
-        )
-        for factor in factors:
+        for factor in EmissionFactor.objects.average_candidates(self.organization, wanted):
             if factor.activity in loaded:  # a case-insensitive collation could return other spellings
                 loaded[factor.activity].append(factor)
         self._by_activity.update(loaded)
@@ -220,12 +214,7 @@ class FactorResolver:
 
     def _average_candidates(self, activity: str) -> list[EmissionFactor]:
         if activity not in self._by_activity:
-            self._by_activity[activity] = list(
-                EmissionFactor.objects.visible_to(self.organization)
-                .with_related()
-                .filter(activity=activity, supplier__isnull=True)
-                .order_by("pk")
-            )
+            self._by_activity[activity] = list(EmissionFactor.objects.average_candidates(self.organization, [activity]))
         return self._by_activity[activity]
 
     def _supplier_candidates(self, supplier_id: int) -> list[EmissionFactor]:

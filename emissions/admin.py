@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.contrib import admin
-from django.db.models import Count, Model, Q, QuerySet, Sum, URLField
+from django.db.models import Model, Q, QuerySet, URLField
 from django.forms import ModelChoiceField
 from django.http import HttpRequest, HttpResponse
 
@@ -27,6 +27,7 @@ from emissions.models import (
     Category,
     Emission,
     EmissionFactor,
+    EmissionQuerySet,
     ExchangeRate,
     FactorDataset,
     Membership,
@@ -38,15 +39,12 @@ from perf.admin import EstimatedCountPaginator
 
 
 def user_org_id(request: HttpRequest) -> int | None:
-    """The organization id of the requesting staff user, or None when they have no membership."""
-    if not hasattr(request, "_vcci_org_id"):
-        user_id = request.user.pk
-        org_id = None
-        if user_id is not None:
-            memberships = Membership.objects.filter(user_id=user_id).values_list("organization_id", flat=True)
-            org_id = memberships.first()
-        request._vcci_org_id = org_id  # type: ignore[attr-defined]
-    return request._vcci_org_id  # type: ignore[attr-defined]
+    """The organization id of the requesting staff user, or None when they have no membership.
+
+    One query per request: the user object caches its membership, a missing one included.
+    """
+    membership = getattr(request.user, "membership", None)
+    return None if membership is None else membership.organization_id
 
 
 class FastAdmin(admin.ModelAdmin):
@@ -121,9 +119,9 @@ def scoped_related_queryset(model: type[Model], org_id: int | None) -> QuerySet[
     if model is Organization:
         return Organization.objects.filter(pk=org_id)
     if model is Supplier:
-        return Supplier.objects.filter(organization_id=org_id)
+        return Supplier.objects.for_org(org_id)
     if model is ActivityRecord:
-        return ActivityRecord.objects.filter(organization_id=org_id)
+        return ActivityRecord.objects.for_org(org_id)
     if model is FactorDataset:
         # Only the org's own datasets: public datasets are superuser-maintained.
         return FactorDataset.objects.filter(organization_id=org_id)
@@ -303,29 +301,23 @@ class EmissionAdmin(PeriodOrderingMixin, SuperuserWritesMixin, OrgScopedAdminMix
         return response
 
 
-def category_summary(queryset: QuerySet[Emission]) -> dict[str, Any]:
+def category_summary(queryset: EmissionQuerySet) -> dict[str, Any]:
     """Totals per Scope 3 category for ``queryset`` (the filtered changelist), in one GROUP BY query.
 
     Returns ``rows`` (category label, tonnes CO2e, records, share in percent, sorted by
     tonnes descending) and the overall ``total_t`` / ``records``. All numbers are Decimal.
     """
-    grouped = (
-        queryset.order_by()
-        .values("category")
-        .annotate(kg=Sum("co2e_kg"), records=Count("id"))
-        .values_list("category", "kg", "records")
-    )
-    raw = [(category, kg or Decimal(0), records) for category, kg, records in grouped]
-    total_kg = sum((kg for _, kg, _ in raw), Decimal(0))
+    groups = list(queryset.summary("category"))  # largest total first, ties by category
+    total_kg = sum((group["total_kg"] for group in groups), Decimal(0))
     labels = dict(Category.choices)
     rows = [
         {
-            "category": category,
-            "label": labels.get(category, str(category)),
-            "tonnes": kg / Decimal(1000),
-            "records": records,
-            "share": (kg * 100 / total_kg) if total_kg else Decimal(0),
+            "category": group["key"],
+            "label": labels.get(group["key"], str(group["key"])),
+            "tonnes": group["total_kg"] / Decimal(1000),
+            "records": group["count"],
+            "share": (group["total_kg"] * 100 / total_kg) if total_kg else Decimal(0),
         }
-        for category, kg, records in sorted(raw, key=lambda r: (-r[1], r[0]))
+        for group in groups
     ]
     return {"rows": rows, "total_t": total_kg / Decimal(1000), "records": sum(r["records"] for r in rows)}

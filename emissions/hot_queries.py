@@ -2,10 +2,9 @@
 
 Each ``build(organization)`` returns the QuerySet the application itself runs: list pages come
 from the view's own ``scoped()`` queryset, its filter set and ``KeysetPaginator.page_queryset()``
-(the exact query ``KeysetPagination`` evaluates, LIMIT included); summaries repeat the view's
-aggregation and factor resolution the calculator's candidate query, and
-``tests/emissions/test_hot_queries.py`` checks that their SQL is identical to what the API and
-the calculator execute.
+(the exact query ``KeysetPagination`` evaluates, LIMIT included); summaries are
+``EmissionQuerySet.summary()``, which the summary endpoint and the admin call, and factor
+resolution is ``EmissionFactorQuerySet.average_candidates()``, which the calculator's resolver calls.
 
 Filter values are drawn from the organization's data (its most frequent category, supplier and
 method; its latest twelve months; a cursor half-way down its list), so the plans are explained
@@ -16,14 +15,22 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
-from django.db.models import Count, Model, QuerySet, Sum
-from django.db.models.functions import TruncMonth
+from django.db.models import Count, Model, QuerySet
 from django_filters import FilterSet
 
-from emissions.api.views import GROUP_BY, ActivityViewSet, EmissionViewSet, FactorViewSet, SupplierViewSet
-from emissions.models import ActivityRecord, Emission, EmissionFactor, Method, Organization, Supplier
+from emissions.api.views import ActivityViewSet, EmissionViewSet, FactorViewSet, SupplierViewSet
+from emissions.models import (
+    SUMMARY_KEYS,
+    ActivityRecord,
+    Emission,
+    EmissionFactor,
+    EmissionQuerySet,
+    Method,
+    Organization,
+    Supplier,
+)
 from perf.hot_queries import HotQuery, register
 from perf.pagination import KeysetPagination, KeysetPaginator
 
@@ -162,30 +169,17 @@ _list_queries("activities", ActivityViewSet, ACTIVITIES, "activity")
 # -- emissions summary ---------------------------------------------------------------------------
 
 
-def summary_queryset(queryset: QuerySet[Emission], group_by: str) -> QuerySet:
-    """The aggregate ``EmissionViewSet.summary`` runs (``views._summary_rows``) on a filtered queryset.
-
-    Kept identical to the view's by ``tests/emissions/test_hot_queries.py``, which compares the SQL.
-    """
-    if group_by == "month":
-        queryset = queryset.annotate(month=TruncMonth("period_start"))
-    keys = [GROUP_BY[group_by]]
-    if group_by == "supplier":
-        keys.append("supplier__name")
-    ordering = keys if group_by == "month" else ["-total", *keys]
-    return queryset.order_by().values(*keys).annotate(total=Sum("co2e_kg"), n=Count("id")).order_by(*ordering)
-
-
 def _summary(group_by: str, *, last_twelve_months: bool = False) -> Callable[[Organization], QuerySet]:
     def build(organization: Organization) -> QuerySet:
         params = _last_twelve_months(organization) if last_twelve_months else {}
-        filtered = _filtered(EmissionViewSet.filterset_class, Emission.objects.for_org(organization), params)
-        return summary_queryset(filtered, group_by)
+        scoped = EmissionViewSet().scoped(organization.pk)
+        filtered = cast(EmissionQuerySet, _filtered(EmissionViewSet.filterset_class, scoped, params))
+        return filtered.summary(group_by)
 
     return build
 
 
-for _group_by in GROUP_BY:
+for _group_by in SUMMARY_KEYS:
     register(
         HotQuery(
             f"emissions.summary.{_group_by}",
@@ -214,16 +208,6 @@ def _factor_search(organization: Organization) -> QuerySet:
     return _page(filtered, tuple(FactorViewSet.keyset_ordering))
 
 
-def resolution_queryset(organization: Organization, activity: str) -> QuerySet[EmissionFactor]:
-    """The average-data candidates query of ``calculator.resolve.FactorResolver`` for one activity key."""
-    return (
-        EmissionFactor.objects.visible_to(organization)
-        .with_related()
-        .filter(activity=activity, supplier__isnull=True)
-        .order_by("pk")
-    )
-
-
 def _factor_resolution(organization: Organization) -> QuerySet:
     # The activity key the organization's latest record selected, else any public factor's.
     activity = (
@@ -233,7 +217,7 @@ def _factor_resolution(organization: Organization) -> QuerySet:
         .values_list("activity", flat=True)
         .first()
     ) or EmissionFactor.objects.order_by("pk").values_list("activity", flat=True).first()
-    return resolution_queryset(organization, activity or "")
+    return EmissionFactor.objects.average_candidates(organization, [activity or ""])
 
 
 def _supplier_list(organization: Organization) -> QuerySet:

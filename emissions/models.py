@@ -7,16 +7,17 @@ Amounts and emissions are ``Decimal`` end to end.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import Decimal
-from typing import Self, TypedDict
+from typing import Any, Self, TypedDict
 
 from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
-from django.db.models import F, Q
-from django.db.models.functions import Upper
+from django.db.models import Count, F, Q, Sum
+from django.db.models.functions import TruncMonth, Upper
 from django_countries.fields import CountryField
 
 
@@ -168,6 +169,18 @@ class EmissionFactorQuerySet(models.QuerySet):
 
     def with_related(self) -> EmissionFactorQuerySet:
         return self.select_related("dataset")
+
+    def average_candidates(self, organization: Organization | int, activities: Iterable[str]) -> EmissionFactorQuerySet:
+        """The average-data candidates for ``activities``: visible, not a supplier's own, dataset loaded, by id.
+
+        The calculator's resolver selects among these (``calculator.resolve``); one query for any number of keys.
+        """
+        return (
+            self.visible_to(organization)
+            .with_related()
+            .filter(activity__in=list(activities), supplier__isnull=True)
+            .order_by("pk")
+        )
 
 
 class EmissionFactor(models.Model):
@@ -379,9 +392,37 @@ class ActivityRecord(models.Model):
         return f"{self.get_method_display()} {self.amount} {self.unit} ({self.period_start})"
 
 
+# Summary group -> what the rows are grouped on.
+SUMMARY_KEYS: dict[str, Any] = {
+    "category": F("category"),
+    "supplier": F("supplier_id"),
+    "month": TruncMonth("period_start"),
+    "method": F("method"),
+}
+
+
 class EmissionQuerySet(OrgScopedQuerySet):
     def with_related(self) -> EmissionQuerySet:
         return self.select_related("supplier", "factor", "factor__dataset")
+
+    def summary(self, group_by: str) -> models.QuerySet[Any, dict[str, Any]]:
+        """Totals of these emissions per group, in one GROUP BY query; ``group_by`` is a ``SUMMARY_KEYS`` name.
+
+        Each row is ``{"key", "total_kg", "count"}`` (plus ``"supplier_name"`` by supplier; ``key`` is the
+        first day of the month by month). Months come chronologically (a time series); other groups as a
+        ranking: largest ``total_kg`` first, ties by key. The queryset's own ordering is dropped (``values()``
+        drops select_related), so the query reads only the columns the covering index
+        ``emission_org_cat_period_idx`` holds (and, by supplier, the supplier's name).
+        """
+        if group_by not in SUMMARY_KEYS:
+            raise ValueError(f"group_by must be one of {', '.join(SUMMARY_KEYS)}; got {group_by!r}.")
+        columns: dict[str, Any] = {"key": SUMMARY_KEYS[group_by]}
+        if group_by == "supplier":
+            columns["supplier_name"] = F("supplier__name")
+        ordering = ["key"] if group_by == "month" else ["-total_kg", "key"]
+        return (
+            self.order_by().values(**columns).annotate(total_kg=Sum("co2e_kg"), count=Count("id")).order_by(*ordering)
+        )
 
 
 class Emission(models.Model):

@@ -79,10 +79,14 @@ class PeriodFilterSet(django_filters.FilterSet):
     """
 
     category = django_filters.TypedChoiceFilter(choices=Category.choices, coerce=int)
-    supplier = IntegerFilter(field_name="supplier_id", min_value=1, max_value=MAX_ID)
+    supplier = IntegerFilter(field_name="supplier_id", min_value=1, max_value=MAX_ID, help_text="Supplier id")
     method = django_filters.ChoiceFilter(choices=Method.choices)
-    period_from = django_filters.DateFilter(field_name="period_start", lookup_expr="gte")
-    period_to = django_filters.DateFilter(field_name="period_end", lookup_expr="lte")
+    period_from = django_filters.DateFilter(
+        field_name="period_start", lookup_expr="gte", help_text="period_start on or after"
+    )
+    period_to = django_filters.DateFilter(
+        field_name="period_end", lookup_expr="lte", help_text="period_end on or before"
+    )
 
 
 class ActivityFilter(PeriodFilterSet):

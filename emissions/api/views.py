@@ -11,8 +11,7 @@ from collections.abc import Iterable
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, cast
 
-from django.db.models import Count, Model, QuerySet, Sum
-from django.db.models.functions import TruncMonth
+from django.db.models import Model, QuerySet
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
@@ -43,7 +42,7 @@ from emissions.api import export
 from emissions.api import serializers as s
 from emissions.api.filters import ActivityFilter, EmissionFilter, FactorFilter
 from emissions.api.permissions import request_org, request_org_id
-from emissions.models import ActivityRecord, Emission, EmissionFactor, Method, Supplier
+from emissions.models import SUMMARY_KEYS, ActivityRecord, Emission, EmissionFactor, EmissionQuerySet, Supplier
 from emissions.services.activities import ActivitiesInvalidError, ItemError, activities_calculate, activities_create
 from emissions.services.supplier_factors import supplier_factor_create, supplier_factor_delete
 from emissions.services.suppliers import supplier_create, supplier_delete, supplier_update
@@ -96,7 +95,7 @@ class SupplierViewSet(
     mixins.DestroyModelMixin,
     viewsets.GenericViewSet,
 ):
-    """The caller's suppliers. Deleting one that activities still reference answers 409."""
+    """The caller's suppliers. Deleting one still referenced (activities, emissions, its own factors) answers 409."""
 
     model = Supplier
     serializer_class = s.SupplierSerializer
@@ -123,7 +122,7 @@ class SupplierViewSet(
     def perform_destroy(self, instance: Supplier) -> None:
         supplier_delete(supplier=instance)
 
-    @extend_schema(responses={204: None, 409: OpenApiResponse(description="Activities still reference it")})
+    @extend_schema(responses={204: None, 409: OpenApiResponse(description="Activities, emissions or factors use it")})
     def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().destroy(request, *args, **kwargs)
 
@@ -297,15 +296,6 @@ class ActivityViewSet(
 # -- emissions ----------------------------------------------------------------------------------
 
 
-GROUP_BY = {
-    # group_by value -> the column (or annotation) the aggregate groups on
-    "category": "category",
-    "supplier": "supplier_id",
-    "month": "month",
-    "method": "method",
-}
-
-
 class EmissionViewSet(OrgScopedMixin, viewsets.ReadOnlyModelViewSet):
     """Stored results, newest period first, keyset-paginated on (period_start, id)."""
 
@@ -323,17 +313,14 @@ class EmissionViewSet(OrgScopedMixin, viewsets.ReadOnlyModelViewSet):
             OpenApiParameter(
                 "group_by",
                 str,
-                enum=list(GROUP_BY),
+                enum=list(SUMMARY_KEYS),
                 required=True,
                 description="How to group the totals. Groups come largest co2e_kg first (ties by key), "
                 "except month: chronological, oldest first.",
             ),
-            OpenApiParameter("category", int, description="Scope 3 category 1-15"),
-            OpenApiParameter("supplier", int, description="Supplier id"),
-            OpenApiParameter("method", str, enum=[m.value for m in Method]),
-            OpenApiParameter("period_from", OpenApiTypes.DATE, description="period_start on or after"),
-            OpenApiParameter("period_to", OpenApiTypes.DATE, description="period_end on or before"),
         ],
+        # The emissions list's filters (EmissionFilter) apply and are documented from it.
+        filters=True,
         responses={200: s.SummarySerializer, 400: OpenApiResponse(description="{group_by: [messages]}")},
     )
     @action(detail=False, methods=["get"], pagination_class=None)
@@ -343,11 +330,9 @@ class EmissionViewSet(OrgScopedMixin, viewsets.ReadOnlyModelViewSet):
         Groups are ordered by co2e_kg descending (ties by key); by month they are chronological.
         """
         group_by = request.query_params.get("group_by", "")
-        if group_by not in GROUP_BY:
-            raise ValidationError({"group_by": [f"Must be one of {', '.join(GROUP_BY)}; got '{group_by}'."]})
-        # No select_related: the aggregate needs only the supplier name join it adds itself.
-        queryset = self.filter_queryset(Emission.objects.for_org(request_org_id(request)))
-        rows = _summary_rows(queryset, group_by)
+        if group_by not in SUMMARY_KEYS:
+            raise ValidationError({"group_by": [f"Must be one of {', '.join(SUMMARY_KEYS)}; got '{group_by}'."]})
+        rows = _summary_rows(cast(EmissionQuerySet, self.filter_queryset(self.get_queryset())), group_by)
         total = sum((row["co2e_kg"] for row in rows), Decimal(0))
         count = sum(row["count"] for row in rows)
         groups = [
@@ -387,19 +372,11 @@ def _share(part: Decimal, total: Decimal) -> str:
     return format((part * 100 / total).quantize(SHARE_QUANTUM, rounding=ROUND_HALF_UP), "f")
 
 
-def _summary_rows(queryset: QuerySet[Emission], group_by: str) -> list[dict[str, Any]]:
-    """One aggregate query; supplier names come from the same query through the join."""
-    if group_by == "month":
-        queryset = queryset.annotate(month=TruncMonth("period_start"))
-    keys = [GROUP_BY[group_by]]
-    if group_by == "supplier":
-        keys.append("supplier__name")
-    # Months read as a time series (chronological); other groups as a ranking (largest first, ties by key).
-    ordering = keys if group_by == "month" else ["-total", *keys]
-    aggregated = queryset.order_by().values(*keys).annotate(total=Sum("co2e_kg"), n=Count("id")).order_by(*ordering)
+def _summary_rows(queryset: EmissionQuerySet, group_by: str) -> list[dict[str, Any]]:
+    """``queryset.summary(group_by)`` (one query) with each group's display key and label."""
     rows = []
-    for row in aggregated:
-        raw = row[keys[0]]
+    for row in queryset.summary(group_by):
+        raw = row["key"]
         if group_by == "category":
             key, label = raw, s.category_label(raw)
         elif group_by == "method":
@@ -407,8 +384,8 @@ def _summary_rows(queryset: QuerySet[Emission], group_by: str) -> list[dict[str,
         elif group_by == "month":
             key, label = raw.strftime("%Y-%m"), f"{calendar.month_name[raw.month]} {raw.year}"
         else:
-            key, label = raw, row["supplier__name"] if raw is not None else "No supplier"
-        rows.append({"key": key, "label": label, "co2e_kg": row["total"], "count": row["n"]})
+            key, label = raw, row["supplier_name"] if raw is not None else "No supplier"
+        rows.append({"key": key, "label": label, "co2e_kg": row["total_kg"], "count": row["count"]})
     return rows
 
 
@@ -465,13 +442,8 @@ class EmissionExportView(OrgScopedMixin, GenericAPIView):
 
     @extend_schema(
         operation_id="v1_emissions_export_csv",
-        parameters=[
-            OpenApiParameter("category", int, description="Scope 3 category 1-15"),
-            OpenApiParameter("supplier", int, description="Supplier id"),
-            OpenApiParameter("method", str, enum=[m.value for m in Method]),
-            OpenApiParameter("period_from", OpenApiTypes.DATE, description="period_start on or after"),
-            OpenApiParameter("period_to", OpenApiTypes.DATE, description="period_end on or before"),
-        ],
+        # A download, not a list, so filter discovery is switched on explicitly: EmissionFilter documents itself.
+        filters=True,
         responses={
             (200, "text/csv"): OpenApiResponse(
                 response=OpenApiTypes.STR,
