@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from decimal import ROUND_HALF_EVEN, Decimal
 from io import StringIO
+from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.models import Sum
 from django.test.utils import CaptureQueriesContext
 
@@ -183,3 +184,64 @@ def test_catalog_dedupes_in_python_not_with_postgres_distinct_on(factors):
     assert not any("DISTINCT ON" in q["sql"].upper() for q in queries.captured_queries)
     assert catalog.naics == [FactorKey(f"naics:{code}", "US", "USD") for code in sorted(NAICS)]
     assert Command._catalog(OrganizationFactory()).naics == catalog.naics  # deterministic
+
+
+def rows_by_ref() -> list[tuple[Any, ...]]:
+    """Every seeded activity with its emission's values, without ids and timestamps, in external_ref order."""
+    activity_fields = [f.attname for f in ActivityRecord._meta.concrete_fields if f.attname not in ("id", "created_at")]
+    emission_fields = [
+        f"emission__{f.attname}"
+        for f in Emission._meta.concrete_fields
+        if f.attname not in ("id", "activity_id", "calculated_at")
+    ]
+    return list(ActivityRecord.objects.order_by("external_ref").values_list(*activity_fields, *emission_fields))
+
+
+def test_copy_and_bulk_create_write_the_same_rows(factors):
+    output = seed("--method", "bulk_create")
+    assert "with bulk_create" in output
+    by_bulk_create = rows_by_ref()
+    output = seed("--reset", "--method", "copy")
+    assert "with copy" in output
+    by_copy = rows_by_ref()
+    assert len(by_copy) == 400
+    assert by_copy == by_bulk_create
+    # Every emission is linked to its own activity, one to one.
+    assert Emission.objects.count() == Emission.objects.values("activity").distinct().count() == 400
+
+
+def test_copy_is_the_default_on_postgresql_and_analyze_runs(factors):
+    output = seed()
+    assert "with copy" in output
+    assert "ANALYZE" in output
+    with connection.cursor() as cursor:
+        # ANALYZE writes its row count into pg_class at once (and counts this transaction's own new rows);
+        # without it a freshly loaded table keeps the planner's old estimate.
+        cursor.execute(
+            "SELECT relname, reltuples FROM pg_class WHERE relname IN (%s, %s)",
+            [ActivityRecord._meta.db_table, Emission._meta.db_table],
+        )
+        assert dict(cursor.fetchall()) == {ActivityRecord._meta.db_table: 400, Emission._meta.db_table: 400}
+
+
+def test_other_databases_default_to_bulk_create_and_refuse_copy(monkeypatch):
+    monkeypatch.setattr(connections[DEFAULT_DB_ALIAS], "vendor", "sqlite")
+    assert Command._method(None) == "bulk_create"
+    assert Command._method("bulk_create") == "bulk_create"
+    with pytest.raises(CommandError, match="--method copy needs PostgreSQL"):
+        Command._method("copy")
+
+
+def test_reset_deletes_only_this_orgs_rows(factors):
+    other = OrganizationFactory(slug="other")
+    seed(activities=30)
+    # A second org's data survives the demo org's reset.
+    call_command(
+        "seed_demo", "--org", other.slug, "--suppliers", "3", "--activities", "20", "--months", "2",
+        "--end-month", "2025-06", "--verbosity", "0", stdout=StringIO(),
+    )  # fmt: skip
+    output = seed("--reset", activities=10)
+    assert "Deleted 30 activities and 30 emissions." in output
+    assert ActivityRecord.objects.filter(organization__slug="demo").count() == 10
+    assert ActivityRecord.objects.filter(organization=other).count() == 20
+    assert Emission.objects.filter(organization=other).count() == 20

@@ -1,0 +1,144 @@
+"""Bulk activity loads on PostgreSQL: the same calculation as ``activities_create``, written with COPY.
+
+``activities_create`` inserts with ``bulk_create`` (multi-row ``INSERT ... RETURNING id``). For
+large loads (``manage.py seed_demo --activities 1000000``) this module streams the same rows
+through PostgreSQL's ``COPY ... FROM STDIN`` instead (psycopg 3 ``Cursor.copy``), which skips
+per-statement parsing and planning. COPY cannot return the ids it assigns, so the activity ids
+are reserved first from the table's own sequence (``nextval`` over ``generate_series``) and the
+emissions reference them directly. The sequence is thereby advanced past every id used, so a
+later ordinary ``INSERT`` never collides.
+
+The rows are built by the same helpers ``activities_create`` uses (``_calculate_all``,
+``_record``, ``_emission``) and every value goes through the field's ``get_db_prep_save``, as
+``bulk_create`` does, so both paths store identical values (JSON columns as ``jsonb``, Decimals
+exactly, empty nullable columns as NULL).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
+from typing import Any, cast
+
+from django.db import DEFAULT_DB_ALIAS, NotSupportedError, connection, connections, models, transaction
+from django.utils import timezone
+from psycopg import sql
+
+from calculator.resolve import FactorResolver
+from calculator.types import CalculationResult
+from emissions.models import ActivityRecord, Emission, Organization
+from emissions.services.activities import (
+    ActivitiesInvalidError,
+    ActivityInput,
+    ItemError,
+    _calculate_all,
+    _emission,
+    _record,
+)
+
+Prep = Callable[[Any], Any]
+
+
+def _columns(model: type[models.Model], *, with_pk: bool) -> list[tuple[str, str, Prep]]:
+    """(column, attname, prep) for each concrete column COPY writes; the pk only when ``with_pk``.
+
+    ``prep`` is the field's ``get_db_prep_save``: each value is prepared exactly as bulk_create would.
+    It is bound to the connection object itself, not the ``django.db.connection`` proxy, whose
+    per-attribute lookup would otherwise cost more than the COPY (two lookups per value).
+    """
+    db = connections[DEFAULT_DB_ALIAS]
+    return [
+        (cast(str, field.column), field.attname, partial(field.get_db_prep_save, connection=db))
+        for field in model._meta.concrete_fields
+        if with_pk or not field.primary_key
+    ]
+
+
+def _reserve_ids(model: type[models.Model], count: int) -> list[int]:
+    """``count`` fresh primary keys from ``model``'s id sequence, ascending.
+
+    ``nextval`` is never rolled back, so the ids are ours even if another session inserts
+    meanwhile (they need not be contiguous), and the sequence ends past all of them.
+    """
+    table, pk = model._meta.db_table, model._meta.pk
+    assert pk is not None  # every concrete model has one
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)", [table, pk.column, count]
+        )
+        return sorted(row[0] for row in cursor.fetchall())
+
+
+def _copy(model: type[models.Model], objects: Iterable[models.Model], *, with_pk: bool) -> int:
+    """Stream ``objects`` into ``model``'s table with ``COPY ... FROM STDIN``; return the rows written."""
+    columns = _columns(model, with_pk=with_pk)
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(model._meta.db_table), sql.SQL(", ").join(sql.Identifier(c) for c, _, _ in columns)
+    )
+    written = 0
+    # Django's cursor wrapper has no copy(); its ``cursor`` attribute is the psycopg 3 cursor. Errors are
+    # wrapped as Django's (IntegrityError, DataError...), as they are for the ORM's own statements.
+    db = connections[DEFAULT_DB_ALIAS]
+    with db.wrap_database_errors, db.cursor() as cursor, cursor.cursor.copy(statement) as copy:
+        for obj in objects:
+            copy.write_row([prep(getattr(obj, attname)) for _, attname, prep in columns])
+            written += 1
+    return written
+
+
+@transaction.atomic
+def activities_copy(
+    *, organization: Organization, items: Sequence[ActivityInput], resolver: FactorResolver | None = None
+) -> int:
+    """Calculate all items, then COPY every activity and its emission in one transaction; return the count.
+
+    Precondition: the default database is PostgreSQL (``NotSupportedError`` otherwise; use
+    ``activities_create`` there). Raises ``ActivitiesInvalidError`` listing every failing item
+    (by index) before anything is written; a failure during COPY rolls the whole call back.
+    """
+    if connection.vendor != "postgresql":
+        raise NotSupportedError(f"activities_copy needs PostgreSQL COPY; this database is {connection.vendor}.")
+    outcomes, suppliers = _calculate_all(organization, items, resolver)
+    errors = [ItemError(i, outcome) for i, outcome in enumerate(outcomes) if isinstance(outcome, dict)]
+    if errors:
+        raise ActivitiesInvalidError(errors)
+    if not items:
+        return 0
+
+    # No error above, so every outcome is a CalculationResult.
+    results = [cast(CalculationResult, outcome) for outcome in outcomes]
+    # auto_now_add is applied by Model.save / bulk_create, not by the database: stamp the rows here.
+    now = timezone.now()
+    records = []
+    for item, result, pk in zip(items, results, _reserve_ids(ActivityRecord, len(items)), strict=True):
+        record = _record(item, result, organization, suppliers.get(item.calculation.supplier_id or 0))
+        record.pk, record.created_at = pk, now
+        records.append(record)
+    _copy(ActivityRecord, records, with_pk=True)
+    emissions = []
+    for record, result in zip(records, results, strict=True):
+        # ``record.pk`` is already the reserved id, so the emission's activity_id points at it.
+        emission = _emission(record, result)
+        emission.calculated_at = now
+        emissions.append(emission)
+    return _copy(Emission, emissions, with_pk=False)
+
+
+@transaction.atomic
+def activities_delete_for_org(*, organization: Organization) -> tuple[int, int]:
+    """Delete every activity and emission of ``organization``; return (activities, emissions) deleted.
+
+    Plain ``DELETE ... WHERE organization_id`` statements: the ORM's ``QuerySet.delete()`` would
+    load every activity into memory to collect its cascades, which at a million rows is minutes
+    and gigabytes. Emissions go first (their one-to-one references the activity); nothing else
+    references an activity record and neither model has delete signals.
+    """
+    counts = []
+    with connection.cursor() as cursor:
+        for model in (Emission, ActivityRecord):
+            opts = model._meta
+            column = opts.get_field("organization").column
+            quote = connection.ops.quote_name
+            cursor.execute(f"DELETE FROM {quote(opts.db_table)} WHERE {quote(column)} = %s", [organization.pk])
+            counts.append(cursor.rowcount)
+    return counts[1], counts[0]
