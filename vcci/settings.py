@@ -98,13 +98,30 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         # may outlive a transaction: no server-side cursors (QuerySet.iterator() opens one WITH HOLD
         # outside a transaction) and no prepared statements (psycopg prepares after prepare_threshold
         # executions; None never prepares, Django's default, set here so a URL option cannot undo it).
-        # statement_timeout is not sent as a startup option (PgBouncer refuses or ignores those);
-        # set it on the role instead: ALTER ROLE ... SET statement_timeout.
+        # statement_timeout and random_page_cost are not sent as startup options (PgBouncer refuses or
+        # ignores those); set them on the role or database instead: ALTER ROLE ... SET statement_timeout,
+        # ALTER DATABASE ... SET random_page_cost (docs/database.md, "Planner settings").
         _db["DISABLE_SERVER_SIDE_CURSORS"] = True
         _db_options["prepare_threshold"] = None
     else:
-        # Bound every statement so a runaway query cannot hold a worker forever.
-        _db_options.setdefault("options", f"-c statement_timeout={env.int('DB_STATEMENT_TIMEOUT_MS', default=30000)}")
+        # Bound every statement so a runaway query cannot hold a worker forever. random_page_cost: PostgreSQL's
+        # 4.0 default prices a random page read for spinning disks; on SSD / page-cached data (1.1, the usual SSD
+        # value) the planner picks the covering index-only scans of the summaries, 1.5-2.7x faster when measured
+        # (docs/database.md, "Planner settings", has the measurements and why VACUUM must have run).
+        _random_page_cost = env.str("DB_RANDOM_PAGE_COST", default="1.1")
+        try:
+            if not 0 < float(_random_page_cost) < float("inf"):
+                raise ValueError
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"DB_RANDOM_PAGE_COST must be a positive number (PostgreSQL's random_page_cost); "
+                f"got {_random_page_cost!r}."
+            ) from None
+        _db_options.setdefault(
+            "options",
+            f"-c statement_timeout={env.int('DB_STATEMENT_TIMEOUT_MS', default=30000)}"
+            f" -c random_page_cost={float(_random_page_cost):g}",
+        )
 
     # Django's native psycopg pool: one pool per process (per gunicorn worker), shared by its greenlets.
     # Sizing (perf.db.pool_size_for): each of GUNICORN_WORKERS processes may hold up to pool max_size

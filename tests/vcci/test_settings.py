@@ -7,6 +7,7 @@ suite's own settings are not touched.
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 from types import ModuleType
 
@@ -31,6 +32,7 @@ ENV_KEYS = (
     "DB_MAX_CONNECTIONS",
     "DB_RESERVED_CONNECTIONS",
     "DB_STATEMENT_TIMEOUT_MS",
+    "DB_RANDOM_PAGE_COST",
     "DB_CONN_HEALTH_CHECKS",
     "GUNICORN_WORKERS",
     "GUNICORN_WORKER_CLASS",
@@ -63,7 +65,7 @@ def test_default_pool_from_gunicorn_defaults(load_settings):
     # 2 workers, 100 greenlets each, max_connections 100, reserve 10: (100 - 10) // 2 = 45.
     assert database["OPTIONS"]["pool"] == {"min_size": 2, "max_size": 45, "timeout": 10.0, "name": "vcci"}
     assert database["CONN_MAX_AGE"] == 0
-    assert database["OPTIONS"]["options"] == "-c statement_timeout=30000"
+    assert database["OPTIONS"]["options"] == "-c statement_timeout=30000 -c random_page_cost=1.1"
     assert "DISABLE_SERVER_SIDE_CURSORS" not in database
 
 
@@ -78,7 +80,7 @@ def test_pool_sized_from_the_environment(load_settings):
     ).DATABASES["default"]
     # (300 - 20) // 4 = 70, clamped to the 50 greenlets a worker runs.
     assert database["OPTIONS"]["pool"] == {"min_size": 2, "max_size": 50, "timeout": 3.5, "name": "vcci"}
-    assert database["OPTIONS"]["options"] == "-c statement_timeout=5000"
+    assert database["OPTIONS"]["options"] == "-c statement_timeout=5000 -c random_page_cost=1.1"
 
 
 def test_sync_workers_need_one_connection_each(load_settings):
@@ -112,7 +114,7 @@ def test_persistent_connections_are_refused_with_the_pool(load_settings):
 def test_pool_can_be_switched_off(load_settings):
     database = load_settings(DB_POOL="0").DATABASES["default"]
     assert "pool" not in database["OPTIONS"]
-    assert database["OPTIONS"]["options"] == "-c statement_timeout=30000"
+    assert database["OPTIONS"]["options"] == "-c statement_timeout=30000 -c random_page_cost=1.1"
 
 
 def test_pgbouncer_mode(load_settings):
@@ -123,6 +125,34 @@ def test_pgbouncer_mode(load_settings):
     assert database["OPTIONS"]["prepare_threshold"] is None
     assert "pool" not in database["OPTIONS"]  # PgBouncer pools
     assert "options" not in database["OPTIONS"]  # no startup parameters PgBouncer would refuse
+
+
+def test_random_page_cost_from_the_environment(load_settings):
+    options = load_settings(DB_RANDOM_PAGE_COST="4").DATABASES["default"]["OPTIONS"]["options"]
+    assert options == "-c statement_timeout=30000 -c random_page_cost=4"
+    options = load_settings(DB_RANDOM_PAGE_COST="1.5", DB_POOL="0").DATABASES["default"]["OPTIONS"]["options"]
+    assert options == "-c statement_timeout=30000 -c random_page_cost=1.5"
+
+
+@pytest.mark.parametrize("value", ["fast", "0", "-1", "nan", "inf", ""])
+def test_impossible_random_page_cost_is_refused(load_settings, value):
+    with pytest.raises(ImproperlyConfigured, match=f"DB_RANDOM_PAGE_COST must be a positive number.*got '{value}'"):
+        load_settings(DB_RANDOM_PAGE_COST=value)
+
+
+def test_pgbouncer_mode_sends_no_planner_settings(load_settings):
+    # Set on the database or role instead (docs/database.md); a bad value is not even read here.
+    database = load_settings(DB_PGBOUNCER="1", DB_RANDOM_PAGE_COST="1.5").DATABASES["default"]
+    assert "options" not in database["OPTIONS"]
+
+
+@pytest.mark.django_db
+def test_connections_plan_with_the_configured_page_cost():
+    # The test database connects with the settings' options: the planner sees the SSD page cost
+    # (or the one DB_RANDOM_PAGE_COST asks for), not the server's 4.0 default.
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW random_page_cost")
+        assert float(cursor.fetchone()[0]) == float(os.environ.get("DB_RANDOM_PAGE_COST") or "1.1")
 
 
 def test_pgbouncer_mode_with_a_small_pool(load_settings):

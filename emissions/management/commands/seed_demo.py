@@ -13,9 +13,10 @@ Every record goes through ``calculator.engine.calculate`` with a single ``Factor
 batch, by ``--method``: ``copy`` (PostgreSQL ``COPY``, ``emissions.services.bulk.activities_copy``;
 the default there, measured faster) or ``bulk_create`` (``activities_create``; the only choice
 on other databases). Records are generated and written batch by batch, so memory stays flat
-at any ``--activities``. The run ends with ``ANALYZE`` of both tables, since the planner
-needs fresh statistics after a big load. The run is deterministic for a given ``--seed``
-and ``--end-month``, whichever method writes it.
+at any ``--activities``. The run ends with ``VACUUM (ANALYZE)`` of both tables: the planner
+needs fresh statistics after a big load, and index-only scans (the summaries' covering index)
+need the visibility map that only VACUUM sets; autovacuum may be off or late. The run is
+deterministic for a given ``--seed`` and ``--end-month``, whichever method writes it.
 """
 
 from __future__ import annotations
@@ -351,14 +352,21 @@ class Command(BaseCommand):
         return len(activities_create(organization=org, items=batch, resolver=resolver))
 
     def _analyze(self) -> None:
-        """Refresh planner statistics: after a big load they describe the old, small tables."""
+        """Refresh planner statistics and, on PostgreSQL, the visibility map, for the freshly loaded tables.
+
+        VACUUM cannot run inside a transaction block; when the command is called inside one
+        (as in tests) only ANALYZE runs, and the output says so.
+        """
         if connection.vendor not in ("postgresql", "sqlite"):
             return
+        vacuum = connection.vendor == "postgresql" and not connection.in_atomic_block
+        statement = "VACUUM (ANALYZE)" if vacuum else "ANALYZE"
         tables = [ActivityRecord._meta.db_table, Emission._meta.db_table]
         with connection.cursor() as cursor:
             for table in tables:
-                cursor.execute(f"ANALYZE {connection.ops.quote_name(table)}")
-        self.stdout.write(f"Ran ANALYZE on {', '.join(tables)} so the query planner has statistics for the new rows.")
+                cursor.execute(f"{statement} {connection.ops.quote_name(table)}")
+        why = "statistics and index-only scans" if vacuum else "statistics"
+        self.stdout.write(f"Ran {statement} on {', '.join(tables)} so the query planner has {why} for the new rows.")
 
 
 def _chunks(total: int, size: int) -> Iterator[int]:

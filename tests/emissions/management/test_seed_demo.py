@@ -245,3 +245,16 @@ def test_reset_deletes_only_this_orgs_rows(factors):
     assert ActivityRecord.objects.filter(organization__slug="demo").count() == 10
     assert ActivityRecord.objects.filter(organization=other).count() == 20
     assert Emission.objects.filter(organization=other).count() == 20
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_the_load_is_vacuumed(factors):
+    # Index-only scans need the visibility map, which only VACUUM sets (ANALYZE does not).
+    output = seed()
+    assert "Ran VACUUM (ANALYZE)" in output
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT relname, relallvisible > 0 FROM pg_class WHERE relname IN (%s, %s)",
+            [ActivityRecord._meta.db_table, Emission._meta.db_table],
+        )
+        assert dict(cursor.fetchall()) == {ActivityRecord._meta.db_table: True, Emission._meta.db_table: True}
