@@ -18,7 +18,7 @@ DEMO_USER ?= analyst
 DEMO_ACTIVITIES ?= 20000
 BIND ?= 0.0.0.0:8000
 
-.PHONY: help install env services createdb migrate factors seed run serve test lint typecheck check ci clean
+.PHONY: help install env services createdb migrate factors seed run serve test lint typecheck check ci clean bench-db
 
 help:
 	@echo "make run    - install, migrate, import factors, seed a demo org, serve on :8000 (gunicorn + gevent)"
@@ -77,6 +77,12 @@ check: env createdb
 	$(PY) manage.py makemigrations --check --dry-run
 
 ci: lint typecheck check test
+
+# Naive vs optimized database paths on DATABASE_URL's data (seed it first, e.g. `make seed DEMO_ACTIVITIES=1000000`);
+# writes docs/benchmarks/db.md. Writes are rolled back: the data is left unchanged.
+BENCH_RUNS ?= 5
+bench-db: env
+	$(PY) manage.py bench_db --org $(DEMO_ORG) --runs $(BENCH_RUNS) --out docs/benchmarks/db.md
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,446 @@
+"""``manage.py bench_db``: each hot database path, naive beside optimized, on one organization's data.
+
+Rows of the report (``docs/benchmarks/db.md`` by default):
+
+1. the emissions list page, serialized with the API's ``EmissionSerializer``: plain queryset
+   (one query per related object: N+1) vs the API's ``for_org().with_related()`` + ``KeysetPaginator``;
+2. OFFSET pagination vs the keyset cursor at pages 1, 100, 5,000 and 10,000 (100 rows a page),
+   the cursor taken from the row just before each page;
+3. storing activities one by one (calculate, ``objects.create`` x2, no shared resolver) vs
+   ``activities_create`` (one resolver, bulk inserts), rolled back;
+4. the by-category summary with vs without its covering index (the index is dropped inside a
+   transaction that is rolled back);
+5. ``activities_copy`` (the seed path: calculation + model preparation + COPY) vs a raw psycopg
+   COPY of the same, precomputed rows, rolled back;
+6. the CSV export of every emission of the organization: rows/s and peak RSS.
+
+The activities written by 3 and 5 are rebuilt from the organization's own stored records, so the
+write benchmarks calculate the same mix of methods and factors the data holds. The command checks
+that row counts and the index list are the same after the run as before, and fails otherwise.
+"""
+
+from __future__ import annotations
+
+import resource
+import shlex
+import time
+from pathlib import Path
+from typing import Any, cast
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connection, connections
+from django.utils import timezone
+from psycopg import sql
+
+from calculator.engine import calculate
+from calculator.resolve import FactorResolver
+from calculator.types import CalculationInput, CalculationResult
+from emissions.api.export import csv_lines
+from emissions.api.serializers import EmissionSerializer
+from emissions.models import ActivityRecord, Emission, Organization, Supplier
+from emissions.services.activities import (
+    ActivityInput,
+    _calculate_all,
+    _emission,
+    _record,
+    activities_create,
+    period_defaults,
+)
+from emissions.services.bulk import _columns, _reserve_ids, activities_copy
+from perf import bench
+from perf.pagination import KeysetPaginator
+
+ORDERING = ("-period_start", "-id")
+SUMMARY_INDEX = "emission_org_cat_period_idx"
+# The issue's bar for storing 10,000 activities: bulk path >= 20x faster than per-row creates.
+WRITE_BAR = 20
+DEFAULT_OUT = "docs/benchmarks/db.md"
+# (page size, pages, activities written) at full size and with --quick.
+FULL = (100, (1, 100, 5_000, 10_000), 10_000)
+QUICK = (5, (1, 4, 20, 40), 50)
+
+
+def activity_inputs(organization: Organization, count: int) -> list[ActivityInput]:
+    """``count`` activity lines rebuilt from the organization's newest stored records (their stored inputs)."""
+    records = ActivityRecord.objects.for_org(organization).order_by(*ORDERING)[:count]
+    items = []
+    for r in records:
+        calculation = CalculationInput(
+            category=r.category,
+            method=r.method,
+            amount=r.amount,
+            unit=r.unit,
+            factor_id=r.factor_id,
+            activity=r.activity,
+            region=r.region,
+            year=r.year,
+            source=r.source,
+            dataset_version=r.dataset_version,
+            # A stored non-money line has no currency; the calculator ignores it there.
+            currency=r.currency or "USD",
+            spend_year=r.spend_year,
+            mass=r.mass,
+            mass_unit=r.mass_unit,
+            distance=r.distance,
+            distance_unit=r.distance_unit,
+            supplier_id=r.supplier_id,
+        )
+        items.append(
+            ActivityInput(
+                calculation=calculation,
+                period_start=r.period_start,
+                period_end=r.period_end,
+                external_ref=f"BENCH-{r.pk}",
+            )
+        )
+    return items
+
+
+class Command(BaseCommand):
+    help = "Benchmark hot database paths, naive vs optimized, and write a Markdown report."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--org", default="demo", help="Slug of the organization whose data is benchmarked")
+        parser.add_argument("--runs", type=int, default=5, help="Timed runs per measurement (after one warm-up)")
+        parser.add_argument("--out", default=DEFAULT_OUT, help=f"Report file (default {DEFAULT_OUT})")
+        parser.add_argument(
+            "--quick", action="store_true", help="Tiny pages and write batches, for tests and smoke runs"
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if connection.vendor != "postgresql":
+            raise CommandError(f"bench_db needs PostgreSQL; this database is {connection.vendor}.")
+        runs = options["runs"]
+        if runs < 1:
+            raise CommandError(f"--runs must be at least 1; got {runs}.")
+        try:
+            org = Organization.objects.get(slug=options["org"])
+        except Organization.DoesNotExist:
+            raise CommandError(f"--org: no organization with slug '{options['org']}'.") from None
+        self.runs = runs
+        self.org = org
+        self.page_size, self.pages, self.write_count = QUICK if options["quick"] else FULL
+        total = Emission.objects.for_org(org).count()
+        needed = self.page_size * max(self.pages)
+        if total < needed:
+            raise CommandError(
+                f"--org: '{org.slug}' has {total:,} emissions; the benchmark pages {needed:,} deep "
+                f"({'--quick' if options['quick'] else 'full size; try --quick'})."
+            )
+
+        tables = [ActivityRecord._meta.db_table, Emission._meta.db_table]
+        before = bench.fingerprint(tables)
+        report = bench.Report()
+        # The export first: its peak RSS is then not hidden under the high-water mark of the other benchmarks.
+        export_row, export_finding = self._export(total)
+        report.rows.append(self._list_page())
+        pagination_rows, pagination_findings = self._pagination()
+        report.rows += pagination_rows
+        report.findings += pagination_findings
+        writes = self._writes()
+        report.rows.append(writes)
+        report.findings.append(self._bar_finding(writes))
+        summary = self._summary()
+        report.rows.append(summary)
+        report.findings.append(self._summary_finding(summary))
+        report.rows.append(self._copy())
+        report.rows.append(export_row)
+        report.findings.append(export_finding)
+        after = bench.fingerprint(tables)
+        if after != before:
+            raise CommandError(f"The database changed during the benchmark: before {before}, after {after}.")
+
+        org_counts = {
+            f"organization '{org.slug}' activities": ActivityRecord.objects.for_org(org).count(),
+            f"organization '{org.slug}' emissions": total,
+            "all activities": before["counts"][tables[0]],
+            "all emissions": before["counts"][tables[1]],
+        }
+        report.machine = bench.machine_description(org_counts)
+        report.command = self._command(options)
+        report.date = timezone.now().strftime("%Y-%m-%d %H:%M UTC")
+        report.notes = [
+            f"Runs per measurement: {runs} (after one warm-up), except the CSV export: one run.",
+            f"Write benchmarks store {self.write_count:,} activities rebuilt from the organization's newest "
+            "records, so they calculate the same mix of methods and factors as the stored data.",
+            "Reserving ids for COPY advances the activity id sequence (sequences are never rolled back); "
+            "no row is left behind.",
+        ]
+        if options["quick"]:
+            report.notes.append("--quick: tiny pages and batches; the ratios say nothing about scale.")
+        markdown = bench.render_markdown(report)
+        out = Path(options["out"])
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(markdown, encoding="utf-8")
+        self.stdout.write(markdown)
+        self.stdout.write(self.style.SUCCESS(f"Wrote {out}."))
+        self.report = report  # for callers (tests) that inspect the structure
+
+    @staticmethod
+    def _command(options: dict[str, Any]) -> str:
+        """The command line that reproduces this run, without machine paths or credentials."""
+        parts = ["python", "manage.py", "bench_db", "--org", options["org"], "--runs", str(options["runs"])]
+        if options["quick"]:
+            parts.append("--quick")
+        out = options["out"]
+        if out != DEFAULT_OUT and not Path(out).is_absolute():
+            parts += ["--out", out]
+        command = " ".join(shlex.quote(p) for p in parts)
+        return f"DATABASE_URL=postgres://USER@HOST:5432/DBNAME {command}   # or: make bench-db"
+
+    # -- 1. list page ----------------------------------------------------------------------
+
+    def _list_page(self) -> bench.Row:
+        size = self.page_size
+
+        def naive() -> Any:
+            page = Emission.objects.filter(organization=self.org).order_by(*ORDERING)[:size]
+            with bench.n_plus_one_allowed():
+                return EmissionSerializer(page, many=True).data
+
+        def optimized() -> Any:
+            paginator = KeysetPaginator(Emission.objects.for_org(self.org).with_related(), ORDERING)
+            return EmissionSerializer(list(paginator.page(first=size)), many=True).data
+
+        slow, fast = bench.measure(naive, runs=self.runs), bench.measure(optimized, runs=self.runs)
+        if slow.result != fast.result:
+            raise CommandError("The naive and optimized list pages differ; the benchmark compares different work.")
+        return bench.Row(
+            f"Emissions list, first page of {size} serialized",
+            slow,
+            fast,
+            naive_label="no select_related",
+            optimized_label="with_related + keyset",
+        )
+
+    # -- 2. pagination depth ---------------------------------------------------------------
+
+    def _pagination(self) -> tuple[list[bench.Row], list[str]]:
+        size = self.page_size
+        queryset = Emission.objects.for_org(self.org).with_related()
+        ordered = queryset.order_by(*ORDERING)
+        rows: list[bench.Row] = []
+        for page in self.pages:
+            offset = (page - 1) * size
+            cursor = None
+            if offset:
+                # A real cursor: the last row of the previous page, as the API's next link would carry.
+                previous = Emission.objects.for_org(self.org).order_by(*ORDERING).only("id", "period_start")[offset - 1]
+                cursor = KeysetPaginator(queryset, ORDERING).cursor(previous)
+
+            def by_offset(offset: int = offset) -> list[int]:
+                return [e.pk for e in ordered[offset : offset + size]]
+
+            def by_cursor(cursor: str | None = cursor) -> list[int]:
+                paginator = KeysetPaginator(queryset, ORDERING)
+                return [e.pk for e in paginator.page(first=size, after=cursor)]
+
+            slow, fast = bench.measure(by_offset, runs=self.runs), bench.measure(by_cursor, runs=self.runs)
+            if slow.result != fast.result:
+                raise CommandError(f"OFFSET and cursor disagree on page {page}; the benchmark is not comparable.")
+            rows.append(
+                bench.Row(
+                    f"Page {page:,} of {size} (after {offset:,} rows)",
+                    slow,
+                    fast,
+                    naive_label="OFFSET",
+                    optimized_label="cursor",
+                )
+            )
+        first, deep = rows[0], rows[-1]
+        assert first.naive is not None and deep.naive is not None  # every pagination row has both sides
+        deepest = (self.pages[-1] - 1) * size
+        offset_ratio = deep.naive.median / max(first.naive.median, 1e-9)
+        cursor_ratio = deep.optimized.median / max(first.optimized.median, 1e-9)
+        # The second-deepest page: 5,000 pages of 100 = after 499,900 rows, the issue's ">= 500,000 rows" depth.
+        half = rows[-2]
+        half_ratio = half.optimized.median / max(first.optimized.median, 1e-9)
+        verdict = "within" if max(cursor_ratio, half_ratio) <= 1.5 else "NOT within"
+        findings = [
+            f"Deep page / first page time: OFFSET {offset_ratio:,.1f}x, cursor {cursor_ratio:.2f}x after "
+            f"{deepest:,} rows and {half_ratio:.2f}x for {half.benchmark.lower()}; the cursor is {verdict} "
+            "the required 1.5x of the first page."
+        ]
+        self.pagination_ratios = {"offset": offset_ratio, "cursor": cursor_ratio, "cursor_half": half_ratio}
+        return rows, findings
+
+    # -- 3. per-row vs bulk create ---------------------------------------------------------
+
+    def _writes(self) -> bench.Row:
+        items = activity_inputs(self.org, self.write_count)
+        org = self.org
+
+        def per_row() -> int:
+            # What a loop over the items with the ORM's single-row API does: the calculator resolves each
+            # factor afresh (no shared resolver), the supplier is fetched per row, two INSERTs per row.
+            with bench.n_plus_one_allowed():
+                for item in items:
+                    inp, notes = period_defaults(item)
+                    result = calculate(inp, organization=org)
+                    result.fallbacks = [*notes, *result.fallbacks]
+                    supplier_id = item.calculation.supplier_id
+                    supplier = Supplier.objects.get(pk=supplier_id) if supplier_id else None
+                    record = _record(item, result, org, supplier)
+                    record = ActivityRecord.objects.create(
+                        **{f.attname: getattr(record, f.attname) for f in ActivityRecord._meta.concrete_fields}
+                    )
+                    emission = _emission(record, result)
+                    Emission.objects.create(
+                        **{f.attname: getattr(emission, f.attname) for f in Emission._meta.concrete_fields}
+                    )
+            return len(items)
+
+        def bulk() -> int:
+            # As POST /api/v1/activities/ does: one resolver for the batch, primed with the referenced suppliers.
+            resolver = FactorResolver(org)
+            return len(activities_create(organization=org, items=items, resolver=resolver))
+
+        slow = bench.measure(bench.rolled_back_call(per_row), runs=self.runs)
+        fast = bench.measure(bench.rolled_back_call(bulk), runs=self.runs)
+        return bench.Row(
+            f"Store {len(items):,} activities with their emissions",
+            slow,
+            fast,
+            naive_label="per row, objects.create",
+            optimized_label="activities_create",
+            note=f"{len(items) / fast.median:,.0f} activities/s bulk vs {len(items) / slow.median:,.0f}/s per row",
+        )
+
+    @staticmethod
+    def _bar_finding(row: bench.Row) -> str:
+        ratio = row.ratio or 0.0
+        verdict = "met" if ratio >= WRITE_BAR else "NOT met"
+        return (
+            f"{row.benchmark}: the bulk path is {ratio:,.1f}x faster than the per-row path; the issue asks for "
+            f">= {WRITE_BAR}x, so the bar is {verdict} on this data."
+        )
+
+    def _summary_finding(self, row: bench.Row) -> str:
+        with_index, without = self.summary_plans["with"], self.summary_plans["without"]
+        ratio = row.ratio or 0.0
+        if SUMMARY_INDEX in with_index:
+            return (
+                f"Summary by category: {ratio:,.1f}x faster with {SUMMARY_INDEX} ({with_index}) "
+                f"than without ({without})."
+            )
+        return (
+            f"Summary by category: the planner did not use {SUMMARY_INDEX} for this whole-organization summary "
+            f"(plan with the index: {with_index}; without: {without}), so the two times measure the same plan "
+            f"({ratio:,.1f}x)."
+        )
+
+    # -- 4. summary with and without its covering index ------------------------------------
+
+    def _summary(self) -> bench.Row:
+        def summary() -> list[dict[str, Any]]:
+            return list(Emission.objects.for_org(self.org).summary("category"))
+
+        fast = bench.measure(summary, runs=self.runs)
+        fast_plan = bench.scan_nodes(Emission.objects.for_org(self.org).summary("category"))
+        with bench.rolled_back():
+            # DROP INDEX is transactional in PostgreSQL: the rollback below restores it untouched.
+            with connection.cursor() as cursor:
+                cursor.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(SUMMARY_INDEX)).as_string())
+            slow = bench.measure(summary, runs=self.runs)
+            slow_plan = bench.scan_nodes(Emission.objects.for_org(self.org).summary("category"))
+        self.summary_plans = {"with": fast_plan, "without": slow_plan}
+        if slow.result != fast.result:
+            raise CommandError("The summary differs without its index; the benchmark compares different work.")
+        return bench.Row(
+            "Summary by category (whole organization)",
+            slow,
+            fast,
+            naive_label=f"without {SUMMARY_INDEX}",
+            optimized_label=f"with {SUMMARY_INDEX}",
+            note=f"plan with the index: {fast_plan}; without: {slow_plan}",
+        )
+
+    # -- 5. the seed path vs raw COPY ------------------------------------------------------
+
+    def _copy(self) -> bench.Row:
+        items = activity_inputs(self.org, self.write_count)
+        org = self.org
+        activity_rows, emission_rows = self._prepared_rows(items)
+
+        def seed_path() -> int:
+            return activities_copy(organization=org, items=items, resolver=FactorResolver(org))
+
+        def raw_copy() -> int:
+            db = connections["default"]
+            with db.cursor() as cursor:
+                for model, columns, rows in (
+                    (ActivityRecord, [c for c, _, _ in _columns(ActivityRecord, with_pk=True)], activity_rows),
+                    (Emission, [c for c, _, _ in _columns(Emission, with_pk=False)], emission_rows),
+                ):
+                    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+                        sql.Identifier(model._meta.db_table), sql.SQL(", ").join(map(sql.Identifier, columns))
+                    )
+                    with cursor.cursor.copy(statement) as copy:
+                        for row in rows:
+                            copy.write_row(row)
+            return len(activity_rows)
+
+        slow = bench.measure(bench.rolled_back_call(seed_path), runs=self.runs)
+        fast = bench.measure(bench.rolled_back_call(raw_copy), runs=self.runs)
+        return bench.Row(
+            f"Load {len(items):,} activities + emissions",
+            slow,
+            fast,
+            naive_label="activities_copy: calculate + prepare + COPY",
+            optimized_label="raw COPY of precomputed rows",
+            note="the ratio is the seed path's cost over the bare COPY floor (calculation and model preparation)",
+        )
+
+    def _prepared_rows(self, items: list[ActivityInput]) -> tuple[list[list[Any]], list[list[Any]]]:
+        """The exact rows ``activities_copy`` would write for ``items``, prepared once, outside the timing."""
+        organization = self.org
+        records: list[ActivityRecord] = []
+        emissions: list[Emission] = []
+        outcomes, suppliers = _calculate_all(organization, items, None)
+        results = [cast(CalculationResult, outcome) for outcome in outcomes]
+        now = timezone.now()
+        for item, result, pk in zip(items, results, _reserve_ids(ActivityRecord, len(items)), strict=True):
+            record = _record(item, result, organization, suppliers.get(item.calculation.supplier_id or 0))
+            record.pk, record.created_at = pk, now
+            records.append(record)
+            emission = _emission(record, result)
+            emission.calculated_at = now
+            emissions.append(emission)
+        activity_columns = _columns(ActivityRecord, with_pk=True)
+        emission_columns = _columns(Emission, with_pk=False)
+        return (
+            [[prep(getattr(r, attname)) for _, attname, prep in activity_columns] for r in records],
+            [[prep(getattr(e, attname)) for _, attname, prep in emission_columns] for e in emissions],
+        )
+
+    # -- 6. CSV export ---------------------------------------------------------------------
+
+    def _export(self, total: int) -> tuple[bench.Row, str]:
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+        counter = bench.QueryCounter()
+        started = time.perf_counter()
+        lines = 0
+        size = 0
+        with connection.execute_wrapper(counter):
+            for block in csv_lines(Emission.objects.for_org(self.org)):
+                lines += block.count("\n")
+                size += len(block)
+        elapsed = time.perf_counter() - started
+        rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        rows = lines - 1  # the header
+        if rows != total:
+            raise CommandError(f"The export wrote {rows:,} rows for {total:,} emissions.")
+        measurement = bench.Measurement(samples=[elapsed], queries=counter.count)
+        finding = (
+            f"CSV export of {rows:,} emissions ({size / 1e6:,.0f} MB of CSV): {elapsed:.1f} s, "
+            f"{rows / elapsed:,.0f} rows/s; peak RSS {rss_before / 1024:,.0f} MiB before, "
+            f"{rss_after / 1024:,.0f} MiB after (+{(rss_after - rss_before) / 1024:,.0f} MiB)."
+        )
+        row = bench.Row(
+            f"CSV export of {rows:,} emissions",
+            None,
+            measurement,
+            naive_label="—",
+            optimized_label=f"{rows / elapsed:,.0f} rows/s, peak RSS +{(rss_after - rss_before) / 1024:,.0f} MiB",
+        )
+        return row, finding

@@ -1,0 +1,118 @@
+"""``manage.py bench_db --quick`` on a small organization: report structure, and the data left as it was."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from decimal import Decimal
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connection
+
+from calculator.types import CalculationInput
+from emissions.models import ActivityRecord, Emission, EmissionFactor, Organization
+from emissions.services.activities import ActivityInput, activities_create
+from perf import bench
+from perf.management.commands.bench_db import QUICK, SUMMARY_INDEX, Command
+from tests.factories import SupplierFactory
+
+pytestmark = pytest.mark.django_db
+
+TABLES = [ActivityRecord._meta.db_table, Emission._meta.db_table]
+ROW_COUNT = 300
+
+
+@pytest.fixture
+def seeded(org: Organization, other_org: Organization, electricity_factor: EmissionFactor) -> Organization:
+    """``ROW_COUNT`` electricity activities with emissions over 24 months (every third with a supplier)."""
+    suppliers = SupplierFactory.create_batch(5, organization=org)
+    items = []
+    for i in range(ROW_COUNT):
+        start = dt.date(2024 + (i % 24) // 12, 1 + i % 12, 1)
+        calculation = CalculationInput(
+            category=3,
+            method="activity",
+            activity=electricity_factor.activity,
+            amount=Decimal(100 + i),
+            unit="kWh" if i % 2 else "MWh",
+            supplier_id=suppliers[i % 5].pk if i % 3 == 0 else None,
+        )
+        items.append(ActivityInput(calculation, start, start + dt.timedelta(days=27), f"T-{i}"))
+    activities_create(organization=org, items=items)
+    activities_create(organization=other_org, items=[i for i in items[:10] if i.calculation.supplier_id is None])
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+    return org
+
+
+def _run(tmp_path: Path, *args: str) -> tuple[Command, str]:
+    command = Command(stdout=StringIO(), stderr=StringIO())
+    out = tmp_path / "db.md"
+    call_command(command, "--org", "acme", "--runs", "2", "--quick", "--out", str(out), *args)
+    return command, out.read_text(encoding="utf-8")
+
+
+def test_quick_run_reports_every_benchmark_with_ratios(seeded: Organization, tmp_path: Path) -> None:
+    command, markdown = _run(tmp_path)
+    names = [row.benchmark for row in command.report.rows]
+    size, pages, writes = QUICK
+    assert names == [
+        f"Emissions list, first page of {size} serialized",
+        *[f"Page {p:,} of {size} (after {(p - 1) * size:,} rows)" for p in pages],
+        f"Store {writes:,} activities with their emissions",
+        "Summary by category (whole organization)",
+        f"Load {writes:,} activities + emissions",
+        f"CSV export of {ROW_COUNT:,} emissions",
+    ]
+    for row in command.report.rows[:-1]:
+        assert row.naive is not None and len(row.naive.samples) == 2 and len(row.optimized.samples) == 2
+        assert row.ratio == pytest.approx(row.naive.median / row.optimized.median)
+    export = command.report.rows[-1]
+    assert export.naive is None and export.ratio is None
+
+    list_page = command.report.rows[0]
+    # N+1: one query for the page plus one per related object; the optimized page is one query.
+    assert list_page.optimized.queries == 1
+    assert list_page.naive is not None and list_page.naive.queries > size
+    store = command.report.rows[1 + len(pages)]
+    assert store.naive is not None and store.naive.queries >= 2 * writes
+    assert store.optimized.queries < writes
+    assert set(command.pagination_ratios) == {"offset", "cursor", "cursor_half"}
+
+    # The Markdown: a table row per benchmark, the machine, the reproduction command, no machine paths.
+    table = [line for line in markdown.splitlines() if line.startswith("| ") and "---" not in line]
+    assert table[0] == "| benchmark | naive | optimized | ratio | queries |"
+    assert len(table) == 1 + len(names)
+    for line, name in zip(table[1:], names, strict=True):
+        assert line.startswith(f"| {name}")
+    ratios = [line.split(" | ")[3] for line in table[1:]]
+    assert all(re.fullmatch(r"[\d,]+\.\dx", ratio) for ratio in ratios[:-1]) and ratios[-1] == "—"
+    assert "Deep page / first page time: OFFSET" in markdown
+    assert f"{store.benchmark}: the bulk path is {store.ratio:,.1f}x faster than the per-row path" in markdown
+    assert "the issue asks for >= 20x" in markdown and "Summary by category: " in markdown
+    for heading in ("## Machine", "**CPU**", "**RAM**", "PostgreSQL", "## Reproduce"):
+        assert heading in markdown
+    assert "python manage.py bench_db --org acme --runs 2 --quick" in markdown
+    assert str(tmp_path) not in markdown and "/home/" not in markdown and "/work/" not in markdown
+
+
+def test_the_database_is_unchanged_afterwards(seeded: Organization, tmp_path: Path) -> None:
+    before = bench.fingerprint(TABLES)
+    assert SUMMARY_INDEX in {name for _, name, _ in before["indexes"]}
+    _run(tmp_path)
+    assert bench.fingerprint(TABLES) == before
+    assert Emission.objects.for_org(seeded).count() == ROW_COUNT
+
+
+def test_unknown_org_and_too_little_data_are_clear_errors(seeded: Organization, tmp_path: Path) -> None:
+    with pytest.raises(CommandError, match="--org: no organization with slug 'nope'"):
+        call_command("bench_db", "--org", "nope", "--quick", "--out", str(tmp_path / "x.md"))
+    with pytest.raises(CommandError, match=r"'globex' has .* emissions; the benchmark pages"):
+        call_command("bench_db", "--org", "globex", "--quick", "--out", str(tmp_path / "x.md"))
+    with pytest.raises(CommandError, match="--runs must be at least 1; got 0"):
+        call_command("bench_db", "--org", "acme", "--runs", "0", "--out", str(tmp_path / "x.md"))
+    assert not (tmp_path / "x.md").exists()
