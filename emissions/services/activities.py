@@ -151,7 +151,7 @@ def activities_calculate(
     return _calculate_all(organization, items, resolver)[0]
 
 
-def _record(
+def activity_record_build(
     item: ActivityInput, result: CalculationResult, organization: Organization, supplier: Supplier | None
 ) -> ActivityRecord:
     """The row to store. Precondition: ``result`` is ``item``'s outcome, so ``result.input`` holds the values used."""
@@ -182,7 +182,8 @@ def _record(
     )
 
 
-def _emission(record: ActivityRecord, result: CalculationResult) -> Emission:
+def emission_build(record: ActivityRecord, result: CalculationResult) -> Emission:
+    """The unsaved result row for ``record`` (which may itself be unsaved: its pk is read at insert time)."""
     return Emission(
         organization=record.organization,
         activity=record,
@@ -201,6 +202,28 @@ def _emission(record: ActivityRecord, result: CalculationResult) -> Emission:
     )
 
 
+def activities_prepare(
+    *, organization: Organization, items: Sequence[ActivityInput], resolver: FactorResolver | None = None
+) -> list[tuple[ActivityRecord, Emission]]:
+    """Calculate all items and build each unsaved activity row with its emission row, in order.
+
+    Raises ``ActivitiesInvalidError`` listing every failing item (by index); nothing is built then.
+    Shared by every write path (``activities_create``, ``emissions.services.bulk.activities_copy``),
+    so they store identical rows.
+    """
+    outcomes, suppliers = _calculate_all(organization, items, resolver)
+    errors = [ItemError(i, outcome) for i, outcome in enumerate(outcomes) if isinstance(outcome, dict)]
+    if errors:
+        raise ActivitiesInvalidError(errors)
+    pairs = []
+    for item, outcome in zip(items, outcomes, strict=True):
+        # No error above, so every outcome is a CalculationResult.
+        result = cast(CalculationResult, outcome)
+        record = activity_record_build(item, result, organization, suppliers.get(item.calculation.supplier_id or 0))
+        pairs.append((record, emission_build(record, result)))
+    return pairs
+
+
 @transaction.atomic
 def activities_create(
     *, organization: Organization, items: Sequence[ActivityInput], resolver: FactorResolver | None = None
@@ -213,19 +236,11 @@ def activities_create(
     written. The returned records carry ``supplier`` and ``emission`` (with its factor) in memory,
     so serializing them needs no further queries.
     """
-    outcomes, suppliers = _calculate_all(organization, items, resolver)
-    errors = [ItemError(i, outcome) for i, outcome in enumerate(outcomes) if isinstance(outcome, dict)]
-    if errors:
-        raise ActivitiesInvalidError(errors)
-
-    # No error above, so every outcome is a CalculationResult.
-    results = [cast(CalculationResult, outcome) for outcome in outcomes]
-    records = [
-        _record(item, result, organization, suppliers.get(item.calculation.supplier_id or 0))
-        for item, result in zip(items, results, strict=True)
-    ]
+    pairs = activities_prepare(organization=organization, items=items, resolver=resolver)
+    records = [record for record, _ in pairs]
+    emissions = [emission for _, emission in pairs]
     ActivityRecord.objects.bulk_create(records, batch_size=BULK_BATCH_SIZE)
-    emissions = [_emission(record, result) for record, result in zip(records, results, strict=True)]
+    # bulk_create copies each record's new pk into its emission's activity_id (the emission holds the record).
     Emission.objects.bulk_create(emissions, batch_size=BULK_BATCH_SIZE)
     for record, emission in zip(records, emissions, strict=True):
         record.emission = emission  # fills the reverse one-to-one cache

@@ -8,10 +8,9 @@ are reserved first from the table's own sequence (``nextval`` over ``generate_se
 emissions reference them directly. The sequence is thereby advanced past every id used, so a
 later ordinary ``INSERT`` never collides.
 
-The rows are built by the same helpers ``activities_create`` uses (``_calculate_all``,
-``_record``, ``_emission``) and every value goes through the field's ``get_db_prep_save``, as
-``bulk_create`` does, so both paths store identical values (JSON columns as ``jsonb``, Decimals
-exactly, empty nullable columns as NULL).
+The rows are built by ``activities_prepare``, as for ``activities_create``, and every value
+goes through the field's ``get_db_prep_save``, as ``bulk_create`` does, so both paths store
+identical values (JSON columns as ``jsonb``, Decimals exactly, empty nullable columns as NULL).
 """
 
 from __future__ import annotations
@@ -25,21 +24,13 @@ from django.utils import timezone
 from psycopg import sql
 
 from calculator.resolve import FactorResolver
-from calculator.types import CalculationResult
 from emissions.models import ActivityRecord, Emission, Organization
-from emissions.services.activities import (
-    ActivitiesInvalidError,
-    ActivityInput,
-    ItemError,
-    _calculate_all,
-    _emission,
-    _record,
-)
+from emissions.services.activities import ActivityInput, activities_prepare
 
 Prep = Callable[[Any], Any]
 
 
-def _columns(model: type[models.Model], *, with_pk: bool) -> list[tuple[str, str, Prep]]:
+def copy_columns(model: type[models.Model], *, with_pk: bool) -> list[tuple[str, str, Prep]]:
     """(column, attname, prep) for each concrete column COPY writes; the pk only when ``with_pk``.
 
     ``prep`` is the field's ``get_db_prep_save``: each value is prepared exactly as bulk_create would.
@@ -54,7 +45,7 @@ def _columns(model: type[models.Model], *, with_pk: bool) -> list[tuple[str, str
     ]
 
 
-def _reserve_ids(model: type[models.Model], count: int) -> list[int]:
+def reserve_ids(model: type[models.Model], count: int) -> list[int]:
     """``count`` fresh primary keys from ``model``'s id sequence, ascending.
 
     ``nextval`` is never rolled back, so the ids are ours even if another session inserts
@@ -71,7 +62,7 @@ def _reserve_ids(model: type[models.Model], count: int) -> list[int]:
 
 def _copy(model: type[models.Model], objects: Iterable[models.Model], *, with_pk: bool) -> int:
     """Stream ``objects`` into ``model``'s table with ``COPY ... FROM STDIN``; return the rows written."""
-    columns = _columns(model, with_pk=with_pk)
+    columns = copy_columns(model, with_pk=with_pk)
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(model._meta.db_table), sql.SQL(", ").join(sql.Identifier(c) for c, _, _ in columns)
     )
@@ -98,30 +89,30 @@ def activities_copy(
     """
     if connection.vendor != "postgresql":
         raise NotSupportedError(f"activities_copy needs PostgreSQL COPY; this database is {connection.vendor}.")
-    outcomes, suppliers = _calculate_all(organization, items, resolver)
-    errors = [ItemError(i, outcome) for i, outcome in enumerate(outcomes) if isinstance(outcome, dict)]
-    if errors:
-        raise ActivitiesInvalidError(errors)
-    if not items:
+    pairs = activities_prepare(organization=organization, items=items, resolver=resolver)
+    if not pairs:
         return 0
-
-    # No error above, so every outcome is a CalculationResult.
-    results = [cast(CalculationResult, outcome) for outcome in outcomes]
-    # auto_now_add is applied by Model.save / bulk_create, not by the database: stamp the rows here.
-    now = timezone.now()
-    records = []
-    for item, result, pk in zip(items, results, _reserve_ids(ActivityRecord, len(items)), strict=True):
-        record = _record(item, result, organization, suppliers.get(item.calculation.supplier_id or 0))
-        record.pk, record.created_at = pk, now
-        records.append(record)
+    records, emissions = copy_rows(pairs)
     _copy(ActivityRecord, records, with_pk=True)
-    emissions = []
-    for record, result in zip(records, results, strict=True):
-        # ``record.pk`` is already the reserved id, so the emission's activity_id points at it.
-        emission = _emission(record, result)
-        emission.calculated_at = now
-        emissions.append(emission)
     return _copy(Emission, emissions, with_pk=False)
+
+
+def copy_rows(pairs: Sequence[tuple[ActivityRecord, Emission]]) -> tuple[list[ActivityRecord], list[Emission]]:
+    """Give prepared pairs what the database would have: reserved activity ids and the creation time.
+
+    Precondition: PostgreSQL (ids come from the sequence). ``auto_now_add`` is applied by
+    ``Model.save``/``bulk_create``, not by the database, so COPY rows are stamped here.
+    """
+    now = timezone.now()
+    records, emissions = [], []
+    for (record, emission), pk in zip(pairs, reserve_ids(ActivityRecord, len(pairs)), strict=True):
+        record.pk, record.created_at = pk, now
+        # Re-assigning the (now saved-to-be) record sets emission.activity_id to the reserved id.
+        emission.activity = record
+        emission.calculated_at = now
+        records.append(record)
+        emissions.append(emission)
+    return records, emissions
 
 
 @transaction.atomic

@@ -25,7 +25,7 @@ import resource
 import shlex
 import time
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, connections
@@ -34,19 +34,19 @@ from psycopg import sql
 
 from calculator.engine import calculate
 from calculator.resolve import FactorResolver
-from calculator.types import CalculationInput, CalculationResult
+from calculator.types import CalculationInput
 from emissions.api.export import csv_lines
 from emissions.api.serializers import EmissionSerializer
 from emissions.models import ActivityRecord, Emission, Organization, Supplier
 from emissions.services.activities import (
     ActivityInput,
-    _calculate_all,
-    _emission,
-    _record,
     activities_create,
+    activities_prepare,
+    activity_record_build,
+    emission_build,
     period_defaults,
 )
-from emissions.services.bulk import _columns, _reserve_ids, activities_copy
+from emissions.services.bulk import activities_copy, copy_columns, copy_rows
 from perf import bench
 from perf.pagination import KeysetPaginator
 
@@ -280,11 +280,11 @@ class Command(BaseCommand):
                     result.fallbacks = [*notes, *result.fallbacks]
                     supplier_id = item.calculation.supplier_id
                     supplier = Supplier.objects.get(pk=supplier_id) if supplier_id else None
-                    record = _record(item, result, org, supplier)
+                    record = activity_record_build(item, result, org, supplier)
                     record = ActivityRecord.objects.create(
                         **{f.attname: getattr(record, f.attname) for f in ActivityRecord._meta.concrete_fields}
                     )
-                    emission = _emission(record, result)
+                    emission = emission_build(record, result)
                     Emission.objects.create(
                         **{f.attname: getattr(emission, f.attname) for f in Emission._meta.concrete_fields}
                     )
@@ -369,8 +369,8 @@ class Command(BaseCommand):
             db = connections["default"]
             with db.cursor() as cursor:
                 for model, columns, rows in (
-                    (ActivityRecord, [c for c, _, _ in _columns(ActivityRecord, with_pk=True)], activity_rows),
-                    (Emission, [c for c, _, _ in _columns(Emission, with_pk=False)], emission_rows),
+                    (ActivityRecord, [c for c, _, _ in copy_columns(ActivityRecord, with_pk=True)], activity_rows),
+                    (Emission, [c for c, _, _ in copy_columns(Emission, with_pk=False)], emission_rows),
                 ):
                     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
                         sql.Identifier(model._meta.db_table), sql.SQL(", ").join(map(sql.Identifier, columns))
@@ -393,21 +393,9 @@ class Command(BaseCommand):
 
     def _prepared_rows(self, items: list[ActivityInput]) -> tuple[list[list[Any]], list[list[Any]]]:
         """The exact rows ``activities_copy`` would write for ``items``, prepared once, outside the timing."""
-        organization = self.org
-        records: list[ActivityRecord] = []
-        emissions: list[Emission] = []
-        outcomes, suppliers = _calculate_all(organization, items, None)
-        results = [cast(CalculationResult, outcome) for outcome in outcomes]
-        now = timezone.now()
-        for item, result, pk in zip(items, results, _reserve_ids(ActivityRecord, len(items)), strict=True):
-            record = _record(item, result, organization, suppliers.get(item.calculation.supplier_id or 0))
-            record.pk, record.created_at = pk, now
-            records.append(record)
-            emission = _emission(record, result)
-            emission.calculated_at = now
-            emissions.append(emission)
-        activity_columns = _columns(ActivityRecord, with_pk=True)
-        emission_columns = _columns(Emission, with_pk=False)
+        records, emissions = copy_rows(activities_prepare(organization=self.org, items=items))
+        activity_columns = copy_columns(ActivityRecord, with_pk=True)
+        emission_columns = copy_columns(Emission, with_pk=False)
         return (
             [[prep(getattr(r, attname)) for _, attname, prep in activity_columns] for r in records],
             [[prep(getattr(e, attname)) for _, attname, prep in emission_columns] for e in emissions],

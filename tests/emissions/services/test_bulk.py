@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from django.db import DEFAULT_DB_ALIAS, IntegrityError, NotSupportedError, connections
+from django.db.models import Model
 
 from calculator.types import CalculationInput
 from emissions.models import ActivityRecord, Emission, EmissionFactor, FactorDataset, Method, Organization, Supplier
-from emissions.services import bulk
+from emissions.services import activities, bulk
 from emissions.services.activities import ActivitiesInvalidError, ActivityInput, activities_create
 from emissions.services.bulk import activities_copy, activities_delete_for_org
 from tests.factories import (
@@ -206,7 +208,7 @@ class Boom(Exception):
 
 def _fail_in_activity_copy(monkeypatch: pytest.MonkeyPatch) -> None:
     """The third activity breaks a check constraint: the server rejects the COPY after two good rows."""
-    original = bulk._record
+    original = activities.activity_record_build
     calls = {"n": 0}
 
     def record(*args: Any) -> ActivityRecord:
@@ -216,21 +218,26 @@ def _fail_in_activity_copy(monkeypatch: pytest.MonkeyPatch) -> None:
             row.category = 99
         return row
 
-    monkeypatch.setattr(bulk, "_record", record)
+    monkeypatch.setattr(activities, "activity_record_build", record)
 
 
 def _fail_in_emission_copy(monkeypatch: pytest.MonkeyPatch) -> None:
     """Python fails while emissions stream, after every activity was copied."""
-    original = bulk._emission
-    calls = {"n": 0}
+    original = bulk._copy
 
-    def emission(*args: Any) -> Emission:
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise Boom("second emission")
-        return original(*args)
+    def copy(model: type[Model], objects: Iterable[Model], *, with_pk: bool) -> int:
+        if model is not Emission:
+            return original(model, objects, with_pk=with_pk)
 
-    monkeypatch.setattr(bulk, "_emission", emission)
+        def failing() -> Iterator[Model]:
+            for n, obj in enumerate(objects, start=1):
+                if n == 2:
+                    raise Boom("second emission")
+                yield obj
+
+        return original(model, failing(), with_pk=with_pk)
+
+    monkeypatch.setattr(bulk, "_copy", copy)
 
 
 @pytest.mark.parametrize(
