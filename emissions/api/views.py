@@ -154,9 +154,21 @@ class SupplierFactorViewSet(
     def get_queryset(self) -> QuerySet[EmissionFactor]:
         if getattr(self, "swagger_fake_view", False):
             return EmissionFactor.objects.none()
-        supplier = self.supplier()
+        organization_id = request_org_id(self.request)
+        # The supplier's organization is checked in the same query as the page (no separate supplier lookup);
         # visible_to() as well: only factors in the caller's own datasets, whatever supplier_id says.
-        return EmissionFactor.objects.visible_to(supplier.organization_id).filter(supplier=supplier).with_related()
+        return (
+            EmissionFactor.objects.visible_to(organization_id)
+            .filter(supplier_id=self.kwargs["supplier_pk"], supplier__organization_id=organization_id)
+            .with_related()
+        )
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        response = super().list(request, *args, **kwargs)
+        if not response.data["results"]:
+            # An empty page is ambiguous: a supplier without factors, or one that is not the caller's (404).
+            self.supplier()
+        return response
 
     @extend_schema(
         request=s.SupplierFactorInputSerializer,
