@@ -358,3 +358,29 @@ def install_execute_wrapper(sender: Any = None, connection: Any = None, **kwargs
     """
     if connection is not None and slow_query_wrapper not in connection.execute_wrappers:
         connection.execute_wrappers.insert(0, slow_query_wrapper)
+
+
+# --------------------------------------------------------------------------------------------------
+# Planner statistics after bulk loads
+# --------------------------------------------------------------------------------------------------
+
+
+def refresh_statistics(tables: list[str], *, vacuum: bool = False, alias: str = "default") -> str | None:
+    """``ANALYZE`` (or ``VACUUM (ANALYZE)``) each table after a bulk load; return the statement used.
+
+    The planner needs fresh statistics after a big load (and autovacuum may be off or late), and
+    index-only scans need the visibility map that only VACUUM sets. VACUUM cannot run inside a
+    transaction block, so there (as in tests) only ANALYZE runs. Returns None on databases with
+    neither (anything but PostgreSQL and SQLite).
+    """
+    from django.db import connections  # here, not at the top: settings import this module (see its docstring)
+
+    connection = connections[alias]
+    if connection.vendor not in ("postgresql", "sqlite"):
+        return None
+    can_vacuum = connection.vendor == "postgresql" and not connection.in_atomic_block
+    statement = "VACUUM (ANALYZE)" if vacuum and can_vacuum else "ANALYZE"
+    with connection.cursor() as cursor:
+        for table in tables:
+            cursor.execute(f"{statement} {connection.ops.quote_name(table)}")
+    return statement

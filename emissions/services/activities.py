@@ -16,18 +16,22 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import cast
+from typing import Literal, cast
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from calculator.engine import calculate, is_spend_factor
 from calculator.resolve import FactorResolver
 from calculator.types import CalculationError, CalculationInput, CalculationResult, Note
 from emissions.models import ActivityRecord, Emission, Method, Organization, Supplier
+from emissions.services.bulk import activity_pairs_copy
 
 FieldErrors = dict[str, list[str]]
 
 BULK_BATCH_SIZE = 1000
+# How activities_create writes: COPY (PostgreSQL only; the default there, measured faster by bench_db)
+# or bulk_create's multi-row INSERTs (the default elsewhere).
+WriteMethod = Literal["copy", "bulk_create"]
 # Methods whose amount may be money: spend, and supplier-specific when the supplier's factor is a spend factor.
 MONEY_METHODS = frozenset({Method.SPEND, Method.SUPPLIER_SPECIFIC})
 
@@ -208,8 +212,8 @@ def activities_prepare(
     """Calculate all items and build each unsaved activity row with its emission row, in order.
 
     Raises ``ActivitiesInvalidError`` listing every failing item (by index); nothing is built then.
-    Shared by every write path (``activities_create``, ``emissions.services.bulk.activities_copy``),
-    so they store identical rows.
+    Shared by both of ``activities_create``'s write methods (and the benchmark), so they store
+    identical rows.
     """
     outcomes, suppliers = _calculate_all(organization, items, resolver)
     errors = [ItemError(i, outcome) for i, outcome in enumerate(outcomes) if isinstance(outcome, dict)]
@@ -224,24 +228,36 @@ def activities_prepare(
     return pairs
 
 
+def default_write_method() -> WriteMethod:
+    """COPY where the database has it (PostgreSQL), bulk_create elsewhere."""
+    return "copy" if connection.vendor == "postgresql" else "bulk_create"
+
+
 @transaction.atomic
 def activities_create(
-    *, organization: Organization, items: Sequence[ActivityInput], resolver: FactorResolver | None = None
+    *,
+    organization: Organization,
+    items: Sequence[ActivityInput],
+    resolver: FactorResolver | None = None,
+    method: WriteMethod | None = None,
 ) -> list[ActivityRecord]:
     """Calculate all items, then store every activity and its emission in one transaction.
 
     Pass a ``resolver`` to share memoized factor lookups across several calls (bulk loads).
+    ``method`` picks the writer (``default_write_method()`` when None); ``"copy"`` needs
+    PostgreSQL (``NotSupportedError`` otherwise).
 
     Raises ``ActivitiesInvalidError`` listing every failing item (by index) before anything is
-    written. The returned records carry ``supplier`` and ``emission`` (with its factor) in memory,
-    so serializing them needs no further queries.
+    written. The returned records carry their pk, ``supplier`` and ``emission`` (with its pk and
+    factor) in memory, so serializing them needs no further queries.
     """
     pairs = activities_prepare(organization=organization, items=items, resolver=resolver)
-    records = [record for record, _ in pairs]
-    emissions = [emission for _, emission in pairs]
-    ActivityRecord.objects.bulk_create(records, batch_size=BULK_BATCH_SIZE)
-    # bulk_create copies each record's new pk into its emission's activity_id (the emission holds the record).
-    Emission.objects.bulk_create(emissions, batch_size=BULK_BATCH_SIZE)
-    for record, emission in zip(records, emissions, strict=True):
+    if (method or default_write_method()) == "copy":
+        activity_pairs_copy(pairs)
+    else:
+        ActivityRecord.objects.bulk_create([record for record, _ in pairs], batch_size=BULK_BATCH_SIZE)
+        # bulk_create copies each record's new pk into its emission's activity_id (the emission holds the record).
+        Emission.objects.bulk_create([emission for _, emission in pairs], batch_size=BULK_BATCH_SIZE)
+    for record, emission in pairs:
         record.emission = emission  # fills the reverse one-to-one cache
-    return records
+    return [record for record, _ in pairs]

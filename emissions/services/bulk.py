@@ -1,16 +1,17 @@
-"""Bulk activity loads on PostgreSQL: the same calculation as ``activities_create``, written with COPY.
+"""PostgreSQL COPY for activity writes: the fast path of ``activities_create``.
 
-``activities_create`` inserts with ``bulk_create`` (multi-row ``INSERT ... RETURNING id``). For
-large loads (``manage.py seed_demo --activities 1000000``) this module streams the same rows
-through PostgreSQL's ``COPY ... FROM STDIN`` instead (psycopg 3 ``Cursor.copy``), which skips
-per-statement parsing and planning. COPY cannot return the ids it assigns, so the activity ids
-are reserved first from the table's own sequence (``nextval`` over ``generate_series``) and the
-emissions reference them directly. The sequence is thereby advanced past every id used, so a
-later ordinary ``INSERT`` never collides.
+``bulk_create`` inserts with multi-row ``INSERT ... RETURNING id`` statements, each parsed and
+planned. On PostgreSQL ``activities_create`` streams the same rows through ``COPY ... FROM
+STDIN`` instead (psycopg 3 ``Cursor.copy``), measured faster by ``manage.py bench_db``. COPY
+cannot return the ids it assigns, so ids are reserved first from each table's own sequence
+(``nextval`` over ``generate_series``) and written explicitly; the emissions reference their
+activity's reserved id. The sequences thereby advance past every id used, so a later ordinary
+``INSERT`` never collides, and the caller gets back saved objects with their pks, as from
+``bulk_create``.
 
-The rows are built by ``activities_prepare``, as for ``activities_create``, and every value
-goes through the field's ``get_db_prep_save``, as ``bulk_create`` does, so both paths store
-identical values (JSON columns as ``jsonb``, Decimals exactly, empty nullable columns as NULL).
+Every value goes through the field's ``get_db_prep_save``, as ``bulk_create`` does, so both
+paths store identical values (JSON columns as ``jsonb``, Decimals exactly, empty nullable
+columns as NULL).
 """
 
 from __future__ import annotations
@@ -23,9 +24,7 @@ from django.db import DEFAULT_DB_ALIAS, NotSupportedError, connection, connectio
 from django.utils import timezone
 from psycopg import sql
 
-from calculator.resolve import FactorResolver
 from emissions.models import ActivityRecord, Emission, Organization
-from emissions.services.activities import ActivityInput, activities_prepare
 
 Prep = Callable[[Any], Any]
 
@@ -77,39 +76,39 @@ def _copy(model: type[models.Model], objects: Iterable[models.Model], *, with_pk
     return written
 
 
-@transaction.atomic
-def activities_copy(
-    *, organization: Organization, items: Sequence[ActivityInput], resolver: FactorResolver | None = None
-) -> int:
-    """Calculate all items, then COPY every activity and its emission in one transaction; return the count.
+def activity_pairs_copy(pairs: Sequence[tuple[ActivityRecord, Emission]]) -> None:
+    """Write prepared (activity, emission) pairs with COPY; afterwards both carry their pks, as after bulk_create.
 
-    Precondition: the default database is PostgreSQL (``NotSupportedError`` otherwise; use
-    ``activities_create`` there). Raises ``ActivitiesInvalidError`` listing every failing item
-    (by index) before anything is written; a failure during COPY rolls the whole call back.
+    Precondition: PostgreSQL (``NotSupportedError`` otherwise) and, for all-or-nothing, a
+    transaction around the call (``activities_create`` holds one): two COPY statements run.
     """
     if connection.vendor != "postgresql":
-        raise NotSupportedError(f"activities_copy needs PostgreSQL COPY; this database is {connection.vendor}.")
-    pairs = activities_prepare(organization=organization, items=items, resolver=resolver)
+        raise NotSupportedError(f"COPY needs PostgreSQL; this database is {connection.vendor}.")
     if not pairs:
-        return 0
+        return
     records, emissions = copy_rows(pairs)
     _copy(ActivityRecord, records, with_pk=True)
-    return _copy(Emission, emissions, with_pk=False)
+    _copy(Emission, emissions, with_pk=True)
 
 
 def copy_rows(pairs: Sequence[tuple[ActivityRecord, Emission]]) -> tuple[list[ActivityRecord], list[Emission]]:
-    """Give prepared pairs what the database would have: reserved activity ids and the creation time.
+    """Give prepared pairs what the database would have: reserved ids (both tables) and the creation time.
 
-    Precondition: PostgreSQL (ids come from the sequence). ``auto_now_add`` is applied by
+    Precondition: PostgreSQL (ids come from the sequences). ``auto_now_add`` is applied by
     ``Model.save``/``bulk_create``, not by the database, so COPY rows are stamped here.
     """
     now = timezone.now()
     records, emissions = [], []
-    for (record, emission), pk in zip(pairs, reserve_ids(ActivityRecord, len(pairs)), strict=True):
-        record.pk, record.created_at = pk, now
+    activity_ids = reserve_ids(ActivityRecord, len(pairs))
+    emission_ids = reserve_ids(Emission, len(pairs))
+    for (record, emission), activity_id, emission_id in zip(pairs, activity_ids, emission_ids, strict=True):
+        record.pk, record.created_at = activity_id, now
         # Re-assigning the (now saved-to-be) record sets emission.activity_id to the reserved id.
         emission.activity = record
-        emission.calculated_at = now
+        emission.pk, emission.calculated_at = emission_id, now
+        # As after bulk_create: the objects are no longer "adding", so a later save() updates.
+        for obj in (record, emission):
+            obj._state.adding, obj._state.db = False, DEFAULT_DB_ALIAS
         records.append(record)
         emissions.append(emission)
     return records, emissions

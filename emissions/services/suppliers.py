@@ -49,9 +49,13 @@ class InUseError(Exception):
     def from_protected(cls, exc: ProtectedError, what: str, consequence: str) -> InUseError:
         """``"<what> is referenced by 2 activities and 1 supplier factor; <consequence>"``, counted by kind."""
         counts = Counter(type(obj) for obj in exc.protected_objects)
+        # Django hands the protected objects over as a set: order the kinds so the message is stable.
+        order = list(REFERENCE_KINDS)
+        kinds = sorted(counts, key=lambda m: (order.index(m) if m in order else len(order), m._meta.label))
         referenced_by: dict[str, int] = {}
         phrases: list[str] = []
-        for model, count in counts.items():
+        for model in kinds:
+            count = counts[model]
             key, singular, plural = REFERENCE_KINDS.get(
                 model,
                 (model._meta.model_name or "", str(model._meta.verbose_name), str(model._meta.verbose_name_plural)),

@@ -19,11 +19,13 @@ from perf.db import (
     pool_options,
     pool_size_for,
     pool_stats,
+    refresh_statistics,
     request_db_stats,
     slow_query_counts,
     slow_query_wrapper,
     worker_concurrency,
 )
+from tests.factories import OrganizationFactory
 
 
 @pytest.fixture(autouse=True)
@@ -326,3 +328,36 @@ def test_scopes_nest():
             cursor.execute("SELECT 1")
         cursor.execute("SELECT 1")
     assert (outer.queries, inner.queries) == (2, 2)
+
+
+# -- planner statistics after bulk loads --------------------------------------------------------
+
+
+def _reltuples(table: str) -> float:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reltuples FROM pg_class WHERE relname = %s", [table])
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db
+def test_refresh_statistics_analyzes_inside_a_transaction():
+    OrganizationFactory.create_batch(3)
+    # Inside the test's transaction VACUUM is impossible: ANALYZE runs instead, and says so.
+    assert refresh_statistics(["emissions_organization"], vacuum=True) == "ANALYZE"
+    assert _reltuples("emissions_organization") == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_refresh_statistics_vacuums_outside_a_transaction():
+    OrganizationFactory.create_batch(2)
+    assert refresh_statistics(["emissions_organization"], vacuum=True) == "VACUUM (ANALYZE)"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reltuples, relallvisible > 0 FROM pg_class WHERE relname = 'emissions_organization'")
+        assert cursor.fetchone() == (2, True)  # the visibility map is set: index-only scans can skip the heap
+
+
+@pytest.mark.django_db
+def test_refresh_statistics_does_nothing_on_other_databases(monkeypatch, django_assert_num_queries):
+    monkeypatch.setattr(connection, "vendor", "mysql")
+    with django_assert_num_queries(0):
+        assert refresh_statistics(["emissions_organization"], vacuum=True) is None

@@ -14,7 +14,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from emissions.importers.base import FactorImportError
+from emissions.models import EmissionFactor, FactorDataset
 from emissions.services.factors import IMPORTERS, ImportSummary, factor_dataset_import
+from perf.db import refresh_statistics
 
 DOWNLOAD_HELP = (
     "The official factor files are not shipped with VCCI. Download them (the README's "
@@ -55,6 +57,9 @@ class Command(BaseCommand):
                     summaries.append(factor_dataset_import(source=source, directory=directory, progress=progress))
         except FactorImportError as exc:
             raise CommandError(f"{exc}\nNothing was written.") from exc
+        if any(summary.factors_created for summary in summaries):
+            # Factor lookups and search plan from these statistics; autovacuum may be off or late.
+            refresh_statistics([FactorDataset._meta.db_table, EmissionFactor._meta.db_table])
         self._print_summary(summaries)
 
     def _directory(self, option: str | None) -> Path:

@@ -9,11 +9,11 @@ spread over the N months ending at the last full month:
 * distance-based (DESNZ freight tonne.km, travel and commuting passenger.km).
 
 Every record goes through ``calculator.engine.calculate`` with a single ``FactorResolver``
-(so each factor is looked up once) and is written with its Emission, one transaction per
-batch, by ``--method``: ``copy`` (PostgreSQL ``COPY``, ``emissions.services.bulk.activities_copy``;
-the default there, measured faster) or ``bulk_create`` (``activities_create``; the only choice
-on other databases). Records are generated and written batch by batch, so memory stays flat
-at any ``--activities``. The run ends with ``VACUUM (ANALYZE)`` of both tables: the planner
+(so each factor is looked up once) and is written with its Emission by ``activities_create``,
+one transaction per batch, with ``--method``: ``copy`` (PostgreSQL ``COPY``; the default there,
+measured faster) or ``bulk_create`` (the only choice on other databases). Records are
+generated and written batch by batch, so memory stays flat at any ``--activities``. The run
+ends with ``VACUUM (ANALYZE)`` of both tables and ``ANALYZE`` of the suppliers: the planner
 needs fresh statistics after a big load, and index-only scans (the summaries' covering index)
 need the visibility map that only VACUUM sets; autovacuum may be off or late. The run is
 deterministic for a given ``--seed`` and ``--end-month``, whichever method writes it.
@@ -42,9 +42,10 @@ from calculator.resolve import FactorResolver
 from calculator.types import CalculationError, CalculationInput
 from calculator.units import convert, is_compatible
 from emissions.models import ActivityRecord, Emission, EmissionFactor, Method, Organization, Supplier
-from emissions.services.activities import ActivityInput, activities_create
-from emissions.services.bulk import activities_copy, activities_delete_for_org
+from emissions.services.activities import ActivityInput, WriteMethod, activities_create, default_write_method
+from emissions.services.bulk import activities_delete_for_org
 from emissions.services.organizations import organization_get_or_create
+from perf.db import refresh_statistics
 
 # DESNZ 2025 flat-file row IDs without the trailing gas index (``_1`` = total kg CO2e),
 # which is how the importer keys DESNZ factors. Picked by hand from the flat file; the
@@ -244,12 +245,11 @@ class Command(BaseCommand):
     # -- setup ---------------------------------------------------------------
 
     @staticmethod
-    def _method(requested: str | None) -> str:
-        """The write path: as requested, else COPY on PostgreSQL (measured faster) and bulk_create elsewhere."""
-        postgres = connection.vendor == "postgresql"
-        if requested == "copy" and not postgres:
+    def _method(requested: WriteMethod | None) -> WriteMethod:
+        """The write path: as requested, else ``activities_create``'s default (COPY on PostgreSQL)."""
+        if requested == "copy" and connection.vendor != "postgresql":
             raise CommandError(f"--method copy needs PostgreSQL; this database is {connection.vendor}.")
-        return requested or ("copy" if postgres else "bulk_create")
+        return requested or default_write_method()
 
     @staticmethod
     def _end_month(text: str | None) -> dt.date:
@@ -345,28 +345,29 @@ class Command(BaseCommand):
     # -- writing -------------------------------------------------------------
 
     @staticmethod
-    def _write_batch(method: str, org: Organization, resolver: FactorResolver, batch: list[ActivityInput]) -> int:
+    def _write_batch(
+        method: WriteMethod, org: Organization, resolver: FactorResolver, batch: list[ActivityInput]
+    ) -> int:
         """Calculate and write one batch through the chosen service (atomic); return the activities written."""
-        if method == "copy":
-            return activities_copy(organization=org, items=batch, resolver=resolver)
-        return len(activities_create(organization=org, items=batch, resolver=resolver))
+        return len(activities_create(organization=org, items=batch, resolver=resolver, method=method))
 
     def _analyze(self) -> None:
         """Refresh planner statistics and, on PostgreSQL, the visibility map, for the freshly loaded tables.
 
         VACUUM cannot run inside a transaction block; when the command is called inside one
-        (as in tests) only ANALYZE runs, and the output says so.
+        (as in tests) only ANALYZE runs, and the output says so. The small supplier table is
+        analyzed too: without statistics the planner misjudges the supplier summary's join.
         """
-        if connection.vendor not in ("postgresql", "sqlite"):
-            return
-        vacuum = connection.vendor == "postgresql" and not connection.in_atomic_block
-        statement = "VACUUM (ANALYZE)" if vacuum else "ANALYZE"
         tables = [ActivityRecord._meta.db_table, Emission._meta.db_table]
-        with connection.cursor() as cursor:
-            for table in tables:
-                cursor.execute(f"{statement} {connection.ops.quote_name(table)}")
-        why = "statistics and index-only scans" if vacuum else "statistics"
-        self.stdout.write(f"Ran {statement} on {', '.join(tables)} so the query planner has {why} for the new rows.")
+        statement = refresh_statistics(tables, vacuum=True)
+        if statement is None:
+            return
+        refresh_statistics([Supplier._meta.db_table])
+        why = "statistics and index-only scans" if statement != "ANALYZE" else "statistics"
+        self.stdout.write(
+            f"Ran {statement} on {', '.join(tables)} (ANALYZE on {Supplier._meta.db_table}) so the query planner "
+            f"has {why} for the new rows."
+        )
 
 
 def _chunks(total: int, size: int) -> Iterator[int]:

@@ -7,14 +7,15 @@ Rows of the report (``docs/benchmarks/db.md`` by default):
 2. OFFSET pagination vs the keyset cursor at pages 1, 100, 5,000 and 10,000 (100 rows a page),
    the cursor taken from the row just before each page;
 3. storing activities one by one (calculate, ``objects.create`` x2, no shared resolver) vs
-   ``activities_create`` (one resolver, bulk inserts), rolled back;
-4. the by-category summary with vs without its covering index (the index is dropped inside a
+   ``activities_create`` as ``POST /api/v1/activities/`` calls it (one resolver, COPY), rolled back;
+4. ``activities_create``'s two write methods on the same batch: ``bulk_create`` vs COPY;
+5. the by-category summary with vs without its covering index (the index is dropped inside a
    transaction that is rolled back);
-5. ``activities_copy`` (the seed path: calculation + model preparation + COPY) vs a raw psycopg
-   COPY of the same, precomputed rows, rolled back;
-6. the CSV export of every emission of the organization: rows/s and peak RSS.
+6. ``activities_create`` (calculation + model preparation + COPY: the API and seed path) vs a
+   raw psycopg COPY of the same, precomputed rows, rolled back;
+7. the CSV export of every emission of the organization: rows/s and peak RSS.
 
-The activities written by 3 and 5 are rebuilt from the organization's own stored records, so the
+The activities written by 3, 4 and 6 are rebuilt from the organization's own stored records, so the
 write benchmarks calculate the same mix of methods and factors the data holds. The command checks
 that row counts and the index list are the same after the run as before, and fails otherwise.
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 import resource
 import shlex
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +42,14 @@ from emissions.api.serializers import EmissionSerializer
 from emissions.models import ActivityRecord, Emission, Organization, Supplier
 from emissions.services.activities import (
     ActivityInput,
+    WriteMethod,
     activities_create,
     activities_prepare,
     activity_record_build,
     emission_build,
     period_defaults,
 )
-from emissions.services.bulk import activities_copy, copy_columns, copy_rows
+from emissions.services.bulk import copy_columns, copy_rows
 from perf import bench
 from perf.pagination import KeysetPaginator
 
@@ -140,6 +143,7 @@ class Command(BaseCommand):
         writes = self._writes()
         report.rows.append(writes)
         report.findings.append(self._bar_finding(writes))
+        report.rows.append(self._write_methods())
         summary = self._summary()
         report.rows.append(summary)
         report.findings.append(self._summary_finding(summary))
@@ -163,7 +167,7 @@ class Command(BaseCommand):
             f"Runs per measurement: {runs} (after one warm-up), except the CSV export: one run.",
             f"Write benchmarks store {self.write_count:,} activities rebuilt from the organization's newest "
             "records, so they calculate the same mix of methods and factors as the stored data.",
-            "Reserving ids for COPY advances the activity id sequence (sequences are never rolled back); "
+            "Reserving ids for COPY advances the id sequences (sequences are never rolled back); "
             "no row is left behind.",
         ]
         if options["quick"]:
@@ -264,7 +268,7 @@ class Command(BaseCommand):
         self.pagination_ratios = {"offset": offset_ratio, "cursor": cursor_ratio, "cursor_half": half_ratio}
         return rows, findings
 
-    # -- 3. per-row vs bulk create ---------------------------------------------------------
+    # -- 3 and 4. per-row vs bulk create; bulk_create vs COPY ----------------------------------------------------
 
     def _writes(self) -> bench.Row:
         items = activity_inputs(self.org, self.write_count)
@@ -291,7 +295,8 @@ class Command(BaseCommand):
             return len(items)
 
         def bulk() -> int:
-            # As POST /api/v1/activities/ does: one resolver for the batch, primed with the referenced suppliers.
+            # As POST /api/v1/activities/ does: one resolver for the batch, primed with the referenced suppliers,
+            # and the default write method (COPY on PostgreSQL).
             resolver = FactorResolver(org)
             return len(activities_create(organization=org, items=items, resolver=resolver))
 
@@ -302,8 +307,31 @@ class Command(BaseCommand):
             slow,
             fast,
             naive_label="per row, objects.create",
-            optimized_label="activities_create",
+            optimized_label="activities_create, COPY",
             note=f"{len(items) / fast.median:,.0f} activities/s bulk vs {len(items) / slow.median:,.0f}/s per row",
+        )
+
+    def _write_methods(self) -> bench.Row:
+        items = activity_inputs(self.org, self.write_count)
+        org = self.org
+
+        def write(method: WriteMethod) -> Callable[[], int]:
+            def call() -> int:
+                return len(
+                    activities_create(organization=org, items=items, resolver=FactorResolver(org), method=method)
+                )
+
+            return bench.rolled_back_call(call)
+
+        slow = bench.measure(write("bulk_create"), runs=self.runs)
+        fast = bench.measure(write("copy"), runs=self.runs)
+        return bench.Row(
+            f"activities_create's write method, {len(items):,} activities",
+            slow,
+            fast,
+            naive_label="bulk_create (multi-row INSERT)",
+            optimized_label="COPY (ids reserved)",
+            note="both include the same calculation; the difference is the write alone",
         )
 
     @staticmethod
@@ -329,7 +357,7 @@ class Command(BaseCommand):
             f"({ratio:,.1f}x)."
         )
 
-    # -- 4. summary with and without its covering index ------------------------------------
+    # -- 5. summary with and without its covering index ------------------------------------
 
     def _summary(self) -> bench.Row:
         def summary() -> list[dict[str, Any]]:
@@ -355,7 +383,7 @@ class Command(BaseCommand):
             note=f"plan with the index: {fast_plan}; without: {slow_plan}",
         )
 
-    # -- 5. the seed path vs raw COPY ------------------------------------------------------
+    # -- 6. the write path vs raw COPY ------------------------------------------------------
 
     def _copy(self) -> bench.Row:
         items = activity_inputs(self.org, self.write_count)
@@ -363,14 +391,14 @@ class Command(BaseCommand):
         activity_rows, emission_rows = self._prepared_rows(items)
 
         def seed_path() -> int:
-            return activities_copy(organization=org, items=items, resolver=FactorResolver(org))
+            return len(activities_create(organization=org, items=items, resolver=FactorResolver(org), method="copy"))
 
         def raw_copy() -> int:
             db = connections["default"]
             with db.cursor() as cursor:
                 for model, columns, rows in (
                     (ActivityRecord, [c for c, _, _ in copy_columns(ActivityRecord, with_pk=True)], activity_rows),
-                    (Emission, [c for c, _, _ in copy_columns(Emission, with_pk=False)], emission_rows),
+                    (Emission, [c for c, _, _ in copy_columns(Emission, with_pk=True)], emission_rows),
                 ):
                     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
                         sql.Identifier(model._meta.db_table), sql.SQL(", ").join(map(sql.Identifier, columns))
@@ -386,22 +414,22 @@ class Command(BaseCommand):
             f"Load {len(items):,} activities + emissions",
             slow,
             fast,
-            naive_label="activities_copy: calculate + prepare + COPY",
+            naive_label="activities_create: calculate + prepare + COPY",
             optimized_label="raw COPY of precomputed rows",
-            note="the ratio is the seed path's cost over the bare COPY floor (calculation and model preparation)",
+            note="the ratio is the write path's cost over the bare COPY floor (calculation and model preparation)",
         )
 
     def _prepared_rows(self, items: list[ActivityInput]) -> tuple[list[list[Any]], list[list[Any]]]:
-        """The exact rows ``activities_copy`` would write for ``items``, prepared once, outside the timing."""
+        """The exact rows ``activities_create`` would COPY for ``items``, prepared once, outside the timing."""
         records, emissions = copy_rows(activities_prepare(organization=self.org, items=items))
         activity_columns = copy_columns(ActivityRecord, with_pk=True)
-        emission_columns = copy_columns(Emission, with_pk=False)
+        emission_columns = copy_columns(Emission, with_pk=True)
         return (
             [[prep(getattr(r, attname)) for _, attname, prep in activity_columns] for r in records],
             [[prep(getattr(e, attname)) for _, attname, prep in emission_columns] for e in emissions],
         )
 
-    # -- 6. CSV export ---------------------------------------------------------------------
+    # -- 7. CSV export ---------------------------------------------------------------------
 
     def _export(self, total: int) -> tuple[bench.Row, str]:
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
+from django.db import connection
 
 from emissions.importers import desnz, ipcc_gwp
 from emissions.models import EmissionFactor, FactorDataset
@@ -44,6 +45,22 @@ def test_summary_table_then_unchanged_on_second_run(capsys):
     assert statuses == ["unchanged"] * 6
     assert "Done: 0 factors created." in again
     assert capsys.readouterr().err == ""
+
+
+def reltuples(table: str) -> float:
+    """The planner's row estimate for ``table``, as of its last ANALYZE."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reltuples FROM pg_class WHERE relname = %s", [table])
+        return cursor.fetchone()[0]
+
+
+def test_a_run_that_creates_factors_refreshes_their_statistics():
+    table = EmissionFactor._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {table}")  # statistics of the empty table: the planner expects no rows
+    assert reltuples(table) == 0
+    _run("--source", "ipcc_gwp", "--no-progress")
+    assert reltuples(table) == EmissionFactor.objects.count() > 0
 
 
 def test_failing_source_rolls_back_the_whole_run(tmp_path):

@@ -258,3 +258,6 @@ def test_outside_a_transaction_the_load_is_vacuumed(factors):
             [ActivityRecord._meta.db_table, Emission._meta.db_table],
         )
         assert dict(cursor.fetchall()) == {ActivityRecord._meta.db_table: True, Emission._meta.db_table: True}
+        # The suppliers are analyzed too (reltuples is -1 until a table's first ANALYZE).
+        cursor.execute("SELECT reltuples FROM pg_class WHERE relname = %s", [Supplier._meta.db_table])
+        assert cursor.fetchone()[0] == Supplier.objects.count() > 0

@@ -1,4 +1,4 @@
-"""emissions.services.bulk: COPY writes what bulk_create writes, ids linked, all or nothing."""
+"""emissions.services.bulk: activities_create's COPY writes what bulk_create writes, ids linked, all or nothing."""
 
 from __future__ import annotations
 
@@ -14,8 +14,13 @@ from django.db.models import Model
 from calculator.types import CalculationInput
 from emissions.models import ActivityRecord, Emission, EmissionFactor, FactorDataset, Method, Organization, Supplier
 from emissions.services import activities, bulk
-from emissions.services.activities import ActivitiesInvalidError, ActivityInput, activities_create
-from emissions.services.bulk import activities_copy, activities_delete_for_org
+from emissions.services.activities import (
+    ActivitiesInvalidError,
+    ActivityInput,
+    activities_create,
+    default_write_method,
+)
+from emissions.services.bulk import activities_delete_for_org
 from tests.factories import (
     ActivityRecordFactory,
     EmissionFactorFactory,
@@ -125,6 +130,11 @@ def mixed_items(supplier: Supplier) -> list[ActivityInput]:
     ]
 
 
+def create_by_copy(*, organization: Organization, items: list[ActivityInput]) -> int:
+    """``activities_create`` with the COPY writer; the number of activities written."""
+    return len(activities_create(organization=organization, items=items, method="copy"))
+
+
 def snapshot(org: Organization) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """Every activity of ``org`` with its emission, as field values, in external_ref order."""
     activities = ActivityRecord.objects.for_org(org).order_by("external_ref")
@@ -138,12 +148,16 @@ def snapshot(org: Organization) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     return rows
 
 
+def test_copy_is_the_default_on_postgresql():
+    assert default_write_method() == "copy"
+
+
 def test_copy_writes_the_same_rows_as_bulk_create(org, supplier, factors):
-    activities_create(organization=org, items=mixed_items(supplier))
+    activities_create(organization=org, items=mixed_items(supplier), method="bulk_create")
     expected = snapshot(org)
     activities_delete_for_org(organization=org)
 
-    assert activities_copy(organization=org, items=mixed_items(supplier)) == 3
+    assert create_by_copy(organization=org, items=mixed_items(supplier)) == 3
 
     assert snapshot(org) == expected
     activity = expected[1][0]
@@ -156,7 +170,7 @@ def test_copy_writes_the_same_rows_as_bulk_create(org, supplier, factors):
 
 
 def test_ids_link_one_to_one_and_timestamps_are_set(org, supplier, factors):
-    activities_copy(organization=org, items=mixed_items(supplier) * 4)
+    create_by_copy(organization=org, items=mixed_items(supplier) * 4)
     activities = ActivityRecord.objects.for_org(org)
     emissions = list(Emission.objects.for_org(org).select_related("activity"))
     assert activities.count() == len(emissions) == 12
@@ -169,8 +183,26 @@ def test_ids_link_one_to_one_and_timestamps_are_set(org, supplier, factors):
         assert emission.calculated_at is not None and emission.activity.created_at is not None
 
 
+def test_returned_records_are_the_stored_rows(org, supplier, factors, django_assert_num_queries):
+    # Savepoint and release, suppliers, supplier factors, supplier check, 3 factors, 2 id reservations. The
+    # two COPY statements go to psycopg directly: Django's query log (and this count) does not see them.
+    with django_assert_num_queries(10):
+        records = activities_create(organization=org, items=mixed_items(supplier), method="copy")
+    stored = {e.pk: e for e in Emission.objects.for_org(org)}
+    assert [r.external_ref for r in records] == ["A-1", "A-2", "A-3"]
+    for record in records:
+        # As after bulk_create: pks set (the emission's too), saved state, reverse one-to-one filled in.
+        assert not record._state.adding and not record.emission._state.adding
+        assert stored[record.emission.pk].activity_id == record.pk
+        assert stored[record.emission.pk].co2e_kg == record.emission.co2e_kg
+    # A later save() updates the copied row instead of inserting a duplicate.
+    records[0].external_ref = "A-1b"
+    records[0].save(update_fields=["external_ref"])
+    assert ActivityRecord.objects.get(pk=records[0].pk).external_ref == "A-1b"
+
+
 def test_json_columns_are_jsonb_and_round_trip(org, supplier, factors):
-    activities_copy(organization=org, items=mixed_items(supplier))
+    create_by_copy(organization=org, items=mixed_items(supplier))
     emission = Emission.objects.for_org(org).get(activity__external_ref="A-1")
     # 1.234567 MWh = 1234.567 kWh times each per-kWh gas factor, as strings of 6-decimal Decimals.
     per_kwh = {"CO2": "0.17489", "CH4": "0.00089", "N2O": "0.00122"}
@@ -193,7 +225,7 @@ def test_json_columns_are_jsonb_and_round_trip(org, supplier, factors):
 
 
 def test_sequence_is_advanced_past_the_copied_ids(org, supplier, factors):
-    activities_copy(organization=org, items=mixed_items(supplier))
+    create_by_copy(organization=org, items=mixed_items(supplier))
     highest = ActivityRecord.objects.order_by("-id").values_list("id", flat=True)[0]
     # Ordinary inserts after a COPY take the next ids; they would collide if COPY had bypassed the sequence.
     later = ActivityRecordFactory.create(organization=org, supplier=supplier)
@@ -246,12 +278,12 @@ def _fail_in_emission_copy(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_failure_mid_copy_leaves_nothing(org, supplier, factors, monkeypatch, break_it, error):
     break_it(monkeypatch)
     with pytest.raises(error):
-        activities_copy(organization=org, items=mixed_items(supplier))
+        create_by_copy(organization=org, items=mixed_items(supplier))
     assert not ActivityRecord.objects.exists()
     assert not Emission.objects.exists()
     # The connection is still usable: the failed call was rolled back to its savepoint.
     monkeypatch.undo()
-    assert activities_copy(organization=org, items=mixed_items(supplier)) == 3
+    assert create_by_copy(organization=org, items=mixed_items(supplier)) == 3
 
 
 def test_invalid_items_are_all_reported_and_nothing_written(org, other_org, supplier, factors):
@@ -277,7 +309,7 @@ def test_invalid_items_are_all_reported_and_nothing_written(org, other_org, supp
         period_end=JAN[1],
     )
     with pytest.raises(ActivitiesInvalidError) as info:
-        activities_copy(organization=org, items=[*items, bad_unit, foreign])
+        create_by_copy(organization=org, items=[*items, bad_unit, foreign])
     errors = {e.index: e.errors for e in info.value.errors}
     assert set(errors) == {3, 4}
     assert "unit" in errors[3]
@@ -285,19 +317,21 @@ def test_invalid_items_are_all_reported_and_nothing_written(org, other_org, supp
     assert not ActivityRecord.objects.exists()
 
 
-def test_empty_batch_writes_nothing(org):
-    assert activities_copy(organization=org, items=[]) == 0
+def test_empty_batch_writes_nothing(org, django_assert_num_queries):
+    with django_assert_num_queries(2):  # the savepoint and its release: no reservation, no COPY
+        assert create_by_copy(organization=org, items=[]) == 0
     assert not ActivityRecord.objects.exists()
 
 
 def test_refuses_other_databases(org, monkeypatch):
     monkeypatch.setattr(connections[DEFAULT_DB_ALIAS], "vendor", "sqlite")
+    assert default_write_method() == "bulk_create"
     with pytest.raises(NotSupportedError, match="PostgreSQL"):
-        activities_copy(organization=org, items=[])
+        create_by_copy(organization=org, items=[])
 
 
 def test_delete_for_org_deletes_only_that_org(org, other_org, supplier, factors):
-    activities_copy(organization=org, items=mixed_items(supplier))
+    create_by_copy(organization=org, items=mixed_items(supplier))
     theirs = EmissionFactory.create(organization=other_org, factor=factors["power"])
     assert activities_delete_for_org(organization=org) == (3, 3)
     assert not ActivityRecord.objects.for_org(org).exists()

@@ -64,6 +64,7 @@ def test_quick_run_reports_every_benchmark_with_ratios(seeded: Organization, tmp
         f"Emissions list, first page of {size} serialized",
         *[f"Page {p:,} of {size} (after {(p - 1) * size:,} rows)" for p in pages],
         f"Store {writes:,} activities with their emissions",
+        f"activities_create's write method, {writes:,} activities",
         "Summary by category (whole organization)",
         f"Load {writes:,} activities + emissions",
         f"CSV export of {ROW_COUNT:,} emissions",
