@@ -6,8 +6,8 @@ calculated exactly once:
 
 - each row is checked with the API's own ``ActivityInputSerializer`` (the same rules as
   ``POST /api/v1/activities/``);
-- while no error has been seen, each batch is written with ``activities_create`` (bulk inserts
-  of the activities and their emissions, calculated on the way);
+- while no error has been seen, each batch is written with ``activities_create`` (calculated on
+  the way; COPY of the activities and their emissions on PostgreSQL, bulk inserts elsewhere);
 - from the first error on nothing more is written: the remaining rows are only calculated
   (``activities_calculate``) so that every error of the file is reported, and at the end a
   ``CommandError`` rolls back the batches already written.

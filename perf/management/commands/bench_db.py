@@ -190,7 +190,11 @@ class Command(BaseCommand):
         if out != DEFAULT_OUT and not Path(out).is_absolute():
             parts += ["--out", out]
         command = " ".join(shlex.quote(p) for p in parts)
-        return f"DATABASE_URL=postgres://USER@HOST:5432/DBNAME {command}   # or: make bench-db"
+        make = f"make bench-db BENCH_ORG={shlex.quote(options['org'])} BENCH_RUNS={options['runs']}"
+        return (
+            f"{make}   # seeds the organization (1M activities) if it is empty, runs check_indexes, then:\n"
+            f"DATABASE_URL=postgres://USER@HOST:5432/DBNAME {command}"
+        )
 
     # -- 1. list page ----------------------------------------------------------------------
 

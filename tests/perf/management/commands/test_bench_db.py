@@ -98,6 +98,9 @@ def test_quick_run_reports_every_benchmark_with_ratios(seeded: Organization, tmp
     for heading in ("## Machine", "**CPU**", "**RAM**", "PostgreSQL", "## Reproduce"):
         assert heading in markdown
     assert "python manage.py bench_db --org acme --runs 2 --quick" in markdown
+    assert "make bench-db BENCH_ORG=acme BENCH_RUNS=2" in markdown
+    methods = command.report.rows[2 + len(pages)]
+    assert methods.naive_label.startswith("bulk_create") and methods.optimized_label.startswith("COPY")
     assert str(tmp_path) not in markdown and "/home/" not in markdown and "/work/" not in markdown
 
 
