@@ -381,6 +381,11 @@ def refresh_statistics(tables: list[str], *, vacuum: bool = False, alias: str = 
     can_vacuum = connection.vendor == "postgresql" and not connection.in_atomic_block
     statement = "VACUUM (ANALYZE)" if vacuum and can_vacuum else "ANALYZE"
     with connection.cursor() as cursor:
+        if connection.vendor == "postgresql" and getattr(connection, "pg_version", 0) >= 150000:
+            # PostgreSQL 15+ sends a backend's row counts to the statistics system lazily (at most once a
+            # second, when idle). Counts of a just-committed load that arrive after the ANALYZE would mark
+            # the fresh statistics as stale (n_mod_since_analyze) for check_indexes and autovacuum: flush first.
+            cursor.execute("SELECT pg_stat_force_next_flush()")
         for table in tables:
             cursor.execute(f"{statement} {connection.ops.quote_name(table)}")
     return statement

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import status
 from rest_framework.response import Response
@@ -36,6 +38,11 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return Response({"errors": [e.as_dict() for e in exc.errors]}, status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, DjangoValidationError):
         return Response(validation_error_body(exc), status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, RequestDataTooBig):
+        # Django raises this while DRF reads the body; unhandled, it would become an HTML 400 page.
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        detail = f"The request body is larger than the {limit:,}-byte limit; split it into smaller requests."
+        return Response({"detail": detail}, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
     if isinstance(exc, InUseError):
         body = {"detail": str(exc), "references": exc.references, "referenced_by": exc.referenced_by}
         return Response(body, status=status.HTTP_409_CONFLICT)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -10,7 +11,9 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from rest_framework import serializers
 
+from emissions.api.serializers import MAX_ACTIVITY_ITEMS, ActivityInputSerializer
 from emissions.models import ActivityRecord, Emission, Organization
 from tests.emissions.api.payloads import (
     activity_input,
@@ -132,6 +135,50 @@ def test_list_limit(api):
     response = api.post(LIST, [{}] * 10_001, format="json")
     assert response.status_code == 400
     assert "10000" in response.json()["non_field_errors"][0]
+
+
+def test_a_full_list_of_10000_is_stored(api, org, electricity_factor):
+    # The documented maximum, end to end: it must fit the request body limit and be stored whole.
+    body = [activity_input(external_ref=f"R-{i}") for i in range(10_000)]
+    response = api.post(LIST, body, format="json")
+    assert response.status_code == 201
+    data = response.json()
+    assert len(data) == 10_000 and data[-1]["external_ref"] == "R-9999"
+    assert {row["emission"]["co2e_kg"] for row in data} == {"177.000000"}
+    assert ActivityRecord.objects.for_org(org).count() == Emission.objects.for_org(org).count() == 10_000
+
+
+def longest_value(field: serializers.Field) -> Any:
+    """The longest JSON value ``field`` accepts; unbounded text fails (no body limit could be promised)."""
+    if isinstance(field, serializers.ChoiceField):
+        return max(map(str, field.choices), key=len)
+    if isinstance(field, serializers.DecimalField):
+        assert field.max_digits is not None and field.decimal_places is not None
+        return f"{'9' * (field.max_digits - field.decimal_places)}.{'9' * field.decimal_places}"
+    if isinstance(field, serializers.CharField):
+        assert field.max_length is not None, f"{field.field_name} has no max_length"
+        return "x" * field.max_length
+    if isinstance(field, serializers.DateField):
+        return "2025-12-31"
+    if isinstance(field, serializers.IntegerField | serializers.PrimaryKeyRelatedField):
+        return 2**63 - 1
+    raise AssertionError(f"no longest value for {field.field_name} ({type(field).__name__})")
+
+
+def test_the_largest_valid_list_fits_the_request_body_limit(settings):
+    item = {name: longest_value(field) for name, field in ActivityInputSerializer().fields.items()}
+    body = json.dumps([item] * MAX_ACTIVITY_ITEMS)  # with json's default ", " and ": " separators
+    assert len(body.encode()) < settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+
+
+def test_a_body_over_the_limit_is_413_naming_it(api, org, electricity_factor, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    response = api.post(LIST, [activity_input() for _ in range(20)], format="json")
+    assert response.status_code == 413
+    assert response.json() == {
+        "detail": "The request body is larger than the 1,000-byte limit; split it into smaller requests."
+    }
+    assert not ActivityRecord.objects.exists()
 
 
 def test_list_newest_period_first_and_filters(api, org):

@@ -84,3 +84,20 @@ def test_missing_or_empty_directory_points_to_sources(tmp_path, settings):
     settings.FACTOR_DATA_DIR = ""
     with pytest.raises(CommandError, match=r"No factor data directory is configured.*FACTOR_DATA_DIR or pass --dir"):
         _run()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_refreshed_statistics_count_the_import_as_analyzed():
+    _run("--source", "ipcc_gwp", "--no-progress")
+    with connection.cursor() as cursor:
+        # Make this backend report everything it still holds, then read the statistics afresh.
+        cursor.execute("SELECT pg_stat_force_next_flush()")
+        cursor.execute("SELECT 1")
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute(
+            "SELECT n_live_tup, n_mod_since_analyze FROM pg_stat_user_tables WHERE relname = %s",
+            [EmissionFactor._meta.db_table],
+        )
+        live, modified = cursor.fetchone()
+    # Every imported row was counted before the ANALYZE, so none is left "modified since" it.
+    assert (live, modified) == (EmissionFactor.objects.count(), 0)

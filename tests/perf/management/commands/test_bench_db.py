@@ -65,6 +65,7 @@ def test_quick_run_reports_every_benchmark_with_ratios(seeded: Organization, tmp
         *[f"Page {p:,} of {size} (after {(p - 1) * size:,} rows)" for p in pages],
         f"Store {writes:,} activities with their emissions",
         f"activities_create's write method, {writes:,} activities",
+        f"POST /api/v1/activities/, {writes:,} activities (end to end)",
         "Summary by category (whole organization)",
         f"Load {writes:,} activities + emissions",
         f"CSV export of {ROW_COUNT:,} emissions",
@@ -101,6 +102,12 @@ def test_quick_run_reports_every_benchmark_with_ratios(seeded: Organization, tmp
     assert "make bench-db BENCH_ORG=acme BENCH_RUNS=2" in markdown
     methods = command.report.rows[2 + len(pages)]
     assert methods.naive_label.startswith("bulk_create") and methods.optimized_label.startswith("COPY")
+    post = command.report.rows[3 + len(pages)]
+    # Every single POST authenticates and writes on its own; the batch POST does it once.
+    assert post.naive is not None and post.naive.queries > 5 * writes
+    assert post.optimized.queries < 20
+    assert post.naive.result == post.optimized.result == writes
+    assert f"{post.benchmark}: one batch POST is {post.ratio:,.1f}x faster" in markdown
     assert str(tmp_path) not in markdown and "/home/" not in markdown and "/work/" not in markdown
 
 
