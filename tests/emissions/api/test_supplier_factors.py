@@ -175,16 +175,16 @@ def test_put_and_patch_not_allowed(api, supplier):
 
 def test_list_query_count_is_constant(api, supplier, django_assert_num_queries):
     api.post(factors_url(supplier), widget_body(), format="json")
-    with django_assert_num_queries(3):  # token, membership, page (dataset joined, supplier's org checked in it)
+    with django_assert_num_queries(2):  # token (user, membership, org joined), page (supplier's org checked in it)
         assert len(api.get(factors_url(supplier)).json()["results"]) == 1
     for n in range(99):
         api.post(factors_url(supplier), widget_body(name=f"Product {n}"), format="json")
-    with django_assert_num_queries(3):  # a full default page
+    with django_assert_num_queries(2):  # a full default page
         assert len(api.get(factors_url(supplier)).json()["results"]) == 100
 
 
 def test_empty_list_checks_the_supplier(api, supplier, other_api, django_assert_num_queries):
-    with django_assert_num_queries(4):  # token, membership, empty page, supplier check
+    with django_assert_num_queries(3):  # token (user, membership, org joined), empty page, supplier check
         response = api.get(factors_url(supplier))
     assert response.status_code == 200
     assert response.json()["results"] == []
