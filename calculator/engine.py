@@ -37,6 +37,8 @@ RESULT_LIMIT = Decimal(10) ** (CO2E_DIGITS["max_digits"] - CO2E_DIGITS["decimal_
 CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 # Extra dimensions a distance factor may carry on top of [length]: tonne.km, passenger.km, vehicle.km.
 DISTANCE_CARRIERS = ("[mass]", "[passenger]", "[vehicle]")
+# Method.values builds a new list on every access; _validate runs once per calculated item.
+METHODS = frozenset(Method.values)
 
 
 def calculate(
@@ -130,7 +132,7 @@ def _validate(inp: CalculationInput) -> Decimal:
     errors: dict[str, list[str]] = {}
     if isinstance(inp.category, bool) or not isinstance(inp.category, int) or not 1 <= inp.category <= 15:
         errors["category"] = ["must be a Scope 3 category from 1 to 15"]
-    if inp.method not in Method.values:
+    if inp.method not in METHODS:
         errors["method"] = [f"Unknown method '{inp.method}'; expected one of {', '.join(Method.values)}"]
     amount = Decimal(0)
     try:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from django.db import DEFAULT_DB_ALIAS, IntegrityError, NotSupportedError, connections
 from django.db.models import Model
+from psycopg.types.json import Jsonb
 
 from calculator.types import CalculationInput
 from emissions.models import ActivityRecord, Emission, EmissionFactor, FactorDataset, Method, Organization, Supplier
@@ -338,3 +339,25 @@ def test_delete_for_org_deletes_only_that_org(org, other_org, supplier, factors)
     assert not Emission.objects.for_org(org).exists()
     assert Emission.objects.get() == theirs
     assert ActivityRecord.objects.get() == theirs.activity
+
+
+def test_copy_prepares_each_value_as_bulk_create_would(org, supplier, factors):
+    """Fields COPY passes through unprepared are exactly those whose preparation changes nothing."""
+    db = connections[DEFAULT_DB_ALIAS]
+    records = activities_create(organization=org, items=mixed_items(supplier), method="bulk_create")
+    for model, objects in ((ActivityRecord, records), (Emission, [r.emission for r in records])):
+        columns = bulk.copy_columns(model, with_pk=True)
+        for obj in objects:
+            for (_, attname, prep), field in zip(columns, model._meta.concrete_fields, strict=True):
+                value = getattr(obj, attname)
+                copied, inserted = prep(value), field.get_db_prep_save(value, connection=db)
+                if isinstance(inserted, Jsonb):  # a wrapper without equality: compare what it wraps
+                    assert isinstance(copied, Jsonb)
+                    copied, inserted = copied.obj, inserted.obj
+                # Django may send a subtype as a type hint (Int2 for small integers); COPY writes both the same.
+                assert copied == inserted and isinstance(inserted, type(copied)), (model, attname)
+    prepared = {
+        attname for _, attname, prep in bulk.copy_columns(Emission, with_pk=True) if prep is not bulk._unchanged
+    }
+    # The JSON columns must go through Django (psycopg needs them wrapped as Jsonb), as must the one-to-one.
+    assert prepared == {"activity_id", "gases", "data_quality", "fallbacks", "warnings"}
