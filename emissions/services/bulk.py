@@ -9,9 +9,9 @@ activity's reserved id. The sequences thereby advance past every id used, so a l
 ``INSERT`` never collides, and the caller gets back saved objects with their pks, as from
 ``bulk_create``.
 
-Every value goes through the field's ``get_db_prep_save``, as ``bulk_create`` does, so both
-paths store identical values (JSON columns as ``jsonb``, Decimals exactly, empty nullable
-columns as NULL).
+Values are prepared as ``bulk_create`` prepares them (``copy_columns``: the field's
+``get_db_prep_save``, skipped where it changes nothing), so both paths store identical values
+(JSON columns as ``jsonb``, Decimals exactly, empty nullable columns as NULL).
 """
 
 from __future__ import annotations

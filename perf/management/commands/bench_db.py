@@ -183,11 +183,13 @@ class Command(BaseCommand):
         report.findings += pagination_findings
         writes = self._writes()
         report.rows.append(writes)
-        report.findings.append(self._bar_finding(writes))
+        report.findings.append(self._bar_finding(writes, "the bulk path is {ratio} faster than the per-row path"))
         report.rows.append(self._write_methods())
         post = self._post()
         report.rows.append(post)
-        report.findings.append(self._post_finding(post))
+        report.findings.append(
+            self._bar_finding(post, "one batch POST is {ratio} faster than posting the activities one by one")
+        )
         summary = self._summary()
         report.rows.append(summary)
         report.findings.append(self._summary_finding(summary))
@@ -387,26 +389,33 @@ class Command(BaseCommand):
         bodies = [api_payload(item) for item in items]
         singles, batch = [json.dumps(body) for body in bodies], json.dumps(bodies)
         url = reverse("activity-list")
-        # The test client's host is "testserver"; the token's user exists only inside the rolled-back transaction.
-        with override_settings(ALLOWED_HOSTS=["testserver"]), bench.rolled_back():
-            _, key = org_user_create(organization=self.org, username="bench-api-client", staff=False)
-            client = APIClient(HTTP_AUTHORIZATION=f"Token {key}")
+        # A committed API user for the run, deleted afterwards. Each POST runs in its own transaction that is
+        # rolled back, as each request has its own transaction in production; one transaction around all of
+        # them would pile up tens of thousands of savepoints and slow down whatever runs after them.
+        user, key = org_user_create(organization=self.org, username="bench-api-client", staff=False)
+        client = APIClient(HTTP_AUTHORIZATION=f"Token {key}")
 
-            def post(body: str) -> Any:
+        def post(body: str) -> Any:
+            with bench.rolled_back():
                 response = client.generic("POST", url, body, content_type="application/json")
-                if response.status_code != 201:
-                    raise CommandError(f"POST {url} answered {response.status_code}: {response.content[:500]!r}")
-                return response.json()
+            if response.status_code != 201:
+                raise CommandError(f"POST {url} answered {response.status_code}: {response.content[:500]!r}")
+            return response.json()
 
-            def one_by_one() -> int:
-                with bench.n_plus_one_allowed():
-                    return len([post(body) for body in singles])
+        def one_by_one() -> int:
+            with bench.n_plus_one_allowed():
+                return len([post(body) for body in singles])
 
-            def whole_batch() -> int:
-                return len(post(batch))
+        def whole_batch() -> int:
+            return len(post(batch))
 
-            slow = bench.measure(bench.rolled_back_call(one_by_one), runs=self.runs)
-            fast = bench.measure(bench.rolled_back_call(whole_batch), runs=self.runs)
+        try:
+            # The test client's host is "testserver".
+            with override_settings(ALLOWED_HOSTS=["testserver"]):
+                slow = bench.measure(one_by_one, runs=self.runs)
+                fast = bench.measure(whole_batch, runs=self.runs)
+        finally:
+            user.delete()  # with its token and membership
         return bench.Row(
             f"POST /api/v1/activities/, {len(items):,} activities (end to end)",
             slow,
@@ -414,59 +423,60 @@ class Command(BaseCommand):
             naive_label=f"{len(items):,} POSTs of one",
             optimized_label=f"one POST of {len(items):,}",
             note=f"request body {len(batch.encode()) / 2**20:,.1f} MiB; each side parses, validates, calculates, "
-            "stores and answers every activity",
+            "stores and answers every activity; every request in its own transaction, rolled back",
         )
 
     @staticmethod
-    def _post_finding(row: bench.Row) -> str:
+    def _bar_finding(row: bench.Row, claim: str) -> str:
+        """The write bar's verdict for ``row``; ``claim`` names the two sides, with ``{ratio}`` for the ratio."""
         ratio = row.ratio or 0.0
         verdict = "met" if ratio >= WRITE_BAR else "NOT met"
         return (
-            f"{row.benchmark}: one batch POST is {ratio:,.1f}x faster than posting the activities one by one; "
-            f"the issue asks for >= {WRITE_BAR}x, so the bar is {verdict} on this data."
-        )
-
-    @staticmethod
-    def _bar_finding(row: bench.Row) -> str:
-        ratio = row.ratio or 0.0
-        verdict = "met" if ratio >= WRITE_BAR else "NOT met"
-        return (
-            f"{row.benchmark}: the bulk path is {ratio:,.1f}x faster than the per-row path; the issue asks for "
-            f">= {WRITE_BAR}x, so the bar is {verdict} on this data."
+            f"{row.benchmark}: {claim.format(ratio=f'{ratio:,.1f}x')}; the issue asks for >= {WRITE_BAR}x, "
+            f"so the bar is {verdict} on this data."
         )
 
     def _summary_finding(self, row: bench.Row) -> str:
         with_index, without = self.summary_plans["with"], self.summary_plans["without"]
         ratio = row.ratio or 0.0
         share = f"the organization holds {self.org_share:.0%} of the emissions table's rows"
-        if SUMMARY_INDEX in with_index:
+        pages = (
+            f"with the index the plan reads {with_index['pages']:,} pages (8 KiB), without it "
+            f"{without['pages']:,}: what a cold cache would have to fetch from disk"
+        )
+        if SUMMARY_INDEX in with_index["scans"]:
             verdict = f"{ratio:,.1f}x faster" if ratio >= 1 else f"{1 / max(ratio, 1e-9):,.1f}x slower"
             return (
-                f"Summary by category: {verdict} with {SUMMARY_INDEX} ({with_index}) than without ({without}); "
-                f"{share}. The index-only scan reads this organization's index entries alone, so its time does "
-                "not grow with other tenants' rows; the sequential scan reads every row of the table."
+                f"Summary by category: {verdict} with {SUMMARY_INDEX} ({with_index['scans']}) than without "
+                f"({without['scans']}) with every page in memory; {pages}. {share[0].upper()}{share[1:]}."
             )
         return (
             f"Summary by category: the planner did not use {SUMMARY_INDEX} for this whole-organization summary "
-            f"(plan with the index: {with_index}; without: {without}), so the two times measure the same plan "
-            f"({ratio:,.1f}x); {share}."
+            f"(plan with the index: {with_index['scans']}; without: {without['scans']}), so the two times measure "
+            f"the same plan ({ratio:,.1f}x); {share}."
         )
 
     # -- 5. summary with and without its covering index ------------------------------------
 
     def _summary(self) -> bench.Row:
+        def query() -> Any:
+            return Emission.objects.for_org(self.org).summary("category")
+
         def summary() -> list[dict[str, Any]]:
-            return list(Emission.objects.for_org(self.org).summary("category"))
+            return list(query())
+
+        def plan() -> dict[str, Any]:
+            return {"scans": bench.scan_nodes(query()), "pages": bench.pages_touched(query())}
 
         fast = bench.measure(summary, runs=self.runs)
-        fast_plan = bench.scan_nodes(Emission.objects.for_org(self.org).summary("category"))
+        with_index = plan()
         with bench.rolled_back():
             # DROP INDEX is transactional in PostgreSQL: the rollback below restores it untouched.
             with connection.cursor() as cursor:
                 cursor.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(SUMMARY_INDEX)).as_string())
             slow = bench.measure(summary, runs=self.runs)
-            slow_plan = bench.scan_nodes(Emission.objects.for_org(self.org).summary("category"))
-        self.summary_plans = {"with": fast_plan, "without": slow_plan}
+            without = plan()
+        self.summary_plans = {"with": with_index, "without": without}
         if slow.result != fast.result:
             raise CommandError("The summary differs without its index; the benchmark compares different work.")
         return bench.Row(
@@ -475,7 +485,8 @@ class Command(BaseCommand):
             fast,
             naive_label=f"without {SUMMARY_INDEX}",
             optimized_label=f"with {SUMMARY_INDEX}",
-            note=f"plan with the index: {fast_plan}; without: {slow_plan}",
+            note=f"with the index: {with_index['scans']}, {with_index['pages']:,} pages read; "
+            f"without: {without['scans']}, {without['pages']:,} pages",
         )
 
     # -- 6. the write path vs raw COPY ------------------------------------------------------

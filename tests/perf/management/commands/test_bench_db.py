@@ -9,12 +9,14 @@ from io import StringIO
 from pathlib import Path
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
+from rest_framework.authtoken.models import Token
 
 from calculator.types import CalculationInput
-from emissions.models import ActivityRecord, Emission, EmissionFactor, Organization
+from emissions.models import ActivityRecord, Emission, EmissionFactor, Membership, Organization
 from emissions.services.activities import ActivityInput, activities_create
 from perf import bench
 from perf.management.commands.bench_db import QUICK, SUMMARY_INDEX, Command
@@ -108,6 +110,9 @@ def test_quick_run_reports_every_benchmark_with_ratios(seeded: Organization, tmp
     assert post.optimized.queries < 20
     assert post.naive.result == post.optimized.result == writes
     assert f"{post.benchmark}: one batch POST is {post.ratio:,.1f}x faster" in markdown
+    summary = command.report.rows[4 + len(pages)]
+    assert re.search(r"with the index: .+, [\d,]+ pages read; without: .+, [\d,]+ pages", summary.note)
+    assert all(plan["pages"] > 0 for plan in command.summary_plans.values())
     assert str(tmp_path) not in markdown and "/home/" not in markdown and "/work/" not in markdown
 
 
@@ -117,6 +122,9 @@ def test_the_database_is_unchanged_afterwards(seeded: Organization, tmp_path: Pa
     _run(tmp_path)
     assert bench.fingerprint(TABLES) == before
     assert Emission.objects.for_org(seeded).count() == ROW_COUNT
+    # The API client the POST benchmark used is gone, with its token and membership.
+    assert not get_user_model().objects.filter(username="bench-api-client").exists()
+    assert not Token.objects.exists() and not Membership.objects.exists()
 
 
 def test_unknown_org_and_too_little_data_are_clear_errors(seeded: Organization, tmp_path: Path) -> None:
