@@ -15,7 +15,9 @@ Rows of the report (``docs/benchmarks/db.md`` by default):
    transaction that is rolled back);
 6. ``activities_create`` (calculation + model preparation + COPY: the API and seed path) vs a
    raw psycopg COPY of the same, precomputed rows, rolled back;
-7. the CSV export of every emission of the organization: rows/s and peak RSS.
+7. the CSV export of every emission of the organization: rows/s and peak RSS;
+8. ``import_activities`` of a CSV file of 100,000 activities: rows/s, and its peak Python memory
+   against a file of 10,000 (flat memory: the same peak), rolled back.
 
 The activities written by 3, 4 and 6 are rebuilt from the organization's own stored records, so the
 write benchmarks calculate the same mix of methods and factors the data holds. The command checks
@@ -24,14 +26,19 @@ that row counts and the index list are the same after the run as before, and fai
 
 from __future__ import annotations
 
+import csv
 import json
 import resource
 import shlex
+import tempfile
 import time
+import tracemalloc
 from collections.abc import Callable
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
+from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, connections
 from django.test.utils import override_settings
@@ -45,6 +52,8 @@ from calculator.resolve import FactorResolver
 from calculator.types import CalculationInput
 from emissions.api.export import csv_lines
 from emissions.api.serializers import EmissionSerializer
+from emissions.management.commands.import_activities import COLUMNS as IMPORT_COLUMNS
+from emissions.management.commands.import_activities import SUPPLIER_COLUMN
 from emissions.models import ActivityRecord, Emission, Organization, Supplier
 from emissions.services.activities import (
     MONEY_METHODS,
@@ -138,6 +147,20 @@ def api_payload(item: ActivityInput) -> dict[str, Any]:
     return body
 
 
+def write_activity_csv(path: Path, items: list[ActivityInput], external_ids: dict[int, str]) -> int:
+    """``items`` as an ``import_activities`` file (the API's fields, the supplier by its external id); rows written."""
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=IMPORT_COLUMNS)
+        writer.writeheader()
+        for item in items:
+            row = api_payload(item)
+            supplier = row.pop("supplier", None)
+            if supplier is not None:
+                row[SUPPLIER_COLUMN] = external_ids[supplier]
+            writer.writerow(row)
+    return len(items)
+
+
 class Command(BaseCommand):
     help = "Benchmark hot database paths, naive vs optimized, and write a Markdown report."
 
@@ -194,6 +217,10 @@ class Command(BaseCommand):
         report.rows.append(summary)
         report.findings.append(self._summary_finding(summary))
         report.rows.append(self._copy())
+        # Last: its rolled-back rows leave the most dead tuples behind.
+        import_row, import_finding = self._import()
+        report.rows.append(import_row)
+        report.findings.append(import_finding)
         report.rows.append(export_row)
         report.findings.append(export_finding)
         after = bench.fingerprint(tables)
@@ -210,11 +237,13 @@ class Command(BaseCommand):
         report.command = self._command(options)
         report.date = timezone.now().strftime("%Y-%m-%d %H:%M UTC")
         report.notes = [
-            f"Runs per measurement: {runs} (after one warm-up), except the CSV export: one run.",
+            f"Runs per measurement: {runs} (after one warm-up), except the CSV export and import: one run each.",
             f"Write benchmarks store {self.write_count:,} activities rebuilt from the organization's newest "
             "records, so they calculate the same mix of methods and factors as the stored data.",
             "Reserving ids for COPY advances the id sequences (sequences are never rolled back); "
             "no row is left behind.",
+            "The POST benchmark signs in with a temporary API user (token auth), created before it and deleted "
+            "after it.",
         ]
         if options["quick"]:
             report.notes.append("--quick: tiny pages and batches; the ratios say nothing about scale.")
@@ -564,5 +593,52 @@ class Command(BaseCommand):
             measurement,
             naive_label="—",
             optimized_label=f"{rows / elapsed:,.0f} rows/s, peak RSS +{(rss_after - rss_before) / 1024:,.0f} MiB",
+        )
+        return row, finding
+
+    # -- 8. CSV import ---------------------------------------------------------------------
+
+    def _import(self) -> tuple[bench.Row, str]:
+        """``import_activities`` on a file of ``10 x write_count`` rows (timed) and on one of ``write_count``.
+
+        Each run is rolled back. Its memory is the peak of Python allocations (``tracemalloc``)
+        during a separate, untimed run per file: flat memory means the same peak for both sizes.
+        """
+        external_ids = dict(Supplier.objects.for_org(self.org).values_list("pk", "external_id"))
+        with tempfile.TemporaryDirectory() as folder:
+            files: dict[int, Path] = {}
+            for wanted in (self.write_count, 10 * self.write_count):
+                path = Path(folder) / f"activities-{wanted}.csv"
+                # An organization with fewer records gives a shorter file: count what was written.
+                files[write_activity_csv(path, activity_inputs(self.org, wanted), external_ids)] = path
+            small, large = min(files), max(files)
+
+            def run(path: Path) -> None:
+                with bench.rolled_back():
+                    call_command(
+                        "import_activities", str(path), "--org", self.org.slug, "--no-progress", stdout=StringIO()
+                    )
+
+            timing = bench.measure(lambda: run(files[large]), runs=1, warmup=False)
+            peaks = {}
+            for count, path in files.items():
+                tracemalloc.start()
+                try:
+                    run(path)
+                    peaks[count] = tracemalloc.get_traced_memory()[1]
+                finally:
+                    tracemalloc.stop()
+        elapsed = timing.median
+        finding = (
+            f"CSV import of {large:,} activities: {elapsed:.1f} s, {large / elapsed:,.0f} rows/s; peak Python memory "
+            f"{peaks[small] / 2**20:,.1f} MiB for {small:,} rows and {peaks[large] / 2**20:,.1f} MiB for {large:,} "
+            f"({peaks[large] / max(peaks[small], 1):,.2f}x for 10x the rows)."
+        )
+        row = bench.Row(
+            f"CSV import of {large:,} activities (import_activities)",
+            None,
+            timing,
+            naive_label="—",
+            optimized_label=f"{large / elapsed:,.0f} rows/s, peak Python memory {peaks[large] / 2**20:,.1f} MiB",
         )
         return row, finding

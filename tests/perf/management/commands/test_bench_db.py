@@ -70,13 +70,18 @@ def test_quick_run_reports_every_benchmark_with_ratios(seeded: Organization, tmp
         f"POST /api/v1/activities/, {writes:,} activities (end to end)",
         "Summary by category (whole organization)",
         f"Load {writes:,} activities + emissions",
+        f"CSV import of {min(10 * writes, ROW_COUNT):,} activities (import_activities)",
         f"CSV export of {ROW_COUNT:,} emissions",
     ]
-    for row in command.report.rows[:-1]:
+    for row in command.report.rows[:-2]:
         assert row.naive is not None and len(row.naive.samples) == 2 and len(row.optimized.samples) == 2
         assert row.ratio == pytest.approx(row.naive.median / row.optimized.median)
-    export = command.report.rows[-1]
-    assert export.naive is None and export.ratio is None
+    for one_sided in command.report.rows[-2:]:  # import and export: throughput and memory, nothing to compare
+        assert one_sided.naive is None and one_sided.ratio is None and len(one_sided.optimized.samples) == 1
+    imported = min(10 * writes, ROW_COUNT)
+    assert re.search(
+        rf"CSV import of {imported:,} activities: .* peak Python memory [\d.]+ MiB for {writes} rows", markdown
+    )
 
     list_page = command.report.rows[0]
     # N+1: one query for the page plus one per related object; the optimized page is one query.
@@ -94,7 +99,7 @@ def test_quick_run_reports_every_benchmark_with_ratios(seeded: Organization, tmp
     for line, name in zip(table[1:], names, strict=True):
         assert line.startswith(f"| {name}")
     ratios = [line.split(" | ")[3] for line in table[1:]]
-    assert all(re.fullmatch(r"[\d,]+\.\dx", ratio) for ratio in ratios[:-1]) and ratios[-1] == "—"
+    assert all(re.fullmatch(r"[\d,]+\.\dx", ratio) for ratio in ratios[:-2]) and ratios[-2:] == ["—", "—"]
     assert "Deep page / first page time: OFFSET" in markdown
     assert f"{store.benchmark}: the bulk path is {store.ratio:,.1f}x faster than the per-row path" in markdown
     assert "the issue asks for >= 20x" in markdown and "Summary by category: " in markdown
