@@ -14,7 +14,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,22 +62,34 @@ def measure(fn: Callable[[], Any], *, runs: int, warmup: bool = True) -> Measure
     Precondition: ``runs >= 1``. The query count is that of the first timed run; ``result`` is
     the last run's return value.
     """
+    return measure_interleaved([fn], runs=runs, warmup=warmup)[0]
+
+
+def measure_interleaved(fns: Sequence[Callable[[], Any]], *, runs: int, warmup: bool = True) -> list[Measurement]:
+    """``measure`` for several functions at once, in rounds: each round runs every function once, in turn.
+
+    For comparing functions of a few milliseconds with each other: a drift in the machine's
+    state (caches, another process's load) then affects every function's samples alike,
+    instead of whichever happened to be measured during it. Precondition: ``runs >= 1``.
+    """
     if runs < 1:
         raise ValueError(f"runs must be at least 1; got {runs}.")
     if warmup:
-        fn()
-    samples: list[float] = []
-    queries = 0
-    result: Any = None
+        for fn in fns:
+            fn()
+    samples: list[list[float]] = [[] for _ in fns]
+    queries = [0] * len(fns)
+    results: list[Any] = [None] * len(fns)
     for i in range(runs):
-        counter = QueryCounter()
-        with connection.execute_wrapper(counter):
-            started = time.perf_counter()
-            result = fn()
-            samples.append(time.perf_counter() - started)
-        if i == 0:
-            queries = counter.count
-    return Measurement(samples=samples, queries=queries, result=result)
+        for j, fn in enumerate(fns):
+            counter = QueryCounter()
+            with connection.execute_wrapper(counter):
+                started = time.perf_counter()
+                results[j] = fn()
+                samples[j].append(time.perf_counter() - started)
+            if i == 0:
+                queries[j] = counter.count
+    return [Measurement(samples=s, queries=q, result=r) for s, q, r in zip(samples, queries, results, strict=True)]
 
 
 @contextmanager
