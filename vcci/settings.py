@@ -219,9 +219,9 @@ def _default_factor_dir() -> str:
 
 FACTOR_DATA_DIR: str = env.str("FACTOR_DATA_DIR", default=_default_factor_dir())
 
-# Django's default (2.5 MiB) is smaller than the 10,000-activity POST the API documents: 10,000 items
-# with every field at its maximum length are about 10 MiB of JSON (a test checks the fit). A larger
-# body is answered 413 with a JSON message naming this limit.
+# Django's default (2.5 MiB) is smaller than the 10,000-activity POST the API documents: 10,000 realistic
+# items are about 2.6 MiB of JSON, 10,000 with every field at its maximum length about 9.3 MiB (a test
+# checks the fit). A larger body is answered 413 with a JSON message naming this limit.
 DATA_UPLOAD_MAX_MEMORY_SIZE: int = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=16 * 1024 * 1024)
 
 REST_FRAMEWORK = {
