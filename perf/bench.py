@@ -254,20 +254,6 @@ def fingerprint(tables: list[str]) -> dict[str, Any]:
     return {"counts": counts, "indexes": indexes}
 
 
-def pages_touched(queryset: Any) -> int:
-    """Shared-buffer pages (8 KiB) ``queryset``'s plan reads, cached or not (``EXPLAIN (ANALYZE, BUFFERS)``).
-
-    Unlike a time, this does not depend on what happens to be in memory: it is what a cold cache
-    would have to read from disk. The top node's counts include its children's and parallel workers'.
-    """
-    sql_text, params = queryset.query.sql_with_params()
-    with connection.cursor() as cursor:
-        cursor.execute(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql_text}", params)
-        raw = cursor.fetchone()[0]
-    top = (raw if isinstance(raw, list) else json.loads(raw))[0]["Plan"]
-    return int(top.get("Shared Hit Blocks", 0)) + int(top.get("Shared Read Blocks", 0))
-
-
 def scan_nodes(queryset: Any) -> str:
     """The scan nodes of ``queryset``'s plan (``EXPLAIN``, not executed), e.g. ``Index Only Scan using x``."""
     sql_text, params = queryset.query.sql_with_params()

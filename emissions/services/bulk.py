@@ -92,12 +92,17 @@ def reserve_ids(model: type[models.Model], count: int) -> list[int]:
         return sorted(row[0] for row in cursor.fetchall())
 
 
+def copy_statement(model: type[models.Model], columns: Sequence[str]) -> sql.Composed:
+    """``COPY <model's table> (<columns>) FROM STDIN``, identifiers quoted."""
+    return sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(model._meta.db_table), sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+
+
 def _copy(model: type[models.Model], objects: Iterable[models.Model], *, with_pk: bool) -> int:
     """Stream ``objects`` into ``model``'s table with ``COPY ... FROM STDIN``; return the rows written."""
     columns = copy_columns(model, with_pk=with_pk)
-    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
-        sql.Identifier(model._meta.db_table), sql.SQL(", ").join(sql.Identifier(c) for c, _, _ in columns)
-    )
+    statement = copy_statement(model, [column for column, _, _ in columns])
     written = 0
     # Django's cursor wrapper has no copy(); its ``cursor`` attribute is the psycopg 3 cursor. Errors are
     # wrapped as Django's (IntegrityError, DataError...), as they are for the ORM's own statements.
