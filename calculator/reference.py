@@ -17,6 +17,7 @@ from typing import Any
 
 from django.db import models, transaction
 
+from emissions.cache import catalogue_changed
 from emissions.models import DecimalDigits, ExchangeRate, PriceIndex
 
 CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
@@ -171,6 +172,7 @@ def exchange_rates_load(*, path: Path | str) -> LoadResult:
         update_fields=["rate", "source"],
     )
     updated = len(existing & parsed.keys())
+    catalogue_changed()
     return LoadResult(created=len(parsed) - updated, updated=updated)
 
 
@@ -203,4 +205,5 @@ def price_index_load(*, path: Path | str) -> LoadResult:
         update_fields=["value", "source"],
     )
     updated = len(existing & parsed.keys())
+    catalogue_changed()
     return LoadResult(created=len(parsed) - updated, updated=updated)

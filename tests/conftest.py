@@ -27,6 +27,7 @@ from zeal import zeal_context, zeal_ignore
 
 import emissions.services as services_package
 from emissions.models import EmissionFactor, FactorDataset, Organization
+from perf import cache as perf_cache
 from tests.factories import EmissionFactorFactory, FactorDatasetFactory, MembershipFactory, OrganizationFactory
 
 
@@ -96,7 +97,21 @@ def _services_reachable(django_db_blocker: object) -> None:
 
 @pytest.fixture(autouse=True)
 def _clear_cache() -> None:
+    """Each test starts with both tiers empty: Redis (its test database) and this process's L1."""
     cache.clear()
+    perf_cache.reset()
+
+
+@pytest.fixture
+def cold_cache() -> Callable[[], None]:
+    """Call it to empty both cache tiers mid-test: the next request then takes the uncached path
+    (query-count tests measure that path; the warm one is measured in tests/emissions/api/test_cache.py)."""
+
+    def cold() -> None:
+        cache.clear()
+        perf_cache.reset()
+
+    return cold
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -180,13 +180,44 @@ if REDIS_URL:
             "KEY_PREFIX": "vcci",
             "OPTIONS": {
                 "CLIENT_CLASS": "django_redis.client.DefaultClient",
-                "SOCKET_CONNECT_TIMEOUT": 1,
-                "SOCKET_TIMEOUT": 1,
+                # Short timeouts bound what an unreachable or stalled Redis adds to a request; perf.cache then
+                # stops trying for CACHE_RETRY_AFTER seconds, so the timeout is paid once per outage, not per call.
+                "SOCKET_CONNECT_TIMEOUT": env.float("REDIS_CONNECT_TIMEOUT", default=0.25),
+                "SOCKET_TIMEOUT": env.float("REDIS_SOCKET_TIMEOUT", default=0.25),
+                # Bounded per process: a greenlet beyond the bound waits up to REDIS_POOL_TIMEOUT seconds for a
+                # connection instead of opening one more. redis-py uses hiredis's parser when it is installed.
+                "CONNECTION_POOL_CLASS": "redis.BlockingConnectionPool",
+                "CONNECTION_POOL_KWARGS": {
+                    "max_connections": env.int("REDIS_MAX_CONNECTIONS", default=50),
+                    "timeout": env.float("REDIS_POOL_TIMEOUT", default=0.25),
+                },
             },
         }
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "vcci"}}
+
+# Two-level cache (perf.cache; docs/cache.md explains each knob). CACHE_L1_TTL bounds how long another worker
+# may serve what it read before a write committed; the writing worker sees its write at once.
+CACHE_ENABLED: bool = env.bool("CACHE_ENABLED", default=True)
+CACHE_L1_TTL: float = env.float("CACHE_L1_TTL", default=2.0)
+CACHE_L1_MAX_ENTRIES: int = env.int("CACHE_L1_MAX_ENTRIES", default=5000)
+CACHE_L2_TTL: int = env.int("CACHE_L2_TTL", default=600)
+CACHE_NEGATIVE_TTL: int = env.int("CACHE_NEGATIVE_TTL", default=30)
+CACHE_LOCK_WAIT: float = env.float("CACHE_LOCK_WAIT", default=2.0)
+CACHE_RETRY_AFTER: float = env.float("CACHE_RETRY_AFTER", default=5.0)
+# Part of every cache key and ETag: change it on a deploy that changes what a cached value or response holds.
+CACHE_VERSION: str = env.str("CACHE_VERSION", default="1")
+# Cache-Control max-age (seconds) a client may reuse a response without asking again, per resource. The
+# catalogue changes only when factors are imported; an organization's data may change at any moment, so its
+# clients revalidate every time (a 304 costs no database query).
+CACHE_MAX_AGE: dict[str, int] = {
+    "factors": env.int("CACHE_MAX_AGE_FACTORS", default=300),
+    "suppliers": env.int("CACHE_MAX_AGE_SUPPLIERS", default=0),
+    "emissions": env.int("CACHE_MAX_AGE_EMISSIONS", default=0),
+}
+# Each gunicorn worker fills its cache at start (vcci/gunicorn.conf.py), in the background.
+CACHE_WARM_ON_BOOT: bool = env.bool("CACHE_WARM_ON_BOOT", default=False)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -1,29 +1,81 @@
-"""Token authentication that loads the caller's organization with the token."""
+"""Token authentication that loads the caller's organization with the token, through the cache."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
+from django.contrib.auth.models import User
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
 
+from emissions.models import Membership, Organization
+from perf.cache import GLOBAL_AUTH, digest, tiered
+from perf.codec import model_from_row, model_row
+
+# What a request needs of the user; the password hash, among others, never enters the cache
+# (the rebuilt user defers the rest and would load it on access).
+USER_FIELDS = ("id", "username", "first_name", "last_name", "email", "is_staff", "is_active", "is_superuser")
+
+
+def _token_row(key: str) -> list[Any] | None:
+    """The token's user, membership and organization as cacheable rows (one query); None if unknown."""
+    token = Token.objects.select_related("user__membership__organization").filter(key=key).first()
+    if token is None:
+        return None
+    user = token.user
+    membership = getattr(user, "membership", None)
+    return [
+        token.created,
+        model_row(user, USER_FIELDS),
+        None if membership is None else model_row(membership),
+        None if membership is None else model_row(membership.organization),
+    ]
+
+
+def _rebuild(key: str, row: list[Any]) -> tuple[User, Token]:
+    created, user_row, membership_row, organization_row = row
+    user = model_from_row(User, user_row, USER_FIELDS)
+    membership_rel = Membership._meta.get_field("user").remote_field
+    if membership_row is None:
+        # Cached absence: hasattr(user, "membership") is False without a query (HasOrganization refuses).
+        membership_rel.set_cached_value(user, None)
+    else:
+        membership = model_from_row(Membership, membership_row)
+        membership.organization = model_from_row(Organization, organization_row)
+        membership.user = user
+        membership_rel.set_cached_value(user, membership)
+    token = Token(key=key, user=user, created=created)
+    token._state.adding = False
+    return user, token
+
 
 class OrgTokenAuthentication(TokenAuthentication):
-    """DRF's token authentication, with the user's membership and organization joined into the token query.
+    """DRF's token authentication, with the user's membership and organization joined into the token query,
+    and the result kept in the two-level cache (namespace ``auth``).
 
     Every API request needs the caller's organization (tenancy scoping, ``HasOrganization``);
     DRF's version loads only the user, so the membership and the organization each cost one more
-    query on every request. A user without a membership still authenticates (the LEFT JOIN
-    leaves ``user.membership`` unset) and is then refused by ``HasOrganization``.
+    query on every request. Cached, a repeat request costs none. The cache key is a keyed hash of
+    the token (``SECRET_KEY``), so Redis never holds a usable token. Any save or delete of a token,
+    user, membership or organization bumps ``auth`` (``emissions.cache``): a revoked token or a
+    deactivated user is refused at once by the worker that made the change and by the others
+    within ``CACHE_L1_TTL``. Unknown tokens are cached as such for ``CACHE_NEGATIVE_TTL`` at most.
+    A user without a membership still authenticates and is then refused by ``HasOrganization``.
     """
 
     def authenticate_credentials(self, key: str) -> tuple[Any, Any]:
-        try:
-            token = Token.objects.select_related("user__membership__organization").get(key=key)
-        except Token.DoesNotExist:
-            raise exceptions.AuthenticationFailed(_("Invalid token.")) from None
-        if not token.user.is_active:
+        row = tiered().get_or_compute(
+            [GLOBAL_AUTH],
+            f"token:{digest(settings.SECRET_KEY, key)}",
+            lambda: _token_row(key),
+            negative=lambda value: value is None,
+        )
+        if row is None:
+            raise exceptions.AuthenticationFailed(_("Invalid token."))
+        user, token = _rebuild(key, row)
+        if not user.is_active:
             raise exceptions.AuthenticationFailed(_("User inactive or deleted."))
-        return (token.user, token)
+        return (user, token)

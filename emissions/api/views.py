@@ -13,6 +13,7 @@ from typing import Any, cast
 
 from django.db.models import Model, QuerySet
 from django.http import StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
@@ -42,10 +43,13 @@ from emissions.api import export
 from emissions.api import serializers as s
 from emissions.api.filters import ActivityFilter, EmissionFilter, FactorFilter
 from emissions.api.permissions import request_org, request_org_id
+from emissions.cache import emission_namespaces, factor_namespaces, supplier_namespaces
 from emissions.models import SUMMARY_KEYS, ActivityRecord, Emission, EmissionFactor, EmissionQuerySet, Supplier
 from emissions.services.activities import ActivitiesInvalidError, ItemError, activities_calculate, activities_create
 from emissions.services.supplier_factors import supplier_factor_create, supplier_factor_delete
 from emissions.services.suppliers import supplier_create, supplier_delete, supplier_update
+from perf.cache import Namespace
+from perf.conditional import CachedReadMixin
 from perf.pagination import KeysetPagination
 
 KG_QUANTUM = Decimal("0.000001")
@@ -70,10 +74,15 @@ class OrgScopedMixin:
 # -- factors ------------------------------------------------------------------------------------
 
 
-class FactorViewSet(OrgScopedMixin, viewsets.ReadOnlyModelViewSet):
-    """Emission factors the caller may use: every public dataset plus its own supplier-specific ones."""
+class FactorViewSet(CachedReadMixin, OrgScopedMixin, viewsets.ReadOnlyModelViewSet):
+    """Emission factors the caller may use: every public dataset plus its own supplier-specific ones.
+
+    Every page is cached (search pages included): the catalogue is a few thousand rows and changes
+    only when factors are imported.
+    """
 
     model = EmissionFactor
+    cache_resource = "factors"
     serializer_class = s.FactorSerializer
     filterset_class = FactorFilter
     pagination_class = KeysetPagination
@@ -82,11 +91,15 @@ class FactorViewSet(OrgScopedMixin, viewsets.ReadOnlyModelViewSet):
     def scoped(self, organization_id: int) -> QuerySet[EmissionFactor]:
         return EmissionFactor.objects.visible_to(organization_id).with_related()
 
+    def cache_namespaces(self) -> list[Namespace]:
+        return factor_namespaces(request_org_id(self.request))
+
 
 # -- suppliers ----------------------------------------------------------------------------------
 
 
 class SupplierViewSet(
+    CachedReadMixin,
     OrgScopedMixin,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
@@ -98,6 +111,7 @@ class SupplierViewSet(
     """The caller's suppliers. Deleting one still referenced (activities, emissions, its own factors) answers 409."""
 
     model = Supplier
+    cache_resource = "suppliers"
     serializer_class = s.SupplierSerializer
     pagination_class = KeysetPagination
     keyset_ordering = ("name", "id")
@@ -105,6 +119,9 @@ class SupplierViewSet(
 
     def scoped(self, organization_id: int) -> QuerySet[Supplier]:
         return Supplier.objects.for_org(organization_id)
+
+    def cache_namespaces(self) -> list[Namespace]:
+        return supplier_namespaces(request_org_id(self.request))
 
     def get_serializer_context(self) -> dict[str, Any]:
         context = dict(super().get_serializer_context())
@@ -128,6 +145,7 @@ class SupplierViewSet(
 
 
 class SupplierFactorViewSet(
+    CachedReadMixin,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     mixins.CreateModelMixin,
@@ -143,6 +161,12 @@ class SupplierFactorViewSet(
     pagination_class = KeysetPagination
     keyset_ordering = ("activity", "id")
     http_method_names = ["get", "post", "delete", "head", "options"]
+    cache_resource = "suppliers"
+
+    def cache_namespaces(self) -> list[Namespace]:
+        # A supplier's factors are the organization's factors; the supplier itself (its existence) too.
+        organization_id = request_org_id(self.request)
+        return [*supplier_namespaces(organization_id), *factor_namespaces(organization_id)]
 
     def supplier(self) -> Supplier:
         """The supplier in the URL, if it is the caller's (one query, memoized per request)."""
@@ -163,8 +187,11 @@ class SupplierFactorViewSet(
             .with_related()
         )
 
-    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        response = super().list(request, *args, **kwargs)
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Any:
+        return self.cached_response(request, lambda: self._list(request, *args, **kwargs))
+
+    def _list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        response = mixins.ListModelMixin.list(self, request, *args, **kwargs)
         if not response.data["results"]:
             # An empty page is ambiguous: a supplier without factors, or one that is not the caller's (404).
             self.supplier()
@@ -265,11 +292,18 @@ class CalculateBatchView(APIView):
     )
 )
 class ActivityViewSet(
-    OrgScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet
+    CachedReadMixin,
+    OrgScopedMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    viewsets.GenericViewSet,
 ):
-    """Activity lines with their calculated emission."""
+    """Activity lines with their calculated emission. First pages (per filter set) are cached."""
 
     model = ActivityRecord
+    cache_resource = "emissions"
+    cache_first_page_only = True
     serializer_class = s.ActivitySerializer
     filterset_class = ActivityFilter
     pagination_class = KeysetPagination
@@ -277,6 +311,9 @@ class ActivityViewSet(
 
     def scoped(self, organization_id: int) -> QuerySet[ActivityRecord]:
         return ActivityRecord.objects.for_org(organization_id).with_related()
+
+    def cache_namespaces(self) -> list[Namespace]:
+        return emission_namespaces(request_org_id(self.request))
 
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         data = request.data
@@ -308,10 +345,15 @@ class ActivityViewSet(
 # -- emissions ----------------------------------------------------------------------------------
 
 
-class EmissionViewSet(OrgScopedMixin, viewsets.ReadOnlyModelViewSet):
-    """Stored results, newest period first, keyset-paginated on (period_start, id)."""
+class EmissionViewSet(CachedReadMixin, OrgScopedMixin, viewsets.ReadOnlyModelViewSet):
+    """Stored results, newest period first, keyset-paginated on (period_start, id).
+
+    First pages (per filter set) and summaries are cached; every page answers conditional GETs.
+    """
 
     model = Emission
+    cache_resource = "emissions"
+    cache_first_page_only = True
     serializer_class = s.EmissionSerializer
     filterset_class = EmissionFilter
     pagination_class = KeysetPagination
@@ -319,6 +361,9 @@ class EmissionViewSet(OrgScopedMixin, viewsets.ReadOnlyModelViewSet):
 
     def scoped(self, organization_id: int) -> QuerySet[Emission]:
         return Emission.objects.for_org(organization_id).with_related()
+
+    def cache_namespaces(self) -> list[Namespace]:
+        return emission_namespaces(request_org_id(self.request))
 
     @extend_schema(
         parameters=[
@@ -336,11 +381,14 @@ class EmissionViewSet(OrgScopedMixin, viewsets.ReadOnlyModelViewSet):
         responses={200: s.SummarySerializer, 400: OpenApiResponse(description="{group_by: [messages]}")},
     )
     @action(detail=False, methods=["get"], pagination_class=None)
-    def summary(self, request: Request) -> Response:
+    def summary(self, request: Request) -> HttpResponseBase:
         """Totals of the (filtered) emissions grouped by category, supplier, month or method.
 
         Groups are ordered by co2e_kg descending (ties by key); by month they are chronological.
         """
+        return self.cached_response(request, lambda: self._summary(request))
+
+    def _summary(self, request: Request) -> Response:
         group_by = request.query_params.get("group_by", "")
         if group_by not in SUMMARY_KEYS:
             raise ValidationError({"group_by": [f"Must be one of {', '.join(SUMMARY_KEYS)}; got '{group_by}'."]})

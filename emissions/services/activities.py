@@ -23,6 +23,7 @@ from django.db import connection, transaction
 from calculator.engine import calculate, is_spend_factor
 from calculator.resolve import FactorResolver
 from calculator.types import CalculationError, CalculationInput, CalculationResult, Note
+from emissions.cache import emissions_changed
 from emissions.models import ActivityRecord, Emission, Method, Organization, Supplier
 from emissions.services.bulk import activity_pairs_copy
 
@@ -260,4 +261,5 @@ def activities_create(
         Emission.objects.bulk_create([emission for _, emission in pairs], batch_size=BULK_BATCH_SIZE)
     for record, emission in pairs:
         record.emission = emission  # fills the reverse one-to-one cache
+    emissions_changed(organization.pk)
     return [record for record, _ in pairs]

@@ -24,6 +24,7 @@ from django.db import DEFAULT_DB_ALIAS, NotSupportedError, connection, connectio
 from django.utils import timezone
 from psycopg import sql
 
+from emissions.cache import emissions_changed
 from emissions.models import ActivityRecord, Emission, Organization
 
 Prep = Callable[[Any], Any]
@@ -169,4 +170,5 @@ def activities_delete_for_org(*, organization: Organization) -> tuple[int, int]:
             quote = connection.ops.quote_name
             cursor.execute(f"DELETE FROM {quote(opts.db_table)} WHERE {quote(column)} = %s", [organization.pk])
             counts.append(cursor.rowcount)
+    emissions_changed(organization.pk)
     return counts[1], counts[0]

@@ -18,6 +18,7 @@ from typing import Literal
 from django.db import transaction
 from tqdm import tqdm
 
+from emissions.cache import catalogue_changed
 from emissions.importers import desnz, epa_hub, epa_supply_chain, ipcc_gwp
 from emissions.importers.base import DatasetSpec, FactorImportError, FactorSpec, Importer, files_checksum
 from emissions.models import EmissionFactor, FactorDataset
@@ -164,6 +165,8 @@ def factor_dataset_import(*, source: str, directory: Path, progress: bool = Fals
     if missing:
         # A parser that does not return every dataset it declares is a programming error.
         raise FactorImportError(f"{source}: the parser returned no data for version(s) {', '.join(sorted(missing))}.")
+    if pending:
+        catalogue_changed()
     return ImportSummary(
         source=source,
         datasets=tuple(outcomes[spec.version] for spec in importer.datasets),

@@ -24,6 +24,7 @@ from django.utils.text import slugify
 from django_countries import countries
 
 from calculator import units
+from emissions.cache import org_factors_changed
 from emissions.importers.base import decimal_str
 from emissions.models import EmissionFactor, FactorDataset, Supplier
 from emissions.services.suppliers import InUseError, save_or_field_error
@@ -140,6 +141,7 @@ def supplier_factor_create(*, supplier: Supplier, data: dict[str, Any]) -> Emiss
         "give another activity or dataset_version.",
     )
     save_or_field_error(factor, {UNIQUE_ACTIVITY_CONSTRAINT: taken})
+    org_factors_changed(supplier.organization_id)
     return factor
 
 
@@ -160,3 +162,6 @@ def supplier_factor_delete(*, factor: EmissionFactor) -> None:
             f"Factor {factor.pk} ('{factor.activity}')",
             "results keep the factor they were calculated with, so it cannot be deleted.",
         ) from exc
+    organization_id = factor.dataset.organization_id
+    if organization_id is not None:  # always, for a supplier's factor (its dataset is the organization's)
+        org_factors_changed(organization_id)

@@ -17,6 +17,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, models, transaction
 from django.db.models import ProtectedError
 
+from emissions.cache import suppliers_changed
 from emissions.models import ActivityRecord, Emission, EmissionFactor, Organization, Supplier
 
 EXTERNAL_ID_CONSTRAINT = "supplier_org_external_id_uniq"
@@ -103,6 +104,7 @@ def supplier_create(*, organization: Organization, data: dict[str, Any]) -> Supp
     _check_fields(data)
     supplier = Supplier(organization=organization, **data)
     _save(supplier)
+    suppliers_changed(organization.pk)
     return supplier
 
 
@@ -113,6 +115,7 @@ def supplier_update(*, supplier: Supplier, data: dict[str, Any]) -> Supplier:
     for name, value in data.items():
         setattr(supplier, name, value)
     _save(supplier)
+    suppliers_changed(supplier.organization_id)
     return supplier
 
 
@@ -126,3 +129,4 @@ def supplier_delete(*, supplier: Supplier) -> None:
         raise InUseError.from_protected(
             exc, f"Supplier {supplier.pk} ('{supplier.name}')", "delete or reassign them first."
         ) from exc
+    suppliers_changed(supplier.organization_id)

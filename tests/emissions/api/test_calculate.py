@@ -285,10 +285,11 @@ def supplier_items(org, count: int) -> list[dict]:
     return items
 
 
-def test_batch_query_count_does_not_grow_with_distinct_suppliers(api, org, steel_factor):
+def test_batch_query_count_does_not_grow_with_distinct_suppliers(api, org, steel_factor, cold_cache):
     counts = []
     for suppliers in (1, 50):
         items = supplier_items(org, suppliers)
+        cold_cache()  # the uncached path
         with CaptureQueriesContext(connection) as captured:
             response = api.post(BATCH_URL, {"items": items}, format="json")
         assert response.status_code == 200

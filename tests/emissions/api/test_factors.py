@@ -67,10 +67,12 @@ def test_supplier_specific_factors_only_for_their_org(api, other_api, org, other
     assert other_api.get(reverse("factor-detail", args=[mine.pk])).status_code == 404
 
 
-def test_query_count_is_constant(api, django_assert_num_queries):
+def test_query_count_is_constant(api, django_assert_num_queries, cold_cache):
     EmissionFactorFactory()
+    cold_cache()  # the uncached path
     with django_assert_num_queries(2):  # token (user, membership, org joined), page (dataset joined)
         assert len(api.get(LIST).json()["results"]) == 1
     EmissionFactorFactory.create_batch(99)
+    cold_cache()  # the uncached path
     with django_assert_num_queries(2):  # a full default page
         assert len(api.get(LIST).json()["results"]) == 100

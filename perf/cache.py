@@ -1,0 +1,634 @@
+"""Two-level cache: per-process memory (L1), Redis (L2), PostgreSQL as the truth.
+
+Domain code uses a small API:
+
+- ``tiered().get_or_compute(namespaces, key, compute)``: read-through. L1, then L2 (a hit is
+  promoted into L1), then ``compute()`` once per key across every worker (stampede protection),
+  whose result is stored in both tiers. ``get_many_or_compute`` does the same for a batch.
+- ``invalidate(*namespaces)``: called by every write service. Bumps each namespace's version now
+  and again after the surrounding transaction commits (``transaction.on_commit``).
+- ``tiered().versions(namespaces)``: the current versions, for ETags (``perf.conditional``).
+
+**Invalidation by version.** Each cached value lives in one or more namespaces (``Namespace``:
+a resource, per organization or global). A namespace's version lives in Redis and is part of
+every key stored under it, so bumping it makes every older entry unreachable at once: nothing
+is ever deleted or matched by pattern. L2 is therefore never stale. Each worker keeps the
+versions it read in L1 for ``CACHE_L1_TTL`` seconds, so another worker sees a write at most
+that long after it commits; the writing worker sees it at once (its bump updates its own L1).
+The bump after commit is the one correctness rests on: a reader that recomputed while the
+write was still uncommitted stored the old data under the first bump's version, which the
+second bump leaves behind. The bump at write time makes the writer's own transaction read its
+writes (a command that writes then warms, a test).
+
+**Redis down or slow.** Every Redis call has short socket timeouts (settings). A failure is
+logged once per outage, counted (tier ``l2``, event ``error``) and opens a circuit for
+``CACHE_RETRY_AFTER`` seconds, during which L2 is not tried at all, so requests pay the timeout
+once, not on every call. Meanwhile a namespace's version is a process-local one that lives for
+the L1 TTL: each worker serves from its L1 and the database, and its own writes are seen at once.
+Bumps that failed are kept and sent when Redis answers again (recovery is automatic). If a
+worker dies before that, entries of the bumped namespace can stay reachable in L2 until
+``CACHE_L2_TTL``: the worst case, documented in docs/cache.md.
+
+Without Redis (the embedded default) there is no L2: versions are process-local as above, so
+each worker caches for at most the L1 TTL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import Counter, defaultdict
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from cachetools import TLRUCache
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.db import transaction
+from redis.exceptions import LockError, RedisError
+
+from perf import codec
+
+logger = logging.getLogger("vcci.cache")
+
+T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
+
+PREFIX = "vcci:c"
+STATS_KEY = f"{PREFIX}:stats"
+TIERS = ("l1", "l2", "db")
+
+
+@dataclass(frozen=True, slots=True)
+class Namespace:
+    """A set of cached values invalidated together: one resource of one organization, or a global one."""
+
+    resource: str
+    organization_id: int | None = None
+
+    @property
+    def key(self) -> str:
+        if self.organization_id is None:
+            return self.resource
+        return f"org{self.organization_id}:{self.resource}"
+
+
+# Resources. A write bumps every namespace whose cached values it can change (emissions.cache).
+EMISSIONS = "emissions"  # activities, emissions, their summaries (per organization)
+SUPPLIERS = "suppliers"  # the organization's suppliers
+FACTORS = "factors"  # per organization: its supplier-specific factors; global: the public catalogue
+AUTH = "auth"  # global: token -> user, membership, organization
+
+
+def org_ns(organization_id: int, resource: str) -> Namespace:
+    return Namespace(resource, organization_id)
+
+
+GLOBAL_FACTORS = Namespace(FACTORS)
+GLOBAL_AUTH = Namespace(AUTH)
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    """A namespace's version and the wall-clock time (epoch seconds) it was set."""
+
+    value: str
+    changed_at: float
+
+
+class Stats:
+    """Counters per (tier, namespace resource, event) and latency per (tier, resource).
+
+    Events: ``hit``, ``miss``, ``promotion`` (an L2 hit copied into L1), ``store``, ``error``,
+    ``wait`` (a miss that found the value another worker computed). Totals are flushed to a Redis
+    hash every few seconds so ``manage.py cache_stats`` sums every worker.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counts: Counter[tuple[str, str, str]] = Counter()
+        self.latency: defaultdict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
+        self._unflushed: Counter[str] = Counter()
+        self._unflushed_seconds: defaultdict[str, float] = defaultdict(float)
+
+    def count(self, tier: str, resource: str, event: str, n: int = 1) -> None:
+        with self._lock:
+            self.counts[(tier, resource, event)] += n
+            self._unflushed[f"{tier}|{resource}|{event}"] += n
+
+    def observe(self, tier: str, resource: str, seconds: float) -> None:
+        with self._lock:
+            entry = self.latency[(tier, resource)]
+            entry[0] += 1
+            entry[1] += seconds
+            self._unflushed[f"{tier}|{resource}|calls"] += 1
+            self._unflushed_seconds[f"{tier}|{resource}|seconds"] += seconds
+
+    def take_unflushed(self) -> tuple[Counter[str], dict[str, float]]:
+        with self._lock:
+            counts, seconds = self._unflushed, self._unflushed_seconds
+            self._unflushed, self._unflushed_seconds = Counter(), defaultdict(float)
+            return counts, seconds
+
+    def give_back(self, counts: Counter[str], seconds: dict[str, float]) -> None:
+        """Counters a failed flush took: added back so the next flush sends them."""
+        with self._lock:
+            self._unflushed.update(counts)
+            for field, value in seconds.items():
+                self._unflushed_seconds[field] += value
+
+
+class _Flight:
+    """One key's in-process single-flight lock; dropped (weakly referenced) once nobody waits on it."""
+
+    __slots__ = ("__weakref__", "_lock")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
+class TieredCache:
+    """L1 (this process) + L2 (Redis) read-through cache with versioned namespaces.
+
+    One instance per process (``tiered()``); tests build a second one to play another worker.
+    ``clock`` drives L1 expiry and the circuit breaker, ``wall`` the versions' timestamps.
+    """
+
+    def __init__(
+        self,
+        *,
+        alias: str | None = "default",
+        l1_ttl: float = 2.0,
+        l1_max_entries: int = 5000,
+        l2_ttl: int = 600,
+        negative_ttl: int = 30,
+        lock_timeout: float = 10.0,
+        lock_wait: float = 2.0,
+        retry_after: float = 5.0,
+        stats_flush: float = 5.0,
+        enabled: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.alias = alias
+        self.l1_ttl = l1_ttl
+        self.l2_ttl = l2_ttl
+        self.negative_ttl = negative_ttl
+        self.lock_timeout = lock_timeout
+        self.lock_wait = lock_wait
+        self.retry_after = retry_after
+        self.stats_flush = stats_flush
+        self.enabled = enabled
+        self.clock = clock
+        self.wall = wall
+        self.stats = Stats()
+        # Entries are (payload, ttl): negative results live shorter than the rest.
+        self._l1: TLRUCache[str, tuple[Any, float]] = TLRUCache(
+            maxsize=l1_max_entries, ttu=lambda _key, value, now: now + value[1], timer=clock
+        )
+        self._l1_lock = threading.RLock()
+        self._flights: weakref.WeakValueDictionary[str, _Flight] = weakref.WeakValueDictionary()
+        self._flights_lock = threading.Lock()
+        self._client: Any = None
+        self._down_until: float | None = None
+        self._pending_bumps: set[Namespace] = set()
+        self._local_versions = itertools.count(1)
+        self._last_flush = clock()
+
+    # -- L2 plumbing -------------------------------------------------------------------------
+
+    def _redis(self) -> Any:
+        """The django-redis client of ``alias``, or None without Redis or while the circuit is open."""
+        if self.alias is None:
+            return None
+        if self._down_until is not None and self.clock() < self._down_until:
+            return None
+        if self._client is None:
+            backend = settings.CACHES.get(self.alias, {}).get("BACKEND", "")
+            if not backend.startswith("django_redis"):
+                self.alias = None  # the embedded default: no L2 at all
+                return None
+            from django_redis import get_redis_connection
+
+            self._client = get_redis_connection(self.alias)
+        return self._client
+
+    @property
+    def has_l2(self) -> bool:
+        return self.alias is not None and settings.CACHES.get(self.alias, {}).get("BACKEND", "").startswith(
+            "django_redis"
+        )
+
+    def _l2(self, resource: str, operation: Callable[[Any], T]) -> T | None:
+        """``operation(redis)``, timed; None (and the circuit opened) when Redis fails."""
+        client = self._redis()
+        if client is None:
+            return None
+        started = time.perf_counter()
+        try:
+            result = operation(client)
+        except (RedisError, OSError) as exc:
+            self._failed(resource, exc)
+            return None
+        finally:
+            self.stats.observe("l2", resource, time.perf_counter() - started)
+        if self._down_until is not None:
+            self._recovered()
+        return result
+
+    def _failed(self, resource: str, exc: Exception) -> None:
+        self.stats.count("l2", resource, "error")
+        if self._down_until is None:
+            logger.warning(
+                "Redis unreachable (%s: %s); serving from L1 and the database, retrying in %ss",
+                type(exc).__name__,
+                exc,
+                self.retry_after,
+            )
+        self._down_until = self.clock() + self.retry_after
+
+    def _recovered(self) -> None:
+        self._down_until = None
+        pending, self._pending_bumps = self._pending_bumps, set()
+        logger.warning("Redis reachable again; sending %d pending invalidation(s)", len(pending))
+        if pending:
+            self.bump(*pending)
+
+    def is_down(self) -> bool:
+        return self._down_until is not None
+
+    # -- L1 plumbing -------------------------------------------------------------------------
+
+    def _l1_get(self, key: str) -> Any:
+        with self._l1_lock:
+            entry = self._l1.get(key)
+        return None if entry is None else entry[0]
+
+    def _l1_set(self, key: str, payload: Any, ttl: float) -> None:
+        with self._l1_lock:
+            self._l1[key] = (payload, ttl)
+
+    def _l1_pop(self, key: str) -> None:
+        with self._l1_lock:
+            self._l1.pop(key, None)
+
+    def clear_local(self) -> None:
+        """Forget L1 and the circuit state (tests; a worker after fork)."""
+        with self._l1_lock:
+            self._l1.clear()
+        self._down_until = None
+        self._pending_bumps.clear()
+
+    @property
+    def l1_size(self) -> int:
+        with self._l1_lock:
+            self._l1.expire()
+            return len(self._l1)
+
+    # -- versions ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _version_keys(ns: Namespace) -> tuple[str, str]:
+        return f"{PREFIX}:v:{ns.key}", f"{PREFIX}:t:{ns.key}"
+
+    def _initial_version(self) -> str:
+        # Microseconds since the epoch: larger than any version an earlier Redis (which keeps nothing
+        # on disk) handed out, so a restart cannot make an old key reachable again.
+        return str(time.time_ns() // 1000)
+
+    def _local_version(self) -> Version:
+        return Version(f"p{os.getpid()}.{next(self._local_versions)}.{time.time_ns()}", self.wall())
+
+    def versions(self, namespaces: Sequence[Namespace]) -> tuple[Version, ...]:
+        """The current version of each namespace: L1, else Redis (one round trip), else process-local."""
+        found: dict[Namespace, Version] = {}
+        missing = []
+        for ns in namespaces:
+            version = self._l1_get(f"v|{ns.key}")
+            if version is None:
+                missing.append(ns)
+            else:
+                found[ns] = version
+        if missing:
+            resource = missing[0].resource
+            now = self.wall()
+
+            def read(client: Any) -> list[Any]:
+                pipe = client.pipeline(transaction=False)
+                keys = []
+                for ns in missing:
+                    vkey, tkey = self._version_keys(ns)
+                    pipe.set(vkey, self._initial_version(), nx=True)
+                    pipe.set(tkey, repr(self.wall()), nx=True)
+                    keys += [vkey, tkey]
+                pipe.mget(keys)
+                return pipe.execute()[-1]
+
+            values = self._l2(resource, read)
+            for i, ns in enumerate(missing):
+                if values is not None and values[2 * i] is not None:
+                    version = Version(values[2 * i].decode(), float(values[2 * i + 1] or now))
+                else:
+                    version = self._local_version()
+                found[ns] = version
+                self._l1_set(f"v|{ns.key}", version, self.l1_ttl)
+        return tuple(found[ns] for ns in namespaces)
+
+    def bump(self, *namespaces: Namespace) -> None:
+        """Give each namespace a new version now: in Redis, and in this worker's L1 at once.
+
+        When Redis fails the bump is kept and sent on recovery; meanwhile this worker uses a
+        process-local version, so it never serves what it cached before its own write.
+        """
+        if not namespaces:
+            return
+        unique = list(dict.fromkeys(namespaces))
+        now = self.wall()
+
+        def incr(client: Any) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            for ns in unique:
+                vkey, tkey = self._version_keys(ns)
+                pipe.set(vkey, self._initial_version(), nx=True)
+                pipe.incr(vkey)
+                pipe.set(tkey, repr(now))
+            return pipe.execute()
+
+        results = self._l2(unique[0].resource, incr) if self.has_l2 else None
+        for i, ns in enumerate(unique):
+            if results is not None:
+                version = Version(str(results[3 * i + 1]), now)
+            else:
+                if self.has_l2:
+                    self._pending_bumps.add(ns)
+                version = self._local_version()
+            self._l1_set(f"v|{ns.key}", version, self.l1_ttl)
+
+    # -- values --------------------------------------------------------------------------------
+
+    def _value_key(self, namespaces: Sequence[Namespace], versions: Sequence[Version], key: str) -> str:
+        scope = "+".join(f"{ns.key}@{v.value}" for ns, v in zip(namespaces, versions, strict=True))
+        return f"{PREFIX}:{settings.CACHE_VERSION}:{scope}:{key}"
+
+    def get_or_compute(
+        self,
+        namespaces: Sequence[Namespace],
+        key: str,
+        compute: Callable[[], T],
+        *,
+        encode: Callable[[T], Any] = codec.pack,
+        decode: Callable[[Any], T] = codec.unpack,
+        negative: Callable[[T], bool] | None = None,
+    ) -> T:
+        """The value cached under ``key`` in ``namespaces``, computing and storing it on a miss.
+
+        ``encode`` turns the value into bytes for L2 and L1 (L1 keeps the bytes too, so callers
+        never share a mutable object); ``negative(value)`` marks a "not found" result, kept only
+        ``CACHE_NEGATIVE_TTL`` seconds in L2. Only one caller per key computes at a time: in this
+        process (a lock per key) and across workers (a Redis lock, waited on for at most
+        ``CACHE_LOCK_WAIT`` seconds, after which the waiter computes anyway).
+        """
+        resource = namespaces[0].resource
+        if not self.enabled:
+            return self._compute(resource, compute)
+        full = self._value_key(namespaces, self.versions(namespaces), key)
+        raw = self._l1_lookup(resource, full)
+        if raw is None:
+            raw = self._l2_lookup(resource, full)
+        if raw is not None:
+            self._maybe_flush()
+            return decode(raw)
+        with self._flight(full):
+            # Another greenlet of this worker may have filled it while this one waited.
+            raw = self._l1_get(full)
+            if raw is not None:
+                self.stats.count("l1", resource, "wait")
+                return decode(raw)
+            lock = self._l2(resource, lambda client: client.lock(f"{full}:lock", timeout=self.lock_timeout, sleep=0.01))
+            acquired = bool(
+                lock is not None and self._l2(resource, lambda _c: lock.acquire(blocking_timeout=self.lock_wait))
+            )
+            try:
+                if lock is not None:
+                    raw = self._l2_lookup(resource, full, counted=False)
+                    if raw is not None:
+                        self.stats.count("l2", resource, "wait")
+                        return decode(raw)
+                value = self._compute(resource, compute)
+                self._store(resource, full, encode(value), negative is not None and negative(value))
+                return value
+            finally:
+                if acquired:
+                    self._release(resource, lock)
+                self._maybe_flush()
+
+    def get_many_or_compute(
+        self,
+        namespaces: Sequence[Namespace],
+        keys: Iterable[K],
+        key_str: Callable[[K], str],
+        compute_missing: Callable[[list[K]], Mapping[K, T]],
+        *,
+        encode: Callable[[T], Any] = codec.pack,
+        decode: Callable[[Any], T] = codec.unpack,
+        negative: Callable[[T], bool] | None = None,
+    ) -> dict[K, T]:
+        """``get_or_compute`` for a batch: one L2 round trip for the lookups, one ``compute_missing``
+        call for every key neither tier had (it must return a value for each key it is given), one
+        pipelined L2 write. Batches take no stampede lock: a batch is one caller's bulk load."""
+        resource = namespaces[0].resource
+        wanted = list(dict.fromkeys(keys))
+        if not self.enabled:
+            return dict(self._compute(resource, lambda: compute_missing(wanted)))
+        versions = self.versions(namespaces)
+        full = {k: self._value_key(namespaces, versions, key_str(k)) for k in wanted}
+        found: dict[K, T] = {}
+        l2_wanted = []
+        for k in wanted:
+            raw = self._l1_get(full[k])
+            if raw is None:
+                l2_wanted.append(k)
+            else:
+                found[k] = decode(raw)
+        self.stats.count("l1", resource, "hit", len(found))
+        self.stats.count("l1", resource, "miss", len(l2_wanted))
+        missing = []
+        if l2_wanted:
+            raws = self._l2(resource, lambda client: client.mget([full[k] for k in l2_wanted]))
+            for k, raw in zip(l2_wanted, raws or [None] * len(l2_wanted), strict=True):
+                if raw is None:
+                    missing.append(k)
+                else:
+                    self._l1_set(full[k], raw, self.l1_ttl)
+                    found[k] = decode(raw)
+            hits = len(l2_wanted) - len(missing)
+            self.stats.count("l2", resource, "hit", hits)
+            self.stats.count("l2", resource, "promotion", hits)
+            self.stats.count("l2", resource, "miss", len(missing))
+        if missing:
+            computed = self._compute(resource, lambda: compute_missing(missing))
+            entries = []
+            for k in missing:
+                value = computed[k]
+                found[k] = value
+                is_negative = negative is not None and negative(value)
+                raw = encode(value)
+                self._l1_set(full[k], raw, self.l1_ttl)
+                entries.append((full[k], raw, self.negative_ttl if is_negative else self.l2_ttl))
+            self.stats.count("l2", resource, "store", len(entries))
+
+            def store(client: Any) -> None:
+                pipe = client.pipeline(transaction=False)
+                for name, raw, ttl in entries:
+                    pipe.set(name, raw, ex=ttl)
+                pipe.execute()
+
+            self._l2(resource, store)
+        self._maybe_flush()
+        return found
+
+    def _l1_lookup(self, resource: str, full: str) -> Any:
+        started = time.perf_counter()
+        raw = self._l1_get(full)
+        self.stats.observe("l1", resource, time.perf_counter() - started)
+        self.stats.count("l1", resource, "miss" if raw is None else "hit")
+        return raw
+
+    def _l2_lookup(self, resource: str, full: str, *, counted: bool = True) -> Any:
+        raw = self._l2(resource, lambda client: client.get(full))
+        if counted:
+            self.stats.count("l2", resource, "miss" if raw is None else "hit")
+        if raw is not None:
+            self._l1_set(full, raw, self.l1_ttl)
+            self.stats.count("l2", resource, "promotion")
+        return raw
+
+    def _compute(self, resource: str, compute: Callable[[], T]) -> T:
+        started = time.perf_counter()
+        try:
+            return compute()
+        finally:
+            self.stats.observe("db", resource, time.perf_counter() - started)
+            self.stats.count("db", resource, "compute")
+
+    def _store(self, resource: str, full: str, raw: Any, is_negative: bool) -> None:
+        self._l1_set(full, raw, self.l1_ttl)
+        ttl = self.negative_ttl if is_negative else self.l2_ttl
+        if self._l2(resource, lambda client: client.set(full, raw, ex=ttl)) is not None:
+            self.stats.count("l2", resource, "store")
+
+    def _release(self, resource: str, lock: Any) -> None:
+        try:
+            lock.release()
+        except LockError:
+            # Expired while computing (lock_timeout): another worker may hold it now; nothing to undo.
+            pass
+        except (RedisError, OSError) as exc:
+            self._failed(resource, exc)
+
+    def _flight(self, full: str) -> _Flight:
+        with self._flights_lock:
+            flight = self._flights.get(full)
+            if flight is None:
+                flight = _Flight()
+                self._flights[full] = flight
+            return flight
+
+    # -- statistics ----------------------------------------------------------------------------
+
+    def _maybe_flush(self) -> None:
+        if self.clock() - self._last_flush >= self.stats_flush:
+            self.flush_stats()
+
+    def flush_stats(self) -> None:
+        """Add this process's counters since the last flush to the shared Redis hash."""
+        self._last_flush = self.clock()
+        counts, seconds = self.stats.take_unflushed()
+        if not counts and not seconds:
+            return
+
+        def write(client: Any) -> bool:
+            pipe = client.pipeline(transaction=False)
+            for field, n in counts.items():
+                pipe.hincrby(STATS_KEY, field, n)
+            for field, s in seconds.items():
+                pipe.hincrbyfloat(STATS_KEY, field, s)
+            pipe.execute()
+            return True
+
+        if self._l2("stats", write) is None and self.has_l2:
+            self.stats.give_back(counts, seconds)
+
+
+def cache_from_settings() -> TieredCache:
+    return TieredCache(
+        l1_ttl=settings.CACHE_L1_TTL,
+        l1_max_entries=settings.CACHE_L1_MAX_ENTRIES,
+        l2_ttl=settings.CACHE_L2_TTL,
+        negative_ttl=settings.CACHE_NEGATIVE_TTL,
+        lock_wait=settings.CACHE_LOCK_WAIT,
+        retry_after=settings.CACHE_RETRY_AFTER,
+        enabled=settings.CACHE_ENABLED,
+    )
+
+
+_instance: TieredCache | None = None
+_instance_lock = threading.Lock()
+
+
+def tiered() -> TieredCache:
+    """This process's cache (built from settings on first use)."""
+    global _instance
+    if _instance is None:
+        with _instance_lock:
+            if _instance is None:
+                _instance = cache_from_settings()
+    return _instance
+
+
+def reset() -> None:
+    """Drop this process's cache; the next ``tiered()`` builds a new one from settings."""
+    global _instance
+    _instance = None
+
+
+def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting == "CACHES" or setting.startswith("CACHE_"):
+        reset()
+
+
+setting_changed.connect(_on_setting_changed)
+
+
+def invalidate(*namespaces: Namespace) -> None:
+    """Bump ``namespaces`` now and once more after the current transaction commits.
+
+    Call it from the write path itself, inside the transaction. The bump after commit is the
+    one readers depend on (see the module docstring); outside a transaction there is one bump.
+    """
+    if not namespaces:
+        return
+    tiered().bump(*namespaces)
+    if transaction.get_connection().in_atomic_block:
+        transaction.on_commit(lambda: tiered().bump(*namespaces))
+
+
+def digest(*parts: object) -> str:
+    """A short stable hash of ``parts`` for cache keys and ETags."""
+    h = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        h.update(repr(part).encode())
+        h.update(b"\x00")
+    return h.hexdigest()
