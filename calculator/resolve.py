@@ -26,6 +26,12 @@ Selection rules (average data, i.e. anything that is not a supplier's own factor
 Supplier-specific selection prefers a factor whose ``supplier`` is the requested supplier
 (activity-matched when an activity is given, newest first) and falls back to rules 1-4
 with ``Note("supplier_factor_missing")``.
+
+Across requests, every loader reads through the two-level cache (``perf.cache``): candidates per
+activity, factors by id, suppliers with their own factors (per organization) and the reference
+tables (global). The query counts above are those of a cold cache; warm, a lookup costs none.
+"Not found" outcomes (an unknown activity, factor or supplier) are cached too, briefly
+(``CACHE_NEGATIVE_TTL``); a factor import or supplier change invalidates them like the rest.
 """
 
 from __future__ import annotations
@@ -33,12 +39,36 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable
 from decimal import Decimal
+from typing import Any
 
 from calculator.types import CalculationError, CalculationInput, Note
+from emissions.cache import factor_namespaces, supplier_namespaces
 from emissions.models import EmissionFactor, ExchangeRate, FactorDataset, Method, Organization, PriceIndex, Supplier
+from perf.cache import GLOBAL_FACTORS, tiered
+from perf.codec import model_from_row, model_row
 
 GLOBAL = "GLOBAL"
 _Outcome = tuple[EmissionFactor, tuple[Note, ...]] | CalculationError
+# A factor as cached: its row and its dataset's row.
+_FactorRows = list[list[Any]]
+
+
+def _factor_rows(factor: EmissionFactor) -> _FactorRows:
+    return [model_row(factor), model_row(factor.dataset)]
+
+
+def _factor_from_rows(rows: _FactorRows) -> EmissionFactor:
+    factor = model_from_row(EmissionFactor, rows[0])
+    factor.dataset = model_from_row(FactorDataset, rows[1])
+    return factor
+
+
+def _factors_from_rows(rows: list[_FactorRows]) -> list[EmissionFactor]:
+    return [_factor_from_rows(r) for r in rows]
+
+
+def _is_empty(value: Any) -> bool:
+    return not value
 
 
 def newest_key(factor: EmissionFactor) -> tuple:
@@ -55,6 +85,8 @@ class FactorResolver:
 
     def __init__(self, organization: Organization) -> None:
         self.organization = organization
+        self._factor_ns = factor_namespaces(organization.pk)
+        self._supplier_ns = [*supplier_namespaces(organization.pk), *factor_namespaces(organization.pk)]
         self._outcomes: dict[tuple, _Outcome] = {}
         self._by_activity: dict[str, list[EmissionFactor]] = {}
         self._by_supplier: dict[int, list[EmissionFactor]] = {}
@@ -105,78 +137,110 @@ class FactorResolver:
         wanted = {pk for pk in factor_ids if isinstance(pk, int) and not isinstance(pk, bool)} - self._by_id.keys()
         if not wanted:
             return
-        found = {
-            f.pk: f for f in EmissionFactor.objects.visible_to(self.organization).with_related().filter(pk__in=wanted)
-        }
-        for pk in wanted:
-            self._by_id[pk] = found.get(pk)
+
+        def load(missing: list[int]) -> dict[int, _FactorRows | None]:
+            found = EmissionFactor.objects.visible_to(self.organization).with_related().filter(pk__in=missing)
+            rows: dict[int, _FactorRows | None] = {pk: None for pk in missing}
+            rows.update({f.pk: _factor_rows(f) for f in found})
+            return rows
+
+        cached = tiered().get_many_or_compute(
+            self._factor_ns, sorted(wanted), lambda pk: f"factor:{pk}", load, negative=_is_empty
+        )
+        for pk, rows in cached.items():
+            self._by_id[pk] = None if rows is None else _factor_from_rows(rows)
 
     def prime_activities(self, activities: Iterable[str]) -> None:
         """Load the average-data candidates of every activity key, in one query; unknown keys are memoized empty."""
         wanted = {activity for activity in activities if activity} - self._by_activity.keys()
         if not wanted:
             return
-        loaded: dict[str, list[EmissionFactor]] = {activity: [] for activity in wanted}
-        for factor in EmissionFactor.objects.average_candidates(self.organization, wanted):
-            if factor.activity in loaded:  # a case-insensitive collation could return other spellings
-                loaded[factor.activity].append(factor)
-        self._by_activity.update(loaded)
+
+        def load(missing: list[str]) -> dict[str, list[_FactorRows]]:
+            loaded: dict[str, list[_FactorRows]] = {activity: [] for activity in missing}
+            for factor in EmissionFactor.objects.average_candidates(self.organization, missing):
+                if factor.activity in loaded:  # a case-insensitive collation could return other spellings
+                    loaded[factor.activity].append(_factor_rows(factor))
+            return loaded
+
+        cached = tiered().get_many_or_compute(
+            self._factor_ns, sorted(wanted), lambda activity: f"candidates:{activity}", load, negative=_is_empty
+        )
+        self._by_activity.update({activity: _factors_from_rows(rows) for activity, rows in cached.items()})
 
     def prime_rates(self, years: Iterable[int]) -> None:
         """Load the exchange rates of every year given, in one query."""
         wanted = set(years) - self._rates.keys()
         if not wanted:
             return
-        tables: dict[int, dict[tuple[str, str], Decimal]] = {year: {} for year in wanted}
-        for row in ExchangeRate.objects.filter(year__in=wanted):
-            tables[row.year][(row.currency, row.quote_currency)] = row.rate
-        self._rates.update(tables)
+
+        def load(missing: list[int]) -> dict[int, list[list[Any]]]:
+            tables: dict[int, list[list[Any]]] = {year: [] for year in missing}
+            for row in ExchangeRate.objects.filter(year__in=missing):
+                tables[row.year].append([row.currency, row.quote_currency, row.rate])
+            return tables
+
+        cached = tiered().get_many_or_compute([GLOBAL_FACTORS], sorted(wanted), lambda year: f"rates:{year}", load)
+        for year, rows in cached.items():
+            self._rates[year] = {(currency, quote): rate for currency, quote, rate in rows}
 
     def prime_suppliers(self, supplier_ids: Iterable[int]) -> None:
         """Load, in at most two queries, everything supplier checks and lookups need for ``supplier_ids``.
 
         Query 1 loads every supplier-specific factor of those ids that belong to this organization
         (a supplier with a factor is thereby proven to be the organization's); query 2 checks the
-        remaining ids against the organization's suppliers. Both outcomes are memoized, unknown ids
-        included, so afterwards ``check_supplier`` and supplier-specific resolution cost no query for
-        those ids. Ids already loaded are skipped: priming twice is free. Call it before a batch.
+        remaining ids against the organization's suppliers. Both outcomes are memoized and cached,
+        unknown ids included, so afterwards ``check_supplier`` and supplier-specific resolution cost
+        no query for those ids. Ids already loaded are skipped: priming twice is free. Call it
+        before a batch.
         """
+        known_bad = {pk for pk, ok in self._suppliers.items() if not ok}
         ids = {pk for pk in supplier_ids if isinstance(pk, int) and not isinstance(pk, bool)}
-        # Known-bad ids need nothing more; known-good ones may still lack their factors.
-        need_factors = {pk for pk in ids if pk not in self._by_supplier and self._suppliers.get(pk) is not False}
-        if need_factors:
-            loaded: dict[int, list[EmissionFactor]] = {}
+        wanted = ids - self._by_supplier.keys() - known_bad
+        if not wanted:
+            return
+
+        def load(missing: list[int]) -> dict[int, list[_FactorRows] | None]:
+            own: dict[int, list[_FactorRows]] = {}
             factors = (
                 EmissionFactor.objects.visible_to(self.organization)
                 .with_related()
-                .filter(supplier_id__in=need_factors, supplier__organization=self.organization)
+                .filter(supplier_id__in=missing, supplier__organization=self.organization)
                 .order_by("pk")
             )
             for factor in factors:
                 assert factor.supplier_id is not None  # filtered on supplier_id above
-                loaded.setdefault(factor.supplier_id, []).append(factor)
-            for pk in loaded:
-                self._suppliers[pk] = True
-            self._by_supplier.update(loaded)
-        unchecked = ids - self._suppliers.keys()
-        if unchecked:
-            known = set(
-                Supplier.objects.for_org(self.organization).filter(pk__in=unchecked).values_list("pk", flat=True)
+                own.setdefault(factor.supplier_id, []).append(_factor_rows(factor))
+            # Ids check_supplier already proved need no second look.
+            unchecked = set(missing) - own.keys() - {pk for pk in missing if self._suppliers.get(pk)}
+            known = (
+                set(Supplier.objects.for_org(self.organization).filter(pk__in=unchecked).values_list("pk", flat=True))
+                if unchecked
+                else set()
             )
-            for pk in unchecked:
-                self._suppliers[pk] = pk in known
-        for pk in need_factors:
-            if self._suppliers.get(pk):
-                # A supplier of this organization without factors of its own.
-                self._by_supplier.setdefault(pk, [])
+            # None: not this organization's supplier; []: its supplier, without factors of its own.
+            return {pk: own.get(pk, [] if pk in known or self._suppliers.get(pk) else None) for pk in missing}
+
+        cached = tiered().get_many_or_compute(
+            self._supplier_ns, sorted(wanted), lambda pk: f"supplier:{pk}", load, negative=lambda rows: rows is None
+        )
+        for pk, rows in cached.items():
+            self._suppliers[pk] = rows is not None
+            if rows is not None:
+                self._by_supplier[pk] = _factors_from_rows(rows)
 
     def check_supplier(self, supplier_id: int) -> None:
         """Raise ``CalculationError`` on ``supplier`` unless the supplier belongs to this organization.
 
-        Unprimed ids are looked up one at a time and memoized (good and bad alike); see ``prime_suppliers``.
+        Unprimed ids cost one query each (cached, good and bad alike); see ``prime_suppliers``.
         """
         if supplier_id not in self._suppliers:
-            self._suppliers[supplier_id] = Supplier.objects.for_org(self.organization).filter(pk=supplier_id).exists()
+            self._suppliers[supplier_id] = tiered().get_or_compute(
+                self._supplier_ns,
+                f"supplier-exists:{supplier_id}",
+                lambda: Supplier.objects.for_org(self.organization).filter(pk=supplier_id).exists(),
+                negative=lambda exists: not exists,
+            )
         if not self._suppliers[supplier_id]:
             raise CalculationError(field="supplier", message=f"Unknown supplier {supplier_id}.")
 
@@ -204,18 +268,16 @@ class FactorResolver:
 
     def _factor_by_id(self, factor_id: int) -> EmissionFactor:
         if factor_id not in self._by_id:
-            self._by_id[factor_id] = (
-                EmissionFactor.objects.visible_to(self.organization).with_related().filter(pk=factor_id).first()
-            )
-        factor = self._by_id[factor_id]
+            self.prime_factors([factor_id])
+        factor = self._by_id.get(factor_id)
         if factor is None:
             raise CalculationError(field="factor_id", message=f"Unknown factor {factor_id}.")
         return factor
 
     def _average_candidates(self, activity: str) -> list[EmissionFactor]:
         if activity not in self._by_activity:
-            self._by_activity[activity] = list(EmissionFactor.objects.average_candidates(self.organization, [activity]))
-        return self._by_activity[activity]
+            self.prime_activities([activity])
+        return self._by_activity.get(activity, [])
 
     def _supplier_candidates(self, supplier_id: int) -> list[EmissionFactor]:
         """The supplier's own factors; also settles whether the supplier is the organization's.
@@ -349,9 +411,7 @@ class FactorResolver:
 
     def _rate_table(self, year: int) -> dict[tuple[str, str], Decimal]:
         if year not in self._rates:
-            self._rates[year] = {
-                (row.currency, row.quote_currency): row.rate for row in ExchangeRate.objects.filter(year=year)
-            }
+            self.prime_rates([year])
         return self._rates[year]
 
     def _direct_or_inverse(self, currency: str, quote: str, year: int) -> Decimal | None:
@@ -392,7 +452,12 @@ class FactorResolver:
         """
         currency = currency.upper()
         if currency not in self._indexes:
-            self._indexes[currency] = {row.year: row.value for row in PriceIndex.objects.filter(currency=currency)}
+            rows: list[list[Any]] = tiered().get_or_compute(
+                [GLOBAL_FACTORS],
+                f"index:{currency}",
+                lambda: [[row.year, row.value] for row in PriceIndex.objects.filter(currency=currency)],
+            )
+            self._indexes[currency] = {year: index for year, index in rows}
         value = self._indexes[currency].get(year)
         if value is None:
             raise CalculationError(
