@@ -1,0 +1,180 @@
+"""emissions.cache: each write invalidates the namespaces whose cached values it can change."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+
+import pytest
+from django.contrib.auth.models import User
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+
+from calculator.reference import exchange_rates_load
+from emissions.cache import emission_namespaces, factor_namespaces, supplier_namespaces
+from emissions.models import ExchangeRate, Membership, Supplier
+from emissions.services.activities import activities_create
+from emissions.services.bulk import activities_delete_for_org
+from emissions.services.supplier_factors import supplier_factor_create, supplier_factor_delete
+from emissions.services.suppliers import supplier_create, supplier_delete, supplier_update
+from perf.cache import GLOBAL_AUTH, GLOBAL_FACTORS, Namespace, org_ns, tiered
+from tests.emissions.services.test_activities import item as electricity_item
+from tests.factories import SupplierFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def bumped(action: Callable[[], object], namespaces: list[Namespace], capture) -> set[str]:
+    """The namespaces among ``namespaces`` whose version ``action`` changed, after commit."""
+    before = {ns: v.value for ns, v in zip(namespaces, tiered().versions(namespaces), strict=True)}
+    with capture(execute=True):
+        action()
+    tiered().clear_local()
+    after = {ns: v.value for ns, v in zip(namespaces, tiered().versions(namespaces), strict=True)}
+    return {ns.key for ns in namespaces if before[ns] != after[ns]}
+
+
+@pytest.fixture
+def all_ns(org, other_org) -> list[Namespace]:
+    return [
+        *emission_namespaces(org.pk),
+        *emission_namespaces(other_org.pk)[:3],
+        GLOBAL_AUTH,
+    ]
+
+
+def test_activity_create_and_delete_bump_the_organizations_emissions(
+    org, all_ns, electricity_factor, django_capture_on_commit_callbacks
+) -> None:
+    create = bumped(
+        lambda: activities_create(organization=org, items=[electricity_item()]),
+        all_ns,
+        django_capture_on_commit_callbacks,
+    )
+    assert create == {f"org{org.pk}:emissions"}
+    delete = bumped(lambda: activities_delete_for_org(organization=org), all_ns, django_capture_on_commit_callbacks)
+    assert delete == {f"org{org.pk}:emissions"}
+
+
+def test_supplier_writes_bump_the_organizations_suppliers(org, all_ns, django_capture_on_commit_callbacks) -> None:
+    supplier: list[Supplier] = []
+    created = bumped(
+        lambda: supplier.append(supplier_create(organization=org, data={"name": "Acme", "external_id": "A"})),
+        all_ns,
+        django_capture_on_commit_callbacks,
+    )
+    assert created == {f"org{org.pk}:suppliers"}
+    assert bumped(
+        lambda: supplier_update(supplier=supplier[0], data={"name": "Acme 2"}),
+        all_ns,
+        django_capture_on_commit_callbacks,
+    ) == {f"org{org.pk}:suppliers"}
+    assert bumped(lambda: supplier_delete(supplier=supplier[0]), all_ns, django_capture_on_commit_callbacks) == {
+        f"org{org.pk}:suppliers"
+    }
+    # Emission responses read the suppliers' namespace too (they name suppliers), so they follow.
+    assert org_ns(org.pk, "suppliers") in emission_namespaces(org.pk)
+
+
+def test_supplier_factor_writes_bump_the_organizations_factors(org, all_ns, django_capture_on_commit_callbacks) -> None:
+    supplier = SupplierFactory.create(organization=org)
+    made = []
+    body = {"name": "Steel", "unit": "kg", "co2e_per_unit": Decimal("1.5"), "year": 2025}
+    assert bumped(
+        lambda: made.append(supplier_factor_create(supplier=supplier, data=body)),
+        all_ns,
+        django_capture_on_commit_callbacks,
+    ) == {f"org{org.pk}:factors"}
+    assert bumped(lambda: supplier_factor_delete(factor=made[0]), all_ns, django_capture_on_commit_callbacks) == {
+        f"org{org.pk}:factors"
+    }
+
+
+def test_reference_and_factor_imports_bump_the_catalogue(tmp_path, all_ns, django_capture_on_commit_callbacks) -> None:
+    path = tmp_path / "rates.csv"
+    path.write_text("currency,quote_currency,year,rate,source\nEUR,USD,2024,1.08,test\n")
+    assert bumped(lambda: exchange_rates_load(path=path), all_ns, django_capture_on_commit_callbacks) == {"factors"}
+    assert ExchangeRate.objects.count() == 1
+
+
+def test_admin_style_saves_invalidate_through_signals(org, all_ns, django_capture_on_commit_callbacks) -> None:
+    supplier = SupplierFactory.create(organization=org)
+
+    def edit() -> None:
+        supplier.name = "Edited in the admin"
+        supplier.save()
+
+    assert bumped(edit, all_ns, django_capture_on_commit_callbacks) == {f"org{org.pk}:suppliers"}
+
+
+# -- authentication -------------------------------------------------------------------------------
+
+
+def test_a_deleted_token_is_refused_at_once(api, django_capture_on_commit_callbacks) -> None:
+    assert api.get("/api/v1/suppliers/").status_code == 200  # token cached
+    with django_capture_on_commit_callbacks(execute=True):
+        Token.objects.filter(user=api.user).delete()  # a queryset delete still sends per-object signals
+    assert api.get("/api/v1/suppliers/").status_code == 401
+
+
+def test_a_deactivated_user_is_refused_at_once(api, django_capture_on_commit_callbacks) -> None:
+    assert api.get("/api/v1/suppliers/").status_code == 200
+    with django_capture_on_commit_callbacks(execute=True):
+        user = User.objects.get(pk=api.user.pk)
+        user.is_active = False
+        user.save()
+    assert api.get("/api/v1/suppliers/").status_code == 401
+
+
+def test_a_moved_member_sees_the_new_organization_at_once(
+    api, org, other_org, django_capture_on_commit_callbacks
+) -> None:
+    SupplierFactory(organization=other_org, name="Theirs")
+    assert api.get("/api/v1/suppliers/").json()["results"] == []
+    with django_capture_on_commit_callbacks(execute=True):
+        Membership.objects.filter(user=api.user).update(organization=other_org)
+        # A queryset update sends no signal; whoever writes that way must invalidate (as the services do).
+        from emissions.cache import auth_changed
+
+        auth_changed()
+    assert [s["name"] for s in api.get("/api/v1/suppliers/").json()["results"]] == ["Theirs"]
+
+
+def test_a_login_does_not_drop_cached_authentications(api, django_capture_on_commit_callbacks) -> None:
+    api.get("/api/v1/suppliers/")
+    (before,) = tiered().versions([GLOBAL_AUTH])
+    user = User.objects.get(pk=api.user.pk)
+    user.last_login = timezone.now()
+    with django_capture_on_commit_callbacks(execute=True):
+        user.save(update_fields=["last_login"])
+    tiered().clear_local()
+    assert tiered().versions([GLOBAL_AUTH])[0].value == before.value
+
+
+def test_an_unknown_token_is_refused_and_a_new_one_accepted(api, django_capture_on_commit_callbacks) -> None:
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Token " + "0" * 40)
+    assert client.get("/api/v1/suppliers/").status_code == 401
+    assert client.get("/api/v1/suppliers/").status_code == 401  # cached as unknown
+    with django_capture_on_commit_callbacks(execute=True):
+        Token.objects.filter(user=api.user).update(key="0" * 40)
+        Token.objects.get(key="0" * 40).save()  # the save is what a real token creation sends
+    assert client.get("/api/v1/suppliers/").status_code == 200
+
+
+def test_the_cached_user_holds_no_password_and_defers_it(api) -> None:
+    from emissions.api.authentication import USER_FIELDS
+
+    assert "password" not in USER_FIELDS
+    api.get("/api/v1/suppliers/")
+    raw = b"".join(v or b"" for v in [tiered()._client.get(k) for k in tiered()._client.keys("vcci:c:1:auth*")])
+    assert raw
+    assert User.objects.get(pk=api.user.pk).password.encode() not in raw
+
+
+def test_namespaces() -> None:
+    assert factor_namespaces(3) == [GLOBAL_FACTORS, org_ns(3, "factors")]
+    assert supplier_namespaces(3) == [org_ns(3, "suppliers")]
+    assert emission_namespaces(3)[0] == org_ns(3, "emissions")

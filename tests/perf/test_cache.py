@@ -1,0 +1,351 @@
+"""perf.cache: tiers, versioned invalidation, stampede protection, Redis failures."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from django.db import transaction
+from django.test import override_settings
+from django_redis import get_redis_connection
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from perf import cache as perf_cache
+from perf.cache import GLOBAL_FACTORS, STATS_KEY, Namespace, TieredCache, invalidate, org_ns, tiered
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class Computations:
+    """A compute function that counts its calls and returns the next value each time."""
+
+    def __init__(self, *values: Any) -> None:
+        self.values = list(values)
+        self.calls = 0
+
+    def __call__(self) -> Any:
+        self.calls += 1
+        return self.values[min(self.calls, len(self.values)) - 1]
+
+
+NS = org_ns(1, "emissions")
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def worker(clock: Clock) -> TieredCache:
+    return TieredCache(l1_ttl=2.0, clock=clock)
+
+
+@pytest.fixture
+def other_worker() -> tuple[TieredCache, Clock]:
+    """Another process: its own L1 and clock, the same Redis."""
+    own_clock = Clock()
+    return TieredCache(l1_ttl=2.0, clock=own_clock), own_clock
+
+
+def test_read_through_computes_once_then_serves_l1(worker: TieredCache) -> None:
+    compute = Computations({"total": 1})
+    assert worker.get_or_compute([NS], "k", compute) == {"total": 1}
+    assert worker.get_or_compute([NS], "k", compute) == {"total": 1}
+    assert compute.calls == 1
+    counts = worker.stats.counts
+    assert counts[("l1", "emissions", "miss")] == 1
+    assert counts[("l2", "emissions", "miss")] == 1
+    assert counts[("db", "emissions", "compute")] == 1
+    assert counts[("l1", "emissions", "hit")] == 1
+
+
+def test_l2_hit_is_promoted_into_l1(worker: TieredCache, other_worker: tuple[TieredCache, Clock]) -> None:
+    worker.get_or_compute([NS], "k", Computations("value"))
+    other, _ = other_worker
+    compute = Computations("never")
+    assert other.get_or_compute([NS], "k", compute) == "value"  # from Redis
+    assert other.get_or_compute([NS], "k", compute) == "value"  # from its L1
+    assert compute.calls == 0
+    assert other.stats.counts[("l2", "emissions", "hit")] == 1
+    assert other.stats.counts[("l2", "emissions", "promotion")] == 1
+    assert other.stats.counts[("l1", "emissions", "hit")] == 1
+
+
+def test_values_are_bytes_in_both_tiers_so_callers_never_share_an_object(worker: TieredCache) -> None:
+    first = worker.get_or_compute([NS], "k", Computations({"rows": [1]}))
+    first["rows"].append(2)
+    assert worker.get_or_compute([NS], "k", Computations("never")) == {"rows": [1]}
+
+
+def test_bump_makes_older_entries_unreachable_in_this_worker_at_once(worker: TieredCache) -> None:
+    compute = Computations("old", "new")
+    assert worker.get_or_compute([NS], "k", compute) == "old"
+    worker.bump(NS)
+    assert worker.get_or_compute([NS], "k", compute) == "new"
+
+
+def test_another_worker_sees_a_bump_within_its_l1_ttl(
+    worker: TieredCache, other_worker: tuple[TieredCache, Clock]
+) -> None:
+    other, other_clock = other_worker
+    assert other.get_or_compute([NS], "k", Computations("old")) == "old"
+    worker.bump(NS)
+    # Until its L1 copy of the version expires the other worker still serves what it had: the documented bound.
+    other_clock.advance(1.9)
+    assert other.get_or_compute([NS], "k", Computations("new")) == "old"
+    other_clock.advance(0.2)
+    assert other.get_or_compute([NS], "k", Computations("new")) == "new"
+
+
+def test_a_bump_of_one_namespace_leaves_the_others(worker: TieredCache) -> None:
+    other_ns = org_ns(2, "emissions")
+    worker.get_or_compute([other_ns], "k", Computations("theirs"))
+    worker.bump(NS)
+    assert worker.get_or_compute([other_ns], "k", Computations("never")) == "theirs"
+
+
+def test_a_value_in_several_namespaces_follows_each_of_them(worker: TieredCache) -> None:
+    namespaces = [NS, GLOBAL_FACTORS]
+    compute = Computations(1, 2, 3)
+    assert worker.get_or_compute(namespaces, "k", compute) == 1
+    worker.bump(GLOBAL_FACTORS)
+    assert worker.get_or_compute(namespaces, "k", compute) == 2
+    worker.bump(NS)
+    assert worker.get_or_compute(namespaces, "k", compute) == 3
+
+
+def test_versions_survive_a_redis_restart_without_reusing_an_old_one(worker: TieredCache) -> None:
+    (before,) = worker.versions([NS])
+    get_redis_connection("default").flushdb()  # what a restart of a Redis that keeps nothing does
+    worker.clear_local()
+    (after,) = worker.versions([NS])
+    assert int(after.value) > int(before.value)
+
+
+def test_negative_results_live_only_the_negative_ttl_in_redis(worker: TieredCache) -> None:
+    worker.get_or_compute([NS], "missing", Computations(None), negative=lambda v: v is None)
+    worker.get_or_compute([NS], "present", Computations("x"), negative=lambda v: v is None)
+    redis = get_redis_connection("default")
+    ttls = {key.decode().rsplit(":", 1)[-1]: redis.ttl(key) for key in redis.keys(f"{perf_cache.PREFIX}:*:missing")}
+    ttls |= {key.decode().rsplit(":", 1)[-1]: redis.ttl(key) for key in redis.keys(f"{perf_cache.PREFIX}:*:present")}
+    assert 0 < ttls["missing"] <= worker.negative_ttl
+    assert worker.negative_ttl < ttls["present"] <= worker.l2_ttl
+
+
+def test_get_many_reads_each_tier_once_and_computes_only_the_missing(
+    worker: TieredCache, other_worker: tuple[TieredCache, Clock]
+) -> None:
+    asked: list[list[int]] = []
+
+    def load(missing: list[int]) -> dict[int, str]:
+        asked.append(missing)
+        return {k: f"v{k}" for k in missing}
+
+    assert worker.get_many_or_compute([NS], [1, 2], str, load) == {1: "v1", 2: "v2"}
+    other, _ = other_worker
+    assert other.get_many_or_compute([NS], [1, 2, 3], str, load) == {1: "v1", 2: "v2", 3: "v3"}
+    assert asked == [[1, 2], [3]]
+    assert other.stats.counts[("l2", "emissions", "hit")] == 2
+    assert other.get_many_or_compute([NS], [3, 1], str, load) == {3: "v3", 1: "v1"}
+    assert asked == [[1, 2], [3]]
+    assert other.stats.counts[("l1", "emissions", "hit")] == 2
+
+
+def test_only_one_worker_computes_a_missing_key_the_others_wait_for_it() -> None:
+    workers = [TieredCache(lock_wait=5.0) for _ in range(4)]
+    calls = 0
+    started = threading.Event()
+
+    def slow() -> str:
+        nonlocal calls
+        calls += 1
+        started.set()
+        time.sleep(0.3)  # long enough for every other worker to arrive while it runs
+        return "value"
+
+    results: list[str] = []
+
+    def read(cache: TieredCache) -> None:
+        results.append(cache.get_or_compute([NS], "hot", slow))
+
+    first = threading.Thread(target=read, args=(workers[0],))
+    first.start()
+    started.wait(5)
+    others = [threading.Thread(target=read, args=(w,)) for w in workers[1:]]
+    for t in others:
+        t.start()
+    for t in [first, *others]:
+        t.join(10)
+    assert results == ["value"] * 4
+    assert calls == 1
+    assert sum(w.stats.counts[("l2", "emissions", "wait")] for w in workers[1:]) == 3
+
+
+def test_greenlets_of_one_worker_share_one_computation(worker: TieredCache) -> None:
+    calls = 0
+    gate = threading.Event()
+
+    def slow() -> str:
+        nonlocal calls
+        calls += 1
+        gate.wait(5)
+        return "value"
+
+    threads = [threading.Thread(target=worker.get_or_compute, args=([NS], "hot", slow)) for _ in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(0.1)  # let all three queue on the key before the computation ends
+    gate.set()
+    for t in threads:
+        t.join(10)
+    assert calls == 1
+
+
+# -- Redis unreachable ----------------------------------------------------------------------------
+
+UNREACHABLE = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens on port 1: connection refused
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.25, "SOCKET_TIMEOUT": 0.25},
+    }
+}
+
+
+@override_settings(CACHES=UNREACHABLE)
+def test_redis_down_serves_from_l1_and_compute_and_pays_the_failure_once(clock: Clock, caplog) -> None:
+    cache = TieredCache(clock=clock, retry_after=5.0)
+    compute = Computations("a", "b")
+    with caplog.at_level("WARNING", logger="vcci.cache"):
+        assert cache.get_or_compute([NS], "k", compute) == "a"
+        assert cache.get_or_compute([NS], "k", compute) == "a"  # L1, under a process-local version
+    assert compute.calls == 1
+    assert cache.is_down()
+    assert cache.stats.counts[("l2", "emissions", "error")] == 1  # the circuit stayed open after the first failure
+    assert [r.message for r in caplog.records if "unreachable" in r.message]
+    # L1 alone is bounded by its TTL: afterwards the value is recomputed from the database.
+    clock.advance(2.1)
+    assert cache.get_or_compute([NS], "k", compute) == "b"
+
+
+@override_settings(CACHES=UNREACHABLE)
+def test_redis_down_a_write_is_seen_at_once_by_its_worker(clock: Clock) -> None:
+    cache = TieredCache(clock=clock)
+    compute = Computations("old", "new")
+    assert cache.get_or_compute([NS], "k", compute) == "old"
+    cache.bump(NS)
+    assert cache.get_or_compute([NS], "k", compute) == "new"
+
+
+class FlakyRedis:
+    """Wraps the real client; raises ConnectionError while ``down``."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.down = False
+
+    def __getattr__(self, name: str) -> Any:
+        if self.down:
+            raise RedisConnectionError("simulated outage")
+        return getattr(self.real, name)
+
+
+def test_bumps_made_during_an_outage_are_sent_on_recovery(clock: Clock) -> None:
+    cache = TieredCache(clock=clock, retry_after=5.0)
+    flaky = FlakyRedis(get_redis_connection("default"))
+    cache._client = flaky
+    other = TieredCache()  # a worker that never lost Redis
+    assert other.get_or_compute([NS], "k", Computations("old")) == "old"
+
+    flaky.down = True
+    cache.bump(NS)  # fails: kept for later
+    assert other.get_or_compute([NS], "k", Computations("new")) == "old"
+
+    flaky.down = False
+    clock.advance(5.1)  # the circuit half-opens; the next call succeeds and flushes the pending bump
+    cache.versions([org_ns(99, "emissions")])
+    assert not cache.is_down()
+    other.clear_local()
+    assert other.get_or_compute([NS], "k", Computations("new")) == "new"
+
+
+def test_without_redis_versions_are_local_and_live_for_the_l1_ttl(clock: Clock) -> None:
+    with override_settings(CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}):
+        cache = TieredCache(clock=clock)
+        compute = Computations("old", "new")
+        assert cache.get_or_compute([NS], "k", compute) == "old"
+        assert cache.get_or_compute([NS], "k", compute) == "old"
+        clock.advance(2.1)
+        assert cache.get_or_compute([NS], "k", compute) == "new"
+        assert not cache.stats.counts[("l2", "emissions", "error")]
+
+
+def test_disabled_cache_always_computes() -> None:
+    cache = TieredCache(enabled=False)
+    compute = Computations(1, 2)
+    assert cache.get_or_compute([NS], "k", compute) == 1
+    assert cache.get_or_compute([NS], "k", compute) == 2
+
+
+# -- invalidate() and transactions ----------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_invalidate_bumps_again_after_commit_so_a_read_during_the_write_cannot_stick() -> None:
+    reader = TieredCache()  # another worker, reading while the write is uncommitted
+    compute = Computations("before", "after")
+    with transaction.atomic():
+        invalidate(NS)
+        assert reader.get_or_compute([NS], "k", compute) == "before"  # stored under the first bump's version
+    reader.clear_local()  # its L1 copy of the version has expired
+    assert reader.get_or_compute([NS], "k", compute) == "after"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_invalidate_in_a_rolled_back_transaction_bumps_only_once() -> None:
+    (before,) = tiered().versions([NS])
+    with pytest.raises(RuntimeError), transaction.atomic():
+        invalidate(NS)
+        raise RuntimeError("rolled back")
+    tiered().clear_local()
+    (after,) = tiered().versions([NS])
+    assert int(after.value) == int(before.value) + 1  # the after-commit bump never ran; the extra one is harmless
+
+
+def test_settings_changes_rebuild_the_process_cache() -> None:
+    first = tiered()
+    with override_settings(CACHE_L1_TTL=7.0):
+        assert tiered() is not first
+        assert tiered().l1_ttl == 7.0
+
+
+def test_counters_are_flushed_to_redis_for_every_worker_to_sum(worker: TieredCache) -> None:
+    worker.get_or_compute([NS], "k", Computations(1))
+    worker.get_or_compute([NS], "k", Computations(1))
+    worker.flush_stats()
+    stats = {k.decode(): v.decode() for k, v in get_redis_connection("default").hgetall(STATS_KEY).items()}
+    assert stats["l1|emissions|hit"] == "1"
+    assert stats["db|emissions|compute"] == "1"
+    assert float(stats["l2|emissions|seconds"]) > 0
+    worker.flush_stats()  # nothing new: nothing added
+    again = {k.decode(): v.decode() for k, v in get_redis_connection("default").hgetall(STATS_KEY).items()}
+    assert again["l1|emissions|hit"] == "1"
+
+
+def test_namespace_keys() -> None:
+    assert Namespace("factors").key == "factors"
+    assert org_ns(12, "emissions").key == "org12:emissions"
