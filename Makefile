@@ -18,12 +18,13 @@ DEMO_USER ?= analyst
 DEMO_ACTIVITIES ?= 20000
 BIND ?= 0.0.0.0:8000
 
-.PHONY: help install env services createdb migrate factors seed run serve test lint typecheck check ci clean bench-db
+.PHONY: help install env services createdb migrate factors seed run serve test lint typecheck check ci clean bench-db bench-cache
 
 help:
 	@echo "make run    - install, migrate, import factors, seed a demo org, serve on :8000 (gunicorn + gevent)"
 	@echo "make test   - the whole test suite (needs PostgreSQL and Redis)"
 	@echo "make lint   - ruff;  make typecheck - mypy;  make check - Django system and migration checks"
+	@echo "make bench-cache - emissions summary and list page uncached / Redis / memory / 304 (docs/benchmarks/cache.md)"
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -91,6 +92,12 @@ bench-db: factors
 	$(PY) manage.py seed_demo --org $(BENCH_ORG)-neighbour --activities $(BENCH_ACTIVITIES) --seed 43 --if-empty
 	set -o pipefail; $(PY) manage.py check_indexes --org $(BENCH_ORG) | tee docs/benchmarks/check_indexes.txt
 	$(PY) manage.py bench_db --org $(BENCH_ORG) --runs $(BENCH_RUNS) --out docs/benchmarks/db.md
+
+# The cache benchmark: the emissions summary and list page through the whole stack (in-process client, token
+# auth), uncached, from Redis (L2), from process memory (L1) and as 304s (docs/benchmarks/cache.md). Seeds
+# organization $(BENCH_ORG) ($(BENCH_ACTIVITIES) activities, as bench-db does) only if it has none.
+bench-cache: factors
+	$(PY) manage.py bench_cache --org $(BENCH_ORG) --activities $(BENCH_ACTIVITIES) --output docs/benchmarks/cache.md
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .mypy_cache .ruff_cache

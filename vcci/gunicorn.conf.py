@@ -38,11 +38,21 @@ greenlets give many concurrent requests per process for little memory.
 
 No ``post_fork``/``on_starting`` hook is needed: the worker class already patches at the
 right moment, and psycopg detects the patching on its own.
+
+Cache warm-up on boot
+---------------------
+With ``CACHE_WARM_ON_BOOT`` on (settings), ``post_worker_init`` below starts
+``perf.warm.warm_on_boot``: each worker, once its application is loaded, fills the cache for
+every organization with activity data in the background (a greenlet under gevent, else a
+daemon thread) while it already serves. The first worker fills Redis (L2); the others and
+recycled workers (``GUNICORN_MAX_REQUESTS``) mostly find it there. The hook imports Django
+lazily, inside the function: this file is read by the master too.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 
 def _int(name: str, default: int) -> int:
@@ -80,3 +90,18 @@ access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms %(D)sus "%(a)s"'
 # Behind a reverse proxy on the same host, trust its X-Forwarded-* headers.
 forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1")
 proc_name = "vcci"
+
+
+def post_worker_init(worker: Any) -> None:
+    """Start the background cache warm-up of this worker (``perf.warm.warm_on_boot``); never raises.
+
+    Gunicorn calls it in the worker after ``load_wsgi()``, so gevent has patched and Django is set
+    up: importing the project here is safe, unlike at the top of this file (read by the master).
+    """
+    try:
+        from perf.warm import warm_on_boot
+
+        warm_on_boot(worker)
+    except Exception:
+        # A cold cache only costs speed; a worker that fails to boot costs capacity.
+        worker.log.exception("Could not start the cache warm-up; the worker serves with a cold cache")

@@ -184,11 +184,18 @@ if REDIS_URL:
                 # stops trying for CACHE_RETRY_AFTER seconds, so the timeout is paid once per outage, not per call.
                 "SOCKET_CONNECT_TIMEOUT": env.float("REDIS_CONNECT_TIMEOUT", default=0.25),
                 "SOCKET_TIMEOUT": env.float("REDIS_SOCKET_TIMEOUT", default=0.25),
-                # Bounded per process: a greenlet beyond the bound waits up to REDIS_POOL_TIMEOUT seconds for a
-                # connection instead of opening one more. redis-py uses hiredis's parser when it is installed.
+                # Bounded per process, by default to the worker's concurrency (greenlets under gevent) so that no
+                # request waits for a connection; with a smaller bound a request waits up to REDIS_POOL_TIMEOUT
+                # seconds, then counts as a Redis failure. redis-py uses hiredis's parser when it is installed.
                 "CONNECTION_POOL_CLASS": "redis.BlockingConnectionPool",
                 "CONNECTION_POOL_KWARGS": {
-                    "max_connections": env.int("REDIS_MAX_CONNECTIONS", default=50),
+                    "max_connections": env.int(
+                        "REDIS_MAX_CONNECTIONS",
+                        default=worker_concurrency(
+                            env.str("GUNICORN_WORKER_CLASS", default="gevent"),
+                            env.int("GUNICORN_WORKER_CONNECTIONS", default=100),
+                        ),
+                    ),
                     "timeout": env.float("REDIS_POOL_TIMEOUT", default=0.25),
                 },
             },

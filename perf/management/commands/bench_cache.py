@@ -1,0 +1,475 @@
+"""``manage.py bench_cache``: two read endpoints uncached, from Redis (L2), from process memory (L1) and as 304s.
+
+Endpoints, requested through the whole Django stack in-process (``APIClient``: middleware, DRF,
+token authentication, the view, the renderer; no network), signed in with a temporary member of
+the organization:
+
+- the emissions summary, ``GET /api/v1/emissions/summary/?group_by=category``;
+- the emissions list's first page, ``GET /api/v1/emissions/``.
+
+States, each measured on every request of every round:
+
+- ``uncached``: ``CACHE_ENABLED=False`` (``override_settings``; ``perf.cache`` rebuilds its cache on
+  the change), so the token authentication and the view both query the database;
+- ``L2``: caching on, this process's L1 emptied before each request, so the versions, the token's
+  user and the response body come from Redis;
+- ``L1``: the same request repeated right after an untimed identical one: everything from memory;
+- ``304``: as ``L1``, with ``If-None-Match`` carrying the ETag of an earlier response.
+
+The states are measured interleaved (one round sends one request per endpoint and state, in turn),
+so a drift in the machine's state affects them alike. What prepares a state (the settings override,
+emptying L1, the warming request) runs outside the timed part. Every response's status is checked,
+and every 200 body against the uncached one, byte for byte; the command fails otherwise. One more
+request per state, outside the timing, counts its SQL statements (``CaptureQueriesContext``) and
+its Redis calls (the cache's own statistics).
+
+When the organization has no activities it is seeded first (``seed_demo``), and the emissions and
+activities tables get ``VACUUM (ANALYZE)`` before the run, as ``bench_db`` leaves them.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connection
+from django.http import HttpResponse
+from django.test.utils import CaptureQueriesContext, override_settings
+from django.urls import reverse
+from django.utils import timezone
+from django_redis import get_redis_connection
+from rest_framework.test import APIClient
+
+from emissions.models import ActivityRecord, Emission, Organization
+from emissions.services.organizations import org_user_create
+from perf import bench
+from perf.bench import _ms  # bench_db's time format, so the two reports read alike
+from perf.cache import TieredCache, tiered
+from perf.db import refresh_statistics
+
+DEFAULT_OUT = "docs/benchmarks/cache.md"
+DEFAULT_ORG = "bench"
+DEFAULT_ACTIVITIES = 1_000_000  # as bench_db (make bench-db), so both reports describe the same data
+# One round is one request per endpoint and state: about 0.3 s on a 1M-row organization, where the uncached
+# summary alone takes ~250 ms; 200 rounds keep a whole run (with the VACUUM and the row counts) under 3 minutes
+# and give enough samples for a 95th percentile.
+DEFAULT_ROUNDS = 200
+# Below this many samples a 95th percentile is one of the few slowest requests, not a percentile.
+P95_MIN_SAMPLES = 20
+CLIENT_USERNAME = "bench-cache-client"
+STATES = ("uncached", "L2", "L1", "304")
+STATE_LABELS = {
+    "uncached": "uncached (CACHE_ENABLED=False)",
+    "L2": "L2: Redis (L1 emptied before each request)",
+    "L1": "L1: process memory (warm)",
+    "304": "304 Not Modified (If-None-Match, warm)",
+}
+# What the cache's design promises (docs/cache.md): one query for the token, one for the data, none once cached.
+EXPECTED_QUERIES = {"uncached": 2, "L2": 0, "L1": 0, "304": 0}
+TABLE_NAME = re.compile(r'\bFROM\s+"?(\w+)"?', re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One URL the benchmark requests, with the name the report gives it."""
+
+    name: str
+    url: str
+
+
+@dataclass
+class State:
+    """One way of sending an endpoint's request.
+
+    ``setup()`` is entered before the clock starts and left after it stops (a settings override,
+    emptying L1, a warming request); ``send()`` is the timed request itself.
+    """
+
+    endpoint: Endpoint
+    name: str
+    setup: Callable[[], AbstractContextManager[Any]]
+    send: Callable[[], HttpResponse]
+
+
+@dataclass
+class Result:
+    """A state's timings and what one of its requests cost in SQL statements and Redis calls."""
+
+    state: str
+    samples: list[float] = field(default_factory=list)
+    queries: int = 0
+    tables: list[str] = field(default_factory=list)
+    redis_calls: int = 0
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def p95(self) -> float | None:
+        if len(self.samples) < P95_MIN_SAMPLES:
+            return None
+        return statistics.quantiles(self.samples, n=20, method="inclusive")[-1]
+
+
+@dataclass
+class EndpointReport:
+    """An endpoint's results in ``STATES`` order and the size of its response body."""
+
+    endpoint: Endpoint
+    results: dict[str, Result]
+    body_bytes: int
+
+    def ratio(self, state: str) -> float:
+        """How many times faster ``state`` answered than the uncached request (medians)."""
+        return self.results["uncached"].median / max(self.results[state].median, 1e-9)
+
+
+def _redis_calls(cache: TieredCache) -> int:
+    """L2 round trips the cache has made so far, without its periodic statistics flushes."""
+    return sum(
+        int(entry[0]) for (tier, resource), entry in cache.stats.latency.items() if tier == "l2" and resource != "stats"
+    )
+
+
+class Command(BaseCommand):
+    help = (
+        "Benchmark the emissions summary and list page uncached, from Redis (L2), from process memory (L1) "
+        "and as 304s, and write a Markdown report."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--org", default=DEFAULT_ORG, help=f"Slug of the organization (default {DEFAULT_ORG}; seeded if empty)"
+        )
+        parser.add_argument(
+            "--rounds",
+            type=int,
+            default=DEFAULT_ROUNDS,
+            help=f"Timed rounds after one warm-up round; a round sends each request once (default {DEFAULT_ROUNDS})",
+        )
+        parser.add_argument(
+            "--activities",
+            type=int,
+            default=DEFAULT_ACTIVITIES,
+            help=f"Activities seed_demo creates when the organization has none (default {DEFAULT_ACTIVITIES:,})",
+        )
+        parser.add_argument("--output", default=DEFAULT_OUT, help=f"Report file (default {DEFAULT_OUT})")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if connection.vendor != "postgresql":
+            raise CommandError(f"bench_cache needs PostgreSQL; this database is {connection.vendor}.")
+        if not settings.CACHE_ENABLED:
+            raise CommandError("bench_cache measures the cache, and CACHE_ENABLED is off; turn it on.")
+        if not tiered().has_l2:
+            raise CommandError("bench_cache needs Redis for the L2 state (REDIS_URL); the cache has no L2.")
+        rounds, activities = options["rounds"], options["activities"]
+        if rounds < 1:
+            raise CommandError(f"--rounds must be at least 1; got {rounds}.")
+        if activities < 1:
+            raise CommandError(f"--activities must be at least 1; got {activities}.")
+
+        org = self._organization(options["org"], activities)
+        tables = [ActivityRecord._meta.db_table, Emission._meta.db_table]
+        # The uncached requests should meet the tables as bench_db leaves them: fresh statistics and the
+        # visibility map set, so the summary gets its index-only scan. Cheap when nothing changed since.
+        statement = refresh_statistics(tables, vacuum=True)
+        emissions = Emission.objects.for_org(org).count()
+        if not emissions:
+            raise CommandError(f"--org: '{org.slug}' has activities but no emissions; nothing to read.")
+
+        endpoints = [
+            Endpoint("Emissions summary by category", f"{reverse('emission-summary')}?group_by=category"),
+            Endpoint("Emissions list, first page", reverse("emission-list")),
+        ]
+        # A committed API user for the run, deleted afterwards with its token and membership (as bench_db's POST
+        # benchmark does): the token is what every request authenticates with, from the database or the cache.
+        user, key = org_user_create(organization=org, username=CLIENT_USERNAME, staff=False)
+        try:
+            # The test client's host is "testserver".
+            with override_settings(ALLOWED_HOSTS=["testserver"]):
+                reports = self._run(APIClient(HTTP_AUTHORIZATION=f"Token {key}"), endpoints, rounds)
+        finally:
+            user.delete()
+
+        counts = {
+            f"organization '{org.slug}' activities": ActivityRecord.objects.for_org(org).count(),
+            f"organization '{org.slug}' emissions": emissions,
+            "all activities": ActivityRecord.objects.count(),
+            "all emissions": Emission.objects.count(),
+        }
+        markdown = self._markdown(reports, counts, options, statement)
+        out = Path(options["output"])
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(markdown, encoding="utf-8")
+        self.stdout.write(markdown)
+        self.stdout.write(self.style.SUCCESS(f"Wrote {out}."))
+        self.reports = reports  # for callers (tests) that inspect the structure
+
+    def _organization(self, slug: str, activities: int) -> Organization:
+        """The organization, seeded with ``activities`` activities by ``seed_demo`` when it has none."""
+        org = Organization.objects.filter(slug=slug).first()
+        if org is None or not ActivityRecord.objects.for_org(org).exists():
+            self.stdout.write(f"Organization '{slug}' has no activities: seeding {activities:,} (seed_demo).")
+            # seed_demo creates the organization when missing and ends with VACUUM (ANALYZE) itself.
+            call_command("seed_demo", "--org", slug, "--activities", str(activities), stdout=self.stdout)
+            org = Organization.objects.get(slug=slug)
+        return org
+
+    # -- measurement ---------------------------------------------------------------------------
+
+    def _states(self, client: APIClient, endpoint: Endpoint, etag: str) -> list[State]:
+        """The four states of ``endpoint``, in ``STATES`` order."""
+
+        def get() -> HttpResponse:
+            return client.get(endpoint.url, HTTP_ACCEPT="application/json")
+
+        def conditional() -> HttpResponse:
+            return client.get(endpoint.url, HTTP_ACCEPT="application/json", HTTP_IF_NONE_MATCH=etag)
+
+        def uncached() -> AbstractContextManager[Any]:
+            return override_settings(CACHE_ENABLED=False)
+
+        @contextmanager
+        def l1_emptied() -> Iterator[None]:
+            tiered().clear_local()
+            yield
+
+        def warmed(send: Callable[[], HttpResponse]) -> Callable[[], AbstractContextManager[Any]]:
+            # The untimed request just before makes the timed one a repeat: body, token and versions are in L1,
+            # whatever the previous state did to this process's cache (the uncached state rebuilds it).
+            @contextmanager
+            def setup() -> Iterator[None]:
+                send()
+                yield
+
+            return setup
+
+        return [
+            State(endpoint, "uncached", uncached, get),
+            State(endpoint, "L2", l1_emptied, get),
+            State(endpoint, "L1", warmed(get), get),
+            State(endpoint, "304", warmed(conditional), conditional),
+        ]
+
+    def _run(self, client: APIClient, endpoints: list[Endpoint], rounds: int) -> list[EndpointReport]:
+        references: dict[Endpoint, bytes] = {}
+        states: list[State] = []
+        for endpoint in endpoints:
+            with override_settings(CACHE_ENABLED=False):
+                reference = client.get(endpoint.url, HTTP_ACCEPT="application/json")
+            self._check_status(endpoint, "uncached", reference, 200)
+            references[endpoint] = reference.content
+            cached = client.get(endpoint.url, HTTP_ACCEPT="application/json")
+            self._check_status(endpoint, "L2", cached, 200)
+            if "ETag" not in cached:
+                raise CommandError(f"GET {endpoint.url} answered without an ETag: is its view cached?")
+            states += self._states(client, endpoint, cached["ETag"])
+
+        def check(state: State, response: HttpResponse) -> None:
+            endpoint = state.endpoint
+            if state.name == "304":
+                if response.status_code == 200:
+                    # The ETag is the namespaces' versions: a write to the organization's data (or a factor import)
+                    # during the run made it stale, and every later measurement would mix states.
+                    raise CommandError(f"GET {endpoint.url} answered 200 to a current ETag: did the data change?")
+                self._check_status(endpoint, state.name, response, 304)
+                if response.content:
+                    raise CommandError(f"GET {endpoint.url} answered 304 with a body.")
+                return
+            self._check_status(endpoint, state.name, response, 200)
+            if response.content != references[endpoint]:
+                raise CommandError(
+                    f"GET {endpoint.url}: the {state.name} body differs from the uncached one "
+                    f"({len(response.content):,} vs {len(references[endpoint]):,} bytes); the cache served other data."
+                )
+
+        results = [Result(state.name) for state in states]
+        # Round 0 warms up (PostgreSQL's buffers, Django's compiled queries, the L2 entries); it is not recorded.
+        for i in range(rounds + 1):
+            for state, result in zip(states, results, strict=True):
+                with state.setup():
+                    started = time.perf_counter()
+                    response = state.send()
+                    elapsed = time.perf_counter() - started
+                check(state, response)
+                if i:
+                    result.samples.append(elapsed)
+
+        for state, result in zip(states, results, strict=True):
+            with state.setup():
+                cache = tiered()  # inside the setup: the uncached state's override builds its own
+                redis_before = _redis_calls(cache)
+                with CaptureQueriesContext(connection) as captured:
+                    response = state.send()
+                result.redis_calls = _redis_calls(cache) - redis_before
+            check(state, response)
+            result.queries = len(captured.captured_queries)
+            result.tables = [m.group(1) for q in captured.captured_queries if (m := TABLE_NAME.search(q["sql"]))]
+
+        reports = []
+        for i, endpoint in enumerate(endpoints):
+            mine = results[i * len(STATES) : (i + 1) * len(STATES)]
+            reports.append(EndpointReport(endpoint, {r.state: r for r in mine}, len(references[endpoint])))
+        return reports
+
+    @staticmethod
+    def _check_status(endpoint: Endpoint, state: str, response: HttpResponse, expected: int) -> None:
+        if response.status_code != expected:
+            body = response.content[:500]
+            raise CommandError(
+                f"GET {endpoint.url} ({state}) answered {response.status_code}, expected {expected}: {body!r}"
+            )
+
+    # -- report --------------------------------------------------------------------------------
+
+    def _findings(self, reports: list[EndpointReport]) -> list[str]:
+        findings = []
+        for report in reports:
+            r = report.results
+            uncached = r["uncached"]
+            tables = ", ".join(uncached.tables) or "no table"
+            findings.append(
+                f"{report.endpoint.name}: uncached {_ms(uncached.median)} ({uncached.queries} SQL statements: "
+                f"{tables}); from L1 {_ms(r['L1'].median)} ({report.ratio('L1'):,.1f}x faster), from Redis "
+                f"{_ms(r['L2'].median)} ({report.ratio('L2'):,.1f}x, {r['L2'].redis_calls} Redis calls), "
+                f"a 304 {_ms(r['304'].median)} ({report.ratio('304'):,.1f}x)."
+            )
+        for report in reports:
+            r = report.results
+            extra = r["L2"].median - r["L1"].median
+            share = extra / max(r["L2"].median, 1e-9)
+            findings.append(
+                f"{report.endpoint.name}: a miss in this worker's memory that Redis answers adds {_ms(extra)} to the "
+                f"L1 time ({share:.0%} of the L2 request), for {r['L2'].redis_calls} Redis calls and a "
+                f"{report.body_bytes:,}-byte body: what a worker pays for a response it has not served within "
+                f"CACHE_L1_TTL ({settings.CACHE_L1_TTL:g} s)."
+            )
+            saved = r["L1"].median - r["304"].median
+            verdict = f"{_ms(saved)} faster" if saved >= 0 else f"{_ms(-saved)} slower"
+            findings.append(
+                f"{report.endpoint.name}: a 304 is {verdict} than the L1 200 in-process; over a network it also "
+                f"spares sending the {report.body_bytes:,}-byte body."
+            )
+        off = [
+            f"{report.endpoint.name} {state}: {report.results[state].queries}"
+            for report in reports
+            for state in STATES
+            if report.results[state].queries != EXPECTED_QUERIES[state]
+        ]
+        expected = ", ".join(f"{state} {n}" for state, n in EXPECTED_QUERIES.items())
+        if off:
+            findings.append(f"SQL statements differ from the design's ({expected}): {'; '.join(off)}.")
+        else:
+            findings.append(f"SQL statements per request are as designed ({expected}) for both endpoints.")
+        return findings
+
+    def _markdown(
+        self, reports: list[EndpointReport], counts: dict[str, int], options: dict[str, Any], statement: str | None
+    ) -> str:
+        rounds = options["rounds"]
+        lines = [
+            "# Cache benchmark: uncached vs Redis (L2) vs process memory (L1) vs 304",
+            "",
+            "Generated by `manage.py bench_cache`; do not edit by hand. Each request goes through the whole Django",
+            "stack in-process (test client: middleware, DRF, token authentication, view, renderer; no network, one",
+            f"thread), signed in with a member's API token. Times are medians of {rounds:,} rounds after one warm-up",
+            "round; in each round every endpoint and state is requested once, in turn (interleaved). *req/s* is",
+            "1 / median (one client, one after another); *vs uncached* is uncached median / state median; *SQL*",
+            "and *Redis calls* are those of one request of the state. Every 200 body was checked byte-identical to",
+            "the uncached one, every 304 bodiless.",
+        ]
+        for report in reports:
+            lines += [
+                "",
+                f"## {report.endpoint.name}: `GET {report.endpoint.url}`",
+                "",
+                f"Response body: {report.body_bytes:,} bytes of JSON.",
+                "",
+                "| state | median | p95 | req/s | SQL | Redis calls | vs uncached |",
+                "|---|---|---|---|---|---|---|",
+            ]
+            for state in STATES:
+                result = report.results[state]
+                p95 = "—" if result.p95 is None else _ms(result.p95)
+                lines.append(
+                    f"| {STATE_LABELS[state]} | {_ms(result.median)} | {p95} | {1 / max(result.median, 1e-9):,.0f} "
+                    f"| {result.queries} | {result.redis_calls} | {report.ratio(state):,.1f}x |"
+                )
+        lines += ["", "## What the numbers show", ""]
+        lines += [f"- {finding}" for finding in self._findings(reports)]
+        machine = bench.machine_description(counts)
+        lines += ["", "## Machine", ""]
+        lines += [f"- **{key}**: {value}" for key, value in self._machine(machine).items()]
+        lines += ["", "## Reproduce", "", "```sh", self._command(options), "```", ""]
+        lines += [f"Run on {timezone.now().strftime('%Y-%m-%d %H:%M UTC')}."]
+        lines += ["", "## Notes", ""]
+        notes = [
+            f"Rounds: {rounds:,} after one warm-up round"
+            + ("" if rounds >= P95_MIN_SAMPLES else f"; p95 needs at least {P95_MIN_SAMPLES} samples")
+            + ". What prepares a state ran outside the timing: the settings override (uncached), emptying "
+            "this process's L1 (L2), the identical request just before (L1 and 304).",
+            "uncached: CACHE_ENABLED=False through override_settings; the token authentication then reads the "
+            "token, user, membership and organization from the database on every request, as the view its data.",
+            "L2: the versions, the token's user and the body come from Redis and are promoted into L1, as in a "
+            "worker that has not served this response within CACHE_L1_TTL.",
+            "304: If-None-Match carries the ETag of a cached 200 response taken before the run; no write "
+            "happened during the run, so it stayed current.",
+            f"The run starts with {statement or 'no statistics refresh'} of the activities and emissions tables "
+            "(seed_demo ends with the same after seeding); it writes nothing else but its temporary API user "
+            f"('{CLIENT_USERNAME}'), created before the run and deleted after it with its token and membership.",
+        ]
+        lines += [f"- {note}" for note in notes]
+        return "\n".join(lines) + "\n"
+
+    @staticmethod
+    def _machine(machine: dict[str, str]) -> dict[str, str]:
+        """bench_db's machine description with the Redis version and the cache settings after the database."""
+        redis_version = get_redis_connection("default").info("server").get("redis_version", "unknown")
+        cache_settings = ", ".join(
+            f"{name}={getattr(settings, name)}"
+            for name in (
+                "CACHE_L1_TTL",
+                "CACHE_L1_MAX_ENTRIES",
+                "CACHE_L2_TTL",
+                "CACHE_NEGATIVE_TTL",
+                "CACHE_LOCK_WAIT",
+                "CACHE_VERSION",
+                "DEBUG",
+            )
+        )
+        described: dict[str, str] = {}
+        for key, value in machine.items():
+            described[key] = value
+            if key == "Database":
+                described["Redis"] = f"Redis {redis_version}"
+                described["Settings"] = cache_settings
+        return described
+
+    @staticmethod
+    def _command(options: dict[str, Any]) -> str:
+        """The command line that reproduces this run, without machine paths or credentials."""
+        parts = ["python", "manage.py", "bench_cache", "--org", options["org"]]
+        if options["rounds"] != DEFAULT_ROUNDS:
+            parts += ["--rounds", str(options["rounds"])]
+        if options["activities"] != DEFAULT_ACTIVITIES:
+            parts += ["--activities", str(options["activities"])]
+        out = options["output"]
+        if out != DEFAULT_OUT and not Path(out).is_absolute():
+            parts += ["--output", out]
+        command = " ".join(shlex.quote(p) for p in parts)
+        make = f"make bench-cache BENCH_ORG={shlex.quote(options['org'])}"
+        return (
+            f"{make}   # default rounds; seeds it ({DEFAULT_ACTIVITIES:,} activities) if it has none. This run:\n"
+            f"DATABASE_URL=postgres://USER@HOST:5432/DBNAME REDIS_URL=redis://HOST:6379/DB {command}"
+        )
