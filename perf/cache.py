@@ -45,7 +45,7 @@ import weakref
 from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from cachetools import TLRUCache
 from django.conf import settings
@@ -102,6 +102,18 @@ class Version:
     changed_at: float
 
 
+class StatsListener(Protocol):
+    """Receives every cache event as it is counted (e.g. Prometheus counters, which sum across workers)."""
+
+    def count(self, tier: str, resource: str, event: str, n: int) -> None: ...
+
+    def observe(self, tier: str, resource: str, seconds: float) -> None: ...
+
+
+# Every TieredCache's Stats reports to these too; append once at startup (no lock: read-only afterwards).
+STATS_LISTENERS: list[StatsListener] = []
+
+
 class Stats:
     """Counters per (tier, namespace resource, event) and latency per (tier, resource).
 
@@ -118,9 +130,13 @@ class Stats:
         self._unflushed_seconds: defaultdict[str, float] = defaultdict(float)
 
     def count(self, tier: str, resource: str, event: str, n: int = 1) -> None:
+        if not n:
+            return
         with self._lock:
             self.counts[(tier, resource, event)] += n
             self._unflushed[f"{tier}|{resource}|{event}"] += n
+        for listener in STATS_LISTENERS:
+            listener.count(tier, resource, event, n)
 
     def observe(self, tier: str, resource: str, seconds: float) -> None:
         with self._lock:
@@ -129,6 +145,13 @@ class Stats:
             entry[1] += seconds
             self._unflushed[f"{tier}|{resource}|calls"] += 1
             self._unflushed_seconds[f"{tier}|{resource}|seconds"] += seconds
+        for listener in STATS_LISTENERS:
+            listener.observe(tier, resource, seconds)
+
+    def snapshot(self) -> dict[tuple[str, str, str], int]:
+        """A copy of the counts, taken under the lock."""
+        with self._lock:
+            return dict(self.counts)
 
     def take_unflushed(self) -> tuple[Counter[str], dict[str, float]]:
         with self._lock:
