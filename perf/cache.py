@@ -12,22 +12,22 @@ Domain code uses a small API:
 **Invalidation by version.** Each cached value lives in one or more namespaces (``Namespace``:
 a resource, per organization or global). A namespace's version lives in Redis and is part of
 every key stored under it, so bumping it makes every older entry unreachable at once: nothing
-is ever deleted or matched by pattern. L2 is therefore never stale. Each worker keeps the
-versions it read in L1 for ``CACHE_L1_TTL`` seconds, so another worker sees a write at most
-that long after it commits; the writing worker sees it at once (its bump updates its own L1).
+is ever deleted or matched by pattern. Each worker keeps the versions it read in L1 for
+``CACHE_L1_TTL`` seconds, so another worker sees a write at most that long after it commits; the
+writing worker sees it at once (its bump updates its own L1, where versions only move forward).
 The bump after commit is the one correctness rests on: a reader that recomputed while the
-write was still uncommitted stored the old data under the first bump's version, which the
-second bump leaves behind. The bump at write time makes the writer's own transaction read its
-writes (a command that writes then warms, a test).
+write was still uncommitted read the old rows and stored them under the first bump's version,
+which the second bump leaves behind. Until then the writing transaction's own reads of those
+namespaces bypass the cache (``writing``): they see rows no one else can.
 
-**Redis down or slow.** Every Redis call has short socket timeouts (settings). A failure is
-logged once per outage, counted (tier ``l2``, event ``error``) and opens a circuit for
-``CACHE_RETRY_AFTER`` seconds, during which L2 is not tried at all, so requests pay the timeout
-once, not on every call. Meanwhile a namespace's version is a process-local one that lives for
-the L1 TTL: each worker serves from its L1 and the database, and its own writes are seen at once.
-Bumps that failed are kept and sent when Redis answers again (recovery is automatic). If a
-worker dies before that, entries of the bumped namespace can stay reachable in L2 until
-``CACHE_L2_TTL``: the worst case, documented in docs/cache.md.
+**Redis down or slow.** Every Redis call has short socket timeouts (settings) and no client
+retries. A failure is logged once per outage, counted (tier ``l2``, event ``error``) and opens a
+circuit for ``CACHE_RETRY_AFTER`` seconds, during which L2 is not tried at all; then one caller
+probes while the others keep skipping it. Meanwhile a namespace's version is a process-local one
+that lives for the L1 TTL: each worker serves from its L1 and the database, and its own writes are
+seen at once. A failed bump is retried twice at once (a blip), then kept and sent when Redis
+answers again or at exit. If a process never reaches Redis again, entries of the namespace it
+bumped stay reachable for others until ``CACHE_L2_TTL``: the worst case, in docs/cache.md.
 
 Without Redis (the embedded default) there is no L2: versions are process-local as above, so
 each worker caches for at most the L1 TTL.
@@ -35,6 +35,8 @@ each worker caches for at most the L1 TTL.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import hashlib
 import itertools
 import logging
@@ -48,6 +50,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from cachetools import TLRUCache
+from django.apps import apps
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.db import transaction
@@ -63,6 +66,8 @@ K = TypeVar("K", bound=Hashable)
 PREFIX = "vcci:c"
 STATS_KEY = f"{PREFIX}:stats"
 TIERS = ("l1", "l2", "db")
+# Seconds between the immediate retries of a failed version bump (a blip should not cost a stale cache).
+BUMP_RETRY_PAUSES = (0.05, 0.2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +172,12 @@ class Stats:
                 self._unflushed_seconds[field] += value
 
 
+def _l1_size(entry: tuple[Any, float]) -> int:
+    payload = entry[0]
+    # Key, tuple and bookkeeping are roughly 200 bytes; versions are small objects.
+    return 200 + (len(payload) if isinstance(payload, bytes) else 0)
+
+
 class _Flight:
     """One key's in-process single-flight lock; dropped (weakly referenced) once nobody waits on it."""
 
@@ -194,7 +205,7 @@ class TieredCache:
         *,
         alias: str | None = "default",
         l1_ttl: float = 2.0,
-        l1_max_entries: int = 5000,
+        l1_max_bytes: int = 64 * 1024 * 1024,
         l2_ttl: int = 600,
         negative_ttl: int = 30,
         lock_timeout: float = 10.0,
@@ -217,9 +228,14 @@ class TieredCache:
         self.clock = clock
         self.wall = wall
         self.stats = Stats()
-        # Entries are (payload, ttl): negative results live shorter than the rest.
+        # Part of every value key and ETag: CACHE_VERSION (set by hand on a deploy that changes a response) and
+        # the models' fields, so a deploy that changes a cached model never rebuilds it from an old row.
+        self.key_version = digest(settings.CACHE_VERSION, schema_fingerprint())[:12]
+        # Entries are (payload, ttl). Bounded by bytes, not entries: one first page of 1,000 rows weighs as much as
+        # ten thousand factor lookups. Least recently used entries go first once it is full.
+        self.l1_max_bytes = l1_max_bytes
         self._l1: TLRUCache[str, tuple[Any, float]] = TLRUCache(
-            maxsize=l1_max_entries, ttu=lambda _key, value, now: now + value[1], timer=clock
+            maxsize=l1_max_bytes, ttu=lambda _key, value, now: now + value[1], timer=clock, getsizeof=_l1_size
         )
         self._l1_lock = threading.RLock()
         self._flights: weakref.WeakValueDictionary[str, _Flight] = weakref.WeakValueDictionary()
@@ -236,8 +252,13 @@ class TieredCache:
         """The django-redis client of ``alias``, or None without Redis or while the circuit is open."""
         if self.alias is None:
             return None
-        if self._down_until is not None and self.clock() < self._down_until:
-            return None
+        if self._down_until is not None:
+            now = self.clock()
+            if now < self._down_until:
+                return None
+            # Half-open: this caller probes; the others keep skipping Redis until it has answered or failed,
+            # so a stalled Redis costs one timeout per retry window, not one per request in flight.
+            self._down_until = now + self.retry_after
         if self._client is None:
             backend = settings.CACHES.get(self.alias, {}).get("BACKEND", "")
             if not backend.startswith("django_redis"):
@@ -283,6 +304,8 @@ class TieredCache:
         self._down_until = self.clock() + self.retry_after
 
     def _recovered(self) -> None:
+        if self._down_until is None:
+            return
         self._down_until = None
         pending, self._pending_bumps = self._pending_bumps, set()
         logger.warning("Redis reachable again; sending %d pending invalidation(s)", len(pending))
@@ -300,6 +323,8 @@ class TieredCache:
         return None if entry is None else entry[0]
 
     def _l1_set(self, key: str, payload: Any, ttl: float) -> None:
+        if _l1_size((payload, ttl)) > self.l1_max_bytes // 16:
+            return  # one value may not take more than a sixteenth of L1; Redis still holds it
         with self._l1_lock:
             self._l1[key] = (payload, ttl)
 
@@ -365,9 +390,28 @@ class TieredCache:
                     version = Version(values[2 * i].decode(), float(values[2 * i + 1] or now))
                 else:
                     version = self._local_version()
-                found[ns] = version
-                self._l1_set(f"v|{ns.key}", version, self.l1_ttl)
+                found[ns] = self._keep_version(ns, version)
         return tuple(found[ns] for ns in namespaces)
+
+    def _keep_version(self, ns: Namespace, version: Version) -> Version:
+        """Store ``version`` as this worker's view of ``ns`` unless it already holds a newer one; return the kept one.
+
+        Versions only move forward in L1: a read that left Redis before this worker's own bump (another
+        greenlet's, or the pending bumps sent on recovery) must not put the older version back, or the
+        writer would serve what it cached before its write. A process-local version (Redis down) is
+        replaced by a Redis one, except while this worker still owes Redis a bump of ``ns``.
+        """
+        key = f"v|{ns.key}"
+        with self._l1_lock:
+            entry = self._l1.get(key)
+            current: Version | None = None if entry is None else entry[0]
+            if current is not None:
+                if current.value.isdigit() and version.value.isdigit() and int(current.value) >= int(version.value):
+                    return current
+                if not current.value.isdigit() and version.value.isdigit() and ns in self._pending_bumps:
+                    return current
+            self._l1[key] = (version, self.l1_ttl)
+        return version
 
     def bump(self, *namespaces: Namespace) -> None:
         """Give each namespace a new version now: in Redis, and in this worker's L1 at once.
@@ -389,21 +433,43 @@ class TieredCache:
                 pipe.set(tkey, repr(now))
             return pipe.execute()
 
+        was_up = self._down_until is None
         results = self._l2(unique[0].resource, incr) if self.has_l2 else None
+        if results is None and self.has_l2 and was_up and self._client is not None:
+            # A blip (one timeout, a pool wait) must not leave the other workers on the old version until this
+            # worker happens to reach Redis again: retry at once, twice, before keeping the bump for later.
+            for pause in BUMP_RETRY_PAUSES:
+                time.sleep(pause)
+                try:
+                    results = incr(self._client)
+                except (RedisError, OSError) as exc:
+                    self._failed(unique[0].resource, exc)
+                    continue
+                self._recovered()
+                break
         for i, ns in enumerate(unique):
             if results is not None:
+                self._pending_bumps.discard(ns)
                 version = Version(str(results[3 * i + 1]), now)
             else:
                 if self.has_l2:
                     self._pending_bumps.add(ns)
                 version = self._local_version()
+            # Unconditional: this worker's own bump is the newest version it knows of.
             self._l1_set(f"v|{ns.key}", version, self.l1_ttl)
+
+    def flush_pending(self) -> None:
+        """Send the bumps Redis missed, now, whatever the circuit says (at process exit, after an outage)."""
+        if self._pending_bumps and self.has_l2:
+            pending = list(self._pending_bumps)
+            self._down_until = None
+            self.bump(*pending)
 
     # -- values --------------------------------------------------------------------------------
 
     def _value_key(self, namespaces: Sequence[Namespace], versions: Sequence[Version], key: str) -> str:
         scope = "+".join(f"{ns.key}@{v.value}" for ns, v in zip(namespaces, versions, strict=True))
-        return f"{PREFIX}:{settings.CACHE_VERSION}:{scope}:{key}"
+        return f"{PREFIX}:{self.key_version}:{scope}:{key}"
 
     def get_or_compute(
         self,
@@ -414,17 +480,20 @@ class TieredCache:
         encode: Callable[[T], Any] = codec.pack,
         decode: Callable[[Any], T] = codec.unpack,
         negative: Callable[[T], bool] | None = None,
+        keep_negative: bool = True,
     ) -> T:
         """The value cached under ``key`` in ``namespaces``, computing and storing it on a miss.
 
         ``encode`` turns the value into bytes for L2 and L1 (L1 keeps the bytes too, so callers
         never share a mutable object); ``negative(value)`` marks a "not found" result, kept only
-        ``CACHE_NEGATIVE_TTL`` seconds in L2. Only one caller per key computes at a time: in this
+        ``CACHE_NEGATIVE_TTL`` seconds in L2 (not at all with ``keep_negative=False``, where a flood
+        of distinct unknown keys is the likely abuse, e.g. random tokens). Only one caller per key
+        computes at a time: in this
         process (a lock per key) and across workers (a Redis lock, waited on for at most
         ``CACHE_LOCK_WAIT`` seconds, after which the waiter computes anyway).
         """
         resource = namespaces[0].resource
-        if not self.enabled:
+        if not self.enabled or writing(namespaces):
             return self._compute(resource, compute)
         full = self._value_key(namespaces, self.versions(namespaces), key)
         raw = self._l1_lookup(resource, full)
@@ -450,7 +519,9 @@ class TieredCache:
                         self.stats.count("l2", resource, "wait")
                         return decode(raw)
                 value = self._compute(resource, compute)
-                self._store(resource, full, encode(value), negative is not None and negative(value))
+                is_negative = negative is not None and negative(value)
+                if keep_negative or not is_negative:
+                    self._store(resource, full, encode(value), is_negative)
                 return value
             finally:
                 if acquired:
@@ -473,7 +544,7 @@ class TieredCache:
         pipelined L2 write. Batches take no stampede lock: a batch is one caller's bulk load."""
         resource = namespaces[0].resource
         wanted = list(dict.fromkeys(keys))
-        if not self.enabled:
+        if not self.enabled or writing(namespaces):
             return dict(self._compute(resource, lambda: compute_missing(wanted)))
         versions = self.versions(namespaces)
         full = {k: self._value_key(namespaces, versions, key_str(k)) for k in wanted}
@@ -553,6 +624,8 @@ class TieredCache:
             self.stats.count("l2", resource, "store")
 
     def _release(self, resource: str, lock: Any) -> None:
+        if self._down_until is not None:
+            return  # Redis failed meanwhile: do not pay a second timeout; the lock expires by itself (lock_timeout)
         try:
             lock.release()
         except LockError:
@@ -595,10 +668,21 @@ class TieredCache:
             self.stats.give_back(counts, seconds)
 
 
+@functools.cache
+def schema_fingerprint() -> str:
+    """A hash of every installed model's concrete fields (names, columns, types)."""
+    fields = sorted(
+        (model._meta.label, f.attname, f.get_internal_type())
+        for model in apps.get_models()
+        for f in model._meta.concrete_fields
+    )
+    return digest(fields)
+
+
 def cache_from_settings() -> TieredCache:
     return TieredCache(
         l1_ttl=settings.CACHE_L1_TTL,
-        l1_max_entries=settings.CACHE_L1_MAX_ENTRIES,
+        l1_max_bytes=settings.CACHE_L1_MAX_BYTES,
         l2_ttl=settings.CACHE_L2_TTL,
         negative_ttl=settings.CACHE_NEGATIVE_TTL,
         lock_wait=settings.CACHE_LOCK_WAIT,
@@ -621,6 +705,14 @@ def tiered() -> TieredCache:
     return _instance
 
 
+@atexit.register
+def _flush_at_exit() -> None:
+    # A command (import_factors, seed_demo) that wrote during a Redis blip would otherwise take its bumps with it.
+    if _instance is not None:
+        _instance.flush_pending()
+        _instance.flush_stats()
+
+
 def reset() -> None:
     """Drop this process's cache; the next ``tiered()`` builds a new one from settings."""
     global _instance
@@ -635,17 +727,51 @@ def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
 setting_changed.connect(_on_setting_changed)
 
 
-def invalidate(*namespaces: Namespace) -> None:
-    """Bump ``namespaces`` now and once more after the current transaction commits.
+_WRITES = "vcci_cache_writes"
 
-    Call it from the write path itself, inside the transaction. The bump after commit is the
-    one readers depend on (see the module docstring); outside a transaction there is one bump.
+
+def _real_blocks(connection: Any) -> list[Any]:
+    # The test runner wraps each test in atomic blocks of its own; they are not the application's transactions.
+    return [block for block in connection.atomic_blocks if not getattr(block, "_from_testcase", False)]
+
+
+def invalidate(*namespaces: Namespace) -> None:
+    """Bump ``namespaces`` now, and again after the current transaction commits.
+
+    Call it from the write path itself, inside its transaction. Outside one (autocommit) the write
+    is already committed and one bump is enough. Inside one:
+
+    - the bump after commit (``transaction.on_commit``) is what other workers rely on: anything
+      they computed before the commit read the old rows, and stays behind under the older version;
+    - the bump now keeps other workers from serving what was cached before the write for longer
+      than necessary, and is harmless if the transaction rolls back (they recompute the old rows);
+    - until the transaction ends, this connection's own reads of ``namespaces`` bypass the cache
+      (``writing``): they see rows no one else can, which must never be stored or served.
     """
     if not namespaces:
         return
+    connection = transaction.get_connection()
+    blocks = _real_blocks(connection)
     tiered().bump(*namespaces)
-    if transaction.get_connection().in_atomic_block:
-        transaction.on_commit(lambda: tiered().bump(*namespaces))
+    if not blocks:
+        return
+    writes: dict[Namespace, Any] = connection.__dict__.setdefault(_WRITES, {})
+    for ns in namespaces:
+        writes[ns] = blocks[0]
+    transaction.on_commit(lambda: tiered().bump(*namespaces))
+
+
+def writing(namespaces: Sequence[Namespace]) -> bool:
+    """Whether the current transaction has written to any of ``namespaces`` (its reads must bypass the cache)."""
+    connection = transaction.get_connection()
+    writes = connection.__dict__.get(_WRITES)
+    if not writes or not connection.in_atomic_block:
+        return False
+    for ns in namespaces:
+        block = writes.get(ns)
+        if block is not None and any(open_block is block for open_block in connection.atomic_blocks):
+            return True
+    return False
 
 
 def digest(*parts: object) -> str:

@@ -1,19 +1,21 @@
 """Conditional GET and response caching for DRF read endpoints.
 
 A view that mixes in ``CachedResponseMixin`` names the namespaces its responses are read from.
-For each GET it computes, before the view body runs, an ETag from those namespaces' versions and
-the request (organization, scheme and host, path, query, media type, ``CACHE_VERSION``):
+For each GET it computes, before the view body runs, a key and ETag from those namespaces'
+versions and the request (organization, scheme and host, path, query, media type, and the
+cache's key version: ``CACHE_VERSION`` plus the models' schema). Then:
 
+- the body comes from the two-level cache (``perf.cache``) under that key when the view keeps it
+  there (``cache_body``: first pages, summaries, details, made only of parameters the view knows),
+  else from the view;
 - a matching ``If-None-Match`` (or, without one, an ``If-Modified-Since`` not older than the
-  namespaces' last change) is answered ``304 Not Modified`` without running the view, so with a
-  cached authentication it costs no database query;
-- otherwise the rendered body is read through the two-level cache (``perf.cache``) under the
-  same key, when the view says the response is worth keeping (``cache_body``), else rendered.
+  namespaces' last change) turns the answer into ``304 Not Modified``. Preconditions are checked
+  against a 200 only (RFC 9110 13.2.1): a request that would be a 404 or a 400 gets that, never a
+  304. With the body and the authentication cached, a 304 costs no database query.
 
 Every response carries ``ETag``, ``Cache-Control: private, max-age=<CACHE_MAX_AGE[resource]>``
-and ``Vary: Authorization, Accept``; ``Last-Modified`` too once the second of the last change
-is over (a later write in the same second would otherwise share its timestamp). Only JSON is
-cached; other renderings (the browsable API) pass through untouched.
+and ``Vary: Authorization, Accept``; ``Last-Modified`` only once it is safe (``_last_modified``).
+Only JSON is cached; other renderings (the browsable API) pass through untouched.
 """
 
 from __future__ import annotations
@@ -31,7 +33,22 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from perf.cache import Namespace, digest, tiered
+from perf.cache import Namespace, Version, digest, tiered, writing
+
+
+def _last_modified(versions: tuple[Version, ...], l1_ttl: float, *, now: float | None = None) -> int | None:
+    """The namespaces' last change (epoch seconds), once it is safe to send; else None.
+
+    HTTP dates have whole seconds. Another write in the same second would carry the same date, and
+    another worker may still serve the older version for ``l1_ttl`` seconds after a write: a client
+    holding that worker's date would then get 304s for stale data. So the date is sent only when its
+    second plus ``l1_ttl`` is over, by which time every worker has moved on; clocks a second apart
+    are covered by the same margin.
+    """
+    changed_at = int(max(v.changed_at for v in versions))
+    if (time.time() if now is None else now) < changed_at + 1 + l1_ttl:
+        return None
+    return changed_at
 
 
 class _NotCacheable(Exception):
@@ -54,9 +71,27 @@ class CachedResponseMixin:
     def cache_namespaces(self) -> list[Namespace]:
         raise NotImplementedError
 
+    # Query parameters a cached body may vary by, besides the filterset's filters and the pagination's own.
+    cache_query_params: tuple[str, ...] = ("format",)
+
+    def known_query_params(self) -> set[str]:
+        names = set(self.cache_query_params)
+        filterset = getattr(self, "filterset_class", None)
+        if filterset is not None:
+            names |= set(filterset.base_filters)
+        pagination = getattr(self, "pagination_class", None)
+        for attr in ("limit_query_param", "after_query_param", "before_query_param"):
+            if pagination is not None and getattr(pagination, attr, None):
+                names.add(getattr(pagination, attr))
+        return names
+
     def cache_body(self, request: Request) -> bool:
-        """Whether this request's body is kept in the cache (else only its ETag is computed)."""
-        return True
+        """Whether this request's body is kept in the cache (else only its ETag is computed).
+
+        Only requests made of parameters the view knows: anything else (``?x=1``, ``?x=2``, ...) would
+        make every request a new key, letting one client fill the cache with copies of one page.
+        """
+        return set(request.query_params) <= self.known_query_params()
 
     def cached_response(self, request: Request, produce: Callable[[], HttpResponseBase]) -> HttpResponseBase:
         """``produce()``'s response, or a 304, or the cached body of an identical earlier request."""
@@ -64,9 +99,11 @@ class CachedResponseMixin:
             return produce()
         cache = tiered()
         namespaces = self.cache_namespaces()
+        if writing(namespaces):
+            return produce()  # inside a transaction that wrote them: its view of the data is its own
         versions = cache.versions(namespaces)
         key = digest(
-            settings.CACHE_VERSION,
+            cache.key_version,
             [ns.key for ns in namespaces],
             [v.value for v in versions],
             request.scheme,
@@ -76,19 +113,19 @@ class CachedResponseMixin:
             request.accepted_media_type,
         )
         etag = f'"{key}"'
-        changed_at = int(max(v.changed_at for v in versions))
-        last_modified = changed_at if int(time.time()) > changed_at else None
-
-        not_modified = get_conditional_response(request._request, etag=etag, last_modified=last_modified)
-        if not_modified is not None:
-            return self._headers(not_modified, etag, last_modified)
+        last_modified = _last_modified(versions, cache.l1_ttl)
         try:
+            # The body first (from the cache when it is kept there: no query), then the preconditions: they
+            # apply only to what would be a 200 (RFC 9110 13.2.1), never to a 404 or 400.
             if self.cache_body(request):
                 entry = cache.get_or_compute(namespaces, f"response:{key}", lambda: self._render(request, produce()))
             else:
                 entry = self._render(request, produce())
         except _NotCacheable as exc:
             return exc.response
+        not_modified = get_conditional_response(request._request, etag=etag, last_modified=last_modified)
+        if not_modified is not None:
+            return self._headers(not_modified, etag, last_modified)
         status, content_type, body = entry
         return self._headers(HttpResponse(body, status=status, content_type=content_type), etag, last_modified)
 
@@ -122,9 +159,10 @@ class CachedReadMixin(CachedResponseMixin):
     cursor_params = ("after", "before")
 
     def cache_body(self, request: Request) -> bool:
-        if self.cache_first_page_only and getattr(self, "action", None) == "list":
-            return not any(request.query_params.get(param) for param in self.cursor_params)
-        return True
+        deep_page = any(request.query_params.get(param) for param in self.cursor_params)
+        if self.cache_first_page_only and getattr(self, "action", None) == "list" and deep_page:
+            return False
+        return super().cache_body(request)
 
     # Annotated Any: DRF's mixins promise a Response, these return a plain HttpResponse for cached bodies and 304s.
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Any:

@@ -10,6 +10,8 @@ from typing import Any
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from perf.db import PoolConfigError, pool_options, worker_concurrency
 
@@ -189,13 +191,21 @@ if REDIS_URL:
                 # seconds, then counts as a Redis failure. redis-py uses hiredis's parser when it is installed.
                 "CONNECTION_POOL_CLASS": "redis.BlockingConnectionPool",
                 "CONNECTION_POOL_KWARGS": {
+                    # At least 8: a sync or gthread worker still has its warm-up thread and scrapes.
                     "max_connections": env.int(
                         "REDIS_MAX_CONNECTIONS",
-                        default=worker_concurrency(
-                            env.str("GUNICORN_WORKER_CLASS", default="gevent"),
-                            env.int("GUNICORN_WORKER_CONNECTIONS", default=100),
+                        default=max(
+                            8,
+                            worker_concurrency(
+                                env.str("GUNICORN_WORKER_CLASS", default="gevent"),
+                                env.int("GUNICORN_WORKER_CONNECTIONS", default=100),
+                            ),
                         ),
                     ),
+                    # No retries, said explicitly: redis-py's own default client retries 3 times with backoff up
+                    # to 10 s, which would turn one Redis stall into seconds per request. perf.cache handles
+                    # failures itself (circuit breaker, immediate retries of version bumps only).
+                    "retry": Retry(NoBackoff(), 0),
                     "timeout": env.float("REDIS_POOL_TIMEOUT", default=0.25),
                 },
             },
@@ -208,18 +218,19 @@ else:
 # may serve what it read before a write committed; the writing worker sees its write at once.
 CACHE_ENABLED: bool = env.bool("CACHE_ENABLED", default=True)
 CACHE_L1_TTL: float = env.float("CACHE_L1_TTL", default=2.0)
-CACHE_L1_MAX_ENTRIES: int = env.int("CACHE_L1_MAX_ENTRIES", default=5000)
+CACHE_L1_MAX_BYTES: int = env.int("CACHE_L1_MAX_BYTES", default=64 * 1024 * 1024)
 CACHE_L2_TTL: int = env.int("CACHE_L2_TTL", default=600)
 CACHE_NEGATIVE_TTL: int = env.int("CACHE_NEGATIVE_TTL", default=30)
 CACHE_LOCK_WAIT: float = env.float("CACHE_LOCK_WAIT", default=2.0)
 CACHE_RETRY_AFTER: float = env.float("CACHE_RETRY_AFTER", default=5.0)
 # Part of every cache key and ETag: change it on a deploy that changes what a cached value or response holds.
 CACHE_VERSION: str = env.str("CACHE_VERSION", default="1")
-# Cache-Control max-age (seconds) a client may reuse a response without asking again, per resource. The
-# catalogue changes only when factors are imported; an organization's data may change at any moment, so its
-# clients revalidate every time (a 304 costs no database query).
+# Cache-Control max-age (seconds) a client may reuse a response without asking again, per resource. Every
+# resource holds data an organization may change at any moment, so by default clients revalidate every time
+# (a 304 costs no database query); raise one where minutes of client-side staleness are acceptable.
 CACHE_MAX_AGE: dict[str, int] = {
-    "factors": env.int("CACHE_MAX_AGE_FACTORS", default=300),
+    # 0 too: the list includes the organization's own supplier factors, which it may change at any moment.
+    "factors": env.int("CACHE_MAX_AGE_FACTORS", default=0),
     "suppliers": env.int("CACHE_MAX_AGE_SUPPLIERS", default=0),
     "emissions": env.int("CACHE_MAX_AGE_EMISSIONS", default=0),
 }

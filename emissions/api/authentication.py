@@ -62,7 +62,7 @@ class OrgTokenAuthentication(TokenAuthentication):
     the token (``SECRET_KEY``), so Redis never holds a usable token. Any save or delete of a token,
     user, membership or organization bumps ``auth`` (``emissions.cache``): a revoked token or a
     deactivated user is refused at once by the worker that made the change and by the others
-    within ``CACHE_L1_TTL``. Unknown tokens are cached as such for ``CACHE_NEGATIVE_TTL`` at most.
+    within ``CACHE_L1_TTL``. Unknown tokens are not cached (one query each, as without the cache).
     A user without a membership still authenticates and is then refused by ``HasOrganization``.
     """
 
@@ -72,6 +72,7 @@ class OrgTokenAuthentication(TokenAuthentication):
             f"token:{digest(settings.SECRET_KEY, key)}",
             lambda: _token_row(key),
             negative=lambda value: value is None,
+            keep_negative=False,  # random tokens would each leave an entry; an unknown token costs its query
         )
         if row is None:
             raise exceptions.AuthenticationFailed(_("Invalid token."))

@@ -354,6 +354,7 @@ class EmissionViewSet(CachedReadMixin, OrgScopedMixin, viewsets.ReadOnlyModelVie
     model = Emission
     cache_resource = "emissions"
     cache_first_page_only = True
+    cache_query_params = ("format", "group_by")  # group_by: the summary's
     serializer_class = s.EmissionSerializer
     filterset_class = EmissionFilter
     pagination_class = KeysetPagination

@@ -349,3 +349,127 @@ def test_counters_are_flushed_to_redis_for_every_worker_to_sum(worker: TieredCac
 def test_namespace_keys() -> None:
     assert Namespace("factors").key == "factors"
     assert org_ns(12, "emissions").key == "org12:emissions"
+
+
+# -- review findings: each one a test ---------------------------------------------------------------
+
+
+def test_a_version_read_that_left_before_a_bump_cannot_undo_it(worker: TieredCache) -> None:
+    (old,) = worker.versions([NS])
+    worker.bump(NS)  # another greenlet's write, while the read above was still in flight
+    (new,) = worker.versions([NS])
+    assert worker._keep_version(NS, old) == new
+    assert worker.versions([NS]) == (new,)
+
+
+def test_after_an_outage_the_writer_serves_its_own_write(clock: Clock) -> None:
+    cache = TieredCache(clock=clock, retry_after=5.0)
+    flaky = FlakyRedis(get_redis_connection("default"))
+    cache._client = flaky
+    compute = Computations("old", "new")
+    assert cache.get_or_compute([NS], "k", compute) == "old"
+    flaky.down = True
+    cache.bump(NS)  # retried at once, still failing: kept for later
+    assert NS in cache._pending_bumps
+    flaky.down = False
+    clock.advance(5.1)
+    assert cache.get_or_compute([NS], "k", compute) == "new"
+    (version,) = cache.versions([NS])
+    assert version.value == get_redis_connection("default").get(f"{perf_cache.PREFIX}:v:{NS.key}").decode()
+
+
+class BlipRedis(FlakyRedis):
+    """Fails the next ``failures`` calls, then works."""
+
+    def __init__(self, real: Any, failures: int) -> None:
+        super().__init__(real)
+        self.failures = failures
+
+    def __getattr__(self, name: str) -> Any:
+        if self.failures > 0:
+            self.failures -= 1
+            raise RedisConnectionError("blip")
+        return getattr(self.real, name)
+
+
+def test_a_blip_does_not_leave_other_workers_stale(worker: TieredCache) -> None:
+    other = TieredCache()
+    assert other.get_or_compute([NS], "k", Computations("old")) == "old"
+    worker.versions([NS])
+    worker._client = BlipRedis(get_redis_connection("default"), failures=1)
+    worker.bump(NS)
+    assert not worker._pending_bumps  # the immediate retry got through
+    other.clear_local()  # its L1 copy of the version has expired
+    assert other.get_or_compute([NS], "k", Computations("new")) == "new"
+
+
+def test_pending_bumps_are_sent_at_exit(clock: Clock) -> None:
+    cache = TieredCache(clock=clock)
+    cache.versions([NS])
+    flaky = FlakyRedis(get_redis_connection("default"))
+    cache._client = flaky
+    flaky.down = True
+    cache.bump(NS)
+    before = get_redis_connection("default").get(f"{perf_cache.PREFIX}:v:{NS.key}")
+    flaky.down = False
+    cache.flush_pending()  # what the atexit hook calls, whatever the circuit says
+    after = get_redis_connection("default").get(f"{perf_cache.PREFIX}:v:{NS.key}")
+    assert int(after) == int(before) + 1
+    assert not cache._pending_bumps
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_transaction_never_caches_what_it_wrote_and_a_rollback_leaves_nothing() -> None:
+    with pytest.raises(RuntimeError), transaction.atomic():
+        invalidate(NS)
+        # Its own reads see uncommitted rows: computed every time, stored nowhere.
+        assert tiered().get_or_compute([NS], "k", Computations("uncommitted")) == "uncommitted"
+        assert tiered().get_or_compute([NS], "k", Computations("uncommitted 2")) == "uncommitted 2"
+        raise RuntimeError("rolled back")
+    other = TieredCache()
+    assert other.get_or_compute([NS], "k", Computations("committed")) == "committed"
+    # After the transaction, this connection caches again.
+    assert tiered().get_or_compute([NS], "k", Computations("never")) == "committed"
+
+
+def test_l1_is_bounded_by_bytes_and_big_values_stay_in_redis_only(clock: Clock) -> None:
+    cache = TieredCache(clock=clock, l1_max_bytes=64 * 1024)
+    for i in range(50):
+        cache.get_or_compute([NS], f"k{i}", Computations(b"x" * 2000))
+    assert sum(200 + len(p) for p, _ in cache._l1.values() if isinstance(p, bytes)) <= 64 * 1024
+    big = Computations(b"y" * 10_000)  # over a sixteenth of L1
+    cache.get_or_compute([NS], "big", big)
+    assert cache.get_or_compute([NS], "big", Computations("never")) == b"y" * 10_000  # from Redis
+    assert cache.stats.counts[("l2", "emissions", "hit")] >= 1
+
+
+def test_keep_negative_false_stores_nothing(worker: TieredCache) -> None:
+    compute = Computations(None, None)
+    worker.get_or_compute([NS], "gone", compute, negative=lambda v: v is None, keep_negative=False)
+    worker.get_or_compute([NS], "gone", compute, negative=lambda v: v is None, keep_negative=False)
+    assert compute.calls == 2
+    assert not get_redis_connection("default").keys(f"{perf_cache.PREFIX}:*:gone")
+
+
+@override_settings(CACHES=UNREACHABLE)
+def test_after_the_retry_window_one_caller_probes_the_others_skip(clock: Clock) -> None:
+    cache = TieredCache(clock=clock, retry_after=5.0)
+    cache.get_or_compute([NS], "k", Computations(1))
+    errors = cache.stats.counts[("l2", "emissions", "error")]
+    clock.advance(5.1)
+    cache._redis()  # the probe takes the window...
+    assert cache._redis() is None  # ...and the next caller does not try too
+    assert cache.stats.counts[("l2", "emissions", "error")] == errors
+
+
+def test_redis_connections_never_retry_on_their_own() -> None:
+    pool = get_redis_connection("default").connection_pool
+    retry = pool.connection_kwargs["retry"]
+    assert retry.get_retries() == 0
+
+
+def test_a_schema_change_is_a_new_keyspace(worker: TieredCache) -> None:
+    assert worker.key_version == TieredCache().key_version
+    perf_cache.schema_fingerprint.cache_clear()
+    with override_settings(CACHE_VERSION="2"):
+        assert TieredCache().key_version != worker.key_version

@@ -8,9 +8,11 @@ import time
 import pytest
 from django.test import override_settings
 from django.utils.http import http_date
+from django_redis import get_redis_connection
 
 from emissions.cache import emission_namespaces
-from perf.cache import Namespace, tiered
+from perf.cache import Namespace, Version, tiered
+from perf.conditional import _last_modified
 from tests.factories import EmissionFactory
 
 pytestmark = pytest.mark.django_db
@@ -81,26 +83,55 @@ def test_every_page_answers_conditional_gets_but_only_first_pages_keep_bodies(ap
     assert tiered().stats.counts[("l2", "emissions", "store")] == stored  # a deep page is not stored
 
 
-def test_last_modified_is_sent_once_its_second_is_over(api, data) -> None:
-    tiered().bump(*api_namespaces(api))
-    changed_at = max(v.changed_at for v in tiered().versions(api_namespaces(api)))
-    if int(time.time()) == int(changed_at):
-        # The write's own second: a later write could share the timestamp, so there is none to send yet.
-        assert "Last-Modified" not in api.get(SUMMARY)
-        time.sleep(1.01 - (time.time() % 1))
+def test_last_modified_waits_for_its_second_and_the_l1_ttl_to_pass() -> None:
+    versions = (Version("5", 1000.3), Version("7", 990.0))
+    # Another write in second 1000, or a worker still on the older version for 2 s, could share the date.
+    assert _last_modified(versions, 2.0, now=1002.99) is None
+    assert _last_modified(versions, 2.0, now=1003.0) == 1000
+
+
+def age_versions(api, seconds: float) -> float:
+    """Pretend the organization's namespaces last changed ``seconds`` ago (as after a quiet period)."""
+    when = time.time() - seconds
+    redis = get_redis_connection("default")
+    namespaces = api_namespaces(api)
+    tiered().versions(namespaces)
+    for ns in namespaces:
+        redis.set(f"vcci:c:t:{ns.key}", repr(when))
+    tiered().clear_local()
+    return when
+
+
+def test_last_modified_and_if_modified_since(api, data) -> None:
+    assert "Last-Modified" not in api.get(SUMMARY)  # just written: not yet safe to date
+    when = age_versions(api, 100)
     response = api.get(SUMMARY)
-    assert response["Last-Modified"] == http_date(int(changed_at))
+    assert response["Last-Modified"] == http_date(int(when))
     assert api.get(SUMMARY, HTTP_IF_MODIFIED_SINCE=response["Last-Modified"]).status_code == 304
-    earlier = http_date(int(changed_at) - 60)
-    assert api.get(SUMMARY, HTTP_IF_MODIFIED_SINCE=earlier).status_code == 200
+    assert api.get(SUMMARY, HTTP_IF_MODIFIED_SINCE=http_date(int(when) - 60)).status_code == 200
 
 
 def test_if_none_match_wins_over_if_modified_since(api, data) -> None:
-    tiered().bump(*api_namespaces(api))
-    time.sleep(1.01 - (time.time() % 1))
+    age_versions(api, 100)
     response = api.get(SUMMARY)
     stale = api.get(SUMMARY, HTTP_IF_NONE_MATCH='"stale"', HTTP_IF_MODIFIED_SINCE=response["Last-Modified"])
     assert stale.status_code == 200
+
+
+def test_a_request_that_would_fail_never_gets_a_304(api, data) -> None:
+    age_versions(api, 100)
+    future = http_date(int(time.time()) + 3600)
+    assert api.get("/api/v1/suppliers/987654/", HTTP_IF_NONE_MATCH="*").status_code == 404
+    assert api.get("/api/v1/suppliers/987654/", HTTP_IF_MODIFIED_SINCE=future).status_code == 404
+    assert api.get("/api/v1/emissions/summary/?group_by=bogus", HTTP_IF_MODIFIED_SINCE=future).status_code == 400
+
+
+def test_unknown_query_parameters_get_an_etag_but_no_cached_body(api, data) -> None:
+    stored = tiered().stats.counts[("l2", "emissions", "store")]
+    response = api.get(LIST, {"utm_source": "x1"})
+    assert response.status_code == 200
+    assert "ETag" in response
+    assert tiered().stats.counts[("l2", "emissions", "store")] == stored
 
 
 def test_errors_are_not_cached_and_carry_no_etag(api, data) -> None:

@@ -440,7 +440,7 @@ class Command(BaseCommand):
             f"{name}={getattr(settings, name)}"
             for name in (
                 "CACHE_L1_TTL",
-                "CACHE_L1_MAX_ENTRIES",
+                "CACHE_L1_MAX_BYTES",
                 "CACHE_L2_TTL",
                 "CACHE_NEGATIVE_TTL",
                 "CACHE_LOCK_WAIT",
