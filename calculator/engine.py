@@ -29,6 +29,7 @@ from calculator.quality import assess
 from calculator.resolve import FactorResolver
 from calculator.types import CalculationError, CalculationInput, CalculationResult, Note
 from emissions.models import CO2E_DIGITS, EmissionFactor, Method, Organization
+from perf.metrics import count_calculation
 
 PRECISION = 40
 RESULT_QUANTUM = Decimal(1).scaleb(-CO2E_DIGITS["decimal_places"])
@@ -59,7 +60,10 @@ def calculate(
         # An absurd amount (1E+999999 GWh) overflows the exponent range: let it become Infinity and
         # be reported as too large on the field it came from, rather than escape as decimal.Overflow.
         ctx.traps[Overflow] = False
-        return _calculate(inp, resolver)
+        result = _calculate(inp, resolver)
+    # Counted on success only (vcci_calculations_total): a CalculationError above is a 400, not a calculation.
+    count_calculation(result.category, result.method)
+    return result
 
 
 def _calculate(inp: CalculationInput, resolver: FactorResolver) -> CalculationResult:

@@ -5,12 +5,15 @@ Every knob comes from the environment so that one file serves a laptop and a con
     GUNICORN_BIND                127.0.0.1:8000
     GUNICORN_WORKERS             2          processes (roughly one per CPU core)
     GUNICORN_WORKER_CLASS        gevent     "sync" to debug without greenlets
-    GUNICORN_WORKER_CONNECTIONS  100        concurrent requests (greenlets) per gevent worker
+    GUNICORN_WORKER_CONNECTIONS  100        concurrent requests (greenlets) per gevent worker, at most
+                                            P x (1 + GUNICORN_DB_WAITERS_PER_CONNECTION), see below
+    GUNICORN_DB_WAITERS_PER_CONNECTION  1   greenlets that may queue for each pooled DB connection
     GUNICORN_TIMEOUT             60         seconds a worker may be silent before it is killed
     GUNICORN_GRACEFUL_TIMEOUT    30         seconds to finish in-flight requests on restart/stop
     GUNICORN_KEEPALIVE           5          seconds to keep an idle client connection
     GUNICORN_MAX_REQUESTS        0          recycle a worker after N requests (0 = never)
     GUNICORN_LOG_LEVEL           info
+    PROMETHEUS_MULTIPROC_DIR     <tmp>/vcci-prometheus-<uid>-<bind>   metrics files of every worker
 
 Why gevent, and why it is safe with Django + psycopg 3
 -------------------------------------------------------
@@ -28,16 +31,62 @@ greenlets give many concurrent requests per process for little memory.
   ``gevent.monkey.is_module_patched("select")`` is true it uses the (patched, cooperative)
   poll/select waits instead of the C ``wait_c``, which would block the whole worker. That
   check is another reason psycopg must be imported after patching.
-* Connections. Under gevent Django's per-thread connections become per-greenlet, so
-  without a pool a host could open WORKERS x WORKER_CONNECTIONS PostgreSQL connections at
-  peak (200 with the defaults). vcci/settings.py therefore gives each worker a psycopg pool
-  of at most (DB_MAX_CONNECTIONS - DB_RESERVED_CONNECTIONS) // WORKERS connections (capped at
-  WORKER_CONNECTIONS; 45 with the defaults), reading GUNICORN_WORKERS, GUNICORN_WORKER_CLASS
-  and GUNICORN_WORKER_CONNECTIONS with the same defaults as this file. Greenlets beyond the
-  pool wait for a connection up to DB_POOL_TIMEOUT seconds. See docs/database.md.
+* The check. ``post_worker_init`` runs ``perf.serving.check_worker``: in a gevent worker,
+  psycopg's wait function must be one that yields to gevent's hub (``wait_poll`` on Linux) and
+  its connection selector gevent's. Otherwise the worker raises, exits with gunicorn's boot-error
+  code and the master stops ("Worker failed to boot"): a worker whose every query blocks all its
+  greenlets must not serve. tests/vcci/test_gunicorn_serving.py proves both the refusal and that
+  two ``pg_sleep(0.5)`` requests on one worker overlap.
 
-No ``post_fork``/``on_starting`` hook is needed: the worker class already patches at the
-right moment, and psycopg detects the patching on its own.
+worker_connections and the database pool
+----------------------------------------
+Under gevent Django's per-thread connections become per-greenlet, so without a pool a host
+could open WORKERS x WORKER_CONNECTIONS PostgreSQL connections at peak (200 with the defaults).
+vcci/settings.py therefore gives each of the W workers a psycopg pool of at most
+
+    P = min(WORKER_CONNECTIONS, (DB_MAX_CONNECTIONS - DB_RESERVED_CONNECTIONS) // W)
+
+connections (or DB_POOL_MAX_SIZE, refused above that), so W x P <= DB_MAX_CONNECTIONS - reserve;
+45 with the defaults (W=2, 100, 10). A greenlet holds its connection from its first query to
+the end of its request; one that finds all P in use queues in the pool (FIFO) for up to
+DB_POOL_TIMEOUT seconds, then fails with a 500. This file bounds the greenlets per worker so
+that the queue stays short:
+
+    worker_connections = min(GUNICORN_WORKER_CONNECTIONS, P x (1 + GUNICORN_DB_WAITERS_PER_CONNECTION))
+
+With the default of one waiter per connection, at most P greenlets wait while P hold a
+connection, and the FIFO hands the k-th waiter the k-th connection released: no waiter waits
+longer than the requests now holding connections take to finish, never for a growing backlog.
+Connections beyond that stay in the listen backlog (or go to another worker) instead of timing
+out inside the pool. Requests that run no query (cached reads, 304s, /healthz) never take a
+connection, which is why more than P requests per worker are allowed at all. Defaults: P = 45,
+so 90 greenlets per worker (the requested 100 is capped).
+
+The bound is computed here from the same environment variables and defaults as
+vcci/settings.py (a test checks both agree; the DB_* variables are read from the environment
+only, not from .env, which only the settings read). ``on_starting`` then exports the effective
+value as GUNICORN_WORKER_CONNECTIONS so that the workers' settings size their pools (Redis
+included) from it. Without a pool (SQLite, PgBouncer mode) nothing is capped.
+See docs/database.md and docs/serving.md.
+
+Metrics from several workers (prometheus_client multiprocess mode)
+-------------------------------------------------------------------
+Each worker is a process with its own counters; ``/metrics`` is answered by whichever worker
+accepts the scrape. In multiprocess mode every worker writes its samples to files in
+PROMETHEUS_MULTIPROC_DIR and the view merges them (``perf.metrics``), so counters are summed
+over all workers, including dead ones (totals never go backwards). The variable must be in the
+environment before a worker imports prometheus_client:
+
+* ``on_starting`` (master, before any worker exists) sets it when unset, to a directory per
+  user and bind under the system temp dir; creates it (mode 0700; refused when owned by another
+  user); deletes the metric files a previous run left there (only files named like
+  prometheus_client's, ``counter_<pid>.db`` etc.), so counters start at zero with the server.
+  Workers inherit the environment when forked. One directory per server: two servers sharing
+  one would empty and mix each other's files.
+* ``child_exit`` (master) calls ``prometheus_client.multiprocess.mark_process_dead(pid)``: a
+  dead worker's "live" gauges (the pool gauges, ``livesum``) stop counting.
+* ``post_fork`` (worker) drops the master's copy of prometheus_client, which ``child_exit``
+  imported: the worker imports its own after gevent's patching, like everything else.
 
 Cache warm-up on boot
 ---------------------
@@ -52,6 +101,9 @@ lazily, inside the function: this file is read by the master too.
 from __future__ import annotations
 
 import os
+import re
+import sys
+import tempfile
 from typing import Any
 
 
@@ -65,10 +117,55 @@ def _int(name: str, default: int) -> int:
         raise SystemExit(f"{name} must be an integer; got {raw!r}") from exc
 
 
+def _bool(name: str, default: bool) -> bool:
+    # As django-environ reads booleans (vcci/settings.py).
+    raw = os.environ.get(name, "").strip().lower()
+    return default if not raw else raw in ("true", "on", "ok", "y", "yes", "1")
+
+
+# The DATABASE_URL schemes django-environ maps to django.db.backends.postgresql, the only engine the settings pool.
+POSTGRES_SCHEMES = ("postgres", "postgresql", "psql", "pgsql")
+# Worker classes that serve many requests at once (perf.db.CONCURRENT_WORKER_CLASSES).
+CONCURRENT_WORKER_CLASSES = ("gevent", "eventlet")
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# prometheus_client's per-process files (counter_<pid>.db, gauge_livesum_<pid>.db, ...): all on_starting deletes.
+_METRIC_FILE = re.compile(r"^(?:counter|histogram|summary|gauge_[a-z]+)_\d+\.db$")
+
+
+def db_pool_max_size(workers: int, worker_connections: int) -> int | None:
+    """The per-worker pool ``max_size`` vcci/settings.py derives from this environment; None without a pool.
+
+    Mirrors ``perf.db.pool_options`` (this file may not import the project: see above). An invalid
+    combination is left for the settings to refuse with their message, in the worker.
+    """
+    scheme = os.environ.get("DATABASE_URL", "").partition("://")[0].lower()
+    if scheme not in POSTGRES_SCHEMES or not _bool("DB_POOL", not _bool("DB_PGBOUNCER", False)):
+        return None
+    if os.environ.get("DB_POOL_MAX_SIZE", "").strip():
+        return max(1, _int("DB_POOL_MAX_SIZE", 1))
+    budget = (_int("DB_MAX_CONNECTIONS", 100) - _int("DB_RESERVED_CONNECTIONS", 10)) // max(1, workers)
+    return max(1, min(worker_connections, budget))
+
+
+def bounded_worker_connections(requested: int, pool_max_size: int | None, waiters_per_connection: int) -> int:
+    """``requested`` capped at ``pool_max_size x (1 + waiters_per_connection)`` (unchanged without a pool)."""
+    if pool_max_size is None:
+        return requested
+    return max(1, min(requested, pool_max_size * (1 + waiters_per_connection)))
+
+
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = _int("GUNICORN_WORKERS", 2)
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gevent")
-worker_connections = _int("GUNICORN_WORKER_CONNECTIONS", 100)
+requested_worker_connections = _int("GUNICORN_WORKER_CONNECTIONS", 100)
+db_waiters_per_connection = _int("GUNICORN_DB_WAITERS_PER_CONNECTION", 1)
+if db_waiters_per_connection < 0:
+    raise SystemExit(f"GUNICORN_DB_WAITERS_PER_CONNECTION must not be negative; got {db_waiters_per_connection}")
+# Only workers that run many requests at once can outgrow their pool (a sync worker's pool has one connection).
+pool_max_size = (
+    db_pool_max_size(workers, requested_worker_connections) if worker_class in CONCURRENT_WORKER_CLASSES else None
+)
+worker_connections = bounded_worker_connections(requested_worker_connections, pool_max_size, db_waiters_per_connection)
 timeout = _int("GUNICORN_TIMEOUT", 60)
 graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
 keepalive = _int("GUNICORN_KEEPALIVE", 5)
@@ -92,12 +189,88 @@ forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1"
 proc_name = "vcci"
 
 
+def default_multiproc_dir(binds: list[str]) -> str:
+    """A metrics directory of this user's server on ``binds`` (one server per bind, so one directory per server)."""
+    name = re.sub(r"[^A-Za-z0-9.]+", "-", "_".join(binds)).strip("-") or "default"
+    return os.path.join(tempfile.gettempdir(), f"vcci-prometheus-{os.getuid()}-{name}")
+
+
+def prepare_multiproc_dir(directory: str) -> int:
+    """Create ``directory`` (0700) if needed and delete prometheus_client's files in it; return how many.
+
+    Refuses (SystemExit) a directory owned by another user: its files would be theirs to forge.
+    """
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    if os.stat(directory).st_uid != os.getuid():
+        raise SystemExit(f"{MULTIPROC_ENV}={directory} belongs to another user; choose another directory.")
+    removed = 0
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if _METRIC_FILE.match(entry.name) and entry.is_file(follow_symlinks=False):
+                os.remove(entry.path)
+                removed += 1
+    return removed
+
+
+def on_starting(server: Any) -> None:
+    """Master, before the first worker: prepare the metrics directory and export what the workers inherit.
+
+    Sets PROMETHEUS_MULTIPROC_DIR (when unset) and GUNICORN_WORKER_CONNECTIONS (the effective,
+    bounded value) in the environment, which forked workers inherit before they import anything.
+    """
+    directory = os.environ.get(MULTIPROC_ENV) or default_multiproc_dir(list(server.cfg.bind))
+    removed = prepare_multiproc_dir(directory)
+    os.environ[MULTIPROC_ENV] = directory
+    server.log.info("Prometheus multiprocess directory %s (%d stale file(s) removed)", directory, removed)
+    effective = int(server.cfg.worker_connections)
+    os.environ["GUNICORN_WORKER_CONNECTIONS"] = str(effective)
+    if effective < requested_worker_connections:
+        server.log.warning(
+            "worker_connections capped at %d (requested %d): pool max_size %s per worker x (1 + %d waiter(s) per "
+            "connection); see GUNICORN_DB_WAITERS_PER_CONNECTION",
+            effective,
+            requested_worker_connections,
+            pool_max_size,
+            db_waiters_per_connection,
+        )
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """Worker, before gevent patches: forget the master's prometheus_client (``child_exit`` imports it there).
+
+    A module imported before the patching keeps the unpatched ``threading.Lock`` it bound at import
+    time; the worker imports prometheus_client afresh, patched, when the application loads.
+    """
+    for name in [name for name in sys.modules if name == "prometheus_client" or name.startswith("prometheus_client.")]:
+        del sys.modules[name]
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Master, after a worker exited: its live gauges (``multiprocess_mode="live*"``) stop counting."""
+    directory = os.environ.get(MULTIPROC_ENV)
+    if not directory:
+        return
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid, directory)
+
+
 def post_worker_init(worker: Any) -> None:
-    """Start the background cache warm-up of this worker (``perf.warm.warm_on_boot``); never raises.
+    """Refuse a gevent worker whose psycopg would block; then start the cache warm-up (which never raises).
 
     Gunicorn calls it in the worker after ``load_wsgi()``, so gevent has patched and Django is set
     up: importing the project here is safe, unlike at the top of this file (read by the master).
+    ``perf.serving.check_worker`` raises ``BlockingWaitError`` on purpose, outside the ``try``: the
+    worker then exits with gunicorn's boot-error code and the master stops.
     """
+    from django.urls import get_resolver
+
+    from perf.serving import check_worker
+
+    check_worker(worker)
+    # Import the URLconf (and through it every view module) now, before the worker serves: lazily, the
+    # first request of each worker would wait for it (about 0.5 s).
+    get_resolver().url_patterns  # noqa: B018
     try:
         from perf.warm import warm_on_boot
 

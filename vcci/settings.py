@@ -5,6 +5,7 @@ With no ``DATABASE_URL`` / ``REDIS_URL`` the project runs on the embedded defaul
 through psycopg 3 and Redis through django-redis.
 """
 
+import ipaddress
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +52,19 @@ INSTALLED_APPS = [
     "emissions",
     "calculator",
     "perf",
+    # Prometheus: HTTP metrics from its middleware below; /metrics itself is perf.metrics.metrics_view.
+    "django_prometheus",
 ]
 
 MIDDLEWARE = [
+    # First: its latency histogram then covers every other middleware, and static files served by WhiteNoise.
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves the admin's static files under gunicorn without a separate web server.
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Publishes each request's query count and DB time (vcci_db_*): must wrap DBStatsMiddleware, which
+    # counts until it returns.
+    "perf.metrics.RequestMetricsMiddleware",
     # Per-request query count and DB time; before everything that may query (sessions, auth).
     "perf.middleware.DBStatsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -65,6 +73,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: sees the resolved view (its per-view counters and latency) and the view's exceptions.
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "vcci.urls"
@@ -213,6 +223,31 @@ if REDIS_URL:
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "vcci"}}
+
+# Metrics and health (perf.metrics, perf.health; docs/serving.md).
+# django-prometheus's request latency histograms (and vcci_db_seconds_per_request) in seconds. Its default
+# starts at 10 ms, coarser than a cached API read; these start at 1 ms and end at GUNICORN_TIMEOUT (60 s).
+PROMETHEUS_LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75,
+    1.0, 2.5, 5.0, 7.5, 10.0, 30.0, 60.0, float("inf"),
+)  # fmt: skip
+# PROMETHEUS_METRIC_NAMESPACE stays unset: django-prometheus's metrics keep their usual django_* names (as
+# published dashboards expect); the project's own metrics are named vcci_* explicitly.
+# /metrics is served to clients whose address (REMOTE_ADDR: behind a same-host proxy, that is the proxy's)
+# is in METRICS_ALLOWED_IPS (addresses or CIDR networks; empty = none), or that send
+# "Authorization: Bearer <METRICS_TOKEN>" (empty token = token access off); others get 403.
+METRICS_ALLOWED_IPS: list[str] = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1", "::1"])
+for _entry in METRICS_ALLOWED_IPS:
+    try:
+        ipaddress.ip_network(_entry.strip(), strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"METRICS_ALLOWED_IPS entries must be IP addresses or networks (10.0.0.0/8); got {_entry!r}."
+        ) from None
+METRICS_TOKEN: str = env.str("METRICS_TOKEN", default="")
+# /readyz: how long the database check may wait for a pooled connection and run (statement_timeout).
+# Redis is bounded by REDIS_CONNECT_TIMEOUT / REDIS_SOCKET_TIMEOUT above.
+READYZ_TIMEOUT: float = env.float("READYZ_TIMEOUT", default=1.0)
 
 # Two-level cache (perf.cache; docs/cache.md explains each knob). CACHE_L1_TTL bounds how long another worker
 # may serve what it read before a write committed; the writing worker sees its write at once.

@@ -1,8 +1,11 @@
-"""VCCI URL configuration: admin, REST API v1 and its OpenAPI schema."""
+"""VCCI URL configuration: admin, REST API v1 and its OpenAPI schema, metrics and health endpoints."""
 
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from perf.health import healthz, readyz
+from perf.metrics import metrics_view
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -10,4 +13,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
+    # Operations: Prometheus scrape (allowlist or token, perf.metrics), liveness and readiness (no auth).
+    path("metrics", metrics_view, name="metrics"),
+    path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
 ]

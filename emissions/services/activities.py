@@ -26,6 +26,7 @@ from calculator.types import CalculationError, CalculationInput, CalculationResu
 from emissions.cache import emissions_changed
 from emissions.models import ActivityRecord, Emission, Method, Organization, Supplier
 from emissions.services.bulk import activity_pairs_copy
+from perf.metrics import observe_activity_batch
 
 FieldErrors = dict[str, list[str]]
 
@@ -262,4 +263,5 @@ def activities_create(
     for record, emission in pairs:
         record.emission = emission  # fills the reverse one-to-one cache
     emissions_changed(organization.pk)
+    observe_activity_batch(len(pairs))  # vcci_activity_batch_size: items stored per call
     return [record for record, _ in pairs]

@@ -50,6 +50,7 @@ from emissions.services.activities import (
     activities_create,
     period_defaults,
 )
+from perf.metrics import record_import
 
 COLUMNS = (
     "category",
@@ -284,7 +285,8 @@ class Command(BaseCommand):
                 raise CommandError(self._error_report(path, tally))
             if not tally.rows:
                 raise CommandError(f"{path} has no data rows.")
-        rate = tally.rows / (time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        rate = tally.rows / elapsed
         if dry_run:
             self.stdout.write(
                 f"Dry run: {tally.rows} rows valid for '{organization.slug}'; they would add "
@@ -292,6 +294,9 @@ class Command(BaseCommand):
                 f"Nothing was written. {rate:,.0f} rows/s."
             )
             return
+        # Committed: vcci_import_rows_total / vcci_import_seconds_total give rows/s. This process's samples reach
+        # /metrics only when it runs with the server's PROMETHEUS_MULTIPROC_DIR (docs/serving.md).
+        record_import(tally.rows, elapsed)
         self.stdout.write(
             self.style.SUCCESS(
                 f"Imported {tally.rows} rows into '{organization.slug}': {self._kg(tally.co2e_kg)} kg CO2e "

@@ -1,0 +1,323 @@
+"""Prometheus metrics: VCCI's own metrics, the cache listener, per-request DB metrics, pool gauges and ``/metrics``.
+
+HTTP metrics (request counts and latency per view, status, method) come from django-prometheus's
+middleware; this module adds what only the project knows (docs/serving.md lists every name):
+
+- cache: ``vcci_cache_events_total{tier,resource,event}`` and ``vcci_cache_seconds{tier,resource}``,
+  fed by ``CacheMetricsListener`` from ``perf.cache.STATS_LISTENERS`` (``install()``, from ``perf.apps``);
+- database: ``vcci_db_queries_per_request{view}`` and ``vcci_db_seconds_per_request{view}``, from the
+  counts ``perf.middleware.DBStatsMiddleware`` keeps (``RequestMetricsMiddleware``), and the
+  connection pool's ``perf.db.pool_stats()`` as ``vcci_db_pool_*`` gauges and counters;
+- business: ``vcci_calculations_total{category,method}``, ``vcci_activity_batch_size``,
+  ``vcci_import_rows_total`` and ``vcci_import_seconds_total``.
+
+Several gunicorn workers (multiprocess mode)
+    With ``PROMETHEUS_MULTIPROC_DIR`` set before prometheus_client is imported, every metric writes to
+    per-process files in that directory (vcci/gunicorn.conf.py sets, creates and empties it), and
+    ``metrics_view`` merges all of them: counters and histograms are summed over every worker, dead ones
+    included, so totals never go backwards when a worker is recycled. Gauges say how to combine
+    processes (``multiprocess_mode``); the pool gauges use ``livesum``: the sum over live workers
+    (a dead worker's files are removed by ``mark_process_dead``), i.e. connections held by the whole
+    server, the number to compare with PostgreSQL's ``max_connections``. Without the variable (tests,
+    ``runserver``, a management command) the process's own default registry is served.
+
+A management command is a process of its own: its samples reach ``/metrics`` only when it runs with
+the server's ``PROMETHEUS_MULTIPROC_DIR`` in its environment (its counter files then stay there,
+summed with the workers', until the server restarts and empties the directory).
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from functools import lru_cache
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseForbidden
+from django.views.decorators.cache import never_cache
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+from prometheus_client.exposition import choose_encoder
+
+from perf.db import pool_stats, request_db_stats
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiprocess_dir() -> str | None:
+    """The multiprocess directory when this process runs in multiprocess mode, else None."""
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+# Checked before the first metric below is created: prometheus_client would otherwise fail on opening its
+# file with a bare FileNotFoundError naming a .db file, not the setting.
+if multiprocess_dir() is not None and not os.path.isdir(str(multiprocess_dir())):
+    raise ImproperlyConfigured(
+        f"{MULTIPROC_ENV}={multiprocess_dir()!r} is not a directory: create it (vcci/gunicorn.conf.py does for "
+        "the server) or unset it for a process whose metrics need not reach /metrics."
+    )
+
+INF = float("inf")
+# HTTP and DB time (settings.PROMETHEUS_LATENCY_BUCKETS, also django-prometheus's): from 1 ms.
+LATENCY_BUCKETS: tuple[float, ...] = tuple(settings.PROMETHEUS_LATENCY_BUCKETS)
+# Cache calls: an L1 lookup takes microseconds, a Redis round trip about 0.1-1 ms, a compute up to seconds.
+CACHE_BUCKETS: tuple[float, ...] = (
+    0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, INF,
+)  # fmt: skip
+QUERY_COUNT_BUCKETS = (0, 1, 2, 3, 5, 8, 13, 21, 34, 55, 100, 250, 1000, INF)
+# activities_create calls: one API item up to the API's 10,000, import batches of 5,000, larger seed batches.
+BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, INF)
+UNNAMED_VIEW = "<unnamed view>"  # django-prometheus's label for a request no URL pattern matched
+
+# -- business ----------------------------------------------------------------------------------
+
+CALCULATIONS = Counter(
+    "vcci_calculations_total",
+    "Successful calculations (calculator.engine.calculate), by GHG Scope 3 category and method.",
+    ["category", "method"],
+)
+ACTIVITY_BATCH_SIZE = Histogram(
+    "vcci_activity_batch_size",
+    "Activities stored per activities_create call (an API POST, an import or seed batch).",
+    buckets=BATCH_BUCKETS,
+)
+IMPORT_ROWS = Counter("vcci_import_rows_total", "Rows written by committed import_activities runs.")
+IMPORT_SECONDS = Counter(
+    "vcci_import_seconds_total",
+    "Wall time of committed import_activities runs; rows/s = rate(vcci_import_rows_total) / rate(this).",
+)
+
+# -- cache -------------------------------------------------------------------------------------
+
+CACHE_EVENTS = Counter(
+    "vcci_cache_events_total",
+    "Two-level cache events (perf.cache): hit, miss, promotion, store, wait, error, compute; per tier and resource.",
+    ["tier", "resource", "event"],
+)
+CACHE_SECONDS = Histogram(
+    "vcci_cache_seconds",
+    "Time of cache calls per tier (l1 lookup, l2 Redis round trip, db compute) and resource.",
+    ["tier", "resource"],
+    buckets=CACHE_BUCKETS,
+)
+
+# -- database ----------------------------------------------------------------------------------
+
+DB_QUERIES = Histogram(
+    "vcci_db_queries_per_request",
+    "Database queries per request (the sum is the total query count), by view.",
+    ["view"],
+    buckets=QUERY_COUNT_BUCKETS,
+)
+DB_SECONDS = Histogram(
+    "vcci_db_seconds_per_request",
+    "Wall time spent in database queries per request (the sum is total DB time), by view.",
+    ["view"],
+    buckets=LATENCY_BUCKETS,
+)
+
+# perf.db.pool_stats() key -> gauge. livesum: summed over live workers (see the module docstring).
+POOL_GAUGES: dict[str, Gauge] = {
+    key: Gauge(name, documentation, multiprocess_mode="livesum")
+    for key, name, documentation in (
+        ("pool_max", "vcci_db_pool_max_size", "Pool max_size, summed over workers (W x P)."),
+        ("pool_min", "vcci_db_pool_min_size", "Pool min_size, summed over workers."),
+        ("pool_size", "vcci_db_pool_connections", "PostgreSQL connections the pools hold (in use, idle, opening)."),
+        ("pool_available", "vcci_db_pool_available_connections", "Idle connections in the pools."),
+        ("requests_waiting", "vcci_db_pool_requests_waiting", "Requests waiting for a pooled connection now."),
+    )
+}
+# perf.db.pool_stats() counter key -> (counter, scale to base unit). Published as increments since the last update.
+POOL_COUNTERS: dict[str, tuple[Counter, float]] = {
+    key: (Counter(name, documentation), scale)
+    for key, name, documentation, scale in (
+        ("requests_num", "vcci_db_pool_requests_total", "Connections asked of the pools.", 1.0),
+        ("requests_queued", "vcci_db_pool_requests_queued_total", "Requests that had to wait for a connection.", 1.0),
+        ("requests_wait_ms", "vcci_db_pool_wait_seconds_total", "Time requests waited for a connection.", 0.001),
+        ("requests_errors", "vcci_db_pool_request_errors_total", "Requests that got no connection (timeout).", 1.0),
+        ("returns_bad", "vcci_db_pool_returns_bad_total", "Connections returned to the pools broken.", 1.0),
+        ("connections_num", "vcci_db_pool_connects_total", "PostgreSQL connections opened by the pools.", 1.0),
+        ("connections_ms", "vcci_db_pool_connect_seconds_total", "Time spent opening connections.", 0.001),
+        ("connections_errors", "vcci_db_pool_connect_errors_total", "Failed connection attempts.", 1.0),
+        ("connections_lost", "vcci_db_pool_connections_lost_total", "Connections found broken in the pools.", 1.0),
+    )
+}
+
+
+# Children of labelled metrics, kept so a hot path (a 10,000-item batch, every cache event) skips labels():
+# it takes a lock and validates the label values on every call. Plain dict reads and setdefault are safe
+# under the GIL and under gevent.
+_children: dict[tuple[Any, ...], Any] = {}
+
+
+def _child(metric: Counter | Histogram, *values: str) -> Any:
+    key = (metric, *values)
+    child = _children.get(key)
+    if child is None:
+        child = _children.setdefault(key, metric.labels(*values))
+    return child
+
+
+def count_calculation(category: int, method: str) -> None:
+    """One successful calculation of ``category`` (1-15) by ``method`` (a ``Method`` value)."""
+    _child(CALCULATIONS, str(category), method).inc()
+
+
+def observe_activity_batch(size: int) -> None:
+    """``size`` activities stored by one ``activities_create`` call."""
+    ACTIVITY_BATCH_SIZE.observe(size)
+
+
+def record_import(rows: int, seconds: float) -> None:
+    """A committed ``import_activities`` run: ``rows`` written in ``seconds`` of wall time."""
+    IMPORT_ROWS.inc(rows)
+    IMPORT_SECONDS.inc(seconds)
+
+
+class CacheMetricsListener:
+    """A ``perf.cache.StatsListener``: every cache event as Prometheus samples."""
+
+    def count(self, tier: str, resource: str, event: str, n: int) -> None:
+        _child(CACHE_EVENTS, tier, resource, event).inc(n)
+
+    def observe(self, tier: str, resource: str, seconds: float) -> None:
+        _child(CACHE_SECONDS, tier, resource).observe(seconds)
+
+
+CACHE_LISTENER = CacheMetricsListener()
+
+
+def install() -> None:
+    """Register the cache listener with ``perf.cache`` (once, however often it is called)."""
+    from perf.cache import STATS_LISTENERS
+
+    if not any(isinstance(listener, CacheMetricsListener) for listener in STATS_LISTENERS):
+        STATS_LISTENERS.append(CACHE_LISTENER)
+
+
+class PoolMetrics:
+    """Publishes ``perf.db.pool_stats()`` of this process to the ``vcci_db_pool_*`` metrics.
+
+    ``update()`` is called after each request (at most every ``interval`` seconds: reading the stats
+    takes the pool's lock) and, forced, before each scrape. psycopg_pool's counters run from the
+    pool's creation; they are published as increments, so that Prometheus counters of every worker
+    can be summed. A pool that was recreated (its counters restarted) counts from zero again.
+    """
+
+    def __init__(self, alias: str = "default", interval: float = 1.0) -> None:
+        self.alias = alias
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._last: dict[str, int] = {}
+        self._updated = -INF
+
+    def update(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._updated < self.interval:
+            return
+        self._updated = now
+        stats = pool_stats(self.alias)
+        if not stats:
+            return
+        for key, gauge in POOL_GAUGES.items():
+            gauge.set(stats[key])
+        with self._lock:
+            for key, (counter, scale) in POOL_COUNTERS.items():
+                value, previous = stats[key], self._last.get(key, 0)
+                delta = value - previous if value >= previous else value
+                self._last[key] = value
+                if delta:
+                    counter.inc(delta * scale)
+
+
+POOL = PoolMetrics()
+
+
+def view_name(request: HttpRequest) -> str:
+    """The URL name of the view that served ``request`` (the label django-prometheus uses too)."""
+    match = getattr(request, "resolver_match", None)
+    return (match.view_name if match is not None else None) or UNNAMED_VIEW
+
+
+class RequestMetricsMiddleware:
+    """Observes each request's query count and DB time, and refreshes the pool metrics.
+
+    Must come before ``perf.middleware.DBStatsMiddleware`` in ``MIDDLEWARE``: that one counts until
+    it returns, so only code outside it sees the request's final numbers.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        response = self.get_response(request)
+        stats = request_db_stats(request)
+        if stats is not None:
+            view = view_name(request)
+            _child(DB_QUERIES, view).observe(stats["queries"])
+            _child(DB_SECONDS, view).observe(stats["time_ms"] / 1000.0)
+        POOL.update()
+        return response
+
+
+# -- /metrics ----------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=8)
+def parse_networks(entries: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """``METRICS_ALLOWED_IPS`` entries (addresses or CIDR networks) as networks; raises ValueError on a bad one."""
+    return tuple(ipaddress.ip_network(entry.strip(), strict=False) for entry in entries if entry.strip())
+
+
+def ip_allowed(address: str, allowed: Iterable[str]) -> bool:
+    """Whether ``address`` (``REMOTE_ADDR``) is one of, or inside one of, the ``allowed`` entries."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # a dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d
+    return any(ip in network for network in parse_networks(tuple(allowed)))
+
+
+def token_allowed(authorization: str, token: str) -> bool:
+    """Whether the ``Authorization`` header is ``Bearer <token>``; always False when ``token`` is empty."""
+    if not token:
+        return False
+    scheme, _, credentials = authorization.partition(" ")
+    # compare_digest: the time taken does not depend on how much of the token matched.
+    return scheme.lower() == "bearer" and hmac.compare_digest(credentials.strip().encode(), token.encode())
+
+
+def metrics_allowed(request: HttpRequest) -> bool:
+    """``/metrics`` access rule: a client address in ``METRICS_ALLOWED_IPS`` or the ``METRICS_TOKEN`` bearer token."""
+    return token_allowed(request.headers.get("Authorization", ""), settings.METRICS_TOKEN) or ip_allowed(
+        request.META.get("REMOTE_ADDR", ""), settings.METRICS_ALLOWED_IPS
+    )
+
+
+def registry() -> CollectorRegistry:
+    """What ``/metrics`` serves: every worker's files in multiprocess mode, else this process's registry."""
+    directory = multiprocess_dir()
+    if directory is None:
+        return REGISTRY
+    merged = CollectorRegistry()
+    multiprocess.MultiProcessCollector(merged, path=directory)
+    return merged
+
+
+@never_cache
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """Prometheus text exposition of every metric; 403 unless ``metrics_allowed(request)``."""
+    if not metrics_allowed(request):
+        return HttpResponseForbidden("Forbidden: /metrics needs an allowed address or the metrics token.\n")
+    POOL.update(force=True)  # this worker's pool as of now; the others' as of their last request
+    # The format the scraper asks for (Accept), as prometheus_client's own exporter negotiates it: the
+    # classic text format 0.0.4 by default, OpenMetrics when requested.
+    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    return HttpResponse(encoder(registry()), content_type=content_type)

@@ -1,0 +1,299 @@
+"""perf.metrics: /metrics access control, and the counters each kind of work moves (in this process's registry;
+tests/vcci/test_gunicorn_serving.py checks the sums across real gunicorn workers)."""
+
+from __future__ import annotations
+
+import hmac
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+from django.test import Client, override_settings
+from django_prometheus.middleware import Metrics
+from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
+
+from emissions.models import ActivityRecord
+from perf import cache as perf_cache
+from perf import metrics
+from perf.metrics import CacheMetricsListener, PoolMetrics, ip_allowed, token_allowed
+from tests.emissions.api.payloads import activity_input, electricity_input
+
+OUTSIDER = "203.0.113.9"  # TEST-NET-3: never in the allowlist
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def cache_events(tier: str, event: str) -> float:
+    """vcci_cache_events_total for one tier and event, summed over resources (as the load test sums them)."""
+    return sum(
+        s.value
+        for family in REGISTRY.collect()
+        if family.name == "vcci_cache_events"
+        for s in family.samples
+        if s.name == "vcci_cache_events_total" and s.labels["tier"] == tier and s.labels["event"] == event
+    )
+
+
+def scrape(client: Client | None = None, **extra: Any) -> dict[str, float]:
+    response = (client or Client()).get("/metrics", **extra)
+    assert response.status_code == 200, response.content
+    return {
+        f"{s.name}{sorted(s.labels.items())}": s.value
+        for family in text_string_to_metric_families(response.content.decode())
+        for s in family.samples
+    }
+
+
+# -- access -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "::1", "::ffff:127.0.0.1"])
+def test_the_default_allowlist_admits_local_clients(address):
+    response = Client(REMOTE_ADDR=address).get("/metrics")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert b"# TYPE vcci_calculations_total counter" in response.content
+
+
+def test_the_format_is_negotiated_as_prometheus_does():
+    response = Client().get("/metrics", HTTP_ACCEPT="application/openmetrics-text; version=1.0.0")
+    assert response["Content-Type"].startswith("application/openmetrics-text; version=1.0.0")
+    assert response.content.endswith(b"# EOF\n")
+
+
+@pytest.mark.parametrize("address", [OUTSIDER, "10.0.0.1", "", "not-an-address"])
+def test_other_clients_are_refused(address):
+    response = Client(REMOTE_ADDR=address).get("/metrics")
+    assert response.status_code == 403
+    assert b"vcci_" not in response.content
+
+
+@override_settings(METRICS_ALLOWED_IPS=["10.0.0.0/8", "192.0.2.7"])
+@pytest.mark.parametrize(
+    ("address", "status"), [("10.20.30.40", 200), ("192.0.2.7", 200), ("192.0.2.8", 403), ("127.0.0.1", 403)]
+)
+def test_the_allowlist_takes_addresses_and_networks(address, status):
+    assert Client(REMOTE_ADDR=address).get("/metrics").status_code == status
+
+
+@override_settings(METRICS_TOKEN="s3cret-token")
+@pytest.mark.parametrize(
+    ("authorization", "status"),
+    [
+        ("Bearer s3cret-token", 200),
+        ("bearer s3cret-token", 200),
+        ("Bearer s3cret-tokeN", 403),
+        ("Bearer s3cret", 403),
+        ("Bearer ", 403),
+        ("Token s3cret-token", 403),
+        ("s3cret-token", 403),
+    ],
+)
+def test_the_bearer_token_admits_any_address(authorization, status):
+    response = Client(REMOTE_ADDR=OUTSIDER).get("/metrics", HTTP_AUTHORIZATION=authorization)
+    assert response.status_code == status
+
+
+@override_settings(METRICS_TOKEN="", METRICS_ALLOWED_IPS=[])
+def test_with_no_token_and_no_allowlist_nobody_gets_in():
+    assert Client().get("/metrics", HTTP_AUTHORIZATION="Bearer ").status_code == 403
+    assert not token_allowed("Bearer ", "")
+
+
+def test_the_token_is_compared_in_constant_time(monkeypatch):
+    calls = []
+    compare_digest = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        calls.append((a, b))
+        return compare_digest(a, b)
+
+    monkeypatch.setattr(metrics.hmac, "compare_digest", spy)
+    assert token_allowed("Bearer abc", "abc")
+    assert not token_allowed("Bearer abd", "abc")
+    assert calls == [(b"abc", b"abc"), (b"abd", b"abc")]
+
+
+def test_ip_allowed_reads_ipv4_mapped_ipv6_addresses_as_ipv4():
+    assert ip_allowed("::ffff:10.1.2.3", ["10.0.0.0/8"])
+    assert not ip_allowed("::ffff:10.1.2.3", ["::1"])
+    assert not ip_allowed("garbage", ["0.0.0.0/0"])
+
+
+@pytest.mark.parametrize("url", ["/healthz", "/readyz"])
+def test_health_endpoints_need_no_authentication(url, db):
+    assert Client(REMOTE_ADDR=OUTSIDER).get(url).status_code == 200
+
+
+# -- what the metrics show ----------------------------------------------------------------------
+
+
+def test_latency_buckets_start_at_one_millisecond():
+    assert settings.PROMETHEUS_LATENCY_BUCKETS[0] == 0.001
+    assert Metrics.get_instance().requests_latency_by_view_method._upper_bounds[0] == 0.001
+    assert metrics.DB_SECONDS._upper_bounds[0] == 0.001
+    Client().get("/healthz")
+    buckets = [
+        key
+        for key in scrape()
+        if key.startswith("django_http_requests_latency_seconds_by_view_method_bucket") and "'healthz'" in key
+    ]
+    assert buckets[0].startswith("django_http_requests_latency_seconds_by_view_method_bucket[('le', '0.001')")
+
+
+@pytest.mark.django_db
+def test_a_calculation_is_counted_by_category_and_method(api, electricity_factor):
+    labels = {"category": "3", "method": "activity"}
+    before = sample("vcci_calculations_total", **labels)
+    assert api.post("/api/v1/calculate/", electricity_input(), format="json").status_code == 200
+    assert sample("vcci_calculations_total", **labels) == before + 1
+    # A refused calculation (400) is not one.
+    bad = api.post("/api/v1/calculate/", electricity_input(unit="kg"), format="json")
+    assert bad.status_code == 400
+    assert sample("vcci_calculations_total", **labels) == before + 1
+    batch = [electricity_input(), electricity_input(category=1), electricity_input()]
+    assert api.post("/api/v1/calculate/batch/", {"items": batch}, format="json").status_code == 200
+    assert sample("vcci_calculations_total", **labels) == before + 3
+    assert sample("vcci_calculations_total", category="1", method="activity") >= 1
+
+
+@pytest.mark.django_db
+def test_cached_gets_count_l2_then_l1_hits(api, electricity_factor):
+    assert any(isinstance(listener, CacheMetricsListener) for listener in perf_cache.STATS_LISTENERS)
+    url = "/api/v1/factors/"
+    l1_misses, l2_stores = cache_events("l1", "miss"), cache_events("l2", "store")
+    cold = api.get(url)
+    assert cold.status_code == 200
+    assert cache_events("l1", "miss") > l1_misses
+    assert cache_events("l2", "store") > l2_stores
+    perf_cache.tiered().clear_local()  # as another worker: only Redis (L2) holds the page
+    l2_hits, promotions = cache_events("l2", "hit"), cache_events("l2", "promotion")
+    assert api.get(url).content == cold.content
+    assert cache_events("l2", "hit") > l2_hits
+    assert cache_events("l2", "promotion") > promotions
+    l1_hits = cache_events("l1", "hit")
+    assert api.get(url).content == cold.content  # the promoted copy, from this worker's memory
+    assert cache_events("l1", "hit") > l1_hits
+    assert sample("vcci_cache_seconds_count", tier="l2", resource="factors") >= 1
+
+
+def test_the_cache_listener_feeds_both_metrics():
+    listener = CacheMetricsListener()
+    before = sample("vcci_cache_events_total", tier="l1", resource="probe", event="hit")
+    listener.count("l1", "probe", "hit", 3)
+    listener.observe("l2", "probe", 0.0004)
+    assert sample("vcci_cache_events_total", tier="l1", resource="probe", event="hit") == before + 3
+    assert sample("vcci_cache_seconds_bucket", tier="l2", resource="probe", le="0.0005") >= 1
+
+
+@pytest.mark.django_db
+@override_settings(DB_METRICS_HEADERS=True)
+def test_each_request_publishes_its_query_count_and_db_time(api, electricity_factor):
+    count = sample("vcci_db_queries_per_request_count", view="calculate")
+    queries = sample("vcci_db_queries_per_request_sum", view="calculate")
+    seconds = sample("vcci_db_seconds_per_request_sum", view="calculate")
+    response = api.post("/api/v1/calculate/", electricity_input(), format="json")
+    assert sample("vcci_db_queries_per_request_count", view="calculate") == count + 1
+    assert sample("vcci_db_queries_per_request_sum", view="calculate") == queries + int(response["X-DB-Queries"])
+    assert int(response["X-DB-Queries"]) > 0
+    assert sample("vcci_db_seconds_per_request_sum", view="calculate") > seconds
+
+
+@pytest.mark.django_db
+def test_stored_activities_are_observed_as_one_batch(api, electricity_factor):
+    count, total = sample("vcci_activity_batch_size_count"), sample("vcci_activity_batch_size_sum")
+    response = api.post("/api/v1/activities/", [activity_input(), activity_input(), activity_input()], format="json")
+    assert response.status_code == 201
+    assert sample("vcci_activity_batch_size_count") == count + 1
+    assert sample("vcci_activity_batch_size_sum") == total + 3
+
+
+@pytest.mark.django_db
+def test_a_committed_import_counts_its_rows_and_time(org, electricity_factor, tmp_path: Path):
+    path = tmp_path / "activities.csv"
+    rows = "".join(f"3,activity,desnz:7_400_4000_5,{n},kWh,2025-01-01,2025-01-31\n" for n in range(1, 8))
+    path.write_text("category,method,activity,amount,unit,period_start,period_end\n" + rows)
+    before_rows, before_seconds = sample("vcci_import_rows_total"), sample("vcci_import_seconds_total")
+    call_command("import_activities", str(path), org=org.slug, dry_run=True, no_progress=True, stdout=io.StringIO())
+    assert sample("vcci_import_rows_total") == before_rows  # a dry run writes nothing
+    call_command("import_activities", str(path), org=org.slug, no_progress=True, stdout=io.StringIO())
+    assert ActivityRecord.objects.filter(organization=org).count() == 7
+    assert sample("vcci_import_rows_total") == before_rows + 7
+    assert sample("vcci_import_seconds_total") > before_seconds
+
+
+@pytest.mark.django_db
+def test_a_scrape_shows_this_process_pool():
+    scraped = scrape()
+    pool = metrics.pool_stats()
+    assert scraped["vcci_db_pool_max_size[]"] == pool["pool_max"]
+    assert scraped["vcci_db_pool_requests_total[]"] >= 1
+
+
+def test_pool_counters_are_published_as_increments(monkeypatch):
+    keys = {key: 0 for key in ("pool_min", "pool_max", "pool_size", "pool_available", "requests_waiting")}
+    counters = dict.fromkeys(metrics.POOL_COUNTERS, 0)
+    readings = iter(
+        [
+            {**keys, "pool_size": 3, **counters, "requests_num": 10, "requests_wait_ms": 1500},
+            {**keys, "pool_size": 2, **counters, "requests_num": 25, "requests_wait_ms": 1500},
+            # The pool was recreated: its counters restarted from zero.
+            {**keys, "pool_size": 1, **counters, "requests_num": 4, "requests_wait_ms": 0},
+        ]
+    )
+    monkeypatch.setattr(metrics, "pool_stats", lambda alias: next(readings))
+    publisher = PoolMetrics(interval=3600)
+    requests, wait = sample("vcci_db_pool_requests_total"), sample("vcci_db_pool_wait_seconds_total")
+    publisher.update()
+    assert sample("vcci_db_pool_requests_total") == requests + 10
+    assert sample("vcci_db_pool_wait_seconds_total") == pytest.approx(wait + 1.5)
+    assert sample("vcci_db_pool_connections") == 3
+    publisher.update()  # within the interval: not read again
+    assert sample("vcci_db_pool_requests_total") == requests + 10
+    publisher.update(force=True)
+    assert sample("vcci_db_pool_requests_total") == requests + 25
+    assert sample("vcci_db_pool_connections") == 2
+    publisher.update(force=True)
+    assert sample("vcci_db_pool_requests_total") == requests + 29
+    assert sample("vcci_db_pool_wait_seconds_total") == pytest.approx(wait + 1.5)
+
+
+def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env={**os.environ, **env}
+    )
+
+
+def test_with_a_multiprocess_directory_the_view_merges_every_process_files(tmp_path, monkeypatch):
+    # Two other processes count into the directory; the view (any process) serves their sum.
+    for n in (2, 5):
+        result = run_python(
+            "from prometheus_client import Counter\n"
+            f"Counter('vcci_probe_total', 'probe', ['kind']).labels('x').inc({n})\n",
+            PROMETHEUS_MULTIPROC_DIR=str(tmp_path),
+        )
+        assert result.returncode == 0, result.stderr
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    assert scrape()["vcci_probe_total[('kind', 'x')]"] == 7
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+    assert "vcci_probe_total[('kind', 'x')]" not in scrape()
+
+
+def test_a_missing_multiprocess_directory_is_named_at_startup(tmp_path):
+    result = run_python(
+        "import django; django.setup()",
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "missing"),
+        DJANGO_SETTINGS_MODULE="vcci.settings_test",
+    )
+    assert result.returncode == 1
+    assert "ImproperlyConfigured" in result.stderr
+    assert f"PROMETHEUS_MULTIPROC_DIR='{tmp_path / 'missing'}' is not a directory" in result.stderr

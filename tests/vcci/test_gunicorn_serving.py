@@ -1,0 +1,384 @@
+"""Real gunicorn with gevent workers (vcci/gunicorn.conf.py): metrics summed across workers, slow queries on one
+worker running concurrently, a blocking psycopg refused at boot; and the configuration's serving hooks.
+
+The servers run against this test run's database (``test_<name>``; data is committed by
+``django_db(transaction=True)`` so they can see it) and Redis database, on free ports, each in its own
+process group, stopped (SIGTERM, then SIGKILL) when the test ends whatever its outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import runpy
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.parser import text_string_to_metric_families
+from rest_framework.authtoken.models import Token
+
+import vcci
+from tests.emissions.api.payloads import electricity_input
+from tests.factories import MembershipFactory
+from tests.vcci.test_settings import load_settings  # noqa: F401  (fixture)
+
+ROOT = Path(vcci.__file__).resolve().parent.parent
+CONF = ROOT / "vcci" / "gunicorn.conf.py"
+BOOT_TIMEOUT = 60.0
+# Small pools: the suite may share PostgreSQL's max_connections with other runs.
+POOL_MAX_SIZE = 4
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def database_url_of_this_run() -> str:
+    """A URL of the database this test run uses (pytest-django's ``test_<name>``)."""
+    db = connection.settings_dict
+    credentials = quote(db["USER"] or "", safe="") + (f":{quote(db['PASSWORD'], safe='')}" if db["PASSWORD"] else "")
+    return f"postgres://{credentials}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def get(url: str, data: bytes | None = None, headers: dict[str, str] | None = None, timeout: float = 10) -> Any:
+    request = urllib.request.Request(url, data=data, headers=headers or {})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return response.status, response.read()
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+    metrics_dir: Path
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """``start_server(workers=2, app="vcci.wsgi", wait=True, **env)``: a gunicorn on a free port."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(*, workers: int = 2, app: str = "vcci.wsgi", wait: bool = True, **extra_env: str) -> Server:
+        port = free_port()
+        metrics_dir = tmp_path / f"prometheus-{port}"
+        inherited = {key: value for key, value in os.environ.items() if key != "PSYCOPG_WAIT_FUNC"}
+        env = {
+            **inherited,
+            "DJANGO_SETTINGS_MODULE": "vcci.settings",
+            "SECRET_KEY": "gunicorn-serving-test",
+            "DEBUG": "0",
+            "DATABASE_URL": database_url_of_this_run(),
+            "REDIS_URL": settings.REDIS_URL,
+            "GUNICORN_BIND": f"127.0.0.1:{port}",
+            "GUNICORN_WORKERS": str(workers),
+            "GUNICORN_WORKER_CLASS": "gevent",
+            "GUNICORN_WORKER_CONNECTIONS": "50",
+            "DB_POOL_MAX_SIZE": str(POOL_MAX_SIZE),
+            "DB_POOL_MIN_SIZE": "1",
+            "CACHE_WARM_ON_BOOT": "0",
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+            **extra_env,
+        }
+        log = tmp_path / f"gunicorn-{port}.log"
+        with log.open("wb") as out:
+            # --no-control-socket: gunicorn's default control socket path is per user, shared with any other server.
+            process = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "-c", str(CONF), "--no-control-socket", app],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: the teardown stops master and workers together
+            )
+        started.append(process)
+        server = Server(process, f"http://127.0.0.1:{port}", log, metrics_dir)
+        if wait:
+            deadline = time.monotonic() + BOOT_TIMEOUT
+            while True:
+                if process.poll() is not None:
+                    pytest.fail(f"gunicorn exited with {process.returncode}:\n{server.log_text()}")
+                try:
+                    if get(f"{server.url}/healthz", timeout=2)[0] == 200:
+                        break
+                except (urllib.error.URLError, OSError):
+                    pass
+                if time.monotonic() > deadline:
+                    pytest.fail(f"gunicorn did not answer within {BOOT_TIMEOUT} s:\n{server.log_text()}")
+                time.sleep(0.1)
+        return server
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=5)
+
+
+def scrape(server: Server) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    status, body = get(f"{server.url}/metrics")
+    assert status == 200
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+    }
+
+
+def total(scraped: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    """A scraped sample summed over the labels not given."""
+    wanted = set(labels.items())
+    return sum(
+        value for (sample, sample_labels), value in scraped.items() if sample == name and wanted <= set(sample_labels)
+    )
+
+
+def per_worker(server: Server, name: str, **labels: str) -> dict[int, float]:
+    """Each process's own value of a counter sample, read from its file in the multiprocess directory."""
+    values: dict[int, float] = {}
+    for path in sorted(server.metrics_dir.glob("counter_*.db")):
+        pid = int(path.stem.split("_")[1])
+        for metric in MultiProcessCollector.merge([str(path)], accumulate=False):
+            for s in metric.samples:
+                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                    values[pid] = values.get(pid, 0.0) + s.value
+    return values
+
+
+# -- (a) /metrics sums every worker ------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_metrics_are_summed_across_two_workers(start_server, org, electricity_factor):
+    membership = MembershipFactory.create(organization=org)
+    token = Token.objects.create(user=membership.user)
+    server = start_server(workers=2)
+    headers = {"Authorization": f"Token {token.key}", "Content-Type": "application/json"}
+    body = json.dumps(electricity_input()).encode()
+    calculation = {"category": "3", "method": "activity"}
+
+    def calculate(_: int) -> int:
+        return int(get(f"{server.url}/api/v1/calculate/", body, headers)[0])
+
+    sent = 0
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        # Concurrent requests on new connections land on both workers; keep going until each served some.
+        while sent < 400:
+            assert set(pool.map(calculate, range(8))) == {200}
+            sent += 8
+            if len(per_worker(server, "vcci_calculations_total", **calculation)) == 2:
+                break
+    shares = per_worker(server, "vcci_calculations_total", **calculation)
+    assert len(shares) == 2 and all(n > 0 for n in shares.values()), (sent, shares)
+    assert sum(shares.values()) == sent
+
+    scraped = scrape(server)
+    labels = tuple(sorted(calculation.items()))
+    assert scraped[("vcci_calculations_total", labels)] == sent
+    view = (("method", "POST"), ("status", "200"), ("view", "calculate"))
+    assert scraped[("django_http_responses_total_by_status_view_method_total", view)] == sent
+    assert scraped[("vcci_db_queries_per_request_count", (("view", "calculate"),))] == sent
+    # Cache events (token authentication, factor resolution) come from both workers and add up exactly.
+    for event in ("hit", "miss", "wait"):
+        counted = per_worker(server, "vcci_cache_events_total", tier="l1", event=event)
+        assert total(scraped, "vcci_cache_events_total", tier="l1", event=event) == sum(counted.values()), event
+    # Every request looked its token up in L1 at least once (a hit, or a miss when the batch arrived cold).
+    lookups = sum(total(scraped, "vcci_cache_events_total", tier="l1", event=event) for event in ("hit", "miss"))
+    assert lookups >= sent
+    # livesum gauges: both workers' pools together, W x P.
+    assert scraped[("vcci_db_pool_max_size", ())] == 2 * POOL_MAX_SIZE
+
+
+# -- (b) two slow queries on one worker overlap -------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_slow_queries_on_one_gevent_worker_run_concurrently(start_server):
+    server = start_server(workers=1, app="tests.vcci.sleep_app:application")
+    get(f"{server.url}/_sleep?s=0")  # the pool opens its first connection outside the measurement
+
+    def sleep(_: int) -> dict[str, float]:
+        return json.loads(get(f"{server.url}/_sleep?s=0.5")[1])
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        first, second = pool.map(sleep, range(2))
+    total = time.perf_counter() - started
+    assert first["pid"] == second["pid"], "both requests must be served by the one worker"
+    # PostgreSQL's own clock: each [start, end] is one pg_sleep(0.5). Had the worker blocked in the first
+    # query, the second would only have started after the first ended.
+    message = f"intervals {first} {second}; both requests took {total:.3f} s in all"
+    assert max(first["start"], second["start"]) < min(first["end"], second["end"]), message
+    assert first["end"] - first["start"] >= 0.5 and second["end"] - second["start"] >= 0.5, message
+
+
+def test_a_worker_whose_psycopg_would_block_refuses_to_boot(start_server):
+    # PSYCOPG_WAIT_FUNC forces the C wait psycopg would pick if imported before gevent patched.
+    server = start_server(workers=1, wait=False, PSYCOPG_WAIT_FUNC="wait_c")
+    try:
+        returncode = server.process.wait(timeout=BOOT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"gunicorn kept running with a blocking psycopg:\n{server.log_text()}")
+    log = server.log_text()
+    assert returncode == 3, log  # gunicorn's WORKER_BOOT_ERROR: the master stops
+    assert "A query would block the whole gevent worker" in log and "wait_c" in log
+    assert "Worker failed to boot" in log
+
+
+# -- the configuration's hooks, without a server ------------------------------------------------
+
+
+class StubLog:
+    def __init__(self) -> None:
+        self.records: list[tuple[str, str]] = []
+
+    def info(self, message: str, *args: Any) -> None:
+        self.records.append(("info", message % args))
+
+    def warning(self, message: str, *args: Any) -> None:
+        self.records.append(("warning", message % args))
+
+
+def conf(monkeypatch: pytest.MonkeyPatch, **env: str) -> dict[str, Any]:
+    for key in ("GUNICORN_WORKERS", "GUNICORN_WORKER_CLASS", "GUNICORN_WORKER_CONNECTIONS", "DB_POOL", "DB_PGBOUNCER"):
+        monkeypatch.delenv(key, raising=False)
+    for key in ("DB_POOL_MAX_SIZE", "DB_MAX_CONNECTIONS", "DB_RESERVED_CONNECTIONS"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.delenv("GUNICORN_DB_WAITERS_PER_CONNECTION", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return runpy.run_path(str(CONF))
+
+
+def server_stub(settings_: dict[str, Any]) -> Any:
+    cfg = SimpleNamespace(bind=[settings_["bind"]], worker_connections=settings_["worker_connections"])
+    return SimpleNamespace(cfg=cfg, log=StubLog())
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, 90),  # P = (100 - 10) // 2 = 45; 45 x (1 + 1)
+        ({"GUNICORN_WORKERS": "4"}, 44),  # P = 22
+        ({"GUNICORN_WORKER_CONNECTIONS": "30"}, 30),  # within 2 x P: unchanged
+        ({"GUNICORN_DB_WAITERS_PER_CONNECTION": "0"}, 45),  # no queueing at all
+        ({"GUNICORN_DB_WAITERS_PER_CONNECTION": "3", "GUNICORN_WORKER_CONNECTIONS": "500"}, 180),
+        ({"DB_POOL_MAX_SIZE": "10"}, 20),
+        ({"DB_MAX_CONNECTIONS": "300", "DB_RESERVED_CONNECTIONS": "20", "GUNICORN_WORKERS": "4"}, 100),  # P = 70
+        ({"DB_PGBOUNCER": "1"}, 100),  # no pool: nothing to bound against
+        ({"DB_POOL": "0"}, 100),
+        ({"DATABASE_URL": ""}, 100),  # SQLite
+        ({"GUNICORN_WORKER_CLASS": "sync"}, 100),  # one request at a time anyway
+    ],
+)
+def test_worker_connections_are_bounded_by_the_pool(monkeypatch, env, expected):
+    env = {"DATABASE_URL": "postgres://vcci@db.example:5432/vcci", **env}
+    assert conf(monkeypatch, **env)["worker_connections"] == expected
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},
+        {"GUNICORN_WORKERS": "4"},
+        {"GUNICORN_WORKERS": "3", "GUNICORN_WORKER_CONNECTIONS": "10"},
+        {"DB_MAX_CONNECTIONS": "300", "DB_RESERVED_CONNECTIONS": "20", "GUNICORN_WORKERS": "4"},
+        {"DB_POOL_MAX_SIZE": "10"},
+    ],
+)
+def test_the_bound_uses_the_pool_size_the_settings_compute(monkeypatch, load_settings, env):  # noqa: F811
+    url = "postgres://vcci@db.example:5432/vcci"
+    computed = conf(monkeypatch, DATABASE_URL=url, **env)
+    # The workers' settings read the bounded value that on_starting exports.
+    workers_settings = load_settings(**{**env, "GUNICORN_WORKER_CONNECTIONS": str(computed["worker_connections"])})
+    assert computed["pool_max_size"] == workers_settings.DATABASES["default"]["OPTIONS"]["pool"]["max_size"]
+
+
+def test_on_starting_prepares_the_metrics_directory_the_workers_inherit(monkeypatch, tmp_path):
+    settings_ = conf(monkeypatch, DATABASE_URL="postgres://vcci@db.example:5432/vcci")
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    for name in ("counter_123.db", "gauge_livesum_123.db", "histogram_9.db", "notes.db", "keep.txt"):
+        (directory / name).write_text("x")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(directory))
+    monkeypatch.setenv("GUNICORN_WORKER_CONNECTIONS", "100")
+    server = server_stub(settings_)
+    settings_["on_starting"](server)
+    # Only prometheus_client's files are removed; whatever else is there stays.
+    assert sorted(p.name for p in directory.iterdir()) == ["keep.txt", "notes.db"]
+    assert os.environ["GUNICORN_WORKER_CONNECTIONS"] == "90"
+    [message] = [text for level, text in server.log.records if level == "warning"]
+    assert message.startswith("worker_connections capped at 90 (requested 100): pool max_size 45 per worker")
+
+
+def test_on_starting_chooses_a_private_directory_per_bind_when_none_is_set(monkeypatch, tmp_path):
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")  # unset; restored after the test
+    monkeypatch.setenv("GUNICORN_WORKER_CONNECTIONS", "100")
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    settings_ = conf(monkeypatch, GUNICORN_BIND="127.0.0.1:8123")
+    settings_["on_starting"](server_stub(settings_))
+    expected = tmp_path / f"vcci-prometheus-{os.getuid()}-127.0.0.1-8123"
+    assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(expected)
+    assert expected.is_dir() and (expected.stat().st_mode & 0o777) == 0o700
+
+
+def test_child_exit_marks_the_worker_dead(monkeypatch, tmp_path):
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    for name in ("counter_41.db", "gauge_livesum_41.db", "gauge_all_41.db", "gauge_livesum_42.db"):
+        (tmp_path / name).write_text("x")
+    conf(monkeypatch)["child_exit"](None, SimpleNamespace(pid=41))
+    # Its live gauges stop counting; its counters (and non-live gauges) are kept: totals never go backwards.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["counter_41.db", "gauge_all_41.db", "gauge_livesum_42.db"]
+
+
+def test_post_fork_drops_the_masters_prometheus_client(monkeypatch):
+    import prometheus_client
+
+    saved = {name: module for name, module in sys.modules.items() if name.startswith("prometheus_client")}
+    try:
+        conf(monkeypatch)["post_fork"](None, None)
+        assert not [name for name in sys.modules if name.startswith("prometheus_client")]
+    finally:
+        sys.modules.update(saved)
+    assert sys.modules["prometheus_client"] is prometheus_client
+
+
+def test_post_worker_init_refuses_a_blocking_gevent_worker_before_anything_else(monkeypatch, caplog):
+    from gunicorn.workers.ggevent import GeventWorker
+
+    from perf.serving import BlockingWaitError
+
+    warmed = []
+    monkeypatch.setattr("perf.warm.warm_on_boot", warmed.append)
+    worker = GeventWorker.__new__(GeventWorker)
+    worker.log = logging.getLogger("tests.vcci.gunicorn")
+    # This test process never patched: exactly the blocking case.
+    with pytest.raises(BlockingWaitError):
+        conf(monkeypatch)["post_worker_init"](worker)
+    assert warmed == []
