@@ -18,13 +18,15 @@ DEMO_USER ?= analyst
 DEMO_ACTIVITIES ?= 20000
 BIND ?= 0.0.0.0:8000
 
-.PHONY: help install env services createdb migrate factors seed run serve test lint typecheck check ci clean bench-db bench-cache
+.PHONY: help install env services createdb migrate factors seed run serve test lint typecheck check ci clean bench-db bench-cache loadtest bench
 
 help:
 	@echo "make run    - install, migrate, import factors, seed a demo org, serve on :8000 (gunicorn + gevent)"
 	@echo "make test   - the whole test suite (needs PostgreSQL and Redis)"
 	@echo "make lint   - ruff;  make typecheck - mypy;  make check - Django system and migration checks"
 	@echo "make bench-cache - emissions summary and list page uncached / Redis / memory / 304 (docs/benchmarks/cache.md)"
+	@echo "make loadtest - seed, gunicorn on :8765, locust headless (LOAD_USERS, LOAD_DURATION, ...), reports in loadtest-results/"
+	@echo "make bench - bench_db, bench_cache, /healthz ceiling vs cached GETs (wrk), worker classes, load test -> docs/performance.md"
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -98,6 +100,45 @@ bench-db: factors
 # organization $(BENCH_ORG) ($(BENCH_ACTIVITIES) activities, as bench-db does) only if it has none.
 bench-cache: factors
 	$(PY) manage.py bench_cache --org $(BENCH_ORG) --activities $(BENCH_ACTIVITIES) --output docs/benchmarks/cache.md
+
+# The load test, in one command (perf/loadtest.py): seeds $(LOAD_ORGS) organizations (loadtest-a, ...) with
+# $(LOAD_ACTIVITIES) activities each if they have none, warms the cache, starts gunicorn on $(LOAD_BIND) (GUNICORN_*
+# from the environment), runs locustfile.py headless, stops everything it started, writes report.html, the CSVs
+# and summary.json to $(LOAD_OUT), and fails when a threshold is broken (error rate, cache hit rate read from
+# /metrics, p95; 'off' skips one). Extra options: LOAD_ARGS, e.g. LOAD_ARGS=--no-require-metrics.
+LOAD_USERS ?= 50
+LOAD_SPAWN_RATE ?= 10
+LOAD_DURATION ?= 60s
+LOAD_WAIT_SCALE ?= 1
+LOAD_OUT ?= loadtest-results
+LOAD_ORGS ?= 2
+LOAD_ACTIVITIES ?= 20000
+LOAD_BIND ?= 127.0.0.1:8765
+LOAD_MAX_ERROR_RATE ?= 0
+LOAD_MIN_CACHE_HIT_RATE ?= 0.95
+LOAD_MAX_P95_MS ?= off
+LOAD_ARGS ?=
+loadtest: factors
+	$(PY) -m perf.loadtest --users $(LOAD_USERS) --spawn-rate $(LOAD_SPAWN_RATE) --duration $(LOAD_DURATION) \
+		--wait-scale $(LOAD_WAIT_SCALE) --out $(LOAD_OUT) --orgs $(LOAD_ORGS) --activities $(LOAD_ACTIVITIES) \
+		--bind $(LOAD_BIND) --max-error-rate $(LOAD_MAX_ERROR_RATE) --min-cache-hit-rate $(LOAD_MIN_CACHE_HIT_RATE) \
+		--max-p95-ms $(LOAD_MAX_P95_MS) $(LOAD_ARGS)
+
+# The performance report, in one command (perf/report.py): bench_db and bench_cache on organization 'bench' (seeded
+# with 1,000,000 activities and a neighbour tenant if empty, as bench-db does), the throughput ceiling (wrk against
+# /healthz, the bare view, and cached authenticated GETs and 304s at several concurrencies), the load test's mixed
+# workload under gevent, sync and gthread workers, then docs/performance.md with PNG charts in docs/performance/ (raw
+# outputs in loadtest-results/report/). Installs wrk with apt-get when missing. Extra options: BENCH_ARGS, e.g.
+# BENCH_ARGS='--phases ceiling' (python -m perf.report --help).
+BENCH_ARGS ?=
+bench: factors
+	@command -v wrk >/dev/null || { \
+		if command -v apt-get >/dev/null; then \
+			SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+			$$SUDO apt-get install -y wrk || { $$SUDO apt-get update && $$SUDO apt-get install -y wrk; }; \
+		else echo "make bench needs wrk (https://github.com/wg/wrk); install it with your package manager" >&2; exit 1; fi; }
+	@command -v wrk >/dev/null || { echo "make bench needs wrk, and installing it failed" >&2; exit 1; }
+	$(PY) -m perf.report --out docs/performance.md $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .mypy_cache .ruff_cache
