@@ -141,30 +141,9 @@ SEARCH_WORDS = (
     "food",
     "water",
 )
-# The subset whose factors the calculation payloads use (energy, materials, waste, freight, travel).
-CALCULATION_WORDS = (
-    "electricity",
-    "natural gas",
-    "diesel",
-    "petrol",
-    "HGV",
-    "rail",
-    "flight",
-    "ship",
-    "hotel",
-    "taxi",
-    "bus",
-    "waste",
-    "landfill",
-    "recycling",
-    "steel",
-    "paper",
-    "plastics",
-    "concrete",
-    "glass",
-    "coal",
-    "propane",
-)
+# The subset whose factors the calculation payloads use (energy, materials, waste, freight, travel): the search
+# words but four that the calculation payloads leave out.
+CALCULATION_WORDS = tuple(word for word in SEARCH_WORDS if word not in {"van", "aluminium", "food", "water"})
 CALCULATION_SOURCES = ("desnz", "epa_hub")
 # At most this many spend factors and this many average-data factors (None: all of them, about 1,000 and 1,500);
 # fewer make the catalogue faster to build (``--max-factors``: smoke runs, tests) at the cost of variety.
