@@ -46,7 +46,7 @@ import time
 import weakref
 from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from cachetools import TLRUCache
@@ -76,12 +76,14 @@ class Namespace:
 
     resource: str
     organization_id: int | None = None
+    # Derived, computed once: read several times per request.
+    key: str = field(init=False, repr=False, compare=False)
+    l1_version_key: str = field(init=False, repr=False, compare=False)  # where L1 keeps its version
 
-    @property
-    def key(self) -> str:
-        if self.organization_id is None:
-            return self.resource
-        return f"org{self.organization_id}:{self.resource}"
+    def __post_init__(self) -> None:
+        key = self.resource if self.organization_id is None else f"org{self.organization_id}:{self.resource}"
+        object.__setattr__(self, "key", key)
+        object.__setattr__(self, "l1_version_key", f"v|{key}")
 
 
 # Resources. A write bumps every namespace whose cached values it can change (emissions.cache).
@@ -131,15 +133,17 @@ class Stats:
         self._lock = threading.Lock()
         self.counts: Counter[tuple[str, str, str]] = Counter()
         self.latency: defaultdict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
-        self._unflushed: Counter[str] = Counter()
-        self._unflushed_seconds: defaultdict[str, float] = defaultdict(float)
+        # Keyed (tier, resource, event); joined into the Redis hash's "tier|resource|event" fields only at flush.
+        self._unflushed: Counter[tuple[str, str, str]] = Counter()
+        self._unflushed_seconds: defaultdict[tuple[str, str, str], float] = defaultdict(float)
 
     def count(self, tier: str, resource: str, event: str, n: int = 1) -> None:
         if not n:
             return
+        key = (tier, resource, event)
         with self._lock:
-            self.counts[(tier, resource, event)] += n
-            self._unflushed[f"{tier}|{resource}|{event}"] += n
+            self.counts[key] += n
+            self._unflushed[key] += n
         for listener in STATS_LISTENERS:
             listener.count(tier, resource, event, n)
 
@@ -148,8 +152,8 @@ class Stats:
             entry = self.latency[(tier, resource)]
             entry[0] += 1
             entry[1] += seconds
-            self._unflushed[f"{tier}|{resource}|calls"] += 1
-            self._unflushed_seconds[f"{tier}|{resource}|seconds"] += seconds
+            self._unflushed[(tier, resource, "calls")] += 1
+            self._unflushed_seconds[(tier, resource, "seconds")] += seconds
         for listener in STATS_LISTENERS:
             listener.observe(tier, resource, seconds)
 
@@ -158,13 +162,13 @@ class Stats:
         with self._lock:
             return dict(self.counts)
 
-    def take_unflushed(self) -> tuple[Counter[str], dict[str, float]]:
+    def take_unflushed(self) -> tuple[Counter[tuple[str, str, str]], dict[tuple[str, str, str], float]]:
         with self._lock:
             counts, seconds = self._unflushed, self._unflushed_seconds
             self._unflushed, self._unflushed_seconds = Counter(), defaultdict(float)
             return counts, seconds
 
-    def give_back(self, counts: Counter[str], seconds: dict[str, float]) -> None:
+    def give_back(self, counts: Counter[tuple[str, str, str]], seconds: dict[tuple[str, str, str], float]) -> None:
         """Counters a failed flush took: added back so the next flush sends them."""
         with self._lock:
             self._unflushed.update(counts)
@@ -318,9 +322,14 @@ class TieredCache:
     # -- L1 plumbing -------------------------------------------------------------------------
 
     def _l1_get(self, key: str) -> Any:
+        # One lookup (Cache.get would check expiry twice: __contains__, then __getitem__); it runs several
+        # times per request. An expired entry raises KeyError too (TLRUCache.__missing__).
         with self._l1_lock:
-            entry = self._l1.get(key)
-        return None if entry is None else entry[0]
+            try:
+                entry = self._l1[key]
+            except KeyError:
+                return None
+        return entry[0]
 
     def _l1_set(self, key: str, payload: Any, ttl: float) -> None:
         if _l1_size((payload, ttl)) > self.l1_max_bytes // 16:
@@ -361,10 +370,18 @@ class TieredCache:
 
     def versions(self, namespaces: Sequence[Namespace]) -> tuple[Version, ...]:
         """The current version of each namespace: L1, else Redis (one round trip), else process-local."""
+        hits = []
+        for ns in namespaces:
+            version = self._l1_get(ns.l1_version_key)
+            if version is None:
+                break
+            hits.append(version)
+        else:
+            return tuple(hits)  # the common case, once per request or more: every one in L1
         found: dict[Namespace, Version] = {}
         missing = []
         for ns in namespaces:
-            version = self._l1_get(f"v|{ns.key}")
+            version = self._l1_get(ns.l1_version_key)
             if version is None:
                 missing.append(ns)
             else:
@@ -401,7 +418,7 @@ class TieredCache:
         writer would serve what it cached before its write. A process-local version (Redis down) is
         replaced by a Redis one, except while this worker still owes Redis a bump of ``ns``.
         """
-        key = f"v|{ns.key}"
+        key = ns.l1_version_key
         with self._l1_lock:
             entry = self._l1.get(key)
             current: Version | None = None if entry is None else entry[0]
@@ -456,7 +473,7 @@ class TieredCache:
                     self._pending_bumps.add(ns)
                 version = self._local_version()
             # Unconditional: this worker's own bump is the newest version it knows of.
-            self._l1_set(f"v|{ns.key}", version, self.l1_ttl)
+            self._l1_set(ns.l1_version_key, version, self.l1_ttl)
 
     def flush_pending(self) -> None:
         """Send the bumps Redis missed, now, whatever the circuit says (at process exit, after an outage)."""
@@ -481,6 +498,7 @@ class TieredCache:
         decode: Callable[[Any], T] = codec.unpack,
         negative: Callable[[T], bool] | None = None,
         keep_negative: bool = True,
+        versions: tuple[Version, ...] | None = None,
     ) -> T:
         """The value cached under ``key`` in ``namespaces``, computing and storing it on a miss.
 
@@ -490,12 +508,14 @@ class TieredCache:
         of distinct unknown keys is the likely abuse, e.g. random tokens). Only one caller per key
         computes at a time: in this
         process (a lock per key) and across workers (a Redis lock, waited on for at most
-        ``CACHE_LOCK_WAIT`` seconds, after which the waiter computes anyway).
+        ``CACHE_LOCK_WAIT`` seconds, after which the waiter computes anyway). ``versions``: the
+        namespaces' versions when the caller has just read them (``versions(namespaces)``), so the
+        value is looked up under the same ones (e.g. those in an ETag).
         """
         resource = namespaces[0].resource
         if not self.enabled or writing(namespaces):
             return self._compute(resource, compute)
-        full = self._value_key(namespaces, self.versions(namespaces), key)
+        full = self._value_key(namespaces, self.versions(namespaces) if versions is None else versions, key)
         raw = self._l1_lookup(resource, full)
         if raw is None:
             raw = self._l2_lookup(resource, full)
@@ -527,6 +547,43 @@ class TieredCache:
                 if acquired:
                     self._release(resource, lock)
                 self._maybe_flush()
+
+    def get(
+        self,
+        namespaces: Sequence[Namespace],
+        key: str,
+        *,
+        versions: tuple[Version, ...] | None = None,
+        decode: Callable[[Any], T] = codec.unpack,
+        count_misses: bool = True,
+    ) -> T | None:
+        """The value ``get_or_compute`` keeps under ``key`` if a tier has it, else None; never computes.
+
+        Lookups are counted like ``get_or_compute``'s, and an L2 hit is promoted into L1. A caller that
+        follows a miss (of both tiers) with ``get_or_compute`` for the same key passes
+        ``count_misses=False``: that lookup counts the miss, once.
+        """
+        if not self.enabled:
+            return None
+        resource = namespaces[0].resource
+        full = self._value_key(namespaces, self.versions(namespaces) if versions is None else versions, key)
+        started = time.perf_counter()
+        raw = self._l1_get(full)
+        self.stats.observe("l1", resource, time.perf_counter() - started)
+        if raw is not None:
+            self.stats.count("l1", resource, "hit")
+        else:
+            raw = self._l2_lookup(resource, full, counted=False)
+            if raw is not None:
+                self.stats.count("l1", resource, "miss")
+                self.stats.count("l2", resource, "hit")
+            elif count_misses:
+                self.stats.count("l1", resource, "miss")
+                self.stats.count("l2", resource, "miss")
+        if raw is None:
+            return None
+        self._maybe_flush()
+        return decode(raw)
 
     def get_many_or_compute(
         self,
@@ -657,10 +714,10 @@ class TieredCache:
 
         def write(client: Any) -> bool:
             pipe = client.pipeline(transaction=False)
-            for field, n in counts.items():
-                pipe.hincrby(STATS_KEY, field, n)
-            for field, s in seconds.items():
-                pipe.hincrbyfloat(STATS_KEY, field, s)
+            for name, n in counts.items():
+                pipe.hincrby(STATS_KEY, "|".join(name), n)
+            for name, s in seconds.items():
+                pipe.hincrbyfloat(STATS_KEY, "|".join(name), s)
             pipe.execute()
             return True
 

@@ -13,6 +13,13 @@ cache's key version: ``CACHE_VERSION`` plus the models' schema). Then:
   against a 200 only (RFC 9110 13.2.1): a request that would be a 404 or a 400 gets that, never a
   304. With the body and the authentication cached, a 304 costs no database query.
 
+A hit needs none of DRF's request machinery, so ``dispatch`` first tries it without DRF
+(``cached_dispatch``): for a plain JSON GET whose caller the view can identify from the raw
+request (``fast_caller_organization_id``: a token DRF would accept, for a user DRF would let
+through), the cached body or a 304 is answered at once, with the headers DRF would add; anything
+else (a miss, another media type, session auth, an unknown parameter, a write in progress) goes
+through DRF as before. Both paths compute the same key, so they share entries.
+
 Every response carries ``ETag``, ``Cache-Control: private, max-age=<CACHE_MAX_AGE[resource]>``
 and ``Vary: Authorization, Accept``; ``Last-Modified`` only once it is safe (``_last_modified``).
 Only JSON is cached; other renderings (the browsable API) pass through untouched.
@@ -20,16 +27,21 @@ Only JSON is cached; other renderings (the browsable API) pass through untouched
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from cachetools import LRUCache
 from django.conf import settings
-from django.http import HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
-from django.utils.cache import get_conditional_response, patch_cache_control, patch_vary_headers
+from django.utils.cache import get_conditional_response
 from django.utils.http import http_date
-from rest_framework.renderers import JSONRenderer
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -51,6 +63,54 @@ def _last_modified(versions: tuple[Version, ...], l1_ttl: float, *, now: float |
     return changed_at
 
 
+# Accept headers for which DRF's negotiation picks a view's first renderer, when that is JSON, with this media type.
+PLAIN_ACCEPT = frozenset({"", "*/*", "application/json"})
+JSON_MEDIA_TYPE = "application/json"
+# The request headers get_conditional_response reads (WSGI names): without any of them it answers None.
+PRECONDITION_HEADERS = ("HTTP_IF_MATCH", "HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE", "HTTP_IF_UNMODIFIED_SINCE")
+# Responses differ by caller and by negotiated media type.
+VARY = "Authorization, Accept"
+
+
+def _plain_json(request: HttpRequest, renderer_classes: Sequence[type[BaseRenderer]]) -> str | None:
+    """The media type DRF would negotiate for a JSON request, when that is certain without negotiating; else None.
+
+    Only for no ``Accept``, ``*/*`` or ``application/json`` (no parameters, no list) and a view whose
+    first renderer is JSON: DRF then picks that renderer with ``application/json`` (unless the query
+    has ``?format=``, which the request's plan tells).
+    """
+    if request.META.get("HTTP_ACCEPT", "").strip() not in PLAIN_ACCEPT:
+        return None
+    if not renderer_classes or not issubclass(renderer_classes[0], JSONRenderer):
+        return None
+    return JSON_MEDIA_TYPE if renderer_classes[0].media_type == JSON_MEDIA_TYPE else None
+
+
+_ALLOW: dict[tuple[type, tuple[str, ...]], str] = {}
+
+
+def _allow(view: Any) -> str:
+    """DRF's Allow header for ``view``: it depends on the class and the methods its route maps (memoized)."""
+    memo_key = (type(view), tuple(view.action_map))
+    allow = _ALLOW.get(memo_key)
+    if allow is None:
+        allow = _ALLOW[memo_key] = ", ".join(view.allowed_methods)
+    return allow
+
+
+@functools.lru_cache(maxsize=256)
+def _http_date(seconds: int) -> str:
+    # Versions change rarely: the same few dates are formatted over and over.
+    return http_date(seconds)
+
+
+def _key(plan: _Plan, versions: tuple[Version, ...]) -> str:
+    """The response's cache key and ETag: the plan's static parts and the namespaces' versions."""
+    # One hash over the plan's digest and the versions (values are digits, dots and letters: "|" separates).
+    text = "|".join([plan.static, *(v.value for v in versions)])
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
 class _NotCacheable(Exception):
     """The view answered something other than a 200 Response: hand it back untouched."""
 
@@ -58,74 +118,180 @@ class _NotCacheable(Exception):
         self.response = response
 
 
+_KNOWN_PARAMS: dict[tuple[Any, ...], frozenset[str]] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What a request's cache key and body depend on, but for the namespaces' versions."""
+
+    namespaces: list[Namespace]
+    static: str  # digest of the key's parts other than the versions
+    cache_body: bool
+    format_param: bool  # ?format=: DRF's negotiation decides the renderer
+
+
+# Plans by request shape (view, action, caller's organization, key version, scheme, host, path, raw query,
+# media type): parsing the query, the namespaces and hashing the key's static parts are then done once per
+# shape, not per request. Bounded (shapes come from clients); entries are a few hundred bytes.
+_PLANS: LRUCache[tuple[Any, ...], _Plan] = LRUCache(maxsize=4096)
+_PLANS_LOCK = threading.Lock()
+
+
 class CachedResponseMixin:
     """ETag / 304 and a two-level response cache for a DRF view's GET handlers.
 
     Subclasses set ``cache_resource`` (the ``CACHE_MAX_AGE`` key) and implement
-    ``cache_namespaces()``; precondition for both: the request is authenticated and
-    ``HasOrganization`` has passed (they read the caller's organization).
+    ``cache_namespaces(organization_id)`` and ``caller_organization_id(request)``; precondition for
+    the latter: the request is authenticated and the view's permissions have passed. For the path
+    without DRF they also implement ``fast_caller_organization_id`` and list the actions in
+    ``cached_actions``.
     """
 
     cache_resource: str = ""
+    # Actions whose GETs go through ``cached_response`` and so may be answered by ``cached_dispatch``.
+    cached_actions: tuple[str, ...] = ()
 
-    def cache_namespaces(self) -> list[Namespace]:
+    def cache_namespaces(self, organization_id: int) -> list[Namespace]:
         raise NotImplementedError
+
+    def caller_organization_id(self, request: Request) -> int:
+        """The caller's organization, once DRF has authenticated the request and checked permissions."""
+        raise NotImplementedError
+
+    def fast_caller_organization_id(self, request: HttpRequest) -> int | None:
+        """The caller's organization read from the raw request, when DRF's authentication and this view's
+        permissions would let it through; None otherwise (or when unsure: DRF then decides)."""
+        return None
 
     # Query parameters a cached body may vary by, besides the filterset's filters and the pagination's own.
     cache_query_params: tuple[str, ...] = ("format",)
 
-    def known_query_params(self) -> set[str]:
-        names = set(self.cache_query_params)
+    def known_query_params(self) -> frozenset[str]:
+        # What it depends on may differ per action (an @action sets its own pagination_class): memoized on those.
         filterset = getattr(self, "filterset_class", None)
-        if filterset is not None:
-            names |= set(filterset.base_filters)
         pagination = getattr(self, "pagination_class", None)
-        for attr in ("limit_query_param", "after_query_param", "before_query_param"):
-            if pagination is not None and getattr(pagination, attr, None):
-                names.add(getattr(pagination, attr))
-        return names
+        memo_key = (self.cache_query_params, filterset, pagination)
+        known = _KNOWN_PARAMS.get(memo_key)
+        if known is None:
+            names = set(self.cache_query_params)
+            if filterset is not None:
+                names |= set(filterset.base_filters)
+            for attr in ("limit_query_param", "after_query_param", "before_query_param"):
+                if pagination is not None and getattr(pagination, attr, None):
+                    names.add(getattr(pagination, attr))
+            known = _KNOWN_PARAMS[memo_key] = frozenset(names)
+        return known
 
-    def cache_body(self, request: Request) -> bool:
+    def cache_body(self, request: HttpRequest | Request) -> bool:
         """Whether this request's body is kept in the cache (else only its ETag is computed).
 
         Only requests made of parameters the view knows: anything else (``?x=1``, ``?x=2``, ...) would
         make every request a new key, letting one client fill the cache with copies of one page.
         """
-        return set(request.query_params) <= self.known_query_params()
+        return self.known_query_params().issuperset(request.GET)
 
     def cached_response(self, request: Request, produce: Callable[[], HttpResponseBase]) -> HttpResponseBase:
         """``produce()``'s response, or a 304, or the cached body of an identical earlier request."""
         if not settings.CACHE_ENABLED or not isinstance(request.accepted_renderer, JSONRenderer):
             return produce()
         cache = tiered()
-        namespaces = self.cache_namespaces()
+        plan = self._plan(request, self.caller_organization_id(request), request.accepted_media_type)
+        namespaces = plan.namespaces
         if writing(namespaces):
             return produce()  # inside a transaction that wrote them: its view of the data is its own
         versions = cache.versions(namespaces)
-        key = digest(
-            cache.key_version,
-            [ns.key for ns in namespaces],
-            [v.value for v in versions],
-            request.scheme,
-            request.get_host(),
-            request.path,
-            sorted(request.query_params.lists()),
-            request.accepted_media_type,
-        )
-        etag = f'"{key}"'
-        last_modified = _last_modified(versions, cache.l1_ttl)
+        key = _key(plan, versions)
         try:
             # The body first (from the cache when it is kept there: no query), then the preconditions: they
             # apply only to what would be a 200 (RFC 9110 13.2.1), never to a 404 or 400.
-            if self.cache_body(request):
-                entry = cache.get_or_compute(namespaces, f"response:{key}", lambda: self._render(request, produce()))
+            if plan.cache_body:
+                entry = cache.get_or_compute(
+                    namespaces, f"response:{key}", lambda: self._render(request, produce()), versions=versions
+                )
             else:
                 entry = self._render(request, produce())
         except _NotCacheable as exc:
             return exc.response
-        not_modified = get_conditional_response(request._request, etag=etag, last_modified=last_modified)
-        if not_modified is not None:
-            return self._headers(not_modified, etag, last_modified)
+        return self._respond(request._request, entry, key, versions, cache.l1_ttl)
+
+    # -- without DRF ---------------------------------------------------------------------------
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        response = self.cached_dispatch(request, kwargs)
+        if response is not None:
+            return response
+        return super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
+
+    def cached_dispatch(self, request: HttpRequest, kwargs: dict[str, Any]) -> HttpResponseBase | None:
+        """The cached answer to a plain JSON GET, without DRF's request cycle; None to go through DRF.
+
+        DRF's per-request work (its Request, content negotiation, authentication rebuilding the
+        user, membership and organization, permissions, finalizing) costs more than serving a cached
+        body itself. Here the caller's organization comes from ``fast_caller_organization_id`` (None
+        sends the request through DRF, which then answers 401/403 or whatever it would), the key is
+        ``cached_response``'s, and only an entry already in the cache is served: a miss goes through
+        DRF, which computes and stores it. Only ``CACHE_FAST_PATH`` switches it off.
+        """
+        if request.method != "GET" or not settings.CACHE_ENABLED or not settings.CACHE_FAST_PATH:
+            return None
+        action = getattr(self, "action_map", {}).get("get")
+        if action not in self.cached_actions or "format" in kwargs:
+            return None
+        media_type = _plain_json(request, self.renderer_classes)  # type: ignore[attr-defined]
+        if media_type is None:
+            return None
+        organization_id = self.fast_caller_organization_id(request)
+        if organization_id is None:
+            return None
+        self.action = action  # cache_body and cache_namespaces may depend on it, as under DRF
+        plan = self._plan(request, organization_id, media_type)
+        if not plan.cache_body or plan.format_param or writing(plan.namespaces):
+            return None
+        cache = tiered()
+        versions = cache.versions(plan.namespaces)
+        key = _key(plan, versions)
+        # A miss is counted by DRF's path, which looks again and computes (no double count).
+        entry = cache.get(plan.namespaces, f"response:{key}", versions=versions, count_misses=False)
+        if entry is None:
+            return None
+        response = self._respond(request, entry, key, versions, cache.l1_ttl)
+        # What DRF's finalize_response adds to this view's responses: Allow (Vary already names Accept).
+        response.headers["Allow"] = _allow(self)
+        return response
+
+    # -- shared --------------------------------------------------------------------------------
+
+    def _plan(self, request: HttpRequest | Request, organization_id: int, media_type: str) -> _Plan:
+        """The request's plan, from the memo or made now. Precondition: ``self.action`` is set."""
+        cache = tiered()
+        scheme, host, path = request.scheme, request.get_host(), request.path
+        shape = (
+            type(self), self.action, organization_id, cache.key_version,
+            scheme, host, path, request.META.get("QUERY_STRING", ""), media_type,
+        )  # fmt: skip
+        with _PLANS_LOCK:
+            plan = _PLANS.get(shape)
+        if plan is None:
+            namespaces = self.cache_namespaces(organization_id)
+            query = sorted(request.GET.lists())
+            static = digest(cache.key_version, [ns.key for ns in namespaces], scheme, host, path, query, media_type)
+            plan = _Plan(namespaces, static, self.cache_body(request), "format" in request.GET)
+            with _PLANS_LOCK:
+                _PLANS[shape] = plan
+        return plan
+
+    def _respond(
+        self, request: HttpRequest, entry: list[Any], key: str, versions: tuple[Version, ...], l1_ttl: float
+    ) -> HttpResponseBase:
+        """The cached 200 ``entry``, or a 304 when the request's preconditions match it."""
+        etag = f'"{key}"'
+        last_modified = _last_modified(versions, l1_ttl)
+        meta = request.META
+        if any(header in meta for header in PRECONDITION_HEADERS):
+            not_modified = get_conditional_response(request, etag=etag, last_modified=last_modified)
+            if not_modified is not None:
+                return self._headers(not_modified, etag, last_modified)
         status, content_type, body = entry
         return self._headers(HttpResponse(body, status=status, content_type=content_type), etag, last_modified)
 
@@ -140,11 +306,13 @@ class CachedResponseMixin:
         return [response.status_code, response["Content-Type"], response.content]
 
     def _headers(self, response: HttpResponseBase, etag: str, last_modified: int | None) -> HttpResponseBase:
-        response.headers["ETag"] = etag
+        """ETag, Last-Modified, Cache-Control and Vary. Precondition: ``response`` is new (has none of them)."""
+        headers = response.headers
+        headers["ETag"] = etag
         if last_modified is not None:
-            response.headers["Last-Modified"] = http_date(last_modified)
-        patch_cache_control(response, private=True, max_age=settings.CACHE_MAX_AGE.get(self.cache_resource, 0))
-        patch_vary_headers(response, ("Authorization", "Accept"))
+            headers["Last-Modified"] = _http_date(last_modified)
+        headers["Cache-Control"] = f"private, max-age={settings.CACHE_MAX_AGE.get(self.cache_resource, 0)}"
+        headers["Vary"] = VARY
         return response
 
 
@@ -158,8 +326,10 @@ class CachedReadMixin(CachedResponseMixin):
     cache_first_page_only = False
     cursor_params = ("after", "before")
 
-    def cache_body(self, request: Request) -> bool:
-        deep_page = any(request.query_params.get(param) for param in self.cursor_params)
+    cached_actions: tuple[str, ...] = ("list", "retrieve")
+
+    def cache_body(self, request: HttpRequest | Request) -> bool:
+        deep_page = any(request.GET.get(param) for param in self.cursor_params)
         if self.cache_first_page_only and getattr(self, "action", None) == "list" and deep_page:
             return False
         return super().cache_body(request)

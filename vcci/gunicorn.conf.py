@@ -278,3 +278,17 @@ def post_worker_init(worker: Any) -> None:
     except Exception:
         # A cold cache only costs speed; a worker that fails to boot costs capacity.
         worker.log.exception("Could not start the cache warm-up; the worker serves with a cold cache")
+
+
+def post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
+    """Under gevent, yield to the worker's other greenlets after every request.
+
+    A greenlet runs until it blocks. On a keep-alive connection whose next request has already
+    arrived, reading it does not block, so a busy client can be served request after request
+    while the worker's other connections wait: the tail latency of everyone else grows to seconds
+    under load. One ``gevent.sleep(0)`` per request lets every ready greenlet run in turn.
+    """
+    if getattr(worker, "wsgi", None) is not None and type(worker).__module__ == "gunicorn.workers.ggevent":
+        import gevent
+
+        gevent.sleep(0)

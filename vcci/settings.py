@@ -260,6 +260,9 @@ CACHE_LOCK_WAIT: float = env.float("CACHE_LOCK_WAIT", default=2.0)
 CACHE_RETRY_AFTER: float = env.float("CACHE_RETRY_AFTER", default=5.0)
 # Part of every cache key and ETag: change it on a deploy that changes what a cached value or response holds.
 CACHE_VERSION: str = env.str("CACHE_VERSION", default="1")
+# Cached GETs answered before DRF's request cycle (perf.conditional.CachedResponseMixin.cached_dispatch); off only
+# to measure what it saves.
+CACHE_FAST_PATH: bool = env.bool("CACHE_FAST_PATH", default=True)
 # Cache-Control max-age (seconds) a client may reuse a response without asking again, per resource. Every
 # resource holds data an organization may change at any moment, so by default clients revalidate every time
 # (a 304 costs no database query); raise one where minutes of client-side staleness are acceptable.

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
+from cachetools import LRUCache
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions
-from rest_framework.authentication import TokenAuthentication
+from rest_framework.authentication import TokenAuthentication, get_authorization_header
 from rest_framework.authtoken.models import Token
 
 from emissions.models import Membership, Organization
-from perf.cache import GLOBAL_AUTH, digest, tiered
+from perf.cache import GLOBAL_AUTH, digest, tiered, writing
 from perf.codec import model_from_row, model_row
 
 # What a request needs of the user; the password hash, among others, never enters the cache
@@ -52,6 +55,75 @@ def _rebuild(key: str, row: list[Any]) -> tuple[User, Token]:
     return user, token
 
 
+def cached_token_row(key: str) -> list[Any] | None:
+    """``_token_row(key)`` through the two-level cache (namespace ``auth``); None for an unknown token."""
+    return tiered().get_or_compute(
+        [GLOBAL_AUTH],
+        f"token:{digest(settings.SECRET_KEY, key)}",
+        lambda: _token_row(key),
+        negative=lambda value: value is None,
+        keep_negative=False,  # random tokens would each leave an entry; an unknown token costs its query
+    )
+
+
+def token_from_header(request: HttpRequest) -> str | None:
+    """The key of the request's ``Authorization: Token <key>``, or None for anything else.
+
+    Parsed as DRF's ``TokenAuthentication`` does (the header's bytes split on whitespace, keyword
+    case-insensitive, exactly two parts); whatever DRF would answer with an error (one part, three
+    parts, not ASCII) is None here too, so a caller falling back to DRF gets DRF's error.
+    """
+    parts = get_authorization_header(request).split()  # type: ignore[arg-type]  # it reads request.META only
+    if len(parts) != 2 or parts[0].lower() != OrgTokenAuthentication.keyword.lower().encode() or not parts[1].isascii():
+        return None
+    return parts[1].decode()
+
+
+# Positions in the cached rows, which follow _meta.concrete_fields order (perf.codec.model_row).
+_IS_ACTIVE = [f.attname for f in User._meta.concrete_fields if f.attname in USER_FIELDS].index("is_active")
+_MEMBERSHIP_ORGANIZATION = [f.attname for f in Membership._meta.concrete_fields].index("organization_id")
+
+
+# token -> (auth namespace version, organization id or None), per process: spares the row's decoding on
+# every request. Keyed by the version, so it is exactly as fresh as the cached row it was read from.
+_ORGANIZATION_MEMO: LRUCache[str, tuple[str, int | None]] = LRUCache(maxsize=10_000)
+_MEMO_LOCK = threading.Lock()
+
+
+def token_organization_id(key: str) -> int | None:
+    """The organization id of the token's user when DRF would let the request through, else None.
+
+    That is: the token exists, its user is active and belongs to an organization: what
+    ``OrgTokenAuthentication``, ``IsAuthenticated`` and ``HasOrganization`` check. It reads the same
+    cached row as ``OrgTokenAuthentication`` (the same staleness bound, ``CACHE_L1_TTL`` after a change
+    elsewhere) without rebuilding the models, for ``perf.conditional``'s path without DRF.
+    Precondition: the cache is enabled (with it off there is no version to key the memo by).
+    """
+    if writing([GLOBAL_AUTH]):
+        return _organization_id(cached_token_row(key))  # this transaction changed auth rows: no memo
+    (version,) = tiered().versions([GLOBAL_AUTH])
+    with _MEMO_LOCK:
+        memo = _ORGANIZATION_MEMO.get(key)
+    if memo is not None and memo[0] == version.value:
+        return memo[1]
+    row = cached_token_row(key)
+    if row is None:
+        return None  # unknown tokens are not remembered (random tokens would fill the memo)
+    organization_id = _organization_id(row)
+    with _MEMO_LOCK:
+        _ORGANIZATION_MEMO[key] = (version.value, organization_id)
+    return organization_id
+
+
+def _organization_id(row: list[Any] | None) -> int | None:
+    if row is None:
+        return None
+    _, user_row, membership_row, _ = row
+    if not user_row[_IS_ACTIVE] or membership_row is None:
+        return None
+    return int(membership_row[_MEMBERSHIP_ORGANIZATION])
+
+
 class OrgTokenAuthentication(TokenAuthentication):
     """DRF's token authentication, with the user's membership and organization joined into the token query,
     and the result kept in the two-level cache (namespace ``auth``).
@@ -67,13 +139,7 @@ class OrgTokenAuthentication(TokenAuthentication):
     """
 
     def authenticate_credentials(self, key: str) -> tuple[Any, Any]:
-        row = tiered().get_or_compute(
-            [GLOBAL_AUTH],
-            f"token:{digest(settings.SECRET_KEY, key)}",
-            lambda: _token_row(key),
-            negative=lambda value: value is None,
-            keep_negative=False,  # random tokens would each leave an entry; an unknown token costs its query
-        )
+        row = cached_token_row(key)
         if row is None:
             raise exceptions.AuthenticationFailed(_("Invalid token."))
         user, token = _rebuild(key, row)

@@ -7,10 +7,11 @@ from rest_framework.routers import DefaultRouter
 from emissions.api import views
 
 router = DefaultRouter()
+# Resolution tries the routes in this order: the most requested resources first.
+router.register("emissions", views.EmissionViewSet, basename="emission")
+router.register("activities", views.ActivityViewSet, basename="activity")
 router.register("factors", views.FactorViewSet, basename="factor")
 router.register("suppliers", views.SupplierViewSet, basename="supplier")
-router.register("activities", views.ActivityViewSet, basename="activity")
-router.register("emissions", views.EmissionViewSet, basename="emission")
 
 urlpatterns = [
     path("calculate/", views.CalculateView.as_view(), name="calculate"),

@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from typing import Any
 
 import pytest
+from django.contrib.auth.models import User
+from django.db import connection
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from django.utils.http import http_date
 from django_redis import get_redis_connection
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.authtoken.models import Token
+from rest_framework.permissions import IsAdminUser
+from rest_framework.test import APIClient
+from rest_framework.throttling import AnonRateThrottle
+from rest_framework.views import APIView
 
+from emissions.api.views import EmissionViewSet, _default_access
 from emissions.cache import emission_namespaces
 from perf.cache import Namespace, Version, tiered
 from perf.conditional import _last_modified
-from tests.factories import EmissionFactory
+from tests.factories import EmissionFactory, MembershipFactory, SupplierFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -156,3 +167,178 @@ def test_with_the_cache_off_responses_are_plain(api, data) -> None:
 
 def api_namespaces(api) -> list[Namespace]:
     return emission_namespaces(api.user.membership.organization_id)
+
+
+# -- cached responses answered before DRF (CachedResponseMixin.cached_dispatch) ---------------------
+
+
+@pytest.fixture
+def drf_requests(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths DRF's request cycle ran for (APIView.initial: negotiation, authentication, permissions)."""
+    seen: list[str] = []
+    initial = APIView.initial
+
+    def counting(self: APIView, request: Any, *args: Any, **kwargs: Any) -> None:
+        seen.append(request.path)
+        initial(self, request, *args, **kwargs)
+
+    monkeypatch.setattr(APIView, "initial", counting)
+    return seen
+
+
+def test_a_cached_get_is_answered_without_drf_and_without_queries(api, data, drf_requests) -> None:
+    first = api.get(SUMMARY)
+    assert drf_requests == ["/api/v1/emissions/summary/"]  # the miss goes through DRF, which stores it
+    with CaptureQueriesContext(connection) as queries:
+        second = api.get(SUMMARY)
+        not_modified = api.get(SUMMARY, HTTP_IF_NONE_MATCH=first["ETag"])
+    assert drf_requests == ["/api/v1/emissions/summary/"]
+    assert len(queries) == 0
+    assert second.status_code == 200 and second.content == first.content
+    assert not_modified.status_code == 304 and not_modified.content == b""
+
+
+@pytest.mark.parametrize(
+    "path",
+    [SUMMARY, LIST, "/api/v1/emissions/?category=1", "/api/v1/activities/", "/api/v1/factors/", "/api/v1/suppliers/"],
+)
+def test_answers_without_drf_are_the_answers_drf_gives(api, data, electricity_factor, path) -> None:
+    """Same status, body and headers, 200 and 304, with the path on and off (the body from the same entry)."""
+    api.get(path)  # stored by DRF's path
+    answers = {}
+    for fast in (True, False):
+        with override_settings(CACHE_FAST_PATH=fast):
+            full = api.get(path)
+            not_modified = api.get(path, HTTP_IF_NONE_MATCH=full["ETag"])
+        answers[fast] = [(r.status_code, r.content, dict(r.headers)) for r in (full, not_modified)]
+    assert answers[True] == answers[False]
+    assert [status for status, _, _ in answers[True]] == [200, 304]
+
+
+def test_a_detail_and_a_supplier_s_factors_are_answered_without_drf(api, org, drf_requests) -> None:
+    supplier = SupplierFactory.create(organization=org)
+    paths = [f"/api/v1/suppliers/{supplier.pk}/", f"/api/v1/suppliers/{supplier.pk}/factors/"]
+    for path in paths:
+        assert api.get(path).status_code == 200
+    for path in paths:
+        assert api.get(path).status_code == 200
+    assert drf_requests == paths  # once each: the second round came from the cache
+
+
+@pytest.mark.parametrize(
+    ("path", "headers"),
+    [
+        (SUMMARY, {"HTTP_ACCEPT": "text/html"}),  # the browsable API
+        (SUMMARY, {"HTTP_ACCEPT": "application/json; indent=4"}),  # another rendering
+        (SUMMARY + "&format=json", {}),  # DRF's negotiation decides
+        (SUMMARY + "&x=1", {}),  # unknown parameter: no cached body
+        ("/api/v1/emissions/?after=abc", {}),  # deep pages keep no body
+        ("/api/v1/emissions/summary/?group_by=nonsense", {}),  # a 400 is never stored
+    ],
+)
+def test_what_the_path_cannot_be_sure_of_goes_through_drf(api, data, drf_requests, path, headers) -> None:
+    first = api.get(path, **headers)
+    second = api.get(path, **headers)
+    assert second.status_code == first.status_code
+    assert len(drf_requests) == 2
+
+
+def test_head_requests_go_through_drf(api, data, drf_requests) -> None:
+    api.get(SUMMARY)
+    assert api.head(SUMMARY).status_code == 200
+    assert len(drf_requests) == 2
+
+
+def test_session_authenticated_requests_go_through_drf(org, data, drf_requests) -> None:
+    membership = MembershipFactory.create(organization=org)
+    client = APIClient()
+    client.force_login(membership.user)
+    assert client.get(SUMMARY).status_code == 200
+    assert client.get(SUMMARY).status_code == 200
+    assert len(drf_requests) == 2
+
+
+def revoke(user: User, token: Token) -> None:
+    token.delete()
+
+
+def deactivate(user: User, token: Token) -> None:
+    user.is_active = False
+    user.save()
+
+
+def remove_membership(user: User, token: Token) -> None:
+    user.membership.delete()
+
+
+@pytest.mark.parametrize(("change", "status"), [(revoke, 401), (deactivate, 401), (remove_membership, 403)])
+def test_a_caller_drf_would_refuse_is_refused_at_once(api, data, drf_requests, change, status) -> None:
+    assert api.get(SUMMARY).status_code == 200
+    assert api.get(SUMMARY).status_code == 200
+    change(api.user, Token.objects.get(user=api.user))
+    response = api.get(SUMMARY)
+    assert response.status_code == status
+    assert drf_requests == ["/api/v1/emissions/summary/"] * 2  # DRF decided, from fresh rows
+
+
+def test_bad_or_unknown_tokens_get_drf_s_answers(data, drf_requests) -> None:
+    for header in ["Token", "Token a b", "Token nope", "Bearer abc", "Token caf\u00e9"]:
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=header)
+        assert client.get(SUMMARY).status_code == 401, header
+    assert len(drf_requests) == 5
+
+
+def test_each_organization_gets_its_own_cached_answer(api, other_api, org, other_org, drf_requests) -> None:
+    EmissionFactory.create_batch(2, organization=org)
+    EmissionFactory.create_batch(3, organization=other_org)
+    for client in (api, other_api, api, other_api):
+        client.get(SUMMARY)
+    assert len(drf_requests) == 2  # one miss per organization
+    assert api.get(SUMMARY).json()["count"] == 2
+    assert other_api.get(SUMMARY).json()["count"] == 3
+    assert api.get(SUMMARY)["ETag"] != other_api.get(SUMMARY)["ETag"]
+
+
+def test_a_write_is_seen_by_the_next_cached_read(api, org, data) -> None:
+    assert api.get(SUMMARY).json()["count"] == 3
+    api.get(SUMMARY)  # now answered from the cache
+    EmissionFactory(organization=org)
+    assert api.get(SUMMARY).json()["count"] == 4
+
+
+def test_a_miss_is_counted_once_and_a_hit_once(api, org, data) -> None:
+    stats = tiered().stats
+    api.get(SUMMARY)
+    before = stats.snapshot()
+    api.get(SUMMARY)  # an L1 hit, without DRF
+    tiered().clear_local()
+    api.get(SUMMARY)  # an L1 miss and an L2 hit (promoted), without DRF
+    EmissionFactory(organization=org)
+    api.get(SUMMARY)  # a miss without DRF, uncounted; then DRF's lookup counts it and computes
+    after = stats.snapshot()
+    delta = {key: after[key] - before.get(key, 0) for key in after if key[1] == "emissions"}
+    assert {key: n for key, n in delta.items() if n} == {
+        ("l1", "emissions", "hit"): 1,
+        ("l1", "emissions", "miss"): 2,
+        ("l2", "emissions", "hit"): 1,
+        ("l2", "emissions", "promotion"): 1,
+        ("l2", "emissions", "miss"): 1,
+        ("db", "emissions", "compute"): 1,
+        ("l2", "emissions", "store"): 1,
+    }
+
+
+@override_settings(CACHE_FAST_PATH=False)
+def test_the_path_can_be_switched_off(api, data, drf_requests) -> None:
+    api.get(SUMMARY)
+    api.get(SUMMARY)
+    assert len(drf_requests) == 2
+
+
+def test_only_views_with_the_default_access_rules_take_it() -> None:
+    assert _default_access(EmissionViewSet)
+    throttled = type("Throttled", (EmissionViewSet,), {"throttle_classes": [AnonRateThrottle]})
+    staff_only = type("StaffOnly", (EmissionViewSet,), {"permission_classes": [IsAdminUser]})
+    session_first = type("SessionFirst", (EmissionViewSet,), {"authentication_classes": [SessionAuthentication]})
+    assert not any(_default_access(view) for view in (throttled, staff_only, session_first))

@@ -1,4 +1,5 @@
-"""vcci/gunicorn.conf.py: the master can read it without Django, and its post_worker_init hook never fails a worker."""
+"""vcci/gunicorn.conf.py: the master can read it without Django, its post_worker_init hook never fails a worker,
+and post_request yields under gevent."""
 
 from __future__ import annotations
 
@@ -63,3 +64,17 @@ def test_hook_swallows_and_logs_a_failure_to_start(monkeypatch, caplog):
     [record] = caplog.records
     assert record.getMessage().startswith("Could not start the cache warm-up")
     assert record.exc_info and isinstance(record.exc_info[1], RuntimeError)
+
+
+def test_post_request_yields_to_the_other_greenlets_under_gevent(monkeypatch) -> None:
+    import gevent
+
+    yields: list[float] = []
+    monkeypatch.setattr(gevent, "sleep", lambda seconds=0: yields.append(seconds))
+    gevent_worker = type("GeventWorker", (), {"__module__": "gunicorn.workers.ggevent", "wsgi": object()})()
+    sync_worker = type("SyncWorker", (), {"__module__": "gunicorn.workers.sync", "wsgi": object()})()
+    post_request = conf()["post_request"]
+    post_request(sync_worker, None, {}, None)
+    assert yields == []
+    post_request(gevent_worker, None, {}, None)
+    assert yields == [0]
