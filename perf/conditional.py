@@ -21,7 +21,9 @@ else (a miss, another media type, session auth, an unknown parameter, a write in
 through DRF as before. Both paths compute the same key, so they share entries.
 
 Every response carries ``ETag``, ``Cache-Control: private, max-age=<CACHE_MAX_AGE[resource]>``
-and ``Vary: Authorization, Accept``; ``Last-Modified`` only once it is safe (``_last_modified``).
+and ``Vary: Authorization, Accept, Accept-Encoding``; ``Last-Modified`` only once it is safe
+(``_last_modified``). A cached body of ``CACHE_GZIP_MIN_BYTES`` or more is kept in gzip form too
+(compressed once, when stored) and served as such to clients that accept gzip, with its own ETag.
 Only JSON is cached; other renderings (the browsable API) pass through untouched.
 """
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -41,6 +44,7 @@ from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.utils.cache import get_conditional_response
 from django.utils.http import http_date
+from django.utils.text import compress_string
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -68,8 +72,10 @@ PLAIN_ACCEPT = frozenset({"", "*/*", "application/json"})
 JSON_MEDIA_TYPE = "application/json"
 # The request headers get_conditional_response reads (WSGI names): without any of them it answers None.
 PRECONDITION_HEADERS = ("HTTP_IF_MATCH", "HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE", "HTTP_IF_UNMODIFIED_SINCE")
-# Responses differ by caller and by negotiated media type.
-VARY = "Authorization, Accept"
+# Responses differ by caller, negotiated media type and content coding.
+VARY = "Authorization, Accept, Accept-Encoding"
+# Whether a client takes gzip: the test Django's GZipMiddleware makes.
+ACCEPTS_GZIP = re.compile(r"\bgzip\b")
 
 
 def _plain_json(request: HttpRequest, renderer_classes: Sequence[type[BaseRenderer]]) -> str | None:
@@ -207,7 +213,10 @@ class CachedResponseMixin:
             # apply only to what would be a 200 (RFC 9110 13.2.1), never to a 404 or 400.
             if plan.cache_body:
                 entry = cache.get_or_compute(
-                    namespaces, f"response:{key}", lambda: self._render(request, produce()), versions=versions
+                    namespaces,
+                    f"response:{key}",
+                    lambda: self._render(request, produce(), compress=True),
+                    versions=versions,
                 )
             else:
                 entry = self._render(request, produce())
@@ -284,18 +293,33 @@ class CachedResponseMixin:
     def _respond(
         self, request: HttpRequest, entry: list[Any], key: str, versions: tuple[Version, ...], l1_ttl: float
     ) -> HttpResponseBase:
-        """The cached 200 ``entry``, or a 304 when the request's preconditions match it."""
-        etag = f'"{key}"'
+        """The cached 200 ``entry`` (gzip-encoded when it has that form and the client accepts it), or a 304
+        when the request's preconditions match that representation."""
+        status, content_type, body, *rest = entry
+        gzipped = rest[0] if rest else None  # entries stored before compression existed have 3 items
+        if gzipped is not None and not ACCEPTS_GZIP.search(request.META.get("HTTP_ACCEPT_ENCODING", "")):
+            gzipped = None
+        # Each representation has its own strong ETag (RFC 9110 8.8.3): the gzip form's bytes differ.
+        etag = f'"{key}-gzip"' if gzipped is not None else f'"{key}"'
         last_modified = _last_modified(versions, l1_ttl)
         meta = request.META
         if any(header in meta for header in PRECONDITION_HEADERS):
             not_modified = get_conditional_response(request, etag=etag, last_modified=last_modified)
             if not_modified is not None:
                 return self._headers(not_modified, etag, last_modified)
-        status, content_type, body = entry
-        return self._headers(HttpResponse(body, status=status, content_type=content_type), etag, last_modified)
+        if gzipped is None:
+            response = HttpResponse(body, status=status, content_type=content_type)
+        else:
+            response = HttpResponse(gzipped, status=status, content_type=content_type)
+            response.headers["Content-Encoding"] = "gzip"
+        return self._headers(response, etag, last_modified)
 
-    def _render(self, request: Request, response: HttpResponseBase) -> list[Any]:
+    def _render(self, request: Request, response: HttpResponseBase, *, compress: bool = False) -> list[Any]:
+        """``[status, content type, body, gzip form of the body or None]`` of a 200 DRF response.
+
+        ``compress``: the entry is kept in the cache, so its gzip form is made once here
+        (``CACHE_GZIP_MIN_BYTES`` and up, when it is smaller) instead of on every response.
+        """
         if not isinstance(response, Response) or response.status_code != 200:
             raise _NotCacheable(response)
         # What APIView.finalize_response and Django's handler would do, done here so the bytes can be kept.
@@ -303,7 +327,13 @@ class CachedResponseMixin:
         response.accepted_media_type = request.accepted_media_type
         response.renderer_context = self.get_renderer_context()  # type: ignore[attr-defined]
         response.render()
-        return [response.status_code, response["Content-Type"], response.content]
+        body = response.content
+        gzipped = None
+        if compress and settings.CACHE_GZIP_MIN_BYTES and len(body) >= settings.CACHE_GZIP_MIN_BYTES:
+            gzipped = compress_string(body)
+            if len(gzipped) >= len(body):
+                gzipped = None
+        return [response.status_code, response["Content-Type"], body, gzipped]
 
     def _headers(self, response: HttpResponseBase, etag: str, last_modified: int | None) -> HttpResponseBase:
         """ETag, Last-Modified, Cache-Control and Vary. Precondition: ``response`` is new (has none of them)."""

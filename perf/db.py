@@ -50,15 +50,22 @@ class PoolConfigError(ValueError):
     """A pool configuration that cannot work; the message names the setting and the problem."""
 
 
-def worker_concurrency(worker_class: str, worker_connections: int) -> int:
+def worker_concurrency(worker_class: str, worker_connections: int, threads: int = 1) -> int:
     """How many requests one gunicorn worker process serves at the same time.
 
-    A gevent/eventlet worker runs up to ``worker_connections`` greenlets; a sync worker serves one
-    request at a time (``worker_connections`` only applies to the async worker classes).
+    A gevent/eventlet worker runs up to ``worker_connections`` greenlets; a gthread worker ``threads``
+    threads (gunicorn also switches a sync worker with ``threads`` > 1 to gthread); a sync worker
+    serves one request at a time (``worker_connections`` only applies to the async worker classes).
     """
     if worker_connections < 1:
         raise PoolConfigError(f"GUNICORN_WORKER_CONNECTIONS must be at least 1; got {worker_connections}.")
-    return worker_connections if worker_class in CONCURRENT_WORKER_CLASSES else 1
+    if threads < 1:
+        raise PoolConfigError(f"GUNICORN_THREADS must be at least 1; got {threads}.")
+    if worker_class in CONCURRENT_WORKER_CLASSES:
+        return worker_connections
+    if worker_class in ("gthread", "sync"):
+        return threads
+    return 1
 
 
 def pool_size_for(*, workers: int, worker_connections: int, max_connections: int, reserve: int) -> int:

@@ -4,7 +4,8 @@ Every knob comes from the environment so that one file serves a laptop and a con
 
     GUNICORN_BIND                127.0.0.1:8000
     GUNICORN_WORKERS             2          processes (roughly one per CPU core)
-    GUNICORN_WORKER_CLASS        gevent     "sync" to debug without greenlets
+    GUNICORN_WORKER_CLASS        gevent     "sync" to debug without greenlets, "gthread" for threads
+    GUNICORN_THREADS             1          threads per gthread worker
     GUNICORN_WORKER_CONNECTIONS  100        concurrent requests (greenlets) per gevent worker, at most
                                             P x (1 + GUNICORN_DB_WAITERS_PER_CONNECTION), see below
     GUNICORN_DB_WAITERS_PER_CONNECTION  1   greenlets that may queue for each pooled DB connection
@@ -157,6 +158,8 @@ def bounded_worker_connections(requested: int, pool_max_size: int | None, waiter
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = _int("GUNICORN_WORKERS", 2)
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gevent")
+# Threads per gthread worker (the settings size its database pool to them); gunicorn turns sync into gthread above 1.
+threads = _int("GUNICORN_THREADS", 1)
 requested_worker_connections = _int("GUNICORN_WORKER_CONNECTIONS", 100)
 db_waiters_per_connection = _int("GUNICORN_DB_WAITERS_PER_CONNECTION", 1)
 if db_waiters_per_connection < 0:

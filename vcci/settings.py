@@ -158,6 +158,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
                 worker_connections=worker_concurrency(
                     env.str("GUNICORN_WORKER_CLASS", default="gevent"),
                     env.int("GUNICORN_WORKER_CONNECTIONS", default=100),
+                    env.int("GUNICORN_THREADS", default=1),
                 ),
                 max_connections=env.int("DB_MAX_CONNECTIONS", default=100),
                 reserve=env.int("DB_RESERVED_CONNECTIONS", default=10),
@@ -209,6 +210,7 @@ if REDIS_URL:
                             worker_concurrency(
                                 env.str("GUNICORN_WORKER_CLASS", default="gevent"),
                                 env.int("GUNICORN_WORKER_CONNECTIONS", default=100),
+                                env.int("GUNICORN_THREADS", default=1),
                             ),
                         ),
                     ),
@@ -263,6 +265,8 @@ CACHE_VERSION: str = env.str("CACHE_VERSION", default="1")
 # Cached GETs answered before DRF's request cycle (perf.conditional.CachedResponseMixin.cached_dispatch); off only
 # to measure what it saves.
 CACHE_FAST_PATH: bool = env.bool("CACHE_FAST_PATH", default=True)
+# Cached response bodies of this size and up also keep a gzip form, served to clients that accept it (0: never).
+CACHE_GZIP_MIN_BYTES: int = env.int("CACHE_GZIP_MIN_BYTES", default=1024)
 # Cache-Control max-age (seconds) a client may reuse a response without asking again, per resource. Every
 # resource holds data an organization may change at any moment, so by default clients revalidate every time
 # (a 304 costs no database query); raise one where minutes of client-side staleness are acceptable.

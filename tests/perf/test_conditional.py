@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import time
 from typing import Any
 
@@ -43,7 +44,7 @@ def test_a_cacheable_get_carries_etag_cache_control_and_vary(api, data) -> None:
     assert response["ETag"].startswith('"') and response["ETag"].endswith('"')
     assert set(response["Cache-Control"].split(", ")) == {"private", "max-age=0"}
     vary = {v.strip() for v in response["Vary"].split(",")}
-    assert {"Authorization", "Accept"} <= vary
+    assert {"Authorization", "Accept", "Accept-Encoding"} <= vary
 
 
 @override_settings(CACHE_MAX_AGE={"factors": 300, "suppliers": 0, "emissions": 0})
@@ -342,3 +343,49 @@ def test_only_views_with_the_default_access_rules_take_it() -> None:
     staff_only = type("StaffOnly", (EmissionViewSet,), {"permission_classes": [IsAdminUser]})
     session_first = type("SessionFirst", (EmissionViewSet,), {"authentication_classes": [SessionAuthentication]})
     assert not any(_default_access(view) for view in (throttled, staff_only, session_first))
+
+
+# -- gzip forms of cached bodies -----------------------------------------------------------------
+
+
+@pytest.fixture
+def many(org):
+    return EmissionFactory.create_batch(20, organization=org, activity__period_start=dt.date(2025, 1, 1))
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_client_that_accepts_gzip_gets_the_stored_gzip_form(api, many, fast) -> None:
+    identity = api.get(LIST)  # stored, with its gzip form (the page is well over CACHE_GZIP_MIN_BYTES)
+    with override_settings(CACHE_FAST_PATH=fast):
+        gzipped = api.get(LIST, HTTP_ACCEPT_ENCODING="gzip, deflate, br")
+        not_modified = api.get(LIST, HTTP_ACCEPT_ENCODING="gzip", HTTP_IF_NONE_MATCH=gzipped["ETag"])
+        stale = api.get(LIST, HTTP_ACCEPT_ENCODING="gzip", HTTP_IF_NONE_MATCH=identity["ETag"])
+    assert gzipped["Content-Encoding"] == "gzip"
+    assert gzip.decompress(gzipped.content) == identity.content
+    assert len(gzipped.content) < len(identity.content) / 3
+    assert "Content-Encoding" not in identity
+    # Each representation has its own ETag; a 304 refers to the form the client holds.
+    assert gzipped["ETag"] == identity["ETag"][:-1] + '-gzip"'
+    assert not_modified.status_code == 304 and not_modified["ETag"] == gzipped["ETag"]
+    assert stale.status_code == 200 and stale["Content-Encoding"] == "gzip"
+
+
+def test_small_and_uncached_bodies_are_not_compressed(api, many) -> None:
+    with override_settings(CACHE_GZIP_MIN_BYTES=10**9):
+        api.get(LIST)
+        small = api.get(LIST, HTTP_ACCEPT_ENCODING="gzip")
+    unknown_param = api.get(LIST + "?x=1", HTTP_ACCEPT_ENCODING="gzip")  # no cached body: never compressed
+    api.get(SUMMARY)
+    with override_settings(CACHE_GZIP_MIN_BYTES=0):
+        api.get(SUMMARY + "&category=1")
+        off = api.get(SUMMARY + "&category=1", HTTP_ACCEPT_ENCODING="gzip")
+    for response in (small, unknown_param, off):
+        assert response.status_code == 200 and "Content-Encoding" not in response
+        assert not response["ETag"].endswith('-gzip"')
+
+
+def test_gzip_is_not_served_to_clients_that_do_not_name_it(api, many) -> None:
+    api.get(LIST)
+    for accept_encoding in ("", "identity", "deflate, br"):
+        response = api.get(LIST, HTTP_ACCEPT_ENCODING=accept_encoding)
+        assert "Content-Encoding" not in response, accept_encoding

@@ -83,8 +83,13 @@ def test_workers_times_pool_max_stays_within_the_budget():
 def test_worker_concurrency_by_worker_class():
     assert worker_concurrency("gevent", 100) == 100
     assert worker_concurrency("sync", 100) == 1
+    assert worker_concurrency("gthread", 100, threads=8) == 8
+    assert worker_concurrency("sync", 100, threads=4) == 4  # gunicorn runs gthread then
+    assert worker_concurrency("gthread", 100) == 1
     with pytest.raises(PoolConfigError, match="GUNICORN_WORKER_CONNECTIONS"):
         worker_concurrency("gevent", 0)
+    with pytest.raises(PoolConfigError, match="GUNICORN_THREADS must be at least 1; got 0"):
+        worker_concurrency("gthread", 100, threads=0)
 
 
 def test_pool_options_defaults():

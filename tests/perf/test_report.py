@@ -216,6 +216,39 @@ def test_wrk_command_never_more_threads_than_connections() -> None:
 # -- ratios and verdicts -----------------------------------------------------------------------------------
 
 
+def test_combine_rounds_takes_medians_and_sums_errors() -> None:
+    rounds = [
+        report.WrkResult(1000, 5.0, 200.0, 1.0, 2.0, 9.0, errors_status=1),
+        report.WrkResult(4000, 5.0, 800.0, 0.4, 0.8, 3.0),
+        report.WrkResult(5000, 5.0, 1000.0, 0.3, None, 2.0, errors_socket=2),
+    ]
+    point = report.combine_rounds(rounds)
+    assert point["rps"] == 800.0  # the disturbed first round does not count
+    assert (point["p50_ms"], point["p90_ms"], point["p99_ms"]) == (0.4, 1.4, 3.0)
+    assert (point["errors"], point["errors_status"], point["errors_socket"]) == (3, 1, 2)
+    assert point["requests"] == 10_000 and point["rounds_rps"] == [200.0, 800.0, 1000.0]
+    with pytest.raises(ValueError):
+        report.combine_rounds([])
+
+
+def test_missed_bars_name_every_cached_get_under_the_bar_and_every_broken_threshold() -> None:
+    points = report.add_ratios(
+        [
+            {"target": "healthz", "concurrency": 8, "rps": 1000.0},
+            {"target": "summary", "concurrency": 8, "rps": 850.0},
+            {"target": "list", "concurrency": 8, "rps": 700.0},
+        ]
+    )
+    results = {"ceiling": {"points": points}, "loadtest": {"broken": ["cache hit rate: 90.0 % < 95.0 %"]}}
+    assert report.missed_bars(results) == [
+        "emissions list page 1, 200: 0.70x of the ceiling, under 0.8x",
+        "load test: cache hit rate: 90.0 % < 95.0 %",
+    ]
+    points[2]["rps"] = 800.0
+    assert report.missed_bars({"ceiling": {"points": points}, "loadtest": {"broken": []}}) == []
+    assert report.missed_bars({}) == []
+
+
 def test_add_ratios_divides_by_the_bare_view_at_the_same_concurrency() -> None:
     points = report.add_ratios([point("healthz", 1, 1000), point("summary", 1, 800), point("summary", 8, 900)])
     assert [p["ratio"] for p in points] == [1.0, 0.8, None]  # no /healthz at 8 connections: no ratio

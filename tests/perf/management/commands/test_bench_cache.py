@@ -119,9 +119,9 @@ def test_a_cached_body_that_differs_from_the_uncached_one_fails_loudly(
 ) -> None:
     render = CachedResponseMixin._render
 
-    def altered(self: CachedResponseMixin, *args: Any) -> list[Any]:
-        status, content_type, body = render(self, *args)
-        return [status, content_type, body + b" "]
+    def altered(self: CachedResponseMixin, *args: Any, **kwargs: Any) -> list[Any]:
+        status, content_type, body, gzipped = render(self, *args, **kwargs)
+        return [status, content_type, body + b" ", gzipped]
 
     monkeypatch.setattr(CachedResponseMixin, "_render", altered)
     with pytest.raises(CommandError, match="the L2 body differs from the uncached one"):
