@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -68,24 +67,45 @@ def _last_modified(versions: tuple[Version, ...], l1_ttl: float, *, now: float |
 
 
 # Accept headers for which DRF's negotiation picks a view's first renderer, when that is JSON, with this media type.
-PLAIN_ACCEPT = frozenset({"", "*/*", "application/json"})
+PLAIN_ACCEPT = frozenset({"*/*", "application/json"})
 JSON_MEDIA_TYPE = "application/json"
 # The request headers get_conditional_response reads (WSGI names): without any of them it answers None.
 PRECONDITION_HEADERS = ("HTTP_IF_MATCH", "HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE", "HTTP_IF_UNMODIFIED_SINCE")
 # Responses differ by caller, negotiated media type and content coding.
 VARY = "Authorization, Accept, Accept-Encoding"
-# Whether a client takes gzip: the test Django's GZipMiddleware makes.
-ACCEPTS_GZIP = re.compile(r"\bgzip\b")
+# Part of every response key: the layout of a cached entry ([status, content type, body, gzip form]).
+ENTRY_FORMAT = 2
+
+
+@functools.lru_cache(maxsize=256)
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an ``Accept-Encoding`` value lets the server send gzip: ``gzip`` (or ``x-gzip``) listed
+    with a q-value above 0 (RFC 9110 12.5.3; ``gzip;q=0`` refuses it). ``*`` is not taken as gzip."""
+    for coding in accept_encoding.split(","):
+        name, _, params = coding.partition(";")
+        if name.strip().lower() not in ("gzip", "x-gzip"):
+            continue
+        q = 1.0
+        for param in params.split(";"):
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        return q > 0
+    return False
 
 
 def _plain_json(request: HttpRequest, renderer_classes: Sequence[type[BaseRenderer]]) -> str | None:
     """The media type DRF would negotiate for a JSON request, when that is certain without negotiating; else None.
 
-    Only for no ``Accept``, ``*/*`` or ``application/json`` (no parameters, no list) and a view whose
+    Only for no ``Accept`` header, ``*/*`` or ``application/json`` (no parameters, no list) and a view whose
     first renderer is JSON: DRF then picks that renderer with ``application/json`` (unless the query
     has ``?format=``, which the request's plan tells).
     """
-    if request.META.get("HTTP_ACCEPT", "").strip() not in PLAIN_ACCEPT:
+    accept = request.META.get("HTTP_ACCEPT")
+    if accept is not None and accept.strip() not in PLAIN_ACCEPT:  # an empty Accept is DRF's 406
         return None
     if not renderer_classes or not issubclass(renderer_classes[0], JSONRenderer):
         return None
@@ -284,7 +304,9 @@ class CachedResponseMixin:
         if plan is None:
             namespaces = self.cache_namespaces(organization_id)
             query = sorted(request.GET.lists())
-            static = digest(cache.key_version, [ns.key for ns in namespaces], scheme, host, path, query, media_type)
+            static = digest(
+                cache.key_version, ENTRY_FORMAT, [ns.key for ns in namespaces], scheme, host, path, query, media_type
+            )
             plan = _Plan(namespaces, static, self.cache_body(request), "format" in request.GET)
             with _PLANS_LOCK:
                 _PLANS[shape] = plan
@@ -295,9 +317,8 @@ class CachedResponseMixin:
     ) -> HttpResponseBase:
         """The cached 200 ``entry`` (gzip-encoded when it has that form and the client accepts it), or a 304
         when the request's preconditions match that representation."""
-        status, content_type, body, *rest = entry
-        gzipped = rest[0] if rest else None  # entries stored before compression existed have 3 items
-        if gzipped is not None and not ACCEPTS_GZIP.search(request.META.get("HTTP_ACCEPT_ENCODING", "")):
+        status, content_type, body, gzipped = entry
+        if gzipped is not None and not accepts_gzip(request.META.get("HTTP_ACCEPT_ENCODING", "")):
             gzipped = None
         # Each representation has its own strong ETag (RFC 9110 8.8.3): the gzip form's bytes differ.
         etag = f'"{key}-gzip"' if gzipped is not None else f'"{key}"'

@@ -61,9 +61,11 @@ def worker_concurrency(worker_class: str, worker_connections: int, threads: int 
         raise PoolConfigError(f"GUNICORN_WORKER_CONNECTIONS must be at least 1; got {worker_connections}.")
     if threads < 1:
         raise PoolConfigError(f"GUNICORN_THREADS must be at least 1; got {threads}.")
-    if worker_class in CONCURRENT_WORKER_CLASSES:
+    # A class may be named by its short name ("gevent") or by its path ("gunicorn.workers.ggevent.GeventWorker").
+    name = worker_class.lower()
+    if name in CONCURRENT_WORKER_CLASSES or ".ggevent." in name or ".geventlet." in name:
         return worker_connections
-    if worker_class in ("gthread", "sync"):
+    if name in ("gthread", "sync") or ".gthread." in name or ".sync." in name:
         return threads
     return 1
 

@@ -55,11 +55,16 @@ def _rebuild(key: str, row: list[Any]) -> tuple[User, Token]:
     return user, token
 
 
+def _token_cache_key(key: str) -> str:
+    # A keyed hash: Redis never holds a usable token.
+    return f"token:{digest(settings.SECRET_KEY, key)}"
+
+
 def cached_token_row(key: str) -> list[Any] | None:
     """``_token_row(key)`` through the two-level cache (namespace ``auth``); None for an unknown token."""
     return tiered().get_or_compute(
         [GLOBAL_AUTH],
-        f"token:{digest(settings.SECRET_KEY, key)}",
+        _token_cache_key(key),
         lambda: _token_row(key),
         negative=lambda value: value is None,
         keep_negative=False,  # random tokens would each leave an entry; an unknown token costs its query
@@ -96,19 +101,23 @@ def token_organization_id(key: str) -> int | None:
     That is: the token exists, its user is active and belongs to an organization: what
     ``OrgTokenAuthentication``, ``IsAuthenticated`` and ``HasOrganization`` check. It reads the same
     cached row as ``OrgTokenAuthentication`` (the same staleness bound, ``CACHE_L1_TTL`` after a change
-    elsewhere) without rebuilding the models, for ``perf.conditional``'s path without DRF.
-    Precondition: the cache is enabled (with it off there is no version to key the memo by).
+    elsewhere) without rebuilding the models, for ``perf.conditional``'s path without DRF. It only
+    reads the cache, never the database: None also when neither tier holds the row (unknown token,
+    or not read recently); the caller then falls back to DRF, whose authentication queries once and
+    caches the row. Precondition: the cache is enabled.
     """
     if writing([GLOBAL_AUTH]):
-        return _organization_id(cached_token_row(key))  # this transaction changed auth rows: no memo
-    (version,) = tiered().versions([GLOBAL_AUTH])
+        return None  # this transaction changed auth rows: DRF's authentication reads them
+    cache = tiered()
+    (version,) = cache.versions([GLOBAL_AUTH])
     with _MEMO_LOCK:
         memo = _ORGANIZATION_MEMO.get(key)
     if memo is not None and memo[0] == version.value:
         return memo[1]
-    row = cached_token_row(key)
+    # A miss is counted by DRF's authentication, which looks again and computes (no double count).
+    row = cache.get([GLOBAL_AUTH], _token_cache_key(key), versions=(version,), count_misses=False)
     if row is None:
-        return None  # unknown tokens are not remembered (random tokens would fill the memo)
+        return None  # not remembered: random tokens would fill the memo
     organization_id = _organization_id(row)
     with _MEMO_LOCK:
         _ORGANIZATION_MEMO[key] = (version.value, organization_id)

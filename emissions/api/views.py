@@ -28,7 +28,7 @@ from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.generics import GenericAPIView
-from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.negotiation import BaseContentNegotiation, DefaultContentNegotiation
 from rest_framework.parsers import BaseParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import BaseRenderer, JSONRenderer
@@ -86,21 +86,55 @@ class OrgCachedReadMixin(CachedReadMixin):
         return request_org_id(request)
 
     def fast_caller_organization_id(self, request: HttpRequest) -> int | None:
-        if not _default_access(type(self)):
+        if not _default_access(self):
             return None
         key = token_from_header(request)
         return None if key is None else token_organization_id(key)
 
 
+# The APIView methods through which DRF decides who may do what: a view overriding one decides differently.
+ACCESS_METHODS = (
+    "initial",
+    "get_authenticators",
+    "perform_authentication",
+    "get_permissions",
+    "check_permissions",
+    "get_throttles",
+    "check_throttles",
+    "get_content_negotiator",
+    "perform_content_negotiation",
+)
+_DEFAULT_ACCESS: dict[tuple[type, Any, Any, Any, Any, Any], bool] = {}
+
+
 def _default_access(view: Any) -> bool:
-    """Whether ``view`` authenticates, authorizes and throttles exactly as ``token_organization_id`` assumes."""
-    return (
-        bool(view.authentication_classes)
-        and view.authentication_classes[0] is OrgTokenAuthentication
-        and set(view.permission_classes) <= {IsAuthenticated, HasOrganization}
-        and not view.throttle_classes
-        and view.versioning_class is None
+    """Whether ``view`` authenticates, authorizes, throttles and negotiates exactly as the path without DRF
+    assumes (``token_organization_id``): token authentication first, IsAuthenticated and HasOrganization
+    only, no throttles, no versioning, DRF's negotiation, none of ``ACCESS_METHODS`` overridden.
+
+    Read on the instance: an ``@action(permission_classes=...)`` sets its own. Memoized on what it reads.
+    """
+    cls = type(view)
+    memo_key = (
+        cls,
+        tuple(view.authentication_classes),
+        tuple(view.permission_classes),
+        tuple(view.throttle_classes),
+        view.versioning_class,
+        view.content_negotiation_class,
     )
+    verdict = _DEFAULT_ACCESS.get(memo_key)
+    if verdict is None:
+        verdict = _DEFAULT_ACCESS[memo_key] = (
+            bool(view.authentication_classes)
+            and view.authentication_classes[0] is OrgTokenAuthentication
+            and set(view.permission_classes) <= {IsAuthenticated, HasOrganization}
+            and not view.throttle_classes
+            and view.versioning_class is None
+            and view.content_negotiation_class is DefaultContentNegotiation
+            and all(getattr(cls, name) is getattr(APIView, name) for name in ACCESS_METHODS)
+        )
+    return verdict
 
 
 # -- factors ------------------------------------------------------------------------------------

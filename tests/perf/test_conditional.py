@@ -24,7 +24,7 @@ from rest_framework.views import APIView
 from emissions.api.views import EmissionViewSet, _default_access
 from emissions.cache import emission_namespaces
 from perf.cache import Namespace, Version, tiered
-from perf.conditional import _last_modified
+from perf.conditional import _last_modified, accepts_gzip
 from tests.factories import EmissionFactory, MembershipFactory, SupplierFactory
 
 pytestmark = pytest.mark.django_db
@@ -203,17 +203,20 @@ def test_a_cached_get_is_answered_without_drf_and_without_queries(api, data, drf
     "path",
     [SUMMARY, LIST, "/api/v1/emissions/?category=1", "/api/v1/activities/", "/api/v1/factors/", "/api/v1/suppliers/"],
 )
-def test_answers_without_drf_are_the_answers_drf_gives(api, data, electricity_factor, path) -> None:
-    """Same status, body and headers, 200 and 304, with the path on and off (the body from the same entry)."""
+def test_answers_without_drf_are_the_answers_drf_gives(api, data, electricity_factor, drf_requests, path) -> None:
+    """Same status, body and headers, 200 and 304, gzip or not, with the path on and off (the same entry)."""
     api.get(path)  # stored by DRF's path
     answers = {}
     for fast in (True, False):
+        drf_requests.clear()
         with override_settings(CACHE_FAST_PATH=fast):
             full = api.get(path)
             not_modified = api.get(path, HTTP_IF_NONE_MATCH=full["ETag"])
-        answers[fast] = [(r.status_code, r.content, dict(r.headers)) for r in (full, not_modified)]
+            gzipped = api.get(path, HTTP_ACCEPT_ENCODING="gzip")
+        answers[fast] = [(r.status_code, r.content, dict(r.headers)) for r in (full, not_modified, gzipped)]
+        assert len(drf_requests) == (0 if fast else 3)  # the first arm really was the path without DRF
     assert answers[True] == answers[False]
-    assert [status for status, _, _ in answers[True]] == [200, 304]
+    assert [status for status, _, _ in answers[True]] == [200, 304, 200]
 
 
 def test_a_detail_and_a_supplier_s_factors_are_answered_without_drf(api, org, drf_requests) -> None:
@@ -231,6 +234,7 @@ def test_a_detail_and_a_supplier_s_factors_are_answered_without_drf(api, org, dr
     [
         (SUMMARY, {"HTTP_ACCEPT": "text/html"}),  # the browsable API
         (SUMMARY, {"HTTP_ACCEPT": "application/json; indent=4"}),  # another rendering
+        (SUMMARY, {"HTTP_ACCEPT": ""}),  # an empty Accept: DRF answers 406
         (SUMMARY + "&format=json", {}),  # DRF's negotiation decides
         (SUMMARY + "&x=1", {}),  # unknown parameter: no cached body
         ("/api/v1/emissions/?after=abc", {}),  # deep pages keep no body
@@ -280,6 +284,36 @@ def test_a_caller_drf_would_refuse_is_refused_at_once(api, data, drf_requests, c
     response = api.get(SUMMARY)
     assert response.status_code == status
     assert drf_requests == ["/api/v1/emissions/summary/"] * 2  # DRF decided, from fresh rows
+
+
+def test_an_empty_accept_gets_drf_s_406_even_when_the_body_is_cached(api, data) -> None:
+    api.get(SUMMARY)
+    assert api.get(SUMMARY, HTTP_ACCEPT="").status_code == 406
+
+
+def test_an_unknown_token_costs_one_query_as_without_the_path(data) -> None:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Token " + "0" * 40)
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get(SUMMARY).status_code == 401
+    assert len(queries) == 1
+
+
+def test_a_token_not_in_the_cache_goes_through_drf_once_then_not(api, data, drf_requests) -> None:
+    api.get(SUMMARY)
+    tiered().clear_local()
+    get_redis_connection("default").flushdb()  # every tier forgets the token row and the body
+    api.get(SUMMARY)
+    api.get(SUMMARY)
+    assert len(drf_requests) == 2
+
+
+def test_an_action_with_its_own_permissions_goes_through_drf(api, data, drf_requests, monkeypatch) -> None:
+    api.get(SUMMARY)
+    # As @action(permission_classes=[IsAdminUser]) would: the router passes it to the view instance.
+    monkeypatch.setattr(EmissionViewSet, "permission_classes", [IsAdminUser])
+    assert api.get(SUMMARY).status_code == 403
+    assert len(drf_requests) == 2
 
 
 def test_bad_or_unknown_tokens_get_drf_s_answers(data, drf_requests) -> None:
@@ -338,11 +372,17 @@ def test_the_path_can_be_switched_off(api, data, drf_requests) -> None:
 
 
 def test_only_views_with_the_default_access_rules_take_it() -> None:
-    assert _default_access(EmissionViewSet)
-    throttled = type("Throttled", (EmissionViewSet,), {"throttle_classes": [AnonRateThrottle]})
-    staff_only = type("StaffOnly", (EmissionViewSet,), {"permission_classes": [IsAdminUser]})
-    session_first = type("SessionFirst", (EmissionViewSet,), {"authentication_classes": [SessionAuthentication]})
-    assert not any(_default_access(view) for view in (throttled, staff_only, session_first))
+    assert _default_access(EmissionViewSet())
+    assert not _default_access(EmissionViewSet(permission_classes=[IsAdminUser]))  # an @action's own
+    variants: list[dict[str, Any]] = [
+        {"throttle_classes": [AnonRateThrottle]},
+        {"permission_classes": [IsAdminUser]},
+        {"authentication_classes": [SessionAuthentication]},
+        {"check_permissions": lambda self, request: None},
+        {"get_authenticators": lambda self: []},
+    ]
+    for attrs in variants:
+        assert not _default_access(type("Variant", (EmissionViewSet,), attrs)()), attrs
 
 
 # -- gzip forms of cached bodies -----------------------------------------------------------------
@@ -384,8 +424,27 @@ def test_small_and_uncached_bodies_are_not_compressed(api, many) -> None:
         assert not response["ETag"].endswith('-gzip"')
 
 
+@pytest.mark.parametrize(
+    ("header", "accepted"),
+    [
+        ("gzip", True),
+        ("gzip, deflate, br", True),
+        ("br;q=1.0, GZIP;q=0.5", True),
+        ("x-gzip", True),
+        ("gzip;q=0", False),
+        ("gzip; q=0.0, identity", False),
+        ("gzip;q=nonsense", False),
+        ("identity", False),
+        ("*", False),
+        ("", False),
+    ],
+)
+def test_accepts_gzip_reads_q_values(header, accepted) -> None:
+    assert accepts_gzip(header) is accepted
+
+
 def test_gzip_is_not_served_to_clients_that_do_not_name_it(api, many) -> None:
     api.get(LIST)
-    for accept_encoding in ("", "identity", "deflate, br"):
+    for accept_encoding in ("", "identity", "deflate, br", "gzip;q=0, identity"):
         response = api.get(LIST, HTTP_ACCEPT_ENCODING=accept_encoding)
         assert "Content-Encoding" not in response, accept_encoding

@@ -86,6 +86,8 @@ def test_worker_concurrency_by_worker_class():
     assert worker_concurrency("gthread", 100, threads=8) == 8
     assert worker_concurrency("sync", 100, threads=4) == 4  # gunicorn runs gthread then
     assert worker_concurrency("gthread", 100) == 1
+    assert worker_concurrency("gunicorn.workers.ggevent.GeventWorker", 100) == 100
+    assert worker_concurrency("gunicorn.workers.gthread.ThreadWorker", 100, threads=8) == 8
     with pytest.raises(PoolConfigError, match="GUNICORN_WORKER_CONNECTIONS"):
         worker_concurrency("gevent", 0)
     with pytest.raises(PoolConfigError, match="GUNICORN_THREADS must be at least 1; got 0"):
