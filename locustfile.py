@@ -56,8 +56,9 @@ user class               weight  think (s)  what it does (task weights in bracke
 
 At 50 users that is 29 analysts, 10 factor searchers, 7 calculator clients, 2 supplier admins and 2 ERP
 integrations: some 2,200 requests a minute, of which fewer than ten store something (an activity batch
-every 20 s or so, a supplier edit now and then); each write invalidates the organization's cached
-responses (its namespace is bumped), which the analysts then meet as misses and fresh 200s.
+every 20 s or so, a supplier edit now and then); an activity batch invalidates the organization's cached
+emission responses (its namespace is bumped), which the analysts then meet as misses and fresh 200s; a
+supplier edit, the supplier pages (and emission responses only for a supplier that activities reference).
 
 Payloads
 --------

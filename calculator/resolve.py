@@ -31,7 +31,7 @@ Across requests, every loader reads through the two-level cache (``perf.cache``)
 activity, factors by id, suppliers with their own factors (per organization) and the reference
 tables (global). The query counts above are those of a cold cache; warm, a lookup costs none.
 "Not found" outcomes (an unknown activity, factor or supplier) are cached too, briefly
-(``CACHE_NEGATIVE_TTL``); a factor import or supplier change invalidates them like the rest.
+(``CACHE_NEGATIVE_TTL``); a factor import, or a supplier created or deleted, invalidates them like the rest.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from decimal import Decimal
 from typing import Any
 
 from calculator.types import CalculationError, CalculationInput, Note
-from emissions.cache import factor_namespaces, supplier_namespaces
+from emissions.cache import factor_namespaces, supplier_id_namespaces
 from emissions.models import EmissionFactor, ExchangeRate, FactorDataset, Method, Organization, PriceIndex, Supplier
 from perf.cache import GLOBAL_FACTORS, tiered
 from perf.codec import model_from_row, model_row
@@ -86,7 +86,9 @@ class FactorResolver:
     def __init__(self, organization: Organization) -> None:
         self.organization = organization
         self._factor_ns = factor_namespaces(organization.pk)
-        self._supplier_ns = [*supplier_namespaces(organization.pk), *factor_namespaces(organization.pk)]
+        # Supplier checks depend on which ids are the organization's (and on its own factors), not on
+        # the suppliers' names: editing a supplier leaves them cached.
+        self._supplier_ns = [*supplier_id_namespaces(organization.pk), *factor_namespaces(organization.pk)]
         self._outcomes: dict[tuple, _Outcome] = {}
         self._by_activity: dict[str, list[EmissionFactor]] = {}
         self._by_supplier: dict[int, list[EmissionFactor]] = {}

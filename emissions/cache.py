@@ -1,10 +1,11 @@
 """What the emissions domain caches under which namespaces, and what each write invalidates.
 
-Reads name their namespaces with the ``*_namespaces`` functions; writes call the ``*_changed``
-functions from the service that writes, inside its transaction (``perf.cache.invalidate`` bumps
-again after commit). Model signals cover the writes that bypass the services (the admin, a
-shell): every save or delete of a cached model invalidates too. Bulk paths (COPY,
-``bulk_create``, raw DELETE) send no signals; their services invalidate explicitly.
+Reads name their namespaces with the ``*_namespaces`` functions; writes call the functions below
+from the service that writes, inside its transaction (``perf.cache.invalidate`` bumps again after
+commit). Model signals cover the writes that bypass the services (the admin, a shell): every save
+or delete of a cached model invalidates too; supplier services rely on them alone, since a
+supplier is always saved one row at a time. Bulk paths (COPY, ``bulk_create``, raw DELETE) send
+no signals; their services invalidate explicitly.
 
 One rule keeps this correct by construction: a namespace is bumped by every write that can
 change any value read under it. Over-invalidating costs a recomputation; under-invalidating
@@ -13,10 +14,13 @@ would serve stale data, so where in doubt a write bumps more.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from django.contrib.auth.models import User
+from django.db import DatabaseError, transaction
 from django.db.models import Model
 from django.db.models.signals import post_delete, post_save
 from rest_framework.authtoken.models import Token
@@ -32,7 +36,19 @@ from emissions.models import (
     PriceIndex,
     Supplier,
 )
-from perf.cache import EMISSIONS, FACTORS, GLOBAL_AUTH, GLOBAL_FACTORS, SUPPLIERS, Namespace, invalidate, org_ns
+from perf.cache import (
+    EMISSIONS,
+    FACTORS,
+    GLOBAL_AUTH,
+    GLOBAL_FACTORS,
+    SUPPLIER_IDS,
+    SUPPLIERS,
+    Namespace,
+    invalidate,
+    org_ns,
+)
+
+logger = logging.getLogger(__name__)
 
 # -- reads -------------------------------------------------------------------------------------
 
@@ -43,12 +59,24 @@ def factor_namespaces(organization_id: int) -> list[Namespace]:
 
 
 def supplier_namespaces(organization_id: int) -> list[Namespace]:
+    """The supplier endpoints: every supplier write changes them."""
     return [org_ns(organization_id, SUPPLIERS)]
 
 
+def supplier_id_namespaces(organization_id: int) -> list[Namespace]:
+    """Which ids are the organization's suppliers (the calculator's checks): only creations and deletions change it."""
+    return [org_ns(organization_id, SUPPLIER_IDS)]
+
+
 def emission_namespaces(organization_id: int) -> list[Namespace]:
-    """Activities, emissions and summaries; they embed supplier names and factor details too."""
-    return [org_ns(organization_id, EMISSIONS), org_ns(organization_id, SUPPLIERS), *factor_namespaces(organization_id)]
+    """Activities, emissions and summaries.
+
+    They embed factor details (hence the factor namespaces) and the names of the suppliers their
+    activities reference: a change to such a supplier bumps the emissions namespace itself
+    (``supplier_updated``), so creating, editing or deleting a supplier no activity references
+    leaves every cached emission response valid.
+    """
+    return [org_ns(organization_id, EMISSIONS), *factor_namespaces(organization_id)]
 
 
 # -- writes ------------------------------------------------------------------------------------
@@ -59,9 +87,43 @@ def emissions_changed(organization_id: int) -> None:
     invalidate(org_ns(organization_id, EMISSIONS))
 
 
-def suppliers_changed(organization_id: int) -> None:
-    """A supplier was created, changed or deleted; emission responses carry its name, so they follow."""
+def suppliers_created(organization_id: int) -> None:
+    """Suppliers were created: the supplier lists change, and so may a cached "unknown supplier" answer
+    for a new id. No emission response can name a supplier that no activity references yet."""
+    invalidate(org_ns(organization_id, SUPPLIERS), org_ns(organization_id, SUPPLIER_IDS))
+
+
+def suppliers_deleted(organization_id: int) -> None:
+    """Suppliers were deleted. Deletion is refused while activities or emissions reference a supplier
+    (``on_delete=PROTECT``), so no emission response named a deleted one."""
+    invalidate(org_ns(organization_id, SUPPLIERS), org_ns(organization_id, SUPPLIER_IDS))
+
+
+def supplier_updated(organization_id: int, supplier_id: int) -> None:
+    """A supplier's fields changed (its id cannot): the supplier lists change; emission responses change
+    only if an activity or emission references it, which is checked after commit.
+
+    Why after commit: an activity committed before the check is found, and the emissions namespace
+    is bumped; one committed after the check was committed after this change, and its own write
+    bumped the namespace after its commit, so every response naming the supplier that can still be
+    reached was computed from the new fields. Checked inside the transaction instead, an activity
+    batch committing between the check and this commit would escape both bumps.
+    """
     invalidate(org_ns(organization_id, SUPPLIERS))
+    transaction.on_commit(partial(_emissions_if_referenced, organization_id, supplier_id))
+
+
+def _emissions_if_referenced(organization_id: int, supplier_id: int) -> None:
+    try:
+        referenced = (
+            ActivityRecord.objects.filter(supplier_id=supplier_id).exists()
+            or Emission.objects.filter(supplier_id=supplier_id).exists()
+        )
+    except DatabaseError:
+        logger.warning("supplier %s: could not check its references; emission caches invalidated", supplier_id)
+        referenced = True  # in doubt, bump
+    if referenced:
+        emissions_changed(organization_id)
 
 
 def org_factors_changed(organization_id: int) -> None:
@@ -90,8 +152,24 @@ def _on_activity(sender: type, instance: ActivityRecord | Emission, **kwargs: An
     emissions_changed(_org_of(instance))
 
 
-def _on_supplier(sender: type, instance: Supplier, **kwargs: Any) -> None:
-    suppliers_changed(_org_of(instance))
+def _on_supplier_save(sender: type, instance: Supplier, created: bool = False, **kwargs: Any) -> None:
+    organization_id = _org_of(instance)
+    if created:
+        suppliers_created(organization_id)
+    else:
+        previous = getattr(instance, "loaded_organization_id", None)
+        if previous != organization_id:
+            # Moved to another organization, or saved without being loaded (its old organization is
+            # unknown): in doubt, both organizations' suppliers and emissions.
+            for org in {organization_id} if previous is None else {organization_id, previous}:
+                suppliers_created(org)
+                emissions_changed(org)
+        supplier_updated(organization_id, instance.pk)
+    instance.loaded_organization_id = organization_id
+
+
+def _on_supplier_delete(sender: type, instance: Supplier, **kwargs: Any) -> None:
+    suppliers_deleted(_org_of(instance))
 
 
 def _on_factor(sender: type, instance: EmissionFactor | FactorDataset, **kwargs: Any) -> None:
@@ -117,15 +195,16 @@ def _on_auth(sender: type, instance: Any, **kwargs: Any) -> None:
 
 def connect_signals() -> None:
     """Connect the handlers (``EmissionsConfig.ready``)."""
-    handlers: list[tuple[Callable[..., None], tuple[type[Model], ...]]] = [
-        (_on_activity, (ActivityRecord, Emission)),
-        (_on_supplier, (Supplier,)),
-        (_on_factor, (EmissionFactor, FactorDataset)),
-        (_on_reference, (ExchangeRate, PriceIndex)),
-        (_on_auth, (Token, User, Membership, Organization)),
+    # (on save, on delete, models)
+    handlers: list[tuple[Callable[..., None], Callable[..., None], tuple[type[Model], ...]]] = [
+        (_on_activity, _on_activity, (ActivityRecord, Emission)),
+        (_on_supplier_save, _on_supplier_delete, (Supplier,)),
+        (_on_factor, _on_factor, (EmissionFactor, FactorDataset)),
+        (_on_reference, _on_reference, (ExchangeRate, PriceIndex)),
+        (_on_auth, _on_auth, (Token, User, Membership, Organization)),
     ]
-    for handler, models in handlers:
+    for on_save, on_delete, models in handlers:
         for model in models:
             uid = f"vcci-cache-{model._meta.label_lower}"
-            post_save.connect(handler, sender=model, dispatch_uid=f"{uid}-save")
-            post_delete.connect(handler, sender=model, dispatch_uid=f"{uid}-delete")
+            post_save.connect(on_save, sender=model, dispatch_uid=f"{uid}-save")
+            post_delete.connect(on_delete, sender=model, dispatch_uid=f"{uid}-delete")

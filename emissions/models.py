@@ -96,6 +96,8 @@ class Supplier(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     objects = SupplierQuerySet.as_manager()
+    # Set by from_db (not a column): the organization the row had when loaded.
+    loaded_organization_id: int | None = None
 
     class Meta:
         constraints = [
@@ -106,6 +108,14 @@ class Supplier(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @classmethod
+    def from_db(cls, db: str | None, field_names: Any, values: Any, **kwargs: Any) -> Self:
+        supplier = super().from_db(db, field_names, values, **kwargs)
+        # The organization it was loaded with: if a save moves it to another one (the admin, a shell),
+        # cache invalidation must reach both (emissions.cache).
+        supplier.loaded_organization_id = supplier.__dict__.get("organization_id")
+        return supplier
 
 
 class FactorDataset(models.Model):

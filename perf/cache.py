@@ -88,7 +88,8 @@ class Namespace:
 
 # Resources. A write bumps every namespace whose cached values it can change (emissions.cache).
 EMISSIONS = "emissions"  # activities, emissions, their summaries (per organization)
-SUPPLIERS = "suppliers"  # the organization's suppliers
+SUPPLIERS = "suppliers"  # the organization's suppliers, as the supplier endpoints show them
+SUPPLIER_IDS = "supplier-ids"  # which ids are the organization's suppliers (what the calculator checks)
 FACTORS = "factors"  # per organization: its supplier-specific factors; global: the public catalogue
 AUTH = "auth"  # global: token -> user, membership, organization
 

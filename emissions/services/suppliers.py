@@ -17,7 +17,6 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, models, transaction
 from django.db.models import ProtectedError
 
-from emissions.cache import suppliers_changed
 from emissions.models import ActivityRecord, Emission, EmissionFactor, Organization, Supplier
 
 EXTERNAL_ID_CONSTRAINT = "supplier_org_external_id_uniq"
@@ -103,8 +102,7 @@ def supplier_create(*, organization: Organization, data: dict[str, Any]) -> Supp
     """Create a supplier of ``organization``; ``ValidationError`` names the offending field."""
     _check_fields(data)
     supplier = Supplier(organization=organization, **data)
-    _save(supplier)
-    suppliers_changed(organization.pk)
+    _save(supplier)  # its post_save signal invalidates the cache (emissions.cache.suppliers_created)
     return supplier
 
 
@@ -114,8 +112,7 @@ def supplier_update(*, supplier: Supplier, data: dict[str, Any]) -> Supplier:
     _check_fields(data)
     for name, value in data.items():
         setattr(supplier, name, value)
-    _save(supplier)
-    suppliers_changed(supplier.organization_id)
+    _save(supplier)  # its post_save signal invalidates the cache (emissions.cache.supplier_updated)
     return supplier
 
 
@@ -129,4 +126,4 @@ def supplier_delete(*, supplier: Supplier) -> None:
         raise InUseError.from_protected(
             exc, f"Supplier {supplier.pk} ('{supplier.name}')", "delete or reassign them first."
         ) from exc
-    suppliers_changed(supplier.organization_id)
+    # Its post_delete signal invalidated the cache (emissions.cache.suppliers_deleted).

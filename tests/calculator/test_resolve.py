@@ -503,3 +503,23 @@ def test_prime_results_equal_lazy_results(org):
     lazy = FactorResolver(org)
     for inp in inputs:
         assert primed.resolve(inp) == lazy.resolve(inp)
+
+
+def test_supplier_checks_survive_an_edit_and_follow_a_deletion(
+    org, django_assert_num_queries, django_capture_on_commit_callbacks
+):
+    from emissions.services.suppliers import supplier_delete, supplier_update
+    from perf.cache import tiered
+
+    supplier = SupplierFactory(organization=org)
+    FactorResolver(org).check_supplier(supplier.pk)  # now cached
+    with django_capture_on_commit_callbacks(execute=True):
+        supplier_update(supplier=supplier, data={"name": "Renamed"})
+    tiered().clear_local()
+    with django_assert_num_queries(0):  # a name is not what the check reads
+        FactorResolver(org).check_supplier(supplier.pk)
+    with django_capture_on_commit_callbacks(execute=True):
+        supplier_delete(supplier=supplier)
+    with pytest.raises(CalculationError) as raised:
+        FactorResolver(org).check_supplier(supplier.pk)
+    assert raised.value.errors == {"supplier": [f"Unknown supplier {supplier.pk}."]}

@@ -11,7 +11,7 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from calculator.reference import exchange_rates_load
-from emissions.cache import emission_namespaces, factor_namespaces, supplier_namespaces
+from emissions.cache import emission_namespaces, factor_namespaces, supplier_id_namespaces, supplier_namespaces
 from emissions.models import ExchangeRate, Membership, Supplier
 from emissions.services.activities import activities_create
 from emissions.services.bulk import activities_delete_for_org
@@ -38,7 +38,11 @@ def bumped(action: Callable[[], object], namespaces: list[Namespace], capture) -
 def all_ns(org, other_org) -> list[Namespace]:
     return [
         *emission_namespaces(org.pk),
-        *emission_namespaces(other_org.pk)[:3],
+        *supplier_namespaces(org.pk),
+        *supplier_id_namespaces(org.pk),
+        *emission_namespaces(other_org.pk),
+        *supplier_namespaces(other_org.pk),
+        *supplier_id_namespaces(other_org.pk),
         GLOBAL_AUTH,
     ]
 
@@ -56,24 +60,89 @@ def test_activity_create_and_delete_bump_the_organizations_emissions(
     assert delete == {f"org{org.pk}:emissions"}
 
 
-def test_supplier_writes_bump_the_organizations_suppliers(org, all_ns, django_capture_on_commit_callbacks) -> None:
+def test_writes_to_an_unreferenced_supplier_leave_emissions_cached(
+    org, all_ns, django_capture_on_commit_callbacks
+) -> None:
     supplier: list[Supplier] = []
     created = bumped(
         lambda: supplier.append(supplier_create(organization=org, data={"name": "Acme", "external_id": "A"})),
         all_ns,
         django_capture_on_commit_callbacks,
     )
-    assert created == {f"org{org.pk}:suppliers"}
+    # The new id may have been cached as "unknown supplier": the id set follows.
+    assert created == {f"org{org.pk}:suppliers", f"org{org.pk}:supplier-ids"}
+    # No activity references it: emission responses cannot name it, and its id is unchanged.
     assert bumped(
         lambda: supplier_update(supplier=supplier[0], data={"name": "Acme 2"}),
         all_ns,
         django_capture_on_commit_callbacks,
     ) == {f"org{org.pk}:suppliers"}
     assert bumped(lambda: supplier_delete(supplier=supplier[0]), all_ns, django_capture_on_commit_callbacks) == {
-        f"org{org.pk}:suppliers"
+        f"org{org.pk}:suppliers",
+        f"org{org.pk}:supplier-ids",
     }
-    # Emission responses read the suppliers' namespace too (they name suppliers), so they follow.
-    assert org_ns(org.pk, "suppliers") in emission_namespaces(org.pk)
+
+
+def test_editing_a_referenced_supplier_bumps_the_organizations_emissions(
+    org, all_ns, electricity_factor, django_capture_on_commit_callbacks
+) -> None:
+    supplier = SupplierFactory.create(organization=org)
+    with django_capture_on_commit_callbacks(execute=True):
+        activities_create(organization=org, items=[electricity_item(supplier_id=supplier.pk)])
+    assert bumped(
+        lambda: supplier_update(supplier=supplier, data={"name": "Renamed"}),
+        all_ns,
+        django_capture_on_commit_callbacks,
+    ) == {f"org{org.pk}:suppliers", f"org{org.pk}:emissions"}
+
+
+def test_the_reference_check_runs_after_commit(org, electricity_factor, django_capture_on_commit_callbacks) -> None:
+    """An activity committed after the edit's own check but before its commit must still be seen."""
+    supplier = SupplierFactory.create(organization=org)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        supplier_update(supplier=supplier, data={"name": "Renamed"})
+    # The edit's transaction has not committed yet; meanwhile an activity batch referencing the supplier lands.
+    with django_capture_on_commit_callbacks(execute=True):
+        activities_create(organization=org, items=[electricity_item(supplier_id=supplier.pk)])
+    (before,) = tiered().versions(emission_namespaces(org.pk)[:1])
+    for callback in callbacks:  # the edit commits now
+        callback()
+    tiered().clear_local()
+    assert tiered().versions(emission_namespaces(org.pk)[:1])[0].value != before.value
+
+
+def test_a_supplier_moved_to_another_organization_bumps_both(
+    org, other_org, all_ns, django_capture_on_commit_callbacks
+) -> None:
+    supplier = Supplier.objects.get(pk=SupplierFactory.create(organization=org).pk)
+
+    def move() -> None:
+        supplier.organization = other_org
+        supplier.save()
+
+    assert bumped(move, all_ns, django_capture_on_commit_callbacks) == {
+        f"org{o.pk}:{resource}" for o in (org, other_org) for resource in ("suppliers", "supplier-ids", "emissions")
+    }
+
+
+def test_a_cached_emission_list_survives_a_new_supplier_and_follows_a_renamed_one(
+    api, org, electricity_factor, django_assert_num_queries, django_capture_on_commit_callbacks
+) -> None:
+    supplier = SupplierFactory.create(organization=org, name="Before")
+    with django_capture_on_commit_callbacks(execute=True):
+        activities_create(organization=org, items=[electricity_item(supplier_id=supplier.pk)])
+    url = "/api/v1/emissions/"
+    assert api.get(url).json()["results"][0]["supplier"]["name"] == "Before"
+    with django_capture_on_commit_callbacks(execute=True):
+        created = api.post("/api/v1/suppliers/", {"name": "New", "external_id": "N-1"}, format="json")
+    assert created.status_code == 201
+    tiered().clear_local()  # as another worker would: only Redis and the versions there
+    with django_assert_num_queries(0):
+        assert api.get(url).status_code == 200
+    with django_capture_on_commit_callbacks(execute=True):
+        renamed = api.patch(f"/api/v1/suppliers/{supplier.pk}/", {"name": "After"}, format="json")
+    assert renamed.status_code == 200
+    assert api.get(url).json()["results"][0]["supplier"]["name"] == "After"
 
 
 def test_supplier_factor_writes_bump_the_organizations_factors(org, all_ns, django_capture_on_commit_callbacks) -> None:
@@ -105,6 +174,14 @@ def test_admin_style_saves_invalidate_through_signals(org, all_ns, django_captur
         supplier.save()
 
     assert bumped(edit, all_ns, django_capture_on_commit_callbacks) == {f"org{org.pk}:suppliers"}
+
+    def delete() -> None:
+        supplier.delete()
+
+    assert bumped(delete, all_ns, django_capture_on_commit_callbacks) == {
+        f"org{org.pk}:suppliers",
+        f"org{org.pk}:supplier-ids",
+    }
 
 
 # -- authentication -------------------------------------------------------------------------------
@@ -180,4 +257,5 @@ def test_the_cached_user_holds_no_password_and_defers_it(api) -> None:
 def test_namespaces() -> None:
     assert factor_namespaces(3) == [GLOBAL_FACTORS, org_ns(3, "factors")]
     assert supplier_namespaces(3) == [org_ns(3, "suppliers")]
-    assert emission_namespaces(3)[0] == org_ns(3, "emissions")
+    assert supplier_id_namespaces(3) == [org_ns(3, "supplier-ids")]
+    assert emission_namespaces(3) == [org_ns(3, "emissions"), *factor_namespaces(3)]

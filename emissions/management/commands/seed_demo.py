@@ -41,7 +41,7 @@ from calculator.engine import calculate
 from calculator.resolve import FactorResolver
 from calculator.types import CalculationError, CalculationInput
 from calculator.units import convert, is_compatible
-from emissions.cache import suppliers_changed
+from emissions.cache import emissions_changed, suppliers_created
 from emissions.models import ActivityRecord, Emission, EmissionFactor, Method, Organization, Supplier
 from emissions.services.activities import ActivityInput, WriteMethod, activities_create, default_write_method
 from emissions.services.bulk import activities_delete_for_org
@@ -328,7 +328,9 @@ class Command(BaseCommand):
             unique_fields=["organization", "external_id"],
             update_fields=["name", "country", "naics"],
         )
-        suppliers_changed(org.pk)  # bulk_create sends no signals
+        # bulk_create sends no signals; the upsert may also rename suppliers that activities reference.
+        suppliers_created(org.pk)
+        emissions_changed(org.pk)
         return list(
             Supplier.objects.for_org(org).filter(external_id__in=[s.external_id for s in rows]).order_by("external_id")
         )
