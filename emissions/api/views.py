@@ -52,6 +52,7 @@ from emissions.services.supplier_factors import supplier_factor_create, supplier
 from emissions.services.suppliers import supplier_create, supplier_delete, supplier_update
 from perf.cache import Namespace
 from perf.conditional import CachedReadMixin
+from perf.gcpause import collection_paused
 from perf.pagination import KeysetPagination
 
 KG_QUANTUM = Decimal("0.000001")
@@ -306,6 +307,7 @@ class CalculateBatchView(APIView):
         request=s.CalculationBatchRequestSerializer,
         responses={200: s.CalculationBatchResultSerializer, 400: OpenApiResponse(description="{items: [messages]}")},
     )
+    @collection_paused()  # bounded bulk work (perf.gcpause): parsing, validation, results
     def post(self, request: Request) -> Response:
         batch = s.CalculationBatchSerializer(data=request.data)
         batch.is_valid(raise_exception=True)
@@ -380,6 +382,7 @@ class ActivityViewSet(
     def cache_namespaces(self, organization_id: int) -> list[Namespace]:
         return emission_namespaces(organization_id)
 
+    @collection_paused()  # bounded bulk work (perf.gcpause): parsing, validation, writes, the response's data
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         data = request.data
         raw_items = data if isinstance(data, list) else [data]
