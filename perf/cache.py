@@ -45,7 +45,9 @@ import threading
 import time
 import weakref
 from collections import Counter, defaultdict
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -605,9 +607,10 @@ class TieredCache:
         versions = self.versions(namespaces)
         full = {k: self._value_key(namespaces, versions, key_str(k)) for k in wanted}
         found: dict[K, T] = {}
+        renew = _RENEW.get()
         l2_wanted = []
         for k in wanted:
-            raw = self._l1_get(full[k])
+            raw = None if renew else self._l1_get(full[k])
             if raw is None:
                 l2_wanted.append(k)
             else:
@@ -617,16 +620,29 @@ class TieredCache:
         missing = []
         if l2_wanted:
             raws = self._l2(resource, lambda client: client.mget([full[k] for k in l2_wanted]))
+            renewed = []
             for k, raw in zip(l2_wanted, raws or [None] * len(l2_wanted), strict=True):
                 if raw is None:
                     missing.append(k)
                 else:
                     self._l1_set(full[k], raw, self.l1_ttl)
                     found[k] = decode(raw)
+                    if renew:
+                        is_negative = negative is not None and negative(found[k])
+                        renewed.append((full[k], self.negative_ttl if is_negative else self.l2_ttl))
             hits = len(l2_wanted) - len(missing)
             self.stats.count("l2", resource, "hit", hits)
             self.stats.count("l2", resource, "promotion", hits)
             self.stats.count("l2", resource, "miss", len(missing))
+            if renewed:
+
+                def expire(client: Any) -> None:
+                    pipe = client.pipeline(transaction=False)
+                    for name, ttl in renewed:
+                        pipe.expire(name, ttl)
+                    pipe.execute()
+
+                self._l2(resource, expire)
         if missing:
             computed = self._compute(resource, lambda: compute_missing(missing))
             entries = []
@@ -784,6 +800,25 @@ setting_changed.connect(_on_setting_changed)
 
 
 _WRITES = "vcci_cache_writes"
+
+# Set by ``renewing()``: batch lookups renew the L2 lifetime of what they find.
+_RENEW: ContextVar[bool] = ContextVar("vcci_cache_renew", default=False)
+
+
+@contextmanager
+def renewing() -> Iterator[None]:
+    """Within the block, ``get_many_or_compute`` reads every key from L2 (not L1) and renews the TTL
+    of each entry it finds, as if it had just been stored.
+
+    For warming: an entry that is already cached when the warm-up runs would otherwise keep its old
+    expiry, and every entry an earlier warm-up stored would expire in the same second, a burst of
+    misses in the middle of the traffic the warm-up was meant to serve.
+    """
+    token = _RENEW.set(True)
+    try:
+        yield
+    finally:
+        _RENEW.reset(token)
 
 
 def _real_blocks(connection: Any) -> list[Any]:

@@ -52,7 +52,7 @@ from emissions.models import (
     Organization,
     Supplier,
 )
-from perf.cache import TieredCache, tiered
+from perf.cache import TieredCache, renewing, tiered
 
 logger = logging.getLogger("vcci.cache")
 
@@ -302,9 +302,12 @@ def _steps(
             .values_list("activity", flat=True)
             .distinct()
         )
-        resolver.prime_activities(activities)
-        resolver.prime_suppliers(Supplier.objects.for_org(organization).values_list("pk", flat=True))
-        resolver.prime_rates(years)
+        # Entries found already cached get a full lifetime too (perf.cache.renewing): otherwise all those an
+        # earlier warm-up stored would expire together, in the middle of the traffic this one prepares for.
+        with renewing():
+            resolver.prime_activities(activities)
+            resolver.prime_suppliers(Supplier.objects.for_org(organization).values_list("pk", flat=True))
+            resolver.prime_rates(years)
 
     def view(name: str, params: dict[str, str] | None = None) -> Callable[[], None]:
         def get() -> None:

@@ -13,7 +13,7 @@ from django_redis import get_redis_connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from perf import cache as perf_cache
-from perf.cache import GLOBAL_FACTORS, STATS_KEY, Namespace, TieredCache, invalidate, org_ns, tiered
+from perf.cache import GLOBAL_FACTORS, STATS_KEY, Namespace, TieredCache, invalidate, org_ns, renewing, tiered
 
 
 class Clock:
@@ -163,6 +163,30 @@ def test_get_many_reads_each_tier_once_and_computes_only_the_missing(
     assert other.get_many_or_compute([NS], [3, 1], str, load) == {3: "v3", 1: "v1"}
     assert asked == [[1, 2], [3]]
     assert other.stats.counts[("l1", "emissions", "hit")] == 2
+
+
+def test_renewing_batch_lookups_give_found_entries_a_full_lifetime(worker: TieredCache) -> None:
+    def load(missing: list[int]) -> dict[int, str]:
+        return {k: "" if k == 2 else f"v{k}" for k in missing}
+
+    def ttls() -> list[int]:
+        versions = worker.versions([NS])
+        return [worker._client.ttl(worker._value_key([NS], versions, str(k))) for k in (1, 2)]
+
+    def is_empty(value: str) -> bool:
+        return not value
+
+    worker.get_many_or_compute([NS], [1, 2], str, load, negative=is_empty)
+    versions = worker.versions([NS])
+    for k in (1, 2):
+        worker._client.expire(worker._value_key([NS], versions, str(k)), 3)
+    worker.get_many_or_compute([NS], [1, 2], str, load, negative=is_empty)  # an ordinary read: L1, no renewal
+    assert ttls() == [3, 3]
+    with renewing():  # read from L2 even though L1 has them, and renewed with the TTL each would be stored with
+        assert worker.get_many_or_compute([NS], [1, 2], str, load, negative=is_empty) == {1: "v1", 2: ""}
+    positive, negative = ttls()
+    assert worker.l2_ttl - 2 <= positive <= worker.l2_ttl
+    assert worker.negative_ttl - 2 <= negative <= worker.negative_ttl
 
 
 def test_only_one_worker_computes_a_missing_key_the_others_wait_for_it() -> None:

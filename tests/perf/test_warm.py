@@ -133,6 +133,20 @@ def test_counts_fill_then_hit(org, data):
     assert second.summary().endswith("0 error(s)")
 
 
+@pytest.mark.django_db
+def test_a_second_warm_up_renews_what_the_first_stored(org, data, steel_factor):
+    from perf.cache import tiered
+
+    warm([org], host="testserver")
+    client = tiered()._client
+    keys = client.keys(f"vcci:c:{tiered().key_version}:*candidates:*")
+    assert keys
+    for key in keys:
+        client.expire(key, 3)  # as if stored by a warm-up almost a TTL ago
+    warm([org], host="testserver")
+    assert all(client.ttl(key) > 3 for key in keys)
+
+
 def test_counts_between_snapshots():
     before = {("l1", "emissions", "hit"): 2, ("l1", "emissions", "miss"): 1}
     after = {
