@@ -31,7 +31,8 @@ Across requests, every loader reads through the two-level cache (``perf.cache``)
 activity, factors by id, suppliers with their own factors (per organization) and the reference
 tables (global). The query counts above are those of a cold cache; warm, a lookup costs none.
 "Not found" outcomes (an unknown activity, factor or supplier) are cached too, briefly
-(``CACHE_NEGATIVE_TTL``); a factor import, or a supplier created or deleted, invalidates them like the rest.
+(``CACHE_NEGATIVE_TTL``), except unknown suppliers, which are memoized per resolver only; a factor
+import, or a supplier deleted, invalidates them like the rest.
 """
 
 from __future__ import annotations
@@ -223,8 +224,16 @@ class FactorResolver:
             # None: not this organization's supplier; []: its supplier, without factors of its own.
             return {pk: own.get(pk, [] if pk in known or self._suppliers.get(pk) else None) for pk in missing}
 
+        # Unknown ids are not kept across requests (keep_negative=False): creating a supplier then needs no
+        # invalidation of these lookups, which every ERP batch makes; a request naming an unknown supplier
+        # fails with a 400 anyway, after one indexed query.
         cached = tiered().get_many_or_compute(
-            self._supplier_ns, sorted(wanted), lambda pk: f"supplier:{pk}", load, negative=lambda rows: rows is None
+            self._supplier_ns,
+            sorted(wanted),
+            lambda pk: f"supplier:{pk}",
+            load,
+            negative=lambda rows: rows is None,
+            keep_negative=False,
         )
         for pk, rows in cached.items():
             self._suppliers[pk] = rows is not None
@@ -234,7 +243,8 @@ class FactorResolver:
     def check_supplier(self, supplier_id: int) -> None:
         """Raise ``CalculationError`` on ``supplier`` unless the supplier belongs to this organization.
 
-        Unprimed ids cost one query each (cached, good and bad alike); see ``prime_suppliers``.
+        Unprimed ids cost one query each (known ones cached, unknown ones memoized for this resolver
+        only); see ``prime_suppliers``.
         """
         if supplier_id not in self._suppliers:
             self._suppliers[supplier_id] = tiered().get_or_compute(
@@ -242,6 +252,7 @@ class FactorResolver:
                 f"supplier-exists:{supplier_id}",
                 lambda: Supplier.objects.for_org(self.organization).filter(pk=supplier_id).exists(),
                 negative=lambda exists: not exists,
+                keep_negative=False,  # as in prime_suppliers
             )
         if not self._suppliers[supplier_id]:
             raise CalculationError(field="supplier", message=f"Unknown supplier {supplier_id}.")

@@ -64,7 +64,7 @@ def supplier_namespaces(organization_id: int) -> list[Namespace]:
 
 
 def supplier_id_namespaces(organization_id: int) -> list[Namespace]:
-    """Which ids are the organization's suppliers (the calculator's checks): only creations and deletions change it."""
+    """Which ids are the organization's suppliers (the calculator's checks): only deletions change what is cached."""
     return [org_ns(organization_id, SUPPLIER_IDS)]
 
 
@@ -88,9 +88,10 @@ def emissions_changed(organization_id: int) -> None:
 
 
 def suppliers_created(organization_id: int) -> None:
-    """Suppliers were created: the supplier lists change, and so may a cached "unknown supplier" answer
-    for a new id. No emission response can name a supplier that no activity references yet."""
-    invalidate(org_ns(organization_id, SUPPLIERS), org_ns(organization_id, SUPPLIER_IDS))
+    """Suppliers were created: the supplier lists change. Not the supplier ids' namespace: "unknown
+    supplier" answers are never cached across requests (``FactorResolver.prime_suppliers``). Nor
+    emission responses: none can name a supplier that no activity references yet."""
+    invalidate(org_ns(organization_id, SUPPLIERS))
 
 
 def suppliers_deleted(organization_id: int) -> None:
@@ -162,7 +163,7 @@ def _on_supplier_save(sender: type, instance: Supplier, created: bool = False, *
             # Moved to another organization, or saved without being loaded (its old organization is
             # unknown): in doubt, both organizations' suppliers and emissions.
             for org in {organization_id} if previous is None else {organization_id, previous}:
-                suppliers_created(org)
+                suppliers_deleted(org)  # a departure from one, an arrival in the other: both bump the ids
                 emissions_changed(org)
         supplier_updated(organization_id, instance.pk)
     instance.loaded_organization_id = organization_id

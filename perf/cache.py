@@ -596,10 +596,12 @@ class TieredCache:
         encode: Callable[[T], Any] = codec.pack,
         decode: Callable[[Any], T] = codec.unpack,
         negative: Callable[[T], bool] | None = None,
+        keep_negative: bool = True,
     ) -> dict[K, T]:
         """``get_or_compute`` for a batch: one L2 round trip for the lookups, one ``compute_missing``
         call for every key neither tier had (it must return a value for each key it is given), one
-        pipelined L2 write. Batches take no stampede lock: a batch is one caller's bulk load."""
+        pipelined L2 write (negative values left out with ``keep_negative=False``). Batches take no
+        stampede lock: a batch is one caller's bulk load."""
         resource = namespaces[0].resource
         wanted = list(dict.fromkeys(keys))
         if not self.enabled or writing(namespaces):
@@ -650,6 +652,8 @@ class TieredCache:
                 value = computed[k]
                 found[k] = value
                 is_negative = negative is not None and negative(value)
+                if is_negative and not keep_negative:
+                    continue
                 raw = encode(value)
                 self._l1_set(full[k], raw, self.l1_ttl)
                 entries.append((full[k], raw, self.negative_ttl if is_negative else self.l2_ttl))

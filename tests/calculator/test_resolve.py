@@ -11,7 +11,7 @@ from calculator.engine import calculate
 from calculator.resolve import FactorResolver
 from calculator.types import CalculationError
 from emissions.cache import catalogue_changed
-from emissions.models import FactorDataset
+from emissions.models import FactorDataset, Supplier
 from tests.calculator.helpers import make_input
 from tests.factories import (
     EmissionFactorFactory,
@@ -523,3 +523,23 @@ def test_supplier_checks_survive_an_edit_and_follow_a_deletion(
     with pytest.raises(CalculationError) as raised:
         FactorResolver(org).check_supplier(supplier.pk)
     assert raised.value.errors == {"supplier": [f"Unknown supplier {supplier.pk}."]}
+
+
+def test_an_unknown_supplier_is_not_cached_so_its_creation_needs_no_invalidation(
+    org, django_assert_num_queries, django_capture_on_commit_callbacks
+):
+    from emissions.services.suppliers import supplier_create
+
+    unknown = 987_654
+    with pytest.raises(CalculationError):
+        FactorResolver(org).check_supplier(unknown)
+    primed = FactorResolver(org)
+    primed.prime_suppliers([unknown])
+    with pytest.raises(CalculationError):
+        primed.check_supplier(unknown)
+    with django_capture_on_commit_callbacks(execute=True):
+        created = supplier_create(organization=org, data={"name": "Late", "external_id": "L-1"})
+    Supplier.objects.filter(pk=created.pk).update(id=unknown)  # the id that was asked for before
+    FactorResolver(org).check_supplier(unknown)  # found: no stale "unknown" answer was kept
+    with django_assert_num_queries(0):
+        FactorResolver(org).check_supplier(unknown)  # and a known supplier is cached

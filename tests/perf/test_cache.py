@@ -165,6 +165,24 @@ def test_get_many_reads_each_tier_once_and_computes_only_the_missing(
     assert other.stats.counts[("l1", "emissions", "hit")] == 2
 
 
+def test_a_batch_can_leave_negative_values_out_of_the_cache(worker: TieredCache) -> None:
+    asked: list[list[int]] = []
+
+    def load(missing: list[int]) -> dict[int, str]:
+        asked.append(missing)
+        return {k: "" if k == 2 else f"v{k}" for k in missing}
+
+    def is_empty(value: str) -> bool:
+        return not value
+
+    for _ in range(2):
+        assert worker.get_many_or_compute([NS], [1, 2], str, load, negative=is_empty, keep_negative=False) == {
+            1: "v1",
+            2: "",
+        }
+    assert asked == [[1, 2], [2]]  # the positive value was kept, the negative one asked for again
+
+
 def test_renewing_batch_lookups_give_found_entries_a_full_lifetime(worker: TieredCache) -> None:
     def load(missing: list[int]) -> dict[int, str]:
         return {k: "" if k == 2 else f"v{k}" for k in missing}
