@@ -30,9 +30,9 @@ with ``Note("supplier_factor_missing")``.
 Across requests, every loader reads through the two-level cache (``perf.cache``): candidates per
 activity, factors by id, suppliers with their own factors (per organization) and the reference
 tables (global). The query counts above are those of a cold cache; warm, a lookup costs none.
-"Not found" outcomes (an unknown activity, factor or supplier) are cached too, briefly
-(``CACHE_NEGATIVE_TTL``), except unknown suppliers, which are memoized per resolver only; a factor
-import, or a supplier deleted, invalidates them like the rest.
+"Not found" outcomes (an unknown activity or factor) are cached too, briefly
+(``CACHE_NEGATIVE_TTL``); an unknown supplier is memoized per resolver only. A factor import, or a
+supplier deleted, invalidates them like the rest.
 """
 
 from __future__ import annotations
