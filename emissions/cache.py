@@ -155,17 +155,17 @@ def _on_activity(sender: type, instance: ActivityRecord | Emission, **kwargs: An
 
 def _on_supplier_save(sender: type, instance: Supplier, created: bool = False, **kwargs: Any) -> None:
     organization_id = _org_of(instance)
+    previous = getattr(instance, "loaded_organization_id", None)
     if created:
         suppliers_created(organization_id)
-    else:
-        previous = getattr(instance, "loaded_organization_id", None)
-        if previous != organization_id:
-            # Moved to another organization, or saved without being loaded (its old organization is
-            # unknown): in doubt, both organizations' suppliers and emissions.
-            for org in {organization_id} if previous is None else {organization_id, previous}:
-                suppliers_deleted(org)  # a departure from one, an arrival in the other: both bump the ids
-                emissions_changed(org)
+    elif previous == organization_id:
         supplier_updated(organization_id, instance.pk)
+    else:
+        # Moved to another organization, or saved without being loaded (its old organization is
+        # unknown): in doubt, every namespace a supplier write can touch, in both organizations.
+        for org in {organization_id} if previous is None else {organization_id, previous}:
+            suppliers_deleted(org)  # a departure from one, an arrival in the other: both bump the ids
+            emissions_changed(org)
     instance.loaded_organization_id = organization_id
 
 

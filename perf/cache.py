@@ -620,9 +620,9 @@ class TieredCache:
         self.stats.count("l1", resource, "hit", len(found))
         self.stats.count("l1", resource, "miss", len(l2_wanted))
         missing = []
+        renewed: list[tuple[str, int]] = []  # (key, TTL) of L2 hits to renew (``renewing``)
         if l2_wanted:
             raws = self._l2(resource, lambda client: client.mget([full[k] for k in l2_wanted]))
-            renewed = []
             for k, raw in zip(l2_wanted, raws or [None] * len(l2_wanted), strict=True):
                 if raw is None:
                     missing.append(k)
@@ -630,24 +630,14 @@ class TieredCache:
                     self._l1_set(full[k], raw, self.l1_ttl)
                     found[k] = decode(raw)
                     if renew:
-                        is_negative = negative is not None and negative(found[k])
-                        renewed.append((full[k], self.negative_ttl if is_negative else self.l2_ttl))
+                        renewed.append((full[k], self._ttl(negative is not None and negative(found[k]))))
             hits = len(l2_wanted) - len(missing)
             self.stats.count("l2", resource, "hit", hits)
             self.stats.count("l2", resource, "promotion", hits)
             self.stats.count("l2", resource, "miss", len(missing))
-            if renewed:
-
-                def expire(client: Any) -> None:
-                    pipe = client.pipeline(transaction=False)
-                    for name, ttl in renewed:
-                        pipe.expire(name, ttl)
-                    pipe.execute()
-
-                self._l2(resource, expire)
+        entries: list[tuple[str, Any, int]] = []  # (key, value, TTL) to store
         if missing:
             computed = self._compute(resource, lambda: compute_missing(missing))
-            entries = []
             for k in missing:
                 value = computed[k]
                 found[k] = value
@@ -656,16 +646,20 @@ class TieredCache:
                     continue
                 raw = encode(value)
                 self._l1_set(full[k], raw, self.l1_ttl)
-                entries.append((full[k], raw, self.negative_ttl if is_negative else self.l2_ttl))
+                entries.append((full[k], raw, self._ttl(is_negative)))
             self.stats.count("l2", resource, "store", len(entries))
+        if renewed or entries:
 
-            def store(client: Any) -> None:
+            def write(client: Any) -> None:
+                # One round trip for the renewals and the stores.
                 pipe = client.pipeline(transaction=False)
+                for name, ttl in renewed:
+                    pipe.expire(name, ttl)
                 for name, raw, ttl in entries:
                     pipe.set(name, raw, ex=ttl)
                 pipe.execute()
 
-            self._l2(resource, store)
+            self._l2(resource, write)
         self._maybe_flush()
         return found
 
@@ -693,9 +687,13 @@ class TieredCache:
             self.stats.observe("db", resource, time.perf_counter() - started)
             self.stats.count("db", resource, "compute")
 
+    def _ttl(self, is_negative: bool) -> int:
+        """How long L2 keeps a value: briefly when it says "not found"."""
+        return self.negative_ttl if is_negative else self.l2_ttl
+
     def _store(self, resource: str, full: str, raw: Any, is_negative: bool) -> None:
         self._l1_set(full, raw, self.l1_ttl)
-        ttl = self.negative_ttl if is_negative else self.l2_ttl
+        ttl = self._ttl(is_negative)
         if self._l2(resource, lambda client: client.set(full, raw, ex=ttl)) is not None:
             self.stats.count("l2", resource, "store")
 
