@@ -6,8 +6,8 @@ instances, the response's dicts. Every 700 allocations the collector runs; every
 walk older generations, and a full collection walks every container the process holds, the
 long-lived objects of Django and the app included. None of that work frees anything the request
 made: its objects die by reference counting when it ends, and the few cycles among them are
-collected by the first collection after the pause. Measured on a 10,000-activity POST: about 17 %
-of its time (``docs/serving.md``).
+collected by the first collection after the pause. The batch POST's end-to-end time is in
+``docs/benchmarks/db.md`` (``make bench-db``).
 
 The collector has one process-wide switch, so the pause is counted: concurrent batches (gevent
 greenlets, gthread threads) turn it back on only when the last of them ends, and a collector that
