@@ -179,10 +179,20 @@ class Stats:
                 self._unflushed_seconds[field] += value
 
 
+@dataclass(frozen=True, slots=True)
+class _Local:
+    """A process-local value in L1 (``TieredCache.set_local``; never sent to Redis) and the bytes it holds."""
+
+    value: Any
+    nbytes: int
+
+
 def _l1_size(entry: tuple[Any, float]) -> int:
     payload = entry[0]
     # Key, tuple and bookkeeping are roughly 200 bytes; versions are small objects.
-    return 200 + (len(payload) if isinstance(payload, bytes) else 0)
+    if isinstance(payload, bytes):
+        return 200 + len(payload)
+    return 200 + (payload.nbytes if isinstance(payload, _Local) else 0)
 
 
 class _Flight:
@@ -241,10 +251,10 @@ class TieredCache:
         # Entries are (payload, ttl). Bounded by bytes, not entries: one first page of 1,000 rows weighs as much as
         # ten thousand factor lookups. Least recently used entries go first once it is full.
         self.l1_max_bytes = l1_max_bytes
-        self._l1: TLRUCache[str, tuple[Any, float]] = TLRUCache(
+        self._l1: TLRUCache[Hashable, tuple[Any, float]] = TLRUCache(
             maxsize=l1_max_bytes, ttu=lambda _key, value, now: now + value[1], timer=clock, getsizeof=_l1_size
         )
-        self._l1_lock = threading.RLock()
+        self._l1_lock = threading.Lock()  # never held across a call out of this class: no re-entry
         self._flights: weakref.WeakValueDictionary[str, _Flight] = weakref.WeakValueDictionary()
         self._flights_lock = threading.Lock()
         self._client: Any = None
@@ -324,7 +334,7 @@ class TieredCache:
 
     # -- L1 plumbing -------------------------------------------------------------------------
 
-    def _l1_get(self, key: str) -> Any:
+    def _l1_get(self, key: Hashable) -> Any:
         # One lookup (Cache.get would check expiry twice: __contains__, then __getitem__); it runs several
         # times per request. An expired entry raises KeyError too (TLRUCache.__missing__).
         with self._l1_lock:
@@ -334,7 +344,7 @@ class TieredCache:
                 return None
         return entry[0]
 
-    def _l1_set(self, key: str, payload: Any, ttl: float) -> None:
+    def _l1_set(self, key: Hashable, payload: Any, ttl: float) -> None:
         if _l1_size((payload, ttl)) > self.l1_max_bytes // 16:
             return  # one value may not take more than a sixteenth of L1; Redis still holds it
         with self._l1_lock:
@@ -350,6 +360,31 @@ class TieredCache:
             self._l1.clear()
         self._down_until = None
         self._pending_bumps.clear()
+
+    # -- process-local values ------------------------------------------------------------------
+
+    def get_local(self, key: Hashable) -> Any:
+        """The value ``set_local`` kept under ``key``; None once it expired, was evicted or ``clear_local`` ran."""
+        if not self.enabled:
+            return None
+        payload = self._l1_get(key)
+        return payload.value if isinstance(payload, _Local) else None
+
+    def set_local(self, key: Hashable, value: Any, *, nbytes: int) -> None:
+        """Keep ``value`` in this process only, as L1 keeps its copies: ``l1_ttl`` seconds, within ``l1_max_bytes``
+        (``nbytes``: what it holds), forgotten by ``clear_local``.
+
+        For values derived from cached ones (decoded, assembled) that the caller checks against the
+        namespaces' versions before each use: nothing here knows when they go stale. ``key`` is any
+        hashable but a string (strings are L1's own keys).
+        """
+        if self.enabled:
+            self._l1_set(key, _Local(value, nbytes), self.l1_ttl)
+
+    def count_local_hit(self, namespaces: Sequence[Namespace]) -> None:
+        """Count an answer served from a ``get_local`` value as the L1 hit it stands for."""
+        self.stats.count("l1", namespaces[0].resource, "hit")
+        self._maybe_flush()
 
     @property
     def l1_size(self) -> int:
@@ -374,13 +409,14 @@ class TieredCache:
     def versions(self, namespaces: Sequence[Namespace]) -> tuple[Version, ...]:
         """The current version of each namespace: L1, else Redis (one round trip), else process-local."""
         hits = []
-        for ns in namespaces:
-            version = self._l1_get(ns.l1_version_key)
-            if version is None:
-                break
-            hits.append(version)
-        else:
-            return tuple(hits)  # the common case, once per request or more: every one in L1
+        with self._l1_lock:  # once for all of them: the common case, once per request or more, is every one in L1
+            for ns in namespaces:
+                try:
+                    hits.append(self._l1[ns.l1_version_key][0])
+                except KeyError:  # absent or expired (TLRUCache.__missing__)
+                    break
+            else:
+                return tuple(hits)
         found: dict[Namespace, Version] = {}
         missing = []
         for ns in namespaces:

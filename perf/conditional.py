@@ -39,6 +39,7 @@ from typing import Any
 
 from cachetools import LRUCache
 from django.conf import settings
+from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.utils.cache import get_conditional_response
@@ -48,7 +49,7 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from perf.cache import Namespace, Version, digest, tiered, writing
+from perf.cache import GLOBAL_AUTH, Namespace, Version, digest, tiered, writing
 
 
 def _last_modified(versions: tuple[Version, ...], l1_ttl: float, *, now: float | None = None) -> int | None:
@@ -148,6 +149,23 @@ _KNOWN_PARAMS: dict[tuple[Any, ...], frozenset[str]] = {}
 
 
 @dataclass(frozen=True, slots=True)
+class _Answer:
+    """A cached 200 as ``cached_dispatch`` served it, valid while ``namespaces`` keep ``versions``.
+
+    ``namespaces`` are the auth namespace (the token's organization and standing) and then the plan's.
+    """
+
+    namespaces: tuple[Namespace, ...]
+    versions: tuple[Version, ...]
+    key: str
+    entry: list[Any]
+
+
+# First in the shape of an answer kept with TieredCache.set_local: no other process-local value has it.
+_ANSWER = "conditional.answer"
+
+
+@dataclass(frozen=True, slots=True)
 class _Plan:
     """What a request's cache key and body depend on, but for the namespaces' versions."""
 
@@ -162,6 +180,25 @@ class _Plan:
 # shape, not per request. Bounded (shapes come from clients); entries are a few hundred bytes.
 _PLANS: LRUCache[tuple[Any, ...], _Plan] = LRUCache(maxsize=4096)
 _PLANS_LOCK = threading.Lock()
+# What HttpRequest.get_host() reads of the request (whichever USE_X_FORWARDED_* says): a plan's host comes from these.
+HOST_META = ("HTTP_X_FORWARDED_HOST", "HTTP_HOST", "SERVER_NAME", "SERVER_PORT", "HTTP_X_FORWARDED_PORT")
+# The settings get_host() depends on: a plan made under others may name a host they refuse.
+HOST_SETTINGS = frozenset({"ALLOWED_HOSTS", "USE_X_FORWARDED_HOST", "USE_X_FORWARDED_PORT", "DEBUG"})
+
+
+# Part of an answer's shape: a change of the host settings makes every answer kept before unreachable.
+_host_settings_generation = 0
+
+
+def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    global _host_settings_generation
+    if setting in HOST_SETTINGS:
+        with _PLANS_LOCK:
+            _PLANS.clear()
+            _host_settings_generation += 1
+
+
+setting_changed.connect(_on_setting_changed)
 
 
 class CachedResponseMixin:
@@ -170,8 +207,8 @@ class CachedResponseMixin:
     Subclasses set ``cache_resource`` (the ``CACHE_MAX_AGE`` key) and implement
     ``cache_namespaces(organization_id)`` and ``caller_organization_id(request)``; precondition for
     the latter: the request is authenticated and the view's permissions have passed. For the path
-    without DRF they also implement ``fast_caller_organization_id`` and list the actions in
-    ``cached_actions``.
+    without DRF they also implement ``fast_access`` and ``fast_caller_organization_id`` and list the
+    actions in ``cached_actions``.
     """
 
     cache_resource: str = ""
@@ -187,7 +224,11 @@ class CachedResponseMixin:
 
     def fast_caller_organization_id(self, request: HttpRequest) -> int | None:
         """The caller's organization read from the raw request, when DRF's authentication and this view's
-        permissions would let it through; None otherwise (or when unsure: DRF then decides)."""
+        permissions would let it through; None otherwise (or when unsure: DRF then decides).
+
+        Precondition: ``fast_access()``. The answer may depend on the request's ``Authorization`` header
+        and on the auth namespace only: answers are kept under that header, checked against that namespace.
+        """
         return None
 
     # Query parameters a cached body may vary by, besides the filterset's filters and the pagination's own.
@@ -261,6 +302,12 @@ class CachedResponseMixin:
         sends the request through DRF, which then answers 401/403 or whatever it would), the key is
         ``cached_response``'s, and only an entry already in the cache is served: a miss goes through
         DRF, which computes and stores it. Only ``CACHE_FAST_PATH`` switches it off.
+
+        An answer served here is also kept, decoded, as a process-local value of the cache (``_Answer``,
+        ``TieredCache.set_local``: L1's lifetime and byte budget) under the request's raw shape, token
+        included; a repeat of that request is answered from it while the auth namespace and the
+        response's namespaces keep the versions it was made under, skipping the token's lookup, the
+        plan, the key's hash and the entry's decoding.
         """
         if request.method != "GET" or not settings.CACHE_ENABLED or not settings.CACHE_FAST_PATH:
             return None
@@ -268,8 +315,23 @@ class CachedResponseMixin:
         if action not in self.cached_actions or "format" in kwargs:
             return None
         media_type = _plain_json(request, self.renderer_classes)  # type: ignore[attr-defined]
-        if media_type is None:
+        if media_type is None or not self.fast_access():
             return None
+        cache = tiered()
+        meta = request.META
+        shape = (
+            _ANSWER, _host_settings_generation, type(self), action, meta.get("HTTP_AUTHORIZATION"), media_type,
+            request.scheme, *[meta.get(name) for name in HOST_META], request.path, meta.get("QUERY_STRING", ""),
+        )  # fmt: skip
+        answer: _Answer | None = cache.get_local(shape)
+        if answer is not None and not writing(answer.namespaces):
+            versions = cache.versions(answer.namespaces)
+            if versions == answer.versions:
+                cache.count_local_hit(answer.namespaces[1:])
+                return self._fast_response(request, answer.entry, answer.key, versions[1:], cache.l1_ttl)
+        # The auth namespace's version before the caller's organization is read from it: an answer kept under
+        # an older version than the organization was read under is only ever found stale, never wrongly fresh.
+        (auth_version,) = cache.versions([GLOBAL_AUTH])
         organization_id = self.fast_caller_organization_id(request)
         if organization_id is None:
             return None
@@ -277,14 +339,25 @@ class CachedResponseMixin:
         plan = self._plan(request, organization_id, media_type)
         if not plan.cache_body or plan.format_param or writing(plan.namespaces):
             return None
-        cache = tiered()
         versions = cache.versions(plan.namespaces)
         key = _key(plan, versions)
         # A miss is counted by DRF's path, which looks again and computes (no double count).
         entry = cache.get(plan.namespaces, f"response:{key}", versions=versions, count_misses=False)
         if entry is None:
             return None
-        response = self._respond(request, entry, key, versions, cache.l1_ttl)
+        kept = _Answer((GLOBAL_AUTH, *plan.namespaces), (auth_version, *versions), key, entry)
+        cache.set_local(shape, kept, nbytes=sum(len(part) for part in entry[2:] if part is not None))
+        return self._fast_response(request, entry, key, versions, cache.l1_ttl)
+
+    def fast_access(self) -> bool:
+        """Whether this view's access rules are the ones ``fast_caller_organization_id`` checks a caller against
+        (the answers kept under a token were made under them). False: every request goes through DRF."""
+        return False
+
+    def _fast_response(
+        self, request: HttpRequest, entry: list[Any], key: str, versions: tuple[Version, ...], l1_ttl: float
+    ) -> HttpResponseBase:
+        response = self._respond(request, entry, key, versions, l1_ttl)
         # What DRF's finalize_response adds to this view's responses: Allow (Vary already names Accept).
         response.headers["Allow"] = _allow(self)
         return response
@@ -294,14 +367,17 @@ class CachedResponseMixin:
     def _plan(self, request: HttpRequest | Request, organization_id: int, media_type: str) -> _Plan:
         """The request's plan, from the memo or made now. Precondition: ``self.action`` is set."""
         cache = tiered()
-        scheme, host, path = request.scheme, request.get_host(), request.path
+        meta = request.META
         shape = (
-            type(self), self.action, organization_id, cache.key_version,
-            scheme, host, path, request.META.get("QUERY_STRING", ""), media_type,
+            type(self), self.action, organization_id, cache.key_version, request.scheme,
+            *[meta.get(name) for name in HOST_META], request.path, meta.get("QUERY_STRING", ""), media_type,
         )  # fmt: skip
         with _PLANS_LOCK:
             plan = _PLANS.get(shape)
         if plan is None:
+            # get_host() validates the host (ALLOWED_HOSTS) and costs more than the memo lookup: called once
+            # per shape, whose raw host fields it reads. A plan exists only for a host that passed.
+            scheme, host, path = request.scheme, request.get_host(), request.path
             namespaces = self.cache_namespaces(organization_id)
             query = sorted(request.GET.lists())
             static = digest(

@@ -186,6 +186,8 @@ accesslog = "-"
 errorlog = "-"
 # %(M)s = request time in milliseconds, %(D)s = in microseconds (logged for precise percentiles).
 access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms %(D)sus "%(a)s"'
+# gunicorn's logger, but building only the atoms the format names, not one per header and environ key (perf.accesslog).
+logger_class = "perf.accesslog.AccessLogger"
 
 # Behind a reverse proxy on the same host, trust its X-Forwarded-* headers.
 forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1")

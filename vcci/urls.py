@@ -8,8 +8,9 @@ from perf.health import healthz, readyz
 from perf.metrics import metrics_view
 
 urlpatterns = [
-    path("admin/", admin.site.urls),
+    # The API first: resolution tries the patterns in order, and API requests are the many.
     path("api/v1/", include("emissions.api.urls")),
+    path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),

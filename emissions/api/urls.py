@@ -1,7 +1,7 @@
 """API v1 routes. Names: ``factor-list``, ``supplier-detail``, ``supplier-factor-list``, ``emission-summary``,
 ``emission-export``, ``calculate``, ..."""
 
-from django.urls import include, path
+from django.urls import path
 from rest_framework.routers import DefaultRouter
 
 from emissions.api import views
@@ -13,11 +13,15 @@ router.register("activities", views.ActivityViewSet, basename="activity")
 router.register("factors", views.FactorViewSet, basename="factor")
 router.register("suppliers", views.SupplierViewSet, basename="supplier")
 
+# Resolution tries these in order, and every API request pays for each pattern tried before its own: the
+# router's routes (the cached reads) come first, behind only the one route they would otherwise take.
 urlpatterns = [
-    path("calculate/", views.CalculateView.as_view(), name="calculate"),
-    path("calculate/batch/", views.CalculateBatchView.as_view(), name="calculate-batch"),
     # Before the router, whose emissions/<pk>.<format> route would otherwise take "export.csv".
     path("emissions/export.csv", views.EmissionExportView.as_view(), name="emission-export"),
+    # Spliced in, not include()d: one resolver level less on every API request (same patterns, same order).
+    *router.urls,
+    path("calculate/", views.CalculateView.as_view(), name="calculate"),
+    path("calculate/batch/", views.CalculateBatchView.as_view(), name="calculate-batch"),
     path(
         "suppliers/<int:supplier_pk>/factors/",
         views.SupplierFactorViewSet.as_view({"get": "list", "post": "create"}),
@@ -28,5 +32,4 @@ urlpatterns = [
         views.SupplierFactorViewSet.as_view({"get": "retrieve", "delete": "destroy"}),
         name="supplier-factor-detail",
     ),
-    path("", include(router.urls)),
 ]

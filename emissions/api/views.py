@@ -86,9 +86,10 @@ class OrgCachedReadMixin(CachedReadMixin):
     def caller_organization_id(self, request: Request) -> int:
         return request_org_id(request)
 
+    def fast_access(self) -> bool:
+        return _default_access(self)
+
     def fast_caller_organization_id(self, request: HttpRequest) -> int | None:
-        if not _default_access(self):
-            return None
         key = token_from_header(request)
         return None if key is None else token_organization_id(key)
 

@@ -485,6 +485,28 @@ def test_l1_is_bounded_by_bytes_and_big_values_stay_in_redis_only(clock: Clock) 
     assert cache.stats.counts[("l2", "emissions", "hit")] >= 1
 
 
+def test_local_values_live_as_l1_copies_do_and_never_reach_redis(clock: Clock) -> None:
+    cache = TieredCache(clock=clock, l1_ttl=2.0, l1_max_bytes=64 * 1024)
+    redis = get_redis_connection("default")
+    keys_before = set(redis.keys("*"))
+    cache.set_local(("answer", 1), ["decoded"], nbytes=1000)
+    assert cache.get_local(("answer", 1)) == ["decoded"]
+    assert cache.get_local(("answer", 2)) is None
+    assert set(redis.keys("*")) == keys_before  # this process only
+    clock.advance(2.1)
+    assert cache.get_local(("answer", 1)) is None  # expired with L1's lifetime
+    cache.set_local(("answer", 1), ["decoded"], nbytes=1000)
+    cache.clear_local()
+    assert cache.get_local(("answer", 1)) is None  # forgotten with L1
+    cache.set_local(("answer", 3), ["too big"], nbytes=10_000)  # over a sixteenth of L1: not kept
+    assert cache.get_local(("answer", 3)) is None
+    for i in range(100):  # their bytes count against L1's budget, like cached values
+        cache.set_local(("answer", i), i, nbytes=2000)
+    assert sum(200 + payload.nbytes for payload, _ in cache._l1.values()) <= 64 * 1024
+    cache.count_local_hit([NS])
+    assert cache.stats.counts[("l1", "emissions", "hit")] == 1
+
+
 def test_keep_negative_false_stores_nothing(worker: TieredCache) -> None:
     compute = Computations(None, None)
     worker.get_or_compute([NS], "gone", compute, negative=lambda v: v is None, keep_negative=False)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.exceptions import DisallowedHost
 from django.db import connection
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
@@ -246,6 +247,56 @@ def test_what_the_path_cannot_be_sure_of_goes_through_drf(api, data, drf_request
     second = api.get(path, **headers)
     assert second.status_code == first.status_code
     assert len(drf_requests) == 2
+
+
+@override_settings(USE_X_FORWARDED_HOST=True, ALLOWED_HOSTS=["testserver", "127.0.0.1", "api.example.com"])
+def test_answers_without_drf_name_the_host_the_request_names(api, data, drf_requests) -> None:
+    """The plan memo is keyed by the raw host fields: another Host, or a forwarded one, is another answer."""
+    page = LIST + "?limit=1"  # it has a next link, which is absolute: it names the host
+    hosts: list[dict[str, str]] = [{}, {"HTTP_HOST": "127.0.0.1"}, {"HTTP_X_FORWARDED_HOST": "api.example.com"}]
+    for headers in hosts:
+        api.get(page, **headers)  # stored by DRF's path
+    drf_requests.clear()
+    answers = [api.get(page, **headers) for headers in hosts]
+    assert drf_requests == []  # all three from the cache, without DRF
+    assert len({answer["ETag"] for answer in answers}) == 3
+    assert answers[2].json()["next"].startswith("http://api.example.com/")  # the body made for that host
+
+
+def test_a_memoized_plan_never_serves_a_host_the_settings_refuse(api, data, rf) -> None:
+    """ALLOWED_HOSTS is checked when a plan is made; changing it drops the plans, so the check runs again."""
+    view = EmissionViewSet.as_view({"get": "list"})
+    auth = api._credentials["HTTP_AUTHORIZATION"]
+    api.get(LIST)  # cached by DRF's path
+    assert view(rf.get(LIST, HTTP_AUTHORIZATION=auth)).status_code == 200  # the plan for "testserver" is memoized
+    with override_settings(ALLOWED_HOSTS=["api.example.com"]), pytest.raises(DisallowedHost):
+        view(rf.get(LIST, HTTP_AUTHORIZATION=auth))
+
+
+def test_a_repeat_is_answered_from_the_kept_answer_until_a_version_moves(api, org, data, monkeypatch) -> None:
+    """The second fast answer keeps itself; the third needs no token lookup, plan or decoding; a write ends it."""
+    from emissions.api import views
+
+    lookups: list[str] = []
+    lookup = views.token_organization_id
+
+    def counting(key: str) -> int | None:
+        lookups.append(key)
+        return lookup(key)
+
+    monkeypatch.setattr(views, "token_organization_id", counting)
+    first = api.get(SUMMARY)  # the token is not cached yet: DRF authenticates, computes and stores
+    second = api.get(SUMMARY)  # from the cache, without DRF: kept as an answer
+    assert len(lookups) == 2
+    with CaptureQueriesContext(connection) as queries:
+        third = api.get(SUMMARY)
+        not_modified = api.get(SUMMARY, HTTP_IF_NONE_MATCH=first["ETag"])
+    assert len(lookups) == 2 and len(queries) == 0  # the kept answer: no lookup, no query
+    assert third.content == second.content == first.content and third["ETag"] == first["ETag"]
+    assert not_modified.status_code == 304
+    EmissionFactory(organization=org)  # bumps the emissions namespaces
+    assert api.get(SUMMARY).json()["count"] == 4
+    assert len(lookups) == 3  # the kept answer was stale: the full check ran again
 
 
 def test_head_requests_go_through_drf(api, data, drf_requests) -> None:
