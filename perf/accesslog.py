@@ -2,12 +2,11 @@
 
 gunicorn's ``Logger.atoms`` builds every atom its format language knows for every request before
 the format picks the few it names: the date (``strftime``), one entry per request header, response
-header and WSGI environ key (about 60 on an API request), each then copied and escaped by
+header and WSGI environ key (dozens on an API request), each then copied and escaped by
 ``SafeAtoms``. Our format names seven atoms. ``AccessLogger`` builds only the atoms the configured
 ``access_log_format`` names, with gunicorn's own definitions (a test compares every atom with
 gunicorn's), so the log lines are the same. Its cost also no longer grows with the request's and
-response's headers: an authenticated, content-negotiated API call paid for about fifteen more
-atoms than a bare request, which showed in the throughput of cached API reads.
+response's headers, of which an authenticated, content-negotiated API call has more than a bare one.
 
 This module imports neither Django nor psycopg: the master imports it with the configuration.
 """
