@@ -201,6 +201,13 @@ def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
 setting_changed.connect(_on_setting_changed)
 
 
+def _raw_target(request: HttpRequest | Request) -> tuple[Any, ...]:
+    """What a request's absolute URL is made of, as the request carries it: scheme, get_host()'s raw fields,
+    path, raw query. Part of both memo keys (plans and kept answers); the host is not validated here."""
+    meta = request.META
+    return (request.scheme, *[meta.get(name) for name in HOST_META], request.path, meta.get("QUERY_STRING", ""))
+
+
 class CachedResponseMixin:
     """ETag / 304 and a two-level response cache for a DRF view's GET handlers.
 
@@ -263,7 +270,9 @@ class CachedResponseMixin:
         if not settings.CACHE_ENABLED or not isinstance(request.accepted_renderer, JSONRenderer):
             return produce()
         cache = tiered()
-        plan = self._plan(request, self.caller_organization_id(request), request.accepted_media_type)
+        plan = self._plan(
+            request, self.caller_organization_id(request), request.accepted_media_type, _raw_target(request)
+        )
         namespaces = plan.namespaces
         if writing(namespaces):
             return produce()  # inside a transaction that wrote them: its view of the data is its own
@@ -318,10 +327,10 @@ class CachedResponseMixin:
         if media_type is None or not self.fast_access():
             return None
         cache = tiered()
-        meta = request.META
+        target = _raw_target(request)
         shape = (
-            _ANSWER, _host_settings_generation, type(self), action, meta.get("HTTP_AUTHORIZATION"), media_type,
-            request.scheme, *[meta.get(name) for name in HOST_META], request.path, meta.get("QUERY_STRING", ""),
+            _ANSWER, _host_settings_generation, type(self), action, request.META.get("HTTP_AUTHORIZATION"),
+            media_type, *target,
         )  # fmt: skip
         answer: _Answer | None = cache.get_local(shape)
         if answer is not None and not writing(answer.namespaces):
@@ -336,7 +345,7 @@ class CachedResponseMixin:
         if organization_id is None:
             return None
         self.action = action  # cache_body and cache_namespaces may depend on it, as under DRF
-        plan = self._plan(request, organization_id, media_type)
+        plan = self._plan(request, organization_id, media_type, target)
         if not plan.cache_body or plan.format_param or writing(plan.namespaces):
             return None
         versions = cache.versions(plan.namespaces)
@@ -364,14 +373,13 @@ class CachedResponseMixin:
 
     # -- shared --------------------------------------------------------------------------------
 
-    def _plan(self, request: HttpRequest | Request, organization_id: int, media_type: str) -> _Plan:
-        """The request's plan, from the memo or made now. Precondition: ``self.action`` is set."""
+    def _plan(
+        self, request: HttpRequest | Request, organization_id: int, media_type: str, target: tuple[Any, ...]
+    ) -> _Plan:
+        """The request's plan, from the memo or made now. Preconditions: ``self.action`` is set; ``target`` is
+        ``_raw_target(request)``."""
         cache = tiered()
-        meta = request.META
-        shape = (
-            type(self), self.action, organization_id, cache.key_version, request.scheme,
-            *[meta.get(name) for name in HOST_META], request.path, meta.get("QUERY_STRING", ""), media_type,
-        )  # fmt: skip
+        shape = (type(self), self.action, organization_id, cache.key_version, *target, media_type)
         with _PLANS_LOCK:
             plan = _PLANS.get(shape)
         if plan is None:
