@@ -1,13 +1,12 @@
-"""The calculation: one ``CalculationInput`` -> one ``CalculationResult``. No HTTP here.
+"""The calculation: one ``CalculationInput`` -> one ``CalculationResult``. No HTTP, no database here.
 
 ``co2e_kg = converted_amount x factor.co2e_per_unit``, where ``converted_amount`` is the input
 expressed in the factor's unit:
 
-- ``spend``: money in ``currency`` at ``spend_year`` prices -> the factor's currency via
-  ``ExchangeRate`` (for ``spend_year``) -> the factor's price year (its dataset's
-  ``basis_year``) via the factor currency's ``PriceIndex``:
-  ``amount x rate x index[price year] / index[spend year]``. A missing row is an error,
-  never an assumed 1:1.
+- ``spend``: money in ``currency`` at ``spend_year`` prices -> the factor's currency via the
+  exchange rate for ``spend_year`` -> the factor's price year (its dataset's ``basis_year``)
+  via the factor currency's price index: ``amount x rate x index[price year] / index[spend year]``.
+  A missing row is an error, never an assumed 1:1.
 - ``activity``: ``amount`` in ``unit`` converted to the factor unit through ``calculator.units``.
 - ``distance``: ``amount`` in a mass/passenger/vehicle x length unit, or ``mass x distance``
   (then ``amount``/``unit`` are ignored), converted to the factor unit.
@@ -15,58 +14,49 @@ expressed in the factor's unit:
   as spend when that factor is a spend factor, as distance when mass/distance are given,
   else as activity.
 
-Arithmetic is exact Decimal in a local 40-digit context; ``co2e_kg`` and each gas are
-quantized to 6 decimal places with ROUND_HALF_EVEN, as the database stores them.
+Exact, rounded once: every step is rational arithmetic (``fractions.Fraction``: decimal inputs,
+unit sizes, rates and indexes are all exact fractions), so the product is the true value, and
+``co2e_kg`` and each gas are then rounded once, half-even, to the 6 decimal places the database
+stores. A tie is a tie of the true value (0.3901175 -> 0.390118), never of a rounded intermediate.
 """
 
 from __future__ import annotations
 
-import re
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, Overflow, localcontext
+from dataclasses import replace
+from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 
 from calculator import units
 from calculator.quality import assess
-from calculator.resolve import FactorResolver
-from calculator.types import CalculationError, CalculationInput, CalculationResult, Note
-from emissions.models import CO2E_DIGITS, EmissionFactor, Method, Organization
-from perf.metrics import count_calculation
+from calculator.resolve import Resolver
+from calculator.rules import (
+    AMOUNT_MAGNITUDE_LIMIT,
+    CATEGORY_MAX,
+    CATEGORY_MIN,
+    CO2E_LIMIT,
+    CO2E_PLACES,
+    DEFAULT_CURRENCY,
+    METHODS,
+    YEAR_MAX,
+    YEAR_MIN,
+    Method,
+    is_currency_code,
+    is_year,
+)
+from calculator.types import CalculationError, CalculationInput, CalculationResult, F, FactorLike, Note, round_half_even
 
-PRECISION = 40
-RESULT_QUANTUM = Decimal(1).scaleb(-CO2E_DIGITS["decimal_places"])
-# Largest value a CO2E_DIGITS column holds (24 digits, 6 after the point).
-RESULT_LIMIT = Decimal(10) ** (CO2E_DIGITS["max_digits"] - CO2E_DIGITS["decimal_places"])
-CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 # Extra dimensions a distance factor may carry on top of [length]: tonne.km, passenger.km, vehicle.km.
 DISTANCE_CARRIERS = ("[mass]", "[passenger]", "[vehicle]")
-# Method.values builds a new list on every access; _validate runs once per calculated item.
-METHODS = frozenset(Method.values)
+# Methods whose amount may be money: spend, and supplier-specific when the supplier's factor is a spend factor.
+MONEY_METHODS = frozenset({Method.SPEND, Method.SUPPLIER_SPECIFIC})
+TOO_LARGE = "The result is too large to store; check amount and unit."
 
 
-def calculate(
-    inp: CalculationInput, *, organization: Organization, resolver: FactorResolver | None = None
-) -> CalculationResult:
+def calculate(inp: CalculationInput, resolver: Resolver[F]) -> CalculationResult[F]:
     """Turn one activity into kg CO2e; raises ``CalculationError`` naming the bad field.
 
-    ``resolver`` must belong to ``organization``; pass one resolver to a whole batch so its
-    lookups are shared.
+    Pass one ``resolver`` to a whole batch so its lookups and selections are shared.
     """
-    if resolver is None:
-        resolver = FactorResolver(organization)
-    elif resolver.organization.pk != organization.pk:
-        raise ValueError("The resolver belongs to another organization.")
-    with localcontext() as ctx:
-        ctx.prec = PRECISION
-        ctx.rounding = ROUND_HALF_EVEN
-        # An absurd amount (1E+999999 GWh) overflows the exponent range: let it become Infinity and
-        # be reported as too large on the field it came from, rather than escape as decimal.Overflow.
-        ctx.traps[Overflow] = False
-        result = _calculate(inp, resolver)
-    # Counted on success only (vcci_calculations_total): a CalculationError above is a 400, not a calculation.
-    count_calculation(result.category, result.method)
-    return result
-
-
-def _calculate(inp: CalculationInput, resolver: FactorResolver) -> CalculationResult:
     amount = _validate(inp)
     if inp.supplier_id is None:
         if inp.method == Method.SUPPLIER_SPECIFIC:
@@ -89,12 +79,10 @@ def _calculate(inp: CalculationInput, resolver: FactorResolver) -> CalculationRe
         converted = _distance_amount(inp, amount, factor)
     else:
         converted = _activity_amount(inp.unit, amount, factor)
-    if not converted.is_finite():
-        field = "mass" if basis == Method.DISTANCE and inp.mass is not None else "amount"
-        raise CalculationError(field=field, message="The result is too large to store; check amount and unit.")
 
-    co2e = _quantize(converted * factor.co2e_per_unit)
-    gases, gas_warnings = _gases(factor, converted)
+    field = "mass" if basis == Method.DISTANCE and inp.mass is not None else "amount"
+    co2e = _round(converted * Fraction(factor.co2e_per_unit), field)
+    gases, gas_warnings = _gases(factor, converted, field)
 
     supplier_factor = factor.supplier_id is not None and factor.supplier_id == inp.supplier_id
     quality_basis = Method.SUPPLIER_SPECIFIC if supplier_factor else basis
@@ -109,9 +97,67 @@ def _calculate(inp: CalculationInput, resolver: FactorResolver) -> CalculationRe
         gases=gases,
         fallbacks=fallbacks,
         warnings=[*assessment.warnings, *gas_warnings],
-        converted_amount=_plain(converted),
+        converted_amount=converted,
         basis=basis,
     )
+
+
+# -- the reporting period ------------------------------------------------------------------
+
+
+def period_defaults(inp: CalculationInput, *, period_year: int) -> tuple[CalculationInput, list[Note]]:
+    """``inp`` with ``year`` (and, on a money line, ``spend_year``) taken from a period starting in ``period_year``.
+
+    Only values the caller left out (None) are filled in; each one filled in adds a note
+    (``year_from_period``, ``spend_year_from_period``). No ``year`` -> ``period_year`` is the requested
+    factor year (the resolver then records a year fallback when only another year's factor exists, and
+    the time score measures the factor's age against it); no ``spend_year`` on a money line -> the amount
+    is in ``period_year`` prices (converting to the factor's price year then needs that year's price
+    index, or fails naming ``spend_year``).
+    """
+    year, spend_year = inp.year, inp.spend_year
+    notes: list[Note] = []
+    if year is None:
+        year = period_year
+        notes.append(Note("year_from_period", f"No year given; used the period's year {period_year}"))
+    if spend_year is None and inp.method in MONEY_METHODS:
+        spend_year = period_year
+        notes.append(
+            Note("spend_year_from_period", f"No spend_year given; the amount is taken to be in {period_year} prices")
+        )
+    return (replace(inp, year=year, spend_year=spend_year) if notes else inp), notes
+
+
+def calculate_in_period(inp: CalculationInput, *, period_year: int, resolver: Resolver[F]) -> CalculationResult[F]:
+    """``calculate`` for an activity that covers a reporting period starting in ``period_year``.
+
+    What the caller left out is taken from the period (``period_defaults``), and ``result.input``
+    holds the values used, so recalculating a stored row gives the same answer whatever this rule
+    becomes. A supplier-specific line whose factor turns out not to be a spend factor keeps no
+    defaulted spend year: it played no part. Errors on a rate or price index that a defaulted spend
+    year caused say so.
+    """
+    used, notes = period_defaults(inp, period_year=period_year)
+    try:
+        result = calculate(used, resolver)
+    except CalculationError as exc:
+        if used.spend_year == inp.spend_year:
+            raise
+        hint = (
+            f"spend_year was not given, so the period's year {used.spend_year} was used; "
+            "give spend_year to state the price year of the amount."
+        )
+        raise CalculationError(
+            {
+                field: [*messages, hint] if field in ("spend_year", "currency") else messages
+                for field, messages in exc.errors.items()
+            }
+        ) from None
+    if used.spend_year != inp.spend_year and not is_spend_factor(result.factor):
+        result.input = replace(used, spend_year=inp.spend_year)
+        notes = [note for note in notes if note.code != "spend_year_from_period"]
+    result.fallbacks = [*notes, *result.fallbacks]
+    return result
 
 
 # -- validation ----------------------------------------------------------------------------
@@ -128,16 +174,19 @@ def _finite_non_negative(value: object, name: str) -> Decimal:
         raise CalculationError(field=name, message=message) from None
     if not number.is_finite() or number < 0:
         raise CalculationError(field=name, message=message)
+    if number and number.adjusted() >= AMOUNT_MAGNITUDE_LIMIT:
+        raise CalculationError(field=name, message=TOO_LARGE)
     return number
 
 
 def _validate(inp: CalculationInput) -> Decimal:
     """Re-check the caller's validation (defence in depth); returns the amount as Decimal."""
     errors: dict[str, list[str]] = {}
-    if isinstance(inp.category, bool) or not isinstance(inp.category, int) or not 1 <= inp.category <= 15:
-        errors["category"] = ["must be a Scope 3 category from 1 to 15"]
+    category = inp.category
+    if isinstance(category, bool) or not isinstance(category, int) or not CATEGORY_MIN <= category <= CATEGORY_MAX:
+        errors["category"] = [f"must be a Scope 3 category from {CATEGORY_MIN} to {CATEGORY_MAX}"]
     if inp.method not in METHODS:
-        errors["method"] = [f"Unknown method '{inp.method}'; expected one of {', '.join(Method.values)}"]
+        errors["method"] = [f"Unknown method '{inp.method}'; expected one of {', '.join(Method)}"]
     amount = Decimal(0)
     try:
         amount = _finite_non_negative(inp.amount, "amount")
@@ -145,8 +194,8 @@ def _validate(inp: CalculationInput) -> Decimal:
         errors.update(exc.errors)
     for name in ("year", "spend_year"):
         value = getattr(inp, name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 9999):
-            errors[name] = ["must be a year such as 2024"]
+        if value is not None and not is_year(value):
+            errors[name] = [f"must be a year from {YEAR_MIN} to {YEAR_MAX}"]
     if inp.factor_id is None and not inp.activity.strip() and inp.method != Method.SUPPLIER_SPECIFIC:
         errors["activity"] = ["Give an activity or a factor_id."]
     if errors:
@@ -157,16 +206,16 @@ def _validate(inp: CalculationInput) -> Decimal:
 # -- method dispatch -----------------------------------------------------------------------
 
 
-def is_spend_factor(factor: EmissionFactor) -> bool:
+def is_spend_factor(factor: FactorLike) -> bool:
     """Spend factors carry a currency; older rows may only say so through the unit ``USD``."""
-    return bool(factor.currency) or factor.unit.strip().upper() == "USD"
+    return bool(factor.currency) or factor.unit.strip().upper() == DEFAULT_CURRENCY
 
 
-def factor_currency(factor: EmissionFactor) -> str:
-    return (factor.currency or "USD").upper()
+def factor_currency(factor: FactorLike) -> str:
+    return (factor.currency or DEFAULT_CURRENCY).upper()
 
 
-def is_distance_factor(factor: EmissionFactor) -> bool:
+def is_distance_factor(factor: FactorLike) -> bool:
     """tonne.km, passenger.km, vehicle.km (and mile variants), or a plain distance (vehicle distance, e.g. car km)."""
     try:
         dims = units.dimensions(factor.unit)
@@ -178,7 +227,7 @@ def is_distance_factor(factor: EmissionFactor) -> bool:
     return not rest or (len(rest) == 1 and next(iter(rest)) in DISTANCE_CARRIERS and next(iter(rest.values())) == 1)
 
 
-def _basis(inp: CalculationInput, factor: EmissionFactor) -> str:
+def _basis(inp: CalculationInput, factor: FactorLike) -> str:
     """How the amount is turned into the factor's unit; also checks the factor fits the method."""
     spend = is_spend_factor(factor)
     if inp.method == Method.SPEND:
@@ -213,10 +262,19 @@ def _basis(inp: CalculationInput, factor: EmissionFactor) -> str:
     return Method.ACTIVITY
 
 
-# -- conversions ---------------------------------------------------------------------------
+# -- conversions (exact fractions) ---------------------------------------------------------
 
 
-def _activity_amount(unit: str, amount: Decimal, factor: EmissionFactor) -> Decimal:
+def _user_unit(unit: str, name: str) -> None:
+    """Check a unit the caller typed: known and not ambiguous; else ``CalculationError`` on ``name``."""
+    try:
+        units.check_unambiguous(unit)
+        units.parse_unit(unit)
+    except units.UnitError as exc:
+        raise CalculationError(field=name, message=str(exc)) from None
+
+
+def _activity_amount(unit: str, amount: Decimal, factor: FactorLike) -> Fraction:
     try:
         units.parse_unit(factor.unit)
     except units.UnitError:
@@ -227,19 +285,16 @@ def _activity_amount(unit: str, amount: Decimal, factor: EmissionFactor) -> Deci
         ) from None
     if not unit.strip():
         raise CalculationError(field="unit", message=f"A unit is required (the factor is per {factor.unit}).")
+    _user_unit(unit, "unit")
     try:
-        units.parse_unit(unit)
-    except units.UnitError as exc:
-        raise CalculationError(field="unit", message=str(exc)) from None
-    try:
-        return units.convert(amount, unit, factor.unit)
+        return Fraction(amount) * units.ratio(unit, factor.unit)
     except units.UnitError:
         raise CalculationError(
             field="unit", message=f"Unit '{unit}' cannot be converted to the factor unit '{factor.unit}'."
         ) from None
 
 
-def _distance_amount(inp: CalculationInput, amount: Decimal, factor: EmissionFactor) -> Decimal:
+def _distance_amount(inp: CalculationInput, amount: Decimal, factor: FactorLike) -> Fraction:
     if inp.mass is None and inp.distance is None and not inp.mass_unit and not inp.distance_unit:
         if not inp.unit.strip():
             raise CalculationError(
@@ -265,7 +320,7 @@ def _distance_amount(inp: CalculationInput, amount: Decimal, factor: EmissionFac
     _check_dimension(inp.distance_unit, "distance_unit", {"[length]": 1}, "a distance unit such as km or mile")
     product_unit = f"({units.parse_unit(inp.mass_unit)}) * ({units.parse_unit(inp.distance_unit)})"
     try:
-        return units.convert(mass * distance, product_unit, factor.unit)
+        return Fraction(mass) * Fraction(distance) * units.ratio(product_unit, factor.unit)
     except units.UnitError:
         raise CalculationError(
             field="mass_unit",
@@ -274,21 +329,18 @@ def _distance_amount(inp: CalculationInput, amount: Decimal, factor: EmissionFac
 
 
 def _check_dimension(unit: str, name: str, expected: dict[str, int], wording: str) -> None:
-    try:
-        dims = units.dimensions(unit)
-    except units.UnitError as exc:
-        raise CalculationError(field=name, message=str(exc)) from None
-    if dims != expected:
+    _user_unit(unit, name)
+    if units.dimensions(unit) != expected:
         raise CalculationError(field=name, message=f"Unit '{unit}' is not {wording}.")
 
 
 def _spend_amount(
-    inp: CalculationInput, amount: Decimal, factor: EmissionFactor, resolver: FactorResolver
-) -> tuple[Decimal, list[Note]]:
+    inp: CalculationInput, amount: Decimal, factor: FactorLike, resolver: Resolver[F]
+) -> tuple[Fraction, list[Note]]:
     """Money in the factor's currency at the factor's price year."""
     notes: list[Note] = []
-    currency = (inp.currency or "USD").strip().upper()
-    if not CURRENCY_RE.match(currency):
+    currency = (inp.currency or DEFAULT_CURRENCY).strip().upper()
+    if not is_currency_code(currency):
         raise CalculationError(field="currency", message=f"'{inp.currency}' is not a 3-letter currency code.")
     unit = inp.unit.strip()
     if unit and unit.upper() != currency:
@@ -301,15 +353,17 @@ def _spend_amount(
     if spend_year is None:
         spend_year = price_year
         notes.append(Note("spend_year_assumed", f"No spend year given; assumed the factor's price year {price_year}"))
-    converted = amount
+    converted = Fraction(amount)
     if currency != target:
         converted *= resolver.exchange_rate(currency, target, spend_year)
     if spend_year != price_year:
-        converted = converted * resolver.price_index(target, price_year) / resolver.price_index(target, spend_year)
+        converted *= Fraction(resolver.price_index(target, price_year)) / Fraction(
+            resolver.price_index(target, spend_year)
+        )
     return converted, notes
 
 
-def _gases(factor: EmissionFactor, converted: Decimal) -> tuple[dict[str, Decimal], list[Note]]:
+def _gases(factor: FactorLike, converted: Fraction, field: str) -> tuple[dict[str, Decimal], list[Note]]:
     gases: dict[str, Decimal] = {}
     warnings: list[Note] = []
     for gas, value in (factor.gases or {}).items():
@@ -320,24 +374,13 @@ def _gases(factor: EmissionFactor, converted: Decimal) -> tuple[dict[str, Decima
         if not per_unit.is_finite():
             warnings.append(Note("gas_value_invalid", f"Factor gas {gas} has no usable value ({value!r}); left out"))
             continue
-        gases[gas] = _quantize(converted * per_unit)
+        gases[gas] = _round(converted * Fraction(per_unit), field)
     return gases, warnings
 
 
-def _quantize(value: Decimal) -> Decimal:
-    """Round to the stored 6 decimal places; values the column cannot hold are an error on ``amount``."""
-    if abs(value) >= RESULT_LIMIT:
-        raise CalculationError(field="amount", message="The result is too large to store; check amount and unit.")
-    return value.quantize(RESULT_QUANTUM, rounding=ROUND_HALF_EVEN)
-
-
-def _plain(value: Decimal) -> Decimal:
-    """``1E+3`` -> ``1000`` so the JSON echo reads as a plain number; the value is unchanged.
-
-    Precondition: ``value`` is finite (it has already been through ``_quantize``).
-    """
-    exponent = value.as_tuple().exponent
-    assert isinstance(exponent, int)  # only NaN/Infinity have a letter here
-    if exponent > 0 and value.adjusted() < PRECISION:
-        return value.quantize(Decimal(1))
-    return value
+def _round(value: Fraction, field: str) -> Decimal:
+    """The one rounding: half-even to the stored places; values the column cannot hold are an error on ``field``."""
+    rounded = round_half_even(value, CO2E_PLACES)
+    if abs(rounded) >= CO2E_LIMIT:
+        raise CalculationError(field=field, message=TOO_LARGE)
+    return rounded

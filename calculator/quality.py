@@ -48,10 +48,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from calculator.types import CalculationInput, DataQuality, Note
-from emissions.models import EmissionFactor, Method
-
-GLOBAL = "GLOBAL"
+from calculator.rules import GLOBAL, Method
+from calculator.types import CalculationInput, DataQuality, FactorLike, Note
 
 # basis -> (reliability, technology, completeness)
 METHOD_SCORES: dict[str, tuple[int, int, int]] = {
@@ -75,7 +73,7 @@ class Assessment:
     warnings: list[Note] = field(default_factory=list)
 
 
-def reporting_year(inp: CalculationInput, factor: EmissionFactor) -> int:
+def reporting_year(inp: CalculationInput, factor: FactorLike) -> int:
     """The year the activity describes: ``inp.year``, else ``inp.spend_year``, else the factor's year."""
     if inp.year is not None:
         return inp.year
@@ -93,9 +91,7 @@ def time_score(age: int, *, year_fallback: bool) -> int:
     return min(5, score + 1) if year_fallback else score
 
 
-def geography_score(
-    inp: CalculationInput, factor: EmissionFactor, fallbacks: list[Note], *, supplier_factor: bool
-) -> int:
+def geography_score(inp: CalculationInput, factor: FactorLike, fallbacks: list[Note], *, supplier_factor: bool) -> int:
     codes = {n.code for n in fallbacks}
     if supplier_factor:
         return 1
@@ -108,7 +104,7 @@ def geography_score(
     return 2
 
 
-def assess(inp: CalculationInput, factor: EmissionFactor, *, basis: str, fallbacks: list[Note]) -> Assessment:
+def assess(inp: CalculationInput, factor: FactorLike, *, basis: str, fallbacks: list[Note]) -> Assessment:
     """Score one calculation.
 
     Precondition: ``basis`` is one of ``Method`` and is the method that produced the number

@@ -1,13 +1,98 @@
-"""Plain data passed into and out of the calculator. No HTTP, no serializers."""
+"""Plain values passed into and out of the calculator: no HTTP, no ORM, no cache.
+
+A factor reaches the calculator as anything shaped like ``FactorLike`` (the ``emissions`` models
+are; so are the ``Factor`` and ``Dataset`` values below), and a result carries that same object
+back, so a caller that passed database rows gets database rows back.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_EVEN, Decimal, localcontext
-from typing import TYPE_CHECKING, Any
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any, Generic, Protocol, TypeVar
 
-if TYPE_CHECKING:
-    from emissions.models import EmissionFactor
+from calculator.rules import CONVERTED_AMOUNT_PLACES, DEFAULT_CURRENCY, Method
+
+
+class DatasetLike(Protocol):
+    """The edition of a published source a factor comes from."""
+
+    @property
+    def pk(self) -> Any: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def basis_year(self) -> int: ...
+    @property
+    def imported_at(self) -> dt.datetime: ...
+
+
+class FactorLike(Protocol):
+    """kg CO2e per one ``unit`` of an activity; see ``emissions.models.EmissionFactor`` for each field."""
+
+    @property
+    def pk(self) -> Any: ...
+    @property
+    def activity(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def region(self) -> str: ...
+    @property
+    def year(self) -> int: ...
+    @property
+    def unit(self) -> str: ...
+    @property
+    def unit_label(self) -> str: ...
+    @property
+    def currency(self) -> str: ...
+    @property
+    def co2e_per_unit(self) -> Decimal: ...
+    @property
+    def gases(self) -> Any: ...
+    @property
+    def supplier_id(self) -> int | None: ...
+    @property
+    def dataset(self) -> DatasetLike: ...
+
+
+F = TypeVar("F", bound=FactorLike)
+
+_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A ``DatasetLike`` value for callers without a database (tests, scripts, workers)."""
+
+    pk: int
+    source: str
+    version: str
+    basis_year: int
+    imported_at: dt.datetime = _EPOCH
+
+
+@dataclass(frozen=True)
+class Factor:
+    """A ``FactorLike`` value for callers without a database; ``gases`` as in ``EmissionFactor``."""
+
+    pk: int
+    activity: str
+    dataset: Dataset
+    region: str
+    year: int
+    unit: str
+    co2e_per_unit: Decimal
+    name: str = ""
+    unit_label: str = ""
+    currency: str = ""
+    gases: Mapping[str, str] = field(default_factory=dict)
+    supplier_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -16,7 +101,7 @@ class CalculationInput:
 
     Preconditions (checked by the caller's input validation, re-checked by the calculator):
     ``amount`` is a finite, non-negative Decimal; ``category`` is 1-15; ``method`` is one of
-    ``emissions.models.Method``; either ``factor_id`` or ``activity`` is given.
+    ``calculator.rules.Method``; either ``factor_id`` or ``activity`` is given.
     """
 
     category: int
@@ -29,7 +114,7 @@ class CalculationInput:
     year: int | None = None
     source: str = ""
     dataset_version: str = ""
-    currency: str = "USD"
+    currency: str = DEFAULT_CURRENCY
     spend_year: int | None = None
     mass: Decimal | None = None
     mass_unit: str = ""
@@ -71,7 +156,7 @@ class DataQuality:
     @property
     def score(self) -> Decimal:
         total = self.technology + self.time + self.geography + self.completeness + self.reliability
-        return (Decimal(total) / Decimal(5)).quantize(Decimal("0.1"))
+        return round_half_even(Fraction(total, 5), 1)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -84,37 +169,37 @@ class DataQuality:
         }
 
 
-# Decimal places of ``converted_amount`` in ``CalculationResult.as_dict`` (see there).
-CONVERTED_AMOUNT_PLACES = 12
+def round_half_even(value: Fraction | Decimal | int, places: int) -> Decimal:
+    """``value`` rounded once, half-even, to ``places`` decimals, as a Decimal with exactly that exponent.
+
+    Exact for any rational ``value``: ties are ties of the true value, never of a rounded intermediate.
+    """
+    scaled = Fraction(value) * 10**places
+    # round() on a Fraction rounds half to even, exactly.
+    return Decimal(round(scaled)).scaleb(-places)
 
 
-def present_amount(value: Decimal) -> str:
+def present_amount(value: Fraction | Decimal) -> str:
     """``value`` rounded half-even to ``CONVERTED_AMOUNT_PLACES`` decimals, fixed-point, no trailing zeros.
 
-    1 GJ in kWh (277.777...8, 40 digits) reads ``277.777777777778``; 1000 reads ``1000``, never
-    ``1E+3``. Values too big to show digit by digit (beyond 40 integer digits) keep ``str()``.
+    1 GJ in kWh (277.777...) reads ``277.777777777778``; 1000 reads ``1000``, never ``1E+3``.
     """
-    if not value.is_finite() or value.adjusted() >= 40:
-        return str(value)
-    with localcontext() as ctx:
-        # Enough digits for every integer digit plus the decimals: quantize must not need to round them.
-        ctx.prec = max(value.adjusted(), 0) + CONVERTED_AMOUNT_PLACES + 2
-        rounded = value.quantize(Decimal(1).scaleb(-CONVERTED_AMOUNT_PLACES), rounding=ROUND_HALF_EVEN)
-    text = format(rounded, "f")
+    text = format(round_half_even(value, CONVERTED_AMOUNT_PLACES), "f")
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 @dataclass
-class CalculationResult:
+class CalculationResult(Generic[F]):
     """The outcome of one calculation: kg CO2e, the factor used and everything assumed on the way.
 
-    ``converted_amount`` is exact (it is what ``co2e_kg`` was computed from); ``basis`` says how
-    the amount was converted: ``spend``, ``activity`` or ``distance`` (a supplier-specific result
-    has the basis of the factor it used).
+    ``converted_amount`` is the exact amount in the factor's unit (a rational number: it is what
+    ``co2e_kg`` was computed from, before the one rounding); ``basis`` says how the amount was
+    converted: ``spend``, ``activity`` or ``distance`` (a supplier-specific result has the basis
+    of the factor it used).
     """
 
     co2e_kg: Decimal
-    factor: EmissionFactor
+    factor: F
     method: str
     category: int
     input: CalculationInput
@@ -122,8 +207,7 @@ class CalculationResult:
     gases: dict[str, Decimal] = field(default_factory=dict)
     fallbacks: list[Note] = field(default_factory=list)
     warnings: list[Note] = field(default_factory=list)
-    # The amount in the factor's unit (after unit, currency and price-year conversion).
-    converted_amount: Decimal | None = None
+    converted_amount: Fraction | None = None
     basis: str = ""
 
     def factor_dict(self) -> dict[str, Any]:
@@ -144,13 +228,13 @@ class CalculationResult:
         """JSON-ready result.
 
         Presentation choices: ``converted_amount`` is shown rounded by ``present_amount`` (12
-        decimal places, plain notation) because an exact repeating conversion is 40 digits long;
-        ``co2e_kg`` was computed from the exact value before any of this rounding. The ``input``
-        echo leaves out ``currency`` unless the amount was money (method ``spend``, or
-        ``supplier_specific`` computed with a spend factor): elsewhere it is only the default.
+        decimal places, plain notation) because an exact repeating conversion has no end;
+        ``co2e_kg`` was computed from the exact value, not from this. The ``input`` echo leaves
+        out ``currency`` unless the amount was money (method ``spend``, or ``supplier_specific``
+        computed with a spend factor): elsewhere it is only the default.
         """
         echo = self.input.as_dict()
-        if (self.basis or self.method) != "spend":
+        if (self.basis or self.method) != Method.SPEND:
             echo.pop("currency", None)
         return {
             "co2e_kg": str(self.co2e_kg),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal, getcontext, localcontext
+from fractions import Fraction
 from functools import lru_cache
 
 import pint
@@ -82,10 +83,68 @@ PUBLISHER_UNITS: dict[str, str] = {
     "vehicle.mile": "vehicle*mile",
 }
 ureg.define("MMBtu = 1e6 * Btu")
+# Unambiguous spellings offered in place of the ambiguous ones below. pint's ``therm`` is the EC therm
+# (105.5056 MJ), its ``US_therm`` the US one (105.4804 MJ); its ``barrel`` is the US liquid barrel.
+ureg.define("therm_ec = therm")
+ureg.define("therm_us = US_therm")
+ureg.define("US_liquid_barrel = barrel")
+
+# Words a user may type that name more than one unit: read silently, each would understate or overstate
+# by a factor the user never chose (``mt`` is a millitonne to pint and a metric ton to many ERPs: 1000x).
+# They are refused in activity input, with the unambiguous spellings listed. Compared lower-cased, except
+# the exact spellings in ``UNAMBIGUOUS_SPELLINGS``. Stored factor units are our importers' own pint
+# expressions (``gallon`` there is pint's US gallon) and are not checked.
+_TONNE_ALTERNATIVES = ("t", "tonne", "short_ton", "long_ton")
+_GALLON_ALTERNATIVES = ("US_gallon", "imperial_gallon")
+AMBIGUOUS_UNITS: dict[str, tuple[str, ...]] = {
+    "mt": (*_TONNE_ALTERNATIVES, "Mt (megatonne)"),
+    "ton": _TONNE_ALTERNATIVES,
+    "tons": _TONNE_ALTERNATIVES,
+    "therm": ("therm_us", "therm_ec"),
+    "therms": ("therm_us", "therm_ec"),
+    "gallon": _GALLON_ALTERNATIVES,
+    "gallons": _GALLON_ALTERNATIVES,
+    "gal": _GALLON_ALTERNATIVES,
+    "barrel": ("oil_barrel", "US_liquid_barrel"),
+    "barrels": ("oil_barrel", "US_liquid_barrel"),
+    "bbl": ("oil_barrel", "US_liquid_barrel"),
+    "hundredweight": ("short_hundredweight", "long_hundredweight"),
+    "cwt": ("short_hundredweight", "long_hundredweight"),
+    "pint": ("US_pint", "imperial_pint"),
+    "pints": ("US_pint", "imperial_pint"),
+    "quart": ("US_liquid_quart", "imperial_quart"),
+    "quarts": ("US_liquid_quart", "imperial_quart"),
+}
+# Exact spellings that only look like an ambiguous word: ``Mt`` is the SI megatonne.
+UNAMBIGUOUS_SPELLINGS = frozenset({"Mt"})
+# A word right after one of these says which system it is in: "US gallon", "imperial gallons".
+_SYSTEM_WORDS = frozenset({"us", "uk", "imperial"})
 
 
 class UnitError(ValueError):
     """A unit string that is unknown, or incompatible with the unit it must convert to."""
+
+
+class AmbiguousUnitError(UnitError):
+    """A unit spelling that names more than one unit; ``alternatives`` are the unambiguous spellings."""
+
+    def __init__(self, expression: str, word: str, alternatives: tuple[str, ...]) -> None:
+        self.word, self.alternatives = word, alternatives
+        super().__init__(
+            f"Unit '{expression}' is ambiguous: '{word}' can mean different units. "
+            f"Write one of: {', '.join(alternatives)}."
+        )
+
+
+def check_unambiguous(expression: str) -> None:
+    """Raise ``AmbiguousUnitError`` when a word of ``expression`` (typed by a user) names more than one unit."""
+    words = re.findall(r"[^\W\d]+", expression)
+    for previous, word in zip(["", *words], words, strict=False):
+        if word in UNAMBIGUOUS_SPELLINGS or previous.lower() in _SYSTEM_WORDS:
+            continue
+        alternatives = AMBIGUOUS_UNITS.get(word.lower())
+        if alternatives is not None:
+            raise AmbiguousUnitError(expression, word, alternatives)
 
 
 def _unknown(expression: str) -> UnitError:
@@ -233,6 +292,23 @@ def base_factor(expression: str) -> Decimal:
             raise _unknown(expression) from exc
         ctx.prec = BASE_FACTOR_DIGITS
         return (+magnitude).normalize()  # unary plus rounds to the context precision
+
+
+def ratio(from_unit: str, to_unit: str) -> Fraction:
+    """How many ``to_unit`` one ``from_unit`` is, as an exact fraction; ``UnitError`` when they don't convert.
+
+    Exact because each unit's size is an exact decimal (see ``base_factor``): a conversion multiplied
+    by this loses nothing, and the one rounding is left to the caller. Offset units (temperatures)
+    have no ratio and are refused.
+    """
+    source, target = parse_unit(from_unit), parse_unit(to_unit)
+    if source.dimensionality != target.dimensionality:
+        raise UnitError(f"Unit '{from_unit}' cannot be converted to '{to_unit}'.")
+    if not (
+        ureg.Quantity(Decimal(1), source)._is_multiplicative and ureg.Quantity(Decimal(1), target)._is_multiplicative
+    ):
+        raise UnitError(f"Unit '{from_unit}' cannot be converted to '{to_unit}' by a factor.")
+    return Fraction(base_factor(from_unit)) / Fraction(base_factor(to_unit))
 
 
 def convert(amount: Decimal, from_unit: str, to_unit: str) -> Decimal:

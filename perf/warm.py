@@ -3,7 +3,7 @@
 ``warm(organizations, ...)`` fills, per organization, what its first requests would otherwise
 compute (``manage.py warm_cache`` and the gunicorn boot hook both call it):
 
-- ``factors``: the calculator's factor resolution (``FactorResolver.prime_activities`` for every
+- ``factors``: the calculator's factor resolution (``OrganizationFactors.prime_activities`` for every
   average-data activity the organization can see, ``prime_suppliers`` for all its suppliers,
   ``prime_rates`` for every year of ``ExchangeRate``), and the first page of ``/api/v1/factors/``;
 - ``suppliers``: the first page of ``/api/v1/suppliers/``;
@@ -42,7 +42,7 @@ from redis.exceptions import RedisError
 from rest_framework.test import APIRequestFactory, force_authenticate
 from tqdm import tqdm
 
-from calculator.resolve import FactorResolver
+from emissions.calculation import OrganizationFactors
 from emissions.models import (
     SUMMARY_KEYS,
     ActivityRecord,
@@ -292,7 +292,7 @@ def _steps(
     """(kind, label, action) for every item of one organization, in the order they are warmed."""
 
     def prime_factors() -> None:
-        resolver = FactorResolver(organization)
+        factors = OrganizationFactors(organization)
         # Average-data activities only: prime_activities caches average-data candidates, and an activity that
         # only a supplier's own factor has would be cached as "no candidates" (supplier factors are primed below).
         activities = (
@@ -305,9 +305,9 @@ def _steps(
         # Entries found already cached get a full lifetime too (perf.cache.renewing): otherwise all those an
         # earlier warm-up stored would expire together, in the middle of the traffic this one prepares for.
         with renewing():
-            resolver.prime_activities(activities)
-            resolver.prime_suppliers(Supplier.objects.for_org(organization).values_list("pk", flat=True))
-            resolver.prime_rates(years)
+            factors.prime_activities(activities)
+            factors.prime_suppliers(Supplier.objects.for_org(organization).values_list("pk", flat=True))
+            factors.prime_rates(years)
 
     def view(name: str, params: dict[str, str] | None = None) -> Callable[[], None]:
         def get() -> None:

@@ -50,7 +50,6 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_countries",
     "emissions",
-    "calculator",
     "perf",
     # Prometheus: HTTP metrics from its middleware below; /metrics itself is perf.metrics.metrics_view.
     "django_prometheus",

@@ -37,8 +37,6 @@ from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 from rest_framework.views import APIView
 
-from calculator.engine import calculate
-from calculator.resolve import FactorResolver
 from calculator.types import CalculationError
 from emissions.api import export
 from emissions.api import serializers as s
@@ -46,6 +44,7 @@ from emissions.api.authentication import OrgTokenAuthentication, token_from_head
 from emissions.api.filters import ActivityFilter, EmissionFilter, FactorFilter
 from emissions.api.permissions import HasOrganization, request_org, request_org_id
 from emissions.cache import emission_namespaces, factor_namespaces, supplier_namespaces
+from emissions.calculation import FactorResolver, calculate
 from emissions.models import SUMMARY_KEYS, ActivityRecord, Emission, EmissionFactor, EmissionQuerySet, Supplier
 from emissions.services.activities import ActivitiesInvalidError, ItemError, activities_calculate, activities_create
 from emissions.services.supplier_factors import supplier_factor_create, supplier_factor_delete

@@ -1,30 +1,25 @@
 """Activity writes: calculate a batch of activities and store them with their emissions, all or nothing.
 
-A stored activity describes its own period, so what the caller leaves out is taken from it
-(``period_defaults``): no ``year`` -> ``period_start.year`` is the requested factor year (the
-resolver then records a year fallback when only another year's factor exists, and the time
-score measures the factor's age against it); no ``spend_year`` on a spend line -> the spend is
-in ``period_start.year`` prices (converting to the factor's price year then needs that year's
-price index, or fails naming ``spend_year``). The record stores the values used, not the
-blanks sent, so recalculating a stored row gives the same answer whatever the default rule
-becomes; the emission's ``fallbacks`` say which values came from the period
-(``year_from_period``, ``spend_year_from_period``).
+A stored activity describes its own period, so what the caller leaves out is taken from it by the
+calculator's period rule (``calculator.engine.calculate_in_period``). The record stores the values
+used, not the blanks sent, so recalculating a stored row gives the same answer whatever the
+default rule becomes; the emission's ``fallbacks`` say which values came from the period.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal, cast
 
 from django.db import connection, transaction
 
-from calculator.engine import calculate, is_spend_factor
-from calculator.resolve import FactorResolver
-from calculator.types import CalculationError, CalculationInput, CalculationResult, Note
+from calculator.engine import is_spend_factor
+from calculator.types import CalculationError, CalculationInput
 from emissions.cache import emissions_changed
-from emissions.models import ActivityRecord, Emission, Method, Organization, Supplier
+from emissions.calculation import FactorResolver, Result, calculate_in_period
+from emissions.models import ActivityRecord, Emission, Organization, Supplier
 from emissions.services.bulk import activity_pairs_copy
 from perf.metrics import observe_activity_batch
 
@@ -34,8 +29,6 @@ BULK_BATCH_SIZE = 1000
 # How activities_create writes: COPY (PostgreSQL only; the default there, measured faster by bench_db)
 # or bulk_create's multi-row INSERTs (the default elsewhere).
 WriteMethod = Literal["copy", "bulk_create"]
-# Methods whose amount may be money: spend, and supplier-specific when the supplier's factor is a spend factor.
-MONEY_METHODS = frozenset({Method.SPEND, Method.SUPPLIER_SPECIFIC})
 
 
 @dataclass(frozen=True)
@@ -78,28 +71,9 @@ def _suppliers(organization: Organization, items: Sequence[ActivityInput]) -> di
     return Supplier.objects.for_org(organization).in_bulk(ids)
 
 
-def period_defaults(item: ActivityInput) -> tuple[CalculationInput, list[Note]]:
-    """``item.calculation`` with ``year`` (and, for money methods, ``spend_year``) taken from the period.
-
-    Only values the caller left out (None) are filled in; each one filled in adds a note.
-    """
-    inp, period_year = item.calculation, item.period_start.year
-    year, spend_year = inp.year, inp.spend_year
-    notes: list[Note] = []
-    if year is None:
-        year = period_year
-        notes.append(Note("year_from_period", f"No year given; used the period's year {period_year}"))
-    if spend_year is None and inp.method in MONEY_METHODS:
-        spend_year = period_year
-        notes.append(
-            Note("spend_year_from_period", f"No spend_year given; the amount is taken to be in {period_year} prices")
-        )
-    return (replace(inp, year=year, spend_year=spend_year) if notes else inp), notes
-
-
 def _calculate_one(
     item: ActivityInput, *, organization: Organization, resolver: FactorResolver, suppliers: dict[int, Supplier]
-) -> CalculationResult | FieldErrors:
+) -> Result | FieldErrors:
     errors: FieldErrors = {}
     if item.period_end < item.period_start:
         errors["period_end"] = ["period_end must be on or after period_start."]
@@ -109,36 +83,17 @@ def _calculate_one(
         errors["supplier"] = [f"Unknown supplier id {supplier_id}."]
     if errors:
         return errors
-    inp, notes = period_defaults(item)
     try:
-        result = calculate(inp, organization=organization, resolver=resolver)
+        return calculate_in_period(
+            item.calculation, period_year=item.period_start.year, organization=organization, resolver=resolver
+        )
     except CalculationError as exc:
-        return _explain_defaults(exc.errors, item, inp)
-    if inp.spend_year != item.calculation.spend_year and not is_spend_factor(result.factor):
-        # A supplier-specific line whose factor is not per unit of money: the defaulted price year played no part.
-        result.input = replace(inp, spend_year=item.calculation.spend_year)
-        notes = [note for note in notes if note.code != "spend_year_from_period"]
-    result.fallbacks = [*notes, *result.fallbacks]
-    return result
-
-
-def _explain_defaults(errors: FieldErrors, item: ActivityInput, inp: CalculationInput) -> FieldErrors:
-    """Say so when a failing rate or price-index lookup used a spend year the caller did not give."""
-    if inp.spend_year == item.calculation.spend_year:
-        return errors
-    hint = (
-        f"spend_year was not given, so the period's year {inp.spend_year} was used; "
-        "give spend_year to state the price year of the amount."
-    )
-    return {
-        field: [*messages, hint] if field in ("spend_year", "currency") else messages
-        for field, messages in errors.items()
-    }
+        return exc.errors
 
 
 def _calculate_all(
     organization: Organization, items: Sequence[ActivityInput], resolver: FactorResolver | None
-) -> tuple[list[CalculationResult | FieldErrors], dict[int, Supplier]]:
+) -> tuple[list[Result | FieldErrors], dict[int, Supplier]]:
     # One resolver serves the whole batch so repeated factor, rate and index lookups hit memory.
     resolver = resolver or FactorResolver(organization)
     suppliers = _suppliers(organization, items)
@@ -152,13 +107,13 @@ def _calculate_all(
 
 def activities_calculate(
     *, organization: Organization, items: Sequence[ActivityInput], resolver: FactorResolver | None = None
-) -> list[CalculationResult | FieldErrors]:
+) -> list[Result | FieldErrors]:
     """Calculate every item without writing anything; each outcome is a result or its field errors."""
     return _calculate_all(organization, items, resolver)[0]
 
 
 def activity_record_build(
-    item: ActivityInput, result: CalculationResult, organization: Organization, supplier: Supplier | None
+    item: ActivityInput, result: Result, organization: Organization, supplier: Supplier | None
 ) -> ActivityRecord:
     """The row to store. Precondition: ``result`` is ``item``'s outcome, so ``result.input`` holds the values used."""
     inp = result.input
@@ -188,7 +143,7 @@ def activity_record_build(
     )
 
 
-def emission_build(record: ActivityRecord, result: CalculationResult) -> Emission:
+def emission_build(record: ActivityRecord, result: Result) -> Emission:
     """The unsaved result row for ``record`` (which may itself be unsaved: its pk is read at insert time)."""
     return Emission(
         organization=record.organization,
@@ -223,8 +178,8 @@ def activities_prepare(
         raise ActivitiesInvalidError(errors)
     pairs = []
     for item, outcome in zip(items, outcomes, strict=True):
-        # No error above, so every outcome is a CalculationResult.
-        result = cast(CalculationResult, outcome)
+        # No error above, so every outcome is a Result.
+        result = cast(Result, outcome)
         record = activity_record_build(item, result, organization, suppliers.get(item.calculation.supplier_id or 0))
         pairs.append((record, emission_build(record, result)))
     return pairs

@@ -1,4 +1,8 @@
-"""Calculator-only factors; the published-value factors (steel, UK electricity, diesel) live in tests/conftest.py."""
+"""The calculator's tests are pure: in-memory factors (``helpers.World``), no database, cache or data files.
+
+The published-value factors come from ``tests/published.py``, as the database suites' do, so both
+check the same figures.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +10,53 @@ from decimal import Decimal
 
 import pytest
 
-from emissions.models import EmissionFactor, FactorDataset
-from tests.factories import EmissionFactorFactory
+from calculator.types import Dataset, Factor
+from tests import published
+from tests.calculator.helpers import World
 
 
 @pytest.fixture
-def hgv_factor(desnz_2025: FactorDataset) -> EmissionFactor:
+def org() -> World:
+    return World()
+
+
+@pytest.fixture
+def other_org() -> World:
+    return World()
+
+
+@pytest.fixture
+def epa_2022(org: World) -> Dataset:
+    return org.add_dataset(**published.EPA_SUPPLY_CHAIN_2022)
+
+
+@pytest.fixture
+def desnz_2025(org: World) -> Dataset:
+    return org.add_dataset(**published.DESNZ_2025)
+
+
+@pytest.fixture
+def steel_factor(org: World, epa_2022: Dataset) -> Factor:
+    return org.add_factor(dataset=epa_2022, **published.STEEL)
+
+
+@pytest.fixture
+def electricity_factor(org: World, desnz_2025: Dataset) -> Factor:
+    return org.add_factor(dataset=desnz_2025, **published.ELECTRICITY)
+
+
+@pytest.fixture
+def diesel_factor(org: World, desnz_2025: Dataset) -> Factor:
+    return org.add_factor(dataset=desnz_2025, **published.DIESEL)
+
+
+@pytest.fixture
+def hgv_factor(org: World, desnz_2025: Dataset) -> Factor:
     """A freight factor per tonne.km."""
-    return EmissionFactorFactory.create(
+    return org.add_factor(
         dataset=desnz_2025,
         activity="desnz:freight_hgv",
         name="HGV, average laden, tonne.km",
-        region="GB",
-        year=2025,
         unit="t*km",
         unit_label="tonne.km",
         co2e_per_unit=Decimal("0.10700"),

@@ -1,25 +1,16 @@
-"""calculator.engine: every method, conversions, spend currency/price-year handling and input errors."""
+"""calculator.engine: every method, conversions, spend currency/price-year handling and input errors (no database)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+from fractions import Fraction
 
 import pytest
 
-from calculator.engine import calculate
-from calculator.resolve import FactorResolver
+from calculator.engine import period_defaults
 from calculator.types import CalculationError
-from emissions.models import FactorDataset
-from tests.calculator.helpers import freight_input, make_input
-from tests.factories import (
-    EmissionFactorFactory,
-    ExchangeRateFactory,
-    FactorDatasetFactory,
-    PriceIndexFactory,
-    SupplierFactory,
-)
-
-pytestmark = pytest.mark.django_db
+from tests.calculator.helpers import calculate, freight_input, make_input
 
 
 def codes(notes) -> list[str]:
@@ -82,14 +73,15 @@ def test_as_dict_is_json_ready(org, electricity_factor):
         ("L", "1", "m³", "1000"),
         ("L", "1", "m**3", "1000"),
         ("L", "10", "US gallon", "37.85411784"),
-        ("L", "10", "gallon", "37.85411784"),
+        ("L", "10", "US_gallon", "37.85411784"),
+        ("L", "10", "imperial_gallon", "45.4609"),
         ("kg", "100", "lb", "45.359237"),
         ("t", "2000", "kg", "2"),
         ("km", "10", "mile", "16.09344"),
     ],
 )
 def test_activity_converts_any_compatible_unit(org, factor_unit, amount, unit, expected_converted):
-    factor = EmissionFactorFactory(unit=factor_unit, co2e_per_unit=Decimal("2"))
+    factor = org.add_factor(unit=factor_unit, co2e_per_unit=Decimal("2"))
     result = calculate(make_input(activity=factor.activity, amount=Decimal(amount), unit=unit), organization=org)
     assert result.converted_amount == Decimal(expected_converted)
     expected = (Decimal(expected_converted) * 2).quantize(Decimal("0.000001"))
@@ -97,7 +89,7 @@ def test_activity_converts_any_compatible_unit(org, factor_unit, amount, unit, e
 
 
 def test_result_is_quantized_half_even_to_six_places(org):
-    factor = EmissionFactorFactory(unit="kWh", co2e_per_unit=Decimal("0.0000005"))
+    factor = org.add_factor(unit="kWh", co2e_per_unit=Decimal("0.0000005"))
     # 1 x 0.0000005 = 0.0000005 -> half-even rounds to 0.000000; 3 x -> 0.0000015 -> 0.000002.
     one = calculate(make_input(activity=factor.activity, amount=Decimal("1")), organization=org)
     three = calculate(make_input(activity=factor.activity, amount=Decimal("3")), organization=org)
@@ -106,7 +98,7 @@ def test_result_is_quantized_half_even_to_six_places(org):
 
 
 def test_exact_decimal_arithmetic_beyond_28_digits(org):
-    factor = EmissionFactorFactory(unit="kWh", co2e_per_unit=Decimal("0.123456789012345"))
+    factor = org.add_factor(unit="kWh", co2e_per_unit=Decimal("0.123456789012345"))
     amount = Decimal("123456789012345678.123456")
     result = calculate(make_input(activity=factor.activity, amount=amount), organization=org)
     assert result.converted_amount == amount
@@ -139,24 +131,23 @@ def test_activity_method_refuses_a_spend_factor(org, steel_factor):
 
 
 def test_spend_eur_2024_converted_to_usd_and_deflated_to_2022(org, steel_factor):
-    ExchangeRateFactory(currency="EUR", quote_currency="USD", year=2024, rate=Decimal("1.082"))
-    PriceIndexFactory(currency="USD", year=2022, value=Decimal("292.655"))
-    PriceIndexFactory(currency="USD", year=2024, value=Decimal("313.689"))
+    org.add_rate(currency="EUR", quote_currency="USD", year=2024, rate=Decimal("1.082"))
+    org.add_index(currency="USD", year=2022, value=Decimal("292.655"))
+    org.add_index(currency="USD", year=2024, value=Decimal("313.689"))
     inp = make_input(
         method="spend", activity="naics:331110", amount=Decimal("1000"), unit="EUR", currency="EUR", spend_year=2024
     )
     result = calculate(inp, organization=org)
-    with localcontext(prec=40):
-        # 1000 EUR = 1082 USD at 2024 prices -> x CPI 2022/2024 -> 2022 USD
-        converted = Decimal("1000") * Decimal("1.082") * Decimal("292.655") / Decimal("313.689")
+    # 1000 EUR = 1082 USD at 2024 prices -> x CPI 2022/2024 -> 2022 USD, exactly.
+    converted = Fraction(1000) * Fraction("1.082") * Fraction("292.655") / Fraction("313.689")
     assert result.converted_amount == converted
     assert Decimal("1009.4") < converted < Decimal("1009.5")
-    assert result.co2e_kg == (converted * Decimal("0.787")).quantize(Decimal("0.000001"))
+    assert result.co2e_kg == round(converted * Fraction("0.787") * 10**6) / Decimal(10**6)
     assert result.fallbacks == []
 
 
 def test_spend_inverse_rate_is_used_when_only_usd_to_eur_is_stored(org, steel_factor):
-    ExchangeRateFactory(currency="USD", quote_currency="EUR", year=2022, rate=Decimal("0.8"))
+    org.add_rate(currency="USD", quote_currency="EUR", year=2022, rate=Decimal("0.8"))
     inp = make_input(
         method="spend", activity="naics:331110", amount=Decimal("800"), unit="", currency="EUR", spend_year=2022
     )
@@ -177,7 +168,7 @@ def test_spend_missing_exchange_rate_names_currency_and_row(org, steel_factor):
 
 
 def test_spend_missing_price_index_names_year_and_row(org, steel_factor):
-    PriceIndexFactory(currency="USD", year=2022, value=Decimal("292.655"))
+    org.add_index(currency="USD", year=2022, value=Decimal("292.655"))
     inp = make_input(method="spend", activity="naics:331110", amount=Decimal("10"), unit="USD", spend_year=2023)
     with pytest.raises(CalculationError) as exc:
         calculate(inp, organization=org)
@@ -186,10 +177,10 @@ def test_spend_missing_price_index_names_year_and_row(org, steel_factor):
     }
 
 
-def test_spend_same_currency_and_year_needs_no_reference_rows(org, steel_factor, django_assert_num_queries):
+def test_spend_same_currency_and_year_needs_no_reference_rows(org, steel_factor):
     inp = make_input(method="spend", activity="naics:331110", amount=Decimal("5"), unit="USD", spend_year=2022)
-    with django_assert_num_queries(1):  # the factor only
-        result = calculate(inp, organization=org)
+    result = calculate(inp, organization=org)
+    assert org.asked == {"candidates": 1}  # the factor only: no exchange rate, no price index
     assert result.co2e_kg == Decimal("3.935")
 
 
@@ -250,7 +241,7 @@ def test_distance_short_ton_miles_converted_to_tonne_km(org, hgv_factor):
 
 
 def test_distance_passenger_km_factor(org):
-    factor = EmissionFactorFactory(unit="passenger*km", co2e_per_unit=Decimal("0.03546"))
+    factor = org.add_factor(unit="passenger*km", co2e_per_unit=Decimal("0.03546"))
     inp = make_input(
         method="distance", category=6, activity=factor.activity, amount=Decimal("100"), unit="passenger*mile"
     )
@@ -279,7 +270,7 @@ def test_distance_method_needs_a_distance_factor(org, electricity_factor):
 
 
 def test_passenger_factor_refuses_mass_times_distance(org):
-    factor = EmissionFactorFactory(unit="passenger*km", co2e_per_unit=Decimal("0.03"))
+    factor = org.add_factor(unit="passenger*km", co2e_per_unit=Decimal("0.03"))
     inp = make_input(
         method="distance",
         category=6,
@@ -300,7 +291,7 @@ def test_passenger_factor_refuses_mass_times_distance(org):
 
 
 def _supplier_factor(org, supplier, **kwargs):
-    dataset = FactorDatasetFactory(source=FactorDataset.Source.SUPPLIER, organization=org, basis_year=2024)
+    dataset = org.add_dataset(source="supplier", basis_year=2024)
     values = {
         "dataset": dataset,
         "supplier": supplier,
@@ -311,11 +302,11 @@ def _supplier_factor(org, supplier, **kwargs):
         "co2e_per_unit": Decimal("1.9"),
     }
     values.update(kwargs)
-    return EmissionFactorFactory(**values)
+    return org.add_factor(**values)
 
 
 def test_supplier_specific_prefers_the_suppliers_own_factor(org, steel_factor):
-    supplier = SupplierFactory(organization=org)
+    supplier = org.add_supplier()
     own = _supplier_factor(org, supplier, unit="t", co2e_per_unit=Decimal("1850"))
     inp = make_input(
         method="supplier_specific",
@@ -333,7 +324,7 @@ def test_supplier_specific_prefers_the_suppliers_own_factor(org, steel_factor):
 
 
 def test_supplier_specific_falls_back_to_average_data(org, electricity_factor):
-    supplier = SupplierFactory(organization=org)
+    supplier = org.add_supplier()
     inp = make_input(
         method="supplier_specific",
         activity="desnz:7_400_4000_5",
@@ -349,7 +340,7 @@ def test_supplier_specific_falls_back_to_average_data(org, electricity_factor):
 
 
 def test_supplier_specific_fallback_to_spend_factor_computes_as_spend(org, steel_factor):
-    supplier = SupplierFactory(organization=org)
+    supplier = org.add_supplier()
     inp = make_input(
         method="supplier_specific",
         activity="naics:331110",
@@ -364,7 +355,7 @@ def test_supplier_specific_fallback_to_spend_factor_computes_as_spend(org, steel
 
 
 def test_supplier_specific_needs_a_supplier_of_this_org(org, other_org, electricity_factor):
-    foreign = SupplierFactory(organization=other_org)
+    foreign = other_org.add_supplier()
     for supplier_id in (None, foreign.pk):
         inp = make_input(method="supplier_specific", activity="desnz:7_400_4000_5", supplier_id=supplier_id)
         with pytest.raises(CalculationError) as exc:
@@ -373,7 +364,7 @@ def test_supplier_specific_needs_a_supplier_of_this_org(org, other_org, electric
 
 
 def test_another_orgs_supplier_factor_is_invisible(org, other_org, steel_factor):
-    theirs = SupplierFactory(organization=other_org)
+    theirs = other_org.add_supplier()
     their_factor = _supplier_factor(other_org, theirs, unit="USD", currency="USD")
     with pytest.raises(CalculationError) as exc:
         calculate(make_input(method="spend", factor_id=their_factor.pk, unit="USD"), organization=org)
@@ -384,7 +375,7 @@ def test_another_orgs_supplier_factor_is_invisible(org, other_org, steel_factor)
 
 
 def test_supplier_factor_not_used_for_other_purchases(org, steel_factor):
-    supplier = SupplierFactory(organization=org)
+    supplier = org.add_supplier()
     _supplier_factor(org, supplier, unit="USD", currency="USD", co2e_per_unit=Decimal("0.1"))
     inp = make_input(method="spend", activity="naics:331110", amount=Decimal("1000"), unit="USD", spend_year=2022)
     assert calculate(inp, organization=org).factor == steel_factor
@@ -445,21 +436,16 @@ def test_pinned_factor_id(org, electricity_factor):
 
 
 def test_supplier_id_of_another_org_is_rejected_for_any_method(org, other_org, electricity_factor):
-    foreign = SupplierFactory(organization=other_org)
+    foreign = other_org.add_supplier()
     inp = make_input(activity="desnz:7_400_4000_5", supplier_id=foreign.pk)
     with pytest.raises(CalculationError) as exc:
         calculate(inp, organization=org)
     assert list(exc.value.errors) == ["supplier"]
 
 
-def test_resolver_of_another_org_is_refused(org, other_org, electricity_factor):
-    with pytest.raises(ValueError, match="another organization"):
-        calculate(make_input(activity="desnz:7_400_4000_5"), organization=org, resolver=FactorResolver(other_org))
-
-
 def test_outdated_factor_and_cv_mismatch_warnings(org):
-    dataset = FactorDatasetFactory(basis_year=2015)
-    factor = EmissionFactorFactory(dataset=dataset, year=2015, unit="kWh", unit_label="kWh (Net CV)")
+    dataset = org.add_dataset(basis_year=2015)
+    factor = org.add_factor(dataset=dataset, year=2015, unit="kWh", unit_label="kWh (Net CV)")
     result = calculate(
         make_input(activity=factor.activity, unit="kWh (Gross CV)", year=2024, region="GB"), organization=org
     )
@@ -467,7 +453,7 @@ def test_outdated_factor_and_cv_mismatch_warnings(org):
 
 
 def test_pinned_factor_of_another_supplier_is_refused(org):
-    mine, other = SupplierFactory(organization=org), SupplierFactory(organization=org)
+    mine, other = org.add_supplier(), org.add_supplier()
     theirs = _supplier_factor(org, other)
     inp = make_input(method="supplier_specific", factor_id=theirs.pk, unit="kg", supplier_id=mine.pk)
     with pytest.raises(CalculationError) as exc:
@@ -519,7 +505,7 @@ def test_bad_mass_or_distance_unit_is_an_error_on_that_field(org, hgv_factor, fi
 
 @pytest.mark.parametrize("text", BAD_UNITS)
 def test_bad_unit_for_a_supplier_specific_activity_factor(org, electricity_factor, text):
-    supplier = SupplierFactory(organization=org)
+    supplier = org.add_supplier()
     inp = make_input(method="supplier_specific", supplier_id=supplier.pk, activity="desnz:7_400_4000_5", unit=text)
     with pytest.raises(CalculationError) as exc:
         calculate(inp, organization=org)
@@ -558,7 +544,7 @@ def test_as_dict_leaves_currency_out_unless_money_was_converted(org, electricity
     assert "currency" not in activity["input"]
     spend = make_input(method="spend", activity="naics:331110", unit="", spend_year=2022)
     assert calculate(spend, organization=org).as_dict()["input"]["currency"] == "USD"
-    supplier = SupplierFactory(organization=org)
+    supplier = org.add_supplier()
     as_spend = make_input(
         method="supplier_specific", supplier_id=supplier.pk, activity="naics:331110", unit="", spend_year=2022
     )
@@ -570,7 +556,7 @@ def test_as_dict_leaves_currency_out_unless_money_was_converted(org, electricity
 
 
 def test_as_dict_rounds_converted_amount_but_co2e_uses_the_exact_value(org):
-    factor = EmissionFactorFactory(unit="kWh", co2e_per_unit=Decimal("1000000000"))
+    factor = org.add_factor(unit="kWh", co2e_per_unit=Decimal("1000000000"))
     result = calculate(make_input(activity=factor.activity, amount=Decimal("1"), unit="GJ"), organization=org)
     data = result.as_dict()
     assert data["converted_amount"] == "277.777777777778"  # 10^9 J / 3.6x10^6 J, 12 places
@@ -578,5 +564,152 @@ def test_as_dict_rounds_converted_amount_but_co2e_uses_the_exact_value(org):
         exact = Decimal(10**9) / Decimal(3_600_000) * Decimal(10**9)
     assert result.co2e_kg == exact.quantize(Decimal("0.000001")) == Decimal("277777777777.777778")
     assert Decimal(data["converted_amount"]) * factor.co2e_per_unit != result.co2e_kg  # the rounded one would differ
-    with localcontext(prec=40):
-        assert result.converted_amount == Decimal(10**9) / Decimal(3_600_000)  # the attribute keeps all 40 digits
+    assert result.converted_amount == Fraction(10**9, 3_600_000)  # the attribute keeps the exact value
+
+
+# -- one rounding, of the exact value ---------------------------------------------------------------
+
+
+def test_a_tie_of_the_exact_value_rounds_half_even_once(org):
+    """DESNZ 2025 ``5_305_3127_9`` (refrigerated articulated HGV, 100 % laden): 1.74192 kg CO2e per mile.
+
+    0.360426 km is exactly 0.3901175 kg CO2e, a tie: half-even gives 0.390118. Dividing first (km to miles
+    in 40 digits) and rounding the product again gave 0.390117.
+    """
+    factor = org.add_factor(activity="desnz:5_305_3127_9", unit="mile", co2e_per_unit=Decimal("1.74192"))
+    result = calculate(make_input(activity=factor.activity, amount=Decimal("0.360426"), unit="km"), organization=org)
+    assert result.converted_amount * Fraction("1.74192") == Fraction("0.3901175")
+    assert result.co2e_kg == Decimal("0.390118")
+
+
+def test_a_tie_through_a_volume_conversion_rounds_half_even_once(org):
+    """EPA Hub 2024 blast furnace gas: 0.02524 kg CO2 + 0.000002 g CH4 x 28 + 0.000009 g N2O x 265 per scf.
+
+    6489.277344 m³ is exactly 5784.7260625 kg CO2e: half-even gives 5784.726062 (not 5784.726063).
+    """
+    factor = org.add_factor(activity="epa_hub:blast_furnace_gas", unit="ft**3", co2e_per_unit=Decimal("0.025242441"))
+    inp = make_input(activity=factor.activity, amount=Decimal("6489.277344"), unit="m**3")
+    result = calculate(inp, organization=org)
+    assert result.co2e_kg == Decimal("5784.726062")
+
+
+def test_a_tie_in_a_gas_rounds_half_even_once(org):
+    factor = org.add_factor(unit="mile", co2e_per_unit=Decimal("1.74192"), gases={"CO2": "1.74192"})
+    result = calculate(make_input(activity=factor.activity, amount=Decimal("0.360426"), unit="km"), organization=org)
+    assert result.gases == {"CO2": Decimal("0.390118")}
+
+
+def test_spend_is_exact_through_rate_inverse_and_indexes(org, steel_factor):
+    # Only USD->EUR is stored, so EUR->USD is its inverse; 1/0.9 repeats forever, and is kept exact.
+    org.add_rate(currency="USD", quote_currency="EUR", year=2024, rate=Decimal("0.9"))
+    org.add_index(currency="USD", year=2022, value=Decimal("292.655"))
+    org.add_index(currency="USD", year=2024, value=Decimal("313.689"))
+    inp = make_input(method="spend", activity="naics:331110", amount=Decimal("900"), unit="", currency="EUR")
+    result = calculate(replace(inp, spend_year=2024), organization=org)
+    exact = Fraction(900) / Fraction("0.9") * Fraction("292.655") / Fraction("313.689")
+    assert result.converted_amount == exact
+    assert result.co2e_kg == round(exact * Fraction("0.787") * 10**6) / Decimal(10**6)
+
+
+# -- ambiguous unit spellings are refused, with the unambiguous ones listed ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "listed"),
+    [
+        ("mt", ["t", "tonne", "short_ton", "long_ton", "Mt"]),
+        ("MT", ["t", "tonne", "short_ton", "long_ton"]),
+        ("ton", ["t", "tonne", "short_ton", "long_ton"]),
+        ("tons", ["t", "tonne", "short_ton", "long_ton"]),
+        ("Tons", ["t", "tonne", "short_ton", "long_ton"]),
+        ("therm", ["therm_us", "therm_ec"]),
+        ("therms", ["therm_us", "therm_ec"]),
+        ("gallon", ["US_gallon", "imperial_gallon"]),
+        ("gal", ["US_gallon", "imperial_gallon"]),
+        ("barrel", ["oil_barrel", "US_liquid_barrel"]),
+        ("cwt", ["short_hundredweight", "long_hundredweight"]),
+        ("pint", ["US_pint", "imperial_pint"]),
+    ],
+)
+def test_an_ambiguous_unit_is_refused_on_its_field_with_the_alternatives(org, text, listed):
+    factor = org.add_factor(unit="kg")
+    with pytest.raises(CalculationError) as exc:
+        calculate(make_input(activity=factor.activity, amount=Decimal("1"), unit=text), organization=org)
+    assert list(exc.value.errors) == ["unit"]
+    message = exc.value.errors["unit"][0]
+    assert f"Unit '{text}' is ambiguous" in message
+    for spelling in listed:
+        assert spelling in message
+
+
+def test_an_ambiguous_unit_is_refused_even_on_a_factor_it_would_convert_to(org):
+    """``ton`` used to be read as a US short ton even on a tonnes factor: a 10 % understatement, unflagged."""
+    factor = org.add_factor(unit="t", co2e_per_unit=Decimal("1850"))
+    with pytest.raises(CalculationError) as exc:
+        calculate(make_input(activity=factor.activity, amount=Decimal("2"), unit="tons"), organization=org)
+    assert "short_ton" in exc.value.errors["unit"][0]
+
+
+@pytest.mark.parametrize(("field", "text"), [("mass_unit", "tons"), ("mass_unit", "MT"), ("distance_unit", "ton")])
+def test_an_ambiguous_mass_or_distance_unit_is_refused_on_that_field(org, hgv_factor, field, text):
+    units = {"mass_unit": "t", "distance_unit": "km", field: text}
+    inp = freight_input(mass=Decimal("20"), distance=Decimal("60"), **units)
+    with pytest.raises(CalculationError) as exc:
+        calculate(inp, organization=org)
+    assert list(exc.value.errors) == [field]
+    assert "ambiguous" in exc.value.errors[field][0]
+
+
+def test_a_ton_mile_is_ambiguous_but_a_short_ton_mile_is_not(org, hgv_factor):
+    ambiguous = make_input(method="distance", category=4, activity="desnz:freight_hgv", unit="ton-mile")
+    with pytest.raises(CalculationError) as exc:
+        calculate(ambiguous, organization=org)
+    assert "short_ton" in exc.value.errors["unit"][0]
+    result = calculate(replace(ambiguous, unit="short_ton*mile"), organization=org)
+    assert result.converted_amount == Fraction("0.90718474") * Fraction("1.609344")
+
+
+@pytest.mark.parametrize(
+    ("unit", "expected_kg"),
+    [
+        ("t", "1000"),
+        ("tonne", "1000"),
+        ("short_ton", "907.18474"),
+        ("long_ton", "1016.0469088"),
+        ("Mt", "1000000000"),
+    ],
+)
+def test_the_unambiguous_mass_spellings_convert(org, unit, expected_kg):
+    factor = org.add_factor(unit="kg")
+    result = calculate(make_input(activity=factor.activity, unit=unit), organization=org)
+    assert result.converted_amount == Fraction(expected_kg)
+
+
+@pytest.mark.parametrize(
+    ("unit", "expected_kwh"),
+    [
+        # The EC therm is 100,000 ISO Btu (1,055.056 J each); the US therm 105,480,400 J.
+        ("therm_ec", Fraction("105505600") / 3_600_000),
+        ("therm_us", Fraction("105480400") / 3_600_000),
+    ],
+)
+def test_the_two_therms_differ(org, unit, expected_kwh):
+    factor = org.add_factor(unit="kWh")
+    assert calculate(make_input(activity=factor.activity, unit=unit), organization=org).converted_amount == expected_kwh
+
+
+# -- defaults from the reporting period ----------------------------------------------------------------
+
+
+def test_period_defaults_fill_only_what_is_missing():
+    inp, notes = period_defaults(make_input(), period_year=2012)
+    assert (inp.year, inp.spend_year) == (2012, None)  # no spend year on an activity-data line
+    assert [note.code for note in notes] == ["year_from_period"]
+
+    given = make_input(year=2020)
+    assert period_defaults(given, period_year=2012) == (given, [])
+
+    spend = make_input(method="spend", activity="naics:331110", unit="")
+    inp, notes = period_defaults(spend, period_year=2024)
+    assert (inp.year, inp.spend_year) == (2024, 2024)
+    assert [note.code for note in notes] == ["year_from_period", "spend_year_from_period"]

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
 from calculator.quality import assess, time_score
-from calculator.types import Note
-from emissions.models import EmissionFactor
+from calculator.types import Dataset, Factor, Note
 from tests.calculator.helpers import make_input
 
 
-def unsaved_factor(**kwargs) -> EmissionFactor:
-    values = {"activity": "t:1", "region": "GB", "year": 2025, "unit": "kWh", "co2e_per_unit": Decimal("1")}
+def unsaved_factor(**kwargs: Any) -> Factor:
+    values: dict[str, Any] = {
+        "activity": "t:1",
+        "region": "GB",
+        "year": 2025,
+        "unit": "kWh",
+        "co2e_per_unit": Decimal("1"),
+    }
     values.update(kwargs)
-    return EmissionFactor(**values)
+    return Factor(pk=1, dataset=Dataset(pk=1, source="desnz", version="2025", basis_year=2025), **values)
 
 
 @pytest.mark.parametrize(

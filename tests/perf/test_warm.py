@@ -12,7 +12,7 @@ from django.db import connection
 from django.test import override_settings
 from gunicorn.workers.ggevent import GeventWorker
 
-from calculator.resolve import FactorResolver
+from emissions.calculation import FactorResolver
 from emissions.models import EmissionFactor, ExchangeRate, Organization
 from perf import warm as warm_module
 from perf.warm import (
@@ -111,9 +111,9 @@ def test_factor_resolution_is_primed_for_the_calculator(org, data, steel_factor,
     assert not report.errors
     with django_assert_num_queries(0):
         resolver = FactorResolver(org)
-        resolver.prime_activities([steel_factor.activity])
-        resolver.prime_suppliers([data])
-        resolver.prime_rates([2022])
+        resolver.source.prime_activities([steel_factor.activity])
+        resolver.source.prime_suppliers([data])
+        resolver.source.prime_rates([2022])
         rate = resolver.exchange_rate("EUR", "USD", 2022)
     assert rate == ExchangeRate.objects.get().rate
 

@@ -39,16 +39,16 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 from tqdm import tqdm
 
-from calculator.resolve import FactorResolver
+from calculator.engine import period_defaults
 from calculator.types import CalculationResult
 from emissions.api.serializers import ActivityInputSerializer, activity_input, validate_items
+from emissions.calculation import FactorResolver
 from emissions.models import Organization, Supplier
 from emissions.services.activities import (
     ActivitiesInvalidError,
     ActivityInput,
     activities_calculate,
     activities_create,
-    period_defaults,
 )
 from perf.metrics import record_import
 
@@ -221,7 +221,9 @@ class BatchValidator:
             else:
                 inputs.append((line, activity_input(data)))  # type: ignore[arg-type]  # data is set without errors
         # Everything the batch will look up (factors, candidates, suppliers, rates), in a handful of queries.
-        self.resolver.prime(period_defaults(inp)[0] for _, inp in inputs)
+        self.resolver.prime(
+            period_defaults(item.calculation, period_year=item.period_start.year)[0] for _, item in inputs
+        )
         return inputs, errors
 
     @staticmethod

@@ -37,11 +37,10 @@ from django.db.models import Sum
 from faker import Faker
 from tqdm import tqdm
 
-from calculator.engine import calculate
-from calculator.resolve import FactorResolver
 from calculator.types import CalculationError, CalculationInput
 from calculator.units import convert, is_compatible
 from emissions.cache import emissions_changed, suppliers_created
+from emissions.calculation import FactorResolver, calculate
 from emissions.models import ActivityRecord, Emission, EmissionFactor, Method, Organization, Supplier
 from emissions.services.activities import ActivityInput, WriteMethod, activities_create, default_write_method
 from emissions.services.bulk import activities_delete_for_org

@@ -47,23 +47,21 @@ from django.utils import timezone
 from psycopg import sql
 from rest_framework.test import APIClient
 
-from calculator.engine import calculate
-from calculator.resolve import FactorResolver
+from calculator.engine import MONEY_METHODS, period_defaults
 from calculator.types import CalculationInput
 from emissions.api.export import csv_lines
 from emissions.api.serializers import EmissionSerializer
+from emissions.calculation import FactorResolver, calculate
 from emissions.management.commands.import_activities import COLUMNS as IMPORT_COLUMNS
 from emissions.management.commands.import_activities import SUPPLIER_COLUMN
 from emissions.models import ActivityRecord, Emission, Organization, Supplier
 from emissions.services.activities import (
-    MONEY_METHODS,
     ActivityInput,
     WriteMethod,
     activities_create,
     activities_prepare,
     activity_record_build,
     emission_build,
-    period_defaults,
 )
 from emissions.services.bulk import copy_columns, copy_rows, copy_statement
 from emissions.services.organizations import org_user_create
@@ -378,7 +376,7 @@ class Command(BaseCommand):
             # factor afresh (no shared resolver), the supplier is fetched per row, two INSERTs per row.
             with bench.n_plus_one_allowed():
                 for item in items:
-                    inp, notes = period_defaults(item)
+                    inp, notes = period_defaults(item.calculation, period_year=item.period_start.year)
                     result = calculate(inp, organization=org)
                     result.fallbacks = [*notes, *result.fallbacks]
                     supplier_id = item.calculation.supplier_id

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -15,7 +17,7 @@ from tests.emissions.api.payloads import (
     supplier_specific_input,
     supplier_with_factor,
 )
-from tests.factories import SupplierFactory
+from tests.factories import EmissionFactorFactory, SupplierFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -297,3 +299,57 @@ def test_batch_query_count_does_not_grow_with_distinct_suppliers(api, org, steel
         assert [r["co2e_kg"] for r in results] == ["787.000000", "10.000000"] * suppliers, results
         counts.append(len(captured.captured_queries))
     assert counts[0] == counts[1], counts
+
+
+# -- exact and unambiguous ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("unit", "amount", "factor_unit", "per_unit", "expected"),
+    [
+        # DESNZ 2025 5_305_3127_9 per mile: exactly 0.3901175 kg -> 0.390118 (half-even, rounded once).
+        ("km", "0.360426", "mile", "1.74192", "0.390118"),
+        # EPA Hub 2024 blast furnace gas per scf: exactly 5784.7260625 kg -> 5784.726062.
+        ("m**3", "6489.277344", "ft**3", "0.025242441", "5784.726062"),
+    ],
+)
+def test_a_tie_of_the_exact_value_is_rounded_half_even_once(api, unit, amount, factor_unit, per_unit, expected):
+    factor = EmissionFactorFactory.create(unit=factor_unit, co2e_per_unit=Decimal(per_unit))
+    body = {"category": 4, "method": "activity", "activity": factor.activity, "amount": amount, "unit": unit}
+    response = api.post(URL, body, format="json")
+    assert response.status_code == 200, response.json()
+    assert response.json()["co2e_kg"] == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "listed"),
+    [
+        ("mt", "t, tonne, short_ton, long_ton, Mt (megatonne)"),
+        ("MT", "t, tonne, short_ton, long_ton, Mt (megatonne)"),
+        ("tons", "t, tonne, short_ton, long_ton"),
+        ("therm", "therm_us, therm_ec"),
+    ],
+)
+def test_an_ambiguous_unit_is_a_400_naming_the_field_and_the_alternatives(api, electricity_factor, text, listed):
+    response = api.post(URL, {**electricity_input(), "unit": text}, format="json")
+    assert response.status_code == 400
+    assert response.json() == {
+        "unit": [f"Unit '{text}' is ambiguous: '{text}' can mean different units. Write one of: {listed}."]
+    }
+
+
+def test_an_ambiguous_mass_unit_is_a_400_naming_mass_unit(api, freight_factor):
+    body = {
+        "category": 4,
+        "method": "distance",
+        "activity": freight_factor.activity,
+        "mass": "20",
+        "mass_unit": "tons",
+        "distance": "60",
+        "distance_unit": "km",
+    }
+    response = api.post(URL, body, format="json")
+    assert response.status_code == 400
+    (message,) = response.json()["mass_unit"]
+    assert "'tons' is ambiguous" in message
+    assert "short_ton" in message

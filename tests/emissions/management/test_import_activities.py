@@ -267,7 +267,7 @@ def count_calls(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> dict[
 def test_every_row_is_calculated_once(tmp_path, org, factors, monkeypatch):
     from emissions.services import activities
 
-    calculations = count_calls(monkeypatch, activities, "calculate")
+    calculations = count_calls(monkeypatch, activities, "calculate_in_period")
     run(write_csv(tmp_path / "a.csv", [electricity_row() for _ in range(25)]), "--batch-size", "10")
     assert calculations["n"] == 25
     assert ActivityRecord.objects.count() == 25
@@ -279,7 +279,7 @@ def test_error_in_a_later_batch_rolls_back_and_every_error_is_reported(tmp_path,
     from emissions.services import activities
 
     creates = count_calls(monkeypatch, command, "activities_create")
-    calculations = count_calls(monkeypatch, activities, "calculate")
+    calculations = count_calls(monkeypatch, activities, "calculate_in_period")
     rows = [electricity_row() for _ in range(40)]
     rows[14] = electricity_row(unit="parsecs")  # line 16, batch 2: only the calculator sees it
     rows[25] = electricity_row(amount="-1")  # line 27, batch 3: the serializer

@@ -14,7 +14,6 @@ from emissions.services.activities import (
     ActivityInput,
     activities_calculate,
     activities_create,
-    period_defaults,
 )
 from tests.factories import EmissionFactorFactory, FactorDatasetFactory, SupplierFactory
 
@@ -105,25 +104,6 @@ def test_currency_stored_for_spend_only(org, factor):
 
 
 # -- defaults from the period ---------------------------------------------------------------------------
-
-
-def test_period_defaults_fill_only_what_is_missing():
-    activity = item(period=(dt.date(2012, 5, 1), dt.date(2012, 5, 31)))
-    inp, notes = period_defaults(activity)
-    assert (inp.year, inp.spend_year) == (2012, None)  # no spend year on an activity-data line
-    assert [note.code for note in notes] == ["year_from_period"]
-
-    given = item(year=2020, period=(dt.date(2012, 5, 1), dt.date(2012, 5, 31)))
-    assert period_defaults(given) == (given.calculation, [])
-
-    spend = ActivityInput(
-        calculation=CalculationInput(category=1, method="spend", activity="naics:331110", amount=Decimal(1), unit=""),
-        period_start=dt.date(2024, 1, 1),
-        period_end=dt.date(2024, 12, 31),
-    )
-    inp, notes = period_defaults(spend)
-    assert (inp.year, inp.spend_year) == (2024, 2024)
-    assert [note.code for note in notes] == ["year_from_period", "spend_year_from_period"]
 
 
 def supplier_factor(org, **kwargs):

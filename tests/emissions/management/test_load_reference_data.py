@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, localcontext
+from decimal import Decimal
+from fractions import Fraction
 from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
 
-from calculator.engine import calculate
+from emissions.calculation import calculate
 from emissions.models import ExchangeRate, FactorDataset, PriceIndex
 from tests.calculator.helpers import make_input
 from tests.factories import EmissionFactorFactory, FactorDatasetFactory
@@ -39,9 +40,8 @@ def test_loads_both_files_and_the_spend_method_uses_them(org, files):
         method="spend", activity=factor.activity, amount=Decimal("100"), unit="EUR", currency="EUR", spend_year=2024
     )
     result = calculate(inp, organization=org)
-    with localcontext(prec=40):  # the engine's precision
-        expected = Decimal("108.24") * Decimal("292.655") / Decimal("313.689")
-    assert result.converted_amount == expected
+    # Exact: the engine keeps the conversion as a fraction and rounds only co2e_kg.
+    assert result.converted_amount == Fraction("108.24") * Fraction("292.655") / Fraction("313.689")
 
 
 def test_rerun_updates(files):

@@ -6,8 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from calculator.reference import ReferenceDataError, _digits, exchange_rates_load, price_index_load
 from emissions.models import ExchangeRate, PriceIndex
+from emissions.services.reference import ReferenceDataError, _digits, exchange_rates_load, price_index_load
 from tests.factories import ExchangeRateFactory, PriceIndexFactory
 
 pytestmark = pytest.mark.django_db

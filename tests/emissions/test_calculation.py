@@ -1,4 +1,5 @@
-"""calculator.resolve: factor selection, fallbacks, pins, visibility and memoization."""
+"""emissions.calculation: the calculator over the database: selection, fallbacks, pins, visibility, memoization,
+query counts and the cache."""
 
 from __future__ import annotations
 
@@ -7,10 +8,9 @@ from decimal import Decimal
 
 import pytest
 
-from calculator.engine import calculate
-from calculator.resolve import FactorResolver
 from calculator.types import CalculationError
 from emissions.cache import catalogue_changed
+from emissions.calculation import FactorResolver, calculate
 from emissions.models import FactorDataset, Supplier
 from tests.calculator.helpers import make_input
 from tests.factories import (
@@ -543,3 +543,9 @@ def test_an_unknown_supplier_is_not_cached_so_its_creation_needs_no_invalidation
     FactorResolver(org).check_supplier(unknown)  # found: no stale "unknown" answer was kept
     with django_assert_num_queries(0):
         FactorResolver(org).check_supplier(unknown)  # and a known supplier is cached
+
+
+def test_resolver_of_another_org_is_refused(org, other_org):
+    factor(region="GB")
+    with pytest.raises(ValueError, match="another organization"):
+        calculate(make_input(activity=ACTIVITY), organization=org, resolver=FactorResolver(other_org))

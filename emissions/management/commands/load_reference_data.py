@@ -11,7 +11,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
-from calculator.reference import ReferenceDataError, exchange_rates_load, price_index_load
+from emissions.services.reference import ReferenceDataError, exchange_rates_load, price_index_load
 
 
 class Command(BaseCommand):

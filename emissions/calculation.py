@@ -1,0 +1,305 @@
+"""The calculator over this database: one organization's factors and reference tables, read through the cache.
+
+``calculator`` is pure (it applies the rules to whatever a ``FactorSource`` offers); this module is
+the source it is given in production, and the entry point the API, the services and the commands
+call. A ``FactorResolver`` belongs to one organization and lives for one request or one batch.
+
+Every lookup is memoized, so a batch of 10,000 items that use 20 distinct selectors costs about 20
+factor queries, plus one query per spend year (exchange rates) and one per currency (price indexes).
+Failed lookups are memoized too: 10,000 rows naming the same unknown activity cost one query, not
+10,000. Suppliers cost one query each (two when the supplier has no factor of its own and the method
+is supplier-specific). A batch calls ``prime(inputs)`` (or ``prime_suppliers`` etc.) first: then the
+whole batch costs a fixed handful of queries however many distinct activities, factors, suppliers
+and years it names.
+
+Candidates are ``EmissionFactor.objects.average_candidates(org, ...)``: ``visible_to(org)`` with the
+requested ``activity`` and no supplier; a supplier's own factors are those of its organization's
+datasets.
+
+Across requests, every loader reads through the two-level cache (``perf.cache``): candidates per
+activity, factors by id, suppliers with their own factors (per organization) and the reference
+tables (global). The query counts above are those of a cold cache; warm, a lookup costs none.
+"Not found" outcomes (an unknown activity or factor) are cached too, briefly
+(``CACHE_NEGATIVE_TTL``); an unknown supplier is memoized per resolver only. A factor import, or a
+supplier deleted, invalidates them like the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+from calculator import engine
+from calculator.resolve import Resolver
+from calculator.rules import Method
+from calculator.types import CalculationInput, CalculationResult
+from emissions.cache import factor_namespaces, supplier_id_namespaces
+from emissions.models import EmissionFactor, ExchangeRate, FactorDataset, Organization, PriceIndex, Supplier
+from perf.cache import GLOBAL_FACTORS, tiered
+from perf.codec import model_from_row, model_row
+from perf.metrics import count_calculation
+
+# A factor as cached: its row and its dataset's row.
+_FactorRows = list[list[Any]]
+# The calculator hands back the factor objects it was given, so results here carry EmissionFactor rows.
+# Typed with Any rather than EmissionFactor: mypy checks a type argument against the calculator's
+# FactorLike protocol before the Django plugin has typed the model's fields, and keeps that failure.
+Result = CalculationResult[Any]
+
+
+def _factor_rows(factor: EmissionFactor) -> _FactorRows:
+    return [model_row(factor), model_row(factor.dataset)]
+
+
+def _factor_from_rows(rows: _FactorRows) -> EmissionFactor:
+    factor = model_from_row(EmissionFactor, rows[0])
+    factor.dataset = model_from_row(FactorDataset, rows[1])
+    return factor
+
+
+def _factors_from_rows(rows: list[_FactorRows]) -> list[EmissionFactor]:
+    return [_factor_from_rows(r) for r in rows]
+
+
+def _is_empty(value: Any) -> bool:
+    return not value
+
+
+class OrganizationFactors:
+    """The ``calculator.resolve.FactorSource`` of one organization: database rows through the cache, memoized.
+
+    Not thread-safe: one per request or per batch (``FactorResolver`` makes one).
+    """
+
+    def __init__(self, organization: Organization) -> None:
+        self.organization = organization
+        self._factor_ns = factor_namespaces(organization.pk)
+        # Supplier checks depend on which ids are the organization's (and on its own factors), not on
+        # the suppliers' names: editing a supplier leaves them cached.
+        self._supplier_ns = [*supplier_id_namespaces(organization.pk), *factor_namespaces(organization.pk)]
+        self._by_activity: dict[str, list[EmissionFactor]] = {}
+        self._by_supplier: dict[int, list[EmissionFactor]] = {}
+        self._by_id: dict[int, EmissionFactor | None] = {}
+        self._suppliers: dict[int, bool] = {}
+        self._rates: dict[int, dict[tuple[str, str], Decimal]] = {}
+        self._indexes: dict[str, dict[int, Decimal]] = {}
+
+    # -- FactorSource ------------------------------------------------------------------
+
+    def factor(self, factor_id: int) -> EmissionFactor | None:
+        if factor_id not in self._by_id:
+            self.prime_factors([factor_id])
+        return self._by_id.get(factor_id)
+
+    def candidates(self, activity: str) -> Sequence[EmissionFactor]:
+        if activity not in self._by_activity:
+            self.prime_activities([activity])
+        return self._by_activity.get(activity, [])
+
+    def supplier_factors(self, supplier_id: int) -> Sequence[EmissionFactor] | None:
+        """Unprimed, this costs one query when the supplier has factors, two when it has none."""
+        if supplier_id not in self._by_supplier:
+            self.prime_suppliers([supplier_id])  # skips ids already known not to be the organization's
+        if not self._suppliers.get(supplier_id):
+            return None
+        return self._by_supplier.get(supplier_id, [])
+
+    def supplier_exists(self, supplier_id: int) -> bool:
+        """Unprimed ids cost one query each (known ones cached, unknown ones memoized here only)."""
+        if supplier_id not in self._suppliers:
+            self._suppliers[supplier_id] = tiered().get_or_compute(
+                self._supplier_ns,
+                f"supplier-exists:{supplier_id}",
+                lambda: Supplier.objects.for_org(self.organization).filter(pk=supplier_id).exists(),
+                negative=lambda exists: not exists,
+                keep_negative=False,  # as in prime_suppliers
+            )
+        return self._suppliers[supplier_id]
+
+    def exchange_rates(self, year: int) -> Mapping[tuple[str, str], Decimal]:
+        if year not in self._rates:
+            self.prime_rates([year])
+        return self._rates[year]
+
+    def price_indexes(self, currency: str) -> Mapping[int, Decimal]:
+        if currency not in self._indexes:
+            rows: list[list[Any]] = tiered().get_or_compute(
+                [GLOBAL_FACTORS],
+                f"index:{currency}",
+                lambda: [[row.year, row.value] for row in PriceIndex.objects.filter(currency=currency)],
+            )
+            self._indexes[currency] = {year: index for year, index in rows}
+        return self._indexes[currency]
+
+    # -- priming -----------------------------------------------------------------------
+
+    def prime(self, inputs: Iterable[CalculationInput]) -> None:
+        """Preload what a batch of ``inputs`` will look up, in at most five queries in all.
+
+        Pinned factors (one query), average-data candidates of every activity named (one query),
+        suppliers and their own factors (``prime_suppliers``, two) and the exchange rates of every
+        spend year given (one). Without it each distinct selector costs its own query; with it a
+        batch's lookups cost nothing more, except price indexes (one query per factor currency).
+        """
+        items = list(inputs)
+        self.prime_factors(inp.factor_id for inp in items if inp.factor_id is not None)
+        self.prime_activities(inp.activity.strip() for inp in items if inp.factor_id is None)
+        self.prime_suppliers(inp.supplier_id for inp in items if inp.supplier_id is not None)
+        years = {inp.spend_year for inp in items if inp.method == Method.SPEND and isinstance(inp.spend_year, int)}
+        self.prime_rates(years)
+
+    def prime_factors(self, factor_ids: Iterable[int]) -> None:
+        """Load the factors pinned by id, in one query; unknown or invisible ids are memoized as missing."""
+        wanted = {pk for pk in factor_ids if isinstance(pk, int) and not isinstance(pk, bool)} - self._by_id.keys()
+        if not wanted:
+            return
+
+        def load(missing: list[int]) -> dict[int, _FactorRows | None]:
+            found = EmissionFactor.objects.visible_to(self.organization).with_related().filter(pk__in=missing)
+            rows: dict[int, _FactorRows | None] = {pk: None for pk in missing}
+            rows.update({f.pk: _factor_rows(f) for f in found})
+            return rows
+
+        cached = tiered().get_many_or_compute(
+            self._factor_ns, sorted(wanted), lambda pk: f"factor:{pk}", load, negative=_is_empty
+        )
+        for pk, rows in cached.items():
+            self._by_id[pk] = None if rows is None else _factor_from_rows(rows)
+
+    def prime_activities(self, activities: Iterable[str]) -> None:
+        """Load the average-data candidates of every activity key, in one query; unknown keys are memoized empty."""
+        wanted = {activity for activity in activities if activity} - self._by_activity.keys()
+        if not wanted:
+            return
+
+        def load(missing: list[str]) -> dict[str, list[_FactorRows]]:
+            loaded: dict[str, list[_FactorRows]] = {activity: [] for activity in missing}
+            for factor in EmissionFactor.objects.average_candidates(self.organization, missing):
+                if factor.activity in loaded:  # a case-insensitive collation could return other spellings
+                    loaded[factor.activity].append(_factor_rows(factor))
+            return loaded
+
+        cached = tiered().get_many_or_compute(
+            self._factor_ns, sorted(wanted), lambda activity: f"candidates:{activity}", load, negative=_is_empty
+        )
+        self._by_activity.update({activity: _factors_from_rows(rows) for activity, rows in cached.items()})
+
+    def prime_rates(self, years: Iterable[int]) -> None:
+        """Load the exchange rates of every year given, in one query."""
+        wanted = set(years) - self._rates.keys()
+        if not wanted:
+            return
+
+        def load(missing: list[int]) -> dict[int, list[list[Any]]]:
+            tables: dict[int, list[list[Any]]] = {year: [] for year in missing}
+            for row in ExchangeRate.objects.filter(year__in=missing):
+                tables[row.year].append([row.currency, row.quote_currency, row.rate])
+            return tables
+
+        cached = tiered().get_many_or_compute([GLOBAL_FACTORS], sorted(wanted), lambda year: f"rates:{year}", load)
+        for year, rows in cached.items():
+            self._rates[year] = {(currency, quote): rate for currency, quote, rate in rows}
+
+    def prime_suppliers(self, supplier_ids: Iterable[int]) -> None:
+        """Load, in at most two queries, everything supplier checks and lookups need for ``supplier_ids``.
+
+        Query 1 loads every supplier-specific factor of those ids that belong to this organization
+        (a supplier with a factor is thereby proven to be the organization's); query 2 checks the
+        remaining ids against the organization's suppliers. Both outcomes are memoized and cached,
+        unknown ids included, so afterwards supplier checks and supplier-specific resolution cost
+        no query for those ids. Ids already loaded are skipped: priming twice is free. Call it
+        before a batch.
+        """
+        known_bad = {pk for pk, ok in self._suppliers.items() if not ok}
+        ids = {pk for pk in supplier_ids if isinstance(pk, int) and not isinstance(pk, bool)}
+        wanted = ids - self._by_supplier.keys() - known_bad
+        if not wanted:
+            return
+
+        def load(missing: list[int]) -> dict[int, list[_FactorRows] | None]:
+            own: dict[int, list[_FactorRows]] = {}
+            factors = (
+                EmissionFactor.objects.visible_to(self.organization)
+                .with_related()
+                .filter(supplier_id__in=missing, supplier__organization=self.organization)
+                .order_by("pk")
+            )
+            for factor in factors:
+                assert factor.supplier_id is not None  # filtered on supplier_id above
+                own.setdefault(factor.supplier_id, []).append(_factor_rows(factor))
+            # Ids supplier_exists already proved need no second look.
+            unchecked = set(missing) - own.keys() - {pk for pk in missing if self._suppliers.get(pk)}
+            known = (
+                set(Supplier.objects.for_org(self.organization).filter(pk__in=unchecked).values_list("pk", flat=True))
+                if unchecked
+                else set()
+            )
+            # None: not this organization's supplier; []: its supplier, without factors of its own.
+            return {pk: own.get(pk, [] if pk in known or self._suppliers.get(pk) else None) for pk in missing}
+
+        # Unknown ids are not kept across requests (keep_negative=False): creating a supplier then needs no
+        # invalidation of these lookups, which every ERP batch makes; a request naming an unknown supplier
+        # fails with a 400 anyway, after one indexed query.
+        cached = tiered().get_many_or_compute(
+            self._supplier_ns,
+            sorted(wanted),
+            lambda pk: f"supplier:{pk}",
+            load,
+            negative=lambda rows: rows is None,
+            keep_negative=False,
+        )
+        for pk, rows in cached.items():
+            self._suppliers[pk] = rows is not None
+            if rows is not None:
+                self._by_supplier[pk] = _factors_from_rows(rows)
+
+
+class FactorResolver(Resolver[Any]):
+    """The calculator's resolver over one organization's factors (``OrganizationFactors``): its results carry
+    ``EmissionFactor`` rows (typed ``Any``, as ``Result``).
+
+    Not thread-safe: create one per request or per batch, and share it across the batch.
+    """
+
+    source: OrganizationFactors
+
+    def __init__(self, organization: Organization) -> None:
+        super().__init__(OrganizationFactors(organization))
+        self.organization = organization
+
+    def prime(self, inputs: Iterable[CalculationInput]) -> None:
+        """See ``OrganizationFactors.prime``."""
+        self.source.prime(inputs)
+
+    def prime_suppliers(self, supplier_ids: Iterable[int]) -> None:
+        """See ``OrganizationFactors.prime_suppliers``."""
+        self.source.prime_suppliers(supplier_ids)
+
+
+def _resolver_for(organization: Organization, resolver: FactorResolver | None) -> FactorResolver:
+    if resolver is None:
+        return FactorResolver(organization)
+    if resolver.organization.pk != organization.pk:
+        raise ValueError("The resolver belongs to another organization.")
+    return resolver
+
+
+def calculate(inp: CalculationInput, *, organization: Organization, resolver: FactorResolver | None = None) -> Result:
+    """``calculator.engine.calculate`` with ``organization``'s factors; counted in ``vcci_calculations_total``.
+
+    ``resolver`` must belong to ``organization``; pass one resolver to a whole batch so its lookups are shared.
+    Raises ``CalculationError`` naming the bad field (not counted: that is a 400, not a calculation).
+    """
+    result = engine.calculate(inp, _resolver_for(organization, resolver))
+    count_calculation(result.category, result.method)
+    return result
+
+
+def calculate_in_period(
+    inp: CalculationInput, *, period_year: int, organization: Organization, resolver: FactorResolver | None = None
+) -> Result:
+    """``calculator.engine.calculate_in_period`` with ``organization``'s factors; counted as ``calculate``."""
+    result = engine.calculate_in_period(inp, period_year=period_year, resolver=_resolver_for(organization, resolver))
+    count_calculation(result.category, result.method)
+    return result
