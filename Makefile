@@ -21,7 +21,7 @@ DEMO_USER ?= analyst
 DEMO_ACTIVITIES ?= 20000
 BIND ?= 0.0.0.0:8000
 
-.PHONY: help install env services createdb migrate factors seed run serve test lint typecheck check ci clean bench-db bench-cache loadtest bench
+.PHONY: help install install-dev install-bench env services createdb migrate factors seed run serve test lint typecheck check ci clean bench-db bench-cache loadtest bench
 
 help:
 	@echo "make run    - install, migrate, import factors, seed a demo org, serve on :8000 (gunicorn + gevent)"
@@ -31,13 +31,29 @@ help:
 	@echo "make loadtest - seed, gunicorn on :8765, locust headless (LOAD_USERS, LOAD_DURATION, ...), reports in loadtest-results/"
 	@echo "make bench - bench_db, bench_cache, /healthz ceiling vs cached GETs (wrk), worker classes, load test -> docs/performance.md"
 
-$(VENV)/.installed: requirements.txt
+# Three package sets, each installed once (a stamp per set, redone when its files change): the runtime
+# (requirements.txt: make run), the bench tooling (requirements-bench.txt: the bench targets) and development
+# (requirements-dev.txt: tests and static checks, with the bench set, which the suite tests too). A larger set
+# includes the smaller ones, so it stamps them as well.
+$(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed-runtime: requirements.txt | $(PY)
 	$(BIN)/pip install --quiet -r requirements.txt
 	touch $@
 
-install: $(VENV)/.installed
+$(VENV)/.installed-bench: requirements-bench.txt requirements.txt | $(PY)
+	$(BIN)/pip install --quiet -r requirements-bench.txt
+	touch $(VENV)/.installed-runtime $@
+
+$(VENV)/.installed-dev: requirements-dev.txt requirements-bench.txt requirements.txt | $(PY)
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $(VENV)/.installed-runtime $(VENV)/.installed-bench $@
+
+install: $(VENV)/.installed-runtime
+install-bench: $(VENV)/.installed-bench
+install-dev: $(VENV)/.installed-dev
 
 # A per-checkout secret key, generated once and kept out of git.
 .env:
@@ -68,14 +84,14 @@ serve: migrate
 
 run: seed serve
 
-test: env
+test: install-dev env
 	REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest
 
-lint: install
+lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: install
+typecheck: install-dev
 	$(BIN)/mypy .
 
 check: env createdb
@@ -92,7 +108,7 @@ ci: lint typecheck check test
 BENCH_ORG ?= bench
 BENCH_ACTIVITIES ?= 1000000
 BENCH_RUNS ?= 5
-bench-db: factors
+bench-db: install-bench factors
 	$(PY) manage.py seed_demo --org $(BENCH_ORG) --activities $(BENCH_ACTIVITIES) --if-empty
 	$(PY) manage.py seed_demo --org $(BENCH_ORG)-neighbour --activities $(BENCH_ACTIVITIES) --seed 43 --if-empty
 	set -o pipefail; $(PY) manage.py check_indexes --org $(BENCH_ORG) | tee docs/benchmarks/check_indexes.txt
@@ -101,7 +117,7 @@ bench-db: factors
 # The cache benchmark: the emissions summary and list page through the whole stack (in-process client, token
 # auth), uncached, from Redis (L2), from process memory (L1) and as 304s (docs/benchmarks/cache.md). Seeds
 # organization $(BENCH_ORG) ($(BENCH_ACTIVITIES) activities, as bench-db does) only if it has none.
-bench-cache: factors
+bench-cache: install-bench factors
 	$(BENCH_SETTINGS) $(PY) manage.py bench_cache --org $(BENCH_ORG) --activities $(BENCH_ACTIVITIES) --output docs/benchmarks/cache.md
 
 # The load test, in one command (bench/loadtest.py): seeds $(LOAD_ORGS) organizations (loadtest-a, ...) with
@@ -121,7 +137,7 @@ LOAD_MAX_ERROR_RATE ?= 0
 LOAD_MIN_CACHE_HIT_RATE ?= 0.95
 LOAD_MAX_P95_MS ?= off
 LOAD_ARGS ?=
-loadtest: factors
+loadtest: install-bench factors
 	$(BENCH_SETTINGS) $(PY) -m bench.loadtest --users $(LOAD_USERS) --spawn-rate $(LOAD_SPAWN_RATE) --duration $(LOAD_DURATION) \
 		--wait-scale $(LOAD_WAIT_SCALE) --out $(LOAD_OUT) --orgs $(LOAD_ORGS) --activities $(LOAD_ACTIVITIES) \
 		--bind $(LOAD_BIND) --max-error-rate $(LOAD_MAX_ERROR_RATE) --min-cache-hit-rate $(LOAD_MIN_CACHE_HIT_RATE) \
@@ -134,7 +150,7 @@ loadtest: factors
 # outputs in loadtest-results/report/). Installs wrk with apt-get when missing. Extra options: BENCH_ARGS, e.g.
 # BENCH_ARGS='--phases ceiling' (python -m bench.report --help).
 BENCH_ARGS ?=
-bench: factors
+bench: install-bench factors
 	@command -v wrk >/dev/null || { \
 		if command -v apt-get >/dev/null; then \
 			SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
