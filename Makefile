@@ -26,7 +26,7 @@ BIND ?= 0.0.0.0:8000
 help:
 	@echo "make run    - install, migrate, import factors, seed a demo org, serve on :8000 (gunicorn + gevent)"
 	@echo "make test   - the whole test suite (needs PostgreSQL and Redis)"
-	@echo "make lint   - ruff;  make typecheck - mypy;  make check - Django system and migration checks"
+	@echo "make lint   - ruff and lint-imports;  make typecheck - mypy;  make check - Django system and migration checks"
 	@echo "make bench-cache - emissions summary and list page uncached / Redis / memory / 304 (docs/benchmarks/cache.md)"
 	@echo "make loadtest - seed, gunicorn on :8765, locust headless (LOAD_USERS, LOAD_DURATION, ...), reports in loadtest-results/"
 	@echo "make bench - bench_db, bench_cache, /healthz ceiling vs cached GETs (wrk), worker classes, load test -> docs/performance.md"
@@ -87,9 +87,11 @@ run: seed serve
 test: install-dev env
 	REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest
 
+# lint-imports: the import contracts of pyproject.toml ([tool.importlinter]), e.g. production code never imports bench.
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: install-dev
 	$(BIN)/mypy .
