@@ -12,29 +12,48 @@ REDIS_URL ?= redis://127.0.0.1:6379/0
 export DATABASE_URL REDIS_URL
 # Tests flush their cache: keep them off the Redis database a running server uses.
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+# The benchmark and load-test tooling (the bench app) runs with the production settings plus the bench app; the
+# servers it starts run the production settings (vcci.settings).
+BENCH_SETTINGS := DJANGO_SETTINGS_MODULE=vcci.settings_dev
 
 DEMO_ORG ?= demo
 DEMO_USER ?= analyst
 DEMO_ACTIVITIES ?= 20000
 BIND ?= 0.0.0.0:8000
 
-.PHONY: help install env services createdb migrate factors seed run serve test lint typecheck check ci clean bench-db bench-cache loadtest bench
+.PHONY: help install install-dev install-bench env services createdb migrate factors seed run serve test lint typecheck check ci clean bench-db bench-cache loadtest bench
 
 help:
 	@echo "make run    - install, migrate, import factors, seed a demo org, serve on :8000 (gunicorn + gevent)"
 	@echo "make test   - the whole test suite (needs PostgreSQL and Redis)"
-	@echo "make lint   - ruff;  make typecheck - mypy;  make check - Django system and migration checks"
+	@echo "make lint   - ruff and lint-imports;  make typecheck - mypy;  make check - Django system and migration checks"
 	@echo "make bench-cache - emissions summary and list page uncached / Redis / memory / 304 (docs/benchmarks/cache.md)"
 	@echo "make loadtest - seed, gunicorn on :8765, locust headless (LOAD_USERS, LOAD_DURATION, ...), reports in loadtest-results/"
 	@echo "make bench - bench_db, bench_cache, /healthz ceiling vs cached GETs (wrk), worker classes, load test -> docs/performance.md"
 
-$(VENV)/.installed: requirements.txt
+# Three package sets, each installed once (a stamp per set, redone when its files change): the runtime
+# (requirements.txt: make run), the bench tooling (requirements-bench.txt: the bench targets) and development
+# (requirements-dev.txt: tests and static checks, with the bench set, which the suite tests too). A larger set
+# includes the smaller ones, so it stamps them as well.
+$(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed-runtime: requirements.txt | $(PY)
 	$(BIN)/pip install --quiet -r requirements.txt
 	touch $@
 
-install: $(VENV)/.installed
+$(VENV)/.installed-bench: requirements-bench.txt requirements.txt | $(PY)
+	$(BIN)/pip install --quiet -r requirements-bench.txt
+	touch $(VENV)/.installed-runtime $@
+
+$(VENV)/.installed-dev: requirements-dev.txt requirements-bench.txt requirements.txt | $(PY)
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $(VENV)/.installed-runtime $(VENV)/.installed-bench $@
+
+install: $(VENV)/.installed-runtime
+install-bench: $(VENV)/.installed-bench
+install-dev: $(VENV)/.installed-dev
 
 # A per-checkout secret key, generated once and kept out of git.
 .env:
@@ -65,14 +84,16 @@ serve: migrate
 
 run: seed serve
 
-test: env
+test: install-dev env
 	REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest
 
-lint: install
+# lint-imports: the import contracts of pyproject.toml ([tool.importlinter]), e.g. production code never imports bench.
+lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
-typecheck: install
+typecheck: install-dev
 	$(BIN)/mypy .
 
 check: env createdb
@@ -89,19 +110,19 @@ ci: lint typecheck check test
 BENCH_ORG ?= bench
 BENCH_ACTIVITIES ?= 1000000
 BENCH_RUNS ?= 5
-bench-db: factors
+bench-db: install-bench factors
 	$(PY) manage.py seed_demo --org $(BENCH_ORG) --activities $(BENCH_ACTIVITIES) --if-empty
 	$(PY) manage.py seed_demo --org $(BENCH_ORG)-neighbour --activities $(BENCH_ACTIVITIES) --seed 43 --if-empty
 	set -o pipefail; $(PY) manage.py check_indexes --org $(BENCH_ORG) | tee docs/benchmarks/check_indexes.txt
-	$(PY) manage.py bench_db --org $(BENCH_ORG) --runs $(BENCH_RUNS) --out docs/benchmarks/db.md
+	$(BENCH_SETTINGS) $(PY) manage.py bench_db --org $(BENCH_ORG) --runs $(BENCH_RUNS) --out docs/benchmarks/db.md
 
 # The cache benchmark: the emissions summary and list page through the whole stack (in-process client, token
 # auth), uncached, from Redis (L2), from process memory (L1) and as 304s (docs/benchmarks/cache.md). Seeds
 # organization $(BENCH_ORG) ($(BENCH_ACTIVITIES) activities, as bench-db does) only if it has none.
-bench-cache: factors
-	$(PY) manage.py bench_cache --org $(BENCH_ORG) --activities $(BENCH_ACTIVITIES) --output docs/benchmarks/cache.md
+bench-cache: install-bench factors
+	$(BENCH_SETTINGS) $(PY) manage.py bench_cache --org $(BENCH_ORG) --activities $(BENCH_ACTIVITIES) --output docs/benchmarks/cache.md
 
-# The load test, in one command (perf/loadtest.py): seeds $(LOAD_ORGS) organizations (loadtest-a, ...) with
+# The load test, in one command (bench/loadtest.py): seeds $(LOAD_ORGS) organizations (loadtest-a, ...) with
 # $(LOAD_ACTIVITIES) activities each if they have none, warms the cache, starts gunicorn on $(LOAD_BIND) (GUNICORN_*
 # from the environment), runs locustfile.py headless, stops everything it started, writes report.html, the CSVs
 # and summary.json to $(LOAD_OUT), and fails when a threshold is broken (error rate, cache hit rate read from
@@ -118,27 +139,27 @@ LOAD_MAX_ERROR_RATE ?= 0
 LOAD_MIN_CACHE_HIT_RATE ?= 0.95
 LOAD_MAX_P95_MS ?= off
 LOAD_ARGS ?=
-loadtest: factors
-	$(PY) -m perf.loadtest --users $(LOAD_USERS) --spawn-rate $(LOAD_SPAWN_RATE) --duration $(LOAD_DURATION) \
+loadtest: install-bench factors
+	$(BENCH_SETTINGS) $(PY) -m bench.loadtest --users $(LOAD_USERS) --spawn-rate $(LOAD_SPAWN_RATE) --duration $(LOAD_DURATION) \
 		--wait-scale $(LOAD_WAIT_SCALE) --out $(LOAD_OUT) --orgs $(LOAD_ORGS) --activities $(LOAD_ACTIVITIES) \
 		--bind $(LOAD_BIND) --max-error-rate $(LOAD_MAX_ERROR_RATE) --min-cache-hit-rate $(LOAD_MIN_CACHE_HIT_RATE) \
 		--max-p95-ms $(LOAD_MAX_P95_MS) $(LOAD_ARGS)
 
-# The performance report, in one command (perf/report.py): bench_db and bench_cache on organization 'bench' (seeded
+# The performance report, in one command (bench/report.py): bench_db and bench_cache on organization 'bench' (seeded
 # with 1,000,000 activities and a neighbour tenant if empty, as bench-db does), the throughput ceiling (wrk against
 # /healthz, the bare view, and cached authenticated GETs and 304s at several concurrencies), the load test's mixed
 # workload under gevent, sync and gthread workers, then docs/performance.md with PNG charts in docs/performance/ (raw
 # outputs in loadtest-results/report/). Installs wrk with apt-get when missing. Extra options: BENCH_ARGS, e.g.
-# BENCH_ARGS='--phases ceiling' (python -m perf.report --help).
+# BENCH_ARGS='--phases ceiling' (python -m bench.report --help).
 BENCH_ARGS ?=
-bench: factors
+bench: install-bench factors
 	@command -v wrk >/dev/null || { \
 		if command -v apt-get >/dev/null; then \
 			SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
 			$$SUDO apt-get install -y wrk || { $$SUDO apt-get update && $$SUDO apt-get install -y wrk; }; \
 		else echo "make bench needs wrk (https://github.com/wg/wrk); install it with your package manager" >&2; exit 1; fi; }
 	@command -v wrk >/dev/null || { echo "make bench needs wrk, and installing it failed" >&2; exit 1; }
-	$(PY) -m perf.report --out docs/performance.md $(BENCH_ARGS)
+	$(BENCH_SETTINGS) $(PY) -m bench.report --out docs/performance.md $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .mypy_cache .ruff_cache

@@ -1,6 +1,6 @@
 """Load suite: the five kinds of client VCCI serves, weighted like production traffic.
 
-Run it through ``make loadtest`` (``perf/loadtest.py``: seeds, starts gunicorn, builds the payload catalogue,
+Run it through ``make loadtest`` (``bench/loadtest.py``: seeds, starts gunicorn, builds the payload catalogue,
 runs this file headless, writes the reports and checks the thresholds), or by hand against a seeded server::
 
     VCCI_TOKENS=<token org A>,<token org B> locust -f locustfile.py --host http://127.0.0.1:8000
@@ -1083,7 +1083,7 @@ def http_fetch(host: str, token: str) -> Fetch:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Write the catalogue file that ``VCCI_CATALOGUE`` points locust at (``perf/loadtest.py`` does, before the
+    """Write the catalogue file that ``VCCI_CATALOGUE`` points locust at (``bench/loadtest.py`` does, before the
     measured run: its factor reads and probe calculations are then not part of the run's statistics)."""
     parser = argparse.ArgumentParser(description="Build the load suite's payload catalogue from a running server.")
     parser.add_argument("--catalogue", required=True, help="JSON file to write")

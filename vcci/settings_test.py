@@ -10,7 +10,8 @@ os.environ.setdefault("SECRET_KEY", "vcci-test-only-secret-key")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/vcci")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
 
-from vcci.settings import *  # noqa: F403
+# The development settings: production's plus the bench app, whose commands the suite tests too.
+from vcci.settings_dev import *  # noqa: F403
 
 # Hashing speed matters only in tests, where every user is throwaway.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

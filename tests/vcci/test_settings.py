@@ -1,4 +1,5 @@
-"""vcci/settings.py: the database pool, PgBouncer mode and slow-query settings, as driven by the environment.
+"""vcci/settings.py: the database pool, PgBouncer mode and slow-query settings, as driven by the environment;
+which settings modules install the bench app.
 
 Each case executes the settings file afresh under a controlled environment; the running
 suite's own settings are not touched.
@@ -12,10 +13,13 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from django.apps import apps
+from django.conf import settings as active_settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 
 import vcci.settings
+import vcci.settings_dev
 from emissions.models import Supplier
 from tests.factories import SupplierFactory
 
@@ -180,6 +184,24 @@ def test_slow_query_settings(load_settings):
     assert settings.SLOW_QUERY_MS == 50
     assert settings.DB_METRICS_HEADERS is True  # on with DEBUG
     assert load_settings(DEBUG="1", DB_METRICS_HEADERS="0").DB_METRICS_HEADERS is False
+
+
+def test_the_bench_app_is_installed_by_the_dev_and_test_settings_only(load_settings):
+    # Production does not deploy the benchmark tooling; the tooling's settings and the suite (which tests it) do.
+    assert "bench" not in vcci.settings.INSTALLED_APPS
+    assert "bench" not in load_settings().INSTALLED_APPS
+    assert "bench" in vcci.settings_dev.INSTALLED_APPS
+    assert "bench" in active_settings.INSTALLED_APPS and apps.is_installed("bench")
+
+
+def test_the_dev_settings_are_production_s_plus_the_bench_app():
+    # The benchmarks run with vcci.settings_dev: anything else that differed would be measured instead of production.
+    names = {name for name in dir(vcci.settings) if name.isupper()}
+    assert {name for name in dir(vcci.settings_dev) if name.isupper()} == names
+    assert {name for name in names if getattr(vcci.settings_dev, name) != getattr(vcci.settings, name)} == {
+        "INSTALLED_APPS"
+    }
+    assert [*vcci.settings.INSTALLED_APPS, "bench"] == vcci.settings_dev.INSTALLED_APPS
 
 
 def _open_cursors() -> int:

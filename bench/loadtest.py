@@ -1,4 +1,4 @@
-"""``python -m perf.loadtest``: one load test end to end (``make loadtest``).
+"""``python -m bench.loadtest``: one load test end to end (``make loadtest``).
 
 Steps, each printed as it starts:
 
@@ -57,9 +57,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from bench import measure
+from bench.measure import SETTINGS_MODULE
+
 ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = ROOT / "locustfile.py"
 GUNICORN_CONF = ROOT / "vcci" / "gunicorn.conf.py"
+# The server under test runs the production settings, whatever this process and its manage.py children run with
+# (the tooling's SETTINGS_MODULE adds the bench app, which a production server does not have).
+SERVER_SETTINGS = "vcci.settings"
 
 DEFAULT_USERS = 50
 DEFAULT_SPAWN_RATE = 10.0
@@ -131,7 +137,7 @@ def threshold_arg(text: str) -> float | None:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m perf.loadtest",
+        prog="python -m bench.loadtest",
         description="Seed, start gunicorn, run the locust scenarios headless, stop everything, report and check "
         "thresholds.",
     )
@@ -633,7 +639,7 @@ def render_table(summary: dict[str, Any]) -> str:
 
 
 def machine_description(slugs: Sequence[str]) -> dict[str, str]:
-    """``perf.bench.machine_description`` (CPU, cores, RAM, OS, Python, PostgreSQL, row counts) for the orgs.
+    """``bench.measure.machine_description`` (CPU, cores, RAM, OS, Python, PostgreSQL, row counts) for the orgs.
 
     Reads the database through Django in this process; without it (no settings, database down) the
     description says so and lists what it can without a database.
@@ -644,12 +650,11 @@ def machine_description(slugs: Sequence[str]) -> dict[str, str]:
 
         set_up_here = not apps.ready
         if set_up_here:
-            os.environ.setdefault("DJANGO_SETTINGS_MODULE", "vcci.settings")
+            os.environ.setdefault("DJANGO_SETTINGS_MODULE", SETTINGS_MODULE)
             django.setup()
         from django.db import connections
 
         from emissions.models import ActivityRecord, Emission
-        from perf import bench
 
         try:
             counts: dict[str, int] = {}
@@ -658,7 +663,7 @@ def machine_description(slugs: Sequence[str]) -> dict[str, str]:
                     organization__slug=slug
                 ).count()
                 counts[f"organization '{slug}' emissions"] = Emission.objects.filter(organization__slug=slug).count()
-            return bench.machine_description(counts)
+            return measure.machine_description(counts)
         finally:
             if set_up_here:  # a caller with Django of its own (a test) keeps its connections
                 connections.close_all()
@@ -814,8 +819,8 @@ class Process:
 
 
 def start_server(options: argparse.Namespace, out: Path) -> Process:
-    """gunicorn as ``make serve`` runs it, on ``--bind``, with the ``GUNICORN_*`` options given."""
-    extra = {"GUNICORN_BIND": options.bind}
+    """gunicorn as ``make serve`` runs it (``SERVER_SETTINGS``), on ``--bind``, with the ``GUNICORN_*`` options."""
+    extra = {"GUNICORN_BIND": options.bind, "DJANGO_SETTINGS_MODULE": SERVER_SETTINGS}
     for option, variable in (
         ("workers", "GUNICORN_WORKERS"),
         ("worker_class", "GUNICORN_WORKER_CLASS"),

@@ -1,4 +1,4 @@
-"""``manage.py bench_db``: each hot database path, naive beside optimized, on one organization's data.
+"""The database benchmark (``manage.py bench_db``): each hot database path, naive beside optimized, on one org's data.
 
 Rows of the report (``docs/benchmarks/db.md`` by default):
 
@@ -20,8 +20,8 @@ Rows of the report (``docs/benchmarks/db.md`` by default):
    against a file of 10,000 (flat memory: the same peak), rolled back.
 
 The activities written by 3, 4 and 6 are rebuilt from the organization's own stored records, so the
-write benchmarks calculate the same mix of methods and factors the data holds. The command checks
-that row counts and the index list are the same after the run as before, and fails otherwise.
+write benchmarks calculate the same mix of methods and factors the data holds. The run checks
+that row counts and the index list are the same after it as before, and fails otherwise.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, connections
 from django.test.utils import override_settings
 from django.urls import reverse
@@ -47,6 +46,8 @@ from django.utils import timezone
 from psycopg import sql
 from rest_framework.test import APIClient
 
+from bench import measure
+from bench.measure import BenchError
 from calculator.engine import MONEY_METHODS, period_defaults
 from calculator.types import CalculationInput
 from emissions.api.export import csv_lines
@@ -65,7 +66,6 @@ from emissions.services.activities import (
 )
 from emissions.services.bulk import copy_columns, copy_rows, copy_statement
 from emissions.services.organizations import org_user_create
-from perf import bench
 from perf.db import refresh_statistics
 from perf.hot_queries import explain
 from perf.pagination import KeysetPaginator
@@ -163,45 +163,46 @@ def write_activity_csv(path: Path, items: list[ActivityInput], external_ids: dic
     return len(items)
 
 
-class Command(BaseCommand):
-    help = "Benchmark hot database paths, naive vs optimized, and write a Markdown report."
+class DatabaseBenchmark:
+    """One run of the database benchmark on ``organization``'s data; ``run()`` measures and writes the report.
 
-    def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--org", default="demo", help="Slug of the organization whose data is benchmarked")
-        parser.add_argument("--runs", type=int, default=5, help="Timed runs per measurement (after one warm-up)")
-        parser.add_argument("--out", default=DEFAULT_OUT, help=f"Report file (default {DEFAULT_OUT})")
-        parser.add_argument(
-            "--quick", action="store_true", help="Tiny pages and write batches, for tests and smoke runs"
-        )
+    After ``run()``, for callers that inspect the structure (tests, ``bench.report``): ``report`` (rows and
+    findings), ``markdown`` (the report as written), ``pagination_ratios`` and ``summary_plans``.
+    """
 
-    def handle(self, *args: Any, **options: Any) -> None:
-        if connection.vendor != "postgresql":
-            raise CommandError(f"bench_db needs PostgreSQL; this database is {connection.vendor}.")
-        runs = options["runs"]
+    def __init__(self, organization: Organization, *, runs: int = 5, quick: bool = False) -> None:
+        """Precondition: ``runs >= 1`` (timed runs per measurement, after one warm-up); ``quick`` uses tiny pages
+        and write batches, for tests and smoke runs."""
         if runs < 1:
-            raise CommandError(f"--runs must be at least 1; got {runs}.")
-        try:
-            org = Organization.objects.get(slug=options["org"])
-        except Organization.DoesNotExist:
-            raise CommandError(f"--org: no organization with slug '{options['org']}'.") from None
+            raise ValueError(f"runs must be at least 1; got {runs}.")
+        self.org = organization
         self.runs = runs
-        self.org = org
-        self.page_size, self.pages, self.write_count = QUICK if options["quick"] else FULL
+        self.quick = quick
+        self.page_size, self.pages, self.write_count = QUICK if quick else FULL
+
+    def run(self, out: Path) -> measure.Report:
+        """Every benchmark, the report written to ``out``; BenchError when the run cannot be made or trusted.
+
+        Needs PostgreSQL, and enough emissions in the organization for the deepest page measured.
+        """
+        if connection.vendor != "postgresql":
+            raise BenchError(f"bench_db needs PostgreSQL; this database is {connection.vendor}.")
+        org = self.org
         total = Emission.objects.for_org(org).count()
         needed = self.page_size * max(self.pages)
         if total < needed:
-            raise CommandError(
-                f"--org: '{org.slug}' has {total:,} emissions; the benchmark pages {needed:,} deep "
-                f"({'--quick' if options['quick'] else 'full size; try --quick'})."
+            raise BenchError(
+                f"organization '{org.slug}' has {total:,} emissions; the benchmark pages {needed:,} deep "
+                f"({'quick size' if self.quick else 'full size; the quick size needs fewer'})."
             )
         # The activities every write benchmark stores, loaded once (the inputs are immutable).
         self.write_items = activity_inputs(org, self.write_count)
 
         tables = [ActivityRecord._meta.db_table, Emission._meta.db_table]
-        before = bench.fingerprint(tables)
+        before = measure.fingerprint(tables)
         # The organization's share of the emissions table: what a sequential scan reads beyond its own rows.
         self.org_share = total / max(before["counts"][tables[1]], 1)
-        report = bench.Report()
+        report = measure.Report()
         # The export first: its peak RSS is then not hidden under the high-water mark of the other benchmarks.
         export_row, export_finding = self._export(total)
         report.rows.append(self._list_page())
@@ -227,9 +228,9 @@ class Command(BaseCommand):
         report.findings.append(import_finding)
         report.rows.append(export_row)
         report.findings.append(export_finding)
-        after = bench.fingerprint(tables)
+        after = measure.fingerprint(tables)
         if after != before:
-            raise CommandError(f"The database changed during the benchmark: before {before}, after {after}.")
+            raise BenchError(f"The database changed during the benchmark: before {before}, after {after}.")
         # The rolled-back writes left dead rows behind; vacuum them away so a second run measures the same state
         # (and index-only scans find the visibility map as the seed left it).
         refresh_statistics(tables, vacuum=True)
@@ -240,11 +241,12 @@ class Command(BaseCommand):
             "all activities": before["counts"][tables[0]],
             "all emissions": before["counts"][tables[1]],
         }
-        report.machine = bench.machine_description(org_counts)
-        report.command = self._command(options)
+        report.machine = measure.machine_description(org_counts)
+        report.command = self._command(out)
         report.date = timezone.now().strftime("%Y-%m-%d %H:%M UTC")
         report.notes = [
-            f"Runs per measurement: {runs} (after one warm-up), except the cursor pages: {max(runs, CURSOR_RUNS)}, "
+            f"Runs per measurement: {self.runs} (after one warm-up), except the cursor pages: "
+            f"{max(self.runs, CURSOR_RUNS)}, "
             "and the CSV export and import: one run each. The pages of each kind were measured interleaved "
             "(one round visits every page in turn).",
             "The run ends with VACUUM (ANALYZE) of both tables, which removes the rolled-back rows.",
@@ -255,50 +257,47 @@ class Command(BaseCommand):
             "The POST benchmark signs in with a temporary API user (token auth), created before it and deleted "
             "after it.",
         ]
-        if options["quick"]:
+        if self.quick:
             report.notes.append("--quick: tiny pages and batches; the ratios say nothing about scale.")
-        markdown = bench.render_markdown(report)
-        out = Path(options["out"])
+        self.report = report
+        self.markdown = measure.render_markdown(report)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(markdown, encoding="utf-8")
-        self.stdout.write(markdown)
-        self.stdout.write(self.style.SUCCESS(f"Wrote {out}."))
-        self.report = report  # for callers (tests) that inspect the structure
+        out.write_text(self.markdown, encoding="utf-8")
+        return report
 
-    @staticmethod
-    def _command(options: dict[str, Any]) -> str:
+    def _command(self, out: Path) -> str:
         """The command line that reproduces this run, without machine paths or credentials."""
-        parts = ["python", "manage.py", "bench_db", "--org", options["org"], "--runs", str(options["runs"])]
-        if options["quick"]:
+        slug = self.org.slug
+        parts = ["python", "manage.py", "bench_db", "--org", slug, "--runs", str(self.runs)]
+        if self.quick:
             parts.append("--quick")
-        out = options["out"]
-        if out != DEFAULT_OUT and not Path(out).is_absolute():
-            parts += ["--out", out]
+        if out != Path(DEFAULT_OUT) and not out.is_absolute():
+            parts += ["--out", str(out)]
         command = " ".join(shlex.quote(p) for p in parts)
-        make = f"make bench-db BENCH_ORG={shlex.quote(options['org'])} BENCH_RUNS={options['runs']}"
+        make = f"make bench-db BENCH_ORG={shlex.quote(slug)} BENCH_RUNS={self.runs}"
         return (
             f"{make}   # seeds it and a neighbour tenant (1M activities each) if empty, check_indexes, then:\n"
-            f"DATABASE_URL=postgres://USER@HOST:5432/DBNAME {command}"
+            f"DATABASE_URL=postgres://USER@HOST:5432/DBNAME DJANGO_SETTINGS_MODULE={measure.SETTINGS_MODULE} {command}"
         )
 
     # -- 1. list page ----------------------------------------------------------------------
 
-    def _list_page(self) -> bench.Row:
+    def _list_page(self) -> measure.Row:
         size = self.page_size
 
         def naive() -> Any:
             page = Emission.objects.filter(organization=self.org).order_by(*ORDERING)[:size]
-            with bench.n_plus_one_allowed():
+            with measure.n_plus_one_allowed():
                 return EmissionSerializer(page, many=True).data
 
         def optimized() -> Any:
             paginator = KeysetPaginator(Emission.objects.for_org(self.org).with_related(), ORDERING)
             return EmissionSerializer(list(paginator.page(first=size)), many=True).data
 
-        slow, fast = bench.measure(naive, runs=self.runs), bench.measure(optimized, runs=self.runs)
+        slow, fast = measure.measure(naive, runs=self.runs), measure.measure(optimized, runs=self.runs)
         if slow.result != fast.result:
-            raise CommandError("The naive and optimized list pages differ; the benchmark compares different work.")
-        return bench.Row(
+            raise BenchError("The naive and optimized list pages differ; the benchmark compares different work.")
+        return measure.Row(
             f"Emissions list, first page of {size} serialized",
             slow,
             fast,
@@ -308,7 +307,7 @@ class Command(BaseCommand):
 
     # -- 2. pagination depth ---------------------------------------------------------------
 
-    def _pagination(self) -> tuple[list[bench.Row], list[str]]:
+    def _pagination(self) -> tuple[list[measure.Row], list[str]]:
         size = self.page_size
         queryset = Emission.objects.for_org(self.org).with_related()
         ordered = queryset.order_by(*ORDERING)
@@ -332,15 +331,15 @@ class Command(BaseCommand):
             cursors.append(by_cursor)
         # Interleaved, so the pages compared with each other share the machine's state; the cursor pages take
         # milliseconds, so they get more rounds.
-        slow_pages = bench.measure_interleaved(offsets, runs=self.runs)
-        fast_pages = bench.measure_interleaved(cursors, runs=max(self.runs, CURSOR_RUNS))
-        rows: list[bench.Row] = []
+        slow_pages = measure.measure_interleaved(offsets, runs=self.runs)
+        fast_pages = measure.measure_interleaved(cursors, runs=max(self.runs, CURSOR_RUNS))
+        rows: list[measure.Row] = []
         for page, slow, fast in zip(self.pages, slow_pages, fast_pages, strict=True):
             offset = (page - 1) * size
             if slow.result != fast.result:
-                raise CommandError(f"OFFSET and cursor disagree on page {page}; the benchmark is not comparable.")
+                raise BenchError(f"OFFSET and cursor disagree on page {page}; the benchmark is not comparable.")
             rows.append(
-                bench.Row(
+                measure.Row(
                     f"Page {page:,} of {size} (after {offset:,} rows)",
                     slow,
                     fast,
@@ -367,14 +366,14 @@ class Command(BaseCommand):
 
     # -- 3 and 4. per-row vs bulk create; bulk_create vs COPY ----------------------------------------------------
 
-    def _writes(self) -> bench.Row:
+    def _writes(self) -> measure.Row:
         items = self.write_items
         org = self.org
 
         def per_row() -> int:
             # What a loop over the items with the ORM's single-row API does: the calculator resolves each
             # factor afresh (no shared resolver), the supplier is fetched per row, two INSERTs per row.
-            with bench.n_plus_one_allowed():
+            with measure.n_plus_one_allowed():
                 for item in items:
                     inp, notes = period_defaults(item.calculation, period_year=item.period_start.year)
                     result = calculate(inp, organization=org)
@@ -397,9 +396,9 @@ class Command(BaseCommand):
             resolver = FactorResolver(org)
             return len(activities_create(organization=org, items=items, resolver=resolver))
 
-        slow = bench.measure(bench.rolled_back_call(per_row), runs=self.runs)
-        fast = bench.measure(bench.rolled_back_call(bulk), runs=self.runs)
-        return bench.Row(
+        slow = measure.measure(measure.rolled_back_call(per_row), runs=self.runs)
+        fast = measure.measure(measure.rolled_back_call(bulk), runs=self.runs)
+        return measure.Row(
             f"Store {len(items):,} activities with their emissions",
             slow,
             fast,
@@ -408,7 +407,7 @@ class Command(BaseCommand):
             note=f"{len(items) / fast.median:,.0f} activities/s bulk vs {len(items) / slow.median:,.0f}/s per row",
         )
 
-    def _write_methods(self) -> bench.Row:
+    def _write_methods(self) -> measure.Row:
         items = self.write_items
         org = self.org
 
@@ -418,11 +417,11 @@ class Command(BaseCommand):
                     activities_create(organization=org, items=items, resolver=FactorResolver(org), method=method)
                 )
 
-            return bench.rolled_back_call(call)
+            return measure.rolled_back_call(call)
 
-        slow = bench.measure(write("bulk_create"), runs=self.runs)
-        fast = bench.measure(write("copy"), runs=self.runs)
-        return bench.Row(
+        slow = measure.measure(write("bulk_create"), runs=self.runs)
+        fast = measure.measure(write("copy"), runs=self.runs)
+        return measure.Row(
             f"activities_create's write method, {len(items):,} activities",
             slow,
             fast,
@@ -431,7 +430,7 @@ class Command(BaseCommand):
             note="both include the same calculation; the difference is the write alone",
         )
 
-    def _post(self) -> bench.Row:
+    def _post(self) -> measure.Row:
         items = self.write_items
         bodies = [api_payload(item) for item in items]
         singles, batch = [json.dumps(body) for body in bodies], json.dumps(bodies)
@@ -443,14 +442,14 @@ class Command(BaseCommand):
         client = APIClient(HTTP_AUTHORIZATION=f"Token {key}")
 
         def post(body: str) -> Any:
-            with bench.rolled_back():
+            with measure.rolled_back():
                 response = client.generic("POST", url, body, content_type="application/json")
             if response.status_code != 201:
-                raise CommandError(f"POST {url} answered {response.status_code}: {response.content[:500]!r}")
+                raise BenchError(f"POST {url} answered {response.status_code}: {response.content[:500]!r}")
             return response.json()
 
         def one_by_one() -> int:
-            with bench.n_plus_one_allowed():
+            with measure.n_plus_one_allowed():
                 return len([post(body) for body in singles])
 
         def whole_batch() -> int:
@@ -459,11 +458,11 @@ class Command(BaseCommand):
         try:
             # The test client's host is "testserver".
             with override_settings(ALLOWED_HOSTS=["testserver"]):
-                slow = bench.measure(one_by_one, runs=self.runs)
-                fast = bench.measure(whole_batch, runs=self.runs)
+                slow = measure.measure(one_by_one, runs=self.runs)
+                fast = measure.measure(whole_batch, runs=self.runs)
         finally:
             user.delete()  # with its token and membership
-        return bench.Row(
+        return measure.Row(
             f"POST /api/v1/activities/, {len(items):,} activities (end to end)",
             slow,
             fast,
@@ -474,7 +473,7 @@ class Command(BaseCommand):
         )
 
     @staticmethod
-    def _bar_finding(row: bench.Row, claim: str) -> str:
+    def _bar_finding(row: measure.Row, claim: str) -> str:
         """The write bar's verdict for ``row``; ``claim`` names the two sides, with ``{ratio}`` for the ratio."""
         ratio = row.ratio or 0.0
         verdict = "met" if ratio >= WRITE_BAR else "NOT met"
@@ -483,7 +482,7 @@ class Command(BaseCommand):
             f"so the bar is {verdict} on this data."
         )
 
-    def _summary_finding(self, row: bench.Row) -> str:
+    def _summary_finding(self, row: measure.Row) -> str:
         with_index, without = self.summary_plans["with"], self.summary_plans["without"]
         ratio = row.ratio or 0.0
         share = f"the organization holds {self.org_share:.0%} of the emissions table's rows"
@@ -505,7 +504,7 @@ class Command(BaseCommand):
 
     # -- 5. summary with and without its covering index ------------------------------------
 
-    def _summary(self) -> bench.Row:
+    def _summary(self) -> measure.Row:
         def query() -> Any:
             return Emission.objects.for_org(self.org).summary("category")
 
@@ -514,20 +513,20 @@ class Command(BaseCommand):
 
         def plan() -> dict[str, Any]:
             explained = explain(query())  # EXPLAIN (ANALYZE, BUFFERS), as check_indexes runs it
-            return {"scans": bench.scan_nodes(query()), "pages": explained.shared_hit + explained.shared_read}
+            return {"scans": measure.scan_nodes(query()), "pages": explained.shared_hit + explained.shared_read}
 
-        fast = bench.measure(summary, runs=self.runs)
+        fast = measure.measure(summary, runs=self.runs)
         with_index = plan()
-        with bench.rolled_back():
+        with measure.rolled_back():
             # DROP INDEX is transactional in PostgreSQL: the rollback below restores it untouched.
             with connection.cursor() as cursor:
                 cursor.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(SUMMARY_INDEX)).as_string())
-            slow = bench.measure(summary, runs=self.runs)
+            slow = measure.measure(summary, runs=self.runs)
             without = plan()
         self.summary_plans = {"with": with_index, "without": without}
         if slow.result != fast.result:
-            raise CommandError("The summary differs without its index; the benchmark compares different work.")
-        return bench.Row(
+            raise BenchError("The summary differs without its index; the benchmark compares different work.")
+        return measure.Row(
             "Summary by category (whole organization)",
             slow,
             fast,
@@ -539,7 +538,7 @@ class Command(BaseCommand):
 
     # -- 6. the write path vs raw COPY ------------------------------------------------------
 
-    def _copy(self) -> bench.Row:
+    def _copy(self) -> measure.Row:
         items = self.write_items
         org = self.org
         activity_rows, emission_rows = self._prepared_rows(items)
@@ -559,9 +558,9 @@ class Command(BaseCommand):
                             copy.write_row(row)
             return len(activity_rows)
 
-        slow = bench.measure(bench.rolled_back_call(seed_path), runs=self.runs)
-        fast = bench.measure(bench.rolled_back_call(raw_copy), runs=self.runs)
-        return bench.Row(
+        slow = measure.measure(measure.rolled_back_call(seed_path), runs=self.runs)
+        fast = measure.measure(measure.rolled_back_call(raw_copy), runs=self.runs)
+        return measure.Row(
             f"Load {len(items):,} activities + emissions",
             slow,
             fast,
@@ -582,9 +581,9 @@ class Command(BaseCommand):
 
     # -- 7. CSV export ---------------------------------------------------------------------
 
-    def _export(self, total: int) -> tuple[bench.Row, str]:
+    def _export(self, total: int) -> tuple[measure.Row, str]:
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-        counter = bench.QueryCounter()
+        counter = measure.QueryCounter()
         started = time.perf_counter()
         lines = 0
         size = 0
@@ -596,14 +595,14 @@ class Command(BaseCommand):
         rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         rows = lines - 1  # the header
         if rows != total:
-            raise CommandError(f"The export wrote {rows:,} rows for {total:,} emissions.")
-        measurement = bench.Measurement(samples=[elapsed], queries=counter.count)
+            raise BenchError(f"The export wrote {rows:,} rows for {total:,} emissions.")
+        measurement = measure.Measurement(samples=[elapsed], queries=counter.count)
         finding = (
             f"CSV export of {rows:,} emissions ({size / 1e6:,.0f} MB of CSV): {elapsed:.1f} s, "
             f"{rows / elapsed:,.0f} rows/s; peak RSS {rss_before / 1024:,.0f} MiB before, "
             f"{rss_after / 1024:,.0f} MiB after (+{(rss_after - rss_before) / 1024:,.0f} MiB)."
         )
-        row = bench.Row(
+        row = measure.Row(
             f"CSV export of {rows:,} emissions",
             None,
             measurement,
@@ -614,7 +613,7 @@ class Command(BaseCommand):
 
     # -- 8. CSV import ---------------------------------------------------------------------
 
-    def _import(self) -> tuple[bench.Row, str]:
+    def _import(self) -> tuple[measure.Row, str]:
         """``import_activities`` on a file of ``10 x write_count`` rows (timed) and on one of ``write_count``.
 
         Each run is rolled back. Its memory is the peak of Python allocations (``tracemalloc``)
@@ -630,12 +629,12 @@ class Command(BaseCommand):
             small, large = min(files), max(files)
 
             def run(path: Path) -> None:
-                with bench.rolled_back():
+                with measure.rolled_back():
                     call_command(
                         "import_activities", str(path), "--org", self.org.slug, "--no-progress", stdout=StringIO()
                     )
 
-            timing = bench.measure(lambda: run(files[large]), runs=1, warmup=False)
+            timing = measure.measure(lambda: run(files[large]), runs=1, warmup=False)
             peaks = {}
             for count, path in files.items():
                 tracemalloc.start()
@@ -650,7 +649,7 @@ class Command(BaseCommand):
             f"{peaks[small] / 2**20:,.1f} MiB for {small:,} rows and {peaks[large] / 2**20:,.1f} MiB for {large:,} "
             f"({peaks[large] / max(peaks[small], 1):,.2f}x for 10x the rows)."
         )
-        row = bench.Row(
+        row = measure.Row(
             f"CSV import of {large:,} activities (import_activities)",
             None,
             timing,

@@ -1,4 +1,4 @@
-"""The load test: ``perf.loadtest`` (statistics, cache hit rate, thresholds, exit status, orchestration) and
+"""The load test: ``bench.loadtest`` (statistics, cache hit rate, thresholds, exit status, orchestration) and
 ``locustfile.py`` (every scenario's requests are valid against the real API, with the real factor catalogue).
 
 The locustfile's user classes run in-process here: each request goes through the whole Django stack with
@@ -30,10 +30,8 @@ from django.http.response import HttpResponseBase
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from emissions.models import ActivityRecord, Organization, Supplier
-from emissions.services.organizations import org_user_create
-from perf import loadtest
-from perf.loadtest import (
+from bench import loadtest
+from bench.loadtest import (
     CacheReport,
     EndpointStats,
     HitRate,
@@ -49,6 +47,8 @@ from perf.loadtest import (
     read_stats,
     token_from,
 )
+from emissions.models import ActivityRecord, Organization, Supplier
+from emissions.services.organizations import org_user_create
 
 HEADER = (
     "Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,Min Response Time,"
@@ -293,7 +293,7 @@ class FakeServer:
 
 @pytest.fixture
 def fake_steps(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
-    """Every step of ``perf.loadtest.run`` that starts a process or talks to a server, replaced; ``locust`` writes
+    """Every step of ``bench.loadtest.run`` that starts a process or talks to a server, replaced; ``locust`` writes
     ``state.stats`` as the run's CSV and returns ``state.locust_status``."""
     state = SimpleNamespace(
         server=FakeServer(),
@@ -446,6 +446,22 @@ def test_stopping_a_process_group_kills_children_that_ignore_sigterm(tmp_path: P
     while not gone(child) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert gone(child)
+
+
+def test_the_server_under_test_runs_the_production_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # make loadtest runs the tool with the bench app's settings; gunicorn must serve what production serves.
+    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "vcci.settings_dev")
+    started: dict[str, Any] = {}
+
+    def process(name: str, command: list[str], log: Path, env: dict[str, str]) -> SimpleNamespace:
+        started.update(command=command, env=env)
+        return SimpleNamespace()
+
+    monkeypatch.setattr(loadtest, "Process", process)
+    loadtest.start_server(loadtest.parser().parse_args(["--bind", "127.0.0.1:8765", "--workers", "3"]), tmp_path)
+
+    assert started["env"]["DJANGO_SETTINGS_MODULE"] == "vcci.settings"
+    assert started["env"]["GUNICORN_WORKERS"] == "3" and started["command"][-1] == "vcci.wsgi"
 
 
 # -- the locustfile against the real API ------------------------------------------------------------------
@@ -739,7 +755,8 @@ def test_a_real_run_seeds_serves_loads_and_reports(
     """gunicorn (1 worker) and locust (5 users, 6 s) against this run's database: 0 errors, every file written."""
     call_command("import_factors", stdout=StringIO())
     for key, value in {
-        "DJANGO_SETTINGS_MODULE": "vcci.settings",
+        # As make loadtest runs it: the tooling's settings here, the production settings in gunicorn.
+        "DJANGO_SETTINGS_MODULE": "vcci.settings_dev",
         "SECRET_KEY": "loadtest-test",
         "DEBUG": "0",
         "DATABASE_URL": database_url_of_this_run(),

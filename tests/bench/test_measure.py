@@ -1,11 +1,11 @@
-"""perf.bench: measurements, interleaved rounds, rolled-back calls."""
+"""measure.measure: measurements, interleaved rounds, rolled-back calls."""
 
 from __future__ import annotations
 
 import pytest
 
+from bench import measure
 from emissions.models import Organization
-from perf import bench
 from tests.factories import OrganizationFactory
 
 pytestmark = pytest.mark.django_db
@@ -21,7 +21,7 @@ def test_interleaved_rounds_visit_every_function_in_turn():
 
         return fn
 
-    a, b = bench.measure_interleaved([named("a"), named("b")], runs=3)
+    a, b = measure.measure_interleaved([named("a"), named("b")], runs=3)
     assert calls == ["a", "b"] * 4  # one warm-up round, then three timed rounds
     assert (len(a.samples), len(b.samples)) == (3, 3)
     assert (a.result, b.result) == ("a", "b")
@@ -30,16 +30,16 @@ def test_interleaved_rounds_visit_every_function_in_turn():
 
 def test_measure_counts_the_queries_of_the_first_timed_run():
     OrganizationFactory.create_batch(2)
-    measurement = bench.measure(lambda: list(Organization.objects.all()), runs=2, warmup=False)
+    measurement = measure.measure(lambda: list(Organization.objects.all()), runs=2, warmup=False)
     assert measurement.queries == 1 and len(measurement.result) == 2
 
 
 def test_runs_below_one_are_refused():
     with pytest.raises(ValueError, match="runs must be at least 1; got 0"):
-        bench.measure_interleaved([lambda: None], runs=0)
+        measure.measure_interleaved([lambda: None], runs=0)
 
 
 def test_rolled_back_call_leaves_nothing():
-    create = bench.rolled_back_call(lambda: OrganizationFactory.create())
+    create = measure.rolled_back_call(lambda: OrganizationFactory.create())
     assert create().pk is not None
     assert not Organization.objects.exists()

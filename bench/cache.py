@@ -1,4 +1,4 @@
-"""``manage.py bench_cache``: two read endpoints uncached, from Redis (L2), from process memory (L1) and as 304s.
+"""The cache benchmark (``manage.py bench_cache``): two read endpoints uncached, from Redis (L2), from memory (L1), 304.
 
 Endpoints, requested through the whole Django stack in-process (``APIClient``: middleware, DRF,
 token authentication, the view, the renderer; no network), signed in with a temporary member of
@@ -19,7 +19,7 @@ States, each measured on every request of every round:
 The states are measured interleaved (one round sends one request per endpoint and state, in turn),
 so a drift in the machine's state affects them alike. What prepares a state (the settings override,
 emptying L1, the warming request) runs outside the timed part. Every response's status is checked,
-and every 200 body against the uncached one, byte for byte; the command fails otherwise. One more
+and every 200 body against the uncached one, byte for byte; the run fails otherwise. One more
 request per state, outside the timing, counts its SQL statements (``CaptureQueriesContext``) and
 its Redis calls (the cache's own statistics).
 
@@ -36,12 +36,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from io import StringIO, TextIOBase
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 from django.http import HttpResponse
 from django.test.utils import CaptureQueriesContext, override_settings
@@ -50,10 +50,10 @@ from django.utils import timezone
 from django_redis import get_redis_connection
 from rest_framework.test import APIClient
 
+from bench import measure
+from bench.measure import BenchError, _ms  # _ms: bench_db's time format, so the two reports read alike
 from emissions.models import ActivityRecord, Emission, Organization
 from emissions.services.organizations import org_user_create
-from perf import bench
-from perf.bench import _ms  # bench_db's time format, so the two reports read alike
 from perf.cache import TieredCache, tiered
 from perf.db import refresh_statistics
 
@@ -142,51 +142,52 @@ def _redis_calls(cache: TieredCache) -> int:
     )
 
 
-class Command(BaseCommand):
-    help = (
-        "Benchmark the emissions summary and list page uncached, from Redis (L2), from process memory (L1) "
-        "and as 304s, and write a Markdown report."
-    )
+class CacheBenchmark:
+    """One run of the cache benchmark on organization ``org_slug``; ``run()`` measures and writes the report.
 
-    def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument(
-            "--org", default=DEFAULT_ORG, help=f"Slug of the organization (default {DEFAULT_ORG}; seeded if empty)"
-        )
-        parser.add_argument(
-            "--rounds",
-            type=int,
-            default=DEFAULT_ROUNDS,
-            help=f"Timed rounds after one warm-up round; a round sends each request once (default {DEFAULT_ROUNDS})",
-        )
-        parser.add_argument(
-            "--activities",
-            type=int,
-            default=DEFAULT_ACTIVITIES,
-            help=f"Activities seed_demo creates when the organization has none (default {DEFAULT_ACTIVITIES:,})",
-        )
-        parser.add_argument("--output", default=DEFAULT_OUT, help=f"Report file (default {DEFAULT_OUT})")
+    After ``run()``, for callers that inspect the structure (tests, ``bench.report``): ``reports`` (per
+    endpoint, every state's timings and costs) and ``markdown`` (the report as written).
+    """
 
-    def handle(self, *args: Any, **options: Any) -> None:
-        if connection.vendor != "postgresql":
-            raise CommandError(f"bench_cache needs PostgreSQL; this database is {connection.vendor}.")
-        if not settings.CACHE_ENABLED:
-            raise CommandError("bench_cache measures the cache, and CACHE_ENABLED is off; turn it on.")
-        if not tiered().has_l2:
-            raise CommandError("bench_cache needs Redis for the L2 state (REDIS_URL); the cache has no L2.")
-        rounds, activities = options["rounds"], options["activities"]
+    def __init__(
+        self,
+        org_slug: str,
+        *,
+        rounds: int = DEFAULT_ROUNDS,
+        activities: int = DEFAULT_ACTIVITIES,
+        stdout: TextIOBase | None = None,
+    ) -> None:
+        """Precondition: ``rounds >= 1`` and ``activities >= 1`` (what ``seed_demo`` creates when the organization
+        has none). Progress (the seeding, and seed_demo's own output) goes to ``stdout``; None discards it."""
         if rounds < 1:
-            raise CommandError(f"--rounds must be at least 1; got {rounds}.")
+            raise ValueError(f"rounds must be at least 1; got {rounds}.")
         if activities < 1:
-            raise CommandError(f"--activities must be at least 1; got {activities}.")
+            raise ValueError(f"activities must be at least 1; got {activities}.")
+        self.org_slug = org_slug
+        self.rounds = rounds
+        self.activities = activities
+        self.stdout = stdout if stdout is not None else StringIO()
 
-        org = self._organization(options["org"], activities)
+    def run(self, out: Path) -> list[EndpointReport]:
+        """Seed when needed, measure, write the report to ``out``; BenchError when the run cannot be made or trusted.
+
+        Needs PostgreSQL, the cache on (``CACHE_ENABLED``) and Redis behind it (the L2 state).
+        """
+        if connection.vendor != "postgresql":
+            raise BenchError(f"bench_cache needs PostgreSQL; this database is {connection.vendor}.")
+        if not settings.CACHE_ENABLED:
+            raise BenchError("bench_cache measures the cache, and CACHE_ENABLED is off; turn it on.")
+        if not tiered().has_l2:
+            raise BenchError("bench_cache needs Redis for the L2 state (REDIS_URL); the cache has no L2.")
+
+        org = self._organization(self.org_slug, self.activities)
         tables = [ActivityRecord._meta.db_table, Emission._meta.db_table]
         # The uncached requests should meet the tables as bench_db leaves them: fresh statistics and the
         # visibility map set, so the summary gets its index-only scan. Cheap when nothing changed since.
         statement = refresh_statistics(tables, vacuum=True)
         emissions = Emission.objects.for_org(org).count()
         if not emissions:
-            raise CommandError(f"--org: '{org.slug}' has activities but no emissions; nothing to read.")
+            raise BenchError(f"organization '{org.slug}' has activities but no emissions; nothing to read.")
 
         endpoints = [
             Endpoint("Emissions summary by category", f"{reverse('emission-summary')}?group_by=category"),
@@ -198,7 +199,7 @@ class Command(BaseCommand):
         try:
             # The test client's host is "testserver".
             with override_settings(ALLOWED_HOSTS=["testserver"]):
-                reports = self._run(APIClient(HTTP_AUTHORIZATION=f"Token {key}"), endpoints, rounds)
+                reports = self._run(APIClient(HTTP_AUTHORIZATION=f"Token {key}"), endpoints, self.rounds)
         finally:
             user.delete()
 
@@ -208,19 +209,17 @@ class Command(BaseCommand):
             "all activities": ActivityRecord.objects.count(),
             "all emissions": Emission.objects.count(),
         }
-        markdown = self._markdown(reports, counts, options, statement)
-        out = Path(options["output"])
+        self.reports = reports
+        self.markdown = self._markdown(reports, counts, out, statement)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(markdown, encoding="utf-8")
-        self.stdout.write(markdown)
-        self.stdout.write(self.style.SUCCESS(f"Wrote {out}."))
-        self.reports = reports  # for callers (tests) that inspect the structure
+        out.write_text(self.markdown, encoding="utf-8")
+        return reports
 
     def _organization(self, slug: str, activities: int) -> Organization:
         """The organization, seeded with ``activities`` activities by ``seed_demo`` when it has none."""
         org = Organization.objects.filter(slug=slug).first()
         if org is None or not ActivityRecord.objects.for_org(org).exists():
-            self.stdout.write(f"Organization '{slug}' has no activities: seeding {activities:,} (seed_demo).")
+            self.stdout.write(f"Organization '{slug}' has no activities: seeding {activities:,} (seed_demo).\n")
             # seed_demo creates the organization when missing and ends with VACUUM (ANALYZE) itself.
             call_command("seed_demo", "--org", slug, "--activities", str(activities), stdout=self.stdout)
             org = Organization.objects.get(slug=slug)
@@ -273,7 +272,7 @@ class Command(BaseCommand):
             cached = client.get(endpoint.url, HTTP_ACCEPT="application/json")
             self._check_status(endpoint, "L2", cached, 200)
             if "ETag" not in cached:
-                raise CommandError(f"GET {endpoint.url} answered without an ETag: is its view cached?")
+                raise BenchError(f"GET {endpoint.url} answered without an ETag: is its view cached?")
             states += self._states(client, endpoint, cached["ETag"])
 
         def check(state: State, response: HttpResponse) -> None:
@@ -282,14 +281,14 @@ class Command(BaseCommand):
                 if response.status_code == 200:
                     # The ETag is the namespaces' versions: a write to the organization's data (or a factor import)
                     # during the run made it stale, and every later measurement would mix states.
-                    raise CommandError(f"GET {endpoint.url} answered 200 to a current ETag: did the data change?")
+                    raise BenchError(f"GET {endpoint.url} answered 200 to a current ETag: did the data change?")
                 self._check_status(endpoint, state.name, response, 304)
                 if response.content:
-                    raise CommandError(f"GET {endpoint.url} answered 304 with a body.")
+                    raise BenchError(f"GET {endpoint.url} answered 304 with a body.")
                 return
             self._check_status(endpoint, state.name, response, 200)
             if response.content != references[endpoint]:
-                raise CommandError(
+                raise BenchError(
                     f"GET {endpoint.url}: the {state.name} body differs from the uncached one "
                     f"({len(response.content):,} vs {len(references[endpoint]):,} bytes); the cache served other data."
                 )
@@ -327,7 +326,7 @@ class Command(BaseCommand):
     def _check_status(endpoint: Endpoint, state: str, response: HttpResponse, expected: int) -> None:
         if response.status_code != expected:
             body = response.content[:500]
-            raise CommandError(
+            raise BenchError(
                 f"GET {endpoint.url} ({state}) answered {response.status_code}, expected {expected}: {body!r}"
             )
 
@@ -374,10 +373,8 @@ class Command(BaseCommand):
             findings.append(f"SQL statements per request are as designed ({expected}) for both endpoints.")
         return findings
 
-    def _markdown(
-        self, reports: list[EndpointReport], counts: dict[str, int], options: dict[str, Any], statement: str | None
-    ) -> str:
-        rounds = options["rounds"]
+    def _markdown(self, reports: list[EndpointReport], counts: dict[str, int], out: Path, statement: str | None) -> str:
+        rounds = self.rounds
         lines = [
             "# Cache benchmark: uncached vs Redis (L2) vs process memory (L1) vs 304",
             "",
@@ -408,10 +405,10 @@ class Command(BaseCommand):
                 )
         lines += ["", "## What the numbers show", ""]
         lines += [f"- {finding}" for finding in self._findings(reports)]
-        machine = bench.machine_description(counts)
+        machine = measure.machine_description(counts)
         lines += ["", "## Machine", ""]
         lines += [f"- **{key}**: {value}" for key, value in self._machine(machine).items()]
-        lines += ["", "## Reproduce", "", "```sh", self._command(options), "```", ""]
+        lines += ["", "## Reproduce", "", "```sh", self._command(out), "```", ""]
         lines += [f"Run on {timezone.now().strftime('%Y-%m-%d %H:%M UTC')}."]
         lines += ["", "## Notes", ""]
         notes = [
@@ -456,20 +453,20 @@ class Command(BaseCommand):
                 described["Settings"] = cache_settings
         return described
 
-    @staticmethod
-    def _command(options: dict[str, Any]) -> str:
+    def _command(self, out: Path) -> str:
         """The command line that reproduces this run, without machine paths or credentials."""
-        parts = ["python", "manage.py", "bench_cache", "--org", options["org"]]
-        if options["rounds"] != DEFAULT_ROUNDS:
-            parts += ["--rounds", str(options["rounds"])]
-        if options["activities"] != DEFAULT_ACTIVITIES:
-            parts += ["--activities", str(options["activities"])]
-        out = options["output"]
-        if out != DEFAULT_OUT and not Path(out).is_absolute():
-            parts += ["--output", out]
+        slug = self.org_slug
+        parts = ["python", "manage.py", "bench_cache", "--org", slug]
+        if self.rounds != DEFAULT_ROUNDS:
+            parts += ["--rounds", str(self.rounds)]
+        if self.activities != DEFAULT_ACTIVITIES:
+            parts += ["--activities", str(self.activities)]
+        if out != Path(DEFAULT_OUT) and not out.is_absolute():
+            parts += ["--output", str(out)]
         command = " ".join(shlex.quote(p) for p in parts)
-        make = f"make bench-cache BENCH_ORG={shlex.quote(options['org'])}"
+        make = f"make bench-cache BENCH_ORG={shlex.quote(slug)}"
         return (
             f"{make}   # default rounds; seeds it ({DEFAULT_ACTIVITIES:,} activities) if it has none. This run:\n"
-            f"DATABASE_URL=postgres://USER@HOST:5432/DBNAME REDIS_URL=redis://HOST:6379/DB {command}"
+            f"DATABASE_URL=postgres://USER@HOST:5432/DBNAME REDIS_URL=redis://HOST:6379/DB "
+            f"DJANGO_SETTINGS_MODULE={measure.SETTINGS_MODULE} {command}"
         )

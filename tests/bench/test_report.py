@@ -1,4 +1,4 @@
-"""The performance report's pure parts (``perf.report``): wrk output parsing, ratios to the bare-view ceiling,
+"""The performance report's pure parts (``bench.report``): wrk output parsing, ratios to the bare-view ceiling,
 the bar verdicts, Markdown rendering and the PNG charts, from small fake results. Nothing is started and no
 number is compared with the wall clock.
 """
@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from perf import report
-from perf.report import CEILING_BAR, WRK_MARKER
+from bench import report
+from bench.report import CEILING_BAR, WRK_MARKER
 
 WRK_TEXT = """\
 Running 10s test @ http://127.0.0.1:40001/healthz
@@ -39,7 +39,7 @@ def point(target: str, concurrency: int, rps: float) -> dict[str, Any]:
 
 
 def fake_results() -> dict[str, Any]:
-    """A results structure as ``perf.report.run`` builds it, small and with round numbers."""
+    """A results structure as ``bench.report.run`` builds it, small and with round numbers."""
     points = report.add_ratios(
         [
             point("healthz", 1, 1000),
@@ -68,7 +68,7 @@ def fake_results() -> dict[str, Any]:
     return {
         "quick": True,
         "date": "2026-01-01 00:00 UTC",
-        "command": "python -m perf.report --quick",
+        "command": "python -m bench.report --quick",
         "elapsed_s": 60,
         "ceiling": {
             "points": points,
@@ -299,7 +299,7 @@ def test_render_markdown_has_every_table_ratio_and_finding() -> None:
     assert "![Throughput vs concurrency](performance/throughput.png)" in text
     assert "latency.png" not in text
     assert "- **CPU**: test CPU" in text
-    assert "python -m perf.report --quick" in text
+    assert "python -m bench.report --quick" in text
     assert "**phase load test (gthread) failed**: gunicorn did not start" in text
 
 
@@ -337,7 +337,7 @@ def test_quick_writes_beside_its_report_not_into_docs(tmp_path: Path) -> None:
     assert parsed.bench_dir == tmp_path / "perf_quick" / "benchmarks"
     assert parsed.raw_dir == tmp_path / "perf_quick" / "raw"
     assert parsed.bench_org == "bench-quick"
-    assert report.reproduce(parsed) == "python -m perf.report --quick"  # no machine path
+    assert report.reproduce(parsed) == "python -m bench.report --quick"  # no machine path
 
 
 def test_the_default_run_is_make_bench() -> None:
@@ -346,7 +346,7 @@ def test_the_default_run_is_make_bench() -> None:
     assert parsed.assets_dir == Path("docs/performance")
     assert parsed.bench_dir == Path("docs/benchmarks")
     assert report.reproduce(parsed) == "make bench"
-    assert report.reproduce(options("--phases", "ceiling")) == "python -m perf.report --out docs/performance.md " + (
+    assert report.reproduce(options("--phases", "ceiling")) == "python -m bench.report --out docs/performance.md " + (
         "--phases ceiling"
     )
 

@@ -1,4 +1,4 @@
-"""Timing and report helpers for ``manage.py bench_db``: medians, query counts, rollbacks, the Markdown report.
+"""Timing and report helpers for the benchmarks (bench.db, bench.cache): medians, query counts, rollbacks, reports.
 
 Every benchmark row compares a naive and an optimized version of one database path on the same
 data in the same run. Each side is run once to warm caches (PostgreSQL's buffers, Django's
@@ -25,6 +25,14 @@ try:  # The test suite runs with django-zeal; the naive paths are N+1 on purpose
     from zeal import zeal_ignore as _zeal_ignore
 except ImportError:  # pragma: no cover - zeal is a test dependency
     _zeal_ignore = None
+
+
+# The settings the tooling runs with: production's plus the bench app, whose commands production does not install.
+SETTINGS_MODULE = "vcci.settings_dev"
+
+
+class BenchError(Exception):
+    """A benchmark cannot run or its measurements cannot be trusted; the message says why."""
 
 
 def n_plus_one_allowed() -> AbstractContextManager[Any]:
@@ -132,7 +140,7 @@ class Row:
 
 @dataclass
 class Report:
-    """Everything ``bench_db`` writes: rows, extra findings, the machine, the command, the date."""
+    """Everything the database benchmark writes: rows, extra findings, the machine, the command, the date."""
 
     rows: list[Row] = field(default_factory=list)
     findings: list[str] = field(default_factory=list)

@@ -14,9 +14,10 @@ from django.core.management.base import CommandError
 from django.test.utils import override_settings
 from rest_framework.authtoken.models import Token
 
+from bench.cache import CLIENT_USERNAME, STATE_LABELS, STATES, CacheBenchmark
+from bench.management.commands.bench_cache import Command
 from emissions.models import ActivityRecord, Emission, Membership, Organization
 from perf.conditional import CachedResponseMixin
-from perf.management.commands.bench_cache import CLIENT_USERNAME, STATE_LABELS, STATES, Command
 from tests.emissions.management import test_seed_demo
 
 pytestmark = pytest.mark.django_db
@@ -32,14 +33,15 @@ ENDPOINTS = {
 }
 
 
-def _run(tmp_path: Path, *args: str) -> tuple[Command, str, str]:
+def _run(tmp_path: Path, *args: str) -> tuple[CacheBenchmark, str, str]:
+    """The command on organization ``tiny``: the benchmark it ran, the report it wrote and what it printed."""
     stdout = StringIO()
     command = Command(stdout=stdout, stderr=StringIO())
     out = tmp_path / "cache.md"
     call_command(
         command, "--org", "tiny", "--activities", str(ACTIVITIES), "--rounds", str(ROUNDS), "--output", str(out), *args
     )
-    return command, out.read_text(encoding="utf-8"), stdout.getvalue()
+    return command.benchmark, out.read_text(encoding="utf-8"), stdout.getvalue()
 
 
 def _tables(markdown: str) -> dict[str, dict[str, dict[str, str]]]:
@@ -61,7 +63,7 @@ def _tables(markdown: str) -> dict[str, dict[str, dict[str, str]]]:
 
 
 def test_seeds_an_empty_org_and_reports_both_endpoints_in_every_state(factors: Any, tmp_path: Path) -> None:
-    command, markdown, stdout = _run(tmp_path)
+    benchmark, markdown, stdout = _run(tmp_path)
 
     org = Organization.objects.get(slug="tiny")
     assert ActivityRecord.objects.for_org(org).count() == Emission.objects.for_org(org).count() == ACTIVITIES
@@ -83,7 +85,7 @@ def test_seeds_an_empty_org_and_reports_both_endpoints_in_every_state(factors: A
             assert row["p95"] == "—"  # 3 samples make no 95th percentile
         assert table[STATE_LABELS["uncached"]]["vs uncached"] == "1.0x"
 
-    for report in command.reports:
+    for report in benchmark.reports:
         assert report.endpoint.name in ENDPOINTS and report.body_bytes > 0
         assert [len(report.results[state].samples) for state in STATES] == [ROUNDS] * len(STATES)
         assert report.results["uncached"].tables == ["authtoken_token", "emissions_emission"]
@@ -99,7 +101,10 @@ def test_seeds_an_empty_org_and_reports_both_endpoints_in_every_state(factors: A
     ):
         assert heading in markdown
     assert "CACHE_L1_TTL=" in markdown and "organization 'tiny' emissions**: 50" in markdown
-    assert f"python manage.py bench_cache --org tiny --rounds {ROUNDS} --activities {ACTIVITIES}" in markdown
+    assert (
+        f"DJANGO_SETTINGS_MODULE=vcci.settings_dev python manage.py bench_cache --org tiny --rounds {ROUNDS} "
+        f"--activities {ACTIVITIES}"
+    ) in markdown
     assert str(tmp_path) not in markdown and "/home/" not in markdown and "/work/" not in markdown
 
     # The temporary API user is gone, with its token and membership.
