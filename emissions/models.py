@@ -20,6 +20,8 @@ from django.db.models import Count, F, Q, Sum
 from django.db.models.functions import TruncMonth, Upper
 from django_countries.fields import CountryField
 
+from calculator import rules
+
 
 class DecimalDigits(TypedDict):
     """``max_digits``/``decimal_places`` for a ``DecimalField``; typed so ``**`` splats type-check."""
@@ -34,10 +36,12 @@ FACTOR_DIGITS: DecimalDigits = {"max_digits": 30, "decimal_places": 15}
 # Activity amounts: up to 10^15 of any unit, with 6 decimals.
 AMOUNT_DIGITS: DecimalDigits = {"max_digits": 24, "decimal_places": 6}
 # Emission results in kg CO2e: 6 decimals (milligrams) are below any factor's precision.
-CO2E_DIGITS: DecimalDigits = {"max_digits": 24, "decimal_places": 6}
+CO2E_DIGITS: DecimalDigits = {"max_digits": rules.CO2E_MAX_DIGITS, "decimal_places": rules.CO2E_PLACES}
+# Primary keys are bigint: a larger id would reach PostgreSQL as an out-of-range error.
+ID_MAX = 2**63 - 1
 
 naics_validator = RegexValidator(r"^\d{6}$", "NAICS code must be exactly 6 digits.")
-currency_validator = RegexValidator(r"^[A-Z]{3}$", "Currency must be an ISO 4217 code such as USD.")
+currency_validator = RegexValidator(rules.CURRENCY_PATTERN, "Currency must be an ISO 4217 code such as USD.")
 
 
 class OrgScopedQuerySet(models.QuerySet):
@@ -321,10 +325,12 @@ class Category(models.IntegerChoices):
 
 
 class Method(models.TextChoices):
-    SPEND = "spend", "Spend-based"
-    ACTIVITY = "activity", "Average-data (activity)"
-    DISTANCE = "distance", "Distance-based"
-    SUPPLIER_SPECIFIC = "supplier_specific", "Supplier-specific"
+    """``calculator.rules.Method`` with labels (the values are the calculator's)."""
+
+    SPEND = rules.Method.SPEND.value, "Spend-based"
+    ACTIVITY = rules.Method.ACTIVITY.value, "Average-data (activity)"
+    DISTANCE = rules.Method.DISTANCE.value, "Distance-based"
+    SUPPLIER_SPECIFIC = rules.Method.SUPPLIER_SPECIFIC.value, "Supplier-specific"
 
 
 class ActivityRecordQuerySet(OrgScopedQuerySet):

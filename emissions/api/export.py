@@ -21,11 +21,12 @@ from typing import Any
 from django.db.models import QuerySet
 from django.db.models.fields.json import KT
 
+from calculator import rules
 from emissions.models import Emission
 
 CHUNK_SIZE = 2000
 LINES_PER_BLOCK = 500
-KG_QUANTUM = Decimal("0.000001")
+KG_QUANTUM = rules.CO2E_QUANTUM
 T_QUANTUM = Decimal("0.000000001")
 
 COLUMNS = (

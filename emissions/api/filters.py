@@ -16,12 +16,11 @@ from django.db.models import Q, QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 
-from emissions.models import ActivityRecord, Category, Emission, EmissionFactor, FactorDataset, Method
+from calculator import rules
+from emissions.models import ID_MAX, ActivityRecord, Category, Emission, EmissionFactor, FactorDataset, Method
 
 INTEGER_RE = re.compile(r"[0-9]+")
 # Primary keys are bigint; a larger id would reach PostgreSQL as an out-of-range error.
-MAX_ID = 2**63 - 1
-MAX_YEAR = 9999
 
 
 class StrictIntegerField(forms.IntegerField):
@@ -56,7 +55,7 @@ class FactorFilter(django_filters.FilterSet):
     search = django_filters.CharFilter(method="filter_search", help_text="Case-insensitive text in name or activity")
     source = django_filters.ChoiceFilter(field_name="dataset__source", choices=FactorDataset.Source.choices)
     region = django_filters.CharFilter(field_name="region", lookup_expr="iexact")
-    year = IntegerFilter(field_name="year", min_value=1, max_value=MAX_YEAR)
+    year = IntegerFilter(field_name="year", min_value=rules.YEAR_MIN, max_value=rules.YEAR_MAX)
     unit = django_filters.CharFilter(field_name="unit")
     activity = django_filters.CharFilter(field_name="activity")
     dataset_version = django_filters.CharFilter(field_name="dataset__version")
@@ -79,7 +78,7 @@ class PeriodFilterSet(django_filters.FilterSet):
     """
 
     category = django_filters.TypedChoiceFilter(choices=Category.choices, coerce=int)
-    supplier = IntegerFilter(field_name="supplier_id", min_value=1, max_value=MAX_ID, help_text="Supplier id")
+    supplier = IntegerFilter(field_name="supplier_id", min_value=1, max_value=ID_MAX, help_text="Supplier id")
     method = django_filters.ChoiceFilter(choices=Method.choices)
     period_from = django_filters.DateFilter(
         field_name="period_start", lookup_expr="gte", help_text="period_start on or after"

@@ -15,10 +15,12 @@ from django_countries import countries
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from calculator import rules
 from calculator.types import CalculationInput
 from emissions.models import (
     AMOUNT_DIGITS,
     FACTOR_DIGITS,
+    ID_MAX,
     ActivityRecord,
     Category,
     Emission,
@@ -31,10 +33,10 @@ from emissions.services.activities import ActivityInput, ItemError
 
 MAX_BATCH_ITEMS = 1000
 MAX_ACTIVITY_ITEMS = 10_000
-MIN_YEAR, MAX_YEAR = 1900, 2100
+MIN_YEAR, MAX_YEAR = rules.YEAR_MIN, rules.YEAR_MAX
 GAS_NAME_RE = re.compile(r"^[A-Za-z0-9_\-\.]{1,32}$")
 # Primary keys are bigint; larger numbers would reach PostgreSQL as an out-of-range error.
-MAX_ID = 2**63 - 1
+MAX_ID = ID_MAX
 DISTANCE_FIELDS = ("mass", "mass_unit", "distance", "distance_unit")
 MASS_DISTANCE_OR_AMOUNT = "Give amount + unit, or mass, mass_unit, distance and distance_unit; both only if they agree."
 AMOUNT_QUANTUM = Decimal(1).scaleb(-AMOUNT_DIGITS["decimal_places"])

@@ -37,6 +37,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 from rest_framework.views import APIView
 
+from calculator import rules
 from calculator.types import CalculationError
 from emissions.api import export
 from emissions.api import serializers as s
@@ -54,7 +55,7 @@ from perf.conditional import CachedReadMixin
 from perf.gcpause import collection_paused
 from perf.pagination import KeysetPagination
 
-KG_QUANTUM = Decimal("0.000001")
+KG_QUANTUM = rules.CO2E_QUANTUM
 T_QUANTUM = Decimal("0.000000001")
 SHARE_QUANTUM = Decimal("0.01")
 

@@ -17,10 +17,10 @@ from typing import Any
 
 from django.db import models, transaction
 
+from calculator import rules
 from emissions.cache import catalogue_changed
 from emissions.models import DecimalDigits, ExchangeRate, PriceIndex
 
-CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 # Required columns; ``source`` is optional (blank when absent).
 EXCHANGE_RATE_COLUMNS = ("currency", "quote_currency", "year", "rate")
 PRICE_INDEX_COLUMNS = ("currency", "year", "value")
@@ -72,14 +72,16 @@ def _rows(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, dict[str,
 
 
 def _currency(path: Path, line: int, column: str, value: str) -> str:
-    if not CURRENCY_RE.match(value):
+    if not rules.is_currency_code(value):
         raise ReferenceDataError(path, line, column, f"'{value}' is not an ISO 4217 code such as USD")
     return value
 
 
 def _year(path: Path, line: int, value: str) -> int:
-    if not re.fullmatch(r"\d{4}", value):
-        raise ReferenceDataError(path, line, "year", f"'{value}' is not a four-digit year")
+    if not re.fullmatch(r"\d{4}", value) or not rules.is_year(int(value)):
+        raise ReferenceDataError(
+            path, line, "year", f"'{value}' is not a year from {rules.YEAR_MIN} to {rules.YEAR_MAX}"
+        )
     return int(value)
 
 

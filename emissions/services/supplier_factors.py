@@ -14,7 +14,6 @@ the calculator would use would silently differ from the one the supplier stated.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -23,17 +22,16 @@ from django.db.models import ProtectedError
 from django.utils.text import slugify
 from django_countries import countries
 
-from calculator import units
+from calculator import rules, units
 from emissions.cache import org_factors_changed
 from emissions.importers.base import decimal_str
 from emissions.models import EmissionFactor, FactorDataset, Supplier
 from emissions.services.suppliers import InUseError, save_or_field_error
 
 DEFAULT_VERSION = "current"
-GLOBAL = "GLOBAL"
+GLOBAL = rules.GLOBAL
 ACTIVITY_MAX_LENGTH = EmissionFactor._meta.get_field("activity").max_length or 128
 UNIQUE_ACTIVITY_CONSTRAINT = "factor_dataset_activity_uniq"
-CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 
 
 def default_activity(supplier: Supplier, name: str) -> str:
@@ -53,7 +51,7 @@ def _unit_and_currency(unit: str) -> tuple[str, str]:
     try:
         parsed_dims = units.dimensions(text)
     except units.UnitError as exc:
-        if CURRENCY_RE.match(text):
+        if rules.is_currency_code(text):
             return text, text
         raise ValidationError({"unit": [str(exc)]}) from None
     if parsed_dims == units.dimensions("USD"):

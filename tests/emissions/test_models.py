@@ -11,6 +11,7 @@ from django.db import connection
 from django.db.models import ProtectedError
 from django.test.utils import CaptureQueriesContext
 
+from calculator import rules
 from emissions.models import Emission, EmissionFactor, FactorDataset, Method, Organization, Supplier
 from tests.factories import (
     EmissionFactorFactory,
@@ -182,3 +183,16 @@ def test_average_candidates_are_visible_average_data_factors_of_the_keys(org, ot
     assert foreign not in list(EmissionFactor.objects.average_candidates(org.pk, ["naics:331110"]))
     assert list(EmissionFactor.objects.average_candidates(other_org, ["naics:331110"])) == [steel, steel_2024, foreign]
     assert not EmissionFactor.objects.average_candidates(org, []).exists()
+
+
+# -- one home per rule: the columns and choices read the calculator's rules --------------------------
+
+
+def test_methods_and_sources_are_the_calculators():
+    assert Method.values == [str(method) for method in rules.Method]
+    assert FactorDataset.Source.values == list(rules.SOURCES)
+
+
+def test_stored_emissions_have_the_calculators_precision():
+    field = Emission._meta.get_field("co2e_kg")
+    assert (field.max_digits, field.decimal_places) == (rules.CO2E_MAX_DIGITS, rules.CO2E_PLACES)

@@ -39,6 +39,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 from tqdm import tqdm
 
+from calculator import rules
 from calculator.engine import period_defaults
 from calculator.types import CalculationResult
 from emissions.api.serializers import ActivityInputSerializer, activity_input, validate_items
@@ -78,7 +79,7 @@ REQUIRED_COLUMNS = ("category", "method", "period_start", "period_end")
 SUPPLIER_COLUMN = "supplier_external_id"
 DEFAULT_BATCH_SIZE = 5000
 MAX_PRINTED_ERRORS = 50
-KG_QUANTUM = Decimal("0.000001")
+KG_QUANTUM = rules.CO2E_QUANTUM
 
 Row = tuple[int, dict[str, str]]  # (file line number, cells)
 

@@ -107,3 +107,12 @@ def test_digits_come_from_the_model_field():
     assert _digits(PriceIndex, "value") == {"max_digits": 20, "decimal_places": 6}
     with pytest.raises(TypeError, match=r"ExchangeRate\.currency is not a DecimalField"):
         _digits(ExchangeRate, "currency")
+
+
+@pytest.mark.parametrize("year", ["1899", "2101", "24", "20x4"])
+def test_a_year_outside_the_calculators_range_is_refused(tmp_path, year):
+    path = write(tmp_path, f"currency,quote_currency,year,rate\nEUR,USD,{year},1.08\n")
+    with pytest.raises(ReferenceDataError) as exc:
+        exchange_rates_load(path=path)
+    assert (exc.value.line, exc.value.column) == (2, "year")
+    assert "from 1900 to 2100" in str(exc.value)
