@@ -1,34 +1,33 @@
 """Suite-wide fixtures. The suite runs against real PostgreSQL and Redis and fails, not skips,
-when either is missing: behaviour that needs PostgreSQL must be tested on PostgreSQL."""
+when either is missing: behaviour that needs PostgreSQL must be tested on PostgreSQL.
+
+**N+1 queries.** Every test runs inside a django-zeal context, so an N+1 in the test, in the code it
+calls, or in a request (which the zeal middleware gives a context of its own) raises
+``zeal.NPlusOneError``. Nothing in Django, factory_boy or the app is patched to draw further
+boundaries; the suite draws them where they apply: ``tests.helpers.call_command`` runs each command,
+and ``tests.helpers.unit_of_work()`` a unit of work a test performs itself, in a context of its own;
+the factories (``tests.factories.ModelFactory``) and the test clients' logins
+(``tests.helpers.Client`` / ``APIClient``, also behind the ``client`` and ``admin_client`` fixtures)
+are not checked.
+"""
 
 from __future__ import annotations
 
-import functools
-import importlib
-import inspect
-import os
-import pkgutil
-import sys
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.cache import cache
-from django.core.management import BaseCommand
-from django.test.client import ClientMixin
-from factory.django import DjangoModelFactory
 from rest_framework.authtoken.models import Token
-from rest_framework.test import APIClient
-from zeal import zeal_context, zeal_ignore
+from zeal import zeal_context
 
-import emissions.services as services_package
 from emissions.models import EmissionFactor, FactorDataset, Organization
 from perf import cache as perf_cache
 from tests.factories import EmissionFactorFactory, FactorDatasetFactory, MembershipFactory, OrganizationFactory
+from tests.helpers import APIClient, Client
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -48,40 +47,6 @@ def pytest_configure(config: pytest.Config) -> None:
     if not zeal_on or not getattr(settings, "ZEAL_RAISE", False):
         # Without the app its patches are not installed and zeal_context() would detect nothing.
         raise pytest.UsageError("The suite needs django-zeal's app, middleware and ZEAL_RAISE = True (settings_test).")
-    # Before collection, so test modules import the wrapped service functions.
-    _service_calls_from_tests_are_units()
-
-
-TESTS_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
-
-
-def unit_of_work_when_called_from_a_test(service: Callable[..., Any]) -> Callable[..., Any]:
-    """``service``, run in its own zeal context when a test (or test fixture) calls it directly.
-
-    A service call is one unit of work, like a request: a test that calls a single-row service
-    three times has not found an N+1 because the service's one ``get()`` ran three times. Calls
-    from anywhere else (a view, a command, another service) share their caller's context, so a
-    service called per row from a loop is still reported.
-    """
-
-    @functools.wraps(service)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        caller = os.path.abspath(sys._getframe(1).f_code.co_filename)
-        if not caller.startswith(TESTS_DIR):
-            return service(*args, **kwargs)
-        with zeal_context():
-            return service(*args, **kwargs)
-
-    return wrapper
-
-
-def _service_calls_from_tests_are_units() -> None:
-    """Wrap every public function of the ``emissions.services`` modules (the write API) in place."""
-    for module_info in pkgutil.iter_modules(services_package.__path__):
-        module = importlib.import_module(f"{services_package.__name__}.{module_info.name}")
-        for name, value in list(vars(module).items()):
-            if inspect.isfunction(value) and value.__module__ == module.__name__ and not name.startswith("_"):
-                setattr(module, name, unit_of_work_when_called_from_a_test(value))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -114,52 +79,27 @@ def cold_cache() -> Callable[[], None]:
     return cold
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _n_plus_one_scopes() -> Iterator[None]:
-    """Give each management command its own zeal context and keep test-data builders out of detection.
-
-    (Service calls from tests get theirs from ``_service_calls_from_tests_are_units``.)
-
-    A command, like a request (the zeal middleware), is one unit of work: the same line running once
-    in each of two ``call_command`` runs of one test is not an N+1. Factories are not code under test:
-    ``OrganizationFactory`` (``django_get_or_create``) called in a loop would otherwise read as a
-    ``get()`` N+1 at the test's line. Nor is the test client's login, which loads the new session
-    twice from one call (``Client.session`` is read twice in ``_login``).
-    """
-    original_execute = BaseCommand.execute
-    original_create = DjangoModelFactory._create.__func__  # type: ignore[attr-defined]
-
-    def execute(self: BaseCommand, *args: Any, **options: Any) -> Any:
-        with zeal_context():
-            return original_execute(self, *args, **options)
-
-    def create(cls: type[DjangoModelFactory[Any]], model_class: type[Any], *args: Any, **kwargs: Any) -> Any:
-        with zeal_ignore():
-            return original_create(cls, model_class, *args, **kwargs)
-
-    def harness(method: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(method)
-        def unchecked(*args: Any, **kwargs: Any) -> Any:
-            with zeal_ignore():
-                return method(*args, **kwargs)
-
-        return unchecked
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(BaseCommand, "execute", execute)
-        patch.setattr(DjangoModelFactory, "_create", classmethod(create))
-        patch.setattr(ClientMixin, "login", harness(ClientMixin.login))
-        patch.setattr(ClientMixin, "force_login", harness(ClientMixin.force_login))
-        yield
-
-
 @pytest.fixture(autouse=True)
 def _no_n_plus_one() -> Iterator[None]:
     """Every test runs inside a zeal context: an N+1 in it (service, queryset, test code) raises
-    ``zeal.NPlusOneError``. Requests, commands and services called by the test get their own nested
-    contexts (above)."""
+    ``zeal.NPlusOneError``. Requests, ``tests.helpers.call_command`` and ``unit_of_work()`` get their
+    own nested contexts."""
     with zeal_context():
         yield
+
+
+@pytest.fixture
+def client() -> Client:
+    """pytest-django's ``client``, as the suite's ``Client`` (its logins are not checked for N+1)."""
+    return Client()
+
+
+@pytest.fixture
+def admin_client(db: None, admin_user: User) -> Client:
+    """pytest-django's ``admin_client``, as the suite's ``Client``, logged in as ``admin_user``."""
+    client = Client()
+    client.force_login(admin_user)
+    return client
 
 
 class MemberAPIClient(APIClient):

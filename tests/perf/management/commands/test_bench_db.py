@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 from rest_framework.authtoken.models import Token
@@ -21,6 +20,7 @@ from emissions.services.activities import ActivityInput, activities_create
 from perf import bench
 from perf.management.commands.bench_db import CURSOR_RUNS, QUICK, SUMMARY_INDEX, Command
 from tests.factories import SupplierFactory
+from tests.helpers import call_command
 
 pytestmark = pytest.mark.django_db
 
