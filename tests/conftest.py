@@ -1,5 +1,18 @@
-"""Suite-wide fixtures. The suite runs against real PostgreSQL and Redis and fails, not skips,
-when either is missing: behaviour that needs PostgreSQL must be tested on PostgreSQL.
+"""Suite-wide fixtures.
+
+**Services.** The suite runs against real PostgreSQL and Redis and the publishers' factor files, and
+fails, never skips, when one is missing: behaviour that needs PostgreSQL must be tested on PostgreSQL.
+The settings are checked at start-up (``pytest_configure``); the services and files themselves are
+checked once, by ``_services_reachable``, just before the first test that needs them, which stops
+the run with a message naming what is missing.
+
+A test needs the services unless it is *pure*: under ``tests/calculator/`` (the calculation core)
+and using no database, that is with no ``django_db`` marker, no database fixture (``db``,
+``transactional_db``, ``live_server``, ..., requested directly or through another fixture) and not a
+Django ``TestCase`` with databases. The rule is applied at collection as the ``needs_services``
+marker (``pytest -m "not needs_services"`` runs the pure tests alone). A pure test gets neither the
+service check nor the cache flush, so it runs with PostgreSQL and Redis stopped; it must not touch
+the cache either. Every other test, the calculator's database tests included, gets both.
 
 **N+1 queries.** Every test runs inside a django-zeal context, so an N+1 in the test, in the code it
 calls, or in a request (which the zeal middleware gives a context of its own) raises
@@ -17,10 +30,14 @@ from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 
+import psycopg
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.cache import cache
+from django.db import connection
+from django.test import SimpleTestCase
+from django_redis import get_redis_connection
 from rest_framework.authtoken.models import Token
 from zeal import zeal_context
 
@@ -29,40 +46,126 @@ from perf import cache as perf_cache
 from tests.factories import EmissionFactorFactory, FactorDatasetFactory, MembershipFactory, OrganizationFactory
 from tests.helpers import APIClient, Client
 
+SETUP_HELP = "README, 'Two commands on a fresh machine' and 'Emission-factor data'"
+
 
 def pytest_configure(config: pytest.Config) -> None:
+    """Check the settings, which needs no running service: a wrong one stops the run before collection."""
     engine = settings.DATABASES["default"]["ENGINE"]
     if engine != "django.db.backends.postgresql":
         raise pytest.UsageError(f"The test suite needs PostgreSQL (DATABASE_URL); got {engine}.")
     if not settings.CACHES["default"]["BACKEND"].startswith("django_redis"):
         raise pytest.UsageError("The test suite needs Redis (REDIS_URL).")
-    if not settings.FACTOR_DATA_DIR or not Path(settings.FACTOR_DATA_DIR).is_dir():
-        # The importer and headline-number tests read the publishers' real files; say so up front
-        # instead of failing dozens of tests one by one.
-        raise pytest.UsageError(
-            "The test suite needs the official emission-factor files: set FACTOR_DATA_DIR "
-            "(README, 'Emission-factor data')."
-        )
     zeal_on = "zeal" in settings.INSTALLED_APPS and "zeal.middleware.zeal_middleware" in settings.MIDDLEWARE
     if not zeal_on or not getattr(settings, "ZEAL_RAISE", False):
         # Without the app its patches are not installed and zeal_context() would detect nothing.
         raise pytest.UsageError("The suite needs django-zeal's app, middleware and ZEAL_RAISE = True (settings_test).")
+    config.addinivalue_line(
+        "markers", "needs_services: set at collection on every test that is not pure (tests/conftest.py)"
+    )
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _services_reachable(django_db_blocker: object) -> None:
-    """Fail loudly when Redis is down (PostgreSQL failures surface in test DB creation)."""
-    from django_redis import get_redis_connection
+PURE_TESTS_DIR = Path(__file__).resolve().parent / "calculator"
+# pytest-django's database fixtures, and django_db_setup, which each of them (and any fixture built on one) reaches.
+DATABASE_FIXTURES = frozenset(
+    {
+        "db",
+        "transactional_db",
+        "django_db_reset_sequences",
+        "django_db_serialized_rollback",
+        "live_server",
+        "django_db_setup",
+    }
+)
 
+
+def needs_services(item: pytest.Item) -> bool:
+    """Whether ``item`` needs PostgreSQL, Redis and the factor files: the rule in the module docstring.
+
+    ``item.fixturenames`` is the test's whole fixture closure, so a database fixture requested through
+    another fixture counts.
+    """
+    if not item.path.resolve().is_relative_to(PURE_TESTS_DIR):
+        return True
+    if item.get_closest_marker("django_db") is not None:
+        return True
+    if DATABASE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        return True
+    test_case = getattr(item, "cls", None)
+    return test_case is not None and issubclass(test_case, SimpleTestCase) and bool(test_case.databases)
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's own hook deselects by marker (-m)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests that need services, for ``-m`` (the fixtures below ask ``needs_services`` itself)."""
+    for item in items:
+        if needs_services(item):
+            item.add_marker(pytest.mark.needs_services)
+
+
+def _postgresql_problem() -> str | None:
+    """Why PostgreSQL cannot be reached with the test settings, or None.
+
+    Connects as Django would, to the ``postgres`` database where it creates the test database, with
+    a short timeout (unless the settings give one) so that an unreachable host fails in seconds.
+    """
+    params = {"connect_timeout": 5, **connection.get_connection_params(), "dbname": "postgres"}
+    try:
+        with psycopg.connect(**params):
+            return None
+    except psycopg.Error as exc:
+        return f"PostgreSQL (DATABASE_URL) is unreachable: {exc}"
+
+
+def _redis_problem() -> str | None:
+    """Why Redis cannot be reached, or None; bounded by the cache's own socket timeouts (settings)."""
     try:
         get_redis_connection("default").ping()
-    except Exception as exc:
-        pytest.exit(f"Redis is unreachable at {settings.REDIS_URL}: {exc}", returncode=3)
+    except Exception as exc:  # any failure of the client library means the same: no usable Redis
+        return f"Redis (REDIS_URL) is unreachable at {settings.REDIS_URL}: {exc}"
+    return None
+
+
+def _factor_data_problem() -> str | None:
+    if not settings.FACTOR_DATA_DIR or not Path(settings.FACTOR_DATA_DIR).is_dir():
+        # The importer and headline-number tests read the publishers' real files; say so once
+        # instead of failing dozens of tests one by one.
+        return f"The emission-factor files (FACTOR_DATA_DIR) are missing: {settings.FACTOR_DATA_DIR!r} is not a folder"
+    return None
+
+
+@pytest.fixture(scope="session")
+def _services_reachable() -> None:
+    """Stop the run, with a non-zero exit code, unless PostgreSQL, Redis and the factor files are there.
+
+    Runs once, before the first test that needs services (``_clear_cache``, ``django_db_setup``).
+    """
+    problems = [problem for problem in (_postgresql_problem(), _redis_problem(), _factor_data_problem()) if problem]
+    if problems:
+        listed = "\n".join(f"  - {problem}" for problem in problems)
+        pytest.exit(
+            f"The test suite needs PostgreSQL, Redis and the emission-factor files ({SETUP_HELP}):\n{listed}\n"
+            "Only the pure tests under tests/calculator/ run without them (tests/conftest.py).",
+            returncode=3,
+        )
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(_services_reachable: None, django_db_setup: None) -> None:
+    """pytest-django's test-database setup, after the service check.
+
+    Without it an unreachable PostgreSQL would error each database test on its own (the check runs
+    first: fixture arguments are set up in order).
+    """
 
 
 @pytest.fixture(autouse=True)
-def _clear_cache() -> None:
-    """Each test starts with both tiers empty: Redis (its test database) and this process's L1."""
+def _clear_cache(request: pytest.FixtureRequest) -> None:
+    """Each test that needs services starts with both cache tiers empty: Redis (its test database)
+    and this process's L1. Pure tests touch neither."""
+    if not needs_services(request.node):
+        return
+    request.getfixturevalue("_services_reachable")
     cache.clear()
     perf_cache.reset()
 
