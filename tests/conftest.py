@@ -1,103 +1,171 @@
-"""Suite-wide fixtures. The suite runs against real PostgreSQL and Redis and fails, not skips,
-when either is missing: behaviour that needs PostgreSQL must be tested on PostgreSQL."""
+"""Suite-wide fixtures.
+
+**Services.** The suite runs against real PostgreSQL and Redis and the publishers' factor files, and
+fails, never skips, when one is missing: behaviour that needs PostgreSQL must be tested on PostgreSQL.
+The settings are checked at start-up (``pytest_configure``); the services and files themselves are
+checked once, by ``_services_reachable``, just before the first test that needs them, which stops
+the run with a message naming what is missing.
+
+A test needs the services unless it is *pure*: under ``tests/calculator/`` (the calculation core)
+and using no database, that is with no ``django_db`` marker, no database fixture (``db``,
+``transactional_db``, ``live_server``, ..., requested directly or through another fixture) and not a
+Django ``TestCase`` with databases. The rule is applied at collection as the ``needs_services``
+marker (``pytest -m "not needs_services"`` runs the pure tests alone). A pure test gets neither the
+service check nor the cache flush, so it runs with PostgreSQL and Redis stopped; it must not touch
+the cache either. Every other test, the calculator's database tests included, gets both.
+
+**N+1 queries.** Every test runs inside a django-zeal context, so an N+1 in the test, in the code it
+calls, or in a request (which the zeal middleware gives a context of its own) raises
+``zeal.NPlusOneError``. Nothing in Django, factory_boy or the app is patched to draw further
+boundaries; the suite draws them where they apply: ``tests.helpers.call_command`` runs each command,
+and ``tests.helpers.unit_of_work()`` a unit of work a test performs itself, in a context of its own;
+the factories (``tests.factories.ModelFactory``) and the test clients' logins
+(``tests.helpers.Client`` / ``APIClient``, also behind the ``client`` and ``admin_client`` fixtures)
+are not checked.
+"""
 
 from __future__ import annotations
 
-import functools
-import importlib
-import inspect
-import os
-import pkgutil
-import sys
 from collections.abc import Callable, Iterator
-from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
+import psycopg
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.cache import cache
-from django.core.management import BaseCommand
-from django.test.client import ClientMixin
-from factory.django import DjangoModelFactory
+from django.db import connection
+from django.test import SimpleTestCase
+from django_redis import get_redis_connection
 from rest_framework.authtoken.models import Token
-from rest_framework.test import APIClient
-from zeal import zeal_context, zeal_ignore
+from zeal import zeal_context
 
-import emissions.services as services_package
 from emissions.models import EmissionFactor, FactorDataset, Organization
 from perf import cache as perf_cache
+from tests import published
 from tests.factories import EmissionFactorFactory, FactorDatasetFactory, MembershipFactory, OrganizationFactory
+from tests.helpers import APIClient, Client
+
+SETUP_HELP = "README, 'Two commands on a fresh machine' and 'Emission-factor data'"
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    """Check the settings, which needs no running service: a wrong one stops the run before collection."""
     engine = settings.DATABASES["default"]["ENGINE"]
     if engine != "django.db.backends.postgresql":
         raise pytest.UsageError(f"The test suite needs PostgreSQL (DATABASE_URL); got {engine}.")
     if not settings.CACHES["default"]["BACKEND"].startswith("django_redis"):
         raise pytest.UsageError("The test suite needs Redis (REDIS_URL).")
-    if not settings.FACTOR_DATA_DIR or not Path(settings.FACTOR_DATA_DIR).is_dir():
-        # The importer and headline-number tests read the publishers' real files; say so up front
-        # instead of failing dozens of tests one by one.
-        raise pytest.UsageError(
-            "The test suite needs the official emission-factor files: set FACTOR_DATA_DIR "
-            "(README, 'Emission-factor data')."
-        )
     zeal_on = "zeal" in settings.INSTALLED_APPS and "zeal.middleware.zeal_middleware" in settings.MIDDLEWARE
     if not zeal_on or not getattr(settings, "ZEAL_RAISE", False):
         # Without the app its patches are not installed and zeal_context() would detect nothing.
         raise pytest.UsageError("The suite needs django-zeal's app, middleware and ZEAL_RAISE = True (settings_test).")
-    # Before collection, so test modules import the wrapped service functions.
-    _service_calls_from_tests_are_units()
+    config.addinivalue_line(
+        "markers", "needs_services: set at collection on every test that is not pure (tests/conftest.py)"
+    )
 
 
-TESTS_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+PURE_TESTS_DIR = Path(__file__).resolve().parent / "calculator"
+# pytest-django's database fixtures, and django_db_setup, which each of them (and any fixture built on one) reaches.
+DATABASE_FIXTURES = frozenset(
+    {
+        "db",
+        "transactional_db",
+        "django_db_reset_sequences",
+        "django_db_serialized_rollback",
+        "live_server",
+        "django_db_setup",
+    }
+)
 
 
-def unit_of_work_when_called_from_a_test(service: Callable[..., Any]) -> Callable[..., Any]:
-    """``service``, run in its own zeal context when a test (or test fixture) calls it directly.
+def needs_services(item: pytest.Item) -> bool:
+    """Whether ``item`` needs PostgreSQL, Redis and the factor files: the rule in the module docstring.
 
-    A service call is one unit of work, like a request: a test that calls a single-row service
-    three times has not found an N+1 because the service's one ``get()`` ran three times. Calls
-    from anywhere else (a view, a command, another service) share their caller's context, so a
-    service called per row from a loop is still reported.
+    ``item.fixturenames`` is the test's whole fixture closure, so a database fixture requested through
+    another fixture counts.
     """
-
-    @functools.wraps(service)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        caller = os.path.abspath(sys._getframe(1).f_code.co_filename)
-        if not caller.startswith(TESTS_DIR):
-            return service(*args, **kwargs)
-        with zeal_context():
-            return service(*args, **kwargs)
-
-    return wrapper
+    if not item.path.resolve().is_relative_to(PURE_TESTS_DIR):
+        return True
+    if item.get_closest_marker("django_db") is not None:
+        return True
+    if DATABASE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        return True
+    test_case = getattr(item, "cls", None)
+    return test_case is not None and issubclass(test_case, SimpleTestCase) and bool(test_case.databases)
 
 
-def _service_calls_from_tests_are_units() -> None:
-    """Wrap every public function of the ``emissions.services`` modules (the write API) in place."""
-    for module_info in pkgutil.iter_modules(services_package.__path__):
-        module = importlib.import_module(f"{services_package.__name__}.{module_info.name}")
-        for name, value in list(vars(module).items()):
-            if inspect.isfunction(value) and value.__module__ == module.__name__ and not name.startswith("_"):
-                setattr(module, name, unit_of_work_when_called_from_a_test(value))
+@pytest.hookimpl(tryfirst=True)  # before pytest's own hook deselects by marker (-m)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests that need services, for ``-m`` (the fixtures below ask ``needs_services`` itself)."""
+    for item in items:
+        if needs_services(item):
+            item.add_marker(pytest.mark.needs_services)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _services_reachable(django_db_blocker: object) -> None:
-    """Fail loudly when Redis is down (PostgreSQL failures surface in test DB creation)."""
-    from django_redis import get_redis_connection
+def _postgresql_problem() -> str | None:
+    """Why PostgreSQL cannot be reached with the test settings, or None.
 
+    Connects as Django would, to the ``postgres`` database where it creates the test database, with
+    a short timeout (unless the settings give one) so that an unreachable host fails in seconds.
+    """
+    params = {"connect_timeout": 5, **connection.get_connection_params(), "dbname": "postgres"}
+    try:
+        with psycopg.connect(**params):
+            return None
+    except psycopg.Error as exc:
+        return f"PostgreSQL (DATABASE_URL) is unreachable: {exc}"
+
+
+def _redis_problem() -> str | None:
+    """Why Redis cannot be reached, or None; bounded by the cache's own socket timeouts (settings)."""
     try:
         get_redis_connection("default").ping()
-    except Exception as exc:
-        pytest.exit(f"Redis is unreachable at {settings.REDIS_URL}: {exc}", returncode=3)
+    except Exception as exc:  # any failure of the client library means the same: no usable Redis
+        return f"Redis (REDIS_URL) is unreachable at {settings.REDIS_URL}: {exc}"
+    return None
+
+
+def _factor_data_problem() -> str | None:
+    if not settings.FACTOR_DATA_DIR or not Path(settings.FACTOR_DATA_DIR).is_dir():
+        # The importer and headline-number tests read the publishers' real files; say so once
+        # instead of failing dozens of tests one by one.
+        return f"The emission-factor files (FACTOR_DATA_DIR) are missing: {settings.FACTOR_DATA_DIR!r} is not a folder"
+    return None
+
+
+@pytest.fixture(scope="session")
+def _services_reachable() -> None:
+    """Stop the run, with a non-zero exit code, unless PostgreSQL, Redis and the factor files are there.
+
+    Runs once, before the first test that needs services (``_clear_cache``, ``django_db_setup``).
+    """
+    problems = [problem for problem in (_postgresql_problem(), _redis_problem(), _factor_data_problem()) if problem]
+    if problems:
+        listed = "\n".join(f"  - {problem}" for problem in problems)
+        pytest.exit(
+            f"The test suite needs PostgreSQL, Redis and the emission-factor files ({SETUP_HELP}):\n{listed}\n"
+            "Only the pure tests under tests/calculator/ run without them (tests/conftest.py).",
+            returncode=3,
+        )
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(_services_reachable: None, django_db_setup: None) -> None:
+    """pytest-django's test-database setup, after the service check.
+
+    Without it an unreachable PostgreSQL would error each database test on its own (the check runs
+    first: fixture arguments are set up in order).
+    """
 
 
 @pytest.fixture(autouse=True)
-def _clear_cache() -> None:
-    """Each test starts with both tiers empty: Redis (its test database) and this process's L1."""
+def _clear_cache(request: pytest.FixtureRequest) -> None:
+    """Each test that needs services starts with both cache tiers empty: Redis (its test database)
+    and this process's L1. Pure tests touch neither."""
+    if not needs_services(request.node):
+        return
+    request.getfixturevalue("_services_reachable")
     cache.clear()
     perf_cache.reset()
 
@@ -114,52 +182,27 @@ def cold_cache() -> Callable[[], None]:
     return cold
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _n_plus_one_scopes() -> Iterator[None]:
-    """Give each management command its own zeal context and keep test-data builders out of detection.
-
-    (Service calls from tests get theirs from ``_service_calls_from_tests_are_units``.)
-
-    A command, like a request (the zeal middleware), is one unit of work: the same line running once
-    in each of two ``call_command`` runs of one test is not an N+1. Factories are not code under test:
-    ``OrganizationFactory`` (``django_get_or_create``) called in a loop would otherwise read as a
-    ``get()`` N+1 at the test's line. Nor is the test client's login, which loads the new session
-    twice from one call (``Client.session`` is read twice in ``_login``).
-    """
-    original_execute = BaseCommand.execute
-    original_create = DjangoModelFactory._create.__func__  # type: ignore[attr-defined]
-
-    def execute(self: BaseCommand, *args: Any, **options: Any) -> Any:
-        with zeal_context():
-            return original_execute(self, *args, **options)
-
-    def create(cls: type[DjangoModelFactory[Any]], model_class: type[Any], *args: Any, **kwargs: Any) -> Any:
-        with zeal_ignore():
-            return original_create(cls, model_class, *args, **kwargs)
-
-    def harness(method: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(method)
-        def unchecked(*args: Any, **kwargs: Any) -> Any:
-            with zeal_ignore():
-                return method(*args, **kwargs)
-
-        return unchecked
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(BaseCommand, "execute", execute)
-        patch.setattr(DjangoModelFactory, "_create", classmethod(create))
-        patch.setattr(ClientMixin, "login", harness(ClientMixin.login))
-        patch.setattr(ClientMixin, "force_login", harness(ClientMixin.force_login))
-        yield
-
-
 @pytest.fixture(autouse=True)
 def _no_n_plus_one() -> Iterator[None]:
     """Every test runs inside a zeal context: an N+1 in it (service, queryset, test code) raises
-    ``zeal.NPlusOneError``. Requests, commands and services called by the test get their own nested
-    contexts (above)."""
+    ``zeal.NPlusOneError``. Requests, ``tests.helpers.call_command`` and ``unit_of_work()`` get their
+    own nested contexts."""
     with zeal_context():
         yield
+
+
+@pytest.fixture
+def client() -> Client:
+    """pytest-django's ``client``, as the suite's ``Client`` (its logins are not checked for N+1)."""
+    return Client()
+
+
+@pytest.fixture
+def admin_client(db: None, admin_user: User) -> Client:
+    """pytest-django's ``admin_client``, as the suite's ``Client``, logged in as ``admin_user``."""
+    client = Client()
+    client.force_login(admin_user)
+    return client
 
 
 class MemberAPIClient(APIClient):
@@ -199,61 +242,29 @@ def other_api(other_org: Organization) -> MemberAPIClient:
     return _client_for(other_org)
 
 
-# Factors at their published values, shared by the calculator and API suites so that both check the same numbers.
+# Factors at their published values (tests/published.py, which the pure calculator suite uses too).
 
 
 @pytest.fixture
 def epa_2022() -> FactorDataset:
-    return FactorDatasetFactory.create(source=FactorDataset.Source.EPA_SUPPLY_CHAIN, version="v1.3.0", basis_year=2022)
+    return FactorDatasetFactory.create(**published.EPA_SUPPLY_CHAIN_2022)
 
 
 @pytest.fixture
 def desnz_2025() -> FactorDataset:
-    return FactorDatasetFactory.create(source=FactorDataset.Source.DESNZ, version="2025", basis_year=2025)
+    return FactorDatasetFactory.create(**published.DESNZ_2025)
 
 
 @pytest.fixture
 def steel_factor(epa_2022: FactorDataset) -> EmissionFactor:
-    """EPA Supply Chain v1.3.0, NAICS 331110 (iron and steel mills), with margins: 0.787 kg CO2e per 2022 USD."""
-    return EmissionFactorFactory.create(
-        dataset=epa_2022,
-        activity="naics:331110",
-        name="Iron and steel mills and ferroalloy manufacturing",
-        region="US",
-        year=2022,
-        unit="USD",
-        unit_label="kg CO2e/2022 USD, purchaser price",
-        currency="USD",
-        co2e_per_unit=Decimal("0.787"),
-    )
+    return EmissionFactorFactory.create(dataset=epa_2022, **published.STEEL)
 
 
 @pytest.fixture
 def electricity_factor(desnz_2025: FactorDataset) -> EmissionFactor:
-    """DESNZ 2025, UK electricity generated: 0.17700 kg CO2e per kWh."""
-    return EmissionFactorFactory.create(
-        dataset=desnz_2025,
-        activity="desnz:7_400_4000_5",
-        name="Electricity generated, UK",
-        region="GB",
-        year=2025,
-        unit="kWh",
-        unit_label="kWh",
-        co2e_per_unit=Decimal("0.17700"),
-        gases={"CO2": "0.17489", "CH4": "0.00089", "N2O": "0.00122"},
-    )
+    return EmissionFactorFactory.create(dataset=desnz_2025, **published.ELECTRICITY)
 
 
 @pytest.fixture
 def diesel_factor(desnz_2025: FactorDataset) -> EmissionFactor:
-    """DESNZ 2025, diesel (average biofuel blend): 2.57082 kg CO2e per litre."""
-    return EmissionFactorFactory.create(
-        dataset=desnz_2025,
-        activity="desnz:1_101_1011_8",
-        name="Diesel (average biofuel blend)",
-        region="GB",
-        year=2025,
-        unit="L",
-        unit_label="litres",
-        co2e_per_unit=Decimal("2.57082"),
-    )
+    return EmissionFactorFactory.create(dataset=desnz_2025, **published.DIESEL)

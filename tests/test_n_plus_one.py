@@ -1,9 +1,11 @@
-"""The suite's N+1 guard (django-zeal, set up in vcci/settings_test.py and tests/conftest.py) is live.
+"""The suite's N+1 guard (django-zeal, set up in vcci/settings_test.py, tests/conftest.py and tests/helpers.py) is live.
 
 Each test builds an N+1 on purpose and expects ``NPlusOneError``, then runs the fixed form, which
-must not raise. Requests, management commands and service calls made by a test each get their own
-detection context, so the same line running once per request, command or call is not reported;
-test-data factories and the test client's login are not checked at all.
+must not raise. Requests, ``tests.helpers.call_command`` runs and ``tests.helpers.unit_of_work()``
+blocks each get their own detection context, so the same line running once per request, command or
+unit is not reported, while a loop within one still is. Test-data factories (``ModelFactory``) and
+the suite's test clients' logins are not checked. Nothing is patched: Django's own
+``call_command``, test client and ``DjangoModelFactory`` stay checked in the test's context.
 """
 
 from __future__ import annotations
@@ -12,19 +14,22 @@ from collections.abc import Iterable
 from io import StringIO
 from typing import Any
 
+import django.test
+import factory
 import pytest
-from django.core.management import BaseCommand, call_command
+from django.core import management
+from django.core.management import BaseCommand
 from django.db import connection
 from django.http import HttpRequest, HttpResponse
-from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import path
+from factory.django import DjangoModelFactory
 from zeal import NPlusOneError
 
 from emissions.models import Emission, Organization, Supplier
 from emissions.services.organizations import organization_get_or_create
-from tests.conftest import unit_of_work_when_called_from_a_test
-from tests.factories import EmissionFactory, SupplierFactory
+from tests.factories import EmissionFactory, SupplierFactory, UserFactory
+from tests.helpers import APIClient, Client, call_command, unit_of_work
 
 pytestmark = pytest.mark.django_db
 
@@ -87,13 +92,13 @@ urlpatterns = [path("first/", first_supplier_view), path("all/", all_suppliers_v
 @pytest.mark.urls(__name__)
 def test_n_plus_one_in_a_request_raises(emissions):
     with pytest.raises(NPlusOneError, match=r"emissions\.Emission\.supplier"):
-        Client().get("/all/")
+        django.test.Client().get("/all/")
 
 
 @pytest.mark.urls(__name__)
 def test_each_request_is_checked_on_its_own(emissions):
     # Without the zeal middleware both requests would count against the test's context and raise.
-    client = Client()
+    client = django.test.Client()
     assert client.get("/first/").content.decode() == emissions[0].supplier.name
     assert client.get("/first/").content.decode() == emissions[0].supplier.name
 
@@ -132,22 +137,44 @@ def test_each_command_run_is_checked_on_its_own(emissions):
         assert out.getvalue().strip() == emissions[0].supplier.name
 
 
+def test_django_s_call_command_shares_the_test_s_context(emissions):
+    # The helper draws the boundary; Django's own call_command is not patched to.
+    with pytest.raises(NPlusOneError, match=r"emissions\.Emission\.supplier"):
+        for _ in range(2):
+            management.call_command(SupplierNamesCommand(), "--first", stdout=StringIO())
+
+
 def first_supplier_name() -> str:
     first, *_ = Emission.objects.order_by("pk")  # a list query, so not exempt as a single-row load
     return supplier_name(first)
 
 
-def test_a_service_called_from_a_test_is_checked_on_its_own(emissions):
-    unit = unit_of_work_when_called_from_a_test(first_supplier_name)
-    assert [unit(), unit()] == [supplier_name(emissions[0])] * 2
-    # The same function called directly from the test, without its own context each time:
+def test_each_unit_of_work_is_checked_on_its_own(emissions):
+    names = []
+    for _ in range(2):
+        with unit_of_work():
+            names.append(first_supplier_name())
+    assert names == [supplier_name(emissions[0])] * 2
+    # The same calls without a unit of work each are one context, as a loop in code under test is:
     with pytest.raises(NPlusOneError, match=r"emissions\.Emission\.supplier"):
         [first_supplier_name() for _ in range(2)]
 
 
-def test_real_services_are_units_of_work():
-    # Each call runs one get_or_create (a get()) on the same line; two calls from a test are fine.
-    created = [organization_get_or_create(slug=slug)[1] for slug in ("initech", "hooli")]
+def test_an_n_plus_one_inside_a_unit_of_work_raises(emissions):
+    with pytest.raises(NPlusOneError, match=r"emissions\.Emission\.supplier"), unit_of_work():
+        supplier_names(Emission.objects.order_by("pk"))
+
+
+def test_a_service_called_per_row_raises_unless_each_call_is_a_unit():
+    # organization_get_or_create runs one get() on one line of the service. Called from a loop (as
+    # the test does here, or as code under test might) that get() is an N+1, and is reported:
+    with pytest.raises(NPlusOneError, match=r"emissions\.Organization\.get\(\)"):
+        [organization_get_or_create(slug=slug) for slug in ("initech", "hooli")]
+    # Two independent calls, each a unit of work of its own, are not.
+    created = []
+    for slug in ("umbrella", "cyberdyne"):
+        with unit_of_work():
+            created.append(organization_get_or_create(slug=slug)[1])
     assert created == [True, True]
 
 
@@ -156,3 +183,40 @@ def test_factories_in_a_loop_are_not_checked():
     # one line. Test data is not code under test, so that is not reported.
     suppliers = [SupplierFactory.create() for _ in range(3)]
     assert Organization.objects.filter(suppliers__in=suppliers).distinct().count() == 3
+
+
+class UncheckedOrganizationFactory(DjangoModelFactory[Organization]):
+    """OrganizationFactory's get-or-create, on factory_boy's base class instead of the suite's."""
+
+    class Meta:
+        model = Organization
+        django_get_or_create = ("slug",)
+
+    slug = factory.Sequence(lambda n: f"unchecked-{n}")
+    name = factory.Sequence(lambda n: f"Unchecked {n}")
+
+
+def test_only_the_suite_s_factories_are_exempt():
+    # The exemption is ModelFactory's, not a patch of factory_boy: a factory on its base is checked.
+    with pytest.raises(NPlusOneError, match=r"emissions\.Organization\.get\(\)"):
+        [UncheckedOrganizationFactory.create() for _ in range(2)]
+
+
+@pytest.mark.parametrize("client_class", [Client, APIClient])
+def test_the_suite_s_clients_log_in_unchecked(client_class):
+    user = UserFactory.create()
+    client_class().force_login(user)
+    assert client_class().login(username=user.username, password="pw-for-tests")
+
+
+def test_django_s_client_login_is_checked():
+    # Logging in reads the new session twice from one call: the reason the suite's clients exist.
+    user = UserFactory.create()
+    with pytest.raises(NPlusOneError, match=r"sessions\.Session\.get\(\)"):
+        django.test.Client().force_login(user)
+
+
+def test_the_client_fixtures_are_the_suite_s(client, admin_client, admin_user):
+    assert type(client) is Client
+    assert type(admin_client) is Client
+    assert admin_client.session["_auth_user_id"] == str(admin_user.pk)

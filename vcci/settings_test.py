@@ -23,8 +23,9 @@ STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.s
 # same line inside one request, command or test raises ``zeal.NPlusOneError`` and fails the run.
 # The middleware gives every request its own context (two requests in one test are not one N+1);
 # ``tests/conftest.py`` wraps each test in ``zeal_context`` so code called without a request
-# (services, querysets, the test's own code) is checked too, and gives each management command its
-# own context. The middleware goes first so that the other middleware is covered as well.
+# (services, querysets, the test's own code) is checked too; ``tests/helpers.py`` gives each
+# management command run by a test its own context. The middleware goes first so that the other
+# middleware is covered as well.
 INSTALLED_APPS = [*INSTALLED_APPS, "zeal"]  # noqa: F405
 MIDDLEWARE = ["zeal.middleware.zeal_middleware", *MIDDLEWARE]  # noqa: F405
 ZEAL_RAISE = True

@@ -24,7 +24,6 @@ from urllib.parse import quote
 
 import pytest
 from django.conf import settings
-from django.core.management import call_command
 from django.db import connection
 from django.http.response import HttpResponseBase
 from rest_framework.authtoken.models import Token
@@ -49,6 +48,7 @@ from bench.loadtest import (
 )
 from emissions.models import ActivityRecord, Organization, Supplier
 from emissions.services.organizations import org_user_create
+from tests.helpers import call_command
 
 HEADER = (
     "Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,Min Response Time,"

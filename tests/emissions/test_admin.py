@@ -10,7 +10,6 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.db import connection
-from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
@@ -37,6 +36,7 @@ from tests.factories import (
     PriceIndexFactory,
     SupplierFactory,
 )
+from tests.helpers import Client
 
 pytestmark = pytest.mark.django_db
 

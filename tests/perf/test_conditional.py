@@ -18,7 +18,6 @@ from django_redis import get_redis_connection
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.authtoken.models import Token
 from rest_framework.permissions import IsAdminUser
-from rest_framework.test import APIClient
 from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
@@ -27,6 +26,7 @@ from emissions.cache import emission_namespaces
 from perf.cache import Namespace, Version, tiered
 from perf.conditional import _last_modified, accepts_gzip
 from tests.factories import EmissionFactory, MembershipFactory, SupplierFactory
+from tests.helpers import APIClient
 
 pytestmark = pytest.mark.django_db
 

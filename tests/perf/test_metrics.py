@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 from django.conf import settings
-from django.core.management import call_command
 from django.test import Client, override_settings
 from django_prometheus.middleware import Metrics
 from prometheus_client import REGISTRY
@@ -24,6 +23,7 @@ from perf import cache as perf_cache
 from perf import metrics
 from perf.metrics import CacheMetricsListener, PoolMetrics, ip_allowed, token_allowed
 from tests.emissions.api.payloads import activity_input, electricity_input
+from tests.helpers import call_command
 
 OUTSIDER = "203.0.113.9"  # TEST-NET-3: never in the allowlist
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from django.core.management import call_command
+
+from tests.helpers import call_command
 
 
 @pytest.mark.django_db

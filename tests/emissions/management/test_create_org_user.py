@@ -7,10 +7,11 @@ from io import StringIO
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 from rest_framework.authtoken.models import Token
 
 from emissions.models import Organization
+from tests.helpers import call_command
 
 pytestmark = pytest.mark.django_db
 

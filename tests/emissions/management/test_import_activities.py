@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 from django.db import connection
 from django.db.models import Sum
 from django.test.utils import CaptureQueriesContext
 
 from emissions.models import ActivityRecord, Emission, Method, Organization
 from tests.factories import SupplierFactory
+from tests.helpers import call_command
 
 pytestmark = pytest.mark.django_db
 

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 from django.db import connection
 
 from emissions.importers import desnz, ipcc_gwp
 from emissions.models import EmissionFactor, FactorDataset
+from tests.helpers import call_command
 
 DATA = Path(settings.FACTOR_DATA_DIR)
 

@@ -7,12 +7,13 @@ from fractions import Fraction
 from io import StringIO
 
 import pytest
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 
 from emissions.calculation import calculate
 from emissions.models import ExchangeRate, FactorDataset, PriceIndex
 from tests.calculator.helpers import make_input
 from tests.factories import EmissionFactorFactory, FactorDatasetFactory
+from tests.helpers import call_command
 
 pytestmark = pytest.mark.django_db
 

@@ -8,7 +8,7 @@ from io import StringIO
 from typing import Any
 
 import pytest
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.models import Sum
 from django.test.utils import CaptureQueriesContext
@@ -17,6 +17,7 @@ from calculator.units import convert
 from emissions.management.commands.seed_demo import DESNZ_KEYS, Command, FactorKey
 from emissions.models import ActivityRecord, Emission, FactorDataset, Method, Organization, Supplier
 from tests.factories import EmissionFactorFactory, FactorDatasetFactory, OrganizationFactory
+from tests.helpers import call_command
 
 pytestmark = pytest.mark.django_db
 

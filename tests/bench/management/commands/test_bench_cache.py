@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test.utils import override_settings
 from rest_framework.authtoken.models import Token
@@ -19,6 +18,7 @@ from bench.management.commands.bench_cache import Command
 from emissions.models import ActivityRecord, Emission, Membership, Organization
 from perf.conditional import CachedResponseMixin
 from tests.emissions.management import test_seed_demo
+from tests.helpers import call_command
 
 pytestmark = pytest.mark.django_db
 

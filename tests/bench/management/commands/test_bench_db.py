@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 from rest_framework.authtoken.models import Token
@@ -22,6 +21,7 @@ from calculator.types import CalculationInput
 from emissions.models import ActivityRecord, Emission, EmissionFactor, Membership, Organization
 from emissions.services.activities import ActivityInput, activities_create
 from tests.factories import SupplierFactory
+from tests.helpers import call_command
 
 pytestmark = pytest.mark.django_db
 

@@ -7,7 +7,6 @@ import re
 from io import StringIO
 
 import pytest
-from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import override_settings
 from django.urls import reverse
@@ -16,6 +15,7 @@ from django_redis import get_redis_connection
 from perf.cache import STATS_KEY, Namespace, TieredCache, tiered
 from perf.management.commands.cache_stats import rows_from_hash
 from tests.factories import EmissionFactory
+from tests.helpers import call_command
 
 pytestmark = pytest.mark.django_db
 

@@ -9,13 +9,13 @@ from io import StringIO
 from typing import Any
 
 import pytest
-from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 
 from emissions.models import ActivityRecord, Category, Emission, EmissionFactor, Method, Organization
 from perf.management.commands.check_indexes import DEFAULT_MIN_ROWS
 from tests.factories import SupplierFactory
+from tests.helpers import call_command
 
 pytestmark = pytest.mark.django_db
 

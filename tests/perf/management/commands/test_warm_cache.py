@@ -6,7 +6,6 @@ import re
 from io import StringIO
 
 import pytest
-from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -18,6 +17,7 @@ from perf.cache import STATS_KEY
 from perf.warm import STEPS_PER_ORGANIZATION
 from tests.conftest import MemberAPIClient
 from tests.factories import EmissionFactory, ExchangeRateFactory, SupplierFactory
+from tests.helpers import call_command
 
 pytestmark = pytest.mark.django_db
 
