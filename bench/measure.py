@@ -17,8 +17,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
+from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
 
 try:  # The test suite runs with django-zeal; the naive paths are N+1 on purpose.
@@ -33,6 +35,26 @@ SETTINGS_MODULE = "vcci.settings_dev"
 
 class BenchError(Exception):
     """A benchmark cannot run or its measurements cannot be trusted; the message says why."""
+
+
+class Benchmark(Protocol):
+    """What ``bench.db.DatabaseBenchmark`` and ``bench.cache.CacheBenchmark`` offer their commands."""
+
+    markdown: str
+
+    # Each returns its own result, which its tests read; the command only needs the report written.
+    def run(self, out: Path) -> object: ...
+
+
+def run_for_command(command: BaseCommand, benchmark: Benchmark, out: Path) -> None:
+    """Run ``benchmark`` into ``out`` for a management command: a ``BenchError`` becomes its ``CommandError``,
+    and the report and the file written go to the command's output."""
+    try:
+        benchmark.run(out)
+    except BenchError as exc:
+        raise CommandError(str(exc)) from exc
+    command.stdout.write(benchmark.markdown)
+    command.stdout.write(command.style.SUCCESS(f"Wrote {out}."))
 
 
 def n_plus_one_allowed() -> AbstractContextManager[Any]:

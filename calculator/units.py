@@ -91,29 +91,23 @@ ureg.define("US_liquid_barrel = barrel")
 
 # Words a user may type that name more than one unit: read silently, each would understate or overstate
 # by a factor the user never chose (``mt`` is a millitonne to pint and a metric ton to many ERPs: 1000x).
-# They are refused in activity input, with the unambiguous spellings listed. Compared lower-cased, except
-# the exact spellings in ``UNAMBIGUOUS_SPELLINGS``. Stored factor units are our importers' own pint
-# expressions (``gallon`` there is pint's US gallon) and are not checked.
+# They are refused in activity input, with the unambiguous spellings listed. Compared lower-cased, a plural
+# ("tons", "therms") as its singular, except the exact spellings in ``UNAMBIGUOUS_SPELLINGS``. Stored factor
+# units are our importers' own pint expressions (``gallon`` there is pint's US gallon) and are not checked.
 _TONNE_ALTERNATIVES = ("t", "tonne", "short_ton", "long_ton")
 _GALLON_ALTERNATIVES = ("US_gallon", "imperial_gallon")
 AMBIGUOUS_UNITS: dict[str, tuple[str, ...]] = {
     "mt": (*_TONNE_ALTERNATIVES, "Mt (megatonne)"),
     "ton": _TONNE_ALTERNATIVES,
-    "tons": _TONNE_ALTERNATIVES,
     "therm": ("therm_us", "therm_ec"),
-    "therms": ("therm_us", "therm_ec"),
     "gallon": _GALLON_ALTERNATIVES,
-    "gallons": _GALLON_ALTERNATIVES,
     "gal": _GALLON_ALTERNATIVES,
     "barrel": ("oil_barrel", "US_liquid_barrel"),
-    "barrels": ("oil_barrel", "US_liquid_barrel"),
     "bbl": ("oil_barrel", "US_liquid_barrel"),
     "hundredweight": ("short_hundredweight", "long_hundredweight"),
     "cwt": ("short_hundredweight", "long_hundredweight"),
     "pint": ("US_pint", "imperial_pint"),
-    "pints": ("US_pint", "imperial_pint"),
     "quart": ("US_liquid_quart", "imperial_quart"),
-    "quarts": ("US_liquid_quart", "imperial_quart"),
 }
 # Exact spellings that only look like an ambiguous word: ``Mt`` is the SI megatonne.
 UNAMBIGUOUS_SPELLINGS = frozenset({"Mt"})
@@ -142,7 +136,8 @@ def check_unambiguous(expression: str) -> None:
     for previous, word in zip(["", *words], words, strict=False):
         if word in UNAMBIGUOUS_SPELLINGS or previous.lower() in _SYSTEM_WORDS:
             continue
-        alternatives = AMBIGUOUS_UNITS.get(word.lower())
+        key = word.lower()
+        alternatives = AMBIGUOUS_UNITS.get(key) or AMBIGUOUS_UNITS.get(key.removesuffix("s"))
         if alternatives is not None:
             raise AmbiguousUnitError(expression, word, alternatives)
 
@@ -294,6 +289,19 @@ def base_factor(expression: str) -> Decimal:
         return (+magnitude).normalize()  # unary plus rounds to the context precision
 
 
+def _by_factor(from_unit: str, to_unit: str) -> bool:
+    """Whether ``from_unit`` converts to ``to_unit`` by a factor (False for offset units such as temperatures).
+
+    ``UnitError`` when either is unknown or they measure different things.
+    """
+    source, target = parse_unit(from_unit), parse_unit(to_unit)
+    if source.dimensionality != target.dimensionality:
+        raise UnitError(f"Unit '{from_unit}' cannot be converted to '{to_unit}'.")
+    return bool(
+        ureg.Quantity(Decimal(1), source)._is_multiplicative and ureg.Quantity(Decimal(1), target)._is_multiplicative
+    )
+
+
 def ratio(from_unit: str, to_unit: str) -> Fraction:
     """How many ``to_unit`` one ``from_unit`` is, as an exact fraction; ``UnitError`` when they don't convert.
 
@@ -301,12 +309,7 @@ def ratio(from_unit: str, to_unit: str) -> Fraction:
     by this loses nothing, and the one rounding is left to the caller. Offset units (temperatures)
     have no ratio and are refused.
     """
-    source, target = parse_unit(from_unit), parse_unit(to_unit)
-    if source.dimensionality != target.dimensionality:
-        raise UnitError(f"Unit '{from_unit}' cannot be converted to '{to_unit}'.")
-    if not (
-        ureg.Quantity(Decimal(1), source)._is_multiplicative and ureg.Quantity(Decimal(1), target)._is_multiplicative
-    ):
+    if not _by_factor(from_unit, to_unit):
         raise UnitError(f"Unit '{from_unit}' cannot be converted to '{to_unit}' by a factor.")
     return Fraction(base_factor(from_unit)) / Fraction(base_factor(to_unit))
 
@@ -317,15 +320,11 @@ def convert(amount: Decimal, from_unit: str, to_unit: str) -> Decimal:
     Computed as ``amount x size(from) / size(to)`` (multiplication first), so that, e.g.,
     3.6 GJ is exactly 1000 kWh. The arithmetic uses the caller's decimal context.
     """
-    source, target = parse_unit(from_unit), parse_unit(to_unit)
-    if source.dimensionality != target.dimensionality:
-        raise UnitError(f"Unit '{from_unit}' cannot be converted to '{to_unit}'.")
-    if not (
-        ureg.Quantity(Decimal(1), source)._is_multiplicative and ureg.Quantity(Decimal(1), target)._is_multiplicative
-    ):
+    if not _by_factor(from_unit, to_unit):
         # Offset units (temperatures) have no single factor; leave them to pint.
         try:
-            return Decimal(ureg.Quantity(Decimal(amount), source).to(target).magnitude)
+            quantity = ureg.Quantity(Decimal(amount), parse_unit(from_unit))
+            return Decimal(quantity.to(parse_unit(to_unit)).magnitude)
         except Exception as exc:  # as in ``_pint_parse``: whatever pint raises, the conversion is impossible
             raise UnitError(f"Unit '{from_unit}' cannot be converted to '{to_unit}'.") from exc
     result = Decimal(amount) * base_factor(from_unit) / base_factor(to_unit)

@@ -78,7 +78,7 @@ UNNAMED_VIEW = "<unnamed view>"  # django-prometheus's label for a request no UR
 
 CALCULATIONS = Counter(
     "vcci_calculations_total",
-    "Successful calculations (calculator.engine.calculate), by GHG Scope 3 category and method.",
+    "Successful calculations (emissions.calculation.calculate), by GHG Scope 3 category and method.",
     ["category", "method"],
 )
 ACTIVITY_BATCH_SIZE = Histogram(

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
+from fractions import Fraction
 
 import pytest
 
+from calculator import units
 from calculator.units import (
     PUBLISHER_UNITS,
     UnitError,
@@ -164,3 +166,23 @@ def test_every_publisher_wording_still_maps():
         assert publisher_unit(wording) == expression
         assert publisher_unit(wording.upper()) == expression
     assert publisher_unit("MWh") == "MWh"  # publishers' wording is case-insensitive, mega by convention
+
+
+@pytest.mark.parametrize("text", ["tons", "therms", "gallons", "gals", "bbls", "barrels", "pints", "quarts", "cwts"])
+def test_a_plural_is_as_ambiguous_as_its_singular(text):
+    with pytest.raises(units.AmbiguousUnitError) as exc:
+        units.check_unambiguous(text)
+    assert exc.value.alternatives == units.AMBIGUOUS_UNITS[text.lower().removesuffix("s")]
+
+
+@pytest.mark.parametrize("text", ["Mt", "US gallons", "imperial gallons", "tonnes", "hours", "ms", "short_ton*mile"])
+def test_unambiguous_spellings_pass(text):
+    assert units.check_unambiguous(text) is None  # it raises on an ambiguous word
+
+
+def test_ratio_is_exact_and_refuses_offset_units():
+    assert units.ratio("GJ", "kWh") == Fraction(2500, 9)
+    with pytest.raises(units.UnitError, match="by a factor"):
+        units.ratio("degC", "K")
+    with pytest.raises(units.UnitError, match="cannot be converted"):
+        units.ratio("kg", "km")

@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from bench.cache import DEFAULT_ACTIVITIES, DEFAULT_ORG, DEFAULT_OUT, DEFAULT_ROUNDS, CacheBenchmark
-from bench.measure import BenchError
+from bench.measure import run_for_command
 
 
 class Command(BaseCommand):
@@ -43,9 +43,4 @@ class Command(BaseCommand):
             raise CommandError(f"--activities must be at least 1; got {activities}.")
         out = Path(options["output"])
         self.benchmark = CacheBenchmark(options["org"], rounds=rounds, activities=activities, stdout=self.stdout)
-        try:
-            self.benchmark.run(out)
-        except BenchError as exc:
-            raise CommandError(str(exc)) from exc
-        self.stdout.write(self.benchmark.markdown)
-        self.stdout.write(self.style.SUCCESS(f"Wrote {out}."))
+        run_for_command(self, self.benchmark, out)

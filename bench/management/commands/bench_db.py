@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from bench.db import DEFAULT_OUT, DatabaseBenchmark
-from bench.measure import BenchError
+from bench.measure import run_for_command
 from emissions.models import Organization
 
 
@@ -33,9 +33,4 @@ class Command(BaseCommand):
             raise CommandError(f"--org: no organization with slug '{options['org']}'.") from None
         out = Path(options["out"])
         self.benchmark = DatabaseBenchmark(org, runs=runs, quick=options["quick"])
-        try:
-            self.benchmark.run(out)
-        except BenchError as exc:
-            raise CommandError(str(exc)) from exc
-        self.stdout.write(self.benchmark.markdown)
-        self.stdout.write(self.style.SUCCESS(f"Wrote {out}."))
+        run_for_command(self, self.benchmark, out)

@@ -8,7 +8,7 @@ spread over the N months ending at the last full month:
 * average-data (DESNZ electricity T&D / well-to-tank, fuels, materials, waste);
 * distance-based (DESNZ freight tonne.km, travel and commuting passenger.km).
 
-Every record goes through ``calculator.engine.calculate`` with a single ``FactorResolver``
+Every record goes through ``emissions.calculation.calculate`` with a single ``FactorResolver``
 (so each factor is looked up once) and is written with its Emission by ``activities_create``,
 one transaction per batch, with ``--method``: ``copy`` (PostgreSQL ``COPY``; the default there,
 measured faster) or ``bulk_create`` (the only choice on other databases). Records are
