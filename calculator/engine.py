@@ -43,7 +43,15 @@ from calculator.rules import (
     is_currency_code,
     is_year,
 )
-from calculator.types import CalculationError, CalculationInput, CalculationResult, F, FactorLike, Note, round_half_even
+from calculator.types import (
+    CalculationError,
+    CalculationInput,
+    CalculationResult,
+    F,
+    FactorLike,
+    Note,
+    round_ratio_half_even,
+)
 
 # Extra dimensions a distance factor may carry on top of [length]: tonne.km, passenger.km, vehicle.km.
 DISTANCE_CARRIERS = ("[mass]", "[passenger]", "[vehicle]")
@@ -81,7 +89,7 @@ def calculate(inp: CalculationInput, resolver: Resolver[F]) -> CalculationResult
         converted = _activity_amount(inp.unit, amount, factor)
 
     field = "mass" if basis == Method.DISTANCE and inp.mass is not None else "amount"
-    co2e = _round(converted * Fraction(factor.co2e_per_unit), field)
+    co2e = _round(converted, factor.co2e_per_unit, field)
     gases, gas_warnings = _gases(factor, converted, field)
 
     supplier_factor = factor.supplier_id is not None and factor.supplier_id == inp.supplier_id
@@ -374,13 +382,18 @@ def _gases(factor: FactorLike, converted: Fraction, field: str) -> tuple[dict[st
         if not per_unit.is_finite():
             warnings.append(Note("gas_value_invalid", f"Factor gas {gas} has no usable value ({value!r}); left out"))
             continue
-        gases[gas] = _round(converted * Fraction(per_unit), field)
+        gases[gas] = _round(converted, per_unit, field)
     return gases, warnings
 
 
-def _round(value: Fraction, field: str) -> Decimal:
-    """The one rounding: half-even to the stored places; values the column cannot hold are an error on ``field``."""
-    rounded = round_half_even(value, CO2E_PLACES)
+def _round(converted: Fraction, per_unit: Decimal, field: str) -> Decimal:
+    """The one rounding of ``converted x per_unit``: half-even to the stored places, from the exact product.
+
+    Values the column cannot hold are an error on ``field``.
+    """
+    numerator, denominator = converted.as_integer_ratio()
+    per_numerator, per_denominator = per_unit.as_integer_ratio()
+    rounded = round_ratio_half_even(numerator * per_numerator, denominator * per_denominator, CO2E_PLACES)
     if abs(rounded) >= CO2E_LIMIT:
         raise CalculationError(field=field, message=TOO_LARGE)
     return rounded

@@ -174,9 +174,22 @@ def round_half_even(value: Fraction | Decimal | int, places: int) -> Decimal:
 
     Exact for any rational ``value``: ties are ties of the true value, never of a rounded intermediate.
     """
-    scaled = Fraction(value) * 10**places
-    # round() on a Fraction rounds half to even, exactly.
-    return Decimal(round(scaled)).scaleb(-places)
+    numerator, denominator = value.as_integer_ratio()
+    return round_ratio_half_even(numerator, denominator, places)
+
+
+def round_ratio_half_even(numerator: int, denominator: int, places: int) -> Decimal:
+    """``numerator / denominator`` rounded once, half-even, to ``places`` decimals (see ``round_half_even``).
+
+    Precondition: ``denominator > 0``. Integer arithmetic only: the calculator rounds every result and
+    every gas of a batch through here, and building a ``Fraction`` per product cost more than the rest
+    of the calculation.
+    """
+    quotient, remainder = divmod(numerator * 10**places, denominator)  # floor division: 0 <= remainder < denominator
+    twice = 2 * remainder
+    if twice > denominator or (twice == denominator and quotient % 2):
+        quotient += 1
+    return Decimal(quotient).scaleb(-places)
 
 
 def present_amount(value: Fraction | Decimal) -> str:

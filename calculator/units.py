@@ -302,6 +302,7 @@ def _by_factor(from_unit: str, to_unit: str) -> bool:
     )
 
 
+@lru_cache(maxsize=1024)
 def ratio(from_unit: str, to_unit: str) -> Fraction:
     """How many ``to_unit`` one ``from_unit`` is, as an exact fraction; ``UnitError`` when they don't convert.
 
