@@ -6,7 +6,11 @@ class EmissionsConfig(AppConfig):
     name = "emissions"
 
     def ready(self) -> None:
-        # Saves and deletes outside the services (the admin, a shell) invalidate the cache too.
+        # Saves and deletes outside the services (the admin, a shell) invalidate the cache too. Importing
+        # emissions.cache also registers the domain's cache resources with perf.cache.
         from emissions.cache import connect_signals
+        from emissions.runtime import register
 
         connect_signals()
+        # What the runtime layer (perf) needs of the domain: its organizations and its warm-up.
+        register()

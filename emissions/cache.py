@@ -1,5 +1,7 @@
 """What the emissions domain caches under which namespaces, and what each write invalidates.
 
+The domain's cache resources are defined (and registered with ``perf.cache``) here, once each.
+
 Reads name their namespaces with the ``*_namespaces`` functions; writes call the functions below
 from the service that writes, inside its transaction (``perf.cache.invalidate`` bumps again after
 commit). Model signals cover the writes that bypass the services (the admin, a shell): every save
@@ -36,19 +38,21 @@ from emissions.models import (
     PriceIndex,
     Supplier,
 )
-from perf.cache import (
-    EMISSIONS,
-    FACTORS,
-    GLOBAL_AUTH,
-    GLOBAL_FACTORS,
-    SUPPLIER_IDS,
-    SUPPLIERS,
-    Namespace,
-    invalidate,
-    org_ns,
-)
+from perf.cache import GLOBAL_AUTH, Namespace, invalidate, org_ns, register_resource
 
 logger = logging.getLogger(__name__)
+
+# -- namespaces --------------------------------------------------------------------------------
+
+EMISSIONS = register_resource("emissions", "per organization: activities, emissions, their summaries")
+SUPPLIERS = register_resource("suppliers", "per organization: its suppliers, as the supplier endpoints show them")
+SUPPLIER_IDS = register_resource(
+    "supplier-ids", "per organization: which ids are its suppliers (what the calculator checks)"
+)
+FACTORS = register_resource(
+    "factors", "per organization: its supplier-specific factors; global: the public catalogue and reference tables"
+)
+GLOBAL_FACTORS = Namespace(FACTORS)
 
 # -- reads -------------------------------------------------------------------------------------
 

@@ -34,9 +34,9 @@ from calculator import engine
 from calculator.resolve import Resolver
 from calculator.rules import Method
 from calculator.types import CalculationInput, CalculationResult
-from emissions.cache import factor_namespaces, supplier_id_namespaces
+from emissions.cache import GLOBAL_FACTORS, factor_namespaces, supplier_id_namespaces
 from emissions.models import EmissionFactor, ExchangeRate, FactorDataset, Organization, PriceIndex, Supplier
-from perf.cache import GLOBAL_FACTORS, tiered
+from perf.cache import tiered
 from perf.codec import model_from_row, model_row
 from perf.metrics import count_calculation
 

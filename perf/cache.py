@@ -59,6 +59,7 @@ from django.db import transaction
 from redis.exceptions import LockError, RedisError
 
 from perf import codec
+from perf.registry import Registry
 
 logger = logging.getLogger("vcci.cache")
 
@@ -88,19 +89,31 @@ class Namespace:
         object.__setattr__(self, "l1_version_key", f"v|{key}")
 
 
-# Resources. A write bumps every namespace whose cached values it can change (emissions.cache).
-EMISSIONS = "emissions"  # activities, emissions, their summaries (per organization)
-SUPPLIERS = "suppliers"  # the organization's suppliers, as the supplier endpoints show them
-SUPPLIER_IDS = "supplier-ids"  # which ids are the organization's suppliers (what the calculator checks)
-FACTORS = "factors"  # per organization: its supplier-specific factors; global: the public catalogue
-AUTH = "auth"  # global: token -> user, membership, organization
+# Resources, by name: what each holds. Each app registers its own as it defines them (the domain's are in
+# emissions.cache); a write bumps every namespace whose cached values it can change.
+_resources: Registry[str] = Registry("cache resource")
+
+
+def register_resource(name: str, description: str) -> str:
+    """Register the cache resource ``name`` (``description``: what it holds) and return it, to be kept as the
+    one constant naming it. The name is part of every key, counter and metric label of its namespaces;
+    a second, different description of it (two meanings for one name) is a ``ValueError``."""
+    _resources.add(name, description)
+    return name
+
+
+def resources() -> dict[str, str]:
+    """Every registered resource name and what it holds, in registration order."""
+    return _resources.items()
+
+
+AUTH = register_resource("auth", "global: token -> user, membership, organization")
 
 
 def org_ns(organization_id: int, resource: str) -> Namespace:
     return Namespace(resource, organization_id)
 
 
-GLOBAL_FACTORS = Namespace(FACTORS)
 GLOBAL_AUTH = Namespace(AUTH)
 
 

@@ -1,4 +1,4 @@
-"""System checks for serving: catch a missing ``collectstatic`` before a page fails on it."""
+"""System checks: a missing ``collectstatic`` before a page fails on it; a ``CACHE_MAX_AGE`` key no app registered."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from typing import Any
 from django.conf import settings
 from django.contrib.staticfiles.storage import ManifestFilesMixin, staticfiles_storage
 from django.core.checks import CheckMessage, Tags, Warning, register
+
+from perf.cache import resources
 
 
 # A deployment check (``manage.py check --deploy``): during ``make run`` the manifest is written
@@ -24,4 +26,18 @@ def manifest_present(app_configs: Any = None, **kwargs: Any) -> list[CheckMessag
             hint="Run `python manage.py collectstatic` (make run does) before serving.",
             id="perf.W001",
         )
+    ]
+
+
+@register(Tags.caches)
+def max_age_resources(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Every ``CACHE_MAX_AGE`` key is a registered cache resource: a misspelt one would silently set no max-age."""
+    unknown = sorted(set(settings.CACHE_MAX_AGE) - set(resources()))
+    return [
+        Warning(
+            f"CACHE_MAX_AGE names {name!r}, which no installed app registers as a cache resource.",
+            hint=f"Registered resources: {', '.join(resources())}.",
+            id="perf.W002",
+        )
+        for name in unknown
     ]

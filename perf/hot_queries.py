@@ -3,8 +3,8 @@
 Each app lists its own hot queries in a ``hot_queries`` module next to the code that issues
 them (``emissions/hot_queries.py``) and registers them here::
 
-    register(HotQuery("emissions.list.first_page", build=..., expected_index="emission_org_period_idx",
-                      table=Emission._meta.db_table))
+    register(HotQuery("orders.list.first_page", build=..., expected_index="order_org_created_idx",
+                      table=Order._meta.db_table))
 
 ``build(organization)`` returns the very QuerySet the application runs for that organization
 (built with the same QuerySet methods, filter sets and paginator as the view), so that
@@ -21,14 +21,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.db import connections
 from django.db.models import QuerySet
 from django.utils.module_loading import autodiscover_modules
 
-if TYPE_CHECKING:
-    from emissions.models import Organization
+from perf.registry import Registry
 
 # Plan node types that read an index; "Index Name" names it.
 INDEX_NODES = frozenset({"Index Scan", "Index Only Scan", "Bitmap Index Scan"})
@@ -38,33 +37,31 @@ INDEX_NODES = frozenset({"Index Scan", "Index Only Scan", "Bitmap Index Scan"})
 class HotQuery:
     """A query the application runs often on a big table, and the index it must use.
 
+    ``build(organization)`` returns the query for one of the domain's organizations (a
+    ``perf.tenants.Tenant``; typed ``Any`` so that a builder may take the domain's model).
     ``table`` is the database table the expected index belongs to; ``check_indexes`` treats the
     query as failing when that table is large and the plan does not use ``expected_index``.
     """
 
     name: str
-    build: Callable[[Organization], QuerySet]
+    build: Callable[[Any], QuerySet]
     expected_index: str
     table: str
     description: str = ""
 
 
-_registry: dict[str, HotQuery] = {}
+_registry: Registry[HotQuery] = Registry("hot query")
 _discovered = False
 
 
 def register(query: HotQuery) -> HotQuery:
     """Add ``query`` to the registry; a second, different query under the same name is a ``ValueError``."""
-    existing = _registry.get(query.name)
-    if existing is not None and existing != query:
-        raise ValueError(f"A hot query named '{query.name}' is already registered.")
-    _registry[query.name] = query
-    return query
+    return _registry.add(query.name, query)
 
 
 def unregister(name: str) -> None:
     """Remove a query (tests register throwaway ones); unknown names are ignored."""
-    _registry.pop(name, None)
+    _registry.remove(name)
 
 
 def registry() -> list[HotQuery]:
@@ -73,7 +70,7 @@ def registry() -> list[HotQuery]:
     if not _discovered:
         autodiscover_modules("hot_queries")
         _discovered = True
-    return list(_registry.values())
+    return list(_registry.items().values())
 
 
 # -- EXPLAIN --------------------------------------------------------------------------------------

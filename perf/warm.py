@@ -1,20 +1,16 @@
 """Filling the two-level cache (``perf.cache``) ahead of the first requests.
 
-``warm(organizations, ...)`` fills, per organization, what its first requests would otherwise
-compute (``manage.py warm_cache`` and the gunicorn boot hook both call it):
+``warm(organizations, ...)`` runs, per organization, the steps every registered ``WarmUp`` lists
+for it (``manage.py warm_cache`` and the gunicorn boot hook both call it). What to warm is the
+domain's: an app registers a ``WarmUp`` at start-up (``emissions.warm``), the organizations come
+from ``perf.tenants``. This module schedules the steps, times them, measures what each found
+already cached and what it filled, and reports.
 
-- ``factors``: the calculator's factor resolution (``OrganizationFactors.prime_activities`` for every
-  average-data activity the organization can see, ``prime_suppliers`` for all its suppliers,
-  ``prime_rates`` for every year of ``ExchangeRate``), and the first page of ``/api/v1/factors/``;
-- ``suppliers``: the first page of ``/api/v1/suppliers/``;
-- ``summaries``: ``/api/v1/emissions/summary/`` for every ``group_by`` key, and the first pages
-  of ``/api/v1/emissions/`` and ``/api/v1/activities/``.
-
-Responses are warmed by running the real views in-process, so each lands under exactly the key a
-client request computes (``perf.conditional``): that key includes the scheme, the Host header and
-the negotiated media type, so only clients that send the same Host (``host``), scheme and
-``Accept: application/json`` (or no Accept at all, which negotiates the same) are served what was
-warmed. Others fill their own entries on first use.
+A step that warms a response runs the real view in-process (``Views``), so the response lands
+under exactly the key a client request computes (``perf.conditional``): that key includes the
+scheme, the Host header and the negotiated media type, so only clients that send the same Host
+(``host``), scheme and ``Accept: application/json`` (or no Accept at all, which negotiates the same)
+are served what was warmed. Others fill their own entries on first use.
 
 What each step found already cached, and what it filled, is measured from this process's cache
 counters (``tiered().stats``). In a serving worker, requests handled while the warm-up runs are
@@ -32,47 +28,28 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from django.conf import settings
-from django.contrib.auth.models import User
+from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import DisallowedHost
 from django.db import connections
-from django.db.models import Exists, OuterRef, QuerySet
 from django.http.response import HttpResponseBase
 from django.urls import resolve, reverse
 from redis.exceptions import RedisError
 from rest_framework.test import APIRequestFactory, force_authenticate
 from tqdm import tqdm
 
-from emissions.calculation import OrganizationFactors
-from emissions.models import (
-    SUMMARY_KEYS,
-    ActivityRecord,
-    EmissionFactor,
-    ExchangeRate,
-    Membership,
-    Organization,
-    Supplier,
-)
-from perf.cache import TieredCache, renewing, tiered
+from perf import tenants
+from perf.cache import TieredCache, tiered
+from perf.registry import Registry
+from perf.tenants import Tenant
 
 logger = logging.getLogger("vcci.cache")
 
-KINDS = ("factors", "suppliers", "summaries")
 ACCEPT = "application/json"
 SCHEMES = ("http", "https")
-WARM_USERNAME = "warm_cache"
 
 
 class WarmError(Exception):
-    """The warm-up cannot run as asked (a Host the site would refuse)."""
-
-
-# -- what to warm ------------------------------------------------------------------------------
-
-
-def active_organizations() -> QuerySet[Organization]:
-    """Organizations with at least one activity record, by slug: the ones worth warming by default."""
-    has_activity = ActivityRecord.objects.filter(organization_id=OuterRef("pk"))
-    return Organization.objects.filter(Exists(has_activity)).order_by("slug")
+    """The warm-up cannot run as asked (a Host the site would refuse), or one step failed."""
 
 
 def default_host() -> str:
@@ -83,27 +60,83 @@ def default_host() -> str:
     return "localhost"
 
 
-def member_user(organization: Organization) -> User:
-    """A user that the API views see as a member of ``organization``, its membership already loaded.
+def check_host(host: str, scheme: str) -> None:
+    """Raise ``WarmError`` unless requests to ``host`` would be accepted (``ALLOWED_HOSTS``)."""
+    if scheme not in SCHEMES:
+        raise WarmError(f"scheme must be one of {', '.join(SCHEMES)}; got {scheme!r}.")
+    request = APIRequestFactory().get("/", secure=scheme == "https", HTTP_HOST=host)
+    try:
+        request.get_host()
+    except DisallowedHost as exc:
+        raise WarmError(f"Host {host!r} is not in ALLOWED_HOSTS; warm with a host clients use.") from exc
 
-    A real active member when there is one (one query), else an unsaved ``warm_cache`` user with an
-    unsaved membership: views only read ``user.membership.organization(_id)``, and the reverse
-    one-to-one cache is set as ``OrgTokenAuthentication`` does, so ``HasOrganization`` costs no query.
+
+# -- what an app registers -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WarmStep:
+    """One item to warm: its ``kind`` (a row of the report), a label for the report and log, and the action."""
+
+    kind: str
+    label: str
+    action: Callable[[], None]
+
+
+class Views:
+    """GET requests through the real views, in-process and without HTTP, as a client with ``host`` and ``scheme``."""
+
+    def __init__(self, *, host: str, scheme: str) -> None:
+        self.host = host
+        self.secure = scheme == "https"
+        self.factory = APIRequestFactory()
+
+    def get(self, user: AbstractBaseUser, name: str, params: dict[str, str] | None = None) -> HttpResponseBase:
+        """The response of the view named ``name`` (a URL name) to ``user`` (authenticated as it, no token)."""
+        path = reverse(name)
+        request = self.factory.get(path, params, secure=self.secure, HTTP_HOST=self.host, HTTP_ACCEPT=ACCEPT)
+        force_authenticate(request, user=user)
+        match = resolve(path)
+        return match.func(request, *match.args, **match.kwargs)
+
+    def step(self, kind: str, user: AbstractBaseUser, name: str, params: dict[str, str] | None = None) -> WarmStep:
+        """A step that GETs the view named ``name`` as ``user``; any status but 200 fails it."""
+
+        def get() -> None:
+            response = self.get(user, name, params)
+            if response.status_code != 200:
+                raise WarmError(f"answered {response.status_code}")
+
+        query = "?" + "&".join(f"{k}={v}" for k, v in params.items()) if params else ""
+        return WarmStep(kind, f"GET {reverse(name)}{query}", get)
+
+
+@dataclass(frozen=True)
+class WarmUp:
+    """What one app warms (``register``).
+
+    ``kinds``: the report's rows for its steps, in order. ``plan(organizations, views)``: the steps
+    of each organization, one list per organization in the order given. It runs once per warm-up,
+    before the first step, so what every organization shares is read once; a step's action runs
+    later, in turn, and is what fills the cache.
     """
-    membership = (
-        Membership.objects.filter(organization=organization, user__is_active=True)
-        .select_related("user")
-        .order_by("pk")
-        .first()
-    )
-    if membership is None:
-        user = User(username=WARM_USERNAME)
-        membership = Membership(organization=organization, user=user)
-    else:
-        user = membership.user
-    membership.organization = organization
-    Membership._meta.get_field("user").remote_field.set_cached_value(user, membership)
-    return user
+
+    name: str
+    kinds: tuple[str, ...]
+    plan: Callable[[Sequence[Any], Views], list[list[WarmStep]]]
+
+
+_registry: Registry[WarmUp] = Registry("warm-up")
+
+
+def register(warm_up: WarmUp) -> WarmUp:
+    """Add ``warm_up`` (in an ``AppConfig.ready``); a different one under a taken name is a ``ValueError``."""
+    return _registry.add(warm_up.name, warm_up)
+
+
+def registry() -> list[WarmUp]:
+    """Every registered warm-up, in registration order."""
+    return list(_registry.items().values())
 
 
 # -- the report --------------------------------------------------------------------------------
@@ -193,16 +226,17 @@ class WarmReport:
     organizations: list[str]
     host: str
     scheme: str
+    kinds: tuple[str, ...] = ()
     steps: list[Step] = field(default_factory=list)
     l1_size: int = 0
     redis: RedisUsage = field(default_factory=lambda: RedisUsage("absent"))
     seconds: float = 0.0
 
     def by_kind(self) -> dict[str, Counts]:
-        """Counts summed per kind, in ``KINDS`` order."""
-        totals = {kind: Counts() for kind in KINDS}
+        """Counts summed per kind, in ``kinds`` order (then any other kind a step had, as first seen)."""
+        totals = {kind: Counts() for kind in self.kinds}
         for step in self.steps:
-            totals[step.kind] = totals[step.kind] + step.counts
+            totals[step.kind] = totals.get(step.kind, Counts()) + step.counts
         return totals
 
     @property
@@ -258,87 +292,14 @@ def redis_usage(cache: TieredCache) -> RedisUsage:
     return RedisUsage("ok", used_memory_human=str(memory.get("used_memory_human", "?")), keys=keys)
 
 
-class _Client:
-    """Runs GET requests through the real views as one member of one organization, without HTTP."""
-
-    def __init__(self, user: User, *, host: str, scheme: str) -> None:
-        self.user = user
-        self.host = host
-        self.secure = scheme == "https"
-        self.factory = APIRequestFactory()
-
-    def get(self, name: str, params: dict[str, str] | None = None) -> HttpResponseBase:
-        path = reverse(name)
-        request = self.factory.get(path, params, secure=self.secure, HTTP_HOST=self.host, HTTP_ACCEPT=ACCEPT)
-        force_authenticate(request, user=self.user)
-        match = resolve(path)
-        return match.func(request, *match.args, **match.kwargs)
-
-
-def check_host(host: str, scheme: str) -> None:
-    """Raise ``WarmError`` unless requests to ``host`` would be accepted (``ALLOWED_HOSTS``)."""
-    if scheme not in SCHEMES:
-        raise WarmError(f"scheme must be one of {', '.join(SCHEMES)}; got {scheme!r}.")
-    request = APIRequestFactory().get("/", secure=scheme == "https", HTTP_HOST=host)
-    try:
-        request.get_host()
-    except DisallowedHost as exc:
-        raise WarmError(f"Host {host!r} is not in ALLOWED_HOSTS; warm with a host clients use.") from exc
-
-
-def _steps(
-    organization: Organization, client: _Client, years: Sequence[int]
-) -> list[tuple[str, str, Callable[[], None]]]:
-    """(kind, label, action) for every item of one organization, in the order they are warmed."""
-
-    def prime_factors() -> None:
-        factors = OrganizationFactors(organization)
-        # Average-data activities only: prime_activities caches average-data candidates, and an activity that
-        # only a supplier's own factor has would be cached as "no candidates" (supplier factors are primed below).
-        activities = (
-            EmissionFactor.objects.visible_to(organization)
-            .filter(supplier__isnull=True)
-            .order_by("activity")
-            .values_list("activity", flat=True)
-            .distinct()
-        )
-        # Entries found already cached get a full lifetime too (perf.cache.renewing): otherwise all those an
-        # earlier warm-up stored would expire together, in the middle of the traffic this one prepares for.
-        with renewing():
-            factors.prime_activities(activities)
-            factors.prime_suppliers(Supplier.objects.for_org(organization).values_list("pk", flat=True))
-            factors.prime_rates(years)
-
-    def view(name: str, params: dict[str, str] | None = None) -> Callable[[], None]:
-        def get() -> None:
-            response = client.get(name, params)
-            if response.status_code != 200:
-                raise WarmError(f"answered {response.status_code}")
-
-        return get
-
-    def label(name: str, params: dict[str, str] | None = None) -> str:
-        query = "?" + "&".join(f"{k}={v}" for k, v in params.items()) if params else ""
-        return f"GET {reverse(name)}{query}"
-
-    steps: list[tuple[str, str, Callable[[], None]]] = [
-        ("factors", "factor resolution (activities, suppliers, exchange rates)", prime_factors),
-        ("factors", label("factor-list"), view("factor-list")),
-        ("suppliers", label("supplier-list"), view("supplier-list")),
-    ]
-    for key in SUMMARY_KEYS:
-        params = {"group_by": key}
-        steps.append(("summaries", label("emission-summary", params), view("emission-summary", params)))
-    steps.append(("summaries", label("emission-list"), view("emission-list")))
-    steps.append(("summaries", label("activity-list"), view("activity-list")))
-    return steps
-
-
-STEPS_PER_ORGANIZATION = 3 + len(SUMMARY_KEYS) + 2
+def _plan(organizations: Sequence[Tenant], views: Views) -> list[list[WarmStep]]:
+    """Each organization's steps: those of every registered warm-up, warm-up by warm-up."""
+    plans = [warm_up.plan(organizations, views) for warm_up in registry()]
+    return [[step for plan in plans for step in plan[i]] for i in range(len(organizations))]
 
 
 def warm(
-    organizations: Iterable[Organization], *, host: str, scheme: str = "http", progress: IO[str] | None = None
+    organizations: Iterable[Tenant], *, host: str, scheme: str = "http", progress: IO[str] | None = None
 ) -> WarmReport:
     """Fill the cache for ``organizations``; return what was found and what was filled.
 
@@ -350,26 +311,25 @@ def warm(
     """
     check_host(host, scheme)
     orgs = list(organizations)
-    report = WarmReport([org.slug for org in orgs], host=host, scheme=scheme)
+    kinds = tuple(dict.fromkeys(kind for warm_up in registry() for kind in warm_up.kinds))
+    report = WarmReport([org.slug for org in orgs], host=host, scheme=scheme, kinds=kinds)
     cache = tiered()
     started = time.perf_counter()
-    years = list(ExchangeRate.objects.order_by("year").values_list("year", flat=True).distinct())
+    plan = _plan(orgs, Views(host=host, scheme=scheme))
     bar = tqdm(
-        total=len(orgs) * STEPS_PER_ORGANIZATION, unit="item", desc="warm_cache", file=progress,
-        disable=progress is None,
+        total=sum(map(len, plan)), unit="item", desc="warm_cache", file=progress, disable=progress is None
     )  # fmt: skip
     with bar:
-        for org in orgs:
-            client = _Client(member_user(org), host=host, scheme=scheme)
-            for kind, label, action in _steps(org, client, years):
-                bar.set_postfix_str(f"{org.slug}: {kind}", refresh=False)
-                step = Step(org.slug, kind, label)
+        for org, steps in zip(orgs, plan, strict=True):
+            for item in steps:
+                bar.set_postfix_str(f"{org.slug}: {item.kind}", refresh=False)
+                step = Step(org.slug, item.kind, item.label)
                 before = _snapshot(cache)
                 try:
-                    action()
+                    item.action()
                 except Exception as exc:
                     # One failing item must not keep the others cold; the traceback goes to the log.
-                    logger.exception("Cache warm-up of %s failed for organization %s", label, org.slug)
+                    logger.exception("Cache warm-up of %s failed for organization %s", item.label, org.slug)
                     step.error = f"{type(exc).__name__}: {exc}"
                 step.counts = Counts.between(before, _snapshot(cache))
                 report.steps.append(step)
@@ -393,13 +353,13 @@ def _is_gevent_worker(worker: Any) -> bool:
 
 
 def _warm_logged(log: Any) -> None:
-    """The background job: warm every active organization, log how it went, never raise."""
+    """The background job: warm every active organization (``perf.tenants``), log how it went, never raise."""
     # Connections opened before (a greenlet of an unpatched hub shares its thread's) are not this job's to close.
     already_open = {conn.alias for conn in connections.all(initialized_only=True) if conn.connection is not None}
     started = time.perf_counter()
     log.info("Cache warm-up started (pid %s)", os.getpid())
     try:
-        report = warm(active_organizations(), host=default_host(), scheme="http", progress=None)
+        report = warm(tenants.registered().active(), host=default_host(), scheme="http", progress=None)
     except Exception:
         log.exception("Cache warm-up failed; the worker serves on and fills its cache on demand")
     else:

@@ -10,14 +10,20 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from emissions.cache import emission_namespaces, factor_namespaces, supplier_id_namespaces, supplier_namespaces
+from emissions.cache import (
+    GLOBAL_FACTORS,
+    emission_namespaces,
+    factor_namespaces,
+    supplier_id_namespaces,
+    supplier_namespaces,
+)
 from emissions.models import ExchangeRate, Membership, Supplier
 from emissions.services.activities import activities_create
 from emissions.services.bulk import activities_delete_for_org
 from emissions.services.reference import exchange_rates_load
 from emissions.services.supplier_factors import supplier_factor_create, supplier_factor_delete
 from emissions.services.suppliers import supplier_create, supplier_delete, supplier_update
-from perf.cache import GLOBAL_AUTH, GLOBAL_FACTORS, Namespace, org_ns, tiered
+from perf.cache import GLOBAL_AUTH, Namespace, org_ns, tiered
 from tests.emissions.services.test_activities import item as electricity_item
 from tests.factories import SupplierFactory
 

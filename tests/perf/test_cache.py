@@ -13,7 +13,18 @@ from django_redis import get_redis_connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from perf import cache as perf_cache
-from perf.cache import GLOBAL_FACTORS, STATS_KEY, Namespace, TieredCache, invalidate, org_ns, renewing, tiered
+from perf.cache import (
+    AUTH,
+    STATS_KEY,
+    Namespace,
+    TieredCache,
+    invalidate,
+    org_ns,
+    register_resource,
+    renewing,
+    resources,
+    tiered,
+)
 
 
 class Clock:
@@ -42,6 +53,7 @@ class Computations:
 
 
 NS = org_ns(1, "emissions")
+GLOBAL = Namespace("factors")  # a namespace of no organization
 
 
 @pytest.fixture
@@ -119,10 +131,10 @@ def test_a_bump_of_one_namespace_leaves_the_others(worker: TieredCache) -> None:
 
 
 def test_a_value_in_several_namespaces_follows_each_of_them(worker: TieredCache) -> None:
-    namespaces = [NS, GLOBAL_FACTORS]
+    namespaces = [NS, GLOBAL]
     compute = Computations(1, 2, 3)
     assert worker.get_or_compute(namespaces, "k", compute) == 1
-    worker.bump(GLOBAL_FACTORS)
+    worker.bump(GLOBAL)
     assert worker.get_or_compute(namespaces, "k", compute) == 2
     worker.bump(NS)
     assert worker.get_or_compute(namespaces, "k", compute) == 3
@@ -537,3 +549,14 @@ def test_a_schema_change_is_a_new_keyspace(worker: TieredCache) -> None:
     perf_cache.schema_fingerprint.cache_clear()
     with override_settings(CACHE_VERSION="2"):
         assert TieredCache().key_version != worker.key_version
+
+
+# -- resources, by name ------------------------------------------------------------------------------
+
+
+def test_a_resource_name_has_one_meaning() -> None:
+    assert resources()[AUTH].startswith("global: token")
+    assert register_resource("auth", resources()[AUTH]) == AUTH  # the same registration again (a re-import)
+    with pytest.raises(ValueError, match="'auth' is already registered"):
+        register_resource("auth", "something else")
+    assert resources()[AUTH].startswith("global: token")

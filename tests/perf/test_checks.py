@@ -6,7 +6,7 @@ from pathlib import Path
 
 from django.test import override_settings
 
-from perf.checks import manifest_present
+from perf.checks import manifest_present, max_age_resources
 
 MANIFEST_STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -30,3 +30,10 @@ def test_plain_storage_needs_no_manifest(tmp_path: Path) -> None:
     # The test settings use plain StaticFilesStorage, which serves files without a manifest.
     with override_settings(DEBUG=False, STATIC_ROOT=str(tmp_path)):
         assert manifest_present() == []
+
+
+def test_cache_max_age_keys_are_registered_resources() -> None:
+    assert max_age_resources() == []  # the project's settings name the domain's resources
+    with override_settings(CACHE_MAX_AGE={"factors": 60, "factros": 60}):
+        messages = max_age_resources()
+    assert [(m.id, "'factros'" in m.msg) for m in messages] == [("perf.W002", True)]

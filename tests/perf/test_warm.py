@@ -1,10 +1,10 @@
-"""perf.warm: what is warmed, as whom, the report's numbers and Redis line, and the boot-time background job."""
+"""perf.warm: the registry, how steps are run and counted, the report's numbers and Redis line, the boot-time job."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import pytest
@@ -12,23 +12,28 @@ from django.db import connection
 from django.test import override_settings
 from gunicorn.workers.ggevent import GeventWorker
 
-from emissions.calculation import FactorResolver
-from emissions.models import EmissionFactor, ExchangeRate, Organization
+from emissions.models import Organization
+from perf import tenants
 from perf import warm as warm_module
+from perf.cache import Namespace, tiered
+from perf.registry import Registry
+from perf.tenants import Tenants
 from perf.warm import (
-    STEPS_PER_ORGANIZATION,
     Counts,
     Step,
+    Views,
     WarmError,
     WarmReport,
-    active_organizations,
+    WarmStep,
+    WarmUp,
     check_host,
     default_host,
-    member_user,
+    register,
+    registry,
     warm,
     warm_on_boot,
 )
-from tests.factories import EmissionFactory, ExchangeRateFactory, MembershipFactory, SupplierFactory
+from tests.factories import ActivityRecordFactory
 
 UNREACHABLE = {
     "default": {
@@ -41,17 +46,12 @@ LOCMEM = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"
 
 
 @pytest.fixture
-def data(org: Organization, steel_factor: EmissionFactor) -> int:
-    """One emission with a supplier, on a published factor; a year of exchange rates. Returns the supplier id."""
-    supplier = SupplierFactory.create(organization=org)
-    EmissionFactory.create(
-        organization=org, factor=steel_factor, activity__supplier=supplier, activity__activity=steel_factor.activity
-    )
-    ExchangeRateFactory.create(currency="EUR", year=2022)
-    return supplier.pk
+def active(org: Organization) -> None:
+    """``org`` has an activity record: the domain counts it active (worth warming); ``other_org`` has none."""
+    ActivityRecordFactory.create(organization=org)
 
 
-# -- what and as whom ------------------------------------------------------------------------------
+# -- where to -------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -76,75 +76,92 @@ def test_check_host_refuses_what_the_site_refuses():
         check_host("testserver", "ftp")
 
 
-@pytest.mark.django_db
-def test_active_organizations_have_activity_records(org, other_org, data):
-    assert [o.slug for o in active_organizations()] == ["acme"]
+# -- the registry and the run --------------------------------------------------------------------
+
+THROWAWAY = Namespace("warm-test")
+
+
+class Throwaway:
+    """A warm-up of two kinds that fills one cache key per organization and kind, recording what it was given."""
+
+    def __init__(self, *, failing: str | None = None) -> None:
+        self.planned: list[list[str]] = []
+        self.failing = failing
+
+    def plan(self, organizations: Sequence[Any], views: Views) -> list[list[WarmStep]]:
+        self.planned.append([org.slug for org in organizations])
+        return [[self._step("second", org), self._step("first", org)] for org in organizations]
+
+    def _step(self, kind: str, org: Any) -> WarmStep:
+        def fill() -> None:
+            if kind == self.failing:
+                raise RuntimeError(f"{kind} broke")
+            tiered().get_or_compute([THROWAWAY], f"{org.slug}:{kind}", lambda: kind)
+
+        return WarmStep(kind, f"{kind} of {org.slug}", fill)
+
+
+@pytest.fixture
+def only(monkeypatch: pytest.MonkeyPatch) -> Callable[[Throwaway], WarmUp]:
+    """Make a throwaway warm-up the only registered one, for this test."""
+
+    def install(throwaway: Throwaway) -> WarmUp:
+        monkeypatch.setattr(warm_module, "_registry", Registry("warm-up"))
+        return register(WarmUp("throwaway", ("first", "second"), throwaway.plan))
+
+    return install
 
 
 @pytest.mark.django_db
-def test_member_user_is_a_real_member_with_its_membership_loaded(org, django_assert_num_queries):
-    membership = MembershipFactory.create(organization=org)
-    with django_assert_num_queries(1):
-        user = member_user(org)
-    with django_assert_num_queries(0):
-        assert user.pk == membership.user_id
-        assert hasattr(user, "membership")
-        assert user.membership.organization_id == org.pk
-
-
-@pytest.mark.django_db
-def test_member_user_without_members_is_an_unsaved_stand_in(org, django_assert_num_queries):
-    user = member_user(org)
-    with django_assert_num_queries(0):
-        assert user.pk is None and user.username == "warm_cache"
-        assert hasattr(user, "membership")
-        assert user.membership.organization == org
-        assert user.is_authenticated
-
-
-# -- warming and its report ------------------------------------------------------------------------
-
-
-@pytest.mark.django_db
-def test_factor_resolution_is_primed_for_the_calculator(org, data, steel_factor, django_assert_num_queries):
-    report = warm([org], host="testserver")
-    assert not report.errors
-    with django_assert_num_queries(0):
-        resolver = FactorResolver(org)
-        resolver.source.prime_activities([steel_factor.activity])
-        resolver.source.prime_suppliers([data])
-        resolver.source.prime_rates([2022])
-        rate = resolver.exchange_rate("EUR", "USD", 2022)
-    assert rate == ExchangeRate.objects.get().rate
-
-
-@pytest.mark.django_db
-def test_counts_fill_then_hit(org, data):
-    first = warm([org], host="testserver")
-    assert len(first.steps) == STEPS_PER_ORGANIZATION  # the progress bar's total per organization
-    assert [(s.kind, s.counts.filled > 0, s.counts.hits) for s in first.steps] == [
-        (step.kind, True, 0) for step in first.steps
+def test_steps_run_in_plan_order_and_are_counted_fill_then_hit(org, other_org, only):
+    throwaway = Throwaway()
+    only(throwaway)
+    first = warm([org, other_org], host="testserver")
+    assert throwaway.planned == [["acme", "globex"]]  # one plan per run, for every organization
+    assert [(s.organization, s.kind) for s in first.steps] == [
+        ("acme", "second"),
+        ("acme", "first"),
+        ("globex", "second"),
+        ("globex", "first"),
     ]
-    second = warm([org], host="testserver")
-    for before, after in zip(first.steps, second.steps, strict=True):
-        assert after.counts.lookups == before.counts.lookups
-        assert after.counts.hits == after.counts.lookups and after.counts.filled == after.counts.computes == 0
-    assert second.summary().startswith("1 organization(s): factors 4 hit / 0 filled")
-    assert second.summary().endswith("0 error(s)")
+    assert all(s.counts == Counts(lookups=1, computes=1) for s in first.steps)
+    assert list(first.by_kind()) == ["first", "second"]  # the registered kinds' order, not the steps'
+    second = warm([org, other_org], host="testserver")
+    assert all(s.counts.hits == s.counts.lookups == 1 and s.counts.computes == 0 for s in second.steps)
+    assert second.summary() == "2 organization(s): first 2 hit / 0 filled, second 2 hit / 0 filled; 0 error(s)"
 
 
 @pytest.mark.django_db
-def test_a_second_warm_up_renews_what_the_first_stored(org, data, steel_factor):
-    from perf.cache import tiered
+def test_a_failing_step_is_reported_and_the_others_still_run(org, only, caplog):
+    only(Throwaway(failing="second"))
+    with caplog.at_level(logging.ERROR, logger="vcci.cache"):
+        report = warm([org], host="testserver")
+    assert report.errors == ["acme: second of acme: RuntimeError: second broke"]
+    assert [s.counts.filled for s in report.steps] == [0, 1]
+    assert "Cache warm-up of second of acme failed for organization acme" in caplog.text
 
-    warm([org], host="testserver")
-    client = tiered()._client
-    keys = client.keys(f"vcci:c:{tiered().key_version}:*candidates:*")
-    assert keys
-    for key in keys:
-        client.expire(key, 3)  # as if stored by a warm-up almost a TTL ago
-    warm([org], host="testserver")
-    assert all(client.ttl(key) > 3 for key in keys)
+
+def test_a_taken_name_is_refused_for_another_warm_up(only):
+    warm_up = only(Throwaway())
+    assert register(warm_up) is warm_up  # the same one again is harmless
+    with pytest.raises(ValueError, match="'throwaway' is already registered"):
+        register(WarmUp("throwaway", ("other",), Throwaway().plan))
+    assert registry() == [warm_up]
+
+
+@pytest.mark.django_db
+def test_a_view_step_fails_unless_the_view_answers_200(org, api):
+    user = api.user
+    views = Views(host="testserver", scheme="https")
+    assert views.get(user, "supplier-list").status_code == 200
+    views.step("suppliers", user, "supplier-list").action()
+    refused = views.step("suppliers", user, "emission-summary", {"group_by": "nothing"})
+    assert refused.label == "GET /api/v1/emissions/summary/?group_by=nothing"
+    with pytest.raises(WarmError, match="answered 400"):
+        refused.action()
+
+
+# -- the report ------------------------------------------------------------------------------------
 
 
 def test_counts_between_snapshots():
@@ -164,7 +181,8 @@ def test_counts_between_snapshots():
 
 
 @pytest.mark.django_db
-def test_redis_line(org, data):
+def test_redis_line(org, only):
+    only(Throwaway())
     report = warm([org], host="testserver")
     assert report.redis.status == "ok" and report.redis.keys > 0 and report.redis.used_memory_human
     assert report.l1_size > 0
@@ -172,7 +190,8 @@ def test_redis_line(org, data):
 
 @pytest.mark.django_db
 @override_settings(CACHES=UNREACHABLE)
-def test_redis_down_still_warms_this_process_and_says_so(org, data, caplog):
+def test_redis_down_still_warms_this_process_and_says_so(org, only, caplog):
+    only(Throwaway())
     with caplog.at_level(logging.ERROR, logger="vcci.cache"):
         report = warm([org], host="testserver")
     assert not report.errors
@@ -184,7 +203,8 @@ def test_redis_down_still_warms_this_process_and_says_so(org, data, caplog):
 
 @pytest.mark.django_db
 @override_settings(CACHES=LOCMEM)
-def test_without_redis(org, data):
+def test_without_redis(org, only):
+    only(Throwaway())
     report = warm([org], host="testserver")
     assert not report.errors
     assert report.redis.status == "absent"
@@ -192,6 +212,10 @@ def test_without_redis(org, data):
 
 
 # -- warm-up when a gunicorn worker boots ----------------------------------------------------------
+
+
+# The domain's lookups replaced by ones that need no database.
+NO_ORGANIZATIONS = Tenants(by_slug=lambda slugs: [], active=list, largest=lambda: None)
 
 
 class SyncWorker:
@@ -239,7 +263,7 @@ def test_nothing_when_the_cache_is_off(monkeypatch, caplog):
 
 
 @pytest.mark.django_db(transaction=True)  # the job's thread has its own connection: it sees committed rows only
-def test_sync_worker_warms_active_orgs_in_a_daemon_thread(monkeypatch, org, other_org, data, caplog):
+def test_sync_worker_warms_active_orgs_in_a_daemon_thread(monkeypatch, org, other_org, active, caplog):
     recorder = Recorder()
     monkeypatch.setattr(warm_module, "warm", recorder)
     with override_settings(CACHE_WARM_ON_BOOT=True), caplog.at_level(logging.INFO, logger="tests.perf.warm"):
@@ -256,7 +280,7 @@ def test_sync_worker_warms_active_orgs_in_a_daemon_thread(monkeypatch, org, othe
 
 
 def test_a_failing_warm_up_is_logged_not_raised(monkeypatch, caplog):
-    monkeypatch.setattr(warm_module, "active_organizations", list)
+    monkeypatch.setattr(tenants, "_registered", NO_ORGANIZATIONS)
     monkeypatch.setattr(warm_module, "warm", Recorder(error=RuntimeError("database is starting up")))
     with override_settings(CACHE_WARM_ON_BOOT=True), caplog.at_level(logging.INFO, logger="tests.perf.warm"):
         job = warm_on_boot(SyncWorker())
@@ -269,7 +293,7 @@ def test_a_failing_warm_up_is_logged_not_raised(monkeypatch, caplog):
 def test_failed_items_are_logged_as_warnings(monkeypatch, caplog):
     report = WarmReport(["acme"], host="localhost", scheme="http")
     report.steps.append(Step("acme", "suppliers", "GET /api/v1/suppliers/", error="WarmError: answered 500"))
-    monkeypatch.setattr(warm_module, "active_organizations", list)
+    monkeypatch.setattr(tenants, "_registered", NO_ORGANIZATIONS)
     monkeypatch.setattr(warm_module, "warm", lambda organizations, **kwargs: report)
     with override_settings(CACHE_WARM_ON_BOOT=True), caplog.at_level(logging.INFO, logger="tests.perf.warm"):
         warm_on_boot(SyncWorker()).join(timeout=60)
@@ -278,7 +302,7 @@ def test_failed_items_are_logged_as_warnings(monkeypatch, caplog):
 
 
 @pytest.mark.django_db
-def test_gevent_worker_warms_in_a_greenlet_and_leaves_open_connections_alone(monkeypatch, org, data):
+def test_gevent_worker_warms_in_a_greenlet_and_leaves_open_connections_alone(monkeypatch, org, active):
     import gevent
 
     recorder = Recorder()

@@ -9,7 +9,8 @@
    3's EXPLAINs count as scans), and indexes whose lookups another index on the same table already
    serves (identical, or its key columns a leading prefix of the other's, same method and predicate).
 3. Hot queries: ``EXPLAIN (ANALYZE, BUFFERS)`` of every registered hot query (``perf.hot_queries``)
-   for one organization (``--org``, else the one with the most emissions). A plan fails when it
+   for one organization (``--org``, else the one with the most data: ``perf.tenants``, as the domain
+   registers it). A plan fails when it
    reads a large table (more than ``--min-rows`` rows: ``pg_class.reltuples``, or the collector's live
    row count when larger, as after a bulk load nobody has analyzed yet) with a Seq Scan,
    or when the query's table is large and the plan does not use the query's expected index. On a
@@ -29,10 +30,11 @@ from typing import Any
 from django.apps import apps
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS, connections, router
-from django.db.models import Count, UniqueConstraint
+from django.db.models import UniqueConstraint
 
-from emissions.models import Emission, Organization
+from perf import tenants
 from perf.hot_queries import HotQuery, PlanSummary, explain, registry
+from perf.tenants import Tenant, UnknownTenants
 
 DEFAULT_MIN_ROWS = 100_000
 # A table whose rows changed by more than this share since its last ANALYZE has stale statistics.
@@ -269,17 +271,8 @@ def table_stats(tables: set[str], using: str = DEFAULT_DB_ALIAS) -> dict[str, di
 # -- hot queries ---------------------------------------------------------------------------------
 
 
-def default_organization() -> Organization | None:
-    """The organization with the most emissions, else the first one (None when there is none)."""
-    top = Emission.objects.order_by().values("organization").annotate(n=Count("pk")).order_by("-n", "organization")
-    first = top.first()
-    if first is not None:
-        return Organization.objects.get(pk=first["organization"])
-    return Organization.objects.order_by("pk").first()
-
-
 def check_hot_query(
-    query: HotQuery, organization: Organization, *, min_rows: int, using: str = DEFAULT_DB_ALIAS
+    query: HotQuery, organization: Tenant, *, min_rows: int, using: str = DEFAULT_DB_ALIAS
 ) -> HotQueryResult:
     """Explain one hot query and judge its plan against ``min_rows``."""
     result = HotQueryResult(name=query.name, table=query.table, table_rows=0, expected_index=query.expected_index)
@@ -351,7 +344,7 @@ class Command(BaseCommand):
             default=DEFAULT_MIN_ROWS,
             help=f"Tables with more rows (pg_class.reltuples) are large: no Seq Scan (default {DEFAULT_MIN_ROWS:,})",
         )
-        parser.add_argument("--org", help="Slug of the organization to explain (default: the one with most emissions)")
+        parser.add_argument("--org", help="Slug of the organization to explain (default: the one with the most data)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         # Hot queries are built on the default database (their managers' default), so the check runs there.
@@ -361,12 +354,15 @@ class Command(BaseCommand):
             raise CommandError(f"--min-rows must be 0 or more; got {min_rows}.")
         if connections[using].vendor != "postgresql":
             raise CommandError(f"check_indexes needs PostgreSQL; database '{using}' is {connections[using].vendor}.")
+        organizations = tenants.registered()
+        organization: Tenant | None
         if options["org"]:
-            organization = Organization.objects.filter(slug=options["org"]).first()
-            if organization is None:
-                raise CommandError(f"--org: no organization with slug '{options['org']}'.")
+            try:
+                [organization] = organizations.named([options["org"]])
+            except UnknownTenants as exc:
+                raise CommandError(f"--org: no organization with slug '{options['org']}'.") from exc
         else:
-            organization = default_organization()
+            organization = organizations.largest()
 
         declared = check_declared(using)
         # Before the EXPLAINs below, which would count as scans of the indexes they use.

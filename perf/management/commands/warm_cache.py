@@ -1,11 +1,11 @@
 """``manage.py warm_cache``: fill the two-level cache for active organizations (``perf.warm``).
 
-Per organization: the calculator's factor resolution and the first page of the factors, the first
-page of the suppliers, every emissions summary and the first pages of the emissions and the
-activities. Responses are produced by the real views in-process, so they are stored under the key
-a client request computes; that key includes the Host header, the scheme and the negotiated media
-type, so warm with the ``--host`` and ``--scheme`` your clients use. The report says, per kind,
-how many lookups were already cached and how many were filled, and how big the cache now is.
+Per organization, the steps every installed app registers (``perf.warm.WarmUp``; the domain's are
+listed in ``emissions.warm``): ``-v 2`` names each. Responses are produced by the real views
+in-process, so they are stored under the key a client request computes; that key includes the Host
+header, the scheme and the negotiated media type, so warm with the ``--host`` and ``--scheme``
+your clients use. The report says, per kind, how many lookups were already cached and how many
+were filled, and how big the cache now is.
 """
 
 from __future__ import annotations
@@ -15,14 +15,15 @@ from typing import IO, Any, cast
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from emissions.models import Organization
-from perf.warm import ACCEPT, SCHEMES, WarmError, active_organizations, default_host, warm
+from perf import tenants
+from perf.tenants import Tenant, UnknownTenants
+from perf.warm import ACCEPT, SCHEMES, WarmError, default_host, warm
 
 
 class Command(BaseCommand):
     help = (
-        "Fill the cache (factor resolution, factors, suppliers, emission summaries and first pages) for every "
-        "organization with activity records, or for each --org. Responses are cached per Host, scheme and "
+        "Fill the cache with what the installed apps register for warming (-v 2 lists each item) for every "
+        "active organization, or for each --org. Responses are cached per Host, scheme and "
         f"Accept: only clients sending the same Host (--host), scheme (--scheme) and Accept: {ACCEPT} (or no "
         "Accept) are served what is warmed; others fill their own entries on first use."
     )
@@ -33,7 +34,7 @@ class Command(BaseCommand):
             action="append",
             dest="orgs",
             metavar="SLUG",
-            help="Warm this organization only (repeat for several); default: every organization with activities",
+            help="Warm this organization only (repeat for several); default: every active organization",
         )
         parser.add_argument(
             "--host",
@@ -50,7 +51,7 @@ class Command(BaseCommand):
             return
         organizations = self._organizations(options["orgs"])
         if not organizations:
-            self.stdout.write("No organization has activity records; nothing to warm.")
+            self.stdout.write("No organization is active (none has data to serve); nothing to warm.")
             return
         show_progress = not options["no_progress"] and options["verbosity"] > 0
         # The raw stream: OutputWrapper.write would end each of tqdm's carriage-return redraws with a newline.
@@ -75,13 +76,12 @@ class Command(BaseCommand):
             raise CommandError(f"{len(report.errors)} item(s) could not be warmed (see above and the log).")
 
     @staticmethod
-    def _organizations(slugs: list[str] | None) -> list[Organization]:
+    def _organizations(slugs: list[str] | None) -> list[Tenant]:
         """The organizations named (CommandError naming any unknown slug), else the active ones."""
+        organizations = tenants.registered()
         if not slugs:
-            return list(active_organizations())
-        wanted = list(dict.fromkeys(slugs))
-        found = {org.slug: org for org in Organization.objects.filter(slug__in=wanted)}
-        unknown = [slug for slug in wanted if slug not in found]
-        if unknown:
-            raise CommandError(f"Unknown organization(s): {', '.join(unknown)}.")
-        return [found[slug] for slug in wanted]
+            return list(organizations.active())
+        try:
+            return organizations.named(slugs)
+        except UnknownTenants as exc:
+            raise CommandError(str(exc)) from exc
