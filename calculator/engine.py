@@ -18,6 +18,10 @@ Exact, rounded once: every step is rational arithmetic (``fractions.Fraction``: 
 unit sizes, rates and indexes are all exact fractions), so the product is the true value, and
 ``co2e_kg`` and each gas are then rounded once, half-even, to the 6 decimal places the database
 stores. A tie is a tie of the true value (0.3901175 -> 0.390118), never of a rounded intermediate.
+
+Biogenic CO2: ``biogenic_co2_kg = converted_amount x factor.biogenic_co2_per_unit``, rounded the same
+way, when the factor has that figure (None otherwise). The GHG Protocol reports the CO2 of burning
+biomass outside the scopes, so it is never part of ``co2e_kg``.
 """
 
 from __future__ import annotations
@@ -35,7 +39,9 @@ from calculator.rules import (
     CATEGORY_MIN,
     CO2E_LIMIT,
     CO2E_PLACES,
+    DATASET_GWP_SET,
     DEFAULT_CURRENCY,
+    GWP_SOURCE,
     METHODS,
     YEAR_MAX,
     YEAR_MIN,
@@ -90,6 +96,8 @@ def calculate(inp: CalculationInput, resolver: Resolver[F]) -> CalculationResult
 
     field = "mass" if basis == Method.DISTANCE and inp.mass is not None else "amount"
     co2e = _round(converted, factor.co2e_per_unit, field)
+    biogenic_per_unit = factor.biogenic_co2_per_unit
+    biogenic = None if biogenic_per_unit is None else _round(converted, biogenic_per_unit, field)
     gases, gas_warnings = _gases(factor, converted, field)
 
     supplier_factor = factor.supplier_id is not None and factor.supplier_id == inp.supplier_id
@@ -97,6 +105,7 @@ def calculate(inp: CalculationInput, resolver: Resolver[F]) -> CalculationResult
     assessment = assess(inp, factor, basis=quality_basis, fallbacks=fallbacks)
     return CalculationResult(
         co2e_kg=co2e,
+        biogenic_co2_kg=biogenic,
         factor=factor,
         method=inp.method,
         category=inp.category,
@@ -104,7 +113,7 @@ def calculate(inp: CalculationInput, resolver: Resolver[F]) -> CalculationResult
         data_quality=assessment.quality,
         gases=gases,
         fallbacks=fallbacks,
-        warnings=[*assessment.warnings, *gas_warnings],
+        warnings=[*assessment.warnings, *gas_warnings, *_gwp_set_warnings(factor)],
         converted_amount=converted,
         basis=basis,
     )
@@ -384,6 +393,24 @@ def _gases(factor: FactorLike, converted: Fraction, field: str) -> tuple[dict[st
             continue
         gases[gas] = _round(converted, per_unit, field)
     return gases, warnings
+
+
+def _gwp_set_warnings(factor: FactorLike) -> list[Note]:
+    """``gwp_set_mismatch`` when a gas factor is on another GWP set than the factor datasets (``DATASET_GWP_SET``).
+
+    Reached by a pinned ``dataset_version`` or ``factor_id``, or a species the set does not assess
+    (``resolve.narrow_gwp_set`` pins the default otherwise).
+    """
+    dataset = factor.dataset
+    if dataset.source != GWP_SOURCE or dataset.version == DATASET_GWP_SET:
+        return []
+    return [
+        Note(
+            "gwp_set_mismatch",
+            f"'{factor.activity}' is the {dataset.version} GWP; the factor datasets use {DATASET_GWP_SET}, "
+            "so this result does not add up consistently with theirs",
+        )
+    ]
 
 
 def _round(converted: Fraction, per_unit: Decimal, field: str) -> Decimal:

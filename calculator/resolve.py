@@ -9,7 +9,9 @@ Selection rules (average data, i.e. anything that is not a supplier's own factor
 
 1. Candidates: ``source.candidates(activity)``: the factors visible to the caller for that
    ``activity``, excluding suppliers' own. ``source`` and ``dataset_version`` are hard filters
-   (pinned, never relaxed); an empty result is an error on that field.
+   (pinned, never relaxed); an empty result is an error on that field. A gas factor (IPCC GWP
+   table) without a ``dataset_version`` is pinned to ``rules.DATASET_GWP_SET`` (AR5, the factor
+   datasets' set) when that set has one, with ``Note("gwp_set_default")`` when it set another aside.
 2. Region: exact match; else ``GLOBAL``; else any other region (the newest factor's
    region, ties broken by region code). Each fallback adds ``Note("region_fallback")``.
    With no region requested and several regions on offer, ``GLOBAL`` is preferred, else
@@ -35,7 +37,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Generic, Protocol, TypeVar
 
-from calculator.rules import DEFAULT_CURRENCY, GLOBAL, SOURCES, Method
+from calculator.rules import DATASET_GWP_SET, DEFAULT_CURRENCY, GLOBAL, GWP_SOURCE, SOURCES, Method
 from calculator.types import CalculationError, CalculationInput, F, FactorLike, Note
 
 # What a source returns (covariant: a source of EmissionFactor rows is a source of FactorLike values).
@@ -175,6 +177,8 @@ class Resolver(Generic[F]):
             raise CalculationError(field="activity", message=f"Unknown activity '{activity}'.")
         pinned = self._pin(candidates, inp, what=f"activity '{activity}'")
         notes: list[Note] = []
+        if not inp.dataset_version.strip():
+            pinned = narrow_gwp_set(pinned, activity, notes)
         pinned = narrow_region(pinned, inp.region.strip().upper(), activity, notes)
         if inp.year is not None:
             pinned = narrow_year(pinned, inp.year, notes)
@@ -266,6 +270,28 @@ class Resolver(Generic[F]):
                 f"(currency={currency}, year={year}).",
             )
         return value
+
+
+def narrow_gwp_set(candidates: list[F], activity: str, notes: list[Note]) -> list[F]:
+    """Rule 1, GWP tables: the gas factors on ``DATASET_GWP_SET`` when there are any; appends the note taken.
+
+    Without it the newest table (AR6) would win, while every factor dataset is on AR5. A species the
+    set does not assess keeps all its candidates (the engine then warns ``gwp_set_mismatch``).
+    """
+    on_set = [f for f in candidates if f.dataset.source == GWP_SOURCE and f.dataset.version == DATASET_GWP_SET]
+    if not on_set:
+        return candidates
+    others = sorted({f.dataset.version for f in candidates if f.dataset.source == GWP_SOURCE} - {DATASET_GWP_SET})
+    if others:
+        notes.append(
+            Note(
+                "gwp_set_default",
+                f"No dataset_version given for '{activity}'; used {DATASET_GWP_SET}, the GWP set of the factor "
+                f"datasets, not {', '.join(others)} (give dataset_version to choose another)",
+            )
+        )
+    # Factors of other sources under the same activity key stay candidates: only the GWP tables are narrowed.
+    return [f for f in candidates if f.dataset.source != GWP_SOURCE or f.dataset.version == DATASET_GWP_SET]
 
 
 def narrow_region(candidates: list[F], region: str, activity: str, notes: list[Note]) -> list[F]:

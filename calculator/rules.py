@@ -25,6 +25,13 @@ METHODS = frozenset(Method)
 # The publishers a factor can come from (``FactorDataset.source``); a ``source`` pin names one.
 SOURCES = ("epa_supply_chain", "desnz", "epa_hub", "ipcc_gwp", "supplier")
 
+# Gas factors (``gwp:<species>``, kg CO2e per kg of gas) come from the IPCC GWP tables, one dataset per
+# assessment report (dataset_version SAR, TAR, AR4, AR5, AR6). The factor datasets (DESNZ 2025, both EPA
+# sets) are on AR5 GWP-100, so a gas factor without a pinned dataset_version uses AR5 too, and a gas
+# factor on another set is flagged: CO2e on two GWP sets does not add up to one consistent inventory.
+GWP_SOURCE = "ipcc_gwp"
+DATASET_GWP_SET = "AR5"
+
 # The region of a factor that applies anywhere (the fallback before another country's factor).
 GLOBAL = "GLOBAL"
 

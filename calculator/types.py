@@ -33,7 +33,11 @@ class DatasetLike(Protocol):
 
 
 class FactorLike(Protocol):
-    """kg CO2e per one ``unit`` of an activity; see ``emissions.models.EmissionFactor`` for each field."""
+    """kg CO2e per one ``unit`` of an activity; see ``emissions.models.EmissionFactor`` for each field.
+
+    ``biogenic_co2_per_unit`` is the kg of biogenic CO2 per unit that the publisher reports outside the
+    scopes (not part of ``co2e_per_unit``); None when the publisher gives no such figure.
+    """
 
     @property
     def pk(self) -> Any: ...
@@ -53,6 +57,8 @@ class FactorLike(Protocol):
     def currency(self) -> str: ...
     @property
     def co2e_per_unit(self) -> Decimal: ...
+    @property
+    def biogenic_co2_per_unit(self) -> Decimal | None: ...
     @property
     def gases(self) -> Any: ...
     @property
@@ -93,6 +99,7 @@ class Factor:
     currency: str = ""
     gases: Mapping[str, str] = field(default_factory=dict)
     supplier_id: int | None = None
+    biogenic_co2_per_unit: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -208,7 +215,9 @@ class CalculationResult(Generic[F]):
     ``converted_amount`` is the exact amount in the factor's unit (a rational number: it is what
     ``co2e_kg`` was computed from, before the one rounding); ``basis`` says how the amount was
     converted: ``spend``, ``activity`` or ``distance`` (a supplier-specific result has the basis
-    of the factor it used).
+    of the factor it used). ``biogenic_co2_kg`` is the biogenic CO2 of combustion, reported outside
+    the scopes and not part of ``co2e_kg``, rounded as ``co2e_kg`` is; None when the factor has no
+    biogenic figure.
     """
 
     co2e_kg: Decimal
@@ -222,6 +231,7 @@ class CalculationResult(Generic[F]):
     warnings: list[Note] = field(default_factory=list)
     converted_amount: Fraction | None = None
     basis: str = ""
+    biogenic_co2_kg: Decimal | None = None
 
     def factor_dict(self) -> dict[str, Any]:
         f = self.factor
@@ -235,6 +245,7 @@ class CalculationResult(Generic[F]):
             "year": f.year,
             "unit": f.unit,
             "co2e_per_unit": str(f.co2e_per_unit),
+            "biogenic_co2_per_unit": _optional_str(f.biogenic_co2_per_unit),
         }
 
     def as_dict(self) -> dict[str, Any]:
@@ -251,6 +262,7 @@ class CalculationResult(Generic[F]):
             echo.pop("currency", None)
         return {
             "co2e_kg": str(self.co2e_kg),
+            "biogenic_co2_kg": _optional_str(self.biogenic_co2_kg),
             "gases": {gas: str(value) for gas, value in self.gases.items()},
             "factor": self.factor_dict(),
             "method": self.method,
@@ -261,6 +273,10 @@ class CalculationResult(Generic[F]):
             "warnings": [n.as_dict() for n in self.warnings],
             "input": echo,
         }
+
+
+def _optional_str(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
 
 
 class CalculationError(Exception):

@@ -205,6 +205,9 @@ class EmissionFactor(models.Model):
     keeps the publisher's wording. ``gases`` holds the per-gas components in kg CO2e per
     unit as decimal strings, e.g. ``{"CO2": "0.17489", "CH4": "0.0009", "N2O": "0.00122"}``.
     Spend factors carry ``currency`` and the dataset's ``basis_year`` is their price year.
+    ``biogenic_co2_per_unit`` is the kg of biogenic CO2 per unit from burning biomass, which the
+    GHG Protocol reports outside the scopes: never part of ``co2e_per_unit`` (nor of ``gases``).
+    NULL when the publisher gives no such figure (see the README for which publishers do).
     """
 
     dataset = models.ForeignKey(FactorDataset, on_delete=models.PROTECT, related_name="factors")
@@ -217,6 +220,9 @@ class EmissionFactor(models.Model):
     unit_label = models.CharField(max_length=128, blank=True)
     currency = models.CharField(max_length=3, blank=True, validators=[currency_validator])
     co2e_per_unit = models.DecimalField(**FACTOR_DIGITS)
+    biogenic_co2_per_unit = models.DecimalField(
+        null=True, blank=True, help_text="kg biogenic CO2 per unit, outside the scopes (not in CO2e)", **FACTOR_DIGITS
+    )
     gwp_set = models.CharField(max_length=16, blank=True)
     gases = models.JSONField(default=dict, blank=True)
     supplier = models.ForeignKey(
@@ -236,6 +242,10 @@ class EmissionFactor(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["dataset", "activity"], name="factor_dataset_activity_uniq"),
             models.CheckConstraint(condition=Q(co2e_per_unit__gte=0), name="factor_co2e_non_negative"),
+            models.CheckConstraint(
+                condition=Q(biogenic_co2_per_unit__gte=0) | Q(biogenic_co2_per_unit__isnull=True),
+                name="factor_biogenic_non_negative",
+            ),
         ]
         indexes = [
             models.Index(fields=["activity", "region", "year"], name="factor_act_region_year_idx"),
@@ -424,11 +434,12 @@ class EmissionQuerySet(OrgScopedQuerySet):
     def summary(self, group_by: str) -> models.QuerySet[Any, dict[str, Any]]:
         """Totals of these emissions per group, in one GROUP BY query; ``group_by`` is a ``SUMMARY_KEYS`` name.
 
-        Each row is ``{"key", "total_kg", "count"}`` (plus ``"supplier_name"`` by supplier; ``key`` is the
-        first day of the month by month). Months come chronologically (a time series); other groups as a
-        ranking: largest ``total_kg`` first, ties by key. The queryset's own ordering is dropped (``values()``
-        drops select_related), so the query reads only the columns the covering index
-        ``emission_org_cat_period_idx`` holds (and, by supplier, the supplier's name).
+        Each row is ``{"key", "total_kg", "biogenic_kg", "count"}`` (plus ``"supplier_name"`` by supplier;
+        ``key`` is the first day of the month by month); ``biogenic_kg`` sums the group's biogenic CO2 and is
+        None when no emission of the group has a biogenic figure. Months come chronologically (a time
+        series); other groups as a ranking: largest ``total_kg`` first, ties by key. The queryset's own
+        ordering is dropped (``values()`` drops select_related), so the query reads only the columns the
+        covering index ``emission_org_cat_period_idx`` holds (and, by supplier, the supplier's name).
         """
         if group_by not in SUMMARY_KEYS:
             raise ValueError(f"group_by must be one of {', '.join(SUMMARY_KEYS)}; got {group_by!r}.")
@@ -437,7 +448,10 @@ class EmissionQuerySet(OrgScopedQuerySet):
             columns["supplier_name"] = F("supplier__name")
         ordering = ["key"] if group_by == "month" else ["-total_kg", "key"]
         return (
-            self.order_by().values(**columns).annotate(total_kg=Sum("co2e_kg"), count=Count("id")).order_by(*ordering)
+            self.order_by()
+            .values(**columns)
+            .annotate(total_kg=Sum("co2e_kg"), biogenic_kg=Sum("biogenic_co2_kg"), count=Count("id"))
+            .order_by(*ordering)
         )
 
 
@@ -446,7 +460,8 @@ class Emission(models.Model):
 
     ``data_quality`` holds the GHG Protocol's five indicators (1 = very good ... 5 = very
     poor) and their mean; ``fallbacks`` and ``warnings`` are lists of
-    ``{"code": ..., "detail": ...}`` objects.
+    ``{"code": ..., "detail": ...}`` objects. ``biogenic_co2_kg`` is the biogenic CO2 reported
+    outside the scopes (not in ``co2e_kg``); NULL when the factor has no biogenic figure.
     """
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="emissions")
@@ -458,6 +473,7 @@ class Emission(models.Model):
     period_end = models.DateField()
     factor = models.ForeignKey(EmissionFactor, on_delete=models.PROTECT, related_name="emissions")
     co2e_kg = models.DecimalField(**CO2E_DIGITS)
+    biogenic_co2_kg = models.DecimalField(null=True, blank=True, **CO2E_DIGITS)
     gases = models.JSONField(default=dict, blank=True)
     data_quality = models.JSONField(default=dict)
     fallbacks = models.JSONField(default=list, blank=True)
@@ -469,18 +485,23 @@ class Emission(models.Model):
     class Meta:
         constraints = [
             models.CheckConstraint(condition=Q(co2e_kg__gte=0), name="emission_co2e_non_negative"),
+            models.CheckConstraint(
+                condition=Q(biogenic_co2_kg__gte=0) | Q(biogenic_co2_kg__isnull=True),
+                name="emission_biogenic_non_negative",
+            ),
             models.CheckConstraint(condition=Q(category__gte=1, category__lte=15), name="emission_category_1_15"),
         ]
         indexes = [
             # Keyset pagination of the emissions list: newest period first, id as tie-breaker.
             models.Index(fields=["organization", "-period_start", "-id"], name="emission_org_period_idx"),
             # Two jobs in one index. Keyed, it is the ?category= list in keyset order. Covering (INCLUDE), it
-            # holds every column the summary aggregations read (group keys, period window, co2e_kg, id for the
-            # count), so /emissions/summary/ by category, supplier, method or month is an index-only scan of
-            # the organization's entries instead of a read of its wide rows (JSON gases, data quality, notes).
+            # holds every column the summary aggregations read (group keys, period window, co2e_kg and
+            # biogenic_co2_kg, id for the count), so /emissions/summary/ by category, supplier, method or month
+            # is an index-only scan of the organization's entries instead of a read of its wide rows (JSON
+            # gases, data quality, notes).
             models.Index(
                 fields=["organization", "category", "-period_start", "-id"],
-                include=["supplier", "method", "period_end", "co2e_kg"],
+                include=["supplier", "method", "period_end", "co2e_kg", "biogenic_co2_kg"],
                 name="emission_org_cat_period_idx",
             ),
             # The emissions list filtered by ?supplier= / ?method=, in its keyset order.

@@ -47,3 +47,20 @@ DIESEL: dict[str, Any] = {
     "unit_label": "litres",
     "co2e_per_unit": Decimal("2.57082"),
 }
+
+EPA_HUB_2024: dict[str, Any] = {"source": "epa_hub", "version": "2024", "basis_year": 2024}
+
+# EPA GHG Emission Factors Hub 2024, table 1, biodiesel (100 %), per US gallon: 9.45 kg CO2 (biogenic,
+# reported outside the scopes), 0.14 g CH4 and 0.01 g N2O. CO2e with the Hub's AR5 GWPs (CH4 28, N2O 265):
+# 0.14 x 28 + 0.01 x 265 = 6.57 g = 0.00657 kg.
+HUB_BIODIESEL: dict[str, Any] = dict(
+    activity="epa_hub:stationary:biodiesel-100:gallon",
+    name="Biodiesel (100%) (stationary combustion, per gallon)",
+    region="US",
+    year=2024,
+    unit="gallon",
+    unit_label="gallon",
+    co2e_per_unit=Decimal("0.00657"),
+    biogenic_co2_per_unit=Decimal("9.45"),
+    gases={"CH4": "0.00392", "N2O": "0.00265"},
+)

@@ -95,6 +95,7 @@ class FactorSerializer(serializers.ModelSerializer):
             "unit_label",
             "currency",
             "co2e_per_unit",
+            "biogenic_co2_per_unit",
             "gwp_set",
             "gases",
             "supplier",
@@ -475,12 +476,20 @@ class FactorRefSerializer(serializers.Serializer):
     year = serializers.IntegerField()
     unit = serializers.CharField()
     co2e_per_unit = serializers.CharField(help_text="kg CO2e per unit, decimal string")
+    biogenic_co2_per_unit = serializers.CharField(
+        allow_null=True, help_text="kg biogenic CO2 per unit (not in CO2e); null when the publisher gives none"
+    )
 
 
 class CalculationResultSerializer(serializers.Serializer):
     """Shape of ``CalculationResult.as_dict()``; used for the schema, the view returns the dict."""
 
     co2e_kg = serializers.CharField(help_text="Decimal string")
+    biogenic_co2_kg = serializers.CharField(
+        allow_null=True,
+        help_text="Biogenic CO2 of combustion, reported outside the scopes and not in co2e_kg; "
+        "null when the factor has no biogenic figure",
+    )
     gases = serializers.DictField(child=serializers.CharField(), help_text="kg CO2e per gas, decimal strings")
     factor = FactorRefSerializer()
     method = serializers.ChoiceField(choices=Method.choices)
@@ -554,6 +563,7 @@ class EmissionSerializer(_StoredResultSerializer):
             "method",
             "co2e_kg",
             "co2e_t",
+            "biogenic_co2_kg",
             "gases",
             "data_quality",
             "fallbacks",
@@ -575,6 +585,7 @@ class EmissionFactorDetailSerializer(serializers.Serializer):
     year = serializers.IntegerField(read_only=True)
     unit = serializers.CharField(read_only=True)
     co2e_per_unit = serializers.DecimalField(max_digits=30, decimal_places=15, read_only=True)
+    biogenic_co2_per_unit = serializers.DecimalField(max_digits=30, decimal_places=15, read_only=True, allow_null=True)
 
 
 class ActivityEmissionSerializer(_StoredResultSerializer):
@@ -588,6 +599,7 @@ class ActivityEmissionSerializer(_StoredResultSerializer):
             "id",
             "co2e_kg",
             "co2e_t",
+            "biogenic_co2_kg",
             "gases",
             "factor",
             "data_quality",
@@ -643,6 +655,9 @@ class SummaryGroupSerializer(serializers.Serializer):
     label = serializers.CharField()  # type: ignore[assignment]  # FIELD_NAMES
     co2e_kg = serializers.CharField()
     co2e_t = serializers.CharField()
+    biogenic_co2_kg = serializers.CharField(
+        allow_null=True, help_text="Biogenic CO2 (not in co2e_kg); null when no emission of the group has a figure"
+    )
     count = serializers.IntegerField()
     share = serializers.CharField(help_text="Percent of the total, 2 decimals")
 
@@ -651,6 +666,9 @@ class SummarySerializer(serializers.Serializer):
     group_by = serializers.ChoiceField(choices=["category", "supplier", "month", "method"])
     total_co2e_kg = serializers.CharField()
     total_co2e_t = serializers.CharField()
+    total_biogenic_co2_kg = serializers.CharField(
+        allow_null=True, help_text="Biogenic CO2 (not in total_co2e_kg); null when no emission has a figure"
+    )
     count = serializers.IntegerField()
     groups = SummaryGroupSerializer(
         many=True, help_text="Largest co2e_kg first (ties by key); for group_by=month chronological, oldest first"

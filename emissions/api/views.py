@@ -465,6 +465,7 @@ class EmissionViewSet(OrgCachedReadMixin, OrgScopedMixin, viewsets.ReadOnlyModel
             raise ValidationError({"group_by": [f"Must be one of {', '.join(SUMMARY_KEYS)}; got '{group_by}'."]})
         rows = _summary_rows(cast(EmissionQuerySet, self.filter_queryset(self.get_queryset())), group_by)
         total = sum((row["co2e_kg"] for row in rows), Decimal(0))
+        biogenic = _sum_known(row["biogenic_co2_kg"] for row in rows)
         count = sum(row["count"] for row in rows)
         groups = [
             {
@@ -472,6 +473,7 @@ class EmissionViewSet(OrgCachedReadMixin, OrgScopedMixin, viewsets.ReadOnlyModel
                 "label": row["label"],
                 "co2e_kg": _kg(row["co2e_kg"]),
                 "co2e_t": _t(row["co2e_kg"]),
+                "biogenic_co2_kg": _kg_or_none(row["biogenic_co2_kg"]),
                 "count": row["count"],
                 "share": _share(row["co2e_kg"], total),
             }
@@ -482,6 +484,7 @@ class EmissionViewSet(OrgCachedReadMixin, OrgScopedMixin, viewsets.ReadOnlyModel
                 "group_by": group_by,
                 "total_co2e_kg": _kg(total),
                 "total_co2e_t": _t(total),
+                "total_biogenic_co2_kg": _kg_or_none(biogenic),
                 "count": count,
                 "groups": groups,
             }
@@ -490,6 +493,16 @@ class EmissionViewSet(OrgCachedReadMixin, OrgScopedMixin, viewsets.ReadOnlyModel
 
 def _kg(value: Decimal) -> str:
     return format(value.quantize(KG_QUANTUM), "f")
+
+
+def _kg_or_none(value: Decimal | None) -> str | None:
+    return None if value is None else _kg(value)
+
+
+def _sum_known(values: Iterable[Decimal | None]) -> Decimal | None:
+    """The sum of the values that are not None; None when all are (no biogenic figure anywhere)."""
+    known = [value for value in values if value is not None]
+    return sum(known, Decimal(0)) if known else None
 
 
 def _t(value_kg: Decimal) -> str:
@@ -516,7 +529,15 @@ def _summary_rows(queryset: EmissionQuerySet, group_by: str) -> list[dict[str, A
             key, label = raw.strftime("%Y-%m"), f"{calendar.month_name[raw.month]} {raw.year}"
         else:
             key, label = raw, row["supplier_name"] if raw is not None else "No supplier"
-        rows.append({"key": key, "label": label, "co2e_kg": row["total_kg"], "count": row["count"]})
+        rows.append(
+            {
+                "key": key,
+                "label": label,
+                "co2e_kg": row["total_kg"],
+                "biogenic_co2_kg": row["biogenic_kg"],
+                "count": row["count"],
+            }
+        )
     return rows
 
 

@@ -62,7 +62,11 @@ class DatasetSpec:
 
 @dataclass(frozen=True)
 class FactorSpec:
-    """One EmissionFactor row: kg CO2e per one ``unit``; ``gases`` in kg CO2e per unit as strings."""
+    """One EmissionFactor row: kg CO2e per one ``unit``; ``gases`` in kg CO2e per unit as strings.
+
+    ``biogenic_co2_per_unit``: kg of biogenic CO2 per unit that the publisher reports outside the scopes
+    (never included in ``co2e_per_unit`` or ``gases``); None when the publisher gives none.
+    """
 
     activity: str
     name: str
@@ -76,6 +80,7 @@ class FactorSpec:
     currency: str = ""
     gases: Mapping[str, str] = field(default_factory=dict)
     extra: Mapping[str, str] = field(default_factory=dict)
+    biogenic_co2_per_unit: Decimal | None = None
 
 
 @dataclass
@@ -108,11 +113,13 @@ class ParsedDataset:
         gases: Mapping[str, str] | None = None,
         extra: Mapping[str, str] | None = None,
         gwp_set: str | None = None,
+        biogenic_co2_per_unit: Decimal | None = None,
     ) -> None:
         """Add the factor ``row`` publishes, through :meth:`add`.
 
         The factor is for the dataset's basis year and on its GWP set unless ``gwp_set`` names the basis of a
-        table published on another one; ``co2e_per_unit`` is rounded to the precision the database stores.
+        table published on another one; ``co2e_per_unit`` and ``biogenic_co2_per_unit`` are rounded to the
+        precision the database stores.
         """
         self.add(
             FactorSpec(
@@ -128,6 +135,7 @@ class ParsedDataset:
                 currency=currency,
                 gases=gases if gases is not None else {},
                 extra=extra if extra is not None else {},
+                biogenic_co2_per_unit=None if biogenic_co2_per_unit is None else quantize_factor(biogenic_co2_per_unit),
             ),
             path=row.path,
             line=row.line,

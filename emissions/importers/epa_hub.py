@@ -12,6 +12,12 @@ Imported tables (activity keys in brackets):
 CO2e = CO2 + CH4 x GWP + N2O x GWP with the AR5 GWP-100 table (the Hub's basis), the gram
 values converted to kg through ``calculator.units``. The waste table is published in metric
 tons CO2e (EPA states AR4 GWPs for it), so those factors carry ``gwp_set="AR4"``.
+
+Biogenic CO2: the Hub files biomass fuels under Table 1 headings that start "Biomass Fuels" (solid,
+gaseous, liquid, kraft pulping liquor) and, as the GHG Protocol does, reports their CO2 separately.
+Their CO2 becomes ``biogenic_co2_per_unit`` and is left out of ``co2e_per_unit`` and ``gases``, which
+then hold CH4 and N2O only. Table 2 (mobile, CO2 only) has no headings: a mobile fuel is biomass when
+Table 1 files the same fuel under a biomass heading (biodiesel and ethanol), and its CO2e is then 0.
 """
 
 from __future__ import annotations
@@ -89,6 +95,8 @@ TREATMENTS: dict[str, str] = {
 }
 
 FUEL_CATEGORY = "Fuel Category"
+# Table 1 headings of the fuels whose CO2 is biogenic ("Biomass Fuels - Solid", "... - Liquid", ...).
+BIOMASS_CATEGORY_PREFIX = "Biomass Fuels"
 FUEL_TYPE = "Fuel Type"
 STATIONARY_GASES = {
     "CO2": ("CO2 Factor", "CO2 Factor Unit", "kg"),
@@ -107,12 +115,15 @@ def _unit(row: CsvRow, label: str, column: str) -> str:
 
 
 def _co2e(
-    gwp: Mapping[str, Decimal], *, co2_kg: Decimal, ch4_g: Decimal, n2o_g: Decimal
+    gwp: Mapping[str, Decimal], *, co2_kg: Decimal, ch4_g: Decimal, n2o_g: Decimal, biogenic: bool = False
 ) -> tuple[Decimal, dict[str, str]]:
-    """Total kg CO2e and the per-gas kg CO2e components of one row."""
+    """Total kg CO2e and the per-gas kg CO2e components of one row; without the CO2 when it is ``biogenic``."""
     ch4 = convert(ch4_g, "g", "kg") * gwp["CH4"]
     n2o = convert(n2o_g, "g", "kg") * gwp["N2O"]
-    return co2_kg + ch4 + n2o, {"CO2": decimal_str(co2_kg), "CH4": decimal_str(ch4), "N2O": decimal_str(n2o)}
+    gases = {"CH4": decimal_str(ch4), "N2O": decimal_str(n2o)}
+    if biogenic:
+        return ch4 + n2o, gases
+    return co2_kg + ch4 + n2o, {"CO2": decimal_str(co2_kg), **gases}
 
 
 def _vehicle_table(
@@ -194,11 +205,16 @@ def _waste_columns(row: CsvRow) -> dict[str, str]:
     return columns
 
 
-def _stationary_table(directory: Path, result: ParsedDataset, gwp: Mapping[str, Decimal]) -> None:
+def _stationary_table(directory: Path, result: ParsedDataset, gwp: Mapping[str, Decimal]) -> set[str]:
+    """Add Table 1's factors; return the names of the fuels it files under a biomass heading."""
     path = directory / STATIONARY_FILE
     required = [FUEL_CATEGORY, FUEL_TYPE, *(c for pair in STATIONARY_GASES.values() for c in pair[:2])]
+    biomass: set[str] = set()
     for row in read_csv(path, required=required):
         fuel = clean_name(row.text(FUEL_TYPE))
+        is_biomass = row.text(FUEL_CATEGORY).startswith(BIOMASS_CATEGORY_PREFIX)
+        if is_biomass:
+            biomass.add(fuel)
         co2, ch4, n2o = (row.decimal(column) for column, _, _ in STATIONARY_GASES.values())
         if co2 is None or ch4 is None or n2o is None:
             result.skipped["stationary fuel without CO2, CH4 and N2O per physical unit"] += 1
@@ -215,8 +231,8 @@ def _stationary_table(directory: Path, result: ParsedDataset, gwp: Mapping[str, 
             raise row.error(f"the gas factors are per different units: {sorted(physical)}")
         label = physical.pop()
         unit = _unit(row, label, STATIONARY_GASES["CO2"][1])
-        co2e, gases = _co2e(gwp, co2_kg=co2, ch4_g=ch4, n2o_g=n2o)
-        if result.skip_negative(co2e):
+        co2e, gases = _co2e(gwp, co2_kg=co2, ch4_g=ch4, n2o_g=n2o, biogenic=is_biomass)
+        if result.skip_negative(co2e) or (is_biomass and result.skip_negative(co2)):
             continue
         result.add_row(
             row,
@@ -228,10 +244,13 @@ def _stationary_table(directory: Path, result: ParsedDataset, gwp: Mapping[str, 
             region="US",
             co2e_per_unit=co2e,
             gases=gases,
+            biogenic_co2_per_unit=co2 if is_biomass else None,
         )
+    return biomass
 
 
-def _mobile_co2_table(directory: Path, result: ParsedDataset) -> None:
+def _mobile_co2_table(directory: Path, result: ParsedDataset, biomass: set[str]) -> None:
+    """Add Table 2's factors; the CO2 of a fuel in ``biomass`` (Table 1's biomass fuels) is biogenic."""
     path = directory / MOBILE_CO2_FILE
     for row in read_csv(path, required=[FUEL_TYPE, MOBILE_CO2, MOBILE_UNIT]):
         fuel = clean_name(row.text(FUEL_TYPE))
@@ -240,6 +259,7 @@ def _mobile_co2_table(directory: Path, result: ParsedDataset) -> None:
         co2 = row.required_decimal(MOBILE_CO2)
         if result.skip_negative(co2):
             continue
+        is_biomass = fuel in biomass
         result.add_row(
             row,
             activity=f"epa_hub:mobile-co2:{slugify(fuel)}:{slugify(label)}",
@@ -248,10 +268,12 @@ def _mobile_co2_table(directory: Path, result: ParsedDataset) -> None:
             unit=unit,
             unit_label=label,
             region="US",
-            co2e_per_unit=co2,
-            gases={"CO2": decimal_str(co2)},
+            # A biomass fuel's CO2 is biogenic, and this table has no CH4 or N2O: its CO2e here is 0.
+            co2e_per_unit=Decimal(0) if is_biomass else co2,
+            gases={} if is_biomass else {"CO2": decimal_str(co2)},
             # CH4 and N2O of vehicles depend on vehicle type and model year (Hub tables 3-5).
             extra={"gases_included": "CO2 only"},
+            biogenic_co2_per_unit=co2 if is_biomass else None,
         )
 
 
@@ -260,8 +282,8 @@ def parse(directory: Path, *, gwp: Mapping[str, Decimal] | None = None) -> list[
     if gwp is None or "CH4" not in gwp or "N2O" not in gwp:
         raise FactorImportError("epa_hub needs the AR5 GWPs of CH4 and N2O: import ipcc_gwp first.")
     result = ParsedDataset(dataset=DATASET)
-    _stationary_table(directory, result, gwp)
-    _mobile_co2_table(directory, result)
+    biomass = _stationary_table(directory, result, gwp)
+    _mobile_co2_table(directory, result, biomass)
     _vehicle_table(
         directory,
         result,

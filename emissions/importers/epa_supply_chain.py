@@ -5,6 +5,9 @@ point of sale). ``extra`` keeps the published without-margins value and the marg
 byGHG file gives each gas's mass per USD; those are converted to kg CO2e with the AR5
 GWP-100 table and stored in ``gases`` (AR5 is EPA's basis: recomputing CO2e from the per-gas
 file with AR5 reproduces the published values).
+
+Biogenic CO2 is not separated by this dataset (one CO2e per USD for the whole supply chain, and
+its per-gas CO2 does not say how much is biogenic), so ``biogenic_co2_per_unit`` stays None.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 One dataset per assessment report (SAR, TAR, AR4, AR5, AR6). Each species becomes the factor
 ``gwp:<Species>``: kg CO2e per kg of the gas. The other importers convert per-gas masses to
-CO2e with the AR5 set, so this source is imported first.
+CO2e with the AR5 set, so this source is imported first. For the same reason a calculation with a
+gas factor uses AR5 unless ``dataset_version`` names another report (``calculator.rules.DATASET_GWP_SET``).
 """
 
 from __future__ import annotations

@@ -156,6 +156,7 @@ def emission_build(record: ActivityRecord, result: Result) -> Emission:
         factor=result.factor,
         # The calculator already rounds to the column's 6 decimal places (and rejects values it cannot hold).
         co2e_kg=result.co2e_kg,
+        biogenic_co2_kg=result.biogenic_co2_kg,
         gases={gas: str(value) for gas, value in result.gases.items()},
         data_quality=result.data_quality.as_dict(),
         fallbacks=[note.as_dict() for note in result.fallbacks],

@@ -18,6 +18,7 @@ from typing import Literal
 from django.db import transaction
 from tqdm import tqdm
 
+from calculator.rules import DATASET_GWP_SET
 from emissions.cache import catalogue_changed
 from emissions.importers import desnz, epa_hub, epa_supply_chain, ipcc_gwp
 from emissions.importers.base import DatasetSpec, FactorImportError, FactorSpec, Importer, files_checksum
@@ -28,7 +29,8 @@ IMPORTERS: dict[str, Importer] = {
     importer.source: importer
     for importer in (ipcc_gwp.IMPORTER, epa_supply_chain.IMPORTER, desnz.IMPORTER, epa_hub.IMPORTER)
 }
-GWP_VERSION = "AR5"
+# The other importers convert gas masses to CO2e with the GWP set the calculator assumes for them.
+GWP_VERSION = DATASET_GWP_SET
 BATCH_SIZE = 1000
 
 
@@ -97,6 +99,7 @@ def _factor(dataset: FactorDataset, spec: FactorSpec) -> EmissionFactor:
         unit_label=spec.unit_label,
         currency=spec.currency,
         co2e_per_unit=spec.co2e_per_unit,
+        biogenic_co2_per_unit=spec.biogenic_co2_per_unit,
         gwp_set=spec.gwp_set,
         gases=dict(spec.gases),
         extra=dict(spec.extra),

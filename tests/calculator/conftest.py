@@ -61,3 +61,9 @@ def hgv_factor(org: World, desnz_2025: Dataset) -> Factor:
         unit_label="tonne.km",
         co2e_per_unit=Decimal("0.10700"),
     )
+
+
+@pytest.fixture
+def biodiesel_factor(org: World) -> Factor:
+    """A factor whose publisher separates biogenic CO2 (kept out of co2e_per_unit): ``published.HUB_BIODIESEL``."""
+    return org.add_factor(dataset=org.add_dataset(**published.EPA_HUB_2024), **published.HUB_BIODIESEL)

@@ -713,3 +713,53 @@ def test_period_defaults_fill_only_what_is_missing():
     inp, notes = period_defaults(spend, period_year=2024)
     assert (inp.year, inp.spend_year) == (2024, 2024)
     assert [note.code for note in notes] == ["year_from_period", "spend_year_from_period"]
+
+
+# -- biogenic CO2: reported beside co2e_kg, never in it ---------------------------------------------
+
+
+def test_biogenic_co2_is_reported_apart_from_co2e(org, biodiesel_factor):
+    # 100 US gallons of biodiesel: 100 x 0.00657 kg CO2e (CH4 and N2O); 100 x 9.45 kg biogenic CO2.
+    inp = make_input(activity=biodiesel_factor.activity, amount=Decimal("100"), unit="US_gallon", category=3)
+    result = calculate(inp, organization=org)
+    assert result.co2e_kg == Decimal("0.657000")
+    assert result.biogenic_co2_kg == Decimal("945.000000")
+    assert result.gases == {"CH4": Decimal("0.392"), "N2O": Decimal("0.265")}
+    assert sum(result.gases.values()) == result.co2e_kg  # the gases add up to co2e_kg, which has no biogenic CO2
+    data = result.as_dict()
+    assert (data["co2e_kg"], data["biogenic_co2_kg"]) == ("0.657000", "945.000000")
+    assert data["factor"]["biogenic_co2_per_unit"] == "9.45"
+
+
+def test_biogenic_co2_is_exact_and_rounded_once_like_co2e(org, biodiesel_factor):
+    # 1 litre = 1/3.785411784 US gallon: both figures are rounded once from the exact product.
+    result = calculate(make_input(activity=biodiesel_factor.activity, unit="L"), organization=org)
+    litre = Fraction(1) / Fraction("3.785411784")
+    for value, per_gallon in ((result.biogenic_co2_kg, "9.45"), (result.co2e_kg, "0.00657")):
+        with localcontext() as ctx:
+            ctx.prec = 60
+            exact = Decimal(litre.numerator) * Decimal(per_gallon) / Decimal(litre.denominator)
+        assert value == exact.quantize(Decimal("0.000001"), rounding=ROUND_HALF_EVEN)
+    assert result.biogenic_co2_kg == Decimal("2.496426")
+    assert result.co2e_kg == Decimal("0.001736")
+
+
+def test_a_biogenic_tie_rounds_half_even_once(org):
+    # As the co2e tie above: 0.360426 km at 1.74192 kg per mile is exactly 0.3901175 kg.
+    factor = org.add_factor(unit="mile", co2e_per_unit=Decimal("0"), biogenic_co2_per_unit=Decimal("1.74192"))
+    result = calculate(make_input(activity=factor.activity, amount=Decimal("0.360426"), unit="km"), organization=org)
+    assert (result.co2e_kg, result.biogenic_co2_kg) == (Decimal("0.000000"), Decimal("0.390118"))
+
+
+def test_no_biogenic_figure_is_none_not_zero(org, electricity_factor):
+    result = calculate(make_input(activity=electricity_factor.activity, unit="MWh"), organization=org)
+    assert result.biogenic_co2_kg is None
+    assert result.as_dict()["biogenic_co2_kg"] is None
+    assert result.as_dict()["factor"]["biogenic_co2_per_unit"] is None
+
+
+def test_a_biogenic_figure_too_large_to_store_is_an_error_on_the_amount(org):
+    factor = org.add_factor(unit="kWh", co2e_per_unit=Decimal("0"), biogenic_co2_per_unit=Decimal("1e10"))
+    with pytest.raises(CalculationError) as exc:
+        calculate(make_input(activity=factor.activity, amount=Decimal("1e10")), organization=org)
+    assert list(exc.value.errors) == ["amount"]

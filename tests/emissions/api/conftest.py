@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
+from django.conf import settings
 
 from emissions.models import EmissionFactor
+from emissions.services.factors import factor_dataset_import
 from tests.emissions.api.payloads import FREIGHT_ACTIVITY
 from tests.factories import EmissionFactorFactory, FactorDatasetFactory
 
@@ -23,3 +26,10 @@ def freight_factor() -> EmissionFactor:
         unit_label="tonne.km",
         co2e_per_unit=Decimal("0.17146"),
     )
+
+
+@pytest.fixture
+def hub_imported() -> None:
+    """The IPCC GWP tables and the EPA Hub 2024, imported from the publishers' files as ``import_factors`` does."""
+    for source in ("ipcc_gwp", "epa_hub"):
+        factor_dataset_import(source=source, directory=Path(settings.FACTOR_DATA_DIR))

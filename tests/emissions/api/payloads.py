@@ -11,6 +11,15 @@ from tests.factories import EmissionFactorFactory, FactorDatasetFactory, Supplie
 FREIGHT_ACTIVITY = "desnz:27_304_3120_14"
 
 
+# Hub 2024 table 1: biodiesel (100 %), per US gallon: 9.45 kg CO2 (biogenic), 0.14 g CH4, 0.01 g N2O.
+HUB_BIODIESEL = "epa_hub:stationary:biodiesel-100:gallon"
+
+
+def biodiesel_input(**overrides: Any) -> dict[str, Any]:
+    """100 US gallons of biodiesel burnt: 0.657 kg CO2e (CH4 and N2O at AR5) and 945 kg of biogenic CO2."""
+    return electricity_input(**{"activity": HUB_BIODIESEL, "amount": "100", "unit": "US_gallon", **overrides})
+
+
 def electricity_input(**overrides: Any) -> dict[str, Any]:
     """A valid calculate/activity payload for 1 MWh of UK electricity."""
     data = {"category": 3, "method": "activity", "activity": "desnz:7_400_4000_5", "amount": "1", "unit": "MWh"}

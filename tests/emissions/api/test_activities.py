@@ -17,6 +17,7 @@ from emissions.api.serializers import MAX_ACTIVITY_ITEMS, ActivityInputSerialize
 from emissions.models import ActivityRecord, Emission, Organization
 from tests.emissions.api.payloads import (
     activity_input,
+    biodiesel_input,
     freight_input,
     steel_spend_input,
     supplier_specific_input,
@@ -372,3 +373,20 @@ def test_stored_mass_times_distance_activity_posts_back_unchanged(api, freight_f
     )
     assert again.status_code == 201, again.json()
     assert again.json()["emission"]["co2e_kg"] == stored["emission"]["co2e_kg"] == "205.752000"
+
+
+def test_a_stored_biomass_activity_keeps_its_biogenic_co2_apart(api, org, hub_imported):
+    body = {**biodiesel_input(), "period_start": "2025-01-01", "period_end": "2025-01-31"}
+    response = api.post(LIST, body, format="json")
+    assert response.status_code == 201, response.json()
+    emission = response.json()["emission"]
+    assert (emission["co2e_kg"], emission["biogenic_co2_kg"]) == ("0.657000", "945.000000")
+    assert emission["factor"]["biogenic_co2_per_unit"] == "9.450000000000000"
+    stored = Emission.objects.for_org(org).get()
+    assert (stored.co2e_kg, stored.biogenic_co2_kg) == (Decimal("0.657"), Decimal("945"))
+
+    detail = api.get(reverse("emission-detail", args=[stored.pk])).json()
+    assert (detail["co2e_kg"], detail["biogenic_co2_kg"]) == ("0.657000", "945.000000")
+    summary = api.get(reverse("emission-summary"), {"group_by": "category"}).json()
+    assert (summary["total_co2e_kg"], summary["total_biogenic_co2_kg"]) == ("0.657000", "945.000000")
+    assert summary["groups"][0]["biogenic_co2_kg"] == "945.000000"

@@ -11,6 +11,8 @@ from django.urls import reverse
 
 from emissions.models import ActivityRecord, Emission
 from tests.emissions.api.payloads import (
+    HUB_BIODIESEL,
+    biodiesel_input,
     electricity_input,
     freight_input,
     steel_spend_input,
@@ -353,3 +355,52 @@ def test_an_ambiguous_mass_unit_is_a_400_naming_mass_unit(api, freight_factor):
     (message,) = response.json()["mass_unit"]
     assert "'tons' is ambiguous" in message
     assert "short_ton" in message
+
+
+# -- biogenic CO2 and GWP sets, on the publishers' own files -----------------------------------------
+
+
+def test_hub_biodiesel_reports_biogenic_co2_apart_from_co2e(api, hub_imported):
+    data = api.post(URL, biodiesel_input(), format="json").json()
+    # 100 gal x (0.14 g CH4 x 28 + 0.01 g N2O x 265) = 0.657 kg CO2e; 100 gal x 9.45 kg = 945 kg biogenic CO2.
+    assert (data["co2e_kg"], data["biogenic_co2_kg"]) == ("0.657000", "945.000000")
+    assert data["gases"] == {"CH4": "0.392000", "N2O": "0.265000"}
+    assert data["factor"]["activity"] == HUB_BIODIESEL
+    assert (data["factor"]["co2e_per_unit"], data["factor"]["biogenic_co2_per_unit"]) == (
+        "0.006570000000000",
+        "9.450000000000000",
+    )
+
+
+def test_a_factor_without_a_biogenic_figure_gives_null(api, electricity_factor):
+    data = api.post(URL, electricity_input(), format="json").json()
+    assert (data["co2e_kg"], data["biogenic_co2_kg"], data["factor"]["biogenic_co2_per_unit"]) == (
+        "177.000000",
+        None,
+        None,
+    )
+
+
+def test_batch_results_carry_biogenic_co2(api, hub_imported):
+    items = [biodiesel_input(), biodiesel_input(amount="1", unit="L")]
+    response = api.post(BATCH_URL, {"items": items}, format="json")
+    assert response.status_code == 200, response.json()
+    results = response.json()["results"]
+    assert [(r["co2e_kg"], r["biogenic_co2_kg"]) for r in results] == [
+        ("0.657000", "945.000000"),
+        # 1 L = 1/3.785411784 US gallon, each figure rounded once from the exact product.
+        ("0.001736", "2.496426"),
+    ]
+
+
+def test_a_gas_without_dataset_version_uses_the_datasets_gwp_set(api, hub_imported):
+    body = {"category": 1, "method": "activity", "activity": "gwp:CH4", "amount": "10", "unit": "kg"}
+    data = api.post(URL, body, format="json").json()
+    # AR5 (the DESNZ 2025 and EPA basis): 10 kg x 28, not AR6's 27.9.
+    assert (data["co2e_kg"], data["factor"]["dataset_version"]) == ("280.000000", "AR5")
+    assert [note["code"] for note in data["fallbacks"]] == ["gwp_set_default"]
+    assert "gwp_set_mismatch" not in [note["code"] for note in data["warnings"]]
+
+    data = api.post(URL, {**body, "dataset_version": "AR6"}, format="json").json()
+    assert (data["co2e_kg"], data["factor"]["dataset_version"]) == ("279.000000", "AR6")
+    assert "gwp_set_mismatch" in [note["code"] for note in data["warnings"]]

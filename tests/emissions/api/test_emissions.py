@@ -46,6 +46,7 @@ def test_row_shape(api, org):
         "method": "activity",
         "co2e_kg": "1234.500000",
         "co2e_t": "1.234500000",
+        "biogenic_co2_kg": None,
         "gases": {},
         "data_quality": emission.data_quality,
         "fallbacks": [],
@@ -224,7 +225,15 @@ def test_list_query_count_is_constant(api, org, django_assert_num_queries, cold_
 def summary_data(org):
     acme = SupplierFactory(organization=org, name="Acme Steel")
     beta = SupplierFactory(organization=org, name="Beta Freight")
-    emission_in(org, dt.date(2025, 1, 1), co2e_kg=Decimal("600"), activity__category=1, activity__supplier=acme)
+    # The one emission with a biogenic figure (a biomass fuel's): 12.5 kg of biogenic CO2 beside its CO2e.
+    emission_in(
+        org,
+        dt.date(2025, 1, 1),
+        co2e_kg=Decimal("600"),
+        biogenic_co2_kg=Decimal("12.5"),
+        activity__category=1,
+        activity__supplier=acme,
+    )
     emission_in(
         org,
         dt.date(2025, 1, 15),
@@ -244,6 +253,7 @@ def test_summary_by_category(api, summary_data):
         "group_by": "category",
         "total_co2e_kg": "1000.000000",
         "total_co2e_t": "1.000000000",
+        "total_biogenic_co2_kg": "12.500000",
         "count": 3,
         "groups": [
             {
@@ -251,6 +261,8 @@ def test_summary_by_category(api, summary_data):
                 "label": "1 Purchased goods and services",
                 "co2e_kg": "849.500000",
                 "co2e_t": "0.849500000",
+                # The sum of the group's figures; the other emission of the group has none (not a zero).
+                "biogenic_co2_kg": "12.500000",
                 "count": 2,
                 "share": "84.95",
             },
@@ -259,6 +271,7 @@ def test_summary_by_category(api, summary_data):
                 "label": "4 Upstream transportation and distribution",
                 "co2e_kg": "150.500000",
                 "co2e_t": "0.150500000",
+                "biogenic_co2_kg": None,  # no emission of the group has a biogenic figure
                 "count": 1,
                 "share": "15.05",
             },
@@ -315,6 +328,7 @@ def test_summary_empty(api):
         "group_by": "category",
         "total_co2e_kg": "0.000000",
         "total_co2e_t": "0.000000000",
+        "total_biogenic_co2_kg": None,
         "count": 0,
         "groups": [],
     }

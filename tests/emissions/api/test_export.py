@@ -115,11 +115,18 @@ def test_header_values_and_download_headers(api, org):
             factor.activity,
             "1234.500000",
             "1.234500000",
+            "",  # no biogenic figure: empty, not a zero
             "1.6",
             "region_fallback;year_fallback_earlier",
             listed["calculated_at"],  # same form as the JSON API
         ]
     ]
+
+
+def test_biogenic_co2_is_its_own_column_beside_co2e(api, org):
+    emission_in(org, dt.date(2025, 1, 1), co2e_kg=Decimal("0.657"), biogenic_co2_kg=Decimal("945"))
+    row = dict(zip(COLUMNS, read(api.get(URL))[1], strict=True))
+    assert (row["co2e_kg"], row["co2e_t"], row["biogenic_co2_kg"]) == ("0.657000", "0.000657000", "945.000000")
 
 
 def test_row_without_supplier_has_empty_supplier_columns(api, org):

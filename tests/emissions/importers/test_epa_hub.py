@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import shutil
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.utils.text import slugify
 
 from calculator.units import convert
 from emissions.importers import epa_hub, ipcc_gwp
@@ -91,6 +93,51 @@ def test_stationary_and_mobile_combustion(factors):
         "gallon",
         "CO2 only",
     )
+
+
+def _hub_rows(name: str) -> list[dict[str, str]]:
+    with (DATA / epa_hub.FOLDER / name).open(encoding="utf-8-sig", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_every_biomass_fuel_has_its_co2_as_biogenic_not_co2e(parsed, factors, ar5):
+    """The fuels the Hub files under a "Biomass Fuels" heading, read from the file, not from a list kept here."""
+    stationary = _hub_rows("stationary-combustion.csv")
+    biomass = {row["Fuel Type"] for row in stationary if row["Fuel Category"].startswith("Biomass Fuels")}
+    with_units = [row for row in stationary if row["Fuel Type"] in biomass and row["CO2 Factor"]]
+    mobile = [row for row in _hub_rows("mobile-combustion-co2.csv") if row["Fuel Type"] in biomass]
+    assert len(with_units) == 10 and {row["Fuel Type"] for row in mobile} == {"Biodiesel (100%)", "Ethanol (100%)"}
+
+    separated = {f.activity: f for f in parsed.factors if f.biogenic_co2_per_unit is not None}
+    assert len(separated) == 12 == len(with_units) + len(mobile)
+    for row in with_units:
+        unit = row["CO2 Factor Unit"].removeprefix("kg CO2 per ")
+        factor = factors[f"epa_hub:stationary:{slugify(row['Fuel Type'])}:{slugify(unit)}"]
+        assert factor.activity in separated
+        assert factor.biogenic_co2_per_unit == Decimal(row["CO2 Factor"])
+        ch4_and_n2o = _co2e("0", row["CH4 Factor"], row["N2O Factor"], ar5)
+        assert factor.co2e_per_unit == ch4_and_n2o.quantize(Decimal("1e-15"))
+        assert set(factor.gases) == {"CH4", "N2O"}
+    for row in mobile:
+        factor = factors[f"epa_hub:mobile-co2:{slugify(row['Fuel Type'])}:{slugify(row['Unit'])}"]
+        # Table 2 has CO2 only, all of it biogenic: nothing of these rows counts as CO2e.
+        assert (factor.co2e_per_unit, factor.biogenic_co2_per_unit) == (0, Decimal(row["kg CO2 per unit"]))
+        assert factor.gases == {}
+    # Fossil fuels keep their CO2 in CO2e.
+    assert all(f.biogenic_co2_per_unit is None for f in parsed.factors if f.activity not in separated)
+
+
+def test_biodiesel_by_hand(factors):
+    """Hub 2024 biodiesel (100 %), per US gallon: 9.45 kg CO2, 0.14 g CH4, 0.01 g N2O; AR5 CH4 28, N2O 265."""
+    biodiesel = factors["epa_hub:stationary:biodiesel-100:gallon"]
+    # CO2e = 0.14 g x 28 + 0.01 g x 265 = 3.92 g + 2.65 g = 0.00657 kg; the 9.45 kg of CO2 are biogenic.
+    assert biodiesel.co2e_per_unit == Decimal("0.00657")
+    assert biodiesel.biogenic_co2_per_unit == Decimal("9.45")
+    assert biodiesel.gases == {"CH4": "0.00392", "N2O": "0.00265"}
+    # Per litre (1 US gallon = 3.785411784 L): 2.4964 kg biogenic CO2, the ~2.50 kg once counted as CO2e.
+    per_litre = biodiesel.biogenic_co2_per_unit / Decimal("3.785411784")
+    assert per_litre.quantize(Decimal("0.0001")) == Decimal("2.4964")
+    assert factors["epa_hub:mobile-co2:biodiesel-100:gallon"].biogenic_co2_per_unit == Decimal("9.45")
 
 
 def test_needs_ch4_and_n2o_gwps():

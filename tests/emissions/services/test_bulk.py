@@ -62,6 +62,8 @@ def factors() -> dict[str, EmissionFactor]:
             unit="kWh",
             co2e_per_unit=Decimal("0.17700"),
             gases={"CO2": "0.17489", "CH4": "0.00089", "N2O": "0.00122"},
+            # DESNZ's outside-of-scopes biogenic CO2 of UK electricity: a nullable column both writers must fill.
+            biogenic_co2_per_unit=Decimal("0.11507"),
         ),
         "freight": EmissionFactorFactory.create(
             dataset=desnz, activity="desnz:27_304_3140_14", unit="t*km", unit_label="tonne.km", co2e_per_unit="0.10163"
@@ -166,6 +168,8 @@ def test_copy_writes_the_same_rows_as_bulk_create(org, supplier, factors):
     assert activity["mass"] == Decimal("12.50") and activity["period_start"] == FEB[0]
     assert expected[0][0]["mass"] is None and expected[0][0]["distance"] is None
     assert expected[0][1]["co2e_kg"] == Decimal("218.518359")  # 1.234567 MWh x 0.177 kg/kWh
+    assert expected[0][1]["biogenic_co2_kg"] == Decimal("142.061625")  # 1.234567 MWh x 0.11507 kg/kWh
+    assert expected[1][1]["biogenic_co2_kg"] is None  # the freight factor has no biogenic figure
     assert expected[0][1]["gases"] and expected[0][1]["fallbacks"]  # year taken from the period
     assert expected[2][0]["currency"] == "USD" and expected[1][0]["currency"] == ""
 

@@ -49,6 +49,12 @@ def test_import_all_sources_then_reimport_changes_nothing():
     assert steel.gases["HFC-134a"] == "0.000325"
     grid = EmissionFactor.objects.get(activity="desnz:7_400_4000_5")
     assert (grid.co2e_per_unit, grid.unit) == (Decimal("0.17700"), "kWh")
+    # Biogenic CO2 is stored beside CO2e, not in it: DESNZ's outside-of-scopes figure, the Hub's biomass CO2.
+    assert grid.biogenic_co2_per_unit == Decimal("0.11507")
+    biodiesel = EmissionFactor.objects.get(activity="epa_hub:stationary:biodiesel-100:gallon")
+    assert (biodiesel.co2e_per_unit, biodiesel.biogenic_co2_per_unit) == (Decimal("0.00657"), Decimal("9.45"))
+    assert EmissionFactor.objects.filter(dataset__source="epa_hub", biogenic_co2_per_unit__isnull=False).count() == 12
+    assert not EmissionFactor.objects.filter(dataset__source="epa_supply_chain", biogenic_co2_per_unit__isnull=False)
     dataset = FactorDataset.objects.get(source="desnz", version="2025")
     assert "Open Government Licence v3.0" in dataset.licence
     assert dataset.publisher.startswith("UK Department for Energy Security and Net Zero")
