@@ -713,3 +713,10 @@ def test_period_defaults_fill_only_what_is_missing():
     inp, notes = period_defaults(spend, period_year=2024)
     assert (inp.year, inp.spend_year) == (2024, 2024)
     assert [note.code for note in notes] == ["year_from_period", "spend_year_from_period"]
+
+
+def test_no_factor_and_no_activity_is_the_same_error_as_at_input(org, electricity_factor):
+    # The calculator re-checks calculator.inputs' factor rule, with its message.
+    with pytest.raises(CalculationError) as caught:
+        calculate(make_input(activity="  ", factor_id=None), organization=org)
+    assert caught.value.errors == {"activity": ["Give either factor_id or activity."]}
