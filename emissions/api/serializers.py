@@ -1,8 +1,9 @@
 """Request validation and response shapes for API v1.
 
-Input serializers check shapes only (types, ranges, choices, tenancy of referenced ids);
-the calculator checks meaning (units, factors, rates). Output serializers read rows loaded
-with ``with_related()`` so that lists run a constant number of queries.
+Input serializers check shapes only (types, ranges, choices, tenancy of referenced ids); how
+the fields of a calculation relate is ``calculator.inputs``' rule, which they call, and the
+calculator checks meaning (units, factors, rates). Output serializers read rows loaded with
+``with_related()`` so that lists run a constant number of queries.
 """
 
 from __future__ import annotations

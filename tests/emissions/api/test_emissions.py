@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from django.urls import reverse
 
+from emissions.api.serializers import SummaryGroupSerializer, SummarySerializer
 from emissions.models import ID_MAX, SUMMARY_KEYS, Emission, Method, Organization
 from tests.factories import EmissionFactory, SupplierFactory
 
@@ -318,6 +319,15 @@ def test_summary_empty(api):
         "count": 0,
         "groups": [],
     }
+
+
+@pytest.mark.parametrize("group_by", SUMMARY_KEYS)
+def test_summary_answers_the_documented_shape(api, summary_data, group_by):
+    body = api.get(SUMMARY, {"group_by": group_by}).json()
+    assert list(body) == list(SummarySerializer().fields)
+    assert body["groups"]
+    for group in body["groups"]:
+        assert list(group) == list(SummaryGroupSerializer().fields)
 
 
 @pytest.mark.parametrize("group_by", ["", "year", "CATEGORY"])
