@@ -31,6 +31,7 @@ from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 
 from calculator import units
+from calculator.inputs import factor_choice_errors
 from calculator.quality import assess
 from calculator.resolve import Resolver
 from calculator.rules import (
@@ -213,8 +214,11 @@ def _validate(inp: CalculationInput) -> Decimal:
         value = getattr(inp, name)
         if value is not None and not is_year(value):
             errors[name] = [f"must be a year from {YEAR_MIN} to {YEAR_MAX}"]
-    if inp.factor_id is None and not inp.activity.strip() and inp.method != Method.SUPPLIER_SPECIFIC:
-        errors["activity"] = ["Give an activity or a factor_id."]
+    errors.update(
+        factor_choice_errors(
+            method=inp.method, factor_id=inp.factor_id, activity=inp.activity, supplier_id=inp.supplier_id
+        )
+    )
     if errors:
         raise CalculationError(errors)
     return amount

@@ -55,6 +55,16 @@ CO2E_QUANTUM = Decimal(1).scaleb(-CO2E_PLACES)
 # The smallest value a CO2e column cannot hold.
 CO2E_LIMIT = Decimal(10) ** (CO2E_MAX_DIGITS - CO2E_PLACES)
 
+# Tonnes of CO2e as presented (``co2e_t``): the kilograms / 1000, which is exact at 3 more places.
+CO2E_T_PLACES = CO2E_PLACES + 3
+CO2E_T_QUANTUM = Decimal(1).scaleb(-CO2E_T_PLACES)
+
+# Stored activity quantities (amount, mass, distance): 24 digits, 6 after the point. A mass x distance
+# quantity is stored as its product rounded once to this quantum, and must fit the column.
+AMOUNT_MAX_DIGITS, AMOUNT_PLACES = 24, 6
+AMOUNT_QUANTUM = Decimal(1).scaleb(-AMOUNT_PLACES)
+AMOUNT_LIMIT = Decimal(10) ** (AMOUNT_MAX_DIGITS - AMOUNT_PLACES)
+
 # Decimal places of ``converted_amount`` as presented (an exact repeating conversion has no end).
 CONVERTED_AMOUNT_PLACES = 12
 

@@ -15,6 +15,7 @@ from fractions import Fraction
 from typing import Any, Generic, Protocol, TypeVar
 
 from calculator.rules import CONVERTED_AMOUNT_PLACES, DEFAULT_CURRENCY, Method
+from calculator.shapes import CalculationResultDict, DataQualityDict, FactorRefDict, NoteDict
 
 
 class DatasetLike(Protocol):
@@ -146,7 +147,7 @@ class Note:
     code: str
     detail: str
 
-    def as_dict(self) -> dict[str, str]:
+    def as_dict(self) -> NoteDict:
         return {"code": self.code, "detail": self.detail}
 
 
@@ -165,7 +166,7 @@ class DataQuality:
         total = self.technology + self.time + self.geography + self.completeness + self.reliability
         return round_half_even(Fraction(total, 5), 1)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> DataQualityDict:
         return {
             "technology": self.technology,
             "time": self.time,
@@ -233,7 +234,7 @@ class CalculationResult(Generic[F]):
     basis: str = ""
     biogenic_co2_kg: Decimal | None = None
 
-    def factor_dict(self) -> dict[str, Any]:
+    def factor_dict(self) -> FactorRefDict:
         f = self.factor
         return {
             "id": f.pk,
@@ -248,8 +249,8 @@ class CalculationResult(Generic[F]):
             "biogenic_co2_per_unit": _optional_str(f.biogenic_co2_per_unit),
         }
 
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready result.
+    def as_dict(self) -> CalculationResultDict:
+        """JSON-ready result, shaped as ``calculator.shapes.CalculationResultDict``.
 
         Presentation choices: ``converted_amount`` is shown rounded by ``present_amount`` (12
         decimal places, plain notation) because an exact repeating conversion has no end;

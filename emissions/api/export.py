@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 from collections.abc import Iterator
-from decimal import Decimal
 from typing import Any
 
 from django.db.models import QuerySet
@@ -27,7 +26,7 @@ from emissions.models import Emission
 CHUNK_SIZE = 2000
 LINES_PER_BLOCK = 500
 KG_QUANTUM = rules.CO2E_QUANTUM
-T_QUANTUM = Decimal("0.000000001")
+T_QUANTUM = rules.CO2E_T_QUANTUM
 
 COLUMNS = (
     "id",

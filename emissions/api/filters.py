@@ -20,7 +20,6 @@ from calculator import rules
 from emissions.models import ID_MAX, ActivityRecord, Category, Emission, EmissionFactor, FactorDataset, Method
 
 INTEGER_RE = re.compile(r"[0-9]+")
-# Primary keys are bigint; a larger id would reach PostgreSQL as an out-of-range error.
 
 
 class StrictIntegerField(forms.IntegerField):

@@ -1,13 +1,16 @@
 """Request validation and response shapes for API v1.
 
-Input serializers check shapes only (types, ranges, choices, tenancy of referenced ids);
-the calculator checks meaning (units, factors, rates). Output serializers read rows loaded
-with ``with_related()`` so that lists run a constant number of queries.
+Input serializers check shapes only (types, ranges, choices, tenancy of referenced ids); how
+the fields of a calculation relate is ``calculator.inputs``' rule, which they call, and the
+calculator checks meaning (units, factors, rates). Output serializers read rows loaded with
+``with_related()`` so that lists run a constant number of queries.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -15,12 +18,13 @@ from django_countries import countries
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from calculator import rules
-from calculator.types import CalculationInput
+from calculator import inputs, rules
+from calculator.types import CalculationError, CalculationInput
 from emissions.models import (
     AMOUNT_DIGITS,
     FACTOR_DIGITS,
     ID_MAX,
+    SUMMARY_KEYS,
     ActivityRecord,
     Category,
     Emission,
@@ -28,19 +32,19 @@ from emissions.models import (
     FactorDataset,
     Method,
     Supplier,
+    currency_validator,
 )
-from emissions.services.activities import ActivityInput, ItemError
+from emissions.services.activities import ActivityInput, FieldErrors
 
 MAX_BATCH_ITEMS = 1000
 MAX_ACTIVITY_ITEMS = 10_000
 MIN_YEAR, MAX_YEAR = rules.YEAR_MIN, rules.YEAR_MAX
 GAS_NAME_RE = re.compile(r"^[A-Za-z0-9_\-\.]{1,32}$")
-# Primary keys are bigint; larger numbers would reach PostgreSQL as an out-of-range error.
-MAX_ID = ID_MAX
-DISTANCE_FIELDS = ("mass", "mass_unit", "distance", "distance_unit")
-MASS_DISTANCE_OR_AMOUNT = "Give amount + unit, or mass, mass_unit, distance and distance_unit; both only if they agree."
-AMOUNT_QUANTUM = Decimal(1).scaleb(-AMOUNT_DIGITS["decimal_places"])
-AMOUNT_LIMIT = Decimal(10) ** (AMOUNT_DIGITS["max_digits"] - AMOUNT_DIGITS["decimal_places"])
+# The validated data's key for the CalculationInput that CalculationInputSerializer.validate built.
+CALCULATION = "calculation_input"
+# The fields of CalculationInputSerializer that calculator.inputs.calculation_input takes by the same name:
+# the calculator input's, but ``supplier`` for its ``supplier_id``.
+INPUT_FIELDS = tuple(field.name for field in dataclasses.fields(CalculationInput) if field.name != "supplier_id")
 # FIELD_NAMES: the public API has fields named ``source`` and ``label``. DRF's SerializerMetaclass pops
 # declared fields off the class, so they never shadow ``Field.source``/``Field.label`` at runtime, but the
 # stubs cannot express that and report an [assignment] clash (typeddjango/djangorestframework-stubs#158,
@@ -66,7 +70,7 @@ def _year_field(help_text: str) -> serializers.IntegerField:
 
 def _id_field(help_text: str) -> serializers.IntegerField:
     # Bounded to bigint so an oversized id is a 400 on its field, not a database error.
-    return serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=MAX_ID, help_text=help_text)
+    return serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=ID_MAX, help_text=help_text)
 
 
 # -- factors ----------------------------------------------------------------------------------
@@ -197,7 +201,11 @@ class CalculationInputSerializer(serializers.Serializer):
     those submitted) so that N items cost one query instead of N.
     """
 
-    category = serializers.IntegerField(min_value=1, max_value=15, help_text="Scope 3 category, 1-15")
+    category = serializers.IntegerField(
+        min_value=rules.CATEGORY_MIN,
+        max_value=rules.CATEGORY_MAX,
+        help_text=f"Scope 3 category, {rules.CATEGORY_MIN}-{rules.CATEGORY_MAX}",
+    )
     method = serializers.ChoiceField(choices=Method.choices)
     factor_id = _id_field("Pin one factor; otherwise give activity")
     activity = serializers.CharField(
@@ -221,11 +229,11 @@ class CalculationInputSerializer(serializers.Serializer):
         help_text="Required, except for spend (defaults to the currency) and mass x distance",
     )
     currency = serializers.RegexField(
-        r"^[A-Z]{3}$",
+        rules.CURRENCY_PATTERN,
         required=False,
         max_length=3,
-        error_messages={"invalid": "Currency must be an ISO 4217 code such as USD."},
-        help_text="Spend only; default USD",
+        error_messages={"invalid": currency_validator.message},
+        help_text=f"Spend only; default {rules.DEFAULT_CURRENCY}",
     )
     spend_year = _year_field("Price year of the amount (spend); default: the factor's price year")
     mass = _amount_field(required=False, allow_null=True)
@@ -248,46 +256,15 @@ class CalculationInputSerializer(serializers.Serializer):
         return value
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        if attrs.get("factor_id") is None and not attrs.get("activity"):
-            if attrs["method"] != Method.SUPPLIER_SPECIFIC:
-                raise serializers.ValidationError({"activity": ["Give either factor_id or activity."]})
-            if attrs.get("supplier") is None:
-                # Without an activity the calculator uses the supplier's newest own factor, so it needs the supplier.
-                raise serializers.ValidationError(
-                    {"supplier": ["The supplier-specific method needs a supplier (or give factor_id)."]}
-                )
-        mass_times_distance = False
-        if attrs["method"] == Method.DISTANCE:
-            # mass x distance come as a set of four; a partial set is a mistake, not a default.
-            given = [name for name in DISTANCE_FIELDS if attrs.get(name) not in (None, "")]
-            if given and len(given) < len(DISTANCE_FIELDS):
-                raise serializers.ValidationError(
-                    {
-                        name: ["Required together with " + ", ".join(given) + "."]
-                        for name in DISTANCE_FIELDS
-                        if name not in given
-                    }
-                )
-            mass_times_distance = bool(given)
-            if mass_times_distance and attrs["mass"] * attrs["distance"] >= AMOUNT_LIMIT:
-                # The product is stored as the activity's amount; it must fit that column.
-                raise serializers.ValidationError({"mass": ["mass x distance is too large."]})
-            if mass_times_distance:
-                # Both ways of stating the quantity at once are accepted only when they agree exactly
-                # with what is stored (so a stored activity posts back unchanged); otherwise one of
-                # them would be silently ignored.
-                both = {name: value for name in ("amount", "unit") if (value := attrs.get(name)) not in (None, "")}
-                product = _mass_times_distance(attrs)
-                if both and (attrs.get("amount"), attrs.get("unit")) != product:
-                    message = f"{MASS_DISTANCE_OR_AMOUNT} (mass x distance is {product[0]} {product[1]})"
-                    raise serializers.ValidationError({name: [message] for name in both})
-        if not mass_times_distance:
-            missing = {"amount": ["This field is required."]} if attrs.get("amount") is None else {}
-            # Spend is denominated in ``currency``; every other method needs the amount's unit.
-            if not attrs.get("unit") and attrs["method"] != Method.SPEND:
-                missing["unit"] = ["This field is required."]
-            if missing:
-                raise serializers.ValidationError(missing)
+        # How the fields relate (factor or activity, amount or mass x distance, spend's unit) is the
+        # calculator's rule (calculator.inputs); its errors name the fields, as a serializer's do.
+        # The input is built here, once per item, and kept in the validated data (``calculation_input``).
+        try:
+            attrs[CALCULATION] = inputs.calculation_input(
+                **{name: attrs[name] for name in INPUT_FIELDS if name in attrs}, supplier_id=attrs.get("supplier")
+            )
+        except CalculationError as exc:
+            raise serializers.ValidationError(exc.errors) from None
         return attrs
 
     def to_calculation_input(self) -> CalculationInput:
@@ -295,50 +272,11 @@ class CalculationInputSerializer(serializers.Serializer):
         return calculation_input(self.validated_data)
 
 
-def _mass_times_distance(data: dict[str, Any]) -> tuple[Decimal, str]:
-    """The stored form of a mass x distance quantity: (product rounded to the amount column, "mass_unit*distance_unit").
-
-    Rounded to the column's 6 places; the calculator itself multiplies mass and distance exactly.
-    """
-    amount = (data["mass"] * data["distance"]).quantize(AMOUNT_QUANTUM)
-    return amount, f"{data['mass_unit']}*{data['distance_unit']}"
-
-
-def calculation_input(data: dict[str, Any]) -> CalculationInput:
-    """Validated serializer data as a ``CalculationInput``.
-
-    Precondition: ``data`` passed ``CalculationInputSerializer.validate``. Mass x distance input
-    is stored with its product as ``amount`` (e.g. 20 t x 60 km -> 1200 t*km) so that every
-    activity row carries the quantity that was multiplied by the factor; spend without a unit is
-    in its currency.
-    """
-    currency = data.get("currency") or "USD"
-    amount: Decimal | None = data.get("amount")
-    unit: str = data.get("unit") or ""
-    if amount is None:
-        # Validation let amount be absent only for a complete mass x distance set.
-        amount, unit = _mass_times_distance(data)
-    elif not unit and data["method"] == Method.SPEND:
-        unit = currency
-    return CalculationInput(
-        category=data["category"],
-        method=data["method"],
-        amount=amount,
-        unit=unit,
-        factor_id=data.get("factor_id"),
-        activity=data.get("activity", ""),
-        region=data.get("region", ""),
-        year=data.get("year"),
-        source=data.get("source", ""),
-        dataset_version=data.get("dataset_version", ""),
-        currency=currency,
-        spend_year=data.get("spend_year"),
-        mass=data.get("mass"),
-        mass_unit=data.get("mass_unit", ""),
-        distance=data.get("distance"),
-        distance_unit=data.get("distance_unit", ""),
-        supplier_id=data.get("supplier"),
-    )
+def calculation_input(data: Mapping[str, Any]) -> CalculationInput:
+    """The ``CalculationInput`` that ``CalculationInputSerializer`` validation built (by
+    ``calculator.inputs.calculation_input``). Precondition: ``data`` is that serializer's validated data."""
+    calculation: CalculationInput = data[CALCULATION]
+    return calculation
 
 
 def _as_id(value: Any) -> int | None:
@@ -347,7 +285,7 @@ def _as_id(value: Any) -> int | None:
         return None
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
-    return value if isinstance(value, int) and 1 <= value <= MAX_ID else None
+    return value if isinstance(value, int) and 1 <= value <= ID_MAX else None
 
 
 def referenced_supplier_ids(items: list[Any]) -> set[int]:
@@ -402,7 +340,7 @@ def activity_input(data: dict[str, Any]) -> ActivityInput:
     """Validated ``ActivityInputSerializer`` data as the service's input.
 
     ``year``/``spend_year`` stay None when not sent; the service fills them from the period
-    (``emissions.services.activities.period_defaults``), so every caller gets the same rule.
+    (``calculator.engine.period_defaults``), so every caller gets the same rule.
     """
     return ActivityInput(
         calculation=calculation_input(data),
@@ -447,7 +385,7 @@ def validate_items(
     return outcomes
 
 
-# -- results (documentation of CalculationResult.as_dict()) ----------------------------------------
+# -- results (the schema of calculator.shapes.CalculationResultDict) --------------------------------
 
 
 class NoteSerializer(serializers.Serializer):
@@ -481,6 +419,8 @@ class FactorRefSerializer(serializers.Serializer):
     )
 
 
+# The shape is calculator.shapes.CalculationResultDict, which CalculationResult.as_dict() returns and the
+# calculate views answer with; tests hold these fields (and the nested ones) to its keys, in order.
 class CalculationResultSerializer(serializers.Serializer):
     """Shape of ``CalculationResult.as_dict()``; used for the schema, the view returns the dict."""
 
@@ -528,7 +468,7 @@ class CalculationBatchResultSerializer(serializers.Serializer):
 
 class _TonnesField(serializers.DecimalField):
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(max_digits=30, decimal_places=9, read_only=True, **kwargs)
+        super().__init__(max_digits=30, decimal_places=rules.CO2E_T_PLACES, read_only=True, **kwargs)
 
 
 class EmissionFactorRefSerializer(serializers.Serializer):
@@ -663,7 +603,7 @@ class SummaryGroupSerializer(serializers.Serializer):
 
 
 class SummarySerializer(serializers.Serializer):
-    group_by = serializers.ChoiceField(choices=["category", "supplier", "month", "method"])
+    group_by = serializers.ChoiceField(choices=list(SUMMARY_KEYS))
     total_co2e_kg = serializers.CharField()
     total_co2e_t = serializers.CharField()
     total_biogenic_co2_kg = serializers.CharField(
@@ -683,16 +623,26 @@ def method_label(value: str) -> str:
     return str(Method(value).label)
 
 
-def activity_inputs(
-    raw_items: list[Any], *, organization_id: int
-) -> tuple[list[tuple[int, ActivityInput]], list[ItemError]]:
-    """Validate raw activity items: ``([(index, input)], [ItemError])``, both in input order."""
+def calculation_inputs(raw_items: list[Any], *, organization_id: int) -> list[CalculationInput | FieldErrors]:
+    """Each raw batch item validated: its ``CalculationInput`` or its field errors, in order (one supplier query)."""
     context = {"organization_id": organization_id, "supplier_ids": supplier_ids_in(raw_items, organization_id)}
-    inputs: list[tuple[int, ActivityInput]] = []
-    errors: list[ItemError] = []
-    for index, (data, item_errors) in enumerate(validate_items(ActivityInputSerializer(context=context), raw_items)):
-        if item_errors is not None:
-            errors.append(ItemError(index, item_errors))
-        else:
-            inputs.append((index, activity_input(data)))  # type: ignore[arg-type]  # data is set without errors
-    return inputs, errors
+    outcomes = validate_items(CalculationInputSerializer(context=context), raw_items)
+    return [calculation_input(data) if errors is None else errors for data, errors in outcomes]  # type: ignore[arg-type]  # data is set without errors
+
+
+def activity_inputs(body: Any, *, organization_id: int) -> list[ActivityInput | FieldErrors]:
+    """The activities of a create request's body (one object or a list), each validated: its ``ActivityInput``
+    or its field errors, in order (one supplier query).
+
+    Raises ``ValidationError`` when the body holds no activity or more than ``MAX_ACTIVITY_ITEMS``.
+    """
+    raw_items = body if isinstance(body, list) else [body]
+    if not raw_items:
+        raise serializers.ValidationError({"non_field_errors": ["Send one activity object or a non-empty list."]})
+    if len(raw_items) > MAX_ACTIVITY_ITEMS:
+        raise serializers.ValidationError(
+            {"non_field_errors": [f"At most {MAX_ACTIVITY_ITEMS} activities per request."]}
+        )
+    context = {"organization_id": organization_id, "supplier_ids": supplier_ids_in(raw_items, organization_id)}
+    outcomes = validate_items(ActivityInputSerializer(context=context), raw_items)
+    return [activity_input(data) if errors is None else errors for data, errors in outcomes]  # type: ignore[arg-type]  # data is set without errors

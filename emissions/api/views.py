@@ -38,16 +38,15 @@ from rest_framework.serializers import BaseSerializer
 from rest_framework.views import APIView
 
 from calculator import rules
-from calculator.types import CalculationError
 from emissions.api import export
 from emissions.api import serializers as s
 from emissions.api.authentication import OrgTokenAuthentication, token_from_header, token_organization_id
 from emissions.api.filters import ActivityFilter, EmissionFilter, FactorFilter
 from emissions.api.permissions import HasOrganization, request_org, request_org_id
 from emissions.cache import emission_namespaces, factor_namespaces, supplier_namespaces
-from emissions.calculation import FactorResolver, calculate
+from emissions.calculation import calculate
 from emissions.models import SUMMARY_KEYS, ActivityRecord, Emission, EmissionFactor, EmissionQuerySet, Supplier
-from emissions.services.activities import ActivitiesInvalidError, ItemError, activities_calculate, activities_create
+from emissions.services.batches import activities_submit, calculations_run
 from emissions.services.supplier_factors import supplier_factor_create, supplier_factor_delete
 from emissions.services.suppliers import supplier_create, supplier_delete, supplier_update
 from perf.cache import Namespace
@@ -56,7 +55,7 @@ from perf.gcpause import collection_paused
 from perf.pagination import KeysetPagination
 
 KG_QUANTUM = rules.CO2E_QUANTUM
-T_QUANTUM = Decimal("0.000000001")
+T_QUANTUM = rules.CO2E_T_QUANTUM
 SHARE_QUANTUM = Decimal("0.01")
 
 
@@ -312,25 +311,10 @@ class CalculateBatchView(APIView):
     def post(self, request: Request) -> Response:
         batch = s.CalculationBatchSerializer(data=request.data)
         batch.is_valid(raise_exception=True)
-        items = batch.validated_data["items"]
         organization = request_org(request)
-        # One resolver for the whole batch, primed with every referenced supplier: the supplier checks and
-        # supplier-specific factors then cost two queries for the batch instead of one or two per supplier.
-        resolver = FactorResolver(organization)
-        resolver.prime_suppliers(s.referenced_supplier_ids(items))
-        context = {"organization_id": organization.pk, "supplier_ids": s.supplier_ids_in(items, organization.pk)}
-        results: list[dict[str, Any]] = []
-        for data, errors in s.validate_items(s.CalculationInputSerializer(context=context), items):
-            if errors is not None:
-                results.append({"error": errors})
-                continue
-            try:
-                inp = s.calculation_input(data)  # type: ignore[arg-type]  # data is set when errors is None
-                result = calculate(inp, organization=organization, resolver=resolver)
-            except CalculationError as exc:
-                results.append({"error": exc.errors})
-                continue
-            results.append(result.as_dict())
+        items = s.calculation_inputs(batch.validated_data["items"], organization_id=organization.pk)
+        outcomes = calculations_run(organization=organization, items=items)
+        results = [{"error": outcome} if isinstance(outcome, dict) else outcome.as_dict() for outcome in outcomes]
         return Response({"results": results})
 
 
@@ -385,28 +369,11 @@ class ActivityViewSet(
 
     @collection_paused()  # bounded bulk work (perf.gcpause): parsing, validation, writes, the response's data
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        data = request.data
-        raw_items = data if isinstance(data, list) else [data]
-        if not raw_items:
-            raise ValidationError({"non_field_errors": ["Send one activity object or a non-empty list."]})
-        if len(raw_items) > s.MAX_ACTIVITY_ITEMS:
-            raise ValidationError({"non_field_errors": [f"At most {s.MAX_ACTIVITY_ITEMS} activities per request."]})
-
         organization = request_org(request)
-        inputs, shape_errors = s.activity_inputs(raw_items, organization_id=organization.pk)
-
-        if shape_errors:
-            # Report calculation errors of the well-formed items too, so one round trip shows everything.
-            outcomes = activities_calculate(organization=organization, items=[inp for _, inp in inputs])
-            calc_errors = [
-                ItemError(index, outcome)
-                for (index, _), outcome in zip(inputs, outcomes, strict=True)
-                if isinstance(outcome, dict)
-            ]
-            raise ActivitiesInvalidError(sorted(shape_errors + calc_errors, key=lambda e: e.index))
-
-        records = activities_create(organization=organization, items=[inp for _, inp in inputs])
-        if isinstance(data, list):
+        items = s.activity_inputs(request.data, organization_id=organization.pk)
+        # All or nothing; every item's validation and calculation errors in one ActivitiesInvalidError (a 400).
+        records = activities_submit(organization=organization, items=items)
+        if isinstance(request.data, list):
             return Response(s.ActivitySerializer(records, many=True).data, status=status.HTTP_201_CREATED)
         return Response(s.ActivitySerializer(records[0]).data, status=status.HTTP_201_CREATED)
 

@@ -763,3 +763,10 @@ def test_a_biogenic_figure_too_large_to_store_is_an_error_on_the_amount(org):
     with pytest.raises(CalculationError) as exc:
         calculate(make_input(activity=factor.activity, amount=Decimal("1e10")), organization=org)
     assert list(exc.value.errors) == ["amount"]
+
+
+def test_no_factor_and_no_activity_is_the_same_error_as_at_input(org, electricity_factor):
+    # The calculator re-checks calculator.inputs' factor rule, with its message.
+    with pytest.raises(CalculationError) as caught:
+        calculate(make_input(activity="  ", factor_id=None), organization=org)
+    assert caught.value.errors == {"activity": ["Give either factor_id or activity."]}

@@ -61,18 +61,18 @@ def test_batch_endpoints_run_with_the_collector_paused(api, electricity_factor, 
     from emissions.api import views
 
     seen: list[bool] = []
-    real_create, real_calculate = views.activities_create, views.calculate
+    real_submit, real_run = views.activities_submit, views.calculations_run
 
-    def create(**kwargs: Any) -> Any:
+    def submit(**kwargs: Any) -> Any:
         seen.append(gc.isenabled())
-        return real_create(**kwargs)
+        return real_submit(**kwargs)
 
-    def calculate(*args: Any, **kwargs: Any) -> Any:
+    def run(**kwargs: Any) -> Any:
         seen.append(gc.isenabled())
-        return real_calculate(*args, **kwargs)
+        return real_run(**kwargs)
 
-    monkeypatch.setattr(views, "activities_create", create)
-    monkeypatch.setattr(views, "calculate", calculate)
+    monkeypatch.setattr(views, "activities_submit", submit)
+    monkeypatch.setattr(views, "calculations_run", run)
     item = {"category": 3, "method": "activity", "activity": "desnz:7_400_4000_5", "amount": "1", "unit": "MWh"}
     stored = {**item, "period_start": "2025-01-01", "period_end": "2025-01-31"}
     assert api.post("/api/v1/activities/", [stored], format="json").status_code == 201

@@ -37,6 +37,7 @@ from django.db.models import Sum
 from faker import Faker
 from tqdm import tqdm
 
+from calculator.inputs import calculation_input
 from calculator.types import CalculationError, CalculationInput
 from calculator.units import convert, is_compatible
 from emissions.cache import emissions_changed, suppliers_created
@@ -500,12 +501,10 @@ class RecordGenerator:
     def _freight(
         category: int, key: FactorKey, supplier: Supplier | None, mass: Decimal, distance: Decimal
     ) -> CalculationInput:
-        # The amount is the tonne.km itself; mass and distance are kept for the record.
-        return CalculationInput(
+        # Stored as the API stores it: the amount is mass x distance in t*km; mass and distance are kept too.
+        return calculation_input(
             category=category,
             method=Method.DISTANCE,
-            amount=(mass * distance).quantize(MICRO),
-            unit=key.unit,
             activity=key.activity,
             region=key.region,
             mass=mass,

@@ -14,7 +14,7 @@ from django.urls import reverse
 from rest_framework import serializers
 
 from emissions.api.serializers import MAX_ACTIVITY_ITEMS, ActivityInputSerializer
-from emissions.models import ActivityRecord, Emission, Organization
+from emissions.models import ID_MAX, ActivityRecord, Emission, Organization
 from tests.emissions.api.payloads import (
     activity_input,
     biodiesel_input,
@@ -162,7 +162,7 @@ def longest_value(field: serializers.Field) -> Any:
     if isinstance(field, serializers.DateField):
         return "2025-12-31"
     if isinstance(field, serializers.IntegerField | serializers.PrimaryKeyRelatedField):
-        return 2**63 - 1
+        return ID_MAX
     raise AssertionError(f"no longest value for {field.field_name} ({type(field).__name__})")
 
 

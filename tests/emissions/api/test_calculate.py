@@ -9,6 +9,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from calculator.shapes import CalculationResultDict, DataQualityDict, FactorRefDict, NoteDict
 from emissions.models import ActivityRecord, Emission
 from tests.emissions.api.payloads import (
     HUB_BIODIESEL,
@@ -39,6 +40,30 @@ def test_spend_steel_1000_usd_2022(api, steel_factor):
     assert data["factor"]["co2e_per_unit"] == "0.787000000000000"
     assert data["method"] == "spend"
     assert data["category"] == 1
+
+
+def assert_result_shape(data: dict) -> None:
+    """``data`` has exactly the keys of the one definition of a result (calculator.shapes), in its order."""
+    assert list(data) == list(CalculationResultDict.__annotations__)
+    assert list(data["factor"]) == list(FactorRefDict.__annotations__)
+    assert list(data["data_quality"]) == list(DataQualityDict.__annotations__)
+    for note in [*data["fallbacks"], *data["warnings"]]:
+        assert list(note) == list(NoteDict.__annotations__)
+
+
+def test_calculate_answers_the_result_shape(api, electricity_factor):
+    # A region that falls back, so the notes' shape is checked too.
+    response = api.post(URL, electricity_input(region="FR"), format="json")
+    assert response.status_code == 200, response.json()
+    assert response.json()["fallbacks"]
+    assert_result_shape(response.json())
+
+
+def test_batch_answers_the_result_shape_per_item(api, electricity_factor):
+    response = api.post(BATCH_URL, {"items": [electricity_input(region="FR"), electricity_input()]}, format="json")
+    assert response.status_code == 200, response.json()
+    for item in response.json()["results"]:
+        assert_result_shape(item)
 
 
 def test_electricity_1_mwh(api, electricity_factor):

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from django.urls import reverse
 
-from emissions.models import Emission, Method, Organization
+from emissions.api.serializers import SummaryGroupSerializer, SummarySerializer
+from emissions.models import ID_MAX, SUMMARY_KEYS, Emission, Method, Organization
 from tests.factories import EmissionFactory, SupplierFactory
 
 pytestmark = pytest.mark.django_db
@@ -101,7 +102,7 @@ def test_filters(api, org):
         ("supplier", "1.0"),
         ("supplier", "1e3"),
         ("supplier", "-1"),
-        ("supplier", str(2**63)),
+        ("supplier", str(ID_MAX + 1)),  # beyond bigint
     ],
 )
 def test_bad_filter_values(api, param, value):
@@ -334,6 +335,15 @@ def test_summary_empty(api):
     }
 
 
+@pytest.mark.parametrize("group_by", SUMMARY_KEYS)
+def test_summary_answers_the_documented_shape(api, summary_data, group_by):
+    body = api.get(SUMMARY, {"group_by": group_by}).json()
+    assert list(body) == list(SummarySerializer().fields)
+    assert body["groups"]
+    for group in body["groups"]:
+        assert list(group) == list(SummaryGroupSerializer().fields)
+
+
 @pytest.mark.parametrize("group_by", ["", "year", "CATEGORY"])
 def test_summary_invalid_group_by(api, group_by):
     response = api.get(SUMMARY, {"group_by": group_by})
@@ -341,7 +351,7 @@ def test_summary_invalid_group_by(api, group_by):
     assert "group_by" in response.json()
 
 
-@pytest.mark.parametrize("group_by", ["category", "supplier", "month", "method"])
+@pytest.mark.parametrize("group_by", SUMMARY_KEYS)
 def test_summary_is_one_aggregate_query(api, summary_data, group_by, django_assert_num_queries):
     with django_assert_num_queries(2):  # token (user, membership, org joined), aggregate
         assert api.get(SUMMARY, {"group_by": group_by}).status_code == 200

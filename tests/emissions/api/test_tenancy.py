@@ -16,7 +16,7 @@ from django.urls import reverse
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from emissions.models import ActivityRecord, Emission, EmissionFactor, FactorDataset, Supplier
+from emissions.models import SUMMARY_KEYS, ActivityRecord, Emission, EmissionFactor, FactorDataset, Supplier
 from tests.emissions.api.payloads import activity_input, electricity_input
 from tests.factories import EmissionFactorFactory, EmissionFactory, FactorDatasetFactory, SupplierFactory, UserFactory
 
@@ -187,7 +187,7 @@ def test_our_supplier_factor_is_invisible_to_them(api, other_api, mine):
     assert "activity" in response.json()
 
 
-@pytest.mark.parametrize("group_by", ["category", "supplier", "month", "method"])
+@pytest.mark.parametrize("group_by", SUMMARY_KEYS)
 def test_summary_excludes_their_emissions(api, other_api, theirs, mine, group_by):
     body = api.get(reverse("emission-summary"), {"group_by": group_by}).json()
     assert body["total_co2e_kg"] == "10.000000"
