@@ -35,10 +35,10 @@ from calculator.resolve import Resolver
 from calculator.rules import Method
 from calculator.types import CalculationInput, CalculationResult
 from emissions.cache import GLOBAL_FACTORS, factor_namespaces, supplier_id_namespaces
+from emissions.metrics import count_calculation
 from emissions.models import EmissionFactor, ExchangeRate, FactorDataset, Organization, PriceIndex, Supplier
 from perf.cache import tiered
 from perf.codec import model_from_row, model_row
-from perf.metrics import count_calculation
 
 # A factor as cached: its row and its dataset's row.
 _FactorRows = list[list[Any]]

@@ -1,4 +1,4 @@
-"""Prometheus metrics: VCCI's own metrics, the cache listener, per-request DB metrics, pool gauges and ``/metrics``.
+"""Prometheus metrics: the runtime's own, the cache listener, per-request DB metrics, pool gauges and ``/metrics``.
 
 HTTP metrics (request counts and latency per view, status, method) come from django-prometheus's
 middleware; this module adds what only the project knows (docs/serving.md lists every name):
@@ -8,8 +8,8 @@ middleware; this module adds what only the project knows (docs/serving.md lists 
 - database: ``vcci_db_queries_per_request{view}`` and ``vcci_db_seconds_per_request{view}``, from the
   counts ``perf.middleware.DBStatsMiddleware`` keeps (``RequestMetricsMiddleware``), and the
   connection pool's ``perf.db.pool_stats()`` as ``vcci_db_pool_*`` gauges and counters;
-- business: ``vcci_calculations_total{category,method}``, ``vcci_activity_batch_size``,
-  ``vcci_import_rows_total`` and ``vcci_import_seconds_total``.
+- the domain's own (calculations, batch sizes, imports) are defined by the domain, in
+  ``emissions/metrics.py``, on the same registry; ``child`` serves their hot paths too.
 
 Several gunicorn workers (multiprocess mode)
     With ``PROMETHEUS_MULTIPROC_DIR`` set before prometheus_client is imported, every metric writes to
@@ -70,27 +70,7 @@ CACHE_BUCKETS: tuple[float, ...] = (
     0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, INF,
 )  # fmt: skip
 QUERY_COUNT_BUCKETS = (0, 1, 2, 3, 5, 8, 13, 21, 34, 55, 100, 250, 1000, INF)
-# activities_create calls: one API item up to the API's 10,000, import batches of 5,000, larger seed batches.
-BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, INF)
 UNNAMED_VIEW = "<unnamed view>"  # django-prometheus's label for a request no URL pattern matched
-
-# -- business ----------------------------------------------------------------------------------
-
-CALCULATIONS = Counter(
-    "vcci_calculations_total",
-    "Successful calculations (emissions.calculation.calculate), by GHG Scope 3 category and method.",
-    ["category", "method"],
-)
-ACTIVITY_BATCH_SIZE = Histogram(
-    "vcci_activity_batch_size",
-    "Activities stored per activities_create call (an API POST, an import or seed batch).",
-    buckets=BATCH_BUCKETS,
-)
-IMPORT_ROWS = Counter("vcci_import_rows_total", "Rows written by committed import_activities runs.")
-IMPORT_SECONDS = Counter(
-    "vcci_import_seconds_total",
-    "Wall time of committed import_activities runs; rows/s = rate(vcci_import_rows_total) / rate(this).",
-)
 
 # -- cache -------------------------------------------------------------------------------------
 
@@ -155,38 +135,23 @@ POOL_COUNTERS: dict[str, tuple[Counter, float]] = {
 _children: dict[tuple[Any, ...], Any] = {}
 
 
-def _child(metric: Counter | Histogram, *values: str) -> Any:
+def child(metric: Counter | Histogram, *values: str) -> Any:
+    """``metric.labels(*values)``, memoized: the child of a labelled metric for a hot path."""
     key = (metric, *values)
-    child = _children.get(key)
-    if child is None:
-        child = _children.setdefault(key, metric.labels(*values))
-    return child
-
-
-def count_calculation(category: int, method: str) -> None:
-    """One successful calculation of ``category`` (1-15) by ``method`` (a ``Method`` value)."""
-    _child(CALCULATIONS, str(category), method).inc()
-
-
-def observe_activity_batch(size: int) -> None:
-    """``size`` activities stored by one ``activities_create`` call."""
-    ACTIVITY_BATCH_SIZE.observe(size)
-
-
-def record_import(rows: int, seconds: float) -> None:
-    """A committed ``import_activities`` run: ``rows`` written in ``seconds`` of wall time."""
-    IMPORT_ROWS.inc(rows)
-    IMPORT_SECONDS.inc(seconds)
+    found = _children.get(key)
+    if found is None:
+        found = _children.setdefault(key, metric.labels(*values))
+    return found
 
 
 class CacheMetricsListener:
     """A ``perf.cache.StatsListener``: every cache event as Prometheus samples."""
 
     def count(self, tier: str, resource: str, event: str, n: int) -> None:
-        _child(CACHE_EVENTS, tier, resource, event).inc(n)
+        child(CACHE_EVENTS, tier, resource, event).inc(n)
 
     def observe(self, tier: str, resource: str, seconds: float) -> None:
-        _child(CACHE_SECONDS, tier, resource).observe(seconds)
+        child(CACHE_SECONDS, tier, resource).observe(seconds)
 
 
 CACHE_LISTENER = CacheMetricsListener()
@@ -259,8 +224,8 @@ class RequestMetricsMiddleware:
         stats = request_db_stats(request)
         if stats is not None:
             view = view_name(request)
-            _child(DB_QUERIES, view).observe(stats["queries"])
-            _child(DB_SECONDS, view).observe(stats["time_ms"] / 1000.0)
+            child(DB_QUERIES, view).observe(stats["queries"])
+            child(DB_SECONDS, view).observe(stats["time_ms"] / 1000.0)
         POOL.update()
         return response
 

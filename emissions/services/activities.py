@@ -19,9 +19,9 @@ from calculator.engine import is_spend_factor
 from calculator.types import CalculationError, CalculationInput
 from emissions.cache import emissions_changed
 from emissions.calculation import FactorResolver, Result, calculate_in_period
+from emissions.metrics import observe_activity_batch
 from emissions.models import ActivityRecord, Emission, Organization, Supplier
 from emissions.services.bulk import activity_pairs_copy
-from perf.metrics import observe_activity_batch
 
 FieldErrors = dict[str, list[str]]
 

@@ -44,6 +44,7 @@ from calculator.engine import period_defaults
 from calculator.types import CalculationResult
 from emissions.api.serializers import ActivityInputSerializer, activity_input, validate_items
 from emissions.calculation import FactorResolver
+from emissions.metrics import record_import
 from emissions.models import Organization, Supplier
 from emissions.services.activities import (
     ActivitiesInvalidError,
@@ -51,7 +52,6 @@ from emissions.services.activities import (
     activities_calculate,
     activities_create,
 )
-from perf.metrics import record_import
 
 COLUMNS = (
     "category",
