@@ -34,7 +34,7 @@ class DecimalDigits(TypedDict):
 # high-GWP gas); 30 digits with 15 after the point hold both without rounding.
 FACTOR_DIGITS: DecimalDigits = {"max_digits": 30, "decimal_places": 15}
 # Activity amounts: up to 10^15 of any unit, with 6 decimals.
-AMOUNT_DIGITS: DecimalDigits = {"max_digits": 24, "decimal_places": 6}
+AMOUNT_DIGITS: DecimalDigits = {"max_digits": rules.AMOUNT_MAX_DIGITS, "decimal_places": rules.AMOUNT_PLACES}
 # Emission results in kg CO2e: 6 decimals (milligrams) are below any factor's precision.
 CO2E_DIGITS: DecimalDigits = {"max_digits": rules.CO2E_MAX_DIGITS, "decimal_places": rules.CO2E_PLACES}
 # Primary keys are bigint: a larger id would reach PostgreSQL as an out-of-range error.

@@ -8,9 +8,7 @@ calculator checks meaning (units, factors, rates). Output serializers read rows 
 
 from __future__ import annotations
 
-import dataclasses
 import re
-from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -18,59 +16,29 @@ from django_countries import countries
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from calculator import inputs, rules
-from calculator.types import CalculationError, CalculationInput
+from calculator import rules
+from emissions.inputs import (
+    MAX_YEAR,
+    MIN_YEAR,
+    CalculationInputSerializer,
+)
 from emissions.models import (
-    AMOUNT_DIGITS,
     FACTOR_DIGITS,
-    ID_MAX,
     SUMMARY_KEYS,
     ActivityRecord,
     Category,
     Emission,
     EmissionFactor,
-    FactorDataset,
     Method,
     Supplier,
-    currency_validator,
 )
-from emissions.services.activities import ActivityInput, FieldErrors
 
 MAX_BATCH_ITEMS = 1000
-MAX_ACTIVITY_ITEMS = 10_000
-MIN_YEAR, MAX_YEAR = rules.YEAR_MIN, rules.YEAR_MAX
 GAS_NAME_RE = re.compile(r"^[A-Za-z0-9_\-\.]{1,32}$")
-# The validated data's key for the CalculationInput that CalculationInputSerializer.validate built.
-CALCULATION = "calculation_input"
-# The fields of CalculationInputSerializer that calculator.inputs.calculation_input takes by the same name:
-# the calculator input's, but ``supplier`` for its ``supplier_id``.
-INPUT_FIELDS = tuple(field.name for field in dataclasses.fields(CalculationInput) if field.name != "supplier_id")
 # FIELD_NAMES: the public API has fields named ``source`` and ``label``. DRF's SerializerMetaclass pops
 # declared fields off the class, so they never shadow ``Field.source``/``Field.label`` at runtime, but the
 # stubs cannot express that and report an [assignment] clash (typeddjango/djangorestframework-stubs#158,
 # #78, both open); those declarations carry a targeted ignore rather than renaming public fields.
-
-
-def _amount_field(**kwargs: Any) -> serializers.DecimalField:
-    # DRF's DecimalField rejects NaN and +/-Infinity; min_value rejects negatives.
-    return serializers.DecimalField(
-        max_digits=AMOUNT_DIGITS["max_digits"],
-        decimal_places=AMOUNT_DIGITS["decimal_places"],
-        min_value=Decimal(0),
-        **kwargs,
-    )
-
-
-def _year_field(help_text: str) -> serializers.IntegerField:
-    """An optional year in MIN_YEAR..MAX_YEAR; null or missing leaves the default ``help_text`` describes."""
-    return serializers.IntegerField(
-        required=False, allow_null=True, min_value=MIN_YEAR, max_value=MAX_YEAR, help_text=help_text
-    )
-
-
-def _id_field(help_text: str) -> serializers.IntegerField:
-    # Bounded to bigint so an oversized id is a 400 on its field, not a database error.
-    return serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=ID_MAX, help_text=help_text)
 
 
 # -- factors ----------------------------------------------------------------------------------
@@ -190,122 +158,10 @@ class SupplierRefSerializer(serializers.Serializer):
     name = serializers.CharField(read_only=True)
 
 
-# -- calculation input --------------------------------------------------------------------------
-
-
-class CalculationInputSerializer(serializers.Serializer):
-    """One activity to calculate.
-
-    ``supplier`` must be one of the caller's suppliers. Precondition: ``context`` holds
-    ``organization_id``; bulk callers may add ``supplier_ids`` (the caller's supplier ids among
-    those submitted) so that N items cost one query instead of N.
-    """
-
-    category = serializers.IntegerField(
-        min_value=rules.CATEGORY_MIN,
-        max_value=rules.CATEGORY_MAX,
-        help_text=f"Scope 3 category, {rules.CATEGORY_MIN}-{rules.CATEGORY_MAX}",
-    )
-    method = serializers.ChoiceField(choices=Method.choices)
-    factor_id = _id_field("Pin one factor; otherwise give activity")
-    activity = serializers.CharField(
-        required=False,
-        allow_blank=True,
-        max_length=128,
-        help_text="Factor activity key; required unless factor_id is given or the method is supplier_specific "
-        "(then the supplier's newest own factor is used)",
-    )
-    region = serializers.CharField(required=False, allow_blank=True, max_length=16)
-    year = _year_field("Factor year to look for; default: the newest factor")
-    source = serializers.ChoiceField(  # type: ignore[assignment]  # FIELD_NAMES
-        choices=FactorDataset.Source.choices, required=False, allow_blank=True
-    )
-    dataset_version = serializers.CharField(required=False, allow_blank=True, max_length=32)
-    amount = _amount_field(required=False, help_text="Required, except for distance given as mass x distance")
-    unit = serializers.CharField(
-        required=False,
-        allow_blank=True,
-        max_length=64,
-        help_text="Required, except for spend (defaults to the currency) and mass x distance",
-    )
-    currency = serializers.RegexField(
-        rules.CURRENCY_PATTERN,
-        required=False,
-        max_length=3,
-        error_messages={"invalid": currency_validator.message},
-        help_text=f"Spend only; default {rules.DEFAULT_CURRENCY}",
-    )
-    spend_year = _year_field("Price year of the amount (spend); default: the factor's price year")
-    mass = _amount_field(required=False, allow_null=True)
-    mass_unit = serializers.CharField(required=False, allow_blank=True, max_length=32)
-    distance = _amount_field(required=False, allow_null=True)
-    distance_unit = serializers.CharField(required=False, allow_blank=True, max_length=32)
-    supplier = _id_field("Supplier id")
-
-    def validate_supplier(self, value: int | None) -> int | None:
-        if value is None:
-            return None
-        known = self.context.get("supplier_ids")
-        if known is not None:
-            found = value in known
-        else:
-            found = Supplier.objects.for_org(self.context["organization_id"]).filter(pk=value).exists()
-        if not found:
-            # Same message whether the id does not exist or belongs to another organization.
-            raise serializers.ValidationError(f"Unknown supplier id {value}.")
-        return value
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        # How the fields relate (factor or activity, amount or mass x distance, spend's unit) is the
-        # calculator's rule (calculator.inputs); its errors name the fields, as a serializer's do.
-        # The input is built here, once per item, and kept in the validated data (``calculation_input``).
-        try:
-            attrs[CALCULATION] = inputs.calculation_input(
-                **{name: attrs[name] for name in INPUT_FIELDS if name in attrs}, supplier_id=attrs.get("supplier")
-            )
-        except CalculationError as exc:
-            raise serializers.ValidationError(exc.errors) from None
-        return attrs
-
-    def to_calculation_input(self) -> CalculationInput:
-        """The validated data as the calculator's input. Precondition: ``is_valid()`` returned True."""
-        return calculation_input(self.validated_data)
-
-
-def calculation_input(data: Mapping[str, Any]) -> CalculationInput:
-    """The ``CalculationInput`` that ``CalculationInputSerializer`` validation built (by
-    ``calculator.inputs.calculation_input``). Precondition: ``data`` is that serializer's validated data."""
-    calculation: CalculationInput = data[CALCULATION]
-    return calculation
-
-
-def _as_id(value: Any) -> int | None:
-    """``value`` as a primary key the way IntegerField would read it, or None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    return value if isinstance(value, int) and 1 <= value <= ID_MAX else None
-
-
-def referenced_supplier_ids(items: list[Any]) -> set[int]:
-    """The well-formed supplier ids raw ``items`` refer to (whoever owns them); no query."""
-    referenced = (_as_id(item.get("supplier")) for item in items if isinstance(item, dict))
-    return {pk for pk in referenced if pk is not None}
-
-
-def supplier_ids_in(items: list[Any], organization_id: int) -> set[int]:
-    """The caller's supplier ids among those referenced by raw ``items``, in one query."""
-    wanted = referenced_supplier_ids(items)
-    if not wanted:
-        return set()
-    return set(Supplier.objects.for_org(organization_id).filter(pk__in=wanted).values_list("pk", flat=True))
-
-
 class CalculationBatchSerializer(serializers.Serializer):
     """The batch envelope. Items stay raw here: each is validated on its own so one bad item fails alone."""
 
-    # allow_null: a null item is that item's error (validate_items), not the whole batch's.
+    # allow_null: a null item is that item's error (emissions.inputs.validate_items), not the whole batch's.
     items = serializers.ListField(
         child=serializers.JSONField(allow_null=True), min_length=1, max_length=MAX_BATCH_ITEMS
     )
@@ -315,74 +171,6 @@ class CalculationBatchRequestSerializer(serializers.Serializer):
     """Schema of the batch request body (documentation only)."""
 
     items = CalculationInputSerializer(many=True, help_text=f"1-{MAX_BATCH_ITEMS} calculation inputs")
-
-
-class ActivityInputSerializer(CalculationInputSerializer):
-    """A calculation input plus the reporting period it covers."""
-
-    year = _year_field("Factor year to look for; default: period_start's year (stored, and noted in the fallbacks)")
-    spend_year = _year_field(
-        "Price year of the amount (spend); default: period_start's year (stored, and noted in the fallbacks), "
-        "so a factor of another price year needs both years' price index"
-    )
-    period_start = serializers.DateField()
-    period_end = serializers.DateField()
-    external_ref = serializers.CharField(required=False, allow_blank=True, max_length=128)
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        attrs = super().validate(attrs)
-        if attrs["period_end"] < attrs["period_start"]:
-            raise serializers.ValidationError({"period_end": ["period_end must be on or after period_start."]})
-        return attrs
-
-
-def activity_input(data: dict[str, Any]) -> ActivityInput:
-    """Validated ``ActivityInputSerializer`` data as the service's input.
-
-    ``year``/``spend_year`` stay None when not sent; the service fills them from the period
-    (``calculator.engine.period_defaults``), so every caller gets the same rule.
-    """
-    return ActivityInput(
-        calculation=calculation_input(data),
-        period_start=data["period_start"],
-        period_end=data["period_end"],
-        external_ref=data.get("external_ref", ""),
-    )
-
-
-def plain_errors(detail: dict[str, Any]) -> dict[str, Any]:
-    """Serializer errors as plain JSON data (``ErrorDetail`` -> ``str``)."""
-    return {key: _plain_error(value) for key, value in detail.items()}
-
-
-def _plain_error(detail: Any) -> Any:
-    if isinstance(detail, dict):
-        return {key: _plain_error(value) for key, value in detail.items()}
-    if isinstance(detail, list):
-        return [_plain_error(value) for value in detail]
-    return str(detail)
-
-
-def validate_items(
-    serializer: serializers.Serializer, items: list[Any]
-) -> list[tuple[dict[str, Any] | None, dict[str, Any] | None]]:
-    """``(validated data, None)`` or ``(None, {field: [messages]})`` for each raw item, in order.
-
-    One serializer instance validates every item: DRF builds (deep-copies) a serializer's
-    fields once per instance, which dominates the cost when done 10,000 times.
-    """
-    outcomes: list[tuple[dict[str, Any] | None, dict[str, Any] | None]] = []
-    for item in items:
-        if not isinstance(item, dict):
-            # null, a number or a list in place of an item fails that item, not the whole request.
-            kind = "null" if item is None else type(item).__name__
-            outcomes.append((None, {"non_field_errors": [f"Each item must be an object; got {kind}."]}))
-            continue
-        try:
-            outcomes.append((serializer.run_validation(item), None))
-        except serializers.ValidationError as exc:
-            outcomes.append((None, plain_errors(serializers.as_serializer_error(exc))))
-    return outcomes
 
 
 # -- results (the schema of calculator.shapes.CalculationResultDict) --------------------------------
@@ -621,28 +409,3 @@ def category_label(value: int) -> str:
 
 def method_label(value: str) -> str:
     return str(Method(value).label)
-
-
-def calculation_inputs(raw_items: list[Any], *, organization_id: int) -> list[CalculationInput | FieldErrors]:
-    """Each raw batch item validated: its ``CalculationInput`` or its field errors, in order (one supplier query)."""
-    context = {"organization_id": organization_id, "supplier_ids": supplier_ids_in(raw_items, organization_id)}
-    outcomes = validate_items(CalculationInputSerializer(context=context), raw_items)
-    return [calculation_input(data) if errors is None else errors for data, errors in outcomes]  # type: ignore[arg-type]  # data is set without errors
-
-
-def activity_inputs(body: Any, *, organization_id: int) -> list[ActivityInput | FieldErrors]:
-    """The activities of a create request's body (one object or a list), each validated: its ``ActivityInput``
-    or its field errors, in order (one supplier query).
-
-    Raises ``ValidationError`` when the body holds no activity or more than ``MAX_ACTIVITY_ITEMS``.
-    """
-    raw_items = body if isinstance(body, list) else [body]
-    if not raw_items:
-        raise serializers.ValidationError({"non_field_errors": ["Send one activity object or a non-empty list."]})
-    if len(raw_items) > MAX_ACTIVITY_ITEMS:
-        raise serializers.ValidationError(
-            {"non_field_errors": [f"At most {MAX_ACTIVITY_ITEMS} activities per request."]}
-        )
-    context = {"organization_id": organization_id, "supplier_ids": supplier_ids_in(raw_items, organization_id)}
-    outcomes = validate_items(ActivityInputSerializer(context=context), raw_items)
-    return [activity_input(data) if errors is None else errors for data, errors in outcomes]  # type: ignore[arg-type]  # data is set without errors

@@ -38,6 +38,7 @@ from rest_framework.serializers import BaseSerializer
 from rest_framework.views import APIView
 
 from calculator import rules
+from emissions import inputs
 from emissions.api import export
 from emissions.api import serializers as s
 from emissions.api.authentication import OrgTokenAuthentication, token_from_header, token_organization_id
@@ -312,7 +313,7 @@ class CalculateBatchView(APIView):
         batch = s.CalculationBatchSerializer(data=request.data)
         batch.is_valid(raise_exception=True)
         organization = request_org(request)
-        items = s.calculation_inputs(batch.validated_data["items"], organization_id=organization.pk)
+        items = inputs.calculation_inputs(batch.validated_data["items"], organization_id=organization.pk)
         outcomes = calculations_run(organization=organization, items=items)
         results = [{"error": outcome} if isinstance(outcome, dict) else outcome.as_dict() for outcome in outcomes]
         return Response({"results": results})
@@ -325,7 +326,7 @@ class CalculateBatchView(APIView):
     create=extend_schema(
         request=PolymorphicProxySerializer(
             component_name="ActivityCreateRequest",
-            serializers=[s.ActivityInputSerializer, s.ActivityInputSerializer(many=True)],
+            serializers=[inputs.ActivityInputSerializer, inputs.ActivityInputSerializer(many=True)],
             resource_type_field_name=None,
             many=False,
         ),
@@ -370,7 +371,7 @@ class ActivityViewSet(
     @collection_paused()  # bounded bulk work (perf.gcpause): parsing, validation, writes, the response's data
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         organization = request_org(request)
-        items = s.activity_inputs(request.data, organization_id=organization.pk)
+        items = inputs.activity_inputs(request.data, organization_id=organization.pk)
         # All or nothing; every item's validation and calculation errors in one ActivitiesInvalidError (a 400).
         records = activities_submit(organization=organization, items=items)
         if isinstance(request.data, list):

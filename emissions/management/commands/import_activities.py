@@ -42,8 +42,8 @@ from tqdm import tqdm
 from calculator import rules
 from calculator.engine import period_defaults
 from calculator.types import CalculationResult
-from emissions.api.serializers import ActivityInputSerializer, activity_input, validate_items
 from emissions.calculation import FactorResolver
+from emissions.inputs import ActivityInputSerializer, activity_input, validate_items
 from emissions.metrics import record_import
 from emissions.models import Organization, Supplier
 from emissions.services.activities import (

@@ -13,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from rest_framework import serializers
 
-from emissions.api.serializers import MAX_ACTIVITY_ITEMS, ActivityInputSerializer
+from emissions.inputs import MAX_ACTIVITY_ITEMS, ActivityInputSerializer
 from emissions.models import ID_MAX, ActivityRecord, Emission, Organization
 from tests.emissions.api.payloads import (
     activity_input,

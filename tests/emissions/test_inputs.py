@@ -1,0 +1,77 @@
+"""emissions.inputs: input shapes only; how fields relate is calculator.inputs' rule, every bound read from its home."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from calculator import rules
+from calculator.types import CalculationInput
+from emissions import inputs as i
+from emissions.api.filters import EmissionFilter
+from emissions.models import ID_MAX, currency_validator
+
+# -- calculation input: shape here, rules in calculator.inputs ------------------------------------
+
+
+def validated(**data) -> dict:
+    serializer = i.CalculationInputSerializer(data=data, context={"organization_id": 1, "supplier_ids": set()})
+    assert serializer.is_valid(), serializer.errors
+    return serializer.validated_data
+
+
+def test_validation_builds_the_input_once_by_the_calculators_rules():
+    data = validated(category=1, method="spend", activity="naics:331110", amount="1000", currency="EUR")
+    inp = i.calculation_input(data)
+    assert isinstance(inp, CalculationInput)
+    assert (inp.amount, inp.unit, inp.currency) == (Decimal(1000), "EUR", "EUR")  # spend: unit from the currency
+
+
+def test_mass_times_distance_is_the_amount_of_the_input():
+    data = validated(
+        category=4, method="distance", activity="x", mass="20", mass_unit="t", distance="60", distance_unit="km"
+    )
+    inp = i.calculation_input(data)
+    assert (inp.amount, inp.unit) == (Decimal("1200.000000"), "t*km")
+
+
+def test_a_rule_broken_is_a_field_error():
+    serializer = i.CalculationInputSerializer(
+        data={"category": 4, "method": "distance", "activity": "x", "mass": "20"}, context={"organization_id": 1}
+    )
+    assert not serializer.is_valid()
+    assert set(serializer.errors) == {"mass_unit", "distance", "distance_unit"}
+
+
+def test_the_serializer_has_a_field_for_every_input_of_the_calculator():
+    assert set(i.CalculationInputSerializer().fields) == {*i.INPUT_FIELDS, "supplier"}
+
+
+# -- rules read from their one home ----------------------------------------------------------------
+
+
+def test_currency_is_the_iso_rule_with_the_models_message():
+    field = i.CalculationInputSerializer().fields["currency"]
+    serializer = i.CalculationInputSerializer(data={"currency": "usd"})
+    serializer.is_valid()
+    assert serializer.errors["currency"] == [currency_validator.message]
+    assert rules.DEFAULT_CURRENCY in field.help_text
+
+
+def test_category_bounds_are_the_rules():
+    field = i.CalculationInputSerializer().fields["category"]
+    assert (field.min_value, field.max_value) == (rules.CATEGORY_MIN, rules.CATEGORY_MAX)
+
+
+@pytest.mark.parametrize("name", ["year", "spend_year"])
+def test_year_bounds_are_the_rules(name):
+    field = i.ActivityInputSerializer().fields[name]
+    assert (field.min_value, field.max_value) == (rules.YEAR_MIN, rules.YEAR_MAX)
+
+
+def test_id_bounds_are_the_primary_keys():
+    fields = i.CalculationInputSerializer().fields
+    assert fields["factor_id"].max_value == fields["supplier"].max_value == ID_MAX
+    assert EmissionFilter.base_filters["supplier"].extra["max_value"] == ID_MAX
+    assert i.referenced_supplier_ids([{"supplier": ID_MAX}, {"supplier": ID_MAX + 1}]) == {ID_MAX}
