@@ -10,11 +10,11 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from fractions import Fraction
 from typing import Any, Generic, Protocol, TypeVar
 
-from calculator.rules import CONVERTED_AMOUNT_PLACES, DEFAULT_CURRENCY, Method
+from calculator.rules import CO2E_QUANTUM, CO2E_T_QUANTUM, CONVERTED_AMOUNT_PLACES, DEFAULT_CURRENCY, Method
 from calculator.shapes import CalculationResultDict, DataQualityDict, FactorRefDict, NoteDict
 
 
@@ -207,6 +207,19 @@ def present_amount(value: Fraction | Decimal) -> str:
     """
     text = format(round_half_even(value, CONVERTED_AMOUNT_PLACES), "f")
     return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def present_kg(value: Decimal) -> str:
+    """kg (CO2e or biogenic CO2) as every output shows it: ``CO2E_PLACES`` decimals, fixed-point.
+
+    A stored or calculated figure already has those places; a sum of them too, so nothing rounds twice.
+    """
+    return format(value.quantize(CO2E_QUANTUM, rounding=ROUND_HALF_EVEN), "f")
+
+
+def present_t(value_kg: Decimal) -> str:
+    """``value_kg`` in tonnes, ``CO2E_T_PLACES`` decimals: kg / 1000 is a shift of the exponent, exact."""
+    return format(value_kg.scaleb(-3).quantize(CO2E_T_QUANTUM, rounding=ROUND_HALF_EVEN), "f")
 
 
 @dataclass

@@ -20,13 +20,11 @@ from typing import Any
 from django.db.models import QuerySet
 from django.db.models.fields.json import KT
 
-from calculator import rules
+from calculator.types import present_kg, present_t
 from emissions.models import Emission
 
 CHUNK_SIZE = 2000
 LINES_PER_BLOCK = 500
-KG_QUANTUM = rules.CO2E_QUANTUM
-T_QUANTUM = rules.CO2E_T_QUANTUM
 
 COLUMNS = (
     "id",
@@ -114,10 +112,10 @@ def _row(values: tuple[Any, ...]) -> list[str]:
         source,
         version,
         activity,
-        format(co2e_kg.quantize(KG_QUANTUM), "f"),
-        format((co2e_kg / 1000).quantize(T_QUANTUM), "f"),
+        present_kg(co2e_kg),
+        present_t(co2e_kg),
         # Empty when the factor has no biogenic figure (as an absent score is), so it never reads as a zero.
-        "" if biogenic_co2_kg is None else format(biogenic_co2_kg.quantize(KG_QUANTUM), "f"),
+        "" if biogenic_co2_kg is None else present_kg(biogenic_co2_kg),
         score or "",
         ";".join(note.get("code", "") for note in fallbacks or () if isinstance(note, dict)),
         _timestamp(calculated_at),

@@ -26,7 +26,6 @@ from emissions.models import (
     FACTOR_DIGITS,
     SUMMARY_KEYS,
     ActivityRecord,
-    Category,
     Emission,
     EmissionFactor,
     Method,
@@ -401,11 +400,3 @@ class SummarySerializer(serializers.Serializer):
     groups = SummaryGroupSerializer(
         many=True, help_text="Largest co2e_kg first (ties by key); for group_by=month chronological, oldest first"
     )
-
-
-def category_label(value: int) -> str:
-    return str(Category(value).label)
-
-
-def method_label(value: str) -> str:
-    return str(Method(value).label)

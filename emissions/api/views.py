@@ -6,9 +6,7 @@ indistinguishable from rows that do not exist (404, absent from lists and totals
 
 from __future__ import annotations
 
-import calendar
 from collections.abc import Iterable
-from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, cast
 
 from django.db.models import Model, QuerySet
@@ -37,7 +35,6 @@ from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 from rest_framework.views import APIView
 
-from calculator import rules
 from emissions import inputs
 from emissions.api import export
 from emissions.api import serializers as s
@@ -50,14 +47,11 @@ from emissions.models import SUMMARY_KEYS, ActivityRecord, Emission, EmissionFac
 from emissions.services.batches import activities_submit, calculations_run
 from emissions.services.supplier_factors import supplier_factor_create, supplier_factor_delete
 from emissions.services.suppliers import supplier_create, supplier_delete, supplier_update
+from emissions.summaries import emission_summary
 from perf.cache import Namespace
 from perf.conditional import CachedReadMixin
 from perf.gcpause import collection_paused
 from perf.pagination import KeysetPagination
-
-KG_QUANTUM = rules.CO2E_QUANTUM
-T_QUANTUM = rules.CO2E_T_QUANTUM
-SHARE_QUANTUM = Decimal("0.01")
 
 
 class OrgScopedMixin:
@@ -431,82 +425,8 @@ class EmissionViewSet(OrgCachedReadMixin, OrgScopedMixin, viewsets.ReadOnlyModel
         group_by = request.query_params.get("group_by", "")
         if group_by not in SUMMARY_KEYS:
             raise ValidationError({"group_by": [f"Must be one of {', '.join(SUMMARY_KEYS)}; got '{group_by}'."]})
-        rows = _summary_rows(cast(EmissionQuerySet, self.filter_queryset(self.get_queryset())), group_by)
-        total = sum((row["co2e_kg"] for row in rows), Decimal(0))
-        biogenic = _sum_known(row["biogenic_co2_kg"] for row in rows)
-        count = sum(row["count"] for row in rows)
-        groups = [
-            {
-                "key": row["key"],
-                "label": row["label"],
-                "co2e_kg": _kg(row["co2e_kg"]),
-                "co2e_t": _t(row["co2e_kg"]),
-                "biogenic_co2_kg": _kg_or_none(row["biogenic_co2_kg"]),
-                "count": row["count"],
-                "share": _share(row["co2e_kg"], total),
-            }
-            for row in rows
-        ]
-        return Response(
-            {
-                "group_by": group_by,
-                "total_co2e_kg": _kg(total),
-                "total_co2e_t": _t(total),
-                "total_biogenic_co2_kg": _kg_or_none(biogenic),
-                "count": count,
-                "groups": groups,
-            }
-        )
-
-
-def _kg(value: Decimal) -> str:
-    return format(value.quantize(KG_QUANTUM), "f")
-
-
-def _kg_or_none(value: Decimal | None) -> str | None:
-    return None if value is None else _kg(value)
-
-
-def _sum_known(values: Iterable[Decimal | None]) -> Decimal | None:
-    """The sum of the values that are not None; None when all are (no biogenic figure anywhere)."""
-    known = [value for value in values if value is not None]
-    return sum(known, Decimal(0)) if known else None
-
-
-def _t(value_kg: Decimal) -> str:
-    return format((value_kg / 1000).quantize(T_QUANTUM), "f")
-
-
-def _share(part: Decimal, total: Decimal) -> str:
-    """``part`` as a percentage of ``total``, 2 decimals ("0.00" when the total is zero)."""
-    if not total:
-        return "0.00"
-    return format((part * 100 / total).quantize(SHARE_QUANTUM, rounding=ROUND_HALF_UP), "f")
-
-
-def _summary_rows(queryset: EmissionQuerySet, group_by: str) -> list[dict[str, Any]]:
-    """``queryset.summary(group_by)`` (one query) with each group's display key and label."""
-    rows = []
-    for row in queryset.summary(group_by):
-        raw = row["key"]
-        if group_by == "category":
-            key, label = raw, s.category_label(raw)
-        elif group_by == "method":
-            key, label = raw, s.method_label(raw)
-        elif group_by == "month":
-            key, label = raw.strftime("%Y-%m"), f"{calendar.month_name[raw.month]} {raw.year}"
-        else:
-            key, label = raw, row["supplier_name"] if raw is not None else "No supplier"
-        rows.append(
-            {
-                "key": key,
-                "label": label,
-                "co2e_kg": row["total_kg"],
-                "biogenic_co2_kg": row["biogenic_kg"],
-                "count": row["count"],
-            }
-        )
-    return rows
+        queryset = cast(EmissionQuerySet, self.filter_queryset(self.get_queryset()))
+        return Response(emission_summary(queryset, group_by=group_by))
 
 
 # -- export ---------------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ from fractions import Fraction
 
 import pytest
 
-from calculator.types import present_amount, round_half_even, round_ratio_half_even
+from calculator import rules
+from calculator.types import present_amount, present_kg, present_t, round_half_even, round_ratio_half_even
 
 
 @pytest.mark.parametrize(
@@ -39,3 +40,22 @@ def test_present_amount_is_plain_and_rounded_to_twelve_places():
     assert present_amount(Fraction(10**9, 3_600_000)) == "277.777777777778"
     assert present_amount(Fraction(1000)) == "1000"
     assert present_amount(Decimal("1E+3")) == "1000"
+
+
+# -- presenting kg and tonnes: one home for every output (API, summaries, export, import report) ---
+
+
+@pytest.mark.parametrize(
+    ("kg", "text_kg", "text_t"),
+    [
+        (Decimal("787"), "787.000000", "0.787000000"),
+        (Decimal("0.3901175"), "0.390118", "0.000390118"),  # a tie: half-even on kg; tonnes keep all of it
+        (Decimal("0.3901165"), "0.390116", "0.000390116"),
+        (Decimal("123456789012345678.123456"), "123456789012345678.123456", "123456789012345.678123456"),
+    ],
+)
+def test_kg_and_tonnes_are_presented_fixed_point_at_the_rules_places(kg, text_kg, text_t):
+    assert present_kg(kg) == text_kg
+    assert present_t(Decimal(text_kg)) == text_t
+    assert len(text_kg.split(".")[1]) == rules.CO2E_PLACES
+    assert len(text_t.split(".")[1]) == rules.CO2E_T_PLACES

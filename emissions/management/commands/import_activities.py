@@ -39,9 +39,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 from tqdm import tqdm
 
-from calculator import rules
 from calculator.engine import period_defaults
-from calculator.types import CalculationResult
+from calculator.types import CalculationResult, present_kg, present_t
 from emissions.calculation import FactorResolver
 from emissions.inputs import ActivityInputSerializer, activity_input, validate_items
 from emissions.metrics import record_import
@@ -79,7 +78,6 @@ REQUIRED_COLUMNS = ("category", "method", "period_start", "period_end")
 SUPPLIER_COLUMN = "supplier_external_id"
 DEFAULT_BATCH_SIZE = 5000
 MAX_PRINTED_ERRORS = 50
-KG_QUANTUM = rules.CO2E_QUANTUM
 
 Row = tuple[int, dict[str, str]]  # (file line number, cells)
 
@@ -346,8 +344,8 @@ class Command(BaseCommand):
 
     @staticmethod
     def _kg(value: Decimal) -> str:
-        return f"{value.quantize(KG_QUANTUM):,f}"
+        return f"{Decimal(present_kg(value)):,f}"
 
     @staticmethod
     def _t(value_kg: Decimal) -> str:
-        return f"{(value_kg / 1000).quantize(KG_QUANTUM):,f}"
+        return f"{Decimal(present_t(value_kg)):,f}"
