@@ -13,12 +13,9 @@ cache's key version: ``CACHE_VERSION`` plus the models' schema). Then:
   against a 200 only (RFC 9110 13.2.1): a request that would be a 404 or a 400 gets that, never a
   304. With the body and the authentication cached, a 304 costs no database query.
 
-A hit needs none of DRF's request machinery, so ``dispatch`` first tries it without DRF
-(``cached_dispatch``): for a plain JSON GET whose caller the view can identify from the raw
-request (``fast_caller_organization_id``: a token DRF would accept, for a user DRF would let
-through), the cached body or a 304 is answered at once, with the headers DRF would add; anything
-else (a miss, another media type, session auth, an unknown parameter, a write in progress) goes
-through DRF as before. Both paths compute the same key, so they share entries.
+A hit needs none of DRF's request machinery: ``dispatch`` first tries to answer it before DRF
+(``perf.fastpath``, whose docstring states that path's contract), from the entry this module's
+path stores under the same key.
 
 Every response carries ``ETag``, ``Cache-Control: private, max-age=<CACHE_MAX_AGE[resource]>``
 and ``Vary: Authorization, Accept, Accept-Encoding``; ``Last-Modified`` only once it is safe
@@ -31,13 +28,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cachetools import LRUCache
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponse
@@ -49,7 +44,9 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from perf.cache import GLOBAL_AUTH, Namespace, Version, digest, tiered, writing
+from perf import fastpath
+from perf.cache import Namespace, Version, digest, tiered, writing
+from perf.fastpath import raw_target
 
 
 def _last_modified(versions: tuple[Version, ...], l1_ttl: float, *, now: float | None = None) -> int | None:
@@ -67,9 +64,6 @@ def _last_modified(versions: tuple[Version, ...], l1_ttl: float, *, now: float |
     return changed_at
 
 
-# Accept headers for which DRF's negotiation picks a view's first renderer, when that is JSON, with this media type.
-PLAIN_ACCEPT = frozenset({"*/*", "application/json"})
-JSON_MEDIA_TYPE = "application/json"
 # The request headers get_conditional_response reads (WSGI names): without any of them it answers None.
 PRECONDITION_HEADERS = ("HTTP_IF_MATCH", "HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE", "HTTP_IF_UNMODIFIED_SINCE")
 # Responses differ by caller, negotiated media type and content coding.
@@ -98,44 +92,10 @@ def accepts_gzip(accept_encoding: str) -> bool:
     return False
 
 
-def _plain_json(request: HttpRequest, renderer_classes: Sequence[type[BaseRenderer]]) -> str | None:
-    """The media type DRF would negotiate for a JSON request, when that is certain without negotiating; else None.
-
-    Only for no ``Accept`` header, ``*/*`` or ``application/json`` (no parameters, no list) and a view whose
-    first renderer is JSON: DRF then picks that renderer with ``application/json`` (unless the query
-    has ``?format=``, which the request's plan tells).
-    """
-    accept = request.META.get("HTTP_ACCEPT")
-    if accept is not None and accept.strip() not in PLAIN_ACCEPT:  # an empty Accept is DRF's 406
-        return None
-    if not renderer_classes or not issubclass(renderer_classes[0], JSONRenderer):
-        return None
-    return JSON_MEDIA_TYPE if renderer_classes[0].media_type == JSON_MEDIA_TYPE else None
-
-
-_ALLOW: dict[tuple[type, tuple[str, ...]], str] = {}
-
-
-def _allow(view: Any) -> str:
-    """DRF's Allow header for ``view``: it depends on the class and the methods its route maps (memoized)."""
-    memo_key = (type(view), tuple(view.action_map))
-    allow = _ALLOW.get(memo_key)
-    if allow is None:
-        allow = _ALLOW[memo_key] = ", ".join(view.allowed_methods)
-    return allow
-
-
 @functools.lru_cache(maxsize=256)
 def _http_date(seconds: int) -> str:
     # Versions change rarely: the same few dates are formatted over and over.
     return http_date(seconds)
-
-
-def _key(plan: _Plan, versions: tuple[Version, ...]) -> str:
-    """The response's cache key and ETag: the plan's static parts and the namespaces' versions."""
-    # One hash over the plan's digest and the versions (values are digits, dots and letters: "|" separates).
-    text = "|".join([plan.static, *(v.value for v in versions)])
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 class _NotCacheable(Exception):
@@ -145,26 +105,6 @@ class _NotCacheable(Exception):
         self.response = response
 
 
-_KNOWN_PARAMS: dict[tuple[Any, ...], frozenset[str]] = {}
-
-
-@dataclass(frozen=True, slots=True)
-class _Answer:
-    """A cached 200 as ``cached_dispatch`` served it, valid while ``namespaces`` keep ``versions``.
-
-    ``namespaces`` are the auth namespace (the token's organization and standing) and then the plan's.
-    """
-
-    namespaces: tuple[Namespace, ...]
-    versions: tuple[Version, ...]
-    key: str
-    entry: list[Any]
-
-
-# First in the shape of an answer kept with TieredCache.set_local: no other process-local value has it.
-_ANSWER = "conditional.answer"
-
-
 @dataclass(frozen=True, slots=True)
 class _Plan:
     """What a request's cache key and body depend on, but for the namespaces' versions."""
@@ -172,90 +112,72 @@ class _Plan:
     namespaces: list[Namespace]
     static: str  # digest of the key's parts other than the versions
     cache_body: bool
-    format_param: bool  # ?format=: DRF's negotiation decides the renderer
+
+    def key(self, versions: tuple[Version, ...]) -> str:
+        """The response's cache key and ETag: the static parts and the namespaces' versions."""
+        # One hash over the digest and the versions (values are digits, dots and letters: "|" separates).
+        text = "|".join([self.static, *(v.value for v in versions)])
+        return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
-# Plans by request shape (view, action, caller's organization, key version, scheme, host, path, raw query,
-# media type): parsing the query, the namespaces and hashing the key's static parts are then done once per
-# shape, not per request. Bounded (shapes come from clients); entries are a few hundred bytes.
-_PLANS: LRUCache[tuple[Any, ...], _Plan] = LRUCache(maxsize=4096)
-_PLANS_LOCK = threading.Lock()
-# What HttpRequest.get_host() reads of the request (whichever USE_X_FORWARDED_* says): a plan's host comes from these.
-HOST_META = ("HTTP_X_FORWARDED_HOST", "HTTP_HOST", "SERVER_NAME", "SERVER_PORT", "HTTP_X_FORWARDED_PORT")
+# First in the shape of a plan kept with TieredCache.set_local: no other process-local value has it.
+_PLAN = "conditional.plan"
 # The settings get_host() depends on: a plan made under others may name a host they refuse.
 HOST_SETTINGS = frozenset({"ALLOWED_HOSTS", "USE_X_FORWARDED_HOST", "USE_X_FORWARDED_PORT", "DEBUG"})
 
 
-# Part of an answer's shape: a change of the host settings makes every answer kept before unreachable.
-_host_settings_generation = 0
-
-
 def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
-    global _host_settings_generation
     if setting in HOST_SETTINGS:
-        with _PLANS_LOCK:
-            _PLANS.clear()
-            _host_settings_generation += 1
+        tiered().clear_local()  # plans and the answers kept from them
 
 
 setting_changed.connect(_on_setting_changed)
 
 
-def _raw_target(request: HttpRequest | Request) -> tuple[Any, ...]:
-    """What a request's absolute URL is made of, as the request carries it: scheme, get_host()'s raw fields,
-    path, raw query. Part of both memo keys (plans and kept answers); the host is not validated here."""
-    meta = request.META
-    return (request.scheme, *[meta.get(name) for name in HOST_META], request.path, meta.get("QUERY_STRING", ""))
-
-
 class CachedResponseMixin:
     """ETag / 304 and a two-level response cache for a DRF view's GET handlers.
 
-    Subclasses set ``cache_resource`` (the ``CACHE_MAX_AGE`` key) and implement
-    ``cache_namespaces(organization_id)`` and ``caller_organization_id(request)``; precondition for
-    the latter: the request is authenticated and the view's permissions have passed. For the path
-    without DRF they also implement ``fast_access`` and ``fast_caller_organization_id`` and list the
-    actions in ``cached_actions``.
+    Subclasses set ``cache_resource`` (the ``CACHE_MAX_AGE`` key), list in ``cached_actions`` the actions
+    whose GETs go through ``cached_response``, and implement ``cache_namespaces(organization_id)`` and
+    ``caller_organization_id(request)``; precondition for the latter: the request is authenticated and
+    the view's permissions have passed (it reads ``request.user`` only: ``perf.fastpath`` calls it too).
     """
 
     cache_resource: str = ""
-    # Actions whose GETs go through ``cached_response`` and so may be answered by ``cached_dispatch``.
+    # Actions whose GETs go through ``cached_response``, and so may be answered by ``perf.fastpath``.
     cached_actions: tuple[str, ...] = ()
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        response = fastpath.answer(self, request, kwargs)
+        if response is not None:
+            return response
+        return super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
 
     def cache_namespaces(self, organization_id: int) -> list[Namespace]:
         raise NotImplementedError
 
-    def caller_organization_id(self, request: Request) -> int:
+    def caller_organization_id(self, request: Any) -> int:
         """The caller's organization, once DRF has authenticated the request and checked permissions."""
         raise NotImplementedError
 
-    def fast_caller_organization_id(self, request: HttpRequest) -> int | None:
-        """The caller's organization read from the raw request, when DRF's authentication and this view's
-        permissions would let it through; None otherwise (or when unsure: DRF then decides).
-
-        Precondition: ``fast_access()``. The answer may depend on the request's ``Authorization`` header
-        and on the auth namespace only: answers are kept under that header, checked against that namespace.
-        """
-        return None
+    def caches(self, renderer: BaseRenderer) -> bool:
+        """Whether responses rendered by ``renderer`` are cached: JSON only (both paths ask)."""
+        return isinstance(renderer, JSONRenderer)
 
     # Query parameters a cached body may vary by, besides the filterset's filters and the pagination's own.
     cache_query_params: tuple[str, ...] = ("format",)
 
-    def known_query_params(self) -> frozenset[str]:
-        # What it depends on may differ per action (an @action sets its own pagination_class): memoized on those.
+    def known_query_params(self) -> set[str]:
+        # Read per action (an @action sets its own pagination_class), once per plan.
         filterset = getattr(self, "filterset_class", None)
         pagination = getattr(self, "pagination_class", None)
-        memo_key = (self.cache_query_params, filterset, pagination)
-        known = _KNOWN_PARAMS.get(memo_key)
-        if known is None:
-            names = set(self.cache_query_params)
-            if filterset is not None:
-                names |= set(filterset.base_filters)
-            for attr in ("limit_query_param", "after_query_param", "before_query_param"):
-                if pagination is not None and getattr(pagination, attr, None):
-                    names.add(getattr(pagination, attr))
-            known = _KNOWN_PARAMS[memo_key] = frozenset(names)
-        return known
+        names = set(self.cache_query_params)
+        if filterset is not None:
+            names |= set(filterset.base_filters)
+        for attr in ("limit_query_param", "after_query_param", "before_query_param"):
+            if pagination is not None and getattr(pagination, attr, None):
+                names.add(getattr(pagination, attr))
+        return names
 
     def cache_body(self, request: HttpRequest | Request) -> bool:
         """Whether this request's body is kept in the cache (else only its ETag is computed).
@@ -267,17 +189,20 @@ class CachedResponseMixin:
 
     def cached_response(self, request: Request, produce: Callable[[], HttpResponseBase]) -> HttpResponseBase:
         """``produce()``'s response, or a 304, or the cached body of an identical earlier request."""
-        if not settings.CACHE_ENABLED or not isinstance(request.accepted_renderer, JSONRenderer):
+        if not settings.CACHE_ENABLED or not self.caches(request.accepted_renderer):
             return produce()
         cache = tiered()
         plan = self._plan(
-            request, self.caller_organization_id(request), request.accepted_media_type, _raw_target(request)
+            request._request,
+            self.caller_organization_id(request),
+            request.accepted_media_type,
+            raw_target(request._request),
         )
         namespaces = plan.namespaces
         if writing(namespaces):
             return produce()  # inside a transaction that wrote them: its view of the data is its own
         versions = cache.versions(namespaces)
-        key = _key(plan, versions)
+        key = plan.key(versions)
         try:
             # The body first (from the cache when it is kept there: no query), then the preconditions: they
             # apply only to what would be a 200 (RFC 9110 13.2.1), never to a 404 or 400.
@@ -294,94 +219,24 @@ class CachedResponseMixin:
             return exc.response
         return self._respond(request._request, entry, key, versions, cache.l1_ttl)
 
-    # -- without DRF ---------------------------------------------------------------------------
-
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        response = self.cached_dispatch(request, kwargs)
-        if response is not None:
-            return response
-        return super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
-
-    def cached_dispatch(self, request: HttpRequest, kwargs: dict[str, Any]) -> HttpResponseBase | None:
-        """The cached answer to a plain JSON GET, without DRF's request cycle; None to go through DRF.
-
-        DRF's per-request work (its Request, content negotiation, authentication rebuilding the
-        user, membership and organization, permissions, finalizing) costs more than serving a cached
-        body itself. Here the caller's organization comes from ``fast_caller_organization_id`` (None
-        sends the request through DRF, which then answers 401/403 or whatever it would), the key is
-        ``cached_response``'s, and only an entry already in the cache is served: a miss goes through
-        DRF, which computes and stores it. Only ``CACHE_FAST_PATH`` switches it off.
-
-        An answer served here is also kept, decoded, as a process-local value of the cache (``_Answer``,
-        ``TieredCache.set_local``: L1's lifetime and byte budget) under the request's raw shape, token
-        included; a repeat of that request is answered from it while the auth namespace and the
-        response's namespaces keep the versions it was made under, skipping the token's lookup, the
-        plan, the key's hash and the entry's decoding.
-        """
-        if request.method != "GET" or not settings.CACHE_ENABLED or not settings.CACHE_FAST_PATH:
-            return None
-        action = getattr(self, "action_map", {}).get("get")
-        if action not in self.cached_actions or "format" in kwargs:
-            return None
-        media_type = _plain_json(request, self.renderer_classes)  # type: ignore[attr-defined]
-        if media_type is None or not self.fast_access():
-            return None
-        cache = tiered()
-        target = _raw_target(request)
-        shape = (
-            _ANSWER, _host_settings_generation, type(self), action, request.META.get("HTTP_AUTHORIZATION"),
-            media_type, *target,
-        )  # fmt: skip
-        answer: _Answer | None = cache.get_local(shape)
-        if answer is not None and not writing(answer.namespaces):
-            versions = cache.versions(answer.namespaces)
-            if versions == answer.versions:
-                cache.count_local_hit(answer.namespaces[1:])
-                return self._fast_response(request, answer.entry, answer.key, versions[1:], cache.l1_ttl)
-        # The auth namespace's version before the caller's organization is read from it: an answer kept under
-        # an older version than the organization was read under is only ever found stale, never wrongly fresh.
-        (auth_version,) = cache.versions([GLOBAL_AUTH])
-        organization_id = self.fast_caller_organization_id(request)
-        if organization_id is None:
-            return None
-        self.action = action  # cache_body and cache_namespaces may depend on it, as under DRF
-        plan = self._plan(request, organization_id, media_type, target)
-        if not plan.cache_body or plan.format_param or writing(plan.namespaces):
-            return None
-        versions = cache.versions(plan.namespaces)
-        key = _key(plan, versions)
-        # A miss is counted by DRF's path, which looks again and computes (no double count).
-        entry = cache.get(plan.namespaces, f"response:{key}", versions=versions, count_misses=False)
-        if entry is None:
-            return None
-        kept = _Answer((GLOBAL_AUTH, *plan.namespaces), (auth_version, *versions), key, entry)
-        cache.set_local(shape, kept, nbytes=sum(len(part) for part in entry[2:] if part is not None))
-        return self._fast_response(request, entry, key, versions, cache.l1_ttl)
-
-    def fast_access(self) -> bool:
-        """Whether this view's access rules are the ones ``fast_caller_organization_id`` checks a caller against
-        (the answers kept under a token were made under them). False: every request goes through DRF."""
-        return False
-
-    def _fast_response(
-        self, request: HttpRequest, entry: list[Any], key: str, versions: tuple[Version, ...], l1_ttl: float
-    ) -> HttpResponseBase:
-        response = self._respond(request, entry, key, versions, l1_ttl)
-        # What DRF's finalize_response adds to this view's responses: Allow (Vary already names Accept).
-        response.headers["Allow"] = _allow(self)
-        return response
-
     # -- shared --------------------------------------------------------------------------------
 
-    def _plan(
-        self, request: HttpRequest | Request, organization_id: int, media_type: str, target: tuple[Any, ...]
-    ) -> _Plan:
-        """The request's plan, from the memo or made now. Preconditions: ``self.action`` is set; ``target`` is
-        ``_raw_target(request)``."""
+    def _plan(self, request: HttpRequest, organization_id: int, media_type: str, target: tuple[Any, ...]) -> _Plan:
+        """The request's plan: kept in this process (``TieredCache.set_local``) per request shape (view, action,
+        organization, key version, raw target, media type), so parsing the query, the namespaces and hashing the
+        key's static parts are done once per shape. Preconditions: ``self.action`` is set; ``target`` is
+        ``raw_target(request)``."""
         cache = tiered()
-        shape = (type(self), self.action, organization_id, cache.key_version, *target, media_type)
-        with _PLANS_LOCK:
-            plan = _PLANS.get(shape)
+        shape = (
+            _PLAN,
+            type(self),
+            getattr(self, "action", None),
+            organization_id,
+            cache.key_version,
+            *target,
+            media_type,
+        )
+        plan: _Plan | None = cache.get_local(shape)
         if plan is None:
             # get_host() validates the host (ALLOWED_HOSTS) and costs more than the memo lookup: called once
             # per shape, whose raw host fields it reads. A plan exists only for a host that passed.
@@ -391,9 +246,9 @@ class CachedResponseMixin:
             static = digest(
                 cache.key_version, ENTRY_FORMAT, [ns.key for ns in namespaces], scheme, host, path, query, media_type
             )
-            plan = _Plan(namespaces, static, self.cache_body(request), "format" in request.GET)
-            with _PLANS_LOCK:
-                _PLANS[shape] = plan
+            plan = _Plan(namespaces, static, self.cache_body(request))
+            # Counted at about what a plan, its namespaces and its shape (path and query included) hold.
+            cache.set_local(shape, plan, nbytes=1024 + len(request.path) + len(str(target[-1])))
         return plan
 
     def _respond(

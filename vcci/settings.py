@@ -261,7 +261,7 @@ CACHE_LOCK_WAIT: float = env.float("CACHE_LOCK_WAIT", default=2.0)
 CACHE_RETRY_AFTER: float = env.float("CACHE_RETRY_AFTER", default=5.0)
 # Part of every cache key and ETag: change it on a deploy that changes what a cached value or response holds.
 CACHE_VERSION: str = env.str("CACHE_VERSION", default="1")
-# Cached GETs answered before DRF's request cycle (perf.conditional.CachedResponseMixin.cached_dispatch); off only
+# Cached GETs answered before DRF's request cycle (perf.fastpath, called from CachedResponseMixin.dispatch); off only
 # to measure what it saves.
 CACHE_FAST_PATH: bool = env.bool("CACHE_FAST_PATH", default=True)
 # Cached response bodies of this size and up also keep a gzip form, served to clients that accept it (0: never).

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import functools
-import threading
+from collections.abc import Callable
 from typing import Any
 
-from cachetools import LRUCache
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.http import HttpRequest
@@ -14,6 +12,7 @@ from django.utils.translation import gettext_lazy as _
 from rest_framework import HTTP_HEADER_ENCODING, exceptions
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
+from rest_framework.request import Request
 
 from emissions.models import Membership, Organization
 from perf.cache import GLOBAL_AUTH, digest, tiered, writing
@@ -72,79 +71,13 @@ def cached_token_row(key: str) -> list[Any] | None:
     )
 
 
-def token_from_header(request: HttpRequest) -> str | None:
-    """The key of the request's ``Authorization: Token <key>``, or None for anything else.
-
-    Parsed as DRF's ``TokenAuthentication`` does (the header's bytes split on whitespace, keyword
-    case-insensitive, exactly two parts); whatever DRF would answer with an error (one part, three
-    parts, not ASCII) is None here too, so a caller falling back to DRF gets DRF's error. Read from
-    ``META``, not through DRF's ``get_authorization_header``, which builds ``request.headers`` (a parse
-    of every header of the request) for this one value.
-    """
-    header = request.META.get("HTTP_AUTHORIZATION")
-    return None if not header else _token_in(header)
-
-
-@functools.lru_cache(maxsize=1024)
-def _token_in(header: str | bytes) -> str | None:
-    # Memoized: a client sends the same header on every request. Bounded, and keyed by the header only.
-    try:
-        raw = header.encode(HTTP_HEADER_ENCODING) if isinstance(header, str) else header
-    except UnicodeEncodeError:
-        return None  # not a header a server could have received (test clients only): DRF decides
-    parts = raw.split()
-    if len(parts) != 2 or parts[0].lower() != OrgTokenAuthentication.keyword.lower().encode() or not parts[1].isascii():
-        return None
-    return parts[1].decode()
-
-
-# Positions in the cached rows, which follow _meta.concrete_fields order (perf.codec.model_row).
-_IS_ACTIVE = [f.attname for f in User._meta.concrete_fields if f.attname in USER_FIELDS].index("is_active")
-_MEMBERSHIP_ORGANIZATION = [f.attname for f in Membership._meta.concrete_fields].index("organization_id")
-
-
-# token -> (auth namespace version, organization id or None), per process: spares the row's decoding on
-# every request. Keyed by the version, so it is exactly as fresh as the cached row it was read from.
-_ORGANIZATION_MEMO: LRUCache[str, tuple[str, int | None]] = LRUCache(maxsize=10_000)
-_MEMO_LOCK = threading.Lock()
-
-
-def token_organization_id(key: str) -> int | None:
-    """The organization id of the token's user when DRF would let the request through, else None.
-
-    That is: the token exists, its user is active and belongs to an organization: what
-    ``OrgTokenAuthentication``, ``IsAuthenticated`` and ``HasOrganization`` check. It reads the same
-    cached row as ``OrgTokenAuthentication`` (the same staleness bound, ``CACHE_L1_TTL`` after a change
-    elsewhere) without rebuilding the models, for ``perf.conditional``'s path without DRF. It only
-    reads the cache, never the database: None also when neither tier holds the row (unknown token,
-    or not read recently); the caller then falls back to DRF, whose authentication queries once and
-    caches the row. Precondition: the cache is enabled.
-    """
+def peek_token_row(key: str) -> list[Any] | None:
+    """``cached_token_row(key)`` when the cache holds it, without computing: None otherwise, or while this
+    transaction has written auth rows (its reads bypass the cache)."""
     if writing([GLOBAL_AUTH]):
-        return None  # this transaction changed auth rows: DRF's authentication reads them
-    cache = tiered()
-    (version,) = cache.versions([GLOBAL_AUTH])
-    with _MEMO_LOCK:
-        memo = _ORGANIZATION_MEMO.get(key)
-    if memo is not None and memo[0] == version.value:
-        return memo[1]
+        return None
     # A miss is counted by DRF's authentication, which looks again and computes (no double count).
-    row = cache.get([GLOBAL_AUTH], _token_cache_key(key), versions=(version,), count_misses=False)
-    if row is None:
-        return None  # not remembered: random tokens would fill the memo
-    organization_id = _organization_id(row)
-    with _MEMO_LOCK:
-        _ORGANIZATION_MEMO[key] = (version.value, organization_id)
-    return organization_id
-
-
-def _organization_id(row: list[Any] | None) -> int | None:
-    if row is None:
-        return None
-    _, user_row, membership_row, _ = row
-    if not user_row[_IS_ACTIVE] or membership_row is None:
-        return None
-    return int(membership_row[_MEMBERSHIP_ORGANIZATION])
+    return tiered().get([GLOBAL_AUTH], _token_cache_key(key), count_misses=False)
 
 
 class OrgTokenAuthentication(TokenAuthentication):
@@ -161,8 +94,42 @@ class OrgTokenAuthentication(TokenAuthentication):
     A user without a membership still authenticates and is then refused by ``HasOrganization``.
     """
 
+    def authenticate(self, request: Request | HttpRequest) -> tuple[Any, Any] | None:
+        return self._authenticate(request, cached_token_row)
+
+    def authenticate_cached(self, request: HttpRequest) -> tuple[Any, Any] | None:
+        """``authenticate(request)`` from the cache alone (``perf.fastpath.CachedAuthentication``): None when it
+        would answer None or fail, or when the token's row is not cached."""
+        try:
+            return self._authenticate(request, peek_token_row)
+        except exceptions.AuthenticationFailed:
+            return None
+
     def authenticate_credentials(self, key: str) -> tuple[Any, Any]:
-        row = cached_token_row(key)
+        return self._credentials(key, cached_token_row(key))
+
+    def _authenticate(
+        self, request: Request | HttpRequest, token_row: Callable[[str], list[Any] | None]
+    ) -> tuple[Any, Any] | None:
+        """DRF's ``TokenAuthentication.authenticate`` with the token's row from ``token_row``. The header is read
+        from ``META``: DRF's ``get_authorization_header`` builds ``request.headers`` (a parse of every header)."""
+        header = request.META.get("HTTP_AUTHORIZATION", b"")
+        auth = (header.encode(HTTP_HEADER_ENCODING) if isinstance(header, str) else header).split()
+        if not auth or auth[0].lower() != self.keyword.lower().encode():
+            return None
+        if len(auth) == 1:
+            raise exceptions.AuthenticationFailed(_("Invalid token header. No credentials provided."))
+        if len(auth) > 2:
+            raise exceptions.AuthenticationFailed(_("Invalid token header. Token string should not contain spaces."))
+        try:
+            key = auth[1].decode()
+        except UnicodeError:
+            raise exceptions.AuthenticationFailed(
+                _("Invalid token header. Token string should not contain invalid characters.")
+            ) from None
+        return self._credentials(key, token_row(key))
+
+    def _credentials(self, key: str, row: list[Any] | None) -> tuple[Any, Any]:
         if row is None:
             raise exceptions.AuthenticationFailed(_("Invalid token."))
         user, token = _rebuild(key, row)

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from typing import Any, cast
 
 from django.db.models import Model, QuerySet
-from django.http import HttpRequest, StreamingHttpResponse
+from django.http import StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
@@ -26,9 +26,8 @@ from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.generics import GenericAPIView
-from rest_framework.negotiation import BaseContentNegotiation, DefaultContentNegotiation
+from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import BaseParser
-from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -38,9 +37,8 @@ from rest_framework.views import APIView
 from emissions import inputs
 from emissions.api import export
 from emissions.api import serializers as s
-from emissions.api.authentication import OrgTokenAuthentication, token_from_header, token_organization_id
 from emissions.api.filters import ActivityFilter, EmissionFilter, FactorFilter
-from emissions.api.permissions import HasOrganization, request_org, request_org_id
+from emissions.api.permissions import request_org, request_org_id
 from emissions.cache import emission_namespaces, factor_namespaces, supplier_namespaces
 from emissions.calculation import calculate
 from emissions.models import SUMMARY_KEYS, ActivityRecord, Emission, EmissionFactor, EmissionQuerySet, Supplier
@@ -69,68 +67,10 @@ class OrgScopedMixin:
 
 
 class OrgCachedReadMixin(CachedReadMixin):
-    """``CachedReadMixin`` for the organization-scoped API: namespaces per caller's organization.
-
-    A cached GET may be answered before DRF runs (``perf.conditional``) when the caller sends a
-    token DRF would accept for a user the view's permissions would let through: only while the
-    view keeps the project's defaults (token authentication first, IsAuthenticated and
-    HasOrganization, no throttling), which is what ``token_organization_id`` checks.
-    """
+    """``CachedReadMixin`` for the organization-scoped API: namespaces per caller's organization."""
 
     def caller_organization_id(self, request: Request) -> int:
         return request_org_id(request)
-
-    def fast_access(self) -> bool:
-        return _default_access(self)
-
-    def fast_caller_organization_id(self, request: HttpRequest) -> int | None:
-        key = token_from_header(request)
-        return None if key is None else token_organization_id(key)
-
-
-# The APIView methods through which DRF decides who may do what: a view overriding one decides differently.
-ACCESS_METHODS = (
-    "initial",
-    "get_authenticators",
-    "perform_authentication",
-    "get_permissions",
-    "check_permissions",
-    "get_throttles",
-    "check_throttles",
-    "get_content_negotiator",
-    "perform_content_negotiation",
-)
-_DEFAULT_ACCESS: dict[tuple[type, Any, Any, Any, Any, Any], bool] = {}
-
-
-def _default_access(view: Any) -> bool:
-    """Whether ``view`` authenticates, authorizes, throttles and negotiates exactly as the path without DRF
-    assumes (``token_organization_id``): token authentication first, IsAuthenticated and HasOrganization
-    only, no throttles, no versioning, DRF's negotiation, none of ``ACCESS_METHODS`` overridden.
-
-    Read on the instance: an ``@action(permission_classes=...)`` sets its own. Memoized on what it reads.
-    """
-    cls = type(view)
-    memo_key = (
-        cls,
-        tuple(view.authentication_classes),
-        tuple(view.permission_classes),
-        tuple(view.throttle_classes),
-        view.versioning_class,
-        view.content_negotiation_class,
-    )
-    verdict = _DEFAULT_ACCESS.get(memo_key)
-    if verdict is None:
-        verdict = _DEFAULT_ACCESS[memo_key] = (
-            bool(view.authentication_classes)
-            and view.authentication_classes[0] is OrgTokenAuthentication
-            and set(view.permission_classes) <= {IsAuthenticated, HasOrganization}
-            and not view.throttle_classes
-            and view.versioning_class is None
-            and view.content_negotiation_class is DefaultContentNegotiation
-            and all(getattr(cls, name) is getattr(APIView, name) for name in ACCESS_METHODS)
-        )
-    return verdict
 
 
 # -- factors ------------------------------------------------------------------------------------

@@ -15,13 +15,11 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils.http import http_date
 from django_redis import get_redis_connection
-from rest_framework.authentication import SessionAuthentication
 from rest_framework.authtoken.models import Token
 from rest_framework.permissions import IsAdminUser
-from rest_framework.throttling import AnonRateThrottle
-from rest_framework.views import APIView
 
-from emissions.api.views import EmissionViewSet, _default_access
+from emissions.api.authentication import OrgTokenAuthentication
+from emissions.api.views import EmissionViewSet
 from emissions.cache import emission_namespaces
 from perf.cache import Namespace, Version, tiered
 from perf.conditional import _last_modified, accepts_gzip
@@ -171,21 +169,7 @@ def api_namespaces(api) -> list[Namespace]:
     return emission_namespaces(api.user.membership.organization_id)
 
 
-# -- cached responses answered before DRF (CachedResponseMixin.cached_dispatch) ---------------------
-
-
-@pytest.fixture
-def drf_requests(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The paths DRF's request cycle ran for (APIView.initial: negotiation, authentication, permissions)."""
-    seen: list[str] = []
-    initial = APIView.initial
-
-    def counting(self: APIView, request: Any, *args: Any, **kwargs: Any) -> None:
-        seen.append(request.path)
-        initial(self, request, *args, **kwargs)
-
-    monkeypatch.setattr(APIView, "initial", counting)
-    return seen
+# -- cached responses answered before DRF (perf.fastpath) -------------------------------------------
 
 
 def test_a_cached_get_is_answered_without_drf_and_without_queries(api, data, drf_requests) -> None:
@@ -234,9 +218,7 @@ def test_a_detail_and_a_supplier_s_factors_are_answered_without_drf(api, org, dr
     ("path", "headers"),
     [
         (SUMMARY, {"HTTP_ACCEPT": "text/html"}),  # the browsable API
-        (SUMMARY, {"HTTP_ACCEPT": "application/json; indent=4"}),  # another rendering
         (SUMMARY, {"HTTP_ACCEPT": ""}),  # an empty Accept: DRF answers 406
-        (SUMMARY + "&format=json", {}),  # DRF's negotiation decides
         (SUMMARY + "&x=1", {}),  # unknown parameter: no cached body
         ("/api/v1/emissions/?after=abc", {}),  # deep pages keep no body
         ("/api/v1/emissions/summary/?group_by=nonsense", {}),  # a 400 is never stored
@@ -247,6 +229,29 @@ def test_what_the_path_cannot_be_sure_of_goes_through_drf(api, data, drf_request
     second = api.get(path, **headers)
     assert second.status_code == first.status_code
     assert len(drf_requests) == 2
+
+
+@pytest.mark.parametrize(
+    ("path", "headers"),
+    [
+        (SUMMARY, {"HTTP_ACCEPT": "application/json; indent=4"}),  # another JSON rendering: its own entry
+        (SUMMARY + "&format=json", {}),  # ?format= picks the renderer, as in DRF
+        ("/api/v1/emissions.json", {}),  # so does a format suffix
+    ],
+)
+def test_what_drf_negotiates_to_json_is_answered_without_drf_as_drf_does(api, data, drf_requests, path, headers):
+    """The path negotiates with the view's own negotiator and renderers: whatever DRF renders as JSON it may serve."""
+    answers = {}
+    for fast in (False, True):
+        with override_settings(CACHE_FAST_PATH=fast):
+            drf_requests.clear()
+            first = api.get(path, **headers)
+            second = api.get(path, **headers)
+        answers[fast] = (second.status_code, second.content, dict(second.headers))
+        assert first.content == second.content
+    assert answers[True] == answers[False]
+    assert answers[True][0] == 200 and answers[True][2]["Content-Type"].startswith("application/json")
+    assert len(drf_requests) == 0  # with the path on: the entry DRF stored with it off
 
 
 @override_settings(USE_X_FORWARDED_HOST=True, ALLOWED_HOSTS=["testserver", "127.0.0.1", "api.example.com"])
@@ -275,16 +280,14 @@ def test_a_memoized_plan_never_serves_a_host_the_settings_refuse(api, data, rf) 
 
 def test_a_repeat_is_answered_from_the_kept_answer_until_a_version_moves(api, org, data, monkeypatch) -> None:
     """The second fast answer keeps itself; the third needs no token lookup, plan or decoding; a write ends it."""
-    from emissions.api import views
-
     lookups: list[str] = []
-    lookup = views.token_organization_id
+    lookup = OrgTokenAuthentication.authenticate_cached
 
-    def counting(key: str) -> int | None:
-        lookups.append(key)
-        return lookup(key)
+    def counting(self: OrgTokenAuthentication, request: Any) -> Any:
+        lookups.append(request.path)
+        return lookup(self, request)
 
-    monkeypatch.setattr(views, "token_organization_id", counting)
+    monkeypatch.setattr(OrgTokenAuthentication, "authenticate_cached", counting)
     first = api.get(SUMMARY)  # the token is not cached yet: DRF authenticates, computes and stores
     second = api.get(SUMMARY)  # from the cache, without DRF: kept as an answer
     assert len(lookups) == 2
@@ -420,20 +423,6 @@ def test_the_path_can_be_switched_off(api, data, drf_requests) -> None:
     api.get(SUMMARY)
     api.get(SUMMARY)
     assert len(drf_requests) == 2
-
-
-def test_only_views_with_the_default_access_rules_take_it() -> None:
-    assert _default_access(EmissionViewSet())
-    assert not _default_access(EmissionViewSet(permission_classes=[IsAdminUser]))  # an @action's own
-    variants: list[dict[str, Any]] = [
-        {"throttle_classes": [AnonRateThrottle]},
-        {"permission_classes": [IsAdminUser]},
-        {"authentication_classes": [SessionAuthentication]},
-        {"check_permissions": lambda self, request: None},
-        {"get_authenticators": lambda self: []},
-    ]
-    for attrs in variants:
-        assert not _default_access(type("Variant", (EmissionViewSet,), attrs)()), attrs
 
 
 # -- gzip forms of cached bodies -----------------------------------------------------------------

@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import pytest
 from django.db import connection
+from django.test import RequestFactory
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from rest_framework.authtoken.models import Token
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.test import APIClient
 
-from emissions.api import authentication
-from emissions.api.authentication import (
-    OrgTokenAuthentication,
-    cached_token_row,
-    token_from_header,
-    token_organization_id,
-)
+from emissions.api.authentication import OrgTokenAuthentication, cached_token_row
 from tests.factories import MembershipFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -56,72 +51,77 @@ def test_inactive_user_and_unknown_token_are_401(org):
     assert (response.status_code, response.json()) == (401, {"detail": "Invalid token."})
 
 
-# -- the checks the cached-response path makes without DRF --------------------------------------
+# -- authenticate_cached: the same rule, from the cache alone (perf.fastpath) ------------------
+
+
+def outcome(call, request):
+    """``(user id, token key)``, None, or the failure's message."""
+    try:
+        found = call(request)
+    except AuthenticationFailed as exc:
+        return str(exc.detail)
+    return None if found is None else (found[0].pk, found[1].key)
 
 
 @pytest.mark.parametrize(
-    ("header", "key"),
+    "header",
     [
-        ("Token abc123", "abc123"),
-        ("token abc123", "abc123"),  # the keyword is case-insensitive, as in DRF
-        ("Token  abc123 ", "abc123"),
-        ("Token", None),  # DRF: "No credentials provided."
-        ("Token a b", None),  # DRF: "Token string should not contain spaces."
-        ("Bearer abc123", None),  # not a token header: DRF tries the next authentication
-        ("Tokenabc123", None),
-        ("Token caf\u00e9", None),  # not ASCII
-        ("Token\x1cabc", None),  # \x1c separates str.split() but not DRF's bytes.split(): one part, not a token
-        ("", None),
+        "Token {key}",
+        "token {key}",  # the keyword is case-insensitive, as in DRF
+        "Token  {key} ",
+        "Token",  # DRF: "No credentials provided."
+        "Token {key} b",  # DRF: "Token string should not contain spaces."
+        "Bearer {key}",  # not a token header: DRF tries the next authentication
+        "Token{key}",
+        "Token caf\u00e9",  # not UTF-8 once encoded as DRF encodes headers
+        "Token\x1c{key}",  # \x1c separates str.split() but not bytes.split(): one part, not a token
+        "Token {unknown}",
+        "",
     ],
 )
-def test_token_from_header_parses_as_drf_does(rf, header, key, monkeypatch):
-    request = rf.get("/", HTTP_AUTHORIZATION=header) if header else rf.get("/")
-    assert token_from_header(request) == key
-    # Whatever it takes for a key, DRF takes for the same key (where it answers None, DRF decides alone).
-    monkeypatch.setattr(OrgTokenAuthentication, "authenticate_credentials", lambda self, k: (None, k))
-    try:
-        drf = OrgTokenAuthentication().authenticate(request)
-    except AuthenticationFailed:
-        drf = None
-    if key is not None:
-        assert drf == (None, key)
+def test_authenticate_cached_answers_as_authenticate_does_or_not_at_all(rf, org, header):
+    membership = MembershipFactory.create(organization=org)
+    key = Token.objects.create(user=membership.user).key
+    value = header.format(key=key, unknown="0" * 40)
+    request = rf.get("/", HTTP_AUTHORIZATION=value) if value else rf.get("/")
+    auth = OrgTokenAuthentication()
+    drf = outcome(auth.authenticate, request)  # caches a known token's row
+    cached = outcome(auth.authenticate_cached, request)
+    assert cached == (drf if isinstance(drf, tuple) else None)
+    if value.lower().startswith("token ") and value.split()[1:] == [key]:
+        assert drf == (membership.user.pk, key)  # the cases that parse really did authenticate
 
 
-@pytest.mark.parametrize("is_staff", [False, True])
-def test_token_organization_id_for_a_member(org, is_staff):
-    membership = MembershipFactory.create(organization=org, user__is_staff=is_staff)
-    token = Token.objects.create(user=membership.user)
-    assert token_organization_id(token.key) is None  # not cached yet: it never queries
-    OrgTokenAuthentication().authenticate_credentials(token.key)  # what DRF's path does: caches the row
-    with CaptureQueriesContext(connection) as queries:
-        assert token_organization_id(token.key) == org.pk
-    assert len(queries) == 0
-
-
-def test_token_organization_id_is_none_where_drf_would_refuse(org):
-    inactive = MembershipFactory.create(organization=org, user__is_active=False).user
-    loner = UserFactory.create()
-    for user in (inactive, loner):
-        key = Token.objects.create(user=user).key
-        cached_token_row(key)
-        assert token_organization_id(key) is None
-    with CaptureQueriesContext(connection) as queries:
-        assert token_organization_id("unknown") is None
-    assert len(queries) == 0
-
-
-def test_token_organization_id_follows_a_change_at_once(org, other_org, monkeypatch):
+def test_authenticate_cached_reads_the_cache_only(org):
     membership = MembershipFactory.create(organization=org)
     token = Token.objects.create(user=membership.user)
+    request = RequestFactory().get("/", HTTP_AUTHORIZATION=f"Token {token.key}")
+    auth = OrgTokenAuthentication()
+    with CaptureQueriesContext(connection) as queries:
+        assert auth.authenticate_cached(request) is None  # not cached yet: it never queries
+    assert len(queries) == 0
+    auth.authenticate(request)  # what DRF's path does: caches the row
+    with CaptureQueriesContext(connection) as queries:
+        user, cached = auth.authenticate_cached(request)
+        assert (user.membership.organization_id, cached.key) == (org.pk, token.key)
+    assert len(queries) == 0
+
+
+def test_authenticate_cached_refuses_what_authenticate_refuses_and_follows_changes(org, other_org):
+    inactive = MembershipFactory.create(organization=org, user__is_active=False).user
+    key = Token.objects.create(user=inactive).key
+    cached_token_row(key)
+    auth = OrgTokenAuthentication()
+    assert auth.authenticate_cached(RequestFactory().get("/", HTTP_AUTHORIZATION=f"Token {key}")) is None
+    membership = MembershipFactory.create(organization=org)
+    token = Token.objects.create(user=membership.user)
+    request = RequestFactory().get("/", HTTP_AUTHORIZATION=f"Token {token.key}")
     cached_token_row(token.key)
-    assert token_organization_id(token.key) == org.pk
-    # The memo answers now: the cached row is not decoded again.
-    monkeypatch.setattr(authentication, "_organization_id", lambda row: pytest.fail("decoded again"))
-    assert token_organization_id(token.key) == org.pk
-    monkeypatch.undo()
+    assert auth.authenticate_cached(request)[0].membership.organization_id == org.pk
     membership.organization = other_org
-    membership.save()  # bumps auth: the memo's version no longer matches
+    membership.save()  # bumps auth: the cached row is no longer the current one
+    assert auth.authenticate_cached(request) is None
     cached_token_row(token.key)
-    assert token_organization_id(token.key) == other_org.pk
+    assert auth.authenticate_cached(request)[0].membership.organization_id == other_org.pk
     token.delete()
-    assert token_organization_id(token.key) is None
+    assert auth.authenticate_cached(request) is None
