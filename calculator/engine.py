@@ -114,7 +114,7 @@ def calculate(inp: CalculationInput, resolver: Resolver[F]) -> CalculationResult
         data_quality=assessment.quality,
         gases=gases,
         fallbacks=fallbacks,
-        warnings=[*assessment.warnings, *gas_warnings, *_gwp_set_warnings(factor)],
+        warnings=[*assessment.warnings, *gas_warnings, *_gwp_set_warnings(factor), *_biogenic_only_warnings(factor)],
         converted_amount=converted,
         basis=basis,
     )
@@ -413,6 +413,21 @@ def _gwp_set_warnings(factor: FactorLike) -> list[Note]:
             "gwp_set_mismatch",
             f"'{factor.activity}' is the {dataset.version} GWP; the factor datasets use {DATASET_GWP_SET}, "
             "so this result does not add up consistently with theirs",
+        )
+    ]
+
+
+def _biogenic_only_warnings(factor: FactorLike) -> list[Note]:
+    """``co2e_biogenic_only`` when the factor's CO2e is 0 beside a biogenic figure: its publisher gave CO2
+    alone (all biogenic), no CH4 or N2O, so a zero ``co2e_kg`` is an absence of data, not a measured zero."""
+    biogenic = factor.biogenic_co2_per_unit
+    if factor.co2e_per_unit != 0 or biogenic is None or biogenic == 0:
+        return []
+    return [
+        Note(
+            "co2e_biogenic_only",
+            f"'{factor.activity}' gives biogenic CO2 only (in biogenic_co2_kg); its CH4 and N2O are not "
+            "published with it, so co2e_kg is 0 here: use a factor that includes them where they matter",
         )
     ]
 

@@ -39,10 +39,11 @@ COLUMNS = (
     "factor_activity",
     "co2e_kg",
     "co2e_t",
-    "biogenic_co2_kg",
     "data_quality_score",
     "fallbacks",
     "calculated_at",
+    # Added after the columns above, so a reader that takes columns by position keeps working.
+    "biogenic_co2_kg",
 )
 # What each row is read from (one join each to supplier, factor and dataset; no model instances).
 _VALUES = (
@@ -57,10 +58,10 @@ _VALUES = (
     "factor__dataset__version",
     "factor__activity",
     "co2e_kg",
-    "biogenic_co2_kg",
     "score",
     "fallbacks",
     "calculated_at",
+    "biogenic_co2_kg",
 )
 
 
@@ -96,10 +97,10 @@ def _row(values: tuple[Any, ...]) -> list[str]:
         version,
         activity,
         co2e_kg,
-        biogenic_co2_kg,
         score,
         fallbacks,
         calculated_at,
+        biogenic_co2_kg,
     ) = values
     return [
         str(pk),
@@ -114,11 +115,11 @@ def _row(values: tuple[Any, ...]) -> list[str]:
         activity,
         present_kg(co2e_kg),
         present_t(co2e_kg),
-        # Empty when the factor has no biogenic figure (as an absent score is), so it never reads as a zero.
-        "" if biogenic_co2_kg is None else present_kg(biogenic_co2_kg),
         score or "",
         ";".join(note.get("code", "") for note in fallbacks or () if isinstance(note, dict)),
         _timestamp(calculated_at),
+        # Empty when the factor has no biogenic figure (as an absent score is), so it never reads as a zero.
+        "" if biogenic_co2_kg is None else present_kg(biogenic_co2_kg),
     ]
 
 

@@ -15,7 +15,8 @@ tons CO2e (EPA states AR4 GWPs for it), so those factors carry ``gwp_set="AR4"``
 
 Biogenic CO2: the Hub files biomass fuels under Table 1 headings that start "Biomass Fuels" (solid,
 gaseous, liquid, kraft pulping liquor) and, as the GHG Protocol does, reports their CO2 separately.
-Their CO2 becomes ``biogenic_co2_per_unit`` and is left out of ``co2e_per_unit`` and ``gases``, which
+Peat, filed there too, is fossil for the GHG Protocol and the IPCC, so its CO2 stays in CO2e. The
+others' CO2 becomes ``biogenic_co2_per_unit`` and is left out of ``co2e_per_unit`` and ``gases``, which
 then hold CH4 and N2O only. Table 2 (mobile, CO2 only) has no headings: a mobile fuel is biomass when
 Table 1 files the same fuel under a biomass heading (biodiesel and ethanol), and its CO2e is then 0.
 """
@@ -97,6 +98,9 @@ TREATMENTS: dict[str, str] = {
 FUEL_CATEGORY = "Fuel Category"
 # Table 1 headings of the fuels whose CO2 is biogenic ("Biomass Fuels - Solid", "... - Liquid", ...).
 BIOMASS_CATEGORY_PREFIX = "Biomass Fuels"
+# Filed under a biomass heading, but fossil for the GHG Protocol and the IPCC (peat renews over millennia):
+# its CO2 stays in CO2e.
+FOSSIL_UNDER_BIOMASS_HEADING = frozenset({"Peat"})
 FUEL_TYPE = "Fuel Type"
 STATIONARY_GASES = {
     "CO2": ("CO2 Factor", "CO2 Factor Unit", "kg"),
@@ -212,7 +216,9 @@ def _stationary_table(directory: Path, result: ParsedDataset, gwp: Mapping[str, 
     biomass: set[str] = set()
     for row in read_csv(path, required=required):
         fuel = clean_name(row.text(FUEL_TYPE))
-        is_biomass = row.text(FUEL_CATEGORY).startswith(BIOMASS_CATEGORY_PREFIX)
+        is_biomass = (
+            row.text(FUEL_CATEGORY).startswith(BIOMASS_CATEGORY_PREFIX) and fuel not in FOSSIL_UNDER_BIOMASS_HEADING
+        )
         if is_biomass:
             biomass.add(fuel)
         co2, ch4, n2o = (row.decimal(column) for column, _, _ in STATIONARY_GASES.values())

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from django.db import transaction
+
 from calculator.types import CalculationError, CalculationInput
 from emissions.calculation import FactorResolver, Result, calculate
 from emissions.models import ActivityRecord, Organization
@@ -48,6 +50,7 @@ def calculations_run(
     return outcomes
 
 
+@transaction.atomic
 def activities_submit(
     *, organization: Organization, items: Sequence[ActivityInput | FieldErrors]
 ) -> list[ActivityRecord]:

@@ -770,3 +770,20 @@ def test_no_factor_and_no_activity_is_the_same_error_as_at_input(org, electricit
     with pytest.raises(CalculationError) as caught:
         calculate(make_input(activity="  ", factor_id=None), organization=org)
     assert caught.value.errors == {"activity": ["Give either factor_id or activity."]}
+
+
+def test_a_factor_with_biogenic_co2_only_says_its_zero_co2e_is_missing_data(org):
+    # As the Hub's mobile table gives biodiesel and ethanol: CO2 only, all of it biogenic, no CH4 or N2O.
+    co2_only = org.add_factor(unit="US_gallon", co2e_per_unit=Decimal("0"), biogenic_co2_per_unit=Decimal("9.45"))
+    result = calculate(make_input(activity=co2_only.activity, amount=Decimal("10"), unit="US_gallon"), organization=org)
+    assert (result.co2e_kg, result.biogenic_co2_kg) == (Decimal("0.000000"), Decimal("94.500000"))
+    assert [note.code for note in result.warnings] == ["co2e_biogenic_only"]
+    assert "co2e_biogenic_only" in [note["code"] for note in result.as_dict()["warnings"]]
+
+
+def test_a_factor_with_co2e_and_biogenic_co2_has_no_such_warning(org, biodiesel_factor):
+    result = calculate(
+        make_input(activity=biodiesel_factor.activity, amount=Decimal("10"), unit="US_gallon"), organization=org
+    )
+    assert result.co2e_kg > 0 and result.biogenic_co2_kg > 0
+    assert "co2e_biogenic_only" not in [note.code for note in result.warnings]

@@ -4,8 +4,8 @@ The file is read once, streamed through ``csv.DictReader`` in batches of ``--bat
 inside ONE transaction, so memory stays flat whatever the file's size and every row is
 calculated exactly once:
 
-- each row is checked with the API's own ``ActivityInputSerializer`` (the same rules as
-  ``POST /api/v1/activities/``);
+- each row is checked with ``emissions.inputs.ActivityInputSerializer``, the validation
+  ``POST /api/v1/activities/`` uses too (the same shapes and rules);
 - while no error has been seen, each batch is written with ``activities_create`` (calculated on
   the way; COPY of the activities and their emissions on PostgreSQL, bulk inserts elsewhere);
 - from the first error on nothing more is written: the remaining rows are only calculated

@@ -103,13 +103,15 @@ def _hub_rows(name: str) -> list[dict[str, str]]:
 def test_every_biomass_fuel_has_its_co2_as_biogenic_not_co2e(parsed, factors, ar5):
     """The fuels the Hub files under a "Biomass Fuels" heading, read from the file, not from a list kept here."""
     stationary = _hub_rows("stationary-combustion.csv")
-    biomass = {row["Fuel Type"] for row in stationary if row["Fuel Category"].startswith("Biomass Fuels")}
+    headed = {row["Fuel Type"] for row in stationary if row["Fuel Category"].startswith("Biomass Fuels")}
+    assert "Peat" in headed  # the Hub's heading; fossil for the GHG Protocol (test below)
+    biomass = headed - {"Peat"}
     with_units = [row for row in stationary if row["Fuel Type"] in biomass and row["CO2 Factor"]]
     mobile = [row for row in _hub_rows("mobile-combustion-co2.csv") if row["Fuel Type"] in biomass]
-    assert len(with_units) == 10 and {row["Fuel Type"] for row in mobile} == {"Biodiesel (100%)", "Ethanol (100%)"}
+    assert len(with_units) == 9 and {row["Fuel Type"] for row in mobile} == {"Biodiesel (100%)", "Ethanol (100%)"}
 
     separated = {f.activity: f for f in parsed.factors if f.biogenic_co2_per_unit is not None}
-    assert len(separated) == 12 == len(with_units) + len(mobile)
+    assert len(separated) == 11 == len(with_units) + len(mobile)
     for row in with_units:
         unit = row["CO2 Factor Unit"].removeprefix("kg CO2 per ")
         factor = factors[f"epa_hub:stationary:{slugify(row['Fuel Type'])}:{slugify(unit)}"]
@@ -125,6 +127,19 @@ def test_every_biomass_fuel_has_its_co2_as_biogenic_not_co2e(parsed, factors, ar
         assert factor.gases == {}
     # Fossil fuels keep their CO2 in CO2e.
     assert all(f.biogenic_co2_per_unit is None for f in parsed.factors if f.activity not in separated)
+
+
+def test_peat_is_fossil_though_filed_under_biomass(factors, ar5):
+    """Peat: the Hub files it under "Biomass Fuels - Solid"; the GHG Protocol and the IPCC count it as fossil."""
+    (row,) = [row for row in _hub_rows("stationary-combustion.csv") if row["Fuel Type"] == "Peat"]
+    assert row["Fuel Category"].startswith("Biomass Fuels")
+    unit = row["CO2 Factor Unit"].removeprefix("kg CO2 per ")
+    peat = factors[f"epa_hub:stationary:peat:{slugify(unit)}"]
+    assert peat.biogenic_co2_per_unit is None
+    assert peat.co2e_per_unit == _co2e(row["CO2 Factor"], row["CH4 Factor"], row["N2O Factor"], ar5).quantize(
+        Decimal("1e-15")
+    )
+    assert set(peat.gases) == {"CO2", "CH4", "N2O"}
 
 
 def test_biodiesel_by_hand(factors):

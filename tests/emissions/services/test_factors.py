@@ -53,7 +53,7 @@ def test_import_all_sources_then_reimport_changes_nothing():
     assert grid.biogenic_co2_per_unit == Decimal("0.11507")
     biodiesel = EmissionFactor.objects.get(activity="epa_hub:stationary:biodiesel-100:gallon")
     assert (biodiesel.co2e_per_unit, biodiesel.biogenic_co2_per_unit) == (Decimal("0.00657"), Decimal("9.45"))
-    assert EmissionFactor.objects.filter(dataset__source="epa_hub", biogenic_co2_per_unit__isnull=False).count() == 12
+    assert EmissionFactor.objects.filter(dataset__source="epa_hub", biogenic_co2_per_unit__isnull=False).count() == 11
     assert not EmissionFactor.objects.filter(dataset__source="epa_supply_chain", biogenic_co2_per_unit__isnull=False)
     dataset = FactorDataset.objects.get(source="desnz", version="2025")
     assert "Open Government Licence v3.0" in dataset.licence
