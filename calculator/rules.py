@@ -60,9 +60,8 @@ CO2E_T_PLACES = CO2E_PLACES + 3
 CO2E_T_QUANTUM = Decimal(1).scaleb(-CO2E_T_PLACES)
 
 # Stored activity quantities (amount, mass, distance): 24 digits, 6 after the point. A mass x distance
-# quantity is stored as its product rounded once to this quantum, and must fit the column.
+# quantity is stored as its product rounded once to these places, and must fit the column.
 AMOUNT_MAX_DIGITS, AMOUNT_PLACES = 24, 6
-AMOUNT_QUANTUM = Decimal(1).scaleb(-AMOUNT_PLACES)
 AMOUNT_LIMIT = Decimal(10) ** (AMOUNT_MAX_DIGITS - AMOUNT_PLACES)
 
 # Decimal places of ``converted_amount`` as presented (an exact repeating conversion has no end).

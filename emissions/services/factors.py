@@ -29,8 +29,6 @@ IMPORTERS: dict[str, Importer] = {
     importer.source: importer
     for importer in (ipcc_gwp.IMPORTER, epa_supply_chain.IMPORTER, desnz.IMPORTER, epa_hub.IMPORTER)
 }
-# The other importers convert gas masses to CO2e with the GWP set the calculator assumes for them.
-GWP_VERSION = DATASET_GWP_SET
 BATCH_SIZE = 1000
 
 
@@ -60,13 +58,13 @@ def _gwp_table() -> dict[str, Decimal]:
     """Species -> AR5 GWP-100 from the imported public ``ipcc_gwp`` dataset."""
     rows = EmissionFactor.objects.filter(
         dataset__source=FactorDataset.Source.IPCC_GWP,
-        dataset__version=GWP_VERSION,
+        dataset__version=DATASET_GWP_SET,
         dataset__organization__isnull=True,
     ).values_list("name", "co2e_per_unit")
     table = dict(rows)
     if not table:
         raise FactorImportError(
-            f"The IPCC {GWP_VERSION} GWP table is not in the database; import it first "
+            f"The IPCC {DATASET_GWP_SET} GWP table is not in the database; import it first "
             "(manage.py import_factors --source ipcc_gwp)."
         )
     return table
