@@ -21,7 +21,7 @@ DEMO_USER ?= analyst
 DEMO_ACTIVITIES ?= 20000
 BIND ?= 0.0.0.0:8000
 
-.PHONY: help install install-dev install-bench env services createdb migrate factors seed run serve test lint typecheck check ci clean bench-db bench-cache loadtest bench
+.PHONY: help install install-dev install-bench env services createdb migrate factors seed run serve test lint typecheck check ci clean bench-db bench-cache loadtest bench wrk capacity
 
 help:
 	@echo "make run    - install, migrate, import factors, seed a demo org, serve on :8000 (gunicorn + gevent)"
@@ -30,6 +30,7 @@ help:
 	@echo "make bench-cache - emissions summary and list page uncached / Redis / memory / 304 (docs/benchmarks/cache.md)"
 	@echo "make loadtest - seed, gunicorn on :8765, locust headless (LOAD_USERS, LOAD_DURATION, ...), reports in loadtest-results/"
 	@echo "make bench - bench_db, bench_cache, /healthz ceiling vs cached GETs (wrk), worker classes, load test -> docs/performance.md"
+	@echo "make capacity - /healthz ceiling, 50-500 users with think times and without (overload) -> docs/capacity.md"
 
 # Three package sets, each installed once (a stamp per set, redone when its files change): the runtime
 # (requirements.txt: make run), the bench tooling (requirements-bench.txt: the bench targets) and development
@@ -152,14 +153,27 @@ loadtest: install-bench factors
 # outputs in loadtest-results/report/). Installs wrk with apt-get when missing. Extra options: BENCH_ARGS, e.g.
 # BENCH_ARGS='--phases ceiling' (python -m bench.report --help).
 BENCH_ARGS ?=
-bench: install-bench factors
+bench: install-bench factors wrk
+	$(BENCH_SETTINGS) $(PY) -m bench.report --out docs/performance.md $(BENCH_ARGS)
+
+# Installs wrk with apt-get when missing (make bench and make capacity measure the /healthz ceiling with it).
+wrk:
 	@command -v wrk >/dev/null || { \
 		if command -v apt-get >/dev/null; then \
 			SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
 			$$SUDO apt-get install -y wrk || { $$SUDO apt-get update && $$SUDO apt-get install -y wrk; }; \
-		else echo "make bench needs wrk (https://github.com/wg/wrk); install it with your package manager" >&2; exit 1; fi; }
-	@command -v wrk >/dev/null || { echo "make bench needs wrk, and installing it failed" >&2; exit 1; }
-	$(BENCH_SETTINGS) $(PY) -m bench.report --out docs/performance.md $(BENCH_ARGS)
+		else echo "wrk is needed (https://github.com/wg/wrk); install it with your package manager" >&2; exit 1; fi; }
+	@command -v wrk >/dev/null || { echo "wrk is needed, and installing it failed" >&2; exit 1; }
+
+# The capacity report, in one command (bench/capacity.py): the /healthz ceiling, then the load test at 50, 100, 200
+# and 500 users with the locustfile's think times (the 500-user run for 10 minutes) and with none (overload), the
+# uncached-page serialization benchmark on organization $(BENCH_ORG) (seeded as bench-db does, if empty), then
+# docs/capacity.md with its bars, charts (docs/capacity/) and the before/after table (about 40 minutes; raw
+# outputs in loadtest-results/capacity/). Extra options: CAPACITY_ARGS (python -m bench.capacity --help).
+CAPACITY_ARGS ?=
+capacity: install-bench factors wrk
+	$(PY) manage.py seed_demo --org $(BENCH_ORG) --activities $(BENCH_ACTIVITIES) --if-empty
+	$(BENCH_SETTINGS) $(PY) -m bench.capacity $(CAPACITY_ARGS)
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .mypy_cache .ruff_cache

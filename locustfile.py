@@ -100,6 +100,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+import gevent
 from locust import FastHttpUser, task
 
 logger = logging.getLogger("vcci.loadtest")
@@ -720,29 +721,39 @@ class VcciUser(FastHttpUser):
             headers["If-None-Match"] = remembered[0]
         with self.client.request(method, path, name=name, headers=headers, json=body, catch_response=True) as response:
             status = response.status_code
-            if remembered is not None and status == 304:
-                self.http_cache.move_to_end(path)
+            retry_after = refused_for(response)
+            if retry_after is not None:
+                # Admission control said "not now" (503/429 + Retry-After): a refusal, counted apart from
+                # failures under its own name, and honoured as a client should before its next request.
+                response.request_meta["name"] = f"{name}{REFUSED_SUFFIX}"
                 response.success()
-                return Reply(status, remembered[1], True)
-            if status not in expected:
-                response.failure(f"{method} {name}: expected {'/'.join(map(str, expected))}, got {describe(response)}")
-                return Reply(status, None, False)
-            data: Any = None
-            if parse and status != 204:
-                try:
-                    data = response.json()
-                except ValueError:
-                    response.failure(f"{method} {name}: {status} with a body that is not JSON: {excerpt(response)}")
+            else:
+                if remembered is not None and status == 304:
+                    self.http_cache.move_to_end(path)
+                    response.success()
+                    return Reply(status, remembered[1], True)
+                if status not in expected:
+                    wanted = "/".join(map(str, expected))
+                    response.failure(f"{method} {name}: expected {wanted}, got {describe(response)}")
                     return Reply(status, None, False)
-            problem = check(data) if check is not None else None
-            if problem:
-                response.failure(f"{method} {name}: {problem}")
-                return Reply(status, data, False)
-            etag = response.headers.get("ETag") if response.headers is not None else None
-            if conditional and etag:
-                self.remember(path, etag, data)
-            response.success()
-            return Reply(status, data, True)
+                data: Any = None
+                if parse and status != 204:
+                    try:
+                        data = response.json()
+                    except ValueError:
+                        response.failure(f"{method} {name}: {status} with a body that is not JSON: {excerpt(response)}")
+                        return Reply(status, None, False)
+                problem = check(data) if check is not None else None
+                if problem:
+                    response.failure(f"{method} {name}: {problem}")
+                    return Reply(status, data, False)
+                etag = response.headers.get("ETag") if response.headers is not None else None
+                if conditional and etag:
+                    self.remember(path, etag, data)
+                response.success()
+                return Reply(status, data, True)
+        gevent.sleep(retry_after)
+        return Reply(status, None, False)
 
     def remember(self, path: str, etag: str, data: Any) -> None:
         self.http_cache[path] = (etag, data)
@@ -772,6 +783,30 @@ class VcciUser(FastHttpUser):
             page = reply.data
             rows += page["results"]
         return rows
+
+
+# Refusals are recorded under the request's name plus this suffix (bench.loadtest counts them apart).
+REFUSED_SUFFIX = " (refused)"
+REFUSAL_STATUSES = (429, 503)
+# A Retry-After beyond this is capped: the run's users must keep going.
+MAX_RETRY_AFTER = 30.0
+
+
+def refused_for(response: Any) -> float | None:
+    """Seconds to wait when ``response`` is a refusal (429 or 503 carrying ``Retry-After`` in seconds); else None.
+
+    A 503 without ``Retry-After`` (or with an HTTP date) is a failure like any other unexpected status.
+    """
+    if response.status_code not in REFUSAL_STATUSES or response.headers is None:
+        return None
+    raw = response.headers.get("Retry-After")
+    try:
+        seconds = float(raw) if raw is not None else None
+    except ValueError:
+        return None
+    if seconds is None or seconds < 0:
+        return None
+    return min(seconds, MAX_RETRY_AFTER)
 
 
 def excerpt(response: Any) -> str:

@@ -57,7 +57,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from bench import measure
+from bench import measure, profile
 from bench.measure import SETTINGS_MODULE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,6 +165,21 @@ def parser() -> argparse.ArgumentParser:
         help="Draw payloads from at most this many spend and average-data factors (default all, ~2,500; fewer "
         "build the catalogue faster, for smoke runs)",
     )
+    load.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        help="Load-generator processes (locust --processes; default one): so that the generator is not the "
+        "bottleneck it measures. Its CPU is reported next to the server's either way",
+    )
+    load.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="SECONDS",
+        help="Sample the server's workers with py-spy for SECONDS once every user has started (bench.profile): "
+        "pyspy-<pid>.txt and profile.md in --out (default 0: no profile)",
+    )
     load.add_argument("--out", default=DEFAULT_OUT, help=f"Directory for the reports (default {DEFAULT_OUT})")
 
     data = p.add_argument_group("data")
@@ -241,6 +256,10 @@ def check_options(options: argparse.Namespace) -> None:
         problems.append(f"--orgs must be at least 1; got {options.orgs}")
     if options.activities < 1:
         problems.append(f"--activities must be at least 1; got {options.activities}")
+    if options.profile < 0:
+        problems.append(f"--profile must not be negative; got {options.profile}")
+    if options.processes is not None and options.processes < 1:
+        problems.append(f"--processes must be at least 1; got {options.processes}")
     if options.max_factors is not None and options.max_factors < 1:
         problems.append(f"--max-factors must be at least 1; got {options.max_factors}")
     if options.wait_scale is not None and options.wait_scale < 0:
@@ -331,7 +350,7 @@ def read_exceptions(path: Path) -> list[dict[str, Any]]:
         return [{"count": int(row["Count"]), "message": row["Message"]} for row in csv.DictReader(handle)]
 
 
-def read_failures(path: Path, limit: int = 10) -> list[dict[str, Any]]:
+def read_failures(path: Path, limit: int | None = 10) -> list[dict[str, Any]]:
     """The most frequent failures (``_failures.csv``): method, name, occurrences and error message."""
     if not path.is_file():
         return []
@@ -346,6 +365,42 @@ def read_failures(path: Path, limit: int = 10) -> list[dict[str, Any]]:
             for row in csv.DictReader(handle)
         ]
     return sorted(rows, key=lambda row: -int(row["occurrences"]))[:limit]
+
+
+# The locustfile records a refusal (429/503 with Retry-After) under the request's name plus this suffix.
+REFUSED_SUFFIX = " (refused)"
+# How a client timeout reads in locust's failures (FastHttpUser: the socket read timed out).
+TIMEOUT_MARK = "timed out"
+
+
+def outcomes(endpoints: Sequence[EndpointStats], failures: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Refusals, timeouts and served requests, each counted apart from the others.
+
+    ``refused``: requests admission control refused (they are not failures: the client was told when to
+    retry), in total and per endpoint; ``timeouts``: failures where the client gave up waiting;
+    ``served``: requests that got the expected answer; ``served_rps``: those per second.
+    """
+    refused = {
+        f"{e.method} {e.name.removesuffix(REFUSED_SUFFIX)}": e.requests
+        for e in endpoints
+        if e.name.endswith(REFUSED_SUFFIX)
+    }
+    total = sum(e.requests for e in endpoints)
+    failed = sum(e.failures for e in endpoints)
+    refused_total = sum(refused.values())
+    rps = sum(e.rps for e in endpoints)
+    served = total - failed - refused_total
+    return {
+        "requests": total,
+        "served": served,
+        "served_rps": round(rps * served / total, 2) if total else 0.0,
+        "refused": refused_total,
+        "refused_rate": refused_total / total if total else 0.0,
+        "refused_by_endpoint": refused,
+        "failed": failed,
+        "timeouts": sum(int(f["occurrences"]) for f in failures if TIMEOUT_MARK in f["error"]),
+        "max_ms": max((e.max_ms or 0.0 for e in endpoints), default=0.0),
+    }
 
 
 # -- cache hit rate from /metrics -----------------------------------------------------------------------------
@@ -545,6 +600,105 @@ def _pct(value: float) -> str:
     return f"{value * 100:.2f} %"
 
 
+# -- CPU of the server, the load generator and the services ----------------------------------------------------
+
+
+@dataclass
+class CpuSample:
+    """CPU seconds used so far: the server's process tree, waited-for children (the load generator), PostgreSQL,
+    Redis, and the whole machine (busy and total, over all cores)."""
+
+    at: float
+    server: float
+    children: float
+    postgres: dict[int, float]
+    redis: dict[int, float]
+    machine_busy: float
+    machine_total: float
+
+
+def _tree_cpu(pid: int) -> float:
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for process in processes:
+        with suppress(psutil.Error):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def _named_cpu(name: str) -> dict[int, float]:
+    """CPU seconds of each running process called ``name``, by pid."""
+    import psutil
+
+    used: dict[int, float] = {}
+    for process in psutil.process_iter(["name", "cpu_times"]):
+        times = process.info.get("cpu_times")
+        if process.info.get("name") == name and times is not None:
+            used[process.pid] = times.user + times.system
+    return used
+
+
+def _used_between(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU the processes alive at ``after`` used since ``before`` (a process started in between: all of its own).
+    One that exited in between is not seen; PostgreSQL's backends live as long as the server's pooled connections."""
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+
+
+def cpu_sample(server_pid: int) -> CpuSample:
+    """A snapshot; the difference of two is what each part used in between (``cpu_report``)."""
+    import resource
+
+    import psutil
+
+    machine = psutil.cpu_times()
+    idle = machine.idle + getattr(machine, "iowait", 0.0)
+    total = sum(machine)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return CpuSample(
+        at=time.monotonic(),
+        server=_tree_cpu(server_pid),
+        children=children.ru_utime + children.ru_stime,
+        postgres=_named_cpu("postgres"),
+        redis=_named_cpu("redis-server"),
+        machine_busy=total - idle,
+        machine_total=total,
+    )
+
+
+def cpu_report(before: CpuSample, after: CpuSample) -> dict[str, Any]:
+    """Average cores each part kept busy between the samples (1.0 = one core all the time).
+
+    ``load_generator`` is the CPU of the processes this run waited for in between: locust and its worker
+    processes (nothing else is started during the measured run). PostgreSQL's and Redis's are their
+    processes' on this machine, whoever they served.
+    """
+    import psutil
+
+    seconds = max(after.at - before.at, 1e-9)
+    cores = psutil.cpu_count() or 1
+
+    def per_second(value: float) -> float:
+        return round(value / seconds, 3)
+
+    machine_span = max(after.machine_total - before.machine_total, 1e-9)
+    return {
+        "seconds": round(seconds, 1),
+        "machine_cores": cores,
+        "server": per_second(after.server - before.server),
+        "load_generator": per_second(after.children - before.children),
+        "postgres": per_second(_used_between(before.postgres, after.postgres)),
+        "redis": per_second(_used_between(before.redis, after.redis)),
+        "machine_busy": round(cores * (after.machine_busy - before.machine_busy) / machine_span, 3),
+    }
+
+
 # -- summary --------------------------------------------------------------------------------------------------
 
 
@@ -566,6 +720,7 @@ def endpoint_dict(stats: EndpointStats) -> dict[str, Any]:
 
 def build_summary(
     *,
+    outcomes: dict[str, Any],
     endpoints: list[EndpointStats],
     aggregate: EndpointStats,
     exceptions: list[dict[str, Any]],
@@ -586,6 +741,7 @@ def build_summary(
             "exceptions": exception_count,
             "error_rate": error_rate(aggregate, exception_count),
         },
+        "outcomes": outcomes,
         "cache": cache.as_dict(),
         "thresholds": [asdict(check) for check in checks],
         "broken": broken(checks),
@@ -621,6 +777,19 @@ def render_table(summary: dict[str, Any]) -> str:
         f"error rate {_pct(aggregated['error_rate'])} ({aggregated['failures']} failed requests, "
         f"{aggregated['exceptions']} exceptions)"
     )
+    counted = summary["outcomes"]
+    lines.append(
+        f"refused {counted['refused']:,} ({_pct(counted['refused_rate'])}, 503/429 with Retry-After), timeouts "
+        f"{counted['timeouts']:,}, longest {_ms(counted['max_ms'])} ms, served {counted['served']:,} "
+        f"({counted['served_rps']:,.1f}/s)"
+    )
+    cpu = summary["run"].get("cpu")
+    if cpu:
+        lines.append(
+            f"CPU (cores of {cpu['machine_cores']}): server {cpu['server']:.2f}, load generator "
+            f"{cpu['load_generator']:.2f} ({summary['run']['load_generator_processes']} process(es)), PostgreSQL "
+            f"{cpu['postgres']:.2f}, Redis {cpu['redis']:.2f}; machine busy {cpu['machine_busy']:.2f}"
+        )
     cache = summary["cache"]
     if cache["status"] == "ok" and cache["hit_rate"] is not None:
         per = ", ".join(
@@ -880,8 +1049,13 @@ def build_catalogue(url: str, tokens: list[str], path: Path, max_factors: int | 
     return result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
 
 
-def run_locust(options: argparse.Namespace, url: str, tokens: list[str], out: Path, catalogue: Path) -> int:
-    """Run locust headless to completion (killed after the run time plus a grace period); its exit status."""
+def run_locust(
+    options: argparse.Namespace, url: str, tokens: list[str], out: Path, catalogue: Path, server_pid: int
+) -> int:
+    """Run locust headless to completion (killed after the run time plus a grace period); its exit status.
+
+    With ``--profile``, the server's workers are sampled once every user has started (``bench.profile``).
+    """
     env = {"VCCI_TOKENS": ",".join(tokens), "VCCI_CATALOGUE": str(catalogue)}
     if options.wait_scale is not None:
         env["VCCI_WAIT_SCALE"] = f"{options.wait_scale:g}"
@@ -891,14 +1065,28 @@ def run_locust(options: argparse.Namespace, url: str, tokens: list[str], out: Pa
         "--host", url, "--csv", str(out / CSV_PREFIX), "--html", str(out / "report.html"),
         "--only-summary", "--stop-timeout", str(STOP_TIMEOUT),
     ]  # fmt: skip
+    if options.processes and options.processes > 1:
+        command += ["--processes", str(options.processes)]
     locust = Process("locust", command, out / "locust.log", child_env(env))
+    profiler = None
     try:
+        if options.profile:
+            # Once the last user has started (plus locust's own start-up), while the run still has the time.
+            delay = min(
+                options.users / options.spawn_rate + 10, max(parse_duration(options.duration) - options.profile, 0)
+            )
+            if locust.wait(delay) is None:
+                say(f"profiling the workers for {options.profile} s (py-spy)")
+                profiler = profile.start(server_pid, options.profile, out)
         status = locust.wait(parse_duration(options.duration) + STOP_TIMEOUT + LOCUST_GRACE)
         if status is None:
             raise RunError(f"locust did not finish in time and was stopped:\n{locust.tail()}")
         return status
     finally:
         locust.stop(10.0)
+        if profiler is not None:
+            files = profiler.wait(options.profile + 30)
+            (out / "profile.md").write_text(profile.render(files, options.profile), encoding="utf-8")
 
 
 @contextmanager
@@ -949,6 +1137,8 @@ def run(options: argparse.Namespace) -> int:
     for stale in [
         *out.glob(f"{CSV_PREFIX}_*.csv"),
         *out.glob("metrics_*.txt"),
+        *out.glob("pyspy-*.txt"),
+        out / "profile.md",
         out / "report.html",
         out / "summary.json",
     ]:
@@ -989,7 +1179,9 @@ def run(options: argparse.Namespace) -> int:
             f"locust: {options.users} users, spawn rate {options.spawn_rate:g}/s, {options.duration}, "
             f"{len(tokens)} organizations (log: {out / 'locust.log'})"
         )
-        locust_status = run_locust(options, url, tokens, out, catalogue)
+        cpu_before = cpu_sample(server.popen.pid)
+        locust_status = run_locust(options, url, tokens, out, catalogue, server.popen.pid)
+        cpu = cpu_report(cpu_before, cpu_sample(server.popen.pid))
         after, after_reason = scrape_metrics(url) if before is not None else (None, reason)
     finally:
         say("stopping gunicorn")
@@ -1025,6 +1217,8 @@ def run(options: argparse.Namespace) -> int:
             or os.environ.get("GUNICORN_WORKER_CONNECTIONS")
             or "config default",
         },
+        "load_generator_processes": options.processes or 1,
+        "cpu": cpu,
         "locust_exit_status": locust_status,
         "notes": notes,
         "reproduce": reproduce(options),
@@ -1042,6 +1236,7 @@ def run(options: argparse.Namespace) -> int:
         "catalogue": "catalogue.json",
     }
     summary = build_summary(
+        outcomes=outcomes(endpoints, read_failures(out / f"{CSV_PREFIX}_failures.csv", limit=None)),
         endpoints=endpoints,
         aggregate=aggregate,
         exceptions=exceptions,

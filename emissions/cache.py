@@ -16,8 +16,9 @@ would serve stale data, so where in doubt a write bumps more.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
 
@@ -73,22 +74,60 @@ def supplier_id_namespaces(organization_id: int) -> list[Namespace]:
 
 
 def emission_namespaces(organization_id: int) -> list[Namespace]:
-    """Activities, emissions and summaries.
+    """One activity or emission (a detail): what changes stored rows, not what adds rows.
 
-    They embed factor details (hence the factor namespaces) and the names of the suppliers their
-    activities reference: a change to such a supplier bumps the emissions namespace itself
-    (``supplier_updated``), so creating, editing or deleting a supplier no activity references
-    leaves every cached emission response valid.
+    Every emission response embeds factor details (hence the factor namespaces) and the names of the
+    suppliers its activities reference: a change to such a supplier bumps the emissions namespace itself
+    (``supplier_updated``), so creating, editing or deleting a supplier no activity references leaves
+    every cached emission response valid. Adding activities (``emissions_added``) changes no stored row,
+    so details stay cached across an ERP batch.
     """
     return [org_ns(organization_id, EMISSIONS), *factor_namespaces(organization_id)]
+
+
+# A period filter spanning more years than this reads the namespace of additions in any year, not one per year.
+MAX_YEAR_NAMESPACES = 10
+
+
+def emission_list_namespaces(
+    organization_id: int, period_from: dt.date | None = None, period_to: dt.date | None = None
+) -> list[Namespace]:
+    """Lists and summaries of activities or emissions, filtered to rows with ``period_start >= period_from`` and
+    ``period_end <= period_to`` (either may be None: unbounded).
+
+    What a detail reads, plus the additions that can enter the result: with both bounds, those of the years
+    ``period_from.year`` to ``period_to.year`` only (a row that matches starts in one of them, and
+    ``emissions_added`` bumps the year its period starts in); otherwise additions in any year. An ERP
+    batch for this year's months thus leaves last year's summaries and pages cached.
+    """
+    if period_from is not None and period_to is not None and period_from <= period_to:
+        years = range(period_from.year, period_to.year + 1)
+        if len(years) <= MAX_YEAR_NAMESPACES:
+            added = [org_ns(organization_id, EMISSIONS, f"added:{year}") for year in years]
+            return [*emission_namespaces(organization_id), *added]
+    if period_from is not None and period_to is not None and period_from > period_to:
+        return emission_namespaces(organization_id)  # an empty range: nothing can enter it
+    return [*emission_namespaces(organization_id), org_ns(organization_id, EMISSIONS, "added")]
 
 
 # -- writes ------------------------------------------------------------------------------------
 
 
 def emissions_changed(organization_id: int) -> None:
-    """Activities or emissions of the organization were written (create, import, recalculation, delete)."""
+    """Stored activities or emissions of the organization changed (recalculation, deletion, an edit, a
+    referenced supplier's new name): every emission response, details included."""
     invalidate(org_ns(organization_id, EMISSIONS))
+
+
+def emissions_added(organization_id: int, period_starts: Iterable[dt.date]) -> None:
+    """Activities (with their emissions) were added and no stored row changed: the lists and summaries that can
+    include them (``emission_list_namespaces``), not the details of other rows. ``period_starts``: the added
+    rows' ``period_start`` (their years are what is bumped)."""
+    years = sorted({start.year for start in period_starts})
+    invalidate(
+        org_ns(organization_id, EMISSIONS, "added"),
+        *(org_ns(organization_id, EMISSIONS, f"added:{year}") for year in years),
+    )
 
 
 def suppliers_created(organization_id: int) -> None:

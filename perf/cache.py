@@ -75,16 +75,23 @@ BUMP_RETRY_PAUSES = (0.05, 0.2)
 
 @dataclass(frozen=True, slots=True)
 class Namespace:
-    """A set of cached values invalidated together: one resource of one organization, or a global one."""
+    """A set of cached values invalidated together: one resource of one organization, or a global one.
+
+    ``part`` narrows it (a part of the resource that writes can invalidate on its own, such as one year of an
+    organization's emissions); counters and metrics still name the resource.
+    """
 
     resource: str
     organization_id: int | None = None
+    part: str = ""
     # Derived, computed once: read several times per request.
     key: str = field(init=False, repr=False, compare=False)
     l1_version_key: str = field(init=False, repr=False, compare=False)  # where L1 keeps its version
 
     def __post_init__(self) -> None:
         key = self.resource if self.organization_id is None else f"org{self.organization_id}:{self.resource}"
+        if self.part:
+            key = f"{key}:{self.part}"
         object.__setattr__(self, "key", key)
         object.__setattr__(self, "l1_version_key", f"v|{key}")
 
@@ -110,8 +117,8 @@ def resources() -> dict[str, str]:
 AUTH = register_resource("auth", "global: token -> user, membership, organization")
 
 
-def org_ns(organization_id: int, resource: str) -> Namespace:
-    return Namespace(resource, organization_id)
+def org_ns(organization_id: int, resource: str, part: str = "") -> Namespace:
+    return Namespace(resource, organization_id, part)
 
 
 GLOBAL_AUTH = Namespace(AUTH)

@@ -26,6 +26,7 @@ sizing helpers.
 from __future__ import annotations
 
 import contextvars
+import functools
 import hashlib
 import logging
 import re
@@ -339,10 +340,21 @@ def slow_query_wrapper(execute: Callable[..., Any], sql: str, params: Any, many:
             _log_slow_query(sql, duration_ms, context)
 
 
+@functools.lru_cache(maxsize=1024)
+def _normalized(sql: str) -> str:
+    """``normalize_sql``, remembered per statement text.
+
+    Django passes the statement with ``%s`` placeholders, so a query shape has one text. Under CPU load many
+    queries cross the threshold at once (their wall time includes waiting for the CPU): tokenizing each
+    again cost 6 % of the workers' CPU at 500 users, making the overload worse (docs/capacity.md).
+    """
+    return normalize_sql(sql)
+
+
 def _log_slow_query(sql: str, duration_ms: float, context: dict[str, Any]) -> None:
     # Never let the log break the query it describes.
     try:
-        statement = normalize_sql(str(sql))
+        statement = _normalized(str(sql))
         key = _record_slow_query(statement, duration_ms)
         alias = getattr(context.get("connection"), "alias", "?")
         logger.warning(

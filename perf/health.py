@@ -38,7 +38,7 @@ def check_database(alias: str = "default", timeout: float | None = None) -> str:
     """``SELECT 1`` on ``alias`` within ``timeout`` seconds (``settings.READYZ_TIMEOUT``); raises on failure.
 
     With the connection pool the connection is taken straight from the pool with that short wait:
-    Django's own checkout would wait ``DB_POOL_TIMEOUT`` (10 s) for a pool that cannot connect. The
+    Django's own checkout would wait ``DB_POOL_TIMEOUT`` (3 s) for a pool that cannot connect. The
     statement runs under a transaction-local ``statement_timeout`` of the same length.
     """
     timeout = settings.READYZ_TIMEOUT if timeout is None else timeout

@@ -86,6 +86,14 @@ CACHE_SECONDS = Histogram(
     buckets=CACHE_BUCKETS,
 )
 
+# -- admission -------------------------------------------------------------------------------
+
+ADMISSION_REFUSED = Counter(
+    "vcci_admission_refused_total",
+    "Requests refused with 503 + Retry-After (perf.admission): heavy_busy, in_flight or db_pool.",
+    ["reason"],
+)
+
 # -- database ----------------------------------------------------------------------------------
 
 DB_QUERIES = Histogram(

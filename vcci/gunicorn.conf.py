@@ -6,9 +6,8 @@ Every knob comes from the environment so that one file serves a laptop and a con
     GUNICORN_WORKERS             2          processes (roughly one per CPU core)
     GUNICORN_WORKER_CLASS        gevent     "sync" to debug without greenlets, "gthread" for threads
     GUNICORN_THREADS             1          threads per gthread worker
-    GUNICORN_WORKER_CONNECTIONS  100        concurrent requests (greenlets) per gevent worker, at most
-                                            P x (1 + GUNICORN_DB_WAITERS_PER_CONNECTION), see below
-    GUNICORN_DB_WAITERS_PER_CONNECTION  1   greenlets that may queue for each pooled DB connection
+    GUNICORN_WORKER_CONNECTIONS  1000       client connections (sockets, idle keep-alive included) per gevent
+                                            worker; requests running at once are bounded by ADMISSION_MAX_IN_FLIGHT
     GUNICORN_TIMEOUT             60         seconds a worker may be silent before it is killed
     GUNICORN_GRACEFUL_TIMEOUT    30         seconds to finish in-flight requests on restart/stop
     GUNICORN_KEEPALIVE           5          seconds to keep an idle client connection
@@ -39,36 +38,23 @@ greenlets give many concurrent requests per process for little memory.
   greenlets must not serve. tests/vcci/test_gunicorn_serving.py proves both the refusal and that
   two ``pg_sleep(0.5)`` requests on one worker overlap.
 
-worker_connections and the database pool
-----------------------------------------
-Under gevent Django's per-thread connections become per-greenlet, so without a pool a host
-could open WORKERS x WORKER_CONNECTIONS PostgreSQL connections at peak (200 with the defaults).
-vcci/settings.py therefore gives each of the W workers a psycopg pool of at most
+worker_connections, admission and the database pool
+---------------------------------------------------
+Connections are not concurrency. ``worker_connections`` is how many client sockets a gevent worker
+holds, idle keep-alive connections included: a browser or locust user keeps its connection open
+between requests, so with 500 clients and 2 workers each worker holds about 250 sockets while running
+a handful of requests. Capped low (it used to be tied to the database pool: 90 per worker), the sockets
+beyond the cap waited in the kernel's accept queue, behind keep-alive clients that never went idle for
+``keepalive`` seconds, until their clients gave up (60 s timeouts at 500 users: docs/capacity.md). The
+default is therefore large (1,000 per worker); a socket costs a greenlet and a few kilobytes.
 
-    P = min(WORKER_CONNECTIONS, (DB_MAX_CONNECTIONS - DB_RESERVED_CONNECTIONS) // W)
-
-connections (or DB_POOL_MAX_SIZE, refused above that), so W x P <= DB_MAX_CONNECTIONS - reserve;
-45 with the defaults (W=2, 100, 10). A greenlet holds its connection from its first query to
-the end of its request; one that finds all P in use queues in the pool (FIFO) for up to
-DB_POOL_TIMEOUT seconds, then fails with a 500. This file bounds the greenlets per worker so
-that the queue stays short:
-
-    worker_connections = min(GUNICORN_WORKER_CONNECTIONS, P x (1 + GUNICORN_DB_WAITERS_PER_CONNECTION))
-
-With the default of one waiter per connection, at most P greenlets wait while P hold a
-connection, and the FIFO hands the k-th waiter the k-th connection released: no waiter waits
-longer than the requests now holding connections take to finish, never for a growing backlog.
-Connections beyond that stay in the listen backlog (or go to another worker) instead of timing
-out inside the pool. Requests that run no query (cached reads, 304s, /healthz) never take a
-connection, which is why more than P requests per worker are allowed at all. Defaults: P = 45,
-so 90 greenlets per worker (the requested 100 is capped).
-
-The bound is computed here from the same environment variables and defaults as
-vcci/settings.py (a test checks both agree; the DB_* variables are read from the environment
-only, not from .env, which only the settings read). ``on_starting`` then exports the effective
-value as GUNICORN_WORKER_CONNECTIONS so that the workers' settings size their pools (Redis
-included) from it. Without a pool (SQLite, PgBouncer mode) nothing is capped.
-See docs/database.md and docs/serving.md.
+What is bounded is work: ``perf.admission`` (a middleware) refuses with 503 + ``Retry-After`` a request
+that finds ADMISSION_MAX_IN_FLIGHT requests already running in its worker, admits bulk requests by slot
+(ADMISSION_HEAVY_SLOTS) and answers 503 when the database pool had no connection within
+DB_POOL_TIMEOUT seconds. The pool (vcci/settings.py, perf.db.pool_options) bounds database work:
+P = min(concurrency, (DB_MAX_CONNECTIONS - DB_RESERVED_CONNECTIONS) // W) connections per worker, 45 with
+the defaults, whatever ``worker_connections`` is. See docs/capacity.md, docs/database.md and
+docs/serving.md.
 
 Metrics from several workers (prometheus_client multiprocess mode)
 -------------------------------------------------------------------
@@ -118,41 +104,9 @@ def _int(name: str, default: int) -> int:
         raise SystemExit(f"{name} must be an integer; got {raw!r}") from exc
 
 
-def _bool(name: str, default: bool) -> bool:
-    # As django-environ reads booleans (vcci/settings.py).
-    raw = os.environ.get(name, "").strip().lower()
-    return default if not raw else raw in ("true", "on", "ok", "y", "yes", "1")
-
-
-# The DATABASE_URL schemes django-environ maps to django.db.backends.postgresql, the only engine the settings pool.
-POSTGRES_SCHEMES = ("postgres", "postgresql", "psql", "pgsql")
-# Worker classes that serve many requests at once (perf.db.CONCURRENT_WORKER_CLASSES).
-CONCURRENT_WORKER_CLASSES = ("gevent", "eventlet")
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # prometheus_client's per-process files (counter_<pid>.db, gauge_livesum_<pid>.db, ...): all on_starting deletes.
 _METRIC_FILE = re.compile(r"^(?:counter|histogram|summary|gauge_[a-z]+)_\d+\.db$")
-
-
-def db_pool_max_size(workers: int, worker_connections: int) -> int | None:
-    """The per-worker pool ``max_size`` vcci/settings.py derives from this environment; None without a pool.
-
-    Mirrors ``perf.db.pool_options`` (this file may not import the project: see above). An invalid
-    combination is left for the settings to refuse with their message, in the worker.
-    """
-    scheme = os.environ.get("DATABASE_URL", "").partition("://")[0].lower()
-    if scheme not in POSTGRES_SCHEMES or not _bool("DB_POOL", not _bool("DB_PGBOUNCER", False)):
-        return None
-    if os.environ.get("DB_POOL_MAX_SIZE", "").strip():
-        return max(1, _int("DB_POOL_MAX_SIZE", 1))
-    budget = (_int("DB_MAX_CONNECTIONS", 100) - _int("DB_RESERVED_CONNECTIONS", 10)) // max(1, workers)
-    return max(1, min(worker_connections, budget))
-
-
-def bounded_worker_connections(requested: int, pool_max_size: int | None, waiters_per_connection: int) -> int:
-    """``requested`` capped at ``pool_max_size x (1 + waiters_per_connection)`` (unchanged without a pool)."""
-    if pool_max_size is None:
-        return requested
-    return max(1, min(requested, pool_max_size * (1 + waiters_per_connection)))
 
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
@@ -160,15 +114,10 @@ workers = _int("GUNICORN_WORKERS", 2)
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gevent")
 # Threads per gthread worker (the settings size its database pool to them); gunicorn turns sync into gthread above 1.
 threads = _int("GUNICORN_THREADS", 1)
-requested_worker_connections = _int("GUNICORN_WORKER_CONNECTIONS", 100)
-db_waiters_per_connection = _int("GUNICORN_DB_WAITERS_PER_CONNECTION", 1)
-if db_waiters_per_connection < 0:
-    raise SystemExit(f"GUNICORN_DB_WAITERS_PER_CONNECTION must not be negative; got {db_waiters_per_connection}")
-# Only workers that run many requests at once can outgrow their pool (a sync worker's pool has one connection).
-pool_max_size = (
-    db_pool_max_size(workers, requested_worker_connections) if worker_class in CONCURRENT_WORKER_CLASSES else None
-)
-worker_connections = bounded_worker_connections(requested_worker_connections, pool_max_size, db_waiters_per_connection)
+# Sockets, not concurrent requests (see "worker_connections, admission and the database pool" above).
+worker_connections = _int("GUNICORN_WORKER_CONNECTIONS", 1000)
+if worker_connections < 1:
+    raise SystemExit(f"GUNICORN_WORKER_CONNECTIONS must be at least 1; got {worker_connections}")
 timeout = _int("GUNICORN_TIMEOUT", 60)
 graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
 keepalive = _int("GUNICORN_KEEPALIVE", 5)
@@ -220,24 +169,16 @@ def prepare_multiproc_dir(directory: str) -> int:
 def on_starting(server: Any) -> None:
     """Master, before the first worker: prepare the metrics directory and export what the workers inherit.
 
-    Sets PROMETHEUS_MULTIPROC_DIR (when unset) and GUNICORN_WORKER_CONNECTIONS (the effective,
-    bounded value) in the environment, which forked workers inherit before they import anything.
+    Sets PROMETHEUS_MULTIPROC_DIR (when unset) and GUNICORN_WORKER_CONNECTIONS (the value gunicorn
+    uses) in the environment, which forked workers inherit before they import anything.
     """
     directory = os.environ.get(MULTIPROC_ENV) or default_multiproc_dir(list(server.cfg.bind))
     removed = prepare_multiproc_dir(directory)
     os.environ[MULTIPROC_ENV] = directory
     server.log.info("Prometheus multiprocess directory %s (%d stale file(s) removed)", directory, removed)
-    effective = int(server.cfg.worker_connections)
-    os.environ["GUNICORN_WORKER_CONNECTIONS"] = str(effective)
-    if effective < requested_worker_connections:
-        server.log.warning(
-            "worker_connections capped at %d (requested %d): pool max_size %s per worker x (1 + %d waiter(s) per "
-            "connection); see GUNICORN_DB_WAITERS_PER_CONNECTION",
-            effective,
-            requested_worker_connections,
-            pool_max_size,
-            db_waiters_per_connection,
-        )
+    # The workers' settings size their pools (database, Redis) from the value gunicorn uses, whichever of the
+    # environment, this file or the command line set it.
+    os.environ["GUNICORN_WORKER_CONNECTIONS"] = str(int(server.cfg.worker_connections))
 
 
 def post_fork(server: Any, worker: Any) -> None:

@@ -64,6 +64,8 @@ MIDDLEWARE = [
     # Publishes each request's query count and DB time (vcci_db_*): must wrap DBStatsMiddleware, which
     # counts until it returns.
     "perf.metrics.RequestMetricsMiddleware",
+    # Refuses what exceeds capacity (503 + Retry-After) before sessions, authentication or the database.
+    "perf.admission.AdmissionMiddleware",
     # Per-request query count and DB time; before everything that may query (sessions, auth).
     "perf.middleware.DBStatsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -142,8 +144,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # sessions, migrations, cron jobs and management commands. max_size defaults to that budget per
     # worker, clamped to the worker's concurrency (GUNICORN_WORKER_CONNECTIONS greenlets under gevent,
     # 1 for sync workers). Greenlets beyond max_size queue inside the pool (FIFO) and wait at most
-    # DB_POOL_TIMEOUT seconds for a connection before PoolTimeout (a 500): worker_connections may
-    # exceed max_size, with a bounded wait. The GUNICORN_* defaults match vcci/gunicorn.conf.py.
+    # DB_POOL_TIMEOUT seconds for a connection, then get 503 + Retry-After (perf.admission): requests
+    # may exceed max_size, with a bounded wait. The GUNICORN_* defaults match vcci/gunicorn.conf.py.
     # Off by default behind PgBouncer, which already pools (DB_POOL=1 keeps a small pool anyway).
     if env.bool("DB_POOL", default=not DB_PGBOUNCER):
         if _db.get("CONN_MAX_AGE", 0) != 0:
@@ -156,20 +158,32 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
                 workers=env.int("GUNICORN_WORKERS", default=2),
                 worker_connections=worker_concurrency(
                     env.str("GUNICORN_WORKER_CLASS", default="gevent"),
-                    env.int("GUNICORN_WORKER_CONNECTIONS", default=100),
+                    env.int("GUNICORN_WORKER_CONNECTIONS", default=1000),
                     env.int("GUNICORN_THREADS", default=1),
                 ),
                 max_connections=env.int("DB_MAX_CONNECTIONS", default=100),
                 reserve=env.int("DB_RESERVED_CONNECTIONS", default=10),
                 min_size=env.int("DB_POOL_MIN_SIZE", default=None),
                 max_size=env.int("DB_POOL_MAX_SIZE", default=None),
-                timeout=env.float("DB_POOL_TIMEOUT", default=10.0),
+                timeout=env.float("DB_POOL_TIMEOUT", default=3.0),
             )
         except PoolConfigError as exc:
             raise ImproperlyConfigured(str(exc)) from exc
     # With the pool, a connection is checked before it is handed out (one round trip); without
     # it, at the start of each request. Worth it where the database restarts under the app.
     _db["CONN_HEALTH_CHECKS"] = env.bool("DB_CONN_HEALTH_CHECKS", default=False)
+
+# Admission control and cooperative scheduling (perf.admission, docs/capacity.md), per worker process.
+# Requests running at once (idle keep-alive connections do not count); the next is refused with 503.
+ADMISSION_MAX_IN_FLIGHT: int = env.int("ADMISSION_MAX_IN_FLIGHT", default=256)
+# Bulk requests (views declaring perf.admission.heavy) running at once; a further one waits for a slot
+# at most ADMISSION_HEAVY_WAIT seconds, then gets 503.
+ADMISSION_HEAVY_SLOTS: int = env.int("ADMISSION_HEAVY_SLOTS", default=2)
+ADMISSION_HEAVY_WAIT: float = env.float("ADMISSION_HEAVY_WAIT", default=2.0)
+# Seconds a refused client is told to wait (Retry-After).
+ADMISSION_RETRY_AFTER: int = env.int("ADMISSION_RETRY_AFTER", default=1)
+# CPU a greenlet may hold before a long loop lets the others run (milliseconds; perf.admission.cooperate).
+COOPERATE_SLICE_MS: float = env.float("COOPERATE_SLICE_MS", default=5.0)
 
 # Queries slower than this (milliseconds) are logged on "vcci.slow_query" and counted (perf.db).
 SLOW_QUERY_MS: float = env.float("SLOW_QUERY_MS", default=200.0)
@@ -196,8 +210,9 @@ if REDIS_URL:
                 # stops trying for CACHE_RETRY_AFTER seconds, so the timeout is paid once per outage, not per call.
                 "SOCKET_CONNECT_TIMEOUT": env.float("REDIS_CONNECT_TIMEOUT", default=0.25),
                 "SOCKET_TIMEOUT": env.float("REDIS_SOCKET_TIMEOUT", default=0.25),
-                # Bounded per process, by default to the worker's concurrency (greenlets under gevent) so that no
-                # request waits for a connection; with a smaller bound a request waits up to REDIS_POOL_TIMEOUT
+                # Bounded per process, by default to the requests a worker runs at once (its greenlets under gevent,
+                # at most ADMISSION_MAX_IN_FLIGHT) so that no request waits for a connection; with a smaller bound a
+                # request waits up to REDIS_POOL_TIMEOUT
                 # seconds, then counts as a Redis failure. redis-py uses hiredis's parser when it is installed.
                 "CONNECTION_POOL_CLASS": "redis.BlockingConnectionPool",
                 "CONNECTION_POOL_KWARGS": {
@@ -206,10 +221,13 @@ if REDIS_URL:
                         "REDIS_MAX_CONNECTIONS",
                         default=max(
                             8,
-                            worker_concurrency(
-                                env.str("GUNICORN_WORKER_CLASS", default="gevent"),
-                                env.int("GUNICORN_WORKER_CONNECTIONS", default=100),
-                                env.int("GUNICORN_THREADS", default=1),
+                            min(
+                                worker_concurrency(
+                                    env.str("GUNICORN_WORKER_CLASS", default="gevent"),
+                                    env.int("GUNICORN_WORKER_CONNECTIONS", default=1000),
+                                    env.int("GUNICORN_THREADS", default=1),
+                                ),
+                                ADMISSION_MAX_IN_FLIGHT or 1_000_000,
                             ),
                         ),
                     ),

@@ -6,6 +6,7 @@ parameter.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from typing import Any
 
@@ -13,6 +14,7 @@ import django_filters
 from django import forms
 from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
+from django.http import QueryDict
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 
@@ -85,6 +87,15 @@ class PeriodFilterSet(django_filters.FilterSet):
     period_to = django_filters.DateFilter(
         field_name="period_end", lookup_expr="lte", help_text="period_end on or before"
     )
+
+    @classmethod
+    def period_bounds(cls, query: QueryDict) -> tuple[dt.date | None, dt.date | None]:
+        """(period_from, period_to) of ``query``, parsed by these filters' own form; None where absent or invalid
+        (an invalid value makes the request a 400 anyway)."""
+        form = cls(data=query).form
+        form.is_valid()
+        cleaned = getattr(form, "cleaned_data", {})
+        return cleaned.get("period_from"), cleaned.get("period_to")
 
 
 class ActivityFilter(PeriodFilterSet):

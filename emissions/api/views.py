@@ -39,13 +39,14 @@ from emissions.api import export
 from emissions.api import serializers as s
 from emissions.api.filters import ActivityFilter, EmissionFilter, FactorFilter
 from emissions.api.permissions import request_org, request_org_id
-from emissions.cache import emission_namespaces, factor_namespaces, supplier_namespaces
+from emissions.cache import emission_list_namespaces, emission_namespaces, factor_namespaces, supplier_namespaces
 from emissions.calculation import calculate
 from emissions.models import SUMMARY_KEYS, ActivityRecord, Emission, EmissionFactor, EmissionQuerySet, Supplier
 from emissions.services.batches import activities_submit, calculations_run
 from emissions.services.supplier_factors import supplier_factor_create, supplier_factor_delete
 from emissions.services.suppliers import supplier_create, supplier_delete, supplier_update
 from emissions.summaries import emission_summary
+from perf.admission import heavy
 from perf.cache import Namespace
 from perf.conditional import CachedReadMixin
 from perf.gcpause import collection_paused
@@ -235,12 +236,26 @@ class CalculateView(APIView):
         return Response(result.as_dict())
 
 
+# A batch this large (bytes of JSON, about 100 items) is bulk work: admitted by slot, refused first when the server
+# is at capacity (perf.admission). Smaller batches and single items are served as reads are.
+BULK_BODY_BYTES = 16 * 1024
+BUSY = OpenApiResponse(
+    description="The server is at capacity (bulk work is refused first): nothing was done; retry after the "
+    "Retry-After header's seconds. Body: {detail}."
+)
+
+
+@heavy("post", min_body=BULK_BODY_BYTES)
 class CalculateBatchView(APIView):
     """Calculate up to 1,000 activities; each item succeeds or fails on its own, results in input order."""
 
     @extend_schema(
         request=s.CalculationBatchRequestSerializer,
-        responses={200: s.CalculationBatchResultSerializer, 400: OpenApiResponse(description="{items: [messages]}")},
+        responses={
+            200: s.CalculationBatchResultSerializer,
+            400: OpenApiResponse(description="{items: [messages]}"),
+            503: BUSY,
+        },
     )
     @collection_paused()  # bounded bulk work (perf.gcpause): parsing, validation, results
     def post(self, request: Request) -> Response:
@@ -251,6 +266,14 @@ class CalculateBatchView(APIView):
         outcomes = calculations_run(organization=organization, items=items)
         results = [{"error": outcome} if isinstance(outcome, dict) else outcome.as_dict() for outcome in outcomes]
         return Response({"results": results})
+
+
+def emission_read_namespaces(view: Any, organization_id: int) -> list[Namespace]:
+    """A detail reads what changes stored rows; a list or summary also the additions its period filter can see
+    (``emissions.cache.emission_list_namespaces``). Precondition: ``view.action`` and ``view.request`` are set."""
+    if view.action == "retrieve":
+        return emission_namespaces(organization_id)
+    return emission_list_namespaces(organization_id, *view.filterset_class.period_bounds(view.request.GET))
 
 
 # -- activities ---------------------------------------------------------------------------------
@@ -272,12 +295,14 @@ class CalculateBatchView(APIView):
                 many=False,
             ),
             400: OpenApiResponse(description='{"errors": [{"index": i, "errors": {field: [messages]}}]}'),
+            503: BUSY,
         },
         description="Store one activity (answered with one object) or a list of up to 10,000 (answered with a "
         "list in the same order), all or nothing. Every item is validated and calculated first; if any fails, "
         "nothing is written and the response lists each failing index (0 for a single object).",
     )
 )
+@heavy("post", min_body=BULK_BODY_BYTES)
 class ActivityViewSet(
     OrgCachedReadMixin,
     OrgScopedMixin,
@@ -300,7 +325,7 @@ class ActivityViewSet(
         return ActivityRecord.objects.for_org(organization_id).with_related()
 
     def cache_namespaces(self, organization_id: int) -> list[Namespace]:
-        return emission_namespaces(organization_id)
+        return emission_read_namespaces(self, organization_id)
 
     @collection_paused()  # bounded bulk work (perf.gcpause): parsing, validation, writes, the response's data
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -336,7 +361,7 @@ class EmissionViewSet(OrgCachedReadMixin, OrgScopedMixin, viewsets.ReadOnlyModel
         return Emission.objects.for_org(organization_id).with_related()
 
     def cache_namespaces(self, organization_id: int) -> list[Namespace]:
-        return emission_namespaces(organization_id)
+        return emission_read_namespaces(self, organization_id)
 
     @extend_schema(
         parameters=[
@@ -401,6 +426,7 @@ class CSVOnlyNegotiation(BaseContentNegotiation):
         return renderer, renderer.media_type
 
 
+@heavy("get")
 class EmissionExportView(OrgScopedMixin, GenericAPIView):
     """The caller's stored emissions as a CSV download, streamed at constant memory; the list's filters apply."""
 
@@ -432,6 +458,7 @@ class EmissionExportView(OrgScopedMixin, GenericAPIView):
                 + ". Decimals are plain decimal strings; fallbacks are codes joined by ';'.",
             ),
             (400, "application/json"): OpenApiResponse(description="{parameter: [messages]}"),
+            (503, "application/json"): BUSY,
         },
     )
     def get(self, request: Request) -> StreamingHttpResponse:

@@ -17,11 +17,12 @@ from django.db import connection, transaction
 
 from calculator.engine import is_spend_factor
 from calculator.types import CalculationError, CalculationInput
-from emissions.cache import emissions_changed
+from emissions.cache import emissions_added
 from emissions.calculation import FactorResolver, Result, calculate_in_period
 from emissions.metrics import observe_activity_batch
 from emissions.models import ActivityRecord, Emission, Organization, Supplier
 from emissions.services.bulk import activity_pairs_copy
+from perf.admission import cooperate
 
 FieldErrors = dict[str, list[str]]
 
@@ -99,9 +100,11 @@ def _calculate_all(
     suppliers = _suppliers(organization, items)
     # Supplier checks and supplier-specific factors for every referenced supplier in two queries, not two each.
     resolver.prime_suppliers(suppliers)
-    outcomes = [
-        _calculate_one(item, organization=organization, resolver=resolver, suppliers=suppliers) for item in items
-    ]
+    outcomes: list[Result | FieldErrors] = []
+    for item in items:
+        # A long batch shares the worker's CPU with its other requests (perf.admission.cooperate).
+        cooperate()
+        outcomes.append(_calculate_one(item, organization=organization, resolver=resolver, suppliers=suppliers))
     return outcomes, suppliers
 
 
@@ -218,6 +221,7 @@ def activities_create(
         Emission.objects.bulk_create([emission for _, emission in pairs], batch_size=BULK_BATCH_SIZE)
     for record, emission in pairs:
         record.emission = emission  # fills the reverse one-to-one cache
-    emissions_changed(organization.pk)
+    # New rows only: the lists and summaries of the years they start in, not every response of the organization.
+    emissions_added(organization.pk, (record.period_start for record, _ in pairs))
     observe_activity_batch(len(pairs))  # vcci_activity_batch_size: items stored per call
     return [record for record, _ in pairs]

@@ -22,6 +22,7 @@ from emissions.services.activities import (
     activities_calculate,
     activities_create,
 )
+from perf.admission import cooperate
 
 
 def calculations_run(
@@ -40,6 +41,8 @@ def calculations_run(
     )
     outcomes: list[Result | FieldErrors] = []
     for item in items:
+        # A long batch shares the worker's CPU with its other requests (perf.admission.cooperate).
+        cooperate()
         if isinstance(item, dict):
             outcomes.append(item)
             continue

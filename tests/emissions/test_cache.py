@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from decimal import Decimal
 
@@ -12,6 +13,8 @@ from rest_framework.authtoken.models import Token
 
 from emissions.cache import (
     GLOBAL_FACTORS,
+    MAX_YEAR_NAMESPACES,
+    emission_list_namespaces,
     emission_namespaces,
     factor_namespaces,
     supplier_id_namespaces,
@@ -24,6 +27,7 @@ from emissions.services.reference import exchange_rates_load
 from emissions.services.supplier_factors import supplier_factor_create, supplier_factor_delete
 from emissions.services.suppliers import supplier_create, supplier_delete, supplier_update
 from perf.cache import GLOBAL_AUTH, Namespace, org_ns, tiered
+from tests.emissions.api.payloads import activity_input
 from tests.emissions.services.test_activities import item as electricity_item
 from tests.factories import SupplierFactory
 
@@ -43,7 +47,9 @@ def bumped(action: Callable[[], object], namespaces: list[Namespace], capture) -
 @pytest.fixture
 def all_ns(org, other_org) -> list[Namespace]:
     return [
-        *emission_namespaces(org.pk),
+        *emission_list_namespaces(org.pk),
+        *emission_list_namespaces(org.pk, dt.date(2025, 1, 1), dt.date(2025, 12, 31)),
+        *emission_list_namespaces(org.pk, dt.date(2024, 1, 1), dt.date(2024, 12, 31)),
         *supplier_namespaces(org.pk),
         *supplier_id_namespaces(org.pk),
         *emission_namespaces(other_org.pk),
@@ -61,7 +67,8 @@ def test_activity_create_and_delete_bump_the_organizations_emissions(
         all_ns,
         django_capture_on_commit_callbacks,
     )
-    assert create == {f"org{org.pk}:emissions"}
+    # New rows: the lists and summaries that can show them (any year, and the year they start in), not the details.
+    assert create == {f"org{org.pk}:emissions:added", f"org{org.pk}:emissions:added:2025"}
     delete = bumped(lambda: activities_delete_for_org(organization=org), all_ns, django_capture_on_commit_callbacks)
     assert delete == {f"org{org.pk}:emissions"}
 
@@ -265,3 +272,64 @@ def test_namespaces() -> None:
     assert supplier_namespaces(3) == [org_ns(3, "suppliers")]
     assert supplier_id_namespaces(3) == [org_ns(3, "supplier-ids")]
     assert emission_namespaces(3) == [org_ns(3, "emissions"), *factor_namespaces(3)]
+
+
+def test_list_namespaces_follow_the_period_filter() -> None:
+    details = emission_namespaces(3)
+    assert emission_list_namespaces(3) == [*details, org_ns(3, "emissions", "added")]
+    assert emission_list_namespaces(3, dt.date(2025, 1, 1), None) == [*details, org_ns(3, "emissions", "added")]
+    assert emission_list_namespaces(3, None, dt.date(2025, 1, 1)) == [*details, org_ns(3, "emissions", "added")]
+    assert emission_list_namespaces(3, dt.date(2024, 7, 1), dt.date(2025, 6, 30)) == [
+        *details,
+        org_ns(3, "emissions", "added:2024"),
+        org_ns(3, "emissions", "added:2025"),
+    ]
+    many = emission_list_namespaces(3, dt.date(2000, 1, 1), dt.date(2000 + MAX_YEAR_NAMESPACES, 1, 1))
+    assert many == [*details, org_ns(3, "emissions", "added")]
+    # An empty window: no addition can enter it.
+    assert emission_list_namespaces(3, dt.date(2025, 2, 1), dt.date(2025, 1, 1)) == details
+    assert org_ns(3, "emissions", "added:2025").key == "org3:emissions:added:2025"
+
+
+def test_an_erp_batch_recomputes_only_what_it_can_change(
+    api, org, electricity_factor, django_assert_num_queries, django_capture_on_commit_callbacks
+) -> None:
+    """Activities added for 2025: last year's summary and list, and every detail, stay cached (served without a
+    query, same ETag); this year's and the unfiltered ones are recomputed and show the new rows."""
+    with django_capture_on_commit_callbacks(execute=True):
+        [old] = activities_create(
+            organization=org, items=[electricity_item(period=(dt.date(2024, 3, 1), dt.date(2024, 3, 31)))]
+        )
+        activities_create(organization=org, items=[electricity_item()])
+    year_2024 = "period_from=2024-01-01&period_to=2024-12-31"
+    year_2025 = "period_from=2025-01-01&period_to=2025-12-31"
+    urls = {
+        "detail": f"/api/v1/emissions/{old.emission.pk}/",
+        "activity": f"/api/v1/activities/{old.pk}/",
+        "summary 2024": f"/api/v1/emissions/summary/?group_by=month&{year_2024}",
+        "list 2024": f"/api/v1/emissions/?{year_2024}",
+        "activities 2024": f"/api/v1/activities/?{year_2024}",
+        "summary 2025": f"/api/v1/emissions/summary/?group_by=month&{year_2025}",
+        "list 2025": f"/api/v1/emissions/?{year_2025}",
+        "summary": "/api/v1/emissions/summary/?group_by=category",
+        "list": "/api/v1/emissions/",
+    }
+    etags = {}
+    for name, url in urls.items():
+        response = api.get(url)
+        assert response.status_code == 200, (name, response.content)
+        etags[name] = response["ETag"]
+    with django_capture_on_commit_callbacks(execute=True):
+        posted = api.post("/api/v1/activities/", [{**activity_input(), "amount": "2"}], format="json")
+    assert posted.status_code == 201, posted.content
+    tiered().clear_local()  # as another worker would see it: Redis and the versions there
+    kept = ("detail", "activity", "summary 2024", "list 2024", "activities 2024")
+    for name in kept:
+        with django_assert_num_queries(0):
+            response = api.get(urls[name])
+        assert response["ETag"] == etags[name], name
+    for name in ("summary 2025", "list 2025", "summary", "list"):
+        response = api.get(urls[name])
+        assert response["ETag"] != etags[name], name
+    assert api.get(urls["list 2025"]).json()["results"][0]["co2e_kg"] == "354.000000"
+    assert api.get(urls["summary"]).json()["count"] == 3

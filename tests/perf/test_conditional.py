@@ -20,7 +20,7 @@ from rest_framework.permissions import IsAdminUser
 
 from emissions.api.authentication import OrgTokenAuthentication
 from emissions.api.views import EmissionViewSet
-from emissions.cache import emission_namespaces
+from emissions.cache import emission_list_namespaces
 from perf.cache import Namespace, Version, tiered
 from perf.conditional import _last_modified, accepts_gzip
 from tests.factories import EmissionFactory, MembershipFactory, SupplierFactory
@@ -166,7 +166,8 @@ def test_with_the_cache_off_responses_are_plain(api, data) -> None:
 
 
 def api_namespaces(api) -> list[Namespace]:
-    return emission_namespaces(api.user.membership.organization_id)
+    """What the emission lists and summaries (unfiltered) read; a detail reads a subset of them."""
+    return emission_list_namespaces(api.user.membership.organization_id)
 
 
 # -- cached responses answered before DRF (perf.fastpath) -------------------------------------------

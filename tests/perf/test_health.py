@@ -109,7 +109,7 @@ def test_readyz_names_the_database_when_it_cannot_connect(monkeypatch):
 
 @pytest.mark.django_db
 def test_readyz_waits_at_most_its_timeout_for_a_pooled_connection():
-    # Every connection of the pool in use: Django would wait DB_POOL_TIMEOUT (10 s); readiness fails fast.
+    # Every connection of the pool in use: Django would wait DB_POOL_TIMEOUT (3 s); readiness fails fast.
     pool = connections["default"].pool
     pool.open()
     min_size, max_size = pool.min_size, pool.max_size

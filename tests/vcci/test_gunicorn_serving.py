@@ -270,7 +270,6 @@ def conf(monkeypatch: pytest.MonkeyPatch, **env: str) -> dict[str, Any]:
         monkeypatch.delenv(key, raising=False)
     for key in ("DB_POOL_MAX_SIZE", "DB_MAX_CONNECTIONS", "DB_RESERVED_CONNECTIONS"):
         monkeypatch.delenv(key, raising=False)
-    monkeypatch.delenv("GUNICORN_DB_WAITERS_PER_CONNECTION", raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return runpy.run_path(str(CONF))
@@ -284,40 +283,32 @@ def server_stub(settings_: dict[str, Any]) -> Any:
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
-        ({}, 90),  # P = (100 - 10) // 2 = 45; 45 x (1 + 1)
-        ({"GUNICORN_WORKERS": "4"}, 44),  # P = 22
-        ({"GUNICORN_WORKER_CONNECTIONS": "30"}, 30),  # within 2 x P: unchanged
-        ({"GUNICORN_DB_WAITERS_PER_CONNECTION": "0"}, 45),  # no queueing at all
-        ({"GUNICORN_DB_WAITERS_PER_CONNECTION": "3", "GUNICORN_WORKER_CONNECTIONS": "500"}, 180),
-        ({"DB_POOL_MAX_SIZE": "10"}, 20),
-        ({"DB_MAX_CONNECTIONS": "300", "DB_RESERVED_CONNECTIONS": "20", "GUNICORN_WORKERS": "4"}, 100),  # P = 70
-        ({"DB_PGBOUNCER": "1"}, 100),  # no pool: nothing to bound against
-        ({"DB_POOL": "0"}, 100),
-        ({"DATABASE_URL": ""}, 100),  # SQLite
-        ({"GUNICORN_WORKER_CLASS": "sync"}, 100),  # one request at a time anyway
+        ({}, 1000),
+        ({"GUNICORN_WORKER_CONNECTIONS": "30"}, 30),
+        # Not tied to the database pool: sockets are not database work (perf.admission, docs/capacity.md).
+        ({"DB_POOL_MAX_SIZE": "10"}, 1000),
+        ({"GUNICORN_WORKERS": "4", "DB_MAX_CONNECTIONS": "50"}, 1000),
     ],
 )
-def test_worker_connections_are_bounded_by_the_pool(monkeypatch, env, expected):
+def test_worker_connections_count_sockets_not_database_work(monkeypatch, env, expected):
     env = {"DATABASE_URL": "postgres://vcci@db.example:5432/vcci", **env}
     assert conf(monkeypatch, **env)["worker_connections"] == expected
 
 
-@pytest.mark.parametrize(
-    "env",
-    [
-        {},
-        {"GUNICORN_WORKERS": "4"},
-        {"GUNICORN_WORKERS": "3", "GUNICORN_WORKER_CONNECTIONS": "10"},
-        {"DB_MAX_CONNECTIONS": "300", "DB_RESERVED_CONNECTIONS": "20", "GUNICORN_WORKERS": "4"},
-        {"DB_POOL_MAX_SIZE": "10"},
-    ],
-)
-def test_the_bound_uses_the_pool_size_the_settings_compute(monkeypatch, load_settings, env):  # noqa: F811
-    url = "postgres://vcci@db.example:5432/vcci"
-    computed = conf(monkeypatch, DATABASE_URL=url, **env)
-    # The workers' settings read the bounded value that on_starting exports.
-    workers_settings = load_settings(**{**env, "GUNICORN_WORKER_CONNECTIONS": str(computed["worker_connections"])})
-    assert computed["pool_max_size"] == workers_settings.DATABASES["default"]["OPTIONS"]["pool"]["max_size"]
+def test_worker_connections_must_be_positive(monkeypatch):
+    with pytest.raises(SystemExit, match="GUNICORN_WORKER_CONNECTIONS must be at least 1"):
+        conf(monkeypatch, GUNICORN_WORKER_CONNECTIONS="0")
+
+
+def test_the_database_pool_is_sized_by_its_budget_whatever_the_sockets(monkeypatch, load_settings):  # noqa: F811
+    computed = conf(monkeypatch, DATABASE_URL="postgres://vcci@db.example:5432/vcci")
+    # The workers' settings read the value on_starting exports.
+    workers_settings = load_settings(GUNICORN_WORKER_CONNECTIONS=str(computed["worker_connections"]))
+    # (DB_MAX_CONNECTIONS 100 - 10 reserved) // 2 workers.
+    assert workers_settings.DATABASES["default"]["OPTIONS"]["pool"]["max_size"] == 45
+    # Redis connections follow the requests a worker runs at once, not its sockets.
+    pool_kwargs = workers_settings.CACHES["default"]["OPTIONS"]["CONNECTION_POOL_KWARGS"]
+    assert pool_kwargs["max_connections"] == workers_settings.ADMISSION_MAX_IN_FLIGHT
 
 
 def test_on_starting_prepares_the_metrics_directory_the_workers_inherit(monkeypatch, tmp_path):
@@ -332,9 +323,9 @@ def test_on_starting_prepares_the_metrics_directory_the_workers_inherit(monkeypa
     settings_["on_starting"](server)
     # Only prometheus_client's files are removed; whatever else is there stays.
     assert sorted(p.name for p in directory.iterdir()) == ["keep.txt", "notes.db"]
-    assert os.environ["GUNICORN_WORKER_CONNECTIONS"] == "90"
-    [message] = [text for level, text in server.log.records if level == "warning"]
-    assert message.startswith("worker_connections capped at 90 (requested 100): pool max_size 45 per worker")
+    # The value gunicorn uses (the config's, 1000), whatever the environment said, is what the workers size from.
+    assert os.environ["GUNICORN_WORKER_CONNECTIONS"] == "1000"
+    assert [text for level, text in server.log.records if level == "warning"] == []
 
 
 def test_on_starting_chooses_a_private_directory_per_bind_when_none_is_set(monkeypatch, tmp_path):
@@ -382,3 +373,25 @@ def test_post_worker_init_refuses_a_blocking_gevent_worker_before_anything_else(
     with pytest.raises(BlockingWaitError):
         conf(monkeypatch)["post_worker_init"](worker)
     assert warmed == []
+
+
+# -- (d) connections are not concurrency -------------------------------------------------------------
+
+
+def test_keep_alive_clients_do_not_lock_out_new_ones(start_server):
+    """120 clients holding keep-alive connections (more than the 90 sockets a worker once allowed) and a new one:
+    every one is answered. Sockets are bounded by worker_connections (1,000 by default), not by the pool."""
+    server = start_server(workers=1, GUNICORN_WORKER_CONNECTIONS="", GUNICORN_KEEPALIVE="60")
+    host, port = server.url.removeprefix("http://").split(":")
+    held: list[socket.socket] = []
+    try:
+        for _ in range(120):
+            client = socket.create_connection((host, int(port)), timeout=10)
+            held.append(client)
+            client.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert client.recv(4096).startswith(b"HTTP/1.1 200")
+        # All 120 stay open (keep-alive for 60 s) while a new client asks.
+        assert get(f"{server.url}/healthz", timeout=10)[0] == 200
+    finally:
+        for client in held:
+            client.close()

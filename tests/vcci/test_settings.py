@@ -67,7 +67,7 @@ def load_settings(monkeypatch):
 def test_default_pool_from_gunicorn_defaults(load_settings):
     database = load_settings().DATABASES["default"]
     # 2 workers, 100 greenlets each, max_connections 100, reserve 10: (100 - 10) // 2 = 45.
-    assert database["OPTIONS"]["pool"] == {"min_size": 2, "max_size": 45, "timeout": 10.0, "name": "vcci"}
+    assert database["OPTIONS"]["pool"] == {"min_size": 2, "max_size": 45, "timeout": 3.0, "name": "vcci"}
     assert database["CONN_MAX_AGE"] == 0
     assert database["OPTIONS"]["options"] == "-c statement_timeout=30000 -c random_page_cost=1.1"
     assert "DISABLE_SERVER_SIDE_CURSORS" not in database

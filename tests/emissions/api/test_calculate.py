@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 import pytest
@@ -10,7 +11,9 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from calculator.shapes import CalculationResultDict, DataQualityDict, FactorRefDict, NoteDict
+from emissions.api import views
 from emissions.models import ActivityRecord, Emission
+from perf import admission
 from tests.emissions.api.payloads import (
     HUB_BIODIESEL,
     biodiesel_input,
@@ -429,3 +432,29 @@ def test_a_gas_without_dataset_version_uses_the_datasets_gwp_set(api, hub_import
     data = api.post(URL, {**body, "dataset_version": "AR6"}, format="json").json()
     assert (data["co2e_kg"], data["factor"]["dataset_version"]) == ("279.000000", "AR6")
     assert "gwp_set_mismatch" in [note["code"] for note in data["warnings"]]
+
+
+def test_a_bulk_batch_is_refused_with_retry_after_when_the_bulk_slots_are_busy(api, electricity_factor, settings):
+    """Bulk work is refused first (perf.admission): a large batch gets 503 + Retry-After and nothing is calculated,
+    while a small batch and single calculations are served as usual."""
+    settings.ADMISSION_HEAVY_SLOTS = 1
+    settings.ADMISSION_HEAVY_WAIT = 0
+    admission.reset()
+    slots = admission.gate().heavy_slots
+    assert slots.acquire(blocking=False)  # another bulk request runs
+    try:
+        bulk = {"items": [electricity_input(amount=str(n + 1)) for n in range(200)]}
+        assert len(json.dumps(bulk)) >= views.BULK_BODY_BYTES
+        refused = api.post(BATCH_URL, bulk, format="json")
+        assert refused.status_code == 503
+        assert refused["Retry-After"] == str(settings.ADMISSION_RETRY_AFTER)
+        assert "retry" in refused.json()["detail"]
+        small = api.post(BATCH_URL, {"items": [electricity_input()]}, format="json")
+        assert small.status_code == 200
+        assert api.post(URL, electricity_input(), format="json").status_code == 200
+    finally:
+        slots.release()
+        admission.reset()
+    served = api.post(BATCH_URL, bulk, format="json")
+    assert served.status_code == 200
+    assert len(served.json()["results"]) == 200

@@ -1,0 +1,270 @@
+"""Admission control and cooperative scheduling: overload is refused fast, bulk work never starves the rest.
+
+A gevent worker runs every request of its connections on one thread. Three things decide whether a
+request that has reached the worker is served quickly, refused quickly, or left to wait:
+
+**Heavy work is admitted by slot.** A view declares which of its methods are bulk work (``admission_heavy``
+on the view class: ``{"post"}`` for a batch endpoint, ``{"get"}`` for an export), optionally only above a
+body size (``admission_heavy_min_body``: a small write stays a small write). Each worker runs at most
+``ADMISSION_HEAVY_SLOTS`` of them at once; a further one waits for a slot at most
+``ADMISSION_HEAVY_WAIT`` seconds, then is refused with 503 and ``Retry-After``. Reads and small writes
+never wait for these slots: when work exceeds capacity, bulk work is what is refused first.
+
+**Everything in flight is bounded.** A worker already running ``ADMISSION_MAX_IN_FLIGHT`` requests
+refuses the next at once (503, ``Retry-After``) instead of queueing it behind them. Idle keep-alive
+connections are not requests: they hold a socket, not a slot (``worker_connections`` bounds sockets,
+see vcci/gunicorn.conf.py; the database pool bounds database work).
+
+**A database pool that is exhausted answers 503.** A request that waited ``DB_POOL_TIMEOUT`` seconds
+for a pooled connection is answered 503 with ``Retry-After`` (JSON), not a 500 with a traceback.
+
+**CPU-bound loops yield.** ``cooperate()``, called once per item by loops that can run for long
+(batch calculations, bulk writes, exports), lets the worker's other greenlets run when the current one
+has held the CPU for ``COOPERATE_SLICE_MS``: a 200-item calculation then delays a cached read by at
+most one slice instead of its whole run. Outside gevent (a sync or gthread worker, tests, commands)
+it does nothing: the operating system schedules threads.
+
+Refusals are counted in ``vcci_admission_refused_total{reason}`` and carry ``Retry-After``; the JSON
+body is ``{"detail": ...}`` like every other API error.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.db import OperationalError
+from django.http import HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
+
+# Reasons a request is refused (the metric's label values).
+HEAVY_BUSY = "heavy_busy"
+IN_FLIGHT = "in_flight"
+DB_POOL = "db_pool"
+
+_MESSAGES = {
+    HEAVY_BUSY: "The server is busy with bulk work; retry this request after the delay in Retry-After.",
+    IN_FLIGHT: "The server is at capacity; retry this request after the delay in Retry-After.",
+    DB_POOL: "The server is at capacity (no database connection was free); retry after the delay in Retry-After.",
+}
+
+
+def _is_gevent_patched() -> bool:
+    try:
+        from gevent import monkey
+    except ImportError:  # gevent is a serving dependency; a process without it never runs greenlets
+        return False
+    return bool(monkey.is_module_patched("threading"))
+
+
+class _Slice:
+    """When the current greenlet last gave the CPU away (per process: only one greenlet runs at a time)."""
+
+    __slots__ = ("since",)
+
+    def __init__(self) -> None:
+        self.since = time.perf_counter()
+
+
+_slice = _Slice()
+_sleep: Callable[[float], Any] | None = None
+_checked = False
+
+
+def _gevent_sleep() -> Callable[[float], Any] | None:
+    global _sleep, _checked
+    if not _checked:
+        if _is_gevent_patched():
+            import gevent
+
+            _sleep = gevent.sleep
+        _checked = True
+    return _sleep
+
+
+def cooperate() -> None:
+    """Yield to the worker's other greenlets if this one has run for a whole slice; else return at once.
+
+    Cheap enough to call once per item of a loop (a clock read). The slice is ``COOPERATE_SLICE_MS``
+    (settings; 0 yields at every call). Only under gevent: elsewhere it returns at once.
+    """
+    sleep = _gevent_sleep()
+    if sleep is None:
+        return
+    now = time.perf_counter()
+    if (now - _slice.since) * 1000 < settings.COOPERATE_SLICE_MS:
+        return
+    sleep(0)
+    # Measured after the yield: the slice is this greenlet's own CPU time since it got the CPU back.
+    _slice.since = time.perf_counter()
+
+
+def heavy(*methods: str, min_body: int = 0) -> Callable[[type], type]:
+    """Class decorator: ``methods`` of this view are bulk work, admitted by slot (see the module docstring).
+
+    ``min_body``: only requests whose body is at least this many bytes (``Content-Length``) count as heavy.
+    """
+
+    def declare(cls: type) -> type:
+        cls.admission_heavy = frozenset(method.lower() for method in methods)  # type: ignore[attr-defined]
+        cls.admission_heavy_min_body = min_body  # type: ignore[attr-defined]
+        return cls
+
+    return declare
+
+
+def is_heavy(view_class: type | None, request: HttpRequest) -> bool:
+    """Whether ``view_class`` declares ``request``'s method heavy, and its body is large enough to count."""
+    methods = getattr(view_class, "admission_heavy", None)
+    if not methods or (request.method or "").lower() not in methods:
+        return False
+    min_body: int = getattr(view_class, "admission_heavy_min_body", 0)
+    if min_body <= 0:
+        return True
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        # Django refuses the body itself; it is not bulk work.
+        return False
+    return length >= min_body
+
+
+def refusal(reason: str) -> HttpResponse:
+    """503 with ``Retry-After`` and a JSON ``detail``, counted under ``reason``."""
+    from perf.metrics import ADMISSION_REFUSED
+
+    ADMISSION_REFUSED.labels(reason=reason).inc()
+    response = HttpResponse(json.dumps({"detail": _MESSAGES[reason]}), status=503, content_type="application/json")
+    response["Retry-After"] = str(settings.ADMISSION_RETRY_AFTER)
+    response["Cache-Control"] = "no-store"
+    # Counted above; Django would otherwise log every refusal as an error with its request, which under
+    # overload is thousands of log lines a second doing the work the refusal spares.
+    response._has_been_logged = True  # type: ignore[attr-defined]
+    return response
+
+
+def _pool_timeout(exc: BaseException) -> bool:
+    """Whether ``exc`` is (or was caused by) psycopg_pool's PoolTimeout: no pooled connection came in time."""
+    try:
+        from psycopg_pool import PoolTimeout
+    except ImportError:  # no pool installed: nothing to recognise
+        return False
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, PoolTimeout):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+class Gate:
+    """One worker's admission state: requests in flight and heavy slots (a process has one: ``gate()``)."""
+
+    def __init__(self, *, max_in_flight: int, heavy_slots: int) -> None:
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
+        self._lock = threading.Lock()
+        # Patched by gevent in a gevent worker (a cooperative semaphore), a real one elsewhere.
+        self.heavy_slots = threading.BoundedSemaphore(heavy_slots)
+
+    def enter(self) -> bool:
+        with self._lock:
+            if self.max_in_flight and self.in_flight >= self.max_in_flight:
+                return False
+            self.in_flight += 1
+            return True
+
+    def leave(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
+
+_gate: Gate | None = None
+_gate_lock = threading.Lock()
+
+
+def gate() -> Gate:
+    """This process's gate, built from the settings on first use (``reset()`` forgets it)."""
+    global _gate
+    with _gate_lock:
+        if _gate is None:
+            _gate = Gate(max_in_flight=settings.ADMISSION_MAX_IN_FLIGHT, heavy_slots=settings.ADMISSION_HEAVY_SLOTS)
+        return _gate
+
+
+def reset() -> None:
+    """Forget the gate (tests that change the admission settings)."""
+    global _gate
+    with _gate_lock:
+        _gate = None
+
+
+class _Once:
+    """Leave the gate and release the request's heavy slot, once, whichever of the two ends comes first."""
+
+    __slots__ = ("done", "gate", "request")
+
+    def __init__(self, gate: Gate, request: HttpRequest) -> None:
+        self.gate, self.request, self.done = gate, request, False
+
+    def __call__(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.gate.leave()
+        slot = getattr(self.request, "_admission_slot", None)
+        if slot is not None:
+            slot.release()
+
+
+class AdmissionMiddleware:
+    """Refuse what exceeds capacity with 503 + ``Retry-After``, before it queues (see the module docstring).
+
+    Place it right after the first metrics middleware: refusals are then counted in the HTTP metrics
+    and cost no session, authentication or database work.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        current = gate()
+        if not current.enter():
+            return refusal(IN_FLIGHT)
+        done = _Once(current, request)
+        try:
+            response = self.get_response(request)
+        except BaseException:
+            done()
+            raise
+        if response.streaming:
+            # A streamed body (an export) is produced after this returns, while the server iterates it: the
+            # request stays in flight, and keeps its heavy slot, until the server closes the response.
+            response._resource_closers.append(done)  # type: ignore[attr-defined]
+        else:
+            done()
+        return response
+
+    def process_view(
+        self, request: HttpRequest, view_func: Callable[..., Any], view_args: Any, view_kwargs: Any
+    ) -> HttpResponseBase | None:
+        view_class = getattr(view_func, "view_class", None) or getattr(view_func, "cls", None)
+        if not is_heavy(view_class, request):
+            return None
+        slots = gate().heavy_slots
+        if not slots.acquire(timeout=settings.ADMISSION_HEAVY_WAIT):
+            return refusal(HEAVY_BUSY)
+        # Released with the request's in-flight place (``_Once``): for a streamed body, when it is closed.
+        request._admission_slot = slots  # type: ignore[attr-defined]
+        return None
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponseBase | None:
+        if isinstance(exception, OperationalError) and _pool_timeout(exception):
+            return refusal(DB_POOL)
+        return None

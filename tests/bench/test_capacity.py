@@ -1,0 +1,139 @@
+"""bench.capacity: the bars read from the load tests' summaries, and the report rendered from them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import capacity
+
+
+def endpoint(method: str, name: str, *, requests: int = 100, p95: float = 100, p99: float = 200) -> dict[str, Any]:
+    return {
+        "method": method,
+        "name": name,
+        "requests": requests,
+        "failures": 0,
+        "p50_ms": 10.0,
+        "p95_ms": p95,
+        "p99_ms": p99,
+        "max_ms": p99,
+        "rps": requests / 60,
+    }
+
+
+def summary(
+    users: int,
+    *,
+    wait_scale: float = 1.0,
+    served_rps: float = 100.0,
+    timeouts: int = 0,
+    refused: int = 0,
+    failed: int = 0,
+    max_ms: float = 900.0,
+    endpoints: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    return {
+        "run": {"users": users, "duration": "2m", "wait_scale": wait_scale, "cpu": None},
+        "endpoints": endpoints
+        or [
+            endpoint("GET", "/api/v1/emissions/"),
+            endpoint("POST", "/api/v1/calculate/batch/", p95=2000, p99=4000),  # heavy: its own figures
+            endpoint("GET", "/api/v1/emissions/ (refused)", requests=refused),
+        ],
+        "aggregated": {"rps": served_rps, "p50_ms": 10.0, "p95_ms": 100.0, "p99_ms": 300.0},
+        "outcomes": {
+            "requests": 10_000,
+            "served_rps": served_rps,
+            "max_ms": max_ms,
+            "failed": failed,
+            "timeouts": timeouts,
+            "refused": refused,
+        },
+        "cache": {"hit_rate": 0.95, "per_resource": {"emissions": {"hit_rate": 0.9}}},
+    }
+
+
+def results(seed: list[dict[str, Any]], overload: list[dict[str, Any]], ratio: float | None = 4.0) -> dict[str, Any]:
+    def runs(summaries: list[dict[str, Any]], scenario: str) -> list[dict[str, Any]]:
+        return [{"scenario": scenario, "point": capacity.run_point(s), "summary": s} for s in summaries]
+
+    return {
+        "runs": {"seed": runs(seed, "seed"), "overload": runs(overload, "overload")},
+        "serialization": {"ratio": ratio, "markdown": "| page | ratio |"},
+    }
+
+
+def verdicts(data: dict[str, Any]) -> list[bool | None]:
+    return [bar["ok"] for bar in capacity.bars(data)]
+
+
+def test_every_bar_holds() -> None:
+    data = results(
+        [summary(50), summary(500)],
+        [summary(50, wait_scale=0, served_rps=800), summary(500, wait_scale=0, served_rps=760, refused=300)],
+    )
+    assert verdicts(data) == [True] * 7
+
+
+def test_heavy_endpoints_and_refusals_are_not_interactive() -> None:
+    point = capacity.run_point(summary(500))
+    assert point["interactive_worst_p95_ms"] == 100 and point["interactive_worst_p99_ms"] == 200
+
+
+@pytest.mark.parametrize(
+    ("seed_500", "missed"),
+    [
+        (summary(500, timeouts=1), "no timeout"),
+        (summary(500, refused=5, failed=1), "errors + refusals"),
+        (summary(500, endpoints=[endpoint("GET", "/api/v1/factors/", p95=301)]), "p95"),
+        (summary(500, endpoints=[endpoint("PATCH", "/api/v1/suppliers/{id}/", p99=800)]), "p99"),
+    ],
+)
+def test_each_seed_bar_is_judged_at_the_most_users(seed_500: dict[str, Any], missed: str) -> None:
+    data = results([summary(50, timeouts=9), seed_500], [])
+    broken = [bar["name"] for bar in capacity.bars(data) if bar["ok"] is False]
+    assert len(broken) == 1 and missed in broken[0]
+
+
+def test_overload_collapse_and_long_waits_are_missed() -> None:
+    collapse = results([], [summary(100, wait_scale=0, served_rps=1000), summary(500, wait_scale=0, served_rps=899)])
+    assert [bar["ok"] for bar in capacity.bars(collapse)][:2] == [True, False]
+    waited = results([], [summary(100, wait_scale=0), summary(500, wait_scale=0, max_ms=5001)])
+    assert capacity.bars(waited)[0]["ok"] is False
+
+
+def test_a_slow_page_misses_the_serialization_bar() -> None:
+    assert capacity.bars(results([], [], ratio=2.9))[-1]["ok"] is False
+    assert capacity.bars(results([], [], ratio=None))[-1]["ok"] is False
+
+
+def test_the_report_renders_from_results_json(tmp_path: Path) -> None:
+    data = results([summary(50), summary(500)], [summary(50, wait_scale=0), summary(500, wait_scale=0)])
+    before = tmp_path / "before" / "seed-500-3m"
+    before.mkdir(parents=True)
+    (before / "summary.json").write_text(json.dumps(summary(500, timeouts=653, failed=653)))
+    (tmp_path / "before" / "README.md").write_text("Made with the earlier main.")
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    data |= {
+        "started_at": "2026-12-03T12:00:00+00:00",
+        "command": "make capacity",
+        "raw_dir": "raw",
+        "ceiling": {"connections": 64, "seconds": 10, "rounds": 3, "rps": 2000.0, "wrk_version": "wrk 4"},
+        "before": capacity.read_before(tmp_path / "before"),
+        "machine": {"Cores": "2"},
+    }
+    (raw / "results.json").write_text(json.dumps(data))
+    out = tmp_path / "docs" / "capacity.md"
+    status = capacity.main(["--render-only", "--raw-dir", str(raw), "--out", str(out)])
+    assert status == 0
+    text = out.read_text()
+    assert "**2,000 req/s**" in text
+    assert "Made with the earlier main." in text and "seed-500-3m: before" in text
+    assert "| GET /api/v1/emissions/ (refused) | refused |" in text
+    assert (tmp_path / "docs" / "capacity" / "seed.png").is_file()
+    assert (tmp_path / "docs" / "capacity" / "overload.png").is_file()

@@ -1,0 +1,221 @@
+"""perf.admission: bulk work admitted by slot, a bound on requests in flight, 503 + Retry-After on refusal and on an
+exhausted database pool, and cooperative yields in long loops."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import gevent
+import pytest
+from django.db import OperationalError
+from django.http import HttpResponse, StreamingHttpResponse
+from django.test import RequestFactory
+from django.views import View
+from psycopg_pool import PoolTimeout
+
+from perf import admission
+from perf.admission import AdmissionMiddleware, cooperate, heavy, is_heavy
+from perf.metrics import ADMISSION_REFUSED
+
+
+@pytest.fixture(autouse=True)
+def fresh_gate(settings: Any) -> Iterator[None]:
+    settings.ADMISSION_MAX_IN_FLIGHT = 256
+    settings.ADMISSION_HEAVY_SLOTS = 1
+    settings.ADMISSION_HEAVY_WAIT = 0
+    settings.ADMISSION_RETRY_AFTER = 3
+    admission.reset()
+    yield
+    admission.reset()
+
+
+@heavy("post", min_body=100)
+class Bulk(View):
+    pass
+
+
+@heavy("get")
+class Export(View):
+    pass
+
+
+def refused(reason: str) -> float:
+    return ADMISSION_REFUSED.labels(reason=reason)._value.get()
+
+
+def assert_refusal(response: Any, reason: str) -> None:
+    assert response.status_code == 503
+    assert response["Retry-After"] == "3"
+    assert response["Content-Type"] == "application/json"
+    assert response["Cache-Control"] == "no-store"
+    assert json.loads(response.content) == {"detail": admission._MESSAGES[reason]}
+
+
+rf = RequestFactory()
+
+
+def test_is_heavy_follows_the_declared_methods_and_body_size():
+    assert is_heavy(Export, rf.get("/export"))
+    assert not is_heavy(Export, rf.post("/export"))
+    assert not is_heavy(Bulk, rf.get("/bulk"))
+    assert not is_heavy(Bulk, rf.post("/bulk", data="x" * 99, content_type="application/json"))
+    assert is_heavy(Bulk, rf.post("/bulk", data="x" * 100, content_type="application/json"))
+    assert not is_heavy(View, rf.post("/plain", data="x" * 10_000, content_type="application/json"))
+    assert not is_heavy(None, rf.get("/"))
+    bad_length = rf.post("/bulk", data="x" * 200, content_type="application/json")
+    bad_length.META["CONTENT_LENGTH"] = "many"
+    assert not is_heavy(Bulk, bad_length)
+
+
+def run_through(middleware: AdmissionMiddleware, request: Any, view_class: type[View]) -> Any:
+    """What Django's handler does: process_view, then the view, inside the middleware's __call__."""
+    view = view_class.as_view()
+
+    def get_response(req: Any) -> Any:
+        early = middleware.process_view(req, view, (), {})
+        return early if early is not None else HttpResponse("done")
+
+    middleware.get_response = get_response
+    return middleware(request)
+
+
+def test_a_heavy_request_without_a_free_slot_is_refused_and_counted():
+    middleware = AdmissionMiddleware(lambda request: HttpResponse())
+    slots = admission.gate().heavy_slots
+    assert slots.acquire(blocking=False)  # another bulk request holds the only slot
+    before = refused(admission.HEAVY_BUSY)
+    try:
+        assert_refusal(run_through(middleware, rf.get("/export"), Export), admission.HEAVY_BUSY)
+        # Reads and small writes never wait for bulk slots.
+        assert run_through(middleware, rf.post("/bulk", data="{}", content_type="application/json"), Bulk).content == (
+            b"done"
+        )
+    finally:
+        slots.release()
+    assert refused(admission.HEAVY_BUSY) == before + 1
+    # The slot is free again: the same request is admitted, and gives its slot back when done.
+    assert run_through(middleware, rf.get("/export"), Export).content == b"done"
+    assert slots.acquire(blocking=False)
+    slots.release()
+    assert admission.gate().in_flight == 0
+
+
+def test_requests_beyond_the_in_flight_bound_are_refused_at_once(settings):
+    settings.ADMISSION_MAX_IN_FLIGHT = 2
+    admission.reset()
+    gate = admission.gate()
+    assert gate.enter() and gate.enter()
+    before = refused(admission.IN_FLIGHT)
+    inner_calls: list[Any] = []
+    middleware = AdmissionMiddleware(lambda request: inner_calls.append(request) or HttpResponse())
+    assert_refusal(middleware(rf.get("/anything")), admission.IN_FLIGHT)
+    assert inner_calls == []  # refused before any session, authentication or database work
+    assert refused(admission.IN_FLIGHT) == before + 1
+    gate.leave()
+    assert middleware(rf.get("/anything")).status_code == 200
+    assert gate.in_flight == 1  # the one still held above
+
+
+def test_a_streamed_response_keeps_its_place_and_slot_until_closed():
+    middleware = AdmissionMiddleware(lambda request: HttpResponse())
+    view = Export.as_view()
+
+    def get_response(request: Any) -> Any:
+        assert middleware.process_view(request, view, (), {}) is None
+        return StreamingHttpResponse(iter(["a", "b"]))
+
+    middleware.get_response = get_response
+    response = middleware(rf.get("/export"))
+    gate = admission.gate()
+    assert gate.in_flight == 1
+    assert not gate.heavy_slots.acquire(blocking=False)  # still held while the body streams
+    assert b"".join(response) == b"ab"
+    response.close()
+    assert gate.in_flight == 0
+    assert gate.heavy_slots.acquire(blocking=False)
+    gate.heavy_slots.release()
+    response.close()  # closing twice releases once (a BoundedSemaphore would raise otherwise)
+    assert gate.in_flight == 0
+
+
+def test_an_exception_leaves_the_gate_and_frees_the_slot():
+    middleware = AdmissionMiddleware(lambda request: HttpResponse())
+    view = Export.as_view()
+
+    def get_response(request: Any) -> Any:
+        middleware.process_view(request, view, (), {})
+        raise RuntimeError("boom")
+
+    middleware.get_response = get_response
+    with pytest.raises(RuntimeError):
+        middleware(rf.get("/export"))
+    gate = admission.gate()
+    assert gate.in_flight == 0
+    assert gate.heavy_slots.acquire(blocking=False)
+    gate.heavy_slots.release()
+
+
+def test_an_exhausted_database_pool_answers_503_other_database_errors_do_not():
+    middleware = AdmissionMiddleware(lambda request: HttpResponse())
+    before = refused(admission.DB_POOL)
+    try:
+        raise OperationalError("couldn't get a connection") from PoolTimeout("couldn't get a connection after 3.00 sec")
+    except OperationalError as exc:
+        pool_error = exc
+    assert_refusal(middleware.process_exception(rf.get("/"), pool_error), admission.DB_POOL)
+    assert refused(admission.DB_POOL) == before + 1
+    assert middleware.process_exception(rf.get("/"), OperationalError("server closed the connection")) is None
+    assert middleware.process_exception(rf.get("/"), ValueError("not ours")) is None
+
+
+@pytest.fixture
+def under_gevent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``cooperate`` as in a gevent worker (the test process is not monkey-patched)."""
+    monkeypatch.setattr(admission, "_sleep", gevent.sleep)
+    monkeypatch.setattr(admission, "_checked", True)
+
+
+def test_cooperate_does_nothing_outside_gevent(monkeypatch, settings):
+    settings.COOPERATE_SLICE_MS = 0
+    monkeypatch.setattr(admission, "_sleep", None)
+    monkeypatch.setattr(admission, "_checked", True)
+    calls: list[float] = []
+    monkeypatch.setattr(gevent, "sleep", calls.append)
+    cooperate()
+    assert calls == []
+
+
+def test_a_long_loop_that_cooperates_lets_other_greenlets_run(under_gevent, settings):
+    settings.COOPERATE_SLICE_MS = 0  # yield at every call: the interleaving is then deterministic
+    order: list[str] = []
+
+    def bulk() -> None:
+        for index in range(3):
+            order.append(f"bulk {index}")
+            cooperate()
+
+    def read() -> None:
+        order.append("read")
+
+    first = gevent.spawn(bulk)
+    second = gevent.spawn(read)
+    gevent.joinall([first, second])
+    # Without the yield the read would wait for the whole loop: ["bulk 0", "bulk 1", "bulk 2", "read"].
+    assert order == ["bulk 0", "read", "bulk 1", "bulk 2"]
+
+
+def test_cooperate_keeps_the_cpu_within_a_slice(under_gevent, settings, monkeypatch):
+    settings.COOPERATE_SLICE_MS = 5
+    yields: list[float] = []
+    monkeypatch.setattr(admission, "_sleep", yields.append)
+    clock = iter([0.001, 0.004, 0.006, 0.0061, 0.0062, 0.013, 0.0131])
+    monkeypatch.setattr(admission.time, "perf_counter", lambda: next(clock))
+    admission._slice.since = 0.0
+    cooperate()  # 1 ms into the slice: keeps going
+    cooperate()  # 4 ms
+    cooperate()  # 6 ms: yields; the new slice starts when the greenlet runs again (6.1 ms)
+    cooperate()  # 0.1 ms into the new slice
+    cooperate()  # 6.9 ms into it: yields
+    assert yields == [0, 0]
