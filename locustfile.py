@@ -90,6 +90,7 @@ import os
 import random
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -97,6 +98,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -790,6 +792,8 @@ REFUSED_SUFFIX = " (refused)"
 REFUSAL_STATUSES = (429, 503)
 # A Retry-After beyond this is capped: the run's users must keep going.
 MAX_RETRY_AFTER = 30.0
+# Requests made to build the catalogue (outside locust) are retried this many times in all when refused.
+SETUP_ATTEMPTS = 20
 
 
 def refused_for(response: Any) -> float | None:
@@ -1104,15 +1108,23 @@ def http_fetch(host: str, token: str) -> Fetch:
         headers = {"Authorization": f"Token {token}", "Accept": "application/json"}
         if data is not None:
             headers["Content-Type"] = "application/json"
-        request = urllib.request.Request(host.rstrip("/") + path, data=data, headers=headers, method=method)
-        try:
-            with urllib.request.urlopen(request, timeout=300) as response:
-                return json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            text = " ".join(exc.read().decode("utf-8", "replace").split())[:EXCERPT_CHARS]
-            raise SetupError(f"{method} {path}: {exc.code}: {text}") from exc
-        except (OSError, ValueError) as exc:
-            raise SetupError(f"{method} {path}: {exc}") from exc
+        for attempt in itertools.count(1):
+            request = urllib.request.Request(host.rstrip("/") + path, data=data, headers=headers, method=method)
+            try:
+                with urllib.request.urlopen(request, timeout=300) as response:
+                    return json.loads(response.read())
+            except urllib.error.HTTPError as exc:
+                # Refused for now (admission control): wait as told and ask again, a few times.
+                retry_after = refused_for(SimpleNamespace(status_code=exc.code, headers=exc.headers))
+                if retry_after is not None and attempt < SETUP_ATTEMPTS:
+                    exc.close()
+                    time.sleep(retry_after)
+                    continue
+                text = " ".join(exc.read().decode("utf-8", "replace").split())[:EXCERPT_CHARS]
+                raise SetupError(f"{method} {path}: {exc.code}: {text}") from exc
+            except (OSError, ValueError) as exc:
+                raise SetupError(f"{method} {path}: {exc}") from exc
+        raise AssertionError("unreachable")  # itertools.count never ends
 
     return fetch
 

@@ -605,12 +605,12 @@ def _pct(value: float) -> str:
 
 @dataclass
 class CpuSample:
-    """CPU seconds used so far: the server's process tree, waited-for children (the load generator), PostgreSQL,
-    Redis, and the whole machine (busy and total, over all cores)."""
+    """CPU seconds used so far: the server's process tree, the load generator, PostgreSQL, Redis, and the whole
+    machine (busy and total, over all cores)."""
 
     at: float
     server: float
-    children: float
+    load_generator: float
     postgres: dict[int, float]
     redis: dict[int, float]
     machine_busy: float
@@ -651,20 +651,59 @@ def _used_between(before: dict[int, float], after: dict[int, float]) -> float:
     return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
 
 
-def cpu_sample(server_pid: int) -> CpuSample:
-    """A snapshot; the difference of two is what each part used in between (``cpu_report``)."""
-    import resource
+class TreeWatch:
+    """The CPU a process and all its descendants used while watched, read every ``interval`` seconds.
 
+    A child that exits between two reads loses at most one interval; reading at the end only would lose all
+    of it (locust's worker processes exit with the run, before their parent's CPU can be read).
+    """
+
+    def __init__(self, pid: int, interval: float = 0.5) -> None:
+        import threading
+
+        self.pid, self.interval = pid, interval
+        self.seen: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name=f"cpu-watch-{pid}", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        import psutil
+
+        try:
+            root = psutil.Process(self.pid)
+            processes = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return
+        for process in processes:
+            with suppress(psutil.Error):
+                times = process.cpu_times()
+                self.seen[process.pid] = times.user + times.system
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._read()
+
+    def stop(self) -> float:
+        """Stop watching; the CPU seconds used by the tree (each process's last reading)."""
+        self._read()
+        self._stop.set()
+        self._thread.join(timeout=5)
+        return sum(self.seen.values())
+
+
+def cpu_sample(server_pid: int, load_generator: float = 0.0) -> CpuSample:
+    """A snapshot; the difference of two is what each part used in between (``cpu_report``).
+    ``load_generator``: the CPU seconds the load generator has used so far (a ``TreeWatch``'s)."""
     import psutil
 
     machine = psutil.cpu_times()
     idle = machine.idle + getattr(machine, "iowait", 0.0)
     total = sum(machine)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return CpuSample(
         at=time.monotonic(),
         server=_tree_cpu(server_pid),
-        children=children.ru_utime + children.ru_stime,
+        load_generator=load_generator,
         postgres=_named_cpu("postgres"),
         redis=_named_cpu("redis-server"),
         machine_busy=total - idle,
@@ -675,8 +714,8 @@ def cpu_sample(server_pid: int) -> CpuSample:
 def cpu_report(before: CpuSample, after: CpuSample) -> dict[str, Any]:
     """Average cores each part kept busy between the samples (1.0 = one core all the time).
 
-    ``load_generator`` is the CPU of the processes this run waited for in between: locust and its worker
-    processes (nothing else is started during the measured run). PostgreSQL's and Redis's are their
+    ``load_generator`` is the CPU of locust and its worker processes (``TreeWatch``; nothing else is started
+    during the measured run). PostgreSQL's and Redis's are their
     processes' on this machine, whoever they served.
     """
     import psutil
@@ -692,7 +731,7 @@ def cpu_report(before: CpuSample, after: CpuSample) -> dict[str, Any]:
         "seconds": round(seconds, 1),
         "machine_cores": cores,
         "server": per_second(after.server - before.server),
-        "load_generator": per_second(after.children - before.children),
+        "load_generator": per_second(after.load_generator - before.load_generator),
         "postgres": per_second(_used_between(before.postgres, after.postgres)),
         "redis": per_second(_used_between(before.redis, after.redis)),
         "machine_busy": round(cores * (after.machine_busy - before.machine_busy) / machine_span, 3),
@@ -1050,11 +1089,18 @@ def build_catalogue(url: str, tokens: list[str], path: Path, max_factors: int | 
 
 
 def run_locust(
-    options: argparse.Namespace, url: str, tokens: list[str], out: Path, catalogue: Path, server_pid: int
+    options: argparse.Namespace,
+    url: str,
+    tokens: list[str],
+    out: Path,
+    catalogue: Path,
+    server_pid: int,
+    cpu: dict[str, float] | None = None,
 ) -> int:
     """Run locust headless to completion (killed after the run time plus a grace period); its exit status.
 
     With ``--profile``, the server's workers are sampled once every user has started (``bench.profile``).
+    ``cpu["seconds"]`` is set to the CPU locust and its worker processes used.
     """
     env = {"VCCI_TOKENS": ",".join(tokens), "VCCI_CATALOGUE": str(catalogue)}
     if options.wait_scale is not None:
@@ -1068,6 +1114,7 @@ def run_locust(
     if options.processes and options.processes > 1:
         command += ["--processes", str(options.processes)]
     locust = Process("locust", command, out / "locust.log", child_env(env))
+    watch = TreeWatch(locust.popen.pid)
     profiler = None
     try:
         if options.profile:
@@ -1077,12 +1124,18 @@ def run_locust(
             )
             if locust.wait(delay) is None:
                 say(f"profiling the workers for {options.profile} s (py-spy)")
-                profiler = profile.start(server_pid, options.profile, out)
+                try:
+                    profiler = profile.start(server_pid, options.profile, out)
+                except RuntimeError as exc:
+                    raise RunError(str(exc)) from exc
         status = locust.wait(parse_duration(options.duration) + STOP_TIMEOUT + LOCUST_GRACE)
         if status is None:
             raise RunError(f"locust did not finish in time and was stopped:\n{locust.tail()}")
         return status
     finally:
+        used = watch.stop()
+        if cpu is not None:
+            cpu["seconds"] = used
         locust.stop(10.0)
         if profiler is not None:
             files = profiler.wait(options.profile + 30)
@@ -1180,8 +1233,9 @@ def run(options: argparse.Namespace) -> int:
             f"{len(tokens)} organizations (log: {out / 'locust.log'})"
         )
         cpu_before = cpu_sample(server.popen.pid)
-        locust_status = run_locust(options, url, tokens, out, catalogue, server.popen.pid)
-        cpu = cpu_report(cpu_before, cpu_sample(server.popen.pid))
+        generator: dict[str, float] = {}
+        locust_status = run_locust(options, url, tokens, out, catalogue, server.popen.pid, cpu=generator)
+        cpu = cpu_report(cpu_before, cpu_sample(server.popen.pid, load_generator=generator.get("seconds", 0.0)))
         after, after_reason = scrape_metrics(url) if before is not None else (None, reason)
     finally:
         say("stopping gunicorn")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,7 +52,9 @@ def worker_pids(master_pid: int) -> list[int]:
 
 def start(master_pid: int, seconds: int, out: Path) -> Profiler:
     """py-spy on every worker of ``master_pid`` for ``seconds``. RuntimeError when py-spy is not installed."""
-    executable = shutil.which("py-spy")
+    # The virtual environment's own, beside this interpreter, whether or not its bin directory is on PATH.
+    beside = Path(sys.executable).with_name("py-spy")
+    executable = str(beside) if beside.is_file() else shutil.which("py-spy")
     if executable is None:
         raise RuntimeError("py-spy is not installed (pip install -r requirements-bench.txt)")
     processes, files = [], []

@@ -10,8 +10,11 @@ body size (``admission_heavy_min_body``: a small write stays a small write). Eac
 ``ADMISSION_HEAVY_WAIT`` seconds, then is refused with 503 and ``Retry-After``. Reads and small writes
 never wait for these slots: when work exceeds capacity, bulk work is what is refused first.
 
-**Everything in flight is bounded.** A worker already running ``ADMISSION_MAX_IN_FLIGHT`` requests
-refuses the next at once (503, ``Retry-After``) instead of queueing it behind them. Idle keep-alive
+**Everything in flight is bounded.** A worker runs at most ``ADMISSION_MAX_IN_FLIGHT`` requests at once; the
+next waits for a place, first come first served, at most ``ADMISSION_QUEUE_WAIT`` seconds, then is refused
+(503, ``Retry-After``). Without the bound, every request admitted makes every other one slower: under
+overload each worker ran some 250 at once, bulk requests got a 250th of the CPU and ran past their clients'
+timeouts, and requests holding database connections waited for the CPU while others waited for them. Idle keep-alive
 connections are not requests: they hold a socket, not a slot (``worker_connections`` bounds sockets,
 see vcci/gunicorn.conf.py; the database pool bounds database work).
 
@@ -164,25 +167,31 @@ def _pool_timeout(exc: BaseException) -> bool:
 
 
 class Gate:
-    """One worker's admission state: requests in flight and heavy slots (a process has one: ``gate()``)."""
+    """One worker's admission state: places for requests in flight and heavy slots (a process has one: ``gate()``).
+
+    Both are semaphores, patched by gevent in a gevent worker (cooperative: a waiting greenlet costs nothing,
+    and waiters are woken in the order they came), real ones elsewhere. ``max_in_flight`` 0: no bound.
+    """
 
     def __init__(self, *, max_in_flight: int, heavy_slots: int) -> None:
         self.max_in_flight = max_in_flight
         self.in_flight = 0
-        self._lock = threading.Lock()
-        # Patched by gevent in a gevent worker (a cooperative semaphore), a real one elsewhere.
+        self._places = threading.BoundedSemaphore(max_in_flight) if max_in_flight else None
         self.heavy_slots = threading.BoundedSemaphore(heavy_slots)
 
-    def enter(self) -> bool:
-        with self._lock:
-            if self.max_in_flight and self.in_flight >= self.max_in_flight:
+    def enter(self, timeout: float = 0) -> bool:
+        """Take a place, waiting for one at most ``timeout`` seconds; False when none came free in time."""
+        if self._places is not None:
+            taken = self._places.acquire(timeout=timeout) if timeout > 0 else self._places.acquire(blocking=False)
+            if not taken:
                 return False
-            self.in_flight += 1
-            return True
+        self.in_flight += 1
+        return True
 
     def leave(self) -> None:
-        with self._lock:
-            self.in_flight -= 1
+        self.in_flight -= 1
+        if self._places is not None:
+            self._places.release()
 
 
 _gate: Gate | None = None
@@ -235,7 +244,7 @@ class AdmissionMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
         current = gate()
-        if not current.enter():
+        if not current.enter(timeout=settings.ADMISSION_QUEUE_WAIT):
             return refusal(IN_FLIGHT)
         done = _Once(current, request)
         try:

@@ -14,6 +14,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from io import StringIO
@@ -306,7 +308,9 @@ def fake_steps(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
         manage_calls=[],
     )
 
-    def run_locust(options: Any, url: str, tokens: list[str], out: Path, catalogue: Path, server_pid: int) -> int:
+    def run_locust(
+        options: Any, url: str, tokens: list[str], out: Path, catalogue: Path, server_pid: int, **kwargs: Any
+    ) -> int:
         if state.raise_in_locust is not None:
             raise state.raise_in_locust
         (out / "locust_stats.csv").write_text(state.stats)
@@ -817,12 +821,12 @@ def test_refusals_and_timeouts_are_counted_apart_from_what_was_served() -> None:
 
 def test_cpu_is_reported_in_cores_per_part() -> None:
     before = loadtest.CpuSample(
-        at=100.0, server=10.0, children=1.0, postgres={7: 5.0, 8: 1.0}, redis={9: 0.5}, machine_busy=50.0,
+        at=100.0, server=10.0, load_generator=1.0, postgres={7: 5.0, 8: 1.0}, redis={9: 0.5}, machine_busy=50.0,
         machine_total=100.0,
     )  # fmt: skip
     after = loadtest.CpuSample(
         # Backend 8 exited (not seen), 10 started during the run (all of its CPU counts).
-        at=110.0, server=25.0, children=4.0, postgres={7: 9.0, 10: 2.0}, redis={9: 0.7}, machine_busy=80.0,
+        at=110.0, server=25.0, load_generator=4.0, postgres={7: 9.0, 10: 2.0}, redis={9: 0.7}, machine_busy=80.0,
         machine_total=140.0,
     )  # fmt: skip
     report = loadtest.cpu_report(before, after)
@@ -846,6 +850,7 @@ def test_a_refusal_is_recorded_under_its_own_name_and_honoured(
     from perf import admission
 
     settings.ADMISSION_MAX_IN_FLIGHT = 1
+    settings.ADMISSION_QUEUE_WAIT = 0
     settings.ADMISSION_RETRY_AFTER = 2
     admission.reset()
     gate = admission.gate()
@@ -875,3 +880,14 @@ def test_a_503_without_retry_after_is_a_failure(lf: ModuleType) -> None:
     assert lf.refused_for(SimpleNamespace(status_code=429, headers={"Retry-After": "3"})) == 3.0
     assert lf.refused_for(SimpleNamespace(status_code=503, headers={"Retry-After": "3600"})) == lf.MAX_RETRY_AFTER
     assert lf.refused_for(SimpleNamespace(status_code=500, headers={"Retry-After": "3"})) is None
+
+
+def test_the_tree_watch_counts_a_child_that_exits_before_it_stops() -> None:
+    burn = "sum(range(20_000_000))"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", f"import subprocess, sys; subprocess.run([sys.executable, '-c', {burn!r}])"]
+    )
+    watch = loadtest.TreeWatch(parent.pid, interval=0.05)
+    parent.wait()
+    assert watch.stop() > 0
+    assert len(watch.seen) >= 2  # the parent and the child that burnt the CPU, read while it ran

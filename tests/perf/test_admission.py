@@ -4,6 +4,7 @@ exhausted database pool, and cooperative yields in long loops."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +26,7 @@ def fresh_gate(settings: Any) -> Iterator[None]:
     settings.ADMISSION_MAX_IN_FLIGHT = 256
     settings.ADMISSION_HEAVY_SLOTS = 1
     settings.ADMISSION_HEAVY_WAIT = 0
+    settings.ADMISSION_QUEUE_WAIT = 0
     settings.ADMISSION_RETRY_AFTER = 3
     admission.reset()
     yield
@@ -102,7 +104,7 @@ def test_a_heavy_request_without_a_free_slot_is_refused_and_counted():
     assert admission.gate().in_flight == 0
 
 
-def test_requests_beyond_the_in_flight_bound_are_refused_at_once(settings):
+def test_requests_beyond_the_in_flight_bound_are_refused_when_no_place_comes_free(settings):
     settings.ADMISSION_MAX_IN_FLIGHT = 2
     admission.reset()
     gate = admission.gate()
@@ -118,7 +120,24 @@ def test_requests_beyond_the_in_flight_bound_are_refused_at_once(settings):
     assert gate.in_flight == 1  # the one still held above
 
 
-def test_a_streamed_response_keeps_its_place_and_slot_until_closed():
+def test_a_request_waits_for_a_place_first_come_first_served(settings):
+    settings.ADMISSION_MAX_IN_FLIGHT = 1
+    settings.ADMISSION_QUEUE_WAIT = 30
+    admission.reset()
+    gate = admission.gate()
+    assert gate.enter()
+    served: list[str] = []
+    middleware = AdmissionMiddleware(lambda request: served.append(request.path) or HttpResponse())
+    # The running request ends while the next one waits: it then gets the place instead of a 503.
+    finishing = threading.Timer(0.2, gate.leave)
+    finishing.start()
+    assert middleware(rf.get("/waited")).status_code == 200
+    finishing.join()
+    assert served == ["/waited"] and gate.in_flight == 0
+
+
+def test_a_streamed_response_keeps_its_place_and_slot_until_closed(db):
+    # db: closing a response sends request_finished, on which Django closes old database connections.
     middleware = AdmissionMiddleware(lambda request: HttpResponse())
     view = Export.as_view()
 
