@@ -299,12 +299,23 @@ class KeysetPagination(BasePagination):
     ) -> list[tuple[Any, ...]]:
         """``paginate_queryset`` as ``values_list(*columns)`` tuples, with the same links (ordering keys missing from
         ``columns`` are read too, after them). For ``perf.rows``: one query, no model instances."""
-        keys = [key.lstrip("-") for key in self.get_ordering(view)]
-        names = [*columns, *(key for key in keys if key not in columns)]
-        limit, after, before = self._prepare(queryset.values_list(*names), request, view)
+        ordering = self.get_ordering(view)
+        limit, after, before = self._prepare(self.row_queryset(queryset, columns, ordering), request, view)
         assert self.paginator is not None
-        self.paginator.row_columns = [names.index(key) for key in keys]
+        names = self.row_names(columns, ordering)
+        self.paginator.row_columns = [names.index(key.lstrip("-")) for key in ordering]
         return self._page(limit, after, before)
+
+    @staticmethod
+    def row_names(columns: Sequence[Any], ordering: Sequence[str]) -> list[Any]:
+        """What ``paginate_rows`` reads: ``columns``, then the ordering keys missing from them."""
+        keys = [key.lstrip("-") for key in ordering]
+        return [*columns, *(key for key in keys if key not in columns)]
+
+    @classmethod
+    def row_queryset(cls, queryset: QuerySet[Any, Any], columns: Sequence[Any], ordering: Sequence[str]) -> QuerySet:
+        """The ``values_list`` queryset ``paginate_rows`` pages (for EXPLAIN and diagnostics)."""
+        return queryset.values_list(*cls.row_names(columns, ordering))
 
     def _prepare(
         self, queryset: QuerySet[Any, Any] | Sequence[Any], request: Request, view: Any
