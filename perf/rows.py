@@ -32,12 +32,12 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from django.conf import settings
 from django.db import models
 from django.db.models import Model, QuerySet
 from django.db.models.functions import Cast
@@ -117,31 +117,42 @@ def json_value(value: Any) -> Any:
     return value if _plain(value) else _drf_json(value)
 
 
-# orjson reads an integer of 20 digits or more as a float (json.loads: an int); a string holding such a run of
-# digits only sends its text to json.loads too.
-_LONG_DIGITS = re.compile(r"[0-9]{20}")
+# A fast converter's answer when the value is not of the shape it covers: the exact converter then runs.
+_MISS: Any = object()
 
 
-def json_loads(text: str) -> Any:
-    """A JSON column's text as Django's ``JSONField.from_db_value`` loads it (``json.loads``), several times faster.
+@dataclass(frozen=True, slots=True)
+class _JsonConverter:
+    """What a field makes of a JSON column's value: ``fast`` on orjson's reading of the text (or ``_MISS``), else
+    ``exact`` on ``json.loads``'s, which is what Django's ``JSONField.from_db_value`` hands DRF.
 
-    orjson and ``json.loads`` read every JSON text into equal values but for integers beyond 64 bits (orjson: a
-    float; such texts go to ``json.loads``) and what orjson refuses (``1e400``, a lone surrogate escape).
+    orjson and ``json.loads`` read a text into equal values but for integers beyond 64 bits (orjson: a float) and
+    what orjson refuses (``1e400``, a lone surrogate escape). A fast converter misses on any float, so whatever it
+    answers was read alike by both.
     """
-    if _LONG_DIGITS.search(text) is None:
-        try:
-            return orjson.loads(text)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(text)
+
+    fast: Converter
+    exact: Converter
 
 
-def _from_text(convert: Converter) -> Binder:
-    """A JSON column read as text (``RowShape`` selects it so): loaded, then ``convert``ed unless JSON ``null``."""
+def _from_text(converter: _JsonConverter) -> Binder:
+    """A JSON column read as text (``RowShape`` selects it so): loaded, converted; JSON ``null`` is ``None``."""
+    fast, exact = converter.fast, converter.exact
 
     def from_text(text: Any) -> Any:
-        value = json_loads(text) if type(text) is str else text
-        return None if value is None else convert(value)
+        if type(text) is str:
+            try:
+                value = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                value = _MISS
+            if value is None:
+                return None
+            if value is not _MISS:
+                result = fast(value)
+                if result is not _MISS:
+                    return result
+            text = json.loads(text)
+        return None if text is None else exact(text)
 
     return _constant(from_text)
 
@@ -194,6 +205,11 @@ class RenderedJSONResponse(Response):
 
 def _integer(value: Any) -> Any:
     return value if type(value) is int else int(value)
+
+
+def _integer_column(value: Any) -> Any:
+    # A column that is not an integer (a decimal, a text): its int() may be beyond 64 bits.
+    return json_value(_integer(value))
 
 
 def _text(value: Any) -> Any:
@@ -305,16 +321,16 @@ def _leaf_binder(field: serializers.Field, model_field: models.Field | None) -> 
     if isinstance(field, serializers.BigIntegerField) and _same(cls, serializers.BigIntegerField, "to_representation"):
         if getattr(field, "coerce_to_string", api_settings.COERCE_BIGINT_TO_STRING):
             return _constant(str)
-        return None if isinstance(model_field, models.IntegerField) else _constant(_integer)
+        return None if isinstance(model_field, models.IntegerField) else _constant(_integer_column)
     if isinstance(field, serializers.IntegerField) and _same(cls, serializers.IntegerField, "to_representation"):
-        return None if isinstance(model_field, models.IntegerField) else _constant(_integer)
+        return None if isinstance(model_field, models.IntegerField) else _constant(_integer_column)
     if isinstance(field, serializers.CharField) and _same(cls, serializers.CharField, "to_representation"):
         return _constant(_text)
     if isinstance(field, serializers.JSONField) and _same(cls, serializers.JSONField, "to_representation"):
         if field.binary:
             raise UnsupportedField(f"{field.field_name}: binary JSON is not supported")
         if isinstance(model_field, models.JSONField) and model_field.decoder is None:
-            return _from_text(json_value)
+            return _from_text(_JsonConverter(_plain_or_miss, json_value))
         return _constant(json_value)
     raise UnsupportedField(f"{field.field_name}: {cls.__name__} has no row converter; declare it computed or extend")
 
@@ -322,33 +338,55 @@ def _leaf_binder(field: serializers.Field, model_field: models.Field | None) -> 
 # -- JSON objects (a nested serializer over a JSON column's value) -------------------------------------
 
 
-def _json_object(serializer: serializers.Serializer) -> Converter:
-    """The nested serializer's output for a JSON object, key by key; DRF's own for anything its keys do not cover."""
-    fields: list[tuple[str, str, Converter | None]] = []
+def _plain_or_miss(value: Any) -> Any:
+    return value if _plain(value) else _MISS
+
+
+def _json_object(serializer: serializers.Serializer) -> _JsonConverter:
+    """The nested serializer's output for a JSON object, key by key; DRF's own for anything its keys do not cover.
+
+    Fast: every key present with a value of the type the field writes (an int for an ``IntegerField``, a str for a
+    ``CharField``), which the field writes unchanged: one dict display, generated per serializer.
+    """
+    fields: list[tuple[str, str, type]] = []
     for field in serializer._readable_fields:
         cls = type(field)
         attrs = field.source_attrs
         if len(attrs) != 1 or not _same(cls, drf_fields.Field, "get_attribute"):
             raise UnsupportedField(f"{field.field_name}: nested JSON fields read one key")
         if isinstance(field, serializers.IntegerField) and _same(cls, serializers.IntegerField, "to_representation"):
-            fields.append((field.field_name, attrs[0], _integer))
+            fields.append((field.field_name, attrs[0], int))
         elif isinstance(field, serializers.CharField) and _same(cls, serializers.CharField, "to_representation"):
-            fields.append((field.field_name, attrs[0], _text))
+            fields.append((field.field_name, attrs[0], str))
         else:
             raise UnsupportedField(f"{field.field_name}: {cls.__name__} in a JSON object has no converter")
+    casts = {int: _integer, str: _text}
 
-    def convert(value: Any) -> Any:
+    def exact(value: Any) -> Any:
         if type(value) is dict:
             try:
-                return {name: None if (item := value[key]) is None else cast(item) for name, key, cast in fields}  # type: ignore[misc]
+                # json_value: an int() beyond 64 bits, written as DRF's renderer writes it.
+                return json_value(
+                    {name: None if (item := value[key]) is None else casts[kind](item) for name, key, kind in fields}
+                )
             except KeyError:
                 pass  # a missing key: DRF's default, None, skip or error, as the field says
         return json_value(serializer.to_representation(value))
 
-    return convert
+    lookups = "; ".join(f"v{i} = d[{key!r}]" for i, (_, key, _) in enumerate(fields))
+    checks = " or ".join(f"type(v{i}) is not {kind.__name__}" for i, (_, _, kind) in enumerate(fields)) or "False"
+    display = ", ".join(f"{name!r}: v{i}" for i, (name, _, _) in enumerate(fields))
+    source = (
+        "def fast(d):\n"
+        "    if type(d) is not dict:\n        return MISS\n"
+        f"    try:\n        {lookups or 'pass'}\n    except KeyError:\n        return MISS\n"
+        f"    if {checks}:\n        return MISS\n"
+        f"    return {{{display}}}\n"
+    )
+    return _JsonConverter(_compiled(source, "fast", MISS=_MISS), exact)
 
 
-def _json_nested(field: serializers.BaseSerializer) -> Converter:
+def _json_nested(field: serializers.BaseSerializer) -> _JsonConverter:
     if isinstance(field, serializers.ListSerializer) and _same(
         type(field), serializers.ListSerializer, "to_representation"
     ):
@@ -356,16 +394,35 @@ def _json_nested(field: serializers.BaseSerializer) -> Converter:
         if not isinstance(child, serializers.Serializer):
             raise UnsupportedField(f"{field.field_name}: a list of {type(child).__name__}")
         item = _json_object(child)
+        item_fast, item_exact = item.fast, item.exact
 
-        def convert_list(value: Any) -> Any:
+        def fast(value: Any) -> Any:
+            if type(value) is not list:
+                return _MISS
+            converted = []
+            for element in value:
+                result = item_fast(element)
+                if result is _MISS:
+                    return _MISS
+                converted.append(result)
+            return converted
+
+        def exact(value: Any) -> Any:
             if type(value) is list:
-                return [item(element) for element in value]
+                return [item_exact(element) for element in value]
             return json_value(field.to_representation(value))
 
-        return convert_list
+        return _JsonConverter(fast, exact)
     if isinstance(field, serializers.Serializer) and _same(type(field), serializers.Serializer, "to_representation"):
         return _json_object(field)
     raise UnsupportedField(f"{field.field_name}: {type(field).__name__} over a JSON value")
+
+
+def _compiled(source: str, name: str, **namespace: Any) -> Any:
+    """The function ``name`` that ``source`` defines. The sources here hold field names and JSON keys (``repr()``
+    quoted), indexes and local names only: generated code runs a field's conversion without a call per field."""
+    exec(compile(source, f"<perf.rows {name}>", "exec"), namespace)
+    return namespace[name]
 
 
 # -- compiling a serializer -------------------------------------------------------------------------
@@ -409,7 +466,7 @@ class RowShape:
         return self._column_index(path, path)
 
     def _json_column(self, path: str) -> int:
-        # Read as text and loaded by json_loads: Django's from_db_value (json.loads) costs several times more.
+        # Read as text and loaded by orjson (_from_text): Django's from_db_value (json.loads) costs several times more.
         return self._column_index(f"{path}::text", Cast(path, output_field=models.TextField()))
 
     def _column_index(self, name: str, column: str | Cast) -> int:
@@ -503,10 +560,7 @@ def _generate(root: _Fields) -> tuple[Callable[..., Callable[[Row], Any]], list[
     body = display(root)
     parameters = ", ".join(f"c{i}" for i in range(len(binders)))
     source = f"def make({parameters}):\n    def write(row):\n        return {body}\n    return write\n"
-    namespace: dict[str, Any] = {}
-    # The source holds field names (repr()-quoted), column indexes and the converters' parameter names only.
-    exec(compile(source, "<perf.rows writer>", "exec"), namespace)
-    return namespace["make"], binders
+    return _compiled(source, "make"), binders
 
 
 def _compose(function: Converter, binder: Binder) -> Binder:
@@ -523,7 +577,7 @@ def _compose(function: Converter, binder: Binder) -> Binder:
 class RowListMixin:
     """A list action answered from value rows (``RowShape`` of the view's ``serializer_class``) when the response
     is rendered as JSON (``renders_rows``) and the pagination class pages value rows (``paginate_rows``); DRF's
-    ``ListModelMixin.list`` otherwise (the browsable API, an indented rendering, no pagination).
+    ``ListModelMixin.list`` otherwise (the browsable API, an indented rendering, no pagination, ``LIST_ROWS`` off).
 
     ``row_computed``: the shape's ``computed`` fields. The shape is compiled once per view class, on first use.
     """
@@ -542,7 +596,8 @@ class RowListMixin:
         view: Any = self
         paginator = view.paginator
         if (
-            paginator is None
+            not settings.LIST_ROWS
+            or paginator is None
             or not hasattr(paginator, "paginate_rows")
             or not renders_rows(request.accepted_renderer, request.accepted_media_type)
         ):

@@ -6,7 +6,6 @@ from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import pytest
 from django.conf import settings
@@ -47,7 +46,7 @@ def rows_and_drf(api: Any) -> Callable[..., tuple[Any, Any]]:
     def get(url: str, params: dict[str, Any] | None = None, **headers: Any) -> tuple[Any, Any]:
         with override_settings(CACHE_ENABLED=False):
             served = api.get(url, params, HTTP_ACCEPT="application/json", **headers)
-            with mock.patch("perf.rows.renders_rows", return_value=False):
+            with override_settings(LIST_ROWS=False):
                 drf = api.get(url, params, HTTP_ACCEPT="application/json", **headers)
         assert served.status_code == drf.status_code == 200
         return served, drf
