@@ -327,7 +327,8 @@ REST_FRAMEWORK = {
         "rest_framework.permissions.IsAuthenticated",
         "emissions.api.permissions.HasOrganization",
     ],
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    # DjangoFilterBackend, without building a filter set for a request that names none of its filters (perf.filters).
+    "DEFAULT_FILTER_BACKENDS": ["perf.filters.FilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "COERCE_DECIMAL_TO_STRING": True,
     "EXCEPTION_HANDLER": "emissions.api.errors.exception_handler",
