@@ -169,9 +169,7 @@ class SerializationBenchmark:
         values = Emission.objects.for_org(org).order_by(*ordering).values_list(*columns)[max(depth - 1, 0)]
         row = Emission(**dict(zip(columns, values, strict=True)))
         cursor = KeysetPaginator(Emission.objects.for_org(org), ordering).cursor(row)
-        category = (
-            Emission.objects.for_org(org).order_by("category").values_list("category", flat=True).first() or 1
-        )
+        category = Emission.objects.for_org(org).order_by("category").values_list("category", flat=True).first() or 1
         return [
             Page(f"next page, {depth:,} rows down", {"after": cursor}),
             Page(f"filtered first page (category={category})", {"category": str(category)}),

@@ -22,7 +22,10 @@ shape is compiled, so a field added to the serializer can never serialize differ
 ``json.dumps(ensure_ascii=False, separators=(",", ":"))`` does, but not every float (``1e-05`` vs
 ``0.00001``) nor integers beyond 64 bits. Converted fields never hold those; a JSON column's value passes
 through as is only when it holds nothing else (``_plain``), else it is embedded as DRF's encoder writes
-it (``orjson.Fragment``). U+2028/U+2029 are escaped as ``JSONRenderer`` does. ``renders_rows`` says
+it (``orjson.Fragment``). U+2028/U+2029 are escaped as ``JSONRenderer`` does. JSON columns are read as text
+and loaded by orjson (Django's ``json.loads`` costs several times more); where orjson would read a value
+otherwise (a float, which may be an integer beyond 64 bits) the text is loaded by ``json.loads`` and
+converted as DRF would (``_JsonConverter``). ``renders_rows`` says
 whether a renderer is the configuration this reproduces (DRF's ``JSONRenderer``, compact, UTF-8, no
 indent); any other rendering (the browsable API, ``; indent=4``) goes through DRF.
 """
