@@ -74,7 +74,7 @@ class _PlainSupplier(serializers.ModelSerializer):
 
 
 class _PlainFactor(serializers.ModelSerializer):
-    source = serializers.CharField(source="dataset.source")
+    source = serializers.CharField(source="dataset.source")  # type: ignore[assignment]  # a field named source
 
     class Meta:
         model = EmissionFactor

@@ -44,8 +44,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Model, QuerySet
 from django.db.models.functions import Cast
+from rest_framework import ISO_8601, relations, serializers
 from rest_framework import fields as drf_fields
-from rest_framework import relations, serializers
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -63,6 +63,12 @@ Computed = dict[tuple[type[Model], str], tuple[str, Converter]]
 
 class UnsupportedField(TypeError):
     """A serializer field whose output ``RowShape`` cannot reproduce from a column value; the message names it."""
+
+
+def _name(field: serializers.Field) -> str:
+    """A bound field's name (its key in the output)."""
+    assert field.field_name is not None, "the serializer's fields are bound"
+    return field.field_name
 
 
 def _same(cls: type, base: type, *methods: str) -> bool:
@@ -180,7 +186,7 @@ def renders_rows(renderer: BaseRenderer, media_type: str | None) -> bool:
         and renderer.compact
         and not renderer.ensure_ascii
         and renderer.charset is None
-        and renderer.get_indent(media_type, {}) is None
+        and renderer.get_indent(media_type or "", {}) is None
     )
 
 
@@ -196,7 +202,7 @@ class RenderedJSONResponse(Response):
         self.body = body
 
     @property
-    def rendered_content(self) -> bytes:
+    def rendered_content(self) -> bytes:  # type: ignore[override]  # the stubs type Django's as a str-or-bytes
         # Response.rendered_content's headers for a renderer without a charset, without calling the renderer.
         renderer = self.accepted_renderer
         self["Content-Type"] = self.content_type if self.content_type is not None else renderer.media_type
@@ -263,7 +269,7 @@ def _decimal(field: serializers.DecimalField) -> Binder:
 
 def _iso_format(field: serializers.Field, default: str) -> None:
     output_format = getattr(field, "format", default)
-    if output_format is None or output_format.lower() != drf_fields.ISO_8601:
+    if output_format is None or output_format.lower() != ISO_8601:
         raise UnsupportedField(f"{field.field_name}: only ISO 8601 dates and datetimes are supported")
 
 
@@ -358,9 +364,9 @@ def _json_object(serializer: serializers.Serializer) -> _JsonConverter:
         if len(attrs) != 1 or not _same(cls, drf_fields.Field, "get_attribute"):
             raise UnsupportedField(f"{field.field_name}: nested JSON fields read one key")
         if isinstance(field, serializers.IntegerField) and _same(cls, serializers.IntegerField, "to_representation"):
-            fields.append((field.field_name, attrs[0], int))
+            fields.append((_name(field), attrs[0], int))
         elif isinstance(field, serializers.CharField) and _same(cls, serializers.CharField, "to_representation"):
-            fields.append((field.field_name, attrs[0], str))
+            fields.append((_name(field), attrs[0], str))
         else:
             raise UnsupportedField(f"{field.field_name}: {cls.__name__} in a JSON object has no converter")
     casts = {int: _integer, str: _text}
@@ -482,11 +488,11 @@ class RowShape:
             raise UnsupportedField(f"{type(serializer).__name__} overrides to_representation")
         fields: list[tuple[str, _Leaf | _Object]] = []
         for field in serializer._readable_fields:
-            fields.append((field.field_name, self._field(field, model, prefix)))
+            fields.append((_name(field), self._field(field, model, prefix)))
         return tuple(fields)
 
     def _field(self, field: serializers.Field, model: type[Model], prefix: str) -> _Leaf | _Object:
-        name = field.field_name
+        name = _name(field)
         attrs = list(field.source_attrs)
         # A PrimaryKeyRelatedField's own get_attribute is checked with its converter.
         own_lookup = isinstance(field, relations.PrimaryKeyRelatedField)
