@@ -88,24 +88,21 @@ def _plain(value: Any) -> bool:
     """
     kind = type(value)
     if kind is dict:
-        for key, item in value.items():
+        for key in value:
             if type(key) is not str:
                 return False
-            leaf = type(item)
-            if leaf is str or item is None or leaf is bool or (leaf is int and _INT_MIN <= item <= _UINT_MAX):
-                continue
-            if (leaf is not dict and leaf is not list) or not _plain(item):
-                return False
-        return True
-    if kind is list:
-        for item in value:
-            leaf = type(item)
-            if leaf is str or item is None or leaf is bool or (leaf is int and _INT_MIN <= item <= _UINT_MAX):
-                continue
-            if (leaf is not dict and leaf is not list) or not _plain(item):
-                return False
-        return True
-    return kind is str or value is None or kind is bool or (kind is int and _INT_MIN <= value <= _UINT_MAX)
+        items = value.values()
+    elif kind is list:
+        items = value
+    else:
+        return kind is str or value is None or kind is bool or (kind is int and _INT_MIN <= value <= _UINT_MAX)
+    for item in items:
+        leaf = type(item)
+        if leaf is str or item is None or leaf is bool or (leaf is int and _INT_MIN <= item <= _UINT_MAX):
+            continue
+        if (leaf is not dict and leaf is not list) or not _plain(item):
+            return False
+    return True
 
 
 def _drf_json(value: Any) -> orjson.Fragment:
