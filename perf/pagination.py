@@ -207,14 +207,15 @@ class KeysetPaginator(CursorPaginator):
     def encode_cursor(self, position: list[str]) -> str:
         return urlsafe_b64encode(json.dumps(position, separators=(",", ":")).encode()).decode("ascii")
 
-    def decode_cursor(self, cursor: str) -> list[str | None]:
+    @classmethod
+    def decode_cursor(cls, cursor: str) -> list[str | None]:  # a classmethod: reading a cursor needs no instance
         try:
             values = json.loads(urlsafe_b64decode(cursor.encode("ascii")))
         except (ValueError, UnicodeError) as exc:  # binascii.Error and JSONDecodeError are ValueErrors
-            raise InvalidCursor(self.invalid_cursor_message) from exc
+            raise InvalidCursor(cls.invalid_cursor_message) from exc
         if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-            raise InvalidCursor(self.invalid_cursor_message)
-        return [None if v == self.none_string else v for v in values]
+            raise InvalidCursor(cls.invalid_cursor_message)
+        return [None if v == cls.none_string else v for v in values]
 
 
 class KeysetPagination(BasePagination):
@@ -268,7 +269,7 @@ class KeysetPagination(BasePagination):
             return None
         message = {param: ["Invalid cursor; use the next/previous links returned by this endpoint."]}
         try:
-            values = KeysetPaginator(queryset, ordering).decode_cursor(raw)
+            values = KeysetPaginator.decode_cursor(raw)  # no paginator (a queryset clone) needed to read it
         except (InvalidCursor, UnicodeError):
             raise ValidationError(message) from None
         if len(values) != len(ordering):
