@@ -111,6 +111,8 @@ class Page:
 
 @dataclass
 class PageResult:
+    """A page's measurements, side by side (``SIDES``), and the size of its body."""
+
     page: Page
     url: str
     results: dict[str, Measurement] = field(default_factory=dict)
