@@ -124,17 +124,22 @@ def _list_queries(prefix: str, viewset: type[ActivityViewSet | EmissionViewSet],
     def scoped(organization: Organization) -> QuerySet:
         return viewset().scoped(organization.pk)
 
+    def page(queryset: QuerySet, *, after: str | None = None) -> QuerySet:
+        # The list pages value rows (perf.rows): the columns of the view's row shape.
+        rows = KeysetPagination.row_queryset(queryset, viewset.row_shape().columns, ordering)
+        return _page(rows, ordering, after=after)
+
     def first_page(organization: Organization) -> QuerySet:
-        return _page(_filtered(viewset.filterset_class, scoped(organization), {}), ordering)
+        return page(_filtered(viewset.filterset_class, scoped(organization), {}))
 
     def deep_page(organization: Organization) -> QuerySet:
         after = _middle_cursor(model, organization, ordering)
-        return _page(_filtered(viewset.filterset_class, scoped(organization), {}), ordering, after=after)
+        return page(_filtered(viewset.filterset_class, scoped(organization), {}), after=after)
 
     def by(param: str) -> Callable[[Organization], QuerySet]:
         def build(organization: Organization) -> QuerySet:
             value = _filter_values(model, organization)[param]
-            return _page(_filtered(viewset.filterset_class, scoped(organization), {param: value}), ordering)
+            return page(_filtered(viewset.filterset_class, scoped(organization), {param: value}))
 
         return build
 
@@ -159,7 +164,9 @@ _list_queries("emissions", EmissionViewSet, EMISSIONS, "emission")
 def _emissions_period_page(organization: Organization) -> QuerySet:
     scoped = EmissionViewSet().scoped(organization.pk)
     filtered = _filtered(EmissionViewSet.filterset_class, scoped, _last_twelve_months(organization))
-    return _page(filtered, tuple(EmissionViewSet.keyset_ordering))
+    ordering = tuple(EmissionViewSet.keyset_ordering)
+    rows = KeysetPagination.row_queryset(filtered, EmissionViewSet.row_shape().columns, ordering)
+    return _page(rows, ordering)
 
 
 register(HotQuery("emissions.list.period", _emissions_period_page, "emission_org_period_idx", EMISSIONS))

@@ -518,4 +518,9 @@ class Emission(models.Model):
 
     @property
     def co2e_tonnes(self) -> Decimal:
-        return self.co2e_kg / Decimal(1000)
+        return kg_to_tonnes(self.co2e_kg)
+
+
+def kg_to_tonnes(kg: Decimal) -> Decimal:
+    """``Emission.co2e_tonnes`` of a ``co2e_kg`` value (the API's list pages compute it from the column alone)."""
+    return kg / Decimal(1000)

@@ -108,6 +108,8 @@ class KeysetPaginator(CursorPaginator):
     def __init__(self, queryset: QuerySet, ordering: Sequence[str]) -> None:
         # Set before super().__init__, which calls _nulls_ordering.
         self.fields = {key.lstrip("-"): _walk(queryset.model, key) for key in ordering}
+        # For pages of value rows (KeysetPagination.paginate_rows): each ordering key's index in a row.
+        self.row_columns: list[int] | None = None
         super().__init__(queryset, ordering)
 
     @property
@@ -188,6 +190,14 @@ class KeysetPaginator(CursorPaginator):
             filtering = Q(**{f"{columns[0]}__{ops[0]}e": values[0]}) & filtering
         return filtering
 
+    def position_from_instance(self, instance: Any) -> list[str]:
+        """The cursor position of a page row: a model instance, or a value row when ``row_columns`` is set."""
+        if self.row_columns is None:
+            return super().position_from_instance(instance)
+        values = (instance[index] for index in self.row_columns)
+        # As the library writes an instance's attributes: str() of each key, its none_string for NULL.
+        return [self.none_string if value is None else str(value) for value in values]
+
     def page_queryset(
         self, first: int | None = None, last: int | None = None, after: str | None = None, before: str | None = None
     ) -> QuerySet:
@@ -197,14 +207,15 @@ class KeysetPaginator(CursorPaginator):
     def encode_cursor(self, position: list[str]) -> str:
         return urlsafe_b64encode(json.dumps(position, separators=(",", ":")).encode()).decode("ascii")
 
-    def decode_cursor(self, cursor: str) -> list[str | None]:
+    @classmethod
+    def decode_cursor(cls, cursor: str) -> list[str | None]:  # a classmethod: reading a cursor needs no instance
         try:
             values = json.loads(urlsafe_b64decode(cursor.encode("ascii")))
         except (ValueError, UnicodeError) as exc:  # binascii.Error and JSONDecodeError are ValueErrors
-            raise InvalidCursor(self.invalid_cursor_message) from exc
+            raise InvalidCursor(cls.invalid_cursor_message) from exc
         if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-            raise InvalidCursor(self.invalid_cursor_message)
-        return [None if v == self.none_string else v for v in values]
+            raise InvalidCursor(cls.invalid_cursor_message)
+        return [None if v == cls.none_string else v for v in values]
 
 
 class KeysetPagination(BasePagination):
@@ -258,7 +269,7 @@ class KeysetPagination(BasePagination):
             return None
         message = {param: ["Invalid cursor; use the next/previous links returned by this endpoint."]}
         try:
-            values = KeysetPaginator(queryset, ordering).decode_cursor(raw)
+            values = KeysetPaginator.decode_cursor(raw)  # no paginator (a queryset clone) needed to read it
         except (InvalidCursor, UnicodeError):
             raise ValidationError(message) from None
         if len(values) != len(ordering):
@@ -282,6 +293,35 @@ class KeysetPagination(BasePagination):
         self, queryset: QuerySet[Any, Any] | Sequence[Any], request: Request, view: Any = None
     ) -> list[Any]:
         """One page of ``queryset``. Precondition: a ``QuerySet``; keyset pages are found in SQL, not in a list."""
+        return self._page(*self._prepare(queryset, request, view))
+
+    def paginate_rows(
+        self, queryset: QuerySet[Any, Any], request: Request, view: Any, columns: Sequence[str]
+    ) -> list[tuple[Any, ...]]:
+        """``paginate_queryset`` as ``values_list(*columns)`` tuples, with the same links (ordering keys missing from
+        ``columns`` are read too, after them). For ``perf.rows``: one query, no model instances."""
+        ordering = self.get_ordering(view)
+        limit, after, before = self._prepare(self.row_queryset(queryset, columns, ordering), request, view)
+        assert self.paginator is not None
+        names = self.row_names(columns, ordering)
+        self.paginator.row_columns = [names.index(key.lstrip("-")) for key in ordering]
+        return self._page(limit, after, before)
+
+    @staticmethod
+    def row_names(columns: Sequence[Any], ordering: Sequence[str]) -> list[Any]:
+        """What ``paginate_rows`` reads: ``columns``, then the ordering keys missing from them."""
+        keys = [key.lstrip("-") for key in ordering]
+        return [*columns, *(key for key in keys if key not in columns)]
+
+    @classmethod
+    def row_queryset(cls, queryset: QuerySet[Any, Any], columns: Sequence[Any], ordering: Sequence[str]) -> QuerySet:
+        """The ``values_list`` queryset ``paginate_rows`` pages (for EXPLAIN and diagnostics)."""
+        return queryset.values_list(*cls.row_names(columns, ordering))
+
+    def _prepare(
+        self, queryset: QuerySet[Any, Any] | Sequence[Any], request: Request, view: Any
+    ) -> tuple[int, str | None, str | None]:
+        """Check the request's parameters and set up the paginator: ``(limit, after, before)``."""
         if not isinstance(queryset, QuerySet):
             raise TypeError(f"{type(self).__name__} pages a QuerySet, not a {type(queryset).__name__}")
         ordering = self.get_ordering(view)
@@ -292,6 +332,10 @@ class KeysetPagination(BasePagination):
             raise ValidationError({self.before_query_param: ["Use either 'after' or 'before', not both."]})
         self.request = request
         self.paginator = KeysetPaginator(queryset, ordering)
+        return limit, after, before
+
+    def _page(self, limit: int, after: str | None, before: str | None) -> list[Any]:
+        assert self.paginator is not None
         if before:
             page = self.paginator.page(last=limit, before=before)
         else:

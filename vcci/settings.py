@@ -337,6 +337,10 @@ FACTOR_DATA_DIR: str = env.str("FACTOR_DATA_DIR", default=_default_factor_dir())
 # checks the fit). A larger body is answered 413 with a JSON message naming this limit.
 DATA_UPLOAD_MAX_MEMORY_SIZE: int = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=16 * 1024 * 1024)
 
+# List pages (emissions, activities) written from value rows straight to JSON (perf.rows), DRF's bytes without its
+# per-field cost; off (DRF's serializer and renderer) only to measure what it saves (manage.py bench_serialization).
+LIST_ROWS: bool = env.bool("LIST_ROWS", default=True)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "emissions.api.authentication.OrgTokenAuthentication",
@@ -346,7 +350,8 @@ REST_FRAMEWORK = {
         "rest_framework.permissions.IsAuthenticated",
         "emissions.api.permissions.HasOrganization",
     ],
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    # DjangoFilterBackend, without building a filter set for a request that names none of its filters (perf.filters).
+    "DEFAULT_FILTER_BACKENDS": ["perf.filters.FilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "COERCE_DECIMAL_TO_STRING": True,
     "EXCEPTION_HANDLER": "emissions.api.errors.exception_handler",

@@ -30,7 +30,9 @@ from emissions.models import (
     EmissionFactor,
     Method,
     Supplier,
+    kg_to_tonnes,
 )
+from perf.rows import Computed
 
 MAX_BATCH_ITEMS = 1000
 GAS_NAME_RE = re.compile(r"^[A-Za-z0-9_\-\.]{1,32}$")
@@ -256,6 +258,11 @@ class CalculationBatchResultSerializer(serializers.Serializer):
 class _TonnesField(serializers.DecimalField):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(max_digits=30, decimal_places=rules.CO2E_T_PLACES, read_only=True, **kwargs)
+
+
+# What list pages written from value rows (perf.rows.RowShape of EmissionSerializer and ActivitySerializer) need
+# besides the serializers' fields: the model property a field reads, as the column and function it is computed by.
+STORED_RESULT_COMPUTED: Computed = {(Emission, "co2e_tonnes"): ("co2e_kg", kg_to_tonnes)}
 
 
 class EmissionFactorRefSerializer(serializers.Serializer):

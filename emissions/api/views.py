@@ -51,6 +51,7 @@ from perf.cache import Namespace
 from perf.conditional import CachedReadMixin
 from perf.gcpause import collection_paused
 from perf.pagination import KeysetPagination
+from perf.rows import RowListMixin
 
 
 class OrgScopedMixin:
@@ -305,18 +306,23 @@ def emission_read_namespaces(view: Any, organization_id: int) -> list[Namespace]
 @heavy("post", min_body=BULK_BODY_BYTES)
 class ActivityViewSet(
     OrgCachedReadMixin,
+    RowListMixin,
     OrgScopedMixin,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     mixins.CreateModelMixin,
     viewsets.GenericViewSet,
 ):
-    """Activity lines with their calculated emission. First pages (per filter set) are cached."""
+    """Activity lines with their calculated emission. First pages (per filter set) are cached.
+
+    List pages are written from value rows (``perf.rows``), as ``ActivitySerializer`` would write them.
+    """
 
     model = ActivityRecord
     cache_resource = "emissions"
     cache_first_page_only = True
     serializer_class = s.ActivitySerializer
+    row_computed = s.STORED_RESULT_COMPUTED
     filterset_class = ActivityFilter
     pagination_class = KeysetPagination
     keyset_ordering = ("-period_start", "-id")
@@ -341,10 +347,11 @@ class ActivityViewSet(
 # -- emissions ----------------------------------------------------------------------------------
 
 
-class EmissionViewSet(OrgCachedReadMixin, OrgScopedMixin, viewsets.ReadOnlyModelViewSet):
+class EmissionViewSet(OrgCachedReadMixin, RowListMixin, OrgScopedMixin, viewsets.ReadOnlyModelViewSet):
     """Stored results, newest period first, keyset-paginated on (period_start, id).
 
-    First pages (per filter set) and summaries are cached; every page answers conditional GETs.
+    First pages (per filter set) and summaries are cached; every page answers conditional GETs. List pages
+    are written from value rows (``perf.rows``), as ``EmissionSerializer`` would write them.
     """
 
     model = Emission
@@ -353,6 +360,7 @@ class EmissionViewSet(OrgCachedReadMixin, OrgScopedMixin, viewsets.ReadOnlyModel
     cache_query_params = ("format", "group_by")  # group_by: the summary's
     cached_actions = ("list", "retrieve", "summary")
     serializer_class = s.EmissionSerializer
+    row_computed = s.STORED_RESULT_COMPUTED
     filterset_class = EmissionFilter
     pagination_class = KeysetPagination
     keyset_ordering = ("-period_start", "-id")

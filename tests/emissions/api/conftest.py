@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.conf import settings
+from django.test.utils import override_settings
 
 from emissions.models import EmissionFactor
 from emissions.services.factors import factor_dataset_import
@@ -33,3 +36,19 @@ def hub_imported() -> None:
     """The IPCC GWP tables and the EPA Hub 2024, imported from the publishers' files as ``import_factors`` does."""
     for source in ("ipcc_gwp", "epa_hub"):
         factor_dataset_import(source=source, directory=Path(settings.FACTOR_DATA_DIR))
+
+
+@pytest.fixture
+def rows_and_drf(api: Any) -> Callable[..., tuple[Any, Any]]:
+    """``get(url, params)``: the list's response as served (pages written from value rows, ``perf.rows``) and as
+    DRF's serializer and renderer write it, both uncached; tests compare them byte for byte, headers included."""
+
+    def get(url: str, params: dict[str, Any] | None = None, **headers: Any) -> tuple[Any, Any]:
+        with override_settings(CACHE_ENABLED=False):
+            served = api.get(url, params, HTTP_ACCEPT="application/json", **headers)
+            with override_settings(LIST_ROWS=False):
+                drf = api.get(url, params, HTTP_ACCEPT="application/json", **headers)
+        assert served.status_code == drf.status_code == 200
+        return served, drf
+
+    return get

@@ -9,11 +9,13 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.test.utils import override_settings
 from django.urls import reverse
+from django.utils import timezone
 
 from emissions.api.serializers import SummaryGroupSerializer, SummarySerializer
 from emissions.models import ID_MAX, SUMMARY_KEYS, Emission, Method, Organization
-from tests.factories import EmissionFactory, SupplierFactory
+from tests.factories import EmissionFactorFactory, EmissionFactory, FactorDatasetFactory, SupplierFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -355,3 +357,92 @@ def test_summary_invalid_group_by(api, group_by):
 def test_summary_is_one_aggregate_query(api, summary_data, group_by, django_assert_num_queries):
     with django_assert_num_queries(2):  # token (user, membership, org joined), aggregate
         assert api.get(SUMMARY, {"group_by": group_by}).status_code == 200
+
+
+# -- pages written from value rows (perf.rows) -------------------------------------------------------
+
+
+@pytest.fixture
+def varied_page(org):
+    """Enough emissions for three pages of 2, every branch of the row shape among them."""
+    epa = FactorDatasetFactory.create(source="epa_hub", version="2024")
+    supplier = SupplierFactory(organization=org, name='Überseeküche \u2013 株式会社 \u2028 "q" \\')
+    emission_in(org, dt.date(2025, 1, 1), activity__supplier=None, biogenic_co2_kg=Decimal("0.000001"))
+    emission_in(
+        org,
+        dt.date(2025, 1, 1),
+        activity__supplier=supplier,
+        factor=EmissionFactorFactory.create(dataset=epa),
+        co2e_kg=Decimal("999999999999999999.999999"),
+        gases={"CO2": "1.5", "CH4": 1e-05, "N2O": 2**70},
+        fallbacks=[{"code": "region", "detail": "GB → GLOBAL"}],
+        warnings=[{"code": "w", "detail": "日本"}],
+    )
+    emission_in(org, dt.date(2025, 2, 1), co2e_kg=Decimal("0"), activity__category=4)
+    emission_in(org, dt.date(2025, 3, 1), co2e_kg=Decimal("0.000001"), activity__category=4)
+    emission_in(org, dt.date(2024, 12, 1), activity__method=Method.SPEND, activity__supplier=supplier)
+
+
+def _same(served, drf):
+    assert served.content == drf.content
+    assert served.items() == drf.items()  # Content-Type, Content-Length, Vary, ...
+
+
+def test_pages_are_drf_s_bytes(api, varied_page, rows_and_drf):
+    url, seen = LIST + "?limit=2", 0
+    while url:
+        served, drf = rows_and_drf(url)
+        _same(served, drf)
+        seen += len(served.json()["results"])
+        url = served.json()["next"]
+    assert seen == 5
+    # Backwards from the last page, through the previous links.
+    last = rows_and_drf(LIST, {"limit": 2, "period_to": "2024-12-31"})[0].json()["results"][0]
+    cursor = base64.urlsafe_b64encode(json.dumps([last["period_start"], str(last["id"])]).encode()).decode()
+    served, drf = rows_and_drf(LIST, {"limit": 2, "before": cursor})
+    _same(served, drf)
+    assert served.json()["previous"] is not None and served.json()["next"] is not None
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"category": 4}, {"supplier": "x"}, {"method": "spend"}, {"period_from": "2025-02-01"}, {"limit": 1000}],
+)
+def test_filtered_pages_are_drf_s_bytes(api, org, varied_page, rows_and_drf, params):
+    if params.get("supplier") == "x":
+        params = {"supplier": Emission.objects.exclude(supplier=None).values_list("supplier", flat=True).first()}
+    _same(*rows_and_drf(LIST, params))
+
+
+def test_time_zone_of_the_request_is_drf_s(api, varied_page, rows_and_drf):
+    # The current time zone (what DRF's DateTimeField converts to), not the TIME_ZONE setting: changing that
+    # reconnects the database.
+    with timezone.override("America/New_York"):
+        served, drf = rows_and_drf(LIST)
+    _same(served, drf)
+    assert served.json()["results"][0]["calculated_at"][-6:] in ("-04:00", "-05:00")
+
+
+def test_cached_first_page_is_the_rows_page(api, varied_page, rows_and_drf, cold_cache):
+    _, drf = rows_and_drf(LIST)
+    cold_cache()
+    first = api.get(LIST, HTTP_ACCEPT="application/json")  # computed and stored
+    again = api.get(LIST, HTTP_ACCEPT="application/json")  # from the cache
+    assert first.content == again.content == drf.content
+    assert first["ETag"] == again["ETag"]
+
+
+def test_deep_page_headers_with_the_cache_on_are_drf_s(api, varied_page):
+    url = api.get(LIST, {"limit": 2}, HTTP_ACCEPT="application/json").json()["next"]
+    served = api.get(url, HTTP_ACCEPT="application/json")
+    with override_settings(LIST_ROWS=False):
+        drf = api.get(url, HTTP_ACCEPT="application/json")
+    _same(served, drf)
+    assert "ETag" in served
+
+
+def test_indented_and_browsable_renderings_keep_drf_s_path(api, varied_page):
+    indented = api.get(LIST, HTTP_ACCEPT="application/json; indent=2")
+    assert indented.status_code == 200 and b'\n  "next"' in indented.content
+    html = api.get(LIST, {"format": "api"})
+    assert html.status_code == 200 and b"<html" in html.content

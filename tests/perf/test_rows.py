@@ -1,0 +1,282 @@
+"""perf.rows: serializers compiled to value-row writers whose JSON is DRF's, byte for byte."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.utils import timezone
+from rest_framework import serializers
+from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
+
+from emissions.api.serializers import STORED_RESULT_COMPUTED, ActivitySerializer, EmissionSerializer
+from emissions.models import ActivityRecord, Emission
+from perf import rows
+from perf.rows import RowShape, UnsupportedField
+from tests.factories import EmissionFactorFactory, EmissionFactory, FactorDatasetFactory, SupplierFactory
+
+# JSON texts as a jsonb column may hold them: floats orjson writes otherwise, integers beyond 64 bits (orjson reads
+# them as floats), numbers beyond a double, escapes, the two line separators JSONRenderer escapes.
+JSON_TEXTS = [
+    '{"CO2": "2.4", "CH4": "0.1"}',
+    '{"a": 1e-05, "b": 0.1, "c": 1.0, "d": -0.0, "e": 1e+16}',
+    '{"big": 123456789012345678901234567890, "neg": -99999999999999999999}',
+    '{"edge": 18446744073709551615, "low": -9223372036854775808}',
+    "[1e400]",
+    '{"s": "a\\u0000\\u001f\\"\\\\\\n\\t/\u2028\u2029\u00e9\U0001f600", "k": "12345678901234567890"}',
+    '{"nested": [{"x": [1, 2.5, null, true, false]}], "empty": {}}',
+    "null",
+    '"text"',
+    "[]",
+]
+
+
+def drf_json(data: Any) -> bytes:
+    return JSONRenderer().render(data)
+
+
+def from_text(converter: Any, text: str) -> Any:
+    """What a row's JSON column (read as text) becomes through ``converter``."""
+    return rows._from_text(converter)()(text)
+
+
+PASS_THROUGH = rows._JsonConverter(rows._plain_or_miss, rows.json_value)
+
+
+@pytest.mark.parametrize("text", JSON_TEXTS)
+def test_json_columns_are_written_as_drf_writes_what_json_loads_reads(text):
+    value = json.loads(text)  # what Django's JSONField.from_db_value hands DRF
+    try:
+        expected = drf_json({"v": value})
+    except ValueError:  # infinity: not JSON, a 500 either way
+        with pytest.raises(ValueError):
+            rows.dumps({"v": from_text(PASS_THROUGH, text)})
+        return
+    assert rows.dumps({"v": from_text(PASS_THROUGH, text)}) == expected
+
+
+class Quality(serializers.Serializer):
+    level = serializers.IntegerField()
+    score = serializers.CharField()
+
+
+class Quality_(serializers.Serializer):
+    notes = Quality(many=True)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"score": "1.5", "level": 2, "extra": 1}',  # jsonb's key order, a key the serializer leaves out
+        '{"score": 1.5, "level": 2.0}',  # floats: int() and str() of them
+        '{"score": "x", "level": 123456789012345678901234567890}',  # beyond 64 bits: json.loads's int
+        '{"score": "x", "level": true}',  # int(True)
+        '{"score": null, "level": 1}',
+        '{"score": "\u2028", "level": -1}',
+        "[]",
+    ],
+)
+def test_json_objects_are_the_nested_serializer_s(text):
+    value = json.loads(text)
+    converter = rows._json_object(Quality())
+    try:
+        expected = drf_json({"v": Quality().to_representation(value)})
+    except AttributeError:  # not an object: DRF's error (a 500), raised alike
+        with pytest.raises(AttributeError):
+            from_text(converter, text)
+        return
+    assert rows.dumps({"v": from_text(converter, text)}) == expected
+    listed = rows._json_nested(Quality_().fields["notes"])
+    many = f"[{text}, {text}]"
+    assert rows.dumps(from_text(listed, many)) == drf_json(Quality(many=True).to_representation(json.loads(many)))
+
+
+def test_a_missing_key_is_drf_s_error():
+    with pytest.raises(KeyError):
+        from_text(rows._json_object(Quality()), '{"score": "1"}')
+    with pytest.raises(KeyError):
+        Quality().to_representation({"score": "1"})
+
+
+@pytest.mark.parametrize("text", JSON_TEXTS)
+def test_json_values_are_written_as_drf_writes_them(text):
+    value = json.loads(text)
+    try:
+        expected = drf_json({"v": value})
+    except ValueError:  # infinity: not JSON, a 500 either way
+        with pytest.raises(ValueError):
+            rows.dumps({"v": rows.json_value(value)})
+        return
+    assert rows.dumps({"v": rows.json_value(value)}) == expected
+
+
+def test_plain_refuses_what_orjson_writes_otherwise():
+    assert rows._plain({"a": ["b", 1, None, True, {"c": 2**64 - 1}]})
+    assert not rows._plain({"a": [0.5]})
+    assert not rows._plain({"a": 2**64})
+    assert not rows._plain({1: "a"})  # json.dumps writes "1"; orjson refuses it
+    assert not rows._plain(Decimal("1"))
+
+
+def test_dumps_escapes_line_separators_as_drf():
+    data = {"name": "a\u2028b\u2029c", "ok": "é"}
+    assert rows.dumps(data) == drf_json(data)
+    assert b"\\u2028" in rows.dumps(data)
+
+
+def test_renders_rows_only_for_drf_s_compact_json():
+    json_renderer = JSONRenderer()
+    assert rows.renders_rows(json_renderer, "application/json")
+    assert not rows.renders_rows(json_renderer, "application/json; indent=4")
+    assert not rows.renders_rows(BrowsableAPIRenderer(), "text/html")
+
+    class Ascii(JSONRenderer):
+        ensure_ascii = True
+
+    class Custom(JSONRenderer):
+        def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
+            return b"{}"
+
+    assert not rows.renders_rows(Ascii(), "application/json")
+    assert not rows.renders_rows(Custom(), "application/json")
+
+
+# -- RowShape -------------------------------------------------------------------------------------
+
+
+def test_columns_follow_the_serializer():
+    shape = RowShape(EmissionSerializer, computed=STORED_RESULT_COMPUTED)
+    names = [column if isinstance(column, str) else str(column.source_expressions[0].name) for column in shape.columns]
+    assert names == [
+        "id",
+        "activity",
+        "period_start",
+        "period_end",
+        "category",
+        "method",
+        "co2e_kg",  # co2e_t: computed from it, read once
+        "biogenic_co2_kg",
+        "gases",
+        "data_quality",
+        "fallbacks",
+        "warnings",
+        "calculated_at",
+        "supplier__id",
+        "supplier__name",
+        "factor__id",
+        "factor__dataset__source",
+        "factor__activity",
+    ]
+
+
+def test_a_property_field_must_be_declared():
+    with pytest.raises(UnsupportedField, match="co2e_tonnes"):
+        RowShape(EmissionSerializer)
+
+
+def test_fields_it_cannot_reproduce_are_refused():
+    class WithMethod(serializers.ModelSerializer):
+        extra = serializers.SerializerMethodField()
+
+        class Meta:
+            model = Emission
+            fields = ["id", "extra"]
+
+        def get_extra(self, obj: Emission) -> str:
+            return "x"
+
+    class ThroughNullable(serializers.ModelSerializer):
+        supplier_name = serializers.CharField(source="supplier.name")
+
+        class Meta:
+            model = Emission
+            fields = ["id", "supplier_name"]
+
+    class OwnRepresentation(serializers.CharField):
+        def to_representation(self, value: Any) -> str:
+            return value.upper()
+
+    class Overridden(serializers.ModelSerializer):
+        method = OwnRepresentation()
+
+        class Meta:
+            model = Emission
+            fields = ["id", "method"]
+
+    for serializer in (WithMethod, ThroughNullable, Overridden):
+        with pytest.raises(UnsupportedField):
+            RowShape(serializer)
+
+
+@pytest.fixture
+def varied(org) -> list[Emission]:
+    """Emissions covering every branch of the shape: nulls, non-ASCII, notes, datasets, decimal extremes, JSON."""
+    epa = FactorDatasetFactory.create(source="epa_hub", version="2024")
+    desnz = FactorDatasetFactory.create(source="desnz", version="2025")
+    supplier = SupplierFactory.create(organization=org, name='Überseeküche \u2013 株式会社 \u2028 "quoted" \\ é')
+    made = [
+        EmissionFactory.create(
+            organization=org,
+            activity__supplier=None,
+            factor=EmissionFactorFactory.create(dataset=epa, activity="epa:ü"),
+            co2e_kg=Decimal("123456789012345678.123456"),
+            biogenic_co2_kg=Decimal("0.000001"),
+            gases={"CO2": "2.4", "CH4": "0.000000001", "N2O": "1E-9"},
+            fallbacks=[{"code": "region", "detail": "GB → GLOBAL"}],
+            warnings=[{"code": "co2e_biogenic_only", "detail": "w"}, {"code": "x", "detail": "日本"}],
+        ),
+        EmissionFactory.create(
+            organization=org,
+            activity__supplier=supplier,
+            factor=EmissionFactorFactory.create(dataset=desnz),
+            co2e_kg=Decimal("0"),
+            biogenic_co2_kg=None,
+            gases={"float": 1e-05, "big": 2**70, "nested": [1.5, {"x": None}]},
+            # In jsonb's key order (by length), not the serializer's.
+            data_quality={
+                "time": 3,
+                "score": "3.0",
+                "geography": 3,
+                "technology": 3,
+                "reliability": 3,
+                "completeness": 3,
+            },
+        ),
+        EmissionFactory.create(organization=org, co2e_kg=Decimal("0.000001"), activity__period_start=dt.date(5, 1, 1)),
+    ]
+    # A datetime with microseconds and one without.
+    Emission.objects.filter(pk=made[0].pk).update(calculated_at=dt.datetime(2025, 3, 1, 12, 0, 0, 5, tzinfo=dt.UTC))
+    Emission.objects.filter(pk=made[1].pk).update(calculated_at=dt.datetime(2025, 3, 1, 23, 30, tzinfo=dt.UTC))
+    return made
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata"])
+def test_emission_rows_are_the_serializer_s_json(varied, zone):
+    shape = RowShape(EmissionSerializer, computed=STORED_RESULT_COMPUTED)
+    queryset = Emission.objects.with_related().order_by("pk")
+    with timezone.override(zone):
+        expected = drf_json(EmissionSerializer(queryset, many=True).data)
+        written = rows.dumps(shape.rows(queryset.values_list(*shape.columns)))
+    assert written == expected
+    first = json.loads(written)[0]
+    assert list(first) == list(EmissionSerializer.Meta.fields)  # keys in the serializer's order
+    assert first["supplier"] is None and first["biogenic_co2_kg"] == "0.000001"
+    assert first["co2e_t"] == "123456789012345.678123456"  # the tonnes of the largest value, 9 places
+
+
+@pytest.mark.django_db
+def test_activity_rows_are_the_serializer_s_json(varied, org):
+    # One activity without an emission (rows not written through the API): its emission is null.
+    ActivityRecord.objects.create(
+        organization=org, category=1, method="activity", amount=Decimal("1.5"), unit="kWh",
+        period_start=dt.date(2025, 1, 1), period_end=dt.date(2025, 1, 31), mass=Decimal("0.000001"),
+    )  # fmt: skip
+    shape = RowShape(ActivitySerializer, computed=STORED_RESULT_COMPUTED)
+    queryset = ActivityRecord.objects.with_related().order_by("pk")
+    written = rows.dumps(shape.rows(queryset.values_list(*shape.columns)))
+    assert written == drf_json(ActivitySerializer(queryset, many=True).data)
+    assert json.loads(written)[-1]["emission"] is None
