@@ -23,9 +23,9 @@ for a pooled connection is answered 503 with ``Retry-After`` (JSON), not a 500 w
 
 **CPU-bound loops yield.** ``cooperate()``, called once per item by loops that can run for long
 (batch calculations, bulk writes, exports), lets the worker's other greenlets run when the current one
-has held the CPU for ``COOPERATE_SLICE_MS``: a 200-item calculation then delays a cached read by at
-most one slice instead of its whole run. Outside gevent (a sync or gthread worker, tests, commands)
-it does nothing: the operating system schedules threads.
+has held the CPU for a slice (``COOPERATE_SLICE_MS``, longer when many requests are in flight): a 200-item
+calculation then delays a cached read by at most one slice instead of its whole run. Outside gevent (a sync
+or gthread worker, tests, commands) it does nothing: the operating system schedules threads.
 
 Refusals are counted in ``vcci_admission_refused_total{reason}`` and carry ``Retry-After``; the JSON
 body is ``{"detail": ...}`` like every other API error.
@@ -33,6 +33,7 @@ body is ``{"detail": ...}`` like every other API error.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import threading
 import time
@@ -64,16 +65,20 @@ def _is_gevent_patched() -> bool:
     return bool(monkey.is_module_patched("threading"))
 
 
-class _Slice:
-    """When the current greenlet last gave the CPU away (per process: only one greenlet runs at a time)."""
+class _Run:
+    """When the current greenlet's run began (it last got the CPU) and when it last called ``cooperate()``."""
 
-    __slots__ = ("since",)
+    __slots__ = ("last", "since")
 
-    def __init__(self) -> None:
-        self.since = time.perf_counter()
+    def __init__(self, now: float) -> None:
+        self.since = self.last = now
 
 
-_slice = _Slice()
+# Per greenlet (each has its own context): other greenlets' CPU must not count as this one's.
+_run: contextvars.ContextVar[_Run | None] = contextvars.ContextVar("cooperate_run", default=None)
+# A gap this long (seconds) between two calls of one loop means the greenlet was switched out in between (it
+# waited for the database or Redis while others ran): its run starts again. A loop's items take far less CPU.
+RESUMED_GAP = 0.002
 _sleep: Callable[[float], Any] | None = None
 _checked = False
 
@@ -92,18 +97,32 @@ def _gevent_sleep() -> Callable[[float], Any] | None:
 def cooperate() -> None:
     """Yield to the worker's other greenlets if this one has run for a whole slice; else return at once.
 
-    Cheap enough to call once per item of a loop (a clock read). The slice is ``COOPERATE_SLICE_MS``
-    (settings; 0 yields at every call). Only under gevent: elsewhere it returns at once.
+    Cheap enough to call once per item of a loop (a clock read). Only under gevent: elsewhere it returns at
+    once. The slice is ``COOPERATE_SLICE_MS``, or ``COOPERATE_SLICE_PER_REQUEST_MS`` per request in flight if
+    that is more: after each slice the loop waits for a turn of every other running request, so a fixed slice
+    would give bulk work a share of the CPU that shrinks as load grows (under overload a 500-line write took
+    over 50 s with 10 ms slices and 64 requests in flight). A slice proportional to the requests in flight
+    keeps its share about constant: some 1 / (1 + a request's turn in ms), a third at 2 ms turns.
     """
     sleep = _gevent_sleep()
     if sleep is None:
         return
     now = time.perf_counter()
-    if (now - _slice.since) * 1000 < settings.COOPERATE_SLICE_MS:
+    run = _run.get()
+    if run is None:
+        run = _Run(now)
+        _run.set(run)
+    elif now - run.last > RESUMED_GAP:
+        # Switched out since the last call (its own I/O let the others run): a new run starts now. Counting
+        # the others' time as its own would make a loop that does I/O per item yield twice per item.
+        run.since = now
+    run.last = now
+    slice_ms = max(settings.COOPERATE_SLICE_MS, settings.COOPERATE_SLICE_PER_REQUEST_MS * gate().in_flight)
+    if (now - run.since) * 1000 < slice_ms:
         return
     sleep(0)
     # Measured after the yield: the slice is this greenlet's own CPU time since it got the CPU back.
-    _slice.since = time.perf_counter()
+    run.since = run.last = time.perf_counter()
 
 
 def heavy(*methods: str, min_body: int = 0) -> Callable[[type], type]:

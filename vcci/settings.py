@@ -174,21 +174,23 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     _db["CONN_HEALTH_CHECKS"] = env.bool("DB_CONN_HEALTH_CHECKS", default=False)
 
 # Admission control and cooperative scheduling (perf.admission, docs/capacity.md), per worker process.
-# Requests running at once (idle keep-alive connections do not count); the next waits. About the
-# database pool (45) plus room for the requests that need no connection: beyond it, requests only queue for the
-# pool and the CPU, each making every other one slower (under overload, 250 per worker kept bulk requests from
-# finishing within a minute; docs/capacity.md).
-ADMISSION_MAX_IN_FLIGHT: int = env.int("ADMISSION_MAX_IN_FLIGHT", default=64)
+# Requests running at once (idle keep-alive connections do not count); the next waits. A request spends most of
+# its time on the CPU, so a few at once keep a worker busy; each one more only makes every other one slower
+# (every database or Redis wait costs a turn of all of them): under overload 250 per worker kept bulk requests
+# from finishing within a minute, and at 64 a cached read took seconds (docs/capacity.md). Below the pool (45).
+ADMISSION_MAX_IN_FLIGHT: int = env.int("ADMISSION_MAX_IN_FLIGHT", default=32)
 # Seconds a request may wait for a place among those (first come, first served) before it gets 503.
 ADMISSION_QUEUE_WAIT: float = env.float("ADMISSION_QUEUE_WAIT", default=2.0)
 # Bulk requests (views declaring perf.admission.heavy) running at once; a further one waits for a slot
 # at most ADMISSION_HEAVY_WAIT seconds, then gets 503.
 ADMISSION_HEAVY_SLOTS: int = env.int("ADMISSION_HEAVY_SLOTS", default=2)
-ADMISSION_HEAVY_WAIT: float = env.float("ADMISSION_HEAVY_WAIT", default=2.0)
+ADMISSION_HEAVY_WAIT: float = env.float("ADMISSION_HEAVY_WAIT", default=1.0)
 # Seconds a refused client is told to wait (Retry-After).
 ADMISSION_RETRY_AFTER: int = env.int("ADMISSION_RETRY_AFTER", default=1)
-# CPU a greenlet may hold before a long loop lets the others run (milliseconds; perf.admission.cooperate).
+# CPU a greenlet may hold before a long loop lets the others run (milliseconds; perf.admission.cooperate), and
+# per request in flight when that is more: bulk work keeps its share of the CPU as load grows.
 COOPERATE_SLICE_MS: float = env.float("COOPERATE_SLICE_MS", default=10.0)
+COOPERATE_SLICE_PER_REQUEST_MS: float = env.float("COOPERATE_SLICE_PER_REQUEST_MS", default=1.0)
 
 # Queries slower than this (milliseconds) are logged on "vcci.slow_query" and counted (perf.db).
 SLOW_QUERY_MS: float = env.float("SLOW_QUERY_MS", default=200.0)

@@ -137,3 +137,19 @@ def test_the_report_renders_from_results_json(tmp_path: Path) -> None:
     assert "| GET /api/v1/emissions/ (refused) | refused |" in text
     assert (tmp_path / "docs" / "capacity" / "seed.png").is_file()
     assert (tmp_path / "docs" / "capacity" / "overload.png").is_file()
+
+
+def test_the_serialization_bar_reads_the_worst_page() -> None:
+    data = {
+        "organization": "bench",
+        "emissions": 1_000_000,
+        "pages": [
+            {"page": "next page", "median_seconds": {"plain": 0.03}, "ratios_over_rows_request": {"plain": 3.4}},
+            {"page": "filtered", "median_seconds": {"plain": 0.03}, "ratios_over_rows_request": {"plain": 2.9}},
+        ],
+    }
+    report = "# Serialization benchmark\n\nExplained.\n\n| page | x |\n\n## Machine\n\n- CPU\n"
+    result = capacity.serialization_result(data, report)
+    assert result["ratio"] == 2.9 and result["rows"] == 1_000_000
+    assert result["markdown"] == "Explained.\n\n| page | x |"
+    assert capacity.bars({"serialization": result})[-1]["ok"] is False

@@ -225,16 +225,53 @@ def test_a_long_loop_that_cooperates_lets_other_greenlets_run(under_gevent, sett
     assert order == ["bulk 0", "read", "bulk 1", "bulk 2"]
 
 
-def test_cooperate_keeps_the_cpu_within_a_slice(under_gevent, settings, monkeypatch):
+@pytest.fixture
+def fresh_run() -> Iterator[None]:
+    """This test's greenlet starts a run at t=0 (the run is kept per context: tests share the main one)."""
+    token = admission._run.set(admission._Run(0.0))
+    yield
+    admission._run.reset(token)
+
+
+def test_cooperate_keeps_the_cpu_within_a_slice(under_gevent, fresh_run, settings, monkeypatch):
     settings.COOPERATE_SLICE_MS = 5
+    settings.COOPERATE_SLICE_PER_REQUEST_MS = 0
     yields: list[float] = []
     monkeypatch.setattr(admission, "_sleep", yields.append)
-    clock = iter([0.001, 0.004, 0.006, 0.0061, 0.0062, 0.013, 0.0131])
+    calls = [0.0015, 0.0030, 0.0045, 0.0055, 0.0070, 0.0200, 0.0215, 0.0230, 0.0245, 0.0252]
+    after_yields = {0.0055: 0.0060, 0.0252: 0.0253}  # the clock when the greenlet gets the CPU back
+    readings = [t for call in calls for t in ([call, after_yields[call]] if call in after_yields else [call])]
+    clock = iter(readings)
     monkeypatch.setattr(admission.time, "perf_counter", lambda: next(clock))
-    admission._slice.since = 0.0
-    cooperate()  # 1 ms into the slice: keeps going
-    cooperate()  # 4 ms
-    cooperate()  # 6 ms: yields; the new slice starts when the greenlet runs again (6.1 ms)
-    cooperate()  # 0.1 ms into the new slice
-    cooperate()  # 6.9 ms into it: yields
-    assert yields == [0, 0]
+    yielded_at = []
+    for call in calls:
+        before = len(yields)
+        cooperate()
+        if len(yields) > before:
+            yielded_at.append(call)
+    # 5.5 ms into the run: yields. At 20 ms it was switched out for 13 ms (its own I/O): a new run, no yield
+    # for the others' time; 5.2 ms into that one: yields.
+    assert yielded_at == [0.0055, 0.0252]
+
+
+def test_the_slice_grows_with_the_requests_in_flight(under_gevent, fresh_run, settings, monkeypatch):
+    """Bulk work keeps its share of the CPU as load grows: with 30 requests running the slice is 30 ms, not 10."""
+    settings.COOPERATE_SLICE_MS = 10
+    settings.COOPERATE_SLICE_PER_REQUEST_MS = 1
+    settings.ADMISSION_MAX_IN_FLIGHT = 64
+    admission.reset()
+    gate = admission.gate()
+    for _ in range(30):
+        assert gate.enter()
+    yields: list[float] = []
+    monkeypatch.setattr(admission, "_sleep", yields.append)
+    calls = [round(i * 0.0015, 4) for i in range(1, 22)]  # every 1.5 ms, a run of 31.5 ms
+    clock = iter([*calls[:20], 0.0301, *calls[20:]])
+    monkeypatch.setattr(admission.time, "perf_counter", lambda: next(clock))
+    yielded_at = []
+    for call in calls:
+        before = len(yields)
+        cooperate()
+        if len(yields) > before:
+            yielded_at.append(call)
+    assert yielded_at == [0.03]  # not at 10.5 ms
