@@ -210,8 +210,14 @@ def clear() -> None:
         _DEFAULTS.clear()
 
 
-def _on_setting_changed(**kwargs: Any) -> None:
-    clear()
+# Settings a kept query's text or its parameters' preparation may depend on (the database, its backend, time zones).
+SQL_SETTINGS = frozenset({"DATABASES", "DATABASE_ROUTERS", "USE_TZ", "TIME_ZONE"})
+
+
+def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    # Not on every setting: a test or a benchmark switching another one (LIST_ROWS) keeps what is still valid.
+    if setting in SQL_SETTINGS:
+        clear()
 
 
 setting_changed.connect(_on_setting_changed)

@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 from django.db import connection
 from django.db.models import Count, Value
-from django.test.utils import CaptureQueriesContext
+from django.test.utils import CaptureQueriesContext, override_settings
 from rest_framework.request import Request
 from rest_framework.test import APIRequestFactory
 
@@ -212,3 +212,11 @@ def test_slots_are_never_left_in_a_fresh_query():
     cursor = KeysetPaginator(Emission.objects.all(), ORDERING).encode_cursor(["2025-01-01", "5"])
     page = KeysetPagination.row_page_queryset(Emission.objects.all(), ["id"], ORDERING, 2, cursor, None)
     assert not any(isinstance(node, keyset_sql.Slot) for node in keyset_sql._walk(page.query.where))
+
+
+def test_kept_queries_outlive_unrelated_setting_changes_only(org):
+    _kept_sql(Emission.objects.for_org(org), 2, None, None)
+    with override_settings(LIST_ROWS=False):
+        assert keyset_sql._KEPT
+    with override_settings(TIME_ZONE="Europe/Paris"):
+        assert not keyset_sql._KEPT
