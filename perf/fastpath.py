@@ -12,8 +12,9 @@ computes (``CachedResponseMixin._plan``): the cached 200, or a 304 when the requ
 preconditions match it, built by the same ``_respond`` as DRF's path, plus what DRF's
 ``finalize_response`` adds (``Allow``, ``Vary``).
 
-**What it always hands to DRF.** Every other method (HEAD and OPTIONS too); a miss (DRF computes
-and stores); a request DRF would refuse (401, 403, 406, 404 for an unknown format); a rendering
+**What it always hands to DRF.** Every other method (HEAD and OPTIONS too); a request whose body the
+cache does not keep (``cache_body``: a deep page), at once, before reading the caller; a miss (DRF
+computes and stores); a request DRF would refuse (401, 403, 406, 404 for an unknown format); a rendering
 the cache does not keep (the browsable API); a transaction that wrote the namespaces or the
 ``auth`` rows; and every request to a view whose declared classes this module cannot evaluate
 as DRF does. The decision is made with the view's own classes, through its DRF getters:
@@ -214,6 +215,10 @@ def answer(view: Any, request: HttpRequest, kwargs: dict[str, Any]) -> HttpRespo
     # As ViewSetMixin.initialize_request sets it: the getters, cache_body and cache_namespaces may read it.
     view.action = getattr(view, "action_map", {}).get("get")
     if view.action not in view.cached_actions:
+        return None
+    if not view.cache_body(request):
+        # A body the cache never keeps (a deep page, unknown parameters): no plan nor kept answer of this request
+        # can be answered here (the plan's cache_body is this), so the caller is not even read.
         return None
     policy = _policy(view)
     if policy is None:

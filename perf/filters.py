@@ -9,6 +9,13 @@ own name by a plain widget, and a no-op on an empty value (django-filter's own `
 ``method=`` filters, a ``ChoiceFilter`` whose ``null_value`` is not empty), and the ``FilterSet`` and its form
 using django-filter's and Django's own validation and filtering. Any other filter set, and any request naming
 one of its filters, goes through ``DjangoFilterBackend`` unchanged.
+
+A request naming some of the filters of a filter set made of django-filter's own parts (``_stock``: its
+``FilterSet`` methods, filters whose ``filter`` and ``field`` are django-filter's ``Filter``/``ChoiceFilter``/
+``NumberFilter``'s, no ``method=``) is validated by the form class ``FilterSet.get_form_class`` makes, built once
+per filter set class and model instead of per request (with a deep copy of every filter and a label per field),
+and filtered by the class's own filters in the form's order, as ``FilterSet.qs`` does: the same form, the same
+errors (a 400 through ``translate_validation``), the same queryset.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import django_filters
 from django import forms
 from django.db.models import QuerySet
 from django.forms.widgets import ChoiceWidget, MultiWidget, Widget
+from django_filters import utils
 from django_filters.constants import EMPTY_VALUES
 from django_filters.filters import FilterMethod
 from django_filters.rest_framework import DjangoFilterBackend
@@ -27,6 +35,9 @@ from rest_framework.request import Request
 
 # FilterSet methods whose stock behaviour makes an absent parameter a no-op (as the class resolves them).
 _FILTERSET_METHODS = ("filter_queryset", "get_form_class", "is_valid")
+# A filter's ``field`` and ``filter`` from these classes read nothing of the request, the filter set or the model.
+_STOCK_FIELD = frozenset({vars(django_filters.Filter)["field"], vars(django_filters.NumberFilter)["field"]})
+_STOCK_FILTER = frozenset({django_filters.Filter.filter, django_filters.ChoiceFilter.filter})
 _FILTERSET_PROPERTIES = ("qs", "form", "errors")
 
 
@@ -74,17 +85,67 @@ def _class_attribute(cls: type, name: str) -> Any:
     return next(vars(klass)[name] for klass in cls.__mro__ if name in vars(klass))
 
 
+def _stock_filterset(filterset_class: type[django_filters.FilterSet]) -> bool:
+    """Whether ``filterset_class`` filters as ``_filter`` does: django-filter's own ``FilterSet`` methods and
+    constructor, every filter's ``field`` and ``filter`` django-filter's own, none with a ``method``."""
+    stock = django_filters.FilterSet
+    if any(
+        getattr(filterset_class, name) is not getattr(stock, name) for name in (*_FILTERSET_METHODS, "__init__")
+    ) or any(
+        _class_attribute(stock, name) is not _class_attribute(filterset_class, name) for name in _FILTERSET_PROPERTIES
+    ):
+        return False
+    return all(
+        "filter" not in vars(filter_)  # method=: a FilterMethod on the instance
+        and _class_attribute(type(filter_), "field") in _STOCK_FIELD
+        and getattr(type(filter_), "filter", None) in _STOCK_FILTER
+        for filter_ in filterset_class.base_filters.values()
+    )
+
+
+_STOCK: dict[type, bool] = {}
+_FORMS: dict[tuple[type, type], type[forms.Form]] = {}
+
+
+def _form_class(filterset_class: type[django_filters.FilterSet], queryset: QuerySet) -> type[forms.Form]:
+    """The form class ``FilterSet.get_form_class`` makes for ``filterset_class`` over ``queryset``'s model (its
+    fields' labels name the model's fields), made once. Forms deep-copy their class's fields per instance."""
+    key = (filterset_class, queryset.model)
+    form_class = _FORMS.get(key)
+    if form_class is None:
+        form_class = _FORMS[key] = filterset_class(queryset=queryset).get_form_class()
+    return form_class
+
+
 class FilterBackend(DjangoFilterBackend):
     """``DjangoFilterBackend``, which skips building the filter set for a request that names none of its filters
-    when that filter set is known to filter nothing then (see the module)."""
+    when that filter set is known to filter nothing then, and validates and filters with a form class made once for
+    a filter set of django-filter's own parts (see the module)."""
 
     def filter_queryset(self, request: Request, queryset: QuerySet, view: Any) -> QuerySet:
         filterset_class = self.get_filterset_class(view, queryset)
-        if (
-            filterset_class is not None
-            and type(self).get_filterset_kwargs is DjangoFilterBackend.get_filterset_kwargs
-            and not any(name in request.query_params for name in filterset_class.base_filters)
-            and _inert(filterset_class)
-        ):
-            return queryset.all()  # FilterSet.qs's copy
-        return super().filter_queryset(request, queryset, view)
+        if filterset_class is None or type(self).get_filterset_kwargs is not DjangoFilterBackend.get_filterset_kwargs:
+            return super().filter_queryset(request, queryset, view)
+        if not any(name in request.query_params for name in filterset_class.base_filters):
+            if _inert(filterset_class):
+                return queryset.all()  # FilterSet.qs's copy
+            return super().filter_queryset(request, queryset, view)
+        stock = _STOCK.get(filterset_class)
+        if stock is None:
+            stock = _STOCK[filterset_class] = _stock_filterset(filterset_class)
+        if not stock or not self.raise_exception or type(self).get_filterset is not DjangoFilterBackend.get_filterset:
+            return super().filter_queryset(request, queryset, view)
+        return self._filter(filterset_class, request, queryset)
+
+    @staticmethod
+    def _filter(filterset_class: type[django_filters.FilterSet], request: Request, queryset: QuerySet) -> QuerySet:
+        """``DjangoFilterBackend.filter_queryset`` for a stock filter set (``_stock_filterset``) and a request naming
+        some of its filters: ``FilterSet.is_valid``, ``errors`` and ``qs`` on the same form."""
+        form = _form_class(filterset_class, queryset)(request.query_params, prefix=None)
+        if not form.is_valid():
+            raise utils.translate_validation(form.errors)
+        filtered = queryset.all()
+        filters = filterset_class.base_filters
+        for name, value in form.cleaned_data.items():
+            filtered = filters[name].filter(filtered, value)
+        return filtered

@@ -35,12 +35,14 @@ from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import F, Field, Func, Model, Q, QuerySet, Value
 from django.db.models.expressions import OrderBy
-from django.db.models.lookups import GreaterThanOrEqual, LessThanOrEqual
+from django.db.models.lookups import Exact, GreaterThanOrEqual, LessThanOrEqual
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import BasePagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
+
+from perf import keyset_sql
 
 
 def _model_field(model: type[Model], path: str) -> Field:
@@ -110,6 +112,8 @@ class KeysetPaginator(CursorPaginator):
         self.fields = {key.lstrip("-"): _walk(queryset.model, key) for key in ordering}
         # For pages of value rows (KeysetPagination.paginate_rows): each ordering key's index in a row.
         self.row_columns: list[int] | None = None
+        # Cursor values as keyset_sql.Slot (the query is compiled to be kept, never run) instead of Values.
+        self.slot_values = False
         super().__init__(queryset, ordering)
 
     @property
@@ -138,26 +142,11 @@ class KeysetPaginator(CursorPaginator):
         """
         if not self.index_friendly:
             return super().apply_cursor(cursor, queryset, from_last, reverse=reverse)
-        position = self.decode_cursor(cursor)
-        if len(position) != len(self.ordering):
-            raise InvalidCursor(self.invalid_cursor_message)
-        columns: list[str] = []
-        values: list[Any] = []
-        ops: list[str] = []
-        for key, raw in zip(self.ordering, position, strict=True):
-            column = key.lstrip("-")
-            field = self.fields[column][0]
-            try:
-                value = None if raw is None else field.to_python(raw)
-            except DjangoValidationError as exc:
-                raise InvalidCursor(self.invalid_cursor_message) from exc
-            if value is None:  # a NOT NULL column has no NULL position
-                raise InvalidCursor(self.invalid_cursor_message)
-            columns.append(column)
-            values.append(value)
-            # Descending key walked forward, or ascending key walked backward: smaller values come next.
-            ops.append("lt" if reverse != key.startswith("-") else "gt")
-        if len(columns) > 1 and len(set(ops)) == 1 and _row_comparison_supported(connections[queryset.db]):
+        values = self.cursor_values(cursor)
+        columns = [key.lstrip("-") for key in self.ordering]
+        # Descending key walked forward, or ascending key walked backward: smaller values come next.
+        ops = ["lt" if reverse != key.startswith("-") else "gt" for key in self.ordering]
+        if self.compares_rows(queryset.db):
             # (a, b) <= (x, y) AND NOT (a = x AND b = y), not the equivalent (a, b) < (x, y): PostgreSQL
             # estimates a row comparison from its first column alone, and "a < x" leaves out every row
             # sharing the cursor's a (a whole month of activities). Underestimated, the page after a
@@ -165,14 +154,48 @@ class KeysetPaginator(CursorPaginator):
             # The index scan still starts at the cursor; the NOT removes the cursor row itself.
             lookup = LessThanOrEqual if ops[0] == "lt" else GreaterThanOrEqual
             row = RowValue(*(F(column) for column in columns))
-            cursor_row = RowValue(
-                *(
-                    Value(value, output_field=self.fields[column][0])
-                    for column, value in zip(columns, values, strict=True)
-                )
-            )
-            return queryset.filter(lookup(row, cursor_row), ~Q(**dict(zip(columns, values, strict=True))))
+            cursor_row = RowValue(*(self._cursor_value(index, value) for index, value in enumerate(values)))
+            # Lookups on Values: the SQL of Q(a=x, b=y) (which sorts its keywords), with values keyset_sql can mark.
+            equal = [
+                Exact(F(column), self._cursor_value(i, value))
+                for column, i, value in sorted(zip(columns, range(len(values)), values, strict=True))
+            ]
+            return queryset.filter(lookup(row, cursor_row), ~Q(*equal))
         return queryset.filter(self._expanded_predicate(columns, values, ops))
+
+    def cursor_values(self, cursor: str) -> list[Any]:
+        """The cursor's position as its keys' Python values (NOT NULL keys only). Raises ``InvalidCursor``."""
+        position = self.decode_cursor(cursor)
+        if len(position) != len(self.ordering):
+            raise InvalidCursor(self.invalid_cursor_message)
+        values: list[Any] = []
+        for key, raw in zip(self.ordering, position, strict=True):
+            field = self.fields[key.lstrip("-")][0]
+            try:
+                value = None if raw is None else field.to_python(raw)
+            except DjangoValidationError as exc:
+                raise InvalidCursor(self.invalid_cursor_message) from exc
+            if value is None:  # a NOT NULL column has no NULL position
+                raise InvalidCursor(self.invalid_cursor_message)
+            values.append(value)
+        return values
+
+    def compares_rows(self, db: str) -> bool:
+        """Whether a cursor is applied as a row comparison (``apply_cursor``): NOT NULL keys, more than one, all in
+        one direction, on a backend comparing row values."""
+        directions = {key.startswith("-") for key in self.ordering}
+        return (
+            self.index_friendly
+            and len(self.ordering) > 1
+            and len(directions) == 1
+            and _row_comparison_supported(connections[db])
+        )
+
+    def _cursor_value(self, index: int, value: Any) -> Value:
+        field = self.fields[self.ordering[index].lstrip("-")][0]
+        if self.slot_values:
+            return keyset_sql.Slot(value, field, index)
+        return Value(value, output_field=field)
 
     @staticmethod
     def _expanded_predicate(columns: Sequence[str], values: Sequence[Any], ops: Sequence[str]) -> Q:
@@ -299,13 +322,68 @@ class KeysetPagination(BasePagination):
         self, queryset: QuerySet[Any, Any], request: Request, view: Any, columns: Sequence[str]
     ) -> list[tuple[Any, ...]]:
         """``paginate_queryset`` as ``values_list(*columns)`` tuples, with the same links (ordering keys missing from
-        ``columns`` are read too, after them). For ``perf.rows``: one query, no model instances."""
+        ``columns`` are read too, after them). For ``perf.rows``: one query, no model instances.
+
+        The page query's SQL is kept per shape (``perf.keyset_sql``): a page of a list whose query this process
+        has compiled before binds its cursor's values to that SQL, without building or compiling the query."""
         ordering = self.get_ordering(view)
-        limit, after, before = self._prepare(self.row_queryset(queryset, columns, ordering), request, view)
-        assert self.paginator is not None
         names = self.row_names(columns, ordering)
+        shape = keyset_sql.base_shape(queryset) if isinstance(queryset, QuerySet) else None
+        if shape is None:
+            return self._paginate_rows(queryset, request, view, names, ordering)
+        limit, after, before = self._arguments(queryset, request, ordering)
+        paginator = KeysetPaginator(queryset, ordering)
+        if not paginator.compares_rows(queryset.db) and (after or before):
+            return self._paginate_rows(queryset, request, view, names, ordering)
+        cursor = after or before
+
+        def build() -> QuerySet:
+            return self.row_page_queryset(queryset, names, ordering, limit, after, before, slot_values=True)
+
+        key = (shape, tuple(names), ordering, "before" if before else "after" if after else None, limit)
+        page_sql = keyset_sql.compiled(key, build)
+        if page_sql is None:
+            return self._paginate_rows(queryset, request, view, names, ordering)
+        values = paginator.cursor_values(cursor) if cursor else []
+        rows = keyset_sql.execute(page_sql, values, queryset.db)
+        self.request, self.paginator = request, paginator
+        paginator.row_columns = [names.index(key.lstrip("-")) for key in ordering]
+        # CursorPaginator.page's answer for these rows.
+        self.page = rows[:limit]
+        if before:
+            self.page.reverse()
+            self.has_previous, self.has_next = len(rows) > limit, True
+        else:
+            self.has_next, self.has_previous = len(rows) > limit, bool(after)
+        return self.page
+
+    def _paginate_rows(
+        self, queryset: QuerySet[Any, Any], request: Request, view: Any, names: list[str], ordering: tuple[str, ...]
+    ) -> list[tuple[Any, ...]]:
+        limit, after, before = self._prepare(queryset.values_list(*names), request, view)
+        assert self.paginator is not None
         self.paginator.row_columns = [names.index(key.lstrip("-")) for key in ordering]
         return self._page(limit, after, before)
+
+    @classmethod
+    def row_page_queryset(
+        cls,
+        queryset: QuerySet[Any, Any],
+        names: Sequence[str],
+        ordering: Sequence[str],
+        limit: int,
+        after: str | None,
+        before: str | None,
+        *,
+        slot_values: bool = False,
+    ) -> QuerySet:
+        """The query ``paginate_rows`` runs for a page of ``names`` (``row_names``): ``limit`` + 1 rows after or
+        before a cursor. ``slot_values``: the cursor's values as ``keyset_sql.Slot``s (to be compiled and kept)."""
+        paginator = KeysetPaginator(queryset.values_list(*names), ordering)
+        paginator.slot_values = slot_values
+        if before:
+            return paginator.page_queryset(last=limit, before=before)
+        return paginator.page_queryset(first=limit, after=after)
 
     @staticmethod
     def row_names(columns: Sequence[Any], ordering: Sequence[str]) -> list[Any]:
@@ -325,13 +403,20 @@ class KeysetPagination(BasePagination):
         if not isinstance(queryset, QuerySet):
             raise TypeError(f"{type(self).__name__} pages a QuerySet, not a {type(queryset).__name__}")
         ordering = self.get_ordering(view)
+        arguments = self._arguments(queryset, request, ordering)
+        self.request = request
+        self.paginator = KeysetPaginator(queryset, ordering)
+        return arguments
+
+    def _arguments(
+        self, queryset: QuerySet[Any, Any], request: Request, ordering: tuple[str, ...]
+    ) -> tuple[int, str | None, str | None]:
+        """The request's ``(limit, after, before)``, checked (a 400 for any bad one)."""
         limit = self.get_limit(request)
         after = self._cursor(request, self.after_query_param, queryset, ordering)
         before = self._cursor(request, self.before_query_param, queryset, ordering)
         if after and before:
             raise ValidationError({self.before_query_param: ["Use either 'after' or 'before', not both."]})
-        self.request = request
-        self.paginator = KeysetPaginator(queryset, ordering)
         return limit, after, before
 
     def _page(self, limit: int, after: str | None, before: str | None) -> list[Any]:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -264,17 +265,50 @@ def _decimal(field: serializers.DecimalField) -> Binder:
     return bind
 
 
-def _from_iso_text(binder: Binder) -> Binder:
+def _from_iso_text(binder: Binder, field: serializers.DateTimeField) -> Binder:
     """A datetime column read as text (``RowShape`` selects it so), parsed by ``datetime.fromisoformat``, then
     ``binder``'s converter. Django's psycopg loader for ``timestamptz`` parses in Python, several times slower; the
     text is the ISO form psycopg itself requires (``DateStyle`` ISO) in the connection's time zone, whose offset it
-    carries (``+00``), so both give the same instant."""
+    carries (``+00``), so both give the same instant.
+
+    When the field writes UTC (the page's time zone is UTC) and the text is a UTC instant in PostgreSQL's form
+    (``2026-01-02 03:04:05.67+00``: whole seconds without a fraction, the fraction's trailing zeros dropped), the
+    text is rewritten to DRF's (``2026-01-02T03:04:05.670000Z``) without making a datetime; any other text is
+    parsed."""
 
     def bind() -> Converter:
         convert = binder()
-        return lambda text: convert(dt.datetime.fromisoformat(text) if type(text) is str else text)
+        parse = dt.datetime.fromisoformat
+        if not _writes_utc(field):
+            return lambda text: convert(parse(text) if type(text) is str else text)
+        match = _PG_UTC.fullmatch
+
+        def from_text(text: Any) -> Any:
+            if type(text) is str:
+                found = match(text)
+                if found is not None:
+                    day, time, fraction = found.groups()
+                    if fraction is None:
+                        return f"{day}T{time}Z"
+                    return f"{day}T{time}.{fraction:0<6}Z"
+                return convert(parse(text))
+            return convert(text)
+
+        return from_text
 
     return bind
+
+
+# A UTC instant as PostgreSQL writes a timestamptz (DateStyle ISO, TimeZone UTC): a four-digit year, whole seconds,
+# then a fraction of 1 to 6 digits without trailing zeros (none when it is zero), then the offset.
+_PG_UTC = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2}) ([0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.([0-9]{0,5}[1-9]))?\+00")
+
+
+def _writes_utc(field: serializers.DateTimeField) -> bool:
+    """Whether ``field`` writes an aware datetime in UTC for this page: its time zone (DRF's ``enforce_timezone``)
+    is UTC itself, not a zone that is at UTC on some dates."""
+    zone = field.timezone if hasattr(field, "timezone") else field.default_timezone()
+    return zone is dt.UTC or getattr(zone, "key", None) == "UTC"
 
 
 def _iso_format(field: serializers.Field, default: str) -> None:
@@ -546,7 +580,7 @@ class RowShape:
             return _Leaf(self._json_column(path), binder)
         if type(model_field) is models.DateTimeField and isinstance(field, serializers.DateTimeField):
             assert binder is not None
-            return _Leaf(self._text_column(path), _from_iso_text(binder))
+            return _Leaf(self._text_column(path), _from_iso_text(binder, field))
         return _Leaf(self._column(path), binder)
 
     @staticmethod

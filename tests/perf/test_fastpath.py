@@ -182,3 +182,16 @@ def test_the_path_answers_as_drf_does_whatever_the_view_declares(
         assert [status for status, _, _ in by_path[True]] == [200, 200, 304]
     elif variant in DECLINED:
         assert len(drf_requests) == 3
+
+
+def test_a_body_the_cache_never_keeps_goes_to_drf_before_the_caller_is_read(api, org, monkeypatch) -> None:
+    """A deep page (``cache_first_page_only``) is never answered here: handed to DRF without reading the caller."""
+    EmissionFactory.create_batch(3, organization=org)
+    first = api.get(reverse("emission-list"), {"limit": 1}).json()
+
+    def unread(self: Any, request: Any) -> None:
+        raise AssertionError("the caller was read")
+
+    monkeypatch.setattr(OrgTokenAuthentication, "authenticate_cached", unread)
+    response = api.get(first["next"])
+    assert response.status_code == 200 and len(response.json()["results"]) == 1

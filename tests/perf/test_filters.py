@@ -15,7 +15,7 @@ from rest_framework.test import APIRequestFactory
 
 from emissions.api.filters import ActivityFilter, EmissionFilter, FactorFilter
 from emissions.models import Emission
-from perf.filters import FilterBackend, _inert
+from perf.filters import FilterBackend, _inert, _stock_filterset
 
 pytestmark = pytest.mark.django_db
 
@@ -135,3 +135,81 @@ def test_filter_sets_that_may_act_without_their_parameters_are_built(filterset_c
         return
     ours = FilterBackend().filter_queryset(request(), Emission.objects.all(), View(filterset_class))
     assert str(ours.query) == str(theirs.query)
+
+
+# Queries naming some filters: valid ones, several at once, empty values, and each kind of bad value.
+NAMED_QUERIES = [
+    {"category": "4"},
+    {"supplier": "7", "period_from": "2025-01-01"},
+    {"method": ""},
+    {"method": "spend", "category": "1", "period_to": "2025-12-31", "limit": "5"},
+    {"category": "99"},
+    {"supplier": "1.5"},
+    {"supplier": "0"},
+    {"period_from": "2025-13-01", "method": "nope"},
+]
+
+
+def outcome(backend: DjangoFilterBackend, filterset_class: type[django_filters.FilterSet], query: dict) -> Any:
+    try:
+        queryset = filterset_class._meta.model._default_manager.all()
+        return str(backend.filter_queryset(request(query), queryset, View(filterset_class)).query)
+    except ValidationError as exc:
+        return ("400", exc.detail)
+
+
+@pytest.mark.parametrize("filterset_class", [EmissionFilter, ActivityFilter])
+@pytest.mark.parametrize("query", NAMED_QUERIES)
+def test_a_named_filter_filters_and_fails_as_drf_s(filterset_class, query):
+    assert _stock_filterset(filterset_class)
+    assert outcome(FilterBackend(), filterset_class, query) == outcome(DjangoFilterBackend(), filterset_class, query)
+
+
+def test_the_form_class_is_made_once(monkeypatch):
+    FilterBackend().filter_queryset(request({"category": "1"}), Emission.objects.all(), View(EmissionFilter))
+
+    def refused(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a filter set was built")
+
+    monkeypatch.setattr(EmissionFilter, "__init__", refused)
+    filtered = FilterBackend().filter_queryset(request({"category": "2"}), Emission.objects.all(), View(EmissionFilter))
+    assert "category" in str(filtered.query)
+
+
+class WithMethod(django_filters.FilterSet):
+    method = django_filters.CharFilter(method="by_method")
+
+    class Meta:
+        model = Emission
+        fields = ["method"]
+
+    def by_method(self, queryset: QuerySet, name: str, value: Any) -> QuerySet:
+        return queryset.filter(method=value, category=1)
+
+
+class OwnInit(django_filters.FilterSet):
+    method = django_filters.CharFilter()
+
+    class Meta:
+        model = Emission
+        fields = ["method"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.filters["method"].lookup_expr = "iexact"
+
+
+class ByModel(django_filters.FilterSet):
+    supplier = django_filters.ModelChoiceFilter(queryset=lambda request: Emission.objects.none())
+
+    class Meta:
+        model = Emission
+        fields = ["supplier"]
+
+
+@pytest.mark.parametrize("filterset_class", [WithMethod, OwnInit, ByModel, Custom, OwnFiltering, FactorFilter])
+def test_other_filter_sets_are_built_per_request(filterset_class):
+    assert not _stock_filterset(filterset_class)
+    name = next(iter(filterset_class.base_filters))
+    query = {name: "spend"}
+    assert outcome(FilterBackend(), filterset_class, query) == outcome(DjangoFilterBackend(), filterset_class, query)

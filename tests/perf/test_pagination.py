@@ -9,6 +9,8 @@ from decimal import Decimal
 
 import pytest
 from django.db import connection
+from django.db.models import F, Q, Value
+from django.db.models.lookups import LessThanOrEqual
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from rest_framework.exceptions import ValidationError
@@ -17,7 +19,7 @@ from rest_framework.test import APIRequestFactory
 
 from emissions.api.views import ActivityViewSet, EmissionViewSet
 from emissions.models import ActivityRecord, Emission, Method, Supplier
-from perf.pagination import KeysetPagination, KeysetPaginator
+from perf.pagination import KeysetPagination, KeysetPaginator, RowValue
 from tests.factories import ActivityRecordFactory, EmissionFactorFactory, EmissionFactory, SupplierFactory
 
 pytestmark = pytest.mark.django_db
@@ -423,3 +425,22 @@ def test_nullable_key_keeps_the_library_null_handling(org):
         back = data["results"] + back
         url = data["previous"]
     assert back + last_page["results"] == expected
+
+
+def test_cursor_predicate_is_the_row_comparison_and_q_of_the_cursor_row():
+    """The cursor's NOT part is written with lookups on Values (which perf.keyset_sql can mark) and compiles to the
+    SQL of ``~Q(**cursor row)``."""
+    queryset = Emission.objects.filter(category=1)
+    paginator = KeysetPaginator(queryset, EmissionView.keyset_ordering)
+    cursor = paginator.encode_cursor(["2025-01-01", "5"])
+    period, pk = dt.date(2025, 1, 1), 5
+    fields = [Emission._meta.get_field(name) for name in ("period_start", "id")]
+    expected = queryset.filter(
+        LessThanOrEqual(
+            RowValue(F("period_start"), F("id")),
+            RowValue(*(Value(v, output_field=f) for v, f in zip((period, pk), fields, strict=True))),
+        ),
+        ~Q(period_start=period, id=pk),
+    )
+    actual = paginator.apply_cursor(cursor, queryset, from_last=False)
+    assert actual.query.sql_with_params() == expected.query.sql_with_params()

@@ -280,3 +280,35 @@ def test_activity_rows_are_the_serializer_s_json(varied, org):
     written = rows.dumps(shape.rows(queryset.values_list(*shape.columns)))
     assert written == drf_json(ActivitySerializer(queryset, many=True).data)
     assert json.loads(written)[-1]["emission"] is None
+
+
+# timestamptz texts as PostgreSQL writes them (DateStyle ISO), and a few it does not write, which are parsed.
+DATETIME_TEXTS = [
+    "2026-12-03 12:52:57.3795+00",
+    "2026-12-03 12:52:57+00",
+    "2026-12-03 12:52:57.000001+00",
+    "2026-12-03 12:52:57.999999+00",
+    "2026-12-03 12:52:57.1+00",
+    "0005-01-01 00:00:00.5+00",
+    "2026-12-03 12:52:57.50+00",  # a trailing zero
+    "2026-12-03 12:52:57.0+00",  # a zero fraction
+    "2026-12-03 13:52:57.25+01",
+    "2026-12-03 07:22:57.25-05:30",
+    "2026-12-03T12:52:57.25+00:00",
+]
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/London", "Asia/Kolkata"])
+@pytest.mark.parametrize("text", DATETIME_TEXTS)
+def test_datetime_text_is_written_as_drf_writes_the_instant(text, zone):
+    field = serializers.DateTimeField()
+    with timezone.override(zone):
+        written = rows._from_iso_text(rows._datetime(field), field)()(text)
+        assert written == field.to_representation(dt.datetime.fromisoformat(text))
+
+
+def test_a_field_with_its_own_time_zone_is_parsed():
+    field = serializers.DateTimeField(default_timezone=dt.timezone(dt.timedelta(hours=2)))
+    assert not rows._writes_utc(field)
+    assert rows._from_iso_text(rows._datetime(field), field)()("2026-12-03 12:52:57+00") == "2026-12-03T14:52:57+02:00"
+    assert rows._writes_utc(serializers.DateTimeField(default_timezone=dt.UTC))

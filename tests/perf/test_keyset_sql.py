@@ -1,0 +1,222 @@
+"""perf.keyset_sql: kept page SQL, bound per cursor, is the SQL a fresh compile of the same page writes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.db.models import Count, Value
+from django.test.utils import CaptureQueriesContext, override_settings
+from rest_framework.request import Request
+from rest_framework.test import APIRequestFactory
+
+from emissions.api.views import EmissionViewSet
+from emissions.models import Emission, Supplier
+from perf import keyset_sql
+from perf.pagination import KeysetPagination, KeysetPaginator
+from tests.factories import EmissionFactory, SupplierFactory
+
+pytestmark = pytest.mark.django_db
+
+ORDERING = EmissionViewSet.keyset_ordering
+NAMES = KeysetPagination.row_names(EmissionViewSet.row_shape().columns, ORDERING)
+
+
+class EmissionView:
+    keyset_ordering = ORDERING
+
+
+class SupplierView:
+    keyset_ordering = ("name", "id")
+
+
+@pytest.fixture(autouse=True)
+def _fresh():
+    keyset_sql.clear()
+    yield
+    keyset_sql.clear()
+
+
+def _emissions(organization, count: int = 7) -> None:
+    supplier = SupplierFactory(organization=organization)
+    for i in range(count):
+        EmissionFactory(
+            organization=organization,
+            activity__period_start=dt.date(2025, 1, 1 + i % 3),
+            activity__supplier=supplier if i % 2 else None,
+        )
+
+
+def _cursor(queryset, row_index: int) -> str:
+    instance = queryset.order_by("-period_start", "-id")[row_index]
+    return KeysetPaginator(queryset, ORDERING).cursor(instance)
+
+
+def _fresh_sql(queryset, limit, after, before):
+    page = KeysetPagination.row_page_queryset(queryset, NAMES, ORDERING, limit, after, before)
+    return page.query.sql_with_params()
+
+
+def _kept_sql(queryset, limit, after, before):
+    def build():
+        return KeysetPagination.row_page_queryset(queryset, NAMES, ORDERING, limit, after, before, slot_values=True)
+
+    key = (keyset_sql.base_shape(queryset), "before" if before else "after" if after else None, limit)
+    page_sql = keyset_sql.compiled(key, build)
+    assert page_sql is not None
+    cursor = after or before
+    values = KeysetPaginator(queryset, ORDERING).cursor_values(cursor) if cursor else []
+    return page_sql.sql, tuple(page_sql.bind(values, connection))
+
+
+def test_bound_sql_is_a_fresh_compile_across_filters_cursors_and_directions(org):
+    _emissions(org)
+    base = Emission.objects.for_org(org).with_related()
+    supplier = Supplier.objects.get(organization=org)
+    filtered = [
+        base.all(),
+        base.filter(category=1),
+        base.filter(supplier_id=supplier.pk),
+        base.filter(period_start__gte=dt.date(2025, 1, 2), period_end__lte=dt.date(2025, 12, 31)),
+    ]
+    cursors = [_cursor(base, index) for index in range(4)]
+    for queryset, limit in itertools.product(filtered, (2, 100)):
+        for after, before in [(None, None), *[(c, None) for c in cursors], *[(None, c) for c in cursors]]:
+            # The first cursor compiles and keeps the SQL; the others are bound to the kept text.
+            assert _kept_sql(queryset, limit, after, before) == _fresh_sql(queryset, limit, after, before)
+
+
+def test_organizations_never_share_a_kept_query(org, other_org):
+    _emissions(org)
+    _emissions(other_org)
+    ours, theirs = Emission.objects.for_org(org).with_related(), Emission.objects.for_org(other_org).with_related()
+    assert keyset_sql.base_shape(ours) != keyset_sql.base_shape(theirs)
+    assert _kept_sql(ours, 2, None, None) == _fresh_sql(ours, 2, None, None)
+    sql, params = _kept_sql(theirs, 2, None, None)
+    assert (sql, params) == _fresh_sql(theirs, 2, None, None)
+    assert other_org.pk in params and org.pk not in params
+
+
+def test_values_that_compare_equal_but_write_differently_are_other_shapes():
+    assert keyset_sql.base_shape(Emission.objects.filter(co2e_kg=Decimal("1.0"))) != keyset_sql.base_shape(
+        Emission.objects.filter(co2e_kg=Decimal("1.00"))
+    )
+    assert keyset_sql.base_shape(Emission.objects.filter(id=1)) == keyset_sql.base_shape(Emission.objects.filter(id=1))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda qs: qs.annotate(n=Count("id")),
+        lambda qs: qs.alias(x=Value(1)),
+        lambda qs: qs.distinct(),
+        lambda qs: qs.extra(where=["1 = 1"]),
+        lambda qs: qs.values("id"),
+        lambda qs: qs.order_by("id"),
+        lambda qs: qs[:5],
+        lambda qs: qs.prefetch_related("supplier"),
+        lambda qs: qs.filter(id__in=[[1]]),
+    ],
+    ids=["annotate", "alias", "distinct", "extra", "values", "order_by", "slice", "prefetch", "unhashable"],
+)
+def test_queries_beyond_the_known_attributes_have_no_shape(make):
+    try:
+        queryset = make(Emission.objects.filter(category=1))
+    except TypeError:
+        return  # Django refuses the value itself
+    assert keyset_sql.base_shape(queryset) is None
+
+
+def _page(queryset, view, url: str):
+    paginator = KeysetPagination()
+    rows = paginator.paginate_rows(queryset, Request(APIRequestFactory().get(url)), view, ["id"])
+    return rows, paginator.get_next_link(), paginator.get_previous_link()
+
+
+def _walk(queryset, view, url: str = "/x/?limit=2") -> tuple[list, list]:
+    forward: list[int] = []
+    next_url, last_previous = url, None
+    while next_url:
+        rows, next_url, last_previous = _page(queryset, view, next_url)
+        forward.extend(row[0] for row in rows)
+    backward: list[int] = []
+    previous = last_previous
+    while previous:
+        rows, _, previous = _page(queryset, view, previous)
+        backward[:0] = [row[0] for row in rows]
+    return forward, backward
+
+
+def test_pages_from_kept_sql_are_the_pages_django_runs(org, other_org, monkeypatch):
+    _emissions(org, 9)
+    _emissions(other_org, 4)
+    queryset = Emission.objects.for_org(org).with_related()
+    kept = _walk(queryset, EmissionView)
+    assert keyset_sql._KEPT  # the pages came from kept SQL
+    monkeypatch.setattr(keyset_sql, "base_shape", lambda queryset: None)
+    fresh = _walk(queryset, EmissionView)
+    expected = list(queryset.order_by("-period_start", "-id").values_list("id", flat=True))
+    assert kept == fresh == (expected, expected[: len(kept[1])])
+
+
+def test_a_kept_page_is_one_query_and_compiles_nothing(org, monkeypatch):
+    _emissions(org)
+    queryset = Emission.objects.for_org(org).with_related()
+    cursor = _cursor(queryset, 1)
+    _page(queryset, EmissionView, f"/x/?limit=2&after={_cursor(queryset, 0)}")
+
+    def no_compile(*args, **kwargs):
+        raise AssertionError("compiled again")
+
+    monkeypatch.setattr(KeysetPagination, "row_page_queryset", no_compile)
+    with CaptureQueriesContext(connection) as captured:
+        rows, _, _ = _page(queryset, EmissionView, f"/x/?limit=2&after={cursor}")
+    assert len(captured) == 1
+    assert [row[0] for row in rows] == list(queryset.order_by("-period_start", "-id").values_list("id", flat=True)[2:4])
+
+
+def test_mixed_directions_and_empty_queries_are_not_kept(org):
+    SupplierFactory(organization=org, name="b")
+    SupplierFactory(organization=org, name="a")
+
+    class MixedView:
+        keyset_ordering = ("name", "-id")
+
+    suppliers = Supplier.objects.for_org(org)
+    _, next_url, _ = _page(suppliers, MixedView, "/x/?limit=1")
+    _page(suppliers, MixedView, next_url)  # a cursor on mixed directions: the expanded predicate, built each time
+    assert len(keyset_sql._KEPT) == 1  # the first page only (no cursor)
+    rows, next_url, previous = _page(Supplier.objects.filter(id__in=[]), SupplierView, "/x/")
+    assert (rows, next_url, previous) == ([], None, None)
+    assert len(keyset_sql._KEPT) == 1
+
+
+def test_a_cursor_value_with_its_own_placeholder_is_not_kept(monkeypatch):
+    field = Emission._meta.get_field("period_start")
+    monkeypatch.setattr(
+        type(field), "get_placeholder", lambda self, value, compiler, connection: "%s::date", raising=False
+    )
+    queryset = Emission.objects.filter(category=1)
+    cursor = KeysetPaginator(queryset, ORDERING).encode_cursor(["2025-01-01", "5"])
+
+    def build():
+        return KeysetPagination.row_page_queryset(queryset, ["id"], ORDERING, 2, cursor, None, slot_values=True)
+
+    assert keyset_sql.compiled(("x",), build) is None
+
+
+def test_slots_are_never_left_in_a_fresh_query():
+    cursor = KeysetPaginator(Emission.objects.all(), ORDERING).encode_cursor(["2025-01-01", "5"])
+    page = KeysetPagination.row_page_queryset(Emission.objects.all(), ["id"], ORDERING, 2, cursor, None)
+    assert not any(isinstance(node, keyset_sql.Slot) for node in keyset_sql._walk(page.query.where))
+
+
+def test_kept_queries_outlive_unrelated_setting_changes_only(org):
+    _kept_sql(Emission.objects.for_org(org), 2, None, None)
+    with override_settings(LIST_ROWS=False):
+        assert keyset_sql._KEPT
+    with override_settings(TIME_ZONE="Europe/Paris"):
+        assert not keyset_sql._KEPT
