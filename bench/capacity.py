@@ -78,6 +78,11 @@ def say(message: str) -> None:
     rp.say(message)
 
 
+def _ms(value: float | None) -> str:
+    """Milliseconds without a unit (the column or the text after it names it)."""
+    return "—" if value is None else f"{value:,.0f}"
+
+
 # -- classification and bars --------------------------------------------------------------------------------------
 
 
@@ -162,7 +167,7 @@ def bars(results: dict[str, Any]) -> list[dict[str, Any]]:
                     "name": f"seed scenario, {point['users']} users: every interactive endpoint {label} < "
                     f"{limit:,.0f} ms",
                     "ok": value is not None and value < limit,
-                    "detail": f"worst {rp.fmt_ms(value)} ms",
+                    "detail": f"worst {_ms(value)} ms",
                 }
             )
     if overload:
@@ -172,7 +177,7 @@ def bars(results: dict[str, Any]) -> list[dict[str, Any]]:
             {
                 "name": f"overload, {point['users']} users: none times out, none waits over {OVERLOAD_MAX_MS:,.0f} ms",
                 "ok": point["timeouts"] == 0 and point["max_ms"] <= OVERLOAD_MAX_MS,
-                "detail": f"{point['timeouts']:,} timeouts; longest {rp.fmt_ms(point['max_ms'])} ms; "
+                "detail": f"{point['timeouts']:,} timeouts; longest {_ms(point['max_ms'])} ms; "
                 f"{point['refused']:,} refused with Retry-After",
             }
         )
@@ -227,7 +232,7 @@ def run_ceiling(options: argparse.Namespace, raw: Path) -> dict[str, Any]:
                 result, output = rp.run_wrk(command, timeout=options.ceiling_seconds + 30)
                 (raw / f"wrk_healthz_r{round_no}.txt").write_text(output, encoding="utf-8")
                 results.append(result)
-                say(f"  /healthz round {round_no}: {result.rps:,.0f} req/s, p99 {rp.fmt_ms(result.p99_ms)} ms")
+                say(f"  /healthz round {round_no}: {result.rps:,.0f} req/s, p99 {_ms(result.p99_ms)} ms")
     finally:
         server.stop(lt.SERVER_STOP_TIMEOUT)
     return {
@@ -266,9 +271,9 @@ def run_curve(options: argparse.Namespace, raw: Path) -> dict[str, list[dict[str
             summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
             point = run_point(summary)
             say(
-                f"  served {point['served_rps']:,.1f}/s, p50/p95/p99 {rp.fmt_ms(point['p50_ms'])}/"
-                f"{rp.fmt_ms(point['p95_ms'])}/{rp.fmt_ms(point['p99_ms'])} ms, {point['timeouts']} timeouts, "
-                f"{point['refused']} refused, longest {rp.fmt_ms(point['max_ms'])} ms"
+                f"  served {point['served_rps']:,.1f}/s, p50/p95/p99 {_ms(point['p50_ms'])}/"
+                f"{_ms(point['p95_ms'])}/{_ms(point['p99_ms'])} ms, {point['timeouts']} timeouts, "
+                f"{point['refused']} refused, longest {_ms(point['max_ms'])} ms"
             )
             runs.setdefault(scenario, []).append(
                 {"scenario": scenario, "exit_status": status, "point": point, "summary": summary}
@@ -418,8 +423,8 @@ def render_markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
                     f"{p['users']:,}",
                     p["duration"],
                     f"{p['served_rps']:,.1f}",
-                    f"{rp.fmt_ms(p['p50_ms'])} / {rp.fmt_ms(p['p95_ms'])} / {rp.fmt_ms(p['p99_ms'])}",
-                    rp.fmt_ms(p["max_ms"]),
+                    f"{_ms(p['p50_ms'])} / {_ms(p['p95_ms'])} / {_ms(p['p99_ms'])}",
+                    _ms(p["max_ms"]),
                     f"{p['timeouts']:,}",
                     f"{p['refused']:,}",
                     f"{p['error_rate'] * 100:.3f} %",
@@ -454,9 +459,8 @@ def render_markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
                     kind,
                     f"{endpoint['requests']:,}",
                     f"{endpoint['failures']:,}",
-                    f"{rp.fmt_ms(endpoint['p50_ms'])} / {rp.fmt_ms(endpoint['p95_ms'])} / "
-                    f"{rp.fmt_ms(endpoint['p99_ms'])}",
-                    rp.fmt_ms(endpoint["max_ms"]),
+                    f"{_ms(endpoint['p50_ms'])} / {_ms(endpoint['p95_ms'])} / {_ms(endpoint['p99_ms'])}",
+                    _ms(endpoint["max_ms"]),
                     f"{endpoint['rps']:,.1f}",
                 ]
             )
@@ -499,8 +503,8 @@ def render_markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
                         f"{p['served_rps']:,.1f}",
                         f"{p['failed']:,} ({p['timeouts']:,})",
                         f"{p['refused']:,}",
-                        f"{rp.fmt_ms(p['p50_ms'])} / {rp.fmt_ms(p['p95_ms'])} / {rp.fmt_ms(p['p99_ms'])}",
-                        rp.fmt_ms(p["max_ms"]),
+                        f"{_ms(p['p50_ms'])} / {_ms(p['p95_ms'])} / {_ms(p['p99_ms'])}",
+                        _ms(p["max_ms"]),
                         rp.fmt_pct(p["cache_hit_rate"]),
                     ]
                 )

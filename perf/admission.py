@@ -1,7 +1,7 @@
-"""Admission control and cooperative scheduling: overload is refused fast, bulk work never starves the rest.
+"""Admission control and cooperative scheduling: no unbounded queue, bulk work neither starves nor is starved.
 
-A gevent worker runs every request of its connections on one thread. Three things decide whether a
-request that has reached the worker is served quickly, refused quickly, or left to wait:
+A gevent worker runs every request of its connections on one thread. Four things decide whether a request
+that has reached the worker is served, waits (for a bounded time), or is refused with ``Retry-After``:
 
 **Heavy work is admitted by slot.** A view declares which of its methods are bulk work (``admission_heavy``
 on the view class: ``{"post"}`` for a batch endpoint, ``{"get"}`` for an export), optionally only above a
