@@ -252,7 +252,7 @@ class _Once:
 
 
 class AdmissionMiddleware:
-    """Refuse what exceeds capacity with 503 + ``Retry-After``, before it queues (see the module docstring).
+    """Bound what runs at once; what cannot start within its wait gets 503 + ``Retry-After`` (module docstring).
 
     Place it right after the first metrics middleware: refusals are then counted in the HTTP metrics
     and cost no session, authentication or database work.
@@ -273,7 +273,8 @@ class AdmissionMiddleware:
             raise
         if response.streaming:
             # A streamed body (an export) is produced after this returns, while the server iterates it: the
-            # request stays in flight, and keeps its heavy slot, until the server closes the response.
+            # request stays in flight, and keeps its heavy slot, until the server closes the response
+            # (``_resource_closers``: the callables Django's ``HttpResponseBase.close()`` runs).
             response._resource_closers.append(done)  # type: ignore[attr-defined]
         else:
             done()
