@@ -78,9 +78,9 @@ def say(message: str) -> None:
     rp.say(message)
 
 
-def _ms(value: float | None) -> str:
-    """Milliseconds without a unit (the column or the text after it names it)."""
-    return "—" if value is None else f"{value:,.0f}"
+def percentiles(figures: dict[str, Any], separator: str = " / ") -> str:
+    """``p50 / p95 / p99`` of a run or an endpoint, in milliseconds without a unit."""
+    return separator.join(lt.ms_number(figures[key]) for key in ("p50_ms", "p95_ms", "p99_ms"))
 
 
 # -- classification and bars --------------------------------------------------------------------------------------
@@ -167,7 +167,7 @@ def bars(results: dict[str, Any]) -> list[dict[str, Any]]:
                     "name": f"seed scenario, {point['users']} users: every interactive endpoint {label} < "
                     f"{limit:,.0f} ms",
                     "ok": value is not None and value < limit,
-                    "detail": f"worst {_ms(value)} ms",
+                    "detail": f"worst {lt.ms_number(value)} ms",
                 }
             )
     if overload:
@@ -177,7 +177,7 @@ def bars(results: dict[str, Any]) -> list[dict[str, Any]]:
             {
                 "name": f"overload, {point['users']} users: none times out, none waits over {OVERLOAD_MAX_MS:,.0f} ms",
                 "ok": point["timeouts"] == 0 and point["max_ms"] <= OVERLOAD_MAX_MS,
-                "detail": f"{point['timeouts']:,} timeouts; longest {_ms(point['max_ms'])} ms; "
+                "detail": f"{point['timeouts']:,} timeouts; longest {lt.ms_number(point['max_ms'])} ms; "
                 f"{point['refused']:,} refused with Retry-After",
             }
         )
@@ -232,7 +232,7 @@ def run_ceiling(options: argparse.Namespace, raw: Path) -> dict[str, Any]:
                 result, output = rp.run_wrk(command, timeout=options.ceiling_seconds + 30)
                 (raw / f"wrk_healthz_r{round_no}.txt").write_text(output, encoding="utf-8")
                 results.append(result)
-                say(f"  /healthz round {round_no}: {result.rps:,.0f} req/s, p99 {_ms(result.p99_ms)} ms")
+                say(f"  /healthz round {round_no}: {result.rps:,.0f} req/s, p99 {lt.ms_number(result.p99_ms)} ms")
     finally:
         server.stop(lt.SERVER_STOP_TIMEOUT)
     return {
@@ -271,9 +271,9 @@ def run_curve(options: argparse.Namespace, raw: Path) -> dict[str, list[dict[str
             summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
             point = run_point(summary)
             say(
-                f"  served {point['served_rps']:,.1f}/s, p50/p95/p99 {_ms(point['p50_ms'])}/"
-                f"{_ms(point['p95_ms'])}/{_ms(point['p99_ms'])} ms, {point['timeouts']} timeouts, "
-                f"{point['refused']} refused, longest {_ms(point['max_ms'])} ms"
+                f"  served {point['served_rps']:,.1f}/s, p50/p95/p99 {percentiles(point, '/')} ms, "
+                f"{point['timeouts']} timeouts, "
+                f"{point['refused']} refused, longest {lt.ms_number(point['max_ms'])} ms"
             )
             runs.setdefault(scenario, []).append(
                 {"scenario": scenario, "exit_status": status, "point": point, "summary": summary}
@@ -423,8 +423,8 @@ def render_markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
                     f"{p['users']:,}",
                     p["duration"],
                     f"{p['served_rps']:,.1f}",
-                    f"{_ms(p['p50_ms'])} / {_ms(p['p95_ms'])} / {_ms(p['p99_ms'])}",
-                    _ms(p["max_ms"]),
+                    percentiles(p),
+                    lt.ms_number(p["max_ms"]),
                     f"{p['timeouts']:,}",
                     f"{p['refused']:,}",
                     f"{p['error_rate'] * 100:.3f} %",
@@ -459,8 +459,8 @@ def render_markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
                     kind,
                     f"{endpoint['requests']:,}",
                     f"{endpoint['failures']:,}",
-                    f"{_ms(endpoint['p50_ms'])} / {_ms(endpoint['p95_ms'])} / {_ms(endpoint['p99_ms'])}",
-                    _ms(endpoint["max_ms"]),
+                    percentiles(endpoint),
+                    lt.ms_number(endpoint["max_ms"]),
                     f"{endpoint['rps']:,.1f}",
                 ]
             )
@@ -503,8 +503,8 @@ def render_markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
                         f"{p['served_rps']:,.1f}",
                         f"{p['failed']:,} ({p['timeouts']:,})",
                         f"{p['refused']:,}",
-                        f"{_ms(p['p50_ms'])} / {_ms(p['p95_ms'])} / {_ms(p['p99_ms'])}",
-                        _ms(p["max_ms"]),
+                        percentiles(p),
+                        lt.ms_number(p["max_ms"]),
                         rp.fmt_pct(p["cache_hit_rate"]),
                     ]
                 )

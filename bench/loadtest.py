@@ -617,20 +617,21 @@ class CpuSample:
     machine_total: float
 
 
-def _tree_cpu(pid: int) -> float:
+def _tree_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds of ``pid`` and each of its descendants, by pid (none when ``pid`` is gone)."""
     import psutil
 
     try:
         root = psutil.Process(pid)
         processes = [root, *root.children(recursive=True)]
     except psutil.Error:
-        return 0.0
-    total = 0.0
+        return {}
+    used: dict[int, float] = {}
     for process in processes:
         with suppress(psutil.Error):
             times = process.cpu_times()
-            total += times.user + times.system
-    return total
+            used[process.pid] = times.user + times.system
+    return used
 
 
 def _named_cpu(name: str) -> dict[int, float]:
@@ -668,17 +669,7 @@ class TreeWatch:
         self._thread.start()
 
     def _read(self) -> None:
-        import psutil
-
-        try:
-            root = psutil.Process(self.pid)
-            processes = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            return
-        for process in processes:
-            with suppress(psutil.Error):
-                times = process.cpu_times()
-                self.seen[process.pid] = times.user + times.system
+        self.seen.update(_tree_cpu(self.pid))
 
     def _watch(self) -> None:
         while not self._stop.wait(self.interval):
@@ -702,7 +693,7 @@ def cpu_sample(server_pid: int, load_generator: float = 0.0) -> CpuSample:
     total = sum(machine)
     return CpuSample(
         at=time.monotonic(),
-        server=_tree_cpu(server_pid),
+        server=sum(_tree_cpu(server_pid).values()),
         load_generator=load_generator,
         postgres=_named_cpu("postgres"),
         redis=_named_cpu("redis-server"),
@@ -792,7 +783,8 @@ def build_summary(
     }
 
 
-def _ms(value: float | None) -> str:
+def ms_number(value: float | None) -> str:
+    """Milliseconds as a whole number, without a unit (the column or the text after it names it)."""
     return "—" if value is None else f"{value:,.0f}"
 
 
@@ -808,8 +800,8 @@ def render_table(summary: dict[str, Any]) -> str:
         if index == len(rows) - 1:
             lines.append("-" * len(header))
         lines.append(
-            f"{f'{method} {name}'.strip():<{width}}  {e['requests']:>8,}  {e['failures']:>5,}  {_ms(e['p50_ms']):>7}  "
-            f"{_ms(e['p95_ms']):>7}  {_ms(e['p99_ms']):>7}  {e['rps']:>7,.1f}"
+            f"{f'{method} {name}'.strip():<{width}}  {e['requests']:>8,}  {e['failures']:>5,}  "
+            f"{ms_number(e['p50_ms']):>7}  {ms_number(e['p95_ms']):>7}  {ms_number(e['p99_ms']):>7}  {e['rps']:>7,.1f}"
         )
     aggregated = summary["aggregated"]
     lines.append(
@@ -819,7 +811,7 @@ def render_table(summary: dict[str, Any]) -> str:
     counted = summary["outcomes"]
     lines.append(
         f"refused {counted['refused']:,} ({_pct(counted['refused_rate'])}, 503/429 with Retry-After), timeouts "
-        f"{counted['timeouts']:,}, longest {_ms(counted['max_ms'])} ms, served {counted['served']:,} "
+        f"{counted['timeouts']:,}, longest {ms_number(counted['max_ms'])} ms, served {counted['served']:,} "
         f"({counted['served_rps']:,.1f}/s)"
     )
     cpu = summary["run"].get("cpu")

@@ -100,13 +100,13 @@ def emission_list_namespaces(
     ``emissions_added`` bumps the year its period starts in); otherwise additions in any year. An ERP
     batch for this year's months thus leaves last year's summaries and pages cached.
     """
-    if period_from is not None and period_to is not None and period_from <= period_to:
+    if period_from is not None and period_to is not None:
+        if period_from > period_to:
+            return emission_namespaces(organization_id)  # an empty range: nothing can enter it
         years = range(period_from.year, period_to.year + 1)
         if len(years) <= MAX_YEAR_NAMESPACES:
             added = [org_ns(organization_id, EMISSIONS, f"added:{year}") for year in years]
             return [*emission_namespaces(organization_id), *added]
-    if period_from is not None and period_to is not None and period_from > period_to:
-        return emission_namespaces(organization_id)  # an empty range: nothing can enter it
     return [*emission_namespaces(organization_id), org_ns(organization_id, EMISSIONS, "added")]
 
 

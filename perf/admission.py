@@ -45,6 +45,8 @@ from django.db import OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 
+from perf.serving import gevent_patched
+
 # Reasons a request is refused (the metric's label values).
 HEAVY_BUSY = "heavy_busy"
 IN_FLIGHT = "in_flight"
@@ -55,14 +57,6 @@ _MESSAGES = {
     IN_FLIGHT: "The server is at capacity; retry this request after the delay in Retry-After.",
     DB_POOL: "The server is at capacity (no database connection was free); retry after the delay in Retry-After.",
 }
-
-
-def _is_gevent_patched() -> bool:
-    try:
-        from gevent import monkey
-    except ImportError:  # gevent is a serving dependency; a process without it never runs greenlets
-        return False
-    return bool(monkey.is_module_patched("threading"))
 
 
 class _Run:
@@ -86,7 +80,7 @@ _checked = False
 def _gevent_sleep() -> Callable[[float], Any] | None:
     global _sleep, _checked
     if not _checked:
-        if _is_gevent_patched():
+        if gevent_patched("threading"):
             import gevent
 
             _sleep = gevent.sleep

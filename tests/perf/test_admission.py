@@ -233,25 +233,31 @@ def fresh_run() -> Iterator[None]:
     admission._run.reset(token)
 
 
-def test_cooperate_keeps_the_cpu_within_a_slice(under_gevent, fresh_run, settings, monkeypatch):
-    settings.COOPERATE_SLICE_MS = 5
-    settings.COOPERATE_SLICE_PER_REQUEST_MS = 0
+def yielded_at(monkeypatch: pytest.MonkeyPatch, calls: list[float], resumes: dict[float, float]) -> list[float]:
+    """Call ``cooperate()`` with the clock at each of ``calls``; the calls at which it yielded. ``resumes``: the
+    clock when the greenlet gets the CPU back after yielding at a call."""
     yields: list[float] = []
     monkeypatch.setattr(admission, "_sleep", yields.append)
-    calls = [0.0015, 0.0030, 0.0045, 0.0055, 0.0070, 0.0200, 0.0215, 0.0230, 0.0245, 0.0252]
-    after_yields = {0.0055: 0.0060, 0.0252: 0.0253}  # the clock when the greenlet gets the CPU back
-    readings = [t for call in calls for t in ([call, after_yields[call]] if call in after_yields else [call])]
+    readings = [t for call in calls for t in ([call, resumes[call]] if call in resumes else [call])]
     clock = iter(readings)
     monkeypatch.setattr(admission.time, "perf_counter", lambda: next(clock))
-    yielded_at = []
+    at = []
     for call in calls:
         before = len(yields)
         cooperate()
         if len(yields) > before:
-            yielded_at.append(call)
+            at.append(call)
+    return at
+
+
+def test_cooperate_keeps_the_cpu_within_a_slice(under_gevent, fresh_run, settings, monkeypatch):
+    settings.COOPERATE_SLICE_MS = 5
+    settings.COOPERATE_SLICE_PER_REQUEST_MS = 0
+    calls = [0.0015, 0.0030, 0.0045, 0.0055, 0.0070, 0.0200, 0.0215, 0.0230, 0.0245, 0.0252]
+    resumes = {0.0055: 0.0060, 0.0252: 0.0253}  # the clock when the greenlet gets the CPU back
     # 5.5 ms into the run: yields. At 20 ms it was switched out for 13 ms (its own I/O): a new run, no yield
     # for the others' time; 5.2 ms into that one: yields.
-    assert yielded_at == [0.0055, 0.0252]
+    assert yielded_at(monkeypatch, calls, resumes) == [0.0055, 0.0252]
 
 
 def test_the_slice_grows_with_the_requests_in_flight(under_gevent, fresh_run, settings, monkeypatch):
@@ -263,15 +269,5 @@ def test_the_slice_grows_with_the_requests_in_flight(under_gevent, fresh_run, se
     gate = admission.gate()
     for _ in range(30):
         assert gate.enter()
-    yields: list[float] = []
-    monkeypatch.setattr(admission, "_sleep", yields.append)
     calls = [round(i * 0.0015, 4) for i in range(1, 22)]  # every 1.5 ms, a run of 31.5 ms
-    clock = iter([*calls[:20], 0.0301, *calls[20:]])
-    monkeypatch.setattr(admission.time, "perf_counter", lambda: next(clock))
-    yielded_at = []
-    for call in calls:
-        before = len(yields)
-        cooperate()
-        if len(yields) > before:
-            yielded_at.append(call)
-    assert yielded_at == [0.03]  # not at 10.5 ms
+    assert yielded_at(monkeypatch, calls, {0.03: 0.0301}) == [0.03]  # not at 10.5 ms
