@@ -37,7 +37,7 @@ import contextvars
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from django.conf import settings
@@ -51,6 +51,8 @@ from perf.serving import gevent_patched
 HEAVY_BUSY = "heavy_busy"
 IN_FLIGHT = "in_flight"
 DB_POOL = "db_pool"
+# The environ key by which perf.bulkpool's forwarder asks the worker's Django to refuse a request (a reason above).
+REFUSE = "vcci.admission.refuse"
 
 _MESSAGES = {
     HEAVY_BUSY: "The server is busy with bulk work; retry this request after the delay in Retry-After.",
@@ -133,16 +135,17 @@ def heavy(*methods: str, min_body: int = 0) -> Callable[[type], type]:
     return declare
 
 
-def is_heavy(view_class: type | None, request: HttpRequest) -> bool:
-    """Whether ``view_class`` declares ``request``'s method heavy, and its body is large enough to count."""
+def is_heavy(view_class: type | None, method: str, meta: Mapping[str, Any]) -> bool:
+    """Whether ``view_class`` declares ``method`` heavy, and the body (``CONTENT_LENGTH`` in ``meta``: a request's
+    ``META`` or a WSGI environ) is large enough to count."""
     methods = getattr(view_class, "admission_heavy", None)
-    if not methods or (request.method or "").lower() not in methods:
+    if not methods or method.lower() not in methods:
         return False
     min_body: int = getattr(view_class, "admission_heavy_min_body", 0)
     if min_body <= 0:
         return True
     try:
-        length = int(request.META.get("CONTENT_LENGTH") or 0)
+        length = int(meta.get("CONTENT_LENGTH") or 0)
     except ValueError:
         # Django refuses the body itself; it is not bulk work.
         return False
@@ -256,6 +259,11 @@ class AdmissionMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        # The bulk pool's forwarder (perf.bulkpool, outside Django) found no slot: refused here, so that the
+        # refusal is counted and logged like every other.
+        refused = request.META.get(REFUSE)
+        if refused in _MESSAGES:
+            return refusal(refused)
         current = gate()
         if not current.enter(timeout=settings.ADMISSION_QUEUE_WAIT):
             return refusal(IN_FLIGHT)
@@ -278,7 +286,7 @@ class AdmissionMiddleware:
         self, request: HttpRequest, view_func: Callable[..., Any], view_args: Any, view_kwargs: Any
     ) -> HttpResponseBase | None:
         view_class = getattr(view_func, "view_class", None) or getattr(view_func, "cls", None)
-        if not is_heavy(view_class, request):
+        if not is_heavy(view_class, request.method or "", request.META):
             return None
         slots = gate().heavy_slots
         if not slots.acquire(timeout=settings.ADMISSION_HEAVY_WAIT):

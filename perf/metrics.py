@@ -93,6 +93,12 @@ ADMISSION_REFUSED = Counter(
     "Requests refused with 503 + Retry-After (perf.admission): heavy_busy, in_flight or db_pool.",
     ["reason"],
 )
+BULK_POOL_REQUESTS = Counter(
+    "vcci_bulk_pool_requests_total",
+    "Bulk requests by what a worker did with them (perf.bulkpool): forwarded to the bulk pool, served here (local,"
+    " the pool unreachable), or failed (502, the pool failed after the request was sent).",
+    ["outcome"],
+)
 
 # -- database ----------------------------------------------------------------------------------
 

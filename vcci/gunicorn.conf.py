@@ -13,6 +13,8 @@ Every knob comes from the environment so that one file serves a laptop and a con
     GUNICORN_KEEPALIVE           5          seconds to keep an idle client connection
     GUNICORN_MAX_REQUESTS        0          recycle a worker after N requests (0 = never)
     GUNICORN_LOG_LEVEL           info
+    GUNICORN_BULK_WORKERS        1          processes of the bulk pool (0: no bulk pool, bulk requests served here)
+    GUNICORN_BULK_NICE           10         how much lower the bulk pool's CPU priority is (nice(2) increment)
     PROMETHEUS_MULTIPROC_DIR     <tmp>/vcci-prometheus-<uid>-<bind>   metrics files of every worker
 
 Why gevent, and why it is safe with Django + psycopg 3
@@ -75,6 +77,20 @@ environment before a worker imports prometheus_client:
 * ``post_fork`` (worker) drops the master's copy of prometheus_client, which ``child_exit``
   imported: the worker imports its own after gevent's patching, like everything else.
 
+The bulk pool: bulk work at a lower CPU priority
+------------------------------------------------
+Bulk requests (the views ``perf.admission.heavy`` declares: large activity writes and batch calculations,
+exports) are served by a second gunicorn, the bulk pool (``perf.bulkpool``), which ``on_starting`` starts
+from this same file (``VCCI_SERVER_ROLE=bulk``): GUNICORN_BULK_WORKERS gevent workers listening on a Unix
+socket in a private directory, niced by GUNICORN_BULK_NICE, so that the kernel gives the CPU to the
+workers serving reads and small writes first. The workers forward bulk requests there (``BULK_POOL_SOCKET``,
+inherited) and relay the answers; the pool admits as many at once as all workers may forward
+(GUNICORN_WORKERS x ADMISSION_HEAVY_SLOTS), and its database connections come out of the workers' budget
+(``BULK_POOL_DB_CONNECTIONS``). It dies with the master (``on_exit``; ``PR_SET_PDEATHSIG`` if the master
+is killed). While it is unreachable the workers serve bulk requests themselves. It writes its metrics to
+the same directory, so ``/metrics`` counts its requests too (once: a forwarded request never reaches the
+forwarding worker's Django), and its access-log lines start with ``bulk``.
+
 Cache warm-up on boot
 ---------------------
 With ``CACHE_WARM_ON_BOOT`` on (settings), ``post_worker_init`` below starts
@@ -87,8 +103,12 @@ lazily, inside the function: this file is read by the master too.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import re
+import signal
+import subprocess
 import sys
 import tempfile
 from typing import Any
@@ -105,6 +125,12 @@ def _int(name: str, default: int) -> int:
 
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# "bulk" when this file configures the bulk pool's server (started by on_starting below), else the main server.
+ROLE_ENV = "VCCI_SERVER_ROLE"
+role = os.environ.get(ROLE_ENV, "main")
+if role not in ("main", "bulk"):
+    raise SystemExit(f"{ROLE_ENV} must be 'main' or 'bulk'; got {role!r}")
+BULK_SOCKET_ENV = "BULK_POOL_SOCKET"
 # prometheus_client's per-process files (counter_<pid>.db, gauge_livesum_<pid>.db, ...): all on_starting deletes.
 _METRIC_FILE = re.compile(r"^(?:counter|histogram|summary|gauge_[a-z]+)_\d+\.db$")
 
@@ -112,6 +138,10 @@ _METRIC_FILE = re.compile(r"^(?:counter|histogram|summary|gauge_[a-z]+)_\d+\.db$
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = _int("GUNICORN_WORKERS", 2)
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gevent")
+bulk_workers = _int("GUNICORN_BULK_WORKERS", 1)
+bulk_nice = _int("GUNICORN_BULK_NICE", 10)
+if bulk_workers < 0 or not 0 <= bulk_nice <= 19:
+    raise SystemExit(f"GUNICORN_BULK_WORKERS must be >= 0 and GUNICORN_BULK_NICE 0-19; got {bulk_workers}, {bulk_nice}")
 # Threads per gthread worker (the settings size its database pool to them); gunicorn turns sync into gthread above 1.
 threads = _int("GUNICORN_THREADS", 1)
 # Sockets, not concurrent requests (see "worker_connections, admission and the database pool" above).
@@ -135,12 +165,15 @@ accesslog = "-"
 errorlog = "-"
 # %(M)s = request time in milliseconds, %(D)s = in microseconds (logged for precise percentiles).
 access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms %(D)sus "%(a)s"'
+if role == "bulk":
+    # The bulk pool's lines, told apart; its peer is a worker on a Unix socket, the client is in X-Forwarded-For.
+    access_log_format = 'bulk %({x-forwarded-for}i)s "%(r)s" %(s)s %(B)s %(M)sms %(D)sus "%(a)s"'
 # gunicorn's logger, but building only the atoms the format names, not one per header and environ key (perf.accesslog).
 logger_class = "perf.accesslog.AccessLogger"
 
 # Behind a reverse proxy on the same host, trust its X-Forwarded-* headers.
 forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1")
-proc_name = "vcci"
+proc_name = "vcci-bulk" if role == "bulk" else "vcci"
 
 
 def default_multiproc_dir(binds: list[str]) -> str:
@@ -172,6 +205,9 @@ def on_starting(server: Any) -> None:
     Sets PROMETHEUS_MULTIPROC_DIR (when unset) and GUNICORN_WORKER_CONNECTIONS (the value gunicorn
     uses) in the environment, which forked workers inherit before they import anything.
     """
+    if role == "bulk":
+        # Started by the main server's master, which prepared the metrics directory and set everything else.
+        return
     directory = os.environ.get(MULTIPROC_ENV) or default_multiproc_dir(list(server.cfg.bind))
     removed = prepare_multiproc_dir(directory)
     os.environ[MULTIPROC_ENV] = directory
@@ -179,6 +215,87 @@ def on_starting(server: Any) -> None:
     # The workers' settings size their pools (database, Redis) from the value gunicorn uses, whichever of the
     # environment, this file or the command line set it.
     os.environ["GUNICORN_WORKER_CONNECTIONS"] = str(int(server.cfg.worker_connections))
+    os.environ.pop(BULK_SOCKET_ENV, None)
+    os.environ.pop("BULK_POOL_DB_CONNECTIONS", None)
+    if bulk_workers > 0:
+        start_bulk_pool(server)
+
+
+_bulk_pool: subprocess.Popen[bytes] | None = None
+# The Linux prctl(2) option that sends a signal to a process when its parent dies.
+_PR_SET_PDEATHSIG = 1
+
+
+def bulk_socket_path(binds: list[str]) -> str:
+    """The bulk pool's socket, in a private directory (0700) per user and bind like the metrics directory's."""
+    directory = default_multiproc_dir(binds).replace("vcci-prometheus-", "vcci-bulk-", 1)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    if os.stat(directory).st_uid != os.getuid():
+        raise SystemExit(f"{directory} belongs to another user; the bulk pool's socket cannot be kept there.")
+    return os.path.join(directory, "bulk.sock")
+
+
+def bulk_pool_env(server: Any, socket_path: str) -> tuple[dict[str, str], int]:
+    """The bulk pool's environment, and how many database connections its processes may hold in all.
+
+    It admits as many bulk requests at once as the workers may forward (each worker's ADMISSION_HEAVY_SLOTS), so
+    it never refuses what a worker admitted; its pools are sized to that, not to the workers' budget.
+    """
+    concurrency = int(server.cfg.workers) * _int("ADMISSION_HEAVY_SLOTS", 2)
+    sockets = concurrency + 2  # a closing connection may linger while the next one arrives
+    env = {key: value for key, value in os.environ.items() if key not in (BULK_SOCKET_ENV, "GUNICORN_CMD_ARGS")}
+    env.update(
+        {
+            ROLE_ENV: "bulk",
+            "GUNICORN_BIND": f"unix:{socket_path}",
+            "GUNICORN_WORKERS": str(bulk_workers),
+            "GUNICORN_WORKER_CLASS": "gevent",
+            "GUNICORN_WORKER_CONNECTIONS": str(sockets),
+            "ADMISSION_MAX_IN_FLIGHT": str(concurrency),
+            "ADMISSION_HEAVY_SLOTS": str(concurrency),
+            "CACHE_WARM_ON_BOOT": "0",
+        }
+    )
+    return env, bulk_workers * sockets
+
+
+def _lower_priority() -> None:  # pragma: no cover - runs in the forked child, before exec
+    """In the bulk pool's process, before it runs: lower its CPU priority; die with the master."""
+    os.nice(bulk_nice)
+    # Not on Linux, no prctl: on_exit still stops it.
+    with contextlib.suppress(AttributeError, OSError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def start_bulk_pool(server: Any) -> None:
+    """Master, in ``on_starting``: start the bulk pool's gunicorn and tell the workers its socket (module docstring)."""
+    global _bulk_pool
+    socket_path = bulk_socket_path(list(server.cfg.bind))
+    if os.path.exists(socket_path):
+        os.remove(socket_path)  # a previous run's
+    env, connections = bulk_pool_env(server, socket_path)
+    app_uri = getattr(server.app, "app_uri", None) or server.cfg.wsgi_app or "vcci.wsgi"
+    command = [sys.executable, "-m", "gunicorn", "-c", os.path.abspath(__file__), "--no-control-socket", app_uri]
+    _bulk_pool = subprocess.Popen(command, env=env, preexec_fn=_lower_priority)  # the master has no threads yet
+    os.environ[BULK_SOCKET_ENV] = socket_path
+    os.environ["BULK_POOL_DB_CONNECTIONS"] = str(connections)
+    server.log.info(
+        "Bulk pool: %d worker(s) at nice +%d on %s (pid %d)", bulk_workers, bulk_nice, socket_path, _bulk_pool.pid
+    )
+
+
+def on_exit(server: Any) -> None:
+    """Master, on its way out: stop the bulk pool it started (SIGTERM, then SIGKILL after the graceful timeout)."""
+    global _bulk_pool
+    if _bulk_pool is None or _bulk_pool.poll() is not None:
+        return
+    _bulk_pool.terminate()
+    try:
+        _bulk_pool.wait(timeout=graceful_timeout + 5)
+    except subprocess.TimeoutExpired:
+        _bulk_pool.kill()
+        _bulk_pool.wait(timeout=5)
+    _bulk_pool = None
 
 
 def post_fork(server: Any, worker: Any) -> None:

@@ -162,7 +162,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
                     env.int("GUNICORN_THREADS", default=1),
                 ),
                 max_connections=env.int("DB_MAX_CONNECTIONS", default=100),
-                reserve=env.int("DB_RESERVED_CONNECTIONS", default=10),
+                # The bulk pool's server (vcci/gunicorn.conf.py sets what its pools may hold) comes out of the budget.
+                reserve=env.int("DB_RESERVED_CONNECTIONS", default=10) + env.int("BULK_POOL_DB_CONNECTIONS", default=0),
                 min_size=env.int("DB_POOL_MIN_SIZE", default=None),
                 max_size=env.int("DB_POOL_MAX_SIZE", default=None),
                 timeout=env.float("DB_POOL_TIMEOUT", default=3.0),
@@ -191,6 +192,12 @@ ADMISSION_RETRY_AFTER: int = env.int("ADMISSION_RETRY_AFTER", default=1)
 # per request in flight when that is more: bulk work keeps its share of the CPU as load grows.
 COOPERATE_SLICE_MS: float = env.float("COOPERATE_SLICE_MS", default=10.0)
 COOPERATE_SLICE_PER_REQUEST_MS: float = env.float("COOPERATE_SLICE_PER_REQUEST_MS", default=1.0)
+
+# The bulk pool (perf.bulkpool): the Unix socket of the server that serves bulk requests at a lower CPU priority.
+# vcci/gunicorn.conf.py starts that server and sets this for its workers; empty (tests, runserver), every request
+# is served where it arrives. Seconds a worker waits for the bulk pool to answer, or to send more of a body.
+BULK_POOL_SOCKET: str = env.str("BULK_POOL_SOCKET", default="")
+BULK_POOL_TIMEOUT: float = env.float("BULK_POOL_TIMEOUT", default=60.0)
 
 # Queries slower than this (milliseconds) are logged on "vcci.slow_query" and counted (perf.db).
 SLOW_QUERY_MS: float = env.float("SLOW_QUERY_MS", default=200.0)

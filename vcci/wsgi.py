@@ -13,4 +13,10 @@ from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "vcci.settings")
 
-application = get_wsgi_application()
+django_application = get_wsgi_application()
+
+# Imported once Django is set up (get_wsgi_application): bulk requests go to the bulk pool when gunicorn started
+# one (BULK_POOL_SOCKET, see vcci/gunicorn.conf.py and perf/bulkpool.py); otherwise this is Django's handler.
+from perf.bulkpool import BulkPoolForwarder  # noqa: E402
+
+application = BulkPoolForwarder(django_application)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -20,3 +21,18 @@ def drf_requests(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(APIView, "initial", counting)
     return seen
+
+
+@pytest.fixture
+def admission_gate(settings: Any) -> Iterator[Callable[..., None]]:
+    """``admission_gate(ADMISSION_...=value, ...)``: set admission settings and start from a fresh gate (and end with
+    one: the gate is per process)."""
+    from perf import admission
+
+    def configure(**values: Any) -> None:
+        for name, value in values.items():
+            setattr(settings, name, value)
+        admission.reset()
+
+    yield configure
+    admission.reset()

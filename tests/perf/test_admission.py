@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import gevent
@@ -22,15 +22,14 @@ from perf.metrics import ADMISSION_REFUSED
 
 
 @pytest.fixture(autouse=True)
-def fresh_gate(settings: Any) -> Iterator[None]:
-    settings.ADMISSION_MAX_IN_FLIGHT = 256
-    settings.ADMISSION_HEAVY_SLOTS = 1
-    settings.ADMISSION_HEAVY_WAIT = 0
-    settings.ADMISSION_QUEUE_WAIT = 0
-    settings.ADMISSION_RETRY_AFTER = 3
-    admission.reset()
-    yield
-    admission.reset()
+def fresh_gate(admission_gate: Callable[..., None]) -> None:
+    admission_gate(
+        ADMISSION_MAX_IN_FLIGHT=256,
+        ADMISSION_HEAVY_SLOTS=1,
+        ADMISSION_HEAVY_WAIT=0,
+        ADMISSION_QUEUE_WAIT=0,
+        ADMISSION_RETRY_AFTER=3,
+    )
 
 
 @heavy("post", min_body=100)
@@ -59,16 +58,16 @@ rf = RequestFactory()
 
 
 def test_is_heavy_follows_the_declared_methods_and_body_size():
-    assert is_heavy(Export, rf.get("/export"))
-    assert not is_heavy(Export, rf.post("/export"))
-    assert not is_heavy(Bulk, rf.get("/bulk"))
-    assert not is_heavy(Bulk, rf.post("/bulk", data="x" * 99, content_type="application/json"))
-    assert is_heavy(Bulk, rf.post("/bulk", data="x" * 100, content_type="application/json"))
-    assert not is_heavy(View, rf.post("/plain", data="x" * 10_000, content_type="application/json"))
-    assert not is_heavy(None, rf.get("/"))
+    assert is_heavy(Export, "GET", rf.get("/export").META)
+    assert not is_heavy(Export, "POST", rf.post("/export").META)
+    assert not is_heavy(Bulk, "GET", rf.get("/bulk").META)
+    assert not is_heavy(Bulk, "POST", rf.post("/bulk", data="x" * 99, content_type="application/json").META)
+    assert is_heavy(Bulk, "POST", rf.post("/bulk", data="x" * 100, content_type="application/json").META)
+    assert not is_heavy(View, "POST", rf.post("/plain", data="x" * 10_000, content_type="application/json").META)
+    assert not is_heavy(None, "GET", rf.get("/").META)
     bad_length = rf.post("/bulk", data="x" * 200, content_type="application/json")
     bad_length.META["CONTENT_LENGTH"] = "many"
-    assert not is_heavy(Bulk, bad_length)
+    assert not is_heavy(Bulk, "POST", bad_length.META)
 
 
 def run_through(middleware: AdmissionMiddleware, request: Any, view_class: type[View]) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import runpy
 import signal
 import socket
@@ -22,6 +23,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -35,7 +37,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.authtoken.models import Token
 
 import vcci
-from tests.emissions.api.payloads import electricity_input
+from tests.emissions.api.payloads import activity_input, electricity_input
 from tests.factories import MembershipFactory
 from tests.vcci.test_settings import load_settings  # noqa: F401  (fixture)
 
@@ -99,6 +101,8 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
             "DB_POOL_MAX_SIZE": str(POOL_MAX_SIZE),
             "DB_POOL_MIN_SIZE": "1",
             "CACHE_WARM_ON_BOOT": "0",
+            # No bulk pool unless a test asks for one (GUNICORN_BULK_WORKERS="1"): one process less to boot.
+            "GUNICORN_BULK_WORKERS": "0",
             "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
             **extra_env,
         }
@@ -270,14 +274,24 @@ def conf(monkeypatch: pytest.MonkeyPatch, **env: str) -> dict[str, Any]:
         monkeypatch.delenv(key, raising=False)
     for key in ("DB_POOL_MAX_SIZE", "DB_MAX_CONNECTIONS", "DB_RESERVED_CONNECTIONS"):
         monkeypatch.delenv(key, raising=False)
+    # Set, so that monkeypatch restores them: on_starting writes both to os.environ.
+    monkeypatch.setenv("BULK_POOL_SOCKET", "")
+    monkeypatch.setenv("BULK_POOL_DB_CONNECTIONS", "0")
+    monkeypatch.setenv("GUNICORN_BULK_WORKERS", "0")  # on_starting would start a real bulk pool
+    monkeypatch.delenv("VCCI_SERVER_ROLE", raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return runpy.run_path(str(CONF))
 
 
 def server_stub(settings_: dict[str, Any]) -> Any:
-    cfg = SimpleNamespace(bind=[settings_["bind"]], worker_connections=settings_["worker_connections"])
-    return SimpleNamespace(cfg=cfg, log=StubLog())
+    cfg = SimpleNamespace(
+        bind=[settings_["bind"]],
+        worker_connections=settings_["worker_connections"],
+        workers=settings_["workers"],
+        wsgi_app=None,
+    )
+    return SimpleNamespace(cfg=cfg, log=StubLog(), app=SimpleNamespace(app_uri="vcci.wsgi"))
 
 
 @pytest.mark.parametrize(
@@ -395,3 +409,166 @@ def test_keep_alive_clients_do_not_lock_out_new_ones(start_server):
     finally:
         for client in held:
             client.close()
+
+
+# -- (e) the bulk pool ---------------------------------------------------------------------------------
+
+
+def bulk_pool_pid(server: Server) -> int:
+    """The bulk pool's master, as the main master logged it, once it listens."""
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    while time.monotonic() < deadline:
+        text = server.log_text()
+        started = re.search(r"Bulk pool: .* \(pid (\d+)\)", text)
+        if started and "Listening at: unix:" in text and text.count("Booting worker") >= 2:
+            return int(started.group(1))
+        time.sleep(0.1)
+    pytest.fail(f"the bulk pool did not start:\n{server.log_text()}")
+
+
+def gone(pid: int) -> bool:
+    """Whether ``pid`` has exited (a zombie waiting for its reaper counts: it runs nothing)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bulk_requests_are_served_by_the_bulk_pool_at_a_lower_priority(start_server, org, electricity_factor):
+    membership = MembershipFactory.create(organization=org)
+    token = Token.objects.create(user=membership.user)
+    server = start_server(workers=1, GUNICORN_BULK_WORKERS="1", GUNICORN_BULK_NICE="7")
+    pid = bulk_pool_pid(server)
+    assert os.getpriority(os.PRIO_PROCESS, pid) == os.getpriority(os.PRIO_PROCESS, server.process.pid) + 7
+    headers = {"Authorization": f"Token {token.key}", "Content-Type": "application/json"}
+    bulk = json.dumps({"items": [electricity_input(amount=str(n)) for n in range(1, 201)]}).encode()
+    small = json.dumps({"items": [electricity_input(amount="1")]}).encode()
+    assert len(bulk) >= 16 * 1024 > len(small)
+
+    status, body = get(f"{server.url}/api/v1/calculate/batch/", bulk, headers)
+    assert status == 200
+    results = json.loads(body)["results"]
+    status, body = get(f"{server.url}/api/v1/calculate/batch/", small, headers)
+    assert status == 200
+    one = json.loads(body)["results"][0]
+    # The bulk pool computed the same thing the worker computes: n MWh is n times 1 MWh, to the last digit.
+    assert [Decimal(r["co2e_kg"]) for r in results] == [Decimal(one["co2e_kg"]) * n for n in range(1, 201)]
+
+    time.sleep(0.5)  # access-log lines are written after the response
+    lines = server.log_text().splitlines()
+    bulk_lines = [line for line in lines if line.startswith("bulk ") and "/api/v1/calculate/batch/" in line]
+    worker_lines = [line for line in lines if line.startswith('127.0.0.1 "POST /api/v1/calculate/batch/')]
+    # The bulk request in both access logs (the bulk pool's names the client), the small one only in the worker's.
+    assert len(bulk_lines) == 1 and bulk_lines[0].startswith('bulk 127.0.0.1 "POST /api/v1/calculate/batch/')
+    assert len(worker_lines) == 2
+    scraped = scrape(server)
+    assert total(scraped, "vcci_bulk_pool_requests_total", outcome="forwarded") == 1
+    # Django counted each request once, whichever server ran it.
+    view = (("method", "POST"), ("status", "200"), ("view", "calculate-batch"))
+    assert scraped[("django_http_responses_total_by_status_view_method_total", view)] == 2
+
+    # Killed without a chance to clean up, the master takes the bulk pool with it.
+    os.kill(server.process.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while not gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert gone(pid)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_export_streams_through_the_bulk_pool_as_served_by_a_worker(start_server, org, electricity_factor):
+    membership = MembershipFactory.create(organization=org)
+    token = Token.objects.create(user=membership.user)
+    headers = {"Authorization": f"Token {token.key}"}
+    direct = start_server(workers=1)
+    items = json.dumps([activity_input(amount=str(n)) for n in range(1, 301)]).encode()
+    assert get(f"{direct.url}/api/v1/activities/", items, {**headers, "Content-Type": "application/json"})[0] == 201
+    url = "/api/v1/emissions/export.csv?period_from=2025-01-01&period_to=2025-01-31"
+    status, expected = get(direct.url + url, headers=headers)
+    assert status == 200 and expected.count(b"\n") == 301
+    pooled = start_server(workers=1, GUNICORN_BULK_WORKERS="1")
+    bulk_pool_pid(pooled)
+    status, body = get(pooled.url + url, headers=headers)
+    assert status == 200 and body == expected
+    time.sleep(0.5)
+    assert any(line.startswith("bulk ") and "export.csv" in line for line in pooled.log_text().splitlines())
+
+
+class FakePopen:
+    started: list[FakePopen] = []
+
+    def __init__(self, command: list[str], *, env: dict[str, str], preexec_fn: Any) -> None:
+        self.command, self.env, self.preexec_fn, self.pid = command, env, preexec_fn, 4242
+        FakePopen.started.append(self)
+
+
+def test_on_starting_starts_the_bulk_pool_and_tells_the_workers_its_socket(monkeypatch, tmp_path):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    monkeypatch.setattr("subprocess.Popen", FakePopen)
+    FakePopen.started = []
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))
+    monkeypatch.setenv("GUNICORN_CMD_ARGS", "--bind 0.0.0.0:9000")  # the main server's, not the pool's
+    monkeypatch.setenv("BULK_POOL_SOCKET", "/elsewhere.sock")  # a stale value from the environment
+    monkeypatch.setenv("BULK_POOL_DB_CONNECTIONS", "0")  # restored after the test: on_starting sets both
+    settings_ = conf(
+        monkeypatch,
+        GUNICORN_BIND="127.0.0.1:8123",
+        GUNICORN_WORKERS="3",
+        ADMISSION_HEAVY_SLOTS="2",
+        GUNICORN_BULK_WORKERS="2",
+    )
+    server = server_stub(settings_)
+    settings_["on_starting"](server)
+    [pool] = FakePopen.started
+    socket_path = tmp_path / f"vcci-bulk-{os.getuid()}-127.0.0.1-8123" / "bulk.sock"
+    assert (socket_path.parent.stat().st_mode & 0o777) == 0o700
+    assert pool.command == [sys.executable, "-m", "gunicorn", "-c", str(CONF), "--no-control-socket", "vcci.wsgi"]
+    # It admits all that 3 workers x 2 slots may forward at once, never forwards again, and shares the metrics.
+    assert {key: pool.env[key] for key in ("VCCI_SERVER_ROLE", "GUNICORN_BIND", "GUNICORN_WORKERS")} == {
+        "VCCI_SERVER_ROLE": "bulk",
+        "GUNICORN_BIND": f"unix:{socket_path}",
+        "GUNICORN_WORKERS": "2",
+    }
+    assert pool.env["ADMISSION_MAX_IN_FLIGHT"] == pool.env["ADMISSION_HEAVY_SLOTS"] == "6"
+    assert pool.env["GUNICORN_WORKER_CONNECTIONS"] == "8" and pool.env["GUNICORN_WORKER_CLASS"] == "gevent"
+    assert "BULK_POOL_SOCKET" not in pool.env and "GUNICORN_CMD_ARGS" not in pool.env
+    assert pool.env["PROMETHEUS_MULTIPROC_DIR"] == str(tmp_path / "metrics")
+    # The workers (forked after this) inherit where to forward, and the connections the pool may hold.
+    assert os.environ["BULK_POOL_SOCKET"] == str(socket_path)
+    assert os.environ["BULK_POOL_DB_CONNECTIONS"] == "16"
+
+
+def test_the_bulk_pools_connections_come_out_of_the_workers_budget(load_settings):  # noqa: F811
+    workers_settings = load_settings(BULK_POOL_DB_CONNECTIONS="8", BULK_POOL_SOCKET="/run/vcci/bulk.sock")
+    # (DB_MAX_CONNECTIONS 100 - 10 reserved - 8 for the bulk pool) // 2 workers.
+    assert workers_settings.DATABASES["default"]["OPTIONS"]["pool"]["max_size"] == 41
+    assert workers_settings.BULK_POOL_SOCKET == "/run/vcci/bulk.sock"
+
+
+def test_the_bulk_pools_own_configuration(monkeypatch, tmp_path):
+    monkeypatch.setattr("subprocess.Popen", FakePopen)
+    FakePopen.started = []
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    (directory / "counter_7.db").write_text("x")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(directory))
+    settings_ = conf(monkeypatch, VCCI_SERVER_ROLE="bulk", GUNICORN_BULK_WORKERS="1")
+    assert settings_["proc_name"] == "vcci-bulk"
+    assert settings_["access_log_format"].startswith("bulk %({x-forwarded-for}i)s ")
+    settings_["on_starting"](server_stub(settings_))
+    # The main master prepared the directory (the bulk pool's files join the workers'); no pool of its own.
+    assert [p.name for p in directory.iterdir()] == ["counter_7.db"] and FakePopen.started == []
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"VCCI_SERVER_ROLE": "front"}, "VCCI_SERVER_ROLE must be 'main' or 'bulk'"),
+        ({"GUNICORN_BULK_WORKERS": "-1"}, "GUNICORN_BULK_WORKERS must be >= 0"),
+        ({"GUNICORN_BULK_NICE": "20"}, "GUNICORN_BULK_NICE 0-19"),
+    ],
+)
+def test_bulk_pool_settings_are_checked(monkeypatch, env, message):
+    with pytest.raises(SystemExit, match=message):
+        conf(monkeypatch, **env)

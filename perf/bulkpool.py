@@ -1,0 +1,261 @@
+"""The bulk pool: bulk requests run in a server of their own, at a lower CPU priority than everything else.
+
+A gevent worker shares one CPU among its requests; ``perf.admission.cooperate()`` keeps a 500-line write from
+holding it for seconds, but the write still takes its share of the CPU from the reads around it, and on a busy
+machine every request waits longer. Bulk work (the views ``perf.admission.heavy`` declares: large activity
+writes and batch calculations, exports) is therefore served by a second gunicorn, the *bulk pool*, which
+``vcci/gunicorn.conf.py`` starts next to the workers with a higher nice value (``GUNICORN_BULK_NICE``, 10): the
+kernel gives the CPU to the interactive workers first, and the bulk pool runs on what they leave. When the
+machine is idle it runs at full speed; when it is busy, bulk requests slow down (and are refused first, by
+slot) instead of the reads.
+
+``BulkPoolForwarder`` wraps the WSGI application of the interactive workers, outside Django's middleware: a
+request that the view's ``heavy`` declaration makes bulk work is sent, as received, over the bulk pool's Unix
+socket (``BULK_POOL_SOCKET``), and its response is relayed back as it comes (an export streams). Django's
+middleware and metrics run once per request, in whichever server serves it. Each worker forwards at most
+``ADMISSION_HEAVY_SLOTS`` requests at once; a further one waits for a slot at most ``ADMISSION_HEAVY_WAIT``
+seconds, then the worker's own Django answers 503 with ``Retry-After`` (``REFUSE``), counted like every refusal.
+
+The contract is unchanged for clients: the same URL, status, headers and body as when the worker serves it.
+When the bulk pool cannot be reached (not started yet, restarting), the worker serves the request itself, as
+without a bulk pool, and says so in its log and in ``vcci_bulk_pool_requests_total{outcome="local"}``. A bulk
+pool that fails after the request was sent is answered 502 (the request may or may not have run).
+"""
+
+from __future__ import annotations
+
+import functools
+import http.client
+import json
+import logging
+import socket
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+from django.conf import settings
+from django.core.handlers.wsgi import get_path_info
+from django.urls import Resolver404, resolve
+
+from perf.admission import HEAVY_BUSY, REFUSE, gate, is_heavy
+
+logger = logging.getLogger("vcci.bulk_pool")
+
+# Connection-level headers (RFC 9110 section 7.6.1): they describe one hop, never forwarded.
+HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
+)
+# Set by the forwarder from what the worker knows; a client's own values would be believed by the bulk pool,
+# which trusts its Unix socket's peer.
+_REPLACED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-ssl", "x-forwarded-protocol"})
+# The worker's gunicorn writes its own (a second copy would be a duplicate header).
+_SERVER_SET = frozenset({"date", "server"})
+CHUNK = 64 * 1024
+_BAD_GATEWAY = json.dumps({"detail": "The bulk pool failed while serving this request; it may or may not have run."})
+
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """``http.client`` over a Unix socket (the bulk pool listens on one; gevent patches ``socket``)."""
+
+    def __init__(self, path: str, *, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self.path)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+@functools.lru_cache(maxsize=2048)
+def _view_class(path_info: str) -> type | None:
+    """The view class ``path_info`` resolves to (a DRF view set's class), None when nothing matches.
+
+    Cached per path: resolving walks the URL patterns, and the same few paths come again and again (detail
+    paths carry ids, hence the bound).
+    """
+    try:
+        func = resolve(path_info).func
+    except Resolver404:
+        return None
+    view_class: type | None = getattr(func, "view_class", None) or getattr(func, "cls", None)
+    return view_class
+
+
+def is_bulk(environ: dict[str, Any]) -> bool:
+    """Whether the request in ``environ`` is bulk work (``perf.admission.heavy`` on its view)."""
+    method = str(environ.get("REQUEST_METHOD", ""))
+    return is_heavy(_view_class(get_path_info(environ)), method, environ)
+
+
+def upstream_headers(environ: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The request's end-to-end headers as received, plus ``X-Forwarded-For`` / ``-Proto`` from this hop."""
+    headers: list[tuple[str, str]] = []
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            name = key[5:].replace("_", "-").lower()
+            if name not in HOP_BY_HOP and name not in _REPLACED:
+                headers.append((name, value))
+    for key, name in (("CONTENT_TYPE", "content-type"), ("CONTENT_LENGTH", "content-length")):
+        if environ.get(key):
+            headers.append((name, environ[key]))
+    forwarded_for = [environ.get("HTTP_X_FORWARDED_FOR", ""), environ.get("REMOTE_ADDR", "")]
+    headers.append(("x-forwarded-for", ", ".join(part for part in forwarded_for if part)))
+    headers.append(("x-forwarded-proto", str(environ.get("wsgi.url_scheme", "http"))))
+    headers.append(("connection", "close"))
+    return headers
+
+
+def downstream_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The bulk pool's response headers without the hop-by-hop ones (the worker's gunicorn frames the body) and
+    those the worker's gunicorn sets itself."""
+    return [(name, value) for name, value in headers if name.lower() not in HOP_BY_HOP | _SERVER_SET]
+
+
+def _target(environ: Mapping[str, Any]) -> str:
+    """The request target as the client sent it (gunicorn's ``RAW_URI``), else rebuilt from the environ."""
+    raw = environ.get("RAW_URI")
+    if raw:
+        return str(raw)
+    from urllib.parse import quote
+
+    path = quote(str(environ.get("SCRIPT_NAME", "")) + str(environ.get("PATH_INFO", "")), safe="/;=,:@!$&'()*+~")
+    query = environ.get("QUERY_STRING")
+    return f"{path}?{query}" if query else path
+
+
+class _Relay:
+    """The bulk pool's response body, read as the server writes it on; ``close()`` frees the slot, once."""
+
+    def __init__(self, response: http.client.HTTPResponse, connection: UnixHTTPConnection, release: Callable[[], None]):
+        self.response, self.connection, self._release = response, connection, release
+        self._closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        while chunk := self.response.read1(CHUNK):
+            yield chunk
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.response.close()
+            self.connection.close()
+        finally:
+            self._release()
+
+
+class BulkPoolForwarder:
+    """WSGI middleware: bulk requests go to the bulk pool over ``socket_path``; everything else to ``app``.
+
+    ``socket_path`` defaults to the ``BULK_POOL_SOCKET`` setting; empty, every request goes to ``app`` (tests,
+    ``runserver``, a server started without a bulk pool). Precondition: Django is set up (``app`` is Django's
+    WSGI handler), since bulk requests are recognised by resolving their URL.
+    """
+
+    def __init__(self, app: WSGIApp, *, socket_path: str | None = None) -> None:
+        self.app = app
+        self.socket_path = settings.BULK_POOL_SOCKET if socket_path is None else socket_path
+        self._warned = threading.Event()
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if not self.socket_path or not is_bulk(environ):
+            return self.app(environ, start_response)
+        slots = gate().heavy_slots
+        if not slots.acquire(timeout=settings.ADMISSION_HEAVY_WAIT):
+            environ[REFUSE] = HEAVY_BUSY
+            return self.app(environ, start_response)
+        released = threading.Event()
+
+        def release() -> None:
+            if not released.is_set():
+                released.set()
+                slots.release()
+
+        try:
+            return self._forward(environ, start_response, release)
+        except BaseException:
+            release()
+            raise
+
+    def _forward(
+        self, environ: dict[str, Any], start_response: StartResponse, release: Callable[[], None]
+    ) -> Iterable[bytes]:
+        from perf.metrics import BULK_POOL_REQUESTS
+
+        connection = UnixHTTPConnection(self.socket_path, timeout=settings.BULK_POOL_TIMEOUT)
+        try:
+            connection.connect()
+        except OSError as exc:
+            # Nothing was sent: the worker can serve the request itself, as it would without a bulk pool.
+            connection.close()
+            release()
+            BULK_POOL_REQUESTS.labels(outcome="local").inc()
+            if not self._warned.is_set():
+                self._warned.set()
+                logger.warning(
+                    "The bulk pool at %s is unreachable (%s); bulk requests are served here", self.socket_path, exc
+                )
+            return self.app(environ, start_response)
+        self._warned.clear()
+        try:
+            response = self._exchange(connection, environ)
+        except (OSError, http.client.HTTPException):
+            connection.close()
+            release()
+            BULK_POOL_REQUESTS.labels(outcome="failed").inc()
+            logger.exception(
+                "The bulk pool failed while serving %s %s", environ.get("REQUEST_METHOD"), _target(environ)
+            )
+            body = _BAD_GATEWAY.encode()
+            start_response(
+                "502 Bad Gateway",
+                [
+                    ("Content-Type", "application/json"),
+                    ("Content-Length", str(len(body))),
+                    ("Cache-Control", "no-store"),
+                ],
+            )
+            return [body]
+        BULK_POOL_REQUESTS.labels(outcome="forwarded").inc()
+        start_response(f"{response.status} {response.reason}", downstream_headers(response.getheaders()))
+        return _Relay(response, connection, release)
+
+    @staticmethod
+    def _exchange(connection: UnixHTTPConnection, environ: Mapping[str, Any]) -> http.client.HTTPResponse:
+        """Send the request (its body streamed from ``wsgi.input``) and read the response's head."""
+        connection.putrequest(
+            str(environ["REQUEST_METHOD"]), _target(environ), skip_host=True, skip_accept_encoding=True
+        )
+        headers = upstream_headers(environ)
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ.get("wsgi.input")
+        chunked = not environ.get("CONTENT_LENGTH") and "chunked" in str(environ.get("HTTP_TRANSFER_ENCODING", ""))
+        buffered = b""
+        if chunked and body is not None:
+            # A chunked upload: gunicorn has decoded it; send it with a length (the bulk pool sees one body).
+            buffered = body.read()
+            headers.append(("content-length", str(len(buffered))))
+        for name, value in headers:
+            connection.putheader(name, value)
+        connection.endheaders()
+        if buffered:
+            connection.send(buffered)
+        elif length and body is not None:
+            remaining = length
+            while remaining > 0:
+                block = body.read(min(CHUNK, remaining))
+                if not block:
+                    break
+                connection.send(block)
+                remaining -= len(block)
+        return connection.getresponse()

@@ -1,0 +1,281 @@
+"""perf.bulkpool: which requests are bulk work, what is forwarded and relayed, the worker's fallbacks (unreachable
+pool, failed pool, no slot). The bulk pool here is a small HTTP server on a Unix socket in a thread, which echoes
+what it received; tests/vcci/test_gunicorn_serving.py runs the real one under gunicorn."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import socketserver
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.handlers.wsgi import WSGIHandler
+
+from perf import admission
+from perf.bulkpool import REFUSE, BulkPoolForwarder, downstream_headers, is_bulk, upstream_headers
+from perf.metrics import ADMISSION_REFUSED, BULK_POOL_REQUESTS
+
+BULK_BODY = b'{"items": [' + b'{"x": 1},' * 2000 + b'{"x": 1}]}'  # > 16 KiB: a bulk batch calculation
+
+
+def environ(method: str, path: str, body: bytes = b"", query: str = "", **extra: Any) -> dict[str, Any]:
+    """A WSGI environ as gunicorn builds it."""
+    env: dict[str, Any] = {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path,
+        "SCRIPT_NAME": "",
+        "QUERY_STRING": query,
+        "RAW_URI": path + (f"?{query}" if query else ""),
+        "SERVER_NAME": "testserver",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "203.0.113.7",
+        "wsgi.url_scheme": "https",
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": io.StringIO(),
+        "HTTP_HOST": "api.example.com",
+    }
+    if body:
+        env["CONTENT_TYPE"] = "application/json"
+        env["CONTENT_LENGTH"] = str(len(body))
+    env.update(extra)
+    return env
+
+
+def outcome(name: str) -> float:
+    return BULK_POOL_REQUESTS.labels(outcome=name)._value.get()
+
+
+class _Echo(BaseHTTPRequestHandler):
+    """Answers every request with what it received, as JSON, in chunks (the way an export streams)."""
+
+    protocol_version = "HTTP/1.1"
+    seen: list[dict[str, Any]]
+    mode = "echo"
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        received = {"method": self.command, "target": self.path, "headers": headers, "body": body}
+        type(self).seen.append(received)
+        if self.mode == "drop":
+            self.close_connection = True
+            return  # closes without answering: a bulk worker that died
+        payload = json.dumps({**received, "body": body.decode()}).encode()
+        self.send_response(201)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("ETag", '"abc"')
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        for start in range(0, len(payload), 1000):
+            piece = payload[start : start + 1000]
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+        self.wfile.write(b"0\r\n\r\n")
+
+    do_GET = do_POST = _answer
+
+    def address_string(self) -> str:
+        return "unix"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def bulk_pool(tmp_path: Path) -> Iterator[type[_Echo]]:
+    handler = type("Echo", (_Echo,), {"seen": [], "mode": "echo"})
+    server = socketserver.ThreadingUnixStreamServer(str(tmp_path / "bulk.sock"), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    handler.socket_path = str(tmp_path / "bulk.sock")  # type: ignore[attr-defined]
+    yield handler
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(autouse=True)
+def slots(admission_gate: Callable[..., None]) -> None:
+    admission_gate(ADMISSION_HEAVY_SLOTS=1, ADMISSION_HEAVY_WAIT=0, ADMISSION_RETRY_AFTER=4)
+
+
+class Recorder:
+    """A WSGI application standing for the worker's Django: records that it was called."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        self.calls.append(environ)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"served here"]
+
+
+def call(app: Any, env: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
+    """Run a WSGI application as a server does: start_response, the body iterated, then closed."""
+    started: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+        started.update(status=status, headers=headers)
+
+    result = app(env, start_response)
+    try:
+        body = b"".join(result)
+    finally:
+        if hasattr(result, "close"):
+            result.close()
+    return started["status"], started["headers"], body
+
+
+def slot_is_free() -> bool:
+    slots = admission.gate().heavy_slots
+    if slots.acquire(blocking=False):
+        slots.release()
+        return True
+    return False
+
+
+# -- which requests are bulk work --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "size", "expected"),
+    [
+        ("POST", "/api/v1/calculate/batch/", 20_000, True),
+        ("POST", "/api/v1/calculate/batch/", 2_000, False),  # a small batch stays a small request
+        ("POST", "/api/v1/activities/", 20_000, True),
+        ("GET", "/api/v1/activities/", 0, False),
+        ("GET", "/api/v1/emissions/export.csv", 0, True),
+        ("GET", "/api/v1/emissions/", 0, False),
+        ("POST", "/api/v1/calculate/", 20_000, False),
+        ("GET", "/no/such/path/", 0, False),
+    ],
+)
+def test_bulk_requests_are_those_the_views_declare_heavy(method, path, size, expected):
+    assert is_bulk(environ(method, path, b"x" * size)) is expected
+
+
+# -- what is forwarded -------------------------------------------------------------------------------
+
+
+def test_upstream_headers_keep_the_end_to_end_ones_and_say_who_asked():
+    env = environ(
+        "POST",
+        "/api/v1/activities/",
+        b"{}",
+        HTTP_AUTHORIZATION="Token abc",
+        HTTP_IF_NONE_MATCH='"v1"',
+        HTTP_CONNECTION="keep-alive",
+        HTTP_KEEP_ALIVE="timeout=5",
+        HTTP_TE="trailers",
+        HTTP_X_FORWARDED_PROTO="http",  # a client's claim, never believed
+        HTTP_X_FORWARDED_FOR="198.51.100.1",
+    )
+    headers = upstream_headers(env)
+    assert ("authorization", "Token abc") in headers
+    assert ("if-none-match", '"v1"') in headers
+    assert ("host", "api.example.com") in headers
+    assert ("content-type", "application/json") in headers and ("content-length", "2") in headers
+    names = [name for name, _ in headers]
+    assert "keep-alive" not in names and "te" not in names
+    assert [value for name, value in headers if name == "connection"] == ["close"]
+    # This hop's scheme (gunicorn decided it), and the client appended to the chain it came with.
+    assert [value for name, value in headers if name == "x-forwarded-proto"] == ["https"]
+    assert [value for name, value in headers if name == "x-forwarded-for"] == ["198.51.100.1, 203.0.113.7"]
+
+
+def test_downstream_headers_drop_the_hop_by_hop_ones_and_the_servers_own():
+    headers = [("Content-Type", "text/csv"), ("Transfer-Encoding", "chunked"), ("Connection", "close"), ("ETag", "x")]
+    headers += [("Date", "Thu, 03 Dec 2026 10:00:00 GMT"), ("Server", "gunicorn")]  # the worker's gunicorn sets its own
+    assert downstream_headers(headers) == [("Content-Type", "text/csv"), ("ETag", "x")]
+
+
+def test_a_bulk_request_is_forwarded_as_received_and_its_answer_relayed(bulk_pool):
+    forwarded = outcome("forwarded")
+    local = Recorder()
+    forwarder = BulkPoolForwarder(local, socket_path=bulk_pool.socket_path)
+    env = environ(
+        "POST", "/api/v1/calculate/batch/", BULK_BODY, query="dry_run=1&x=%C3%A9", HTTP_AUTHORIZATION="Token abc"
+    )
+    status, headers, body = call(forwarder, env)
+    assert status == "201 Created"
+    # The chunked framing was the bulk pool's hop; the worker's gunicorn frames the body again.
+    assert dict(headers) == {"Content-Type": "application/json", "ETag": '"abc"'}
+    received = json.loads(body)
+    assert received["method"] == "POST"
+    assert received["target"] == "/api/v1/calculate/batch/?dry_run=1&x=%C3%A9"
+    assert received["body"] == BULK_BODY.decode()
+    assert received["headers"]["authorization"] == "Token abc"
+    assert received["headers"]["host"] == "api.example.com"
+    assert local.calls == []
+    assert outcome("forwarded") == forwarded + 1
+    assert slot_is_free()
+
+
+def test_other_requests_are_served_here(bulk_pool):
+    local = Recorder()
+    forwarder = BulkPoolForwarder(local, socket_path=bulk_pool.socket_path)
+    assert call(forwarder, environ("GET", "/api/v1/emissions/"))[2] == b"served here"
+    assert call(forwarder, environ("POST", "/api/v1/calculate/batch/", b"{}"))[2] == b"served here"
+    assert len(local.calls) == 2 and bulk_pool.seen == []
+
+
+def test_without_a_bulk_pool_everything_is_served_here(settings):
+    settings.BULK_POOL_SOCKET = ""
+    local = Recorder()
+    assert call(BulkPoolForwarder(local), environ("GET", "/api/v1/emissions/export.csv"))[2] == b"served here"
+    assert len(local.calls) == 1
+
+
+def test_an_unreachable_bulk_pool_leaves_the_request_to_this_worker(tmp_path, caplog):
+    local_before = outcome("local")
+    local = Recorder()
+    forwarder = BulkPoolForwarder(local, socket_path=str(tmp_path / "missing.sock"))
+    with caplog.at_level(logging.WARNING, logger="vcci.bulk_pool"):
+        for _ in range(2):
+            status, _, body = call(forwarder, environ("POST", "/api/v1/activities/", BULK_BODY))
+            assert (status, body) == ("200 OK", b"served here")
+    # The body was not consumed by the failed attempt: the worker's Django reads it whole.
+    assert [env["wsgi.input"].read() for env in local.calls] == [BULK_BODY, BULK_BODY]
+    assert outcome("local") == local_before + 2
+    # Said once per outage, not once per request.
+    assert len([r for r in caplog.records if "unreachable" in r.getMessage()]) == 1
+    assert slot_is_free()
+
+
+def test_a_bulk_pool_failing_after_the_request_was_sent_is_a_502(bulk_pool, caplog):
+    bulk_pool.mode = "drop"
+    failed = outcome("failed")
+    local = Recorder()
+    forwarder = BulkPoolForwarder(local, socket_path=bulk_pool.socket_path)
+    with caplog.at_level(logging.ERROR, logger="vcci.bulk_pool"):
+        status, headers, body = call(forwarder, environ("POST", "/api/v1/activities/", BULK_BODY))
+    assert status == "502 Bad Gateway"
+    assert ("Cache-Control", "no-store") in headers
+    assert "may or may not have run" in json.loads(body)["detail"]
+    assert len(bulk_pool.seen) == 1 and local.calls == []  # sent, so never run a second time here
+    assert outcome("failed") == failed + 1
+    assert slot_is_free()
+
+
+def test_with_no_slot_free_the_workers_django_refuses_it(bulk_pool):
+    refused_before = ADMISSION_REFUSED.labels(reason=admission.HEAVY_BUSY)._value.get()
+    slots = admission.gate().heavy_slots
+    assert slots.acquire(blocking=False)  # the one slot is taken by a bulk request in progress
+    try:
+        env = environ("POST", "/api/v1/activities/", BULK_BODY, HTTP_HOST="testserver")
+        status, headers, body = call(BulkPoolForwarder(WSGIHandler(), socket_path=bulk_pool.socket_path), env)
+    finally:
+        slots.release()
+    assert status.startswith("503")
+    assert ("Retry-After", "4") in headers
+    assert json.loads(body) == {"detail": admission._MESSAGES[admission.HEAVY_BUSY]}
+    assert env[REFUSE] == admission.HEAVY_BUSY and bulk_pool.seen == []
+    assert ADMISSION_REFUSED.labels(reason=admission.HEAVY_BUSY)._value.get() == refused_before + 1
