@@ -299,13 +299,18 @@ def on_exit(server: Any) -> None:
 
 
 def post_fork(server: Any, worker: Any) -> None:
-    """Worker, before gevent patches: forget the master's prometheus_client (``child_exit`` imports it there).
+    """Worker, before gevent patches: forget the master's prometheus_client (``child_exit`` imports it there), and
+    write each response's head with its body (``perf.wire``).
 
     A module imported before the patching keeps the unpatched ``threading.Lock`` it bound at import
     time; the worker imports prometheus_client afresh, patched, when the application loads.
     """
     for name in [name for name in sys.modules if name == "prometheus_client" or name.startswith("prometheus_client.")]:
         del sys.modules[name]
+    # One send(2) for a response's head and its first body bytes (perf.wire imports neither Django nor psycopg).
+    from perf.wire import install
+
+    install()
 
 
 def child_exit(server: Any, worker: Any) -> None:
