@@ -54,8 +54,8 @@ What is bounded is work: ``perf.admission`` (a middleware) refuses with 503 + ``
 that finds ADMISSION_MAX_IN_FLIGHT requests already running in its worker, admits bulk requests by slot
 (ADMISSION_HEAVY_SLOTS) and answers 503 when the database pool had no connection within
 DB_POOL_TIMEOUT seconds. The pool (vcci/settings.py, perf.db.pool_options) bounds database work:
-P = min(concurrency, (DB_MAX_CONNECTIONS - DB_RESERVED_CONNECTIONS) // W) connections per worker, 45 with
-the defaults, whatever ``worker_connections`` is. See docs/capacity.md, docs/database.md and
+P = min(concurrency, (DB_MAX_CONNECTIONS - DB_RESERVED_CONNECTIONS - the bulk pool's) // W) connections per
+worker, 42 with the defaults, whatever ``worker_connections`` is. See docs/capacity.md, docs/database.md and
 docs/serving.md.
 
 Metrics from several workers (prometheus_client multiprocess mode)

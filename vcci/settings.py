@@ -178,7 +178,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
 # Requests running at once (idle keep-alive connections do not count); the next waits. A request spends most of
 # its time on the CPU, so a few at once keep a worker busy; each one more only makes every other one slower
 # (every database or Redis wait costs a turn of all of them): under overload 250 per worker kept bulk requests
-# from finishing within a minute, and at 64 a cached read took seconds (docs/capacity.md). Below the pool (45).
+# from finishing within a minute, and at 64 a cached read took seconds (docs/capacity.md). Below the pool (42 to 45).
 ADMISSION_MAX_IN_FLIGHT: int = env.int("ADMISSION_MAX_IN_FLIGHT", default=32)
 # Seconds a request may wait for a place among those (first come, first served) before it gets 503.
 ADMISSION_QUEUE_WAIT: float = env.float("ADMISSION_QUEUE_WAIT", default=2.0)
