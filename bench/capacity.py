@@ -367,7 +367,8 @@ def write_charts(results: dict[str, Any], directory: Path) -> dict[str, Path]:
 def _cpu(cpu: dict[str, Any] | None) -> str:
     if not cpu:
         return "—"
-    return f"{cpu['server']:.2f} / {cpu['load_generator']:.2f} / {cpu['postgres']:.2f} / {cpu['machine_busy']:.2f}"
+    server = f"{cpu['server']:.2f} ({cpu.get('bulk_pool', 0.0):.2f})"
+    return f"{server} / {cpu['load_generator']:.2f} / {cpu['postgres']:.2f} / {cpu['machine_busy']:.2f}"
 
 
 def render_markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
@@ -404,7 +405,8 @@ def render_markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
         "",
         "## The curve",
         "",
-        "CPU columns: average cores kept busy during the run by the server (gunicorn and its workers) / the "
+        "CPU columns: average cores kept busy during the run by the server (gunicorn, its workers and, in "
+        "brackets, of those, the bulk pool) / the "
         "load generator (locust, all its processes) / PostgreSQL / the whole machine, of "
         f"{(machine.get('Cores') or '?')} cores. Error rate counts failures and refusals; refusals are 503 or 429 "
         "with Retry-After, counted apart.",
@@ -443,7 +445,7 @@ def render_markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
                 "refused",
                 "errors",
                 "cache hits",
-                "CPU server / locust / PG / machine",
+                "CPU server (bulk pool) / locust / PG / machine",
             ],
             rows,
         )

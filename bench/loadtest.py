@@ -611,6 +611,8 @@ class CpuSample:
     at: float
     server: float
     load_generator: float
+    # Of ``server``: the bulk pool's processes (vcci/gunicorn.conf.py starts it; 0 without one).
+    bulk_pool: float
     postgres: dict[int, float]
     redis: dict[int, float]
     machine_busy: float
@@ -632,6 +634,19 @@ def _tree_cpu(pid: int) -> dict[int, float]:
             times = process.cpu_times()
             used[process.pid] = times.user + times.system
     return used
+
+
+def _bulk_pool_pids(pid: int) -> set[int]:
+    """The bulk pool's processes among ``pid``'s descendants: those started with ``VCCI_SERVER_ROLE=bulk``."""
+    import psutil
+
+    found: set[int] = set()
+    with suppress(psutil.Error):
+        for process in psutil.Process(pid).children(recursive=True):
+            with suppress(psutil.Error):
+                if process.environ().get("VCCI_SERVER_ROLE") == "bulk":
+                    found.add(process.pid)
+    return found
 
 
 def _named_cpu(name: str) -> dict[int, float]:
@@ -691,10 +706,13 @@ def cpu_sample(server_pid: int, load_generator: float = 0.0) -> CpuSample:
     machine = psutil.cpu_times()
     idle = machine.idle + getattr(machine, "iowait", 0.0)
     total = sum(machine)
+    server = _tree_cpu(server_pid)
+    bulk = _bulk_pool_pids(server_pid)
     return CpuSample(
         at=time.monotonic(),
-        server=sum(_tree_cpu(server_pid).values()),
+        server=sum(server.values()),
         load_generator=load_generator,
+        bulk_pool=sum(seconds for pid, seconds in server.items() if pid in bulk),
         postgres=_named_cpu("postgres"),
         redis=_named_cpu("redis-server"),
         machine_busy=total - idle,
@@ -722,6 +740,7 @@ def cpu_report(before: CpuSample, after: CpuSample) -> dict[str, Any]:
         "seconds": round(seconds, 1),
         "machine_cores": cores,
         "server": per_second(after.server - before.server),
+        "bulk_pool": per_second(after.bulk_pool - before.bulk_pool),
         "load_generator": per_second(after.load_generator - before.load_generator),
         "postgres": per_second(_used_between(before.postgres, after.postgres)),
         "redis": per_second(_used_between(before.redis, after.redis)),
@@ -817,7 +836,8 @@ def render_table(summary: dict[str, Any]) -> str:
     cpu = summary["run"].get("cpu")
     if cpu:
         lines.append(
-            f"CPU (cores of {cpu['machine_cores']}): server {cpu['server']:.2f}, load generator "
+            f"CPU (cores of {cpu['machine_cores']}): server {cpu['server']:.2f} (bulk pool "
+            f"{cpu.get('bulk_pool', 0.0):.2f}), load generator "
             f"{cpu['load_generator']:.2f} ({summary['run']['load_generator_processes']} process(es)), PostgreSQL "
             f"{cpu['postgres']:.2f}, Redis {cpu['redis']:.2f}; machine busy {cpu['machine_busy']:.2f}"
         )

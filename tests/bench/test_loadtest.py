@@ -821,17 +821,17 @@ def test_refusals_and_timeouts_are_counted_apart_from_what_was_served() -> None:
 
 def test_cpu_is_reported_in_cores_per_part() -> None:
     before = loadtest.CpuSample(
-        at=100.0, server=10.0, load_generator=1.0, postgres={7: 5.0, 8: 1.0}, redis={9: 0.5}, machine_busy=50.0,
-        machine_total=100.0,
+        at=100.0, server=10.0, load_generator=1.0, bulk_pool=2.0, postgres={7: 5.0, 8: 1.0}, redis={9: 0.5},
+        machine_busy=50.0, machine_total=100.0,
     )  # fmt: skip
     after = loadtest.CpuSample(
         # Backend 8 exited (not seen), 10 started during the run (all of its CPU counts).
-        at=110.0, server=25.0, load_generator=4.0, postgres={7: 9.0, 10: 2.0}, redis={9: 0.7}, machine_busy=80.0,
-        machine_total=140.0,
+        at=110.0, server=25.0, load_generator=4.0, bulk_pool=4.5, postgres={7: 9.0, 10: 2.0}, redis={9: 0.7},
+        machine_busy=80.0, machine_total=140.0,
     )  # fmt: skip
     report = loadtest.cpu_report(before, after)
     cores = report["machine_cores"]
-    assert report["server"] == 1.5 and report["load_generator"] == 0.3
+    assert report["server"] == 1.5 and report["bulk_pool"] == 0.25 and report["load_generator"] == 0.3
     assert report["postgres"] == 0.6 and report["redis"] == 0.02
     assert report["machine_busy"] == pytest.approx(cores * 30 / 40, abs=0.001)
 
@@ -841,6 +841,22 @@ def test_a_real_cpu_sample_sees_this_process() -> None:
     sum(range(2_000_000))  # some CPU of our own
     second = loadtest.cpu_sample(os.getpid())
     assert second.server > first.server and second.machine_total > first.machine_total
+    assert second.bulk_pool == first.bulk_pool == 0.0  # no bulk pool below this process
+
+
+def test_a_real_cpu_sample_tells_the_bulk_pool_apart() -> None:
+    code = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass\ntime.sleep(30)"
+    env = {**os.environ, "VCCI_SERVER_ROLE": "bulk"}
+    child = subprocess.Popen([sys.executable, "-c", code], env=env)
+    try:
+        deadline = time.monotonic() + 20
+        while loadtest.cpu_sample(os.getpid()).bulk_pool < 0.3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        sample = loadtest.cpu_sample(os.getpid())
+        assert 0.3 <= sample.bulk_pool <= sample.server
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_a_refusal_is_recorded_under_its_own_name_and_honoured(
