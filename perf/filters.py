@@ -107,13 +107,27 @@ _STOCK: dict[type, bool] = {}
 _FORMS: dict[tuple[type, type], type[forms.Form]] = {}
 
 
+class _SharedFields(dict[str, forms.Field]):
+    """A form class's ``base_fields`` whose instances share the fields: ``Form.__init__``'s deep copy of them is a
+    shallow copy of the dict. For forms that only validate: cleaning reads a field, never changes it (rendering,
+    which may, is not done with these forms)."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, forms.Field]:
+        return dict(self)
+
+
 def _form_class(filterset_class: type[django_filters.FilterSet], queryset: QuerySet) -> type[forms.Form]:
     """The form class ``FilterSet.get_form_class`` makes for ``filterset_class`` over ``queryset``'s model (its
-    fields' labels name the model's fields), made once. Forms deep-copy their class's fields per instance."""
+    fields' labels name the model's fields), made once; on Django's own ``Form`` its instances share its fields
+    (``_SharedFields``): forms deep-copy their class's fields per instance, which cost more than validating the
+    query's values."""
     key = (filterset_class, queryset.model)
     form_class = _FORMS.get(key)
     if form_class is None:
-        form_class = _FORMS[key] = filterset_class(queryset=queryset).get_form_class()
+        form_class = filterset_class(queryset=queryset).get_form_class()
+        if filterset_class._meta.form is forms.Form:  # a form class of its own may change its fields per instance
+            form_class.base_fields = _SharedFields(form_class.base_fields)
+        _FORMS[key] = form_class
     return form_class
 
 

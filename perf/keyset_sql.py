@@ -15,6 +15,9 @@ queryset. Anything else (annotations, ``extra``, ``distinct``, a slice, ``values
 value has no faithful ``repr``...) has no shape: its page is built and compiled as always. The tenant a base
 query is scoped to is a value in its WHERE tree, so two organizations' queries never share an entry.
 
+``compiled`` and ``execute`` serve any query of a fixed shape whose per-call values are ``Slot``s: the token query
+of ``emissions.api.authentication`` is kept the same way, its key bound per request.
+
 **Where reuse is refused at compile time**: a cursor value whose placeholder is not ``%s`` (a field with its
 own ``get_placeholder``), a query that compiles to nothing (``EmptyResultSet``), or one whose columns need
 Django's converters (``from_db_value``, the backend's): those pages go through Django every time.

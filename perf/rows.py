@@ -143,25 +143,41 @@ class _JsonConverter:
 
 
 def _from_text(converter: _JsonConverter) -> Binder:
-    """A JSON column read as text (``RowShape`` selects it so): loaded, converted; JSON ``null`` is ``None``."""
+    """A JSON column read as text (``RowShape`` selects it so): loaded, converted; JSON ``null`` is ``None``.
+
+    Per page, each distinct text is converted once: rows of one list often share a column's text (the same data
+    quality scores, the same fallback notes, an empty list of warnings), and the conversion depends on the text
+    alone. Rows with equal texts then hold the same (read-only) converted value."""
     fast, exact = converter.fast, converter.exact
 
-    def from_text(text: Any) -> Any:
-        if type(text) is str:
-            try:
-                value = orjson.loads(text)
-            except orjson.JSONDecodeError:
-                value = _MISS
-            if value is None:
-                return None
-            if value is not _MISS:
-                result = fast(value)
-                if result is not _MISS:
-                    return result
-            text = json.loads(text)
-        return None if text is None else exact(text)
+    def convert(text: str) -> Any:
+        try:
+            value = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            value = _MISS
+        if value is None:
+            return None
+        if value is not _MISS:
+            result = fast(value)
+            if result is not _MISS:
+                return result
+        value = json.loads(text)
+        return None if value is None else exact(value)
 
-    return _constant(from_text)
+    def bind() -> Converter:
+        memo: dict[str, Any] = {}
+
+        def from_text(text: Any) -> Any:
+            if type(text) is str:
+                result = memo.get(text, _MISS)
+                if result is _MISS:
+                    result = memo[text] = convert(text)
+                return result
+            return None if text is None else exact(text)
+
+        return from_text
+
+    return bind
 
 
 def dumps(data: Any) -> bytes:
@@ -593,7 +609,8 @@ class RowShape:
     # -- writing ------------------------------------------------------------------------------------
 
     def rows(self, values: Iterable[Row]) -> list[dict[str, Any]]:
-        """The serializer's output (``many=True``) for ``values``: tuples of ``columns``, in that order."""
+        """The serializer's output (``many=True``) for ``values``: tuples of ``columns``, in that order. Rows with
+        equal JSON column texts share the converted value: the output is read, not changed."""
         write = self._make_writer(*(binder() for binder in self._binders))
         return list(map(write, values))
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.db import router
+from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 from rest_framework import HTTP_HEADER_ENCODING, exceptions
@@ -15,27 +17,55 @@ from rest_framework.authtoken.models import Token
 from rest_framework.request import Request
 
 from emissions.models import Membership, Organization
+from perf import keyset_sql
 from perf.cache import GLOBAL_AUTH, digest, tiered, writing
-from perf.codec import model_from_row, model_row
+from perf.codec import model_from_row
 
 # What a request needs of the user; the password hash, among others, never enters the cache
 # (the rebuilt user defers the rest and would load it on access).
 USER_FIELDS = ("id", "username", "first_name", "last_name", "email", "is_staff", "is_active", "is_superuser")
 
 
+def _row_paths(prefix: str, model: type[Model], fields: Sequence[str] | None = None) -> list[str]:
+    """``values_list`` paths reading what ``model_row(instance, fields)`` holds, in its order (a foreign key by its
+    name reads the related row's id: the attname's value)."""
+    return [prefix + f.name for f in model._meta.concrete_fields if fields is None or f.attname in fields]
+
+
+# The token query's columns: the token's creation time, then the rows model_row makes of its user (USER_FIELDS),
+# the user's membership and the membership's organization (NULL through the outer join when there is none).
+_USER_PATHS = _row_paths("user__", User, USER_FIELDS)
+_MEMBERSHIP_PATHS = _row_paths("user__membership__", Membership)
+_ORGANIZATION_PATHS = _row_paths("user__membership__organization__", Organization)
+_TOKEN_PATHS = ("created", *_USER_PATHS, *_MEMBERSHIP_PATHS, *_ORGANIZATION_PATHS)
+
+
+def _token_query(key: Any) -> QuerySet[Token, tuple[Any, ...]]:
+    return Token.objects.filter(key=key).values_list(*_TOKEN_PATHS)[:1]
+
+
 def _token_row(key: str) -> list[Any] | None:
-    """The token's user, membership and organization as cacheable rows (one query); None if unknown."""
-    token = Token.objects.select_related("user__membership__organization").filter(key=key).first()
-    if token is None:
+    """The token's user, membership and organization as cacheable rows (one query); None if unknown.
+
+    The query's SQL is compiled once per process and database (``perf.keyset_sql``), the key bound per call: with
+    the cache off, or on a miss, building and compiling it each time cost more than PostgreSQL takes to run it."""
+    using = router.db_for_read(Token)
+    kept = keyset_sql.compiled(
+        (_TOKEN_SHAPE, using), lambda: _token_query(keyset_sql.Slot("", _KEY_FIELD, 0)).using(using)
+    )
+    rows = list(_token_query(key).using(using)) if kept is None else keyset_sql.execute(kept, [key], using)
+    if not rows:
         return None
-    user = token.user
-    membership = getattr(user, "membership", None)
-    return [
-        token.created,
-        model_row(user, USER_FIELDS),
-        None if membership is None else model_row(membership),
-        None if membership is None else model_row(membership.organization),
-    ]
+    row = rows[0]
+    users, memberships = 1 + len(_USER_PATHS), 1 + len(_USER_PATHS) + len(_MEMBERSHIP_PATHS)
+    membership = list(row[users:memberships])
+    if membership[0] is None:  # no membership: the outer join's NULLs
+        return [row[0], list(row[1:users]), None, None]
+    return [row[0], list(row[1:users]), membership, list(row[memberships:])]
+
+
+_TOKEN_SHAPE = "emissions.api.authentication.token"
+_KEY_FIELD = Token._meta.get_field("key")
 
 
 def _rebuild(key: str, row: list[Any]) -> tuple[User, Token]:

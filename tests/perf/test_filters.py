@@ -15,7 +15,7 @@ from rest_framework.test import APIRequestFactory
 
 from emissions.api.filters import ActivityFilter, EmissionFilter, FactorFilter
 from emissions.models import Emission
-from perf.filters import FilterBackend, _inert, _stock_filterset
+from perf.filters import FilterBackend, _form_class, _inert, _stock_filterset
 
 pytestmark = pytest.mark.django_db
 
@@ -174,6 +174,20 @@ def test_the_form_class_is_made_once(monkeypatch):
     monkeypatch.setattr(EmissionFilter, "__init__", refused)
     filtered = FilterBackend().filter_queryset(request({"category": "2"}), Emission.objects.all(), View(EmissionFilter))
     assert "category" in str(filtered.query)
+
+
+def test_forms_share_their_class_s_fields_on_django_s_form_only():
+    shared = _form_class(EmissionFilter, Emission.objects.all())
+    first, second = shared({"category": "1"}), shared({"category": "99"})
+    assert first.fields["category"] is second.fields["category"] is shared.base_fields["category"]
+    assert first.fields is not second.fields
+    assert first.is_valid() and not second.is_valid()  # each form its own data and errors
+    assert first.cleaned_data["category"] == 1 and list(second.errors) == ["category"]
+    own = _form_class(OwnForm, Emission.objects.all())  # a form class of its own: its instances get copies
+    assert own({}).fields["method"] is not own.base_fields["method"]
+    query = {"method": "x"}
+    assert outcome(FilterBackend(), OwnForm, query) == outcome(DjangoFilterBackend(), OwnForm, query) == (
+        "400", {"__all__": ["never"]})  # fmt: skip
 
 
 class WithMethod(django_filters.FilterSet):

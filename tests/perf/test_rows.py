@@ -94,6 +94,27 @@ def test_json_objects_are_the_nested_serializer_s(text):
     assert rows.dumps(from_text(listed, many)) == drf_json(Quality(many=True).to_representation(json.loads(many)))
 
 
+def test_a_page_converts_each_distinct_json_text_once(monkeypatch):
+    loads = []
+    real = rows.orjson.loads
+    monkeypatch.setattr(rows.orjson, "loads", lambda text: loads.append(text) or real(text))
+    converter = rows._json_object(Quality())
+    page = rows._from_text(converter)()
+    shared, other = '{"score": "1", "level": 1}', '{"score": "2", "level": 2}'
+    first, second, third = page(shared), page(other), page(shared)
+    assert loads == [shared, other]  # the repeated text is not loaded again
+    assert third is first and first == {"score": "1", "level": 1} and second == {"score": "2", "level": 2}
+    assert page(None) is None
+    # A float misses the fast converter: the exact one runs once too, and its answer is kept alike.
+    floats = '{"score": 1.5, "level": 2.0}'
+    assert rows.dumps(page(floats)) == rows.dumps(page(floats)) == drf_json(Quality().to_representation(
+        json.loads(floats)))  # fmt: skip
+    assert loads.count(floats) == 1
+    # The next page starts afresh.
+    rows._from_text(converter)()(shared)
+    assert loads.count(shared) == 2
+
+
 def test_a_missing_key_is_drf_s_error():
     with pytest.raises(KeyError):
         from_text(rows._json_object(Quality()), '{"score": "1"}')

@@ -11,7 +11,9 @@ from rest_framework.authtoken.models import Token
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.test import APIClient
 
-from emissions.api.authentication import OrgTokenAuthentication, cached_token_row
+from emissions.api.authentication import USER_FIELDS, OrgTokenAuthentication, _token_row, cached_token_row
+from perf import keyset_sql
+from perf.codec import model_row
 from tests.factories import MembershipFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -33,6 +35,36 @@ def test_one_query_loads_user_membership_and_organization(org):
         assert auth == token
         assert user.membership.organization.slug == "acme"  # read from the joined row
     assert len(queries) == 1
+
+
+def orm_token_row(key):
+    """The token's rows as the ORM builds them from model instances (what the cache held before)."""
+    token = Token.objects.select_related("user__membership__organization").filter(key=key).first()
+    if token is None:
+        return None
+    membership = getattr(token.user, "membership", None)
+    return [
+        token.created,
+        model_row(token.user, USER_FIELDS),
+        None if membership is None else model_row(membership),
+        None if membership is None else model_row(membership.organization),
+    ]
+
+
+def test_the_token_row_is_the_one_the_instances_make_from_sql_compiled_once(org, monkeypatch):
+    member = Token.objects.create(user=MembershipFactory.create(organization=org).user)
+    loner = Token.objects.create(user=UserFactory.create())
+    compiles = []
+    real = keyset_sql._compile
+    monkeypatch.setattr(keyset_sql, "_compile", lambda queryset: compiles.append(1) or real(queryset))
+    keyset_sql.clear()
+    for key in (member.key, loner.key, "0" * 40, member.key):
+        with CaptureQueriesContext(connection) as queries:
+            row = _token_row(key)
+        assert row == orm_token_row(key)
+        assert len(queries) == 1
+    assert _token_row(member.key)[3][2] == "acme" and _token_row(loner.key)[2:] == [None, None]
+    assert len(compiles) == 1  # the other calls bind the key to the kept SQL
 
 
 def test_a_user_without_membership_authenticates_and_is_refused_by_tenancy():
