@@ -32,9 +32,12 @@ import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
+from urllib.parse import quote
 
 from django.conf import settings
 from django.core.handlers.wsgi import get_path_info
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.urls import Resolver404, resolve
 
 from perf.admission import HEAVY_BUSY, REFUSE, gate, is_heavy
@@ -90,6 +93,13 @@ def _view_class(path_info: str) -> type | None:
     return view_class
 
 
+@receiver(setting_changed)
+def _forget_views(*, setting: str, **kwargs: Any) -> None:
+    """Another URLconf (tests override it) resolves paths to other views."""
+    if setting == "ROOT_URLCONF":
+        _view_class.cache_clear()
+
+
 def is_bulk(environ: dict[str, Any]) -> bool:
     """Whether the request in ``environ`` is bulk work (``perf.admission.heavy`` on its view)."""
     method = str(environ.get("REQUEST_METHOD", ""))
@@ -125,8 +135,6 @@ def _target(environ: Mapping[str, Any]) -> str:
     raw = environ.get("RAW_URI")
     if raw:
         return str(raw)
-    from urllib.parse import quote
-
     path = quote(str(environ.get("SCRIPT_NAME", "")) + str(environ.get("PATH_INFO", "")), safe="/;=,:@!$&'()*+~")
     query = environ.get("QUERY_STRING")
     return f"{path}?{query}" if query else path

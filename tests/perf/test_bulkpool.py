@@ -8,7 +8,9 @@ import io
 import json
 import logging
 import socketserver
+import sys
 import threading
+import types
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -279,3 +281,13 @@ def test_with_no_slot_free_the_workers_django_refuses_it(bulk_pool):
     assert json.loads(body) == {"detail": admission._MESSAGES[admission.HEAVY_BUSY]}
     assert env[REFUSE] == admission.HEAVY_BUSY and bulk_pool.seen == []
     assert ADMISSION_REFUSED.labels(reason=admission.HEAVY_BUSY)._value.get() == refused_before + 1
+
+
+def test_another_urlconf_is_resolved_afresh(settings, monkeypatch):
+    export = environ("GET", "/api/v1/emissions/export.csv")
+    assert is_bulk(export)  # resolved once, kept
+    empty = types.ModuleType("tests_perf_no_urls")
+    empty.urlpatterns = []
+    monkeypatch.setitem(sys.modules, empty.__name__, empty)
+    settings.ROOT_URLCONF = empty.__name__
+    assert not is_bulk(export)
