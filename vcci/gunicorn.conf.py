@@ -243,7 +243,9 @@ def bulk_pool_env(server: Any, socket_path: str) -> tuple[dict[str, str], int]:
     """
     concurrency = int(server.cfg.workers) * _int("ADMISSION_HEAVY_SLOTS", 2)
     sockets = concurrency + 2  # a closing connection may linger while the next one arrives
-    env = {key: value for key, value in os.environ.items() if key not in (BULK_SOCKET_ENV, "GUNICORN_CMD_ARGS")}
+    # Not inherited: the main server's command-line arguments, and its workers' pool sizes (the pool sizes its own).
+    dropped = (BULK_SOCKET_ENV, "GUNICORN_CMD_ARGS", "DB_POOL_MAX_SIZE", "DB_POOL_MIN_SIZE")
+    env = {key: value for key, value in os.environ.items() if key not in dropped}
     env.update(
         {
             ROLE_ENV: "bulk",

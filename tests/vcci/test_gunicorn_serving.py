@@ -517,6 +517,7 @@ def test_on_starting_starts_the_bulk_pool_and_tells_the_workers_its_socket(monke
         GUNICORN_WORKERS="3",
         ADMISSION_HEAVY_SLOTS="2",
         GUNICORN_BULK_WORKERS="2",
+        DB_POOL_MAX_SIZE="30",  # the workers' pools: more than the bulk pool's budget, not inherited
     )
     server = server_stub(settings_)
     settings_["on_starting"](server)
@@ -532,7 +533,7 @@ def test_on_starting_starts_the_bulk_pool_and_tells_the_workers_its_socket(monke
     }
     assert pool.env["ADMISSION_MAX_IN_FLIGHT"] == pool.env["ADMISSION_HEAVY_SLOTS"] == "6"
     assert pool.env["GUNICORN_WORKER_CONNECTIONS"] == "8" and pool.env["GUNICORN_WORKER_CLASS"] == "gevent"
-    assert "BULK_POOL_SOCKET" not in pool.env and "GUNICORN_CMD_ARGS" not in pool.env
+    assert not {"BULK_POOL_SOCKET", "GUNICORN_CMD_ARGS", "DB_POOL_MAX_SIZE"} & set(pool.env)
     assert pool.env["PROMETHEUS_MULTIPROC_DIR"] == str(tmp_path / "metrics")
     # The workers (forked after this) inherit where to forward, and the connections the pool may hold.
     assert os.environ["BULK_POOL_SOCKET"] == str(socket_path)
