@@ -244,6 +244,11 @@ BUSY = OpenApiResponse(
     description="The server is at capacity (bulk work is refused first): nothing was done; retry after the "
     "Retry-After header's seconds. Body: {detail}."
 )
+# Bulk work runs in the bulk pool (perf.bulkpool); one that fails after receiving the request is answered 502.
+BULK_POOL_FAILED = OpenApiResponse(
+    description="The bulk pool serving this request failed before answering: the request may or may not have run "
+    "(check before retrying a write). Body: {detail}."
+)
 
 
 @heavy("post", min_body=BULK_BODY_BYTES)
@@ -255,6 +260,7 @@ class CalculateBatchView(APIView):
         responses={
             200: s.CalculationBatchResultSerializer,
             400: OpenApiResponse(description="{items: [messages]}"),
+            502: BULK_POOL_FAILED,
             503: BUSY,
         },
     )
@@ -296,6 +302,7 @@ def emission_read_namespaces(view: Any, organization_id: int) -> list[Namespace]
                 many=False,
             ),
             400: OpenApiResponse(description='{"errors": [{"index": i, "errors": {field: [messages]}}]}'),
+            502: BULK_POOL_FAILED,
             503: BUSY,
         },
         description="Store one activity (answered with one object) or a list of up to 10,000 (answered with a "
@@ -466,6 +473,7 @@ class EmissionExportView(OrgScopedMixin, GenericAPIView):
                 + ". Decimals are plain decimal strings; fallbacks are codes joined by ';'.",
             ),
             (400, "application/json"): OpenApiResponse(description="{parameter: [messages]}"),
+            (502, "application/json"): BULK_POOL_FAILED,
             (503, "application/json"): BUSY,
         },
     )

@@ -36,3 +36,20 @@ def test_schema_validates_without_warnings(tmp_path):
     activity_input = schema["components"]["schemas"]["ActivityInput"]["properties"]
     assert "period_start's year" in activity_input["year"]["description"]
     assert "period_start's year" in activity_input["spend_year"]["description"]
+
+
+@pytest.mark.django_db
+def test_bulk_endpoints_document_their_refusal_and_the_bulk_pools_failure(tmp_path):
+    out = tmp_path / "schema.yaml"
+    call_command("spectacular", "--file", str(out))
+    paths = yaml.safe_load(out.read_text())["paths"]
+    for path, method in [
+        ("/api/v1/calculate/batch/", "post"),
+        ("/api/v1/activities/", "post"),
+        ("/api/v1/emissions/export.csv", "get"),
+    ]:
+        responses = paths[path][method]["responses"]
+        assert "Retry-After" in responses["503"]["description"], path
+        assert "may or may not have run" in responses["502"]["description"], path
+    # Reads never go to the bulk pool.
+    assert "502" not in paths["/api/v1/emissions/"]["get"]["responses"]
