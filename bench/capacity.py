@@ -26,7 +26,8 @@ Bars (the exit status is 1 when one is missed, 2 when a step could not run):
 - serialization: the uncached page at least 3x faster than DRF's ``ModelSerializer``.
 
 Raw outputs (each load test's summary.json, CSVs and logs, wrk outputs, ``results.json``) go to
-``--raw-dir``; ``--render-only`` renders the report again from ``results.json``.
+``--raw-dir``; ``--render-only`` renders the report again from ``results.json`` (and the ``--before`` directory's
+``README.md`` as it is now: how the earlier runs were made is prose, not a measurement).
 """
 
 from __future__ import annotations
@@ -591,6 +592,8 @@ def run(options: argparse.Namespace, argv: Sequence[str]) -> int:
     results_path = options.raw_dir / "results.json"
     if options.render_only:
         kept: dict[str, Any] = json.loads(results_path.read_text(encoding="utf-8"))
+        if kept.get("before") and (options.before / "README.md").is_file():
+            kept["before"]["how"] = read_before(options.before)["how"]
         kept["bars"] = bars(kept)
         render(kept, options)
         return 1 if any(b["ok"] is False for b in kept["bars"]) else 0

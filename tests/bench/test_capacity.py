@@ -128,12 +128,15 @@ def test_the_report_renders_from_results_json(tmp_path: Path) -> None:
         "machine": {"Cores": "2"},
     }
     (raw / "results.json").write_text(json.dumps(data))
+    # The prose saying how the earlier runs were made is read again; their figures come from results.json.
+    (tmp_path / "before" / "README.md").write_text("Made with the earlier main, on a machine of the same kind.")
     out = tmp_path / "docs" / "capacity.md"
-    status = capacity.main(["--render-only", "--raw-dir", str(raw), "--out", str(out)])
+    argv = ["--render-only", "--raw-dir", str(raw), "--out", str(out), "--before", str(tmp_path / "before")]
+    status = capacity.main(argv)
     assert status == 0
     text = out.read_text()
     assert "**2,000 req/s**" in text
-    assert "Made with the earlier main." in text and "seed-500-3m: before" in text
+    assert "Made with the earlier main, on a machine of the same kind." in text and "seed-500-3m: before" in text
     assert "| GET /api/v1/emissions/ (refused) | refused |" in text
     assert (tmp_path / "docs" / "capacity" / "seed.png").is_file()
     assert (tmp_path / "docs" / "capacity" / "overload.png").is_file()
