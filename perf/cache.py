@@ -255,6 +255,12 @@ class TieredCache:
     ) -> None:
         self.alias = alias
         self.l1_ttl = l1_ttl
+        # A value's key holds its namespaces' versions, so what a key names never changes: a worker may keep it as
+        # long as Redis does. What bounds staleness is how long a worker trusts the versions it read (l1_ttl):
+        # after a bump, the new versions name new keys. Kept for 2 s like the versions, each worker read the same
+        # values from Redis again every 2 s (most of the cache's hits were Redis round trips: docs/cache.md).
+        # "Not found" values keep the short lifetime, as they do in Redis.
+        self.l1_value_ttl = max(float(l2_ttl), l1_ttl)
         self.l2_ttl = l2_ttl
         self.negative_ttl = negative_ttl
         self.lock_timeout = lock_timeout
@@ -683,7 +689,7 @@ class TieredCache:
                 if raw is None:
                     missing.append(k)
                 else:
-                    self._l1_set(full[k], raw, self.l1_ttl)
+                    self._l1_set(full[k], raw, self.l1_value_ttl)
                     found[k] = decode(raw)
                     if renew:
                         renewed.append((full[k], self._ttl(negative is not None and negative(found[k]))))
@@ -701,7 +707,7 @@ class TieredCache:
                 if is_negative and not keep_negative:
                     continue
                 raw = encode(value)
-                self._l1_set(full[k], raw, self.l1_ttl)
+                self._l1_set(full[k], raw, self.l1_ttl if is_negative else self.l1_value_ttl)
                 entries.append((full[k], raw, self._ttl(is_negative)))
             self.stats.count("l2", resource, "store", len(entries))
         if renewed or entries:
@@ -731,7 +737,7 @@ class TieredCache:
         if counted:
             self.stats.count("l2", resource, "miss" if raw is None else "hit")
         if raw is not None:
-            self._l1_set(full, raw, self.l1_ttl)
+            self._l1_set(full, raw, self.l1_value_ttl)
             self.stats.count("l2", resource, "promotion")
         return raw
 
@@ -748,7 +754,7 @@ class TieredCache:
         return self.negative_ttl if is_negative else self.l2_ttl
 
     def _store(self, resource: str, full: str, raw: Any, is_negative: bool) -> None:
-        self._l1_set(full, raw, self.l1_ttl)
+        self._l1_set(full, raw, self.l1_ttl if is_negative else self.l1_value_ttl)
         ttl = self._ttl(is_negative)
         if self._l2(resource, lambda client: client.set(full, raw, ex=ttl)) is not None:
             self.stats.count("l2", resource, "store")

@@ -97,6 +97,51 @@ def test_l2_hit_is_promoted_into_l1(worker: TieredCache, other_worker: tuple[Tie
     assert other.stats.counts[("l1", "emissions", "hit")] == 1
 
 
+def test_a_value_stays_in_l1_past_the_versions_lifetime_while_its_versions_hold(
+    worker: TieredCache, other_worker: tuple[TieredCache, Clock]
+) -> None:
+    """A value's key names its versions, so it never changes: only the versions are read again after l1_ttl."""
+    worker.get_or_compute([NS], "k", Computations("value"))
+    other, other_clock = other_worker
+    assert other.get_or_compute([NS], "k", Computations("never")) == "value"  # from Redis, kept
+    other_clock.advance(60)
+    assert other.get_or_compute([NS], "k", Computations("never")) == "value"
+    # The versions were read from Redis again (still the same); the value came from L1, not a second Redis read.
+    assert other.stats.counts[("l2", "emissions", "hit")] == 1
+    assert other.stats.counts[("l1", "emissions", "hit")] == 1
+    # A value lives in L1 as long as in Redis (CACHE_L2_TTL), then it is read from Redis again.
+    other_clock.advance(600)
+    assert other.get_or_compute([NS], "k", Computations("never")) == "value"
+    assert other.stats.counts[("l2", "emissions", "hit")] == 2
+
+
+def test_not_found_values_keep_the_short_lifetime_in_l1(worker: TieredCache, clock: Clock) -> None:
+    empty = Computations([])
+    assert worker.get_or_compute([NS], "missing", empty, negative=lambda rows: not rows) == []
+    assert worker.get_or_compute([NS], "found", Computations([1]), negative=lambda rows: not rows) == [1]
+    clock.advance(2.1)
+    assert worker.get_or_compute([NS], "missing", Computations("never"), negative=lambda rows: not rows) == []
+    assert worker.get_or_compute([NS], "found", Computations("never"), negative=lambda rows: not rows) == [1]
+    # The "not found" came from Redis again (its L1 copy had expired), the value from L1.
+    assert worker.stats.counts[("l2", "emissions", "hit")] == 1
+    assert worker.stats.counts[("l1", "emissions", "hit")] == 1
+
+
+def test_many_values_stay_in_l1_past_the_versions_lifetime(worker: TieredCache, clock: Clock) -> None:
+    def load(keys: list[str]) -> dict[str, Any]:
+        return {key: ([] if key == "none" else [key]) for key in keys}
+
+    def lookup() -> dict[str, Any]:
+        return worker.get_many_or_compute([NS], ["a", "none"], str, load, negative=lambda rows: not rows)
+
+    assert lookup() == {"a": ["a"], "none": []}
+    clock.advance(2.1)
+    assert lookup() == {"a": ["a"], "none": []}
+    # "a" from L1; the "not found" from Redis again.
+    assert worker.stats.counts[("l1", "emissions", "hit")] == 1
+    assert worker.stats.counts[("l2", "emissions", "hit")] == 1
+
+
 def test_values_are_bytes_in_both_tiers_so_callers_never_share_an_object(worker: TieredCache) -> None:
     first = worker.get_or_compute([NS], "k", Computations({"rows": [1]}))
     first["rows"].append(2)
