@@ -444,6 +444,19 @@ class TieredCache:
             else:
                 return tuple(hits)
         found: dict[Namespace, Version] = {}
+        missing = self._l1_versions(namespaces, found)
+        if missing:
+            # One read per set of namespaces at a time in this worker: when a version expires from L1, every request
+            # in flight that needs it would otherwise read it from Redis at once (each waits for its reply, the
+            # others find it missing meanwhile). The later ones find what the first one kept.
+            with self._flight("versions:" + "|".join(sorted(ns.l1_version_key for ns in missing))):
+                missing = self._l1_versions(missing, found)
+                if missing:
+                    self._read_versions(missing, found)
+        return tuple(found[ns] for ns in namespaces)
+
+    def _l1_versions(self, namespaces: Sequence[Namespace], found: dict[Namespace, Version]) -> list[Namespace]:
+        """Put the versions L1 holds into ``found``; the namespaces it does not hold."""
         missing = []
         for ns in namespaces:
             version = self._l1_get(ns.l1_version_key)
@@ -451,29 +464,38 @@ class TieredCache:
                 missing.append(ns)
             else:
                 found[ns] = version
-        if missing:
-            resource = missing[0].resource
-            now = self.wall()
+        return missing
 
-            def read(client: Any) -> list[Any]:
+    def _read_versions(self, missing: Sequence[Namespace], found: dict[Namespace, Version]) -> None:
+        """Read ``missing``'s versions from Redis (a process-local one when it fails) into L1 and ``found``.
+
+        One MGET; only namespaces Redis has no version for yet (a new one, or evicted) take a second round trip
+        that creates it (SET NX: whoever comes first sets it, everyone reads the same).
+        """
+        resource = missing[0].resource
+        now = self.wall()
+        keys = [key for ns in missing for key in self._version_keys(ns)]
+
+        def read(client: Any) -> list[Any]:
+            values: list[Any] = client.mget(keys)
+            unset = [i for i in range(0, len(keys), 2) if values[i] is None]
+            if unset:
                 pipe = client.pipeline(transaction=False)
-                keys = []
-                for ns in missing:
-                    vkey, tkey = self._version_keys(ns)
-                    pipe.set(vkey, self._initial_version(), nx=True)
-                    pipe.set(tkey, repr(self.wall()), nx=True)
-                    keys += [vkey, tkey]
-                pipe.mget(keys)
-                return pipe.execute()[-1]
+                for i in unset:
+                    pipe.set(keys[i], self._initial_version(), nx=True)
+                    pipe.set(keys[i + 1], repr(self.wall()), nx=True)
+                pipe.mget([key for i in unset for key in (keys[i], keys[i + 1])])
+                for n, value in enumerate(pipe.execute()[-1]):
+                    values[unset[n // 2] + n % 2] = value
+            return values
 
-            values = self._l2(resource, read)
-            for i, ns in enumerate(missing):
-                if values is not None and values[2 * i] is not None:
-                    version = Version(values[2 * i].decode(), float(values[2 * i + 1] or now))
-                else:
-                    version = self._local_version()
-                found[ns] = self._keep_version(ns, version)
-        return tuple(found[ns] for ns in namespaces)
+        values = self._l2(resource, read)
+        for i, ns in enumerate(missing):
+            if values is not None and values[2 * i] is not None:
+                version = Version(values[2 * i].decode(), float(values[2 * i + 1] or now))
+            else:
+                version = self._local_version()
+            found[ns] = self._keep_version(ns, version)
 
     def _keep_version(self, ns: Namespace, version: Version) -> Version:
         """Store ``version`` as this worker's view of ``ns`` unless it already holds a newer one; return the kept one.

@@ -155,6 +155,71 @@ def test_bump_makes_older_entries_unreachable_in_this_worker_at_once(worker: Tie
     assert worker.get_or_compute([NS], "k", compute) == "new"
 
 
+class CommandCounter:
+    """Stands in for the Redis client: counts the commands sent (pipelines' too) and passes them on."""
+
+    def __init__(self, client: Any, delay: float = 0.0) -> None:
+        self.client, self.delay, self.sent = client, delay, []
+
+    def mget(self, keys: list[str]) -> Any:
+        self.sent.append("mget")
+        time.sleep(self.delay)  # a reply that takes a while: other callers arrive meanwhile
+        return self.client.mget(keys)
+
+    def pipeline(self, **kwargs: Any) -> Any:
+        pipe = self.client.pipeline(**kwargs)
+        counter = self
+
+        class Pipe:
+            def __getattr__(self, name: str) -> Any:
+                command = getattr(pipe, name)
+                if name == "execute":
+                    return command
+
+                def queued(*args: Any, **kw: Any) -> Any:
+                    counter.sent.append(name)
+                    return command(*args, **kw)
+
+                return queued
+
+        return Pipe()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+
+def test_a_known_version_is_read_with_one_mget_and_nothing_set(worker: TieredCache, clock: Clock) -> None:
+    first = worker.versions([NS, GLOBAL])  # new namespaces: created (SET NX), then read
+    clock.advance(2.1)  # their L1 copies expire
+    counter = CommandCounter(worker._redis())
+    worker._client = counter
+    assert worker.versions([NS, GLOBAL]) == first
+    assert counter.sent == ["mget"]
+
+
+def test_a_missing_version_is_created_once_and_read_back(worker: TieredCache) -> None:
+    counter = CommandCounter(worker._redis())
+    worker._client = counter
+    version = worker.versions([org_ns(99, "emissions")])[0]
+    assert counter.sent == ["mget", "set", "set", "mget"]
+    assert version.value.isdigit()
+
+
+def test_callers_needing_an_expired_version_at_once_read_it_once(worker: TieredCache, clock: Clock) -> None:
+    first = worker.versions([NS])
+    clock.advance(2.1)
+    counter = CommandCounter(worker._redis(), delay=0.2)
+    worker._client = counter
+    seen: list[tuple[Any, ...]] = []
+    threads = [threading.Thread(target=lambda: seen.append(worker.versions([NS]))) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen == [first] * 5
+    assert counter.sent == ["mget"]  # the four others waited for the first one's read, then found it in L1
+
+
 def test_another_worker_sees_a_bump_within_its_l1_ttl(
     worker: TieredCache, other_worker: tuple[TieredCache, Clock]
 ) -> None:
