@@ -159,7 +159,8 @@ class CommandCounter:
     """Stands in for the Redis client: counts the commands sent (pipelines' too) and passes them on."""
 
     def __init__(self, client: Any, delay: float = 0.0) -> None:
-        self.client, self.delay, self.sent = client, delay, []
+        self.client, self.delay = client, delay
+        self.sent: list[str] = []
 
     def mget(self, keys: list[str]) -> Any:
         self.sent.append("mget")
