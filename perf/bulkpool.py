@@ -51,8 +51,9 @@ HOP_BY_HOP = frozenset(
 # Set by the forwarder from what the worker knows; a client's own values would be believed by the bulk pool,
 # which trusts its Unix socket's peer.
 _REPLACED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-ssl", "x-forwarded-protocol"})
-# The worker's gunicorn writes its own (a second copy would be a duplicate header).
-_SERVER_SET = frozenset({"date", "server"})
+# Not relayed downstream: the hop-by-hop ones, and those the worker's gunicorn writes itself (a second copy would be
+# a duplicate header).
+_NOT_RELAYED = HOP_BY_HOP | {"date", "server"}
 CHUNK = 64 * 1024
 _BAD_GATEWAY = json.dumps({"detail": "The bulk pool failed while serving this request; it may or may not have run."})
 
@@ -127,7 +128,7 @@ def upstream_headers(environ: Mapping[str, Any]) -> list[tuple[str, str]]:
 def downstream_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     """The bulk pool's response headers without the hop-by-hop ones (the worker's gunicorn frames the body) and
     those the worker's gunicorn sets itself."""
-    return [(name, value) for name, value in headers if name.lower() not in HOP_BY_HOP | _SERVER_SET]
+    return [(name, value) for name, value in headers if name.lower() not in _NOT_RELAYED]
 
 
 def _target(environ: Mapping[str, Any]) -> str:

@@ -176,10 +176,23 @@ forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1"
 proc_name = "vcci-bulk" if role == "bulk" else "vcci"
 
 
-def default_multiproc_dir(binds: list[str]) -> str:
-    """A metrics directory of this user's server on ``binds`` (one server per bind, so one directory per server)."""
+def _server_dir(kind: str, binds: list[str]) -> str:
+    """A directory of this user's server on ``binds`` under the temp dir (one server per bind, so one per server)."""
     name = re.sub(r"[^A-Za-z0-9.]+", "-", "_".join(binds)).strip("-") or "default"
-    return os.path.join(tempfile.gettempdir(), f"vcci-prometheus-{os.getuid()}-{name}")
+    return os.path.join(tempfile.gettempdir(), f"vcci-{kind}-{os.getuid()}-{name}")
+
+
+def default_multiproc_dir(binds: list[str]) -> str:
+    """A metrics directory of this user's server on ``binds``."""
+    return _server_dir("prometheus", binds)
+
+
+def _private_dir(directory: str, refusal: str) -> None:
+    """Create ``directory`` (0700) if needed; refuse (SystemExit, ``refusal``) one owned by another user: what it
+    holds would be theirs to forge."""
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    if os.stat(directory).st_uid != os.getuid():
+        raise SystemExit(refusal)
 
 
 def prepare_multiproc_dir(directory: str) -> int:
@@ -187,9 +200,7 @@ def prepare_multiproc_dir(directory: str) -> int:
 
     Refuses (SystemExit) a directory owned by another user: its files would be theirs to forge.
     """
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    if os.stat(directory).st_uid != os.getuid():
-        raise SystemExit(f"{MULTIPROC_ENV}={directory} belongs to another user; choose another directory.")
+    _private_dir(directory, f"{MULTIPROC_ENV}={directory} belongs to another user; choose another directory.")
     removed = 0
     with os.scandir(directory) as entries:
         for entry in entries:
@@ -228,10 +239,8 @@ _PR_SET_PDEATHSIG = 1
 
 def bulk_socket_path(binds: list[str]) -> str:
     """The bulk pool's socket, in a private directory (0700) per user and bind like the metrics directory's."""
-    directory = default_multiproc_dir(binds).replace("vcci-prometheus-", "vcci-bulk-", 1)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    if os.stat(directory).st_uid != os.getuid():
-        raise SystemExit(f"{directory} belongs to another user; the bulk pool's socket cannot be kept there.")
+    directory = _server_dir("bulk", binds)
+    _private_dir(directory, f"{directory} belongs to another user; the bulk pool's socket cannot be kept there.")
     return os.path.join(directory, "bulk.sock")
 
 
