@@ -16,7 +16,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from emissions.api.export import COLUMNS, LINES_PER_BLOCK
+from emissions.api.export import COLUMNS, LINES_PER_BLOCK, csv_lines
 from emissions.models import ActivityRecord, Emission, EmissionFactor, Method, Organization, Supplier
 from tests.factories import EmissionFactory, SupplierFactory
 
@@ -152,6 +152,45 @@ def test_filters_and_order_match_the_list(api, org):
     for params in ({}, {"category": 4}, {"period_from": "2025-02-01", "period_to": "2025-02-28"}):
         listed = [row["id"] for row in api.get(reverse("emission-list"), params).json()["results"]]
         assert exported_ids(api, **params) == listed
+
+
+def test_fields_formatted_by_the_database_are_the_bytes_python_formats(org):
+    """PostgreSQL formats the fields (``text_values``); the Python formatter is the reference it must match."""
+    odd = SupplierFactory.create(organization=org, external_id="", name='Line\nbreak, "quoted"; =SUM(A1)')
+    plain = SupplierFactory.create(organization=org, external_id="ERP-7", name="Plain")
+    rows = [
+        emission_in(org, dt.date(2025, 1, 1), activity__supplier=odd, co2e_kg=Decimal("0"), fallbacks=[]),
+        emission_in(
+            org,
+            dt.date(2025, 2, 1),
+            activity__supplier=plain,
+            co2e_kg=Decimal("123456789012345678.123456"),
+            biogenic_co2_kg=Decimal("0.000001"),
+            fallbacks=[{"code": "a"}, "not a note", {"detail": "no code"}, {"code": "b", "detail": "x"}],
+            data_quality={},
+        ),
+        emission_in(org, dt.date(2025, 3, 1), activity__supplier=None, co2e_kg=Decimal("0.000001"), fallbacks={}),
+        emission_in(org, dt.date(2025, 4, 1), co2e_kg=Decimal("2.5"), fallbacks="not a list"),
+    ]
+    # Whole seconds (isoformat then writes no fraction) and a microsecond.
+    Emission.objects.filter(pk=rows[0].pk).update(calculated_at=dt.datetime(2025, 5, 1, 12, 0, tzinfo=dt.UTC))
+    Emission.objects.filter(pk=rows[1].pk).update(calculated_at=dt.datetime(2025, 5, 1, 0, 0, 0, 1, tzinfo=dt.UTC))
+    queryset = Emission.objects.for_org(org)
+
+    in_database = "".join(csv_lines(queryset, as_text=True, chunk_size=3))
+    in_python = "".join(csv_lines(queryset, as_text=False))
+
+    assert in_database == in_python
+    parsed = list(csv.reader(io.StringIO(in_database)))
+    assert [row[0] for row in parsed[1:]] == [str(row.pk) for row in reversed(rows)]
+    by_id = {row[0]: dict(zip(COLUMNS, row, strict=True)) for row in parsed[1:]}
+    second = by_id[str(rows[1].pk)]
+    assert (second["co2e_kg"], second["co2e_t"]) == ("123456789012345678.123456", "123456789012345.678123456")
+    assert (second["fallbacks"], second["data_quality_score"], second["biogenic_co2_kg"]) == ("a;;b", "", "0.000001")
+    assert second["calculated_at"] == "2025-05-01T00:00:00.000001Z"
+    first = by_id[str(rows[0].pk)]
+    assert (first["calculated_at"], first["supplier_name"]) == ("2025-05-01T12:00:00Z", odd.name)
+    assert by_id[str(rows[3].pk)]["co2e_t"] == "0.002500000"
 
 
 @pytest.mark.parametrize(("param", "value"), [("category", "16"), ("supplier", "1.5"), ("period_from", "soon")])
