@@ -31,14 +31,13 @@ def calculations_run(
     """Calculate every item with ``organization``'s factors; nothing is stored.
 
     Each outcome is the item's result or its field errors, in order: an item passed as its field
-    errors comes back as it was. One resolver serves the batch, primed with every supplier the
-    items name, so supplier checks and supplier-specific factors cost two queries for the batch
-    instead of one or two per supplier, and repeated factor lookups hit memory.
+    errors comes back as it was. One resolver serves the batch, primed with everything the items
+    name (``FactorResolver.prime``: pinned factors, activities, suppliers, spend years), so the
+    batch's lookups cost one cache read (or query) per kind instead of one per distinct selector,
+    and repeated ones hit memory.
     """
     resolver = FactorResolver(organization)
-    resolver.prime_suppliers(
-        item.supplier_id for item in items if not isinstance(item, dict) and item.supplier_id is not None
-    )
+    resolver.prime(item for item in items if not isinstance(item, dict))
     outcomes: list[Result | FieldErrors] = []
     for item in items:
         # A long batch shares the worker's CPU with its other requests (perf.admission.cooperate).
