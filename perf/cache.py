@@ -396,16 +396,16 @@ class TieredCache:
         payload = self._l1_get(key)
         return payload.value if isinstance(payload, _Local) else None
 
-    def set_local(self, key: Hashable, value: Any, *, nbytes: int) -> None:
-        """Keep ``value`` in this process only, as L1 keeps its copies: ``l1_ttl`` seconds, within ``l1_max_bytes``
-        (``nbytes``: what it holds), forgotten by ``clear_local``.
+    def set_local(self, key: Hashable, value: Any, *, nbytes: int, ttl: float | None = None) -> None:
+        """Keep ``value`` in this process only, as L1 keeps its copies: ``ttl`` seconds (``l1_ttl`` by default),
+        within ``l1_max_bytes`` (``nbytes``: what it holds), forgotten by ``clear_local``.
 
         For values derived from cached ones (decoded, assembled) that the caller checks against the
         namespaces' versions before each use: nothing here knows when they go stale. ``key`` is any
         hashable but a string (strings are L1's own keys).
         """
         if self.enabled:
-            self._l1_set(key, _Local(value, nbytes), self.l1_ttl)
+            self._l1_set(key, _Local(value, nbytes), self.l1_ttl if ttl is None else ttl)
 
     def count_local_hit(self, namespaces: Sequence[Namespace]) -> None:
         """Count an answer served from a ``get_local`` value as the L1 hit it stands for."""

@@ -6,8 +6,8 @@ versions and the request (organization, scheme and host, path, query, media type
 cache's key version: ``CACHE_VERSION`` plus the models' schema). Then:
 
 - the body comes from the two-level cache (``perf.cache``) under that key when the view keeps it
-  there (``cache_body``: first pages, summaries, details, made only of parameters the view knows),
-  else from the view;
+  there (``cache_body``: first pages, summaries, details, made only of parameters the view knows;
+  deep cursor pages from their second request, ``kept_on_repeat``), else from the view;
 - a matching ``If-None-Match`` (or, without one, an ``If-Modified-Since`` not older than the
   namespaces' last change) turns the answer into ``304 Not Modified``. Preconditions are checked
   against a 200 only (RFC 9110 13.2.1): a request that would be a 404 or a 400 gets that, never a
@@ -112,6 +112,7 @@ class _Plan:
     namespaces: list[Namespace]
     static: str  # digest of the key's parts other than the versions
     cache_body: bool
+    on_repeat: bool  # the body is stored only once the same request was asked before (``kept_on_repeat``)
 
     def key(self, versions: tuple[Version, ...]) -> str:
         """The response's cache key and ETag: the static parts and the namespaces' versions."""
@@ -122,6 +123,8 @@ class _Plan:
 
 # First in the shape of a plan kept with TieredCache.set_local: no other process-local value has it.
 _PLAN = "conditional.plan"
+# First in the shape of the note that a request was asked for (``kept_on_repeat``).
+_ASKED = "conditional.asked"
 # The settings get_host() depends on: a plan made under others may name a host they refuse.
 HOST_SETTINGS = frozenset({"ALLOWED_HOSTS", "USE_X_FORWARDED_HOST", "USE_X_FORWARDED_PORT", "DEBUG"})
 
@@ -187,6 +190,27 @@ class CachedResponseMixin:
         """
         return self.known_query_params().issuperset(request.GET)
 
+    def kept_on_repeat(self, request: HttpRequest | Request) -> bool:
+        """Whether this request's body (when ``cache_body``) is stored only once the same request was asked for
+        before in this worker (``asked_before``), so that what is read once never displaces what is read often."""
+        return False
+
+    def _asked_shape(self, request: HttpRequest) -> tuple[Any, ...]:
+        return (_ASKED, type(self), getattr(self, "action", None), *raw_target(request))
+
+    def asked_before(self, request: HttpRequest) -> bool:
+        """Whether the same request (view, action, URL as sent) was asked for in this worker within ``CACHE_L2_TTL``.
+
+        Kept per URL, not per caller: it only decides whether a body is worth storing; what is stored is keyed
+        by organization as always."""
+        return bool(tiered().get_local(self._asked_shape(request)))
+
+    def _note_asked(self, request: HttpRequest) -> None:
+        cache = tiered()
+        cache.set_local(
+            self._asked_shape(request), True, nbytes=256 + len(request.META.get("QUERY_STRING", "")), ttl=cache.l2_ttl
+        )
+
     def cached_response(self, request: Request, produce: Callable[[], HttpResponseBase]) -> HttpResponseBase:
         """``produce()``'s response, or a 304, or the cached body of an identical earlier request."""
         if not settings.CACHE_ENABLED or not self.caches(request.accepted_renderer):
@@ -206,7 +230,13 @@ class CachedResponseMixin:
         try:
             # The body first (from the cache when it is kept there: no query), then the preconditions: they
             # apply only to what would be a 200 (RFC 9110 13.2.1), never to a 404 or 400.
-            if plan.cache_body:
+            if plan.cache_body and plan.on_repeat and not self.asked_before(request._request):
+                # Asked for the first time here: another worker may have kept it; else computed, noted, not stored.
+                entry = cache.get(namespaces, f"response:{key}", versions=versions)
+                if entry is None:
+                    self._note_asked(request._request)
+                    entry = self._render(request, produce())
+            elif plan.cache_body:
                 entry = cache.get_or_compute(
                     namespaces,
                     f"response:{key}",
@@ -246,7 +276,7 @@ class CachedResponseMixin:
             static = digest(
                 cache.key_version, ENTRY_FORMAT, [ns.key for ns in namespaces], scheme, host, path, query, media_type
             )
-            plan = _Plan(namespaces, static, self.cache_body(request))
+            plan = _Plan(namespaces, static, self.cache_body(request), self.kept_on_repeat(request))
             # Counted at about what a plan, its namespaces and its shape (path and query included) hold.
             cache.set_local(shape, plan, nbytes=1024 + len(request.path) + len(str(target[-1])))
         return plan
@@ -309,20 +339,33 @@ class CachedResponseMixin:
 class CachedReadMixin(CachedResponseMixin):
     """``list`` and ``retrieve`` through ``cached_response``.
 
-    ``cache_first_page_only``: keep only first pages' bodies (deep cursor pages of a large list
-    are read once each; caching them would only crowd out the rest). Every page still gets an ETag.
+    ``deep_pages_on_repeat``: keep a deep cursor page's body only from its second request in a worker
+    (``kept_on_repeat``; none at all with ``CACHE_DEEP_PAGES`` off). A client scanning a large list
+    reads each page once, and storing those would only crowd out the rest; but people page on from
+    the same popular first pages, so the same next pages come back (at 500 users, 82 % of the
+    emissions list's next-page requests named a page asked for in the previous two minutes). Every
+    page gets an ETag either way.
     """
 
-    cache_first_page_only = False
+    deep_pages_on_repeat = False
     cursor_params = ("after", "before")
 
     cached_actions: tuple[str, ...] = ("list", "retrieve")
 
+    def _deep_list_page(self, request: HttpRequest | Request) -> bool:
+        return (
+            self.deep_pages_on_repeat
+            and getattr(self, "action", None) == "list"
+            and any(request.GET.get(param) for param in self.cursor_params)
+        )
+
     def cache_body(self, request: HttpRequest | Request) -> bool:
-        deep_page = any(request.GET.get(param) for param in self.cursor_params)
-        if self.cache_first_page_only and getattr(self, "action", None) == "list" and deep_page:
+        if not settings.CACHE_DEEP_PAGES and self._deep_list_page(request):
             return False
         return super().cache_body(request)
+
+    def kept_on_repeat(self, request: HttpRequest | Request) -> bool:
+        return self._deep_list_page(request)
 
     # Annotated Any: DRF's mixins promise a Response, these return a plain HttpResponse for cached bodies and 304s.
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Any:

@@ -7,13 +7,14 @@ body, so a request this module can decide exactly as DRF would is answered here,
 DRF's path stored; any other goes to ``APIView.dispatch`` untouched.
 
 **What it answers.** A GET routed to one of the view's ``cached_actions`` whose body the cache
-already holds (``cache_body``: first pages, summaries, details) under the key DRF's path
+already holds (``cache_body``: first pages, summaries, details, deep pages asked for before) under the key DRF's path
 computes (``CachedResponseMixin._plan``): the cached 200, or a 304 when the request's
 preconditions match it, built by the same ``_respond`` as DRF's path, plus what DRF's
 ``finalize_response`` adds (``Allow``, ``Vary``).
 
 **What it always hands to DRF.** Every other method (HEAD and OPTIONS too); a request whose body the
-cache does not keep (``cache_body``: a deep page), at once, before reading the caller; a miss (DRF
+cache does not keep (``cache_body``) or a deep page not asked for before in this worker (``kept_on_repeat``),
+at once, before reading the caller; a miss (DRF
 computes and stores); a request DRF would refuse (401, 403, 406, 404 for an unknown format); a rendering
 the cache does not keep (the browsable API); a transaction that wrote the namespaces or the
 ``auth`` rows; and every request to a view whose declared classes this module cannot evaluate
@@ -217,8 +218,11 @@ def answer(view: Any, request: HttpRequest, kwargs: dict[str, Any]) -> HttpRespo
     if view.action not in view.cached_actions:
         return None
     if not view.cache_body(request):
-        # A body the cache never keeps (a deep page, unknown parameters): no plan nor kept answer of this request
-        # can be answered here (the plan's cache_body is this), so the caller is not even read.
+        # A body the cache never keeps (unknown parameters; a deep page with CACHE_DEEP_PAGES off): no plan nor kept
+        # answer of this request can be answered here (the plan's cache_body is this), so the caller is not even read.
+        return None
+    if view.kept_on_repeat(request) and not view.asked_before(request):
+        # A deep page not asked for before in this worker: DRF's path looks it up, computes and notes it.
         return None
     policy = _policy(view)
     if policy is None:

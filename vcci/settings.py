@@ -296,6 +296,9 @@ CACHE_VERSION: str = env.str("CACHE_VERSION", default="1")
 # Cached GETs answered before DRF's request cycle (perf.fastpath, called from CachedResponseMixin.dispatch); off only
 # to measure what it saves.
 CACHE_FAST_PATH: bool = env.bool("CACHE_FAST_PATH", default=True)
+# Deep cursor pages of the emissions and activities lists keep their body once the same page is asked for again in a
+# worker (within CACHE_L2_TTL): people page on from popular first pages, a full scan reads each page once.
+CACHE_DEEP_PAGES: bool = env.bool("CACHE_DEEP_PAGES", default=True)
 # Cached response bodies of this size and up also keep a gzip form, served to clients that accept it (0: never).
 CACHE_GZIP_MIN_BYTES: int = env.int("CACHE_GZIP_MIN_BYTES", default=1024)
 # Cache-Control max-age (seconds) a client may reuse a response without asking again, per resource. Every

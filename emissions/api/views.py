@@ -320,14 +320,15 @@ class ActivityViewSet(
     mixins.CreateModelMixin,
     viewsets.GenericViewSet,
 ):
-    """Activity lines with their calculated emission. First pages (per filter set) are cached.
+    """Activity lines with their calculated emission. First pages (per filter set) are cached, deep pages from
+    their second request (``deep_pages_on_repeat``).
 
     List pages are written from value rows (``perf.rows``), as ``ActivitySerializer`` would write them.
     """
 
     model = ActivityRecord
     cache_resource = "emissions"
-    cache_first_page_only = True
+    deep_pages_on_repeat = True
     serializer_class = s.ActivitySerializer
     row_computed = s.STORED_RESULT_COMPUTED
     filterset_class = ActivityFilter
@@ -357,13 +358,14 @@ class ActivityViewSet(
 class EmissionViewSet(OrgCachedReadMixin, RowListMixin, OrgScopedMixin, viewsets.ReadOnlyModelViewSet):
     """Stored results, newest period first, keyset-paginated on (period_start, id).
 
-    First pages (per filter set) and summaries are cached; every page answers conditional GETs. List pages
+    First pages (per filter set) and summaries are cached, deep pages from their second request
+    (``deep_pages_on_repeat``); every page answers conditional GETs. List pages
     are written from value rows (``perf.rows``), as ``EmissionSerializer`` would write them.
     """
 
     model = Emission
     cache_resource = "emissions"
-    cache_first_page_only = True
+    deep_pages_on_repeat = True
     cache_query_params = ("format", "group_by")  # group_by: the summary's
     cached_actions = ("list", "retrieve", "summary")
     serializer_class = s.EmissionSerializer

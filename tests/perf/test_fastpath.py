@@ -185,7 +185,8 @@ def test_the_path_answers_as_drf_does_whatever_the_view_declares(
 
 
 def test_a_body_the_cache_never_keeps_goes_to_drf_before_the_caller_is_read(api, org, monkeypatch) -> None:
-    """A deep page (``cache_first_page_only``) is never answered here: handed to DRF without reading the caller."""
+    """A deep page asked for the first time in this worker (``kept_on_repeat``) is handed to DRF without reading
+    the caller."""
     EmissionFactory.create_batch(3, organization=org)
     first = api.get(reverse("emission-list"), {"limit": 1}).json()
 
@@ -195,3 +196,12 @@ def test_a_body_the_cache_never_keeps_goes_to_drf_before_the_caller_is_read(api,
     monkeypatch.setattr(OrgTokenAuthentication, "authenticate_cached", unread)
     response = api.get(first["next"])
     assert response.status_code == 200 and len(response.json()["results"]) == 1
+
+
+def test_a_deep_page_asked_for_again_is_answered_here(api, org, drf_requests) -> None:
+    EmissionFactory.create_batch(3, organization=org)
+    first = api.get(reverse("emission-list"), {"limit": 1}).json()
+    bodies = [api.get(first["next"]).content for _ in range(3)]
+    # The first request computes and notes the page, the second stores it (both through DRF), the third is this path's.
+    assert len(drf_requests) == 3  # the first page, then the deep page twice
+    assert bodies[0] == bodies[1] == bodies[2]
