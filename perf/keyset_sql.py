@@ -26,7 +26,7 @@ Django's converters (``from_db_value``, the backend's): those pages go through D
 from __future__ import annotations
 
 import threading
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Collection, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,11 @@ from django.db.models.query import ModelIterable
 from django.db.models.sql import Query
 from django.db.models.sql.where import WhereNode
 from django.utils.hashable import make_hashable
+
+try:
+    from psycopg.types.string import TextLoader
+except ImportError:  # psycopg2, or no PostgreSQL driver
+    TextLoader = None  # type: ignore[assignment,misc]
 
 # Compiled page queries kept per process; beyond this many shapes the oldest is dropped (a shape per
 # organization, filter set, direction and limit: a few per active client).
@@ -197,13 +202,30 @@ def _walk(node: Any) -> Iterator[Any]:
             yield from _walk(child)
 
 
-def execute(page_sql: PageSQL, values: Sequence[Any], using: str) -> list[tuple[Any, ...]]:
+def execute(
+    page_sql: PageSQL, values: Sequence[Any], using: str, *, text_loaded: Collection[str] = ()
+) -> list[tuple[Any, ...]]:
     """The rows of ``page_sql`` for the cursor ``values`` on the database ``using`` (through Django's cursor and
-    its execute wrappers, as the queryset would run it)."""
+    its execute wrappers, as the queryset would run it).
+
+    ``text_loaded``: PostgreSQL type names (``numeric``) whose values are left as the text PostgreSQL sent, for a
+    caller that writes them out as text (``perf.rows``): psycopg would make each a Python value (a ``Decimal``)
+    that the caller then writes back out. Only on psycopg 3 (its loaders are set on this cursor alone); elsewhere
+    the values are Django's."""
     connection = connections[using]
     with connection.cursor() as cursor:
+        if text_loaded:
+            _load_as_text(cursor.cursor, text_loaded)
         cursor.execute(page_sql.sql, page_sql.bind(values, connection))
         return [tuple(row) for row in cursor.fetchall()]
+
+
+def _load_as_text(cursor: Any, types: Collection[str]) -> None:
+    adapters = getattr(cursor, "adapters", None)
+    if adapters is None or TextLoader is None:
+        return
+    for name in types:
+        adapters.register_loader(name, TextLoader)
 
 
 def clear() -> None:

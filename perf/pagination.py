@@ -25,22 +25,22 @@ from __future__ import annotations
 
 import json
 from base64 import urlsafe_b64decode, urlsafe_b64encode
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from cursor_pagination import CursorPaginator, InvalidCursor
 from django.core.exceptions import FieldDoesNotExist
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import F, Field, Func, Model, Q, QuerySet, Value
+from django.db.models import DecimalField, F, Field, Func, Model, Q, QuerySet, Value
 from django.db.models.expressions import OrderBy
 from django.db.models.lookups import Exact, GreaterThanOrEqual, LessThanOrEqual
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import BasePagination
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.utils.urls import remove_query_param, replace_query_param
 
 from perf import keyset_sql
 
@@ -257,6 +257,8 @@ class KeysetPagination(BasePagination):
 
     def __init__(self) -> None:
         self.request: Request | None = None
+        # _link's split of the request's absolute URL and its parsed query, for that request.
+        self._parsed_url: tuple[Request, tuple[str, str, str, str], dict[str, list[str]]] | None = None
         self.paginator: KeysetPaginator | None = None
         self.page: Sequence[Any] = []
         self.has_next = False
@@ -319,13 +321,21 @@ class KeysetPagination(BasePagination):
         return self._page(*self._prepare(queryset, request, view))
 
     def paginate_rows(
-        self, queryset: QuerySet[Any, Any], request: Request, view: Any, columns: Sequence[str]
+        self,
+        queryset: QuerySet[Any, Any],
+        request: Request,
+        view: Any,
+        columns: Sequence[str],
+        *,
+        text_loaded: Collection[str] = (),
     ) -> list[tuple[Any, ...]]:
         """``paginate_queryset`` as ``values_list(*columns)`` tuples, with the same links (ordering keys missing from
         ``columns`` are read too, after them). For ``perf.rows``: one query, no model instances.
 
         The page query's SQL is kept per shape (``perf.keyset_sql``): a page of a list whose query this process
-        has compiled before binds its cursor's values to that SQL, without building or compiling the query."""
+        has compiled before binds its cursor's values to that SQL, without building or compiling the query.
+        ``text_loaded``: PostgreSQL types the caller takes as text (``perf.rows.RowShape.text_loaded``), loaded so
+        when the kept SQL runs, unless an ordering key is of one (its cursor is written from the Python value)."""
         ordering = self.get_ordering(view)
         names = self.row_names(columns, ordering)
         shape = keyset_sql.base_shape(queryset) if isinstance(queryset, QuerySet) else None
@@ -345,7 +355,9 @@ class KeysetPagination(BasePagination):
         if page_sql is None:
             return self._paginate_rows(queryset, request, view, names, ordering)
         values = paginator.cursor_values(cursor) if cursor else []
-        rows = keyset_sql.execute(page_sql, values, queryset.db)
+        if text_loaded and any(isinstance(field, DecimalField) for field, _ in paginator.fields.values()):
+            text_loaded = ()
+        rows = keyset_sql.execute(page_sql, values, queryset.db, text_loaded=text_loaded)
         self.request, self.paginator = request, paginator
         paginator.row_columns = [names.index(key.lstrip("-")) for key in ordering]
         # CursorPaginator.page's answer for these rows.
@@ -431,11 +443,24 @@ class KeysetPagination(BasePagination):
         return self.page
 
     def _link(self, param: str, row: Any) -> str:
+        """``replace_query_param(remove_query_param(url, other), param, cursor)`` (DRF's), for the request's absolute
+        URL split and its query parsed once per request instead of twice per link: a page's two links cost as much
+        as its query's Python side otherwise. The same URL: DRF's second parse reads back exactly what its first
+        ``urlencode`` wrote (``parse_qs`` undoes ``urlencode``), and its ``urlsplit`` what its ``urlunsplit`` joined."""
         assert self.request is not None and self.paginator is not None
-        url = self.request.build_absolute_uri()
+        parsed = self._parsed_url
+        if parsed is None or parsed[0] is not self.request:
+            scheme, netloc, path, query, fragment = urlsplit(self.request.build_absolute_uri())
+            parsed = self._parsed_url = (
+                self.request,
+                (scheme, netloc, path, fragment),
+                parse_qs(query, keep_blank_values=True),
+            )
+        _, (scheme, netloc, path, fragment), query_dict = parsed
         other = self.before_query_param if param == self.after_query_param else self.after_query_param
-        url = remove_query_param(url, other)
-        return replace_query_param(url, param, self.paginator.cursor(row))
+        params = {key: values for key, values in query_dict.items() if key != other}
+        params[param] = [self.paginator.cursor(row)]
+        return urlunsplit((scheme, netloc, path, urlencode(sorted(params.items()), doseq=True), fragment))
 
     def get_next_link(self) -> str | None:
         if not self.has_next or not self.page:

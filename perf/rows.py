@@ -53,6 +53,8 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.utils.encoders import JSONEncoder
 
+from perf.gcpause import collection_paused
+
 Row = Sequence[Any]
 Converter = Callable[[Any], Any]
 # A field's converter for one page: made per page (``_Leaf.bind``) from what can change between requests
@@ -260,6 +262,7 @@ def _decimal(field: serializers.DecimalField) -> Binder:
         raise UnsupportedField(f"{field.field_name}: only decimals coerced to plain strings are supported")
     places, digits, rounding, normalize = field.decimal_places, field.max_digits, field.rounding, field.normalize_output
     quantum = None if places is None else decimal.Decimal(".1") ** places
+    written = _written_decimal(places, digits, normalize)
 
     def bind() -> Converter:
         # DecimalField.quantize copies the thread's context per value; it is the same for the whole page.
@@ -268,6 +271,8 @@ def _decimal(field: serializers.DecimalField) -> Binder:
             context.prec = digits
 
         def convert(value: Any) -> str:
+            if type(value) is str and written is not None and written(value) is not None:
+                return value
             if not isinstance(value, decimal.Decimal):
                 value = decimal.Decimal(str(value).strip())
             if quantum is not None:
@@ -279,6 +284,28 @@ def _decimal(field: serializers.DecimalField) -> Binder:
         return convert
 
     return bind
+
+
+def _written_decimal(places: int | None, digits: int | None, normalize: bool) -> Callable[[str], Any] | None:
+    """A test (a pattern's ``fullmatch``) of the texts a ``DecimalField`` of ``places`` and ``digits`` writes as they
+    are: with exactly ``places`` decimals, no leading zero, at most ``digits`` digits (as PostgreSQL writes a
+    ``numeric(digits, places)`` column's value), ``quantize`` changes nothing and ``{:f}`` gives the text back.
+    Checked per value: a text of another form (another scale, an exponent, ``NaN``) is converted as DRF does.
+    None when no text is written as it is (no fixed number of places, or ``normalize_output``)."""
+    if places is None or normalize or (digits is not None and digits < places):
+        return None
+    # The coefficient's digits are the integer part's (none for a leading 0) and the decimals.
+    whole = "(?:0|[1-9][0-9]*)"
+    if digits is not None:
+        whole = "0" if digits == places else f"(?:0|[1-9][0-9]{{0,{digits - places - 1}}})"
+    decimals = f"\\.[0-9]{{{places}}}" if places else ""
+    return re.compile(f"-?{whole}{decimals}").fullmatch
+
+
+def _decimal_from_text(function: Converter) -> Converter:
+    """``function`` of a decimal column's value read as text (``RowShape.text_loaded``), or of its ``Decimal``."""
+    to_decimal = decimal.Decimal
+    return lambda value: function(to_decimal(value) if type(value) is str else value)
 
 
 def _from_iso_text(binder: Binder, field: serializers.DateTimeField) -> Binder:
@@ -520,14 +547,22 @@ class RowShape:
     ``computed`` declares fields sourced from a model property: ``{(model, attribute): (column, function)}``,
     the function being what the property computes from that column (the converter of the field's class
     then applies, as to the property's value). Raises ``UnsupportedField`` for a field it cannot reproduce.
+
+    ``text_loaded``: the PostgreSQL types (``numeric``) whose values the row writer takes as their text as well as
+    the Python value Django's cursor would give. A page query may load them so (``perf.keyset_sql.execute``): a
+    ``numeric(p, s)`` column's text is already what its ``DecimalField`` writes, without a ``Decimal`` made,
+    quantized and formatted per value.
     """
 
     def __init__(self, serializer_class: type[serializers.ModelSerializer], *, computed: Computed | None = None):
         self.serializer = serializer_class()
         self.computed: Computed = dict(computed or {})
         self._columns: dict[str, tuple[int, str | Cast]] = {}
+        self._numeric_readers: list[bool] = []
         model = serializer_class.Meta.model
         self.root = self._compile(self.serializer, model, prefix="")
+        numeric_text = bool(self._numeric_readers) and all(self._numeric_readers)
+        self.text_loaded: frozenset[str] = frozenset({"numeric"} if numeric_text else ())
         self.columns: tuple[str | Cast, ...] = tuple(column for _, column in self._columns.values())
         self._make_writer, self._binders = _generate(self.root)
 
@@ -572,6 +607,12 @@ class RowShape:
         last = attrs[-1]
         if (model, last) in self.computed:
             column, function = self.computed[(model, last)]
+            source = _column_field(model, column)
+            if isinstance(source, models.DecimalField):  # function takes a Decimal, made of the text
+                self._reads_numeric(source, takes_text=True)
+                function = _decimal_from_text(function)
+            else:
+                self._reads_numeric(source, takes_text=False)
             base = _leaf_binder(field, None)
             index = self._column(prefix + "".join(f"{attr}__" for attr in attrs[:-1]) + column)
             if base is None:
@@ -588,16 +629,27 @@ class RowShape:
             related = model_field.related_model
             assert related is not None and not isinstance(related, str)
             key = self._column(f"{path}__{related._meta.pk.name}")
+            self._reads_numeric(related._meta.pk, takes_text=False)
             return _Object(key, self._compile(field, related, prefix=f"{path}__"))
         if model_field.is_relation and not isinstance(field, relations.PrimaryKeyRelatedField):
             raise UnsupportedField(f"{name}: {type(field).__name__} over the relation '{last}'")
         binder = _leaf_binder(field, model_field)
+        # _decimal's converter takes a numeric column's text; no other converter does.
+        self._reads_numeric(model_field, takes_text=isinstance(field, serializers.DecimalField))
         if isinstance(model_field, models.JSONField) and model_field.decoder is None:
             return _Leaf(self._json_column(path), binder)
         if type(model_field) is models.DateTimeField and isinstance(field, serializers.DateTimeField):
             assert binder is not None
             return _Leaf(self._text_column(path), _from_iso_text(binder, field))
         return _Leaf(self._column(path), binder)
+
+    def _reads_numeric(self, model_field: Any, *, takes_text: bool) -> None:
+        """Note whether a column's reader takes its text, if the column may be a ``numeric`` (a decimal, a relation
+        to a decimal key, or a column of unknown type)."""
+        while model_field is not None and model_field.is_relation:
+            model_field = getattr(model_field, "target_field", None)
+        if model_field is None or isinstance(model_field, models.DecimalField):
+            self._numeric_readers.append(takes_text)
 
     @staticmethod
     def _model_field(model: type[Model], attr: str, name: str) -> Any:
@@ -613,6 +665,19 @@ class RowShape:
         equal JSON column texts share the converted value: the output is read, not changed."""
         write = self._make_writer(*(binder() for binder in self._binders))
         return list(map(write, values))
+
+
+def _column_field(model: type[Model], path: str) -> Any:
+    """The model field a ``values_list`` path (``supplier__name``) reads; None when it is not one."""
+    field: Any = None
+    for attr in path.split("__"):
+        try:
+            field = model._meta.get_field(attr)
+        except Exception:  # FieldDoesNotExist: a transform, an annotation
+            return None
+        if field.is_relation and field.related_model is not None and not isinstance(field.related_model, str):
+            model = field.related_model
+    return field
 
 
 def _generate(root: _Fields) -> tuple[Callable[..., Callable[[Row], Any]], list[Binder]]:
@@ -680,6 +745,13 @@ class RowListMixin:
             return super().list(request, *args, **kwargs)  # type: ignore[misc]
         shape = self.row_shape()
         queryset: QuerySet = view.filter_queryset(view.get_queryset())
-        rows = paginator.paginate_rows(queryset, request, view, shape.columns)
-        data = paginator.get_paginated_response(shape.rows(rows)).data
-        return RenderedJSONResponse(dumps(data))
+        rows = paginator.paginate_rows(queryset, request, view, shape.columns, text_loaded=shape.text_loaded)
+        # Writing a page allocates a few containers per row and field (dicts, the JSON columns' values): with the
+        # collector on, it runs several times per page over objects that all die by reference counting right after
+        # (a page is bounded: the pagination's maximum limit). Nothing here waits on I/O, so no other greenlet runs
+        # while it is off.
+        with collection_paused():
+            data = paginator.get_paginated_response(shape.rows(rows)).data
+            body = dumps(data)
+            del data  # freed before the collector is back on
+        return RenderedJSONResponse(body)

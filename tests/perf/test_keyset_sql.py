@@ -220,3 +220,38 @@ def test_kept_queries_outlive_unrelated_setting_changes_only(org):
         assert keyset_sql._KEPT
     with override_settings(TIME_ZONE="Europe/Paris"):
         assert not keyset_sql._KEPT
+
+
+def _text_page(queryset, view, url: str, columns: list[str], text_loaded=frozenset({"numeric"})):
+    paginator = KeysetPagination()
+    request = Request(APIRequestFactory().get(url))
+    rows = paginator.paginate_rows(queryset, request, view, columns, text_loaded=text_loaded)
+    return rows, paginator.get_next_link()
+
+
+def test_text_loaded_types_come_as_postgresql_writes_them(org):
+    EmissionFactory(organization=org, co2e_kg=Decimal("1.5"), biogenic_co2_kg=None)
+    queryset = Emission.objects.for_org(org)
+    (row,), _ = _text_page(queryset, EmissionView, "/x/", ["co2e_kg", "biogenic_co2_kg", "category", "period_start"])
+    assert row[:3] == ("1.500000", None, row[2]) and type(row[2]) is int and isinstance(row[3], dt.date)
+    assert keyset_sql._KEPT  # the page ran its kept SQL, on a cursor loading numeric as text
+    # Only that cursor: the connection's other queries still read Decimals.
+    assert queryset.values_list("co2e_kg", flat=True)[0] == Decimal("1.5")
+    (row,), _ = _text_page(queryset, EmissionView, "/x/", ["co2e_kg"], text_loaded=())
+    assert row[0] == Decimal("1.5")
+
+
+def test_a_decimal_ordering_key_is_not_text_loaded(org):
+    # Its cursor is written from the value: str() of a Decimal, which a text may not be (1E-7 vs 0.0000001).
+    for kg in ("0.000001", "0.000002", "3"):
+        EmissionFactory(organization=org, co2e_kg=Decimal(kg))
+
+    class ByKg:
+        keyset_ordering = ("co2e_kg", "id")
+
+    queryset = Emission.objects.for_org(org)
+    rows, next_url = _text_page(queryset, ByKg, "/x/?limit=1", ["id", "co2e_kg"])
+    assert isinstance(rows[0][1], Decimal)
+    assert next_url is not None
+    rows, _ = _text_page(queryset, ByKg, next_url, ["id", "co2e_kg"])
+    assert rows[0][1] == Decimal("0.000002")

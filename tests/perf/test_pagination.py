@@ -16,6 +16,7 @@ from django.urls import reverse
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.test import APIRequestFactory
+from rest_framework.utils.urls import remove_query_param, replace_query_param
 
 from emissions.api.views import ActivityViewSet, EmissionViewSet
 from emissions.models import ActivityRecord, Emission, Method, Supplier
@@ -96,6 +97,42 @@ def test_links_drop_the_opposite_cursor(org):
     assert "before=" in data["previous"] and "after=" not in data["previous"]
     assert "after=" in data["next"] and "before=" not in data["next"]
     assert "search=x" in data["next"]
+
+
+# Queries DRF's remove_query_param and replace_query_param rewrite: repeated keys, blank values, a key without a
+# value, encoded and non-ASCII text, a plus, a lone or bad percent escape, the cursors themselves.
+LINK_QUERIES = [
+    "",
+    "limit=1",
+    "limit=1&after=abc&before=def",
+    "b=2&a=1&b=1&after=x",
+    "empty=&flag&after=",
+    "q=a+b%20c&name=%C3%A9t%C3%A9&raw=été&x=%2B%26%3D",
+    "bad=%zz&lone=%&semi=a;b&before=x",
+    "=v&&&after=WyIyMDI2LTA0LTAxIiwiODA4NjM4Il0%3D",
+]
+
+
+@pytest.mark.parametrize("query", LINK_QUERIES)
+def test_links_are_drf_s_query_rewrites(org, query):
+    supplier = SupplierFactory.create(organization=org)
+    paginator = KeysetPagination()
+    paginator.paginate_queryset(Supplier.objects.all(), request("/x/"), SupplierView)  # sets up the paginator
+    paginator.request = request(f"/x/y/?{query}")
+    cursor = paginator.paginator.cursor(supplier)
+    url = paginator.request.build_absolute_uri()
+    for param, other in (("after", "before"), ("before", "after")):
+        expected = replace_query_param(remove_query_param(url, other), param, cursor)
+        assert paginator._link(param, supplier) == expected
+
+
+def test_links_parse_each_request_s_url(org):
+    supplier = SupplierFactory.create(organization=org)
+    paginator = KeysetPagination()
+    paginator.paginate_queryset(Supplier.objects.all(), request("/x/?a=1"), SupplierView)
+    assert "a=1" in paginator._link("after", supplier)
+    paginator.paginate_queryset(Supplier.objects.all(), request("/x/?a=2"), SupplierView)
+    assert "a=2" in paginator._link("after", supplier)
 
 
 @pytest.mark.parametrize("limit", ["0", "1001", "x", "-5", "1.5"])

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import json
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 from rest_framework import serializers
 from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 
 from emissions.api.serializers import STORED_RESULT_COMPUTED, ActivitySerializer, EmissionSerializer
 from emissions.models import ActivityRecord, Emission
-from perf import rows
+from perf import keyset_sql, rows
 from perf.rows import RowShape, UnsupportedField
 from tests.factories import EmissionFactorFactory, EmissionFactory, FactorDatasetFactory, SupplierFactory
 
@@ -165,6 +167,48 @@ def test_renders_rows_only_for_drf_s_compact_json():
     assert not rows.renders_rows(Custom(), "application/json")
 
 
+# Decimal texts: PostgreSQL's for numeric(p, s) columns (written as they are), and others (converted as DRF does).
+DECIMAL_TEXTS = [
+    "0.000000",
+    "1.500000",
+    "-0.000000",
+    "-12.345678",
+    "123456789012345678.123456",  # 24 digits: the most a numeric(24, 6) holds
+    "1234567890123456789.123456",  # 25: DRF refuses it (quantize beyond max_digits)
+    "1.5",  # another scale: quantized
+    "1.50000000",  # rounded
+    "01.500000",  # a leading zero
+    "1E+3",
+    "NaN",
+    " 2.000000 ",
+    "12",
+]
+
+
+@pytest.mark.parametrize(("digits", "places"), [(24, 6), (30, 9), (6, 0), (6, 6), (None, 2)])
+@pytest.mark.parametrize("text", DECIMAL_TEXTS)
+def test_decimal_texts_are_written_as_drf_writes_their_decimal(text, digits, places):
+    field = serializers.DecimalField(max_digits=digits, decimal_places=places)
+    convert = rows._decimal(field)()
+    try:
+        expected = field.to_representation(Decimal(text))  # what psycopg's Decimal of the text becomes
+    except ArithmeticError:
+        with pytest.raises(ArithmeticError):
+            convert(text)
+        return
+    assert convert(text) == expected
+    assert convert(Decimal(text)) == expected
+
+
+def test_only_fixed_places_without_normalizing_are_written_as_they_are():
+    assert rows._written_decimal(6, 24, normalize=False) is not None
+    assert rows._written_decimal(None, 24, normalize=False) is None
+    assert rows._written_decimal(6, 24, normalize=True) is None
+    assert rows._written_decimal(6, 4, normalize=False) is None  # fewer digits than places: DRF refuses all but 0
+    normalized = serializers.DecimalField(max_digits=24, decimal_places=6, normalize_output=True)
+    assert rows._decimal(normalized)()("1.500000") == "1.5"
+
+
 # -- RowShape -------------------------------------------------------------------------------------
 
 
@@ -289,6 +333,67 @@ def test_emission_rows_are_the_serializer_s_json(varied, zone):
     assert first["co2e_t"] == "123456789012345.678123456"  # the tonnes of the largest value, 9 places
 
 
+def _text_loaded_rows(shape: RowShape, queryset: Any) -> list[tuple[Any, ...]]:
+    """``queryset.values_list(*shape.columns)``'s rows with ``shape.text_loaded`` loaded as text, as pages are."""
+    sql, params = queryset.values_list(*shape.columns).query.sql_with_params()
+    with connection.cursor() as cursor:
+        keyset_sql._load_as_text(cursor.cursor, shape.text_loaded)
+        cursor.execute(sql, params)
+        return list(cursor.fetchall())
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("serializer", [EmissionSerializer, ActivitySerializer])
+def test_rows_with_decimals_as_text_are_the_serializer_s_json(varied, org, serializer):
+    ActivityRecord.objects.create(
+        organization=org, category=1, method="activity", amount=Decimal("1.5"), unit="kWh",
+        period_start=dt.date(2025, 1, 1), period_end=dt.date(2025, 1, 31), mass=Decimal("0.000001"),
+    )  # fmt: skip
+    shape = RowShape(serializer, computed=STORED_RESULT_COMPUTED)
+    assert shape.text_loaded == {"numeric"}
+    model = serializer.Meta.model
+    queryset = model.objects.with_related().order_by("pk")
+    values = _text_loaded_rows(shape, queryset)
+    assert any(type(value) is str and "." in value for value in values[0])  # the decimals came as text
+    assert not any(isinstance(value, Decimal) for row in values for value in row)
+    assert rows.dumps(shape.rows(values)) == drf_json(serializer(queryset, many=True).data)
+
+
+def test_decimals_are_text_loaded_only_when_every_reader_takes_text():
+    class AsInteger(serializers.ModelSerializer):
+        kg = serializers.IntegerField(source="co2e_kg")
+
+        class Meta:
+            model = Emission
+            fields = ["id", "kg", "biogenic_co2_kg"]
+
+    class AsDecimal(serializers.ModelSerializer):
+        class Meta:
+            model = Emission
+            fields = ["id", "co2e_kg"]
+
+    class NoDecimal(serializers.ModelSerializer):
+        class Meta:
+            model = Emission
+            fields = ["id", "method"]
+
+    assert RowShape(AsInteger).text_loaded == frozenset()
+    assert RowShape(AsDecimal).text_loaded == {"numeric"}
+    assert RowShape(NoDecimal).text_loaded == frozenset()
+    # A computed field of a column that is no model field (its type unknown): nothing loaded as text.
+    computed = {(Emission, "co2e_tonnes"): ("co2e_kg__abs", lambda value: value)}
+
+    class Tonnes(serializers.ModelSerializer):
+        co2e_t = serializers.DecimalField(max_digits=30, decimal_places=9, source="co2e_tonnes")
+
+        class Meta:
+            model = Emission
+            fields = ["id", "co2e_kg", "co2e_t"]
+
+    assert RowShape(Tonnes, computed=computed).text_loaded == frozenset()
+    assert RowShape(Tonnes, computed=STORED_RESULT_COMPUTED).text_loaded == {"numeric"}
+
+
 @pytest.mark.django_db
 def test_activity_rows_are_the_serializer_s_json(varied, org):
     # One activity without an emission (rows not written through the API): its emission is null.
@@ -333,3 +438,20 @@ def test_a_field_with_its_own_time_zone_is_parsed():
     assert not rows._writes_utc(field)
     assert rows._from_iso_text(rows._datetime(field), field)()("2026-12-03 12:52:57+00") == "2026-12-03T14:52:57+02:00"
     assert rows._writes_utc(serializers.DateTimeField(default_timezone=dt.UTC))
+
+
+@pytest.mark.django_db
+def test_a_page_is_written_with_the_collector_paused(varied, api, monkeypatch):
+    written = RowShape.rows
+    collector: list[bool] = []
+
+    def rows_seen(self: RowShape, values: Any) -> list[dict[str, Any]]:
+        collector.append(gc.isenabled())
+        return written(self, values)
+
+    monkeypatch.setattr(RowShape, "rows", rows_seen)
+    assert gc.isenabled()
+    response = api.get("/api/v1/emissions/", HTTP_ACCEPT="application/json")
+    assert response.status_code == 200 and len(response.json()["results"]) == len(varied)
+    assert collector == [False]
+    assert gc.isenabled()  # back on once the page is written
