@@ -45,8 +45,9 @@ from rest_framework.response import Response
 from perf import keyset_sql
 
 
-def _model_field(model: type[Model], path: str) -> Field:
-    """The model field an ordering key (``-dataset__source``) ends on."""
+def path_field(model: type[Model], path: str) -> Field:
+    """The model field a lookup path or ordering key (``-dataset__source``) ends on, following relations; raises
+    ``FieldDoesNotExist`` when a part is no field."""
     return _walk(model, path)[0]
 
 
@@ -300,7 +301,7 @@ class KeysetPagination(BasePagination):
         if len(values) != len(ordering):
             raise ValidationError(message)
         for key, value in zip(ordering, values, strict=True):
-            field = _model_field(queryset.model, key)
+            field = path_field(queryset.model, key)
             if value is None:
                 if not _nullable(queryset.model, key):
                     raise ValidationError(message)

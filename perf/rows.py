@@ -42,6 +42,7 @@ from typing import Any
 
 import orjson
 from django.conf import settings
+from django.core.exceptions import FieldDoesNotExist
 from django.db import models
 from django.db.models import Model, QuerySet
 from django.db.models.functions import Cast
@@ -54,6 +55,7 @@ from rest_framework.settings import api_settings
 from rest_framework.utils.encoders import JSONEncoder
 
 from perf.gcpause import collection_paused
+from perf.pagination import path_field
 
 Row = Sequence[Any]
 Converter = Callable[[Any], Any]
@@ -669,15 +671,10 @@ class RowShape:
 
 def _column_field(model: type[Model], path: str) -> Any:
     """The model field a ``values_list`` path (``supplier__name``) reads; None when it is not one."""
-    field: Any = None
-    for attr in path.split("__"):
-        try:
-            field = model._meta.get_field(attr)
-        except Exception:  # FieldDoesNotExist: a transform, an annotation
-            return None
-        if field.is_relation and field.related_model is not None and not isinstance(field.related_model, str):
-            model = field.related_model
-    return field
+    try:
+        return path_field(model, path)
+    except FieldDoesNotExist:  # a transform, an annotation
+        return None
 
 
 def _generate(root: _Fields) -> tuple[Callable[..., Callable[[Row], Any]], list[Binder]]:
