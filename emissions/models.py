@@ -18,6 +18,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.db.models import Count, F, Q, Sum
 from django.db.models.functions import TruncMonth, Upper
+from django.utils import timezone
 from django_countries.fields import CountryField
 
 from calculator import rules
@@ -524,3 +525,33 @@ class Emission(models.Model):
 def kg_to_tonnes(kg: Decimal) -> Decimal:
     """``Emission.co2e_tonnes`` of a ``co2e_kg`` value (the API's list pages compute it from the column alone)."""
     return kg / Decimal(1000)
+
+
+class IdempotencyRecord(models.Model):
+    """A write's answer, kept under the client's ``Idempotency-Key`` so that a retry gets it back instead of writing
+    again (``emissions.services.idempotency``).
+
+    The record is inserted in the same transaction as the write it answers, so a committed write always has its
+    record and a rolled-back one never does: a client that timed out can retry with the same key without
+    double-counting. Keys are scoped to the organization; ``fingerprint`` (SHA-256 of method, path and body)
+    tells a retry from a different request reusing the key. Records older than ``IDEMPOTENCY_KEY_TTL`` are
+    forgotten (``manage.py purge_idempotency_keys``).
+    """
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField()
+    content_type = models.CharField(max_length=128)
+    body = models.BinaryField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "key"], name="idempotency_org_key_uniq"),
+        ]
+        # The purge deletes by age across organizations.
+        indexes = [models.Index(fields=["created_at"], name="idempotency_created_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.status_code})"

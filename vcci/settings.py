@@ -349,6 +349,11 @@ FACTOR_DATA_DIR: str = env.str("FACTOR_DATA_DIR", default=_default_factor_dir())
 # checks the fit). A larger body is answered 413 with a JSON message naming this limit.
 DATA_UPLOAD_MAX_MEMORY_SIZE: int = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=16 * 1024 * 1024)
 
+# Seconds an Idempotency-Key's answer is kept (emissions.services.idempotency): a retry within this time gets the
+# first answer back; after it, the key starts afresh. A day covers an ERP's retry window with room to spare;
+# ``manage.py purge_idempotency_keys`` (run it daily) deletes what has expired.
+IDEMPOTENCY_KEY_TTL: int = env.int("IDEMPOTENCY_KEY_TTL", default=24 * 3600)
+
 # List pages (emissions, activities) written from value rows straight to JSON (perf.rows), DRF's bytes without its
 # per-field cost; off (DRF's serializer and renderer) only to measure what it saves (manage.py bench_serialization).
 LIST_ROWS: bool = env.bool("LIST_ROWS", default=True)

@@ -35,7 +35,7 @@ from rest_framework.serializers import BaseSerializer
 from rest_framework.views import APIView
 
 from emissions import inputs
-from emissions.api import export
+from emissions.api import export, idempotency
 from emissions.api import serializers as s
 from emissions.api.filters import ActivityFilter, EmissionFilter, FactorFilter
 from emissions.api.permissions import request_org, request_org_id
@@ -247,7 +247,7 @@ BUSY = OpenApiResponse(
 # Bulk work runs in the bulk pool (perf.bulkpool); one that fails after receiving the request is answered 502.
 BULK_POOL_FAILED = OpenApiResponse(
     description="The bulk pool serving this request failed before answering: the request may or may not have run "
-    "(check before retrying a write). Body: {detail}."
+    "(retry a write with the same Idempotency-Key, which cannot write twice). Body: {detail}."
 )
 
 
@@ -257,13 +257,16 @@ class CalculateBatchView(APIView):
 
     @extend_schema(
         request=s.CalculationBatchRequestSerializer,
+        parameters=[idempotency.HEADER_PARAMETER],
         responses={
             200: s.CalculationBatchResultSerializer,
             400: OpenApiResponse(description="{items: [messages]}"),
+            **idempotency.RESPONSES,
             502: BULK_POOL_FAILED,
             503: BUSY,
         },
     )
+    @idempotency.idempotent
     @collection_paused()  # bounded bulk work (perf.gcpause): parsing, validation, results
     def post(self, request: Request) -> Response:
         batch = s.CalculationBatchSerializer(data=request.data)
@@ -294,6 +297,7 @@ def emission_read_namespaces(view: Any, organization_id: int) -> list[Namespace]
             resource_type_field_name=None,
             many=False,
         ),
+        parameters=[idempotency.HEADER_PARAMETER],
         responses={
             201: PolymorphicProxySerializer(
                 component_name="ActivityCreateResponse",
@@ -302,6 +306,7 @@ def emission_read_namespaces(view: Any, organization_id: int) -> list[Namespace]
                 many=False,
             ),
             400: OpenApiResponse(description='{"errors": [{"index": i, "errors": {field: [messages]}}]}'),
+            **idempotency.RESPONSES,
             502: BULK_POOL_FAILED,
             503: BUSY,
         },
@@ -341,6 +346,7 @@ class ActivityViewSet(
     def cache_namespaces(self, organization_id: int) -> list[Namespace]:
         return emission_read_namespaces(self, organization_id)
 
+    @idempotency.idempotent
     @collection_paused()  # bounded bulk work (perf.gcpause): parsing, validation, writes, the response's data
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         organization = request_org(request)
