@@ -21,7 +21,7 @@ DEMO_USER ?= analyst
 DEMO_ACTIVITIES ?= 20000
 BIND ?= 0.0.0.0:8000
 
-.PHONY: help install install-dev install-bench env services createdb migrate factors seed run serve test lint typecheck check ci clean bench-db bench-cache loadtest bench wrk capacity
+.PHONY: help install install-dev install-bench env services createdb migrate factors seed run serve test lint typecheck check ci clean bench-db bench-cache loadtest bench wrk capacity reliability
 
 help:
 	@echo "make run    - install, migrate, import factors, seed a demo org, serve on :8000 (gunicorn + gevent)"
@@ -31,6 +31,7 @@ help:
 	@echo "make loadtest - seed, gunicorn on :8765, locust headless (LOAD_USERS, LOAD_DURATION, ...), reports in loadtest-results/"
 	@echo "make bench - bench_db, bench_cache, /healthz ceiling vs cached GETs (wrk), worker classes, load test -> docs/performance.md"
 	@echo "make capacity - /healthz ceiling, 50-500 users with think times and without (overload) -> docs/capacity.md"
+	@echo "make reliability - Redis, PostgreSQL and worker faults, retried writes and abuse under load -> docs/reliability.md"
 
 # Three package sets, each installed once (a stamp per set, redone when its files change): the runtime
 # (requirements.txt: make run), the bench tooling (requirements-bench.txt: the bench targets) and development
@@ -174,6 +175,16 @@ CAPACITY_ARGS ?=
 capacity: install-bench factors wrk
 	$(PY) manage.py seed_demo --org $(BENCH_ORG) --activities $(BENCH_ACTIVITIES) --if-empty
 	$(BENCH_SETTINGS) $(PY) -m bench.capacity $(CAPACITY_ARGS)
+
+# The reliability report, in one command (bench/reliability.py): its own PostgreSQL cluster and Redis server (started
+# for the run on ports 55432 and 56379, removed after it: the machine's services are never touched), gunicorn with the
+# production settings, and each fault injected under the locustfile's mixed load (make loadtest's 50 users): Redis
+# killed for 15 s, PostgreSQL crashed and restarted under a write load, a worker killed, writes retried across a
+# forced timeout, guessed tokens and passwords. Writes docs/reliability.md (about 6 minutes; raw outputs in
+# loadtest-results/reliability/); exits non-zero when a goal is missed. Extra options: RELIABILITY_ARGS.
+RELIABILITY_ARGS ?=
+reliability: install-bench
+	$(BENCH_SETTINGS) $(PY) -m bench.reliability $(RELIABILITY_ARGS)
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .mypy_cache .ruff_cache
