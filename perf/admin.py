@@ -1,4 +1,5 @@
-"""Admin helpers that keep changelists fast on tables with millions of rows.
+"""Admin helpers: changelists that stay fast on tables with millions of rows, and a raw-id widget
+that names only the rows its form field accepts.
 
 Django's admin runs ``SELECT COUNT(*)`` on every changelist page. On PostgreSQL a count
 is a full scan of the table (or of an index), which on tens of millions of rows takes
@@ -15,9 +16,14 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any
 
+from django.contrib.admin.sites import AdminSite
+from django.contrib.admin.widgets import ForeignKeyRawIdWidget
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db import connections
-from django.db.models import QuerySet
+from django.db.models import ManyToOneRel, QuerySet
+from django.urls import NoReverseMatch, reverse
+from django.utils.text import Truncator
 
 
 class EstimatedCountPaginator(Paginator):
@@ -75,3 +81,37 @@ class EstimatedCountPaginator(Paginator):
         if row is None or row[0] is None or row[0] < 0:
             return None
         return int(row[0])
+
+
+class ScopedRawIdWidget(ForeignKeyRawIdWidget):
+    """A raw-id widget whose label names a row only when it is in ``queryset``.
+
+    Django's widget labels any id through the related model's default manager: an id put in the
+    add form's URL (``?supplier=41``) or in a submission the form then rejects is shown by name and
+    linked, whoever may see that row. This one looks the id up in ``queryset`` (the form field's
+    choices), so an id outside it gets no label, in one query as Django's does.
+    """
+
+    def __init__(
+        self,
+        rel: ManyToOneRel,
+        admin_site: AdminSite,
+        queryset: QuerySet[Any],
+        attrs: dict[str, Any] | None = None,
+        using: str | None = None,
+    ) -> None:
+        super().__init__(rel, admin_site, attrs, using)
+        self.queryset = queryset
+
+    def label_and_url_for_value(self, value: Any) -> tuple[str, str]:
+        key = self.rel.get_related_field().name
+        try:
+            obj = self.queryset.using(self.db).get(**{key: value})
+        except (ValueError, ValidationError, self.queryset.model.DoesNotExist):
+            return "", ""
+        opts = obj._meta
+        try:
+            url = reverse(f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_change", args=(obj.pk,))
+        except NoReverseMatch:
+            url = ""  # no admin for the related model
+        return Truncator(obj).words(14), url
