@@ -1,5 +1,5 @@
-"""Admin helpers: changelists that stay fast on tables with millions of rows, and a raw-id widget
-that names only the rows its form field accepts.
+"""Admin helpers: changelists that stay fast on tables with millions of rows, a raw-id widget
+that names only the rows its form field accepts, and the login lockout's backend and client address.
 
 Django's admin runs ``SELECT COUNT(*)`` on every changelist page. On PostgreSQL a count
 is a full scan of the table (or of an index), which on tens of millions of rows takes
@@ -16,12 +16,15 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any
 
+from axes.backends import AxesStandaloneBackend
+from django.conf import settings
 from django.contrib.admin.sites import AdminSite
 from django.contrib.admin.widgets import ForeignKeyRawIdWidget
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import ManyToOneRel, QuerySet
+from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
 from django.utils.text import Truncator
 
@@ -115,3 +118,40 @@ class ScopedRawIdWidget(ForeignKeyRawIdWidget):
         except NoReverseMatch:
             url = ""  # no admin for the related model
         return Truncator(obj).words(14), url
+
+
+class LoginLockoutBackend(AxesStandaloneBackend):
+    """django-axes' lockout check (``AUTHENTICATION_BACKENDS``, first), for logins that come with a request.
+
+    The admin's login form always passes its request, and so is checked and counted. ``authenticate()``
+    without one comes from code, not from a client (the test client's ``login``, a script): there is no
+    client address to count it under, so it goes on to the password check, where axes' own backend would
+    raise instead.
+    """
+
+    def authenticate(
+        self,
+        request: HttpRequest | None,
+        username: str | None = None,
+        password: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if request is None:
+            return None
+        super().authenticate(request, username, password, **kwargs)
+        return None
+
+
+def login_client_address(request: HttpRequest) -> str | None:
+    """The client address a failed login is counted under (``AXES_CLIENT_IP_CALLABLE``).
+
+    ``REMOTE_ADDR``, the peer gunicorn sees; when that peer is a reverse proxy listed in
+    ``ADMIN_LOGIN_TRUSTED_PROXIES``, the last address in ``X-Forwarded-For``: the one that proxy
+    appended. Earlier entries come from the client and could be anything, so they are never used.
+    """
+    peer = request.META.get("REMOTE_ADDR")
+    if peer in settings.ADMIN_LOGIN_TRUSTED_PROXIES:
+        forwarded = [part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
+        if forwarded[-1]:
+            return forwarded[-1]
+    return peer
