@@ -6,6 +6,14 @@ pick related objects of that organization, and every save is forced into it. Pub
 emission factors (datasets without an organization) are visible to everyone but only
 superusers may change them.
 
+A foreign key shows or offers another row in four places, each scoped the same way
+(``scoped_related_queryset``): the form field's choices (so a submitted id of another
+organization is an invalid choice), the raw-id widget's label (Django's looks any id up
+through the default manager: ``ScopedRawIdWidget`` names only rows among the choices, in the
+add form's URL parameters and in a rejected form's re-render alike), the choices of a list
+filter over the key (``OrgRelatedFieldListFilter``, put in place by ``get_list_filter``), and
+autocomplete, whose results come from the related model's own admin queryset, org-scoped here.
+
 Speed: every FK uses a raw-id or autocomplete widget (no <select> with a million options),
 changelists select their related rows in the same query, never show the unfiltered total
 (``show_full_result_count = False``) and page with ``EstimatedCountPaginator``, which does
@@ -18,7 +26,10 @@ from decimal import Decimal
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin.utils import get_fields_from_path
+from django.contrib.auth.models import User
 from django.db.models import Model, Q, QuerySet, URLField
+from django.db.models.fields.related import RelatedField
 from django.forms import ModelChoiceField
 from django.http import HttpRequest, HttpResponse
 
@@ -35,7 +46,7 @@ from emissions.models import (
     PriceIndex,
     Supplier,
 )
-from perf.admin import EstimatedCountPaginator
+from perf.admin import EstimatedCountPaginator, ScopedRawIdWidget
 
 
 def user_org_id(request: HttpRequest) -> int | None:
@@ -96,6 +107,12 @@ class OrgScopedAdminMixin:
             scoped = scoped_related_queryset(db_field.related_model, org_id)
             if scoped is not None:
                 kwargs["queryset"] = scoped
+                # Django gives an autocomplete field precedence over a raw-id one; so does this. (An
+                # autocomplete widget renders its selected option from the field's queryset: scoped.)
+                autocomplete = db_field.name in self.get_autocomplete_fields(request)  # type: ignore[attr-defined]
+                if "widget" not in kwargs and not autocomplete and db_field.name in self.raw_id_fields:  # type: ignore[attr-defined]
+                    site = self.admin_site  # type: ignore[attr-defined]
+                    kwargs["widget"] = ScopedRawIdWidget(db_field.remote_field, site, scoped, using=kwargs.get("using"))
         field = super().formfield_for_foreignkey(db_field, request, **kwargs)  # type: ignore[misc]
         if (
             not request.user.is_superuser
@@ -107,8 +124,41 @@ class OrgScopedAdminMixin:
             field.empty_label = None
         return field
 
+    def get_list_filter(self, request: HttpRequest) -> Any:
+        """The declared list filters, each over a foreign key (or a path ending in one) scoped.
 
-TENANT_RELATED: tuple[type[Model], ...] = (Organization, Supplier, ActivityRecord, FactorDataset, EmissionFactor)
+        Django's ``RelatedFieldListFilter`` lists every row of the related table; scoping keeps the
+        choices to the organization's, and adds no filter: one over a big table stays a design choice.
+        """
+        return [self._scoped_list_filter(entry) for entry in super().get_list_filter(request)]  # type: ignore[misc]
+
+    def _scoped_list_filter(self, entry: Any) -> Any:
+        if isinstance(entry, str):
+            field = get_fields_from_path(self.model, entry)[-1]  # type: ignore[attr-defined]
+            return (entry, OrgRelatedFieldListFilter) if field.is_relation else entry
+        if isinstance(entry, tuple) and entry[1] is admin.RelatedFieldListFilter:
+            return (entry[0], OrgRelatedFieldListFilter)
+        return entry
+
+
+class OrgRelatedFieldListFilter(admin.RelatedFieldListFilter):
+    """A list filter over a foreign key whose choices are the staff user's organization's rows."""
+
+    def field_choices(
+        self, field: RelatedField[Any, Any], request: HttpRequest, model_admin: admin.ModelAdmin[Any]
+    ) -> Any:
+        if request.user.is_superuser:
+            return super().field_choices(field, request, model_admin)
+        scoped = scoped_related_queryset(field.related_model, user_org_id(request))
+        if scoped is None:
+            return super().field_choices(field, request, model_admin)
+        ordering = self.field_admin_ordering(field, request, model_admin)
+        return field.get_choices(
+            include_blank=False, limit_choices_to={"pk__in": scoped.values("pk")}, ordering=ordering
+        )
+
+
+TENANT_RELATED: tuple[type[Model], ...] = (Organization, Supplier, ActivityRecord, FactorDataset, EmissionFactor, User)
 
 
 def scoped_related_queryset(model: type[Model], org_id: int | None) -> QuerySet[Any] | None:
@@ -127,6 +177,9 @@ def scoped_related_queryset(model: type[Model], org_id: int | None) -> QuerySet[
         return FactorDataset.objects.filter(organization_id=org_id)
     if model is EmissionFactor:
         return EmissionFactor.objects.visible_to(org_id)
+    if model is User:
+        # A membership's user, for instance: the organization's members, never another's by name.
+        return User.objects.filter(membership__organization_id=org_id)
     return None
 
 

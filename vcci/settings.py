@@ -6,6 +6,7 @@ through psycopg 3 and Redis through django-redis.
 """
 
 import ipaddress
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_countries",
+    # Admin login lockout (django-axes): failed logins per username and address, below.
+    "axes",
     "emissions",
     "perf",
     # Prometheus: HTTP metrics from its middleware below; /metrics itself is perf.metrics.metrics_view.
@@ -74,8 +77,11 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    # Last: sees the resolved view (its per-view counters and latency) and the view's exceptions.
+    # Sees the resolved view (its per-view counters and latency) and the view's exceptions.
     "django_prometheus.middleware.PrometheusAfterMiddleware",
+    # Last, as axes asks: turns a login refused for a lockout into its 429, which the metrics above then count. It
+    # only reads a flag the login sets, so it costs other requests nothing.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "vcci.urls"
@@ -312,6 +318,37 @@ CACHE_MAX_AGE: dict[str, int] = {
 }
 # Each gunicorn worker fills its cache at start (vcci/gunicorn.conf.py), in the background.
 CACHE_WARM_ON_BOOT: bool = env.bool("CACHE_WARM_ON_BOOT", default=False)
+
+# Admin login lockout (django-axes; README, "Admin login lockout"). After ADMIN_LOGIN_FAILURE_LIMIT wrong passwords
+# for one username from one client address, that pair is refused (429, the right password included) until
+# ADMIN_LOGIN_COOLOFF_MINUTES have passed since the last failure (a try during the lockout restarts it). Counted per
+# username *and* address: per username alone, anyone could lock any user out by guessing wrong under their name; per
+# address alone, everyone behind one NAT or proxy would be locked out together. The price: one username attacked
+# from many addresses is slowed only per address (strong passwords remain the defence there).
+AUTHENTICATION_BACKENDS = [
+    # First: refuses a locked-out login before any password is checked (perf.admin: logins without a request pass).
+    "perf.admin.LoginLockoutBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Failures are rows in PostgreSQL: every gunicorn worker sees the same counts, whatever the cache (the embedded default
+# is per process), and they survive a Redis flush. A login attempt costs a few indexed queries.
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_FAILURE_LIMIT: int = env.int("ADMIN_LOGIN_FAILURE_LIMIT", default=5)
+_cooloff_minutes: float = env.float("ADMIN_LOGIN_COOLOFF_MINUTES", default=15.0)
+if AXES_FAILURE_LIMIT < 1 or not 0 < _cooloff_minutes < float("inf"):
+    raise ImproperlyConfigured(
+        "ADMIN_LOGIN_FAILURE_LIMIT must be at least 1 and ADMIN_LOGIN_COOLOFF_MINUTES a positive number of minutes; "
+        f"got {AXES_FAILURE_LIMIT} and {_cooloff_minutes}."
+    )
+AXES_COOLOFF_TIME = timedelta(minutes=_cooloff_minutes)
+# A successful login clears that pair's failures: whoever got the password right needs no further guesses.
+AXES_RESET_ON_SUCCESS = True
+AXES_HTTP_RESPONSE_CODE = 429
+# The address a failure is counted under: REMOTE_ADDR, or behind a reverse proxy listed in ADMIN_LOGIN_TRUSTED_PROXIES
+# (which otherwise makes every client look alike) the address that proxy appended to X-Forwarded-For (perf.admin).
+ADMIN_LOGIN_TRUSTED_PROXIES: list[str] = env.list("ADMIN_LOGIN_TRUSTED_PROXIES", default=[])
+AXES_CLIENT_IP_CALLABLE = "perf.admin.login_client_address"
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -1,13 +1,14 @@
-"""Tests for perf.admin.EstimatedCountPaginator."""
+"""Tests for perf.admin: EstimatedCountPaginator and the login lockout's client address."""
 
 from __future__ import annotations
 
 import pytest
 from django.db import connection
+from django.test import RequestFactory
 from django.test.utils import CaptureQueriesContext
 
 from emissions.models import Supplier
-from perf.admin import EstimatedCountPaginator
+from perf.admin import EstimatedCountPaginator, login_client_address
 from tests.factories import OrganizationFactory, SupplierFactory
 
 pytestmark = pytest.mark.django_db
@@ -49,3 +50,17 @@ def test_filtered_count_is_capped(suppliers, monkeypatch):
 
 def test_plain_list_uses_len():
     assert EstimatedCountPaginator([1, 2, 3], 2).count == 3
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "expected"),
+    [
+        ("10.0.0.1", "203.0.113.9", "10.0.0.1"),  # not a trusted proxy: the header is only the client's word
+        ("127.0.0.1", "203.0.113.9, 10.0.0.2", "10.0.0.2"),  # the address the proxy appended, not the client's claim
+        ("127.0.0.1", "", "127.0.0.1"),  # a trusted proxy that forwarded nothing: the peer itself
+    ],
+)
+def test_login_client_address(settings, peer, forwarded, expected):
+    settings.ADMIN_LOGIN_TRUSTED_PROXIES = ["127.0.0.1"]
+    request = RequestFactory().get("/", REMOTE_ADDR=peer, HTTP_X_FORWARDED_FOR=forwarded)
+    assert login_client_address(request) == expected
