@@ -21,12 +21,13 @@ DEMO_USER ?= analyst
 DEMO_ACTIVITIES ?= 20000
 BIND ?= 0.0.0.0:8000
 
-.PHONY: help install install-dev install-bench env services createdb migrate factors seed run serve test lint typecheck check ci clean bench-db bench-cache loadtest bench wrk capacity reliability
+.PHONY: help install install-dev install-bench env services createdb migrate factors seed run serve test lint typecheck check rules ci clean bench-db bench-cache loadtest bench wrk promtool capacity reliability
 
 help:
 	@echo "make run    - install, migrate, import factors, seed a demo org, serve on :8000 (gunicorn + gevent)"
 	@echo "make test   - the whole test suite (needs PostgreSQL and Redis)"
 	@echo "make lint   - ruff and lint-imports;  make typecheck - mypy;  make check - Django system and migration checks"
+	@echo "make rules  - promtool check and unit tests of the alert rules (ops/prometheus; docs/operations.md)"
 	@echo "make bench-cache - emissions summary and list page uncached / Redis / memory / 304 (docs/benchmarks/cache.md)"
 	@echo "make loadtest - seed, gunicorn on :8765, locust headless (LOAD_USERS, LOAD_DURATION, ...), reports in loadtest-results/"
 	@echo "make bench - bench_db, bench_cache, /healthz ceiling vs cached GETs (wrk), worker classes, load test -> docs/performance.md"
@@ -102,7 +103,12 @@ check: env createdb
 	$(PY) manage.py check
 	$(PY) manage.py makemigrations --check --dry-run
 
-ci: lint typecheck check test
+# The Prometheus alert rules of ops/prometheus: valid, and their unit tests pass (docs/operations.md).
+rules: promtool
+	promtool check rules ops/prometheus/alerts.yml
+	promtool test rules ops/prometheus/alerts_test.yml
+
+ci: lint rules typecheck check test
 
 # The database benchmark, in one command: seeds organization $(BENCH_ORG) and a neighbour tenant of the
 # same size ($(BENCH_ACTIVITIES) activities each, as production tables hold many tenants: org-scoped plans
@@ -165,6 +171,16 @@ wrk:
 			$$SUDO apt-get install -y wrk || { $$SUDO apt-get update && $$SUDO apt-get install -y wrk; }; \
 		else echo "wrk is needed (https://github.com/wg/wrk); install it with your package manager" >&2; exit 1; fi; }
 	@command -v wrk >/dev/null || { echo "wrk is needed, and installing it failed" >&2; exit 1; }
+
+# Installs promtool (Debian's prometheus package) with apt-get when missing: make rules (and so make ci) needs it.
+promtool:
+	@command -v promtool >/dev/null || { \
+		if command -v apt-get >/dev/null; then \
+			SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+			$$SUDO apt-get install -y --no-install-recommends prometheus \
+				|| { $$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends prometheus; }; \
+		else echo "promtool is needed (https://prometheus.io/download/); install it with your package manager" >&2; exit 1; fi; }
+	@command -v promtool >/dev/null || { echo "promtool is needed, and installing it failed" >&2; exit 1; }
 
 # The capacity report, in one command (bench/capacity.py): the /healthz ceiling, then the load test at 50, 100, 200
 # and 500 users with the locustfile's think times (the 500-user run for 10 minutes) and with none (overload), the

@@ -11,7 +11,8 @@ Slow-query log
     Django opens, in any thread or greenlet, so web requests, management commands, shells and
     worker threads are all covered. Queries slower than ``settings.SLOW_QUERY_MS`` are logged on
     the ``vcci.slow_query`` logger with a normalized statement (literals -> ``?``) and counted by
-    statement fingerprint in a process-local table (``slow_query_counts()``).
+    statement fingerprint in a process-local table (``slow_query_counts()``). Each one is also passed
+    to ``SLOW_QUERY_LISTENERS`` (``perf.metrics`` registers the ``vcci_db_slow_query_seconds`` histogram).
 
 Per-request stats
     ``db_stats_scope()`` (opened by ``perf.middleware.DBStatsMiddleware``) keeps a query count and
@@ -235,6 +236,9 @@ OVERFLOW_KEY = "other"
 _slow_queries: dict[str, SlowQueryStat] = {}
 # Under gevent ``threading`` is patched, so this lock is cooperative there.
 _slow_queries_lock = threading.Lock()
+# Called with each slow query's duration in seconds (perf.metrics.install adds the Prometheus histogram). A listener
+# runs inside the query's own error guard: a failing one is logged, never raised into the query.
+SLOW_QUERY_LISTENERS: list[Callable[[float], None]] = []
 
 
 def _record_slow_query(statement: str, duration_ms: float) -> str:
@@ -365,6 +369,8 @@ def _log_slow_query(sql: str, duration_ms: float, context: dict[str, Any]) -> No
             statement,
             extra={"duration_ms": round(duration_ms, 3), "statement": statement, "fingerprint": key, "db": alias},
         )
+        for listener in SLOW_QUERY_LISTENERS:
+            listener(duration_ms / 1000.0)
     except Exception:
         logger.exception("could not record a slow query")
 

@@ -8,6 +8,9 @@ middleware; this module adds what only the project knows (docs/serving.md lists 
 - database: ``vcci_db_queries_per_request{view}`` and ``vcci_db_seconds_per_request{view}``, from the
   counts ``perf.middleware.DBStatsMiddleware`` keeps (``RequestMetricsMiddleware``), and the
   connection pool's ``perf.db.pool_stats()`` as ``vcci_db_pool_*`` gauges and counters;
+- slow queries: ``vcci_db_slow_query_seconds``, each query ``perf.db`` logs as slow (``SLOW_QUERY_LISTENERS``);
+- what the alerts of ops/prometheus/alerts.yml need besides: ``vcci_dependency_up{dependency}`` (``/readyz``'s
+  checks, run at each scrape) and ``vcci_worker_processes{role}`` against ``vcci_worker_processes_configured``;
 - the domain's own (calculations, batch sizes, imports) are defined by the domain, in
   ``emissions/metrics.py``, on the same registry; ``child`` serves their hot paths too.
 
@@ -44,7 +47,8 @@ from django.views.decorators.cache import never_cache
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 from prometheus_client.exposition import choose_encoder
 
-from perf.db import pool_stats, request_db_stats
+from perf.db import SLOW_QUERY_LISTENERS, pool_stats, request_db_stats
+from perf.health import NOT_CONFIGURED, check_database, check_redis
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -115,6 +119,15 @@ DB_SECONDS = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 
+# Queries perf.db logs as slow (SLOW_QUERY_MS, 200 ms by default) up to statement_timeout (30 s by default). 1.0 is a
+# bucket: the slow-query alert counts the queries above 1 s as _count minus the le="1.0" bucket.
+SLOW_QUERY_BUCKETS = (0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, INF)
+SLOW_QUERY_SECONDS = Histogram(
+    "vcci_db_slow_query_seconds",
+    "Duration of each query slower than SLOW_QUERY_MS (perf.db's slow-query log), in any process of the server.",
+    buckets=SLOW_QUERY_BUCKETS,
+)
+
 # perf.db.pool_stats() key -> gauge. livesum: summed over live workers (see the module docstring).
 POOL_GAUGES: dict[str, Gauge] = {
     key: Gauge(name, documentation, multiprocess_mode="livesum")
@@ -141,6 +154,66 @@ POOL_COUNTERS: dict[str, tuple[Counter, float]] = {
         ("connections_lost", "vcci_db_pool_connections_lost_total", "Connections found broken in the pools.", 1.0),
     )
 }
+
+
+# -- dependencies and worker processes (what the alerts of ops/prometheus/alerts.yml watch) --------------------
+
+# mostrecent: the value the last scrape's worker found; a worker that never answered a scrape writes none.
+DEPENDENCY_UP = Gauge(
+    "vcci_dependency_up",
+    "1 when the dependency answered /readyz's check at the last scrape (database: SELECT 1, redis: PING), else 0.",
+    ["dependency"],
+    multiprocess_mode="mostrecent",
+)
+WORKER_PROCESSES = Gauge(
+    "vcci_worker_processes",
+    "Processes serving requests, by role (main: the gunicorn workers; bulk: the bulk pool's), live ones only.",
+    ["role"],
+    multiprocess_mode="livesum",
+)
+WORKER_PROCESSES_CONFIGURED = Gauge(
+    "vcci_worker_processes_configured",
+    "GUNICORN_WORKERS of each role's server: the vcci_worker_processes it should have.",
+    ["role"],
+    multiprocess_mode="max",
+)
+# vcci/gunicorn.conf.py's: the server's role (the bulk pool runs with VCCI_SERVER_ROLE=bulk) and its worker count.
+ROLE_ENV = "VCCI_SERVER_ROLE"
+WORKERS_ENV = "GUNICORN_WORKERS"
+DEFAULT_WORKERS = 2
+
+
+def record_dependencies() -> dict[str, int]:
+    """Run ``/readyz``'s checks and set ``vcci_dependency_up``; return what was set.
+
+    A dependency that is not configured (no Redis: the local-memory cache) is not published. The
+    checks are bounded by ``READYZ_TIMEOUT`` and the Redis socket timeouts, so a scrape during an
+    outage takes about that long.
+    """
+    published: dict[str, int] = {}
+    for name, check in (("database", check_database), ("redis", check_redis)):
+        try:
+            result = check()
+        except Exception:
+            up = 0
+        else:
+            if result == NOT_CONFIGURED:
+                continue
+            up = 1
+        DEPENDENCY_UP.labels(name).set(up)
+        published[name] = up
+    return published
+
+
+def announce_worker() -> None:
+    """Count this process in ``vcci_worker_processes`` (once per process: the value is 1, set again harmlessly)."""
+    role = os.environ.get(ROLE_ENV) or "main"
+    try:
+        configured = int(os.environ.get(WORKERS_ENV, "").strip() or DEFAULT_WORKERS)
+    except ValueError:
+        configured = DEFAULT_WORKERS  # gunicorn.conf.py refuses such a value before any worker starts
+    WORKER_PROCESSES.labels(role).set(1)
+    WORKER_PROCESSES_CONFIGURED.labels(role).set(configured)
 
 
 # Children of labelled metrics, kept so a hot path (a 10,000-item batch, every cache event) skips labels():
@@ -172,11 +245,13 @@ CACHE_LISTENER = CacheMetricsListener()
 
 
 def install() -> None:
-    """Register the cache listener with ``perf.cache`` (once, however often it is called)."""
+    """Register the cache listener with ``perf.cache`` and the slow-query histogram with ``perf.db`` (once each)."""
     from perf.cache import STATS_LISTENERS
 
     if not any(isinstance(listener, CacheMetricsListener) for listener in STATS_LISTENERS):
         STATS_LISTENERS.append(CACHE_LISTENER)
+    if SLOW_QUERY_SECONDS.observe not in SLOW_QUERY_LISTENERS:
+        SLOW_QUERY_LISTENERS.append(SLOW_QUERY_SECONDS.observe)
 
 
 class PoolMetrics:
@@ -232,6 +307,8 @@ class RequestMetricsMiddleware:
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
         self.get_response = get_response
+        # Django builds the middleware once per process that serves requests (a worker, not a management command).
+        announce_worker()
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
         response = self.get_response(request)
@@ -296,6 +373,7 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     if not metrics_allowed(request):
         return HttpResponseForbidden("Forbidden: /metrics needs an allowed address or the metrics token.\n")
     POOL.update(force=True)  # this worker's pool as of now; the others' as of their last request
+    record_dependencies()
     # The format the scraper asks for (Accept), as prometheus_client's own exporter negotiates it: the
     # classic text format 0.0.4 by default, OpenMetrics when requested.
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))

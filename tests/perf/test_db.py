@@ -368,3 +368,19 @@ def test_refresh_statistics_does_nothing_on_other_databases(monkeypatch, django_
     monkeypatch.setattr(connection, "vendor", "mysql")
     with django_assert_num_queries(0):
         assert refresh_statistics(["emissions_organization"], vacuum=True) is None
+
+
+@override_settings(SLOW_QUERY_MS=200)
+def test_slow_query_listeners_get_the_duration_and_a_failing_one_never_fails_the_query(monkeypatch, caplog):
+    heard: list[float] = []
+
+    def failing(seconds: float) -> None:
+        raise RuntimeError("listener down")
+
+    monkeypatch.setattr(db, "SLOW_QUERY_LISTENERS", [heard.append, failing])
+    monkeypatch.setattr(db.time, "perf_counter", FakeClock(1.5))
+    with caplog.at_level(logging.WARNING, logger="vcci.slow_query"):
+        result = slow_query_wrapper(lambda *args: "rows", "SELECT 2", None, False, {})
+    assert result == "rows"
+    assert heard == [1.5]
+    assert "could not record a slow query" in [r.getMessage() for r in caplog.records]

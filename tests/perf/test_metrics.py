@@ -17,9 +17,10 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from perf import cache as perf_cache
-from perf import metrics
+from perf import db, health, metrics
 from perf.metrics import CacheMetricsListener, PoolMetrics, ip_allowed, token_allowed
 from tests.emissions.api.payloads import electricity_input
+from tests.perf.test_db import FakeClock
 
 OUTSIDER = "203.0.113.9"  # TEST-NET-3: never in the allowlist
 
@@ -254,3 +255,62 @@ def test_a_missing_multiprocess_directory_is_named_at_startup(tmp_path):
     assert result.returncode == 1
     assert "ImproperlyConfigured" in result.stderr
     assert f"PROMETHEUS_MULTIPROC_DIR='{tmp_path / 'missing'}' is not a directory" in result.stderr
+
+
+# -- what the alert rules watch (ops/prometheus/alerts.yml) --------------------------------------------------------
+
+
+@override_settings(SLOW_QUERY_MS=200)
+def test_a_slow_query_is_observed_in_the_slow_query_histogram(monkeypatch):
+    metrics.install()
+    metrics.install()  # once, however often
+    assert db.SLOW_QUERY_LISTENERS.count(metrics.SLOW_QUERY_SECONDS.observe) == 1
+    before = {le: sample("vcci_db_slow_query_seconds_bucket", le=le) for le in ("1.0", "2.5")}
+    count = sample("vcci_db_slow_query_seconds_count")
+    monkeypatch.setattr(db.time, "perf_counter", FakeClock(1.5))  # the query takes 1.5 s
+    db.slow_query_wrapper(lambda *args: "rows", "SELECT 2", None, False, {})
+    assert sample("vcci_db_slow_query_seconds_count") == count + 1
+    assert sample("vcci_db_slow_query_seconds_bucket", le="1.0") == before["1.0"]  # the alert's "slower than 1 s"
+    assert sample("vcci_db_slow_query_seconds_bucket", le="2.5") == before["2.5"] + 1
+
+
+@pytest.mark.django_db
+def test_each_scrape_checks_postgresql_and_redis(monkeypatch):
+    scraped = scrape()
+    assert scraped["vcci_dependency_up[('dependency', 'database')]"] == 1
+    assert scraped["vcci_dependency_up[('dependency', 'redis')]"] == 1
+
+    monkeypatch.setattr(health, "DATABASE_CHECK_SQL", "SELECT no_such_column")
+    scraped = scrape()
+    assert scraped["vcci_dependency_up[('dependency', 'database')]"] == 0
+    assert scraped["vcci_dependency_up[('dependency', 'redis')]"] == 1
+
+
+def test_an_unreachable_redis_reads_0_and_no_redis_is_not_published(monkeypatch):
+    def unreachable() -> str:
+        raise ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(metrics, "check_database", lambda: health.OK)
+    monkeypatch.setattr(metrics, "check_redis", unreachable)
+    assert metrics.record_dependencies() == {"database": 1, "redis": 0}
+    assert sample("vcci_dependency_up", dependency="redis") == 0
+    monkeypatch.setattr(metrics, "check_redis", lambda: health.NOT_CONFIGURED)
+    assert metrics.record_dependencies() == {"database": 1}
+
+
+@pytest.mark.parametrize(
+    ("environ", "role", "configured"),
+    [
+        ({}, "main", 2),
+        ({"GUNICORN_WORKERS": "3"}, "main", 3),
+        ({"VCCI_SERVER_ROLE": "bulk", "GUNICORN_WORKERS": "1"}, "bulk", 1),
+    ],
+)
+def test_a_process_serving_requests_counts_itself_as_a_worker_of_its_role(monkeypatch, environ, role, configured):
+    for name in ("GUNICORN_WORKERS", "VCCI_SERVER_ROLE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    Client().get("/healthz")  # a new handler builds the middleware, as a worker does once
+    assert sample("vcci_worker_processes", role=role) == 1
+    assert sample("vcci_worker_processes_configured", role=role) == configured
