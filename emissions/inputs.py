@@ -60,9 +60,9 @@ def refuse_formula(value: str) -> None:
 # -- fields that take only what a user would expect -------------------------------------------------------------
 
 # Python's int() and Decimal() accept more than a plain number: digit separators ("1_000" is 1000) and any script's
-# digits ("١٠٠", "１００"). A user who types those did not mean a thousand or a hundred; only ASCII digits, an
-# optional sign, decimal point and exponent are numbers here. JSON numbers arrive as int or Decimal (the API's
-# parser), whose text is always plain.
+# digits (Arabic-Indic or full-width ones). A user who types "1_000" did not mean a thousand, nor wants a stray
+# non-ASCII digit taken as a number: only ASCII digits, an optional sign, decimal point and exponent are numbers
+# here. JSON numbers arrive as int or Decimal (the API's parser), whose text is always plain.
 _PLAIN_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 # DRF's IntegerField also takes "3.0" (its re_decimal), which stays accepted.
 _PLAIN_INTEGER = re.compile(r"[+-]?[0-9]+(?:\.0*)?")
@@ -104,9 +104,7 @@ class KnownFieldsSerializer(serializers.Serializer):
         unknown: dict[str, list[str]] = {}
         if isinstance(data, Mapping):
             fields = self.fields
-            unknown = {
-                str(name): [UNKNOWN_FIELD] for name in data if name not in fields and name != _FORM_CSRF_FIELD
-            }
+            unknown = {str(name): [UNKNOWN_FIELD] for name in data if name not in fields and name != _FORM_CSRF_FIELD}
         try:
             value = super().to_internal_value(data)
         except serializers.ValidationError as exc:

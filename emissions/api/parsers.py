@@ -54,7 +54,8 @@ class JSONParser(parsers.JSONParser):
     """``application/json`` bodies read with Decimal numbers, no NaN/Infinity and a nesting limit (module docstring)."""
 
     def parse(self, stream: IO[bytes], media_type: str | None = None, parser_context: Any = None) -> Any:
-        encoding = parsers.get_encoding(parser_context or {})
+        # DRF's charset check (text encodings only), newer than the type stubs.
+        encoding = parsers.get_encoding(parser_context or {})  # type: ignore[attr-defined]
         try:
             text = codecs.getreader(encoding)(stream).read()
             data = _DECODER.decode(text)

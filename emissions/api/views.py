@@ -467,7 +467,7 @@ class EmissionExportView(OrgScopedMixin, GenericAPIView):
         self.answer_json()
         return super().handle_exception(exc)
 
-    def options(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+    def options(self, request: Request, *args: Any, **kwargs: Any) -> Response:  # type: ignore[override]  # as DRF's stub
         # DRF's metadata, in JSON as every other endpoint answers OPTIONS.
         self.answer_json()
         return super().options(request, *args, **kwargs)

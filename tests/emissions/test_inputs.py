@@ -102,7 +102,7 @@ def test_external_ref_starting_a_formula_is_an_error_naming_it():
             "unit": "kWh",
             "period_start": "2025-01-01",
             "period_end": "2025-01-31",
-            "external_ref": "=HYPERLINK(\"http://x\")",
+            "external_ref": '=HYPERLINK("http://x")',
         },
         context={"organization_id": 1, "supplier_ids": set()},
     )
@@ -128,7 +128,9 @@ def test_unknown_fields_are_reported_with_the_other_errors():
     assert set(serializer.errors) == {"category", "amout"}
 
 
-@pytest.mark.parametrize("amount", ["1_000", "1_000.5", "١٠٠", "１００", "1 000", "0x10", "1e1_0"])
+@pytest.mark.parametrize(
+    "amount", ["1_000", "1_000.5", "\u0661\u0660\u0660", "\uff11\uff10\uff10", "1 000", "0x10", "1e1_0"]
+)
 def test_amount_in_an_unexpected_spelling_is_refused(amount):
     serializer = i.CalculationInputSerializer(
         data={"category": 1, "method": "spend", "activity": "x", "amount": amount},
@@ -143,7 +145,9 @@ def test_plain_decimal_spellings_are_accepted(amount, expected):
     assert validated(category=1, method="spend", activity="x", amount=amount)["amount"] == Decimal(expected)
 
 
-@pytest.mark.parametrize(("name", "value"), [("category", "1_0"), ("year", "2_024"), ("supplier", "١"), ("category", "３")])
+@pytest.mark.parametrize(
+    ("name", "value"), [("category", "1_0"), ("year", "2_024"), ("supplier", "\u0661"), ("category", "\uff13")]
+)
 def test_integer_in_an_unexpected_spelling_is_refused(name, value):
     serializer = i.CalculationInputSerializer(
         data={"category": 1, "method": "spend", "activity": "x", "amount": "1", name: value},

@@ -201,7 +201,7 @@ def test_fields_formatted_by_the_database_are_the_bytes_python_formats(org):
     assert by_id[str(rows[3].pk)]["co2e_t"] == "0.002500000"
 
 
-FORMULAS = ["=HYPERLINK(\"http://evil\",\"x\")", "+1", "-2+3+cmd|' /C calc'!A0", "@SUM(A1)", "\t=1", "\r=1", "-"]
+FORMULAS = ['=HYPERLINK("http://evil","x")', "+1", "-2+3+cmd|' /C calc'!A0", "@SUM(A1)", "\t=1", "\r=1", "-"]
 
 
 @pytest.mark.parametrize("as_text", [True, False])

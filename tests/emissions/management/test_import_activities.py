@@ -204,7 +204,7 @@ def test_external_ref_a_spreadsheet_would_run_is_a_row_error(tmp_path, org, fact
 
 
 def test_an_amount_with_underscores_is_a_row_error(tmp_path, org, factors):
-    with pytest.raises(CommandError, match="line 2: amount: A valid number is required."):
+    with pytest.raises(CommandError, match=r"line 2: amount: A valid number is required\."):
         run(write_csv(tmp_path / "a.csv", [electricity_row(amount="1_000")]))
     assert not ActivityRecord.objects.exists()
 
