@@ -6,6 +6,10 @@ meaning (units, factors, rates). ``validate_items`` validates many raw items wit
 each failing alone, and ``calculation_inputs`` / ``activity_inputs`` turn a request's items into the
 services' inputs or field errors. The API's envelopes and response shapes stay in
 ``emissions.api.serializers``.
+
+Rules every write shares, here so that the API and the import apply the same: a field the serializer does not
+have is an error naming it (``KnownFieldsSerializer``); numbers are plain ASCII decimals (``PlainDecimalField``,
+``PlainIntegerField``); text that reaches a CSV export must not start a spreadsheet formula (``refuse_formula``).
 """
 
 from __future__ import annotations

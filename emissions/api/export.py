@@ -108,7 +108,7 @@ class Neutralized(Func):
         self, compiler: SQLCompiler, connection: BaseDatabaseWrapper, **extra_context: Any
     ) -> tuple[str, list[Any]]:
         sql, params = compiler.compile(self.source_expressions[0])
-        quoted = f"CASE WHEN left({sql}, 1) = ANY(%s) THEN chr(39) || {sql} ELSE {sql} END"  # chr(39): '
+        quoted = f"CASE WHEN left({sql}, 1) = ANY(%s) THEN chr(39) || {sql} ELSE {sql} END"  # chr(39): the single quote
         return quoted, [*params, list(FORMULA_PREFIXES), *params, *params]
 
 
