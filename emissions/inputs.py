@@ -6,11 +6,16 @@ meaning (units, factors, rates). ``validate_items`` validates many raw items wit
 each failing alone, and ``calculation_inputs`` / ``activity_inputs`` turn a request's items into the
 services' inputs or field errors. The API's envelopes and response shapes stay in
 ``emissions.api.serializers``.
+
+Rules every write shares, here so that the API and the import apply the same: a field the serializer does not
+have is an error naming it (``KnownFieldsSerializer``); numbers are plain ASCII decimals (``PlainDecimalField``,
+``PlainIntegerField``); text that reaches a CSV export must not start a spreadsheet formula (``refuse_formula``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -32,9 +37,92 @@ CALCULATION = "calculation_input"
 INPUT_FIELDS = tuple(field.name for field in dataclasses.fields(CalculationInput) if field.name != "supplier_id")
 
 
+# -- text a spreadsheet would run ------------------------------------------------------------------------------
+
+# OWASP's CSV injection guidance: a spreadsheet (Excel, LibreOffice, Google Sheets) opening a CSV file reads a cell
+# that starts with one of these characters as a formula, which can fetch URLs or, through DDE, run commands. The
+# export neutralizes such text cells with a leading single quote (emissions.api.export); text that will reach a CSV
+# export or a user's spreadsheet is refused here with the same characters, so a new value never needs it.
+# Every value starting with one is refused, a lone "-" and a name such as "-ACME" included: "-ACME" is read as a
+# formula (#NAME?) and "-2+3+cmd|' /C calc'!A0" is the classic payload, and telling a harmless "-" prefix from a
+# formula would mean parsing every spreadsheet's formula syntax. A lone "-" used as "none" is sent empty instead.
+# Tab and carriage return are on OWASP's list too; the text fields trim surrounding whitespace before this check,
+# so "\t=1" is refused for its "=", and a value that only starts with a tab is kept without it.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_MESSAGE = (
+    "Must not start with =, +, -, @, a tab or a carriage return: a spreadsheet opening it from a CSV file would "
+    "run it as a formula."
+)
+
+
+def refuse_formula(value: str) -> None:
+    """A field validator: ``value`` must not start with one of ``FORMULA_PREFIXES``."""
+    if value.startswith(FORMULA_PREFIXES):
+        raise serializers.ValidationError(FORMULA_MESSAGE)
+
+
+# -- fields that take only what a user would expect -------------------------------------------------------------
+
+# Python's int() and Decimal() accept more than a plain number: digit separators ("1_000" is 1000) and any script's
+# digits (Arabic-Indic or full-width ones). A user who types "1_000" did not mean a thousand, nor wants a stray
+# non-ASCII digit taken as a number: only ASCII digits, an optional sign, decimal point and exponent are numbers
+# here. JSON numbers arrive as int or Decimal (the API's parser), whose text is always plain.
+_PLAIN_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+# DRF's IntegerField also takes "3.0" (its re_decimal), which stays accepted.
+_PLAIN_INTEGER = re.compile(r"[+-]?[0-9]+(?:\.0*)?")
+
+
+class PlainDecimalField(serializers.DecimalField):
+    """DRF's ``DecimalField`` (which already refuses NaN and Infinity) that refuses text other than a plain decimal."""
+
+    def to_internal_value(self, data: Any) -> Decimal:
+        if isinstance(data, str) and len(data) <= self.MAX_STRING_LENGTH and not _PLAIN_DECIMAL.fullmatch(data.strip()):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class PlainIntegerField(serializers.IntegerField):
+    """DRF's ``IntegerField`` that refuses text other than plain ASCII digits (and DRF's ".0" suffix)."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, str) and len(data) <= self.MAX_STRING_LENGTH and not _PLAIN_INTEGER.fullmatch(data.strip()):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+# Sent by the browsable API's HTML forms along with the fields (Django's CSRF form field), never a field itself.
+_FORM_CSRF_FIELD = "csrfmiddlewaretoken"
+UNKNOWN_FIELD = "Unknown field."
+
+
+class KnownFieldsSerializer(serializers.Serializer):
+    """A serializer that refuses a body naming a field it does not have, with ``{name: ["Unknown field."]}`` per
+    field, together with the other fields' errors; DRF's default is to drop it silently, so a misspelt optional
+    field ("amout") would be taken as not given.
+
+    Read-only fields count as known: a client may send back what it read (``id``, ``created_at``), which is ignored.
+    Mix it in before ``ModelSerializer``.
+    """
+
+    def to_internal_value(self, data: Any) -> Any:
+        unknown: dict[str, list[str]] = {}
+        if isinstance(data, Mapping):
+            fields = self.fields
+            unknown = {str(name): [UNKNOWN_FIELD] for name in data if name not in fields and name != _FORM_CSRF_FIELD}
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            if unknown and isinstance(exc.detail, dict):
+                raise serializers.ValidationError({**exc.detail, **unknown}) from None
+            raise
+        if unknown:
+            raise serializers.ValidationError(unknown)
+        return value
+
+
 def amount_field(**kwargs: Any) -> serializers.DecimalField:
     # DRF's DecimalField rejects NaN and +/-Infinity; min_value rejects negatives.
-    return serializers.DecimalField(
+    return PlainDecimalField(
         max_digits=AMOUNT_DIGITS["max_digits"],
         decimal_places=AMOUNT_DIGITS["decimal_places"],
         min_value=Decimal(0),
@@ -44,20 +132,20 @@ def amount_field(**kwargs: Any) -> serializers.DecimalField:
 
 def year_field(help_text: str) -> serializers.IntegerField:
     """An optional year in MIN_YEAR..MAX_YEAR; null or missing leaves the default ``help_text`` describes."""
-    return serializers.IntegerField(
+    return PlainIntegerField(
         required=False, allow_null=True, min_value=MIN_YEAR, max_value=MAX_YEAR, help_text=help_text
     )
 
 
 def id_field(help_text: str) -> serializers.IntegerField:
     # Bounded to bigint so an oversized id is a 400 on its field, not a database error.
-    return serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=ID_MAX, help_text=help_text)
+    return PlainIntegerField(required=False, allow_null=True, min_value=1, max_value=ID_MAX, help_text=help_text)
 
 
 # -- calculation and activity inputs --------------------------------------------------------------------------
 
 
-class CalculationInputSerializer(serializers.Serializer):
+class CalculationInputSerializer(KnownFieldsSerializer):
     """One activity to calculate.
 
     ``supplier`` must be one of the caller's suppliers. Precondition: ``context`` holds
@@ -65,7 +153,7 @@ class CalculationInputSerializer(serializers.Serializer):
     those submitted) so that N items cost one query instead of N.
     """
 
-    category = serializers.IntegerField(
+    category = PlainIntegerField(
         min_value=rules.CATEGORY_MIN,
         max_value=rules.CATEGORY_MAX,
         help_text=f"Scope 3 category, {rules.CATEGORY_MIN}-{rules.CATEGORY_MAX}",
@@ -176,7 +264,7 @@ class ActivityInputSerializer(CalculationInputSerializer):
     )
     period_start = serializers.DateField()
     period_end = serializers.DateField()
-    external_ref = serializers.CharField(required=False, allow_blank=True, max_length=128)
+    external_ref = serializers.CharField(required=False, allow_blank=True, max_length=128, validators=[refuse_formula])
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         attrs = super().validate(attrs)

@@ -406,6 +406,13 @@ REST_FRAMEWORK = {
     ],
     # DjangoFilterBackend, without building a filter set for a request that names none of its filters (perf.filters).
     "DEFAULT_FILTER_BACKENDS": ["perf.filters.FilterBackend"],
+    # DRF's JSON parser with Decimal numbers, no NaN/Infinity and a nesting limit (emissions.api.parsers); DRF's
+    # form parsers as before.
+    "DEFAULT_PARSER_CLASSES": [
+        "emissions.api.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "COERCE_DECIMAL_TO_STRING": True,
     "EXCEPTION_HANDLER": "emissions.api.errors.exception_handler",

@@ -13,6 +13,12 @@ into text took about three quarters of an export's CPU, and exports are most of 
 does. Elsewhere (the embedded SQLite default) rows are formatted in Python (``_row``); on PostgreSQL the two
 give byte-identical files (tests/emissions/api/test_export.py).
 
+Text a spreadsheet would run as a formula (a cell starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage
+return) is neutralized with a leading single quote, OWASP's advice for CSV injection, in both paths and only in
+the columns users write (``FORMULA_COLUMNS``); numbers, dates and the codes VCCI writes itself are never quoted.
+The input refuses such text in those fields (``emissions.inputs.refuse_formula``); the quote covers what was
+stored before that rule or by other means (the admin, a shell).
+
 Behind PgBouncer in transaction mode server-side cursors need ``DISABLE_SERVER_SIDE_CURSORS``;
 the export then still streams its output but the driver fetches the whole result first.
 """
@@ -27,11 +33,14 @@ from itertools import islice
 from typing import Any
 
 from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import DecimalField, ExpressionWrapper, F, Func, QuerySet, TextField, Value
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast
+from django.db.models.sql.compiler import SQLCompiler
 
 from calculator.types import present_kg, present_t
+from emissions.inputs import FORMULA_PREFIXES
 from emissions.models import Emission
 from perf.admission import cooperate
 
@@ -77,6 +86,32 @@ _VALUES = (
 )
 
 
+# The columns whose text users write (suppliers; a supplier's own factor's key and dataset version): the ones a
+# formula could reach the file through. The method and source are choices, the fallbacks VCCI's own codes.
+FORMULA_COLUMNS = ("supplier_external_id", "supplier_name", "factor_dataset_version", "factor_activity")
+
+
+def neutralized(text: str) -> str:
+    """``text`` with a leading single quote when a spreadsheet would read it as a formula (OWASP's CSV advice)."""
+    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
+
+
+class Neutralized(Func):
+    """SQL of ``neutralized``: a text expression, quoted when its first character is one of ``FORMULA_PREFIXES``.
+
+    NULL stays NULL (an empty field, as ``_row`` writes ""). The characters are one array parameter.
+    """
+
+    output_field = TextField()
+
+    def as_sql(  # type: ignore[override]  # no template or function: the CASE is written here
+        self, compiler: SQLCompiler, connection: BaseDatabaseWrapper, **extra_context: Any
+    ) -> tuple[str, list[Any]]:
+        sql, params = compiler.compile(self.source_expressions[0])
+        quoted = f"CASE WHEN left({sql}, 1) = ANY(%s) THEN chr(39) || {sql} ELSE {sql} END"  # chr(39): the single quote
+        return quoted, [*params, list(FORMULA_PREFIXES), *params, *params]
+
+
 _TEXT = TextField()
 # A timestamp as the JSON API writes it (``_timestamp``): UTC, "Z", microseconds only when there are any.
 _ISO_TIMESTAMP = (
@@ -105,11 +140,11 @@ def text_values() -> dict[str, Any]:
         "text_period_end": Func(F("period_end"), Value("YYYY-MM-DD"), function="to_char", output_field=_TEXT),
         "text_category": Cast("category", _TEXT),
         "text_method": F("method"),
-        "text_supplier_external_id": F("supplier__external_id"),
-        "text_supplier_name": F("supplier__name"),
+        "text_supplier_external_id": Neutralized(F("supplier__external_id")),
+        "text_supplier_name": Neutralized(F("supplier__name")),
         "text_source": F("factor__dataset__source"),
-        "text_version": F("factor__dataset__version"),
-        "text_activity": F("factor__activity"),
+        "text_version": Neutralized(F("factor__dataset__version")),
+        "text_activity": Neutralized(F("factor__activity")),
         "text_co2e_kg": Cast("co2e_kg", _TEXT),
         "text_co2e_t": Cast(
             ExpressionWrapper(F("co2e_kg") * Value(Decimal("0.001")), output_field=DecimalField()), _TEXT
@@ -164,11 +199,11 @@ def _row(values: tuple[Any, ...]) -> list[str]:
         period_end.isoformat(),
         str(category),
         method,
-        supplier_external_id or "",
-        supplier_name or "",
+        neutralized(supplier_external_id or ""),
+        neutralized(supplier_name or ""),
         source,
-        version,
-        activity,
+        neutralized(version),
+        neutralized(activity),
         present_kg(co2e_kg),
         present_t(co2e_kg),
         score or "",

@@ -21,6 +21,10 @@ from emissions.inputs import (
     MAX_YEAR,
     MIN_YEAR,
     CalculationInputSerializer,
+    KnownFieldsSerializer,
+    PlainDecimalField,
+    PlainIntegerField,
+    refuse_formula,
 )
 from emissions.models import (
     FACTOR_DIGITS,
@@ -80,8 +84,12 @@ class FactorSerializer(serializers.ModelSerializer):
 # -- suppliers --------------------------------------------------------------------------------
 
 
-class SupplierSerializer(serializers.ModelSerializer):
-    """Supplier fields; ``supplier_create`` / ``supplier_update`` check ``external_id`` uniqueness."""
+class SupplierSerializer(KnownFieldsSerializer, serializers.ModelSerializer):
+    """Supplier fields; ``supplier_create`` / ``supplier_update`` check ``external_id`` uniqueness.
+
+    ``external_id`` and ``name`` are columns of the CSV export: text a spreadsheet would run is refused
+    (``emissions.inputs.refuse_formula``).
+    """
 
     country = serializers.CharField(
         max_length=2, required=False, allow_blank=True, help_text="ISO 3166-1 alpha-2 code, e.g. US"
@@ -95,6 +103,14 @@ class SupplierSerializer(serializers.ModelSerializer):
         # violation to the same field error race-free (a pre-check here would cost a query and still race).
         validators: list[Any] = []
 
+    def validate_external_id(self, value: str) -> str:
+        refuse_formula(value)
+        return value
+
+    def validate_name(self, value: str) -> str:
+        refuse_formula(value)
+        return value
+
     def validate_country(self, value: str) -> str:
         if value == "":
             return value
@@ -104,16 +120,18 @@ class SupplierSerializer(serializers.ModelSerializer):
         return code
 
 
-class SupplierFactorInputSerializer(serializers.Serializer):
+class SupplierFactorInputSerializer(KnownFieldsSerializer):
     """A factor a supplier provided: every shape ``supplier_factor_create`` expects (its precondition).
 
     The service checks what needs the units registry or the database: unit, region, price year, uniqueness.
+    ``activity`` and ``dataset_version`` are columns of the CSV export: text a spreadsheet would run is refused.
     """
 
     activity = serializers.CharField(
         required=False,
         allow_blank=True,
         max_length=128,
+        validators=[refuse_formula],
         help_text="Lookup key; default supplier:<external_id>:<slug of name>. Use it as the activity of a "
         "supplier_specific calculation, or leave the activity out there to use the supplier's newest factor.",
     )
@@ -121,13 +139,13 @@ class SupplierFactorInputSerializer(serializers.Serializer):
     unit = serializers.CharField(
         max_length=64, help_text="Unit of the activity (kg, kWh, t*km, ...) or, for a spend factor, a currency code"
     )
-    co2e_per_unit = serializers.DecimalField(
+    co2e_per_unit = PlainDecimalField(
         max_digits=FACTOR_DIGITS["max_digits"],
         decimal_places=FACTOR_DIGITS["decimal_places"],
         min_value=Decimal(0),
         help_text="kg CO2e per unit, decimal string",
     )
-    year = serializers.IntegerField(min_value=MIN_YEAR, max_value=MAX_YEAR)
+    year = PlainIntegerField(min_value=MIN_YEAR, max_value=MAX_YEAR)
     region = serializers.CharField(
         required=False,
         allow_blank=True,
@@ -135,7 +153,7 @@ class SupplierFactorInputSerializer(serializers.Serializer):
         help_text="ISO 3166-1 alpha-2 or GLOBAL; default: the supplier's country, else GLOBAL",
     )
     gases = serializers.DictField(
-        child=serializers.DecimalField(
+        child=PlainDecimalField(
             max_digits=FACTOR_DIGITS["max_digits"],
             decimal_places=FACTOR_DIGITS["decimal_places"],
             min_value=Decimal(0),
@@ -144,7 +162,11 @@ class SupplierFactorInputSerializer(serializers.Serializer):
         help_text='kg CO2e per unit for each gas, decimal strings, e.g. {"CO2": "2.4", "CH4": "0.1"}',
     )
     dataset_version = serializers.CharField(
-        required=False, allow_blank=True, max_length=32, help_text='Supplier dataset version; default "current"'
+        required=False,
+        allow_blank=True,
+        max_length=32,
+        validators=[refuse_formula],
+        help_text='Supplier dataset version; default "current"',
     )
 
     def validate_gases(self, value: dict[str, Decimal]) -> dict[str, Decimal]:
@@ -159,13 +181,25 @@ class SupplierRefSerializer(serializers.Serializer):
     name = serializers.CharField(read_only=True)
 
 
-class CalculationBatchSerializer(serializers.Serializer):
+class RawItemField(serializers.Field):
+    """A batch item as the parser decoded it, unchecked: ``emissions.inputs.validate_items`` validates each on its own.
+
+    Not DRF's ``JSONField``: that one re-encodes the value to check it is JSON, and fails the whole batch on an
+    item holding a Decimal (any JSON number with an exponent or a fraction, ``emissions.api.parsers``).
+    """
+
+    def to_internal_value(self, data: Any) -> Any:
+        return data
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
+class CalculationBatchSerializer(KnownFieldsSerializer):
     """The batch envelope. Items stay raw here: each is validated on its own so one bad item fails alone."""
 
     # allow_null: a null item is that item's error (emissions.inputs.validate_items), not the whole batch's.
-    items = serializers.ListField(
-        child=serializers.JSONField(allow_null=True), min_length=1, max_length=MAX_BATCH_ITEMS
-    )
+    items = serializers.ListField(child=RawItemField(allow_null=True), min_length=1, max_length=MAX_BATCH_ITEMS)
 
 
 class CalculationBatchRequestSerializer(serializers.Serializer):

@@ -463,11 +463,20 @@ class EmissionExportView(OrgScopedMixin, GenericAPIView):
         # No select_related: the export reads value tuples with its own joins (emissions.api.export).
         return Emission.objects.for_org(organization_id)
 
-    def handle_exception(self, exc: Exception) -> Response:
-        # Errors are {field: [messages]}, which only JSON can carry, whatever the client accepted.
+    def answer_json(self) -> None:
+        """Render this request's response as JSON, whatever the client accepted (the CSV renderer renders nothing)."""
         self.request.accepted_renderer = JSONRenderer()
         self.request.accepted_media_type = JSONRenderer.media_type
+
+    def handle_exception(self, exc: Exception) -> Response:
+        # Errors are {field: [messages]}, which only JSON can carry, whatever the client accepted.
+        self.answer_json()
         return super().handle_exception(exc)
+
+    def options(self, request: Request, *args: Any, **kwargs: Any) -> Response:  # type: ignore[override]  # as DRF's stub
+        # DRF's metadata, in JSON as every other endpoint answers OPTIONS.
+        self.answer_json()
+        return super().options(request, *args, **kwargs)
 
     @extend_schema(
         operation_id="v1_emissions_export_csv",

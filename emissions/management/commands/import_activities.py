@@ -13,7 +13,10 @@ calculated exactly once:
   ``CommandError`` rolls back the batches already written.
 
 Errors carry their physical file line and field; the first ``MAX_PRINTED_ERRORS`` are printed
-with the total count. ``--dry-run`` only calculates and never writes.
+with the total count. A row with more or fewer cells than the header has columns is an error of that row. A file
+that is not CSV (a quoted cell never closed, text after a closing quote) stops the import at once, naming the line
+where the row begins: the reader is strict, as a lenient one would read the rest of the file into the open cell.
+``--dry-run`` only calculates and never writes.
 
 One ``FactorResolver`` is shared by every batch and primed per batch, so a batch costs a fixed
 handful of queries (suppliers by ``external_id``, supplier check, new factor selectors, the
@@ -131,9 +134,10 @@ class ActivityFile:
 
     def batches(self) -> Iterator[list[Row]]:
         """Yield batches of rows; raise ``CommandError`` on a bad header, encoding or CSV syntax."""
+        line = 1  # where the row being read begins
         try:
             with self.path.open("rb") as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as handle:
-                reader = csv.DictReader(handle)
+                reader = csv.DictReader(handle, strict=True)
                 self._check_header(reader.fieldnames)
                 batch: list[Row] = []
                 line = 2
@@ -152,7 +156,9 @@ class ActivityFile:
         except UnicodeDecodeError as exc:
             raise CommandError(f"{self.path} is not UTF-8 text: {exc}. Nothing was written.") from exc
         except csv.Error as exc:
-            raise CommandError(f"{self.path} is not valid CSV: {exc}. Nothing was written.") from exc
+            # The csv module's words for a quote opened and never closed (strict mode; it reads to the file's end).
+            reason = "a quoted cell is not closed" if str(exc) == "unexpected end of data" else str(exc)
+            raise CommandError(f"{self.path} is not valid CSV: line {line}: {reason}. Nothing was written.") from exc
 
     def _check_header(self, fieldnames: Any) -> None:
         if not fieldnames:
@@ -185,7 +191,8 @@ class BatchValidator:
 
     def inputs(self, batch: list[Row]) -> tuple[list[tuple[int, ActivityInput]], list[RowError]]:
         """``([(line, input)], [RowError])`` for a batch; one query maps its supplier external ids."""
-        wanted = {cells.get(SUPPLIER_COLUMN, "").strip() for _, cells in batch} - {""}
+        # A short row has None for its missing cells (DictReader's restval).
+        wanted = {(cells.get(SUPPLIER_COLUMN) or "").strip() for _, cells in batch} - {""}
         by_external_id = dict(
             Supplier.objects.for_org(self.organization).filter(external_id__in=wanted).values_list("external_id", "pk")
         )
@@ -197,6 +204,12 @@ class BatchValidator:
             extra = cast("dict[str | None, Any]", cells).get(None)
             if extra is not None:
                 message = f"{len(extra)} more cell(s) than the header has columns."
+                errors.append(RowError(line, "(row)", (message,)))
+                continue
+            missing = sum(value is None for value in cells.values())
+            if missing:
+                # Not taken as empty cells: a row cut short is more likely a broken line than values left out.
+                message = f"{missing} fewer cell(s) than the header has columns."
                 errors.append(RowError(line, "(row)", (message,)))
                 continue
             item: dict[str, str | int] = {

@@ -411,3 +411,42 @@ def test_pages_are_drf_s_bytes(api, org, rows_and_drf):
     for params in ({"category": 4}, {"supplier": supplier.pk}, {"period_to": "2024-12-31"}):
         served, drf = rows_and_drf(LIST, params)
         assert served.content == drf.content and served.items() == drf.items()
+
+
+# -- input a user would not expect to be taken ----------------------------------------------------------------
+
+
+def test_unknown_fields_are_errors_naming_them_by_index(api, electricity_factor):
+    response = api.post(LIST, [activity_input(), activity_input(external_reference="INV-1")], format="json")
+    assert response.status_code == 400
+    assert response.json() == {"errors": [{"index": 1, "errors": {"external_reference": ["Unknown field."]}}]}
+    assert not ActivityRecord.objects.exists()
+
+
+def test_an_amount_with_underscores_is_an_error_not_a_thousand(api, electricity_factor):
+    response = api.post(LIST, activity_input(amount="1_000"), format="json")
+    assert response.status_code == 400
+    assert list(response.json()["errors"][0]["errors"]) == ["amount"]
+    assert not ActivityRecord.objects.exists()
+
+
+@pytest.mark.parametrize("text", ["=1+1", "+1", "-1+1", "@SUM(A1)", "\t=1", "\r=1", "-"])
+def test_external_ref_a_spreadsheet_would_run_is_an_error_naming_it(api, electricity_factor, text):
+    response = api.post(LIST, [activity_input(external_ref="INV-1"), activity_input(external_ref=text)], format="json")
+    assert response.status_code == 400
+    [error] = response.json()["errors"]
+    assert error["index"] == 1
+    assert list(error["errors"]) == ["external_ref"]
+    assert "Must not start with" in error["errors"]["external_ref"][0]
+    assert not ActivityRecord.objects.exists()
+
+
+@pytest.mark.parametrize("number", ["1e400", "1e-400"])
+def test_an_out_of_range_json_number_is_that_items_error(api, electricity_factor, number):
+    good = json.dumps(activity_input())
+    bad = json.dumps(activity_input(amount="AMOUNT")).replace('"AMOUNT"', number)
+    response = api.post(LIST, f"[{good}, {bad}, {good}]", content_type="application/json")
+    assert response.status_code == 400
+    [error] = response.json()["errors"]
+    assert (error["index"], list(error["errors"])) == (1, ["amount"])
+    assert not ActivityRecord.objects.exists()

@@ -458,3 +458,44 @@ def test_a_bulk_batch_is_refused_with_retry_after_when_the_bulk_slots_are_busy(a
     served = api.post(BATCH_URL, bulk, format="json")
     assert served.status_code == 200
     assert len(served.json()["results"]) == 200
+
+
+# -- input a user would not expect to be taken ----------------------------------------------------------------
+
+
+def test_unknown_fields_are_a_400_naming_them(api, electricity_factor):
+    response = api.post(URL, electricity_input(amout="2", scope=3), format="json")
+    assert response.status_code == 400
+    assert response.json() == {"amout": ["Unknown field."], "scope": ["Unknown field."]}
+
+
+def test_an_amount_with_underscores_is_a_400_not_a_thousand(api, electricity_factor):
+    response = api.post(URL, electricity_input(amount="1_000"), format="json")
+    assert response.status_code == 400
+    assert list(response.json()) == ["amount"]
+
+
+def test_batch_item_with_an_unknown_field_fails_alone(api, electricity_factor):
+    response = api.post(BATCH_URL, {"items": [electricity_input(), electricity_input(amout="2")]}, format="json")
+    assert response.status_code == 200, response.json()
+    results = response.json()["results"]
+    assert results[0]["co2e_kg"] == "177.000000"
+    assert results[1] == {"error": {"amout": ["Unknown field."]}}
+
+
+def test_batch_envelope_with_an_unknown_field_is_a_400_naming_it(api, electricity_factor):
+    response = api.post(BATCH_URL, {"items": [electricity_input()], "item": []}, format="json")
+    assert response.status_code == 400
+    assert response.json() == {"item": ["Unknown field."]}
+
+
+@pytest.mark.parametrize("number", ["1e400", "-1e400", "1e-400", "1E+999999999"])
+def test_batch_item_with_an_out_of_range_json_number_fails_alone(api, electricity_factor, number):
+    # As text: a Python float cannot hold these numbers.
+    good = json.dumps(electricity_input())
+    bad = json.dumps(electricity_input(amount="AMOUNT")).replace('"AMOUNT"', number)
+    response = api.post(BATCH_URL, f'{{"items": [{good}, {bad}, {good}]}}', content_type="application/json")
+    assert response.status_code == 200, response.json()
+    results = response.json()["results"]
+    assert [result.get("co2e_kg") for result in results] == ["177.000000", None, "177.000000"]
+    assert list(results[1]["error"]) == ["amount"]

@@ -17,7 +17,15 @@ from django.urls import reverse
 from django.utils import timezone
 
 from emissions.api.export import COLUMNS, LINES_PER_BLOCK, csv_lines
-from emissions.models import ActivityRecord, Emission, EmissionFactor, Method, Organization, Supplier
+from emissions.models import (
+    ActivityRecord,
+    Emission,
+    EmissionFactor,
+    FactorDataset,
+    Method,
+    Organization,
+    Supplier,
+)
 from tests.factories import EmissionFactory, SupplierFactory
 
 pytestmark = pytest.mark.django_db
@@ -157,7 +165,7 @@ def test_filters_and_order_match_the_list(api, org):
 def test_fields_formatted_by_the_database_are_the_bytes_python_formats(org):
     """PostgreSQL formats the fields (``text_values``); the Python formatter is the reference it must match."""
     odd = SupplierFactory.create(organization=org, external_id="", name='Line\nbreak, "quoted"; =SUM(A1)')
-    plain = SupplierFactory.create(organization=org, external_id="ERP-7", name="Plain")
+    plain = SupplierFactory.create(organization=org, external_id="=ERP-7", name="\t-Plain")
     rows = [
         emission_in(org, dt.date(2025, 1, 1), activity__supplier=odd, co2e_kg=Decimal("0"), fallbacks=[]),
         emission_in(
@@ -191,6 +199,54 @@ def test_fields_formatted_by_the_database_are_the_bytes_python_formats(org):
     first = by_id[str(rows[0].pk)]
     assert (first["calculated_at"], first["supplier_name"]) == ("2025-05-01T12:00:00Z", odd.name)
     assert by_id[str(rows[3].pk)]["co2e_t"] == "0.002500000"
+
+
+FORMULAS = ['=HYPERLINK("http://evil","x")', "+1", "-2+3+cmd|' /C calc'!A0", "@SUM(A1)", "\t=1", "\r=1", "-"]
+
+
+@pytest.mark.parametrize("as_text", [True, False])
+def test_text_a_spreadsheet_would_run_is_neutralized_with_a_quote(org, as_text):
+    """OWASP's CSV injection advice: a text cell starting with = + - @ tab or CR gets a leading single quote,
+    in both formatting paths; stored before the input refused such text, or written by other means."""
+    emissions = []
+    for n, text in enumerate(FORMULAS):
+        supplier = SupplierFactory.create(organization=org, external_id=text + str(n), name=text)
+        emission = emission_in(org, dt.date(2025, 1, n + 1), activity__supplier=supplier)
+        EmissionFactor.objects.filter(pk=emission.factor_id).update(activity=text + "act")
+        FactorDataset.objects.filter(pk=emission.factor.dataset_id).update(version=text + "v")
+        emissions.append(emission)
+    queryset = Emission.objects.for_org(org)
+
+    parsed = list(csv.reader(io.StringIO("".join(csv_lines(queryset, as_text=as_text)))))
+
+    by_id = {row[0]: dict(zip(COLUMNS, row, strict=True)) for row in parsed[1:]}
+    for n, (emission, text) in enumerate(zip(emissions, FORMULAS, strict=True)):
+        row = by_id[str(emission.pk)]
+        assert row["supplier_external_id"] == "'" + text + str(n)
+        assert row["supplier_name"] == "'" + text
+        assert row["factor_activity"] == "'" + text + "act"
+        assert row["factor_dataset_version"] == "'" + text + "v"
+
+
+def test_numeric_and_harmless_cells_are_never_quoted(org):
+    supplier = SupplierFactory.create(organization=org, external_id="ERP-1", name="A-1 Steel = best @ price")
+    emission_in(org, dt.date(2025, 1, 1), activity__supplier=supplier, data_quality={**QUALITY, "score": "-1.0"})
+    queryset = Emission.objects.for_org(org)
+    in_database = "".join(csv_lines(queryset, as_text=True))
+    assert in_database == "".join(csv_lines(queryset, as_text=False))
+    row = dict(zip(COLUMNS, list(csv.reader(io.StringIO(in_database)))[1], strict=True))
+    assert (row["supplier_external_id"], row["supplier_name"]) == ("ERP-1", "A-1 Steel = best @ price")
+    assert row["data_quality_score"] == "-1.0"
+    assert "'" not in in_database
+
+
+def test_options_answers_json_metadata_like_other_endpoints(api):
+    response = api.options(URL)
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    data = response.json()
+    assert data["renders"] == ["text/csv"]
+    assert set(data) == set(api.options(reverse("emission-list")).json())
 
 
 @pytest.mark.parametrize(("param", "value"), [("category", "16"), ("supplier", "1.5"), ("period_from", "soon")])

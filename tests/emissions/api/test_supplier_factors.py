@@ -116,6 +116,27 @@ def test_create_validation(api, supplier, overrides, field):
     assert not EmissionFactor.objects.filter(supplier=supplier).exists()
 
 
+def test_unknown_fields_are_a_400_naming_them(api, supplier):
+    response = api.post(factors_url(supplier), widget_body(co2e="1.85", basis_year=2024), format="json")
+    assert response.status_code == 400
+    assert response.json() == {"co2e": ["Unknown field."], "basis_year": ["Unknown field."]}
+    assert not EmissionFactor.objects.filter(supplier=supplier).exists()
+
+
+@pytest.mark.parametrize("field", ["activity", "dataset_version"])
+def test_exported_text_a_spreadsheet_would_run_is_refused(api, supplier, field):
+    response = api.post(factors_url(supplier), widget_body(**{field: "=1+1"}), format="json")
+    assert response.status_code == 400
+    assert list(response.json()) == [field]
+
+
+@pytest.mark.parametrize("value", ["1_000", "\u0661"])
+def test_a_number_in_an_unexpected_spelling_is_refused(api, supplier, value):
+    response = api.post(factors_url(supplier), widget_body(co2e_per_unit=value, gases={"CO2": value}), format="json")
+    assert response.status_code == 400
+    assert set(response.json()) == {"co2e_per_unit", "gases"}
+
+
 def test_duplicate_activity_is_400_naming_it(api, supplier):
     assert api.post(factors_url(supplier), widget_body(activity="steel:coil"), format="json").status_code == 201
     response = api.post(factors_url(supplier), widget_body(activity="steel:coil"), format="json")

@@ -30,11 +30,49 @@ def test_create(api, org):
     assert supplier.naics == "331110"
 
 
-def test_create_ignores_organization_in_body(api, org, other_org):
+def test_create_refuses_organization_in_body(api, org, other_org):
     body = {"external_id": "ERP-1", "name": "X", "organization": other_org.pk}
     response = api.post(LIST, body, format="json")
-    assert response.status_code == 201
-    assert Supplier.objects.get(pk=response.json()["id"]).organization == org
+    assert response.status_code == 400
+    assert response.json() == {"organization": ["Unknown field."]}
+    assert not Supplier.objects.exists()
+
+
+def test_unknown_fields_are_a_400_naming_them(api, org):
+    supplier = SupplierFactory(organization=org, name="Before")
+    response = api.post(LIST, {"external_id": "E", "name": "X", "nmae": "Y", "vat": "1"}, format="json")
+    assert response.status_code == 400
+    assert response.json() == {"nmae": ["Unknown field."], "vat": ["Unknown field."]}
+    response = api.patch(detail(supplier.pk), {"nmae": "After"}, format="json")
+    assert response.status_code == 400
+    assert response.json() == {"nmae": ["Unknown field."]}
+    supplier.refresh_from_db()
+    assert supplier.name == "Before"
+
+
+def test_read_only_fields_sent_back_are_accepted_and_ignored(api, org):
+    supplier = SupplierFactory(organization=org, name="Before")
+    read = api.get(detail(supplier.pk)).json()
+    response = api.patch(detail(supplier.pk), {**read, "id": supplier.pk + 1000, "name": "After"}, format="json")
+    assert response.status_code == 200, response.json()
+    assert response.json()["id"] == supplier.pk
+    supplier.refresh_from_db()
+    assert supplier.name == "After"
+
+
+@pytest.mark.parametrize("field", ["external_id", "name"])
+@pytest.mark.parametrize("text", ['=HYPERLINK("http://evil","x")', "+1", "-1+1", "@SUM(A1)", "\t=1"])
+def test_text_a_spreadsheet_would_run_is_refused(api, org, field, text):
+    body = {"external_id": "ERP-1", "name": "X", field: text}
+    response = api.post(LIST, body, format="json")
+    assert response.status_code == 400
+    assert list(response.json()) == [field]
+    assert "Must not start with" in response.json()[field][0]
+    supplier = SupplierFactory(organization=org)
+    response = api.patch(detail(supplier.pk), {field: text}, format="json")
+    assert response.status_code == 400
+    assert list(response.json()) == [field]
+    assert Supplier.objects.count() == 1
 
 
 @pytest.mark.parametrize(

@@ -159,6 +159,56 @@ def test_extra_cells_are_a_row_error(tmp_path, org, factors):
         run(path)
 
 
+@pytest.mark.parametrize("supplier_cell", ["", ","])
+def test_a_row_shorter_than_the_header_is_a_row_error(tmp_path, org, factors, supplier_cell):
+    # Without the supplier_external_id cell, or with it but without the period's two.
+    path = write_csv(tmp_path / "a.csv", [electricity_row()])
+    path.write_text(path.read_text() + f"3,activity,desnz:7_400_4000_5,1,MWh{supplier_cell}\r\n")
+    missing = 3 if not supplier_cell else 2
+    with pytest.raises(CommandError) as exc:
+        run(path)
+    message = str(exc.value)
+    assert f"line 3: (row): {missing} fewer cell(s) than the header has columns." in message
+    assert "nothing was written" in message
+    assert not ActivityRecord.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line"),
+    [
+        # Line 3 opens a quote that never closes: the rest of the file would be one cell.
+        (b"2025-01-31\r\n3,", b'2025-01-31\r\n"3,', 3),
+        # The last cell of line 2 opens one: lines 3 and 4 would be its text.
+        (b",2025-01-31\r\n", b',"2025-01-31\r\n', 2),
+    ],
+)
+def test_an_unterminated_quote_names_its_line_and_writes_nothing(tmp_path, org, factors, old, new, line):
+    path = write_csv(tmp_path / "a.csv", [electricity_row(), electricity_row(), electricity_row()])
+    path.write_bytes(path.read_bytes().replace(old, new, 1))
+    with pytest.raises(CommandError) as exc:
+        run(path, "--batch-size", "1")
+    message = str(exc.value)
+    assert f"line {line}: a quoted cell is not closed" in message
+    assert "Nothing was written." in message
+    assert not ActivityRecord.objects.exists()
+
+
+@pytest.mark.parametrize("text", ["=1+1", "+1", "-1+1", "@SUM(A1)", "-"])
+def test_external_ref_a_spreadsheet_would_run_is_a_row_error(tmp_path, org, factors, text):
+    header = [*HEADER, "external_ref"]
+    rows = [{**electricity_row(), "external_ref": "INV-1"}, {**electricity_row(), "external_ref": text}]
+    with pytest.raises(CommandError) as exc:
+        run(write_csv(tmp_path / "a.csv", rows, header=header))
+    assert "line 3: external_ref: Must not start with" in str(exc.value)
+    assert not ActivityRecord.objects.exists()
+
+
+def test_an_amount_with_underscores_is_a_row_error(tmp_path, org, factors):
+    with pytest.raises(CommandError, match=r"line 2: amount: A valid number is required\."):
+        run(write_csv(tmp_path / "a.csv", [electricity_row(amount="1_000")]))
+    assert not ActivityRecord.objects.exists()
+
+
 def test_unknown_org_and_missing_file(tmp_path, org):
     path = write_csv(tmp_path / "a.csv", [electricity_row()])
     with pytest.raises(CommandError, match="No organization with slug 'nope'"):
