@@ -185,8 +185,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # at the start of each request. On by default with the pool: after PostgreSQL restarts, every pooled connection
     # is dead, and each would otherwise fail the request that drew it.
     _db["CONN_HEALTH_CHECKS"] = env.bool("DB_CONN_HEALTH_CHECKS", default="pool" in _db_options)
-# While the last attempt to connect to PostgreSQL failed, a request waits this many seconds for a connection (time
-# for one more attempt), not DB_POOL_TIMEOUT, then gets 503 + Retry-After (perf.postgresql.base, perf.errors).
+# A request waiting for a database connection looks this often (seconds) whether PostgreSQL's last connection attempt
+# failed; if so it gives up (503 + Retry-After) instead of waiting out DB_POOL_TIMEOUT (perf.postgresql.base,
+# perf.errors). A slice is time for one connection attempt, which the pool makes at once for a waiting request.
 DB_UNREACHABLE_WAIT: float = env.float("DB_UNREACHABLE_WAIT", default=1.0)
 
 # Admission control and cooperative scheduling (perf.admission, docs/capacity.md), per worker process.

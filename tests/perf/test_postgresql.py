@@ -17,6 +17,7 @@ import pytest
 from django.conf import settings
 from django.db import OperationalError, connection, connections
 from django.db.utils import load_backend
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from perf.postgresql.base import REACHABILITY, DatabaseUnreachable, server_key
 
@@ -56,17 +57,18 @@ def make_wrapper() -> Iterator[Callable[..., Any]]:
     REACHABILITY.reset()
 
 
-def record_getconn(pool: Any) -> list[float | None]:
-    """The ``timeout`` of every ``getconn`` call on ``pool`` (None: the pool's own, DB_POOL_TIMEOUT)."""
-    timeouts: list[float | None] = []
-    getconn = pool.getconn
+@pytest.fixture
+def checkout_waits(monkeypatch) -> list[float | None]:
+    """The ``timeout`` of every wait for a pooled connection (psycopg_pool's ``getconn``; None: the pool's own)."""
+    waits: list[float | None] = []
+    getconn = ConnectionPool.getconn
 
-    def recording(timeout: float | None = None) -> Any:
-        timeouts.append(timeout)
-        return getconn(timeout)
+    def recording(self: Any, timeout: float | None = None) -> Any:
+        waits.append(timeout)
+        return getconn(self, timeout)
 
-    pool.getconn = recording
-    return timeouts
+    monkeypatch.setattr(ConnectionPool, "getconn", recording)
+    return waits
 
 
 def test_pooled_connections_are_checked_on_checkout():
@@ -76,34 +78,41 @@ def test_pooled_connections_are_checked_on_checkout():
 
 
 @pytest.mark.django_db
-def test_an_unreachable_server_fails_within_the_short_wait_not_the_pool_timeout(make_wrapper, settings):
-    port = closed_port()
-    # A pool timeout no request should ever wait here: only DB_UNREACHABLE_WAIT may be waited for.
-    wrapper = make_wrapper("unreachable", port=port, timeout=300.0, min_size=1, max_size=2)
-    pool = wrapper.pool
-    pool.open()  # its first connection attempt is refused
-    key = server_key(wrapper.get_connection_params())
-    deadline = time.monotonic() + 30
-    while REACHABILITY.unreachable(key) is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert REACHABILITY.unreachable(key) is not None, "the refused attempt was not recorded"
-
-    timeouts = record_getconn(pool)
+def test_an_unreachable_server_fails_after_one_short_wait_not_the_pool_timeout(make_wrapper, checkout_waits, settings):
+    settings.DB_UNREACHABLE_WAIT = 0.5
+    # A pool timeout no request should wait here: only DB_UNREACHABLE_WAIT may be waited for.
+    wrapper = make_wrapper("unreachable", port=closed_port(), timeout=20.0, min_size=1, max_size=2)
     with pytest.raises(OperationalError) as raised:
-        wrapper.ensure_connection()
-    assert isinstance(raised.value.__cause__, DatabaseUnreachable)
+        wrapper.ensure_connection()  # the first request: the pool opens, its first attempt is refused
+    assert isinstance(raised.value.__cause__, DatabaseUnreachable), repr(raised.value.__cause__)
     assert "unreachable" in str(raised.value)
-    assert timeouts == [settings.DB_UNREACHABLE_WAIT]
+    # The checkout waited one slice and gave up: the refused attempt told it the server is unreachable.
+    assert checkout_waits[-1:] == [0.5] and None not in checkout_waits
+    assert REACHABILITY.unreachable(server_key(wrapper.get_connection_params())) is not None
+
+    checkout_waits.clear()
+    with pytest.raises(OperationalError) as raised:
+        wrapper.ensure_connection()  # every request after it, alike
+    assert isinstance(raised.value.__cause__, DatabaseUnreachable)
+    assert checkout_waits == [0.5]
 
 
 @pytest.mark.django_db
-def test_a_busy_pool_still_waits_its_timeout(make_wrapper):
-    # The server answers; a checkout waits the pool's timeout (FIFO) whatever the other server's state.
-    REACHABILITY.failed(("elsewhere", "5432"), OSError("refused"))
-    wrapper = make_wrapper("busy", min_size=0, max_size=1)
-    timeouts = record_getconn(wrapper.pool)
-    wrapper.ensure_connection()
-    assert timeouts == [None]
+def test_a_busy_pool_waits_its_whole_timeout_and_says_busy(make_wrapper, checkout_waits, settings):
+    settings.DB_UNREACHABLE_WAIT = 0.1
+    wrapper = make_wrapper("busy", min_size=0, max_size=1, timeout=0.35)
+    pool = wrapper.pool
+    pool.open()
+    held = pool.getconn(timeout=5)  # the pool's only connection, in use by another request
+    try:
+        checkout_waits.clear()
+        with pytest.raises(OperationalError) as raised:
+            wrapper.ensure_connection()
+    finally:
+        pool.putconn(held)
+    assert isinstance(raised.value.__cause__, PoolTimeout), repr(raised.value.__cause__)
+    # Slices of DB_UNREACHABLE_WAIT, one after another, until the pool's timeout was spent.
+    assert len(checkout_waits) >= 3 and all(wait is not None and wait <= 0.1 for wait in checkout_waits)
 
 
 @pytest.mark.django_db

@@ -58,15 +58,7 @@ def test_check_deploy_is_clean_with_the_documented_production_settings(tmp_path)
 
 
 def test_the_production_settings_are_read_from_the_environment(load_settings):  # noqa: F811
-    module = load_settings(
-        SECURE_HSTS_SECONDS="31536000",
-        SECURE_HSTS_INCLUDE_SUBDOMAINS="1",
-        SECURE_HSTS_PRELOAD="1",
-        SECURE_SSL_REDIRECT="1",
-        SECURE_PROXY_SSL_HEADER="X-Forwarded-Proto,https",
-        SESSION_COOKIE_SECURE="1",
-        CSRF_COOKIE_SECURE="1",
-    )
+    module = load_settings(**readme_production_env())
     assert module.SECURE_HSTS_SECONDS == 31536000
     assert module.SECURE_HSTS_INCLUDE_SUBDOMAINS and module.SECURE_HSTS_PRELOAD and module.SECURE_SSL_REDIRECT
     assert module.SECURE_PROXY_SSL_HEADER == ("HTTP_X_FORWARDED_PROTO", "https")

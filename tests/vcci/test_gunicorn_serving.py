@@ -625,3 +625,22 @@ def test_each_server_has_its_own_control_socket(start_server, tmp_path, request)
         )
         assert reply.returncode == 0, reply.stdout + reply.stderr
         assert server.url.removeprefix("http://") in reply.stdout, reply.stdout
+
+
+# -- PostgreSQL unreachable ----------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_postgresql_unreachable_the_api_answers_a_json_503_with_retry_after(start_server):
+    with socket.socket() as sock:  # a local port nothing listens on: connections are refused
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    server = start_server(workers=1, DATABASE_URL=f"postgres://postgres@127.0.0.1:{closed}/vcci", DB_POOL_TIMEOUT="30")
+    for _ in range(2):  # the first request (the pool opens) and the next, alike
+        request = urllib.request.Request(f"{server.url}/api/v1/suppliers/", headers={"Authorization": "Token x"})
+        with pytest.raises(urllib.error.HTTPError) as raised:
+            urllib.request.urlopen(request, timeout=20)  # less than the pool's 30 s: it must not be waited for
+        assert raised.value.code == 503
+        assert raised.value.headers["Content-Type"].startswith("application/json")
+        assert raised.value.headers["Retry-After"] == "1"
+        assert "unreachable" in json.loads(raised.value.read())["detail"]
