@@ -103,12 +103,16 @@ def pool_options(
     min_size: int | None = None,
     max_size: int | None = None,
     timeout: float = 10.0,
+    reconnect_timeout: float = 1.0,
 ) -> dict[str, Any]:
     """``DATABASES[...]["OPTIONS"]["pool"]`` for psycopg_pool's ``ConnectionPool``.
 
     ``max_size`` defaults to ``pool_size_for(...)``; an explicit value above that budget is
     refused, because ``workers`` such pools could exhaust PostgreSQL's ``max_connections``.
     ``min_size`` defaults to 2 (capped at ``max_size``): connections kept warm per process.
+    ``reconnect_timeout``: how long the pool retries one failed connection attempt (its delays double from 1 s)
+    before giving it up. Short, so that after an outage the next request's demand starts a fresh attempt at once
+    instead of waiting for a retry scheduled up to minutes ahead (psycopg_pool's default keeps trying for 300 s).
     """
     budget = pool_size_for(
         workers=workers, worker_connections=worker_connections, max_connections=max_connections, reserve=reserve
@@ -128,7 +132,17 @@ def pool_options(
         raise PoolConfigError(f"DB_POOL_MIN_SIZE must be between 0 and DB_POOL_MAX_SIZE ({max_size}); got {min_size}.")
     if timeout <= 0:
         raise PoolConfigError(f"DB_POOL_TIMEOUT must be a positive number of seconds; got {timeout}.")
-    return {"min_size": min_size, "max_size": max_size, "timeout": timeout, "name": "vcci"}
+    if reconnect_timeout <= 0:
+        raise PoolConfigError(
+            f"DB_POOL_RECONNECT_TIMEOUT must be a positive number of seconds; got {reconnect_timeout}."
+        )
+    return {
+        "min_size": min_size,
+        "max_size": max_size,
+        "timeout": timeout,
+        "reconnect_timeout": reconnect_timeout,
+        "name": "vcci",
+    }
 
 
 # The keys of pool_stats(), as psycopg_pool names them (psycopg_pool/base.py, BasePool._POOL_*, ...).

@@ -52,7 +52,7 @@ SETUP_HELP = "README, 'Two commands on a fresh machine' and 'Emission-factor dat
 def pytest_configure(config: pytest.Config) -> None:
     """Check the settings, which needs no running service: a wrong one stops the run before collection."""
     engine = settings.DATABASES["default"]["ENGINE"]
-    if engine != "django.db.backends.postgresql":
+    if engine not in ("django.db.backends.postgresql", "perf.postgresql"):
         raise pytest.UsageError(f"The test suite needs PostgreSQL (DATABASE_URL); got {engine}.")
     if not settings.CACHES["default"]["BACKEND"].startswith("django_redis"):
         raise pytest.UsageError("The test suite needs Redis (REDIS_URL).")

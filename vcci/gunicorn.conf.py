@@ -16,6 +16,9 @@ Every knob comes from the environment so that one file serves a laptop and a con
     GUNICORN_BULK_WORKERS        1          processes of the bulk pool (0: no bulk pool, bulk requests served here)
     GUNICORN_BULK_NICE           10         how much lower the bulk pool's CPU priority is (nice(2) increment)
     PROMETHEUS_MULTIPROC_DIR     <tmp>/vcci-prometheus-<uid>-<bind>   metrics files of every worker
+    GUNICORN_CONTROL_SOCKET      <tmp>/vcci-gunicorn-<uid>-<bind>/control.sock   the master's control socket
+                                            (gunicornc -s PATH); "off" for none
+    GUNICORN_SERVER_HEADER       vcci       the Server response header's value, instead of "gunicorn"
 
 Why gevent, and why it is safe with Django + psycopg 3
 -------------------------------------------------------
@@ -90,6 +93,21 @@ inherited) and relay the answers; the pool admits as many at once as all workers
 is killed). While it is unreachable the workers serve bulk requests themselves. It writes its metrics to
 the same directory, so ``/metrics`` counts its requests too (once: a forwarded request never reaches the
 forwarding worker's Django), and its access-log lines start with ``bulk``.
+
+The control socket and the Server header
+----------------------------------------
+gunicorn (25.1 and later) has its master listen on a control socket for ``gunicornc`` (worker status,
+scaling, reload). Its default path is one per user, ``$XDG_RUNTIME_DIR/gunicorn.ctl`` or
+``~/.gunicorn/gunicorn.ctl``: every master of that user binds the same path, and each one removes the
+socket of the one before, whose ``gunicornc`` then reaches the newest server instead. ``on_starting``
+gives each server its own, ``control.sock`` in a private directory (0700) per user and bind beside the
+metrics directory, unless GUNICORN_CONTROL_SOCKET (or ``--control-socket``) names one; "off" (or
+``--no-control-socket``) disables it. The bulk pool has none: its master is managed by this one.
+
+gunicorn writes ``Server: gunicorn`` on every HTTP/1 response, and has no setting for it (its maintainers
+keep the header). The value is ``gunicorn.http.wsgi.SERVER``, which each response copies when it is built:
+``post_fork`` sets it to GUNICORN_SERVER_HEADER in every worker, so that responses do not name the server
+software (and one less thing identifies its version to a scanner).
 
 Cache warm-up on boot
 ---------------------
@@ -171,6 +189,18 @@ if role == "bulk":
 # gunicorn's logger, but building only the atoms the format names, not one per header and environ key (perf.accesslog).
 logger_class = "perf.accesslog.AccessLogger"
 
+# The master's control socket (see "The control socket and the Server header" above): a path, or "off".
+CONTROL_SOCKET_ENV = "GUNICORN_CONTROL_SOCKET"
+_control_socket = os.environ.get(CONTROL_SOCKET_ENV, "").strip()
+if _control_socket.lower() in ("off", "0", "false", "none"):
+    control_socket_disable = True
+elif _control_socket:
+    control_socket = _control_socket
+# The Server header's value (a product token: RFC 9110 wants one, so it is replaced rather than left empty).
+server_header = os.environ.get("GUNICORN_SERVER_HEADER", "vcci").strip() or "vcci"
+if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+(?:/[!#$%&'*+.^_`|~0-9A-Za-z-]+)?", server_header):
+    raise SystemExit(f"GUNICORN_SERVER_HEADER must be a product token such as 'vcci'; got {server_header!r}")
+
 # Behind a reverse proxy on the same host, trust its X-Forwarded-* headers.
 forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1")
 proc_name = "vcci-bulk" if role == "bulk" else "vcci"
@@ -180,6 +210,37 @@ def _server_dir(kind: str, binds: list[str]) -> str:
     """A directory of this user's server on ``binds`` under the temp dir (one server per bind, so one per server)."""
     name = re.sub(r"[^A-Za-z0-9.]+", "-", "_".join(binds)).strip("-") or "default"
     return os.path.join(tempfile.gettempdir(), f"vcci-{kind}-{os.getuid()}-{name}")
+
+
+def default_control_socket(binds: list[str]) -> str:
+    """The control socket of this user's server on ``binds``, in a directory of its own."""
+    return os.path.join(_server_dir("gunicorn", binds), "control.sock")
+
+
+def configure_control_socket(server: Any) -> str | None:
+    """Master, in ``on_starting`` (before gunicorn opens it): this server's control socket; None when disabled.
+
+    gunicorn's default path is shared by every master of the user; unless one was chosen (environment,
+    ``--control-socket``), the socket goes in this server's private directory.
+    """
+    cfg = server.cfg
+    setting = getattr(cfg, "settings", {}).get("control_socket")
+    if setting is None or cfg.control_socket_disable:  # a gunicorn without the feature, or it is turned off
+        return None
+    if cfg.control_socket == setting.default:
+        path = default_control_socket(list(cfg.bind))
+        _private_dir(
+            os.path.dirname(path), f"{os.path.dirname(path)} belongs to another user; set {CONTROL_SOCKET_ENV}."
+        )
+        cfg.set("control_socket", path)
+    return str(cfg.control_socket)
+
+
+def hide_server_software() -> None:
+    """Worker: responses carry ``Server: <server_header>`` instead of ``Server: gunicorn`` (module docstring)."""
+    from gunicorn.http import wsgi
+
+    wsgi.SERVER = server_header
 
 
 def default_multiproc_dir(binds: list[str]) -> str:
@@ -219,6 +280,8 @@ def on_starting(server: Any) -> None:
     if role == "bulk":
         # Started by the main server's master, which prepared the metrics directory and set everything else.
         return
+    control = configure_control_socket(server)
+    server.log.info("Control socket %s", control or "disabled")
     directory = os.environ.get(MULTIPROC_ENV) or default_multiproc_dir(list(server.cfg.bind))
     removed = prepare_multiproc_dir(directory)
     os.environ[MULTIPROC_ENV] = directory
@@ -322,6 +385,7 @@ def post_fork(server: Any, worker: Any) -> None:
     from perf.wire import install
 
     install()
+    hide_server_software()
 
 
 def child_exit(server: Any, worker: Any) -> None:

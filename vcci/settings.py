@@ -52,6 +52,8 @@ INSTALLED_APPS = [
     "django_countries",
     # Admin login lockout (django-axes): failed logins per username and address, below.
     "axes",
+    # Content-Security-Policy (CONTENT_SECURITY_POLICY below); its system checks catch settings in the 3.x format.
+    "csp",
     "emissions",
     "perf",
     # Prometheus: HTTP metrics from its middleware below; /metrics itself is perf.metrics.metrics_view.
@@ -77,6 +79,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Content-Security-Policy on every response (CONTENT_SECURITY_POLICY below): django-csp's, built once.
+    "perf.security.CSPMiddleware",
     # Sees the resolved view (its per-view counters and latency) and the view's exceptions.
     "django_prometheus.middleware.PrometheusAfterMiddleware",
     # Last, as axes asks: turns a login refused for a lockout into its 429, which the metrics above then count. It
@@ -111,7 +115,12 @@ DATABASES = {
 DB_PGBOUNCER: bool = env.bool("DB_PGBOUNCER", default=False)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     _db = DATABASES["default"]
+    # Django's backend, whose pool fails fast while PostgreSQL is unreachable (perf.postgresql.base).
+    _db["ENGINE"] = "perf.postgresql"
     _db_options = _db.setdefault("OPTIONS", {})
+    # Seconds one connection attempt may take (libpq's connect_timeout; psycopg counts less than 2 as 2). Without
+    # it an unreachable host that drops packets holds the attempt for the kernel's TCP timeout (minutes).
+    _db_options.setdefault("connect_timeout", env.int("DB_CONNECT_TIMEOUT", default=2))
     if DB_PGBOUNCER:
         # PgBouncer in transaction mode hands each transaction to any server connection, so nothing
         # may outlive a transaction: no server-side cursors (QuerySet.iterator() opens one WITH HOLD
@@ -173,12 +182,19 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
                 min_size=env.int("DB_POOL_MIN_SIZE", default=None),
                 max_size=env.int("DB_POOL_MAX_SIZE", default=None),
                 timeout=env.float("DB_POOL_TIMEOUT", default=3.0),
+                reconnect_timeout=env.float("DB_POOL_RECONNECT_TIMEOUT", default=1.0),
             )
         except PoolConfigError as exc:
             raise ImproperlyConfigured(str(exc)) from exc
-    # With the pool, a connection is checked before it is handed out (one round trip); without
-    # it, at the start of each request. Worth it where the database restarts under the app.
-    _db["CONN_HEALTH_CHECKS"] = env.bool("DB_CONN_HEALTH_CHECKS", default=False)
+    # With the pool, a connection is checked before it is handed out (an empty statement, one round trip, which
+    # psycopg_pool's check_connection sends: Django passes it as the pool's ``check`` when this is on); without it,
+    # at the start of each request. On by default with the pool: after PostgreSQL restarts, every pooled connection
+    # is dead, and each would otherwise fail the request that drew it.
+    _db["CONN_HEALTH_CHECKS"] = env.bool("DB_CONN_HEALTH_CHECKS", default="pool" in _db_options)
+# A request waiting for a database connection looks this often (seconds) whether PostgreSQL's last connection attempt
+# failed; if so it gives up (503 + Retry-After) instead of waiting out DB_POOL_TIMEOUT (perf.postgresql.base,
+# perf.errors). A slice is time for one connection attempt, which the pool makes at once for a waiting request.
+DB_UNREACHABLE_WAIT: float = env.float("DB_UNREACHABLE_WAIT", default=1.0)
 
 # Admission control and cooperative scheduling (perf.admission, docs/capacity.md), per worker process.
 # Requests running at once (idle keep-alive connections do not count); the next waits. A request spends most of
@@ -350,6 +366,53 @@ AXES_HTTP_RESPONSE_CODE = 429
 ADMIN_LOGIN_TRUSTED_PROXIES: list[str] = env.list("ADMIN_LOGIN_TRUSTED_PROXIES", default=[])
 AXES_CLIENT_IP_CALLABLE = "perf.admin.login_client_address"
 
+# Production (HTTPS) settings: README, "Production settings", lists them. Each defaults to what works on plain HTTP
+# (make run, tests); `manage.py check --deploy` is clean once the README's production values are set.
+# Behind a TLS-terminating proxy, the header it sets to say the client used HTTPS, as "Header-Name,value"
+# (X-Forwarded-Proto,https): only set it when the proxy always sets or strips that header (Django's docs).
+_proxy_ssl_header: list[str] = env.list("SECURE_PROXY_SSL_HEADER", default=[])
+if _proxy_ssl_header and len(_proxy_ssl_header) != 2:
+    raise ImproperlyConfigured(
+        f"SECURE_PROXY_SSL_HEADER must be 'Header-Name,value' (X-Forwarded-Proto,https); got {_proxy_ssl_header!r}."
+    )
+if _proxy_ssl_header:
+    # Django reads the header from request.META: X-Forwarded-Proto -> HTTP_X_FORWARDED_PROTO.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_ssl_header[0].strip().upper().replace("-", "_"), _proxy_ssl_header[1])
+SECURE_SSL_REDIRECT: bool = env.bool("SECURE_SSL_REDIRECT", default=False)
+# Load balancers and orchestrators probe these over plain HTTP inside the network: never redirected.
+SECURE_REDIRECT_EXEMPT: list[str] = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SECURE_HSTS_SECONDS: int = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS: bool = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD: bool = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SESSION_COOKIE_SECURE: bool = env.bool("SESSION_COOKIE_SECURE", default=False)
+CSRF_COOKIE_SECURE: bool = env.bool("CSRF_COOKIE_SECURE", default=False)
+# Origins (scheme and host) allowed to send unsafe requests with the session's CSRF token, e.g. https://vcci.example.
+CSRF_TRUSTED_ORIGINS: list[str] = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# A CSRF failure under /api/ answers JSON like every other API error (perf.errors).
+CSRF_FAILURE_VIEW = "perf.errors.csrf_failure"
+X_FRAME_OPTIONS = "DENY"
+
+# Content-Security-Policy (django-csp 4: one dict of directives). Scripts only from this origin: the admin has no
+# inline script, and the Swagger UI page loads its start-up script from its own URL (SpectacularSwaggerSplitView in
+# vcci/urls.py). Styles also inline: the admin and both API-docs pages carry <style> blocks and style attributes, and
+# ReDoc injects its styles at run time. data: images are Swagger UI's icons; blob: workers ReDoc's search. The ReDoc
+# page adds Google Fonts, which its template links (vcci/urls.py). Frames: none, like X_FRAME_OPTIONS.
+CONTENT_SECURITY_POLICY: dict[str, Any] = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "worker-src": ["'self'", "blob:"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -363,7 +426,8 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# Where collectstatic writes (WhiteNoise serves from there).
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},

@@ -1,8 +1,9 @@
 """VCCI URL configuration: admin, REST API v1 and its OpenAPI schema, metrics and health endpoints."""
 
+from csp.decorators import csp_update
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 
 from perf.health import healthz, readyz
 from perf.metrics import metrics_view
@@ -12,10 +13,26 @@ urlpatterns = [
     path("api/v1/", include("emissions.api.urls")),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
-    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
+    # Swagger UI's start-up script from its own URL (?script), not inline: the Content-Security-Policy allows
+    # scripts from this origin only (settings.CONTENT_SECURITY_POLICY).
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api-docs"),
+    # drf-spectacular's ReDoc page links Google Fonts' stylesheet, which loads the fonts.
+    path(
+        "api/redoc/",
+        csp_update({"style-src": ["https://fonts.googleapis.com"], "font-src": ["https://fonts.gstatic.com"]})(
+            SpectacularRedocView.as_view(url_name="schema")
+        ),
+        name="api-redoc",
+    ),
     # Operations: Prometheus scrape (allowlist or token, perf.metrics), liveness and readiness (no auth).
     path("metrics", metrics_view, name="metrics"),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
 ]
+
+# What Django answers itself (no pattern matched, a bad Host, an unhandled exception) is JSON under /api/, like
+# every other API error; HTML elsewhere (perf.errors).
+handler400 = "perf.errors.bad_request"
+handler403 = "perf.errors.permission_denied"
+handler404 = "perf.errors.page_not_found"
+handler500 = "perf.errors.server_error"

@@ -96,7 +96,7 @@ def test_worker_concurrency_by_worker_class():
 
 def test_pool_options_defaults():
     options = pool_options(workers=2, worker_connections=100, max_connections=100, reserve=10)
-    assert options == {"min_size": 2, "max_size": 45, "timeout": 10.0, "name": "vcci"}
+    assert options == {"min_size": 2, "max_size": 45, "timeout": 10.0, "reconnect_timeout": 1.0, "name": "vcci"}
 
 
 def test_pool_options_accepts_an_explicit_size_within_the_budget():

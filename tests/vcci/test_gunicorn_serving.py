@@ -13,10 +13,12 @@ import logging
 import os
 import re
 import runpy
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -80,10 +82,13 @@ class Server:
 
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    """``start_server(workers=2, app="vcci.wsgi", wait=True, **env)``: a gunicorn on a free port."""
+    """``start_server(workers=2, app="vcci.wsgi", wait=True, control_socket=False, **env)``: a gunicorn on a free
+    port; with ``control_socket``, its master's control socket as the configuration sets it (else none)."""
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(*, workers: int = 2, app: str = "vcci.wsgi", wait: bool = True, **extra_env: str) -> Server:
+    def start(
+        *, workers: int = 2, app: str = "vcci.wsgi", wait: bool = True, control_socket: bool = False, **extra_env: str
+    ) -> Server:
         port = free_port()
         metrics_dir = tmp_path / f"prometheus-{port}"
         inherited = {key: value for key, value in os.environ.items() if key != "PSYCOPG_WAIT_FUNC"}
@@ -108,9 +113,10 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         }
         log = tmp_path / f"gunicorn-{port}.log"
         with log.open("wb") as out:
-            # --no-control-socket: gunicorn's default control socket path is per user, shared with any other server.
+            # No control socket unless the test is about it: one thing less to start.
+            flags = [] if control_socket else ["--no-control-socket"]
             process = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c", str(CONF), "--no-control-socket", app],
+                [sys.executable, "-m", "gunicorn", "-c", str(CONF), *flags, app],
                 cwd=ROOT,
                 env=env,
                 stdout=out,
@@ -573,3 +579,68 @@ def test_the_bulk_pools_own_configuration(monkeypatch, tmp_path):
 def test_bulk_pool_settings_are_checked(monkeypatch, env, message):
     with pytest.raises(SystemExit, match=message):
         conf(monkeypatch, **env)
+
+
+# -- what the server says about itself; its control socket ----------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_responses_do_not_name_gunicorn(start_server):
+    server = start_server(workers=1)
+    request = urllib.request.Request(f"{server.url}/healthz")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.headers.get_all("Server") == ["vcci"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_each_server_has_its_own_control_socket(start_server, tmp_path, request):
+    # Two servers of one user, as gunicorn would default them: both in the same home, no XDG_RUNTIME_DIR.
+    home = tmp_path / "home"
+    home.mkdir()
+    # A short temp dir of the test's own: a Unix socket's path is limited to 107 bytes.
+    temp = Path(tempfile.mkdtemp(prefix="vcci-ctl-"))
+    request.addfinalizer(lambda: shutil.rmtree(temp, ignore_errors=True))
+    env = {"HOME": str(home), "XDG_RUNTIME_DIR": "", "TMPDIR": str(temp)}
+    servers = [start_server(workers=1, control_socket=True, **env) for _ in range(2)]
+
+    paths = []
+    for server in servers:
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        while not (found := re.search(r"Control socket listening at (\S+)", server.log_text())):
+            assert time.monotonic() < deadline, server.log_text()
+            time.sleep(0.1)
+        paths.append(found.group(1))
+    assert len(set(paths)) == 2, paths
+    for path in paths:
+        assert Path(path).is_socket() and Path(path).parent.parent == temp
+        assert Path(path).parent.stat().st_mode & 0o777 == 0o700
+    assert not (home / ".gunicorn").exists()
+    # Each socket answers for its own master: gunicornc lists that server's address.
+    for path, server in zip(paths, servers, strict=True):
+        reply = subprocess.run(
+            [sys.executable, "-m", "gunicorn.ctl.cli", "-s", path, "-c", "show listeners", "-j"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert reply.returncode == 0, reply.stdout + reply.stderr
+        assert server.url.removeprefix("http://") in reply.stdout, reply.stdout
+
+
+# -- PostgreSQL unreachable ----------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_postgresql_unreachable_the_api_answers_a_json_503_with_retry_after(start_server):
+    with socket.socket() as sock:  # a local port nothing listens on: connections are refused
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    server = start_server(workers=1, DATABASE_URL=f"postgres://postgres@127.0.0.1:{closed}/vcci", DB_POOL_TIMEOUT="30")
+    for _ in range(2):  # the first request (the pool opens) and the next, alike
+        request = urllib.request.Request(f"{server.url}/api/v1/suppliers/", headers={"Authorization": "Token x"})
+        with pytest.raises(urllib.error.HTTPError) as raised:
+            urllib.request.urlopen(request, timeout=20)  # less than the pool's 30 s: it must not be waited for
+        assert raised.value.code == 503
+        assert raised.value.headers["Content-Type"].startswith("application/json")
+        assert raised.value.headers["Retry-After"] == "1"
+        assert "unreachable" in json.loads(raised.value.read())["detail"]

@@ -40,6 +40,10 @@ ENV_KEYS = (
     "DB_STATEMENT_TIMEOUT_MS",
     "DB_RANDOM_PAGE_COST",
     "DB_CONN_HEALTH_CHECKS",
+    "DB_CONNECT_TIMEOUT",
+    "DB_POOL_RECONNECT_TIMEOUT",
+    "DB_UNREACHABLE_WAIT",
+    "SECURE_PROXY_SSL_HEADER",
     "GUNICORN_WORKERS",
     "GUNICORN_WORKER_CLASS",
     "GUNICORN_WORKER_CONNECTIONS",
@@ -69,8 +73,18 @@ def load_settings(monkeypatch):
 def test_default_pool_from_gunicorn_defaults(load_settings):
     database = load_settings().DATABASES["default"]
     # 2 workers, 100 greenlets each, max_connections 100, reserve 10: (100 - 10) // 2 = 45.
-    assert database["OPTIONS"]["pool"] == {"min_size": 2, "max_size": 45, "timeout": 3.0, "name": "vcci"}
+    assert database["OPTIONS"]["pool"] == {
+        "min_size": 2,
+        "max_size": 45,
+        "timeout": 3.0,
+        "reconnect_timeout": 1.0,
+        "name": "vcci",
+    }
     assert database["CONN_MAX_AGE"] == 0
+    # The project's backend (fails fast while PostgreSQL is unreachable); connections checked on checkout.
+    assert database["ENGINE"] == "perf.postgresql"
+    assert database["CONN_HEALTH_CHECKS"] is True
+    assert database["OPTIONS"]["connect_timeout"] == 2
     assert database["OPTIONS"]["options"] == "-c statement_timeout=30000 -c random_page_cost=1.1"
     assert "DISABLE_SERVER_SIDE_CURSORS" not in database
 
@@ -85,7 +99,13 @@ def test_pool_sized_from_the_environment(load_settings):
         DB_STATEMENT_TIMEOUT_MS="5000",
     ).DATABASES["default"]
     # (300 - 20) // 4 = 70, clamped to the 50 greenlets a worker runs.
-    assert database["OPTIONS"]["pool"] == {"min_size": 2, "max_size": 50, "timeout": 3.5, "name": "vcci"}
+    assert database["OPTIONS"]["pool"] == {
+        "min_size": 2,
+        "max_size": 50,
+        "timeout": 3.5,
+        "reconnect_timeout": 1.0,
+        "name": "vcci",
+    }
     assert database["OPTIONS"]["options"] == "-c statement_timeout=5000 -c random_page_cost=1.1"
 
 

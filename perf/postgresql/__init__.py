@@ -1,0 +1,1 @@
+"""Django's PostgreSQL backend with the connection pool failing fast while the server is unreachable (``base``)."""

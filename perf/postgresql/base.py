@@ -1,0 +1,158 @@
+"""Django's PostgreSQL backend (psycopg 3, native pool), telling "database unreachable" from "pool busy".
+
+Django's pool hands a request a connection within ``DB_POOL_TIMEOUT`` seconds or raises ``PoolTimeout``
+(``perf.admission`` answers that 503: the pool is busy). psycopg_pool cannot tell a waiting client that
+its connection attempts fail: while PostgreSQL was down every request waited the whole timeout, then
+failed with a 500. Here the pool's connections are ``TrackedConnection``, which records per server
+whether the last attempt to connect failed (``Reachability``), and the pool is a ``FailFastPool``: a
+checkout waits in slices of ``DB_UNREACHABLE_WAIT`` seconds (time for one connection attempt, which the
+pool starts at once for a waiting request once it gave up its previous one: ``reconnect_timeout`` is
+short, see ``perf.db.pool_options``) and, after a slice, gives up with ``DatabaseUnreachable`` if the last
+attempt failed; the API answers that 503 with ``Retry-After`` (``perf.errors``). While the server answers,
+it waits on, up to ``DB_POOL_TIMEOUT`` in all. The first connection that succeeds ends the unreachable
+state, so the first request after PostgreSQL came back is served.
+
+A request waiting through several slices goes back to the end of the pool's queue after each: only a
+pool busy for longer than a slice reorders its waiters, and admission control keeps a worker's requests
+below its pool size. Connections are checked (an empty statement) as they are handed out when
+``CONN_HEALTH_CHECKS`` is on (the default with the pool, ``DB_CONN_HEALTH_CHECKS``): a connection that
+died with a restarted server is replaced instead of failing the request that drew it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import psycopg
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db.backends.base.base import NO_DB_ALIAS
+from django.db.backends.postgresql import base
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+ServerKey = tuple[str, str]
+
+
+class DatabaseUnreachable(psycopg.OperationalError):
+    """No connection to PostgreSQL could be made: its last connection attempt failed (see the module docstring)."""
+
+
+class Reachability:
+    """Per process: the servers whose most recent connection attempt failed, with that attempt's error."""
+
+    def __init__(self) -> None:
+        self._failed: dict[ServerKey, str] = {}
+        self._lock = threading.Lock()
+
+    def failed(self, key: ServerKey, error: BaseException) -> None:
+        with self._lock:
+            self._failed[key] = f"{type(error).__name__}: {error}".strip()
+
+    def connected(self, key: ServerKey) -> None:
+        with self._lock:
+            self._failed.pop(key, None)
+
+    def unreachable(self, key: ServerKey) -> str | None:
+        """The last connection error of ``key`` while its last attempt failed; None once one succeeded."""
+        return self._failed.get(key)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._failed.clear()
+
+
+REACHABILITY = Reachability()
+
+
+def server_key(params: dict[str, Any]) -> ServerKey:
+    """What identifies a server among connection parameters (psycopg's keywords: host, port)."""
+    return (str(params.get("host") or ""), str(params.get("port") or ""))
+
+
+class TrackedConnection(psycopg.Connection[Any]):
+    """psycopg's connection, recording in ``REACHABILITY`` whether connecting to its server succeeded."""
+
+    @classmethod
+    def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:
+        key = server_key(kwargs)
+        try:
+            connection = super().connect(conninfo, **kwargs)
+        except psycopg.OperationalError as exc:
+            REACHABILITY.failed(key, exc)
+            raise
+        REACHABILITY.connected(key)
+        return connection
+
+
+class FailFastPool(ConnectionPool[Any]):
+    """psycopg_pool's pool whose checkouts give up early while the server is unreachable (module docstring).
+
+    ``unreachable_wait``: the slice a checkout waits before it looks whether the server's last connection
+    attempt failed; it gives up then (``DatabaseUnreachable``), else waits another slice, up to the pool's
+    ``timeout`` in all (then ``PoolTimeout``: the pool is busy). Connections are ``TrackedConnection``.
+    """
+
+    def __init__(self, *args: Any, unreachable_wait: float = 1.0, **kwargs: Any) -> None:
+        kwargs.setdefault("connection_class", TrackedConnection)
+        super().__init__(*args, **kwargs)
+        self.unreachable_wait = unreachable_wait
+
+    def getconn(self, timeout: float | None = None) -> Any:
+        if timeout is not None:  # an explicit wait (readiness checks): the caller's
+            return super().getconn(timeout)
+        server = server_key(self.kwargs if isinstance(self.kwargs, dict) else {})
+        start = time.monotonic()
+        deadline = start + self.timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            wait = min(remaining, self.unreachable_wait)
+            try:
+                return super().getconn(wait)
+            except PoolTimeout:
+                error = REACHABILITY.unreachable(server)
+                if error is None and remaining <= wait:  # the whole timeout spent, the server reachable: busy
+                    raise
+            if error is not None:
+                # Raised outside the except block: not chained to the PoolTimeout, which would read as "pool busy".
+                raise DatabaseUnreachable(
+                    f"PostgreSQL is unreachable (no connection within {time.monotonic() - start:.1f} s;"
+                    f" last error: {error})"
+                )
+            # Reachable as far as is known: a busy pool. Wait on (at the back of the queue) until the deadline.
+
+
+class DatabaseWrapper(base.DatabaseWrapper):
+    """Django's PostgreSQL wrapper whose pool is a ``FailFastPool`` (module docstring)."""
+
+    # Django's (django-stubs does not declare them): the pools by alias, and the pool's configure callback.
+    _connection_pools: ClassVar[dict[str, Any]]
+    _configure_connection: Callable[[Any], None]
+
+    @property
+    def pool(self) -> Any:
+        # Django 5.2's DatabaseWrapper.pool, building a FailFastPool instead of a ConnectionPool.
+        pool_options = self.settings_dict["OPTIONS"].get("pool")
+        if self.alias == NO_DB_ALIAS or not pool_options:
+            return None
+        if self.alias not in self._connection_pools:
+            if self.settings_dict.get("CONN_MAX_AGE", 0) != 0:
+                raise ImproperlyConfigured("Pooling doesn't support persistent connections.")
+            if pool_options is True:
+                pool_options = {}
+            connect_kwargs = self.get_connection_params()
+            # Ensure we run in autocommit, Django properly sets it later on.
+            connect_kwargs["autocommit"] = True
+            pool = FailFastPool(
+                kwargs=connect_kwargs,
+                open=False,  # opened on first use, by get_new_connection()
+                configure=self._configure_connection,
+                check=ConnectionPool.check_connection if self.settings_dict["CONN_HEALTH_CHECKS"] else None,
+                unreachable_wait=float(getattr(settings, "DB_UNREACHABLE_WAIT", 1.0)),
+                **pool_options,
+            )
+            # As Django: with concurrent first uses, the first pool stored wins (none is open yet).
+            self._connection_pools.setdefault(self.alias, pool)
+        return self._connection_pools[self.alias]

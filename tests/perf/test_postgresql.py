@@ -1,0 +1,138 @@
+"""perf.postgresql (the project's PostgreSQL backend): PostgreSQL unreachable fails fast, a pool that is only busy
+waits DB_POOL_TIMEOUT, and pooled connections that died with the server are replaced on checkout.
+
+The shared PostgreSQL is never stopped: "unreachable" is a wrapper whose pool points at a closed port, and a
+"restart" kills the backend of the test's own pooled connection (pg_terminate_backend).
+"""
+
+from __future__ import annotations
+
+import copy
+import socket
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.db import OperationalError, connection, connections
+from django.db.utils import load_backend
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from perf.postgresql.base import REACHABILITY, DatabaseUnreachable, server_key
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (bound, then released): connecting to it is refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def make_wrapper() -> Iterator[Callable[..., Any]]:
+    """``make_wrapper(alias, port=..., **pool)``: a wrapper of the configured backend with a pool of its own."""
+    made: list[Any] = []
+
+    def make(alias: str, *, port: int | None = None, **pool: Any) -> Any:
+        settings_dict = copy.deepcopy(
+            {key: value for key, value in connection.settings_dict.items() if key != "OPTIONS"}
+        )
+        options = {key: value for key, value in connection.settings_dict["OPTIONS"].items() if key != "pool"}
+        settings_dict["OPTIONS"] = {**options, "pool": {**connection.settings_dict["OPTIONS"]["pool"], **pool}}
+        if port is not None:
+            settings_dict["HOST"], settings_dict["PORT"] = "127.0.0.1", str(port)
+        wrapper = load_backend(settings_dict["ENGINE"]).DatabaseWrapper(settings_dict, alias)
+        # Registered: connection_created receivers (django.contrib.postgres's) look the connection up by alias.
+        connections[alias] = wrapper
+        made.append(wrapper)
+        return wrapper
+
+    yield make
+    for wrapper in made:
+        wrapper.close()
+        if wrapper.alias in wrapper._connection_pools:
+            wrapper.close_pool()
+        del connections[wrapper.alias]
+    REACHABILITY.reset()
+
+
+@pytest.fixture
+def checkout_waits(monkeypatch) -> list[float | None]:
+    """The ``timeout`` of every wait for a pooled connection (psycopg_pool's ``getconn``; None: the pool's own)."""
+    waits: list[float | None] = []
+    getconn = ConnectionPool.getconn
+
+    def recording(self: Any, timeout: float | None = None) -> Any:
+        waits.append(timeout)
+        return getconn(self, timeout)
+
+    monkeypatch.setattr(ConnectionPool, "getconn", recording)
+    return waits
+
+
+def test_pooled_connections_are_checked_on_checkout():
+    # Django gives the pool psycopg_pool's check (an empty statement) when CONN_HEALTH_CHECKS is on.
+    assert connection.settings_dict["CONN_HEALTH_CHECKS"] is True
+    assert settings.DATABASES["default"]["OPTIONS"]["connect_timeout"] >= 1
+
+
+@pytest.mark.django_db
+def test_an_unreachable_server_fails_after_one_short_wait_not_the_pool_timeout(make_wrapper, checkout_waits, settings):
+    settings.DB_UNREACHABLE_WAIT = 0.5
+    # A pool timeout no request should wait here: only DB_UNREACHABLE_WAIT may be waited for.
+    wrapper = make_wrapper("unreachable", port=closed_port(), timeout=20.0, min_size=1, max_size=2)
+    with pytest.raises(OperationalError) as raised:
+        wrapper.ensure_connection()  # the first request: the pool opens, its first attempt is refused
+    assert isinstance(raised.value.__cause__, DatabaseUnreachable), repr(raised.value.__cause__)
+    assert "unreachable" in str(raised.value)
+    # The checkout waited one slice and gave up: the refused attempt told it the server is unreachable.
+    assert checkout_waits[-1:] == [0.5] and None not in checkout_waits
+    assert REACHABILITY.unreachable(server_key(wrapper.get_connection_params())) is not None
+
+    checkout_waits.clear()
+    with pytest.raises(OperationalError) as raised:
+        wrapper.ensure_connection()  # every request after it, alike
+    assert isinstance(raised.value.__cause__, DatabaseUnreachable)
+    assert checkout_waits == [0.5]
+
+
+@pytest.mark.django_db
+def test_a_busy_pool_waits_its_whole_timeout_and_says_busy(make_wrapper, checkout_waits, settings):
+    settings.DB_UNREACHABLE_WAIT = 0.1
+    wrapper = make_wrapper("busy", min_size=0, max_size=1, timeout=0.35)
+    pool = wrapper.pool
+    pool.open()
+    held = pool.getconn(timeout=5)  # the pool's only connection, in use by another request
+    try:
+        checkout_waits.clear()
+        with pytest.raises(OperationalError) as raised:
+            wrapper.ensure_connection()
+    finally:
+        pool.putconn(held)
+    assert isinstance(raised.value.__cause__, PoolTimeout), repr(raised.value.__cause__)
+    # Slices of DB_UNREACHABLE_WAIT, one after another, until the pool's timeout was spent.
+    assert len(checkout_waits) >= 3 and all(wait is not None and wait <= 0.1 for wait in checkout_waits)
+
+
+@pytest.mark.django_db
+def test_a_pooled_connection_killed_by_a_restart_is_replaced_on_checkout(make_wrapper):
+    wrapper = make_wrapper("restarted", min_size=1, max_size=1)
+    with wrapper.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (killed,) = cursor.fetchone()
+    wrapper.close()  # back to the pool, idle, as between two requests
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [killed])
+        assert cursor.fetchone() == (True,)
+        # Wait until the server has ended that backend.
+        for _ in range(500):
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [killed])
+            if cursor.fetchone() == (0,):
+                break
+            time.sleep(0.01)
+
+    with wrapper.cursor() as cursor:  # the next request: no error
+        cursor.execute("SELECT pg_backend_pid()")
+        (pid,) = cursor.fetchone()
+    assert pid != killed
