@@ -7,7 +7,7 @@ as ``make serve`` does (``bench.loadtest.start_server``, production settings) an
 locustfile's mixed load (its default users and think times, ``make loadtest``'s defaults):
 
 - **Redis killed** (SIGKILL) for 15 s, then started again, empty: failed requests;
-- **PostgreSQL restarted** (``pg_ctl restart -m immediate``: a crash, recovered from its WAL) while a writer posts
+- **PostgreSQL restarted** (``pg_ctl stop -m immediate``: a crash; 5 s down; started, recovering from its WAL) while a writer posts
   activity batches with ``Idempotency-Key`` headers, retrying each batch with its key until it is acknowledged:
   failed requests after PostgreSQL is back, seconds to recover, and from the database, acknowledged writes lost
   or duplicated;
@@ -59,6 +59,8 @@ PG_BIN = Path("/usr/lib/postgresql")
 # Seconds of mixed load around each fault: before it (steady state), and after it (recovery).
 LEAD_IN = 20.0
 REDIS_DOWN = 15.0
+# Seconds PostgreSQL stays down between its crash and its restart: long enough for requests to meet no server.
+PG_DOWN = 5.0
 TAIL = 30.0
 WRITER_PREFIX = "rel"
 # An activity every organization can calculate once the factors are imported (DESNZ 2025: UK electricity).
@@ -116,10 +118,12 @@ class PrivatePostgres:
     def start(self) -> None:
         self._run(_pg_tool("pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", self.options, "-w", "start")
 
-    def restart_immediate(self) -> None:
-        """A crash and a restart: no checkpoint, clients cut off, recovery from the WAL."""
+    def restart_immediate(self, down: float) -> None:
+        """A crash, ``down`` seconds without a server, and a restart: no checkpoint, clients cut off, recovery
+        from the WAL."""
         pg_ctl = _pg_tool("pg_ctl")
         self._run(pg_ctl, "-D", str(self.data), "-m", "immediate", "stop")
+        time.sleep(down)
         self._run(pg_ctl, "-D", str(self.data), "-l", str(self.log), "-o", self.options, "-w", "start")
 
     def stop(self) -> None:
@@ -425,9 +429,9 @@ def scenario_postgres(ctx: Context) -> dict[str, Any]:
         writer.start()
         prober.start()
         sleep_until(started + LEAD_IN)
-        say("PostgreSQL: restart -m immediate (a crash, then recovery)")
+        say(f"PostgreSQL: stop -m immediate (a crash), {PG_DOWN:g} s down, start (recovery from the WAL)")
         restarted = time.time()
-        ctx.postgres.restart_immediate()
+        ctx.postgres.restart_immediate(PG_DOWN)
         back = time.time()
         say(f"PostgreSQL: accepting connections again after {back - restarted:.1f} s")
         return {"restarted": restarted, "back": back}
@@ -760,8 +764,9 @@ def render(results: dict[str, Any], options: argparse.Namespace) -> str:
             "",
             "## PostgreSQL restarted under a write load",
             "",
-            f"`pg_ctl restart -m immediate` {LEAD_IN:.0f} s into the run (a crash: no checkpoint, recovery from the "
-            f"WAL); it accepted connections again after {p['down_s']:.1f} s. Failed requests after it was back: "
+            f"`pg_ctl stop -m immediate` {LEAD_IN:.0f} s into the run (a crash: no checkpoint), {PG_DOWN:g} s "
+            f"without a server, then `pg_ctl start` (recovery from the WAL); it accepted connections again "
+            f"{p['down_s']:.1f} s after the crash. Failed requests after it was back: "
             f"{p['failed_after_back']} (locust {p['locust_failed_after_back']}, own clients "
             f"{p['own_failed_after_back']}); while it was down, own clients' failed requests: "
             f"{p['own_failed_during']}. "
