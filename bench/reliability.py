@@ -7,10 +7,10 @@ as ``make serve`` does (``bench.loadtest.start_server``, production settings) an
 locustfile's mixed load (its default users and think times, ``make loadtest``'s defaults):
 
 - **Redis killed** (SIGKILL) for 15 s, then started again, empty: failed requests;
-- **PostgreSQL restarted** (``pg_ctl stop -m immediate``: a crash; 5 s down; started, recovering from its WAL) while a writer posts
-  activity batches with ``Idempotency-Key`` headers, retrying each batch with its key until it is acknowledged:
-  failed requests after PostgreSQL is back, seconds to recover, and from the database, acknowledged writes lost
-  or duplicated;
+- **PostgreSQL restarted** (``pg_ctl stop -m immediate``: a crash; 5 s down; started, recovering from its WAL)
+  while a writer posts activity batches with ``Idempotency-Key`` headers, retrying each batch with its key until
+  it is acknowledged: failed requests after PostgreSQL is back, seconds to recover, and from the database,
+  acknowledged writes lost or duplicated;
 - **a gunicorn worker killed** with SIGKILL: failed requests, seconds until the master has replaced it;
 - **retries across a forced timeout**: batches sent with a client timeout shorter than the write, then retried
   with the same key: rows per batch in the database (must be exactly one set);
