@@ -90,8 +90,9 @@ DRF_CALLER_ONLY = frozenset({AllowAny.has_permission, IsAuthenticated.has_permis
 
 
 def caller_only(has_permission: F) -> F:
-    """Mark a ``has_permission(request, view)`` that reads nothing of the request but ``user`` and ``auth``,
-    nor of the view: this module may then evaluate it on the caller ``CachedAuthentication`` found."""
+    """Mark a ``has_permission(request, view)`` that reads nothing of the request but ``user``, ``auth`` and
+    ``method``, nor of the view: this module may then evaluate it on the caller ``CachedAuthentication`` found
+    (the method is GET). It may refuse by returning False or by raising an ``APIException``."""
     setattr(has_permission, _CALLER_ONLY, True)
     return has_permission
 
@@ -104,12 +105,14 @@ def _is_caller_only(permission: Any) -> bool:
 
 class _Caller:
     """What this module hands to the declared classes instead of DRF's ``Request``: the authenticated
-    caller for permissions and ``caller_organization_id``, the headers and query for negotiation."""
+    caller and the method (always GET here) for permissions and ``caller_organization_id``, the headers and query
+    for negotiation."""
 
-    __slots__ = ("auth", "headers", "query_params", "user")
+    __slots__ = ("auth", "headers", "method", "query_params", "user")
 
     def __init__(self, user: Any, auth: Any, request: HttpRequest) -> None:
         self.user, self.auth, self.headers, self.query_params = user, auth, request.headers, request.GET
+        self.method = "GET"
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -244,7 +247,10 @@ def answer(view: Any, request: HttpRequest, kwargs: dict[str, Any]) -> HttpRespo
     if caller is None:
         return None
     decided = _Caller(*caller, request)
-    if not all(permission.has_permission(decided, view) for permission in policy.permissions):
+    try:
+        if not all(permission.has_permission(decided, view) for permission in policy.permissions):
+            return None
+    except APIException:  # a refusal raised with its own message (PermissionDenied): DRF's to answer
         return None
     try:
         renderer, media_type = policy.negotiator.select_renderer(
