@@ -30,7 +30,13 @@ as DRF does. The decision is made with the view's own classes, through its DRF g
   refusal is DRF's to answer. ``caller_organization_id`` runs on the same caller;
 - negotiation: ``get_content_negotiator().select_renderer`` over ``get_renderers()``: DRF's code
   on the request's ``Accept`` header, ``?format=`` and format suffix;
-- throttles and versioning: a view declaring any goes to DRF (a throttle must see every request);
+- throttles: every one of ``get_throttles()`` must be caller-only (an ``allow_request`` marked ``@caller_only``,
+  as ``perf.throttle.CountedThrottle``'s: it reads the caller, the method, ``META`` and headers, the view's class
+  declarations and a counter shared by every worker, and keeps its outcome on the request). Fresh instances run
+  here on every request this module answers, kept answers included, after negotiation as in DRF; a refusal is
+  DRF's to answer (429), from the outcome kept on the request, so a request is counted once. Any other throttle
+  sends the view to DRF (a throttle must see every request);
+- versioning: a view declaring any goes to DRF;
 - the request cycle: a view class overriding any method of ``APIView`` outside DRF (but
   ``dispatch``, which calls this) goes to DRF, since this module stands in for DRF's ``initial``.
 
@@ -89,17 +95,21 @@ _CALLER_ONLY = "caller_only"
 DRF_CALLER_ONLY = frozenset({AllowAny.has_permission, IsAuthenticated.has_permission, IsAdminUser.has_permission})
 
 
-def caller_only(has_permission: F) -> F:
+def caller_only(method: F) -> F:
     """Mark a ``has_permission(request, view)`` that reads nothing of the request but ``user``, ``auth`` and
     ``method``, nor of the view: this module may then evaluate it on the caller ``CachedAuthentication`` found
-    (the method is GET). It may refuse by returning False or by raising an ``APIException``."""
-    setattr(has_permission, _CALLER_ONLY, True)
-    return has_permission
+    (the method is GET). It may refuse by returning False or by raising an ``APIException``.
+
+    Or a throttle's ``allow_request(request, view)`` that reads nothing of the request but those, ``META`` and
+    ``headers``, of the view only its class's declarations, and whose other state is shared by every worker and
+    keeps each request's outcome on ``request._request`` (``perf.throttle.CountedThrottle``)."""
+    setattr(method, _CALLER_ONLY, True)
+    return method
 
 
-def _is_caller_only(permission: Any) -> bool:
-    # The method the class resolves to: a subclass overriding a marked has_permission is not trusted.
-    method = getattr(type(permission), "has_permission", None)
+def _is_caller_only(instance: Any, name: str = "has_permission") -> bool:
+    # The method the class resolves to: a subclass overriding a marked method is not trusted.
+    method = getattr(type(instance), name, None)
     return method in DRF_CALLER_ONLY or getattr(method, _CALLER_ONLY, False)
 
 
@@ -108,10 +118,12 @@ class _Caller:
     caller and the method (always GET here) for permissions and ``caller_organization_id``, the headers and query
     for negotiation."""
 
-    __slots__ = ("auth", "headers", "method", "query_params", "user")
+    __slots__ = ("META", "_request", "auth", "headers", "method", "query_params", "user")
 
     def __init__(self, user: Any, auth: Any, request: HttpRequest) -> None:
         self.user, self.auth, self.headers, self.query_params = user, auth, request.headers, request.GET
+        # As DRF's Request: the client address for throttles, and the request they keep their outcomes on.
+        self.META, self._request = request.META, request
         self.method = "GET"
 
 
@@ -121,6 +133,7 @@ class _Policy:
 
     authenticator: CachedAuthentication
     permissions: list[Any]
+    throttles: tuple[type, ...]  # instantiated per request, as DRF does: a throttle holds its request's wait
     negotiator: Any
     renderers: list[BaseRenderer]
     headers: dict[str, str]  # what finalize_response adds to a response as _respond leaves it
@@ -165,9 +178,10 @@ def _policy(view: Any) -> _Policy | None:
     policy = None
     authenticators = view.get_authenticators()
     permissions = view.get_permissions()
+    throttles = view.get_throttles()
     if (
         not _own_request_cycle(type(view))
-        and not view.get_throttles()
+        and all(_is_caller_only(throttle, "allow_request") for throttle in throttles)
         and view.versioning_class is None
         and authenticators
         and isinstance(authenticators[0], CachedAuthentication)
@@ -178,7 +192,14 @@ def _policy(view: Any) -> _Policy | None:
         view.headers = view.default_response_headers
         view.finalize_response(None, probe)  # DRF's own: for a plain HttpResponse it reads only view.headers
         added = {name: value for name, value in probe.items() if before.get(name) != value}
-        policy = _Policy(authenticators[0], permissions, view.get_content_negotiator(), view.get_renderers(), added)
+        policy = _Policy(
+            authenticators[0],
+            permissions,
+            tuple(type(throttle) for throttle in throttles),
+            view.get_content_negotiator(),
+            view.get_renderers(),
+            added,
+        )
     _POLICIES[config] = policy
     return policy
 
@@ -202,6 +223,7 @@ class _Answer:
     versions: tuple[Version, ...]
     key: str
     entry: list[Any]
+    caller: tuple[Any, Any]  # what authenticate_cached found: the throttles run on it at every repeat
 
 
 # First in the shape of a kept answer: no other process-local value of the cache has it.
@@ -238,6 +260,8 @@ def answer(view: Any, request: HttpRequest, kwargs: dict[str, Any]) -> HttpRespo
     if kept is not None and not writing(kept.namespaces):
         versions = cache.versions(kept.namespaces)
         if versions == kept.versions:
+            if not _throttles_allow(policy, _Caller(*kept.caller, request), view):
+                return None
             cache.count_local_hit(kept.namespaces[1:])
             return _reply(view, policy, request, kept.entry, kept.key, versions[1:])
     # The auth version before the caller is read: an answer kept under an older version than the caller was
@@ -258,6 +282,8 @@ def answer(view: Any, request: HttpRequest, kwargs: dict[str, Any]) -> HttpRespo
         )
     except (APIException, Http404):
         return None
+    if not _throttles_allow(policy, decided, view):
+        return None
     if not view.caches(renderer):
         return None
     plan = view._plan(request, view.caller_organization_id(decided), media_type, target)
@@ -269,9 +295,15 @@ def answer(view: Any, request: HttpRequest, kwargs: dict[str, Any]) -> HttpRespo
     entry = cache.get(plan.namespaces, f"response:{key}", versions=versions, count_misses=False)
     if entry is None:
         return None
-    kept = _Answer((GLOBAL_AUTH, *plan.namespaces), (auth_version, *versions), key, entry)
+    kept = _Answer((GLOBAL_AUTH, *plan.namespaces), (auth_version, *versions), key, entry, caller)
     cache.set_local(shape, kept, nbytes=sum(len(part) for part in entry[2:] if part is not None))
     return _reply(view, policy, request, entry, key, versions)
+
+
+def _throttles_allow(policy: _Policy, caller: _Caller, view: Any) -> bool:
+    """Whether every throttle lets the request through (each one counted, as DRF's ``check_throttles`` does)."""
+    allowed = [throttle().allow_request(caller, view) for throttle in policy.throttles]
+    return all(allowed)
 
 
 def _reply(
