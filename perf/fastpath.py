@@ -97,8 +97,9 @@ DRF_CALLER_ONLY = frozenset({AllowAny.has_permission, IsAuthenticated.has_permis
 
 def caller_only(method: F) -> F:
     """Mark a ``has_permission(request, view)`` that reads nothing of the request but ``user``, ``auth`` and
-    ``method``, nor of the view: this module may then evaluate it on the caller ``CachedAuthentication`` found
-    (the method is GET). It may refuse by returning False or by raising an ``APIException``.
+    ``method``, nor of the view but its declarations (the methods it serves): this module may then evaluate it on
+    the caller ``CachedAuthentication`` found (the method is GET, which the view serves). It may refuse by returning
+    False or by raising an ``APIException``.
 
     Or a throttle's ``allow_request(request, view)`` that reads nothing of the request but those, ``META`` and
     ``headers``, of the view only its class's declarations, and whose other state is shared by every worker and

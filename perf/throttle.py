@@ -167,9 +167,10 @@ class _Counters:
                     outcomes.append(None)
                     wanted.append((index, key, limit, lease_size(limit), end))
         if wanted:
-            totals = self._add([(key, lease, end) for _, key, _, lease, end in wanted], now)
+            added = self._add([(key, lease, end) for _, key, _, lease, end in wanted], now)
+            totals: list[int | None] = [None] * len(wanted) if added is None else list(added)
             with self._lock:
-                for (index, key, limit, lease, end), total in zip(wanted, totals or [None] * len(wanted), strict=True):
+                for (index, key, limit, lease, end), total in zip(wanted, totals, strict=True):
                     if total is None:
                         outcomes[index] = ALLOWED
                         continue

@@ -66,14 +66,15 @@ class RoleAllows(BasePermission):
     model: type[Model]
     actions: Mapping[str, str] = METHOD_ACTIONS
 
-    @caller_only  # reads request.user and the request method (a GET on the fast path), nothing of the view
+    @caller_only  # reads request.user, the method (a GET on the fast path) and whether the view serves it
     def has_permission(self, request: Request, view: Any) -> bool:
         user = request.user
         if user.is_superuser:  # as in the admin
             return True
-        action = self.actions.get(request.method or "")
-        if action is None:
-            return True  # a method no role names (TRACE): the view answers it 405
+        method = (request.method or "").lower()
+        action = self.actions.get(method.upper())
+        if action is None or method not in view.http_method_names or not hasattr(view, method):
+            return True  # a method the view does not serve, or no role names (TRACE): the view answers it 405
         codename = f"{action}_{self.model._meta.model_name}"
         role = user.membership.role  # type: ignore[union-attr]
         if codename in ROLE_PERMISSIONS.get(role, frozenset()):

@@ -103,7 +103,7 @@ def test_a_process_takes_leases_and_never_grants_more_than_the_rate() -> None:
         calls.append(1)
         return original(*args, **kwargs)
 
-    redis.pipeline = counting  # type: ignore[method-assign]
+    redis.pipeline = counting
     try:
         grants = [(first if i % 3 else second).count([("s", "caller", 1000, 60)])[0].allowed for i in range(1100)]
     finally:
@@ -139,7 +139,7 @@ class Down:
 
 
 def unavailable() -> float:
-    return UNAVAILABLE._value.get()  # type: ignore[attr-defined]
+    return UNAVAILABLE._value.get()
 
 
 def test_with_redis_down_requests_are_served_and_counted_as_unthrottled(api, org, monkeypatch, settings) -> None:
