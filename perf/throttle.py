@@ -42,7 +42,6 @@ evaluates it on cached GETs and hands a refusal to DRF, which answers 429 from t
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import threading
@@ -61,6 +60,7 @@ from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
 
 from perf.fastpath import caller_only
+from perf.rates import parse_rate
 
 logger = logging.getLogger("vcci.throttle")
 
@@ -84,34 +84,16 @@ class Outcome:
 ALLOWED = Outcome(True, 0.0)  # not counted (no rate, no caller in the scope, Redis down)
 
 
-PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-@functools.lru_cache(maxsize=64)
-def parse_rate(rate: str | None) -> tuple[int, int] | None:
-    """``"100/min"`` -> ``(100, 60)``, DRF's rate syntax (the period by its first letter: ``s``, ``m``, ``h``,
-    ``d``, as ``SimpleRateThrottle.parse_rate``); None (or ``"off"``) for no limit."""
-    if rate is None or rate.strip().lower() in ("", "off", "none"):
-        return None
-    number, _, period = rate.strip().partition("/")
-    try:
-        requests, seconds = int(number), PERIODS[period.strip()[:1]]
-    except (ValueError, KeyError):
-        raise ImproperlyConfigured(
-            f"A throttle rate is <requests>/<s|min|hour|day> (100/min) or off; got {rate!r}."
-        ) from None
-    if requests < 0:
-        raise ImproperlyConfigured(f"A throttle rate's number of requests cannot be negative; got {rate!r}.")
-    return requests, seconds
-
-
 def scope_rate(scope: str) -> tuple[int, int] | None:
     """The ``(requests, seconds)`` of ``scope`` in ``REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]``, read at each call
     (DRF's ``api_settings`` follows ``override_settings``; ``SimpleRateThrottle.THROTTLE_RATES`` would not)."""
     rates = api_settings.DEFAULT_THROTTLE_RATES
     if scope not in rates:
         raise ImproperlyConfigured(f"No throttle rate for scope '{scope}' in REST_FRAMEWORK['DEFAULT_THROTTLE_RATES'].")
-    return parse_rate(rates[scope])
+    try:
+        return parse_rate(rates[scope])
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"Throttle scope '{scope}': {exc}") from None
 
 
 # A worker takes this share of a window's rate at a time (see the module docstring): 1 % of it, so that a rate of

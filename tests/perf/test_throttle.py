@@ -6,14 +6,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 from django.urls import reverse
 from django_redis import get_redis_connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from perf import throttle
-from perf.throttle import UNAVAILABLE, Outcome, _Counters, lease_size, parse_rate
+from perf.throttle import UNAVAILABLE, Outcome, _Counters, lease_size
 from tests.factories import EmissionFactory
 
 pytestmark = pytest.mark.django_db
@@ -31,27 +30,6 @@ class Clock:
 
 def allowed(outcomes: list[Outcome]) -> list[bool]:
     return [outcome.allowed for outcome in outcomes]
-
-
-@pytest.mark.parametrize(
-    ("rate", "parsed"),
-    [
-        ("100/min", (100, 60)),
-        ("5/s", (5, 1)),
-        ("2/hour", (2, 3600)),
-        ("1/day", (1, 86400)),
-        ("off", None),
-        (None, None),
-    ],
-)
-def test_rates_are_drf_syntax_or_off(rate, parsed) -> None:
-    assert parse_rate(rate) == parsed
-
-
-@pytest.mark.parametrize("rate", ["100", "100/week", "many/min", "-1/min"])
-def test_a_bad_rate_names_the_syntax(rate) -> None:
-    with pytest.raises(ImproperlyConfigured, match="rate"):
-        parse_rate(rate)
 
 
 def test_a_window_allows_its_rate_then_refuses_until_it_ends() -> None:
