@@ -15,7 +15,7 @@ preconditions match it, built by the same ``_respond`` as DRF's path, plus what 
 **What it always hands to DRF.** Every other method (HEAD and OPTIONS too); a request whose body the
 cache does not keep (``cache_body``) or a deep page not asked for before in this worker (``kept_on_repeat``),
 at once, before reading the caller; a miss (DRF
-computes and stores); a request DRF would refuse (401, 403, 406, 404 for an unknown format); a rendering
+computes and stores); a request DRF would refuse (401, 403, 406, 404 for an unknown format, 429); a rendering
 the cache does not keep (the browsable API); a transaction that wrote the namespaces or the
 ``auth`` rows; and every request to a view whose declared classes this module cannot evaluate
 as DRF does. The decision is made with the view's own classes, through its DRF getters:
@@ -33,26 +33,29 @@ as DRF does. The decision is made with the view's own classes, through its DRF g
 - throttles: every one of ``get_throttles()`` must be caller-only (an ``allow_request`` marked ``@caller_only``,
   as ``perf.throttle.CountedThrottle``'s: it reads the caller, the method, ``META`` and headers, the view's class
   declarations and a counter shared by every worker, and keeps its outcome on the request). Fresh instances run
-  here on every request this module answers, kept answers included, after negotiation as in DRF; a refusal is
+  here on every request this module answers, kept answers included, once the caller, its permissions and the
+  negotiation have passed (DRF runs them last too, so a request it refuses earlier is never counted); a refusal is
   DRF's to answer (429), from the outcome kept on the request, so a request is counted once. Any other throttle
   sends the view to DRF (a throttle must see every request);
 - versioning: a view declaring any goes to DRF;
 - the request cycle: a view class overriding any method of ``APIView`` outside DRF (but
   ``dispatch``, which calls this) goes to DRF, since this module stands in for DRF's ``initial``.
 
-**Why it is equivalent.** Each decision is DRF's code or the declared class's own method, on the
-same inputs; the key and the body are ``cached_response``'s, so both paths serve the same entries;
-what ``finalize_response`` adds to a plain response depends on the view's configuration only, so
-it is computed by running it once per configuration (``_Policy``, which also keeps the classes'
-instances: the ones evaluated here hold no per-request state). ``tests/perf/test_fastpath.py``
-swaps the classes of every cached view in the URLconf and compares both paths' answers.
+**Why it is equivalent.** Each decision is DRF's code or the declared class's own method, on the same inputs;
+the key and the body are ``cached_response``'s, so both paths serve the same entries; what
+``finalize_response`` adds to a plain response depends on the view's configuration only, so it is computed by
+running it once per configuration (``_Policy``, which also keeps the classes' instances: the ones evaluated
+here hold no per-request state; throttles, which do, are instantiated per request).
+``tests/perf/test_fastpath.py`` swaps the classes of every cached view in the URLconf and compares both paths'
+answers.
 
 **Kept answers.** An answer served here is also kept in this process (``TieredCache.set_local``:
 L1's lifetime and byte budget) under everything its decision read: the view's configuration and
 action, the ``Authorization`` and ``Accept`` headers, scheme, host, path and query. A repeat is
 answered from it while the ``auth`` namespace (the caller's rows, per ``CachedAuthentication``'s
-contract) and the response's namespaces keep the versions it was made under. ``CACHE_FAST_PATH=0``
-switches the module off.
+contract) and the response's namespaces keep the versions it was made under. The throttles are no part of
+what is kept: they run again on every repeat, on the caller the answer keeps (the same while ``auth`` keeps its
+version). ``CACHE_FAST_PATH=0`` switches the module off.
 """
 
 from __future__ import annotations
