@@ -1041,6 +1041,10 @@ class Process:
 def start_server(options: argparse.Namespace, out: Path) -> Process:
     """gunicorn as ``make serve`` runs it (``SERVER_SETTINGS``), on ``--bind``, with the ``GUNICORN_*`` options."""
     extra = {"GUNICORN_BIND": options.bind, "DJANGO_SETTINGS_MODULE": SERVER_SETTINGS}
+    # Hundreds of simulated users share one token per organization: the per-token and per-organization limits
+    # (README, "Limits") would refuse most of them. The environment may still set them (setdefault).
+    for variable in ("THROTTLE_RATE_USER", "THROTTLE_RATE_ORG", "THROTTLE_RATE_BULK"):
+        extra[variable] = os.environ.get(variable, "off")
     for option, variable in (
         ("workers", "GUNICORN_WORKERS"),
         ("worker_class", "GUNICORN_WORKER_CLASS"),

@@ -71,8 +71,12 @@ class Membership(models.Model):
     """Ties a user to the one organization whose data the user may see and change."""
 
     class Role(models.TextChoices):
+        """What the member may do: read (viewer), also record activities (analyst), also change the organization's
+        suppliers and factors (admin). The permissions of each: ``emissions.services.organizations``."""
+
         ADMIN = "admin", "Admin"
         ANALYST = "analyst", "Analyst"
+        VIEWER = "viewer", "Viewer"
 
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="membership")
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="memberships")

@@ -15,7 +15,7 @@ preconditions match it, built by the same ``_respond`` as DRF's path, plus what 
 **What it always hands to DRF.** Every other method (HEAD and OPTIONS too); a request whose body the
 cache does not keep (``cache_body``) or a deep page not asked for before in this worker (``kept_on_repeat``),
 at once, before reading the caller; a miss (DRF
-computes and stores); a request DRF would refuse (401, 403, 406, 404 for an unknown format); a rendering
+computes and stores); a request DRF would refuse (401, 403, 406, 404 for an unknown format, 429); a rendering
 the cache does not keep (the browsable API); a transaction that wrote the namespaces or the
 ``auth`` rows; and every request to a view whose declared classes this module cannot evaluate
 as DRF does. The decision is made with the view's own classes, through its DRF getters:
@@ -30,23 +30,32 @@ as DRF does. The decision is made with the view's own classes, through its DRF g
   refusal is DRF's to answer. ``caller_organization_id`` runs on the same caller;
 - negotiation: ``get_content_negotiator().select_renderer`` over ``get_renderers()``: DRF's code
   on the request's ``Accept`` header, ``?format=`` and format suffix;
-- throttles and versioning: a view declaring any goes to DRF (a throttle must see every request);
+- throttles: every one of ``get_throttles()`` must be caller-only (an ``allow_request`` marked ``@caller_only``,
+  as ``perf.throttle.CountedThrottle``'s: it reads the caller, the method, ``META`` and headers, the view's class
+  declarations and a counter shared by every worker, and keeps its outcome on the request). Fresh instances run
+  here on every request this module answers, kept answers included, once the caller, its permissions and the
+  negotiation have passed (DRF runs them last too, so a request it refuses earlier is never counted); a refusal is
+  DRF's to answer (429), from the outcome kept on the request, so a request is counted once. Any other throttle
+  sends the view to DRF (a throttle must see every request);
+- versioning: a view declaring any goes to DRF;
 - the request cycle: a view class overriding any method of ``APIView`` outside DRF (but
   ``dispatch``, which calls this) goes to DRF, since this module stands in for DRF's ``initial``.
 
-**Why it is equivalent.** Each decision is DRF's code or the declared class's own method, on the
-same inputs; the key and the body are ``cached_response``'s, so both paths serve the same entries;
-what ``finalize_response`` adds to a plain response depends on the view's configuration only, so
-it is computed by running it once per configuration (``_Policy``, which also keeps the classes'
-instances: the ones evaluated here hold no per-request state). ``tests/perf/test_fastpath.py``
-swaps the classes of every cached view in the URLconf and compares both paths' answers.
+**Why it is equivalent.** Each decision is DRF's code or the declared class's own method, on the same inputs;
+the key and the body are ``cached_response``'s, so both paths serve the same entries; what
+``finalize_response`` adds to a plain response depends on the view's configuration only, so it is computed by
+running it once per configuration (``_Policy``, which also keeps the classes' instances: the ones evaluated
+here hold no per-request state; throttles, which do, are instantiated per request).
+``tests/perf/test_fastpath.py`` swaps the classes of every cached view in the URLconf and compares both paths'
+answers.
 
 **Kept answers.** An answer served here is also kept in this process (``TieredCache.set_local``:
 L1's lifetime and byte budget) under everything its decision read: the view's configuration and
 action, the ``Authorization`` and ``Accept`` headers, scheme, host, path and query. A repeat is
 answered from it while the ``auth`` namespace (the caller's rows, per ``CachedAuthentication``'s
-contract) and the response's namespaces keep the versions it was made under. ``CACHE_FAST_PATH=0``
-switches the module off.
+contract) and the response's namespaces keep the versions it was made under. The throttles are no part of
+what is kept: they run again on every repeat, on the caller the answer keeps (the same while ``auth`` keeps its
+version). ``CACHE_FAST_PATH=0`` switches the module off.
 """
 
 from __future__ import annotations
@@ -89,27 +98,37 @@ _CALLER_ONLY = "caller_only"
 DRF_CALLER_ONLY = frozenset({AllowAny.has_permission, IsAuthenticated.has_permission, IsAdminUser.has_permission})
 
 
-def caller_only(has_permission: F) -> F:
-    """Mark a ``has_permission(request, view)`` that reads nothing of the request but ``user`` and ``auth``,
-    nor of the view: this module may then evaluate it on the caller ``CachedAuthentication`` found."""
-    setattr(has_permission, _CALLER_ONLY, True)
-    return has_permission
+def caller_only(method: F) -> F:
+    """Mark a ``has_permission(request, view)`` that reads nothing of the request but ``user``, ``auth`` and
+    ``method``, nor of the view but its declarations (the methods it serves): this module may then evaluate it on
+    the caller ``CachedAuthentication`` found (the method is GET, which the view serves). It may refuse by returning
+    False or by raising an ``APIException``.
+
+    Or a throttle's ``allow_request(request, view)`` that reads nothing of the request but those, ``META`` and
+    ``headers``, of the view only its class's declarations, and whose other state is shared by every worker and
+    keeps each request's outcome on ``request._request`` (``perf.throttle.CountedThrottle``)."""
+    setattr(method, _CALLER_ONLY, True)
+    return method
 
 
-def _is_caller_only(permission: Any) -> bool:
-    # The method the class resolves to: a subclass overriding a marked has_permission is not trusted.
-    method = getattr(type(permission), "has_permission", None)
+def _is_caller_only(instance: Any, name: str = "has_permission") -> bool:
+    # The method the class resolves to: a subclass overriding a marked method is not trusted.
+    method = getattr(type(instance), name, None)
     return method in DRF_CALLER_ONLY or getattr(method, _CALLER_ONLY, False)
 
 
 class _Caller:
     """What this module hands to the declared classes instead of DRF's ``Request``: the authenticated
-    caller for permissions and ``caller_organization_id``, the headers and query for negotiation."""
+    caller and the method (always GET here) for permissions and ``caller_organization_id``, the headers and query
+    for negotiation."""
 
-    __slots__ = ("auth", "headers", "query_params", "user")
+    __slots__ = ("META", "_request", "auth", "headers", "method", "query_params", "user")
 
     def __init__(self, user: Any, auth: Any, request: HttpRequest) -> None:
         self.user, self.auth, self.headers, self.query_params = user, auth, request.headers, request.GET
+        # As DRF's Request: the client address for throttles, and the request they keep their outcomes on.
+        self.META, self._request = request.META, request
+        self.method = "GET"
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -118,6 +137,7 @@ class _Policy:
 
     authenticator: CachedAuthentication
     permissions: list[Any]
+    throttles: tuple[type, ...]  # instantiated per request, as DRF does: a throttle holds its request's wait
     negotiator: Any
     renderers: list[BaseRenderer]
     headers: dict[str, str]  # what finalize_response adds to a response as _respond leaves it
@@ -162,9 +182,10 @@ def _policy(view: Any) -> _Policy | None:
     policy = None
     authenticators = view.get_authenticators()
     permissions = view.get_permissions()
+    throttles = view.get_throttles()
     if (
         not _own_request_cycle(type(view))
-        and not view.get_throttles()
+        and all(_is_caller_only(throttle, "allow_request") for throttle in throttles)
         and view.versioning_class is None
         and authenticators
         and isinstance(authenticators[0], CachedAuthentication)
@@ -175,7 +196,14 @@ def _policy(view: Any) -> _Policy | None:
         view.headers = view.default_response_headers
         view.finalize_response(None, probe)  # DRF's own: for a plain HttpResponse it reads only view.headers
         added = {name: value for name, value in probe.items() if before.get(name) != value}
-        policy = _Policy(authenticators[0], permissions, view.get_content_negotiator(), view.get_renderers(), added)
+        policy = _Policy(
+            authenticators[0],
+            permissions,
+            tuple(type(throttle) for throttle in throttles),
+            view.get_content_negotiator(),
+            view.get_renderers(),
+            added,
+        )
     _POLICIES[config] = policy
     return policy
 
@@ -199,6 +227,7 @@ class _Answer:
     versions: tuple[Version, ...]
     key: str
     entry: list[Any]
+    caller: tuple[Any, Any]  # what authenticate_cached found: the throttles run on it at every repeat
 
 
 # First in the shape of a kept answer: no other process-local value of the cache has it.
@@ -235,6 +264,8 @@ def answer(view: Any, request: HttpRequest, kwargs: dict[str, Any]) -> HttpRespo
     if kept is not None and not writing(kept.namespaces):
         versions = cache.versions(kept.namespaces)
         if versions == kept.versions:
+            if not _throttles_allow(policy, _Caller(*kept.caller, request), view):
+                return None
             cache.count_local_hit(kept.namespaces[1:])
             return _reply(view, policy, request, kept.entry, kept.key, versions[1:])
     # The auth version before the caller is read: an answer kept under an older version than the caller was
@@ -244,13 +275,18 @@ def answer(view: Any, request: HttpRequest, kwargs: dict[str, Any]) -> HttpRespo
     if caller is None:
         return None
     decided = _Caller(*caller, request)
-    if not all(permission.has_permission(decided, view) for permission in policy.permissions):
+    try:
+        if not all(permission.has_permission(decided, view) for permission in policy.permissions):
+            return None
+    except APIException:  # a refusal raised with its own message (PermissionDenied): DRF's to answer
         return None
     try:
         renderer, media_type = policy.negotiator.select_renderer(
             decided, policy.renderers, kwargs.get(api_settings.FORMAT_SUFFIX_KWARG)
         )
     except (APIException, Http404):
+        return None
+    if not _throttles_allow(policy, decided, view):
         return None
     if not view.caches(renderer):
         return None
@@ -263,9 +299,15 @@ def answer(view: Any, request: HttpRequest, kwargs: dict[str, Any]) -> HttpRespo
     entry = cache.get(plan.namespaces, f"response:{key}", versions=versions, count_misses=False)
     if entry is None:
         return None
-    kept = _Answer((GLOBAL_AUTH, *plan.namespaces), (auth_version, *versions), key, entry)
+    kept = _Answer((GLOBAL_AUTH, *plan.namespaces), (auth_version, *versions), key, entry, caller)
     cache.set_local(shape, kept, nbytes=sum(len(part) for part in entry[2:] if part is not None))
     return _reply(view, policy, request, entry, key, versions)
+
+
+def _throttles_allow(policy: _Policy, caller: _Caller, view: Any) -> bool:
+    """Whether every throttle lets the request through (each one counted, as DRF's ``check_throttles`` does)."""
+    allowed = [throttle().allow_request(caller, view) for throttle in policy.throttles]
+    return all(allowed)
 
 
 def _reply(

@@ -42,6 +42,7 @@ from zeal import zeal_context
 
 from emissions.models import EmissionFactor, FactorDataset, Organization
 from perf import cache as perf_cache
+from perf.throttle import counters as throttle_counters
 from tests import published
 from tests.factories import EmissionFactorFactory, FactorDatasetFactory, MembershipFactory, OrganizationFactory
 from tests.helpers import APIClient, Client
@@ -162,12 +163,13 @@ def django_db_setup(_services_reachable: None, django_db_setup: None) -> None:
 @pytest.fixture(autouse=True)
 def _clear_cache(request: pytest.FixtureRequest) -> None:
     """Each test that needs services starts with both cache tiers empty: Redis (its test database)
-    and this process's L1. Pure tests touch neither."""
+    and this process's L1, and so with no request counted by the throttles. Pure tests touch neither."""
     if not needs_services(request.node):
         return
     request.getfixturevalue("_services_reachable")
     cache.clear()
     perf_cache.reset()
+    throttle_counters.reset()  # the leases this process took of the counts just cleared
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from perf.db import PoolConfigError, pool_options, worker_concurrency
+from perf.rates import parse_rate
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -459,6 +460,27 @@ IDEMPOTENCY_KEY_TTL: int = env.int("IDEMPOTENCY_KEY_TTL", default=24 * 3600)
 # per-field cost; off (DRF's serializer and renderer) only to measure what it saves (manage.py bench_serialization).
 LIST_ROWS: bool = env.bool("LIST_ROWS", default=True)
 
+# Request limits (perf.throttle, emissions.api.throttles; README "Limits"): 429 + Retry-After past a scope's rate,
+# counted in Redis and shared by every worker. Each is <requests>/<s|min|hour|day>, or off.
+THROTTLE_RATES: dict[str, str] = {
+    # Per API token: an integration's or a dashboard's own pace.
+    "user": env.str("THROTTLE_RATE_USER", default="1200/min"),
+    # Per organization, every member's token together.
+    "org": env.str("THROTTLE_RATE_ORG", default="6000/min"),
+    # Bulk work per organization (activity lists and calculation batches of 16 KiB or more, CSV exports).
+    "bulk": env.str("THROTTLE_RATE_BULK", default="60/min"),
+    # Unauthenticated requests per client address (the schema and its docs; API endpoints answer 401).
+    "anon": env.str("THROTTLE_RATE_ANON", default="60/min"),
+    # Failed authentications (unknown or malformed token, inactive user) per client address: 429 past it.
+    "auth_failures": env.str("THROTTLE_RATE_AUTH_FAILURES", default="30/min"),
+}
+# A mistyped rate stops the start, naming its variable, rather than failing every request it applies to.
+for _scope, _rate in THROTTLE_RATES.items():
+    try:
+        parse_rate(_rate)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"THROTTLE_RATE_{_scope.upper()}: {exc}") from None
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "emissions.api.authentication.OrgTokenAuthentication",
@@ -480,6 +502,17 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "COERCE_DECIMAL_TO_STRING": True,
     "EXCEPTION_HANDLER": "emissions.api.errors.exception_handler",
+    # Request limits (THROTTLE_RATES above).
+    "DEFAULT_THROTTLE_CLASSES": [
+        "perf.throttle.AnonymousThrottle",
+        "emissions.api.throttles.TokenThrottle",
+        "emissions.api.throttles.OrganizationThrottle",
+        "emissions.api.throttles.BulkThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": THROTTLE_RATES,
+    # Proxies in front whose X-Forwarded-For entry is trusted for the client address: 0 reads REMOTE_ADDR only
+    # (DRF's default, None, would take the whole header, which a client can fill to escape per-address limits).
+    "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
 }
 
 SPECTACULAR_SETTINGS = {

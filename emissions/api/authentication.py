@@ -20,6 +20,7 @@ from emissions.models import Membership, Organization
 from perf import keyset_sql
 from perf.cache import GLOBAL_AUTH, digest, tiered, writing
 from perf.codec import model_from_row
+from perf.throttle import failed_authentication
 
 # What a request needs of the user; the password hash, among others, never enters the cache
 # (the rebuilt user defers the rest and would load it on access).
@@ -122,10 +123,20 @@ class OrgTokenAuthentication(TokenAuthentication):
     deactivated user is refused at once by the worker that made the change and by the others
     within ``CACHE_L1_TTL``. Unknown tokens are not cached (one query each, as without the cache).
     A user without a membership still authenticates and is then refused by ``HasOrganization``.
+    The membership row holds the role (``emissions.api.permissions.RoleAllows``), so a role change (a save of the
+    membership) bumps ``auth`` too. Failed authentications are counted per client address (``authenticate``).
     """
 
     def authenticate(self, request: Request | HttpRequest) -> tuple[Any, Any] | None:
-        return self._authenticate(request, cached_token_row)
+        """DRF's ``authenticate``; a failure is counted per client address (``perf.throttle``), and answered 429
+        instead of 401 once the address is over its limit (DRF checks throttles only after authenticating)."""
+        try:
+            return self._authenticate(request, cached_token_row)
+        except exceptions.AuthenticationFailed:
+            wait = failed_authentication(request)
+            if wait is None:
+                raise
+            raise exceptions.Throttled(wait, detail="Too many failed authentications from your address.") from None
 
     def authenticate_cached(self, request: HttpRequest) -> tuple[Any, Any] | None:
         """``authenticate(request)`` from the cache alone (``perf.fastpath.CachedAuthentication``): None when it

@@ -38,7 +38,7 @@ from emissions import inputs
 from emissions.api import export, idempotency
 from emissions.api import serializers as s
 from emissions.api.filters import ActivityFilter, EmissionFilter, FactorFilter
-from emissions.api.permissions import request_org, request_org_id
+from emissions.api.permissions import request_org, request_org_id, role_permissions
 from emissions.cache import emission_list_namespaces, emission_namespaces, factor_namespaces, supplier_namespaces
 from emissions.calculation import calculate
 from emissions.models import SUMMARY_KEYS, ActivityRecord, Emission, EmissionFactor, EmissionQuerySet, Supplier
@@ -87,6 +87,7 @@ class FactorViewSet(OrgCachedReadMixin, OrgScopedMixin, viewsets.ReadOnlyModelVi
 
     model = EmissionFactor
     cache_resource = "factors"
+    permission_classes = role_permissions(EmissionFactor)
     serializer_class = s.FactorSerializer
     filterset_class = FactorFilter
     pagination_class = KeysetPagination
@@ -116,6 +117,7 @@ class SupplierViewSet(
 
     model = Supplier
     cache_resource = "suppliers"
+    permission_classes = role_permissions(Supplier)
     serializer_class = s.SupplierSerializer
     pagination_class = KeysetPagination
     keyset_ordering = ("name", "id")
@@ -165,6 +167,7 @@ class SupplierFactorViewSet(
     pagination_class = KeysetPagination
     keyset_ordering = ("activity", "id")
     http_method_names = ["get", "post", "delete", "head", "options"]
+    permission_classes = role_permissions(EmissionFactor)
     cache_resource = "suppliers"
 
     def cache_namespaces(self, organization_id: int) -> list[Namespace]:
@@ -223,6 +226,8 @@ class SupplierFactorViewSet(
 class CalculateView(APIView):
     """Calculate one activity; nothing is stored."""
 
+    permission_classes = role_permissions(EmissionFactor, POST="view")  # stores nothing: a read of factors
+
     @extend_schema(
         request=s.CalculationInputSerializer,
         responses={200: s.CalculationResultSerializer, 400: OpenApiResponse(description="{field: [messages]}")},
@@ -254,6 +259,8 @@ BULK_POOL_FAILED = OpenApiResponse(
 @heavy("post", min_body=BULK_BODY_BYTES)
 class CalculateBatchView(APIView):
     """Calculate up to 1,000 activities; each item succeeds or fails on its own, results in input order."""
+
+    permission_classes = role_permissions(EmissionFactor, POST="view")  # stores nothing: a read of factors
 
     @extend_schema(
         request=s.CalculationBatchRequestSerializer,
@@ -333,6 +340,7 @@ class ActivityViewSet(
 
     model = ActivityRecord
     cache_resource = "emissions"
+    permission_classes = role_permissions(ActivityRecord)
     deep_pages_on_repeat = True
     serializer_class = s.ActivitySerializer
     row_computed = s.STORED_RESULT_COMPUTED
@@ -371,6 +379,7 @@ class EmissionViewSet(OrgCachedReadMixin, RowListMixin, OrgScopedMixin, viewsets
 
     model = Emission
     cache_resource = "emissions"
+    permission_classes = role_permissions(Emission)
     deep_pages_on_repeat = True
     cache_query_params = ("format", "group_by")  # group_by: the summary's
     cached_actions = ("list", "retrieve", "summary")
@@ -455,6 +464,7 @@ class EmissionExportView(OrgScopedMixin, GenericAPIView):
 
     model = Emission
     filterset_class = EmissionFilter
+    permission_classes = role_permissions(Emission)
     pagination_class = None
     renderer_classes = [CSVRenderer]
     content_negotiation_class = CSVOnlyNegotiation

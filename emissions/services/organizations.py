@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission, User
 from django.contrib.auth.password_validation import validate_password
@@ -13,21 +16,38 @@ from rest_framework.authtoken.models import Token
 
 from emissions.models import Membership, Organization
 
-# Admin-site permissions per role. Superusers bypass these; org staff get them through a
-# group so that the admin shows them the emissions app at all. What rows they see is
-# decided by the org scoping in emissions.admin, not here.
-_VIEW_ONLY = ["organization", "membership", "emission", "activityrecord", "exchangerate", "priceindex"]
+# Permissions per role: the one table both ways in read. The admin gives them through each role's group
+# (``role_group``); the API checks them on every request (``emissions.api.permissions.RoleAllows``, from the
+# membership its token authentication caches). Superusers bypass both. Which rows a member sees is decided by the
+# organization scoping (emissions.admin, the API's querysets), not here. Activities and emissions are written in the
+# admin by superusers only (its SuperuserWritesMixin), so ``add_activityrecord`` matters to the API alone.
+_VIEWED = [
+    "organization",
+    "membership",
+    "emission",
+    "activityrecord",
+    "exchangerate",
+    "priceindex",
+    "supplier",
+    "factordataset",
+    "emissionfactor",
+]
+_READ = [f"view_{model}" for model in _VIEWED]
+_RECORD = ["add_activityrecord"]  # store activities (and so their emissions)
+_MANAGE = [
+    f"{action}_{model}"
+    for model in ("supplier", "factordataset", "emissionfactor")
+    for action in ("add", "change", "delete")
+]
 _ROLE_PERMISSIONS: dict[str, list[str]] = {
-    Membership.Role.ANALYST: [
-        f"view_{model}" for model in [*_VIEW_ONLY, "supplier", "factordataset", "emissionfactor"]
-    ],
-    Membership.Role.ADMIN: [f"view_{model}" for model in _VIEW_ONLY]
-    + [
-        f"{action}_{model}"
-        for model in ("supplier", "factordataset", "emissionfactor")
-        for action in ("view", "add", "change", "delete")
-    ],
+    Membership.Role.VIEWER: _READ,
+    Membership.Role.ANALYST: [*_READ, *_RECORD],
+    Membership.Role.ADMIN: [*_READ, *_RECORD, *_MANAGE],
 }
+ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = MappingProxyType(
+    {str(role): frozenset(codenames) for role, codenames in _ROLE_PERMISSIONS.items()}
+)
+"""The permission codenames (app ``emissions``, e.g. ``add_supplier``) of each membership role."""
 
 
 class OrgUserError(ValueError):

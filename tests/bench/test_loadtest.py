@@ -562,7 +562,8 @@ def tenant(db: None, monkeypatch: pytest.MonkeyPatch) -> tuple[Organization, str
         "--end-month", "2026-10", stdout=StringIO(), stderr=StringIO(),
     )  # fmt: skip
     org = Organization.objects.get(slug="loadtest-t")
-    _, token = org_user_create(organization=org, username="loadtest-t-client", staff=False)
+    # An admin, as create_org_user makes the load test's users: the supplier scenario writes suppliers.
+    _, token = org_user_create(organization=org, username="loadtest-t-client", role="admin", staff=False)
     monkeypatch.setenv("VCCI_TOKENS", token)
     return org, token
 

@@ -13,17 +13,22 @@ from typing import Any
 import pytest
 from django.test import RequestFactory, override_settings
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django_redis import get_redis_connection
 from rest_framework.authentication import SessionAuthentication
+from rest_framework.authtoken.models import Token
 from rest_framework.permissions import AllowAny, BasePermission, IsAdminUser, IsAuthenticated
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
 from emissions.api.authentication import OrgTokenAuthentication
+from emissions.models import Membership
+from perf import throttle
 from perf.conditional import CachedResponseMixin
-from perf.fastpath import caller_only
-from tests.factories import EmissionFactory, SupplierFactory
-from tests.helpers import unit_of_work
+from perf.fastpath import _is_caller_only, caller_only
+from perf.throttle import CountedThrottle
+from tests.factories import EmissionFactory, MembershipFactory, SupplierFactory
+from tests.helpers import APIClient, unit_of_work
 
 pytestmark = pytest.mark.django_db
 
@@ -61,6 +66,17 @@ class TextRenderer(BaseRenderer):
         return repr(data).encode()
 
 
+class OnePerRun(CountedThrottle):
+    """A counted throttle (caller-only) letting one request of each run through: the path evaluates it, and hands
+    its refusals to DRF, which answers 429 from the outcome the path kept."""
+
+    scope = "fastpath_test"
+    run = 0
+
+    def caller(self, request: Any, view: Any) -> str | None:
+        return f"{request.user.pk}:{OnePerRun.run}"
+
+
 def deny_all(self: APIView, request: Any) -> None:
     self.permission_denied(request, message="This view checks permissions its own way.")
 
@@ -72,6 +88,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "a custom permission": {"permission_classes": [IsAuthenticated, Refuse]},
     "a caller-only custom permission": {"permission_classes": [SuperusersOnly]},
     "a throttle": {"throttle_classes": [FirstRequestOnly]},
+    "a counted throttle": {"throttle_classes": [OnePerRun]},
     "a renderer before JSON": {"renderer_classes": [TextRenderer, JSONRenderer]},
     "JSON only": {"renderer_classes": [JSONRenderer]},
     "SessionAuthentication only": {"authentication_classes": [SessionAuthentication]},
@@ -143,6 +160,7 @@ def reverse_kwargs(name: str) -> set[str]:
 def answers(view: Any, url: str, api: Any) -> list[tuple[Any, ...]]:
     """Three GETs of ``url`` through ``view`` (plain, again, conditional on the first's ETag): status, body, headers."""
     FirstRequestOnly.seen = 0
+    OnePerRun.run += 1
     kwargs = get_resolver().resolve(url.split("?")[0]).kwargs
     results: list[tuple[Any, ...]] = []
     etag = None
@@ -159,10 +177,19 @@ def answers(view: Any, url: str, api: Any) -> list[tuple[Any, ...]]:
     return results
 
 
+@pytest.fixture
+def counted(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``OnePerRun``'s scope at one request a minute, on a clock that stands still (both paths' Retry-After
+    must be the same)."""
+    rates = {**settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], OnePerRun.scope: "1/min"}
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": rates}
+    monkeypatch.setattr(throttle.counters, "clock", lambda: 1_000_000.5)
+
+
 @pytest.mark.parametrize(("name", "view"), ROUTES, ids=[name for name, _ in ROUTES])
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_the_path_answers_as_drf_does_whatever_the_view_declares(
-    api, objects, drf_requests, name, view, variant
+    api, objects, drf_requests, counted, name, view, variant
 ) -> None:
     url = url_for(api, name, view, objects)
     attrs = VARIANTS[variant]
@@ -182,6 +209,25 @@ def test_the_path_answers_as_drf_does_whatever_the_view_declares(
         assert [status for status, _, _ in by_path[True]] == [200, 200, 304]
     elif variant in DECLINED:
         assert len(drf_requests) == 3
+    elif variant == "a counted throttle":
+        assert [status for status, _, _ in by_path[True]] == [200, 429, 429]
+        assert len(drf_requests) == 2  # the path answered the first and handed DRF the refusals
+
+
+def test_the_path_answers_the_declared_throttles_and_a_viewer(org, drf_requests) -> None:
+    """Every cached view declares the default throttles (all caller-only), and a viewer may read: the path answers
+    a repeat, counted."""
+    EmissionFactory.create(organization=org)
+    membership = MembershipFactory.create(organization=org, role=Membership.Role.VIEWER)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=membership.user).key}")
+    for name, view in ROUTES:
+        assert all(_is_caller_only(cls(), "allow_request") for cls in view.cls.throttle_classes), name
+    assert client.get(reverse("emission-list")).status_code == 200
+    drf_requests.clear()
+    assert client.get(reverse("emission-list")).status_code == 200
+    assert drf_requests == []
+    assert get_redis_connection("default").keys(f"vcci:t:user:{membership.user.pk}:*")
 
 
 def test_a_body_the_cache_never_keeps_goes_to_drf_before_the_caller_is_read(api, org, monkeypatch) -> None:

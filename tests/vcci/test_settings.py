@@ -49,6 +49,12 @@ ENV_KEYS = (
     "GUNICORN_WORKER_CONNECTIONS",
     "SLOW_QUERY_MS",
     "DB_METRICS_HEADERS",
+    "THROTTLE_RATE_USER",
+    "THROTTLE_RATE_ORG",
+    "THROTTLE_RATE_BULK",
+    "THROTTLE_RATE_ANON",
+    "THROTTLE_RATE_AUTH_FAILURES",
+    "NUM_PROXIES",
 )
 
 
@@ -246,3 +252,24 @@ def test_pgbouncer_mode_keeps_iterator_off_server_side_cursors(load_settings, mo
         if len(seen) == 1:
             assert (_open_cursors() == 1) is server_side
     assert len(seen) == 3
+
+
+def test_throttle_rates_default_and_from_the_environment(load_settings):
+    rest_framework = load_settings().REST_FRAMEWORK
+    assert rest_framework["DEFAULT_THROTTLE_RATES"] == {
+        "user": "1200/min",
+        "org": "6000/min",
+        "bulk": "60/min",
+        "anon": "60/min",
+        "auth_failures": "30/min",
+    }
+    assert rest_framework["NUM_PROXIES"] == 0
+    configured = load_settings(THROTTLE_RATE_USER="50/s", THROTTLE_RATE_BULK="off", NUM_PROXIES="1").REST_FRAMEWORK
+    assert configured["DEFAULT_THROTTLE_RATES"]["user"] == "50/s"
+    assert configured["DEFAULT_THROTTLE_RATES"]["bulk"] == "off"
+    assert configured["NUM_PROXIES"] == 1
+
+
+def test_a_mistyped_throttle_rate_stops_the_start_naming_its_variable(load_settings):
+    with pytest.raises(ImproperlyConfigured, match="THROTTLE_RATE_ORG: A rate is"):
+        load_settings(THROTTLE_RATE_ORG="100 per minute")

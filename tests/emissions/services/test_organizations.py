@@ -8,7 +8,7 @@ from django.core.exceptions import ValidationError
 from rest_framework.authtoken.models import Token
 
 from emissions.models import Membership, Organization
-from emissions.services.organizations import OrgUserError, org_user_create, organization_get_or_create
+from emissions.services.organizations import ROLE_PERMISSIONS, OrgUserError, org_user_create, organization_get_or_create
 
 pytestmark = pytest.mark.django_db
 User = get_user_model()
@@ -59,6 +59,18 @@ def test_org_user_create_analyst_is_view_only(org):
     assert user.has_perm("emissions.view_supplier")
     assert not user.has_perm("emissions.add_supplier")
     assert not user.has_usable_password()  # no password given: API token only
+
+
+@pytest.mark.parametrize("role", ["viewer", "analyst", "admin"])
+def test_each_role_group_carries_the_role_table(org, role):
+    """The admin's groups and the API read one table (ROLE_PERMISSIONS): a viewer reads, an analyst also records
+    activities, an admin also manages suppliers and factors."""
+    user, _ = org_user_create(organization=org, username=f"{role}-user", role=role)
+    user = User.objects.get(pk=user.pk)
+    assert {perm.split(".")[1] for perm in user.get_all_permissions()} == ROLE_PERMISSIONS[role]
+    assert user.has_perm("emissions.view_emission")
+    assert user.has_perm("emissions.add_activityrecord") == (role != "viewer")
+    assert user.has_perm("emissions.add_supplier") == (role == "admin")
 
 
 def test_org_user_create_superuser(org):
