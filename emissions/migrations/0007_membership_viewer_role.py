@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('emissions', '0005_summary_index_biogenic'),
+        ('emissions', '0006_idempotency_record'),
     ]
 
     operations = [
