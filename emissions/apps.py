@@ -11,6 +11,9 @@ class EmissionsConfig(AppConfig):
         from emissions.cache import connect_signals
         from emissions.runtime import register
 
+        # The OpenAPI field extensions (what the text and decimal fields refuse) register on import.
+        import emissions.api.schema  # noqa: F401
+
         connect_signals()
         # What the runtime layer (perf) needs of the domain: its organizations and its warm-up.
         register()
