@@ -37,6 +37,7 @@ allows is one the API accepts:
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.core.validators import RegexValidator
@@ -98,13 +99,27 @@ STANDARD: dict[str, tuple[str, str, dict[str, Any]]] = {
 # Patterns use [0-9], not \d: a fuzzer reading them as Python regexes would send other scripts' digits, which
 # the number fields refuse (emissions.inputs.PlainDecimalField).
 NO_NUL = r"^[^\u0000]*$"
-NOT_BLANK = r"^\s*[^\s\u0000][^\u0000]*$"
-NO_FORMULA = r"^\s*[^\s\u0000=+\-@][^\u0000]*$"
-BLANK_OR_NO_FORMULA = r"^(?:\s*|\s*[^\s\u0000=+\-@][^\u0000]*)$"
+_CHAR = r"[^\u0000]"
+TRIMMED = "x-trimmed"
+_VISIBLE = r"[^\s\u0000]"
+_NOT_FORMULA = r"[^\s\u0000=+\-@]"
+
+
+def text_pattern(*, max_length: int | None, allow_blank: bool, formula: bool) -> str:
+    """The pattern of what a trimming ``CharField`` accepts: after DRF strips surrounding whitespace, 1 to
+    ``max_length`` characters (or none, with ``allow_blank``), no NUL, and no leading formula character with
+    ``formula``. The length is in the pattern, not in ``maxLength``: surrounding whitespace does not count."""
+    first = _NOT_FORMULA if formula else _VISIBLE
+    if max_length == 1:
+        text = first
+    else:
+        middle = f"{_CHAR}*" if max_length is None else f"{_CHAR}{{0,{max_length - 2}}}"
+        text = f"{first}(?:{middle}{_VISIBLE})?"
+    return rf"^\s*(?:{text})?\s*$" if allow_blank else rf"^\s*{text}\s*$"
 
 
 class TextFieldExtension(OpenApiSerializerFieldExtension):
-    """A writable ``CharField``'s schema with the patterns of what it refuses (module docstring)."""
+    """A writable ``CharField``'s schema with the pattern of what it accepts (``text_pattern``, module docstring)."""
 
     target_class = serializers.CharField
     match_subclasses = True
@@ -116,13 +131,16 @@ class TextFieldExtension(OpenApiSerializerFieldExtension):
             return schema
         if any(isinstance(validator, RegexValidator) for validator in field.validators):
             return schema  # drf-spectacular states the validator's pattern
-        formula = refuse_formula in field.validators
-        if formula:
-            schema["pattern"] = BLANK_OR_NO_FORMULA if field.allow_blank else NO_FORMULA
-        else:
-            schema["pattern"] = NO_NUL if field.allow_blank else NOT_BLANK
-        if not field.allow_blank:
-            schema["minLength"] = max(1, schema.get("minLength", 1))
+        if not field.trim_whitespace:
+            schema["pattern"] = NO_NUL
+            if not field.allow_blank:
+                schema["minLength"] = max(1, schema.get("minLength", 1))
+            return schema
+        schema["pattern"] = text_pattern(
+            max_length=field.max_length, allow_blank=field.allow_blank, formula=refuse_formula in field.validators
+        )
+        # drf-spectacular adds maxLength from the field's validators after this; postprocess drops it (TRIMMED).
+        schema[TRIMMED] = True
         return schema
 
 
@@ -209,6 +227,32 @@ def _bound_parameters(operation: dict[str, Any]) -> None:
             parameter["allowEmptyValue"] = True
 
 
+_BLANK = {"type": "string", "maxLength": 0}
+
+
+def _tidy_text(node: Any) -> None:
+    """For the text fields ``TextFieldExtension`` marked: no ``maxLength``/``minLength`` (surrounding whitespace
+    does not count; the pattern holds the length), and no drf-spectacular ``oneOf: [pattern, blank]`` where the
+    pattern already matches ``""`` (``""`` would match both alternatives and so neither, for ``oneOf``)."""
+    if isinstance(node, list):
+        for child in node:
+            _tidy_text(child)
+        return
+    if not isinstance(node, dict):
+        return
+    alternatives = node.get("oneOf")
+    if isinstance(alternatives, list) and len(alternatives) == 2 and alternatives[1] == _BLANK:
+        inner = alternatives[0]
+        if isinstance(inner, dict) and "pattern" in inner and re.search(inner["pattern"], ""):
+            del node["oneOf"]
+            node.update(inner)
+    if node.pop(TRIMMED, False):
+        node.pop("maxLength", None)
+        node.pop("minLength", None)
+    for child in node.values():
+        _tidy_text(child)
+
+
 def _bound_activity_lists(schemas: dict[str, Any]) -> None:
     """The list form of an activities POST holds 1..MAX_ACTIVITY_ITEMS items (``emissions.inputs.activity_inputs``);
     drf-spectacular cannot read bounds off the ``many=True`` serializer of the view's polymorphic request."""
@@ -223,6 +267,7 @@ def postprocess(result: dict[str, Any], generator: Any, request: Any, public: bo
     schemas[ERROR] = ERROR_SCHEMA
     schemas[VALIDATION_ERROR] = VALIDATION_ERROR_SCHEMA
     _bound_activity_lists(schemas)
+    _tidy_text(schemas)
     result["components"].setdefault("responses", {})["MethodNotAllowed"] = {
         "description": "The path does not answer this method; the Allow header lists those it does.",
         "content": {JSON: {"schema": _ref(ERROR)}},
