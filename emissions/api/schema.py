@@ -101,6 +101,7 @@ STANDARD: dict[str, tuple[str, str, dict[str, Any]]] = {
 NO_NUL = r"^[^\u0000]*$"
 _CHAR = r"[^\u0000]"
 TRIMMED = "x-trimmed"
+AS_TEXT = "x-integer-as-text"
 _VISIBLE = r"[^\s\u0000]"
 _NOT_FORMULA = r"[^\s\u0000=+\-@]"
 
@@ -136,11 +137,17 @@ class TextFieldExtension(OpenApiSerializerFieldExtension):
             if not field.allow_blank:
                 schema["minLength"] = max(1, schema.get("minLength", 1))
             return schema
-        schema["pattern"] = text_pattern(
-            max_length=field.max_length, allow_blank=field.allow_blank, formula=refuse_formula in field.validators
-        )
+        formula = refuse_formula in field.validators
+        schema["pattern"] = text_pattern(max_length=field.max_length, allow_blank=field.allow_blank, formula=formula)
         # drf-spectacular adds maxLength from the field's validators after this; postprocess drops it (TRIMMED).
         schema[TRIMMED] = True
+        # DRF's CharField takes a JSON integer as its decimal text (a fraction is parsed as a Decimal, which it
+        # refuses): the same rules apply to that text (no sign with a formula rule, the length).
+        integer: dict[str, Any] = {"type": "integer"}
+        digits = min(field.max_length or 18, 18)  # bounded to what a client would send as a number
+        integer["maximum"] = 10**digits - 1
+        integer["minimum"] = 0 if formula else -(10 ** (digits - 1) - 1)
+        schema[AS_TEXT] = integer
         return schema
 
 
@@ -249,6 +256,12 @@ def _tidy_text(node: Any) -> None:
     if node.pop(TRIMMED, False):
         node.pop("maxLength", None)
         node.pop("minLength", None)
+    integer = node.pop(AS_TEXT, None)
+    if integer is not None:
+        outer = {key: node.pop(key) for key in list(node) if key in ("description", "readOnly", "writeOnly", "nullable")}
+        text = dict(node)
+        node.clear()
+        node.update(outer, anyOf=[text, integer])
     for child in node.values():
         _tidy_text(child)
 
