@@ -143,10 +143,14 @@ class TextFieldExtension(OpenApiSerializerFieldExtension):
         schema[TRIMMED] = True
         # DRF's CharField takes a JSON integer as its decimal text (a fraction is parsed as a Decimal, which it
         # refuses): the same rules apply to that text (no sign with a formula rule, the length).
+        # Past 18 digits the length bound is left out (a literal of up to 500 digits in the schema); a JSON integer
+        # that long is nobody's text.
         integer: dict[str, Any] = {"type": "integer"}
-        digits = min(field.max_length or 18, 18)  # bounded to what a client would send as a number
-        integer["maximum"] = 10**digits - 1
-        integer["minimum"] = 0 if formula else -(10 ** (digits - 1) - 1)
+        if formula:
+            integer["minimum"] = 0
+        if field.max_length is not None and field.max_length <= 18:
+            integer["maximum"] = 10**field.max_length - 1
+            integer.setdefault("minimum", -(10 ** (field.max_length - 1) - 1))
         schema[AS_TEXT] = integer
         return schema
 
