@@ -25,7 +25,7 @@ from tests.emissions.management.test_seed_demo import factors, seed  # noqa: F40
 from tests.factories import MembershipFactory
 
 CONFIG = Path(__file__).resolve().parents[3] / "schemathesis.toml"
-MAX_EXAMPLES = 10
+MAX_EXAMPLES = 5
 SEED = 20261204
 
 
