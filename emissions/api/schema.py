@@ -79,8 +79,12 @@ STANDARD: dict[str, tuple[str, str, dict[str, Any]]] = {
     "400": ("Invalid input: the body or a query parameter; the error names it.", "either", {}),
     "401": ("No credentials, or an unknown or inactive token.", ERROR, {}),
     "403": ("The credentials are valid but the user may not do this (no organization).", ERROR, {}),
-    "404": ("No such object for the caller's organization (another organization's objects are not found).", ERROR, {}),
-    "406": ("The Accept header names no media type this endpoint answers with (it answers application/json).", ERROR, {}),
+    "404": ("No such object in the caller's organization (another organization's are not found).", ERROR, {}),
+    "406": (
+        "The Accept header names no media type this endpoint answers with (it answers application/json).",
+        ERROR,
+        {},
+    ),
     "409": ("Conflict.", ERROR, {}),
     "413": ("The request body is larger than the server accepts; split it.", ERROR, {}),
     "415": ("The body is not application/json.", ERROR, {}),
@@ -262,7 +266,8 @@ def _tidy_text(node: Any) -> None:
         node.pop("minLength", None)
     integer = node.pop(AS_TEXT, None)
     if integer is not None:
-        outer = {key: node.pop(key) for key in list(node) if key in ("description", "readOnly", "writeOnly", "nullable")}
+        outer_keys = ("description", "readOnly", "writeOnly", "nullable")
+        outer = {key: node.pop(key) for key in list(node) if key in outer_keys}
         text = dict(node)
         node.clear()
         node.update(outer, anyOf=[text, integer])

@@ -144,7 +144,8 @@ def test_ids_limits_and_batches_are_bounded(schema: dict[str, Any]):
     assert (idempotency_key["minLength"], idempotency_key["maxLength"]) == (1, 255)
 
 
-TEXTS = ["", " ", "a", " a ", "=1", " =1", "-ACME", "@x", "a\x00b", "\ta", "x" * 64, " " + "x" * 64, "x" * 65, "\u00e9", 0]
+TEXTS = ["", " ", "a", " a ", "=1", " =1", "-ACME", "@x", "a\x00b", "\ta", "\u00e9", 0, -1, 10**18]
+TEXTS += ["x" * 64, " " + "x" * 64, "x" * 65, "x" * 129]
 
 
 def text_schema_accepts(schema: dict[str, Any], value: Any) -> bool:

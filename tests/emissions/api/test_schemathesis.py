@@ -63,5 +63,5 @@ def test_the_api_conforms_to_its_schema(live_server: Any) -> None:
 
     cases, failures = run_schemathesis(live_server.url, token.key)
 
-    assert failures == [], '\n'.join(failures)
+    assert failures == [], "\n".join(failures)
     assert cases > 500  # every operation was exercised, not skipped
