@@ -48,8 +48,10 @@ def run_schemathesis(url: str, token: str) -> tuple[int, list[str]]:
                     if check.status == Status.FAILURE and check.failure_info is not None:
                         failure = check.failure_info.failure
                         failures.append(f"{event.recorder.label}: {failure.code} {failure.title}")
-        elif isinstance(event, events.NonFatalError | events.FatalError):
-            failures.append(f"{getattr(event, 'label', 'run')}: error {event.info.format()}")
+        elif isinstance(event, events.NonFatalError):
+            failures.append(f"{event.label}: error {event.info.format()}")
+        elif isinstance(event, events.FatalError):
+            failures.append(f"run: error {event.exception!r}")
     return cases, sorted(set(failures))
 
 
