@@ -14,7 +14,8 @@ own description of a status, e.g. a 409 of a delete, is kept; its body schema is
 - every operation: 401 (no or bad token), 403 (no organization), 429 (throttled, ``Retry-After``), 503 (at
   capacity or the database unreachable, ``Retry-After``), and 406 where the client's ``Accept`` is negotiated
   (every JSON endpoint; the CSV export ignores ``Accept``);
-- an operation with a path id: 404 (no such object, another organization's, or an id that is no number);
+- an operation with a path id: 404 (no such object, another organization's, or an id that is no number, which
+  no URL pattern matches: Django's 404, JSON under ``/api/`` by the project's error handlers);
 - an operation with query parameters or a body: 400 (a bad value, naming the parameter or field);
 - an operation with a body: 413 (larger than ``DATA_UPLOAD_MAX_MEMORY_SIZE``) and 415 (not ``application/json``).
 
@@ -28,9 +29,11 @@ empty one (``?method=``) is taken as absent.
 Two field extensions state what DRF's fields refuse and drf-spectacular does not say, so that a value the schema
 allows is one the API accepts:
 
-- ``TextFieldExtension`` (every writable ``CharField``): no NUL character (DRF refuses it in any text), not blank
-  when the field refuses blank text (DRF trims surrounding whitespace first, so whitespace alone is blank), and
-  no leading formula character where the field refuses one (``emissions.inputs.refuse_formula``);
+- ``TextFieldExtension`` (every writable ``CharField``): a pattern for what remains once DRF has trimmed
+  surrounding whitespace: at most ``max_length`` characters (so not ``maxLength``, which would count the
+  whitespace), not blank when the field refuses blank text, no NUL character (DRF refuses it in any text) and no
+  leading formula character where the field refuses one (``emissions.inputs.refuse_formula``); or a JSON integer,
+  which DRF takes as its decimal text;
 - ``DecimalFieldExtension`` (``PlainDecimalField``): a plain decimal with at least one digit and no sign when the
   field's minimum is 0; drf-spectacular's pattern allows ``""``, ``"-"`` and negatives.
 """
@@ -175,8 +178,6 @@ class DecimalFieldExtension(OpenApiSerializerFieldExtension):
         fraction = rf"(?:\.[0-9]{{0,{places}}})?" if places else ""
         only_fraction = rf"|\.[0-9]{{1,{places}}}" if places else ""
         schema["pattern"] = rf"^{sign}(?:[0-9]{{1,{whole}}}{fraction}{only_fraction})$"
-        if field.min_value is not None:
-            schema["description"] = (schema.get("description", "") + f" At least {field.min_value}.").strip()
         return schema
 
 
@@ -190,7 +191,7 @@ def _error_body(shape: str) -> dict[str, Any]:
     return _ref(shape)
 
 
-def _statuses(path: str, operation: dict[str, Any]) -> list[str]:
+def _statuses(operation: dict[str, Any]) -> list[str]:
     """The error statuses ``operation`` can answer (module docstring)."""
     parameters = operation.get("parameters", [])
     statuses = ["401", "403", "429", "503"]
@@ -214,9 +215,9 @@ def _success_media_types(operation: dict[str, Any]) -> set[str]:
     } or {JSON}  # a 204 negotiates its (empty) answer as JSON too
 
 
-def _document_errors(path: str, operation: dict[str, Any]) -> None:
+def _document_errors(operation: dict[str, Any]) -> None:
     responses: dict[str, Any] = operation["responses"]
-    for status in sorted({*_statuses(path, operation), *(s for s in responses if s in STANDARD)}):
+    for status in sorted({*_statuses(operation), *(s for s in responses if s in STANDARD)}):
         description, shape, headers = STANDARD[status]
         response = responses.setdefault(status, {"description": description})
         content = response.setdefault("content", {})
@@ -298,6 +299,6 @@ def postprocess(result: dict[str, Any], generator: Any, request: Any, public: bo
         if not path.startswith(API_PREFIX):
             continue
         for operation in operations.values():
-            _document_errors(path, operation)
+            _document_errors(operation)
             _bound_parameters(operation)
     return result
