@@ -8,6 +8,8 @@ class EmissionsConfig(AppConfig):
     def ready(self) -> None:
         # Saves and deletes outside the services (the admin, a shell) invalidate the cache too. Importing
         # emissions.cache also registers the domain's cache resources with perf.cache.
+        # The OpenAPI field extensions (what the text and decimal fields refuse) register on import.
+        import emissions.api.schema  # noqa: F401
         from emissions.cache import connect_signals
         from emissions.runtime import register
 

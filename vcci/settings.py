@@ -492,13 +492,10 @@ REST_FRAMEWORK = {
     ],
     # DjangoFilterBackend, without building a filter set for a request that names none of its filters (perf.filters).
     "DEFAULT_FILTER_BACKENDS": ["perf.filters.FilterBackend"],
-    # DRF's JSON parser with Decimal numbers, no NaN/Infinity and a nesting limit (emissions.api.parsers); DRF's
-    # form parsers as before.
-    "DEFAULT_PARSER_CLASSES": [
-        "emissions.api.parsers.JSONParser",
-        "rest_framework.parsers.FormParser",
-        "rest_framework.parsers.MultiPartParser",
-    ],
+    # JSON only: DRF's JSON parser with Decimal numbers, no NaN/Infinity and a nesting limit (emissions.api.parsers).
+    # Every body of the API is JSON (batches and gases nest, which forms cannot say), and a form or multipart body
+    # is a 415. The browsable API keeps its raw-data form, which posts JSON; only its HTML form goes.
+    "DEFAULT_PARSER_CLASSES": ["emissions.api.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "COERCE_DECIMAL_TO_STRING": True,
     "EXCEPTION_HANDLER": "emissions.api.errors.exception_handler",
@@ -523,6 +520,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # The error responses every operation can give, and path id bounds (emissions.api.schema).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "emissions.api.schema.postprocess",
+    ],
 }
 
 LOGGING = {

@@ -47,6 +47,12 @@ class IntegerFilter(django_filters.NumberFilter):
 
     field_class = StrictIntegerField
 
+    def __init__(self, *args: Any, min_value: int | None = None, max_value: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, min_value=min_value, max_value=max_value, **kwargs)
+        # The schema states the bounds, so that a value it allows is one the filter accepts.
+        bounds = {key: value for key, value in (("minimum", min_value), ("maximum", max_value)) if value is not None}
+        extend_schema_field({"type": "integer", **bounds})(self)
+
     def get_max_validator(self) -> None:
         # NumberFilter adds a 1e50 bound for decimals; the field's own max_value applies instead.
         return None

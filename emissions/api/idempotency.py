@@ -21,6 +21,7 @@ from rest_framework.views import APIView
 
 from emissions.api.permissions import request_org_id
 from emissions.services.idempotency import (
+    KEY_MAX_LENGTH,
     IdempotencyKeyInProgress,
     IdempotencyKeyInvalid,
     IdempotencyKeyReused,
@@ -38,7 +39,8 @@ IN_PROGRESS_RETRY_AFTER = 1
 # For the operations' OpenAPI description.
 HEADER_PARAMETER = OpenApiParameter(
     HEADER,
-    str,
+    # Printable ASCII (idempotency_key_check); no surrounding spaces, which HTTP strips from a header's value.
+    {"type": "string", "minLength": 1, "maxLength": KEY_MAX_LENGTH, "pattern": r"^[!-~](?:[ -~]*[!-~])?$"},
     location=OpenApiParameter.HEADER,
     required=False,
     description="Makes the request safe to retry (up to 255 printable ASCII characters, unique per request, e.g. a "

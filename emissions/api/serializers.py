@@ -84,6 +84,17 @@ class FactorSerializer(serializers.ModelSerializer):
 # -- suppliers --------------------------------------------------------------------------------
 
 
+@extend_schema_field(
+    {
+        "type": "string",
+        "enum": ["", *(code for code, _ in countries)],
+        "description": "ISO 3166-1 alpha-2 code (any case), or empty",
+    }
+)
+class CountryCodeField(serializers.CharField):
+    """A country code; ``SupplierSerializer.validate_country`` checks it (the schema lists the codes)."""
+
+
 class SupplierSerializer(KnownFieldsSerializer, serializers.ModelSerializer):
     """Supplier fields; ``supplier_create`` / ``supplier_update`` check ``external_id`` uniqueness.
 
@@ -91,7 +102,7 @@ class SupplierSerializer(KnownFieldsSerializer, serializers.ModelSerializer):
     (``emissions.inputs.refuse_formula``).
     """
 
-    country = serializers.CharField(
+    country = CountryCodeField(
         max_length=2, required=False, allow_blank=True, help_text="ISO 3166-1 alpha-2 code, e.g. US"
     )
 
@@ -99,17 +110,11 @@ class SupplierSerializer(KnownFieldsSerializer, serializers.ModelSerializer):
         model = Supplier
         fields = ["id", "external_id", "name", "country", "naics", "created_at", "updated_at"]
         read_only_fields = ["id", "created_at", "updated_at"]
+        # As field validators (not validate_<field>), so that the schema states the rule (emissions.api.schema).
+        extra_kwargs = {"external_id": {"validators": [refuse_formula]}, "name": {"validators": [refuse_formula]}}
         # The (organization, external_id) constraint is left to the service, which maps the database's
         # violation to the same field error race-free (a pre-check here would cost a query and still race).
         validators: list[Any] = []
-
-    def validate_external_id(self, value: str) -> str:
-        refuse_formula(value)
-        return value
-
-    def validate_name(self, value: str) -> str:
-        refuse_formula(value)
-        return value
 
     def validate_country(self, value: str) -> str:
         if value == "":
@@ -205,7 +210,12 @@ class CalculationBatchSerializer(KnownFieldsSerializer):
 class CalculationBatchRequestSerializer(serializers.Serializer):
     """Schema of the batch request body (documentation only)."""
 
-    items = CalculationInputSerializer(many=True, help_text=f"1-{MAX_BATCH_ITEMS} calculation inputs")
+    items = serializers.ListField(
+        child=CalculationInputSerializer(),
+        min_length=1,
+        max_length=MAX_BATCH_ITEMS,
+        help_text=f"1-{MAX_BATCH_ITEMS} calculation inputs",
+    )
 
 
 # -- results (the schema of calculator.shapes.CalculationResultDict) --------------------------------
