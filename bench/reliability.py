@@ -15,7 +15,9 @@ locustfile's mixed load (its default users and think times, ``make loadtest``'s 
 - **retries across a forced timeout**: batches sent with a client timeout shorter than the write, then retried
   with the same key: rows per batch in the database (must be exactly one set);
 - **abuse**: random API tokens and wrong admin passwords from one address, while a legitimate client keeps
-  working: what the attacker gets (401, 429, lockout) and what the client gets.
+  working: what the attacker gets (401, 429, lockout) and what the client gets;
+- **fuzzing**: schemathesis against the server's OpenAPI schema (``bench.fuzz``, every check) as a member of an
+  organization of its own: cases run, 5xx answers, schema violations.
 
 Failed requests are counted by locust (every request of the mixed load) and by the run's own clients (the writer, a
 prober reading every 100 ms), with their times, so a failure can be placed before, during or after a fault.
@@ -28,6 +30,7 @@ import csv
 import datetime as dt
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -46,7 +49,7 @@ from typing import Any
 import psutil
 import requests
 
-from bench import loadtest
+from bench import fuzz, loadtest
 from bench.loadtest import ROOT, Process, RunError, say
 
 DEFAULT_OUT = "loadtest-results/reliability"
@@ -55,6 +58,8 @@ PG_PORT = 55432
 REDIS_PORT = 56379
 BIND = "127.0.0.1:8766"
 ATTACKER_ADDRESS = "127.0.0.2"
+# schemathesis examples per API operation and phase: a few thousand requests in all, a few minutes.
+FUZZ_EXAMPLES = 25
 PG_BIN = Path("/usr/lib/postgresql")
 # Seconds of mixed load around each fault: before it (steady state), and after it (recovery).
 LEAD_IN = 20.0
@@ -648,12 +653,19 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+def scenario_fuzz(ctx: Context) -> dict[str, Any]:
+    """schemathesis with every check, as the admin of an organization of its own (its writes touch nothing else)."""
+    output = loadtest.manage("create_org_user", "--org", "reliability-fuzz", "--username", "fuzz-client", capture=True)
+    return fuzz.run(ctx.url, loadtest.token_from(output), ctx.options.fuzz_examples)
+
+
 SCENARIOS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "redis": scenario_redis,
     "postgres": scenario_postgres,
     "worker": scenario_worker,
     "timeouts": scenario_timeouts,
     "abuse": scenario_abuse,
+    "fuzz": scenario_fuzz,
 }
 
 
@@ -728,7 +740,25 @@ def goals(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
                 a["client_failed"] == 0,
             )
         )
+    if "fuzz" in results:
+        f = results["fuzz"]
+        found.append(
+            (
+                "schemathesis: 5xx answers (must be 0)",
+                f"{f['server_errors']} in {f['cases']:,} cases",
+                f["server_errors"] == 0,
+            )
+        )
+        found.append(
+            ("schemathesis: schema violations (must be 0)", str(f["schema_violations"]), f["schema_violations"] == 0)
+        )
     return found
+
+
+def shown_command(line: str) -> str:
+    """A command line as the report shows it: paths relative to the checkout, the temporary report file named."""
+    line = line.replace(f"{ROOT}/", "")
+    return re.sub(re.escape(tempfile.gettempdir()) + r"/\S+/(\S+)", r"\1", line)
 
 
 def render(results: dict[str, Any], options: argparse.Namespace) -> str:
@@ -815,6 +845,18 @@ def render(results: dict[str, Any], options: argparse.Namespace) -> str:
             f"{'logged in' if a['owner_logged_in'] else 'not logged in'}. A legitimate client reading "
             f"every 50 ms meanwhile: {a['client_failed']} of {a['client_requests']} requests failed.",
         ]
+    if "fuzz" in results:
+        f = results["fuzz"]
+        lines += [
+            "",
+            "## Fuzzing against the OpenAPI schema",
+            "",
+            f"schemathesis, every check, {f['operations']} operations, {f['cases']:,} test cases: "
+            f"{f['server_errors']} server errors (5xx), {f['schema_violations']} schema violations.",
+            "",
+            f"    {shown_command(f['command'])}",
+        ]
+        lines += [f"- {failure}" for failure in f["failures"]]
     lines += ["", "Raw outputs (locust reports and logs per scenario): `loadtest-results/reliability/`.", ""]
     return "\n".join(lines)
 
@@ -826,6 +868,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=DEFAULT_OUT, help=f"raw outputs (default {DEFAULT_OUT})")
     p.add_argument("--doc", default=DEFAULT_DOC, help=f"the report (default {DEFAULT_DOC})")
     p.add_argument("--only", nargs="*", choices=list(SCENARIOS), help="run only these scenarios")
+    p.add_argument("--fuzz-examples", type=int, default=FUZZ_EXAMPLES, help="schemathesis examples per operation")
     p.add_argument("--pg-port", type=int, default=PG_PORT)
     p.add_argument("--redis-port", type=int, default=REDIS_PORT)
     return p

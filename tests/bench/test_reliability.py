@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,16 @@ def results(**overrides: Any) -> dict[str, Any]:
             "client_requests": 100,
             "client_failed": 0,
         },
+        "fuzz": {
+            "operations": 20,
+            "cases": 1500,
+            "server_errors": 0,
+            "schema_violations": 0,
+            "failures": [],
+            "command": f"{reliability.ROOT}/.venv/bin/schemathesis --config-file {reliability.ROOT}/schemathesis.toml "
+            "run http://127.0.0.1:8766/api/schema/ --report-json-path "
+            f"{tempfile.gettempdir()}/vcci-fuzz-x1/report.json",
+        },
     }
     for name, changes in overrides.items():
         data[name] = {**data[name], **changes}
@@ -109,7 +120,7 @@ def results(**overrides: Any) -> dict[str, Any]:
 
 def test_every_goal_met_renders_as_met():
     measured = reliability.goals(results())
-    assert len(measured) == 8
+    assert len(measured) == 10
     assert all(met for _, _, met in measured)
 
 
@@ -123,6 +134,8 @@ def test_every_goal_met_renders_as_met():
         ("abuse", {"right_password_logged_in": True}, "password guessing"),
         ("abuse", {"owner_logged_in": False}, "another address"),
         ("abuse", {"client_failed": 3}, "legitimate client"),
+        ("fuzz", {"server_errors": 1}, "5xx"),
+        ("fuzz", {"schema_violations": 2}, "schema violations"),
     ],
 )
 def test_a_missed_goal_is_reported(scenario, changes, goal):
@@ -145,4 +158,7 @@ def test_the_report_names_its_command_and_figures():
     assert "| Redis killed for 15 s: failed requests (goal 0) | 0 | yes |" in text
     assert "20 x 401, 280 x 429" in text
     assert "4,000 rows for 4,000 activities" in text
-    assert "/work" not in text
+    assert ".venv/bin/schemathesis --config-file schemathesis.toml run" in text
+    assert "--report-json-path report.json" in text
+    assert str(reliability.ROOT) not in text
+    assert tempfile.gettempdir() + "/" not in text
