@@ -97,6 +97,11 @@ ADMISSION_REFUSED = Counter(
     "Requests refused with 503 + Retry-After (perf.admission): heavy_busy, in_flight or db_pool.",
     ["reason"],
 )
+THROTTLED = Counter("vcci_throttled_total", "Requests refused with 429 (perf.throttle), by scope.", ["scope"])
+THROTTLE_UNAVAILABLE = Counter(
+    "vcci_throttle_unavailable_total",
+    "Requests let through without being counted because Redis did not answer (perf.throttle fails open).",
+)
 BULK_POOL_REQUESTS = Counter(
     "vcci_bulk_pool_requests_total",
     "Bulk requests by what a worker did with them (perf.bulkpool): forwarded to the bulk pool, served here (local,"

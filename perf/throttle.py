@@ -54,23 +54,20 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.http import HttpRequest
-from prometheus_client import Counter
 from redis.exceptions import RedisError
 from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
 
 from perf.fastpath import caller_only
+
+# From perf.metrics, which checks PROMETHEUS_MULTIPROC_DIR before any metric is made (this module is imported early).
+from perf.metrics import THROTTLE_UNAVAILABLE as UNAVAILABLE
+from perf.metrics import THROTTLED
 from perf.rates import parse_rate
 
 logger = logging.getLogger("vcci.throttle")
 
 PREFIX = "vcci:t"
-
-THROTTLED = Counter("vcci_throttled_total", "Requests refused with 429 (perf.throttle), by scope.", ["scope"])
-UNAVAILABLE = Counter(
-    "vcci_throttle_unavailable_total",
-    "Requests let through without being counted because Redis did not answer (perf.throttle fails open).",
-)
 
 
 @dataclass(frozen=True, slots=True)
