@@ -2,7 +2,7 @@
 
 ``@idempotent`` on a view's handler: without the header the handler runs as before; with it, the handler runs
 inside ``idempotent_write``'s transaction, its successful answer is stored with the write, and the client gets
-exactly the stored bytes, the first time and on every retry (``Idempotent-Replayed: true`` on retries).
+exactly the stored bytes, in JSON, the first time and on every retry (``Idempotent-Replayed: true`` on retries).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import status
 from rest_framework.exceptions import ValidationError
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -61,6 +62,7 @@ RESPONSES = {
 }
 
 Handler = Callable[..., Any]
+STORED_RENDERER = JSONRenderer()
 
 
 def idempotent(handler: Handler) -> Handler:
@@ -89,13 +91,10 @@ def idempotent(handler: Handler) -> Handler:
                 return None
             if not isinstance(response, Response):
                 raise TypeError(f"@idempotent needs a handler answering a DRF Response; got {type(response)}.")
-            renderer = request.accepted_renderer
-            body = renderer.render(response.data, request.accepted_media_type, view.get_renderer_context())
-            if isinstance(body, str):  # as Response.rendered_content encodes a renderer's text
-                body = body.encode(renderer.charset or "utf-8")
-            media_type = request.accepted_media_type
-            content_type = f"{media_type}; charset={renderer.charset}" if renderer.charset else media_type
-            return StoredAnswer(status_code=response.status_code, content_type=content_type, body=body)
+            # Always JSON, whatever this request accepted: the stored bytes answer every retry, and a retry may
+            # accept something else (the browsable API's HTML needs the live request and response besides).
+            body = STORED_RENDERER.render(response.data, STORED_RENDERER.media_type, view.get_renderer_context())
+            return StoredAnswer(status_code=response.status_code, content_type=STORED_RENDERER.media_type, body=body)
 
         try:
             answer, replayed = idempotent_write(

@@ -149,3 +149,14 @@ def test_the_schema_documents_the_header_and_its_answers(api):
         operation = schema["paths"][path]["post"]
         assert "Idempotency-Key" in [p["name"] for p in operation["parameters"] if p["in"] == "header"]
         assert {"409", "422"} <= set(operation["responses"])
+
+
+def test_the_answer_is_kept_and_sent_in_json_whatever_the_request_accepts(api, electricity_factor):
+    # The browsable API's HTML needs the live response: the kept answer is JSON, for this request and its retries.
+    first = post(api, ACTIVITIES, activity_input(), key="k-html", HTTP_ACCEPT="text/html")
+    assert first.status_code == 201
+    assert first["Content-Type"] == "application/json"
+    retry = post(api, ACTIVITIES, activity_input(), key="k-html")
+    assert retry["Idempotent-Replayed"] == "true"
+    assert retry.content == first.content
+    assert retry.json()["amount"] == "1.000000"
