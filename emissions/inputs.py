@@ -235,7 +235,8 @@ def _as_id(value: Any) -> int | None:
     """``value`` as a primary key the way IntegerField would read it, or None."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, str) and value.strip().isdigit():
+    # isdigit() also holds for digits int() refuses (superscripts such as "²"): ASCII digits only.
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         value = int(value)
     return value if isinstance(value, int) and 1 <= value <= ID_MAX else None
 

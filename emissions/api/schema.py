@@ -11,9 +11,9 @@ Every API error is JSON in one of two shapes, documented once as components and 
 ``postprocess`` adds to each operation under ``/api/v1/`` the answers it can give besides its own (an operation's
 own description of a status, e.g. a 409 of a delete, is kept; its body schema is added when it had none):
 
-- every operation: 401 (no or bad token), 403 (no organization), 429 (throttled, ``Retry-After``), 503 (at
-  capacity or the database unreachable, ``Retry-After``), and 406 where the client's ``Accept`` is negotiated
-  (every JSON endpoint; the CSV export ignores ``Accept``);
+- every operation: 401 (no or bad token), 403 (no organization, or a role without the permission), 429
+  (throttled, ``Retry-After``), 503 (at capacity or the database unreachable, ``Retry-After``), and 406 where
+  the client's ``Accept`` is negotiated (every JSON endpoint; the CSV export ignores ``Accept``);
 - an operation with a path id: 404 (no such object, another organization's, or an id that is no number, which
   no URL pattern matches: Django's 404, JSON under ``/api/`` by the project's error handlers);
 - an operation with query parameters or a body: 400 (a bad value, naming the parameter or field);
@@ -81,7 +81,11 @@ RETRY_AFTER = {
 STANDARD: dict[str, tuple[str, str, dict[str, Any]]] = {
     "400": ("Invalid input: the body or a query parameter; the error names it.", "either", {}),
     "401": ("No credentials, or an unknown or inactive token.", ERROR, {}),
-    "403": ("The credentials are valid but the user may not do this (no organization).", ERROR, {}),
+    "403": (
+        "The credentials are valid but the user may not do this (no organization, or a role without the permission).",
+        ERROR,
+        {},
+    ),
     "404": ("No such object in the caller's organization (another organization's are not found).", ERROR, {}),
     "406": (
         "The Accept header names no media type this endpoint answers with (it answers application/json).",

@@ -499,3 +499,14 @@ def test_batch_item_with_an_out_of_range_json_number_fails_alone(api, electricit
     results = response.json()["results"]
     assert [result.get("co2e_kg") for result in results] == ["177.000000", None, "177.000000"]
     assert list(results[1]["error"]) == ["amount"]
+
+
+def test_a_supplier_id_of_non_ascii_digits_fails_its_item_alone(api, electricity_factor):
+    # "²" is a digit to str.isdigit() but not to int(): the batch's supplier lookup must not take it for an id.
+    response = api.post(
+        BATCH_URL, {"items": [electricity_input(supplier="\u00b2"), electricity_input()]}, format="json"
+    )
+    assert response.status_code == 200
+    first, second = response.json()["results"]
+    assert "supplier" in first["error"]
+    assert second["co2e_kg"] == "177.000000"
