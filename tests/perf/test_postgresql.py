@@ -100,7 +100,7 @@ def test_an_unreachable_server_fails_after_one_short_wait_not_the_pool_timeout(m
 @pytest.mark.django_db
 def test_a_busy_pool_waits_its_whole_timeout_and_says_busy(make_wrapper, checkout_waits, settings):
     settings.DB_UNREACHABLE_WAIT = 0.1
-    wrapper = make_wrapper("busy", min_size=0, max_size=1, timeout=0.35)
+    wrapper = make_wrapper("busy", min_size=0, max_size=1, timeout=1.0)
     pool = wrapper.pool
     pool.open()
     held = pool.getconn(timeout=5)  # the pool's only connection, in use by another request
@@ -111,8 +111,9 @@ def test_a_busy_pool_waits_its_whole_timeout_and_says_busy(make_wrapper, checkou
     finally:
         pool.putconn(held)
     assert isinstance(raised.value.__cause__, PoolTimeout), repr(raised.value.__cause__)
-    # Slices of DB_UNREACHABLE_WAIT, one after another, until the pool's timeout was spent.
-    assert len(checkout_waits) >= 3 and all(wait is not None and wait <= 0.1 for wait in checkout_waits)
+    # Slices of DB_UNREACHABLE_WAIT, one after another, until the pool's timeout was spent: more than one (an
+    # unreachable server gives up after the first), however slowly a loaded machine runs them (10 fit the timeout).
+    assert len(checkout_waits) >= 2 and all(wait is not None and wait <= 0.1 for wait in checkout_waits)
 
 
 @pytest.mark.django_db
