@@ -46,6 +46,7 @@ from emissions.models import (
     PriceIndex,
     Supplier,
 )
+from emissions.services.organizations import membership_role_set
 from perf.admin import EstimatedCountPaginator, ScopedRawIdWidget
 
 
@@ -225,6 +226,12 @@ class MembershipAdmin(SuperuserWritesMixin, OrgScopedAdminMixin, FastAdmin):
     search_fields = ("user__username", "organization__slug")
     raw_id_fields = ("user",)
     autocomplete_fields = ("organization",)
+
+    def save_model(self, request: HttpRequest, obj: Model, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if isinstance(obj, Membership) and (not change or "role" in form.changed_data):
+            # The admin's permissions come from the role's group, which the membership row alone does not move.
+            membership_role_set(membership=obj, role=obj.role)
 
 
 @admin.register(Supplier)

@@ -77,15 +77,44 @@ def organization_get_or_create(*, slug: str, name: str | None = None) -> tuple[O
     return org, created
 
 
+def _role_group_name(role: str) -> str:
+    return f"Organization {role}"
+
+
 def role_group(role: str) -> Group:
     """The auth group carrying the admin permissions of a membership ``role`` (created on first use)."""
     if role not in _ROLE_PERMISSIONS:
         raise ValidationError({"role": [f"Unknown role '{role}'; choose one of {', '.join(Membership.Role.values)}."]})
-    group, _ = Group.objects.get_or_create(name=f"Organization {role}")
+    group, _ = Group.objects.get_or_create(name=_role_group_name(role))
     codenames = _ROLE_PERMISSIONS[role]
     perms = Permission.objects.filter(Q(content_type__app_label="emissions") & Q(codename__in=codenames))
     group.permissions.set(perms)
     return group
+
+
+# Where ModelBackend caches a user object's permissions (``_perm_cache``, ``_user_perm_cache``, ``_group_perm_cache``).
+_PERMISSION_CACHES = ("_perm_cache", "_user_perm_cache", "_group_perm_cache")
+
+
+@transaction.atomic
+def membership_role_set(*, membership: Membership, role: str) -> Membership:
+    """Give ``membership`` the ``role``, in the API and in the admin alike.
+
+    The API reads the membership's role on each request; the admin reads the user's groups. So the role is saved
+    and the user's group of another role is replaced by this role's; groups that are not a role's are kept. The
+    permission caches of ``membership.user`` are dropped, so that object answers ``has_perm`` by the new role.
+    ``ValidationError`` on ``role`` when it is no role. Precondition: ``membership`` is saved.
+    """
+    group = role_group(role)
+    membership.role = role
+    membership.save(update_fields=["role"])
+    user = membership.user
+    other_roles = [_role_group_name(other) for other in _ROLE_PERMISSIONS if other != role]
+    user.groups.remove(*Group.objects.filter(name__in=other_roles))
+    user.groups.add(group)
+    for cache in _PERMISSION_CACHES:
+        user.__dict__.pop(cache, None)
+    return membership
 
 
 @transaction.atomic

@@ -13,6 +13,7 @@ from django.db import transaction
 from emissions.models import Membership
 from emissions.services.organizations import (
     OrgUserError,
+    membership_role_set,
     org_user_create,
     organization_get_or_create,
     user_password_set,
@@ -22,7 +23,8 @@ from emissions.services.organizations import (
 class Command(BaseCommand):
     help = (
         "Create a user in an organization (the organization too, if needed) and print its API token. "
-        "Running it again for the same user and organization prints the existing token."
+        "Running it again for the same user and organization prints the existing token "
+        "(and, given --role, gives the member that role)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -31,7 +33,12 @@ class Command(BaseCommand):
         parser.add_argument("--org-name", default=None, help="Name for a new organization (default: from the slug)")
         parser.add_argument("--password", default=None, help="Admin login password (default: API token only)")
         parser.add_argument("--email", default="")
-        parser.add_argument("--role", default=Membership.Role.ADMIN, choices=Membership.Role.values)
+        parser.add_argument(
+            "--role",
+            default=None,
+            choices=Membership.Role.values,
+            help="The member's role (default: admin for a new user; an existing member keeps theirs)",
+        )
         parser.add_argument("--superuser", action="store_true", help="Make the user a superuser (all orgs in admin)")
         parser.add_argument(
             "--admin-login",
@@ -59,6 +66,7 @@ class Command(BaseCommand):
 
         existed = get_user_model().objects.filter(username=options["username"].strip()).exists()
         password = options["password"]
+        role = options["role"]
         generated = password is None and options["admin_login"]
         if generated:
             password = secrets.token_urlsafe(12)
@@ -68,16 +76,22 @@ class Command(BaseCommand):
                 username=options["username"],
                 password=password,
                 email=options["email"],
-                role=options["role"],
+                role=role or Membership.Role.ADMIN,
                 superuser=options["superuser"],
             )
             if existed and generated:
                 user_password_set(user=user, password=password)
         except OrgUserError as exc:
             raise CommandError(f"--{exc.field}: {exc.message}") from exc
+        role_changed = existed and role is not None and user.membership.role != role
+        if role_changed:
+            membership_role_set(membership=user.membership, role=role)
 
         if existed:
-            changed = "new admin password set" if generated else "nothing changed"
+            changes = ["new admin password set"] if generated else []
+            if role_changed:
+                changes.append(f"role set to '{role}'")
+            changed = ", ".join(changes) or "nothing changed"
             self.stdout.write(f"User '{user.username}' already exists in '{org.slug}'; {changed}.")
         else:
             self.stdout.write(self.style.SUCCESS(f"Created user '{user.username}' in '{org.slug}'."))

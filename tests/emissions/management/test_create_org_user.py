@@ -89,3 +89,20 @@ def test_admin_login_generates_a_working_password_each_run():
     assert user.check_password(second)
     assert f"API token: {token}" in again  # same token, no second user
     assert get_user_model().objects.filter(username="ops").count() == 1
+
+
+def test_rerun_with_a_role_changes_the_members_role_and_admin_permissions():
+    run("--org", "initech", "--username", "peter", "--role", "admin")
+    output = run("--org", "initech", "--username", "peter", "--role", "viewer")
+    assert "role set to 'viewer'" in output
+    user = get_user_model().objects.get(username="peter")
+    assert user.membership.role == "viewer"
+    assert not user.has_perm("emissions.add_supplier")
+    assert user.has_perm("emissions.view_supplier")
+
+
+def test_rerun_without_a_role_keeps_the_members_role():
+    run("--org", "initech", "--username", "peter", "--role", "viewer")
+    output = run("--org", "initech", "--username", "peter")
+    assert "nothing changed" in output
+    assert get_user_model().objects.get(username="peter").membership.role == "viewer"

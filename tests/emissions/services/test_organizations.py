@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from rest_framework.authtoken.models import Token
 
 from emissions.models import Membership, Organization
-from emissions.services.organizations import ROLE_PERMISSIONS, OrgUserError, org_user_create, organization_get_or_create
+from emissions.services.organizations import (
+    ROLE_PERMISSIONS,
+    OrgUserError,
+    membership_role_set,
+    org_user_create,
+    organization_get_or_create,
+)
+from tests.helpers import unit_of_work
 
 pytestmark = pytest.mark.django_db
 User = get_user_model()
@@ -125,3 +133,38 @@ def test_org_user_create_unknown_role_writes_nothing(org):
         org_user_create(organization=org, username="erin", role="owner")
     assert "role" in exc.value.message_dict
     assert not User.objects.exists()
+
+
+def test_membership_role_set_demotes_in_the_admin_too(org):
+    user, _ = org_user_create(organization=org, username="frank", role="admin")
+    assert user.has_perm("emissions.add_supplier")  # fills this object's permission caches
+
+    with unit_of_work():  # a second service call, after org_user_create's
+        membership_role_set(membership=user.membership, role="viewer")
+
+    assert not user.has_perm("emissions.add_supplier")  # the same object: its caches were dropped
+    fresh = User.objects.get(pk=user.pk)
+    assert fresh.membership.role == Membership.Role.VIEWER
+    assert {perm.split(".")[1] for perm in fresh.get_all_permissions()} == ROLE_PERMISSIONS["viewer"]
+
+
+def test_membership_role_set_promotes_and_keeps_other_groups(org):
+    user, _ = org_user_create(organization=org, username="grace", role="viewer")
+    auditors = Group.objects.create(name="Auditors")
+    user.groups.add(auditors)
+
+    with unit_of_work():  # a second service call, after org_user_create's
+        membership_role_set(membership=user.membership, role="admin")
+
+    fresh = User.objects.get(pk=user.pk)
+    assert fresh.has_perm("emissions.add_supplier")
+    assert set(fresh.groups.values_list("name", flat=True)) == {"Auditors", "Organization admin"}
+
+
+def test_membership_role_set_unknown_role_changes_nothing(org):
+    user, _ = org_user_create(organization=org, username="heidi", role="analyst")
+    with pytest.raises(ValidationError) as exc:
+        membership_role_set(membership=user.membership, role="owner")
+    assert "role" in exc.value.message_dict
+    assert Membership.objects.get(user=user).role == Membership.Role.ANALYST
+    assert list(User.objects.get(pk=user.pk).groups.values_list("name", flat=True)) == ["Organization analyst"]
