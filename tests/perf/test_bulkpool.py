@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 from django.conf import settings as django_settings
 from django.core.handlers.wsgi import WSGIHandler
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
 from django.test import override_settings
 
 from perf import admission
@@ -116,6 +118,21 @@ def bulk_pool(tmp_path: Path) -> Iterator[type[_Echo]]:
 @pytest.fixture(autouse=True)
 def slots(admission_gate: Callable[..., None]) -> None:
     admission_gate(ADMISSION_HEAVY_SLOTS=1, ADMISSION_HEAVY_WAIT=0, ADMISSION_RETRY_AFTER=4)
+
+
+@pytest.fixture
+def django_handler() -> Iterator[WSGIHandler]:
+    """Django's WSGI handler, without its connection recycling at each request's start and end (the test client
+    goes without it too): recycling checks a connection an earlier test left open, a database access these tests
+    are not allowed."""
+    signals = (request_started, request_finished)
+    for signal in signals:
+        signal.disconnect(close_old_connections)
+    try:
+        yield WSGIHandler()
+    finally:
+        for signal in signals:
+            signal.connect(close_old_connections)
 
 
 class Recorder:
@@ -277,13 +294,13 @@ def test_a_bulk_pool_failing_after_the_request_was_sent_is_a_502(bulk_pool, capl
     assert slot_is_free()
 
 
-def test_with_no_slot_free_the_workers_django_refuses_it(bulk_pool):
+def test_with_no_slot_free_the_workers_django_refuses_it(bulk_pool, django_handler):
     refused_before = ADMISSION_REFUSED.labels(reason=admission.HEAVY_BUSY)._value.get()
     slots = admission.gate().heavy_slots
     assert slots.acquire(blocking=False)  # the one slot is taken by a bulk request in progress
     try:
         env = environ("POST", "/api/v1/activities/", BULK_BODY, HTTP_HOST="testserver")
-        status, headers, body = call(BulkPoolForwarder(WSGIHandler(), socket_path=bulk_pool.socket_path), env)
+        status, headers, body = call(BulkPoolForwarder(django_handler, socket_path=bulk_pool.socket_path), env)
     finally:
         slots.release()
     assert status.startswith("503")
@@ -332,11 +349,11 @@ def test_the_bulk_pool_sees_the_client_address_the_worker_saw(remote, forwarded_
     assert (seen["REMOTE_ADDR"], seen.get("HTTP_X_FORWARDED_FOR")) == (remote, forwarded_for)
 
 
-def test_the_bulk_pool_throttles_each_client_address_on_its_own(monkeypatch, throttle_clock):
+def test_the_bulk_pool_throttles_each_client_address_on_its_own(monkeypatch, throttle_clock, django_handler):
     """In the bulk pool's role (VCCI_SERVER_ROLE=bulk) the application counts each forwarded client under its own
     address, not all of them under the Unix socket's ''."""
     monkeypatch.setenv("VCCI_SERVER_ROLE", "bulk")
-    app = serving_application(WSGIHandler())
+    app = serving_application(django_handler)
     configured = django_settings.REST_FRAMEWORK
     rates = {**configured["DEFAULT_THROTTLE_RATES"], "anon": "1/min"}
     with override_settings(REST_FRAMEWORK={**configured, "DEFAULT_THROTTLE_RATES": rates}):
