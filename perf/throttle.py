@@ -34,6 +34,10 @@ request through, is counted (``vcci_throttle_unavailable_total``) and logged onc
 tried again for ``CACHE_RETRY_AFTER`` seconds (each failure would otherwise cost the socket timeout). Without
 Redis at all (the embedded default) each process counts in its own memory.
 
+**Failed authentications** are counted by the authentication where it fails (``failed_authentication``), and
+``failures_exhausted`` tells it, without counting, that an address has used up its limit (this process's refusal,
+else one GET of the shared count): it then refuses a token it would have to look up, before the query.
+
 **The fast path.** ``allow_request`` of a ``CountedThrottle`` is marked ``caller_only``: it reads nothing of
 the request but the caller (``user``, ``auth``), the method, ``META`` (the client address, ``Content-Length``)
 and headers, and of the view only its class's declarations; its state is the shared counter. ``perf.fastpath``
