@@ -20,6 +20,10 @@ The contract is unchanged for clients: the same URL, status, headers and body as
 When the bulk pool cannot be reached (not started yet, restarting), the worker serves the request itself, as
 without a bulk pool, and says so in its log and in ``vcci_bulk_pool_requests_total{outcome="local"}``. A bulk
 pool that fails after the request was sent is answered 502 (the request may or may not have run).
+
+In the bulk pool itself (``VCCI_SERVER_ROLE=bulk``), ``BulkPoolPeer`` gives the application the client address
+the worker saw: its peer is the worker, on a Unix socket (``REMOTE_ADDR`` ''), which appends that address to
+``X-Forwarded-For``. ``serving_application`` picks the wrapper of the server's role (``vcci/wsgi.py``).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import functools
 import http.client
 import json
 import logging
+import os
 import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -118,8 +123,10 @@ def upstream_headers(environ: Mapping[str, Any]) -> list[tuple[str, str]]:
     for key, name in (("CONTENT_TYPE", "content-type"), ("CONTENT_LENGTH", "content-length")):
         if environ.get(key):
             headers.append((name, environ[key]))
-    forwarded_for = [environ.get("HTTP_X_FORWARDED_FOR", ""), environ.get("REMOTE_ADDR", "")]
-    headers.append(("x-forwarded-for", ", ".join(part for part in forwarded_for if part)))
+    # The worker's peer, always the last entry (even when '': a worker on a Unix socket), which BulkPoolPeer takes
+    # back out.
+    forwarded_for, peer = environ.get("HTTP_X_FORWARDED_FOR", ""), environ.get("REMOTE_ADDR", "")
+    headers.append(("x-forwarded-for", f"{forwarded_for}, {peer}" if forwarded_for else peer))
     headers.append(("x-forwarded-proto", str(environ.get("wsgi.url_scheme", "http"))))
     headers.append(("connection", "close"))
     return headers
@@ -268,3 +275,38 @@ class BulkPoolForwarder:
                 connection.send(block)
                 remaining -= len(block)
         return connection.getresponse()
+
+
+class BulkPoolPeer:
+    """WSGI middleware of the bulk pool (``VCCI_SERVER_ROLE=bulk``): the request's ``REMOTE_ADDR`` and
+    ``X-Forwarded-For`` as the worker that forwarded it received them.
+
+    The bulk pool's peer is a worker on its Unix socket (gunicorn sets ``REMOTE_ADDR`` to '' for one), which
+    appended its own peer's address to ``X-Forwarded-For`` (``upstream_headers``). Taking that entry back into
+    ``REMOTE_ADDR`` gives whatever reads the client address (the throttles, per address; the admin login
+    lockout, ``perf.admin.login_client_address``; the access log) the client's, not '' for every client, and
+    ``NUM_PROXIES`` counts the same proxies in either server. The entry is believed: the socket's directory is
+    private (0700) and its only peers are the workers, which always append it.
+    """
+
+    def __init__(self, app: WSGIApp) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        forwarded_for, _, peer = str(environ.get("HTTP_X_FORWARDED_FOR", "")).rpartition(",")
+        environ["REMOTE_ADDR"] = peer.strip()
+        if forwarded_for.strip():
+            environ["HTTP_X_FORWARDED_FOR"] = forwarded_for.strip()
+        else:
+            environ.pop("HTTP_X_FORWARDED_FOR", None)
+        return self.app(environ, start_response)
+
+
+def serving_application(app: WSGIApp) -> WSGIApp:
+    """``app`` (Django's WSGI handler) wrapped for this server's role (``VCCI_SERVER_ROLE``, set by
+    ``vcci/gunicorn.conf.py``): ``BulkPoolPeer`` in the bulk pool, else ``BulkPoolForwarder``."""
+    from perf.metrics import ROLE_ENV
+
+    if os.environ.get(ROLE_ENV) == "bulk":
+        return BulkPoolPeer(app)
+    return BulkPoolForwarder(app)

@@ -34,6 +34,10 @@ request through, is counted (``vcci_throttle_unavailable_total``) and logged onc
 tried again for ``CACHE_RETRY_AFTER`` seconds (each failure would otherwise cost the socket timeout). Without
 Redis at all (the embedded default) each process counts in its own memory.
 
+**Failed authentications** are counted by the authentication where it fails (``failed_authentication``), and
+``failures_exhausted`` tells it, without counting, that an address has used up its limit (this process's refusal,
+else one GET of the shared count): it then refuses a token it would have to look up, before the query.
+
 **The fast path.** ``allow_request`` of a ``CountedThrottle`` is marked ``caller_only``: it reads nothing of
 the request but the caller (``user``, ``auth``), the method, ``META`` (the client address, ``Content-Length``)
 and headers, and of the view only its class's declarations; its state is the shared counter. ``perf.fastpath``
@@ -48,7 +52,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -66,6 +70,8 @@ from perf.metrics import THROTTLED
 from perf.rates import parse_rate
 
 logger = logging.getLogger("vcci.throttle")
+
+T = TypeVar("T")
 
 PREFIX = "vcci:t"
 
@@ -102,6 +108,12 @@ def lease_size(limit: int) -> int:
     return max(1, limit // LEASE_SHARE)
 
 
+def _window(scope: str, caller: str, seconds: int, now: float) -> tuple[str, float]:
+    """The key of ``caller``'s count in ``scope`` in the window of ``seconds`` holding ``now``, and its end."""
+    window = now // seconds
+    return f"{PREFIX}:{scope}:{caller}:{int(window)}", (window + 1) * seconds
+
+
 class _Counters:
     """Fixed-window counters in Redis (the default cache's, through django-redis) or, without it, in memory, taken
     by each process in leases (module docstring)."""
@@ -134,8 +146,7 @@ class _Counters:
             if now >= self._next_prune:
                 self._prune(now)
             for index, (scope, caller, limit, seconds) in enumerate(keys):
-                window = now // seconds
-                key, end = f"{PREFIX}:{scope}:{caller}:{int(window)}", (window + 1) * seconds
+                key, end = _window(scope, caller, seconds, now)
                 left, _, refused = self._leases.get(key, (0, end, False))
                 if refused:
                     outcomes.append(Outcome(False, end - now))
@@ -170,15 +181,46 @@ class _Counters:
                     self._local[key] = (total, end)
                     totals.append(total)
                 return totals
+
+        def add() -> list[int]:
+            pipe = client.pipeline(transaction=False)
+            for key, lease, end in leases:
+                pipe.incrby(key, lease)
+                pipe.expire(key, math.ceil(end - now) + 1)  # past its window's end: a late request still finds it
+            return [int(total) for total in pipe.execute()[::2]]
+
+        return self._round_trip(add)
+
+    def exhausted(self, scope: str, caller: str, limit: int, seconds: int) -> Outcome:
+        """Whether a request of ``caller`` counted now in ``scope`` would be refused, without counting one: when
+        this process already refuses the window, or the shared count has reached ``limit`` (one GET, remembered
+        as a refusal: the count only grows). Allowed when Redis does not answer (fail open)."""
+        now = self.clock()
+        key, end = _window(scope, caller, seconds, now)
+        with self._lock:
+            left, _, refused = self._leases.get(key, (0, end, False))
+        if refused or left > 0:
+            return Outcome(not refused, end - now)
+        client = self._client()
+        if client is None:
+            with self._lock:
+                total: int | None = self._local.get(key, (0, end))[0]
+        else:
+            total = self._round_trip(lambda: int(client.get(key) or 0))
+        if total is None or total < limit:
+            return Outcome(True, end - now)
+        with self._lock:
+            self._leases[key] = (0, end, True)
+        return Outcome(False, end - now)
+
+    def _round_trip(self, call: Callable[[], T]) -> T | None:
+        """``call()``, a Redis round trip; None when it fails, or when Redis failed less than ``CACHE_RETRY_AFTER``
+        seconds ago (not tried: each failure would cost the socket timeout)."""
         if self._down_until is not None and self.monotonic() < self._down_until:
             UNAVAILABLE.inc()
             return None
-        pipe = client.pipeline(transaction=False)
-        for key, lease, end in leases:
-            pipe.incrby(key, lease)
-            pipe.expire(key, math.ceil(end - now) + 1)  # past its window's end: a late request still finds it
         try:
-            replies = pipe.execute()
+            result = call()
         except (RedisError, OSError) as exc:
             UNAVAILABLE.inc()
             if self._down_until is None:
@@ -190,7 +232,7 @@ class _Counters:
         if self._down_until is not None:
             logger.warning("Redis reachable again; requests are throttled again")
             self._down_until = None
-        return [int(total) for total in replies[::2]]
+        return result
 
     def _prune(self, now: float) -> None:
         """Drop the leases and local counts of ended windows (precondition: the lock is held)."""
@@ -330,3 +372,21 @@ def failed_authentication(request: Any) -> float | None:
     if throttle.allow_request(request, None):
         return None
     return throttle.wait()
+
+
+def failures_exhausted(request: Any) -> float | None:
+    """The seconds ``request``'s client address must wait when it has used up its failed authentications (scope
+    ``auth_failures``) in this window, else None; counts nothing (``failed_authentication`` counts).
+
+    For the authentication, before it looks a token up in the database: past the limit it answers 429 instead,
+    so a guess costs no query (``emissions.api.authentication``).
+    """
+    scope = _FailedAuthentication.scope
+    rate = scope_rate(scope)
+    if rate is None:
+        return None
+    outcome = counters.exhausted(scope, client_address(request), *rate)
+    if outcome.allowed:
+        return None
+    THROTTLED.labels(scope=scope).inc()
+    return float(math.ceil(outcome.wait))

@@ -45,7 +45,7 @@ from perf import cache as perf_cache
 from perf.throttle import counters as throttle_counters
 from tests import published
 from tests.factories import EmissionFactorFactory, FactorDatasetFactory, MembershipFactory, OrganizationFactory
-from tests.helpers import APIClient, Client
+from tests.helpers import APIClient, Client, Clock
 
 SETUP_HELP = "README, 'Two commands on a fresh machine' and 'Emission-factor data'"
 
@@ -170,6 +170,20 @@ def _clear_cache(request: pytest.FixtureRequest) -> None:
     cache.clear()
     perf_cache.reset()
     throttle_counters.reset()  # the leases this process took of the counts just cleared
+
+
+# 30 s into a minute window (08:00:30 UTC): a test's requests never cross the end of a minute, an hour or a day.
+THROTTLE_NOW = 1_800_000_030.0
+
+
+@pytest.fixture
+def throttle_clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """The throttles' clock (``perf.throttle.counters.clock``) fixed at ``THROTTLE_NOW``: counts made against a
+    small rate are not reset by a window that ends mid-test, whenever the test runs, and ``Retry-After`` is known
+    (30 s for a ``/min`` rate). Move ``.now`` to reach another window."""
+    clock = Clock(THROTTLE_NOW)
+    monkeypatch.setattr(throttle_counters, "clock", clock)
+    return clock
 
 
 @pytest.fixture

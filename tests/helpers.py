@@ -72,3 +72,14 @@ class Client(_UncheckedLoginMixin, django.test.Client):
 
 class APIClient(_UncheckedLoginMixin, rest_framework.test.APIClient):
     """DRF's test client; use it in tests that log in."""
+
+
+class Clock:
+    """A settable clock (``clock.now``) standing still until a test moves it: for the throttles' windows
+    (``perf.throttle``) and their circuit's pause, so no test depends on when it runs."""
+
+    def __init__(self, now: float = 1_000_000.5) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

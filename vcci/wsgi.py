@@ -16,7 +16,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "vcci.settings")
 django_application = get_wsgi_application()
 
 # Imported once Django is set up (get_wsgi_application): bulk requests go to the bulk pool when gunicorn started
-# one (BULK_POOL_SOCKET, see vcci/gunicorn.conf.py and perf/bulkpool.py); otherwise this is Django's handler.
-from perf.bulkpool import BulkPoolForwarder  # noqa: E402
+# one (BULK_POOL_SOCKET, see vcci/gunicorn.conf.py and perf/bulkpool.py); otherwise this is Django's handler. In
+# the bulk pool itself, the client address is the one the forwarding worker saw.
+from perf.bulkpool import serving_application  # noqa: E402
 
-application = BulkPoolForwarder(django_application)
+application = serving_application(django_application)

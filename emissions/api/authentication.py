@@ -20,7 +20,7 @@ from emissions.models import Membership, Organization
 from perf import keyset_sql
 from perf.cache import GLOBAL_AUTH, digest, tiered, writing
 from perf.codec import model_from_row
-from perf.throttle import failed_authentication
+from perf.throttle import failed_authentication, failures_exhausted
 
 # What a request needs of the user; the password hash, among others, never enters the cache
 # (the rebuilt user defers the rest and would load it on access).
@@ -111,6 +111,10 @@ def peek_token_row(key: str) -> list[Any] | None:
     return tiered().get([GLOBAL_AUTH], _token_cache_key(key), count_misses=False)
 
 
+def _too_many_failures(wait: float) -> exceptions.Throttled:
+    return exceptions.Throttled(wait, detail="Too many failed authentications from your address.")
+
+
 class OrgTokenAuthentication(TokenAuthentication):
     """DRF's token authentication, with the user's membership and organization joined into the token query,
     and the result kept in the two-level cache (namespace ``auth``).
@@ -128,15 +132,34 @@ class OrgTokenAuthentication(TokenAuthentication):
     """
 
     def authenticate(self, request: Request | HttpRequest) -> tuple[Any, Any] | None:
-        """DRF's ``authenticate``; a failure is counted per client address (``perf.throttle``), and answered 429
-        instead of 401 once the address is over its limit (DRF checks throttles only after authenticating)."""
+        """DRF's ``authenticate``; a failure is counted per client address (``perf.throttle``, scope
+        ``auth_failures``), and answered 429 instead of 401 once the address is over its limit (DRF checks
+        throttles only after authenticating).
+
+        Over the limit, a token is accepted only if its row is cached; any other is answered 429 without being
+        looked up in the database. A legitimate client's token is normally cached (it was used lately), so it
+        keeps working from an address it shares with a client guessing tokens; a guess costs the server no query
+        and learns nothing (429, not 401 or 200), even when it is right.
+        """
         try:
-            return self._authenticate(request, cached_token_row)
+            return self._authenticate(request, lambda key: self._token_row(request, key))
         except exceptions.AuthenticationFailed:
             wait = failed_authentication(request)
             if wait is None:
                 raise
-            raise exceptions.Throttled(wait, detail="Too many failed authentications from your address.") from None
+            raise _too_many_failures(wait) from None
+
+    @staticmethod
+    def _token_row(request: Request | HttpRequest, key: str) -> list[Any] | None:
+        """The token's row from the cache; else, unless ``request``'s address is over its failure limit (429),
+        from the database (``cached_token_row``)."""
+        row = peek_token_row(key)
+        if row is not None:
+            return row
+        wait = failures_exhausted(request)
+        if wait is not None:
+            raise _too_many_failures(wait)
+        return cached_token_row(key)
 
     def authenticate_cached(self, request: HttpRequest) -> tuple[Any, Any] | None:
         """``authenticate(request)`` from the cache alone (``perf.fastpath.CachedAuthentication``): None when it

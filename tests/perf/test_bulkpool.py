@@ -17,10 +17,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings as django_settings
 from django.core.handlers.wsgi import WSGIHandler
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
+from django.test import override_settings
 
 from perf import admission
-from perf.bulkpool import REFUSE, BulkPoolForwarder, downstream_headers, is_bulk, upstream_headers
+from perf.bulkpool import (
+    REFUSE,
+    BulkPoolForwarder,
+    BulkPoolPeer,
+    downstream_headers,
+    is_bulk,
+    serving_application,
+    upstream_headers,
+)
 from perf.metrics import ADMISSION_REFUSED, BULK_POOL_REQUESTS
 
 BULK_BODY = b'{"items": [' + b'{"x": 1},' * 2000 + b'{"x": 1}]}'  # > 16 KiB: a bulk batch calculation
@@ -106,6 +118,21 @@ def bulk_pool(tmp_path: Path) -> Iterator[type[_Echo]]:
 @pytest.fixture(autouse=True)
 def slots(admission_gate: Callable[..., None]) -> None:
     admission_gate(ADMISSION_HEAVY_SLOTS=1, ADMISSION_HEAVY_WAIT=0, ADMISSION_RETRY_AFTER=4)
+
+
+@pytest.fixture
+def django_handler() -> Iterator[WSGIHandler]:
+    """Django's WSGI handler, without its connection recycling at each request's start and end (the test client
+    goes without it too): recycling checks a connection an earlier test left open, a database access these tests
+    are not allowed."""
+    signals = (request_started, request_finished)
+    for signal in signals:
+        signal.disconnect(close_old_connections)
+    try:
+        yield WSGIHandler()
+    finally:
+        for signal in signals:
+            signal.connect(close_old_connections)
 
 
 class Recorder:
@@ -267,13 +294,13 @@ def test_a_bulk_pool_failing_after_the_request_was_sent_is_a_502(bulk_pool, capl
     assert slot_is_free()
 
 
-def test_with_no_slot_free_the_workers_django_refuses_it(bulk_pool):
+def test_with_no_slot_free_the_workers_django_refuses_it(bulk_pool, django_handler):
     refused_before = ADMISSION_REFUSED.labels(reason=admission.HEAVY_BUSY)._value.get()
     slots = admission.gate().heavy_slots
     assert slots.acquire(blocking=False)  # the one slot is taken by a bulk request in progress
     try:
         env = environ("POST", "/api/v1/activities/", BULK_BODY, HTTP_HOST="testserver")
-        status, headers, body = call(BulkPoolForwarder(WSGIHandler(), socket_path=bulk_pool.socket_path), env)
+        status, headers, body = call(BulkPoolForwarder(django_handler, socket_path=bulk_pool.socket_path), env)
     finally:
         slots.release()
     assert status.startswith("503")
@@ -291,3 +318,52 @@ def test_another_urlconf_is_resolved_afresh(settings, monkeypatch):
     monkeypatch.setitem(sys.modules, empty.__name__, empty)
     settings.ROOT_URLCONF = empty.__name__
     assert not is_bulk(export)
+
+
+# -- in the bulk pool: the client address the worker saw ---------------------------------------------
+
+
+def in_the_bulk_pool(worker: dict[str, Any]) -> dict[str, Any]:
+    """The environ the bulk pool's gunicorn makes of ``worker``'s request forwarded to it: the forwarder's headers,
+    and '' for REMOTE_ADDR (the peer is on a Unix socket)."""
+    env = environ(worker["REQUEST_METHOD"], worker["PATH_INFO"], REMOTE_ADDR="")
+    env.pop("HTTP_HOST")
+    for name, value in upstream_headers(worker):
+        if name not in ("content-type", "content-length", "connection"):
+            env["HTTP_" + name.upper().replace("-", "_")] = value
+    return env
+
+
+@pytest.mark.parametrize(
+    ("remote", "forwarded_for"),
+    [("203.0.113.7", None), ("10.0.0.2", "198.51.100.1"), ("10.0.0.2", "198.51.100.1, 192.0.2.5"), ("", "192.0.2.5")],
+)
+def test_the_bulk_pool_sees_the_client_address_the_worker_saw(remote, forwarded_for):
+    """REMOTE_ADDR is the worker's peer again, X-Forwarded-For the chain as the worker received it: NUM_PROXIES
+    counts the same proxies in either server."""
+    extra = {} if forwarded_for is None else {"HTTP_X_FORWARDED_FOR": forwarded_for}
+    worker = environ("GET", "/api/v1/emissions/export.csv", REMOTE_ADDR=remote, **extra)
+    app = Recorder()
+    call(BulkPoolPeer(app), in_the_bulk_pool(worker))
+    (seen,) = app.calls
+    assert (seen["REMOTE_ADDR"], seen.get("HTTP_X_FORWARDED_FOR")) == (remote, forwarded_for)
+
+
+def test_the_bulk_pool_throttles_each_client_address_on_its_own(monkeypatch, throttle_clock, django_handler):
+    """In the bulk pool's role (VCCI_SERVER_ROLE=bulk) the application counts each forwarded client under its own
+    address, not all of them under the Unix socket's ''."""
+    monkeypatch.setenv("VCCI_SERVER_ROLE", "bulk")
+    app = serving_application(django_handler)
+    configured = django_settings.REST_FRAMEWORK
+    rates = {**configured["DEFAULT_THROTTLE_RATES"], "anon": "1/min"}
+    with override_settings(REST_FRAMEWORK={**configured, "DEFAULT_THROTTLE_RATES": rates}):
+        statuses = [
+            call(app, in_the_bulk_pool(environ("GET", "/api/docs/", REMOTE_ADDR=address, HTTP_HOST="testserver")))[0]
+            for address in ("203.0.113.7", "198.51.100.4", "203.0.113.7")
+        ]
+    assert [status[:3] for status in statuses] == ["200", "200", "429"]
+
+
+def test_the_main_server_forwards_bulk_work(monkeypatch):
+    monkeypatch.delenv("VCCI_SERVER_ROLE", raising=False)
+    assert isinstance(serving_application(Recorder()), BulkPoolForwarder)

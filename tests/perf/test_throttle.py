@@ -14,18 +14,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from perf import throttle
 from perf.throttle import UNAVAILABLE, Outcome, _Counters, lease_size
 from tests.factories import EmissionFactory
+from tests.helpers import Clock
 
-pytestmark = pytest.mark.django_db
-
-
-class Clock:
-    """A settable clock, for windows and the circuit."""
-
-    def __init__(self, now: float = 1_000_000.5) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("throttle_clock")]
 
 
 def allowed(outcomes: list[Outcome]) -> list[bool]:
@@ -96,6 +87,32 @@ def test_without_redis_each_process_counts_in_memory() -> None:
         assert allowed([counters.count([("s", "caller", 2, 60)])[0] for _ in range(3)]) == [True, True, False]
 
 
+def test_exhausted_tells_a_refusal_ahead_without_counting() -> None:
+    """``exhausted``: refused once the shared count reached the limit (whichever process counted), remembered in
+    this process; it adds nothing to the count."""
+    clock = Clock(120.0 + 45.25)
+    first, second = _Counters(clock=clock), _Counters(clock=clock)
+    assert allowed([first.count([("s", "caller", 2, 60)])[0]]) == [True]
+    assert [second.exhausted("s", "caller", 2, 60).allowed for _ in range(3)] == [True] * 3  # counts nothing
+    assert allowed([first.count([("s", "caller", 2, 60)])[0]]) == [True]
+    refused = second.exhausted("s", "caller", 2, 60)
+    assert (refused.allowed, refused.wait) == (False, pytest.approx(14.75))
+    assert allowed(second.count([("s", "caller", 2, 60)])) == [False]  # refused without asking Redis again
+    assert int(get_redis_connection("default").get("vcci:t:s:caller:2")) == 2
+    assert second.exhausted("s", "another", 2, 60).allowed
+    clock.now = 180.0
+    assert second.exhausted("s", "caller", 2, 60).allowed  # the next window
+
+
+def test_exhausted_fails_open_without_redis(monkeypatch) -> None:
+    counters = _Counters(clock=Clock())
+    down = Down()
+    monkeypatch.setattr(counters, "_client", lambda: down)
+    before = unavailable()
+    assert counters.exhausted("s", "caller", 1, 60).allowed
+    assert (down.calls, unavailable() - before) == (1, 1)
+
+
 class Down:
     """A Redis client whose every round trip fails, counting them."""
 
@@ -115,6 +132,9 @@ class Down:
         self.calls += 1
         raise RedisConnectionError("Connection refused")
 
+    def get(self, key: str) -> None:
+        self.execute()
+
 
 def unavailable() -> float:
     return UNAVAILABLE._value.get()
@@ -124,6 +144,8 @@ def test_with_redis_down_requests_are_served_and_counted_as_unthrottled(api, org
     """The service keeps serving through a Redis outage (fail open), says so in a metric, and stops trying Redis
     for CACHE_RETRY_AFTER seconds instead of paying its timeout on every request."""
     EmissionFactory.create(organization=org)
+    assert api.get(reverse("supplier-list")).status_code == 200  # the token's row cached: the only Redis used below
+    throttle.counters.reset()  # and no lease of that request's counts left
     down = Down()
     monkeypatch.setattr(throttle.counters, "_client", lambda: down)
     monotonic = Clock(50.0)

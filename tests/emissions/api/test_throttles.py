@@ -1,6 +1,7 @@
 """The API's request limits: per token, per organization, bulk work, unauthenticated and failed authentications.
 
-Each test sets the scope it checks to a small rate (the others stay at their defaults), so a few requests reach it.
+Each test sets the scope it checks to a small rate (the others stay at their defaults), so a few requests reach it,
+on the throttles' fixed clock (``throttle_clock``: 30 s into a minute window), so no window ends mid-test.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from tests.emissions.api.payloads import activity_input
 from tests.factories import EmissionFactory, MembershipFactory
 from tests.helpers import APIClient
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("throttle_clock")]
 
 
 @contextmanager
@@ -42,9 +43,9 @@ def member_api(organization: Organization) -> APIClient:
 
 
 def assert_throttled(response: Any) -> None:
-    """A 429 in the API's error shape, with a ``Retry-After`` within the window (a minute here)."""
+    """A 429 in the API's error shape, with the ``Retry-After`` of the fixed clock (30 s left in its minute)."""
     assert response.status_code == 429, response.content
-    assert 1 <= int(response["Retry-After"]) <= 60
+    assert response["Retry-After"] == "30"
     assert set(response.json()) == {"detail"}
     assert response["Retry-After"] in response.json()["detail"]
 
@@ -66,13 +67,54 @@ def test_failed_authentications_are_limited_per_address() -> None:
 
 
 def test_a_valid_token_still_authenticates_from_an_address_over_its_failure_limit(org) -> None:
-    """Failures are counted and refused, not the address: a member behind the same address keeps working."""
+    """Failures are counted and refused, not the address: a member behind the same address keeps working (its
+    token's row is cached: it was used before)."""
     api = member_api(org)
     bad = APIClient()
     bad.credentials(HTTP_AUTHORIZATION="Token not-a-token")
     with rates(auth_failures="1/min"):
+        assert api.get(reverse("emission-list")).status_code == 200
         assert [bad.get(reverse("emission-list")).status_code for _ in range(3)] == [401, 429, 429]
         assert api.get(reverse("emission-list")).status_code == 200
+
+
+def guess(client: APIClient) -> Any:
+    client.credentials(HTTP_AUTHORIZATION=f"Token {secrets.token_hex(20)}")
+    return client.get(reverse("supplier-list"))
+
+
+def test_an_address_over_its_failure_limit_guesses_without_a_query(org, django_assert_num_queries) -> None:
+    """The failures up to the limit are 401s, a token lookup each; past it, a token that is not cached (a guess,
+    or a valid token not used lately) is answered 429 before it is looked up: guessing costs no query."""
+    client = APIClient()
+    with rates(auth_failures="3/min"):
+        for _ in range(3):
+            with django_assert_num_queries(1):
+                assert guess(client).status_code == 401
+        for _ in range(2):
+            with django_assert_num_queries(0):
+                response = guess(client)
+            assert_throttled(response)
+            assert "failed authentications" in response.json()["detail"]
+        uncached = member_api(org)
+        with django_assert_num_queries(0):
+            assert_throttled(uncached.get(reverse("supplier-list")))
+        # Another address: its own count, and the same token is looked up and served.
+        assert uncached.get(reverse("supplier-list"), REMOTE_ADDR="10.0.0.9").status_code == 200
+        assert uncached.get(reverse("supplier-list")).status_code == 200  # now cached: served from the first address
+
+
+def test_the_failure_limit_is_shared_by_every_process(org, django_assert_num_queries) -> None:
+    """Another process (its own counter set, the same Redis count) refuses a guess from an address the first one
+    counted over its limit, without a query."""
+    from perf import throttle
+
+    client = APIClient()
+    with rates(auth_failures="2/min"):
+        assert [guess(client).status_code for _ in range(2)] == [401, 401]
+        throttle.counters.reset()  # what another worker knows: nothing but the shared count
+        with django_assert_num_queries(0):
+            assert_throttled(guess(client))
 
 
 def test_requests_are_limited_per_token(org) -> None:
