@@ -611,10 +611,9 @@ def prepare(ctx: Context) -> None:
     loadtest.manage("import_factors")
     slugs = loadtest.org_slugs("reliability", 2)
     ctx.tokens = loadtest.prepare_orgs(slugs, activities=ctx.options.activities, seed=True)
-    loadtest.manage(
-        "create_org_user", "--org", slugs[0], "--username", "reliability-admin", "--admin-login",
-        "--password", ctx.admin_password, capture=True,
-    )  # fmt: skip
+    # --password=...: one argument, since a generated password may start with "-".
+    admin = ["--username", "reliability-admin", "--admin-login", f"--password={ctx.admin_password}"]
+    loadtest.manage("create_org_user", "--org", slugs[0], *admin, capture=True)
     if not (ROOT / loadtest.STATIC_MANIFEST).is_file():
         loadtest.manage("collectstatic", "--no-input", "-v0")
 
