@@ -771,7 +771,9 @@ def render(results: dict[str, Any], options: argparse.Namespace) -> str:
         f"(`vcci/gunicorn.conf.py`), and injects each fault under the locustfile's mixed load ({options.users} users "
         "with their think times, as `make loadtest`). Failed requests are locust's (every request of the mixed "
         "load) plus the run's own clients' (a prober reading every 100 ms, a writer posting activity batches with "
-        "`Idempotency-Key`), each with its time.",
+        "`Idempotency-Key`), each with its time. The mixed load's simulated users share one token per organization, "
+        "so its server runs as `make loadtest`'s does: the per-token, per-organization and bulk request limits off "
+        "(`bench/loadtest.py`); the failed-authentication limit and the admin login lockout at their defaults.",
         "",
         "| goal | figure | met |",
         "|---|---|---|",
