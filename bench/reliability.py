@@ -509,6 +509,10 @@ def scenario_worker(ctx: Context) -> dict[str, Any]:
 def scenario_timeouts(ctx: Context, batches: int = 20, size: int = 200) -> dict[str, Any]:
     """Each batch first sent with a 50 ms client timeout (its write takes longer), then retried with its key."""
     writer = Writer(ctx.url, ctx.tokens[1], f"{WRITER_PREFIX}-timeout", size=size)
+    # No background loop here: send() retries each batch until answered (stopped, it gives up 120 s after its first
+    # unanswered retry).
+    writer.give_up_after = 120.0
+    writer.stop()
     timed_out = 0
     for number in range(batches):
         body, refs = writer.batch(number)
@@ -516,12 +520,12 @@ def scenario_timeouts(ctx: Context, batches: int = 20, size: int = 200) -> dict[
         writer.report.batches += 1
         started = time.time()
         try:
-            writer.session.post(writer.url, data=body, headers={"Idempotency-Key": key}, timeout=0.05)
+            first = writer.session.post(writer.url, data=body, headers={"Idempotency-Key": key}, timeout=0.05)
+            status, note = first.status_code, "answered within the forced timeout"
         except requests.Timeout:
             timed_out += 1
-        writer.report.attempts.append(Attempt(started, time.time(), 0, "forced timeout"))
-        writer.stop()  # no give-up deadline is reached within a healthy run's retries
-        writer.give_up_after = 120.0
+            status, note = 0, "forced timeout"
+        writer.report.attempts.append(Attempt(started, time.time(), status, note))
         if writer.send(body, key):
             writer.report.acknowledged.extend(refs)
     accounting = write_accounting(ctx, writer)

@@ -143,9 +143,8 @@ def idempotent_write(
                     body=answer.body,
                 )
         except IntegrityError:
-            # Another request with the key committed first: undo this one's write and report it as running, so
-            # the client's retry gets the committed answer.
-            transaction.set_rollback(True)
+            # Another request with the key committed first: leaving the block with this exception undoes this
+            # one's write; the client's retry gets the committed answer.
             raise IdempotencyKeyInProgress from None
     return answer, False
 
