@@ -34,7 +34,6 @@ body is ``{"detail": ...}`` like every other API error.
 from __future__ import annotations
 
 import contextvars
-import json
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -45,6 +44,7 @@ from django.db import OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 
+from perf.errors import exception_chain, json_error
 from perf.serving import gevent_patched
 
 # Reasons a request is refused (the metric's label values).
@@ -157,9 +157,8 @@ def refusal(reason: str) -> HttpResponse:
     from perf.metrics import ADMISSION_REFUSED
 
     ADMISSION_REFUSED.labels(reason=reason).inc()
-    response = HttpResponse(json.dumps({"detail": _MESSAGES[reason]}), status=503, content_type="application/json")
+    response = json_error(503, _MESSAGES[reason])
     response["Retry-After"] = str(settings.ADMISSION_RETRY_AFTER)
-    response["Cache-Control"] = "no-store"
     # Counted above; Django would otherwise log every refusal as an error with its request, which under
     # overload is thousands of log lines a second doing the work the refusal spares.
     response._has_been_logged = True  # type: ignore[attr-defined]
@@ -172,14 +171,7 @@ def _pool_timeout(exc: BaseException) -> bool:
         from psycopg_pool import PoolTimeout
     except ImportError:  # no pool installed: nothing to recognise
         return False
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, PoolTimeout):
-            return True
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return False
+    return any(isinstance(link, PoolTimeout) for link in exception_chain(exc))
 
 
 class Gate:

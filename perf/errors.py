@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from django.conf import settings
@@ -48,17 +49,22 @@ def database_unavailable(exc: BaseException | None) -> bool:
 
     from perf.postgresql.base import DatabaseUnreachable
 
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, DatabaseUnreachable | PoolTimeout):
-            return True
+    return any(
+        isinstance(link, DatabaseUnreachable | PoolTimeout)
         # A connection that died under the request: lost (no SQLSTATE), a connection exception (class 08), or
         # the server shutting down or starting (57P01-57P03).
-        if isinstance(exc, psycopg.OperationalError) and _connection_lost(getattr(exc, "sqlstate", None)):
-            return True
+        or (isinstance(link, psycopg.OperationalError) and _connection_lost(getattr(link, "sqlstate", None)))
+        for link in exception_chain(exc)
+    )
+
+
+def exception_chain(exc: BaseException | None) -> Iterator[BaseException]:
+    """``exc`` and the exceptions it was raised from or during (``__cause__``, else ``__context__``), each once."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        yield exc
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
-    return False
 
 
 def _connection_lost(sqlstate: str | None) -> bool:
