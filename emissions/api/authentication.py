@@ -142,7 +142,7 @@ class OrgTokenAuthentication(TokenAuthentication):
         and learns nothing (429, not 401 or 200), even when it is right.
         """
         try:
-            return self._authenticate(request, lambda key: self._token_row(request, key))
+            return self._authenticate(request, lambda key: self._row_unless_exhausted(request, key))
         except exceptions.AuthenticationFailed:
             wait = failed_authentication(request)
             if wait is None:
@@ -150,7 +150,7 @@ class OrgTokenAuthentication(TokenAuthentication):
             raise _too_many_failures(wait) from None
 
     @staticmethod
-    def _token_row(request: Request | HttpRequest, key: str) -> list[Any] | None:
+    def _row_unless_exhausted(request: Request | HttpRequest, key: str) -> list[Any] | None:
         """The token's row from the cache; else, unless ``request``'s address is over its failure limit (429),
         from the database (``cached_token_row``)."""
         row = peek_token_row(key)
