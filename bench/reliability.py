@@ -40,8 +40,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,9 +135,6 @@ class PrivatePostgres:
         if (self.data / "postmaster.pid").exists():
             self._run(_pg_tool("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop", check=False)
 
-    def ready(self) -> bool:
-        return self._run(_pg_tool("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), check=False).returncode == 0
-
     def url(self, database: str = "vcci") -> str:
         return f"postgres://postgres@127.0.0.1:{self.port}/{database}"
 
@@ -154,7 +151,7 @@ class PrivateRedis:
         self.process = Process("redis", command, self.root / "redis.log", loadtest.child_env())
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            with suppress(OSError), socket_to("127.0.0.1", self.port):
+            if loadtest.port_in_use(f"127.0.0.1:{self.port}"):
                 return
             time.sleep(0.05)
         raise RunError(f"redis-server did not start:\n{self.process.tail()}")
@@ -171,14 +168,6 @@ class PrivateRedis:
 
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
-
-
-@contextmanager
-def socket_to(host: str, port: int) -> Iterator[None]:
-    import socket
-
-    with socket.create_connection((host, port), timeout=0.5):
-        yield
 
 
 # -- the run's own clients ------------------------------------------------------------------------------------
@@ -215,9 +204,11 @@ class Writer(threading.Thread):
         self.session.headers.update({"Authorization": f"Token {token}", "Content-Type": "application/json"})
         self.report = WriterReport()
         self._halt = threading.Event()
+        self._stopped = float("inf")
         self.give_up_after = 60.0
 
     def stop(self) -> None:
+        self._stopped = time.time()
         self._halt.set()
 
     def batch(self, number: int) -> tuple[str, list[str]]:
@@ -239,13 +230,12 @@ class Writer(threading.Thread):
                 self.report.given_up += 1
             self._halt.wait(self.pause)
 
-    def send(self, body: str, key: str, first_timeout: float = 10.0) -> bool:
+    def send(self, body: str, key: str) -> bool:
         """Send until acknowledged; False when still unacknowledged ``give_up_after`` seconds after ``stop()``."""
-        timeout = first_timeout
         while True:
             started = time.time()
             try:
-                response = self.session.post(self.url, data=body, headers={"Idempotency-Key": key}, timeout=timeout)
+                response = self.session.post(self.url, data=body, headers={"Idempotency-Key": key}, timeout=10)
                 status, note = response.status_code, ""
                 if response.headers.get("Idempotent-Replayed") == "true":
                     self.report.replays += 1
@@ -256,19 +246,13 @@ class Writer(threading.Thread):
                 return True
             if status in (400, 422):
                 raise RunError(f"the writer's batch was refused ({status}): {response.text[:300]}")
-            if self._halt.is_set() and time.time() > self._stopped_at() + self.give_up_after:
+            if time.time() > self._stopped + self.give_up_after:
                 return False
-            timeout = 10.0
             time.sleep(0.2)
-
-    def _stopped_at(self) -> float:
-        if not hasattr(self, "_stop_time"):
-            self._stop_time = time.time()
-        return self._stop_time
 
 
 class Prober(threading.Thread):
-    """Reads the emissions list's first page every ``interval`` seconds, noting each answer with its time."""
+    """Reads the suppliers list's first page every ``interval`` seconds, noting each answer with its time."""
 
     def __init__(self, url: str, token: str, interval: float = 0.1) -> None:
         super().__init__(name="prober", daemon=True)
@@ -304,7 +288,6 @@ class LoadOutcome:
     requests: int
     failures: int
     history: list[tuple[float, int, int]]  # (unix time, total requests, total failures), cumulative, per second
-    failure_kinds: list[dict[str, Any]]
 
     def failures_between(self, start: float, end: float) -> int:
         """Failures locust recorded between ``start`` and ``end`` (by its per-second cumulative history)."""
@@ -362,9 +345,8 @@ class Context:
         if status.get("code") not in (0, 1):
             raise RunError(f"locust did not complete the {name} scenario (status {status.get('code')}); see {out}")
         _, aggregate = loadtest.read_stats(out / f"{loadtest.CSV_PREFIX}_stats.csv")
-        kinds = loadtest.read_failures(out / f"{loadtest.CSV_PREFIX}_failures.csv", limit=None)
         history = read_history(out / f"{loadtest.CSV_PREFIX}_stats_history.csv")
-        return LoadOutcome(aggregate.requests, aggregate.failures, history, kinds), observed
+        return LoadOutcome(aggregate.requests, aggregate.failures, history), observed
 
 
 def sleep_until(moment: float) -> None:
@@ -509,8 +491,7 @@ def scenario_worker(ctx: Context) -> dict[str, Any]:
 def scenario_timeouts(ctx: Context, batches: int = 20, size: int = 200) -> dict[str, Any]:
     """Each batch first sent with a 50 ms client timeout (its write takes longer), then retried with its key."""
     writer = Writer(ctx.url, ctx.tokens[1], f"{WRITER_PREFIX}-timeout", size=size)
-    # No background loop here: send() retries each batch until answered (stopped, it gives up 120 s after its first
-    # unanswered retry).
+    # No background loop here: send() retries each batch until answered, giving up 120 s after the scenario began.
     writer.give_up_after = 120.0
     writer.stop()
     timed_out = 0

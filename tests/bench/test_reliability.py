@@ -15,7 +15,7 @@ from bench.reliability import Attempt, LoadOutcome
 
 
 def outcome(history: list[tuple[float, int, int]], failures: int = 0) -> LoadOutcome:
-    return LoadOutcome(requests=history[-1][1] if history else 0, failures=failures, history=history, failure_kinds=[])
+    return LoadOutcome(requests=history[-1][1] if history else 0, failures=failures, history=history)
 
 
 def test_failures_between_reads_locusts_cumulative_history():
