@@ -21,10 +21,11 @@ DEMO_USER ?= analyst
 DEMO_ACTIVITIES ?= 20000
 BIND ?= 0.0.0.0:8000
 
-.PHONY: help install install-dev install-bench env services createdb migrate factors seed run serve test lint typecheck check rules ci clean bench-db bench-cache loadtest bench wrk promtool capacity reliability
+.PHONY: help install install-dev install-bench env services createdb migrate factors seed run serve worker test lint typecheck check rules ci clean bench-db bench-cache loadtest bench wrk promtool capacity reliability
 
 help:
 	@echo "make run    - install, migrate, import factors, seed a demo org, serve on :8000 (gunicorn + gevent)"
+	@echo "make worker - a Celery worker for the jobs (make run starts one beside gunicorn)"
 	@echo "make test   - the whole test suite (needs PostgreSQL and Redis)"
 	@echo "make lint   - ruff and lint-imports;  make typecheck - mypy;  make check - Django system and migration checks"
 	@echo "make rules  - promtool check and unit tests of the alert rules (ops/prometheus; docs/operations.md)"
@@ -81,9 +82,21 @@ seed: factors
 	$(PY) manage.py seed_demo --org $(DEMO_ORG) --activities $(DEMO_ACTIVITIES) --if-empty
 	$(PY) manage.py create_org_user --org $(DEMO_ORG) --username $(DEMO_USER) --admin-login
 
+# gunicorn, with a job worker beside it when there is a broker (Redis); without one, jobs run in the process that
+# submits them. The worker stops with gunicorn.
 serve: migrate
 	$(PY) manage.py collectstatic --no-input -v0
+	@if [[ -n "$$REDIS_URL" ]]; then \
+		$(WORKER_CMD) & worker=$$!; trap 'kill -TERM $$worker 2>/dev/null; wait $$worker' EXIT; \
+	fi; \
 	GUNICORN_BIND=$(BIND) $(BIN)/gunicorn -c vcci/gunicorn.conf.py vcci.wsgi
+
+# A Celery worker for the jobs (docs/jobs.md): prefork, one process per core by default, plain database connections.
+WORKER_CONCURRENCY ?= 2
+WORKER_CMD = DB_POOL=false $(BIN)/celery -A vcci worker --pool prefork --concurrency $(WORKER_CONCURRENCY) \
+	--loglevel INFO --without-gossip --without-mingle
+worker: migrate
+	$(WORKER_CMD)
 
 run: seed serve
 

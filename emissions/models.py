@@ -559,3 +559,103 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} ({self.status_code})"
+
+
+class JobQuerySet(OrgScopedQuerySet):
+    def with_related(self) -> JobQuerySet:
+        return self.select_related("requested_by")
+
+    def unfinished(self) -> JobQuerySet:
+        return self.filter(state__in=Job.UNFINISHED)
+
+
+class Job(models.Model):
+    """Work bigger than a request (an import, a recalculation), run by Celery workers in chunks (``emissions.jobs``).
+
+    A job is planned into ``JobChunk`` rows; each chunk is done, and counted in ``chunks_done`` / ``rows_done``, in the
+    same transaction as its work, so a worker killed mid-chunk leaves the chunk pending and its rerun starts clean.
+    When every chunk is done, one ``finish`` transaction makes the work visible (or discards it) and sets the final
+    state. ``errors`` holds the first ``Job.MAX_ERRORS`` problems (row- or chunk-numbered), ``error_count`` all of them.
+    ``params`` are the kind's parameters as submitted; ``result`` what the finished job produced (counts, totals, the
+    restatement it wrote).
+    """
+
+    class Kind(models.TextChoices):
+        IMPORT = "import", "Activity import"
+        RECALCULATION = "recalculation", "Recalculation"
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    UNFINISHED = (State.QUEUED, State.RUNNING)
+    MAX_ERRORS = 1000
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="jobs")
+    kind = models.CharField(max_length=24, choices=Kind.choices)
+    params = models.JSONField(default=dict, blank=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
+    chunks_total = models.PositiveIntegerField(default=0)
+    chunks_done = models.PositiveIntegerField(default=0)
+    rows_total = models.PositiveBigIntegerField(null=True, blank=True, help_text="Unknown until the job is planned")
+    rows_done = models.PositiveBigIntegerField(default=0)
+    error_count = models.PositiveIntegerField(default=0)
+    errors = models.JSONField(default=list, blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = JobQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(chunks_done__lte=F("chunks_total")), name="job_chunks_done_le_total"),
+        ]
+        indexes = [
+            # The jobs list: newest first, keyset on (created_at, id).
+            models.Index(fields=["organization", "-created_at", "-id"], name="job_org_created_idx"),
+            # Workers resuming unfinished jobs at start-up.
+            models.Index(fields=["state"], condition=Q(state__in=["queued", "running"]), name="job_unfinished_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} #{self.pk} ({self.state})"
+
+    @property
+    def finished(self) -> bool:
+        return self.state not in self.UNFINISHED
+
+
+class JobChunk(models.Model):
+    """One idempotent slice of a job: ``payload`` says what it covers (a file part, an id range).
+
+    ``state`` becomes ``done`` in the transaction that did the chunk's work, never before, so a chunk is done
+    exactly once however often its task is delivered.
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        DONE = "done", "Done"
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="chunks")
+    index = models.PositiveIntegerField()
+    payload = models.JSONField(default=dict, blank=True)
+    state = models.CharField(max_length=8, choices=State.choices, default=State.PENDING)
+    rows = models.PositiveIntegerField(default=0)
+    error_count = models.PositiveIntegerField(default=0)
+    errors = models.JSONField(default=list, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["job", "index"], name="jobchunk_job_index_uniq")]
+
+    def __str__(self) -> str:
+        return f"chunk {self.index} of job {self.job_id} ({self.state})"

@@ -9,6 +9,7 @@ import ipaddress
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -526,6 +527,51 @@ SPECTACULAR_SETTINGS = {
         "emissions.api.schema.postprocess",
     ],
 }
+
+
+# Jobs (emissions.jobs; docs/jobs.md): Celery workers on Redis run work bigger than a request. The broker is its own
+# Redis database (default: the cache's server, database 1), so that clearing the cache never drops queued work.
+# Without Redis (the embedded default) jobs run in the submitting process when its transaction commits.
+def _redis_database(url: str, database: int) -> str:
+    """``url`` (redis:// or rediss://) naming another database of the same server."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        raise ImproperlyConfigured(f"Set CELERY_BROKER_URL: the broker cannot be derived from REDIS_URL {url!r}.")
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+CELERY_BROKER_URL: str = env.str("CELERY_BROKER_URL", default="") or (
+    _redis_database(REDIS_URL, 1) if REDIS_URL else ""
+)
+CELERY_TASK_ALWAYS_EAGER: bool = not CELERY_BROKER_URL
+CELERY_TASK_DEFAULT_QUEUE: str = env.str("CELERY_QUEUE", default="vcci")
+# A message is acknowledged after its task ran, and put back when the process running it dies (SIGKILL, OOM): a chunk
+# is done exactly once because it commits its work and its "done" together (emissions.jobs.runner).
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# One message at a time per process: a chunk is seconds of CPU, so prefetching would only strand work on a busy process.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# The job row holds state and results; Celery keeps none.
+CELERY_TASK_IGNORE_RESULT = True
+# A chunk taking longer than JOB_CHUNK_TIME_LIMIT seconds is killed (and retried); Redis redelivers a message left
+# unacknowledged by a lost worker after CELERY_VISIBILITY_TIMEOUT, which must exceed the longest task (checked at
+# start-up).
+JOB_CHUNK_TIME_LIMIT: int = env.int("JOB_CHUNK_TIME_LIMIT", default=600)
+CELERY_TASK_TIME_LIMIT: int = JOB_CHUNK_TIME_LIMIT
+CELERY_VISIBILITY_TIMEOUT: int = env.int("CELERY_VISIBILITY_TIMEOUT", default=2 * JOB_CHUNK_TIME_LIMIT)
+if CELERY_VISIBILITY_TIMEOUT <= JOB_CHUNK_TIME_LIMIT:
+    raise ImproperlyConfigured("CELERY_VISIBILITY_TIMEOUT must be longer than JOB_CHUNK_TIME_LIMIT.")
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A worker process is replaced after this many tasks, bounding what a leak can grow to.
+CELERY_WORKER_MAX_TASKS_PER_CHILD: int = env.int("CELERY_WORKER_MAX_TASKS_PER_CHILD", default=1000)
+# The statement timeout of a job's database work (the web's DB_STATEMENT_TIMEOUT_MS is for requests): a job's finish
+# moves a whole import or recalculation into place in one statement per table.
+JOB_STATEMENT_TIMEOUT_MS: int = env.int("JOB_STATEMENT_TIMEOUT_MS", default=30 * 60 * 1000)
+# Job kinds beyond the built-in ones (emissions.jobs.kinds.KIND_MODULES): kind name -> module with a ``KIND``.
+JOB_KIND_MODULES: dict[str, str] = {}
+# Rows per chunk of an import or a recalculation: a chunk is one transaction and one task.
+JOB_CHUNK_ROWS: int = env.int("JOB_CHUNK_ROWS", default=20000)
 
 LOGGING = {
     "version": 1,

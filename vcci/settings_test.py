@@ -5,10 +5,14 @@ fails the run when either service is unreachable instead of skipping.
 """
 
 import os
+from urllib.parse import urlsplit
 
 os.environ.setdefault("SECRET_KEY", "vcci-test-only-secret-key")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/vcci")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
+# Each test database its own job queue: test runs sharing a Redis server (and a developer's own worker) never take
+# each other's tasks. Set here, in the environment, so that the workers the tests start inherit it (tests/workers.py).
+os.environ.setdefault("CELERY_QUEUE", "vcci-test-" + urlsplit(os.environ["DATABASE_URL"]).path.lstrip("/"))
 
 # The development settings: production's plus the bench app, whose commands the suite tests too.
 from vcci.settings_dev import *  # noqa: F403
@@ -31,3 +35,6 @@ MIDDLEWARE = ["zeal.middleware.zeal_middleware", *MIDDLEWARE]  # noqa: F405
 ZEAL_RAISE = True
 # ``ZEAL_SHOW_ALL_CALLERS=1`` prints every call stack of a reported N+1 (off by default: it walks the stack per load).
 ZEAL_SHOW_ALL_CALLERS = os.environ.get("ZEAL_SHOW_ALL_CALLERS") == "1"
+
+# A job kind for the runner's own tests (tests/emissions/jobs/sum_kind.py), known to the workers the tests start.
+JOB_KIND_MODULES = {**JOB_KIND_MODULES, "test-sum": "tests.emissions.jobs.sum_kind"}  # noqa: F405

@@ -1,0 +1,175 @@
+"""The job state machine (``emissions.jobs.runner``), step by step in this process, with the test kind."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+
+from emissions.jobs import runner
+from emissions.models import Job, JobChunk
+from emissions.services.jobs import JobFinishedError, job_cancel
+from tests.factories import OrganizationFactory
+from tests.helpers import unit_of_work
+
+pytestmark = pytest.mark.usefixtures("sum_staging")
+
+
+def staged(job: Job) -> list[tuple[int, int]]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT chunk, total FROM test_sum_staged WHERE job_id = %s ORDER BY chunk", [job.pk])
+        return [tuple(row) for row in cursor.fetchall()]
+
+
+def plan(job_id: int) -> runner.Planned:
+    # Each step is a task of its own in production, so each is its own unit of work for the N+1 check.
+    with unit_of_work():
+        return runner.job_plan(job_id)
+
+
+def chunk(job_id: int, index: int) -> bool:
+    with unit_of_work():
+        return runner.chunk_run(job_id, index)
+
+
+def finish(job_id: int) -> None:
+    with unit_of_work():
+        runner.job_finish(job_id)
+
+
+def make_job(**params: object) -> Job:
+    # Created directly: job_submit would also enqueue it, and these tests drive the steps themselves.
+    return Job.objects.create(organization=OrganizationFactory.create(), kind="test-sum", params=params)
+
+
+def run_all(job: Job) -> list[bool]:
+    planned = plan(job.pk)
+    return [chunk(job.pk, index) for index in planned.pending]
+
+
+def test_plan_run_finish() -> None:
+    job = make_job(numbers=[1, 2, 3, 4, 5], per_chunk=2)
+    planned = plan(job.pk)
+    assert planned.pending == [0, 1, 2] and not planned.finish
+    job.refresh_from_db()
+    assert (job.state, job.chunks_total, job.rows_total, job.started_at is not None) == ("running", 3, 15, True)
+    # Only the last chunk asks for the finish.
+    assert [chunk(job.pk, index) for index in planned.pending] == [False, False, True]
+    finish(job.pk)
+    job.refresh_from_db()
+    assert job.state == Job.State.SUCCEEDED
+    assert (job.chunks_done, job.rows_done, job.result) == (3, 15, {"total": 15, "staged_chunks": 3})
+    assert job.finished_at is not None and job.finished
+
+
+def test_a_chunk_runs_once_however_often_it_is_delivered() -> None:
+    job = make_job(numbers=[10, 20, 30], per_chunk=1)
+    plan(job.pk)
+    assert chunk(job.pk, 0) is False
+    assert chunk(job.pk, 0) is False  # delivered again
+    job.refresh_from_db()
+    assert (job.chunks_done, job.rows_done) == (1, 10)
+    assert staged(job) == [(0, 10)]
+    first = JobChunk.objects.get(job=job, index=0)
+    assert (first.state, first.rows, first.attempts) == ("done", 10, 1)
+
+
+def test_planning_twice_plans_once_and_returns_what_is_pending() -> None:
+    job = make_job(numbers=[1, 2, 3], per_chunk=1)
+    plan(job.pk)
+    chunk(job.pk, 1)
+    assert plan(job.pk).pending == [0, 2]
+    assert JobChunk.objects.filter(job=job).count() == 3
+
+
+def test_finish_before_the_last_chunk_does_nothing() -> None:
+    job = make_job(numbers=[1, 2], per_chunk=1)
+    plan(job.pk)
+    chunk(job.pk, 0)
+    finish(job.pk)
+    job.refresh_from_db()
+    assert job.state == Job.State.RUNNING
+
+
+def test_a_plan_that_fails_fails_the_job_with_its_errors() -> None:
+    job = make_job(numbers=[])
+    assert plan(job.pk).pending == []
+    job.refresh_from_db()
+    assert job.state == Job.State.FAILED
+    assert job.errors == [{"field": "numbers", "messages": ["Empty."]}, {"detail": "No numbers to add."}]
+    assert job.error_count == 2
+
+
+def test_row_errors_are_collected_in_chunk_order() -> None:
+    job = make_job(numbers=[1, 2000, 3, 4000, 5000], per_chunk=2)
+    planned = plan(job.pk)
+    for index in reversed(planned.pending):  # chunks finish in any order
+        chunk(job.pk, index)
+    finish(job.pk)
+    job.refresh_from_db()
+    assert [error["row"] for error in job.errors] == [2, 4, 5]
+    assert job.error_count == 3
+
+
+def test_a_finish_that_refuses_fails_the_job_and_discards_what_was_staged() -> None:
+    job = make_job(numbers=[1, 2], per_chunk=1, reject=True)
+    run_all(job)
+    assert len(staged(job)) == 2
+    finish(job.pk)
+    job.refresh_from_db()
+    assert job.state == Job.State.FAILED and job.errors[-1] == {"detail": "Rejected at finish."}
+    assert staged(job) == []
+
+
+def test_cancel_discards_committed_chunks_and_later_chunks_do_nothing() -> None:
+    job = make_job(numbers=[1, 2, 3], per_chunk=1)
+    plan(job.pk)
+    chunk(job.pk, 0)
+    with unit_of_work():
+        job_cancel(organization=job.organization, job_id=job.pk)
+    assert staged(job) == []
+    assert chunk(job.pk, 1) is False
+    assert staged(job) == []
+    job.refresh_from_db()
+    assert (job.state, job.chunks_done) == ("cancelled", 1)
+    with pytest.raises(JobFinishedError):
+        job_cancel(organization=job.organization, job_id=job.pk)
+
+
+def test_cancel_is_scoped_to_the_organization() -> None:
+    job = make_job(numbers=[1])
+    with pytest.raises(Job.DoesNotExist):
+        job_cancel(organization=OrganizationFactory.create(), job_id=job.pk)
+    job.refresh_from_db()
+    assert job.state == Job.State.QUEUED
+
+
+def test_job_fail_discards_and_names_the_reason() -> None:
+    job = make_job(numbers=[1, 2], per_chunk=1)
+    plan(job.pk)
+    chunk(job.pk, 0)
+    with unit_of_work():
+        runner.job_fail(job.pk, "vcci.jobs.chunk failed: RuntimeError: boom")
+    job.refresh_from_db()
+    assert job.state == Job.State.FAILED and job.errors == [{"detail": "vcci.jobs.chunk failed: RuntimeError: boom"}]
+    assert staged(job) == []
+    with unit_of_work():
+        runner.job_fail(job.pk, "again")  # a finished job stays as it finished
+    job.refresh_from_db()
+    assert job.errors == [{"detail": "vcci.jobs.chunk failed: RuntimeError: boom"}]
+
+
+def test_resumable_names_what_each_unfinished_job_waits_for() -> None:
+    queued = make_job(numbers=[1])
+    half = make_job(numbers=[1, 2, 3], per_chunk=1)
+    plan(half.pk)
+    chunk(half.pk, 1)
+    ready = make_job(numbers=[1])
+    run_all(ready)
+    done = make_job(numbers=[1])
+    run_all(done)
+    finish(done.pk)
+    resumable = {r.job_id: r for r in runner.jobs_resumable()}
+    assert set(resumable) == {queued.pk, half.pk, ready.pk}
+    assert resumable[queued.pk].plan
+    assert (resumable[half.pk].pending, resumable[half.pk].finish) == ([0, 2], False)
+    assert (resumable[ready.pk].pending, resumable[ready.pk].finish) == ([], True)
