@@ -25,7 +25,7 @@ app.autodiscover_tasks()
 def refuse_pooled_connections(**kwargs: Any) -> None:
     """A worker must not run with the web's connection pool (see the module docstring): stop with the fix."""
     from django.conf import settings
-    from django.core.exceptions import ImproperlyConfigured
 
     if "pool" in settings.DATABASES["default"].get("OPTIONS", {}):
-        raise ImproperlyConfigured("Start Celery workers with DB_POOL=false (plain connections, closed after tasks).")
+        # SystemExit, not an exception: Celery logs a signal handler's exceptions and starts anyway.
+        raise SystemExit("Start Celery workers with DB_POOL=false (plain connections, closed after tasks).")
