@@ -7,6 +7,7 @@ Amounts and emissions are ``Decimal`` end to end.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any, Self, TypedDict
@@ -59,6 +60,15 @@ class Organization(models.Model):
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=64, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    restatement_threshold_pct = models.DecimalField(
+        max_digits=5,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal(0)), MaxValueValidator(Decimal(100))],
+        help_text="A recalculation changing the total by at least this percentage is significant; "
+        "empty: the RESTATEMENT_THRESHOLD_PCT setting",
+    )
 
     class Meta:
         ordering = ["name"]
@@ -436,6 +446,31 @@ class EmissionQuerySet(OrgScopedQuerySet):
     def with_related(self) -> EmissionQuerySet:
         return self.select_related("supplier", "factor", "factor__dataset")
 
+    def in_scope(
+        self,
+        *,
+        period_from: dt.date | None = None,
+        period_to: dt.date | None = None,
+        categories: Iterable[int] = (),
+        supplier_ids: Iterable[int] = (),
+        source: str = "",
+    ) -> EmissionQuerySet:
+        """The emissions a recalculation's scope names: periods within ``period_from`` .. ``period_to`` (as the
+        list's ``period_from``/``period_to`` filters), any of ``categories`` / ``supplier_ids`` when given, and
+        with a current factor of dataset ``source`` when given. Empty filters do not filter."""
+        queryset = self
+        if period_from is not None:
+            queryset = queryset.filter(period_start__gte=period_from)
+        if period_to is not None:
+            queryset = queryset.filter(period_end__lte=period_to)
+        if categories := list(categories):
+            queryset = queryset.filter(category__in=categories)
+        if supplier_ids := list(supplier_ids):
+            queryset = queryset.filter(supplier_id__in=supplier_ids)
+        if source:
+            queryset = queryset.filter(factor__dataset__source=source)
+        return queryset
+
     def summary(self, group_by: str) -> models.QuerySet[Any, dict[str, Any]]:
         """Totals of these emissions per group, in one GROUP BY query; ``group_by`` is a ``SUMMARY_KEYS`` name.
 
@@ -659,3 +694,97 @@ class JobChunk(models.Model):
 
     def __str__(self) -> str:
         return f"chunk {self.index} of job {self.job_id} ({self.state})"
+
+
+# Restatement totals: a sum of up to billions of stored results, each with CO2E_DIGITS.
+TOTAL_DIGITS: DecimalDigits = {"max_digits": rules.CO2E_MAX_DIGITS + 10, "decimal_places": rules.CO2E_PLACES}
+# A change in percent: 4 decimals, and room for a total that grew from almost nothing.
+PCT_DIGITS: DecimalDigits = {"max_digits": 30, "decimal_places": 4}
+
+
+class RestatementQuerySet(OrgScopedQuerySet):
+    def with_related(self) -> RestatementQuerySet:
+        return self.select_related("target_dataset")
+
+
+class Restatement(models.Model):
+    """What one recalculation job changed (``emissions.jobs.recalculation``): written when the job commits.
+
+    Its primary key is its job's id, so the job's chunks can stage their ``RestatementLine`` rows under it before
+    this row exists. ``scope`` holds the job's filters; totals are kg CO2e over every stored emission in that scope
+    (those the target dataset does not apply to included, unchanged), before and after. ``change_pct`` is
+    ``(after - before) / before x 100`` rounded to 4 places (None when ``before`` is 0); ``significant`` says whether
+    its absolute value reached ``threshold_pct``, the organization's threshold when the job ran.
+    ``per_category`` and ``per_supplier`` map a category number, a supplier id (or ``"none"``) to
+    ``{"before", "after", "change_pct"}`` as decimal strings (``change_pct`` may be None).
+    """
+
+    job = models.OneToOneField(
+        Job, primary_key=True, on_delete=models.CASCADE, related_name="restatement", serialize=False
+    )
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="restatements")
+    # The dataset the results were recalculated against stays as long as a restatement names it.
+    target_dataset = models.ForeignKey(FactorDataset, on_delete=models.PROTECT, related_name="restatements")
+    scope = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    total_before_kg = models.DecimalField(**TOTAL_DIGITS)
+    total_after_kg = models.DecimalField(**TOTAL_DIGITS)
+    change_pct = models.DecimalField(null=True, blank=True, **PCT_DIGITS)
+    threshold_pct = models.DecimalField(max_digits=5, decimal_places=2)
+    significant = models.BooleanField()
+    per_category = models.JSONField(default=dict, blank=True)
+    per_supplier = models.JSONField(default=dict, blank=True)
+    emissions_in_scope = models.PositiveBigIntegerField(default=0)
+    emissions_recalculated = models.PositiveBigIntegerField(default=0)
+    emissions_not_applicable = models.PositiveBigIntegerField(
+        default=0, help_text="In scope, but their factor is of another source than the target dataset"
+    )
+    emissions_changed = models.PositiveBigIntegerField(default=0)
+
+    objects = RestatementQuerySet.as_manager()
+
+    class Meta:
+        # The restatements list: newest first, keyset on (created_at, job).
+        indexes = [models.Index(fields=["organization", "-created_at", "-job"], name="restatement_org_created_idx")]
+
+    def __str__(self) -> str:
+        return f"Restatement #{self.pk}: {self.total_before_kg} -> {self.total_after_kg} kg CO2e"
+
+
+class RestatementLine(models.Model):
+    """One emission a recalculation changed: its result before and after (the history of that emission).
+
+    Written only for emissions whose factor (its values, not merely its row) or result changed. The job's chunks
+    stage these rows (COPY) before the ``Restatement`` exists, under the job's id, which is the restatement's id:
+    hence no database constraint on ``restatement`` (the finish creates the row in the transaction that applies
+    the lines; a failed or cancelled job's lines are deleted). ``emission_id`` and ``activity_id`` are plain
+    ids: the history outlives a deleted emission. The factors are kept (``PROTECT``) so that the previous factor
+    and its dataset stay readable.
+    """
+
+    restatement = models.ForeignKey(
+        Restatement, on_delete=models.CASCADE, related_name="lines", db_constraint=False, db_index=False
+    )
+    emission_id = models.BigIntegerField()
+    activity_id = models.BigIntegerField()
+    category = models.PositiveSmallIntegerField(choices=Category.choices)
+    supplier_id = models.BigIntegerField(null=True, blank=True)
+    before_factor = models.ForeignKey(EmissionFactor, on_delete=models.PROTECT, related_name="+")
+    before_co2e_kg = models.DecimalField(**CO2E_DIGITS)
+    before_biogenic_co2_kg = models.DecimalField(null=True, blank=True, **CO2E_DIGITS)
+    after_factor = models.ForeignKey(EmissionFactor, on_delete=models.PROTECT, related_name="+")
+    after_co2e_kg = models.DecimalField(**CO2E_DIGITS)
+    after_biogenic_co2_kg = models.DecimalField(null=True, blank=True, **CO2E_DIGITS)
+    after_gases = models.JSONField(default=dict, blank=True)
+    after_data_quality = models.JSONField(default=dict)
+    after_fallbacks = models.JSONField(default=list, blank=True)
+    after_warnings = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        constraints = [
+            # Each emission once per restatement; also the index of the lines list and of the finish's UPDATE.
+            models.UniqueConstraint(fields=["restatement", "emission_id"], name="restatementline_emission_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"emission {self.emission_id}: {self.before_co2e_kg} -> {self.after_co2e_kg} kg CO2e"

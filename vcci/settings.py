@@ -7,6 +7,7 @@ through psycopg 3 and Redis through django-redis.
 
 import ipaddress
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -572,6 +573,9 @@ JOB_STATEMENT_TIMEOUT_MS: int = env.int("JOB_STATEMENT_TIMEOUT_MS", default=30 *
 JOB_KIND_MODULES: dict[str, str] = {}
 # Rows per chunk of an import or a recalculation: a chunk is one transaction and one task.
 JOB_CHUNK_ROWS: int = env.int("JOB_CHUNK_ROWS", default=20000)
+# A recalculation whose restatement changes the total by at least this percentage is significant, unless the
+# organization sets its own threshold (Organization.restatement_threshold_pct).
+RESTATEMENT_THRESHOLD_PCT: Decimal = Decimal(env.str("RESTATEMENT_THRESHOLD_PCT", default="5"))
 
 LOGGING = {
     "version": 1,
