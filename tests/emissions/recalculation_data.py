@@ -85,9 +85,12 @@ def _activity(
     return ActivityInput(calculation, start, end, external_ref=f"{activity}-{amount}-{start.isoformat()}")
 
 
-def inventory(organization: Organization, steel: EmissionFactor, electricity_2025: EmissionFactor) -> None:
-    """Activities in 2025 (and a few in 2024, outside a 2025 scope) over changed, unchanged and EPA factors;
-    suppliers ``S1`` and ``S2``. The same inventory for any organization (external refs, amounts, order)."""
+def inventory(organization: Organization, electricity_2025: EmissionFactor, *, repeat: int = 1) -> None:
+    """Precondition: ``epa_steel()`` and ``desnz_imported()`` ran, and no other DESNZ version.
+
+    Activities in 2025 (and a few in 2024, outside a 2025 scope) over changed, unchanged and EPA factors;
+    suppliers ``S1`` and ``S2``. The same inventory for any organization (external refs, amounts, order);
+    ``repeat`` times the same lines, their external refs numbered."""
     s1 = SupplierFactory.create(organization=organization, external_id="S1", name="Supplier one")
     s2 = SupplierFactory.create(organization=organization, external_id="S2", name="Supplier two")
     items: list[ActivityInput] = []
@@ -116,7 +119,9 @@ def inventory(organization: Organization, steel: EmissionFactor, electricity_202
     for month in (3, 9):  # 2024: outside a 2025 scope, on changed factors
         start = dt.date(2024, month, 1)
         items += [_activity(ELECTRICITY, f"{400 + month}", "kWh", start), _distance(start, month, s2)]
-    activities_create(organization=organization, items=items)
+    for copy in range(repeat):
+        numbered = [dataclasses.replace(item, external_ref=f"{item.external_ref}#{copy}") for item in items]
+        activities_create(organization=organization, items=numbered)
 
 
 def _distance(start: dt.date, month: int, supplier: Supplier) -> ActivityInput:

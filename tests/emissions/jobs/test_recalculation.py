@@ -31,7 +31,8 @@ def desnz_2025() -> FactorDataset:
 def org(desnz_2025: FactorDataset) -> Organization:
     organization = OrganizationFactory.create()
     electricity = EmissionFactor.objects.get(dataset=desnz_2025, activity=data.ELECTRICITY)
-    data.inventory(organization, data.epa_steel(), electricity)
+    data.epa_steel()
+    data.inventory(organization, electricity)
     return organization
 
 
