@@ -4,7 +4,7 @@
 from django.urls import path
 from rest_framework.routers import DefaultRouter
 
-from emissions.api import views
+from emissions.api import recalculations, views
 
 router = DefaultRouter()
 # Resolution tries the routes in this order: the most requested resources first.
@@ -12,6 +12,7 @@ router.register("emissions", views.EmissionViewSet, basename="emission")
 router.register("activities", views.ActivityViewSet, basename="activity")
 router.register("factors", views.FactorViewSet, basename="factor")
 router.register("suppliers", views.SupplierViewSet, basename="supplier")
+router.register("restatements", recalculations.RestatementViewSet, basename="restatement")
 
 # Resolution tries these in order, and every API request pays for each pattern tried before its own: the
 # router's routes (the cached reads) come first, behind only the one route they would otherwise take.
@@ -31,5 +32,11 @@ urlpatterns = [
         "suppliers/<int:supplier_pk>/factors/<int:pk>/",
         views.SupplierFactorViewSet.as_view({"get": "retrieve", "delete": "destroy"}),
         name="supplier-factor-detail",
+    ),
+    path("recalculations/", recalculations.RecalculationView.as_view(), name="recalculation-list"),
+    path(
+        "restatements/<int:restatement_pk>/lines/",
+        recalculations.RestatementLineViewSet.as_view({"get": "list"}),
+        name="restatement-line-list",
     ),
 ]

@@ -31,9 +31,11 @@ _VIEWED = [
     "supplier",
     "factordataset",
     "emissionfactor",
+    "restatement",
 ]
 _READ = [f"view_{model}" for model in _VIEWED]
-_RECORD = ["add_activityrecord"]  # store activities (and so their emissions)
+# store activities (and so their emissions); recalculate them (writing a restatement)
+_RECORD = ["add_activityrecord", "add_restatement"]
 _MANAGE = [
     f"{action}_{model}"
     for model in ("supplier", "factordataset", "emissionfactor")

@@ -12,7 +12,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.views import APIView
 
 from emissions.api.permissions import RoleAllows
-from emissions.models import Membership, Organization, Supplier
+from emissions.models import FactorDataset, Membership, Organization, Supplier
 from emissions.services.organizations import ROLE_PERMISSIONS
 from emissions.services.supplier_factors import supplier_factor_create
 from tests.emissions.api.payloads import activity_input, electricity_input
@@ -65,10 +65,17 @@ WRITES: dict[str, tuple[Callable[[APIClient, Supplier], Any], int, str]] = {
         201,
         "add_activityrecord",
     ),
+    "POST recalculations": (
+        lambda api, sup: api.post(
+            reverse("recalculation-list"), {"dataset": FactorDataset.objects.get().pk}, format="json"
+        ),
+        202,
+        "add_restatement",
+    ),
 }
 ALLOWED = {
     Membership.Role.ADMIN: set(WRITES),
-    Membership.Role.ANALYST: {"POST activities"},
+    Membership.Role.ANALYST: {"POST activities", "POST recalculations"},
     Membership.Role.VIEWER: set(),
 }
 
@@ -112,7 +119,7 @@ def test_a_refusal_names_the_role_and_what_it_lacks(org) -> None:
 def test_every_role_reads_and_calculates(org, electricity_factor, role) -> None:
     api = member_api(org, role)
     SupplierFactory.create(organization=org)
-    for name in ("supplier-list", "emission-list", "activity-list", "factor-list"):
+    for name in ("supplier-list", "emission-list", "activity-list", "factor-list", "restatement-list"):
         assert api.get(reverse(name)).status_code == 200, name
     assert api.get(reverse("emission-summary"), {"group_by": "category"}).status_code == 200
     export = api.get(reverse("emission-export"))
