@@ -3,16 +3,17 @@
 Params (validated by ``emissions.services.recalculations.recalculation_submit``): ``dataset`` (the target's id),
 the scope (``period_from``, ``period_to``, ``categories``, ``suppliers``, ``source``) and ``chunk_rows``.
 
-- **plan**: one indexed query cuts the in-scope emission ids into ranges of ``chunk_rows`` rows; the last range
-  ends at the largest id in scope then, so emissions stored later are outside the job.
+- **plan**: one indexed query cuts the ids of the emissions to recompute (in scope, with a current factor of the
+  target's source) into ranges of ``chunk_rows`` rows; the largest id in scope then bounds the job, so emissions
+  stored later are outside it. Emissions whose factor is of another source are left as they are ("not
+  applicable"), counted in the restatement.
 - **run_chunk**: reads its range's emissions with their activity records and current factors in one query, and
-  recomputes each one whose current factor is of the target's source: its stored activity, with the target's
-  source and version as the selector (a pinned ``factor_id`` is re-selected by its factor's activity key), through
-  ``activities_prepare`` with one primed ``FactorResolver``, so fallbacks are recorded as for a new calculation.
-  Emissions whose factor is of another source are left as they are ("not applicable"). An activity that cannot
-  be calculated against the target is an error of its row; the job then fails at its finish and nothing is
-  applied. Emissions whose result or factor values changed are staged as ``RestatementLine`` rows (COPY), under
-  the job's id. Nothing a reader sees changes.
+  recomputes each: its stored activity, with the target's source and version as the selector (a pinned
+  ``factor_id`` is re-selected by its factor's activity key), through ``activities_prepare`` with one primed
+  ``FactorResolver``, so fallbacks are recorded as for a new calculation. An activity that cannot be calculated
+  against the target is an error of its row; the job then fails at its finish and nothing is applied. Emissions
+  whose result or factor values changed are staged as ``RestatementLine`` rows (COPY), under the job's id.
+  Nothing a reader sees changes.
 - **finish**: under a per-organization lock, sums the scope before the update (total, per category, per
   supplier: one query), applies every line with one ``UPDATE ... FROM`` (refusing the job if any of those
   emissions changed since its chunk read it), writes the ``Restatement`` (after = before + the lines' changes,
@@ -33,7 +34,7 @@ from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import F
+from django.db.models import F, Max
 from django.utils import timezone
 
 from calculator.types import CalculationInput, round_half_even
@@ -77,6 +78,11 @@ def scope_queryset(job: Job) -> EmissionQuerySet:
     )
 
 
+def recalculated_queryset(job: Job, target: FactorDataset) -> EmissionQuerySet:
+    """The emissions of the scope the job recomputes: those whose current factor is of the target's source."""
+    return scope_queryset(job).filter(factor__dataset__source=target.source)
+
+
 def _date(value: str | None) -> dt.date | None:
     return None if value is None else dt.date.fromisoformat(value)
 
@@ -97,7 +103,6 @@ CHUNK_COLUMNS = {
     "data_quality": "data_quality",
     "fallbacks": "fallbacks",
     "warnings": "warnings",
-    "factor_source": "factor__dataset__source",
     "factor_activity": "factor__activity",
     "factor_region": "factor__region",
     "factor_year": "factor__year",
@@ -258,9 +263,10 @@ def _totals(before: Decimal, delta: Decimal) -> dict[str, str | None]:
 
 class RecalculationKind:
     def plan(self, job: Job) -> Plan:
-        """Id ranges of ``chunk_rows`` in-scope emissions each, cut by one query over the scope's ids."""
+        """Id ranges of ``chunk_rows`` emissions to recompute each, cut by one query over their ids."""
         size = int(job.params.get("chunk_rows") or settings.JOB_CHUNK_ROWS)
-        ids, params = scope_queryset(job).values("id").query.sql_with_params()
+        target = FactorDataset.objects.get(pk=job.params["dataset"])
+        ids, params = recalculated_queryset(job, target).values("id").query.sql_with_params()
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT id, total, last_id FROM (SELECT id, row_number() OVER (ORDER BY id) AS n, "
@@ -273,14 +279,16 @@ class RecalculationKind:
             return Plan([], rows_total=0)
         starts = [mark[0] for mark in marks]
         ends = [start - 1 for start in starts[1:]] + [marks[0][2]]
-        total = marks[0][1]
-        return Plan([{"from_id": a, "to_id": b} for a, b in zip(starts, ends, strict=True)], rows_total=total)
+        chunks: list[dict[str, Any]] = [{"from_id": a, "to_id": b} for a, b in zip(starts, ends, strict=True)]
+        # The scope's bound for the finish's totals (emissions of other sources included): the largest id now.
+        chunks[-1]["scope_last_id"] = scope_queryset(job).aggregate(last=Max("id"))["last"]
+        return Plan(chunks, rows_total=marks[0][1])
 
     def run_chunk(self, job: Job, chunk: JobChunk) -> ChunkOutcome:
         organization = Organization.objects.get(pk=job.organization_id)
         target = FactorDataset.objects.get(pk=job.params["dataset"])
         rows = list(
-            scope_queryset(job)
+            recalculated_queryset(job, target)
             .filter(id__gte=chunk.payload["from_id"], id__lte=chunk.payload["to_id"])
             .order_by("id")
             .values(
@@ -288,20 +296,17 @@ class RecalculationKind:
                 **{name: F(path) for name, path in CHUNK_COLUMNS.items() if name != path},
             )
         )
-        applicable = [row for row in rows if row["factor_source"] == target.source]
-        if not applicable:
-            return ChunkOutcome(rows=len(rows))
-        items = [recalculation_input(row, target) for row in applicable]
+        if not rows:
+            return ChunkOutcome(rows=0)
+        items = [recalculation_input(row, target) for row in rows]
         try:
             # One resolver for the chunk, primed with every selector, rate and supplier its items name.
             pairs = activities_prepare(organization=organization, items=items, resolver=FactorResolver(organization))
         except ActivitiesInvalidError as exc:
-            errors = _row_errors(applicable, exc)
+            errors = _row_errors(rows, exc)
             return ChunkOutcome(rows=len(rows), errors=errors[: Job.MAX_ERRORS], error_count=len(errors))
         lines = (
-            _line(job, row, emission)
-            for row, (_, emission) in zip(applicable, pairs, strict=True)
-            if _changed(row, emission)
+            _line(job, row, emission) for row, (_, emission) in zip(rows, pairs, strict=True) if _changed(row, emission)
         )
         objects_copy(RestatementLine, lines)
         return ChunkOutcome(rows=len(rows))
@@ -370,22 +375,17 @@ class RecalculationKind:
 
     @staticmethod
     def _last_id(job: Job) -> int | None:
-        """The largest emission id the plan put in scope (None: nothing was in scope)."""
+        """The largest emission id in scope when the job was planned (None: nothing to recompute, no bound)."""
         payload = job.chunks.order_by("-index").values_list("payload", flat=True).first()
-        return None if payload is None else int(payload["to_id"])
+        return None if payload is None else int(payload["scope_last_id"])
 
     def _scope_totals(self, job: Job, target: FactorDataset) -> dict[tuple[str, Any], tuple[Decimal, int, int]]:
         """``{(group, key): (kg CO2e, emissions, emissions of the target's source)}`` over the planned scope, for the
         whole scope (``("total", None)``), per category and per supplier: one scan, grouping sets."""
         last_id = self._last_id(job)
-        if last_id is None:
-            return {}
-        scope = (
-            scope_queryset(job)
-            .filter(id__lte=last_id)
-            .values("category", "supplier_id", "co2e_kg", source=F("factor__dataset__source"))
-        )
-        inner, params = scope.query.sql_with_params()
+        scope = scope_queryset(job) if last_id is None else scope_queryset(job).filter(id__lte=last_id)
+        rows = scope.values("category", "supplier_id", "co2e_kg", source=F("factor__dataset__source"))
+        inner, params = rows.query.sql_with_params()
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT GROUPING(category), GROUPING(supplier_id), category, supplier_id, "

@@ -103,7 +103,7 @@ def test_the_restatement_names_exactly_the_emissions_whose_factor_changed(org: O
 
     job = make_job(org, modified, chunk_rows=10, **SCOPE_2025)
     pending = plan(job)
-    assert len(pending) == 9  # 85 emissions in scope, 10 a chunk
+    assert len(pending) == 8  # 73 emissions to recompute (85 in scope, 12 of them EPA), 10 a chunk
     for index in pending:
         chunk(job, index)
         # Staged, not applied: readers see the stored results until the job commits.
@@ -113,6 +113,7 @@ def test_the_restatement_names_exactly_the_emissions_whose_factor_changed(org: O
     assert not Restatement.objects.filter(pk=job.pk).exists()
     job = finish(job)
     assert job.state == Job.State.SUCCEEDED, job.errors
+    assert (job.rows_total, job.rows_done) == (73, 73)
 
     restatement = Restatement.objects.get(pk=job.pk)
     changed_ids = in_scope_using(org, data.CHANGED)
