@@ -744,8 +744,8 @@ class Restatement(models.Model):
     objects = RestatementQuerySet.as_manager()
 
     class Meta:
-        # The restatements list: newest first, keyset on (created_at, job).
-        indexes = [models.Index(fields=["organization", "-created_at", "-job"], name="restatement_org_created_idx")]
+        # The restatements list: newest job first (keyset on the job's id).
+        indexes = [models.Index(fields=["organization", "-job"], name="restatement_org_job_idx")]
 
     def __str__(self) -> str:
         return f"Restatement #{self.pk}: {self.total_before_kg} -> {self.total_after_kg} kg CO2e"

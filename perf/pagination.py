@@ -34,7 +34,7 @@ from django.core.exceptions import FieldDoesNotExist
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import DecimalField, F, Field, Func, Model, Q, QuerySet, Value
+from django.db.models import DecimalField, F, Field, ForeignObject, Func, Model, Q, QuerySet, Value
 from django.db.models.expressions import OrderBy
 from django.db.models.lookups import Exact, GreaterThanOrEqual, LessThanOrEqual
 from rest_framework.exceptions import ValidationError
@@ -302,6 +302,9 @@ class KeysetPagination(BasePagination):
             raise ValidationError(message)
         for key, value in zip(ordering, values, strict=True):
             field = path_field(queryset.model, key)
+            if isinstance(field, ForeignObject):
+                # A relation's own validators check nothing; its column's (the target's) bound a bigint.
+                field = field.target_field
             if value is None:
                 if not _nullable(queryset.model, key):
                     raise ValidationError(message)

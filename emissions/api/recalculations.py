@@ -213,12 +213,13 @@ class RecalculationView(APIView):
     )
 )
 class RestatementViewSet(OrgScopedMixin, viewsets.ReadOnlyModelViewSet):
-    """What finished recalculations changed, newest first (keyset-paginated)."""
+    """What finished recalculations changed, the latest requested first (keyset-paginated on the job's id)."""
 
     model = Restatement
     permission_classes = role_permissions(Restatement)
     pagination_class = KeysetPagination
-    keyset_ordering = ("-created_at", "-job")
+    # Not on created_at: a cursor of a datetime would have to carry its time zone.
+    keyset_ordering = ("-job",)
 
     def scoped(self, organization_id: int) -> QuerySet[Restatement]:
         return Restatement.objects.for_org(organization_id).with_related()

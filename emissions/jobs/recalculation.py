@@ -53,7 +53,7 @@ from emissions.models import (
     RestatementLine,
 )
 from emissions.services.activities import ActivitiesInvalidError, ActivityInput, activities_prepare
-from emissions.services.bulk import objects_copy
+from emissions.services.bulk import rows_copy
 
 # Notes that say the period supplied a value the caller left out: such a value is left out again when the stored
 # activity is recomputed, so the note (and the rule) is the same as in a new calculation.
@@ -211,24 +211,25 @@ def _changed(row: Mapping[str, Any], emission: Emission) -> bool:
     )
 
 
-def _line(job: Job, row: Mapping[str, Any], emission: Emission) -> RestatementLine:
-    return RestatementLine(
-        restatement_id=job.pk,
-        emission_id=row["id"],
-        activity_id=row["activity_id"],
-        category=row["category"],
-        supplier_id=row["supplier_id"],
-        before_factor_id=row["factor_id"],
-        before_co2e_kg=row["co2e_kg"],
-        before_biogenic_co2_kg=row["biogenic_co2_kg"],
-        after_factor_id=emission.factor.pk,
-        after_co2e_kg=emission.co2e_kg,
-        after_biogenic_co2_kg=emission.biogenic_co2_kg,
-        after_gases=emission.gases,
-        after_data_quality=emission.data_quality,
-        after_fallbacks=emission.fallbacks,
-        after_warnings=emission.warnings,
-    )
+def _line(job: Job, row: Mapping[str, Any], emission: Emission) -> dict[str, Any]:
+    """The ``RestatementLine`` of a changed emission, as the column values ``rows_copy`` writes."""
+    return {
+        "restatement_id": job.pk,
+        "emission_id": row["id"],
+        "activity_id": row["activity_id"],
+        "category": row["category"],
+        "supplier_id": row["supplier_id"],
+        "before_factor_id": row["factor_id"],
+        "before_co2e_kg": row["co2e_kg"],
+        "before_biogenic_co2_kg": row["biogenic_co2_kg"],
+        "after_factor_id": emission.factor.pk,
+        "after_co2e_kg": emission.co2e_kg,
+        "after_biogenic_co2_kg": emission.biogenic_co2_kg,
+        "after_gases": emission.gases,
+        "after_data_quality": emission.data_quality,
+        "after_fallbacks": emission.fallbacks,
+        "after_warnings": emission.warnings,
+    }
 
 
 def _row_errors(rows: Sequence[Mapping[str, Any]], exc: ActivitiesInvalidError) -> list[dict[str, Any]]:
@@ -308,7 +309,7 @@ class RecalculationKind:
         lines = (
             _line(job, row, emission) for row, (_, emission) in zip(rows, pairs, strict=True) if _changed(row, emission)
         )
-        objects_copy(RestatementLine, lines)
+        rows_copy(RestatementLine, lines)
         return ChunkOutcome(rows=len(rows))
 
     def finish(self, job: Job) -> dict[str, Any]:

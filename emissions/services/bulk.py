@@ -16,7 +16,8 @@ Values are prepared as ``bulk_create`` prepares them (``copy_columns``: the fiel
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import operator
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any, cast
 
@@ -100,8 +101,11 @@ def copy_statement(model: type[models.Model], columns: Sequence[str]) -> sql.Com
     )
 
 
-def _copy(model: type[models.Model], objects: Iterable[models.Model], *, with_pk: bool) -> int:
-    """Stream ``objects`` into ``model``'s table with ``COPY ... FROM STDIN``; return the rows written."""
+def _copy(
+    model: type[models.Model], objects: Iterable[Any], *, with_pk: bool, value: Callable[[Any, str], Any] = getattr
+) -> int:
+    """Stream ``objects`` into ``model``'s table with ``COPY ... FROM STDIN``; return the rows written. ``value(obj,
+    attname)`` reads a column's value from one of them (an attribute of a model instance by default)."""
     columns = copy_columns(model, with_pk=with_pk)
     statement = copy_statement(model, [column for column, _, _ in columns])
     written = 0
@@ -110,7 +114,7 @@ def _copy(model: type[models.Model], objects: Iterable[models.Model], *, with_pk
     db = connections[DEFAULT_DB_ALIAS]
     with db.wrap_database_errors, db.cursor() as cursor, cursor.cursor.copy(statement) as copy:
         for obj in objects:
-            copy.write_row([prep(getattr(obj, attname)) for _, attname, prep in columns])
+            copy.write_row([prep(value(obj, attname)) for _, attname, prep in columns])
             written += 1
     return written
 
@@ -174,9 +178,11 @@ def activities_delete_for_org(*, organization: Organization) -> tuple[int, int]:
     return counts[1], counts[0]
 
 
-def objects_copy(model: type[models.Model], objects: Iterable[models.Model]) -> int:
-    """Stream unsaved ``objects`` of ``model`` (their pks left to the table's sequence) into its table with COPY;
-    return the rows written. Precondition: PostgreSQL. No ids come back: for rows nothing references by id."""
+def rows_copy(model: type[models.Model], rows: Iterable[Mapping[str, Any]]) -> int:
+    """Stream ``rows`` (each a mapping of every concrete field's attname but the pk to its value) into ``model``'s
+    table with COPY, the pks left to its sequence; return the rows written. Values are prepared as for model
+    instances (JSON as ``jsonb``). For bulk rows nothing references by id, without building a model instance each.
+    Precondition: PostgreSQL."""
     if connection.vendor != "postgresql":
         raise NotSupportedError(f"COPY needs PostgreSQL; this database is {connection.vendor}.")
-    return _copy(model, objects, with_pk=False)
+    return _copy(model, rows, with_pk=False, value=operator.getitem)

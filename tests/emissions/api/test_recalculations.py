@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+from base64 import urlsafe_b64encode
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -228,3 +230,11 @@ def test_a_viewer_reads_restatements_but_may_not_recalculate(
     response = viewer.post(URL, {"dataset": modified.pk}, format="json")
     assert response.status_code == 403
     assert "lacks the 'add_restatement' permission" in response.json()["detail"]
+
+
+def test_a_cursor_out_of_the_id_range_is_a_400(api: Any, org: Organization) -> None:
+    # The restatements' keyset is their job (a one-to-one key): its value is range-checked as the job's id is.
+    cursor = urlsafe_b64encode(json.dumps([str(2**70)]).encode()).decode()
+    response = api.get(LIST, {"after": cursor})
+    assert response.status_code == 400
+    assert "after" in response.json()
