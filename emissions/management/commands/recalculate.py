@@ -85,7 +85,7 @@ class Command(BaseCommand):
             shown = "\n".join(f"  {error}" for error in job.errors[:20])
             raise CommandError(f"Recalculation job {job.pk} {job.state} ({job.error_count} error(s)):\n{shown}")
         restatement = Restatement.objects.get(pk=job.pk)
-        rate = restatement.emissions_in_scope / seconds if seconds else 0
+        rate = restatement.emissions_recalculated / seconds if seconds else 0
         self.stdout.write(
             f"Restatement {restatement.pk} against {dataset}: {restatement.emissions_in_scope} emission(s) in scope, "
             f"{restatement.emissions_recalculated} recalculated, {restatement.emissions_not_applicable} of another "
@@ -93,5 +93,5 @@ class Command(BaseCommand):
             f"Total {restatement.total_before_kg} -> {restatement.total_after_kg} kg CO2e "
             f"({'n/a' if restatement.change_pct is None else f'{restatement.change_pct} %'}; threshold "
             f"{restatement.threshold_pct} %: {'significant' if restatement.significant else 'not significant'}).\n"
-            f"{seconds:.1f} s, {rate:,.0f} emissions/s."
+            f"{seconds:.1f} s, {rate:,.0f} emissions recalculated/s."
         )
