@@ -31,6 +31,7 @@ _VIEWED = [
     "supplier",
     "factordataset",
     "emissionfactor",
+    "job",
 ]
 _READ = [f"view_{model}" for model in _VIEWED]
 _RECORD = ["add_activityrecord"]  # store activities (and so their emissions)
@@ -48,6 +49,18 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = MappingProxyType(
     {str(role): frozenset(codenames) for role, codenames in _ROLE_PERMISSIONS.items()}
 )
 """The permission codenames (app ``emissions``, e.g. ``add_supplier``) of each membership role."""
+
+# Seeing jobs is a read (``view_job``, above); controlling one (cancelling it) needs the write its kind makes: an
+# import or a recalculation writes activities and their emissions. A kind missing here is a superuser's to control.
+JOB_KIND_PERMISSIONS: Mapping[str, str] = MappingProxyType(
+    {"import": "add_activityrecord", "recalculation": "add_activityrecord"}
+)
+JOB_CONTROL_FALLBACK = "change_job"  # in no role: superusers only
+
+
+def job_control_permission(kind: str) -> str:
+    """The permission codename that cancelling a job of ``kind`` needs (``JOB_KIND_PERMISSIONS``)."""
+    return JOB_KIND_PERMISSIONS.get(kind, JOB_CONTROL_FALLBACK)
 
 
 class OrgUserError(ValueError):
