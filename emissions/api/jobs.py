@@ -8,14 +8,11 @@ one needs the permission its kind's write needs (``emissions.services.organizati
 
 from __future__ import annotations
 
-import datetime as dt
-from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 import django_filters
 from django.db.models import QuerySet
 from django.http import Http404
-from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -25,32 +22,13 @@ from rest_framework.response import Response
 
 from emissions.api.permissions import request_org, role_permissions
 from emissions.api.views import OrgScopedMixin
+from emissions.jobs.progress import job_duration, job_percent
 from emissions.models import Job
 from emissions.services.jobs import JobFinishedError, job_cancel
 from emissions.services.organizations import ROLE_PERMISSIONS, job_control_permission
 from perf.pagination import KeysetPagination
 
 # -- serializers ----------------------------------------------------------------------------------
-
-
-def job_percent(job: Job) -> int:
-    """How far the job is, 0 to 100 (rounded down: 100 only once it succeeded): by rows when their total is known,
-    else by chunks. A job that failed or was cancelled keeps the figure it had reached."""
-    if job.state == Job.State.SUCCEEDED:
-        return 100
-    done, total = (job.rows_done, job.rows_total) if job.rows_total else (job.chunks_done, job.chunks_total)
-    if not total:
-        return 0
-    return min(99, int((Decimal(done) * 100 / Decimal(total)).to_integral_value(rounding=ROUND_DOWN)))
-
-
-def job_duration(job: Job, now: dt.datetime | None = None) -> Decimal | None:
-    """Seconds from the job's start to its end (to now while it runs), to the millisecond; None before it started."""
-    if job.started_at is None:
-        return None
-    end = job.finished_at or now or timezone.now()
-    microseconds = max(0, (end - job.started_at) // dt.timedelta(microseconds=1))
-    return (Decimal(microseconds) / Decimal(1_000_000)).quantize(Decimal("0.001"), rounding=ROUND_DOWN)
 
 
 class JobProgressSerializer(serializers.Serializer):

@@ -63,6 +63,11 @@ def job_control_permission(kind: str) -> str:
     return JOB_KIND_PERMISSIONS.get(kind, JOB_CONTROL_FALLBACK)
 
 
+def job_control_permissions() -> frozenset[str]:
+    """Every permission codename that lets its holder cancel jobs of some kind."""
+    return frozenset([*JOB_KIND_PERMISSIONS.values(), JOB_CONTROL_FALLBACK])
+
+
 class OrgUserError(ValueError):
     """The user cannot be put into the organization; ``field`` names the offending input."""
 
