@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+from base64 import urlsafe_b64encode
 
 import pytest
 from django.urls import reverse
@@ -226,3 +228,13 @@ def test_a_kind_without_a_listed_permission_is_cancelled_by_superusers_only(org,
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=superuser.user).key}")
     assert client.post(cancel(job.pk)).status_code == 200
+
+
+@pytest.mark.parametrize("created_at", ["2025-01-01 00:00:00", "2025-01-01", "yesterday"])
+def test_a_cursor_without_a_time_zone_is_a_400(api, org, created_at):
+    """The cursors the list writes carry the time's offset; one without is refused, not read in the server's zone."""
+    make_job(org)
+    cursor = urlsafe_b64encode(json.dumps([created_at, "1"]).encode()).decode()
+    response = api.get(LIST, {"after": cursor})
+    assert response.status_code == 400
+    assert list(response.json()) == ["after"]
