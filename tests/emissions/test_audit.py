@@ -20,6 +20,7 @@ from emissions.services.activities import ActivityInput, activities_create
 from emissions.services.organizations import org_user_create
 from emissions.services.supplier_factors import supplier_factor_create
 from emissions.services.suppliers import supplier_create, supplier_delete, supplier_update
+from tests.emissions.api.payloads import activity_input
 from tests.factories import EmissionFactorFactory, EmissionFactory, SupplierFactory, UserFactory
 from tests.helpers import Client
 
@@ -220,6 +221,20 @@ def test_an_api_write_records_the_api_user_and_the_request_id(api, org):
     assert response[REQUEST_ID_HEADER] == "abc-123"
     [event] = events(SUPPLIER, response.json()["id"])
     assert (event.action, event.actor_id, event.request_id) == ("insert", api.user.pk, "abc-123")
+
+
+def test_an_api_activity_batch_records_the_api_user_on_every_copied_row(api, electricity_factor):
+    response = api.post(
+        reverse("activity-list"), [activity_input(), activity_input()], format="json", HTTP_X_REQUEST_ID="batch-9"
+    )
+    assert response.status_code == 201
+    logged = AuditEvent.objects.filter(table_name__in=[AuditEvent.Table.ACTIVITY, AuditEvent.Table.EMISSION])
+    assert sorted(logged.values_list("table_name", "actor_id", "request_id")) == [
+        (AuditEvent.Table.ACTIVITY, api.user.pk, "batch-9"),
+        (AuditEvent.Table.ACTIVITY, api.user.pk, "batch-9"),
+        (AuditEvent.Table.EMISSION, api.user.pk, "batch-9"),
+        (AuditEvent.Table.EMISSION, api.user.pk, "batch-9"),
+    ]
 
 
 @pytest.mark.parametrize("sent", [None, "", "has spaces", "x" * 129, "semi;colon"])
