@@ -25,7 +25,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.generics import GenericAPIView
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import BaseParser
@@ -40,9 +40,10 @@ from emissions.api import export, idempotency
 from emissions.api import serializers as s
 from emissions.api.filters import ActivityFilter, EmissionFilter, FactorFilter
 from emissions.api.permissions import request_org, request_org_id, role_permissions
+from emissions.audit import emission_history
 from emissions.cache import emission_list_namespaces, emission_namespaces, factor_namespaces, supplier_namespaces
 from emissions.calculation import calculate
-from emissions.models import SUMMARY_KEYS, ActivityRecord, Emission, EmissionFactor, EmissionQuerySet, Supplier
+from emissions.models import ID_MAX, SUMMARY_KEYS, ActivityRecord, Emission, EmissionFactor, EmissionQuerySet, Supplier
 from emissions.services.activities import activity_delete, activity_update
 from emissions.services.batches import activities_submit, calculations_run
 from emissions.services.supplier_factors import supplier_factor_create, supplier_factor_delete
@@ -445,6 +446,27 @@ class EmissionViewSet(OrgCachedReadMixin, RowListMixin, OrgScopedMixin, viewsets
 
     def cache_namespaces(self, organization_id: int) -> list[Namespace]:
         return emission_read_namespaces(self, organization_id)
+
+    @extend_schema(
+        filters=False,
+        responses={200: s.EmissionVersionSerializer(many=True), 404: OpenApiResponse(description="No such emission")},
+    )
+    @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
+    def history(self, request: Request, pk: str | None = None) -> Response:
+        """The emission's versions, oldest first: each insert, update (a recalculation, an edit) and delete, with
+        who made it, in which request or job, and the values it left (the factor with its dataset).
+
+        A deleted emission's history stays readable. An emission written before the audit trail was installed
+        has no recorded version until it changes (an empty list). Another organization's emission: 404.
+        """
+        emission_id = int(pk) if pk is not None and pk.isdigit() and int(pk) <= ID_MAX else None
+        history = None
+        if emission_id is not None:
+            history = emission_history(organization_id=request_org_id(request), emission_id=emission_id)
+        if history is None:
+            raise NotFound()
+        serializer = s.EmissionVersionSerializer(history.events, many=True, context={"factors": history.factors})
+        return Response(serializer.data)
 
     @extend_schema(
         parameters=[

@@ -31,6 +31,7 @@ _VIEWED = [
     "supplier",
     "factordataset",
     "emissionfactor",
+    "auditevent",  # the organization's audit log (read-only for everyone)
 ]
 _READ = [f"view_{model}" for model in _VIEWED]
 # Store activities, edit and delete them (and so their emissions).
