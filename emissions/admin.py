@@ -29,7 +29,7 @@ from typing import Any
 from django.contrib import admin, messages
 from django.contrib.admin.utils import get_fields_from_path
 from django.contrib.auth.models import User
-from django.db.models import Model, Q, QuerySet, URLField
+from django.db.models import Model, OuterRef, Q, QuerySet, Subquery, URLField
 from django.db.models.fields.related import RelatedField
 from django.forms import ModelChoiceField
 from django.http import HttpRequest, HttpResponse
@@ -38,6 +38,7 @@ from django.utils.html import format_html
 from emissions.jobs.progress import duration_text, job_duration, job_percent, rows_text
 from emissions.models import (
     ActivityRecord,
+    AuditEvent,
     Category,
     Emission,
     EmissionFactor,
@@ -386,6 +387,37 @@ def category_summary(queryset: EmissionQuerySet) -> dict[str, Any]:
         for group in groups
     ]
     return {"rows": rows, "total_t": total_kg / Decimal(1000), "records": sum(r["records"] for r in rows)}
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(OrgScopedAdminMixin, FastAdmin):
+    """The audit log, read-only for everyone (superusers included): only the database's triggers write it."""
+
+    list_display = ("occurred_at", "action", "table_name", "object_id", "actor", "request_id", "job_id")
+    list_filter = ("action", "table_name")  # choices: no query over the log
+    search_fields = ("=object_id", "=request_id")
+    readonly_fields = [field.name for field in AuditEvent._meta.fields] + ["actor"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        username = User.objects.filter(pk=OuterRef("actor_id")).values("username")[:1]
+        return super().get_queryset(request).annotate(actor_username=Subquery(username))
+
+    def get_ordering(self, request: HttpRequest) -> tuple[str, ...]:
+        # Org staff read their log newest first through (organization_id, occurred_at, id); superusers by id.
+        return ("-id",) if request.user.is_superuser else ("-occurred_at", "-id")
+
+    @admin.display(description="actor")
+    def actor(self, obj: AuditEvent) -> str:
+        return getattr(obj, "actor_username", None) or ("" if obj.actor_id is None else f"user {obj.actor_id}")
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
 
 
 # -- jobs -------------------------------------------------------------------------------------------

@@ -75,6 +75,8 @@ MIDDLEWARE = [
     "perf.admission.AdmissionMiddleware",
     # Per-request query count and DB time; before everything that may query (sessions, auth).
     "perf.middleware.DBStatsMiddleware",
+    # Request id (X-Request-ID) and the audit context of the request's writes: no query (emissions.audit).
+    "emissions.audit.AuditContextMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

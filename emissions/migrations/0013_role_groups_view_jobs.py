@@ -31,7 +31,7 @@ class Migration(migrations.Migration):
     dependencies = [
         ("auth", "0012_alter_user_first_name_max_length"),
         ("contenttypes", "0002_remove_content_type_name"),
-        ("emissions", "0008_jobs"),
+        ("emissions", "0009_audit_trail"),
     ]
 
     operations = [

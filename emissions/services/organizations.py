@@ -20,7 +20,7 @@ from emissions.models import Membership, Organization
 # (``role_group``); the API checks them on every request (``emissions.api.permissions.RoleAllows``, from the
 # membership its token authentication caches). Superusers bypass both. Which rows a member sees is decided by the
 # organization scoping (emissions.admin, the API's querysets), not here. Activities and emissions are written in the
-# admin by superusers only (its SuperuserWritesMixin), so ``add_activityrecord`` matters to the API alone.
+# admin by superusers only (its SuperuserWritesMixin), so the activity permissions matter to the API alone.
 _VIEWED = [
     "organization",
     "membership",
@@ -31,10 +31,12 @@ _VIEWED = [
     "supplier",
     "factordataset",
     "emissionfactor",
+    "auditevent",  # the organization's audit log (read-only for everyone)
     "job",
 ]
 _READ = [f"view_{model}" for model in _VIEWED]
-_RECORD = ["add_activityrecord"]  # store activities (and so their emissions)
+# Store activities, edit and delete them (and so their emissions).
+_RECORD = [f"{action}_activityrecord" for action in ("add", "change", "delete")]
 _MANAGE = [
     f"{action}_{model}"
     for model in ("supplier", "factordataset", "emissionfactor")

@@ -21,7 +21,9 @@ def staged_chunks(job: Job) -> list[int]:
 
 def test_a_submitted_job_is_run_by_the_worker(celery_worker: Worker) -> None:
     numbers = list(range(1, 21))
-    job = job_submit(organization=OrganizationFactory.create(), kind="test-sum", params={"numbers": numbers, "per_chunk": 3})
+    job = job_submit(
+        organization=OrganizationFactory.create(), kind="test-sum", params={"numbers": numbers, "per_chunk": 3}
+    )
     job = wait_for_job(job.pk)
     assert job.state == Job.State.SUCCEEDED, job.errors
     assert (job.chunks_done, job.chunks_total, job.rows_done) == (7, 7, sum(numbers))
