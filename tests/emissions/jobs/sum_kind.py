@@ -3,7 +3,8 @@
 Each chunk counts the sum of its numbers as its rows, so ``rows_done`` is the total exactly when every chunk ran
 once: a chunk run twice would show. ``params["sleep"]`` seconds of ``pg_sleep`` per chunk give a test time to kill the
 worker mid-chunk; a chunk whose numbers include ``params["fail_on"]`` raises, as a bug would; a number over 1000 is an
-error of its chunk's row; ``params["reject"]`` makes the finish refuse the job; ``params["supplier"]`` makes it create a supplier of that external id. Each chunk also inserts a row in
+error of its chunk's row; ``params["reject"]`` makes the finish refuse the job; ``params["supplier"]`` makes it
+create a supplier of that external id. Each chunk also inserts a row in
 ``test_sum_staged`` (created by the tests), which ``discard`` deletes: what a cancelled job staged must go.
 """
 
