@@ -217,3 +217,12 @@ reliability: install-bench
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .mypy_cache .ruff_cache
+
+# What the audit trail costs the COPY write path (docs/audit.md): 100,000 activities + emissions written by COPY with
+# the audit triggers off, with the installed statement-level triggers and with row-level ones, medians of 3, rolled
+# back. Seeds organization $(AUDIT_BENCH_ORG) (20,000 activities, whose inputs the benchmark repeats) if it has none.
+AUDIT_BENCH_ORG ?= audit-bench
+.PHONY: bench-audit
+bench-audit: install-bench factors
+	$(PY) manage.py seed_demo --org $(AUDIT_BENCH_ORG) --activities 20000 --if-empty
+	$(BENCH_SETTINGS) $(PY) manage.py bench_audit --org $(AUDIT_BENCH_ORG) --rows 100000 --runs 3

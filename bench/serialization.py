@@ -162,7 +162,9 @@ class SerializationBenchmark:
             raise BenchError(f"Organization '{org.slug}' has {count} emissions; the benchmark needs some pages.")
         pages = self._pages(org, count)
         with _member_token(org) as key, override_settings(ALLOWED_HOSTS=["testserver"]):
-            client = APIClient(HTTP_AUTHORIZATION=f"Token {key}")
+            # One request id for every request: each response echoes its request's X-Request-ID, and the two paths'
+            # responses are compared header for header.
+            client = APIClient(HTTP_AUTHORIZATION=f"Token {key}", HTTP_X_REQUEST_ID="bench-serialization")
             results = []
             for page in pages:
                 with override_settings(CACHE_ENABLED=page.cache, CACHE_DEEP_PAGES=False):

@@ -22,31 +22,37 @@ not run ``COUNT(*)`` over a whole big table.
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin.utils import get_fields_from_path
 from django.contrib.auth.models import User
-from django.db.models import Model, Q, QuerySet, URLField
+from django.db.models import Model, OuterRef, Q, QuerySet, Subquery, URLField
 from django.db.models.fields.related import RelatedField
 from django.forms import ModelChoiceField
 from django.http import HttpRequest, HttpResponse
+from django.utils.html import format_html
 
+from emissions.jobs.progress import duration_text, job_duration, job_percent, rows_text
 from emissions.models import (
     ActivityRecord,
+    AuditEvent,
     Category,
     Emission,
     EmissionFactor,
     EmissionQuerySet,
     ExchangeRate,
     FactorDataset,
+    Job,
     Membership,
     Organization,
     PriceIndex,
     Supplier,
 )
-from emissions.services.organizations import membership_role_set
+from emissions.services.jobs import jobs_cancel
+from emissions.services.organizations import job_control_permission, job_control_permissions, membership_role_set
 from perf.admin import EstimatedCountPaginator, ScopedRawIdWidget
 
 
@@ -381,3 +387,145 @@ def category_summary(queryset: EmissionQuerySet) -> dict[str, Any]:
         for group in groups
     ]
     return {"rows": rows, "total_t": total_kg / Decimal(1000), "records": sum(r["records"] for r in rows)}
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(OrgScopedAdminMixin, FastAdmin):
+    """The audit log, read-only for everyone (superusers included): only the database's triggers write it."""
+
+    list_display = ("occurred_at", "action", "table_name", "object_id", "actor", "request_id", "job_id")
+    list_filter = ("action", "table_name")  # choices: no query over the log
+    search_fields = ("=object_id", "=request_id")
+    readonly_fields = [field.name for field in AuditEvent._meta.fields] + ["actor"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        username = User.objects.filter(pk=OuterRef("actor_id")).values("username")[:1]
+        return super().get_queryset(request).annotate(actor_username=Subquery(username))
+
+    def get_ordering(self, request: HttpRequest) -> tuple[str, ...]:
+        # Org staff read their log newest first through (organization_id, occurred_at, id); superusers by id.
+        return ("-id",) if request.user.is_superuser else ("-occurred_at", "-id")
+
+    @admin.display(description="actor")
+    def actor(self, obj: AuditEvent) -> str:
+        return getattr(obj, "actor_username", None) or ("" if obj.actor_id is None else f"user {obj.actor_id}")
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+
+# -- jobs -------------------------------------------------------------------------------------------
+
+
+def fieldset_fields(fieldsets: Any) -> tuple[str, ...]:
+    """Every field the ``fieldsets`` show, in order (all of them read-only for a read-only admin)."""
+    return tuple(field for _, options in fieldsets for field in options["fields"])
+
+
+@admin.register(Job)
+class JobAdmin(OrgScopedAdminMixin, FastAdmin):
+    """Jobs (imports, recalculations) as they run: read-only, org-scoped; "Cancel selected jobs" cancels them.
+
+    Nothing of a job is edited here: its row is the workers' (``emissions.jobs.runner``). Cancelling one needs the
+    permission of its kind's write (``emissions.services.organizations.job_control_permission``), as in the API.
+    """
+
+    list_display = (
+        "id",
+        "kind",
+        "state",
+        "progress_bar",
+        "rows",
+        "error_count",
+        "requested_by",
+        "created_at",
+        "duration",
+        "organization",
+    )
+    list_select_related = ("requested_by", "organization")
+    list_filter = ("kind", "state")
+    ordering = ("-created_at", "-id")
+    actions = ["cancel_selected"]
+    fieldsets = (
+        (None, {"fields": ("organization", "kind", "state", "requested_by")}),
+        ("Progress", {"fields": ("progress_bar", "chunks", "rows", "error_count")}),
+        ("Timings", {"fields": ("created_at", "started_at", "finished_at", "duration")}),
+        ("Parameters, problems and result", {"fields": ("params_json", "errors_json", "result_json")}),
+    )
+    readonly_fields = fieldset_fields(fieldsets)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        """Whether the user may cancel jobs of some kind (each job's own kind is checked when it is cancelled)."""
+        return any(request.user.has_perm(f"emissions.{codename}") for codename in job_control_permissions())
+
+    @admin.display(description="progress")
+    def progress_bar(self, job: Job) -> str:
+        percent = job_percent(job)
+        return format_html(
+            '<progress value="{}" max="100" title="{}%">{}%</progress> {}%', percent, percent, percent, percent
+        )
+
+    @admin.display(description="rows done / total")
+    def rows(self, job: Job) -> str:
+        return rows_text(job)
+
+    @admin.display(description="chunks done / total")
+    def chunks(self, job: Job) -> str:
+        return f"{job.chunks_done} / {job.chunks_total}"
+
+    @admin.display(description="duration")
+    def duration(self, job: Job) -> str:
+        return duration_text(job_duration(job))
+
+    @admin.display(description="parameters")
+    def params_json(self, job: Job) -> str:
+        return json_block(job.params)
+
+    @admin.display(description="errors (the first 1000)")
+    def errors_json(self, job: Job) -> str:
+        return json_block(job.errors)
+
+    @admin.display(description="result")
+    def result_json(self, job: Job) -> str:
+        return json_block(job.result)
+
+    @admin.action(description="Cancel selected jobs", permissions=["cancel"])
+    def cancel_selected(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        # The queryset is the changelist's: scoped to the user's organization (a superuser's: any).
+        allowed: list[int] = []
+        refused: list[int] = []
+        for job_id, kind in queryset.order_by("pk").values_list("pk", "kind"):
+            permitted = request.user.has_perm(f"emissions.{job_control_permission(kind)}")
+            (allowed if permitted else refused).append(job_id)
+        done = jobs_cancel(organization=None, job_ids=allowed)
+        cancelled = done.cancelled
+        finished = [f"#{job.pk} ({job.state})" for job in done.finished]
+        if cancelled:
+            self.message_user(request, f"Cancelled {len(cancelled)} job(s): nothing of them became visible.")
+        if finished:
+            self.message_user(
+                request, f"Not cancelled, already finished: {', '.join(finished)}.", level=messages.WARNING
+            )
+        if refused:
+            listed = ", ".join(f"#{job_id}" for job_id in refused)
+            self.message_user(request, f"Not cancelled, your role may not: {listed}.", level=messages.ERROR)
+
+
+def json_block(value: Any) -> str:
+    """``value`` as indented JSON in a <pre> block, escaped."""
+    return format_html("<pre>{}</pre>", json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True))

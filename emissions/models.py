@@ -8,6 +8,7 @@ Amounts and emissions are ``Decimal`` end to end.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any, Self, TypedDict
@@ -788,3 +789,76 @@ class RestatementLine(models.Model):
 
     def __str__(self) -> str:
         return f"emission {self.emission_id}: {self.before_co2e_kg} -> {self.after_co2e_kg} kg CO2e"
+
+
+class DecimalJSONDecoder(json.JSONDecoder):
+    """JSON with non-integer numbers read as ``Decimal``: audit rows hold amounts and results as JSON numbers."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("parse_float", Decimal)
+        super().__init__(*args, **kwargs)
+
+
+class AuditEventQuerySet(OrgScopedQuerySet):
+    def history(self, model: type[models.Model], object_id: int) -> AuditEventQuerySet:
+        """One row's events, oldest first (served by ``audit_object_idx``; chain ``for_org`` before it)."""
+        return self.filter(table_name=model._meta.db_table, object_id=object_id).order_by("id")
+
+    def with_actor(self) -> AuditEventQuerySet:
+        """Each event annotated with ``actor_username`` (None for no actor, or a user since deleted), in the same
+        query."""
+        from django.contrib.auth import get_user_model
+
+        username = get_user_model()._default_manager.filter(pk=models.OuterRef("actor_id")).values("username")[:1]
+        return self.annotate(actor_username=models.Subquery(username))
+
+
+class AuditEvent(models.Model):
+    """One recorded change of a supplier, activity, emission or supplier-provided factor. Append-only.
+
+    Written only by the database's statement-level triggers (migration ``0009_audit_trail``), for INSERT,
+    UPDATE (rows whose values changed; ``updated_at`` alone is no change) and DELETE, COPY included; never by
+    the application, and a trigger refuses any UPDATE or DELETE of this table (TRUNCATE, which only the
+    table's owner may run, empties it). ``row`` is the whole row after an insert or update, or as it was
+    when deleted, with column names as keys; ``changed`` holds, for an update, the previous value of each
+    changed column. ``organization_id``, ``actor_id`` and ``job_id`` are plain integers without foreign
+    keys: deleting an organization, a user or a job must not delete or rewrite the log of what they did.
+    Who, which request and which job come from ``emissions.audit``.
+    """
+
+    class Action(models.TextChoices):
+        INSERT = "insert", "Insert"
+        UPDATE = "update", "Update"
+        DELETE = "delete", "Delete"
+
+    class Table(models.TextChoices):
+        """The audited tables (``emissions.audit.AUDITED_TABLES``)."""
+
+        SUPPLIER = "emissions_supplier", "Supplier"
+        ACTIVITY = "emissions_activityrecord", "Activity"
+        EMISSION = "emissions_emission", "Emission"
+        SUPPLIER_FACTOR = "emissions_emissionfactor", "Supplier factor"
+
+    occurred_at = models.DateTimeField(help_text="Start of the writing transaction")
+    table_name = models.CharField(max_length=63, choices=Table.choices)
+    object_id = models.BigIntegerField()
+    organization_id = models.BigIntegerField(null=True, blank=True)
+    action = models.CharField(max_length=6, choices=Action.choices)
+    row = models.JSONField(decoder=DecimalJSONDecoder)
+    changed = models.JSONField(null=True, blank=True, decoder=DecimalJSONDecoder)
+    actor_id = models.BigIntegerField(null=True, blank=True, help_text="User id")
+    request_id = models.CharField(max_length=128, blank=True)
+    job_id = models.BigIntegerField(null=True, blank=True)
+
+    objects = AuditEventQuerySet.as_manager()
+
+    class Meta:
+        indexes = [
+            # The history of one object: organization, table, object, in order.
+            models.Index(fields=["organization_id", "table_name", "object_id", "id"], name="audit_object_idx"),
+            # An organization's log by time.
+            models.Index(fields=["organization_id", "occurred_at", "id"], name="audit_org_time_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.table_name} {self.object_id} at {self.occurred_at:%Y-%m-%d %H:%M:%S}"

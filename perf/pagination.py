@@ -24,12 +24,15 @@ use such an index; it is kept for nullable keys, and its cursor predicate for an
 from __future__ import annotations
 
 import json
+import warnings
 from base64 import urlsafe_b64decode, urlsafe_b64encode
 from collections.abc import Collection, Sequence
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from cursor_pagination import CursorPaginator, InvalidCursor
+from django.conf import settings
 from django.core.exceptions import FieldDoesNotExist
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import connections
@@ -37,6 +40,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import DecimalField, F, Field, ForeignObject, Func, Model, Q, QuerySet, Value
 from django.db.models.expressions import OrderBy
 from django.db.models.lookups import Exact, GreaterThanOrEqual, LessThanOrEqual
+from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import BasePagination
 from rest_framework.request import Request
@@ -310,9 +314,16 @@ class KeysetPagination(BasePagination):
                     raise ValidationError(message)
                 continue
             try:
-                # to_python checks the type; the validators add the column's range (bigint, length).
-                field.run_validators(field.to_python(value))
-            except (DjangoValidationError, ValueError, TypeError):
+                # to_python checks the type; the validators add the column's range (bigint, length). A time without
+                # its offset (the cursors written here carry one) is refused, not read in the server's zone: a
+                # DateTimeField warns of a date alone as it converts it, and passes a naive time through.
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error", RuntimeWarning)
+                    typed = field.to_python(value)
+                field.run_validators(typed)
+                if isinstance(typed, datetime) and settings.USE_TZ and timezone.is_naive(typed):
+                    raise ValueError("naive datetime")
+            except (DjangoValidationError, ValueError, TypeError, RuntimeWarning):
                 raise ValidationError(message) from None
         return raw
 

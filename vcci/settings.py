@@ -76,6 +76,8 @@ MIDDLEWARE = [
     "perf.admission.AdmissionMiddleware",
     # Per-request query count and DB time; before everything that may query (sessions, auth).
     "perf.middleware.DBStatsMiddleware",
+    # Request id (X-Request-ID) and the audit context of the request's writes: no query (emissions.audit).
+    "emissions.audit.AuditContextMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -554,9 +556,9 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # The job row holds state and results; Celery keeps none.
 CELERY_TASK_IGNORE_RESULT = True
-# A chunk taking longer than JOB_CHUNK_TIME_LIMIT seconds is killed (and retried); Redis redelivers a message left
-# unacknowledged by a lost worker after CELERY_VISIBILITY_TIMEOUT, which must exceed the longest task (checked at
-# start-up).
+# A task taking longer than JOB_CHUNK_TIME_LIMIT seconds is killed and fails its job (TimeLimitExceeded). Redis
+# redelivers a message left unacknowledged by a lost worker after CELERY_VISIBILITY_TIMEOUT, which must exceed the
+# longest task (checked here).
 JOB_CHUNK_TIME_LIMIT: int = env.int("JOB_CHUNK_TIME_LIMIT", default=600)
 CELERY_TASK_TIME_LIMIT: int = JOB_CHUNK_TIME_LIMIT
 CELERY_VISIBILITY_TIMEOUT: int = env.int("CELERY_VISIBILITY_TIMEOUT", default=2 * JOB_CHUNK_TIME_LIMIT)

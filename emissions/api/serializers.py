@@ -12,6 +12,7 @@ import re
 from decimal import Decimal
 from typing import Any
 
+from django.utils.dateparse import parse_datetime
 from django_countries import countries
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -27,9 +28,11 @@ from emissions.inputs import (
     refuse_formula,
 )
 from emissions.models import (
+    CO2E_DIGITS,
     FACTOR_DIGITS,
     SUMMARY_KEYS,
     ActivityRecord,
+    AuditEvent,
     Emission,
     EmissionFactor,
     Method,
@@ -451,3 +454,93 @@ class SummarySerializer(serializers.Serializer):
     groups = SummaryGroupSerializer(
         many=True, help_text="Largest co2e_kg first (ties by key); for group_by=month chronological, oldest first"
     )
+
+
+# -- history (the audit trail of one emission) --------------------------------------------------------------------
+
+
+class HistoryFactorSerializer(serializers.Serializer):
+    """The factor a version names; ``activity``, ``source`` and ``dataset_version`` are null when the factor no
+    longer exists (a supplier's own factor deleted since; its deletion is in the audit log)."""
+
+    id = serializers.IntegerField(read_only=True)
+    activity = serializers.CharField(read_only=True, allow_null=True)
+    source = serializers.CharField(read_only=True, allow_null=True)  # type: ignore[assignment]  # FIELD_NAMES
+    dataset_version = serializers.CharField(read_only=True, allow_null=True)
+
+
+class EmissionValuesSerializer(serializers.Serializer):
+    """An emission's stored values in one version. In ``previous`` only the changed fields are present."""
+
+    activity = serializers.IntegerField(read_only=True, required=False)
+    supplier = serializers.IntegerField(read_only=True, required=False, allow_null=True)
+    category = serializers.IntegerField(read_only=True, required=False)
+    method = serializers.CharField(read_only=True, required=False)
+    period_start = serializers.DateField(read_only=True, required=False)
+    period_end = serializers.DateField(read_only=True, required=False)
+    co2e_kg = serializers.DecimalField(read_only=True, required=False, **CO2E_DIGITS)
+    biogenic_co2_kg = serializers.DecimalField(read_only=True, required=False, allow_null=True, **CO2E_DIGITS)
+    gases = serializers.DictField(child=serializers.CharField(), read_only=True, required=False)
+    data_quality = DataQualitySerializer(read_only=True, required=False)
+    fallbacks = NoteSerializer(many=True, read_only=True, required=False)
+    warnings = NoteSerializer(many=True, read_only=True, required=False)
+    calculated_at = serializers.DateTimeField(read_only=True, required=False)
+    factor = HistoryFactorSerializer(read_only=True, required=False)
+
+
+def emission_values(columns: dict[str, Any], factors: dict[int, EmissionFactor]) -> dict[str, Any]:
+    """An audit row's columns (``AuditEvent.row`` or ``changed``) as ``EmissionValuesSerializer`` reads them:
+    foreign keys by their API name, the factor with its dataset, timestamps parsed. Ids of the row and of its
+    organization are left out (the URL names both)."""
+    values: dict[str, Any] = {}
+    for column, value in columns.items():
+        if column in ("id", "organization_id"):
+            continue
+        if column == "factor_id":
+            factor = factors.get(value)
+            values["factor"] = {
+                "id": value,
+                "activity": factor.activity if factor else None,
+                "source": factor.dataset.source if factor else None,
+                "dataset_version": factor.dataset.version if factor else None,
+            }
+        elif column.endswith("_id"):
+            values[column.removesuffix("_id")] = value
+        elif column == "calculated_at" and isinstance(value, str):
+            values[column] = parse_datetime(value)
+        else:
+            values[column] = value
+    return values
+
+
+class EmissionVersionSerializer(serializers.Serializer):
+    """One recorded change of an emission. Precondition: ``context["factors"]`` holds the factors its values name
+    (``emissions.audit.emission_history``) and the event was loaded ``with_actor()``."""
+
+    id = serializers.IntegerField(read_only=True, help_text="The audit event's id (ascending = oldest first)")
+    action = serializers.ChoiceField(choices=AuditEvent.Action.choices, read_only=True)
+    at = serializers.DateTimeField(source="occurred_at", read_only=True, help_text="Start of the writing transaction")
+    actor = serializers.CharField(
+        source="actor_username", read_only=True, allow_null=True, help_text="Username; null for none or a deleted user"
+    )
+    actor_id = serializers.IntegerField(read_only=True, allow_null=True)
+    request_id = serializers.CharField(read_only=True, help_text="The writing request's X-Request-ID; empty for none")
+    job_id = serializers.IntegerField(read_only=True, allow_null=True)
+    changed = serializers.SerializerMethodField(help_text="Fields an update changed (empty for insert and delete)")
+    values = serializers.SerializerMethodField(help_text="The emission after the change (as deleted, for delete)")
+    previous = serializers.SerializerMethodField(help_text="For an update, the changed fields' previous values")
+
+    def get_changed(self, event: AuditEvent) -> list[str]:
+        return sorted(emission_values(event.changed or {}, {}))
+
+    @extend_schema_field(EmissionValuesSerializer)
+    def get_values(self, event: AuditEvent) -> dict[str, Any]:
+        return EmissionValuesSerializer(emission_values(event.row, self.context["factors"])).data
+
+    @extend_schema_field(EmissionValuesSerializer(allow_null=True))
+    def get_previous(self, event: AuditEvent) -> dict[str, Any] | None:
+        if event.changed is None:
+            return None
+        values = emission_values(event.changed, self.context["factors"])
+        # Only the changed fields: DRF would write a missing nullable one as null.
+        return {key: value for key, value in EmissionValuesSerializer(values).data.items() if key in values}

@@ -4,7 +4,7 @@
 from django.urls import path
 from rest_framework.routers import DefaultRouter
 
-from emissions.api import recalculations, views
+from emissions.api import jobs, recalculations, views
 
 router = DefaultRouter()
 # Resolution tries the routes in this order: the most requested resources first.
@@ -12,6 +12,7 @@ router.register("emissions", views.EmissionViewSet, basename="emission")
 router.register("activities", views.ActivityViewSet, basename="activity")
 router.register("factors", views.FactorViewSet, basename="factor")
 router.register("suppliers", views.SupplierViewSet, basename="supplier")
+router.register("jobs", jobs.JobViewSet, basename="job")  # job-list, job-detail, job-cancel
 router.register("restatements", recalculations.RestatementViewSet, basename="restatement")
 
 # Resolution tries these in order, and every API request pays for each pattern tried before its own: the

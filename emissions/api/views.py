@@ -6,11 +6,12 @@ indistinguishable from rows that do not exist (404, absent from lists and totals
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, cast
 
 from django.db.models import Model, QuerySet
-from django.http import StreamingHttpResponse
+from django.http import Http404, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
@@ -24,7 +25,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.generics import GenericAPIView
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import BaseParser
@@ -39,9 +40,11 @@ from emissions.api import export, idempotency
 from emissions.api import serializers as s
 from emissions.api.filters import ActivityFilter, EmissionFilter, FactorFilter
 from emissions.api.permissions import request_org, request_org_id, role_permissions
+from emissions.audit import emission_history
 from emissions.cache import emission_list_namespaces, emission_namespaces, factor_namespaces, supplier_namespaces
 from emissions.calculation import calculate
-from emissions.models import SUMMARY_KEYS, ActivityRecord, Emission, EmissionFactor, EmissionQuerySet, Supplier
+from emissions.models import ID_MAX, SUMMARY_KEYS, ActivityRecord, Emission, EmissionFactor, EmissionQuerySet, Supplier
+from emissions.services.activities import activity_delete, activity_update
 from emissions.services.batches import activities_submit, calculations_run
 from emissions.services.supplier_factors import supplier_factor_create, supplier_factor_delete
 from emissions.services.suppliers import supplier_create, supplier_delete, supplier_update
@@ -320,7 +323,21 @@ def emission_read_namespaces(view: Any, organization_id: int) -> list[Namespace]
         description="Store one activity (answered with one object) or a list of up to 10,000 (answered with a "
         "list in the same order), all or nothing. Every item is validated and calculated first; if any fails, "
         "nothing is written and the response lists each failing index (0 for a single object).",
-    )
+    ),
+    partial_update=extend_schema(
+        request=inputs.ActivityInputSerializer,
+        responses={200: s.ActivitySerializer, 400: OpenApiResponse(description="{field: [messages]}")},
+        description="Change some of the activity's fields (the create body's names; the others keep what was "
+        "sent) and recalculate its emission, in one transaction. The merged activity is validated and calculated "
+        "as a create is; if that fails nothing is written. A year or spend_year left to the period follows a new "
+        "period. Answered with the activity as GET shows it, with its new emission (same ids). Safe to retry as "
+        "it is (no Idempotency-Key); no If-Match.",
+    ),
+    destroy=extend_schema(
+        responses={204: None},
+        description="Delete the activity and its emission, in one transaction. No Idempotency-Key: a retry of a "
+        "delete that went through answers 404.",
+    ),
 )
 @heavy("post", min_body=BULK_BODY_BYTES)
 class ActivityViewSet(
@@ -333,7 +350,8 @@ class ActivityViewSet(
     viewsets.GenericViewSet,
 ):
     """Activity lines with their calculated emission. First pages (per filter set) are cached, deep pages from
-    their second request (``deep_pages_on_repeat``).
+    their second request (``deep_pages_on_repeat``). PATCH recalculates one, DELETE removes it with its emission
+    (``activity_update`` / ``activity_delete``); there is no PUT.
 
     List pages are written from value rows (``perf.rows``), as ``ActivitySerializer`` would write them.
     """
@@ -347,6 +365,7 @@ class ActivityViewSet(
     filterset_class = ActivityFilter
     pagination_class = KeysetPagination
     keyset_ordering = ("-period_start", "-id")
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     def scoped(self, organization_id: int) -> QuerySet[ActivityRecord]:
         return ActivityRecord.objects.for_org(organization_id).with_related()
@@ -364,6 +383,39 @@ class ActivityViewSet(
         if isinstance(request.data, list):
             return Response(s.ActivitySerializer(records, many=True).data, status=status.HTTP_201_CREATED)
         return Response(s.ActivitySerializer(records[0]).data, status=status.HTTP_201_CREATED)
+
+    def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        with activity_or_404():
+            record = activity_update(
+                organization=request_org(request), activity_id=url_id(self.kwargs["pk"]), changes=request.data
+            )
+        return Response(s.ActivitySerializer(record).data)
+
+    def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        with activity_or_404():
+            activity_delete(organization=request_org(request), activity_id=url_id(self.kwargs["pk"]))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# What GET answers for an id that is not one of the caller's activities (DRF's get_object_or_404, Django's message).
+ACTIVITY_NOT_FOUND = f"No {ActivityRecord._meta.object_name} matches the given query."
+
+
+def url_id(value: str) -> int:
+    """The URL's id as a number; an id that is none is not found (``ActivityRecord.DoesNotExist``), as GET says."""
+    try:
+        return int(value)
+    except ValueError:
+        raise ActivityRecord.DoesNotExist from None
+
+
+@contextmanager
+def activity_or_404() -> Iterator[None]:
+    """A write of an activity the caller's organization does not have answers 404, as GET does (no leak)."""
+    try:
+        yield
+    except ActivityRecord.DoesNotExist:
+        raise Http404(ACTIVITY_NOT_FOUND) from None
 
 
 # -- emissions ----------------------------------------------------------------------------------
@@ -394,6 +446,27 @@ class EmissionViewSet(OrgCachedReadMixin, RowListMixin, OrgScopedMixin, viewsets
 
     def cache_namespaces(self, organization_id: int) -> list[Namespace]:
         return emission_read_namespaces(self, organization_id)
+
+    @extend_schema(
+        filters=False,
+        responses={200: s.EmissionVersionSerializer(many=True), 404: OpenApiResponse(description="No such emission")},
+    )
+    @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
+    def history(self, request: Request, pk: str | None = None) -> Response:
+        """The emission's versions, oldest first: each insert, update (a recalculation, an edit) and delete, with
+        who made it, in which request or job, and the values it left (the factor with its dataset).
+
+        A deleted emission's history stays readable. An emission written before the audit trail was installed
+        has no recorded version until it changes (an empty list). Another organization's emission: 404.
+        """
+        emission_id = int(pk) if pk is not None and pk.isdigit() and int(pk) <= ID_MAX else None
+        history = None
+        if emission_id is not None:
+            history = emission_history(organization_id=request_org_id(request), emission_id=emission_id)
+        if history is None:
+            raise NotFound()
+        serializer = s.EmissionVersionSerializer(history.events, many=True, context={"factors": history.factors})
+        return Response(serializer.data)
 
     @extend_schema(
         parameters=[

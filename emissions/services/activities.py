@@ -9,15 +9,17 @@ default rule becomes; the emission's ``fallbacks`` say which values came from th
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from django.db import connection, transaction
+from django.utils import timezone
 
 from calculator.engine import is_spend_factor
+from calculator.rules import Method
 from calculator.types import CalculationError, CalculationInput
-from emissions.cache import emissions_added
+from emissions.cache import emissions_added, emissions_changed
 from emissions.calculation import FactorResolver, Result, calculate_in_period
 from emissions.metrics import observe_activity_batch
 from emissions.models import ActivityRecord, Emission, Organization, Supplier
@@ -181,13 +183,20 @@ def activities_prepare(
     errors = [ItemError(i, outcome) for i, outcome in enumerate(outcomes) if isinstance(outcome, dict)]
     if errors:
         raise ActivitiesInvalidError(errors)
-    pairs = []
-    for item, outcome in zip(items, outcomes, strict=True):
-        # No error above, so every outcome is a Result.
-        result = cast(Result, outcome)
-        record = activity_record_build(item, result, organization, suppliers.get(item.calculation.supplier_id or 0))
-        pairs.append((record, emission_build(record, result)))
-    return pairs
+    # No error above, so every outcome is a Result.
+    return [
+        _pair_build(item, cast(Result, outcome), organization, suppliers)
+        for item, outcome in zip(items, outcomes, strict=True)
+    ]
+
+
+def _pair_build(
+    item: ActivityInput, result: Result, organization: Organization, suppliers: Mapping[int, Supplier]
+) -> tuple[ActivityRecord, Emission]:
+    """The unsaved activity row of ``item`` and its emission row. Precondition: ``result`` is ``item``'s outcome
+    and ``suppliers`` holds its supplier (``_calculate_all`` loads them)."""
+    record = activity_record_build(item, result, organization, suppliers.get(item.calculation.supplier_id or 0))
+    return record, emission_build(record, result)
 
 
 def default_write_method() -> WriteMethod:
@@ -226,3 +235,126 @@ def activities_create(
     emissions_added(organization.pk, (record.period_start for record, _ in pairs))
     observe_activity_batch(len(pairs))  # vcci_activity_batch_size: items stored per call
     return [record for record, _ in pairs]
+
+
+# -- editing and deleting a stored activity ----------------------------------------------------------------------
+
+# The columns an edit rewrites: every input column of the activity (not its id, organization or creation time) and
+# every column of its emission but the rows it belongs to.
+_RECORD_FIELDS = tuple(
+    field for field in ActivityRecord._meta.concrete_fields if field.name not in ("id", "organization", "created_at")
+)
+_EMISSION_COLUMNS = tuple(
+    field.name for field in Emission._meta.concrete_fields if field.name not in ("id", "organization", "activity")
+)
+
+
+def _sent_body(record: ActivityRecord, emission: Emission | None) -> dict[str, Any]:
+    """The create body that stores ``record`` again: the values its caller sent, without those the rules filled in.
+
+    A stored row holds the values used (module docstring), so what was left out is told apart by how it was filled:
+    a year or spend year taken from the period has its fallback note (changing the period then moves it along), an
+    amount computed as mass x distance goes with its mass and distance, and a spend line's unit left to its
+    currency is that currency. Empty values are left out, as a caller would leave them.
+    """
+    body = {field.name: getattr(record, field.attname) for field in _RECORD_FIELDS}  # ids for factor and supplier
+    body["factor_id"] = body.pop("factor")  # the body's name of the pinned factor (the supplier's is supplier)
+    noted = {note.get("code") for note in emission.fallbacks} if emission is not None else set()
+    if "year_from_period" in noted:
+        body["year"] = None
+    if "spend_year_from_period" in noted:
+        body["spend_year"] = None
+    if record.method == Method.DISTANCE and record.mass is not None and record.distance is not None:
+        body["amount"] = body["unit"] = None
+    if record.method == Method.SPEND and record.unit == record.currency:
+        body["unit"] = None
+    return {name: value for name, value in body.items() if value is not None and value != ""}
+
+
+def _validated_change(record: ActivityRecord, emission: Emission | None, changes: object) -> ActivityInput:
+    """``changes`` applied to what was sent for ``record``, validated as a create body is; ``CalculationError``
+    naming the fields otherwise."""
+    # emissions.inputs imports this module (ActivityInput); the create path's validation is loaded when first needed.
+    from emissions import inputs
+
+    if not isinstance(changes, Mapping):
+        kind = "null" if changes is None else type(changes).__name__
+        raise CalculationError(field="non_field_errors", message=f"Send an object of the fields to change; got {kind}.")
+    serializer = inputs.ActivityInputSerializer(
+        data={**_sent_body(record, emission), **changes}, context={"organization_id": record.organization_id}
+    )
+    if not serializer.is_valid():
+        raise CalculationError(inputs.plain_errors(serializer.errors))
+    return inputs.activity_input(dict(serializer.validated_data))
+
+
+def _locked(organization: Organization, activity_id: int) -> ActivityRecord:
+    """The organization's activity ``activity_id`` with its emission, the activity's row locked until the
+    transaction ends. ``ActivityRecord.DoesNotExist`` when there is none (another organization's included)."""
+    # of=("self",): PostgreSQL cannot lock the nullable side of the outer join to the emission.
+    return (
+        ActivityRecord.objects.for_org(organization)
+        .select_related("emission")
+        .select_for_update(of=("self",))
+        .get(pk=activity_id)
+    )
+
+
+def _emission_of(record: ActivityRecord) -> Emission | None:
+    return getattr(record, "emission", None)  # RelatedObjectDoesNotExist (an AttributeError) when there is none
+
+
+@transaction.atomic
+def activity_update(
+    *,
+    organization: Organization,
+    activity_id: int,
+    changes: object,
+    resolver: FactorResolver | None = None,
+) -> ActivityRecord:
+    """Apply ``changes`` (create-body field names, ``emissions.inputs.ActivityInputSerializer``) to a stored
+    activity and recalculate its emission, in one transaction. ``changes`` is typically a parsed request body:
+    anything but a mapping is a ``CalculationError`` too.
+
+    The activity's row is locked first, so concurrent edits of one activity apply one after the other, each to
+    the other's result. The changes are merged into what was sent for the activity (``_sent_body``: a year left
+    to the period follows a new period), validated as ``POST /activities/`` validates, and calculated as
+    ``activities_create`` calculates; the activity and its emission are then updated in place (same ids, the
+    emission's ``calculated_at`` now). Raises ``ActivityRecord.DoesNotExist`` for an id that is not one of the
+    organization's activities, and ``CalculationError`` naming the fields when the merged input is invalid or
+    cannot be calculated: nothing is written then. The returned record carries its supplier and emission (with
+    its factor and dataset) in memory, as ``ActivityRecord.objects.with_related()`` loads them.
+    """
+    record = _locked(organization, activity_id)
+    stored = _emission_of(record)
+    item = _validated_change(record, stored, changes)
+    outcomes, suppliers = _calculate_all(organization, [item], resolver)
+    if isinstance(outcomes[0], dict):
+        raise CalculationError(outcomes[0])
+    updated, emission = _pair_build(item, outcomes[0], organization, suppliers)
+    updated.pk, updated.created_at = record.pk, record.created_at
+    updated.save(force_update=True, update_fields=[field.name for field in _RECORD_FIELDS])
+    emission.calculated_at = timezone.now()
+    if stored is None:  # a row stored without its emission (not through the services): it gets one now
+        emission.save(force_insert=True)
+    else:
+        emission.pk = stored.pk
+        emission.save(force_update=True, update_fields=_EMISSION_COLUMNS)
+    updated.emission = emission  # fills the reverse one-to-one cache
+    # A stored row changed: every emission response of the organization, the details and the lists and summaries
+    # of every year (the old period's and the new one's among them), after commit as well as now.
+    emissions_changed(organization.pk)
+    return updated
+
+
+@transaction.atomic
+def activity_delete(*, organization: Organization, activity_id: int) -> None:
+    """Delete one of ``organization``'s activities and its emission, in one transaction.
+
+    Raises ``ActivityRecord.DoesNotExist`` for an id that is not one of the organization's activities (another
+    organization's included). The row is locked first, so a delete waits for an edit in progress and the reverse.
+    """
+    record = _locked(organization, activity_id)
+    record.delete()  # with its emission (on_delete=CASCADE)
+    # Rows went: every emission response of the organization, the lists and summaries of the period's year included.
+    emissions_changed(organization.pk)

@@ -25,6 +25,7 @@ from django.db import DEFAULT_DB_ALIAS, NotSupportedError, connection, connectio
 from django.utils import timezone
 from psycopg import sql
 
+from emissions import audit
 from emissions.cache import emissions_changed
 from emissions.models import ActivityRecord, Emission, Organization
 
@@ -112,10 +113,15 @@ def _copy(
     # Django's cursor wrapper has no copy(); its ``cursor`` attribute is the psycopg 3 cursor. Errors are
     # wrapped as Django's (IntegrityError, DataError...), as they are for the ORM's own statements.
     db = connections[DEFAULT_DB_ALIAS]
-    with db.wrap_database_errors, db.cursor() as cursor, cursor.cursor.copy(statement) as copy:
-        for obj in objects:
-            copy.write_row([prep(value(obj, attname)) for _, attname, prep in columns])
-            written += 1
+    with db.wrap_database_errors, db.cursor() as cursor:
+        if db.in_atomic_block:
+            # COPY bypasses Django's execute wrappers: the audit context (who, which request or job) is sent
+            # here, once per transaction, for the audit triggers to read (emissions.audit).
+            audit.apply(db, cursor)
+        with cursor.cursor.copy(statement) as copy:
+            for obj in objects:
+                copy.write_row([prep(value(obj, attname)) for _, attname, prep in columns])
+                written += 1
     return written
 
 

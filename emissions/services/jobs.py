@@ -1,7 +1,9 @@
-"""Job writes: submit a job (run by the workers once the submitting transaction commits) and cancel one."""
+"""Job writes: submit a job (run by the workers once the submitting transaction commits) and cancel one or several."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, User
@@ -51,3 +53,31 @@ def job_cancel(*, organization: Organization, job_id: int) -> Job:
         raise JobFinishedError(job)
     job_cancel_locked(job)
     return job
+
+
+@dataclass(frozen=True)
+class JobsCancelled:
+    """What ``jobs_cancel`` did: the jobs it cancelled and those it left because they had finished (ids, in order)."""
+
+    cancelled: list[int]
+    finished: list[Job]
+
+
+@transaction.atomic
+def jobs_cancel(*, organization: Organization | None, job_ids: Collection[int]) -> JobsCancelled:
+    """Cancel several jobs at once, as ``job_cancel`` cancels one: the unfinished ones are cancelled (their staged
+    work discarded), the finished ones left and returned. Ids of no job (or of another organization's, when
+    ``organization`` is given; ``None``: any organization's, for superusers and operators) are ignored.
+    """
+    jobs = Job.objects.filter(pk__in=list(job_ids))
+    if organization is not None:
+        jobs = jobs.for_org(organization)
+    cancelled, finished = [], []
+    # Locked in id order, as every other locker of several jobs would: two bulk cancels cannot deadlock.
+    for job in jobs.select_for_update().order_by("pk"):
+        if job.finished:
+            finished.append(job)
+        else:
+            job_cancel_locked(job)
+            cancelled.append(job.pk)
+    return JobsCancelled(cancelled, finished)

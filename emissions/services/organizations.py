@@ -20,7 +20,7 @@ from emissions.models import Membership, Organization
 # (``role_group``); the API checks them on every request (``emissions.api.permissions.RoleAllows``, from the
 # membership its token authentication caches). Superusers bypass both. Which rows a member sees is decided by the
 # organization scoping (emissions.admin, the API's querysets), not here. Activities and emissions are written in the
-# admin by superusers only (its SuperuserWritesMixin), so ``add_activityrecord`` matters to the API alone.
+# admin by superusers only (its SuperuserWritesMixin), so the activity permissions matter to the API alone.
 _VIEWED = [
     "organization",
     "membership",
@@ -31,11 +31,13 @@ _VIEWED = [
     "supplier",
     "factordataset",
     "emissionfactor",
+    "auditevent",  # the organization's audit log (read-only for everyone)
+    "job",
     "restatement",
 ]
 _READ = [f"view_{model}" for model in _VIEWED]
-# store activities (and so their emissions); recalculate them (writing a restatement)
-_RECORD = ["add_activityrecord", "add_restatement"]
+# Store activities, edit and delete them (and so their emissions); recalculate them (writing a restatement).
+_RECORD = [*(f"{action}_activityrecord" for action in ("add", "change", "delete")), "add_restatement"]
 _MANAGE = [
     f"{action}_{model}"
     for model in ("supplier", "factordataset", "emissionfactor")
@@ -50,6 +52,23 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = MappingProxyType(
     {str(role): frozenset(codenames) for role, codenames in _ROLE_PERMISSIONS.items()}
 )
 """The permission codenames (app ``emissions``, e.g. ``add_supplier``) of each membership role."""
+
+# Seeing jobs is a read (``view_job``, above); controlling one (cancelling it) needs the write its kind makes: an
+# import or a recalculation writes activities and their emissions. A kind missing here is a superuser's to control.
+JOB_KIND_PERMISSIONS: Mapping[str, str] = MappingProxyType(
+    {"import": "add_activityrecord", "recalculation": "add_activityrecord"}
+)
+JOB_CONTROL_FALLBACK = "change_job"  # in no role: superusers only
+
+
+def job_control_permission(kind: str) -> str:
+    """The permission codename that cancelling a job of ``kind`` needs (``JOB_KIND_PERMISSIONS``)."""
+    return JOB_KIND_PERMISSIONS.get(kind, JOB_CONTROL_FALLBACK)
+
+
+def job_control_permissions() -> frozenset[str]:
+    """Every permission codename that lets its holder cancel jobs of some kind."""
+    return frozenset([*JOB_KIND_PERMISSIONS.values(), JOB_CONTROL_FALLBACK])
 
 
 class OrgUserError(ValueError):

@@ -231,9 +231,10 @@ def test_answers_without_drf_are_the_answers_drf_gives(api, data, electricity_fa
     for fast in (True, False):
         drf_requests.clear()
         with override_settings(CACHE_FAST_PATH=fast):
-            full = api.get(path)
-            not_modified = api.get(path, HTTP_IF_NONE_MATCH=full["ETag"])
-            gzipped = api.get(path, HTTP_ACCEPT_ENCODING="gzip")
+            # One request id for all: each response echoes its request's (X-Request-ID), a generated one differs.
+            full = api.get(path, HTTP_X_REQUEST_ID="same")
+            not_modified = api.get(path, HTTP_IF_NONE_MATCH=full["ETag"], HTTP_X_REQUEST_ID="same")
+            gzipped = api.get(path, HTTP_ACCEPT_ENCODING="gzip", HTTP_X_REQUEST_ID="same")
         answers[fast] = [(r.status_code, r.content, dict(r.headers)) for r in (full, not_modified, gzipped)]
         assert len(drf_requests) == (0 if fast else 3)  # the first arm really was the path without DRF
     assert answers[True] == answers[False]
@@ -282,7 +283,7 @@ def test_what_drf_negotiates_to_json_is_answered_without_drf_as_drf_does(api, da
         with override_settings(CACHE_FAST_PATH=fast):
             drf_requests.clear()
             first = api.get(path, **headers)
-            second = api.get(path, **headers)
+            second = api.get(path, HTTP_X_REQUEST_ID="same", **headers)  # the id the response echoes: the same
         answers[fast] = (second.status_code, second.content, dict(second.headers))
         assert first.content == second.content
     assert answers[True] == answers[False]

@@ -44,6 +44,8 @@ def rows_and_drf(api: Any) -> Callable[..., tuple[Any, Any]]:
     DRF's serializer and renderer write it, both uncached; tests compare them byte for byte, headers included."""
 
     def get(url: str, params: dict[str, Any] | None = None, **headers: Any) -> tuple[Any, Any]:
+        # The same request id for both: each response echoes its request's (X-Request-ID, emissions.audit).
+        headers.setdefault("HTTP_X_REQUEST_ID", "rows-and-drf")
         with override_settings(CACHE_ENABLED=False):
             served = api.get(url, params, HTTP_ACCEPT="application/json", **headers)
             with override_settings(LIST_ROWS=False):

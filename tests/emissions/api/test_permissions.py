@@ -12,7 +12,9 @@ from rest_framework.authtoken.models import Token
 from rest_framework.views import APIView
 
 from emissions.api.permissions import RoleAllows
+from emissions.inputs import activity_inputs
 from emissions.models import FactorDataset, Membership, Organization, Supplier
+from emissions.services.activities import ActivityInput, activities_create
 from emissions.services.organizations import ROLE_PERMISSIONS
 from emissions.services.supplier_factors import supplier_factor_create
 from tests.emissions.api.payloads import activity_input, electricity_input
@@ -35,6 +37,13 @@ FACTOR_BODY = {"name": "Hot-rolled coil", "unit": "kg", "co2e_per_unit": "1.85",
 
 def supplier_factor(supplier: Supplier) -> int:
     return supplier_factor_create(supplier=supplier, data={**FACTOR_BODY, "co2e_per_unit": Decimal("1.85")}).pk
+
+
+def stored_activity(supplier: Supplier) -> int:
+    """An activity of the supplier's organization, stored as POST /activities/ stores one."""
+    [item] = activity_inputs(activity_input(), organization_id=supplier.organization_id)
+    assert isinstance(item, ActivityInput)
+    return activities_create(organization=supplier.organization, items=[item])[0].pk
 
 
 # Every write endpoint: (request it makes, its success status, the permission it needs).
@@ -65,6 +74,18 @@ WRITES: dict[str, tuple[Callable[[APIClient, Supplier], Any], int, str]] = {
         201,
         "add_activityrecord",
     ),
+    "PATCH activity": (
+        lambda api, sup: api.patch(
+            reverse("activity-detail", args=[stored_activity(sup)]), {"amount": "2"}, format="json"
+        ),
+        200,
+        "change_activityrecord",
+    ),
+    "DELETE activity": (
+        lambda api, sup: api.delete(reverse("activity-detail", args=[stored_activity(sup)])),
+        204,
+        "delete_activityrecord",
+    ),
     "POST recalculations": (
         lambda api, sup: api.post(
             reverse("recalculation-list"), {"dataset": FactorDataset.objects.get().pk}, format="json"
@@ -75,7 +96,7 @@ WRITES: dict[str, tuple[Callable[[APIClient, Supplier], Any], int, str]] = {
 }
 ALLOWED = {
     Membership.Role.ADMIN: set(WRITES),
-    Membership.Role.ANALYST: {"POST activities", "POST recalculations"},
+    Membership.Role.ANALYST: {"POST activities", "PATCH activity", "DELETE activity", "POST recalculations"},
     Membership.Role.VIEWER: set(),
 }
 

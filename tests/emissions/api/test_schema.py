@@ -108,9 +108,26 @@ def test_every_operation_documents_the_errors_it_can_answer_in_json(schema: dict
 @pytest.mark.django_db
 def test_request_bodies_are_json_only(schema: dict[str, Any]):
     bodies = [operation["requestBody"] for _, _, operation in operations(schema) if "requestBody" in operation]
-    assert len(bodies) == 7
+    assert len(bodies) == 8
     for body in bodies:
         assert list(body["content"]) == ["application/json"]
+
+
+@pytest.mark.django_db
+def test_editing_and_deleting_an_activity_are_documented_with_their_errors(schema: dict[str, Any]):
+    operations = schema["paths"]["/api/v1/activities/{id}/"]
+    assert set(operations) == {"get", "patch", "delete"}  # no PUT
+    patch, delete = operations["patch"], operations["delete"]
+    assert patch["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/PatchedActivityInput"
+    }
+    assert "required" not in schema["components"]["schemas"]["PatchedActivityInput"]  # every field is optional
+    assert patch["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Activity"
+    }
+    assert set(patch["responses"]) == {"200", "400", "401", "403", "404", "406", "413", "415", "429", "503"}
+    assert set(delete["responses"]) == {"204", "401", "403", "404", "406", "429", "503"}
+    assert "content" not in delete["responses"]["204"]
 
 
 @pytest.mark.django_db

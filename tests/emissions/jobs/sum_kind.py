@@ -3,7 +3,8 @@
 Each chunk counts the sum of its numbers as its rows, so ``rows_done`` is the total exactly when every chunk ran
 once: a chunk run twice would show. ``params["sleep"]`` seconds of ``pg_sleep`` per chunk give a test time to kill the
 worker mid-chunk; a chunk whose numbers include ``params["fail_on"]`` raises, as a bug would; a number over 1000 is an
-error of its chunk's row; ``params["reject"]`` makes the finish refuse the job. Each chunk also inserts a row in
+error of its chunk's row; ``params["reject"]`` makes the finish refuse the job; ``params["supplier"]`` makes it
+create a supplier of that external id. Each chunk also inserts a row in
 ``test_sum_staged`` (created by the tests), which ``discard`` deletes: what a cancelled job staged must go.
 """
 
@@ -14,7 +15,7 @@ from typing import Any
 from django.db import connection
 
 from emissions.jobs.kinds import ChunkOutcome, JobFailed, Plan
-from emissions.models import Job, JobChunk
+from emissions.models import Job, JobChunk, Supplier
 
 
 class SumKind:
@@ -50,6 +51,9 @@ class SumKind:
         with connection.cursor() as cursor:
             cursor.execute("SELECT count(*), coalesce(sum(total), 0) FROM test_sum_staged WHERE job_id = %s", [job.pk])
             staged_chunks, total = cursor.fetchone()
+        if job.params.get("supplier"):
+            # A write to an audited table, for the test that the runner records the job's writes as the job's.
+            Supplier.objects.create(organization=job.organization, external_id=job.params["supplier"], name="Sum Ltd")
         return {"total": int(total), "staged_chunks": staged_chunks}
 
     def discard(self, job: Job) -> None:

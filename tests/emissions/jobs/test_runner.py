@@ -6,9 +6,9 @@ import pytest
 from django.db import connection
 
 from emissions.jobs import runner
-from emissions.models import Job, JobChunk
+from emissions.models import AuditEvent, Job, JobChunk, Supplier
 from emissions.services.jobs import JobFinishedError, job_cancel
-from tests.factories import OrganizationFactory
+from tests.factories import OrganizationFactory, UserFactory
 from tests.helpers import unit_of_work
 
 pytestmark = pytest.mark.usefixtures("sum_staging")
@@ -173,3 +173,18 @@ def test_resumable_names_what_each_unfinished_job_waits_for() -> None:
     assert resumable[queued.pk].plan
     assert (resumable[half.pk].pending, resumable[half.pk].finish) == ([0, 2], False)
     assert (resumable[ready.pk].pending, resumable[ready.pk].finish) == ([], True)
+
+
+def test_the_jobs_writes_are_audited_as_the_jobs_on_behalf_of_its_requester() -> None:
+    user = UserFactory.create()
+    job = Job.objects.create(
+        organization=OrganizationFactory.create(),
+        kind="test-sum",
+        params={"numbers": [1], "supplier": "S-1"},
+        requested_by=user,
+    )
+    run_all(job)
+    finish(job.pk)
+    supplier = Supplier.objects.get(organization=job.organization, external_id="S-1")
+    event = AuditEvent.objects.get(table_name="emissions_supplier", object_id=supplier.pk)
+    assert (event.action, event.job_id, event.actor_id) == ("insert", job.pk, user.pk)
