@@ -12,7 +12,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.request import Request
@@ -20,10 +20,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from calculator import rules
+from emissions.api.jobs import JobDetailSerializer
 from emissions.api.permissions import request_org, request_org_id, role_permissions
 from emissions.api.views import OrgScopedMixin
 from emissions.inputs import KnownFieldsSerializer, PlainIntegerField
-from emissions.models import ID_MAX, EmissionFactor, FactorDataset, Job, Restatement, RestatementLine
+from emissions.models import ID_MAX, EmissionFactor, FactorDataset, Restatement, RestatementLine
 from emissions.services.recalculations import recalculation_submit
 from perf.pagination import KeysetPagination
 
@@ -63,15 +64,6 @@ class RecalculationRequestSerializer(KnownFieldsSerializer):
         help_text="Only emissions whose current factor is of this source (it must be the dataset's own); "
         "emissions of another source are left as they are in any case",
     )
-
-
-class RecalculationJobSerializer(serializers.ModelSerializer):
-    """The queued job (follow ``Location`` for its progress and, once it succeeded, ``result.restatement``)."""
-
-    class Meta:
-        model = Job
-        fields = ["id", "kind", "state", "params", "created_at"]
-        read_only_fields = fields
 
 
 class DatasetRefSerializer(serializers.ModelSerializer):
@@ -165,14 +157,6 @@ class RestatementLineSerializer(serializers.ModelSerializer):
 # -- views ------------------------------------------------------------------------------------------
 
 
-def job_location(job: Job) -> str:
-    """Where the job's progress is read (the jobs API's detail)."""
-    try:
-        return reverse("job-detail", args=[job.pk])
-    except NoReverseMatch:
-        return f"/api/v1/jobs/{job.pk}/"
-
-
 class RecalculationView(APIView):
     """Queue a recalculation of the caller's emissions against a factor dataset version."""
 
@@ -182,8 +166,9 @@ class RecalculationView(APIView):
         request=RecalculationRequestSerializer,
         responses={
             202: OpenApiResponse(
-                RecalculationJobSerializer,
-                description="Queued; the Location header is the job. Stored results change only when it succeeds.",
+                JobDetailSerializer,
+                description="Queued: the job (its url is also the Location header; once it succeeded, its "
+                "result.restatement is the restatement's id). Stored results change only when it succeeds.",
             ),
             400: OpenApiResponse(description="{field: [messages]}"),
         },
@@ -202,9 +187,10 @@ class RecalculationView(APIView):
             supplier_ids=data.get("suppliers") or (),
             source=data.get("source") or None,
         )
-        response = Response(RecalculationJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
-        response["Location"] = job_location(job)
-        return response
+        queued = JobDetailSerializer(job, context={"request": request}).data
+        return Response(
+            queued, status=status.HTTP_202_ACCEPTED, headers={"Location": reverse("job-detail", args=[job.pk])}
+        )
 
 
 @extend_schema_view(
