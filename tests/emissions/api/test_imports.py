@@ -30,6 +30,7 @@ def imports_folder(settings: Any, tmp_path: Any) -> None:
         "imports": {**settings.STORAGES["imports"], "OPTIONS": {"location": tmp_path / "imports"}},
     }
 
+
 URL = "/api/v1/imports/"
 
 
