@@ -100,7 +100,7 @@ class Command(BaseCommand):
                 while not job.finished:
                     self._progress(bar, job)
                     time.sleep(WAIT_POLL_SECONDS)
-                    job = Job.objects.get(pk=job.pk)
+                    job.refresh_from_db()
             else:
                 job = job_run_here(job.pk, lambda step: self._progress(bar, step))
             self._progress(bar, job)

@@ -314,3 +314,24 @@ def test_killed_mid_import_the_job_completes_as_an_undisturbed_run(
     assert len(ids) == len(set(ids)) == 8000
     assert Emission.objects.values("activity").distinct().count() == 8000
     assert staged_counts() == (0, 0)
+
+
+@pytest.mark.usefixtures("no_staged_rows", "factors")
+def test_import_activities_async_hands_the_job_to_the_workers(
+    celery_worker: Worker, org: Organization, tmp_path: Any
+) -> None:
+    path = tmp_path / "a.csv"
+    path.write_bytes(csv_bytes(varied_rows(20)))
+    out = StringIO()
+    call_command("import_activities", str(path), "--org", org.slug, "--batch-size", "6", "--async", stdout=out)
+    job = Job.objects.get()
+    assert out.getvalue() == f"Submitted import job {job.pk}.\n"
+    job = wait_for_job(job.pk)
+    assert job.state == Job.State.SUCCEEDED
+    out = StringIO()
+    call_command("import_activities", str(path), "--org", org.slug, "--async", "--wait", "--no-progress", stdout=out)
+    waited = Job.objects.exclude(pk=job.pk).get()
+    assert f"Submitted import job {waited.pk}; waiting for it." in out.getvalue()
+    assert f"Imported 20 rows into 'acme': {kg(expected_co2e(20))} kg CO2e" in out.getvalue()
+    assert (job.chunks_total, waited.chunks_total) == (4, 1)
+    assert ActivityRecord.objects.filter(organization=org).count() == 40
