@@ -7,6 +7,7 @@ header line is checked first (cheap, and the most common mistake), the rest of t
 
 from __future__ import annotations
 
+import io
 import uuid
 from typing import IO, Any, cast
 
@@ -32,10 +33,25 @@ class UploadTooLargeError(Exception):
 
 
 class _Body:
-    """A read-only stream: ``head`` (already read), then the rest of ``stream``, refused beyond ``limit`` bytes."""
+    """A read-only stream: ``head`` (already read), then the rest of ``stream``, refused beyond ``limit`` bytes.
+
+    Not seekable, but storages rewind a file before saving it (``File.chunks``, django-storages' S3 backend): a rewind
+    to where it already is, the start, is allowed.
+    """
 
     def __init__(self, head: bytes, stream: IO[bytes] | None, limit: int) -> None:
         self.head, self.stream, self.limit, self.read_bytes = head, stream, limit, 0
+
+    def seekable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        return self.read_bytes
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if (offset, whence) in ((0, io.SEEK_SET), (0, io.SEEK_CUR)) and (whence == io.SEEK_CUR or not self.read_bytes):
+            return self.read_bytes
+        raise io.UnsupportedOperation("An upload is read once, from its start.")
 
     def read(self, size: int = -1) -> bytes:
         if self.head:

@@ -165,3 +165,16 @@ def test_analysts_and_admins_may_upload(org: Organization, role: str) -> None:
 
 def test_anonymous_is_401() -> None:
     assert post(APIClient(), csv_bytes(varied_rows(1))).status_code == 401
+
+
+def test_the_stored_stream_rewinds_only_to_where_it_is(org: Organization) -> None:
+    """Storages rewind a file before saving it (django-storages' S3 backend too); an upload is read once."""
+    from emissions.services.imports import _Body
+
+    body = _Body(b"head\n", io.BytesIO(b"rest"), 100)
+    assert body.seek(0) == 0
+    assert body.read(10) == b"head\n"
+    assert body.seek(0, io.SEEK_CUR) == 5
+    with pytest.raises(io.UnsupportedOperation):
+        body.seek(0)
+    assert (body.read(10), body.read(10), body.tell()) == (b"rest", b"", 9)
