@@ -177,15 +177,25 @@ def file_parts(handle: Iterable[str], rows_per_part: int) -> Iterator[Part]:
 
 
 def part_rows(text: str, first_line: int) -> list[Row]:
-    """The rows of a part (``Part.text``) with their file line numbers; the header was checked when it was split."""
-    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
-    reader.fieldnames  # noqa: B018  # reads the header, so that line_num counts its lines
+    """The rows of a part (``Part.text``) with their file line numbers; the header was checked when it was split.
+
+    Cells as ``csv.DictReader`` gives them (a short row's missing cells ``None``, surplus cells as a list under the key
+    ``None``), but a row after blank lines is numbered by the line it is on, not the first blank one.
+    """
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    fieldnames = next(reader)
     # The part's first line after the header is the file's ``first_line``.
     offset = first_line - reader.line_num - 1
-    line = reader.line_num + 1  # where the row being read begins, in the part
+    line = reader.line_num + 1  # where the record being read begins, in the part
     rows: list[Row] = []
-    for cells in reader:
-        rows.append((line + offset, cells))
+    for record in reader:
+        if record:  # a blank line is no row
+            cells: dict[str | None, Any] = dict(zip(fieldnames, record, strict=False))
+            if len(record) > len(fieldnames):
+                cells[None] = record[len(fieldnames) :]
+            for name in fieldnames[len(record) :]:
+                cells[name] = None
+            rows.append((line + offset, cast("dict[str, str]", cells)))
         # line_num is the last physical line read: a quoted cell may span several.
         line = reader.line_num + 1
     return rows

@@ -167,6 +167,19 @@ def test_a_dry_run_names_each_bad_row_by_its_file_line_across_chunks_and_writes_
 
 
 @pytest.mark.usefixtures("no_staged_rows", "factors")
+def test_a_byte_order_mark_and_blank_lines_keep_the_line_numbers(org: Organization) -> None:
+    lines = csv_bytes([*varied_rows(2), electricity_row(amount="-1"), electricity_row(unit="parsecs")]).split(b"\r\n")
+    # Blank lines after the first chunk's rows (lines 4 and 5) begin the second chunk; its rows are on lines 6 and 7.
+    data = b"\xef\xbb\xbf" + b"\r\n".join([*lines[:3], b"", b"", *lines[3:]])
+    job = run_here(stored_job(org, data, chunk_rows=2, dry_run=True))
+    assert [
+        (part["first_line"], part["rows"])
+        for part in JobChunk.objects.order_by("index").values_list("payload", flat=True)
+    ] == [(2, 2), (4, 2)]
+    assert [(e["line"], e["field"]) for e in job.errors if "line" in e] == [(6, "amount"), (7, "unit")]
+
+
+@pytest.mark.usefixtures("no_staged_rows", "factors")
 def test_a_valid_dry_run_answers_what_the_file_would_add(org: Organization) -> None:
     job = run_here(stored_job(org, csv_bytes(varied_rows(5)), chunk_rows=2, dry_run=True))
     assert job.state == Job.State.SUCCEEDED
