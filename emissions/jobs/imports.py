@@ -14,6 +14,11 @@ fixed when the job is submitted, so that every worker splits alike whatever its 
 - **finish** fails the job when any row had an error (nothing was written); a dry run answers the rows and kg CO2e
   the file would add; otherwise the staged rows move into the real tables in one transaction, ids kept.
 - **discard** deletes the staged rows; the files go once the job's outcome is committed.
+
+``job_run_here`` runs a job through the same runner steps in the calling process (``import_activities`` without
+``--async``). Every write is an ordinary COPY, INSERT or DELETE, and the real tables are written only by the finish's
+``INSERT ... SELECT`` (the staging tables have no triggers): row-level triggers on the real tables see each imported
+row once, however often a chunk was run.
 """
 
 from __future__ import annotations
@@ -73,6 +78,8 @@ def error_counts(job: Job) -> tuple[int, int]:
 
 
 class ImportKind:
+    """The ``import`` job kind (module docstring); stateless, one instance (``KIND``) serves every job."""
+
     def plan(self, job: Job) -> Plan:
         storage = imports_storage()
         upload: str = job.params["file"]
