@@ -4,7 +4,7 @@
 from django.urls import path
 from rest_framework.routers import DefaultRouter
 
-from emissions.api import jobs, views
+from emissions.api import imports, jobs, views
 
 router = DefaultRouter()
 # Resolution tries the routes in this order: the most requested resources first.
@@ -33,4 +33,5 @@ urlpatterns = [
         views.SupplierFactorViewSet.as_view({"get": "retrieve", "delete": "destroy"}),
         name="supplier-factor-detail",
     ),
+    path("imports/", imports.ImportView.as_view(), name="import-list"),
 ]
