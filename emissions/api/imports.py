@@ -14,19 +14,19 @@ from typing import IO, Any, cast
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.urls import NoReverseMatch, reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
-from rest_framework import serializers, status
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status
 from rest_framework.exceptions import APIException, UnsupportedMediaType, ValidationError
 from rest_framework.parsers import BaseParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from emissions.api.jobs import JobDetailSerializer
 from emissions.api.permissions import request_org, role_permissions
 from emissions.imports import FileProblem
-from emissions.models import ActivityRecord, Job
+from emissions.models import ActivityRecord
 from emissions.services.imports import UploadTooLargeError, import_start, import_upload_store
 
 CSV = "text/csv"
@@ -45,40 +45,6 @@ class CSVParser(BaseParser):
 class PayloadTooLarge(APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     default_code = "too_large"
-
-
-class JobProgressSerializer(serializers.Serializer[Any]):
-    chunks_done = serializers.IntegerField()
-    chunks_total = serializers.IntegerField()
-    rows_done = serializers.IntegerField()
-    rows_total = serializers.IntegerField(allow_null=True)
-
-
-class ImportJobSerializer(serializers.Serializer[Job]):
-    """The job an upload started: follow it at ``url`` (``GET /api/v1/jobs/{id}/``)."""
-
-    id = serializers.IntegerField()
-    kind = serializers.CharField()
-    state = serializers.CharField()
-    progress = serializers.SerializerMethodField()
-    url = serializers.SerializerMethodField()
-
-    @extend_schema_field(JobProgressSerializer)
-    def get_progress(self, job: Job) -> dict[str, Any]:
-        fields = ("chunks_done", "chunks_total", "rows_done", "rows_total")
-        return {name: getattr(job, name) for name in fields}
-
-    @extend_schema_field(OpenApiTypes.STR)
-    def get_url(self, job: Job) -> str:
-        return job_url(job.pk)
-
-
-def job_url(job_id: int) -> str:
-    """The job's path in the jobs API (``job-detail``)."""
-    try:
-        return reverse("job-detail", args=[job_id])
-    except NoReverseMatch:  # the jobs API is not routed in this build: its path all the same
-        return f"/api/v1/jobs/{job_id}/"
 
 
 def _dry_run(request: Request) -> bool:
@@ -106,7 +72,7 @@ class ImportView(APIView):
             )
         ],
         responses={
-            202: ImportJobSerializer,
+            202: JobDetailSerializer,
             400: OpenApiResponse(description="The header line is not UTF-8, not CSV or names the wrong columns."),
             413: OpenApiResponse(description="The file is larger than the server's limit."),
             415: OpenApiResponse(description="The body is not text/csv."),
@@ -138,5 +104,6 @@ class ImportView(APIView):
             chunk_rows=settings.JOB_CHUNK_ROWS,
             requested_by=cast(User, request.user),  # authenticated: the permission classes passed
         )
-        body = ImportJobSerializer(job).data
+        # The job as GET /api/v1/jobs/{id}/ shows it, and that address to follow it at.
+        body = JobDetailSerializer(job, context={"request": request}).data
         return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})

@@ -56,14 +56,11 @@ def test_an_upload_is_stored_and_its_job_queued_in_the_callers_organization(
     assert response.status_code == 202, response.content
     job = Job.objects.get()
     body = response.json()
-    assert body == {
-        "id": job.pk,
-        "kind": "import",
-        "state": "queued",
-        "progress": {"chunks_done": 0, "chunks_total": 0, "rows_done": 0, "rows_total": None},
-        "url": f"/api/v1/jobs/{job.pk}/",
-    }
-    assert response["Location"] == body["url"]
+    # The job as the jobs API shows it, and where to follow it.
+    assert body == api.get(f"/api/v1/jobs/{job.pk}/").json()
+    assert (body["id"], body["kind"], body["state"]) == (job.pk, "import", "queued")
+    assert body["progress"] == {"chunks_done": 0, "chunks_total": 0, "rows_done": 0, "rows_total": None, "percent": 0}
+    assert response["Location"] == body["url"] == f"http://testserver/api/v1/jobs/{job.pk}/"
     assert (job.organization, job.requested_by) == (org, api.user)
     assert job.params["dry_run"] is False
     with imports_storage().open(job.params["file"], "rb") as stored:
