@@ -54,8 +54,8 @@ from calculator.types import CalculationInput
 from emissions.api.export import csv_lines
 from emissions.api.serializers import EmissionSerializer
 from emissions.calculation import FactorResolver, calculate
-from emissions.management.commands.import_activities import COLUMNS as IMPORT_COLUMNS
-from emissions.management.commands.import_activities import SUPPLIER_COLUMN
+from emissions.imports import COLUMNS as IMPORT_COLUMNS
+from emissions.imports import SUPPLIER_COLUMN
 from emissions.models import ActivityRecord, Emission, Organization, Supplier
 from emissions.services.activities import (
     ActivityInput,

@@ -433,7 +433,7 @@ USE_TZ = True
 STATIC_URL = "static/"
 # Where collectstatic writes (WhiteNoise serves from there).
 STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
-STORAGES = {
+STORAGES: dict[str, dict[str, Any]] = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
@@ -575,6 +575,15 @@ JOB_STATEMENT_TIMEOUT_MS: int = env.int("JOB_STATEMENT_TIMEOUT_MS", default=30 *
 JOB_KIND_MODULES: dict[str, str] = {}
 # Rows per chunk of an import or a recalculation: a chunk is one transaction and one task.
 JOB_CHUNK_ROWS: int = env.int("JOB_CHUNK_ROWS", default=20000)
+# Uploaded import files and their chunks (POST /api/v1/imports/, import_activities): a storage every worker can read.
+# A local folder by default (one machine, or a shared mount); README "Imports" shows object storage instead.
+IMPORTS_DIR = Path(env.str("IMPORTS_DIR", default=str(BASE_DIR / "var" / "imports")))
+STORAGES["imports"] = {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": IMPORTS_DIR}}
+# The largest CSV an upload may send (bytes): a 413 beyond it.
+IMPORT_MAX_BYTES: int = env.int("IMPORT_MAX_BYTES", default=2 * 1024**3)
+# A context manager (dotted path) around each step of a job run in-process (import_activities without --async): on a
+# worker each step is a task of its own; the test settings check each for N+1 queries on its own, as they do a task.
+JOB_STEP_CONTEXT = "contextlib.nullcontext"
 # A recalculation whose restatement changes the total by at least this percentage is significant, unless the
 # organization sets its own threshold (Organization.restatement_threshold_pct).
 RESTATEMENT_THRESHOLD_PCT: Decimal = Decimal(env.str("RESTATEMENT_THRESHOLD_PCT", default="5"))

@@ -5,6 +5,7 @@ fails the run when either service is unreachable instead of skipping.
 """
 
 import os
+import tempfile
 from urllib.parse import urlsplit
 
 os.environ.setdefault("SECRET_KEY", "vcci-test-only-secret-key")
@@ -13,6 +14,12 @@ os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
 # Each test database its own job queue: test runs sharing a Redis server (and a developer's own worker) never take
 # each other's tasks. Set here, in the environment, so that the workers the tests start inherit it (tests/workers.py).
 os.environ.setdefault("CELERY_QUEUE", "vcci-test-" + urlsplit(os.environ["DATABASE_URL"]).path.lstrip("/"))
+
+# Each test database its own folder of import files, shared with the workers the tests start (they inherit it).
+os.environ.setdefault(
+    "IMPORTS_DIR",
+    os.path.join(tempfile.gettempdir(), "vcci-imports-" + urlsplit(os.environ["DATABASE_URL"]).path.lstrip("/")),
+)
 
 # The development settings: production's plus the bench app, whose commands the suite tests too.
 from vcci.settings_dev import *  # noqa: F403
@@ -38,3 +45,5 @@ ZEAL_SHOW_ALL_CALLERS = os.environ.get("ZEAL_SHOW_ALL_CALLERS") == "1"
 
 # A job kind for the runner's own tests (tests/emissions/jobs/sum_kind.py), known to the workers the tests start.
 JOB_KIND_MODULES = {**JOB_KIND_MODULES, "test-sum": "tests.emissions.jobs.sum_kind"}  # noqa: F405
+# Each step of a job run in-process is a unit of work of its own for the N+1 check, as a task on a worker is.
+JOB_STEP_CONTEXT = "tests.helpers.unit_of_work"

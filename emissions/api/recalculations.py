@@ -189,7 +189,9 @@ class RecalculationView(APIView):
         )
         queued = JobDetailSerializer(job, context={"request": request}).data
         return Response(
-            queued, status=status.HTTP_202_ACCEPTED, headers={"Location": reverse("job-detail", args=[job.pk])}
+            queued,
+            status=status.HTTP_202_ACCEPTED,
+            headers={"Location": request.build_absolute_uri(reverse("job-detail", args=[job.pk]))},
         )
 
 

@@ -4,7 +4,7 @@
 from django.urls import path
 from rest_framework.routers import DefaultRouter
 
-from emissions.api import jobs, recalculations, views
+from emissions.api import imports, jobs, recalculations, views
 
 router = DefaultRouter()
 # Resolution tries the routes in this order: the most requested resources first.
@@ -34,6 +34,7 @@ urlpatterns = [
         views.SupplierFactorViewSet.as_view({"get": "retrieve", "delete": "destroy"}),
         name="supplier-factor-detail",
     ),
+    path("imports/", imports.ImportView.as_view(), name="import-list"),
     path("recalculations/", recalculations.RecalculationView.as_view(), name="recalculation-list"),
     path(
         "restatements/<int:restatement_pk>/lines/",

@@ -108,7 +108,9 @@ def chunk_run(job_id: int, index: int) -> bool:
     # Counted outside the chunk's transaction, so that attempts killed mid-chunk still show.
     JobChunk.objects.filter(job_id=job_id, index=index, state=JobChunk.State.PENDING).update(attempts=F("attempts") + 1)
     with job_transaction():
-        chunk = JobChunk.objects.select_for_update().select_related("job").get(job_id=job_id, index=index)
+        # The chunk's row only (``of``): FOR UPDATE over the join would lock the job's row too, and so run the chunks of
+        # a job one at a time however many workers there are. The job row is locked briefly, at the end, to count.
+        chunk = JobChunk.objects.select_for_update(of=("self",)).select_related("job").get(job_id=job_id, index=index)
         job = chunk.job
         if chunk.state == JobChunk.State.DONE or job.state != Job.State.RUNNING:
             return False

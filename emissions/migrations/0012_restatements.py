@@ -10,7 +10,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('emissions', '0013_role_groups_view_jobs'),
+        ('emissions', '0011_import_staging'),
     ]
 
     operations = [

@@ -16,8 +16,10 @@ Values are prepared as ``bulk_create`` prepares them (``copy_columns``: the fiel
 
 from __future__ import annotations
 
+import datetime as dt
 import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from decimal import Decimal
 from functools import partial
 from typing import Any, cast
 
@@ -26,7 +28,7 @@ from django.utils import timezone
 from psycopg import sql
 
 from emissions import audit
-from emissions.cache import emissions_changed
+from emissions.cache import emissions_added, emissions_changed
 from emissions.models import ActivityRecord, Emission, Organization
 
 Prep = Callable[[Any], Any]
@@ -95,20 +97,30 @@ def reserve_ids(model: type[models.Model], count: int) -> list[int]:
         return sorted(row[0] for row in cursor.fetchall())
 
 
-def copy_statement(model: type[models.Model], columns: Sequence[str]) -> sql.Composed:
-    """``COPY <model's table> (<columns>) FROM STDIN``, identifiers quoted."""
+def copy_statement(model: type[models.Model], columns: Sequence[str], *, table: str | None = None) -> sql.Composed:
+    """``COPY <table> (<columns>) FROM STDIN``, identifiers quoted; the table is ``model``'s unless named."""
     return sql.SQL("COPY {} ({}) FROM STDIN").format(
-        sql.Identifier(model._meta.db_table), sql.SQL(", ").join(map(sql.Identifier, columns))
+        sql.Identifier(table or model._meta.db_table), sql.SQL(", ").join(map(sql.Identifier, columns))
     )
 
 
 def _copy(
-    model: type[models.Model], objects: Iterable[Any], *, with_pk: bool, value: Callable[[Any, str], Any] = getattr
+    model: type[models.Model],
+    objects: Iterable[Any],
+    *,
+    with_pk: bool,
+    table: str | None = None,
+    extra: Sequence[tuple[str, Any]] = (),
+    value: Callable[[Any, str], Any] = getattr,
 ) -> int:
-    """Stream ``objects`` into ``model``'s table with ``COPY ... FROM STDIN``; return the rows written. ``value(obj,
+    """Stream ``objects`` into ``model``'s table (or ``table``, with ``model``'s columns and the ``extra`` (column,
+    value) pairs, the same for every row) with ``COPY ... FROM STDIN``; return the rows written. ``value(obj,
     attname)`` reads a column's value from one of them (an attribute of a model instance by default)."""
     columns = copy_columns(model, with_pk=with_pk)
-    statement = copy_statement(model, [column for column, _, _ in columns])
+    statement = copy_statement(
+        model, [column for column, _, _ in columns] + [column for column, _ in extra], table=table
+    )
+    constants = [value for _, value in extra]
     written = 0
     # Django's cursor wrapper has no copy(); its ``cursor`` attribute is the psycopg 3 cursor. Errors are
     # wrapped as Django's (IntegrityError, DataError...), as they are for the ORM's own statements.
@@ -120,7 +132,7 @@ def _copy(
             audit.apply(db, cursor)
         with cursor.cursor.copy(statement) as copy:
             for obj in objects:
-                copy.write_row([prep(value(obj, attname)) for _, attname, prep in columns])
+                copy.write_row([prep(value(obj, attname)) for _, attname, prep in columns] + constants)
                 written += 1
     return written
 
@@ -138,6 +150,28 @@ def activity_pairs_copy(pairs: Sequence[tuple[ActivityRecord, Emission]]) -> Non
     records, emissions = copy_rows(pairs)
     _copy(ActivityRecord, records, with_pk=True)
     _copy(Emission, emissions, with_pk=True)
+
+
+# Where an import job stages its rows until its finish moves them into the real tables (migration 0010): the real
+# tables' columns (and check constraints) plus the job's id.
+STAGING_TABLES: dict[type[models.Model], str] = {
+    ActivityRecord: "emissions_activityrecord_staged",
+    Emission: "emissions_emission_staged",
+}
+
+
+def activity_pairs_stage(pairs: Sequence[tuple[ActivityRecord, Emission]], *, job_id: int) -> None:
+    """Write prepared pairs with COPY into the staging tables under ``job_id``, with ids reserved from the real tables'
+    sequences (``copy_rows``), so that moving them into place later keeps the ids and the emissions' references.
+
+    Precondition: PostgreSQL, inside a transaction (two COPY statements).
+    """
+    if not pairs:
+        return
+    records, emissions = copy_rows(pairs)
+    job = [("job_id", job_id)]
+    _copy(ActivityRecord, records, with_pk=True, table=STAGING_TABLES[ActivityRecord], extra=job)
+    _copy(Emission, emissions, with_pk=True, table=STAGING_TABLES[Emission], extra=job)
 
 
 def copy_rows(pairs: Sequence[tuple[ActivityRecord, Emission]]) -> tuple[list[ActivityRecord], list[Emission]]:
@@ -192,3 +226,62 @@ def rows_copy(model: type[models.Model], rows: Iterable[Mapping[str, Any]]) -> i
     if connection.vendor != "postgresql":
         raise NotSupportedError(f"COPY needs PostgreSQL; this database is {connection.vendor}.")
     return _copy(model, rows, with_pk=False, value=operator.getitem)
+
+
+def _staged_sql(template: str, model: type[models.Model], columns: Sequence[str] = ()) -> sql.Composed:
+    """``template`` with {real} and {staged} as ``model``'s tables and {columns} as the column list, all quoted."""
+    return sql.SQL(template).format(
+        real=sql.Identifier(model._meta.db_table),
+        staged=sql.Identifier(STAGING_TABLES[model]),
+        columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
+    )
+
+
+def staged_pairs_totals(*, job_id: int) -> tuple[int, Decimal, list[int]]:
+    """(activities, kg CO2e, the years their periods start in) of what ``job_id`` staged."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _staged_sql("SELECT count(*), coalesce(sum(co2e_kg), 0) FROM {staged} WHERE job_id = %s", Emission),
+            [job_id],
+        )
+        rows, co2e_kg = cursor.fetchone()
+        cursor.execute(
+            _staged_sql(
+                "SELECT DISTINCT extract(year FROM period_start)::int FROM {staged} WHERE job_id = %s ORDER BY 1",
+                ActivityRecord,
+            ),
+            [job_id],
+        )
+        years = [row[0] for row in cursor.fetchall()]
+    return rows, Decimal(co2e_kg), years
+
+
+@transaction.atomic
+def staged_pairs_publish(*, organization_id: int, job_id: int) -> tuple[int, Decimal]:
+    """Move what ``job_id`` staged into the real tables, ids kept, and return (activities, kg CO2e) moved.
+
+    One ``INSERT ... SELECT`` per table (activities first: the emissions reference them), in id order, then the
+    staging rows go. The caches of the years the activities start in are invalidated.
+    """
+    rows, co2e_kg, years = staged_pairs_totals(job_id=job_id)
+    with connection.cursor() as cursor:
+        for model in (ActivityRecord, Emission):
+            columns = [column for column, _, _ in copy_columns(model, with_pk=True)]
+            cursor.execute(
+                _staged_sql(
+                    "INSERT INTO {real} ({columns}) SELECT {columns} FROM {staged} WHERE job_id = %s ORDER BY id",
+                    model,
+                    columns,
+                ),
+                [job_id],
+            )
+    staged_pairs_discard(job_id=job_id)
+    emissions_added(organization_id, (dt.date(year, 1, 1) for year in years))
+    return rows, co2e_kg
+
+
+def staged_pairs_discard(*, job_id: int) -> None:
+    """Delete what ``job_id`` staged (emissions first, as they reference the activities)."""
+    with connection.cursor() as cursor:
+        for model in (Emission, ActivityRecord):
+            cursor.execute(_staged_sql("DELETE FROM {staged} WHERE job_id = %s", model), [job_id])

@@ -18,7 +18,7 @@ from django.db import transaction
 from django.db.models import Q
 
 from calculator.rules import CATEGORY_MAX, CATEGORY_MIN, SOURCES
-from emissions.jobs import runner
+from emissions.jobs.imports import job_run_here
 from emissions.models import FactorDataset, Job, Organization, Supplier
 from emissions.services.jobs import job_submit
 
@@ -111,14 +111,10 @@ def recalculation_submit(
 
 def recalculation_run(*, organization: Organization, params: dict[str, Any], requested_by: User | None = None) -> Job:
     """Create a recalculation job and run it to its end in this process, step by step through the runner (what the
-    workers would do), without queueing it. Precondition: ``params`` come from ``recalculation_params``.
+    workers would do), without queueing it (``emissions.jobs.imports.job_run_here``). Precondition: ``params`` come
+    from ``recalculation_params``.
 
     Each step commits on its own, as on a worker; the job is returned finished (succeeded or failed).
     """
     job = Job.objects.create(organization=organization, kind=KIND, params=params, requested_by=requested_by)
-    planned = runner.job_plan(job.pk)
-    for index in planned.pending:
-        runner.chunk_run(job.pk, index)
-    runner.job_finish(job.pk)
-    job.refresh_from_db()
-    return job
+    return job_run_here(job.pk)

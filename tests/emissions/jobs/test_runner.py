@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 
 from emissions.jobs import runner
 from emissions.models import AuditEvent, Job, JobChunk, Supplier
@@ -188,3 +191,34 @@ def test_the_jobs_writes_are_audited_as_the_jobs_on_behalf_of_its_requester() ->
     supplier = Supplier.objects.get(organization=job.organization, external_id="S-1")
     event = AuditEvent.objects.get(table_name="emissions_supplier", object_id=supplier.pk)
     assert (event.action, event.job_id, event.actor_id) == ("insert", job.pk, user.pk)
+
+
+def _chunk_in_its_own_connection(job_id: int, index: int) -> None:
+    try:
+        runner.chunk_run(job_id, index)
+    finally:
+        connection.close()  # this thread's connection
+
+
+def test_a_running_chunk_leaves_its_job_row_unlocked_so_the_other_chunks_run_beside_it() -> None:
+    job = make_job(numbers=[1, 2], per_chunk=1, sleep=2)
+    plan(job.pk)
+    running = threading.Thread(target=_chunk_in_its_own_connection, args=(job.pk, 0))
+    running.start()
+    try:
+        deadline = time.monotonic() + 30
+        with connection.cursor() as cursor:
+            while True:  # until chunk 0 is inside its transaction, in its pg_sleep
+                cursor.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND query LIKE 'SELECT pg_sleep%%' AND state = 'active'"
+                )
+                if cursor.fetchone()[0] or time.monotonic() > deadline:
+                    break
+                time.sleep(0.02)
+        # What every other chunk's end takes (to count) and a cancel takes: free while chunk 0 runs.
+        with transaction.atomic():
+            assert Job.objects.select_for_update(nowait=True).get(pk=job.pk).state == Job.State.RUNNING
+    finally:
+        running.join()
+    assert staged(job) == [(0, 1)]

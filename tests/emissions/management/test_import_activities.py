@@ -14,7 +14,7 @@ from django.db import connection
 from django.db.models import Sum
 from django.test.utils import CaptureQueriesContext
 
-from emissions.models import ActivityRecord, Emission, Method, Organization
+from emissions.models import ActivityRecord, Emission, Job, Method, Organization
 from tests.factories import SupplierFactory
 from tests.helpers import call_command
 
@@ -265,9 +265,10 @@ def test_large_file_in_batches_costs_queries_per_batch_not_per_row(tmp_path, org
     cold_cache()  # the second import would otherwise find the first one's factor lookups cached
     large = import_queries(write_csv(tmp_path / "large.csv", rows(3000)), 1000)
     assert ActivityRecord.objects.count() == 3030
-    # Same batch count, 100x the rows, the same queries: a handful per batch (one pass), none per row.
+    # Same batch count, 100x the rows, the same queries: a handful per batch (one pass), none per row. Each batch is a
+    # chunk of the import job now: its own transaction, locking and counting the chunk, besides the batch's work.
     assert large == small
-    assert large <= 8 * 3
+    assert large <= 30 * 3
     total = Emission.objects.filter(organization=org).aggregate(total=Sum("co2e_kg"))["total"]
     expected = sum(
         Decimal(i + 1) * (Decimal("2.57082") if i % 3 == 0 else Decimal("0.177")) for r in (30, 3000) for i in range(r)
@@ -275,24 +276,37 @@ def test_large_file_in_batches_costs_queries_per_batch_not_per_row(tmp_path, org
     assert total == expected
 
 
-def test_one_transaction_rolls_back_every_batch(tmp_path, org, factors, monkeypatch):
-    """A failure while writing a later batch leaves no row of the earlier batches."""
-    from emissions.management.commands import import_activities as command
+def staged_count() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT (SELECT count(*) FROM emissions_activityrecord_staged) + "
+            "(SELECT count(*) FROM emissions_emission_staged)"
+        )
+        return int(cursor.fetchone()[0])
+
+
+def test_a_failure_in_a_later_batch_leaves_nothing(tmp_path, org, factors, monkeypatch):
+    """A failure while staging a later batch fails the job: nothing is visible, and what was staged is discarded."""
+    from emissions.jobs import imports
 
     calls = {"n": 0}
-    original = command.activities_create
+    original = imports.activity_pairs_stage
 
-    def failing_on_third(**kwargs: Any) -> list[ActivityRecord]:
+    def failing_on_third(*args: Any, **kwargs: Any) -> None:
         calls["n"] += 1
         if calls["n"] == 3:
             raise RuntimeError("disk full")
-        return original(**kwargs)
+        original(*args, **kwargs)
 
-    monkeypatch.setattr(command, "activities_create", failing_on_third)
+    monkeypatch.setattr(imports, "activity_pairs_stage", failing_on_third)
     with pytest.raises(RuntimeError, match="disk full"):
         run(write_csv(tmp_path / "a.csv", [electricity_row() for _ in range(25)]), "--batch-size", "10")
     assert calls["n"] == 3
     assert not ActivityRecord.objects.exists()
+    assert staged_count() == 0
+    job = Job.objects.get()
+    assert job.state == Job.State.FAILED
+    assert job.errors == [{"detail": "RuntimeError: disk full"}]
 
 
 def test_organization_scope(tmp_path, org, other_org, factors):
@@ -323,12 +337,12 @@ def test_every_row_is_calculated_once(tmp_path, org, factors, monkeypatch):
     assert ActivityRecord.objects.count() == 25
 
 
-def test_error_in_a_later_batch_rolls_back_and_every_error_is_reported(tmp_path, org, factors, monkeypatch):
-    """Batches before the first error are written then rolled back; after it nothing is written, all is checked."""
-    from emissions.management.commands import import_activities as command
+def test_error_in_a_later_batch_writes_nothing_and_every_error_is_reported(tmp_path, org, factors, monkeypatch):
+    """Batches before the first error are staged then discarded; after it nothing is staged, all is checked."""
+    from emissions.jobs import imports
     from emissions.services import activities
 
-    creates = count_calls(monkeypatch, command, "activities_create")
+    stages = count_calls(monkeypatch, imports, "activity_pairs_stage")
     calculations = count_calls(monkeypatch, activities, "calculate_in_period")
     rows = [electricity_row() for _ in range(40)]
     rows[14] = electricity_row(unit="parsecs")  # line 16, batch 2: only the calculator sees it
@@ -341,24 +355,25 @@ def test_error_in_a_later_batch_rolls_back_and_every_error_is_reported(tmp_path,
     assert "line 16: unit: " in message
     assert "line 27: amount: " in message
     assert "line 39: activity: Unknown activity 'x'." in message
-    # Batch 1 written, batch 2 refused by activities_create; batches 3 and 4 only calculated.
-    assert creates["n"] == 2
+    # Batch 1 staged; batch 2 has an error, so it stages nothing, nor do batches 3 and 4: they are only calculated.
+    assert stages["n"] == 1
     assert calculations["n"] == 40 - 1  # the serializer already rejected line 27
     assert not ActivityRecord.objects.exists()
     assert not Emission.objects.exists()
+    assert staged_count() == 0
 
 
 def test_dry_run_never_writes(tmp_path, org, factors, monkeypatch):
-    from emissions.management.commands import import_activities as command
+    from emissions.jobs import imports
 
-    creates = count_calls(monkeypatch, command, "activities_create")
+    stages = count_calls(monkeypatch, imports, "activity_pairs_stage")
     out = run(write_csv(tmp_path / "a.csv", [electricity_row() for _ in range(5)]), "--dry-run", "--batch-size", "2")
     assert "Dry run: 5 rows valid" in out
-    assert creates["n"] == 0
+    assert stages["n"] == 0
     assert not ActivityRecord.objects.exists()
 
 
-def test_progress_bar_follows_the_bytes_read(tmp_path, org, factors, monkeypatch, capsys):
+def test_progress_bar_follows_the_rows_done(tmp_path, org, factors, monkeypatch, capsys):
     from emissions.management.commands import import_activities as command
 
     bars: list[Any] = []
@@ -380,10 +395,10 @@ def test_progress_bar_follows_the_bytes_read(tmp_path, org, factors, monkeypatch
     call_command("import_activities", str(path), "--org", "acme", "--batch-size", "10", stdout=out)
     assert "Imported 30 rows" in out.getvalue()
     (bar,) = bars
-    # The total is the file's size (no pre-count of lines); the position ends at the end of the file.
-    assert bar.total == path.stat().st_size
-    assert len(bar.positions) == 3
-    assert bar.positions[-1] == path.stat().st_size
+    # The total is the file's row count (known once the job has split the file), the position each chunk's end.
+    assert bar.total == 30
+    assert sorted(set(bar.positions)) == [0, 10, 20, 30]
+    assert bar.positions[-1] == 30
     assert "importing" in capsys.readouterr().err
 
 

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from django.core.management.base import CommandError
-from zeal import zeal_ignore
 
 from emissions.models import Emission, EmissionFactor, Job, Organization, Restatement, RestatementLine
 from tests.emissions import recalculation_data as data
@@ -46,11 +45,7 @@ def test_runs_in_process_and_prints_the_restatement(org: Organization) -> None:
         "--to",
         "2025-12-31",
     ]
-    # Each runner step is a unit of work of its own (a task, on a worker); tests/emissions/jobs/test_recalculation.py
-    # checks them one by one for N+1 queries. Here the steps run in a loop of one command, whose repeated per-step
-    # reads (the chunk row, the organization, the dataset) are not an N+1.
-    with zeal_ignore():
-        out = run("recalculate", *args, "--category", "4", "--supplier", "S2", "--chunk-rows", "5")
+    out = run("recalculate", *args, "--category", "4", "--supplier", "S2", "--chunk-rows", "5")
     restatement = Restatement.objects.get()
     assert f"Restatement {restatement.pk} against UK DESNZ GHG Conversion Factors {data.MODIFIED_VERSION}:" in out
     assert "24 emission(s) in scope, 24 recalculated, 0 of another source, 24 changed." in out

@@ -1,4 +1,4 @@
-"""emissions/migrations/0013: role groups made before jobs existed get ``view_job``."""
+"""emissions/migrations/0010: role groups made before jobs existed get ``view_job``."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from tests.helpers import unit_of_work
 
 pytestmark = pytest.mark.django_db
 
-migration = importlib.import_module("emissions.migrations.0013_role_groups_view_jobs")
+migration = importlib.import_module("emissions.migrations.0010_role_groups_view_jobs")
 
 
 def test_existing_role_groups_get_view_job() -> None:
