@@ -226,3 +226,17 @@ AUDIT_BENCH_ORG ?= audit-bench
 bench-audit: install-bench factors
 	$(PY) manage.py seed_demo --org $(AUDIT_BENCH_ORG) --activities 20000 --if-empty
 	$(BENCH_SETTINGS) $(PY) manage.py bench_audit --org $(AUDIT_BENCH_ORG) --rows 100000 --runs 3
+
+# The jobs benchmark (bench/jobs.py, docs/benchmarks/jobs.md): organization jobs-bench seeded with $(JOBS_ACTIVITIES)
+# activities (COPY, timed), a new version of each factor dataset they use (every factor x 1.05), recalculation jobs on
+# a Celery worker of 1 and then 2 processes, the activities imported as a CSV through POST /api/v1/imports/ (gunicorn
+# and a worker) and with import_activities, and the recalculation and the API import again with the worker's pool
+# processes SIGKILLed mid-chunk, compared with the undisturbed runs (exit 1 when they differ). Drops the earlier run's
+# jobs-bench organizations first; workers and jobs use their own queue, $(JOBS_QUEUE). Raw figures, the CSV and the
+# logs: loadtest-results/jobs/.
+JOBS_ACTIVITIES ?= 1000000
+JOBS_QUEUE ?= vcci-bench-jobs
+.PHONY: bench-jobs
+bench-jobs: install-bench factors
+	$(BENCH_SETTINGS) CELERY_QUEUE=$(JOBS_QUEUE) $(PY) -m bench.jobs \
+		--activities $(JOBS_ACTIVITIES) --out docs/benchmarks/jobs.md --results loadtest-results/jobs
