@@ -232,11 +232,12 @@ bench-audit: install-bench factors
 # a Celery worker of 1 and then 2 processes, the activities imported as a CSV through POST /api/v1/imports/ (gunicorn
 # and a worker) and with import_activities, and the recalculation and the API import again with the worker's pool
 # processes SIGKILLed mid-chunk, compared with the undisturbed runs (exit 1 when they differ). Drops the earlier run's
-# jobs-bench organizations first; workers and jobs use their own queue, $(JOBS_QUEUE). Raw figures, the CSV and the
-# logs: loadtest-results/jobs/.
+# jobs-bench organizations first and deletes them and the x1.05 versions at the end (JOBS_ARGS=--keep keeps them);
+# workers and jobs use their own queue, $(JOBS_QUEUE). Raw figures, the CSV and the logs: loadtest-results/jobs/.
 JOBS_ACTIVITIES ?= 1000000
 JOBS_QUEUE ?= vcci-bench-jobs
+JOBS_ARGS ?=
 .PHONY: bench-jobs
 bench-jobs: install-bench factors
 	$(BENCH_SETTINGS) CELERY_QUEUE=$(JOBS_QUEUE) $(PY) -m bench.jobs \
-		--activities $(JOBS_ACTIVITIES) --out docs/benchmarks/jobs.md --results loadtest-results/jobs
+		--activities $(JOBS_ACTIVITIES) --out docs/benchmarks/jobs.md --results loadtest-results/jobs $(JOBS_ARGS)

@@ -60,6 +60,12 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default=DEFAULT_OUT, help="The markdown report")
     parser.add_argument("--results", default=DEFAULT_RESULTS, help="Folder of summary.json, the CSV and the logs")
     parser.add_argument("--bind", default=DEFAULT_BIND, help="gunicorn's address for the API import")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="Keep the organizations and the x1.05 dataset versions after the run (by default they are deleted: "
+        "as the newest versions, the latter would be what every later calculation in this database resolves to)",
+    )
     return parser
 
 
@@ -665,7 +671,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     django.setup()
     try:
         with loadtest.terminate_on_sigterm():
-            summary = run(options)
+            try:
+                summary = run(options)
+            finally:
+                if not options.keep:
+                    orgs_drop(ORG)
     except (RunError, KeyboardInterrupt) as exc:
         say(f"failed: {exc}")
         return 2
