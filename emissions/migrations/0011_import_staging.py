@@ -18,7 +18,7 @@ def create(real: str, staged: str) -> str:
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("emissions", "0010_role_groups_view_jobs"),
+        ("emissions", "0009_audit_trail"),
     ]
 
     operations = [
