@@ -2,19 +2,29 @@
 
 Every task is safe to run twice (the runner's steps are idempotent), so messages are acknowledged late and put back
 when the process running them dies. A lost database connection (the server restarting, a failover) is retried with
-exponential backoff; any other error, or retries running out, fails the job with the error named on it
-(``JobTask.on_failure``).
+exponential backoff; a statement the server cancelled (its statement timeout), any other error, or retries running
+out, fails the job with the error named on it (``JobTask.on_failure``). A broker that is down when a task sends the
+job's next message does not fail the job, whose work is committed: the job waits for the next resume
+(``jobs_resume``: a worker starting, or ``manage.py jobs resume``).
+
+Chunks run under ``CELERY_TASK_TIME_LIMIT`` (``JOB_CHUNK_TIME_LIMIT``); planning and finishing, which may move a
+whole import in one statement, under ``JOB_FINISH_TIME_LIMIT``.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import kombu.exceptions
 from celery import shared_task
 from celery.contrib.django.task import DjangoTask
 from celery.signals import worker_ready
+from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections
+from psycopg.errors import QueryCanceled
 
 from emissions.jobs import runner
 
@@ -22,6 +32,36 @@ logger = logging.getLogger(__name__)
 
 # Errors of the connection, not of the work: the same task later has every chance to succeed.
 TRANSIENT = (OperationalError, InterfaceError)
+
+
+class StatementCancelled(Exception):
+    """The database cancelled a statement of the task (its statement timeout): running it again would only wait as
+    long again, so the job fails instead of retrying (Django reports it as an ``OperationalError``, as a lost
+    connection)."""
+
+
+@contextmanager
+def _cancelled_statements_fail() -> Iterator[None]:
+    try:
+        yield
+    except OperationalError as exc:
+        if isinstance(exc.__cause__, QueryCanceled):
+            raise StatementCancelled(str(exc).strip()) from exc
+        raise
+
+
+@contextmanager
+def _next_messages(job_id: int) -> Iterator[None]:
+    """Sending a job's next messages after its work committed: a broker that is down leaves the job to the resume."""
+    try:
+        yield
+    except kombu.exceptions.OperationalError as exc:
+        logger.warning(
+            "job %s: its next message could not be sent (%s); the next resume (a worker starting, or "
+            "manage.py jobs resume) sends it",
+            job_id,
+            exc,
+        )
 
 
 class JobTask(DjangoTask):
@@ -43,24 +83,30 @@ class JobTask(DjangoTask):
             logger.exception("could not record the failure of job %s", job_id)
 
 
-@shared_task(base=JobTask, name="vcci.jobs.plan")
+@shared_task(base=JobTask, name="vcci.jobs.plan", time_limit=settings.JOB_FINISH_TIME_LIMIT)
 def plan_job(job_id: int) -> None:
-    planned = runner.job_plan(job_id)
-    for index in planned.pending:
-        run_chunk.delay(job_id, index)
-    if planned.finish:
-        finish_job.delay(job_id)
+    with _cancelled_statements_fail():
+        planned = runner.job_plan(job_id)
+    with _next_messages(job_id):
+        for index in planned.pending:
+            run_chunk.delay(job_id, index)
+        if planned.finish:
+            finish_job.delay(job_id)
 
 
 @shared_task(base=JobTask, name="vcci.jobs.chunk")
 def run_chunk(job_id: int, index: int) -> None:
-    if runner.chunk_run(job_id, index):
-        finish_job.delay(job_id)
+    with _cancelled_statements_fail():
+        ready = runner.chunk_run(job_id, index)
+    if ready:
+        with _next_messages(job_id):
+            finish_job.delay(job_id)
 
 
-@shared_task(base=JobTask, name="vcci.jobs.finish")
+@shared_task(base=JobTask, name="vcci.jobs.finish", time_limit=settings.JOB_FINISH_TIME_LIMIT)
 def finish_job(job_id: int) -> None:
-    runner.job_finish(job_id)
+    with _cancelled_statements_fail():
+        runner.job_finish(job_id)
 
 
 def jobs_resume() -> int:

@@ -556,21 +556,34 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # The job row holds state and results; Celery keeps none.
 CELERY_TASK_IGNORE_RESULT = True
-# A task taking longer than JOB_CHUNK_TIME_LIMIT seconds is killed and fails its job (TimeLimitExceeded). Redis
-# redelivers a message left unacknowledged by a lost worker after CELERY_VISIBILITY_TIMEOUT, which must exceed the
-# longest task (checked here).
+# A task taking longer than its hard time limit is killed and fails its job (TimeLimitExceeded): a chunk
+# JOB_CHUNK_TIME_LIMIT seconds, planning and finishing (a whole import moved in one statement) JOB_FINISH_TIME_LIMIT.
+# Each transaction's statement timeout is shorter than its task's limit (checked here), so that the database cancels a
+# statement running too long rather than the kill leaving it running on, holding its locks. Redis redelivers a message
+# left unacknowledged by a lost worker after CELERY_VISIBILITY_TIMEOUT, which must exceed the longest task's limit.
 JOB_CHUNK_TIME_LIMIT: int = env.int("JOB_CHUNK_TIME_LIMIT", default=600)
 CELERY_TASK_TIME_LIMIT: int = JOB_CHUNK_TIME_LIMIT
-CELERY_VISIBILITY_TIMEOUT: int = env.int("CELERY_VISIBILITY_TIMEOUT", default=2 * JOB_CHUNK_TIME_LIMIT)
-if CELERY_VISIBILITY_TIMEOUT <= JOB_CHUNK_TIME_LIMIT:
-    raise ImproperlyConfigured("CELERY_VISIBILITY_TIMEOUT must be longer than JOB_CHUNK_TIME_LIMIT.")
+JOB_FINISH_TIME_LIMIT: int = env.int("JOB_FINISH_TIME_LIMIT", default=45 * 60)
+# The statement timeout of a job's database work (the web's DB_STATEMENT_TIMEOUT_MS is for requests): a chunk's, and
+# a plan's or finish's, which moves a whole import or recalculation into place in one statement per table.
+JOB_CHUNK_STATEMENT_TIMEOUT_MS: int = env.int("JOB_CHUNK_STATEMENT_TIMEOUT_MS", default=JOB_CHUNK_TIME_LIMIT * 900)
+JOB_STATEMENT_TIMEOUT_MS: int = env.int("JOB_STATEMENT_TIMEOUT_MS", default=30 * 60 * 1000)
+JOB_LONGEST_TIME_LIMIT: int = max(JOB_CHUNK_TIME_LIMIT, JOB_FINISH_TIME_LIMIT)
+CELERY_VISIBILITY_TIMEOUT: int = env.int("CELERY_VISIBILITY_TIMEOUT", default=2 * JOB_LONGEST_TIME_LIMIT)
+if JOB_CHUNK_STATEMENT_TIMEOUT_MS >= JOB_CHUNK_TIME_LIMIT * 1000:
+    raise ImproperlyConfigured("JOB_CHUNK_STATEMENT_TIMEOUT_MS must be shorter than JOB_CHUNK_TIME_LIMIT.")
+if JOB_STATEMENT_TIMEOUT_MS >= JOB_FINISH_TIME_LIMIT * 1000:
+    raise ImproperlyConfigured("JOB_STATEMENT_TIMEOUT_MS must be shorter than JOB_FINISH_TIME_LIMIT.")
+if CELERY_VISIBILITY_TIMEOUT <= JOB_LONGEST_TIME_LIMIT:
+    raise ImproperlyConfigured(
+        "CELERY_VISIBILITY_TIMEOUT must be longer than JOB_CHUNK_TIME_LIMIT and JOB_FINISH_TIME_LIMIT."
+    )
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A worker process is replaced after this many tasks, bounding what a leak can grow to.
 CELERY_WORKER_MAX_TASKS_PER_CHILD: int = env.int("CELERY_WORKER_MAX_TASKS_PER_CHILD", default=1000)
-# The statement timeout of a job's database work (the web's DB_STATEMENT_TIMEOUT_MS is for requests): a job's finish
-# moves a whole import or recalculation into place in one statement per table.
-JOB_STATEMENT_TIMEOUT_MS: int = env.int("JOB_STATEMENT_TIMEOUT_MS", default=30 * 60 * 1000)
+# A chunk whose process died this many times mid-chunk (out of memory) fails its job at its next delivery.
+JOB_CHUNK_MAX_ATTEMPTS: int = env.int("JOB_CHUNK_MAX_ATTEMPTS", default=5)
 # Job kinds beyond the built-in ones (emissions.jobs.kinds.KIND_MODULES): kind name -> module with a ``KIND``.
 JOB_KIND_MODULES: dict[str, str] = {}
 # Rows per chunk of an import or a recalculation: a chunk is one transaction and one task.

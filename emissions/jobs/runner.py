@@ -3,14 +3,23 @@
 Exactly-once comes from the database, not from the broker. A chunk's work and the row that says it is done commit in
 one transaction (``chunk_run``): a worker killed mid-chunk rolls the work back with the chunk still pending, and the
 broker delivers the message again (``acks_late`` with ``reject_on_worker_lost``); a message delivered twice finds the
-chunk done and does nothing. The chunk row is locked while it runs, so two deliveries never run it at once.
+chunk done and does nothing. The chunk row is locked while it runs, so two deliveries never run it at once. A chunk
+whose process dies every time (out of memory) is not delivered forever: after ``JOB_CHUNK_MAX_ATTEMPTS`` starts the
+next delivery fails its job.
 
 The job row is where chunks meet: each chunk's last statement adds its counts to the job *if the job is still
 running*. Cancelling (or failing) a job takes the job row's lock and changes its state, so a chunk still running then
 finds no running job at its end and rolls back its own work; the cancel's discard sees every chunk committed before
-it. The chunk that brings ``chunks_done`` to ``chunks_total`` asks for the finish; ``job_finish`` is idempotent too,
-and a worker starting up re-drives every unfinished job (``jobs_resume``), so a message lost between a commit and its
-publication delays a job but never strands it.
+it. The chunk that brings ``chunks_done`` to ``chunks_total`` asks for the finish, and so does any chunk delivered
+again once every chunk is done while the job still runs: a process killed between the last chunk's commit and its
+request for the finish leaves that message unacknowledged, and its redelivery asks instead. ``job_finish`` is
+idempotent, and a worker starting up re-drives every unfinished job (``jobs_resume``), so a message lost between a
+commit and its publication delays a job but never strands it.
+
+Every transaction's statement timeout is shorter than the hard time limit of the task running it
+(``JOB_CHUNK_STATEMENT_TIMEOUT_MS`` under ``JOB_CHUNK_TIME_LIMIT`` for chunks and failures, ``JOB_STATEMENT_TIMEOUT_MS``
+under ``JOB_FINISH_TIME_LIMIT`` for plans and finishes; the settings check both): a statement that runs too long is
+cancelled by the server, with its transaction, rather than left running on behind a killed process.
 """
 
 from __future__ import annotations
@@ -22,9 +31,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
+from psycopg.errors import LockNotAvailable
 
 from emissions.audit import apply as audit_apply
 from emissions.audit import audit_context
@@ -34,15 +44,22 @@ from emissions.models import Job, JobChunk
 logger = logging.getLogger(__name__)
 
 
+# How long recording a job's failure waits for the job row's lock: a backend whose process was killed mid-statement
+# may hold it until its statement ends. The job stays unfinished, for the next resume to re-drive.
+FAIL_LOCK_TIMEOUT_MS = 10_000
+
+
 @contextmanager
-def job_transaction() -> Iterator[None]:
-    """A transaction with the jobs' statement timeout (``JOB_STATEMENT_TIMEOUT_MS``) instead of the requests'."""
+def job_transaction(*, statement_timeout_ms: int | None = None, lock_timeout_ms: int | None = None) -> Iterator[None]:
+    """A transaction with a job's statement timeout (``JOB_STATEMENT_TIMEOUT_MS`` unless given) instead of the
+    requests', and a lock timeout when given."""
     with transaction.atomic():
         if connection.vendor == "postgresql":
+            timeout = settings.JOB_STATEMENT_TIMEOUT_MS if statement_timeout_ms is None else statement_timeout_ms
             with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT set_config('statement_timeout', %s, true)", [str(settings.JOB_STATEMENT_TIMEOUT_MS)]
-                )
+                cursor.execute("SELECT set_config('statement_timeout', %s, true)", [str(timeout)])
+                if lock_timeout_ms is not None:
+                    cursor.execute("SELECT set_config('lock_timeout', %s, true)", [str(lock_timeout_ms)])
         yield
 
 
@@ -101,36 +118,55 @@ def job_plan(job_id: int) -> Planned:
 
 
 def chunk_run(job_id: int, index: int) -> bool:
-    """Run chunk ``index`` of a running job once; return True when it was the job's last chunk (finish it next).
+    """Run chunk ``index`` of a running job once; return True when the job is ready to finish (finish it next).
 
-    A chunk already done, or of a job no longer running, is left alone (False).
+    A chunk already done is not run again; it returns True if every chunk is done and the job still runs (the first
+    run may have committed and died before asking for the finish). A chunk of a job no longer running is left alone,
+    and a chunk started more than ``JOB_CHUNK_MAX_ATTEMPTS`` times fails its job instead of running (False).
     """
     # Counted outside the chunk's transaction, so that attempts killed mid-chunk still show.
     JobChunk.objects.filter(job_id=job_id, index=index, state=JobChunk.State.PENDING).update(attempts=F("attempts") + 1)
-    with job_transaction():
+    with job_transaction(statement_timeout_ms=settings.JOB_CHUNK_STATEMENT_TIMEOUT_MS):
         # The chunk's row only (``of``): FOR UPDATE over the join would lock the job's row too, and so run the chunks of
         # a job one at a time however many workers there are. The job row is locked briefly, at the end, to count.
         chunk = JobChunk.objects.select_for_update(of=("self",)).select_related("job").get(job_id=job_id, index=index)
         job = chunk.job
-        if chunk.state == JobChunk.State.DONE or job.state != Job.State.RUNNING:
+        if chunk.state == JobChunk.State.DONE:
+            # Read again: the job joined above may predate the lock this statement waited for.
+            return Job.objects.filter(pk=job_id, state=Job.State.RUNNING, chunks_done=F("chunks_total")).exists()
+        if job.state != Job.State.RUNNING:
             return False
-        with _audited(job):
-            outcome = kind_for(job.kind).run_chunk(job, chunk)
-        chunk.state, chunk.rows, chunk.finished_at = JobChunk.State.DONE, outcome.rows, timezone.now()
-        chunk.error_count = outcome.total_errors
-        chunk.errors = _capped(outcome.errors, Job.MAX_ERRORS)
-        chunk.save(update_fields=["state", "rows", "finished_at", "error_count", "errors"])
-        counted = Job.objects.filter(pk=job_id, state=Job.State.RUNNING).update(
-            chunks_done=F("chunks_done") + 1,
-            rows_done=F("rows_done") + outcome.rows,
-            error_count=F("error_count") + outcome.total_errors,
-        )
-        if not counted:
-            # Cancelled or failed while this chunk ran: its work must not outlive the discard that already ran.
-            transaction.set_rollback(True)
-            return False
-        done, total = Job.objects.filter(pk=job_id).values_list("chunks_done", "chunks_total").get()
-        return bool(done == total)
+        exhausted = chunk.attempts > settings.JOB_CHUNK_MAX_ATTEMPTS
+        if not exhausted:
+            return _chunk_run_locked(job, chunk)
+    # Outside the chunk's transaction: the failure takes the job row's lock, with a lock timeout (``job_fail``).
+    job_fail(
+        job_id,
+        f"chunk {index} was started {chunk.attempts - 1} times without finishing (its process died each time: out "
+        "of memory, or killed); it is not run again.",
+    )
+    return False
+
+
+def _chunk_run_locked(job: Job, chunk: JobChunk) -> bool:
+    """Precondition: ``chunk``'s row is locked in the current transaction, pending, and ``job`` was running."""
+    with _audited(job):
+        outcome = kind_for(job.kind).run_chunk(job, chunk)
+    chunk.state, chunk.rows, chunk.finished_at = JobChunk.State.DONE, outcome.rows, timezone.now()
+    chunk.error_count = outcome.total_errors
+    chunk.errors = _capped(outcome.errors, Job.MAX_ERRORS)
+    chunk.save(update_fields=["state", "rows", "finished_at", "error_count", "errors"])
+    counted = Job.objects.filter(pk=job.pk, state=Job.State.RUNNING).update(
+        chunks_done=F("chunks_done") + 1,
+        rows_done=F("rows_done") + outcome.rows,
+        error_count=F("error_count") + outcome.total_errors,
+    )
+    if not counted:
+        # Cancelled or failed while this chunk ran: its work must not outlive the discard that already ran.
+        transaction.set_rollback(True)
+        return False
+    done, total = Job.objects.filter(pk=job.pk).values_list("chunks_done", "chunks_total").get()
+    return bool(done == total)
 
 
 def job_finish(job_id: int) -> None:
@@ -164,11 +200,22 @@ def _collected_errors(job: Job) -> list[dict[str, Any]]:
 
 
 def job_fail(job_id: int, detail: str) -> None:
-    """Fail an unfinished job for a reason outside its kind's control (a task that kept failing); discards its work."""
-    with job_transaction():
-        job = Job.objects.select_for_update().get(pk=job_id)
-        if not job.finished:
-            _fail_locked(job, detail, [])
+    """Fail an unfinished job for a reason outside its kind's control (a task that kept failing); discards its work.
+
+    Waits at most ``FAIL_LOCK_TIMEOUT_MS`` for the job row: when it is still locked then (by a backend whose process
+    died mid-statement), the failure is logged, not recorded, and the job is left to the next resume.
+    """
+    try:
+        with job_transaction(
+            statement_timeout_ms=settings.JOB_CHUNK_STATEMENT_TIMEOUT_MS, lock_timeout_ms=FAIL_LOCK_TIMEOUT_MS
+        ):
+            job = Job.objects.select_for_update().get(pk=job_id)
+            if not job.finished:
+                _fail_locked(job, detail, [])
+    except OperationalError as exc:
+        if not isinstance(exc.__cause__, LockNotAvailable):
+            raise
+        logger.warning("job %s not failed (%s): its row stayed locked; the next resume re-drives it", job_id, detail)
 
 
 def _fail_locked(job: Job, detail: str, errors: list[dict[str, Any]]) -> None:
