@@ -13,7 +13,9 @@ fixed when the job is submitted, so that every worker splits alike whatever its 
   in the chunk's own transaction.
 - **finish** fails the job when any row had an error (nothing was written); a dry run answers the rows and kg CO2e
   the file would add; otherwise the staged rows move into the real tables in one transaction, ids kept.
-- **discard** deletes the staged rows; the files go once the job's outcome is committed.
+- **discard** deletes the staged rows; the files go once the job's outcome is committed: the upload and whatever is
+  under its parts folder then (listed, not taken from the chunk rows: a planning that failed or was rolled back
+  wrote parts no chunk row names).
 
 ``job_run_here`` runs a job through the same runner steps in the calling process (``import_activities`` without
 ``--async``). Every write is an ordinary COPY, INSERT or DELETE, and the real tables are written only by the finish's
@@ -23,7 +25,7 @@ row once, however often a chunk was run.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from decimal import Decimal
 from typing import Any
@@ -51,21 +53,37 @@ def imports_storage() -> Storage:
     return storages[STORAGE]
 
 
+def parts_folder(upload: str) -> str:
+    """The storage folder (name prefix) of ``upload``'s parts: only its parts are under it."""
+    return f"{upload}.parts"
+
+
 def part_name(upload: str, index: int) -> str:
     """The storage name of part ``index`` of ``upload``: fixed, so a plan run again overwrites its own parts."""
-    return f"{upload}.parts/{index:06d}.csv"
+    return f"{parts_folder(upload)}/{index:06d}.csv"
 
 
-def _delete_on_commit(names: Iterable[str]) -> None:
-    """Delete stored files once the current transaction commits (a rolled-back outcome still needs them)."""
-    names = list(names)
+def upload_delete(upload: str) -> None:
+    """Delete ``upload`` and every file under its parts folder, and the folder on a storage that has folders.
 
-    def delete() -> None:
-        storage = imports_storage()
-        for name in names:
-            storage.delete(name)  # a file already gone is no error
+    The parts are listed from the storage, not from the job's chunk rows: a planning that raised (or whose
+    transaction did not commit) wrote parts that no chunk row names. A file or folder already gone is no error.
+    """
+    storage = imports_storage()
+    folder = parts_folder(upload)
+    try:
+        _, files = storage.listdir(folder)
+    except FileNotFoundError:  # a local folder never created (no part written)
+        files = []
+    for name in files:
+        storage.delete(f"{folder}/{name}")
+    storage.delete(folder)  # FileSystemStorage removes the (now empty) folder; object stores have none to remove
+    storage.delete(upload)
 
-    transaction.on_commit(delete)
+
+def _upload_delete_on_commit(upload: str) -> None:
+    """``upload_delete`` once the current transaction commits (a rolled-back outcome still needs the files)."""
+    transaction.on_commit(lambda: upload_delete(upload))
 
 
 def error_counts(job: Job) -> tuple[int, int]:
@@ -93,11 +111,10 @@ class ImportKind:
                     saved = storage.save(name, ContentFile(part.text.encode(ENCODING)))
                     chunks.append({"file": saved, "first_line": part.first_line, "rows": part.rows})
         except FileProblem as exc:
-            _delete_on_commit([upload, *(chunk["file"] for chunk in chunks)])
+            # The runner's failure discards the job (``discard``): the upload and its parts go at its commit.
             raise JobFailed(f"{exc} Nothing was written.") from None
         rows = sum(chunk["rows"] for chunk in chunks)
         if not rows:
-            _delete_on_commit([upload, *(chunk["file"] for chunk in chunks)])
             raise JobFailed("The file has no data rows.")
         return Plan(chunks, rows_total=rows)
 
@@ -134,9 +151,9 @@ class ImportKind:
         errors, error_rows = error_counts(job)
         if errors:
             raise JobFailed(f"{errors} error(s) in {error_rows} row(s); nothing was written.")
-        payloads = list(job.chunks.order_by("index").values_list("payload", flat=True))
-        _delete_on_commit([job.params["file"], *(payload["file"] for payload in payloads)])
+        _upload_delete_on_commit(job.params["file"])
         if job.params["dry_run"]:
+            payloads = job.chunks.values_list("payload", flat=True)
             co2e_kg = sum((Decimal(payload["co2e_kg"]) for payload in payloads), Decimal(0))
             return {"rows": job.rows_done, "co2e_kg": present_kg(co2e_kg), "valid": True, "dry_run": True}
         rows, co2e_kg = staged_pairs_publish(organization_id=job.organization_id, job_id=job.pk)
@@ -144,8 +161,7 @@ class ImportKind:
 
     def discard(self, job: Job) -> None:
         staged_pairs_discard(job_id=job.pk)
-        payloads = job.chunks.values_list("payload", flat=True)
-        _delete_on_commit([job.params["file"], *(payload["file"] for payload in payloads)])
+        _upload_delete_on_commit(job.params["file"])
 
 
 def _rows_in_error(errors: list[RowError]) -> int:

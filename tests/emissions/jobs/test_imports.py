@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
+import posixpath
 from decimal import Decimal
 from io import StringIO
 from typing import Any
@@ -15,11 +17,12 @@ from django.db.models import Sum
 from django.test.utils import override_settings
 from django.urls import reverse
 
-from emissions.jobs import runner
-from emissions.jobs.imports import imports_storage, job_run_here
+from emissions.jobs import imports, runner
+from emissions.jobs.imports import imports_storage, job_run_here, parts_folder
 from emissions.models import ActivityRecord, Emission, Job, JobChunk, Organization
 from emissions.services.bulk import STAGING_TABLES
 from emissions.services.imports import import_start
+from emissions.services.jobs import job_cancel
 from tests.emissions.management.test_import_activities import HEADER, electricity_row
 from tests.factories import SupplierFactory
 from tests.helpers import call_command, unit_of_work
@@ -94,6 +97,17 @@ def run_here(job: Job) -> Job:
     return job_run_here(job.pk)
 
 
+def leftovers(upload: str) -> list[str]:
+    """What the imports storage still holds of ``upload``: the file itself, its parts folder, the parts in it."""
+    storage = imports_storage()
+    folder, base = posixpath.split(upload)
+    dirs, files = storage.listdir(folder)
+    names = sorted(name for name in [*dirs, *files] if name.startswith(base))
+    if storage.exists(parts_folder(upload)):
+        names += [f"{parts_folder(upload)}/{name}" for name in storage.listdir(parts_folder(upload))[1]]
+    return names
+
+
 def columns(table: str) -> set[str]:
     with connection.cursor() as cursor:
         return {column.name for column in connection.introspection.get_table_description(cursor, table)}
@@ -132,9 +146,8 @@ def test_nothing_is_visible_before_the_finish(org: Organization) -> None:
     assert ActivityRecord.objects.filter(organization=org).count() == 7
     assert Emission.objects.filter(organization=org).aggregate(total=Sum("co2e_kg"))["total"] == expected_co2e(7)
     assert staged_counts() == (0, 0)
-    # The upload and its parts are gone once the finish committed.
-    assert not storage.exists(job.params["file"])
-    assert not any(storage.exists(part["file"]) for part in parts)
+    # The upload, its parts and their folder are gone once the finish committed.
+    assert leftovers(job.params["file"]) == []
     # Ids were reserved in file order: the activities' ids follow their amounts.
     amounts = list(ActivityRecord.objects.order_by("pk").values_list("amount", flat=True))
     assert amounts == [Decimal(i + 1) for i in range(7)]
@@ -214,6 +227,36 @@ def test_a_file_that_is_not_csv_fails_at_the_plan_naming_the_line(org: Organizat
     ]
     assert not JobChunk.objects.filter(job=job).exists()
     assert not imports_storage().exists(job.params["file"])
+
+
+@pytest.mark.usefixtures("no_staged_rows", "factors")
+def test_a_planning_that_raises_after_writing_parts_leaves_no_file(org: Organization, monkeypatch: Any) -> None:
+    real_parts = imports.file_parts
+
+    def parts_then_a_crash(*args: Any, **kwargs: Any) -> Any:
+        yield from itertools.islice(real_parts(*args, **kwargs), 2)
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(imports, "file_parts", parts_then_a_crash)
+    job = stored_job(org, csv_bytes(varied_rows(7)), chunk_rows=2)
+    with pytest.raises(OSError, match="No space left"):
+        run_here(job)
+    job.refresh_from_db()
+    assert job.state == Job.State.FAILED
+    assert not JobChunk.objects.filter(job=job).exists()  # the planning's transaction rolled back...
+    assert leftovers(job.params["file"]) == []  # ...and its parts went with the upload when the failure committed
+
+
+@pytest.mark.usefixtures("no_staged_rows", "factors")
+def test_a_job_cancelled_after_its_planning_leaves_no_file(org: Organization) -> None:
+    job = stored_job(org, csv_bytes(varied_rows(5)), chunk_rows=2)
+    with unit_of_work():
+        runner.job_plan(job.pk)
+    upload = job.params["file"]
+    assert len(leftovers(upload)) == 1 + 1 + 3  # the upload, the parts folder, three parts
+    with unit_of_work():
+        job_cancel(organization=org, job_id=job.pk)
+    assert leftovers(upload) == []
 
 
 @pytest.mark.usefixtures("no_staged_rows", "factors")
