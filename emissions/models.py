@@ -773,6 +773,9 @@ class RestatementLine(models.Model):
     before_factor = models.ForeignKey(EmissionFactor, on_delete=models.PROTECT, related_name="+")
     before_co2e_kg = models.DecimalField(**CO2E_DIGITS)
     before_biogenic_co2_kg = models.DecimalField(null=True, blank=True, **CO2E_DIGITS)
+    # The emission's ``calculated_at`` as its chunk read it: the finish applies the line only to an emission that
+    # still has it (every edit sets it), so a result is never computed from inputs since changed.
+    before_calculated_at = models.DateTimeField()
     after_factor = models.ForeignKey(EmissionFactor, on_delete=models.PROTECT, related_name="+")
     after_co2e_kg = models.DecimalField(**CO2E_DIGITS)
     after_biogenic_co2_kg = models.DecimalField(null=True, blank=True, **CO2E_DIGITS)

@@ -15,9 +15,15 @@ the scope (``period_from``, ``period_to``, ``categories``, ``suppliers``, ``sour
   whose result or factor values changed are staged as ``RestatementLine`` rows (COPY), under the job's id.
   Nothing a reader sees changes.
 - **finish**: under a per-organization lock, sums the scope before the update (total, per category, per
-  supplier: one query), applies every line with one ``UPDATE ... FROM`` (refusing the job if any of those
-  emissions changed since its chunk read it), writes the ``Restatement`` (after = before + the lines' changes,
-  which equals a sum of the updated rows) and invalidates the organization's emission caches, effective at commit.
+  supplier: one query), applies every line with one ``UPDATE ... FROM`` (refusing the job, naming them, if any of
+  those emissions changed since its chunk read it: its ``calculated_at``, which every edit sets, or its figures),
+  writes the ``Restatement`` (after = before + the lines' changes, which equals a sum of the updated rows) and
+  invalidates the organization's emission caches, effective at commit.
+
+  "In scope" (the restatement's totals and ``emissions_in_scope``) means the emissions in the job's scope present
+  at the finish with an id up to the largest the plan saw. Imports reserve ids before they publish rows, so rows
+  with such ids may appear after the plan (and after the chunk that covered their id); they are in the totals,
+  unchanged. ``emissions_recalculated`` is what the chunks recomputed (the job's ``rows_done``), not a recount.
 - **discard**: deletes the staged lines (the restatement only exists once the finish commits).
 
 An emission recomputed to the same result with a factor of the same values (the same factor copied into the
@@ -36,6 +42,7 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import F, Max
 from django.utils import timezone
+from psycopg import sql
 
 from calculator.types import CalculationInput, round_half_even
 from emissions.cache import emissions_changed
@@ -103,6 +110,7 @@ CHUNK_COLUMNS = {
     "data_quality": "data_quality",
     "fallbacks": "fallbacks",
     "warnings": "warnings",
+    "calculated_at": "calculated_at",
     "factor_activity": "factor__activity",
     "factor_region": "factor__region",
     "factor_year": "factor__year",
@@ -222,6 +230,7 @@ def _line(job: Job, row: Mapping[str, Any], emission: Emission) -> dict[str, Any
         "before_factor_id": row["factor_id"],
         "before_co2e_kg": row["co2e_kg"],
         "before_biogenic_co2_kg": row["biogenic_co2_kg"],
+        "before_calculated_at": row["calculated_at"],
         "after_factor_id": emission.factor.pk,
         "after_co2e_kg": emission.co2e_kg,
         "after_biogenic_co2_kg": emission.biogenic_co2_kg,
@@ -325,11 +334,13 @@ class RecalculationKind:
         before = self._scope_totals(job, target)
         deltas = self._line_deltas(job)
         changed = deltas.get(("total", None), (Decimal(0), 0))[1]
-        applied = self._apply(job)
+        stamp = timezone.now()
+        applied = self._apply(job, stamp)
         if applied != changed:
             raise JobFailed(
                 f"{changed - applied} of the {changed} emission(s) to restate changed while the job ran (another "
-                "recalculation or an edit); nothing was changed: run the recalculation again."
+                "recalculation or an edit); nothing was changed: run the recalculation again.",
+                self._not_applied(job, stamp),
             )
         threshold = organization.restatement_threshold_pct
         if threshold is None:
@@ -351,7 +362,7 @@ class RecalculationKind:
             per_category=self._per_group(before, deltas, "category"),
             per_supplier=self._per_group(before, deltas, "supplier"),
             emissions_in_scope=count,
-            emissions_recalculated=applicable,
+            emissions_recalculated=job.rows_done,
             emissions_not_applicable=count - applicable,
             emissions_changed=changed,
         )
@@ -364,7 +375,7 @@ class RecalculationKind:
             "change_pct": None if pct is None else str(pct),
             "significant": restatement.significant,
             "emissions_in_scope": count,
-            "emissions_recalculated": applicable,
+            "emissions_recalculated": job.rows_done,
             "emissions_changed": changed,
         }
 
@@ -391,7 +402,7 @@ class RecalculationKind:
             cursor.execute(
                 "SELECT GROUPING(category), GROUPING(supplier_id), category, supplier_id, "
                 "coalesce(sum(co2e_kg), 0), count(*), count(*) FILTER (WHERE source = %s) "
-                f"FROM ({inner}) AS scope GROUP BY GROUPING SETS ((), (category), (supplier_id))",
+                f"FROM ({inner}) AS scope GROUP BY GROUPING SETS ((), (category), (supplier_id))",  # the ORM's SQL
                 [target.source, *params],
             )
             return {_group_key(*row[:4]): (row[4], row[5], row[6]) for row in cursor.fetchall()}
@@ -399,33 +410,63 @@ class RecalculationKind:
     @staticmethod
     def _line_deltas(job: Job) -> dict[tuple[str, Any], tuple[Decimal, int]]:
         """``{(group, key): (kg CO2e after - before, lines)}`` of the job's lines, grouped as ``_scope_totals``."""
-        table = RestatementLine._meta.db_table
         with connection.cursor() as cursor:
             cursor.execute(
-                "SELECT GROUPING(category), GROUPING(supplier_id), category, supplier_id, "
-                "coalesce(sum(after_co2e_kg - before_co2e_kg), 0), count(*) "
-                f"FROM {table} WHERE restatement_id = %s GROUP BY GROUPING SETS ((), (category), (supplier_id))",
+                _tables_sql(
+                    "SELECT GROUPING(category), GROUPING(supplier_id), category, supplier_id, "
+                    "coalesce(sum(after_co2e_kg - before_co2e_kg), 0), count(*) "
+                    "FROM {lines} WHERE restatement_id = %s GROUP BY GROUPING SETS ((), (category), (supplier_id))"
+                ),
                 [job.pk],
             )
             return {_group_key(*row[:4]): (row[4], row[5]) for row in cursor.fetchall()}
 
     @staticmethod
-    def _apply(job: Job) -> int:
-        """Every line onto its emission, in one statement; returns the emissions updated. An emission whose factor
-        or figures are no longer those its line was computed from is left alone (so counted as not updated)."""
-        emissions, lines = Emission._meta.db_table, RestatementLine._meta.db_table
+    def _apply(job: Job, stamp: dt.datetime) -> int:
+        """Every line onto its emission, in one statement, ``stamp`` as their ``calculated_at``; returns the
+        emissions updated. An emission no longer as its line's chunk read it is left alone (so counted as not
+        updated): another ``calculated_at`` (an edit of any of its inputs, supplier or period included, sets it),
+        factor or figures."""
         with connection.cursor() as cursor:
             cursor.execute(
-                f"UPDATE {emissions} AS e SET factor_id = l.after_factor_id, co2e_kg = l.after_co2e_kg, "
-                "biogenic_co2_kg = l.after_biogenic_co2_kg, gases = l.after_gases, "
-                "data_quality = l.after_data_quality, fallbacks = l.after_fallbacks, warnings = l.after_warnings, "
-                f"calculated_at = %s FROM {lines} AS l "
-                "WHERE l.restatement_id = %s AND e.id = l.emission_id AND e.organization_id = %s "
-                "AND e.factor_id = l.before_factor_id AND e.co2e_kg = l.before_co2e_kg "
-                "AND e.biogenic_co2_kg IS NOT DISTINCT FROM l.before_biogenic_co2_kg",
-                [timezone.now(), job.pk, job.organization_id],
+                _tables_sql(
+                    "UPDATE {emissions} AS e SET factor_id = l.after_factor_id, co2e_kg = l.after_co2e_kg, "
+                    "biogenic_co2_kg = l.after_biogenic_co2_kg, gases = l.after_gases, "
+                    "data_quality = l.after_data_quality, fallbacks = l.after_fallbacks, "
+                    "warnings = l.after_warnings, calculated_at = %s FROM {lines} AS l "
+                    "WHERE l.restatement_id = %s AND e.id = l.emission_id AND e.organization_id = %s "
+                    "AND e.calculated_at = l.before_calculated_at "
+                    "AND e.factor_id = l.before_factor_id AND e.co2e_kg = l.before_co2e_kg "
+                    "AND e.biogenic_co2_kg IS NOT DISTINCT FROM l.before_biogenic_co2_kg"
+                ),
+                [stamp, job.pk, job.organization_id],
             )
             return int(cursor.rowcount)
+
+    @staticmethod
+    def _not_applied(job: Job, stamp: dt.datetime) -> list[dict[str, Any]]:
+        """The first ``Job.MAX_ERRORS`` lines ``_apply`` (with ``stamp``) left alone, as errors naming their
+        emission. Precondition: right after ``_apply``, in its transaction: every line applied has ``stamp`` (the
+        rows it updated stay locked until the transaction ends), one left alone has not, or is gone."""
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _tables_sql(
+                    "SELECT l.emission_id, l.activity_id FROM {lines} AS l LEFT JOIN {emissions} AS e "
+                    "ON e.id = l.emission_id AND e.organization_id = %s "
+                    "WHERE l.restatement_id = %s AND (e.id IS NULL OR e.calculated_at <> %s) "
+                    "ORDER BY l.emission_id LIMIT %s"
+                ),
+                [job.organization_id, job.pk, stamp, Job.MAX_ERRORS],
+            )
+            rows = cursor.fetchall()
+        return [
+            {
+                "emission": emission_id,
+                "activity": activity_id,
+                "messages": ["Changed (or deleted) after the job read it; not recalculated."],
+            }
+            for emission_id, activity_id in rows
+        ]
 
     @staticmethod
     def _per_group(
@@ -440,6 +481,13 @@ class RecalculationKind:
             )
             for key in keys
         }
+
+
+def _tables_sql(template: str) -> sql.Composed:
+    """``template`` with {emissions} and {lines} as the emissions' and restatement lines' tables, quoted."""
+    return sql.SQL(template).format(
+        emissions=sql.Identifier(Emission._meta.db_table), lines=sql.Identifier(RestatementLine._meta.db_table)
+    )
 
 
 def _group_key(category_grouped: int, supplier_grouped: int, category: Any, supplier: Any) -> tuple[str, Any]:

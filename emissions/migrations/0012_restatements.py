@@ -50,6 +50,7 @@ class Migration(migrations.Migration):
                 ('supplier_id', models.BigIntegerField(blank=True, null=True)),
                 ('before_co2e_kg', models.DecimalField(decimal_places=6, max_digits=24)),
                 ('before_biogenic_co2_kg', models.DecimalField(blank=True, decimal_places=6, max_digits=24, null=True)),
+                ('before_calculated_at', models.DateTimeField()),
                 ('after_co2e_kg', models.DecimalField(decimal_places=6, max_digits=24)),
                 ('after_biogenic_co2_kg', models.DecimalField(blank=True, decimal_places=6, max_digits=24, null=True)),
                 ('after_gases', models.JSONField(blank=True, default=dict)),

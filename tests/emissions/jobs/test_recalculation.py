@@ -11,7 +11,17 @@ from django.core.exceptions import ValidationError
 from rest_framework.authtoken.models import Token
 
 from emissions.jobs import runner
-from emissions.models import Emission, EmissionFactor, FactorDataset, Job, Organization, Restatement, RestatementLine
+from emissions.models import (
+    ActivityRecord,
+    Emission,
+    EmissionFactor,
+    FactorDataset,
+    Job,
+    Organization,
+    Restatement,
+    RestatementLine,
+)
+from emissions.services.activities import activity_update
 from emissions.services.recalculations import recalculation_params
 from tests.emissions import recalculation_data as data
 from tests.factories import MembershipFactory, OrganizationFactory
@@ -230,6 +240,67 @@ def test_an_emission_changed_while_the_job_ran_fails_the_finish(org: Organizatio
     assert job.state == Job.State.FAILED and "changed while the job ran" in job.errors[-1]["detail"]
     assert data.emission_rows(org) == stored
     assert not RestatementLine.objects.filter(restatement_id=job.pk).exists()
+
+
+def test_an_edit_keeping_the_figures_between_chunk_and_finish_fails_the_job_naming_it(
+    org: Organization, monkeypatch: Any
+) -> None:
+    modified = data.modified_imported(monkeypatch)
+    job = make_job(org, modified, **SCOPE_2025)
+    for index in plan(job):
+        chunk(job, index)
+    # The line pinned to a factor by id: an edit of its category keeps that factor, so its kg and biogenic too.
+    pinned = ActivityRecord.objects.get(organization=org, external_ref="pinned-electricity#0")
+    emission = Emission.objects.get(activity=pinned)
+    line = RestatementLine.objects.get(restatement_id=job.pk, emission_id=emission.pk)
+    assert (line.category, line.before_calculated_at) == (3, emission.calculated_at)
+    with unit_of_work():
+        activity_update(organization=org, activity_id=pinned.pk, changes={"category": 4})
+    edited = Emission.objects.get(pk=emission.pk)
+    assert edited.category == 4
+    assert (edited.factor_id, edited.co2e_kg, edited.biogenic_co2_kg) == (
+        line.before_factor_id,
+        line.before_co2e_kg,
+        line.before_biogenic_co2_kg,
+    )
+    stored = data.emission_rows(org)
+    job = finish(job)
+    assert job.state == Job.State.FAILED, job.result
+    assert "1 of the 49 emission(s) to restate changed while the job ran" in job.errors[-1]["detail"]
+    assert [(error["emission"], error["activity"]) for error in job.errors if "emission" in error] == [
+        (emission.pk, pinned.pk)
+    ]
+    assert data.emission_rows(org) == stored  # nothing applied, the edit's result kept
+    assert not Restatement.objects.filter(pk=job.pk).exists()
+    assert not RestatementLine.objects.filter(restatement_id=job.pk).exists()
+
+
+def test_rows_appearing_below_the_planned_bound_are_in_scope_but_not_counted_recalculated(
+    org: Organization, monkeypatch: Any
+) -> None:
+    modified = data.modified_imported(monkeypatch)
+    # An import reserves ids before it publishes its rows: a row with an id below the plan's bound appears after
+    # the plan (and after the chunk covering its id). Simulated with a row taken away and put back with its id.
+    emission = (
+        Emission.objects.for_org(org)
+        .filter(factor__activity=data.TRANSMISSION, period_start__year=2025)
+        .select_related("activity")
+        .earliest("pk")
+    )
+    record = emission.activity
+    emission.delete()
+    record.delete()
+    job = make_job(org, modified, chunk_rows=10, **SCOPE_2025)
+    for index in plan(job):
+        chunk(job, index)
+    record.save(force_insert=True)
+    emission.save(force_insert=True)
+    job = finish(job)
+    assert job.state == Job.State.SUCCEEDED, job.errors
+    restatement = Restatement.objects.get(pk=job.pk)
+    assert job.rows_done == 72
+    assert (restatement.emissions_in_scope, restatement.emissions_recalculated) == (85, 72)
+    assert job.result["emissions_recalculated"] == 72
 
 
 def test_cancelling_discards_the_staged_lines(org: Organization, monkeypatch: Any) -> None:
