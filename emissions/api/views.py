@@ -402,11 +402,15 @@ ACTIVITY_NOT_FOUND = f"No {ActivityRecord._meta.object_name} matches the given q
 
 
 def url_id(value: str) -> int:
-    """The URL's id as a number; an id that is none is not found (``ActivityRecord.DoesNotExist``), as GET says."""
+    """The URL's id as a number; an id that is none, or beyond what a primary key can be (the database would refuse
+    the query), is not found (``ActivityRecord.DoesNotExist``), as GET says."""
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
         raise ActivityRecord.DoesNotExist from None
+    if not 1 <= number <= ID_MAX:
+        raise ActivityRecord.DoesNotExist
+    return number
 
 
 @contextmanager

@@ -13,7 +13,7 @@ from django.urls import reverse
 
 from calculator.types import CalculationInput
 from emissions.calculation import calculate_in_period
-from emissions.models import ActivityRecord, Emission, Membership, Organization
+from emissions.models import ID_MAX, ActivityRecord, Emission, Membership, Organization
 from tests.emissions.api.payloads import activity_input
 from tests.emissions.api.test_permissions import member_api
 from tests.factories import SupplierFactory
@@ -160,6 +160,16 @@ def test_another_organizations_activity_is_not_found(api, other_api, electricity
 @pytest.mark.parametrize("method", ["patch", "delete"])
 def test_an_id_that_is_no_number_is_not_found(api, method):
     assert getattr(api, method)(detail(1).replace("1", "x1"), {}, format="json").status_code == 404
+
+
+@pytest.mark.parametrize("method", ["patch", "delete"])
+def test_an_id_beyond_any_primary_key_is_not_found_as_get_answers(api, method):
+    # One past the largest bigint: the database would refuse the query (a 500) if the id reached it.
+    unknown = api.get(detail(ID_MAX + 1))
+    assert unknown.status_code == 404
+    response = getattr(api, method)(detail(ID_MAX + 1), {"amount": "1"}, format="json")
+    assert response.status_code == 404
+    assert response.json() == unknown.json()
 
 
 @pytest.mark.parametrize("role", [Membership.Role.ANALYST, Membership.Role.ADMIN])
