@@ -79,7 +79,9 @@ class ImportView(APIView):
         },
         description="Import a CSV file of activities (the columns of manage.py import_activities, header line first, "
         "UTF-8) all or nothing. Answered 202 with the job at once; the job's errors name each bad row's line (the "
-        "header is line 1) and column, and nothing is written unless every row is valid.",
+        "header is line 1) and column, and nothing is written unless every row is valid. A server running its jobs "
+        "in-process, without a broker (eager mode), runs the job before answering: the 202's job may already be "
+        "finished.",
     )
     def post(self, request: Request) -> Response:
         given = request.content_type

@@ -152,8 +152,8 @@ def activity_pairs_copy(pairs: Sequence[tuple[ActivityRecord, Emission]]) -> Non
     _copy(Emission, emissions, with_pk=True)
 
 
-# Where an import job stages its rows until its finish moves them into the real tables (migration 0010): the real
-# tables' columns (and check constraints) plus the job's id.
+# Where an import job stages its rows until its finish moves them into the real tables (migration
+# 0011_import_staging): the real tables' columns (and check constraints) plus the job's id.
 STAGING_TABLES: dict[type[models.Model], str] = {
     ActivityRecord: "emissions_activityrecord_staged",
     Emission: "emissions_emission_staged",
