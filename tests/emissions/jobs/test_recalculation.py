@@ -288,8 +288,10 @@ def test_rows_appearing_below_the_planned_bound_are_in_scope_but_not_counted_rec
         .earliest("pk")
     )
     record = emission.activity
+    ids = (emission.pk, record.pk)
     emission.delete()
     record.delete()
+    emission.pk, record.pk = ids  # delete() cleared them
     job = make_job(org, modified, chunk_rows=10, **SCOPE_2025)
     for index in plan(job):
         chunk(job, index)
