@@ -34,6 +34,7 @@ help:
 	@echo "make bench - bench_db, bench_cache, /healthz ceiling vs cached GETs (wrk), worker classes, load test -> docs/performance.md"
 	@echo "make capacity - /healthz ceiling, 50-500 users with think times and without (overload) -> docs/capacity.md"
 	@echo "make reliability - Redis, PostgreSQL and worker faults, retried writes and abuse under load -> docs/reliability.md"
+	@echo "make bench-jobs - recalculation and import jobs at 1,000,000 rows, workers killed -> docs/benchmarks/jobs.md"
 
 # Three package sets, each installed once (a stamp per set, redone when its files change): the runtime
 # (requirements.txt: make run), the bench tooling (requirements-bench.txt: the bench targets) and development
