@@ -5,8 +5,10 @@ expressed in the factor's unit:
 
 - ``spend``: money in ``currency`` at ``spend_year`` prices -> the factor's currency via the
   exchange rate for ``spend_year`` -> the factor's price year (its dataset's ``basis_year``)
-  via the factor currency's price index: ``amount x rate x index[price year] / index[spend year]``.
-  A missing row is an error, never an assumed 1:1.
+  via the factor currency's price index: ``amount x rate x index[price year] / index[spend year]``,
+  from the reference sets the input names (default: ECB rates, US CPI-U). The rows used are kept on the
+  result (``conversion``). A spend year after a set's newest year uses that year, recorded as a fallback;
+  any other missing row is an error, never an assumed 1:1.
 - ``activity``: ``amount`` in ``unit`` converted to the factor unit through ``calculator.units``.
 - ``distance``: ``amount`` in a mass/passenger/vehicle x length unit, or ``mass x distance``
   (then ``amount``/``unit`` are ignored), converted to the factor unit.
@@ -42,12 +44,14 @@ from calculator.rules import (
     CO2E_PLACES,
     DATASET_GWP_SET,
     DEFAULT_CURRENCY,
+    DEFAULT_PRICE_INDEX_SET,
     GWP_SOURCE,
     METHODS,
     YEAR_MAX,
     YEAR_MIN,
     Method,
     is_currency_code,
+    is_set_name,
     is_year,
 )
 from calculator.types import (
@@ -57,6 +61,8 @@ from calculator.types import (
     F,
     FactorLike,
     Note,
+    PriceIndexUse,
+    SpendConversion,
     round_ratio_half_even,
 )
 
@@ -65,6 +71,7 @@ DISTANCE_CARRIERS = ("[mass]", "[passenger]", "[vehicle]")
 # Methods whose amount may be money: spend, and supplier-specific when the supplier's factor is a spend factor.
 MONEY_METHODS = frozenset({Method.SPEND, Method.SUPPLIER_SPECIFIC})
 TOO_LARGE = "The result is too large to store; check amount and unit."
+SET_NAME_WORDING = "lower-case letters, digits, '.', '_' or '-', at most 32 characters"
 
 
 def calculate(inp: CalculationInput, resolver: Resolver[F]) -> CalculationResult[F]:
@@ -87,8 +94,9 @@ def calculate(inp: CalculationInput, resolver: Resolver[F]) -> CalculationResult
         )
     basis = _basis(inp, factor)
 
+    conversion = None
     if basis == Method.SPEND:
-        converted, spend_notes = _spend_amount(inp, amount, factor, resolver)
+        converted, spend_notes, conversion = _spend_amount(inp, amount, factor, resolver)
         fallbacks.extend(spend_notes)
     elif basis == Method.DISTANCE:
         converted = _distance_amount(inp, amount, factor)
@@ -117,6 +125,7 @@ def calculate(inp: CalculationInput, resolver: Resolver[F]) -> CalculationResult
         warnings=[*assessment.warnings, *gas_warnings, *_gwp_set_warnings(factor), *_biogenic_only_warnings(factor)],
         converted_amount=converted,
         basis=basis,
+        conversion=conversion,
     )
 
 
@@ -357,8 +366,13 @@ def _check_dimension(unit: str, name: str, expected: dict[str, int], wording: st
 
 def _spend_amount(
     inp: CalculationInput, amount: Decimal, factor: FactorLike, resolver: Resolver[F]
-) -> tuple[Fraction, list[Note]]:
-    """Money in the factor's currency at the factor's price year."""
+) -> tuple[Fraction, list[Note], SpendConversion]:
+    """Money in the factor's currency at the factor's price year, with the rows that got it there.
+
+    ``amount x rate(spend year) x index(price year) / index(spend year)``. A spend year after the newest
+    year a set has is converted at that newest year, noted (``exchange_rate_year_fallback``,
+    ``price_index_year_fallback``), never silently.
+    """
     notes: list[Note] = []
     currency = (inp.currency or DEFAULT_CURRENCY).strip().upper()
     if not is_currency_code(currency):
@@ -368,6 +382,10 @@ def _spend_amount(
         raise CalculationError(
             field="unit", message=f"For spend, unit must be empty or the currency '{currency}'; got '{unit}'."
         )
+    for name in ("exchange_rate_set", "price_index_set"):
+        value = getattr(inp, name)
+        if value and not is_set_name(value):
+            raise CalculationError(field=name, message=f"'{value}' is not a set name ({SET_NAME_WORDING}).")
     target = factor_currency(factor)
     price_year = factor.dataset.basis_year
     spend_year = inp.spend_year
@@ -375,13 +393,43 @@ def _spend_amount(
         spend_year = price_year
         notes.append(Note("spend_year_assumed", f"No spend year given; assumed the factor's price year {price_year}"))
     converted = Fraction(amount)
+    rate = None
     if currency != target:
-        converted *= resolver.exchange_rate(currency, target, spend_year)
+        rate = resolver.exchange_rate(currency, target, spend_year, set_name=inp.exchange_rate_set)
+        if rate.year != spend_year:
+            notes.append(
+                Note(
+                    "exchange_rate_year_fallback",
+                    f"The set '{rate.set_name}' has no {currency}->{target} rate for {spend_year}; "
+                    f"used {rate.year}'s, its newest",
+                )
+            )
+        converted *= rate.value
+    index = None
     if spend_year != price_year:
-        converted *= Fraction(resolver.price_index(target, price_year)) / Fraction(
-            resolver.price_index(target, spend_year)
-        )
-    return converted, notes
+        set_name = inp.price_index_set
+        spend_row = resolver.price_index(target, spend_year, set_name=set_name)
+        price_row = resolver.price_index(target, price_year, set_name=set_name, field="price_index_set")
+        index = PriceIndexUse(set_name or DEFAULT_PRICE_INDEX_SET, spend_row, price_row)
+        if spend_row.year != spend_year:
+            notes.append(
+                Note(
+                    "price_index_year_fallback",
+                    f"The set '{index.set_name}' has no {target} price index for {spend_year}; "
+                    f"used {spend_row.year}'s, its newest, so the amount is taken to be in {spend_row.year} prices",
+                )
+            )
+        converted *= Fraction(price_row.value) / Fraction(spend_row.value)
+    conversion = SpendConversion(
+        amount=amount,
+        currency=currency,
+        spend_year=spend_year,
+        factor_currency=target,
+        price_year=price_year,
+        exchange_rate=rate,
+        price_index=index,
+    )
+    return converted, notes, conversion
 
 
 def _gases(factor: FactorLike, converted: Fraction, field: str) -> tuple[dict[str, Decimal], list[Note]]:

@@ -103,6 +103,8 @@ def calculation_input(
     distance: Decimal | None = None,
     distance_unit: str = "",
     supplier_id: int | None = None,
+    exchange_rate_set: str = "",
+    price_index_set: str = "",
 ) -> CalculationInput:
     """The ``CalculationInput`` the fields describe, by the rules in the module docstring.
 
@@ -148,4 +150,6 @@ def calculation_input(
         distance=distance,
         distance_unit=distance_unit,
         supplier_id=supplier_id,
+        exchange_rate_set=exchange_rate_set,
+        price_index_set=price_index_set,
     )

@@ -25,20 +25,44 @@ Supplier-specific selection prefers a factor whose ``supplier`` is the requested
 (activity-matched when an activity is given, newest first) and falls back to rules 1-4
 with ``Note("supplier_factor_missing")``.
 
-Exchange rates: a stored rate, its inverse, or a cross rate through USD, never an assumed 1:1.
-Rates are returned as exact fractions so that the calculation rounds only once.
+Exchange rates and price indexes come from named reference sets (``rules.DEFAULT_EXCHANGE_RATE_SET`` and
+``rules.DEFAULT_PRICE_INDEX_SET`` unless the input names others). A rate is a stored rate, its inverse, or a
+cross rate through USD, never an assumed 1:1; it is returned as an exact fraction, with the rows it came
+from, so that the calculation rounds only once and an auditor can redo it. A year after a set's newest
+year uses that newest year (the engine records the fallback); any other missing row is an error.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from decimal import Decimal
 from fractions import Fraction
 from typing import Generic, Protocol, TypeVar
 
-from calculator.rules import DATASET_GWP_SET, DEFAULT_CURRENCY, GLOBAL, GWP_SOURCE, SOURCES, Method
-from calculator.types import CalculationError, CalculationInput, F, FactorLike, Note
+from calculator.rules import (
+    DATASET_GWP_SET,
+    DEFAULT_CURRENCY,
+    DEFAULT_EXCHANGE_RATE_SET,
+    DEFAULT_PRICE_INDEX_SET,
+    GLOBAL,
+    GWP_SOURCE,
+    SOURCES,
+    Method,
+)
+from calculator.types import (
+    CalculationError,
+    CalculationInput,
+    ExchangeRateUse,
+    F,
+    FactorLike,
+    Note,
+    ReferenceRow,
+    ReferenceValue,
+)
+
+MISSING_DEFAULT_SETS = (
+    "manage.py import_factors loads the shipped sets (ECB rates, US CPI-U) from the factor data folder's reference/."
+)
 
 # What a source returns (covariant: a source of EmissionFactor rows is a source of FactorLike values).
 F_co = TypeVar("F_co", bound=FactorLike, covariant=True)
@@ -66,12 +90,13 @@ class FactorSource(Protocol[F_co]):
         """True when ``supplier_id`` is one of the caller's suppliers."""
         ...
 
-    def exchange_rates(self, year: int) -> Mapping[tuple[str, str], Decimal]:
-        """``{(currency, quote): rate}`` for ``year``: 1 ``currency`` = ``rate`` ``quote``."""
+    def exchange_rates(self, set_name: str) -> Mapping[int, Mapping[tuple[str, str], ReferenceValue]] | None:
+        """The exchange-rate set ``set_name`` as ``{year: {(currency, quote): row}}`` (1 currency = row.value quote);
+        None when there is no such set."""
         ...
 
-    def price_indexes(self, currency: str) -> Mapping[int, Decimal]:
-        """``{year: index level}`` for ``currency``'s price index."""
+    def price_indexes(self, set_name: str) -> Mapping[str, Mapping[int, ReferenceValue]] | None:
+        """The price-index set ``set_name`` as ``{currency: {year: row}}``; None when there is no such set."""
         ...
 
 
@@ -225,51 +250,120 @@ class Resolver(Generic[F]):
 
     # -- reference tables ------------------------------------------------------------------
 
-    def _direct_or_inverse(self, currency: str, quote: str, year: int) -> Fraction | None:
-        table = self.source.exchange_rates(year)
-        if (currency, quote) in table:
-            return Fraction(table[(currency, quote)])
-        if (quote, currency) in table:
-            return 1 / Fraction(table[(quote, currency)])
-        return None
+    def _rate_set(self, set_name: str, *, named: bool) -> Mapping[int, Mapping[tuple[str, str], ReferenceValue]]:
+        table = self.source.exchange_rates(set_name)
+        if table is None:
+            # A set the caller named is the caller's mistake; a missing default set blocks the currency given.
+            raise CalculationError(
+                field="exchange_rate_set" if named else "currency",
+                message=f"No exchange-rate set '{set_name}' is loaded: "
+                + ("check the name, or load it with load_reference_data." if named else MISSING_DEFAULT_SETS),
+            )
+        return table
 
-    def exchange_rate(self, currency: str, quote: str, year: int) -> Fraction:
-        """1 ``currency`` in ``quote`` for ``year``, exactly: a stored row, its inverse, or a cross rate through USD.
+    @staticmethod
+    def _rate_in(
+        rates: Mapping[tuple[str, str], ReferenceValue], year: int, currency: str, quote: str
+    ) -> tuple[Fraction, str, tuple[ReferenceRow, ...]] | None:
+        """1 ``currency`` in ``quote`` from one year's rates: a stored row, its inverse, or a cross rate via USD."""
 
-        Never assumes 1:1 between different currencies: a missing row raises ``CalculationError``
-        on ``currency`` naming the row to load.
+        def one(base: str, counter: str) -> tuple[Fraction, str, ReferenceRow] | None:
+            for key, how in (((base, counter), "direct"), ((counter, base), "inverse")):
+                stored = rates.get(key)
+                if stored is not None:
+                    row = ReferenceRow(key[0], year, stored.value, stored.source, quote_currency=key[1])
+                    value = Fraction(stored.value)
+                    return (value if how == "direct" else 1 / value), how, row
+            return None
+
+        found = one(currency, quote)
+        if found is not None:
+            return found[0], found[1], (found[2],)
+        if DEFAULT_CURRENCY in (currency, quote):
+            return None
+        to_usd, from_usd = one(currency, DEFAULT_CURRENCY), one(DEFAULT_CURRENCY, quote)
+        if to_usd is None or from_usd is None:
+            return None
+        return to_usd[0] * from_usd[0], "cross", (to_usd[2], from_usd[2])
+
+    def exchange_rate(self, currency: str, quote: str, year: int, *, set_name: str = "") -> ExchangeRateUse:
+        """1 ``currency`` in ``quote`` for ``year``, exactly, from the set ``set_name`` (default ``ecb``), with the
+        rows used: a stored row, its inverse, or a cross rate through USD; never an assumed 1:1.
+
+        A ``year`` after the newest year the set has for the pair uses that newest year (``use.year`` says
+        which; the caller records the fallback). Otherwise a missing rate raises ``CalculationError``: on
+        ``currency`` when the set has no rate for the pair in any year, on ``spend_year`` when it lacks that
+        year, on ``exchange_rate_set`` when there is no such set.
         """
         currency, quote = currency.upper(), quote.upper()
+        named = bool(set_name)
+        set_name = set_name or DEFAULT_EXCHANGE_RATE_SET
         if currency == quote:
-            return Fraction(1)
-        rate = self._direct_or_inverse(currency, quote, year)
-        if rate is None and DEFAULT_CURRENCY not in (currency, quote):
-            to_usd = self._direct_or_inverse(currency, DEFAULT_CURRENCY, year)
-            from_usd = self._direct_or_inverse(DEFAULT_CURRENCY, quote, year)
-            if to_usd is not None and from_usd is not None:
-                rate = to_usd * from_usd
-        if rate is None:
+            return ExchangeRateUse(set_name, year, Fraction(1), "direct", ())
+        table = self._rate_set(set_name, named=named)
+        found = self._rate_in(table.get(year, {}), year, currency, quote)
+        if found is not None:
+            return ExchangeRateUse(set_name, year, *found)
+        found_in = {y: self._rate_in(table[y], y, currency, quote) for y in table}
+        years = sorted(y for y, rate in found_in.items() if rate is not None)
+        if years and year > years[-1]:
+            newest = found_in[years[-1]]
+            assert newest is not None  # years holds only the years with a rate
+            return ExchangeRateUse(set_name, years[-1], *newest)
+        if not years:
             raise CalculationError(
                 field="currency",
-                message=f"No exchange rate {currency}->{quote} for {year}: load an ExchangeRate row "
-                f"(currency={currency}, quote_currency={quote}, year={year}).",
+                message=f"No exchange rate {currency}->{quote} in the set '{set_name}' for any year: load an "
+                f"ExchangeRate row (set={set_name}, currency={currency}, quote_currency={quote}, year={year}).",
             )
-        return rate
+        raise CalculationError(
+            field="spend_year",
+            message=f"No exchange rate {currency}->{quote} for {year} in the set '{set_name}' "
+            f"(it has {_years_text(years)}): load an ExchangeRate row "
+            f"(set={set_name}, currency={currency}, quote_currency={quote}, year={year}).",
+        )
 
-    def price_index(self, currency: str, year: int) -> Decimal:
-        """Price-index level of ``currency`` in ``year``.
+    def price_index(self, currency: str, year: int, *, set_name: str = "", field: str = "spend_year") -> ReferenceRow:
+        """The price-index row of ``currency`` in ``year`` from the set ``set_name`` (default ``cpi-u``).
 
-        A missing row raises ``CalculationError`` on ``spend_year`` naming the row to load.
+        A ``year`` after the set's newest year for ``currency`` gives that newest row (its ``year`` says so;
+        the caller records the fallback). Otherwise a missing row raises ``CalculationError`` on ``field``
+        naming the row to load, or on ``price_index_set`` when there is no such set.
         """
         currency = currency.upper()
-        value = self.source.price_indexes(currency).get(year)
-        if value is None:
+        named = bool(set_name)
+        set_name = set_name or DEFAULT_PRICE_INDEX_SET
+        table = self.source.price_indexes(set_name)
+        if table is None:
             raise CalculationError(
-                field="spend_year",
-                message=f"No price index for {currency} {year}: load a PriceIndex row "
-                f"(currency={currency}, year={year}).",
+                field="price_index_set" if named else field,
+                message=f"No price-index set '{set_name}' is loaded: "
+                + ("check the name, or load it with load_reference_data." if named else MISSING_DEFAULT_SETS),
             )
-        return value
+        levels = table.get(currency, {})
+        used = year
+        if year not in levels and levels and year > max(levels):
+            used = max(levels)
+        stored = levels.get(used)
+        if stored is None:
+            has = f" (it has {_years_text(sorted(levels))})" if levels else ""
+            raise CalculationError(
+                field=field,
+                message=f"No price index for {currency} {year} in the set '{set_name}'{has}: load a PriceIndex row "
+                f"(set={set_name}, currency={currency}, year={year}).",
+            )
+        return ReferenceRow(currency, used, stored.value, stored.source)
+
+
+def _years_text(years: Sequence[int]) -> str:
+    """``1999-2025``, or ``1999-2010, 2012-2025`` when years are missing in between."""
+    spans: list[list[int]] = []
+    for year in years:
+        if spans and year == spans[-1][1] + 1:
+            spans[-1][1] = year
+        else:
+            spans.append([year, year])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
 
 
 def narrow_gwp_set(candidates: list[F], activity: str, notes: list[Note]) -> list[F]:

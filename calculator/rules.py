@@ -48,6 +48,15 @@ CURRENCY_RE = re.compile(CURRENCY_PATTERN)
 # Spend factors are priced in USD when a row names no currency of its own.
 DEFAULT_CURRENCY = "USD"
 
+# Reference sets: named tables of exchange rates and of price indexes. A spend calculation uses the sets it
+# names, else these: the shipped ECB annual-average rates and US CPI-U (loaded by ``import_factors``). A user's
+# own set (budget rates, a sector price index) is loaded under its own name and named by the calculation.
+DEFAULT_EXCHANGE_RATE_SET = "ecb"
+DEFAULT_PRICE_INDEX_SET = "cpi-u"
+SET_NAME_MAX_LENGTH = 32
+SET_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
+SET_NAME_RE = re.compile(SET_NAME_PATTERN)
+
 # Stored emissions (kg CO2e, and each gas): 24 digits, 6 after the point (milligrams, below any
 # factor's precision). Results are rounded once, half-even, to this quantum.
 CO2E_MAX_DIGITS, CO2E_PLACES = 24, 6
@@ -74,6 +83,11 @@ AMOUNT_MAGNITUDE_LIMIT = 60
 
 def is_currency_code(value: str) -> bool:
     return bool(CURRENCY_RE.match(value))
+
+
+def is_set_name(value: str) -> bool:
+    """A reference set's name: lower-case letters, digits, ``.``, ``_``, ``-``, at most 32 characters."""
+    return len(value) <= SET_NAME_MAX_LENGTH and SET_NAME_RE.fullmatch(value) is not None
 
 
 def is_year(value: object) -> bool:

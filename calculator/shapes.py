@@ -45,11 +45,49 @@ class FactorRefDict(TypedDict):
     biogenic_co2_per_unit: str | None
 
 
+class ReferenceRowDict(TypedDict):
+    """A stored exchange-rate row (1 currency = value quote_currency) or price-index row (quote_currency None)."""
+
+    currency: str
+    quote_currency: str | None
+    year: int
+    value: str
+    source: str
+
+
+class ExchangeRateUseDict(TypedDict):
+    """The rate applied (``value``, 12 places at most) and the rows it came from (``how``: direct, inverse, cross)."""
+
+    set: str
+    year: int
+    value: str
+    how: str
+    rows: list[ReferenceRowDict]
+
+
+# The index rows of the spend year (``from``) and of the factor's price year (``to``); functional syntax because
+# ``from`` is a keyword.
+PriceIndexUseDict = TypedDict("PriceIndexUseDict", {"set": str, "from": ReferenceRowDict, "to": ReferenceRowDict})
+
+
+class ConversionDict(TypedDict):
+    """How a spend amount reached the factor's currency and price year; ``None`` parts were not needed."""
+
+    amount: str
+    currency: str
+    spend_year: int
+    factor_currency: str
+    price_year: int
+    exchange_rate: ExchangeRateUseDict | None
+    price_index: PriceIndexUseDict | None
+
+
 class CalculationResultDict(TypedDict):
     """One calculation's result as the API returns it; decimals as strings.
 
     ``converted_amount`` is the amount in the factor's unit (None only for a result built without
-    one); ``input`` echoes the input with empty values left out.
+    one); ``conversion`` says how a spend amount got there (None for other bases); ``input`` echoes the
+    input with empty values left out.
     """
 
     co2e_kg: str
@@ -59,6 +97,7 @@ class CalculationResultDict(TypedDict):
     method: str
     category: int
     converted_amount: str | None
+    conversion: ConversionDict | None
     data_quality: DataQualityDict
     fallbacks: list[NoteDict]
     warnings: list[NoteDict]

@@ -15,7 +15,16 @@ from fractions import Fraction
 from typing import Any, Generic, Protocol, TypeVar
 
 from calculator.rules import CO2E_QUANTUM, CO2E_T_QUANTUM, CONVERTED_AMOUNT_PLACES, DEFAULT_CURRENCY, Method
-from calculator.shapes import CalculationResultDict, DataQualityDict, FactorRefDict, NoteDict
+from calculator.shapes import (
+    CalculationResultDict,
+    ConversionDict,
+    DataQualityDict,
+    ExchangeRateUseDict,
+    FactorRefDict,
+    NoteDict,
+    PriceIndexUseDict,
+    ReferenceRowDict,
+)
 
 
 class DatasetLike(Protocol):
@@ -129,6 +138,9 @@ class CalculationInput:
     distance: Decimal | None = None
     distance_unit: str = ""
     supplier_id: int | None = None
+    # The reference sets a spend amount is converted with; empty: ``rules.DEFAULT_*_SET``.
+    exchange_rate_set: str = ""
+    price_index_set: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready echo of the input: Decimals as strings, empty values left out."""
@@ -149,6 +161,98 @@ class Note:
 
     def as_dict(self) -> NoteDict:
         return {"code": self.code, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class ReferenceValue:
+    """A reference-set row's value (a rate, or an index level) and the source its loader recorded."""
+
+    value: Decimal
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class ReferenceRow:
+    """A stored reference row a conversion used, as stored: an auditor can find it and redo the arithmetic.
+
+    ``quote_currency`` is empty for a price-index row; for a rate, 1 ``currency`` = ``value`` ``quote_currency``.
+    """
+
+    currency: str
+    year: int
+    value: Decimal
+    source: str
+    quote_currency: str = ""
+
+    def as_dict(self) -> ReferenceRowDict:
+        return {
+            "currency": self.currency,
+            "quote_currency": self.quote_currency or None,
+            "year": self.year,
+            "value": str(self.value),
+            "source": self.source,
+        }
+
+
+@dataclass(frozen=True)
+class ExchangeRateUse:
+    """The rate a spend amount was converted with: ``value`` (exact) = the product of ``rows``, each used
+    as stored or inverted (1 / value) as ``how`` says: ``direct``, ``inverse`` or ``cross`` (through USD)."""
+
+    set_name: str
+    year: int
+    value: Fraction
+    how: str
+    rows: tuple[ReferenceRow, ...]
+
+    def as_dict(self) -> ExchangeRateUseDict:
+        return {
+            "set": self.set_name,
+            "year": self.year,
+            "value": present_amount(self.value),
+            "how": self.how,
+            "rows": [row.as_dict() for row in self.rows],
+        }
+
+
+@dataclass(frozen=True)
+class PriceIndexUse:
+    """The price-index rows that moved a spend amount from ``spend_row``'s year to ``price_row``'s: x price / spend."""
+
+    set_name: str
+    spend_row: ReferenceRow
+    price_row: ReferenceRow
+
+    def as_dict(self) -> PriceIndexUseDict:
+        return {"set": self.set_name, "from": self.spend_row.as_dict(), "to": self.price_row.as_dict()}
+
+
+@dataclass(frozen=True)
+class SpendConversion:
+    """How a spend amount became money in the factor's currency and price year, with every row used.
+
+    ``exchange_rate`` is None when the amount was already in the factor's currency; ``price_index`` None when
+    the spend year (or the year a fallback used in its place) is the factor's price year.
+    """
+
+    amount: Decimal
+    currency: str
+    spend_year: int
+    factor_currency: str
+    price_year: int
+    exchange_rate: ExchangeRateUse | None
+    price_index: PriceIndexUse | None
+
+    def as_dict(self) -> ConversionDict:
+        return {
+            "amount": str(self.amount),
+            "currency": self.currency,
+            "spend_year": self.spend_year,
+            "factor_currency": self.factor_currency,
+            "price_year": self.price_year,
+            "exchange_rate": None if self.exchange_rate is None else self.exchange_rate.as_dict(),
+            "price_index": None if self.price_index is None else self.price_index.as_dict(),
+        }
 
 
 @dataclass(frozen=True)
@@ -246,6 +350,7 @@ class CalculationResult(Generic[F]):
     converted_amount: Fraction | None = None
     basis: str = ""
     biogenic_co2_kg: Decimal | None = None
+    conversion: SpendConversion | None = None
 
     def factor_dict(self) -> FactorRefDict:
         f = self.factor
@@ -282,6 +387,7 @@ class CalculationResult(Generic[F]):
             "method": self.method,
             "category": self.category,
             "converted_amount": None if self.converted_amount is None else present_amount(self.converted_amount),
+            "conversion": None if self.conversion is None else self.conversion.as_dict(),
             "data_quality": self.data_quality.as_dict(),
             "fallbacks": [n.as_dict() for n in self.fallbacks],
             "warnings": [n.as_dict() for n in self.warnings],

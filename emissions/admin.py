@@ -303,14 +303,15 @@ class EmissionFactorAdmin(FactorVisibilityMixin, FastAdmin):
 
 @admin.register(ExchangeRate)
 class ExchangeRateAdmin(SuperuserWritesMixin, FastAdmin):
-    list_display = ("currency", "quote_currency", "year", "rate", "source")
-    list_filter = ("quote_currency",)
+    list_display = ("set_name", "currency", "quote_currency", "year", "rate", "source")
+    list_filter = ("set_name", "quote_currency")
     search_fields = ("=currency",)
 
 
 @admin.register(PriceIndex)
 class PriceIndexAdmin(SuperuserWritesMixin, FastAdmin):
-    list_display = ("currency", "year", "value", "source")
+    list_display = ("set_name", "currency", "year", "value", "source")
+    list_filter = ("set_name",)
     search_fields = ("=currency",)
 
 

@@ -5,7 +5,7 @@ the source it is given in production, and the entry point the API, the services 
 call. A ``FactorResolver`` belongs to one organization and lives for one request or one batch.
 
 Every lookup is memoized, so a batch of 10,000 items that use 20 distinct selectors costs about 20
-factor queries, plus one query per spend year (exchange rates) and one per currency (price indexes).
+factor queries, plus one query per reference set (exchange rates, price indexes) a spend line uses.
 Failed lookups are memoized too: 10,000 rows naming the same unknown activity cost one query, not
 10,000. Suppliers cost one query each (two when the supplier has no factor of its own and the method
 is supplier-specific). A batch calls ``prime(inputs)`` (or ``prime_suppliers`` etc.) first: then the
@@ -26,20 +26,23 @@ supplier deleted, invalidates them like the rest.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from decimal import Decimal
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from calculator import engine
+from calculator.engine import MONEY_METHODS
 from calculator.resolve import Resolver
-from calculator.rules import Method
-from calculator.types import CalculationInput, CalculationResult
+from calculator.rules import DEFAULT_CURRENCY, DEFAULT_EXCHANGE_RATE_SET, DEFAULT_PRICE_INDEX_SET
+from calculator.types import CalculationInput, CalculationResult, ReferenceValue
 from emissions.cache import GLOBAL_FACTORS, factor_namespaces, supplier_id_namespaces
 from emissions.metrics import count_calculation
 from emissions.models import EmissionFactor, ExchangeRate, FactorDataset, Organization, PriceIndex, Supplier
 from perf.cache import tiered
 from perf.codec import model_from_row, model_row
 
+# A reference set as the calculator reads it (``calculator.resolve.FactorSource``).
+RateTable = dict[int, dict[tuple[str, str], ReferenceValue]]
+IndexTable = dict[str, dict[int, ReferenceValue]]
 # A factor as cached: its row and its dataset's row.
 _FactorRows = list[list[Any]]
 # The calculator hands back the factor objects it was given, so results here carry EmissionFactor rows.
@@ -82,8 +85,8 @@ class OrganizationFactors:
         self._by_supplier: dict[int, list[EmissionFactor]] = {}
         self._by_id: dict[int, EmissionFactor | None] = {}
         self._suppliers: dict[int, bool] = {}
-        self._rates: dict[int, dict[tuple[str, str], Decimal]] = {}
-        self._indexes: dict[str, dict[int, Decimal]] = {}
+        self._rate_sets: dict[str, RateTable | None] = {}
+        self._index_sets: dict[str, IndexTable | None] = {}
 
     # -- FactorSource ------------------------------------------------------------------
 
@@ -117,20 +120,15 @@ class OrganizationFactors:
             )
         return self._suppliers[supplier_id]
 
-    def exchange_rates(self, year: int) -> Mapping[tuple[str, str], Decimal]:
-        if year not in self._rates:
-            self.prime_rates([year])
-        return self._rates[year]
+    def exchange_rates(self, set_name: str) -> RateTable | None:
+        if set_name not in self._rate_sets:
+            self.prime_sets(exchange_rate_sets=[set_name])
+        return self._rate_sets[set_name]
 
-    def price_indexes(self, currency: str) -> Mapping[int, Decimal]:
-        if currency not in self._indexes:
-            rows: list[list[Any]] = tiered().get_or_compute(
-                [GLOBAL_FACTORS],
-                f"index:{currency}",
-                lambda: [[row.year, row.value] for row in PriceIndex.objects.filter(currency=currency)],
-            )
-            self._indexes[currency] = {year: index for year, index in rows}
-        return self._indexes[currency]
+    def price_indexes(self, set_name: str) -> IndexTable | None:
+        if set_name not in self._index_sets:
+            self.prime_sets(price_index_sets=[set_name])
+        return self._index_sets[set_name]
 
     # -- priming -----------------------------------------------------------------------
 
@@ -138,16 +136,26 @@ class OrganizationFactors:
         """Preload what a batch of ``inputs`` will look up, in at most five queries in all.
 
         Pinned factors (one query), average-data candidates of every activity named (one query),
-        suppliers and their own factors (``prime_suppliers``, two) and the exchange rates of every
-        spend year given (one). Without it each distinct selector costs its own query; with it a
-        batch's lookups cost nothing more, except price indexes (one query per factor currency).
+        suppliers and their own factors (``prime_suppliers``, two) and the reference sets its spend lines
+        may convert with (``prime_sets``, two). Without it each distinct selector costs its own query; with
+        it a batch's lookups cost nothing more.
         """
         items = list(inputs)
         self.prime_factors(inp.factor_id for inp in items if inp.factor_id is not None)
         self.prime_activities(inp.activity.strip() for inp in items if inp.factor_id is None)
         self.prime_suppliers(inp.supplier_id for inp in items if inp.supplier_id is not None)
-        years = {inp.spend_year for inp in items if inp.method == Method.SPEND and isinstance(inp.spend_year, int)}
-        self.prime_rates(years)
+        # Only money converts, and only from another currency or a stated year: the sets those lines may use.
+        spend = [
+            inp
+            for inp in items
+            if inp.method in MONEY_METHODS
+            and (inp.spend_year is not None or inp.currency.strip().upper() not in ("", DEFAULT_CURRENCY))
+        ]
+        if spend:
+            self.prime_sets(
+                exchange_rate_sets={inp.exchange_rate_set or DEFAULT_EXCHANGE_RATE_SET for inp in spend},
+                price_index_sets={inp.price_index_set or DEFAULT_PRICE_INDEX_SET for inp in spend},
+            )
 
     def prime_factors(self, factor_ids: Iterable[int]) -> None:
         """Load the factors pinned by id, in one query; unknown or invisible ids are memoized as missing."""
@@ -185,21 +193,51 @@ class OrganizationFactors:
         )
         self._by_activity.update({activity: _factors_from_rows(rows) for activity, rows in cached.items()})
 
-    def prime_rates(self, years: Iterable[int]) -> None:
-        """Load the exchange rates of every year given, in one query."""
-        wanted = set(years) - self._rates.keys()
-        if not wanted:
-            return
+    def prime_sets(self, *, exchange_rate_sets: Iterable[str] = (), price_index_sets: Iterable[str] = ()) -> None:
+        """Load the named reference sets whole: at most one query per kind for those not cached.
 
-        def load(missing: list[int]) -> dict[int, list[list[Any]]]:
-            tables: dict[int, list[list[Any]]] = {year: [] for year in missing}
-            for row in ExchangeRate.objects.filter(year__in=missing):
-                tables[row.year].append([row.currency, row.quote_currency, row.rate])
-            return tables
+        A set is small (the shipped ECB set has 835 rows, CPI-U 113), and a conversion may need any of its
+        years (a fallback needs the newest), so it is cached as one entry; a name with no rows is remembered
+        as no set. Loading a set invalidates it (``catalogue_changed``).
+        """
+        wanted = set(exchange_rate_sets) - self._rate_sets.keys()
+        if wanted:
 
-        cached = tiered().get_many_or_compute([GLOBAL_FACTORS], sorted(wanted), lambda year: f"rates:{year}", load)
-        for year, rows in cached.items():
-            self._rates[year] = {(currency, quote): rate for currency, quote, rate in rows}
+            def load_rates(missing: list[str]) -> dict[str, list[list[Any]]]:
+                rows: dict[str, list[list[Any]]] = {name: [] for name in missing}
+                for name, *row in ExchangeRate.objects.filter(set_name__in=missing).values_list(
+                    "set_name", "year", "currency", "quote_currency", "rate", "source"
+                ):
+                    rows[name].append(row)
+                return rows
+
+            cached = tiered().get_many_or_compute(
+                [GLOBAL_FACTORS], sorted(wanted), lambda name: f"rate-set:{name}", load_rates
+            )
+            for name, rows in cached.items():
+                rates: dict[int, dict[tuple[str, str], ReferenceValue]] = {}
+                for year, currency, quote, rate, source in rows:
+                    rates.setdefault(year, {})[(currency, quote)] = ReferenceValue(rate, source)
+                self._rate_sets[name] = rates or None
+        wanted = set(price_index_sets) - self._index_sets.keys()
+        if wanted:
+
+            def load_indexes(missing: list[str]) -> dict[str, list[list[Any]]]:
+                rows: dict[str, list[list[Any]]] = {name: [] for name in missing}
+                for name, *row in PriceIndex.objects.filter(set_name__in=missing).values_list(
+                    "set_name", "currency", "year", "value", "source"
+                ):
+                    rows[name].append(row)
+                return rows
+
+            cached = tiered().get_many_or_compute(
+                [GLOBAL_FACTORS], sorted(wanted), lambda name: f"index-set:{name}", load_indexes
+            )
+            for name, rows in cached.items():
+                levels: dict[str, dict[int, ReferenceValue]] = {}
+                for currency, year, value, source in rows:
+                    levels.setdefault(currency, {})[year] = ReferenceValue(value, source)
+                self._index_sets[name] = levels or None
 
     def prime_suppliers(self, supplier_ids: Iterable[int]) -> None:
         """Load, in at most two queries, everything supplier checks and lookups need for ``supplier_ids``.

@@ -37,6 +37,8 @@ COLUMNS = (
     "unit",
     "currency",
     "spend_year",
+    "exchange_rate_set",
+    "price_index_set",
     "mass",
     "mass_unit",
     "distance",

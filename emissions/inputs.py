@@ -24,7 +24,15 @@ from rest_framework import serializers
 
 from calculator import inputs, rules
 from calculator.types import CalculationError, CalculationInput
-from emissions.models import AMOUNT_DIGITS, ID_MAX, FactorDataset, Method, Supplier, currency_validator
+from emissions.models import (
+    AMOUNT_DIGITS,
+    ID_MAX,
+    FactorDataset,
+    Method,
+    Supplier,
+    currency_validator,
+    set_name_validator,
+)
 from emissions.services.activities import ActivityInput, FieldErrors
 from perf.admission import cooperate
 
@@ -137,6 +145,18 @@ def year_field(help_text: str) -> serializers.IntegerField:
     )
 
 
+def set_name_field(help_text: str) -> serializers.RegexField:
+    """An optional reference set's name (``rules.is_set_name``); blank or missing: the default set."""
+    return serializers.RegexField(
+        rules.SET_NAME_PATTERN,
+        required=False,
+        allow_blank=True,
+        max_length=rules.SET_NAME_MAX_LENGTH,
+        error_messages={"invalid": set_name_validator.message},
+        help_text=help_text,
+    )
+
+
 def id_field(help_text: str) -> serializers.IntegerField:
     # Bounded to bigint so an oversized id is a 400 on its field, not a database error.
     return PlainIntegerField(required=False, allow_null=True, min_value=1, max_value=ID_MAX, help_text=help_text)
@@ -188,6 +208,14 @@ class CalculationInputSerializer(KnownFieldsSerializer):
         help_text=f"Spend only; default {rules.DEFAULT_CURRENCY}",
     )
     spend_year = year_field("Price year of the amount (spend); default: the factor's price year")
+    exchange_rate_set = set_name_field(
+        f"Spend only: the exchange-rate set to convert with; default {rules.DEFAULT_EXCHANGE_RATE_SET} "
+        "(ECB annual averages)"
+    )
+    price_index_set = set_name_field(
+        f"Spend only: the price-index set to move the amount between years with; default "
+        f"{rules.DEFAULT_PRICE_INDEX_SET} (US CPI-U)"
+    )
     mass = amount_field(required=False, allow_null=True)
     mass_unit = serializers.CharField(required=False, allow_blank=True, max_length=32)
     distance = amount_field(required=False, allow_null=True)

@@ -45,6 +45,20 @@ ID_MAX = 2**63 - 1
 
 naics_validator = RegexValidator(r"^\d{6}$", "NAICS code must be exactly 6 digits.")
 currency_validator = RegexValidator(rules.CURRENCY_PATTERN, "Currency must be an ISO 4217 code such as USD.")
+set_name_validator = RegexValidator(
+    rules.SET_NAME_PATTERN, "A set name is lower-case letters, digits, '.', '_' or '-' (e.g. ecb, budget-2025)."
+)
+
+
+def set_name_field(*, default: str = "", help_text: str) -> models.CharField:
+    """A reference set's name (``rules.is_set_name``); blank only where blank means the default set."""
+    return models.CharField(
+        max_length=rules.SET_NAME_MAX_LENGTH,
+        blank=not default,
+        default=default,
+        validators=[set_name_validator],
+        help_text=help_text,
+    )
 
 
 class OrgScopedQuerySet(models.QuerySet):
@@ -293,8 +307,13 @@ class EmissionFactor(models.Model):
 
 
 class ExchangeRate(models.Model):
-    """Annual-average rate: 1 ``currency`` = ``rate`` ``quote_currency`` in ``year``."""
+    """Annual-average rate: 1 ``currency`` = ``rate`` ``quote_currency`` in ``year``, in the set ``set_name``.
 
+    A set is one consistent table (``ecb``: the shipped ECB annual averages; a user's own, e.g. budget rates,
+    under its own name); a spend calculation names the set it converts with, else ``ecb``.
+    """
+
+    set_name = set_name_field(default=rules.DEFAULT_EXCHANGE_RATE_SET, help_text="The set this rate belongs to")
     currency = models.CharField(max_length=3, validators=[currency_validator])
     quote_currency = models.CharField(max_length=3, validators=[currency_validator], default="USD")
     year = models.PositiveSmallIntegerField()
@@ -303,17 +322,21 @@ class ExchangeRate(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["currency", "quote_currency", "year"], name="fx_currency_quote_year_uniq"),
+            models.UniqueConstraint(
+                fields=["set_name", "currency", "quote_currency", "year"], name="fx_set_currency_quote_year_uniq"
+            ),
             models.CheckConstraint(condition=Q(rate__gt=0), name="fx_rate_positive"),
         ]
 
     def __str__(self) -> str:
-        return f"1 {self.currency} = {self.rate} {self.quote_currency} ({self.year})"
+        return f"1 {self.currency} = {self.rate} {self.quote_currency} ({self.year}, {self.set_name})"
 
 
 class PriceIndex(models.Model):
-    """Annual price-index level for a currency area (e.g. US CPI-U), used to move spend between price years."""
+    """Annual price-index level for a currency area in the set ``set_name`` (``cpi-u``: US CPI-U, shipped; a
+    sector index under its own name), used to move spend between price years."""
 
+    set_name = set_name_field(default=rules.DEFAULT_PRICE_INDEX_SET, help_text="The set this level belongs to")
     currency = models.CharField(max_length=3, validators=[currency_validator])
     year = models.PositiveSmallIntegerField()
     value = models.DecimalField(max_digits=20, decimal_places=6)
@@ -322,12 +345,12 @@ class PriceIndex(models.Model):
     class Meta:
         verbose_name_plural = "price indexes"
         constraints = [
-            models.UniqueConstraint(fields=["currency", "year"], name="price_index_currency_year_uniq"),
+            models.UniqueConstraint(fields=["set_name", "currency", "year"], name="price_index_set_currency_year_uniq"),
             models.CheckConstraint(condition=Q(value__gt=0), name="price_index_positive"),
         ]
 
     def __str__(self) -> str:
-        return f"{self.currency} {self.year}: {self.value}"
+        return f"{self.currency} {self.year}: {self.value} ({self.set_name})"
 
 
 class Category(models.IntegerChoices):
@@ -394,6 +417,8 @@ class ActivityRecord(models.Model):
     unit = models.CharField(max_length=64)
     currency = models.CharField(max_length=3, blank=True, validators=[currency_validator])
     spend_year = models.PositiveSmallIntegerField(null=True, blank=True)
+    exchange_rate_set = set_name_field(help_text="Exchange-rate set for a spend amount; blank: ecb")
+    price_index_set = set_name_field(help_text="Price-index set for a spend amount; blank: cpi-u")
     mass = models.DecimalField(null=True, blank=True, **AMOUNT_DIGITS)
     mass_unit = models.CharField(max_length=32, blank=True)
     distance = models.DecimalField(null=True, blank=True, **AMOUNT_DIGITS)
@@ -519,6 +544,9 @@ class Emission(models.Model):
     data_quality = models.JSONField(default=dict)
     fallbacks = models.JSONField(default=list, blank=True)
     warnings = models.JSONField(default=list, blank=True)
+    # How a spend amount reached the factor's currency and price year, with the rate and index rows used
+    # (``calculator.shapes.ConversionDict``); NULL for other bases.
+    conversion = models.JSONField(null=True, blank=True)
     calculated_at = models.DateTimeField(auto_now_add=True)
 
     objects = EmissionQuerySet.as_manager()
@@ -783,6 +811,7 @@ class RestatementLine(models.Model):
     after_data_quality = models.JSONField(default=dict)
     after_fallbacks = models.JSONField(default=list, blank=True)
     after_warnings = models.JSONField(default=list, blank=True)
+    after_conversion = models.JSONField(null=True, blank=True)
 
     class Meta:
         constraints = [

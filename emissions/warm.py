@@ -4,7 +4,7 @@ Per organization, what its first requests would otherwise compute:
 
 - ``factors``: the calculator's factor resolution (``OrganizationFactors.prime_activities`` for every
   average-data activity the organization can see, ``prime_suppliers`` for all its suppliers,
-  ``prime_rates`` for every year of ``ExchangeRate``), and the first page of ``/api/v1/factors/``;
+  ``prime_sets`` for every exchange-rate and price-index set), and the first page of ``/api/v1/factors/``;
 - ``suppliers``: the first page of ``/api/v1/suppliers/``;
 - ``summaries``: ``/api/v1/emissions/summary/`` for every ``group_by`` key, and the first pages
   of ``/api/v1/emissions/`` and ``/api/v1/activities/``.
@@ -21,9 +21,20 @@ from collections.abc import Sequence
 from django.contrib.auth.models import User
 
 from emissions.calculation import OrganizationFactors
-from emissions.models import SUMMARY_KEYS, EmissionFactor, ExchangeRate, Membership, Organization, Supplier
+from emissions.models import (
+    SUMMARY_KEYS,
+    EmissionFactor,
+    ExchangeRate,
+    Membership,
+    Organization,
+    PriceIndex,
+    Supplier,
+)
 from perf.cache import renewing
 from perf.warm import Views, WarmStep, WarmUp
+
+# The names of the exchange-rate sets and of the price-index sets.
+ReferenceSets = tuple[Sequence[str], Sequence[str]]
 
 KINDS = ("factors", "suppliers", "summaries")
 WARM_USERNAME = "warm_cache"
@@ -52,7 +63,7 @@ def member_user(organization: Organization) -> User:
     return user
 
 
-def _prime_factors(organization: Organization, years: Sequence[int]) -> WarmStep:
+def _prime_factors(organization: Organization, sets: ReferenceSets) -> WarmStep:
     def prime() -> None:
         factors = OrganizationFactors(organization)
         # Average-data activities only: prime_activities caches average-data candidates, and an activity that
@@ -69,16 +80,16 @@ def _prime_factors(organization: Organization, years: Sequence[int]) -> WarmStep
         with renewing():
             factors.prime_activities(activities)
             factors.prime_suppliers(Supplier.objects.for_org(organization).values_list("pk", flat=True))
-            factors.prime_rates(years)
+            factors.prime_sets(exchange_rate_sets=sets[0], price_index_sets=sets[1])
 
-    return WarmStep("factors", "factor resolution (activities, suppliers, exchange rates)", prime)
+    return WarmStep("factors", "factor resolution (activities, suppliers, reference sets)", prime)
 
 
-def _steps(organization: Organization, views: Views, years: Sequence[int]) -> list[WarmStep]:
+def _steps(organization: Organization, views: Views, sets: ReferenceSets) -> list[WarmStep]:
     """Every item of one organization, in the order they are warmed."""
     user = member_user(organization)
     steps = [
-        _prime_factors(organization, years),
+        _prime_factors(organization, sets),
         views.step("factors", user, "factor-list"),
         views.step("suppliers", user, "supplier-list"),
     ]
@@ -89,9 +100,12 @@ def _steps(organization: Organization, views: Views, years: Sequence[int]) -> li
 
 
 def plan(organizations: Sequence[Organization], views: Views) -> list[list[WarmStep]]:
-    """The steps of each organization; the years of exchange rates, which all share, read once."""
-    years = list(ExchangeRate.objects.order_by("year").values_list("year", flat=True).distinct())
-    return [_steps(organization, views, years) for organization in organizations]
+    """The steps of each organization; the names of the reference sets, which all share, read once."""
+    sets = (
+        list(ExchangeRate.objects.order_by("set_name").values_list("set_name", flat=True).distinct()),
+        list(PriceIndex.objects.order_by("set_name").values_list("set_name", flat=True).distinct()),
+    )
+    return [_steps(organization, views, sets) for organization in organizations]
 
 
 WARM_UP = WarmUp("emissions", KINDS, plan)

@@ -255,6 +255,59 @@ class FactorRefSerializer(serializers.Serializer):
     )
 
 
+class ReferenceRowSerializer(serializers.Serializer):
+    """A stored reference row a conversion used (``calculator.shapes.ReferenceRowDict``)."""
+
+    currency = serializers.CharField()
+    quote_currency = serializers.CharField(
+        allow_null=True, help_text="An exchange rate: 1 currency = value quote_currency; null for a price index"
+    )
+    year = serializers.IntegerField()
+    value = serializers.CharField(help_text="Decimal string, as stored")
+    source = serializers.CharField()  # type: ignore[assignment]  # FIELD_NAMES
+
+
+class ExchangeRateUseSerializer(serializers.Serializer):
+    set = serializers.CharField(help_text="The exchange-rate set")
+    year = serializers.IntegerField(help_text="The rate's year: the spend year, or the set's newest (a fallback)")
+    value = serializers.CharField(help_text="The rate applied: 1 currency in factor_currency (12 places at most)")
+    how = serializers.ChoiceField(
+        choices=["direct", "inverse", "cross"], help_text="A stored row, its inverse, or a cross rate through USD"
+    )
+    rows = ReferenceRowSerializer(many=True)
+
+
+class PriceIndexUseSerializer(serializers.Serializer):
+    """The index rows of the spend year (``from``) and of the factor's price year (``to``)."""
+
+    set = serializers.CharField(help_text="The price-index set")
+    to = ReferenceRowSerializer(help_text="The factor's price year")
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        # ``from`` is a Python keyword, so it cannot be declared above; the public order is set, from, to.
+        fields = super().get_fields()
+        spend = ReferenceRowSerializer(help_text="The spend year (or the set's newest year, when a fallback says so)")
+        return {"set": fields["set"], "from": spend, "to": fields["to"]}
+
+
+class ConversionSerializer(serializers.Serializer):
+    """How a spend amount reached the factor's currency and price year (``calculator.shapes.ConversionDict``)."""
+
+    amount = serializers.CharField()
+    currency = serializers.CharField()
+    spend_year = serializers.IntegerField()
+    factor_currency = serializers.CharField()
+    price_year = serializers.IntegerField(help_text="The factor's price year")
+    exchange_rate = ExchangeRateUseSerializer(allow_null=True, help_text="null when no currency conversion")
+    price_index = PriceIndexUseSerializer(allow_null=True, help_text="null when the spend year is the price year")
+
+
+@extend_schema_field(ConversionSerializer(allow_null=True))
+class ConversionField(serializers.JSONField):
+    """A stored ``Emission.conversion``, written as stored (``perf.rows`` copies a JSON column; the schema is
+    ``ConversionSerializer``'s, the shape the calculator stored)."""
+
+
 # The shape is calculator.shapes.CalculationResultDict, which CalculationResult.as_dict() returns and the
 # calculate views answer with; tests hold these fields (and the nested ones) to its keys, in order.
 class CalculationResultSerializer(serializers.Serializer):
@@ -271,6 +324,9 @@ class CalculationResultSerializer(serializers.Serializer):
     method = serializers.ChoiceField(choices=Method.choices)
     category = serializers.IntegerField()
     converted_amount = serializers.CharField(allow_null=True, help_text="Amount in the factor's unit")
+    conversion = ConversionSerializer(
+        allow_null=True, help_text="Spend: the rate and index rows the amount was converted with; else null"
+    )
     data_quality = DataQualitySerializer()
     fallbacks = NoteSerializer(many=True)
     warnings = NoteSerializer(many=True)
@@ -325,6 +381,9 @@ class _StoredResultSerializer(serializers.ModelSerializer):
     data_quality = DataQualitySerializer(read_only=True)
     fallbacks = NoteSerializer(many=True, read_only=True)
     warnings = NoteSerializer(many=True, read_only=True)
+    conversion = ConversionField(
+        read_only=True, allow_null=True, help_text="Spend: the rate and index rows the amount was converted with"
+    )
 
 
 class EmissionSerializer(_StoredResultSerializer):
@@ -349,6 +408,7 @@ class EmissionSerializer(_StoredResultSerializer):
             "data_quality",
             "fallbacks",
             "warnings",
+            "conversion",
             "calculated_at",
             "supplier",
             "factor",
@@ -386,6 +446,7 @@ class ActivityEmissionSerializer(_StoredResultSerializer):
             "data_quality",
             "fallbacks",
             "warnings",
+            "conversion",
             "calculated_at",
         ]
         read_only_fields = fields
@@ -414,6 +475,8 @@ class ActivitySerializer(serializers.ModelSerializer):
             "unit",
             "currency",
             "spend_year",
+            "exchange_rate_set",
+            "price_index_set",
             "mass",
             "mass_unit",
             "distance",
@@ -484,6 +547,7 @@ class EmissionValuesSerializer(serializers.Serializer):
     data_quality = DataQualitySerializer(read_only=True, required=False)
     fallbacks = NoteSerializer(many=True, read_only=True, required=False)
     warnings = NoteSerializer(many=True, read_only=True, required=False)
+    conversion = ConversionField(read_only=True, required=False, allow_null=True)
     calculated_at = serializers.DateTimeField(read_only=True, required=False)
     factor = HistoryFactorSerializer(read_only=True, required=False)
 

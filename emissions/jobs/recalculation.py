@@ -110,6 +110,7 @@ CHUNK_COLUMNS = {
     "data_quality": "data_quality",
     "fallbacks": "fallbacks",
     "warnings": "warnings",
+    "conversion": "conversion",
     "calculated_at": "calculated_at",
     "factor_activity": "factor__activity",
     "factor_region": "factor__region",
@@ -127,6 +128,8 @@ CHUNK_COLUMNS = {
     "unit": "activity__unit",
     "currency": "activity__currency",
     "spend_year": "activity__spend_year",
+    "exchange_rate_set": "activity__exchange_rate_set",
+    "price_index_set": "activity__price_index_set",
     "mass": "activity__mass",
     "mass_unit": "activity__mass_unit",
     "distance": "activity__distance",
@@ -195,6 +198,8 @@ def recalculation_input(row: Mapping[str, Any], target: FactorDataset) -> Activi
         # A stored non-money line has no currency; the calculator ignores it there.
         currency=row["currency"] or "USD",
         spend_year=None if SPEND_YEAR_FROM_PERIOD in codes else row["spend_year"],
+        exchange_rate_set=row["exchange_rate_set"],
+        price_index_set=row["price_index_set"],
         mass=row["mass"],
         mass_unit=row["mass_unit"],
         distance=row["distance"],
@@ -216,6 +221,7 @@ def _changed(row: Mapping[str, Any], emission: Emission) -> bool:
         or emission.data_quality != row["data_quality"]
         or emission.fallbacks != row["fallbacks"]
         or emission.warnings != row["warnings"]
+        or emission.conversion != row["conversion"]
     )
 
 
@@ -238,6 +244,7 @@ def _line(job: Job, row: Mapping[str, Any], emission: Emission) -> dict[str, Any
         "after_data_quality": emission.data_quality,
         "after_fallbacks": emission.fallbacks,
         "after_warnings": emission.warnings,
+        "after_conversion": emission.conversion,
     }
 
 
@@ -433,7 +440,8 @@ class RecalculationKind:
                     "UPDATE {emissions} AS e SET factor_id = l.after_factor_id, co2e_kg = l.after_co2e_kg, "
                     "biogenic_co2_kg = l.after_biogenic_co2_kg, gases = l.after_gases, "
                     "data_quality = l.after_data_quality, fallbacks = l.after_fallbacks, "
-                    "warnings = l.after_warnings, calculated_at = %s FROM {lines} AS l "
+                    "warnings = l.after_warnings, conversion = l.after_conversion, calculated_at = %s "
+                    "FROM {lines} AS l "
                     "WHERE l.restatement_id = %s AND e.id = l.emission_id AND e.organization_id = %s "
                     "AND e.calculated_at = l.before_calculated_at "
                     "AND e.factor_id = l.before_factor_id AND e.co2e_kg = l.before_co2e_kg "

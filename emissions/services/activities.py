@@ -139,6 +139,8 @@ def activity_record_build(
         # Only an amount of money has a currency; storing the default on a kWh line would mislead.
         currency=inp.currency if is_spend_factor(result.factor) else "",
         spend_year=inp.spend_year,
+        exchange_rate_set=inp.exchange_rate_set,
+        price_index_set=inp.price_index_set,
         mass=inp.mass,
         mass_unit=inp.mass_unit,
         distance=inp.distance,
@@ -167,6 +169,7 @@ def emission_build(record: ActivityRecord, result: Result) -> Emission:
         data_quality=result.data_quality.as_dict(),
         fallbacks=[note.as_dict() for note in result.fallbacks],
         warnings=[note.as_dict() for note in result.warnings],
+        conversion=None if result.conversion is None else result.conversion.as_dict(),
     )
 
 

@@ -1,8 +1,10 @@
 """Services that load the calculator's reference tables (exchange rates, price indexes) from CSV.
 
-Both loaders validate the whole file first and write nothing when any row is bad; the
-error names the line (1 = header) and the column. Rows are upserted by the table's unique
-key, so reloading a corrected file replaces the old values.
+Each file loads into one named *reference set* (``rules.DEFAULT_EXCHANGE_RATE_SET``, a user's
+budget rates, ...); other sets are never touched. Both loaders validate the whole file first
+and write nothing when any row is bad; the error names the file, the line (1 = header) and the
+column. Rows are upserted by the set's unique key, so reloading a corrected file replaces the
+old values, and reloading the same file writes nothing.
 """
 
 from __future__ import annotations
@@ -26,24 +28,72 @@ EXCHANGE_RATE_COLUMNS = ("currency", "quote_currency", "year", "rate")
 PRICE_INDEX_COLUMNS = ("currency", "year", "value")
 SOURCE_MAX_LENGTH = 200
 
+# The tables shipped in the factor data folder (its SOURCES.md, section 6), loaded by ``import_factors``.
+SHIPPED_EXCHANGE_RATES = "reference/ecb_fx_annual_usd.csv"
+SHIPPED_PRICE_INDEX = "reference/bls_cpi_u_annual.csv"
+SHIPPED_EXCHANGE_RATES_HELP = (
+    "spend in a currency other than USD needs exchange rates: annual averages of the ECB euro foreign exchange "
+    'reference rates ("Source: ECB"), described in section 6 of the factor data\'s SOURCES.md'
+)
+SHIPPED_PRICE_INDEX_HELP = (
+    "spend in a year other than a factor's price year needs a price index: the US BLS CPI-U annual averages "
+    "(series CUUR0000SA0), described in section 6 of the factor data's SOURCES.md"
+)
+
 
 class ReferenceDataError(ValueError):
     """A reference file that cannot be loaded; ``line`` and ``column`` point at the problem."""
 
     def __init__(self, path: Path | str, line: int, column: str, message: str) -> None:
         self.path, self.line, self.column = str(path), line, column
-        where = f"line {line}, column '{column}'" if column else f"line {line}"
-        super().__init__(f"{Path(path).name}: {where}: {message}")
+        # Line 0: the problem is the file as a whole (cannot open it, bad set name), not one of its lines.
+        where = f"line {line}, column '{column}'" if column else f"line {line}" if line else ""
+        super().__init__(f"{Path(path).name}: {where + ': ' if where else ''}{message}")
 
 
 @dataclass(frozen=True)
 class LoadResult:
+    """What one file did to its set: every row of the file is exactly one of created, updated, unchanged."""
+
+    table: str  # "Exchange rates" / "Price indexes", for reports
+    set_name: str
     created: int
-    updated: int
+    updated: int  # value or source changed
+    unchanged: int  # already stored identically: not written
+    currencies: int  # distinct ``currency`` values in the file
+    first_year: int | None  # None for a file without data rows
+    last_year: int | None
 
     @property
-    def total(self) -> int:
+    def rows(self) -> int:
+        return self.created + self.updated + self.unchanged
+
+    @property
+    def written(self) -> int:
         return self.created + self.updated
+
+    def summary(self) -> str:
+        """One report line, e.g. ``Exchange rates (set 'ecb'): 835 rows, 41 currencies, 1999-2025: 0 created, ...``."""
+        if self.first_year is None:
+            years = ""
+        elif self.first_year == self.last_year:
+            years = f", {self.first_year}"
+        else:
+            years = f", {self.first_year}-{self.last_year}"
+        rows = f"{self.rows} {'row' if self.rows == 1 else 'rows'}"
+        currencies = f"{self.currencies} {'currency' if self.currencies == 1 else 'currencies'}"
+        return (
+            f"{self.table} (set '{self.set_name}'): {rows}, {currencies}{years}: "
+            f"{self.created} created, {self.updated} updated, {self.unchanged} unchanged."
+        )
+
+
+@dataclass(frozen=True)
+class ShippedLoad:
+    """``reference_sets_load_shipped``: a result per shipped file found, a note per file missing."""
+
+    results: list[LoadResult]
+    notes: list[str]
 
 
 # -- parsing -------------------------------------------------------------------------------
@@ -132,17 +182,80 @@ def _parse(
     return parsed
 
 
+def _set_name(path: Path, set_name: str) -> str:
+    if not rules.is_set_name(set_name):
+        raise ReferenceDataError(
+            path,
+            0,
+            "",
+            f"'{set_name}' is not a set name: use lower-case letters, digits, '.', '_' or '-', starting with a "
+            f"letter or digit, at most {rules.SET_NAME_MAX_LENGTH} characters (e.g. ecb, budget-2025)",
+        )
+    return set_name
+
+
+def _upsert(
+    model: type[models.Model],
+    *,
+    table: str,
+    set_name: str,
+    key_fields: tuple[str, ...],
+    value_fields: tuple[str, ...],
+    parsed: dict[tuple, dict[str, Any]],
+) -> LoadResult:
+    """Write the rows of ``parsed`` (keyed by ``key_fields``) that are new or differ, into ``set_name`` only.
+
+    Precondition: ``parsed`` is fully validated, so the one bulk statement cannot fail on a row.
+    """
+    # One query for the whole set: a set is at most a few thousand rows, and comparing here is what
+    # lets an unchanged reload write nothing (an upsert of every row would rewrite them all).
+    stored = {
+        tuple(row[: len(key_fields)]): tuple(row[len(key_fields) :])
+        for row in model._default_manager.filter(set_name=set_name).values_list(*key_fields, *value_fields)
+    }
+    created: list[models.Model] = []
+    updated: list[models.Model] = []
+    for key, values in parsed.items():
+        current = stored.get(key)
+        # Decimal equality is numeric, so 1.053 read from the file equals the stored 1.0530000000.
+        if current == tuple(values[name] for name in value_fields):
+            continue
+        (created if current is None else updated).append(model(set_name=set_name, **values))
+    if created or updated:
+        model._default_manager.bulk_create(
+            [*created, *updated],
+            update_conflicts=True,
+            unique_fields=["set_name", *key_fields],
+            update_fields=list(value_fields),
+        )
+        catalogue_changed()
+    years = [values["year"] for values in parsed.values()]
+    return LoadResult(
+        table=table,
+        set_name=set_name,
+        created=len(created),
+        updated=len(updated),
+        unchanged=len(parsed) - len(created) - len(updated),
+        currencies=len({values["currency"] for values in parsed.values()}),
+        first_year=min(years, default=None),
+        last_year=max(years, default=None),
+    )
+
+
 # -- services ------------------------------------------------------------------------------
 
 
 @transaction.atomic
-def exchange_rates_load(*, path: Path | str) -> LoadResult:
-    """Upsert ``ExchangeRate`` rows from a CSV with columns currency,quote_currency,year,rate,source.
+def exchange_rates_load(*, path: Path | str, set_name: str) -> LoadResult:
+    """Upsert the ``ExchangeRate`` rows of the set ``set_name`` from a CSV with columns
+    currency,quote_currency,year,rate,source.
 
-    ``rate`` is 1 ``currency`` in ``quote_currency`` (annual average). Raises
-    ``ReferenceDataError`` (nothing written) on the first bad row.
+    ``rate`` is 1 ``currency`` in ``quote_currency`` (annual average). Rows of the set that the
+    file does not list are kept; other sets are untouched. Raises ``ReferenceDataError``
+    (nothing written) for a bad set name or on the first bad row.
     """
     path = Path(path)
+    _set_name(path, set_name)
     digits = _digits(ExchangeRate, "rate")
 
     def parse_row(line: int, row: dict[str, str]) -> tuple[tuple, dict[str, Any]]:
@@ -160,31 +273,25 @@ def exchange_rates_load(*, path: Path | str) -> LoadResult:
         }
         return (currency, quote, year), values
 
-    parsed = _parse(path, EXCHANGE_RATE_COLUMNS, parse_row)
-    existing = {
-        (c, q, y)
-        for c, q, y in ExchangeRate.objects.filter(year__in={k[2] for k in parsed}).values_list(
-            "currency", "quote_currency", "year"
-        )
-    }
-    ExchangeRate.objects.bulk_create(
-        [ExchangeRate(**values) for values in parsed.values()],
-        update_conflicts=True,
-        unique_fields=["currency", "quote_currency", "year"],
-        update_fields=["rate", "source"],
+    return _upsert(
+        ExchangeRate,
+        table="Exchange rates",
+        set_name=set_name,
+        key_fields=("currency", "quote_currency", "year"),
+        value_fields=("rate", "source"),
+        parsed=_parse(path, EXCHANGE_RATE_COLUMNS, parse_row),
     )
-    updated = len(existing & parsed.keys())
-    catalogue_changed()
-    return LoadResult(created=len(parsed) - updated, updated=updated)
 
 
 @transaction.atomic
-def price_index_load(*, path: Path | str) -> LoadResult:
-    """Upsert ``PriceIndex`` rows from a CSV with columns currency,year,value,source.
+def price_index_load(*, path: Path | str, set_name: str) -> LoadResult:
+    """Upsert the ``PriceIndex`` rows of the set ``set_name`` from a CSV with columns currency,year,value,source.
 
-    Raises ``ReferenceDataError`` (nothing written) on the first bad row.
+    Rows of the set that the file does not list are kept; other sets are untouched. Raises
+    ``ReferenceDataError`` (nothing written) for a bad set name or on the first bad row.
     """
     path = Path(path)
+    _set_name(path, set_name)
     digits = _digits(PriceIndex, "value")
 
     def parse_row(line: int, row: dict[str, str]) -> tuple[tuple, dict[str, Any]]:
@@ -198,14 +305,35 @@ def price_index_load(*, path: Path | str) -> LoadResult:
         }
         return (currency, year), values
 
-    parsed = _parse(path, PRICE_INDEX_COLUMNS, parse_row)
-    existing = set(PriceIndex.objects.filter(currency__in={k[0] for k in parsed}).values_list("currency", "year"))
-    PriceIndex.objects.bulk_create(
-        [PriceIndex(**values) for values in parsed.values()],
-        update_conflicts=True,
-        unique_fields=["currency", "year"],
-        update_fields=["value", "source"],
+    return _upsert(
+        PriceIndex,
+        table="Price indexes",
+        set_name=set_name,
+        key_fields=("currency", "year"),
+        value_fields=("value", "source"),
+        parsed=_parse(path, PRICE_INDEX_COLUMNS, parse_row),
     )
-    updated = len(existing & parsed.keys())
-    catalogue_changed()
-    return LoadResult(created=len(parsed) - updated, updated=updated)
+
+
+@transaction.atomic
+def reference_sets_load_shipped(*, directory: Path) -> ShippedLoad:
+    """Load the shipped reference tables of the factor data folder ``directory`` into the default sets.
+
+    Exchange rates go to ``rules.DEFAULT_EXCHANGE_RATE_SET``, the price index to
+    ``rules.DEFAULT_PRICE_INDEX_SET``. A missing file is a note, not an error: a user may keep
+    only factor files (spend in USD of the factor's price year works without them). A bad row
+    in either file raises ``ReferenceDataError`` and writes nothing of either.
+    """
+    results: list[LoadResult] = []
+    notes: list[str] = []
+    shipped: list[tuple[str, str, Callable[..., LoadResult], str]] = [
+        (SHIPPED_EXCHANGE_RATES, SHIPPED_EXCHANGE_RATES_HELP, exchange_rates_load, rules.DEFAULT_EXCHANGE_RATE_SET),
+        (SHIPPED_PRICE_INDEX, SHIPPED_PRICE_INDEX_HELP, price_index_load, rules.DEFAULT_PRICE_INDEX_SET),
+    ]
+    for name, help_text, load, set_name in shipped:
+        path = directory / name
+        if path.is_file():
+            results.append(load(path=path, set_name=set_name))
+        else:
+            notes.append(f"{name} not found in the data folder, so set '{set_name}' was not loaded: {help_text}.")
+    return ShippedLoad(results=results, notes=notes)

@@ -15,7 +15,8 @@ from typing import Any
 
 from calculator import engine
 from calculator.resolve import Resolver
-from calculator.types import CalculationInput, CalculationResult, Dataset, Factor
+from calculator.rules import DEFAULT_EXCHANGE_RATE_SET, DEFAULT_PRICE_INDEX_SET
+from calculator.types import CalculationInput, CalculationResult, Dataset, Factor, ReferenceValue
 
 # The smallest valid input; tests override only the fields they exercise.
 _BASE_INPUT = CalculationInput(category=1, method="activity", amount=Decimal("1"), unit="kWh")
@@ -50,8 +51,9 @@ class World:
     def __init__(self) -> None:
         self.factors: list[Factor] = []
         self.suppliers: set[int] = set()
-        self.rates: dict[int, dict[tuple[str, str], Decimal]] = {}
-        self.indexes: dict[str, dict[int, Decimal]] = {}
+        # Reference sets by name: {set: {year: {(currency, quote): row}}} and {set: {currency: {year: row}}}.
+        self.rates: dict[str, dict[int, dict[tuple[str, str], ReferenceValue]]] = {}
+        self.indexes: dict[str, dict[str, dict[int, ReferenceValue]]] = {}
         self.asked: Counter[str] = Counter()
 
     # -- building ------------------------------------------------------------------------------
@@ -81,11 +83,30 @@ class World:
         self.suppliers.add(supplier.pk)
         return supplier
 
-    def add_rate(self, *, currency: str, quote_currency: str, year: int, rate: Decimal) -> None:
-        self.rates.setdefault(year, {})[(currency, quote_currency)] = rate
+    def add_rate(
+        self,
+        *,
+        currency: str,
+        quote_currency: str,
+        year: int,
+        rate: Decimal,
+        set_name: str = DEFAULT_EXCHANGE_RATE_SET,
+        source: str = "test rates",
+    ) -> None:
+        self.rates.setdefault(set_name, {}).setdefault(year, {})[(currency, quote_currency)] = ReferenceValue(
+            rate, source
+        )
 
-    def add_index(self, *, currency: str, year: int, value: Decimal) -> None:
-        self.indexes.setdefault(currency, {})[year] = value
+    def add_index(
+        self,
+        *,
+        currency: str,
+        year: int,
+        value: Decimal,
+        set_name: str = DEFAULT_PRICE_INDEX_SET,
+        source: str = "test index",
+    ) -> None:
+        self.indexes.setdefault(set_name, {}).setdefault(currency, {})[year] = ReferenceValue(value, source)
 
     # -- FactorSource --------------------------------------------------------------------------
 
@@ -107,13 +128,13 @@ class World:
         self.asked["supplier_exists"] += 1
         return supplier_id in self.suppliers
 
-    def exchange_rates(self, year: int) -> Mapping[tuple[str, str], Decimal]:
+    def exchange_rates(self, set_name: str) -> Mapping[int, Mapping[tuple[str, str], ReferenceValue]] | None:
         self.asked["exchange_rates"] += 1
-        return self.rates.get(year, {})
+        return self.rates.get(set_name)
 
-    def price_indexes(self, currency: str) -> Mapping[int, Decimal]:
+    def price_indexes(self, set_name: str) -> Mapping[str, Mapping[int, ReferenceValue]] | None:
         self.asked["price_indexes"] += 1
-        return self.indexes.get(currency, {})
+        return self.indexes.get(set_name)
 
     def _visible(self, factor: Factor) -> bool:
         # Another organization's supplier factors are not this world's.

@@ -9,7 +9,8 @@ from fractions import Fraction
 import pytest
 
 from calculator.engine import period_defaults
-from calculator.types import CalculationError
+from calculator.resolve import MISSING_DEFAULT_SETS
+from calculator.types import CalculationError, round_half_even
 from tests.calculator.helpers import calculate, freight_input, make_input
 
 
@@ -156,25 +157,154 @@ def test_spend_inverse_rate_is_used_when_only_usd_to_eur_is_stored(org, steel_fa
     assert result.co2e_kg == Decimal("787")
 
 
-def test_spend_missing_exchange_rate_names_currency_and_row(org, steel_factor):
+def test_spend_without_the_default_rate_set_names_currency_and_the_loader(org, steel_factor):
     inp = make_input(
         method="spend", activity="naics:331110", amount=Decimal("10"), unit="", currency="GBP", spend_year=2022
     )
     with pytest.raises(CalculationError) as exc:
         calculate(inp, organization=org)
-    message = exc.value.errors["currency"][0]
-    assert "GBP->USD" in message
-    assert "2022" in message
+    assert exc.value.errors == {"currency": ["No exchange-rate set 'ecb' is loaded: " + MISSING_DEFAULT_SETS]}
+
+
+def test_spend_missing_exchange_rate_names_currency_and_row(org, steel_factor):
+    org.add_rate(currency="EUR", quote_currency="USD", year=2022, rate=Decimal("1.05"))
+    inp = make_input(
+        method="spend", activity="naics:331110", amount=Decimal("10"), unit="", currency="GBP", spend_year=2022
+    )
+    with pytest.raises(CalculationError) as exc:
+        calculate(inp, organization=org)
+    assert exc.value.errors == {
+        "currency": [
+            "No exchange rate GBP->USD in the set 'ecb' for any year: load an ExchangeRate row "
+            "(set=ecb, currency=GBP, quote_currency=USD, year=2022)."
+        ]
+    }
+
+
+def test_spend_year_before_or_between_a_sets_rates_is_an_error_on_spend_year(org, steel_factor):
+    for year in (2019, 2020, 2022, 2023):
+        org.add_rate(currency="EUR", quote_currency="USD", year=year, rate=Decimal("1.1"))
+    for spend_year in (2018, 2021):
+        inp = make_input(
+            method="spend",
+            unit="",
+            activity="naics:331110",
+            amount=Decimal("10"),
+            currency="EUR",
+            spend_year=spend_year,
+        )
+        with pytest.raises(CalculationError) as exc:
+            calculate(inp, organization=org)
+        assert exc.value.errors == {
+            "spend_year": [
+                f"No exchange rate EUR->USD for {spend_year} in the set 'ecb' (it has 2019-2020, 2022-2023): load an "
+                f"ExchangeRate row (set=ecb, currency=EUR, quote_currency=USD, year={spend_year})."
+            ]
+        }
 
 
 def test_spend_missing_price_index_names_year_and_row(org, steel_factor):
     org.add_index(currency="USD", year=2022, value=Decimal("292.655"))
+    org.add_index(currency="USD", year=2024, value=Decimal("313.689"))
     inp = make_input(method="spend", activity="naics:331110", amount=Decimal("10"), unit="USD", spend_year=2023)
     with pytest.raises(CalculationError) as exc:
         calculate(inp, organization=org)
     assert exc.value.errors == {
-        "spend_year": ["No price index for USD 2023: load a PriceIndex row (currency=USD, year=2023)."]
+        "spend_year": [
+            "No price index for USD 2023 in the set 'cpi-u' (it has 2022, 2024): load a PriceIndex row "
+            "(set=cpi-u, currency=USD, year=2023)."
+        ]
     }
+
+
+def test_spend_year_after_the_newest_rate_and_index_uses_the_newest_and_records_it(org, steel_factor):
+    org.add_rate(currency="EUR", quote_currency="USD", year=2025, rate=Decimal("1.13"), source="ECB")
+    org.add_index(currency="USD", year=2022, value=Decimal("292.655"), source="CPI-U")
+    org.add_index(currency="USD", year=2025, value=Decimal("322.2"), source="CPI-U")
+    inp = make_input(
+        method="spend", unit="", activity="naics:331110", amount=Decimal("1000"), currency="EUR", spend_year=2027
+    )
+    result = calculate(inp, organization=org)
+    # 1000 x 1.13 x 292.655 / 322.2 x 0.787, computed exactly and rounded once.
+    expected = Fraction(1000) * Fraction("1.13") * Fraction("292.655") / Fraction("322.2") * Fraction("0.787")
+    assert result.co2e_kg == round_half_even(expected, 6)
+    assert [note.code for note in result.fallbacks] == ["exchange_rate_year_fallback", "price_index_year_fallback"]
+    assert "no EUR->USD rate for 2027; used 2025's, its newest" in result.fallbacks[0].detail
+    assert "taken to be in 2025 prices" in result.fallbacks[1].detail
+    conversion = result.as_dict()["conversion"]
+    assert conversion is not None
+    assert conversion["spend_year"] == 2027
+    assert conversion["exchange_rate"] == {
+        "set": "ecb",
+        "year": 2025,
+        "value": "1.13",
+        "how": "direct",
+        "rows": [{"currency": "EUR", "quote_currency": "USD", "year": 2025, "value": "1.13", "source": "ECB"}],
+    }
+    assert conversion["price_index"] == {
+        "set": "cpi-u",
+        "from": {"currency": "USD", "quote_currency": None, "year": 2025, "value": "322.2", "source": "CPI-U"},
+        "to": {"currency": "USD", "quote_currency": None, "year": 2022, "value": "292.655", "source": "CPI-U"},
+    }
+
+
+def test_spend_converts_with_the_sets_the_input_names(org, steel_factor):
+    org.add_rate(currency="EUR", quote_currency="USD", year=2022, rate=Decimal("1.05"))
+    org.add_rate(currency="EUR", quote_currency="USD", year=2022, rate=Decimal("1.2"), set_name="budget")
+    base = make_input(
+        method="spend", unit="", activity="naics:331110", amount=Decimal("1000"), currency="EUR", spend_year=2022
+    )
+    default = calculate(base, organization=org)
+    budget = calculate(replace(base, exchange_rate_set="budget"), organization=org)
+    assert default.co2e_kg == Decimal("826.35")  # 1000 x 1.05 x 0.787
+    assert budget.co2e_kg == Decimal("944.4")  # 1000 x 1.2 x 0.787
+    assert budget.conversion is not None and budget.conversion.exchange_rate is not None
+    assert budget.conversion.exchange_rate.set_name == "budget"
+    assert budget.conversion.price_index is None  # spent in the factor's price year
+
+
+def test_spend_naming_an_unknown_set_is_an_error_on_that_field(org, steel_factor):
+    org.add_rate(currency="EUR", quote_currency="USD", year=2024, rate=Decimal("1.08"))
+    org.add_index(currency="USD", year=2022, value=Decimal("292.655"))
+    org.add_index(currency="USD", year=2024, value=Decimal("313.689"))
+    base = make_input(
+        method="spend", unit="", activity="naics:331110", amount=Decimal("1"), currency="EUR", spend_year=2024
+    )
+    for field in ("exchange_rate_set", "price_index_set"):
+        with pytest.raises(CalculationError) as exc:
+            calculate(replace(base, **{field: "nope"}), organization=org)
+        assert list(exc.value.errors) == [field]
+        assert "set 'nope' is loaded: check the name" in exc.value.errors[field][0]
+    with pytest.raises(CalculationError) as exc:
+        calculate(replace(base, price_index_set="Not A Name"), organization=org)
+    assert list(exc.value.errors) == ["price_index_set"]
+
+
+def test_spend_cross_rate_records_both_rows(org):
+    gbp_factor = org.add_factor(
+        activity="test:gbp-spend",
+        unit="GBP",
+        currency="GBP",
+        co2e_per_unit=Decimal("0.5"),
+        dataset=org.add_dataset(basis_year=2022),
+    )
+    org.add_rate(currency="EUR", quote_currency="USD", year=2022, rate=Decimal("1.05"))
+    org.add_rate(currency="USD", quote_currency="GBP", year=2022, rate=Decimal("0.8"))
+    inp = make_input(
+        method="spend", unit="", activity=gbp_factor.activity, amount=Decimal("100"), currency="EUR", spend_year=2022
+    )
+    result = calculate(inp, organization=org)
+    assert result.co2e_kg == Decimal("42")  # 100 x 1.05 x 0.8 x 0.5
+    rate = result.as_dict()["conversion"]["exchange_rate"]
+    assert rate["how"] == "cross"
+    assert rate["value"] == "0.84"
+    assert [(row["currency"], row["quote_currency"]) for row in rate["rows"]] == [("EUR", "USD"), ("USD", "GBP")]
+
+
+def test_a_result_without_money_has_no_conversion(org, electricity_factor):
+    result = calculate(make_input(activity=electricity_factor.activity), organization=org)
+    assert result.conversion is None
+    assert result.as_dict()["conversion"] is None
 
 
 def test_spend_same_currency_and_year_needs_no_reference_rows(org, steel_factor):

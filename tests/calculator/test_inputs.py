@@ -114,6 +114,8 @@ def test_every_field_reaches_the_input_unchanged():
         "distance": Decimal(4),
         "distance_unit": "km",
         "supplier_id": 5,
+        "exchange_rate_set": "budget",
+        "price_index_set": "sector-ppi",
     }
     # Outside the distance method, mass and distance are passed on as given (a supplier-specific line uses them).
     assert calculation_input(**fields).__dict__ == fields

@@ -251,7 +251,7 @@ def _make_rows(org, n: int) -> None:
 # estimate, the capped count (a small table is counted exactly) and the page itself. Org staff's
 # base is 7: session, user, user and group permissions, their membership (the org scope), the capped
 # count and the page (an org-filtered list has no estimate to read). On top: a list_filter over a
-# column's distinct values (factor year, quote currency) is 1; a date_hierarchy is 2 (min/max, then
+# column's distinct values (factor year, set name, quote currency) is 1; a date_hierarchy is 2 (min/max, then
 # the dates); the emission category summary is 1.
 CHANGELIST_QUERIES: dict[str, tuple[int, int]] = {
     "organization": (5, 7),
@@ -259,8 +259,8 @@ CHANGELIST_QUERIES: dict[str, tuple[int, int]] = {
     "supplier": (5, 7),
     "factordataset": (5, 7),
     "emissionfactor": (6, 8),
-    "exchangerate": (6, 8),
-    "priceindex": (5, 7),
+    "exchangerate": (7, 9),
+    "priceindex": (6, 8),
     "activityrecord": (7, 9),
     "emission": (8, 10),
 }

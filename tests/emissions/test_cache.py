@@ -175,7 +175,9 @@ def test_supplier_factor_writes_bump_the_organizations_factors(org, all_ns, djan
 def test_reference_and_factor_imports_bump_the_catalogue(tmp_path, all_ns, django_capture_on_commit_callbacks) -> None:
     path = tmp_path / "rates.csv"
     path.write_text("currency,quote_currency,year,rate,source\nEUR,USD,2024,1.08,test\n")
-    assert bumped(lambda: exchange_rates_load(path=path), all_ns, django_capture_on_commit_callbacks) == {"factors"}
+    assert bumped(
+        lambda: exchange_rates_load(path=path, set_name="ecb"), all_ns, django_capture_on_commit_callbacks
+    ) == {"factors"}
     assert ExchangeRate.objects.count() == 1
 
 

@@ -3,15 +3,20 @@ query counts and the cache."""
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 from decimal import Decimal
+from fractions import Fraction
+from pathlib import Path
 
 import pytest
+from django.conf import settings
 
-from calculator.types import CalculationError
+from calculator.types import CalculationError, round_half_even
 from emissions.cache import catalogue_changed
 from emissions.calculation import FactorResolver, calculate
 from emissions.models import FactorDataset, Supplier
+from emissions.services.reference import SHIPPED_EXCHANGE_RATES, SHIPPED_PRICE_INDEX, reference_sets_load_shipped
 from tests.calculator.helpers import make_input
 from tests.factories import (
     EmissionFactorFactory,
@@ -335,22 +340,91 @@ def test_exchange_rate_lookup_kinds(org):
     ExchangeRateFactory(currency="EUR", quote_currency="USD", year=2023, rate=Decimal("1.25"))
     ExchangeRateFactory(currency="GBP", quote_currency="USD", year=2023, rate=Decimal("1.5"))
     resolver = FactorResolver(org)
-    assert resolver.exchange_rate("USD", "USD", 2023) == 1
-    assert resolver.exchange_rate("EUR", "USD", 2023) == Decimal("1.25")
-    assert resolver.exchange_rate("USD", "EUR", 2023) == Decimal("0.8")
-    assert resolver.exchange_rate("GBP", "EUR", 2023) == Decimal("1.2")  # cross rate through USD
+    assert resolver.exchange_rate("USD", "USD", 2023).value == 1
+    assert resolver.exchange_rate("EUR", "USD", 2023).value == Decimal("1.25")
+    inverse = resolver.exchange_rate("USD", "EUR", 2023)
+    assert (inverse.value, inverse.how) == (Decimal("0.8"), "inverse")
+    cross = resolver.exchange_rate("GBP", "EUR", 2023)  # cross rate through USD
+    assert (cross.value, cross.how, len(cross.rows)) == (Decimal("1.2"), "cross", 2)
     with pytest.raises(CalculationError) as exc:
         resolver.exchange_rate("EUR", "USD", 2021)
-    assert "EUR->USD for 2021" in exc.value.errors["currency"][0]
+    assert "EUR->USD for 2021" in exc.value.errors["spend_year"][0]
+    newest = resolver.exchange_rate(
+        "EUR", "USD", 2030
+    )  # after the set's newest year: that year, for the caller to note
+    assert (newest.year, newest.value) == (2023, Decimal("1.25"))
 
 
 def test_price_index_lookup(org):
-    PriceIndexFactory(currency="USD", year=2022, value=Decimal("292.655"))
+    PriceIndexFactory(currency="USD", year=2022, value=Decimal("292.655"), source="BLS")
     resolver = FactorResolver(org)
-    assert resolver.price_index("usd", 2022) == Decimal("292.655")
+    row = resolver.price_index("usd", 2022)
+    assert (row.currency, row.year, row.value, row.source) == ("USD", 2022, Decimal("292.655"), "BLS")
     with pytest.raises(CalculationError) as exc:
         resolver.price_index("EUR", 2022)
     assert list(exc.value.errors) == ["spend_year"]
+
+
+def test_reference_sets_are_kept_apart_and_read_once_per_set(org, django_assert_num_queries):
+    ExchangeRateFactory(currency="EUR", quote_currency="USD", year=2024, rate=Decimal("1.08"))
+    ExchangeRateFactory(set_name="budget", currency="EUR", quote_currency="USD", year=2024, rate=Decimal("1.1"))
+    PriceIndexFactory(currency="USD", year=2024, value=Decimal("313.689"))
+    PriceIndexFactory(set_name="ppi", currency="USD", year=2024, value=Decimal("150"))
+    catalogue_changed()
+    resolver = FactorResolver(org)
+    with django_assert_num_queries(4):  # each set once, however many lookups
+        for _ in range(3):
+            assert resolver.exchange_rate("EUR", "USD", 2024).value == Decimal("1.08")
+            assert resolver.exchange_rate("EUR", "USD", 2024, set_name="budget").value == Decimal("1.1")
+            assert resolver.price_index("USD", 2024).value == Decimal("313.689")
+            assert resolver.price_index("USD", 2024, set_name="ppi").value == Decimal("150")
+    with pytest.raises(CalculationError) as exc:
+        resolver.exchange_rate("EUR", "USD", 2024, set_name="ppi")
+    assert list(exc.value.errors) == ["exchange_rate_set"]
+
+
+def _shipped(name: str) -> list[dict[str, str]]:
+    with (Path(settings.FACTOR_DATA_DIR) / name).open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_every_shipped_currency_converts_for_every_year_it_has(org, steel_factor):
+    """1,000 of each currency spent in each year the ECB file has it, on NAICS 331110 (0.787 kg per 2022 USD): the
+    loaded sets give amount x rate x CPI(2022) / CPI(year) x 0.787, rounded once, and name the rows they used."""
+    loaded = reference_sets_load_shipped(directory=Path(settings.FACTOR_DATA_DIR))
+    assert not loaded.notes
+    cpi = {int(row["year"]): row for row in _shipped(SHIPPED_PRICE_INDEX)}
+    rates = _shipped(SHIPPED_EXCHANGE_RATES)
+    usd_years = sorted({int(row["year"]) for row in rates})
+    cases = [(row["currency"], int(row["year"]), row) for row in rates]
+    cases += [("USD", year, None) for year in usd_years]
+    assert len({currency for currency, _, _ in cases}) == 42  # the ECB's 41 (EUR included) and USD
+    resolver = FactorResolver(org)
+    for currency, year, rate_row in cases:
+        inp = make_input(
+            method="spend", activity="naics:331110", amount=Decimal(1000), unit="", currency=currency, spend_year=year
+        )
+        result = calculate(inp, organization=org, resolver=resolver)
+        rate = Fraction(rate_row["rate"]) if rate_row else Fraction(1)
+        expected = 1000 * rate * Fraction(cpi[2022]["value"]) / Fraction(cpi[year]["value"]) * Fraction("0.787")
+        assert result.co2e_kg == round_half_even(expected, 6), (currency, year)
+        assert result.fallbacks == []
+        conversion = result.as_dict()["conversion"]
+        assert conversion is not None
+        if rate_row:
+            (row,) = conversion["exchange_rate"]["rows"]
+            assert (row["currency"], row["quote_currency"], row["year"]) == (currency, "USD", year)
+            assert (Decimal(row["value"]), row["source"]) == (Decimal(rate_row["rate"]), rate_row["source"])
+        else:
+            assert conversion["exchange_rate"] is None
+        if year == 2022:
+            assert conversion["price_index"] is None
+        else:
+            index = conversion["price_index"]
+            assert index is not None
+            assert (index["from"]["year"], Decimal(index["from"]["value"])) == (year, Decimal(cpi[year]["value"]))
+            assert (index["to"]["year"], Decimal(index["to"]["value"])) == (2022, Decimal(cpi[2022]["value"]))
+            assert index["from"]["source"] == cpi[year]["source"]
 
 
 # -- suppliers: priming and the lazy path ------------------------------------------------------
@@ -479,7 +553,7 @@ def test_prime_preloads_a_mixed_batch(org, django_assert_num_queries):
         ),
     ]
     resolver = FactorResolver(org)
-    with django_assert_num_queries(5):  # pinned, activities, supplier factors, suppliers, rates
+    with django_assert_num_queries(6):  # pinned, activities, supplier factors, suppliers, rate sets, index sets
         resolver.prime(inputs)
     outcomes = []
     with django_assert_num_queries(0):

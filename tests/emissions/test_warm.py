@@ -59,9 +59,9 @@ def test_factor_resolution_is_primed_for_the_calculator(org, data, steel_factor,
         resolver = FactorResolver(org)
         resolver.source.prime_activities([steel_factor.activity])
         resolver.source.prime_suppliers([data])
-        resolver.source.prime_rates([2022])
+        resolver.source.prime_sets(exchange_rate_sets=["ecb"])
         rate = resolver.exchange_rate("EUR", "USD", 2022)
-    assert rate == ExchangeRate.objects.get().rate
+    assert rate.value == ExchangeRate.objects.get().rate
 
 
 @pytest.mark.django_db
@@ -95,7 +95,7 @@ def test_the_steps_of_one_organization(org, data):
     report = warm([org], host="testserver")
     summary = reverse("emission-summary")
     assert [(s.kind, s.label) for s in report.steps] == [
-        ("factors", "factor resolution (activities, suppliers, exchange rates)"),
+        ("factors", "factor resolution (activities, suppliers, reference sets)"),
         ("factors", f"GET {reverse('factor-list')}"),
         ("suppliers", f"GET {reverse('supplier-list')}"),
         *(("summaries", f"GET {summary}?group_by={key}") for key in SUMMARY_KEYS),

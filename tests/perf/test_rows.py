@@ -228,6 +228,7 @@ def test_columns_follow_the_serializer():
         "data_quality",
         "fallbacks",
         "warnings",
+        "conversion",
         "calculated_at",
         "supplier__id",
         "supplier__name",

@@ -1,7 +1,10 @@
 """``manage.py import_factors``: load the official emission-factor files into FactorDataset/EmissionFactor.
 
 All requested sources run in one outer transaction (each source is a savepoint inside it), so
-a failing source leaves the database exactly as it was before the command started.
+a failing source leaves the database exactly as it was before the command started. The shipped
+reference tables (exchange rates, price index; the data folder's ``reference/``) load in the same
+transaction, into the default sets, unless ``--no-reference``: spend in any currency and year
+then works out of the box.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from django.db import transaction
 from emissions.importers.base import FactorImportError
 from emissions.models import EmissionFactor, FactorDataset
 from emissions.services.factors import IMPORTERS, ImportSummary, factor_dataset_import
+from emissions.services.reference import ReferenceDataError, ShippedLoad, reference_sets_load_shipped
 from perf.db import refresh_statistics
 
 DOWNLOAD_HELP = (
@@ -43,6 +47,11 @@ class Command(BaseCommand):
             help=f"Sources to import (default all): {', '.join(IMPORTERS)}.",
         )
         parser.add_argument("--no-progress", action="store_true", help="Do not show progress bars.")
+        parser.add_argument(
+            "--no-reference",
+            action="store_true",
+            help="Do not load the shipped exchange rates and price index (the data folder's reference/).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         directory = self._directory(options["directory"])
@@ -51,16 +60,19 @@ class Command(BaseCommand):
         sources = [source for source in IMPORTERS if source in requested]
         progress = not options["no_progress"]
         summaries: list[ImportSummary] = []
+        reference: ShippedLoad | None = None
         try:
             with transaction.atomic():
                 for source in sources:
                     summaries.append(factor_dataset_import(source=source, directory=directory, progress=progress))
-        except FactorImportError as exc:
+                if not options["no_reference"]:
+                    reference = reference_sets_load_shipped(directory=directory)
+        except (FactorImportError, ReferenceDataError) as exc:
             raise CommandError(f"{exc}\nNothing was written.") from exc
         if any(summary.factors_created for summary in summaries):
             # Factor lookups and search plan from these statistics; autovacuum may be off or late.
             refresh_statistics([FactorDataset._meta.db_table, EmissionFactor._meta.db_table])
-        self._print_summary(summaries)
+        self._print_summary(summaries, reference)
 
     def _directory(self, option: str | None) -> Path:
         text = option or settings.FACTOR_DATA_DIR
@@ -71,7 +83,7 @@ class Command(BaseCommand):
             raise CommandError(f"The factor data directory {directory} is missing or empty. {DOWNLOAD_HELP}")
         return directory
 
-    def _print_summary(self, summaries: list[ImportSummary]) -> None:
+    def _print_summary(self, summaries: list[ImportSummary], reference: ShippedLoad | None) -> None:
         rows = [("Source", "Dataset", "Version", "Status", "Factors created", "Rows skipped")]
         for summary in summaries:
             for outcome in summary.datasets:
@@ -96,5 +108,10 @@ class Command(BaseCommand):
         notes = [note for summary in summaries for note in summary.notes]
         for note in notes:
             self.stdout.write(f"Note: {note}")
+        if reference is not None:
+            for result in reference.results:
+                self.stdout.write(result.summary())
+            for note in reference.notes:
+                self.stdout.write(f"Note: {note}")
         total = sum(summary.factors_created for summary in summaries)
         self.stdout.write(self.style.SUCCESS(f"Done: {total} factors created."))

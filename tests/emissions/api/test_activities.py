@@ -307,16 +307,31 @@ def test_spend_year_defaults_to_the_periods_year(api, steel_factor):
     assert ActivityRecord.objects.get(pk=data["id"]).spend_year == 2024
 
 
-def test_spend_year_default_without_a_price_index_is_a_400_naming_spend_year(api, steel_factor):
+def test_spend_year_default_without_its_price_index_is_a_400_naming_spend_year(api, steel_factor):
     PriceIndexFactory.create(currency="USD", year=2022, value=Decimal("100"))
-    response = api.post(LIST, spend_input(), format="json")
+    PriceIndexFactory.create(currency="USD", year=2025, value=Decimal("110"))
+    response = api.post(LIST, spend_input(), format="json")  # a 2024 period: the set has 2022 and 2025, not 2024
     assert response.status_code == 400
     [error] = response.json()["errors"]
     assert error["index"] == 0
     messages = error["errors"]["spend_year"]
-    assert "No price index for USD 2024" in messages[0]
+    assert "No price index for USD 2024 in the set 'cpi-u' (it has 2022, 2025)" in messages[0]
     assert "spend_year was not given" in messages[1]
     assert ActivityRecord.objects.count() == 0
+
+
+def test_spend_year_after_the_newest_price_index_is_a_stored_fallback(api, steel_factor):
+    PriceIndexFactory.create(currency="USD", year=2022, value=Decimal("100"), source="test CPI")
+    PriceIndexFactory.create(currency="USD", year=2023, value=Decimal("104"), source="test CPI")
+    response = api.post(LIST, spend_input(), format="json")  # a 2024 period, after the set's newest year
+    assert response.status_code == 201, response.json()
+    emission = response.json()["emission"]
+    assert codes(emission["fallbacks"]) == ["spend_year_from_period", "price_index_year_fallback"]
+    assert emission["conversion"]["price_index"]["from"]["year"] == 2023
+    assert emission["conversion"]["price_index"]["from"]["source"] == "test CPI"
+    stored = Emission.objects.get(activity_id=response.json()["id"])
+    assert stored.conversion == emission["conversion"]
+    assert codes(stored.fallbacks) == ["spend_year_from_period", "price_index_year_fallback"]
 
 
 def test_spend_in_the_factors_price_year_needs_no_index(api, steel_factor):

@@ -10,7 +10,15 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from calculator.shapes import CalculationResultDict, DataQualityDict, FactorRefDict, NoteDict
+from calculator.shapes import (
+    CalculationResultDict,
+    ConversionDict,
+    DataQualityDict,
+    ExchangeRateUseDict,
+    FactorRefDict,
+    NoteDict,
+    ReferenceRowDict,
+)
 from emissions.api import views
 from emissions.models import ActivityRecord, Emission
 from perf import admission
@@ -23,7 +31,7 @@ from tests.emissions.api.payloads import (
     supplier_specific_input,
     supplier_with_factor,
 )
-from tests.factories import EmissionFactorFactory, SupplierFactory
+from tests.factories import EmissionFactorFactory, ExchangeRateFactory, PriceIndexFactory, SupplierFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -52,6 +60,50 @@ def assert_result_shape(data: dict) -> None:
     assert list(data["data_quality"]) == list(DataQualityDict.__annotations__)
     for note in [*data["fallbacks"], *data["warnings"]]:
         assert list(note) == list(NoteDict.__annotations__)
+
+
+def test_spend_in_another_currency_and_year_answers_its_conversion_in_the_result_shape(api, steel_factor):
+    ExchangeRateFactory.create(currency="EUR", quote_currency="USD", year=2024, rate=Decimal("1.1"), source="fx")
+    PriceIndexFactory.create(currency="USD", year=2022, value=Decimal("100"), source="cpi")
+    PriceIndexFactory.create(currency="USD", year=2024, value=Decimal("110"), source="cpi")
+    body = steel_spend_input(unit="", currency="EUR", spend_year=2024)
+    response = api.post(URL, body, format="json")
+    assert response.status_code == 200, response.json()
+    data = response.json()
+    assert data["co2e_kg"] == "787.000000"  # 1000 x 1.1 x 100 / 110 x 0.787
+    assert_result_shape(data)
+    conversion = data["conversion"]
+    assert list(conversion) == list(ConversionDict.__annotations__)
+    assert list(conversion["exchange_rate"]) == list(ExchangeRateUseDict.__annotations__)
+    assert list(conversion["price_index"]) == ["set", "from", "to"]
+    for row in [
+        *conversion["exchange_rate"]["rows"],
+        conversion["price_index"]["from"],
+        conversion["price_index"]["to"],
+    ]:
+        assert list(row) == list(ReferenceRowDict.__annotations__)
+    assert conversion["exchange_rate"]["rows"][0]["source"] == "fx"
+    assert [conversion["price_index"][end]["year"] for end in ("from", "to")] == [2024, 2022]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("exchange_rate_set", "nope", "No exchange-rate set 'nope' is loaded: check the name"),
+        ("price_index_set", "nope", "No price-index set 'nope' is loaded: check the name"),
+        ("exchange_rate_set", "Budget 2025", "A set name is lower-case letters"),
+        ("price_index_set", "x" * 33, "Ensure this field has no more than 32 characters."),
+    ],
+)
+def test_a_reference_set_that_is_not_there_is_a_400_on_its_field(api, steel_factor, field, value, message):
+    ExchangeRateFactory.create(currency="EUR", quote_currency="USD", year=2024, rate=Decimal("1.1"))
+    PriceIndexFactory.create(currency="USD", year=2022, value=Decimal("100"))
+    PriceIndexFactory.create(currency="USD", year=2024, value=Decimal("110"))
+    body = steel_spend_input(unit="", currency="EUR", spend_year=2024, **{field: value})
+    response = api.post(URL, body, format="json")
+    assert response.status_code == 400
+    assert list(response.json()) == [field]
+    assert message in response.json()[field][0]
 
 
 def test_calculate_answers_the_result_shape(api, electricity_factor):

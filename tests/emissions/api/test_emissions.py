@@ -54,6 +54,7 @@ def test_row_shape(api, org):
         "data_quality": emission.data_quality,
         "fallbacks": [],
         "warnings": [],
+        "conversion": None,
         "calculated_at": row["calculated_at"],
         "supplier": {"id": emission.supplier_id, "name": emission.supplier.name},
         "factor": {"id": emission.factor_id, "source": "desnz", "activity": emission.factor.activity},

@@ -104,3 +104,15 @@ def test_the_query_count_does_not_grow_with_the_versions(api, emission, django_a
     cold_cache()
     with django_assert_num_queries(3):
         assert len(api.get(history(emission.pk)).json()) == 8
+
+
+def test_a_changed_conversion_shows_with_its_previous_rows(api, emission):
+    before = {"amount": "1000", "currency": "EUR", "spend_year": 2024, "exchange_rate": {"set": "ecb", "year": 2024}}
+    after = {**before, "exchange_rate": {"set": "budget", "year": 2024}}
+    Emission.objects.filter(pk=emission.pk).update(conversion=before)
+    Emission.objects.filter(pk=emission.pk).update(conversion=after)
+    created, first, second = api.get(history(emission.pk)).json()
+    assert created["values"]["conversion"] is None
+    assert (first["changed"], first["values"]["conversion"]) == (["conversion"], before)
+    assert second["previous"] == {"conversion": before}
+    assert second["values"]["conversion"] == after

@@ -10,22 +10,26 @@ import pytest
 from django.core.exceptions import ValidationError
 from rest_framework.authtoken.models import Token
 
+from calculator.types import CalculationInput
 from emissions.jobs import runner
 from emissions.models import (
     ActivityRecord,
     Emission,
     EmissionFactor,
+    ExchangeRate,
     FactorDataset,
     Job,
     Organization,
+    PriceIndex,
     Restatement,
     RestatementLine,
 )
-from emissions.services.activities import activity_update
+from emissions.services.activities import ActivityInput, activities_create, activity_update
 from emissions.services.recalculations import recalculation_params
 from tests.emissions import recalculation_data as data
-from tests.factories import MembershipFactory, OrganizationFactory
+from tests.factories import EmissionFactorFactory, FactorDatasetFactory, MembershipFactory, OrganizationFactory
 from tests.helpers import APIClient, unit_of_work
+from tests.published import STEEL
 
 pytestmark = pytest.mark.usefixtures("transactional_db")
 
@@ -339,3 +343,38 @@ def test_params_are_validated_naming_each_field(org: Organization) -> None:
     with pytest.raises(ValidationError) as caught:
         recalculation_params(organization=org, target_dataset_id=desnz.pk, source="epa_supply_chain")
     assert "cannot be recalculated against a dataset of source 'desnz'" in caught.value.message_dict["source"][0]
+
+
+def test_a_spend_line_is_recalculated_with_the_sets_it_named_and_keeps_their_rows(org: Organization) -> None:
+    ExchangeRate.objects.create(set_name="budget", currency="EUR", quote_currency="USD", year=2025, rate="1.2")
+    PriceIndex.objects.create(set_name="sector", currency="USD", year=2022, value="100", source="sector index")
+    PriceIndex.objects.create(set_name="sector", currency="USD", year=2025, value="120", source="sector index")
+    calculation = CalculationInput(
+        category=1,
+        method="spend",
+        amount=Decimal(1000),
+        unit="",
+        activity="naics:331110",
+        currency="EUR",
+        spend_year=2025,
+        exchange_rate_set="budget",
+        price_index_set="sector",
+    )
+    (record,) = activities_create(
+        organization=org, items=[ActivityInput(calculation, dt.date(2025, 5, 1), dt.date(2025, 5, 31), "budget-1")]
+    )
+    assert (record.exchange_rate_set, record.price_index_set) == ("budget", "sector")
+    assert record.emission.co2e_kg == Decimal("787")  # 1000 x 1.2 x 100 / 120 x 0.787
+    steel_2023 = FactorDatasetFactory.create(source="epa_supply_chain", version="v1.3.1", basis_year=2022)
+    EmissionFactorFactory.create(dataset=steel_2023, **{**STEEL, "co2e_per_unit": Decimal("0.8")})
+    job = run(make_job(org, steel_2023, **SCOPE_2025))
+    assert job.state == Job.State.SUCCEEDED, job.errors
+    emission = Emission.objects.get(activity=record)
+    assert emission.co2e_kg == Decimal("800")  # the same sets: 1000 x 1.2 x 100 / 120 x 0.8
+    conversion = emission.conversion
+    assert conversion is not None
+    assert conversion["exchange_rate"]["set"] == "budget"
+    assert conversion["price_index"]["set"] == "sector"
+    assert conversion["price_index"]["from"]["source"] == "sector index"
+    line = RestatementLine.objects.get(emission_id=emission.pk)
+    assert line.after_conversion == conversion

@@ -14,7 +14,7 @@ from django.db import connection
 from django.db.models import Sum
 from django.test.utils import CaptureQueriesContext
 
-from emissions.models import ActivityRecord, Emission, Job, Method, Organization
+from emissions.models import ActivityRecord, Emission, ExchangeRate, Job, Method, Organization
 from tests.factories import SupplierFactory
 from tests.helpers import call_command
 
@@ -405,3 +405,22 @@ def test_progress_bar_follows_the_rows_done(tmp_path, org, factors, monkeypatch,
 def test_empty_file_has_no_data_rows(tmp_path, org, factors):
     with pytest.raises(CommandError, match="has no data rows"):
         run(write_csv(tmp_path / "a.csv", []))
+
+
+def test_spend_rows_name_their_reference_sets_and_keep_the_rows_used(tmp_path, org, factors):
+    ExchangeRate.objects.create(set_name="budget", currency="EUR", quote_currency="USD", year=2022, rate="1.2")
+    header = [*HEADER, "currency", "spend_year", "exchange_rate_set"]
+    spend = {"category": "1", "method": "spend", "activity": "naics:331110", "amount": "1000", "unit": ""}
+    rows = [
+        electricity_row(**spend, currency="EUR", spend_year="2022", exchange_rate_set="budget"),
+        electricity_row(**spend, currency="EUR", spend_year="2022", exchange_rate_set="nope"),
+    ]
+    with pytest.raises(CommandError) as exc:
+        run(write_csv(tmp_path / "bad.csv", rows, header))
+    assert "line 3: exchange_rate_set: No exchange-rate set 'nope' is loaded" in str(exc.value)
+    assert not ActivityRecord.objects.exists()
+    run(write_csv(tmp_path / "good.csv", rows[:1], header))
+    record = ActivityRecord.objects.get(organization=org)
+    assert record.exchange_rate_set == "budget"
+    assert record.emission.co2e_kg == Decimal("944.4")  # 1000 x 1.2 x 0.787
+    assert record.emission.conversion["exchange_rate"]["set"] == "budget"

@@ -12,7 +12,8 @@ from django.core.management import CommandError
 from django.db import connection
 
 from emissions.importers import desnz, ipcc_gwp
-from emissions.models import EmissionFactor, FactorDataset
+from emissions.models import EmissionFactor, ExchangeRate, FactorDataset, PriceIndex
+from emissions.services.reference import SHIPPED_EXCHANGE_RATES, SHIPPED_PRICE_INDEX
 from tests.helpers import call_command
 
 DATA = Path(settings.FACTOR_DATA_DIR)
@@ -75,6 +76,68 @@ def test_failing_source_rolls_back_the_whole_run(tmp_path):
         _run("--dir", str(tmp_path), "--source", "ipcc_gwp", "desnz", "--no-progress")
     assert FactorDataset.objects.count() == 0
     assert EmissionFactor.objects.count() == 0
+
+
+SHIPPED_RATES_LINE = "Exchange rates (set 'ecb'): 835 rows, 41 currencies, 1999-2025: {}."
+SHIPPED_INDEX_LINE = "Price indexes (set 'cpi-u'): 113 rows, 1 currency, 1913-2025: {}."
+
+
+def test_loads_the_shipped_reference_tables_then_reports_them_unchanged():
+    output = _run("--source", "ipcc_gwp", "--no-progress")
+    assert SHIPPED_RATES_LINE.format("835 created, 0 updated, 0 unchanged") in output
+    assert SHIPPED_INDEX_LINE.format("113 created, 0 updated, 0 unchanged") in output
+    assert "Note:" not in output
+    assert ExchangeRate.objects.filter(set_name="ecb").count() == 835
+    assert PriceIndex.objects.filter(set_name="cpi-u").count() == 113
+    assert ExchangeRate.objects.count() + PriceIndex.objects.count() == 835 + 113
+
+    again = _run("--source", "ipcc_gwp", "--no-progress")
+    assert SHIPPED_RATES_LINE.format("0 created, 0 updated, 835 unchanged") in again
+    assert SHIPPED_INDEX_LINE.format("0 created, 0 updated, 113 unchanged") in again
+
+
+def test_no_reference_skips_the_reference_tables():
+    output = _run("--source", "ipcc_gwp", "--no-progress", "--no-reference")
+    assert "Exchange rates" not in output
+    assert "Price indexes" not in output
+    assert "Note:" not in output
+    assert ExchangeRate.objects.count() == PriceIndex.objects.count() == 0
+    assert FactorDataset.objects.exists()
+
+
+def gwp_only(directory: Path) -> None:
+    target = directory / ipcc_gwp.FILE
+    target.parent.mkdir(parents=True)
+    shutil.copyfile(DATA / ipcc_gwp.FILE, target)
+
+
+def test_missing_reference_folder_is_a_note_not_a_failure(tmp_path):
+    gwp_only(tmp_path)
+    output = _run("--dir", str(tmp_path), "--source", "ipcc_gwp", "--no-progress")
+    notes = [line for line in output.splitlines() if line.startswith("Note: reference/")]
+    assert len(notes) == 2
+    assert notes[0].startswith(f"Note: {SHIPPED_EXCHANGE_RATES} not found in the data folder")
+    assert '"Source: ECB"' in notes[0]
+    assert notes[1].startswith(f"Note: {SHIPPED_PRICE_INDEX} not found in the data folder")
+    assert "CUUR0000SA0" in notes[1]
+    assert all("section 6 of the factor data's SOURCES.md" in note for note in notes)
+    assert FactorDataset.objects.exists()
+    assert ExchangeRate.objects.count() == PriceIndex.objects.count() == 0
+
+
+def test_a_bad_reference_row_rolls_back_the_factors_too(tmp_path):
+    gwp_only(tmp_path)
+    rates = tmp_path / SHIPPED_EXCHANGE_RATES
+    rates.parent.mkdir()
+    shutil.copyfile(DATA / SHIPPED_EXCHANGE_RATES, rates)
+    index = tmp_path / SHIPPED_PRICE_INDEX
+    index.write_text("currency,year,value,source\nUSD,2022,292.655,BLS\nUSD,2024,0,BLS\n", encoding="utf-8")
+    with pytest.raises(
+        CommandError, match=r"bls_cpi_u_annual\.csv: line 3, column 'value': .*\nNothing was written\.$"
+    ):
+        _run("--dir", str(tmp_path), "--source", "ipcc_gwp", "--no-progress")
+    assert FactorDataset.objects.count() == EmissionFactor.objects.count() == 0
+    assert ExchangeRate.objects.count() == PriceIndex.objects.count() == 0
 
 
 def test_missing_or_empty_directory_points_to_sources(tmp_path, settings):

@@ -31,8 +31,11 @@ def test_loads_both_files_and_the_spend_method_uses_them(org, files):
     rates, index = files
     out = StringIO()
     call_command("load_reference_data", "--exchange-rates", str(rates), "--price-index", str(index), stdout=out)
-    assert "Exchange rates: 1 created, 0 updated." in out.getvalue()
-    assert "Price indexes: 2 created, 0 updated." in out.getvalue()
+    assert "Exchange rates (set 'ecb'): 1 row, 1 currency, 2024: 1 created, 0 updated, 0 unchanged." in out.getvalue()
+    assert (
+        "Price indexes (set 'cpi-u'): 2 rows, 1 currency, 2022-2024: 2 created, 0 updated, 0 unchanged."
+        in out.getvalue()
+    )
     dataset = FactorDatasetFactory(source=FactorDataset.Source.EPA_SUPPLY_CHAIN, basis_year=2022)
     factor = EmissionFactorFactory(
         dataset=dataset, region="US", year=2022, unit="USD", currency="USD", co2e_per_unit=Decimal("0.787")
@@ -45,13 +48,55 @@ def test_loads_both_files_and_the_spend_method_uses_them(org, files):
     assert result.converted_amount == Fraction("108.24") * Fraction("292.655") / Fraction("313.689")
 
 
-def test_rerun_updates(files):
+def test_rerun_reports_unchanged_and_a_changed_value_as_updated(tmp_path, files):
     rates, _ = files
     call_command("load_reference_data", "--exchange-rates", str(rates), stdout=StringIO())
     out = StringIO()
     call_command("load_reference_data", "--exchange-rates", str(rates), stdout=out)
-    assert "0 created, 1 updated" in out.getvalue()
-    assert ExchangeRate.objects.count() == 1
+    assert "0 created, 0 updated, 1 unchanged." in out.getvalue()
+    revised = tmp_path / "revised.csv"
+    revised.write_text("currency,quote_currency,year,rate,source\nEUR,USD,2024,1.09,ECB\n", encoding="utf-8")
+    out = StringIO()
+    call_command("load_reference_data", "--exchange-rates", str(revised), stdout=out)
+    assert "0 created, 1 updated, 0 unchanged." in out.getvalue()
+    assert ExchangeRate.objects.get().rate == Decimal("1.09")
+
+
+def test_named_sets(tmp_path, files):
+    rates, index = files
+    call_command("load_reference_data", "--exchange-rates", str(rates), "--price-index", str(index), stdout=StringIO())
+    out = StringIO()
+    call_command(
+        "load_reference_data",
+        "--exchange-rates",
+        str(rates),
+        "--exchange-rate-set",
+        "budget",
+        "--price-index",
+        str(index),
+        "--price-index-set",
+        "ppi",
+        stdout=out,
+    )
+    assert "Exchange rates (set 'budget'): 1 row" in out.getvalue()
+    assert "Price indexes (set 'ppi'): 2 rows" in out.getvalue()
+    assert sorted(ExchangeRate.objects.values_list("set_name", flat=True)) == ["budget", "ecb"]
+    assert sorted(PriceIndex.objects.values_list("set_name", flat=True)) == ["cpi-u", "cpi-u", "ppi", "ppi"]
+
+
+def test_a_bad_set_name_is_command_error_and_nothing_written(files):
+    rates, index = files
+    with pytest.raises(CommandError, match=r"rates\.csv: 'Budget' is not a set name.*Nothing was written\."):
+        call_command(
+            "load_reference_data",
+            "--price-index",
+            str(index),
+            "--exchange-rates",
+            str(rates),
+            "--exchange-rate-set",
+            "Budget",
+        )
+    assert ExchangeRate.objects.count() == PriceIndex.objects.count() == 0
 
 
 def test_bad_row_is_command_error_naming_line_and_column_and_nothing_written(tmp_path, files):
@@ -60,7 +105,8 @@ def test_bad_row_is_command_error_naming_line_and_column_and_nothing_written(tmp
     bad_index.write_text("currency,year,value,source\nUSD,2022,292.655,BLS\nUSD,2024,-3,BLS\n", encoding="utf-8")
     with pytest.raises(CommandError) as exc:
         call_command("load_reference_data", "--exchange-rates", str(rates), "--price-index", str(bad_index))
-    assert "line 3, column 'value'" in str(exc.value)
+    assert "bad.csv: line 3, column 'value'" in str(exc.value)
+    assert str(exc.value).endswith("Nothing was written.")
     # The good exchange-rate file was rolled back with the bad index file.
     assert ExchangeRate.objects.count() == 0
     assert PriceIndex.objects.count() == 0

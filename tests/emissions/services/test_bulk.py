@@ -190,9 +190,10 @@ def test_ids_link_one_to_one_and_timestamps_are_set(org, supplier, factors):
 
 def test_returned_records_are_the_stored_rows(org, supplier, factors, django_assert_num_queries):
     # Savepoint and release, suppliers, the candidates of every activity named (one query, primed), supplier
-    # factors, supplier check, the spend year's exchange rates, 2 id reservations. The two COPY statements go
-    # to psycopg directly: Django's query log (and this count) does not see them.
-    with django_assert_num_queries(9):
+    # factors, supplier check, the exchange-rate set and the price-index set a spend line may convert with (primed
+    # before its factor, and so its price year, is known), 2 id reservations. The two COPY statements go to psycopg
+    # directly: Django's query log (and this count) does not see them.
+    with django_assert_num_queries(10):
         records = activities_create(organization=org, items=mixed_items(supplier), method="copy")
     stored = {e.pk: e for e in Emission.objects.for_org(org)}
     assert [r.external_ref for r in records] == ["A-1", "A-2", "A-3"]
@@ -365,4 +366,4 @@ def test_copy_prepares_each_value_as_bulk_create_would(org, supplier, factors):
         attname for _, attname, prep in bulk.copy_columns(Emission, with_pk=True) if prep is not bulk._unchanged
     }
     # The JSON columns must go through Django (psycopg needs them wrapped as Jsonb), as must the one-to-one.
-    assert prepared == {"activity_id", "gases", "data_quality", "fallbacks", "warnings"}
+    assert prepared == {"activity_id", "gases", "data_quality", "fallbacks", "warnings", "conversion"}

@@ -174,11 +174,11 @@ def test_a_failing_item_fails_the_command_after_warming_the_rest(api, org, data,
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("rates table locked")
 
-    monkeypatch.setattr("emissions.calculation.OrganizationFactors.prime_rates", broken)
+    monkeypatch.setattr("emissions.calculation.OrganizationFactors.prime_sets", broken)
     out = StringIO()
     with pytest.raises(CommandError, match="1 item\\(s\\) could not be warmed"):
         call_command("warm_cache", "--host", "testserver", "--org", org.slug, stdout=out, stderr=StringIO())
-    assert "factor resolution (activities, suppliers, exchange rates): RuntimeError: rates table locked" in (
+    assert "factor resolution (activities, suppliers, reference sets): RuntimeError: rates table locked" in (
         out.getvalue()
     )
     authenticate(api)
