@@ -107,6 +107,8 @@ def activity_inputs(organization: Organization, count: int) -> list[ActivityInpu
             distance=r.distance,
             distance_unit=r.distance_unit,
             supplier_id=r.supplier_id,
+            exchange_rate_set=r.exchange_rate_set,
+            price_index_set=r.price_index_set,
         )
         items.append(
             ActivityInput(
@@ -145,6 +147,8 @@ def api_payload(item: ActivityInput) -> dict[str, Any]:
         "mass": None if inp.mass is None else str(inp.mass),
         "distance": None if inp.distance is None else str(inp.distance),
         "currency": inp.currency if inp.method in MONEY_METHODS else None,
+        "exchange_rate_set": inp.exchange_rate_set,
+        "price_index_set": inp.price_index_set,
     }
     body.update({key: value for key, value in optional.items() if value not in (None, "")})
     return body

@@ -409,7 +409,8 @@ def _spend_amount(
     if spend_year != price_year:
         set_name = inp.price_index_set
         spend_row = resolver.price_index(target, spend_year, set_name=set_name)
-        price_row = resolver.price_index(target, price_year, set_name=set_name, field="price_index_set")
+        # The factor's price year is never approximated: it is what the factor is priced in.
+        price_row = resolver.price_index(target, price_year, set_name=set_name, field="price_index_set", exact=True)
         index = PriceIndexUse(set_name or DEFAULT_PRICE_INDEX_SET, spend_row, price_row)
         if spend_row.year != spend_year:
             notes.append(

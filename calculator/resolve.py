@@ -290,10 +290,11 @@ class Resolver(Generic[F]):
         """1 ``currency`` in ``quote`` for ``year``, exactly, from the set ``set_name`` (default ``ecb``), with the
         rows used: a stored row, its inverse, or a cross rate through USD; never an assumed 1:1.
 
-        A ``year`` after the newest year the set has for the pair uses that newest year (``use.year`` says
-        which; the caller records the fallback). Otherwise a missing rate raises ``CalculationError``: on
-        ``currency`` when the set has no rate for the pair in any year, on ``spend_year`` when it lacks that
-        year, on ``exchange_rate_set`` when there is no such set.
+        A ``year`` after the set's newest year (its newest over all currencies) uses that newest year when the
+        pair has a rate in it (``use.year`` says which; the caller records the fallback). A pair the set stopped
+        quoting earlier (a retired currency) does not fall back. Otherwise a missing rate raises
+        ``CalculationError``: on ``currency`` when the set has no rate for the pair in any year, on
+        ``spend_year`` when it lacks that year, on ``exchange_rate_set`` when there is no such set.
         """
         currency, quote = currency.upper(), quote.upper()
         named = bool(set_name)
@@ -304,12 +305,12 @@ class Resolver(Generic[F]):
         found = self._rate_in(table.get(year, {}), year, currency, quote)
         if found is not None:
             return ExchangeRateUse(set_name, year, *found)
-        found_in = {y: self._rate_in(table[y], y, currency, quote) for y in table}
-        years = sorted(y for y, rate in found_in.items() if rate is not None)
-        if years and year > years[-1]:
-            newest = found_in[years[-1]]
-            assert newest is not None  # years holds only the years with a rate
-            return ExchangeRateUse(set_name, years[-1], *newest)
+        newest = max(table)
+        if year > newest:
+            found = self._rate_in(table[newest], newest, currency, quote)
+            if found is not None:
+                return ExchangeRateUse(set_name, newest, *found)
+        years = [y for y in sorted(table) if self._rate_in(table[y], y, currency, quote) is not None]
         if not years:
             raise CalculationError(
                 field="currency",
@@ -323,12 +324,15 @@ class Resolver(Generic[F]):
             f"(set={set_name}, currency={currency}, quote_currency={quote}, year={year}).",
         )
 
-    def price_index(self, currency: str, year: int, *, set_name: str = "", field: str = "spend_year") -> ReferenceRow:
+    def price_index(
+        self, currency: str, year: int, *, set_name: str = "", field: str = "spend_year", exact: bool = False
+    ) -> ReferenceRow:
         """The price-index row of ``currency`` in ``year`` from the set ``set_name`` (default ``cpi-u``).
 
-        A ``year`` after the set's newest year for ``currency`` gives that newest row (its ``year`` says so;
-        the caller records the fallback). Otherwise a missing row raises ``CalculationError`` on ``field``
-        naming the row to load, or on ``price_index_set`` when there is no such set.
+        Unless ``exact``, a ``year`` after the set's newest year (over all its currencies) gives the row of that
+        newest year when ``currency`` has one (its ``year`` says so; the caller records the fallback).
+        Otherwise a missing row raises ``CalculationError`` on ``field`` naming the row to load, or on
+        ``price_index_set`` when there is no such set.
         """
         currency = currency.upper()
         named = bool(set_name)
@@ -342,8 +346,9 @@ class Resolver(Generic[F]):
             )
         levels = table.get(currency, {})
         used = year
-        if year not in levels and levels and year > max(levels):
-            used = max(levels)
+        newest = max((y for years in table.values() for y in years), default=year)
+        if not exact and year not in levels and year > newest:
+            used = newest
         stored = levels.get(used)
         if stored is None:
             has = f" (it has {_years_text(sorted(levels))})" if levels else ""

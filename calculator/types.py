@@ -14,7 +14,14 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from fractions import Fraction
 from typing import Any, Generic, Protocol, TypeVar
 
-from calculator.rules import CO2E_QUANTUM, CO2E_T_QUANTUM, CONVERTED_AMOUNT_PLACES, DEFAULT_CURRENCY, Method
+from calculator.rules import (
+    AMOUNT_PLACES,
+    CO2E_QUANTUM,
+    CO2E_T_QUANTUM,
+    CONVERTED_AMOUNT_PLACES,
+    DEFAULT_CURRENCY,
+    Method,
+)
 from calculator.shapes import (
     CalculationResultDict,
     ConversionDict,
@@ -78,6 +85,8 @@ class FactorLike(Protocol):
 
 
 F = TypeVar("F", bound=FactorLike)
+
+AMOUNT_QUANTUM = Decimal(1).scaleb(-AMOUNT_PLACES)
 
 _EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 
@@ -232,7 +241,8 @@ class SpendConversion:
     """How a spend amount became money in the factor's currency and price year, with every row used.
 
     ``exchange_rate`` is None when the amount was already in the factor's currency; ``price_index`` None when
-    the spend year (or the year a fallback used in its place) is the factor's price year.
+    the spend year is the factor's price year. ``amount`` is shown at the stored quantities' places
+    (``AMOUNT_PLACES``), so the record of a stored activity is the same however its amount was written.
     """
 
     amount: Decimal
@@ -245,7 +255,7 @@ class SpendConversion:
 
     def as_dict(self) -> ConversionDict:
         return {
-            "amount": str(self.amount),
+            "amount": _amount_text(self.amount),
             "currency": self.currency,
             "spend_year": self.spend_year,
             "factor_currency": self.factor_currency,
@@ -393,6 +403,14 @@ class CalculationResult(Generic[F]):
             "warnings": [n.as_dict() for n in self.warnings],
             "input": echo,
         }
+
+
+def _amount_text(amount: Decimal) -> str:
+    """``amount`` with ``AMOUNT_PLACES`` decimals (exact: a stored amount has no more); more places are kept."""
+    exponent = amount.as_tuple().exponent
+    if isinstance(exponent, int) and -exponent <= AMOUNT_PLACES:
+        return format(amount.quantize(AMOUNT_QUANTUM), "f")
+    return format(amount, "f")
 
 
 def _optional_str(value: Decimal | None) -> str | None:

@@ -301,18 +301,27 @@ class EmissionFactorAdmin(FactorVisibilityMixin, FastAdmin):
         return obj.dataset.organization_id is None  # type: ignore[attr-defined]
 
 
+class ReferenceSetAdmin(SuperuserWritesMixin, FactorVisibilityMixin, FastAdmin):
+    """Reference sets: staff see the public sets and their organization's own; superusers load and edit them."""
+
+    list_select_related = ("organization",)
+    search_fields = ("=currency", "=set_name")
+    autocomplete_fields = ("organization",)
+
+    def _is_public(self, obj: Model) -> bool:
+        return obj.organization_id is None  # type: ignore[attr-defined]
+
+
 @admin.register(ExchangeRate)
-class ExchangeRateAdmin(SuperuserWritesMixin, FastAdmin):
-    list_display = ("set_name", "currency", "quote_currency", "year", "rate", "source")
+class ExchangeRateAdmin(ReferenceSetAdmin):
+    list_display = ("set_name", "organization", "currency", "quote_currency", "year", "rate", "source")
     list_filter = ("set_name", "quote_currency")
-    search_fields = ("=currency",)
 
 
 @admin.register(PriceIndex)
-class PriceIndexAdmin(SuperuserWritesMixin, FastAdmin):
-    list_display = ("set_name", "currency", "year", "value", "source")
+class PriceIndexAdmin(ReferenceSetAdmin):
+    list_display = ("set_name", "organization", "currency", "year", "value", "source")
     list_filter = ("set_name",)
-    search_fields = ("=currency",)
 
 
 @admin.register(ActivityRecord)

@@ -29,12 +29,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from django.db.models import Q
+
 from calculator import engine
 from calculator.engine import MONEY_METHODS
 from calculator.resolve import Resolver
 from calculator.rules import DEFAULT_CURRENCY, DEFAULT_EXCHANGE_RATE_SET, DEFAULT_PRICE_INDEX_SET
 from calculator.types import CalculationInput, CalculationResult, ReferenceValue
-from emissions.cache import GLOBAL_FACTORS, factor_namespaces, supplier_id_namespaces
+from emissions.cache import factor_namespaces, supplier_id_namespaces
 from emissions.metrics import count_calculation
 from emissions.models import EmissionFactor, ExchangeRate, FactorDataset, Organization, PriceIndex, Supplier
 from perf.cache import tiered
@@ -133,7 +135,7 @@ class OrganizationFactors:
     # -- priming -----------------------------------------------------------------------
 
     def prime(self, inputs: Iterable[CalculationInput]) -> None:
-        """Preload what a batch of ``inputs`` will look up, in at most five queries in all.
+        """Preload what a batch of ``inputs`` will look up, in at most six queries in all.
 
         Pinned factors (one query), average-data candidates of every activity named (one query),
         suppliers and their own factors (``prime_suppliers``, two) and the reference sets its spend lines
@@ -194,25 +196,24 @@ class OrganizationFactors:
         self._by_activity.update({activity: _factors_from_rows(rows) for activity, rows in cached.items()})
 
     def prime_sets(self, *, exchange_rate_sets: Iterable[str] = (), price_index_sets: Iterable[str] = ()) -> None:
-        """Load the named reference sets whole: at most one query per kind for those not cached.
+        """Load the named reference sets whole, as this organization sees them: at most one query per kind for
+        those not cached.
 
-        A set is small (the shipped ECB set has 835 rows, CPI-U 113), and a conversion may need any of its
-        years (a fallback needs the newest), so it is cached as one entry; a name with no rows is remembered
-        as no set. Loading a set invalidates it (``catalogue_changed``).
+        A name is the organization's own set when it has one of that name, else the public set. A set is
+        small (the shipped ECB set has 835 rows, CPI-U 113), and a conversion may need any of its years (a
+        fallback needs the newest), so it is cached as one entry, per organization (its own sets are no one
+        else's); a name with no rows is remembered as no set. Loading a set invalidates it
+        (``catalogue_changed``).
         """
         wanted = set(exchange_rate_sets) - self._rate_sets.keys()
         if wanted:
-
-            def load_rates(missing: list[str]) -> dict[str, list[list[Any]]]:
-                rows: dict[str, list[list[Any]]] = {name: [] for name in missing}
-                for name, *row in ExchangeRate.objects.filter(set_name__in=missing).values_list(
-                    "set_name", "year", "currency", "quote_currency", "rate", "source"
-                ):
-                    rows[name].append(row)
-                return rows
-
             cached = tiered().get_many_or_compute(
-                [GLOBAL_FACTORS], sorted(wanted), lambda name: f"rate-set:{name}", load_rates
+                self._factor_ns,
+                sorted(wanted),
+                lambda name: f"rate-set:{name}",
+                lambda missing: self._visible_rows(
+                    ExchangeRate, missing, ("year", "currency", "quote_currency", "rate", "source")
+                ),
             )
             for name, rows in cached.items():
                 rates: dict[int, dict[tuple[str, str], ReferenceValue]] = {}
@@ -221,23 +222,32 @@ class OrganizationFactors:
                 self._rate_sets[name] = rates or None
         wanted = set(price_index_sets) - self._index_sets.keys()
         if wanted:
-
-            def load_indexes(missing: list[str]) -> dict[str, list[list[Any]]]:
-                rows: dict[str, list[list[Any]]] = {name: [] for name in missing}
-                for name, *row in PriceIndex.objects.filter(set_name__in=missing).values_list(
-                    "set_name", "currency", "year", "value", "source"
-                ):
-                    rows[name].append(row)
-                return rows
-
             cached = tiered().get_many_or_compute(
-                [GLOBAL_FACTORS], sorted(wanted), lambda name: f"index-set:{name}", load_indexes
+                self._factor_ns,
+                sorted(wanted),
+                lambda name: f"index-set:{name}",
+                lambda missing: self._visible_rows(PriceIndex, missing, ("currency", "year", "value", "source")),
             )
             for name, rows in cached.items():
                 levels: dict[str, dict[int, ReferenceValue]] = {}
                 for currency, year, value, source in rows:
                     levels.setdefault(currency, {})[year] = ReferenceValue(value, source)
                 self._index_sets[name] = levels or None
+
+    def _visible_rows(
+        self, model: type[ExchangeRate] | type[PriceIndex], names: list[str], columns: tuple[str, ...]
+    ) -> dict[str, list[list[Any]]]:
+        """The rows of each set named, in one query: the organization's own set of that name, else the public one."""
+        own: dict[str, list[list[Any]]] = {name: [] for name in names}
+        public: dict[str, list[list[Any]]] = {name: [] for name in names}
+        rows = (
+            model.objects.filter(set_name__in=names)
+            .filter(Q(organization__isnull=True) | Q(organization=self.organization))
+            .values_list("organization_id", "set_name", *columns)
+        )
+        for owner, name, *row in rows:
+            (public if owner is None else own)[name].append(row)
+        return {name: own[name] or public[name] for name in names}
 
     def prime_suppliers(self, supplier_ids: Iterable[int]) -> None:
         """Load, in at most two queries, everything supplier checks and lookups need for ``supplier_ids``.

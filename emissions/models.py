@@ -50,6 +50,18 @@ set_name_validator = RegexValidator(
 )
 
 
+def reference_owner_field() -> models.ForeignKey:
+    """The organization a reference set belongs to; empty for a public set (every organization's)."""
+    return models.ForeignKey(
+        "Organization",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+        help_text="Owner of a private set; empty: a public set every organization can use",
+    )
+
+
 def set_name_field(*, default: str = "", help_text: str) -> models.CharField:
     """A reference set's name (``rules.is_set_name``); blank only where blank means the default set."""
     return models.CharField(
@@ -310,10 +322,13 @@ class ExchangeRate(models.Model):
     """Annual-average rate: 1 ``currency`` = ``rate`` ``quote_currency`` in ``year``, in the set ``set_name``.
 
     A set is one consistent table (``ecb``: the shipped ECB annual averages; a user's own, e.g. budget rates,
-    under its own name); a spend calculation names the set it converts with, else ``ecb``.
+    under its own name); a spend calculation names the set it converts with, else ``ecb``. A set is public
+    (``organization`` empty) or one organization's own, which only that organization sees and which, for it,
+    takes the place of a public set of the same name.
     """
 
     set_name = set_name_field(default=rules.DEFAULT_EXCHANGE_RATE_SET, help_text="The set this rate belongs to")
+    organization = reference_owner_field()
     currency = models.CharField(max_length=3, validators=[currency_validator])
     quote_currency = models.CharField(max_length=3, validators=[currency_validator], default="USD")
     year = models.PositiveSmallIntegerField()
@@ -322,8 +337,16 @@ class ExchangeRate(models.Model):
 
     class Meta:
         constraints = [
+            # A public set's key, and an organization's own set's key (partial: a NULL owner is not distinct).
             models.UniqueConstraint(
-                fields=["set_name", "currency", "quote_currency", "year"], name="fx_set_currency_quote_year_uniq"
+                fields=["set_name", "currency", "quote_currency", "year"],
+                condition=Q(organization__isnull=True),
+                name="fx_public_set_key_uniq",
+            ),
+            models.UniqueConstraint(
+                fields=["organization", "set_name", "currency", "quote_currency", "year"],
+                condition=Q(organization__isnull=False),
+                name="fx_own_set_key_uniq",
             ),
             models.CheckConstraint(condition=Q(rate__gt=0), name="fx_rate_positive"),
         ]
@@ -334,9 +357,11 @@ class ExchangeRate(models.Model):
 
 class PriceIndex(models.Model):
     """Annual price-index level for a currency area in the set ``set_name`` (``cpi-u``: US CPI-U, shipped; a
-    sector index under its own name), used to move spend between price years."""
+    sector index under its own name), used to move spend between price years. Public or one organization's own,
+    as ``ExchangeRate``'s sets are."""
 
     set_name = set_name_field(default=rules.DEFAULT_PRICE_INDEX_SET, help_text="The set this level belongs to")
+    organization = reference_owner_field()
     currency = models.CharField(max_length=3, validators=[currency_validator])
     year = models.PositiveSmallIntegerField()
     value = models.DecimalField(max_digits=20, decimal_places=6)
@@ -345,7 +370,16 @@ class PriceIndex(models.Model):
     class Meta:
         verbose_name_plural = "price indexes"
         constraints = [
-            models.UniqueConstraint(fields=["set_name", "currency", "year"], name="price_index_set_currency_year_uniq"),
+            models.UniqueConstraint(
+                fields=["set_name", "currency", "year"],
+                condition=Q(organization__isnull=True),
+                name="price_index_public_set_key_uniq",
+            ),
+            models.UniqueConstraint(
+                fields=["organization", "set_name", "currency", "year"],
+                condition=Q(organization__isnull=False),
+                name="price_index_own_set_key_uniq",
+            ),
             models.CheckConstraint(condition=Q(value__gt=0), name="price_index_positive"),
         ]
 

@@ -100,12 +100,18 @@ def _steps(organization: Organization, views: Views, sets: ReferenceSets) -> lis
 
 
 def plan(organizations: Sequence[Organization], views: Views) -> list[list[WarmStep]]:
-    """The steps of each organization; the names of the reference sets, which all share, read once."""
-    sets = (
-        list(ExchangeRate.objects.order_by("set_name").values_list("set_name", flat=True).distinct()),
-        list(PriceIndex.objects.order_by("set_name").values_list("set_name", flat=True).distinct()),
-    )
-    return [_steps(organization, views, sets) for organization in organizations]
+    """The steps of each organization; the names of the reference sets (public, and each organization's own) read
+    once for all."""
+    owners = [
+        list(model.objects.order_by().values_list("organization_id", "set_name").distinct())
+        for model in (ExchangeRate, PriceIndex)
+    ]
+
+    def visible(organization: Organization) -> ReferenceSets:
+        rates, indexes = ({name for owner, name in pairs if owner in (None, organization.pk)} for pairs in owners)
+        return sorted(rates), sorted(indexes)
+
+    return [_steps(organization, views, visible(organization)) for organization in organizations]
 
 
 WARM_UP = WarmUp("emissions", KINDS, plan)

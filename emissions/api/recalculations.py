@@ -22,6 +22,7 @@ from rest_framework.views import APIView
 from calculator import rules
 from emissions.api.jobs import JobDetailSerializer
 from emissions.api.permissions import request_org, request_org_id, role_permissions
+from emissions.api.serializers import ConversionField
 from emissions.api.views import OrgScopedMixin
 from emissions.inputs import KnownFieldsSerializer, PlainIntegerField
 from emissions.models import ID_MAX, EmissionFactor, FactorDataset, Restatement, RestatementLine
@@ -132,6 +133,7 @@ class RestatementLineSerializer(serializers.ModelSerializer):
 
     before_factor = LineFactorSerializer(read_only=True)
     after_factor = LineFactorSerializer(read_only=True)
+    after_conversion = ConversionField(read_only=True, allow_null=True)
 
     class Meta:
         model = RestatementLine
@@ -150,6 +152,7 @@ class RestatementLineSerializer(serializers.ModelSerializer):
             "after_data_quality",
             "after_fallbacks",
             "after_warnings",
+            "after_conversion",
         ]
         read_only_fields = fields
 

@@ -21,7 +21,7 @@ from django.db import models, transaction
 
 from calculator import rules
 from emissions.cache import catalogue_changed
-from emissions.models import DecimalDigits, ExchangeRate, PriceIndex
+from emissions.models import DecimalDigits, ExchangeRate, Organization, PriceIndex
 
 # Required columns; ``source`` is optional (blank when absent).
 EXCHANGE_RATE_COLUMNS = ("currency", "quote_currency", "year", "rate")
@@ -63,6 +63,7 @@ class LoadResult:
     currencies: int  # distinct ``currency`` values in the file
     first_year: int | None  # None for a file without data rows
     last_year: int | None
+    owner: str = ""  # the slug of the organization whose own set it is; empty for a public set
 
     @property
     def rows(self) -> int:
@@ -83,7 +84,8 @@ class LoadResult:
         rows = f"{self.rows} {'row' if self.rows == 1 else 'rows'}"
         currencies = f"{self.currencies} {'currency' if self.currencies == 1 else 'currencies'}"
         return (
-            f"{self.table} (set '{self.set_name}'): {rows}, {currencies}{years}: "
+            f"{self.table} (set '{self.set_name}'{f', {self.owner} only' if self.owner else ''}): {rows}, "
+            f"{currencies}{years}: "
             f"{self.created} created, {self.updated} updated, {self.unchanged} unchanged."
         )
 
@@ -182,7 +184,11 @@ def _parse(
     return parsed
 
 
-def _set_name(path: Path, set_name: str) -> str:
+# The shipped sets' names are public: an organization's own set of that name would silently replace them for it.
+RESERVED_SET_NAMES = frozenset({rules.DEFAULT_EXCHANGE_RATE_SET, rules.DEFAULT_PRICE_INDEX_SET})
+
+
+def _set_name(path: Path, set_name: str, organization: Organization | None) -> str:
     if not rules.is_set_name(set_name):
         raise ReferenceDataError(
             path,
@@ -190,6 +196,10 @@ def _set_name(path: Path, set_name: str) -> str:
             "",
             f"'{set_name}' is not a set name: use lower-case letters, digits, '.', '_' or '-', starting with a "
             f"letter or digit, at most {rules.SET_NAME_MAX_LENGTH} characters (e.g. ecb, budget-2025)",
+        )
+    if organization is not None and set_name in RESERVED_SET_NAMES:
+        raise ReferenceDataError(
+            path, 0, "", f"'{set_name}' is the name of a shipped public set: give the organization's set its own name"
         )
     return set_name
 
@@ -199,20 +209,27 @@ def _upsert(
     *,
     table: str,
     set_name: str,
+    organization: Organization | None,
     key_fields: tuple[str, ...],
     value_fields: tuple[str, ...],
     parsed: dict[tuple, dict[str, Any]],
 ) -> LoadResult:
-    """Write the rows of ``parsed`` (keyed by ``key_fields``) that are new or differ, into ``set_name`` only.
+    """Write the rows of ``parsed`` (keyed by ``key_fields``) that are new or differ, into ``set_name`` of
+    ``organization`` (None: the public set) only.
 
-    Precondition: ``parsed`` is fully validated, so the one bulk statement cannot fail on a row.
+    Precondition: ``parsed`` is fully validated, so the insert and the update cannot fail on a row.
     """
     # One query for the whole set: a set is at most a few thousand rows, and comparing here is what
-    # lets an unchanged reload write nothing (an upsert of every row would rewrite them all).
-    stored = {
-        tuple(row[: len(key_fields)]): tuple(row[len(key_fields) :])
-        for row in model._default_manager.filter(set_name=set_name).values_list(*key_fields, *value_fields)
-    }
+    # lets an unchanged reload write nothing (an upsert of every row would rewrite them all). Rows are
+    # inserted and updated apart, by id: the set keys are partial unique indexes (a public set's and an
+    # organization's), which ON CONFLICT cannot name. A concurrent load of the same set fails on them.
+    stored: dict[tuple, tuple] = {}
+    ids: dict[tuple, int] = {}
+    for pk, *row in model._default_manager.filter(set_name=set_name, organization=organization).values_list(
+        "pk", *key_fields, *value_fields
+    ):
+        key = tuple(row[: len(key_fields)])
+        stored[key], ids[key] = tuple(row[len(key_fields) :]), pk
     created: list[models.Model] = []
     updated: list[models.Model] = []
     for key, values in parsed.items():
@@ -220,14 +237,15 @@ def _upsert(
         # Decimal equality is numeric, so 1.053 read from the file equals the stored 1.0530000000.
         if current == tuple(values[name] for name in value_fields):
             continue
-        (created if current is None else updated).append(model(set_name=set_name, **values))
+        row = model(set_name=set_name, organization=organization, **values)
+        if current is None:
+            created.append(row)
+        else:
+            row.pk = ids[key]
+            updated.append(row)
     if created or updated:
-        model._default_manager.bulk_create(
-            [*created, *updated],
-            update_conflicts=True,
-            unique_fields=["set_name", *key_fields],
-            update_fields=list(value_fields),
-        )
+        model._default_manager.bulk_create(created)
+        model._default_manager.bulk_update(updated, list(value_fields))
         catalogue_changed()
     years = [values["year"] for values in parsed.values()]
     return LoadResult(
@@ -239,6 +257,7 @@ def _upsert(
         currencies=len({values["currency"] for values in parsed.values()}),
         first_year=min(years, default=None),
         last_year=max(years, default=None),
+        owner="" if organization is None else organization.slug,
     )
 
 
@@ -246,16 +265,16 @@ def _upsert(
 
 
 @transaction.atomic
-def exchange_rates_load(*, path: Path | str, set_name: str) -> LoadResult:
-    """Upsert the ``ExchangeRate`` rows of the set ``set_name`` from a CSV with columns
-    currency,quote_currency,year,rate,source.
+def exchange_rates_load(*, path: Path | str, set_name: str, organization: Organization | None = None) -> LoadResult:
+    """Upsert the ``ExchangeRate`` rows of the set ``set_name`` (``organization``'s own, or public when None)
+    from a CSV with columns currency,quote_currency,year,rate,source.
 
     ``rate`` is 1 ``currency`` in ``quote_currency`` (annual average). Rows of the set that the
     file does not list are kept; other sets are untouched. Raises ``ReferenceDataError``
-    (nothing written) for a bad set name or on the first bad row.
+    (nothing written) for a bad set name (a shipped set's name for an organization's set) or on the first bad row.
     """
     path = Path(path)
-    _set_name(path, set_name)
+    _set_name(path, set_name, organization)
     digits = _digits(ExchangeRate, "rate")
 
     def parse_row(line: int, row: dict[str, str]) -> tuple[tuple, dict[str, Any]]:
@@ -277,6 +296,7 @@ def exchange_rates_load(*, path: Path | str, set_name: str) -> LoadResult:
         ExchangeRate,
         table="Exchange rates",
         set_name=set_name,
+        organization=organization,
         key_fields=("currency", "quote_currency", "year"),
         value_fields=("rate", "source"),
         parsed=_parse(path, EXCHANGE_RATE_COLUMNS, parse_row),
@@ -284,14 +304,16 @@ def exchange_rates_load(*, path: Path | str, set_name: str) -> LoadResult:
 
 
 @transaction.atomic
-def price_index_load(*, path: Path | str, set_name: str) -> LoadResult:
-    """Upsert the ``PriceIndex`` rows of the set ``set_name`` from a CSV with columns currency,year,value,source.
+def price_index_load(*, path: Path | str, set_name: str, organization: Organization | None = None) -> LoadResult:
+    """Upsert the ``PriceIndex`` rows of the set ``set_name`` (``organization``'s own, or public when None) from a
+    CSV with columns currency,year,value,source.
 
     Rows of the set that the file does not list are kept; other sets are untouched. Raises
-    ``ReferenceDataError`` (nothing written) for a bad set name or on the first bad row.
+    ``ReferenceDataError`` (nothing written) for a bad set name (a shipped set's name for an organization's set) or
+    on the first bad row.
     """
     path = Path(path)
-    _set_name(path, set_name)
+    _set_name(path, set_name, organization)
     digits = _digits(PriceIndex, "value")
 
     def parse_row(line: int, row: dict[str, str]) -> tuple[tuple, dict[str, Any]]:
@@ -309,6 +331,7 @@ def price_index_load(*, path: Path | str, set_name: str) -> LoadResult:
         PriceIndex,
         table="Price indexes",
         set_name=set_name,
+        organization=organization,
         key_fields=("currency", "year"),
         value_fields=("value", "source"),
         parsed=_parse(path, PRICE_INDEX_COLUMNS, parse_row),

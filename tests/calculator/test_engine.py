@@ -248,6 +248,48 @@ def test_spend_year_after_the_newest_rate_and_index_uses_the_newest_and_records_
     }
 
 
+def test_a_currency_the_set_stopped_quoting_does_not_fall_back_to_its_last_rate(org, steel_factor):
+    org.add_rate(currency="RUB", quote_currency="USD", year=2021, rate=Decimal("0.0136"))
+    org.add_rate(currency="EUR", quote_currency="USD", year=2025, rate=Decimal("1.13"))  # the set goes on to 2025
+    inp = make_input(
+        method="spend", unit="", activity="naics:331110", amount=Decimal(1), currency="RUB", spend_year=2024
+    )
+    with pytest.raises(CalculationError) as exc:
+        calculate(inp, organization=org)
+    assert list(exc.value.errors) == ["spend_year"]
+    assert "No exchange rate RUB->USD for 2024 in the set 'ecb' (it has 2021)" in exc.value.errors["spend_year"][0]
+
+
+def test_the_factors_price_year_is_never_approximated(org):
+    factor = org.add_factor(
+        activity="test:priced-2026", unit="USD", currency="USD", dataset=org.add_dataset(basis_year=2026)
+    )
+    org.add_index(currency="USD", year=2020, value=Decimal("100"))
+    org.add_index(currency="USD", year=2025, value=Decimal("120"))
+    inp = make_input(method="spend", unit="", activity=factor.activity, amount=Decimal(1), spend_year=2020)
+    with pytest.raises(CalculationError) as exc:
+        calculate(inp, organization=org)
+    assert exc.value.errors == {
+        "price_index_set": [
+            "No price index for USD 2026 in the set 'cpi-u' (it has 2020, 2025): load a PriceIndex row "
+            "(set=cpi-u, currency=USD, year=2026)."
+        ]
+    }
+
+
+def test_the_conversion_shows_the_amount_as_stored_however_it_was_written(org, steel_factor):
+    org.add_rate(currency="EUR", quote_currency="USD", year=2022, rate=Decimal("1.05"))
+    texts = set()
+    for amount in ("1000", "1000.00", "1000.000000", "1E+3"):
+        inp = make_input(
+            method="spend", unit="", activity="naics:331110", amount=Decimal(amount), currency="EUR", spend_year=2022
+        )
+        conversion = calculate(inp, organization=org).as_dict()["conversion"]
+        assert conversion is not None
+        texts.add(conversion["amount"])
+    assert texts == {"1000.000000"}
+
+
 def test_spend_converts_with_the_sets_the_input_names(org, steel_factor):
     org.add_rate(currency="EUR", quote_currency="USD", year=2022, rate=Decimal("1.05"))
     org.add_rate(currency="EUR", quote_currency="USD", year=2022, rate=Decimal("1.2"), set_name="budget")

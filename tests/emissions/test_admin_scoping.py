@@ -25,8 +25,10 @@ from tests.factories import (
     ActivityRecordFactory,
     EmissionFactorFactory,
     EmissionFactory,
+    ExchangeRateFactory,
     FactorDatasetFactory,
     MembershipFactory,
+    PriceIndexFactory,
     SupplierFactory,
     UserFactory,
 )
@@ -42,6 +44,8 @@ FOREIGN_KEYS: dict[str, dict[str, str]] = {
     "emissionfactor": {"dataset": "dataset", "supplier": "supplier"},
     "activityrecord": {"organization": "organization", "supplier": "supplier", "factor": "factor"},
     "emission": {"organization": "organization", "activity": "activity", "supplier": "supplier", "factor": "factor"},
+    "exchangerate": {"organization": "organization"},
+    "priceindex": {"organization": "organization"},
 }
 # Read-only admins: no form, so no foreign key to pick (tests/emissions/test_admin_jobs.py covers their scoping).
 READ_ONLY = {"job"}
@@ -267,3 +271,20 @@ def test_raw_id_lookup_popup_lists_only_own_rows(rows, staff_client):
     listed = {obj.pk for obj in response.context["cl"].result_list}
     assert listed == {rows["acme"]["supplier"].pk}
     assert Supplier.objects.count() == 2
+
+
+@pytest.mark.parametrize("model", ["exchangerate", "priceindex"])
+def test_reference_set_lists_show_public_sets_and_only_the_own_organizations(
+    model, org, other_org, staff_client, superuser
+):
+    factory = ExchangeRateFactory if model == "exchangerate" else PriceIndexFactory
+    factory.create(set_name="public-set", year=2020)
+    factory.create(set_name="own-budget", organization=org, year=2021)
+    factory.create(set_name="their-budget", organization=other_org, year=2022)
+    url = reverse(f"admin:emissions_{model}_changelist")
+    page = staff_client.get(url).content.decode()
+    assert "public-set" in page and "own-budget" in page
+    assert "their-budget" not in page  # neither as a row nor as a set-name filter choice
+    root = Client()
+    root.force_login(superuser)
+    assert "their-budget" in root.get(url).content.decode()

@@ -623,3 +623,26 @@ def test_resolver_of_another_org_is_refused(org, other_org):
     factor(region="GB")
     with pytest.raises(ValueError, match="another organization"):
         calculate(make_input(activity=ACTIVITY), organization=org, resolver=FactorResolver(other_org))
+
+
+def test_an_organizations_own_set_is_its_alone_and_takes_the_place_of_a_public_one(org, other_org):
+    ExchangeRateFactory(set_name="budget", currency="EUR", quote_currency="USD", year=2024, rate=Decimal("1.1"))
+    ExchangeRateFactory(
+        set_name="budget", organization=org, currency="EUR", quote_currency="USD", year=2024, rate=Decimal("1.25")
+    )
+    PriceIndexFactory(set_name="sector", organization=org, currency="USD", year=2024, value=Decimal("150"))
+    catalogue_changed()
+    ours, theirs = FactorResolver(org), FactorResolver(other_org)
+    assert ours.exchange_rate("EUR", "USD", 2024, set_name="budget").value == Decimal("1.25")
+    assert theirs.exchange_rate("EUR", "USD", 2024, set_name="budget").value == Decimal("1.1")  # the public one
+    assert ours.price_index("USD", 2024, set_name="sector").value == Decimal("150")
+    with pytest.raises(CalculationError) as exc:
+        theirs.price_index("USD", 2024, set_name="sector")
+    assert exc.value.errors == {
+        "price_index_set": [
+            "No price-index set 'sector' is loaded: check the name, or load it with load_reference_data."
+        ]
+    }
+    # Cached per organization: the other's lookups, cached first, do not leak into a fresh resolver either way.
+    assert FactorResolver(org).exchange_rate("EUR", "USD", 2024, set_name="budget").value == Decimal("1.25")
+    assert FactorResolver(other_org).exchange_rate("EUR", "USD", 2024, set_name="budget").value == Decimal("1.1")

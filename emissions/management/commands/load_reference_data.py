@@ -14,6 +14,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from calculator import rules
+from emissions.models import Organization
 from emissions.services.reference import LoadResult, ReferenceDataError, exchange_rates_load, price_index_load
 
 
@@ -37,18 +38,36 @@ class Command(BaseCommand):
             default=rules.DEFAULT_PRICE_INDEX_SET,
             help=f"set the price index loads into (default {rules.DEFAULT_PRICE_INDEX_SET})",
         )
+        parser.add_argument(
+            "--org",
+            metavar="SLUG",
+            help="load the sets as this organization's own (only it sees them); default: public sets",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         rates_path, index_path = options["exchange_rates"], options["price_index"]
         if not rates_path and not index_path:
             raise CommandError("Give --exchange-rates FILE.csv and/or --price-index FILE.csv.")
+        organization = None
+        if options["org"]:
+            organization = Organization.objects.filter(slug=options["org"]).first()
+            if organization is None:
+                raise CommandError(f"Unknown organization '{options['org']}'.")
         results: list[LoadResult] = []
         try:
             with transaction.atomic():
                 if rates_path:
-                    results.append(exchange_rates_load(path=rates_path, set_name=options["exchange_rate_set"]))
+                    results.append(
+                        exchange_rates_load(
+                            path=rates_path, set_name=options["exchange_rate_set"], organization=organization
+                        )
+                    )
                 if index_path:
-                    results.append(price_index_load(path=index_path, set_name=options["price_index_set"]))
+                    results.append(
+                        price_index_load(
+                            path=index_path, set_name=options["price_index_set"], organization=organization
+                        )
+                    )
         except ReferenceDataError as exc:
             raise CommandError(f"{exc}. Nothing was written.") from exc
         for result in results:

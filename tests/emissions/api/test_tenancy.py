@@ -18,7 +18,14 @@ from rest_framework.test import APIClient
 
 from emissions.models import SUMMARY_KEYS, ActivityRecord, Emission, EmissionFactor, FactorDataset, Supplier
 from tests.emissions.api.payloads import activity_input, electricity_input
-from tests.factories import EmissionFactorFactory, EmissionFactory, FactorDatasetFactory, SupplierFactory, UserFactory
+from tests.factories import (
+    EmissionFactorFactory,
+    EmissionFactory,
+    ExchangeRateFactory,
+    FactorDatasetFactory,
+    SupplierFactory,
+    UserFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -247,3 +254,22 @@ def test_403_for_a_user_without_organization(method, name, args):
     response = getattr(client, method)(reverse(name, args=args), {}, format="json")
     assert response.status_code == 403
     assert "organization" in response.json()["detail"]
+
+
+def test_another_organizations_reference_set_is_not_there_for_the_caller(api, org, other_org, steel_factor):
+    ExchangeRateFactory.create(
+        set_name="their-budget", organization=other_org, currency="EUR", quote_currency="USD", year=2022
+    )
+    ExchangeRateFactory.create(set_name="our-budget", organization=org, currency="EUR", quote_currency="USD", year=2022)
+    body = {"category": 1, "method": "spend", "activity": "naics:331110", "amount": "1000", "currency": "EUR"}
+    body["spend_year"] = 2022
+    refused = api.post(reverse("calculate"), {**body, "exchange_rate_set": "their-budget"}, format="json")
+    assert refused.status_code == 400
+    assert refused.json() == {
+        "exchange_rate_set": [
+            "No exchange-rate set 'their-budget' is loaded: check the name, or load it with load_reference_data."
+        ]
+    }
+    ours = api.post(reverse("calculate"), {**body, "exchange_rate_set": "our-budget"}, format="json")
+    assert ours.status_code == 200, ours.json()
+    assert ours.json()["conversion"]["exchange_rate"]["set"] == "our-budget"

@@ -84,6 +84,21 @@ def test_named_sets(tmp_path, files):
     assert sorted(PriceIndex.objects.values_list("set_name", flat=True)) == ["cpi-u", "cpi-u", "ppi", "ppi"]
 
 
+def test_an_organizations_own_sets(org, files):
+    rates, index = files
+    out = StringIO()
+    args = ["--exchange-rates", str(rates), "--exchange-rate-set", "budget", "--price-index", str(index)]
+    call_command("load_reference_data", *args, "--price-index-set", "ppi", "--org", org.slug, stdout=out)
+    assert f"Exchange rates (set 'budget', {org.slug} only): 1 row, 1 currency, 2024: 1 created" in out.getvalue()
+    assert f"Price indexes (set 'ppi', {org.slug} only): 2 rows" in out.getvalue()
+    assert set(ExchangeRate.objects.values_list("organization", "set_name")) == {(org.pk, "budget")}
+    assert set(PriceIndex.objects.values_list("organization", "set_name")) == {(org.pk, "ppi")}
+    with pytest.raises(CommandError, match="Unknown organization 'nope'"):
+        call_command("load_reference_data", *args, "--org", "nope")
+    with pytest.raises(CommandError, match="'cpi-u' is the name of a shipped public set"):
+        call_command("load_reference_data", "--price-index", str(index), "--org", org.slug)
+
+
 def test_a_bad_set_name_is_command_error_and_nothing_written(files):
     rates, index = files
     with pytest.raises(CommandError, match=r"rates\.csv: 'Budget' is not a set name.*Nothing was written\."):

@@ -160,6 +160,35 @@ def test_two_sets_keep_the_same_currency_and_year_apart(tmp_path):
     }
 
 
+def test_an_organizations_own_set_is_kept_apart_from_the_public_one_of_the_same_name(tmp_path, org, other_org):
+    budget = "currency,quote_currency,year,rate,source\nEUR,USD,2024,{rate},Budget\n"
+    exchange_rates_load(path=write(tmp_path, budget.format(rate="1.10"), "public.csv"), set_name="budget")
+    ours = exchange_rates_load(
+        path=write(tmp_path, budget.format(rate="1.25"), "ours.csv"), set_name="budget", organization=org
+    )
+    theirs = exchange_rates_load(
+        path=write(tmp_path, budget.format(rate="1.30"), "theirs.csv"), set_name="budget", organization=other_org
+    )
+    assert (ours.created, theirs.created) == (1, 1)
+    rates = dict(ExchangeRate.objects.filter(set_name="budget").values_list("organization", "rate"))
+    assert rates == {None: Decimal("1.10"), org.pk: Decimal("1.25"), other_org.pk: Decimal("1.30")}
+    again = exchange_rates_load(
+        path=write(tmp_path, budget.format(rate="1.26"), "ours.csv"), set_name="budget", organization=org
+    )
+    assert (again.created, again.updated) == (0, 1)
+    rates = dict(ExchangeRate.objects.filter(set_name="budget").values_list("organization", "rate"))
+    assert rates == {None: Decimal("1.10"), org.pk: Decimal("1.26"), other_org.pk: Decimal("1.30")}
+
+
+@pytest.mark.parametrize("name", ["ecb", "cpi-u"])
+def test_an_organizations_set_may_not_take_a_shipped_sets_name(tmp_path, org, name):
+    with pytest.raises(ReferenceDataError, match=f"'{name}' is the name of a shipped public set"):
+        exchange_rates_load(path=write(tmp_path, RATES), set_name=name, organization=org)
+    with pytest.raises(ReferenceDataError, match=f"'{name}' is the name of a shipped public set"):
+        price_index_load(path=write(tmp_path, INDEX), set_name=name, organization=org)
+    assert not ExchangeRate.objects.exists() and not PriceIndex.objects.exists()
+
+
 def test_rows_the_file_does_not_list_are_kept(tmp_path):
     ExchangeRateFactory(currency="JPY", year=2020, rate=Decimal("0.0094"))
     exchange_rates_load(path=write(tmp_path, RATES), set_name="ecb")
