@@ -250,17 +250,6 @@ class Resolver(Generic[F]):
 
     # -- reference tables ------------------------------------------------------------------
 
-    def _rate_set(self, set_name: str, *, named: bool) -> Mapping[int, Mapping[tuple[str, str], ReferenceValue]]:
-        table = self.source.exchange_rates(set_name)
-        if table is None:
-            # A set the caller named is the caller's mistake; a missing default set blocks the currency given.
-            raise CalculationError(
-                field="exchange_rate_set" if named else "currency",
-                message=f"No exchange-rate set '{set_name}' is loaded: "
-                + ("check the name, or load it with load_reference_data." if named else MISSING_DEFAULT_SETS),
-            )
-        return table
-
     @staticmethod
     def _rate_in(
         rates: Mapping[tuple[str, str], ReferenceValue], year: int, currency: str, quote: str
@@ -301,7 +290,9 @@ class Resolver(Generic[F]):
         set_name = set_name or DEFAULT_EXCHANGE_RATE_SET
         if currency == quote:
             return ExchangeRateUse(set_name, year, Fraction(1), "direct", ())
-        table = self._rate_set(set_name, named=named)
+        table = self.source.exchange_rates(set_name)
+        if table is None:
+            raise _set_not_loaded("exchange-rate", set_name, named=named, field="currency")
         found = self._rate_in(table.get(year, {}), year, currency, quote)
         if found is not None:
             return ExchangeRateUse(set_name, year, *found)
@@ -339,16 +330,14 @@ class Resolver(Generic[F]):
         set_name = set_name or DEFAULT_PRICE_INDEX_SET
         table = self.source.price_indexes(set_name)
         if table is None:
-            raise CalculationError(
-                field="price_index_set" if named else field,
-                message=f"No price-index set '{set_name}' is loaded: "
-                + ("check the name, or load it with load_reference_data." if named else MISSING_DEFAULT_SETS),
-            )
+            raise _set_not_loaded("price-index", set_name, named=named, field=field)
         levels = table.get(currency, {})
         used = year
-        newest = max((y for years in table.values() for y in years), default=year)
-        if not exact and year not in levels and year > newest:
-            used = newest
+        if not exact and year not in levels:
+            # Only on a miss: the set's newest year is a walk over all its rows.
+            newest = max((y for years in table.values() for y in years), default=year)
+            if year > newest:
+                used = newest
         stored = levels.get(used)
         if stored is None:
             has = f" (it has {_years_text(sorted(levels))})" if levels else ""
@@ -358,6 +347,16 @@ class Resolver(Generic[F]):
                 f"(set={set_name}, currency={currency}, year={year}).",
             )
         return ReferenceRow(currency, used, stored.value, stored.source)
+
+
+def _set_not_loaded(kind: str, set_name: str, *, named: bool, field: str) -> CalculationError:
+    """No ``kind`` set ``set_name``: a set the caller named is the caller's mistake (an error on that field); a
+    missing default set blocks ``field``, the input that needed it."""
+    return CalculationError(
+        field=f"{kind.replace('-', '_')}_set" if named else field,
+        message=f"No {kind} set '{set_name}' is loaded: "
+        + ("check the name, or load it with load_reference_data." if named else MISSING_DEFAULT_SETS),
+    )
 
 
 def _years_text(years: Sequence[int]) -> str:

@@ -26,7 +26,7 @@ supplier deleted, invalidates them like the rest.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from django.db.models import Q
@@ -45,6 +45,11 @@ from perf.codec import model_from_row, model_row
 # A reference set as the calculator reads it (``calculator.resolve.FactorSource``).
 RateTable = dict[int, dict[tuple[str, str], ReferenceValue]]
 IndexTable = dict[str, dict[int, ReferenceValue]]
+# A reference set's cache key prefix, and its cached rows' columns in the order ``prime_sets`` reads them.
+_SET_ROWS: dict[type[ExchangeRate] | type[PriceIndex], tuple[str, tuple[str, ...]]] = {
+    ExchangeRate: ("rate-set", ("year", "currency", "quote_currency", "rate", "source")),
+    PriceIndex: ("index-set", ("currency", "year", "value", "source")),
+}
 # A factor as cached: its row and its dataset's row.
 _FactorRows = list[list[Any]]
 # The calculator hands back the factor objects it was given, so results here carry EmissionFactor rows.
@@ -205,34 +210,32 @@ class OrganizationFactors:
         else's); a name with no rows is remembered as no set. Loading a set invalidates it
         (``catalogue_changed``).
         """
-        wanted = set(exchange_rate_sets) - self._rate_sets.keys()
-        if wanted:
-            cached = tiered().get_many_or_compute(
-                self._factor_ns,
-                sorted(wanted),
-                lambda name: f"rate-set:{name}",
-                lambda missing: self._visible_rows(
-                    ExchangeRate, missing, ("year", "currency", "quote_currency", "rate", "source")
-                ),
-            )
-            for name, rows in cached.items():
-                rates: dict[int, dict[tuple[str, str], ReferenceValue]] = {}
-                for year, currency, quote, rate, source in rows:
-                    rates.setdefault(year, {})[(currency, quote)] = ReferenceValue(rate, source)
-                self._rate_sets[name] = rates or None
-        wanted = set(price_index_sets) - self._index_sets.keys()
-        if wanted:
-            cached = tiered().get_many_or_compute(
-                self._factor_ns,
-                sorted(wanted),
-                lambda name: f"index-set:{name}",
-                lambda missing: self._visible_rows(PriceIndex, missing, ("currency", "year", "value", "source")),
-            )
-            for name, rows in cached.items():
-                levels: dict[str, dict[int, ReferenceValue]] = {}
-                for currency, year, value, source in rows:
-                    levels.setdefault(currency, {})[year] = ReferenceValue(value, source)
-                self._index_sets[name] = levels or None
+        for name, rows in self._load_sets(ExchangeRate, exchange_rate_sets, self._rate_sets).items():
+            rates: RateTable = {}
+            for year, currency, quote, rate, source in rows:
+                rates.setdefault(year, {})[(currency, quote)] = ReferenceValue(rate, source)
+            self._rate_sets[name] = rates or None
+        for name, rows in self._load_sets(PriceIndex, price_index_sets, self._index_sets).items():
+            levels: IndexTable = {}
+            for currency, year, value, source in rows:
+                levels.setdefault(currency, {})[year] = ReferenceValue(value, source)
+            self._index_sets[name] = levels or None
+
+    def _load_sets(
+        self, model: type[ExchangeRate] | type[PriceIndex], names: Iterable[str], known: Mapping[str, Any]
+    ) -> dict[str, list[list[Any]]]:
+        """The rows of the sets named and not ``known`` yet, through the cache (one entry per set); one query
+        for those not cached."""
+        wanted = set(names) - known.keys()
+        if not wanted:
+            return {}
+        prefix, columns = _SET_ROWS[model]
+        return tiered().get_many_or_compute(
+            self._factor_ns,
+            sorted(wanted),
+            lambda name: f"{prefix}:{name}",
+            lambda missing: self._visible_rows(model, missing, columns),
+        )
 
     def _visible_rows(
         self, model: type[ExchangeRate] | type[PriceIndex], names: list[str], columns: tuple[str, ...]
