@@ -35,6 +35,7 @@ help:
 	@echo "make capacity - /healthz ceiling, 50-500 users with think times and without (overload) -> docs/capacity.md"
 	@echo "make reliability - Redis, PostgreSQL and worker faults, retried writes and abuse under load -> docs/reliability.md"
 	@echo "make bench-jobs - recalculation and import jobs at 1,000,000 rows, workers killed -> docs/benchmarks/jobs.md"
+	@echo "make bench-reports - summaries from the rollups vs summing the emissions, 100k and 1M rows -> docs/benchmarks/reports.md"
 
 # Three package sets, each installed once (a stamp per set, redone when its files change): the runtime
 # (requirements.txt: make run), the bench tooling (requirements-bench.txt: the bench targets) and development
@@ -242,3 +243,12 @@ JOBS_ARGS ?=
 bench-jobs: install-bench factors
 	$(BENCH_SETTINGS) CELERY_QUEUE=$(JOBS_QUEUE) $(PY) -m bench.jobs \
 		--activities $(JOBS_ACTIVITIES) --out docs/benchmarks/jobs.md --results loadtest-results/jobs $(JOBS_ARGS)
+
+# The reports benchmark (bench/reports.py, docs/benchmarks/reports.md): the emissions summaries uncached, read from
+# the rollups and by summing the emissions, for organizations bench100k (100,000 activities) and $(BENCH_ORG)
+# (1,000,000), each seeded with seed_demo if it has none; every rollup answer checked against the sum's. Reads only.
+REPORTS_ROUNDS ?= 20
+.PHONY: bench-reports
+bench-reports: install-bench factors
+	$(BENCH_SETTINGS) $(PY) manage.py bench_reports --small bench100k:100000 --large $(BENCH_ORG):1000000 \
+		--rounds $(REPORTS_ROUNDS)

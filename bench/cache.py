@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import re
 import shlex
-import statistics
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -41,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.management import call_command
 from django.db import connection
 from django.http import HttpResponse
 from django.test.utils import CaptureQueriesContext, override_settings
@@ -51,8 +49,13 @@ from django_redis import get_redis_connection
 from rest_framework.test import APIClient
 
 from bench import measure
-from bench.measure import BenchError, _ms  # _ms: bench_db's time format, so the two reports read alike
-from emissions.models import ActivityRecord, Emission, Organization
+from bench.measure import (  # _ms: bench_db's time format, so the two reports read alike
+    P95_MIN_SAMPLES,
+    BenchError,
+    Timing,
+    _ms,
+)
+from emissions.models import ActivityRecord, Emission, EmissionRollup, Organization
 from emissions.services.organizations import org_user_create
 from perf.cache import TieredCache, tiered
 from perf.db import refresh_statistics
@@ -60,12 +63,10 @@ from perf.db import refresh_statistics
 DEFAULT_OUT = "docs/benchmarks/cache.md"
 DEFAULT_ORG = "bench"
 DEFAULT_ACTIVITIES = 1_000_000  # as bench_db (make bench-db), so both reports describe the same data
-# One round is one request per endpoint and state: about 0.3 s on a 1M-row organization, where the uncached
-# summary alone takes ~250 ms; 200 rounds keep a whole run (with the VACUUM and the row counts) under 3 minutes
-# and give enough samples for a 95th percentile.
+# One round is one request per endpoint and state: well under 0.3 s on a 1M-row organization (the uncached
+# summary, which summed every emission in ~250 ms, reads the rollups since docs/reports.md); 200 rounds keep a
+# whole run (with the VACUUM and the row counts) under 3 minutes and give enough samples for a 95th percentile.
 DEFAULT_ROUNDS = 200
-# Below this many samples a 95th percentile is one of the few slowest requests, not a percentile.
-P95_MIN_SAMPLES = 20
 CLIENT_USERNAME = "bench-cache-client"
 STATES = ("uncached", "L2", "L1", "304")
 STATE_LABELS = {
@@ -102,24 +103,13 @@ class State:
 
 
 @dataclass
-class Result:
+class Result(Timing):
     """A state's timings and what one of its requests cost in SQL statements and Redis calls."""
 
-    state: str
-    samples: list[float] = field(default_factory=list)
+    state: str = ""
     queries: int = 0
     tables: list[str] = field(default_factory=list)
     redis_calls: int = 0
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.samples)
-
-    @property
-    def p95(self) -> float | None:
-        if len(self.samples) < P95_MIN_SAMPLES:
-            return None
-        return statistics.quantiles(self.samples, n=20, method="inclusive")[-1]
 
 
 @dataclass
@@ -181,9 +171,9 @@ class CacheBenchmark:
             raise BenchError("bench_cache needs Redis for the L2 state (REDIS_URL); the cache has no L2.")
 
         org = self._organization(self.org_slug, self.activities)
-        tables = [ActivityRecord._meta.db_table, Emission._meta.db_table]
+        tables = [ActivityRecord._meta.db_table, Emission._meta.db_table, EmissionRollup._meta.db_table]
         # The uncached requests should meet the tables as bench_db leaves them: fresh statistics and the
-        # visibility map set, so the summary gets its index-only scan. Cheap when nothing changed since.
+        # visibility map set, for index-only scans. Cheap when nothing changed since.
         statement = refresh_statistics(tables, vacuum=True)
         emissions = Emission.objects.for_org(org).count()
         if not emissions:
@@ -216,14 +206,8 @@ class CacheBenchmark:
         return reports
 
     def _organization(self, slug: str, activities: int) -> Organization:
-        """The organization, seeded with ``activities`` activities by ``seed_demo`` when it has none."""
-        org = Organization.objects.filter(slug=slug).first()
-        if org is None or not ActivityRecord.objects.for_org(org).exists():
-            self.stdout.write(f"Organization '{slug}' has no activities: seeding {activities:,} (seed_demo).\n")
-            # seed_demo creates the organization when missing and ends with VACUUM (ANALYZE) itself.
-            call_command("seed_demo", "--org", slug, "--activities", str(activities), stdout=self.stdout)
-            org = Organization.objects.get(slug=slug)
-        return org
+        """The organization, seeded with ``activities`` activities when it has none."""
+        return measure.seeded_organization(slug, activities, self.stdout)
 
     # -- measurement ---------------------------------------------------------------------------
 
@@ -293,7 +277,7 @@ class CacheBenchmark:
                     f"({len(response.content):,} vs {len(references[endpoint]):,} bytes); the cache served other data."
                 )
 
-        results = [Result(state.name) for state in states]
+        results = [Result(state=state.name) for state in states]
         # Round 0 warms up (PostgreSQL's buffers, Django's compiled queries, the L2 entries); it is not recorded.
         for i in range(rounds + 1):
             for state, result in zip(states, results, strict=True):
@@ -422,8 +406,8 @@ class CacheBenchmark:
             "worker that has not served this response within CACHE_L1_TTL.",
             "304: If-None-Match carries the ETag of a cached 200 response taken before the run; no write "
             "happened during the run, so it stayed current.",
-            f"The run starts with {statement or 'no statistics refresh'} of the activities and emissions tables "
-            "(seed_demo ends with the same after seeding); it writes nothing else but its temporary API user "
+            f"The run starts with {statement or 'no statistics refresh'} of the activities, emissions and rollup "
+            "tables (seed_demo ends with the same after seeding); it writes nothing else but its temporary API user "
             f"('{CLIENT_USERNAME}'), created before the run and deleted after it with its token and membership.",
         ]
         lines += [f"- {note}" for note in notes]

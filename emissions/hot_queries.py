@@ -3,7 +3,8 @@
 Each ``build(organization)`` returns the QuerySet the application itself runs: list pages come
 from the view's own ``scoped()`` queryset, its filter set and ``KeysetPaginator.page_queryset()``
 (the exact query ``KeysetPagination`` evaluates, LIMIT included); summaries are
-``EmissionQuerySet.summary()``, which the summary endpoint and the admin call, and factor
+``RollupQuerySet.summary()`` of the table ``summary_rollups`` picks, as the summary endpoint runs them, and
+``EmissionQuerySet.summary()``, which the admin and the endpoint's other windows run, and factor
 resolution is ``EmissionFactorQuerySet.average_candidates()``, which the calculator's resolver calls.
 
 Filter values are drawn from the organization's data (its most frequent category, supplier and
@@ -16,8 +17,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Mapping
 from typing import Any, cast
+from urllib.parse import urlencode
 
 from django.db.models import Count, Model, QuerySet
+from django.http import QueryDict
 from django_filters import FilterSet
 
 from emissions.api.views import ActivityViewSet, EmissionViewSet, FactorViewSet, SupplierViewSet
@@ -27,10 +30,14 @@ from emissions.models import (
     Emission,
     EmissionFactor,
     EmissionQuerySet,
+    EmissionRollup,
     Method,
     Organization,
     Supplier,
+    SupplierRollup,
+    SupplierYearRollup,
 )
+from emissions.rollups import summary_rollups
 from perf.hot_queries import HotQuery, register
 from perf.pagination import KeysetPagination, KeysetPaginator
 
@@ -202,6 +209,48 @@ register(
         _summary("category", last_twelve_months=True),
         "emission_org_cat_period_idx",
         EMISSIONS,
+    )
+)
+
+
+def _rollup_summary(group_by: str, *, one_supplier: bool = False) -> Callable[[Organization], QuerySet]:
+    """The summary as the endpoint runs it on PostgreSQL: from the rollup table ``summary_rollups`` picks."""
+
+    def build(organization: Organization) -> QuerySet:
+        supplier = _filter_values(Emission, organization)["supplier"] if one_supplier else None
+        params = {"supplier": supplier} if supplier else {}
+        filters = EmissionViewSet.filterset_class.cleaned(QueryDict(urlencode(params)))
+        rollups = summary_rollups(organization.pk, group_by=group_by, filters=filters)
+        if rollups is None:
+            raise ValueError("The rollups answer no summary here: not PostgreSQL, or ROLLUP_READS is off.")
+        return rollups.summary(group_by)
+
+    return build
+
+
+register(
+    HotQuery(
+        "emissions.summary.rollups.category",
+        _rollup_summary("category"),
+        "emission_rollup_key",
+        EmissionRollup._meta.db_table,
+        "The summaries by category, method and month read a few hundred groups per organization.",
+    )
+)
+register(
+    HotQuery(
+        "emissions.summary.rollups.supplier",
+        _rollup_summary("supplier"),
+        "supplier_year_rollup_key",
+        SupplierYearRollup._meta.db_table,
+    )
+)
+register(
+    HotQuery(
+        "emissions.summary.rollups.one_supplier_by_month",
+        _rollup_summary("month", one_supplier=True),
+        "supplier_rollup_key",
+        SupplierRollup._meta.db_table,
     )
 )
 

@@ -541,18 +541,30 @@ class EmissionQuerySet(OrgScopedQuerySet):
         ordering is dropped (``values()`` drops select_related), so the query reads only the columns the
         covering index ``emission_org_cat_period_idx`` holds (and, by supplier, the supplier's name).
         """
-        if group_by not in SUMMARY_KEYS:
-            raise ValueError(f"group_by must be one of {', '.join(SUMMARY_KEYS)}; got {group_by!r}.")
-        columns: dict[str, Any] = {"key": SUMMARY_KEYS[group_by]}
-        if group_by == "supplier":
-            columns["supplier_name"] = F("supplier__name")
-        ordering = ["key"] if group_by == "month" else ["-total_kg", "key"]
-        return (
-            self.order_by()
-            .values(**columns)
-            .annotate(total_kg=Sum("co2e_kg"), biogenic_kg=Sum("biogenic_co2_kg"), count=Count("id"))
-            .order_by(*ordering)
+        return grouped_totals(
+            self,
+            group_by,
+            SUMMARY_KEYS,
+            total_kg=Sum("co2e_kg"),
+            biogenic_kg=Sum("biogenic_co2_kg"),
+            count=Count("id"),
         )
+
+
+def grouped_totals(
+    queryset: models.QuerySet[Any], group_by: str, keys: dict[str, Any], **aggregates: Any
+) -> models.QuerySet[Any, dict[str, Any]]:
+    """``queryset`` grouped on ``keys[group_by]`` with ``aggregates`` (``total_kg``, ``biogenic_kg``, ``count``), as
+    ``EmissionQuerySet.summary`` documents; the raw emissions and the rollups (``RollupQuerySet.summary``) share it."""
+    if group_by not in keys:
+        raise ValueError(f"group_by must be one of {', '.join(keys)}; got {group_by!r}.")
+    grouped = queryset.order_by().values(key=keys[group_by]).annotate(**aggregates)
+    if group_by == "supplier":
+        # Looked up per group after the aggregation (a correlated subquery on the grouped key): grouping on the
+        # joined name instead would hash a text column for every row summed.
+        name = Supplier.objects.filter(pk=models.OuterRef("key")).values("name")
+        grouped = grouped.annotate(supplier_name=models.Subquery(name))
+    return grouped.order_by(*(["key"] if group_by == "month" else ["-total_kg", "key"]))
 
 
 class Emission(models.Model):
@@ -928,3 +940,152 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.table_name} {self.object_id} at {self.occurred_at:%Y-%m-%d %H:%M:%S}"
+
+
+# -- rollups --------------------------------------------------------------------------------------
+
+# Rollup sums: a million results of the largest allowed value still fit (CO2E_MAX_DIGITS + 7 digits).
+ROLLUP_SUM_DIGITS: DecimalDigits = {"max_digits": rules.CO2E_MAX_DIGITS + 8, "decimal_places": rules.CO2E_PLACES}
+# Sums of squared results (the uncertainty's variance), exact: twice the places of a result.
+ROLLUP_SQUARES_DIGITS: DecimalDigits = {
+    "max_digits": 2 * rules.CO2E_MAX_DIGITS + 8,
+    "decimal_places": 2 * rules.CO2E_PLACES,
+}
+
+# Summary group -> the rollup column it groups on (by month: a monthly rollup's period).
+ROLLUP_SUMMARY_KEYS: dict[str, Any] = {
+    "category": F("category"),
+    "supplier": F("supplier_id"),
+    "month": F("period"),
+    "method": F("method"),
+}
+
+
+class RollupQuerySet(OrgScopedQuerySet):
+    def in_window(self, *, start: dt.date | None = None, end: dt.date | None = None) -> RollupQuerySet:
+        """The groups whose emissions lie wholly inside a window of whole periods of the model's ``GRAIN``:
+        ``period`` on or after ``start`` and ``end_period`` on or before ``end`` (first days of a month or a year).
+        Exactly the emissions that the filters ``period_from`` = ``start`` and ``period_to`` = the last day of
+        ``end``'s month (or year) select."""
+        queryset = self
+        if start is not None:
+            queryset = queryset.filter(period__gte=start)
+        if end is not None:
+            queryset = queryset.filter(end_period__lte=end)
+        return queryset
+
+    def summary(self, group_by: str) -> models.QuerySet[Any, dict[str, Any]]:
+        """``EmissionQuerySet.summary`` of the emissions these groups hold, with the same rows and order.
+
+        Precondition: by supplier, a rollup with a supplier; by month, a monthly one.
+        """
+        return grouped_totals(
+            self,
+            group_by,
+            ROLLUP_SUMMARY_KEYS,
+            total_kg=Sum("co2e_kg"),
+            # None when no emission of the group has a biogenic figure, as the raw sum of a NULL column gives.
+            biogenic_kg=Sum("biogenic_co2_kg", filter=Q(biogenic_count__gt=0)),
+            count=Sum("count"),
+        )
+
+
+class RollupBase(models.Model):
+    """Per-group totals of an organization's stored emissions, kept exact by the database.
+
+    Written only by statement-level triggers on ``emissions_emission`` (migration ``0015_rollups``): every
+    INSERT, UPDATE, DELETE, COPY and TRUNCATE of emissions adds its net change per group in the same
+    transaction, whichever code path ran it. A group whose last emission goes is deleted. ``period`` and
+    ``end_period`` are the first days of the month (or year: ``GRAIN``) of ``period_start`` and ``period_end``:
+    a window of whole months (years) selects exactly the groups of the emissions it holds. ``quality_code`` is
+    the five data-quality scores as digits, technology, time, geography, completeness, reliability (``22212``;
+    0 for a result with none); with ``count`` and the sums it gives the record- and emission-weighted scores and
+    the uncertainty's inputs. ``co2e_kg_squares`` is the sum of each result's square. ``biogenic_co2_kg`` sums
+    the results that have a biogenic figure, ``biogenic_count`` counts them. ``manage.py check_rollups``
+    compares the tables with the emissions. ``organization_id`` is a plain integer: the rows go with the
+    emissions.
+    """
+
+    GRAIN = "month"
+    HAS_SUPPLIER = False
+
+    organization_id = models.BigIntegerField()
+    period = models.DateField()
+    end_period = models.DateField()
+    category = models.PositiveSmallIntegerField(choices=Category.choices)
+    method = models.CharField(max_length=24, choices=Method.choices)
+    quality_code = models.PositiveIntegerField()
+    count = models.BigIntegerField()
+    co2e_kg = models.DecimalField(**ROLLUP_SUM_DIGITS)
+    co2e_kg_squares = models.DecimalField(**ROLLUP_SQUARES_DIGITS)
+    biogenic_co2_kg = models.DecimalField(**ROLLUP_SUM_DIGITS)
+    biogenic_count = models.BigIntegerField()
+
+    objects = RollupQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{self.period} category {self.category} {self.method}: {self.count} emissions, {self.co2e_kg} kg"
+
+
+def rollup_supplier_field() -> models.ForeignKey:
+    """A rollup's supplier (None: the emissions without one), without a database constraint: the rows go with the
+    emissions, not the supplier."""
+    return models.ForeignKey(
+        Supplier,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,  # the rollup's key leads with (organization_id, supplier)
+        related_name="+",
+    )
+
+
+def supplier_rollup_key(name: str) -> models.UniqueConstraint:
+    """A per-supplier rollup's key: "no supplier" is one group (NULLS NOT DISTINCT), as the triggers' upserts need."""
+    return models.UniqueConstraint(
+        fields=["organization_id", "supplier", "period", "end_period", "category", "method", "quality_code"],
+        name=name,
+        nulls_distinct=False,
+    )
+
+
+class EmissionRollup(RollupBase):
+    """``RollupBase`` per organization, month, end month, category, method and data quality: the summaries by
+    category, method and month, and the inventory, read it (a few hundred rows for a million emissions)."""
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization_id", "period", "end_period", "category", "method", "quality_code"],
+                name="emission_rollup_key",
+            ),
+        ]
+
+
+class SupplierRollup(RollupBase):
+    """``RollupBase`` per supplier and month: a supplier's months, and supplier summaries over windows of whole
+    months that are not whole years."""
+
+    HAS_SUPPLIER = True
+
+    supplier = rollup_supplier_field()
+
+    class Meta:
+        constraints = [supplier_rollup_key("supplier_rollup_key")]
+
+
+class SupplierYearRollup(RollupBase):
+    """``RollupBase`` per supplier and year: supplier summaries over whole years or all time (a supplier's months
+    are ~12 times as many rows)."""
+
+    GRAIN = "year"
+    HAS_SUPPLIER = True
+
+    supplier = rollup_supplier_field()
+
+    class Meta:
+        constraints = [supplier_rollup_key("supplier_year_rollup_key")]

@@ -1,8 +1,8 @@
 """The emissions summary as the API returns it (``SummarySerializer`` documents the shape).
 
-One GROUP BY query (``EmissionQuerySet.summary``), each group labelled and given its share of the
-total; kg and tonnes presented as every output presents them (``calculator.types.present_kg`` /
-``present_t``).
+One GROUP BY query (``EmissionQuerySet.summary``, or ``RollupQuerySet.summary`` of the same groups), each group
+labelled and given its share of the total; kg and tonnes presented as every output presents them
+(``calculator.types.present_kg`` / ``present_t``).
 """
 
 from __future__ import annotations
@@ -13,13 +13,14 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from calculator.types import present_kg, present_t
-from emissions.models import Category, EmissionQuerySet, Method
+from emissions.models import Category, EmissionQuerySet, Method, RollupQuerySet
 
 SHARE_QUANTUM = Decimal("0.01")
 
 
-def emission_summary(queryset: EmissionQuerySet, *, group_by: str) -> dict[str, Any]:
-    """Totals of ``queryset`` (org-scoped and filtered by the caller) grouped by ``group_by``.
+def emission_summary(queryset: EmissionQuerySet | RollupQuerySet, *, group_by: str) -> dict[str, Any]:
+    """Totals of ``queryset`` (org-scoped and filtered by the caller; the emissions, or the rollup groups holding
+    them: ``emissions.rollups.summary_rollups``) grouped by ``group_by``.
 
     Precondition: ``group_by`` is one of ``SUMMARY_KEYS`` (the API answers 400 before calling;
     ``EmissionQuerySet.summary`` raises ``ValueError`` otherwise, before any query).
@@ -68,7 +69,7 @@ def _share(part: Decimal, total: Decimal) -> str:
     return format((part * 100 / total).quantize(SHARE_QUANTUM, rounding=ROUND_HALF_UP), "f")
 
 
-def _summary_rows(queryset: EmissionQuerySet, group_by: str) -> list[dict[str, Any]]:
+def _summary_rows(queryset: EmissionQuerySet | RollupQuerySet, group_by: str) -> list[dict[str, Any]]:
     """``queryset.summary(group_by)`` (one query) with each group's display key and label."""
     rows = []
     for row in queryset.summary(group_by):

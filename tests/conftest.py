@@ -41,6 +41,7 @@ from rest_framework.authtoken.models import Token
 from zeal import zeal_context
 
 from emissions.models import EmissionFactor, FactorDataset, Organization
+from emissions.rollups import rollup_differences
 from perf import cache as perf_cache
 from perf.throttle import counters as throttle_counters
 from tests import published
@@ -63,6 +64,9 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("The suite needs django-zeal's app, middleware and ZEAL_RAISE = True (settings_test).")
     config.addinivalue_line(
         "markers", "needs_services: set at collection on every test that is not pure (tests/conftest.py)"
+    )
+    config.addinivalue_line(
+        "markers", "rollups_unchecked: the test leaves the rollups unequal to the emissions on purpose (_rollups_exact)"
     )
 
 
@@ -196,6 +200,38 @@ def cold_cache() -> Callable[[], None]:
         perf_cache.reset()
 
     return cold
+
+
+# The fixtures that give a test the database, the marker's first (pytest-django sets it up for django_db).
+_DB_ACCESS_FIXTURES = ("_django_db_helper", "transactional_db", "db")
+
+
+@pytest.fixture(autouse=True)
+def _rollups_exact(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After every test that used the database, the rollup tables equal the emissions (``check_rollups``): every
+    write path the suite runs (services, COPY, imports, recalculations, edits, deletes, the admin, the API) is
+    also a test of the rollup triggers. A test that breaks them on purpose says so with the marker
+    ``rollups_unchecked``; a test whose transaction is already doomed is not checked (nothing of it commits)."""
+    uses_db = request.node.get_closest_marker("django_db") is not None or any(
+        name in request.fixturenames for name in _DB_ACCESS_FIXTURES[1:]
+    )
+    if not uses_db or request.node.get_closest_marker("rollups_unchecked") is not None:
+        yield
+        return
+    # Requested here, the database fixture is torn down after this one: the check runs inside the test's
+    # transaction (or before the flush of a transactional test).
+    for name in _DB_ACCESS_FIXTURES:
+        if name == "_django_db_helper" and request.node.get_closest_marker("django_db") is None:
+            continue
+        if name != "_django_db_helper" and name not in request.fixturenames:
+            continue
+        request.getfixturevalue(name)
+        break
+    yield
+    if connection.vendor != "postgresql" or (connection.in_atomic_block and connection.needs_rollback):
+        return
+    count, differences = rollup_differences(limit=5)
+    assert count == 0, f"{count} rollup group(s) differ from the emissions after the test: {differences}"
 
 
 @pytest.fixture(autouse=True)

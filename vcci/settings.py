@@ -309,6 +309,10 @@ METRICS_TOKEN: str = env.str("METRICS_TOKEN", default="")
 # Redis is bounded by REDIS_CONNECT_TIMEOUT / REDIS_SOCKET_TIMEOUT above.
 READYZ_TIMEOUT: float = env.float("READYZ_TIMEOUT", default=1.0)
 
+# Summaries read the rollup tables (emissions.rollups; docs/reports.md) on PostgreSQL; off: they sum the emissions,
+# as on SQLite (the benchmark's "before", or while a rollup difference check_rollups found is being repaired).
+ROLLUP_READS: bool = env.bool("ROLLUP_READS", default=True)
+
 # Two-level cache (perf.cache; docs/cache.md explains each knob). CACHE_L1_TTL bounds how long another worker
 # may serve what it read before a write committed; the writing worker sees its write at once.
 CACHE_ENABLED: bool = env.bool("CACHE_ENABLED", default=True)

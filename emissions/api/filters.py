@@ -95,12 +95,17 @@ class PeriodFilterSet(django_filters.FilterSet):
     )
 
     @classmethod
-    def period_bounds(cls, query: QueryDict) -> tuple[dt.date | None, dt.date | None]:
-        """(period_from, period_to) of ``query``, parsed by these filters' own form; None where absent or invalid
-        (an invalid value makes the request a 400 anyway)."""
+    def cleaned(cls, query: QueryDict) -> dict[str, Any]:
+        """The filters' values in ``query``, parsed by these filters' own form; None where absent, left out where
+        invalid (an invalid value makes the request a 400 anyway)."""
         form = cls(data=query).form
         form.is_valid()
-        cleaned = getattr(form, "cleaned_data", {})
+        return getattr(form, "cleaned_data", {})
+
+    @classmethod
+    def period_bounds(cls, query: QueryDict) -> tuple[dt.date | None, dt.date | None]:
+        """(period_from, period_to) of ``query`` (``cleaned``)."""
+        cleaned = cls.cleaned(query)
         return cleaned.get("period_from"), cleaned.get("period_to")
 
 

@@ -44,6 +44,7 @@ from emissions.audit import emission_history
 from emissions.cache import emission_list_namespaces, emission_namespaces, factor_namespaces, supplier_namespaces
 from emissions.calculation import calculate
 from emissions.models import ID_MAX, SUMMARY_KEYS, ActivityRecord, Emission, EmissionFactor, EmissionQuerySet, Supplier
+from emissions.rollups import summary_rollups
 from emissions.services.activities import activity_delete, activity_update
 from emissions.services.batches import activities_submit, calculations_run
 from emissions.services.supplier_factors import supplier_factor_create, supplier_factor_delete
@@ -499,8 +500,11 @@ class EmissionViewSet(OrgCachedReadMixin, RowListMixin, OrgScopedMixin, viewsets
         group_by = request.query_params.get("group_by", "")
         if group_by not in SUMMARY_KEYS:
             raise ValidationError({"group_by": [f"Must be one of {', '.join(SUMMARY_KEYS)}; got '{group_by}'."]})
+        # Filtered first: a bad filter is a 400 whichever source answers.
         queryset = cast(EmissionQuerySet, self.filter_queryset(self.get_queryset()))
-        return Response(emission_summary(queryset, group_by=group_by))
+        filters = self.filterset_class.cleaned(request.query_params)
+        rollups = summary_rollups(request_org_id(request), group_by=group_by, filters=filters)
+        return Response(emission_summary(queryset if rollups is None else rollups, group_by=group_by))
 
 
 # -- export ---------------------------------------------------------------------------------------

@@ -106,3 +106,19 @@ def test_factor_resolution_selects_the_latest_activitys_candidates(
 ) -> None:
     # The organization's latest record names the electricity factor's key: its candidates are the query's rows.
     assert list(_query("factors.resolve").build(org)) == [electricity_factor]
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("emissions.summary.rollups.category", "group_by=category"),
+        ("emissions.summary.rollups.supplier", "group_by=supplier"),
+        ("emissions.summary.rollups.one_supplier_by_month", "group_by=month&supplier={supplier}"),
+    ],
+)
+def test_rollup_summary_queries_are_the_apis(
+    api: MemberAPIClient, org: Organization, emissions: None, name: str, params: str
+) -> None:
+    values = _filter_values(Emission, org)
+    executed = _executed(api, "/api/v1/emissions/summary/?" + params.format(**values))
+    assert _sql(_query(name).build(org)) in executed

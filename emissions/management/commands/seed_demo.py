@@ -13,7 +13,7 @@ Every record goes through ``emissions.calculation.calculate`` with a single ``Fa
 one transaction per batch, with ``--method``: ``copy`` (PostgreSQL ``COPY``; the default there,
 measured faster) or ``bulk_create`` (the only choice on other databases). Records are
 generated and written batch by batch, so memory stays flat at any ``--activities``. The run
-ends with ``VACUUM (ANALYZE)`` of both tables and ``ANALYZE`` of the suppliers: the planner
+ends with ``VACUUM (ANALYZE)`` of both tables and ``ANALYZE`` of the suppliers and rollups: the planner
 needs fresh statistics after a big load, and index-only scans (the summaries' covering index)
 need the visibility map that only VACUUM sets; autovacuum may be off or late. The run is
 deterministic for a given ``--seed`` and ``--end-month``, whichever method writes it.
@@ -43,6 +43,7 @@ from calculator.units import convert, is_compatible
 from emissions.cache import emissions_changed, suppliers_created
 from emissions.calculation import FactorResolver, calculate
 from emissions.models import ActivityRecord, Emission, EmissionFactor, Method, Organization, Supplier
+from emissions.rollups import ROLLUP_MODELS
 from emissions.services.activities import ActivityInput, WriteMethod, activities_create, default_write_method
 from emissions.services.bulk import activities_delete_for_org
 from emissions.services.organizations import organization_get_or_create
@@ -359,17 +360,18 @@ class Command(BaseCommand):
         """Refresh planner statistics and, on PostgreSQL, the visibility map, for the freshly loaded tables.
 
         VACUUM cannot run inside a transaction block; when the command is called inside one
-        (as in tests) only ANALYZE runs, and the output says so. The small supplier table is
-        analyzed too: without statistics the planner misjudges the supplier summary's join.
+        (as in tests) only ANALYZE runs, and the output says so. The small supplier and rollup tables are
+        analyzed too: without statistics the planner misjudges the supplier summary's join and the rollups' scans.
         """
         tables = [ActivityRecord._meta.db_table, Emission._meta.db_table]
         statement = refresh_statistics(tables, vacuum=True)
         if statement is None:
             return
-        refresh_statistics([Supplier._meta.db_table])
+        small = [Supplier._meta.db_table, *(model._meta.db_table for model in ROLLUP_MODELS)]
+        refresh_statistics(small)
         why = "statistics and index-only scans" if statement != "ANALYZE" else "statistics"
         self.stdout.write(
-            f"Ran {statement} on {', '.join(tables)} (ANALYZE on {Supplier._meta.db_table}) so the query planner "
+            f"Ran {statement} on {', '.join(tables)} (ANALYZE on {', '.join(small)}) so the query planner "
             f"has {why} for the new rows."
         )
 
