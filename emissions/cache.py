@@ -113,6 +113,13 @@ def emission_list_namespaces(
 # -- writes ------------------------------------------------------------------------------------
 
 
+def report_namespaces(organization_id: int) -> list[Namespace]:
+    """Reports (the inventory): the emissions as an unbounded list reads them (additions in any year: a report
+    compares its period with the organization's base year, which the cache would have to read to narrow it),
+    plus the organizations (``GLOBAL_AUTH``: a saved base year changes what a report compares with)."""
+    return [*emission_list_namespaces(organization_id), GLOBAL_AUTH]
+
+
 def emissions_changed(organization_id: int) -> None:
     """Stored activities or emissions of the organization changed (recalculation, deletion, an edit, a
     referenced supplier's new name): every emission response, details included."""

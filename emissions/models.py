@@ -96,6 +96,12 @@ class Organization(models.Model):
         help_text="A recalculation changing the total by at least this percentage is significant; "
         "empty: the RESTATEMENT_THRESHOLD_PCT setting",
     )
+    base_year = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(rules.YEAR_MIN), MaxValueValidator(rules.YEAR_MAX)],
+        help_text="The calendar year the inventory is compared with (GHG Protocol base year); empty: none",
+    )
 
     class Meta:
         ordering = ["name"]

@@ -4,7 +4,7 @@
 from django.urls import path
 from rest_framework.routers import DefaultRouter
 
-from emissions.api import imports, jobs, recalculations, views
+from emissions.api import imports, jobs, recalculations, reports, views
 
 router = DefaultRouter()
 # Resolution tries the routes in this order: the most requested resources first.
@@ -14,6 +14,7 @@ router.register("factors", views.FactorViewSet, basename="factor")
 router.register("suppliers", views.SupplierViewSet, basename="supplier")
 router.register("jobs", jobs.JobViewSet, basename="job")  # job-list, job-detail, job-cancel
 router.register("restatements", recalculations.RestatementViewSet, basename="restatement")
+router.register("reports", reports.ReportViewSet, basename="report")  # report-inventory
 
 # Resolution tries these in order, and every API request pays for each pattern tried before its own: the
 # router's routes (the cached reads) come first, behind only the one route they would otherwise take.

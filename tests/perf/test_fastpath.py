@@ -125,7 +125,7 @@ def cached_routes() -> list[tuple[str, Any]]:
 
 ROUTES = cached_routes()
 # What a route needs besides what the URLconf says: its required query and the objects its URL names.
-QUERIES = {"summary": "?group_by=category"}
+QUERIES = {"summary": "?group_by=category", "inventory": "?year=2025"}
 
 
 def test_the_urlconf_has_every_cached_view() -> None:

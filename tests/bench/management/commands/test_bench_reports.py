@@ -49,7 +49,7 @@ def test_seeds_both_organizations_and_reports_every_summary_from_both_sources(fa
     assert (small.emissions, large.emissions) == (30, 90)
     assert all(len(timing.samples) == ROUNDS for side in benchmark.sides for timing in side.timings.values())
 
-    rows = [line for line in markdown.splitlines() if line.startswith("| by ") or line.startswith("| one supplier")]
+    rows = [line for line in markdown.splitlines() if line.startswith(("| by ", "| one supplier", "| inventory"))]
     assert [row.split(" | ")[0] for row in rows] == [
         "| by category",
         "| by supplier",
@@ -57,6 +57,7 @@ def test_seeds_both_organizations_and_reports_every_summary_from_both_sources(fa
         "| by method",
         f"| by category, year {large.year}",
         "| one supplier by month",
+        f"| inventory report, year {large.year}",
     ]
     for row in rows:
         cells = [cell.strip() for cell in row.strip("|").split("|")]

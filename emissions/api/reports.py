@@ -1,0 +1,208 @@
+"""Reports: ``GET /reports/inventory/`` is the Scope 3 inventory of a reporting period (``emissions.reports``).
+
+A thin view: the query serializer checks the period (a calendar year, or a window of months), the report
+reads the rollups; cached as the emissions summaries are, per organization and query, and answered with 304 to a
+current ETag.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+from typing import Any
+
+from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from calculator import rules
+from emissions.api.permissions import request_org, request_org_id, role_permissions
+from emissions.api.views import OrgScopedMixin
+from emissions.cache import report_namespaces
+from emissions.inputs import KnownFieldsSerializer, PlainIntegerField
+from emissions.models import Category, Emission, Method
+from emissions.reports import Status, inventory
+from perf.cache import Namespace
+from perf.conditional import CachedResponseMixin
+
+# -- the query --------------------------------------------------------------------------------------
+
+
+# YYYY-MM of a year the calculator accepts (rules.YEAR_MIN..YEAR_MAX: 1900-2100), so the schema says it all.
+MONTH_PATTERN = r"^(19[0-9]{2}|20[0-9]{2}|2100)-(0[1-9]|1[0-2])$"
+YEAR_SCHEMA = {"type": "integer", "minimum": rules.YEAR_MIN, "maximum": rules.YEAR_MAX}
+
+
+def _month(text: str) -> dt.date:
+    return dt.date(int(text[:4]), int(text[5:7]), 1)
+
+
+class InventoryQuerySerializer(KnownFieldsSerializer):
+    """The reporting period: ``year`` (a calendar year), or ``month_from`` and ``month_to`` (whole months)."""
+
+    year = PlainIntegerField(required=False, min_value=rules.YEAR_MIN, max_value=rules.YEAR_MAX)
+    month_from = serializers.RegexField(MONTH_PATTERN, required=False, help_text="YYYY-MM, the first month")
+    month_to = serializers.RegexField(MONTH_PATTERN, required=False, help_text="YYYY-MM, the last month")
+    format = serializers.CharField(required=False)  # DRF's format suffix parameter
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        year, first, last = attrs.get("year"), attrs.get("month_from"), attrs.get("month_to")
+        if year is not None:
+            if first is not None or last is not None:
+                raise serializers.ValidationError({"year": ["Give year, or month_from and month_to; not both."]})
+            return {"period_from": dt.date(year, 1, 1), "period_to": dt.date(year, 12, 31)}
+        if first is None and last is None:
+            raise serializers.ValidationError({"year": ["Give year, or month_from and month_to."]})
+        if first is None:
+            raise serializers.ValidationError({"month_from": ["Required with month_to."]})
+        if last is None:
+            raise serializers.ValidationError({"month_to": ["Required with month_from."]})
+        start, end = _month(first), _month(last)
+        if not start.year >= rules.YEAR_MIN and end.year <= rules.YEAR_MAX:
+            raise serializers.ValidationError({"month_from": [f"Years {rules.YEAR_MIN} to {rules.YEAR_MAX}."]})
+        if start > end:
+            raise serializers.ValidationError({"month_to": ["Must be month_from or later."]})
+        return {"period_from": start, "period_to": end.replace(day=calendar.monthrange(end.year, end.month)[1])}
+
+
+# -- the answer (documents the shape; the report builds plain dicts) -------------------------------
+
+
+class MethodShareSerializer(serializers.Serializer):
+    method = serializers.ChoiceField(choices=Method.choices)
+    label = serializers.CharField()  # type: ignore[assignment]  # a field named like Field.label
+    co2e_t = serializers.CharField()
+    count = serializers.IntegerField()
+    share = serializers.CharField(allow_null=True, help_text="% of the category's t CO2e, 2 decimals")
+
+
+class InventoryDataQualitySerializer(serializers.Serializer):
+    record_weighted = serializers.CharField(
+        allow_null=True, help_text="Mean of the results' scores (1 very good ... 5 very poor), 2 decimals"
+    )
+    emission_weighted = serializers.CharField(allow_null=True, help_text="The same, weighted by kg CO2e")
+
+
+class UncertaintySerializer(serializers.Serializer):
+    low_t = serializers.CharField(help_text="2.5th percentile of the Monte Carlo sums, t CO2e (to the kg)")
+    median_t = serializers.CharField()
+    high_t = serializers.CharField(help_text="97.5th percentile")
+
+
+class InventoryFiguresSerializer(serializers.Serializer):
+    co2e_kg = serializers.CharField(help_text="Exact: the sum of the stored results")
+    co2e_t = serializers.CharField()
+    biogenic_co2_t = serializers.CharField(
+        allow_null=True, help_text="Biogenic CO2, outside the scopes (not in co2e); null when no result has a figure"
+    )
+    count = serializers.IntegerField(help_text="Stored results")
+    methods = MethodShareSerializer(many=True, help_text="Largest first")
+    primary_data_share = serializers.CharField(
+        allow_null=True,
+        help_text="% of the t CO2e computed from suppliers' own data (ESRS E1 AR 46(g)); null when there is none",
+    )
+    data_quality = InventoryDataQualitySerializer()
+    uncertainty = UncertaintySerializer(allow_null=True, help_text="95 % interval; null without results")
+    base_year_co2e_t = serializers.CharField(allow_null=True, help_text="Null without a base year")
+    change_pct = serializers.CharField(
+        allow_null=True, help_text="% change against the base year; null without one, or when it was 0"
+    )
+
+
+class InventoryCategorySerializer(InventoryFiguresSerializer):
+    category = serializers.ChoiceField(choices=Category.choices)
+    label = serializers.CharField()  # type: ignore[assignment]  # a field named like Field.label
+    status = serializers.ChoiceField(choices=[Status.CALCULATED, Status.NOT_CALCULATED])
+
+
+class BaseYearSerializer(serializers.Serializer):
+    year = serializers.IntegerField()
+    co2e_t = serializers.CharField()
+    change_pct = serializers.CharField(allow_null=True)
+
+
+class NamedRestatementSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    dataset = serializers.CharField(help_text="SOURCE:VERSION recalculated against")
+    change_pct = serializers.CharField(allow_null=True)
+    significant = serializers.BooleanField()
+    scope = serializers.DictField()
+
+
+class UncertaintyMethodSerializer(serializers.Serializer):
+    draws = serializers.IntegerField()
+    seed = serializers.IntegerField()
+    interval = serializers.CharField()
+
+
+class InventorySerializer(serializers.Serializer):
+    period_from = serializers.DateField()
+    period_to = serializers.DateField()
+    categories = InventoryCategorySerializer(many=True, help_text="The 15 categories, in order")
+    total = InventoryFiguresSerializer()
+    base_year = BaseYearSerializer(allow_null=True, help_text="The organization's base year; null without one")
+    restatements = NamedRestatementSerializer(
+        many=True, help_text="Recalculations applied to the reporting period or the base year (their figures are in)"
+    )
+    uncertainty_method = UncertaintyMethodSerializer()
+
+
+# -- the view ---------------------------------------------------------------------------------------
+
+
+class ReportViewSet(CachedResponseMixin, OrgScopedMixin, viewsets.GenericViewSet):
+    """Reports of the caller's organization (actions only: no list, no detail)."""
+
+    model = Emission
+    serializer_class = InventorySerializer
+    cache_resource = "emissions"
+    cached_actions = ("inventory",)
+    cache_query_params = ("format", "year", "month_from", "month_to")
+    permission_classes = role_permissions(Emission)
+    pagination_class = None
+    filter_backends: list[Any] = []
+
+    def scoped(self, organization_id: int) -> QuerySet[Emission]:
+        return Emission.objects.for_org(organization_id)
+
+    def cache_namespaces(self, organization_id: int) -> list[Namespace]:
+        return report_namespaces(organization_id)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("year", YEAR_SCHEMA, description="A calendar year; or month_from and month_to"),
+            OpenApiParameter("month_from", str, pattern=MONTH_PATTERN, description="YYYY-MM: the first month"),
+            OpenApiParameter("month_to", str, pattern=MONTH_PATTERN, description="YYYY-MM: the last month, not before"),
+        ],
+        responses={
+            200: InventorySerializer,
+            400: OpenApiResponse(
+                description="{field: [messages]}: neither year nor months, both, one month of two, or month_to "
+                "before month_from"
+            ),
+        },
+    )
+    @action(detail=False, methods=["get"], url_path="inventory")
+    def inventory(self, request: Request) -> Any:
+        """The Scope 3 inventory of the emissions wholly within the period: for each of the 15 categories its
+        status, t CO2e, biogenic CO2, methods and their shares, the share from suppliers' own data, the data
+        quality, a 95 % uncertainty interval, and the change against the organization's base year; totals; the
+        restatements whose figures are in. Sums are exact; the interval is a seeded Monte Carlo estimate."""
+        return self.cached_response(request, lambda: self._inventory(request))
+
+    def _inventory(self, request: Request) -> Response:
+        query = InventoryQuerySerializer(data=request.query_params)
+        if not query.is_valid():
+            raise ValidationError(query.errors)
+        period = query.validated_data
+        organization = request_org(request)
+        report = inventory(organization, period_from=period["period_from"], period_to=period["period_to"])
+        return Response(InventorySerializer(report).data)
+
+    def caller_organization_id(self, request: Request) -> int:
+        return request_org_id(request)

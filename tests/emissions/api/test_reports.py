@@ -1,0 +1,108 @@
+"""GET /api/v1/reports/inventory/: periods and their errors, tenancy, roles, a constant query count, caching."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from emissions.models import Membership, Organization
+from tests.emissions.api.test_permissions import member_api
+from tests.factories import EmissionFactory
+
+pytestmark = pytest.mark.django_db
+
+URL = "/api/v1/reports/inventory/"
+
+
+def emissions(org: Organization, n: int, *, year: int = 2025) -> None:
+    for i in range(n):
+        start = dt.date(year, 1 + i % 12, 1)
+        EmissionFactory.create(
+            organization=org, activity__period_start=start, activity__period_end=start + dt.timedelta(days=27),
+            activity__category=1 + i % 5, co2e_kg=Decimal(i + 1),
+        )  # fmt: skip
+
+
+def test_a_year_or_a_window_of_whole_months(api: Any, org: Organization) -> None:
+    emissions(org, 12)
+    by_year = api.get(URL, {"year": 2025})
+    assert by_year.status_code == 200, by_year.content
+    body = by_year.json()
+    assert (body["period_from"], body["period_to"]) == ("2025-01-01", "2025-12-31")
+    assert body["total"]["co2e_kg"] == "78.000000" and body["total"]["count"] == 12
+    assert len(body["categories"]) == 15
+    quarter = api.get(URL, {"month_from": "2025-01", "month_to": "2025-03"}).json()
+    assert (quarter["period_from"], quarter["period_to"]) == ("2025-01-01", "2025-03-31")
+    assert quarter["total"]["co2e_kg"] == "6.000000"  # January to March: 1 + 2 + 3
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "message"),
+    [
+        ({}, "year", "Give year, or month_from and month_to."),
+        ({"year": "2025", "month_from": "2025-01"}, "year", "not both"),
+        ({"year": "twenty"}, "year", "A valid integer is required."),
+        ({"year": "1800"}, "year", "greater than or equal to 1900"),
+        ({"month_from": "2025-13", "month_to": "2025-12"}, "month_from", "does not match"),
+        ({"month_from": "2025-01-01", "month_to": "2025-12"}, "month_from", "does not match"),
+        ({"month_from": "2025-06", "month_to": "2025-01"}, "month_to", "month_from or later"),
+        ({"month_to": "2025-01"}, "month_from", "Required with month_to."),
+        ({"year": "2025", "group_by": "x"}, "group_by", "Unknown field."),
+    ],
+)
+def test_a_bad_period_is_a_400_naming_the_field(api: Any, params: dict[str, str], field: str, message: str) -> None:
+    response = api.get(URL, params)
+    assert response.status_code == 400
+    errors = response.json()
+    assert field in errors and message in " ".join(errors[field]), errors
+
+
+def test_each_organization_reads_its_own(api: Any, other_api: Any, org: Organization, other_org: Organization) -> None:
+    emissions(org, 3)
+    emissions(other_org, 5)
+    assert api.get(URL, {"year": 2025}).json()["total"]["count"] == 3
+    assert other_api.get(URL, {"year": 2025}).json()["total"]["count"] == 5
+
+
+def test_a_viewer_reads_it(org: Organization) -> None:
+    emissions(org, 2)
+    assert member_api(org, Membership.Role.VIEWER).get(URL, {"year": 2025}).status_code == 200
+
+
+def test_the_query_count_does_not_grow_with_the_emissions(api: Any, org: Organization, cold_cache: Any) -> None:
+    def queries() -> int:
+        cold_cache()
+        with CaptureQueriesContext(connection) as captured:
+            assert api.get(URL, {"year": 2025}).status_code == 200
+        return len(captured.captured_queries)
+
+    emissions(org, 3)
+    few = queries()
+    emissions(org, 60)
+    assert queries() == few
+    org.base_year = 2024
+    org.save()
+    assert queries() == few + 1  # the base year's read
+
+
+def test_a_cached_answer_is_revalidated_and_a_write_changes_it(api: Any, org: Organization) -> None:
+    emissions(org, 2)
+    first = api.get(URL, {"year": 2025})
+    again = api.get(URL, {"year": 2025}, HTTP_IF_NONE_MATCH=first["ETag"])
+    assert again.status_code == 304
+    emissions(org, 1)
+    changed = api.get(URL, {"year": 2025}, HTTP_IF_NONE_MATCH=first["ETag"])
+    assert changed.status_code == 200 and changed.json()["total"]["count"] == 3
+
+
+def test_a_new_base_year_is_in_the_next_answer(api: Any, org: Organization) -> None:
+    emissions(org, 2, year=2024)
+    assert api.get(URL, {"year": 2025}).json()["base_year"] is None
+    org.base_year = 2024
+    org.save()
+    assert api.get(URL, {"year": 2025}).json()["base_year"]["co2e_t"] == "0.003000000"
