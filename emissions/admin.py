@@ -40,6 +40,7 @@ from emissions.models import (
     ActivityRecord,
     AuditEvent,
     Category,
+    CategoryExclusion,
     Emission,
     EmissionFactor,
     EmissionQuerySet,
@@ -238,6 +239,16 @@ class MembershipAdmin(SuperuserWritesMixin, OrgScopedAdminMixin, FastAdmin):
         if isinstance(obj, Membership) and (not change or "role" in form.changed_data):
             # The admin's permissions come from the role's group, which the membership row alone does not move.
             membership_role_set(membership=obj, role=obj.role)
+
+
+@admin.register(CategoryExclusion)
+class CategoryExclusionAdmin(OrgScopedAdminMixin, FastAdmin):
+    """The Scope 3 categories an organization has assessed as not relevant, and why (the inventory shows them)."""
+
+    list_display = ("category", "explanation", "organization", "updated_at")
+    list_select_related = ("organization",)
+    autocomplete_fields = ("organization",)
+    ordering = ("organization_id", "category")  # matches category_exclusion_org_cat_uniq
 
 
 @admin.register(Supplier)

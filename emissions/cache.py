@@ -30,6 +30,7 @@ from rest_framework.authtoken.models import Token
 
 from emissions.models import (
     ActivityRecord,
+    CategoryExclusion,
     Emission,
     EmissionFactor,
     ExchangeRate,
@@ -199,7 +200,7 @@ def _org_of(instance: Any) -> int:
     return instance.organization_id
 
 
-def _on_activity(sender: type, instance: ActivityRecord | Emission, **kwargs: Any) -> None:
+def _on_activity(sender: type, instance: ActivityRecord | Emission | CategoryExclusion, **kwargs: Any) -> None:
     emissions_changed(_org_of(instance))
 
 
@@ -248,7 +249,8 @@ def connect_signals() -> None:
     """Connect the handlers (``EmissionsConfig.ready``)."""
     # (on save, on delete, models)
     handlers: list[tuple[Callable[..., None], Callable[..., None], tuple[type[Model], ...]]] = [
-        (_on_activity, _on_activity, (ActivityRecord, Emission)),
+        # A category's exclusion changes its status in the inventory, which the emissions namespace covers.
+        (_on_activity, _on_activity, (ActivityRecord, Emission, CategoryExclusion)),
         (_on_supplier_save, _on_supplier_delete, (Supplier,)),
         (_on_factor, _on_factor, (EmissionFactor, FactorDataset)),
         (_on_reference, _on_reference, (ExchangeRate, PriceIndex)),

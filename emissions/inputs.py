@@ -14,7 +14,9 @@ have is an error naming it (``KnownFieldsSerializer``); numbers are plain ASCII 
 
 from __future__ import annotations
 
+import calendar
 import dataclasses
+import datetime as dt
 import re
 from collections.abc import Mapping
 from decimal import Decimal
@@ -376,3 +378,42 @@ def activity_inputs(body: Any, *, organization_id: int) -> list[ActivityInput | 
     context = {"organization_id": organization_id, "supplier_ids": supplier_ids_in(raw_items, organization_id)}
     outcomes = validate_items(ActivityInputSerializer(context=context), raw_items)
     return [activity_input(data) if errors is None else errors for data, errors in outcomes]  # type: ignore[arg-type]  # data is set without errors
+
+
+# -- report periods ---------------------------------------------------------------------------------
+
+# YYYY-MM of a year the calculator accepts (rules.YEAR_MIN..YEAR_MAX: 1900-2100), so the schema says it all.
+MONTH_PATTERN = r"^(19[0-9]{2}|20[0-9]{2}|2100)-(0[1-9]|1[0-2])$"
+YEAR_SCHEMA = {"type": "integer", "minimum": rules.YEAR_MIN, "maximum": rules.YEAR_MAX}
+
+
+def _month(text: str) -> dt.date:
+    return dt.date(int(text[:4]), int(text[5:7]), 1)
+
+
+class InventoryQuerySerializer(KnownFieldsSerializer):
+    """The reporting period: ``year`` (a calendar year), or ``month_from`` and ``month_to`` (whole months)."""
+
+    year = PlainIntegerField(required=False, min_value=rules.YEAR_MIN, max_value=rules.YEAR_MAX)
+    month_from = serializers.RegexField(MONTH_PATTERN, required=False, help_text="YYYY-MM, the first month")
+    month_to = serializers.RegexField(MONTH_PATTERN, required=False, help_text="YYYY-MM, the last month")
+    format = serializers.CharField(required=False)  # DRF's format suffix parameter
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        year, first, last = attrs.get("year"), attrs.get("month_from"), attrs.get("month_to")
+        if year is not None:
+            if first is not None or last is not None:
+                raise serializers.ValidationError({"year": ["Give year, or month_from and month_to; not both."]})
+            return {"period_from": dt.date(year, 1, 1), "period_to": dt.date(year, 12, 31)}
+        if first is None and last is None:
+            raise serializers.ValidationError({"year": ["Give year, or month_from and month_to."]})
+        if first is None:
+            raise serializers.ValidationError({"month_from": ["Required with month_to."]})
+        if last is None:
+            raise serializers.ValidationError({"month_to": ["Required with month_from."]})
+        start, end = _month(first), _month(last)
+        if not start.year >= rules.YEAR_MIN and end.year <= rules.YEAR_MAX:
+            raise serializers.ValidationError({"month_from": [f"Years {rules.YEAR_MIN} to {rules.YEAR_MAX}."]})
+        if start > end:
+            raise serializers.ValidationError({"month_to": ["Must be month_from or later."]})
+        return {"period_from": start, "period_to": end.replace(day=calendar.monthrange(end.year, end.month)[1])}

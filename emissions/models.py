@@ -413,6 +413,41 @@ class Category(models.IntegerChoices):
     INVESTMENTS = 15, "15 Investments"
 
 
+class CategoryExclusionQuerySet(OrgScopedQuerySet):
+    pass
+
+
+class CategoryExclusion(models.Model):
+    """A Scope 3 category the organization has assessed as not relevant to its inventory, and why.
+
+    The GHG Protocol's Scope 3 Standard (ch. 6) asks that excluded categories be disclosed and justified; the
+    inventory lists such a category as ``not_relevant`` with this explanation (and any results it still has).
+    """
+
+    # No index of its own: category_exclusion_org_cat_uniq leads with the organization.
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="category_exclusions", db_index=False
+    )
+    category = models.PositiveSmallIntegerField(
+        choices=Category.choices, validators=[MinValueValidator(1), MaxValueValidator(15)]
+    )
+    explanation = models.TextField(max_length=2000, help_text="Why the category is not relevant (shown in reports)")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = CategoryExclusionQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "category"], name="category_exclusion_org_cat_uniq"),
+            models.CheckConstraint(condition=Q(category__gte=1, category__lte=15), name="category_exclusion_1_15"),
+        ]
+        ordering = ["organization_id", "category"]
+
+    def __str__(self) -> str:
+        return f"{self.get_category_display()}: not relevant"
+
+
 class Method(models.TextChoices):
     """``calculator.rules.Method`` with labels (the values are the calculator's)."""
 

@@ -24,7 +24,7 @@ from django.db.models import Sum
 
 from calculator import uncertainty
 from calculator.types import present_kg, present_t
-from emissions.models import Category, Emission, EmissionRollup, Method, Organization, Restatement
+from emissions.models import Category, CategoryExclusion, Emission, EmissionRollup, Method, Organization, Restatement
 from emissions.rollups import SUMS, rollup_reads, rollups_flush, rollups_maintained
 
 SHARE_QUANTUM = Decimal("0.01")
@@ -41,6 +41,7 @@ QUALITY_DIGITS = (("technology", 4), ("time", 3), ("geography", 2), ("completene
 class Status:
     CALCULATED = "calculated"
     NOT_CALCULATED = "not_calculated"
+    NOT_RELEVANT = "not_relevant"  # the organization's CategoryExclusion, with its explanation
 
 
 @dataclass
@@ -273,7 +274,9 @@ def inventory(
     """The inventory of ``organization`` for the emissions wholly within ``period_from`` .. ``period_to``.
 
     Precondition: the window is whole months (``period_from`` a first day, ``period_to`` a last day, the first not
-    after the second). Every one of the 15 categories is listed, in order.
+    after the second). Every one of the 15 categories is listed, in order: ``not_relevant`` (with the organization's
+    explanation) when it excluded the category, whatever results it has (they are still summed and shown), else
+    ``calculated`` or ``not_calculated``.
     """
     rollups_flush()
     rows = _rows(organization.pk, period_from, period_to)
@@ -294,13 +297,18 @@ def inventory(
             "change_pct": _change(total.co2e_kg, base_total.co2e_kg),
         }
 
+    excluded = dict(
+        CategoryExclusion.objects.for_org(organization.pk).values_list("category", "explanation").order_by()
+    )
     listed = []
     for category in Category:
         totals = categories.get(category.value, Totals())
+        status = Status.CALCULATED if totals.count else Status.NOT_CALCULATED
         entry = {
             "category": category.value,
             "label": str(category.label),
-            "status": Status.CALCULATED if totals.count else Status.NOT_CALCULATED,
+            "status": Status.NOT_RELEVANT if category.value in excluded else status,
+            "explanation": excluded.get(category.value),
             **_presented(totals, intervals.get(category.value)),
         }
         listed.append(

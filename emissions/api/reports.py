@@ -7,8 +7,6 @@ current ETag.
 
 from __future__ import annotations
 
-import calendar
-import datetime as dt
 from typing import Any
 
 from django.db.models import QuerySet
@@ -19,54 +17,16 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from calculator import rules
 from emissions.api.permissions import request_org, request_org_id, role_permissions
 from emissions.api.views import OrgScopedMixin
 from emissions.cache import report_namespaces
-from emissions.inputs import KnownFieldsSerializer, PlainIntegerField
+from emissions.inputs import MONTH_PATTERN, YEAR_SCHEMA, InventoryQuerySerializer
 from emissions.models import Category, Emission, Method
 from emissions.reports import Status, inventory
 from perf.cache import Namespace
 from perf.conditional import CachedResponseMixin
 
 # -- the query --------------------------------------------------------------------------------------
-
-
-# YYYY-MM of a year the calculator accepts (rules.YEAR_MIN..YEAR_MAX: 1900-2100), so the schema says it all.
-MONTH_PATTERN = r"^(19[0-9]{2}|20[0-9]{2}|2100)-(0[1-9]|1[0-2])$"
-YEAR_SCHEMA = {"type": "integer", "minimum": rules.YEAR_MIN, "maximum": rules.YEAR_MAX}
-
-
-def _month(text: str) -> dt.date:
-    return dt.date(int(text[:4]), int(text[5:7]), 1)
-
-
-class InventoryQuerySerializer(KnownFieldsSerializer):
-    """The reporting period: ``year`` (a calendar year), or ``month_from`` and ``month_to`` (whole months)."""
-
-    year = PlainIntegerField(required=False, min_value=rules.YEAR_MIN, max_value=rules.YEAR_MAX)
-    month_from = serializers.RegexField(MONTH_PATTERN, required=False, help_text="YYYY-MM, the first month")
-    month_to = serializers.RegexField(MONTH_PATTERN, required=False, help_text="YYYY-MM, the last month")
-    format = serializers.CharField(required=False)  # DRF's format suffix parameter
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        year, first, last = attrs.get("year"), attrs.get("month_from"), attrs.get("month_to")
-        if year is not None:
-            if first is not None or last is not None:
-                raise serializers.ValidationError({"year": ["Give year, or month_from and month_to; not both."]})
-            return {"period_from": dt.date(year, 1, 1), "period_to": dt.date(year, 12, 31)}
-        if first is None and last is None:
-            raise serializers.ValidationError({"year": ["Give year, or month_from and month_to."]})
-        if first is None:
-            raise serializers.ValidationError({"month_from": ["Required with month_to."]})
-        if last is None:
-            raise serializers.ValidationError({"month_to": ["Required with month_from."]})
-        start, end = _month(first), _month(last)
-        if not start.year >= rules.YEAR_MIN and end.year <= rules.YEAR_MAX:
-            raise serializers.ValidationError({"month_from": [f"Years {rules.YEAR_MIN} to {rules.YEAR_MAX}."]})
-        if start > end:
-            raise serializers.ValidationError({"month_to": ["Must be month_from or later."]})
-        return {"period_from": start, "period_to": end.replace(day=calendar.monthrange(end.year, end.month)[1])}
 
 
 # -- the answer (documents the shape; the report builds plain dicts) -------------------------------
@@ -116,7 +76,11 @@ class InventoryFiguresSerializer(serializers.Serializer):
 class InventoryCategorySerializer(InventoryFiguresSerializer):
     category = serializers.ChoiceField(choices=Category.choices)
     label = serializers.CharField()  # type: ignore[assignment]  # a field named like Field.label
-    status = serializers.ChoiceField(choices=[Status.CALCULATED, Status.NOT_CALCULATED])
+    status = serializers.ChoiceField(
+        choices=[Status.CALCULATED, Status.NOT_CALCULATED, Status.NOT_RELEVANT],
+        help_text="not_relevant: the organization excluded it (explanation says why); else whether it has results",
+    )
+    explanation = serializers.CharField(allow_null=True, help_text="Why it is not relevant; null otherwise")
 
 
 class BaseYearSerializer(serializers.Serializer):

@@ -34,13 +34,14 @@ _VIEWED = [
     "auditevent",  # the organization's audit log (read-only for everyone)
     "job",
     "restatement",
+    "categoryexclusion",  # the categories assessed as not relevant (the inventory shows them)
 ]
 _READ = [f"view_{model}" for model in _VIEWED]
 # Store activities, edit and delete them (and so their emissions); recalculate them (writing a restatement).
 _RECORD = [*(f"{action}_activityrecord" for action in ("add", "change", "delete")), "add_restatement"]
 _MANAGE = [
     f"{action}_{model}"
-    for model in ("supplier", "factordataset", "emissionfactor")
+    for model in ("supplier", "factordataset", "emissionfactor", "categoryexclusion")
     for action in ("add", "change", "delete")
 ]
 _ROLE_PERMISSIONS: dict[str, list[str]] = {

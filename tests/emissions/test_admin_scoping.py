@@ -46,6 +46,7 @@ FOREIGN_KEYS: dict[str, dict[str, str]] = {
     "emission": {"organization": "organization", "activity": "activity", "supplier": "supplier", "factor": "factor"},
     "exchangerate": {"organization": "organization"},
     "priceindex": {"organization": "organization"},
+    "categoryexclusion": {"organization": "organization"},
 }
 # Read-only admins: no form, so no foreign key to pick (tests/emissions/test_admin_jobs.py covers their scoping).
 READ_ONLY = {"job"}

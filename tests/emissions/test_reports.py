@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from emissions.models import Job, Organization, Restatement
+from emissions.models import CategoryExclusion, Job, Organization, Restatement
 from emissions.reports import _rows, _rows_from_emissions, _rows_summed_by_postgresql, inventory
 from emissions.rollups import rollups_flush
 from tests.emissions.management import test_seed_demo
@@ -164,3 +164,16 @@ def test_another_organizations_emissions_are_not_counted(org: Organization, othe
     emission(other_org, "999")
     report = inventory(org, period_from=YEAR[0], period_to=YEAR[1], draws=500)
     assert (report["total"]["co2e_kg"], report["total"]["count"]) == ("10.000000", 1)
+
+
+def test_an_excluded_category_is_not_relevant_with_its_explanation(org: Organization) -> None:
+    emission(org, "10", activity__category=8)  # excluded, yet with a result: still summed and shown
+    CategoryExclusion.objects.create(organization=org, category=8, explanation="No upstream leased assets.")
+    CategoryExclusion.objects.create(organization=org, category=14, explanation="No franchises.")
+    report = inventory(org, period_from=YEAR[0], period_to=YEAR[1], draws=500)
+    assert [(c["category"], c["status"], c["explanation"]) for c in report["categories"] if c["explanation"]] == [
+        (8, "not_relevant", "No upstream leased assets."),
+        (14, "not_relevant", "No franchises."),
+    ]
+    assert category(report, 8)["co2e_kg"] == "10.000000"
+    assert category(report, 1)["status"] == "not_calculated" and category(report, 1)["explanation"] is None

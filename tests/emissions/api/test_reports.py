@@ -10,7 +10,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from emissions.models import Membership, Organization
+from emissions.models import CategoryExclusion, Membership, Organization
 from tests.emissions.api.test_permissions import member_api
 from tests.factories import EmissionFactory
 
@@ -106,3 +106,11 @@ def test_a_new_base_year_is_in_the_next_answer(api: Any, org: Organization) -> N
     org.base_year = 2024
     org.save()
     assert api.get(URL, {"year": 2025}).json()["base_year"]["co2e_t"] == "0.003000000"
+
+
+def test_a_new_exclusion_is_in_the_next_answer(api: Any, org: Organization) -> None:
+    emissions(org, 1)
+    assert api.get(URL, {"year": 2025}).json()["categories"][7]["status"] == "not_calculated"
+    CategoryExclusion.objects.create(organization=org, category=8, explanation="No leased assets.")
+    line = api.get(URL, {"year": 2025}).json()["categories"][7]
+    assert (line["status"], line["explanation"]) == ("not_relevant", "No leased assets.")
