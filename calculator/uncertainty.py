@@ -2,23 +2,29 @@
 
 Per result (the pedigree approach of ecoinvent's data quality guideline, Weidema et al. 2013):
 
-- the stored figure ``c`` is the median of a lognormal: ``X = c * exp(sigma * Z)``, ``Z`` standard normal;
-- ``sigma**2`` = the basic variance of its method (``BASIC_VARIANCE``) + the added variance of each of its five
-  data-quality scores (``PEDIGREE_VARIANCES``, Weidema et al. 2013 table 10.5: variances of the natural logarithm).
+- the stored figure ``c`` is the result's expected value (a factor is a published average): the result is the
+  lognormal ``X = c * exp(sigma * Z - sigma**2 / 2)``, ``Z`` standard normal, whose mean is ``c`` (its median is
+  ``c * exp(-sigma**2 / 2)``). Taking ``c`` as the median instead would move every sum up by ``exp(sigma**2 / 2)``
+  and, with many results, put the reported total outside its own interval;
+- ``sigma**2`` = the basic variance of the method that produced it (``BASIC_VARIANCE``; the basis its reliability,
+  technology and completeness scores show, ``calculator.quality.METHOD_SCORES``: a supplier-specific line that fell
+  back to a spend factor counts as spend) + the added variance of each of its five data-quality scores
+  (``PEDIGREE_VARIANCES``, Weidema et al. 2013 table 10.5: variances of the natural logarithm).
 
 Aggregation (why a million results cost as little as a few hundred):
 
 - results are assumed **independent** of each other;
 - results with the same scores and method share ``sigma``; for a group of them with sum ``S1 = sum(c)`` and sum of
-  squares ``S2 = sum(c**2)`` (both kept by the rollups), the group total has mean ``S1 * exp(sigma**2 / 2)`` and
-  variance ``S2 * exp(sigma**2) * (exp(sigma**2) - 1)``, exactly;
+  squares ``S2 = sum(c**2)`` (both kept by the rollups), the group total has mean ``S1`` and variance
+  ``S2 * (exp(sigma**2) - 1)``, exactly;
 - each group total is drawn from the lognormal with that mean and variance (Fenton-Wilkinson), the groups
   independently, ``draws`` times with a seeded generator, and summed per category and in total; the interval is the
   2.5th and 97.5th percentiles of those sums, with their median.
 
 What that leaves out, so read the interval as a lower bound of the real spread: results that share a factor are
-not independent (an error in the factor moves all of them together), and the approximation of a group total by a
-lognormal is close for groups of similar results and coarser for a group of one large and many small results.
+not independent (an error in the factor moves all of them together; with thousands of results, independence makes
+the interval narrow), and the approximation of a group total by a lognormal is close for groups of similar results
+and coarser for a group of one large and many small results.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from decimal import Decimal
 
 import numpy as np
 
+from calculator.quality import METHOD_SCORES
 from calculator.rules import Method
 
 # Variance of ln(value) added by each score, 1 (very good) to 5 (very poor): Weidema et al. 2013 (ecoinvent data
@@ -56,6 +63,7 @@ UNKNOWN_SCORE = 5
 DEFAULT_DRAWS = 10_000
 DEFAULT_SEED = 20_130_506  # the guideline's date, so that a report is reproducible
 PERCENTILES = (2.5, 50.0, 97.5)
+GROUPS_PER_DRAW = 64  # 64 x 10,000 draws: 5 MB of float64 at a time
 
 
 def scores(quality_code: int) -> dict[str, int]:
@@ -65,13 +73,24 @@ def scores(quality_code: int) -> dict[str, int]:
     return {name: int(digit) or UNKNOWN_SCORE for name, digit in zip(PEDIGREE_VARIANCES, digits, strict=True)}
 
 
+def basis(quality_code: int, method: str) -> str:
+    """The method that produced a result with these scores: the one whose reliability, technology and completeness
+    scores they are (``calculator.quality.METHOD_SCORES``), else ``method`` (the one requested)."""
+    given = scores(quality_code)
+    found = (given["reliability"], given["technology"], given["completeness"])
+    for candidate, expected in METHOD_SCORES.items():
+        if found == expected:
+            return candidate
+    return method
+
+
 def log_variance(quality_code: int, method: str) -> float:
-    """``sigma**2`` of one result: the method's basic variance plus its scores' added variances.
+    """``sigma**2`` of one result: the basic variance of its ``basis`` plus its scores' added variances.
 
     Precondition: ``method`` is one of ``Method``.
     """
     added = sum(PEDIGREE_VARIANCES[name][score - 1] for name, score in scores(quality_code).items())
-    return BASIC_VARIANCE[method] + added
+    return BASIC_VARIANCE[basis(quality_code, method)] + added
 
 
 @dataclass(frozen=True)
@@ -97,8 +116,8 @@ def _lognormal_params(group: Group) -> tuple[float, float]:
     total, squares = float(group.total), float(group.squares)
     if total <= 0.0:
         return -math.inf, 0.0  # no emission: always 0
-    mean = total * math.exp(group.sigma2 / 2)
-    variance = squares * math.exp(group.sigma2) * math.expm1(group.sigma2)
+    mean = total
+    variance = squares * math.expm1(group.sigma2)
     s2 = math.log1p(variance / (mean * mean))
     return math.log(mean) - s2 / 2, math.sqrt(s2)
 
@@ -125,10 +144,12 @@ def monte_carlo(
         rows.append(index[key])
     rng = np.random.default_rng(seed)
     sums = np.zeros((len(keys), draws))
-    if mus:
-        normal = rng.standard_normal((len(mus), draws))
-        values = np.exp(np.asarray(mus)[:, None] + np.asarray(sigmas)[:, None] * normal)
-        np.add.at(sums, np.asarray(rows), values)
+    # GROUPS_PER_DRAW groups' draws at a time: memory stays bounded however many groups there are.
+    for start in range(0, len(mus), GROUPS_PER_DRAW):
+        end = start + GROUPS_PER_DRAW
+        normal = rng.standard_normal((len(mus[start:end]), draws))
+        values = np.exp(np.asarray(mus[start:end])[:, None] + np.asarray(sigmas[start:end])[:, None] * normal)
+        np.add.at(sums, np.asarray(rows[start:end]), values)
     per_key = {key: _interval(sums[i]) for i, key in enumerate(keys)}
     return per_key, _interval(sums.sum(axis=0))
 

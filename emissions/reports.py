@@ -12,6 +12,7 @@ Without rollups (the embedded SQLite default) the same groups are summed from th
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable
@@ -234,8 +235,15 @@ def _against_base(totals: Totals, base: Totals | None) -> dict[str, str | None]:
     return {"base_year_co2e_t": present_t(base.co2e_kg), "change_pct": _change(totals.co2e_kg, base.co2e_kg)}
 
 
-def _year(year: int) -> tuple[dt.date, dt.date]:
-    return dt.date(year, 1, 1), dt.date(year, 12, 31)
+def base_window(base_year: int, period_from: dt.date, period_to: dt.date) -> tuple[dt.date, dt.date]:
+    """The same months as the reporting period, in the base year: a calendar year compares with the base year, a
+    quarter with the base year's quarter, a fiscal year (April to March) with the one starting in the base year.
+
+    Precondition: the period is whole months."""
+    shift = base_year - period_from.year
+    end_year = period_to.year + shift
+    last = calendar.monthrange(end_year, period_to.month)[1]
+    return period_from.replace(year=base_year), dt.date(end_year, period_to.month, last)
 
 
 def _restatements(organization_id: int, windows: list[tuple[dt.date, dt.date]]) -> list[dict[str, Any]]:
@@ -288,11 +296,13 @@ def inventory(
     base_total = Totals()
     windows = [(period_from, period_to)]
     if organization.base_year is not None:
-        base_window = _year(organization.base_year)
-        windows.append(base_window)
-        base_categories, base_total = _by_category(_rows(organization.pk, *base_window))
+        base_from, base_to = base_window(organization.base_year, period_from, period_to)
+        windows.append((base_from, base_to))
+        base_categories, base_total = _by_category(_rows(organization.pk, base_from, base_to))
         base = {
             "year": organization.base_year,
+            "period_from": base_from,
+            "period_to": base_to,
             "co2e_t": present_t(base_total.co2e_kg),
             "change_pct": _change(total.co2e_kg, base_total.co2e_kg),
         }

@@ -85,6 +85,8 @@ class InventoryCategorySerializer(InventoryFiguresSerializer):
 
 class BaseYearSerializer(serializers.Serializer):
     year = serializers.IntegerField()
+    period_from = serializers.DateField(help_text="The reporting period's months, in the base year")
+    period_to = serializers.DateField()
     co2e_t = serializers.CharField()
     change_pct = serializers.CharField(allow_null=True)
 

@@ -373,8 +373,9 @@ class RecalculationKind:
             emissions_not_applicable=count - applicable,
             emissions_changed=changed,
         )
-        if changed:
-            emissions_changed(organization.pk)  # effective at commit too (perf.cache.invalidate)
+        # Even when no figure changed: the inventory names the restatements of its period (effective at commit too,
+        # perf.cache.invalidate).
+        emissions_changed(organization.pk)
         return {
             "restatement": restatement.pk,
             "total_before_kg": str(total_before),

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from django.db import connection, transaction
 
+from emissions.cache import emissions_changed
+from emissions.models import Organization
+
 
 @transaction.atomic
 def rollups_rebuild(*, organization_id: int | None = None) -> int:
@@ -20,4 +23,10 @@ def rollups_rebuild(*, organization_id: int | None = None) -> int:
         cursor.execute("LOCK TABLE emissions_emission IN SHARE MODE")
         cursor.execute("SELECT vcci_rollups_rebuild(%s)", [organization_id])
         (groups,) = cursor.fetchone()
+    # Summaries and reports cached from the rollups before the repair are stale (effective at commit too).
+    organizations = (
+        [organization_id] if organization_id is not None else Organization.objects.values_list("pk", flat=True)
+    )
+    for organization in organizations:
+        emissions_changed(organization)
     return int(groups)

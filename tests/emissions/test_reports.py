@@ -111,7 +111,13 @@ def test_the_base_year_and_the_change_against_it(org: Organization) -> None:
     org.base_year = 2022
     org.save()
     report = inventory(org, period_from=YEAR[0], period_to=YEAR[1], draws=500)
-    assert report["base_year"] == {"year": 2022, "co2e_t": "0.150000000", "change_pct": "-46.67"}
+    assert report["base_year"] == {
+        "year": 2022,
+        "period_from": dt.date(2022, 1, 1),
+        "period_to": dt.date(2022, 12, 31),
+        "co2e_t": "0.150000000",
+        "change_pct": "-46.67",
+    }
     assert (category(report, 1)["base_year_co2e_t"], category(report, 1)["change_pct"]) == ("0.100000000", "-20.00")
     assert (category(report, 4)["base_year_co2e_t"], category(report, 4)["change_pct"]) == ("0.050000000", "-100.00")
     assert (category(report, 6)["base_year_co2e_t"], category(report, 6)["change_pct"]) == ("0.000000000", None)
@@ -177,3 +183,22 @@ def test_an_excluded_category_is_not_relevant_with_its_explanation(org: Organiza
     ]
     assert category(report, 8)["co2e_kg"] == "10.000000"
     assert category(report, 1)["status"] == "not_calculated" and category(report, 1)["explanation"] is None
+
+
+def test_a_period_of_some_months_compares_with_the_same_months_of_the_base_year(org: Organization) -> None:
+    emission(org, "100", year=2022, month=2)  # the base year's first quarter
+    emission(org, "999", year=2022, month=7)  # not in it
+    emission(org, "90", year=2025, month=3)
+    emission(org, "40", year=2026, month=2)  # a fiscal year April 2025 to March 2026 holds it
+    org.base_year = 2022
+    org.save()
+    quarter = inventory(org, period_from=dt.date(2025, 1, 1), period_to=dt.date(2025, 3, 31), draws=500)
+    assert quarter["base_year"]["period_from"] == dt.date(2022, 1, 1)
+    assert quarter["base_year"]["period_to"] == dt.date(2022, 3, 31)
+    assert (quarter["base_year"]["co2e_t"], quarter["base_year"]["change_pct"]) == ("0.100000000", "-10.00")
+    fiscal = inventory(org, period_from=dt.date(2025, 4, 1), period_to=dt.date(2026, 3, 31), draws=500)
+    assert (fiscal["base_year"]["period_from"], fiscal["base_year"]["period_to"]) == (
+        dt.date(2022, 4, 1),
+        dt.date(2023, 3, 31),
+    )
+    assert fiscal["base_year"]["co2e_t"] == "0.999000000" and fiscal["total"]["co2e_t"] == "0.040000000"

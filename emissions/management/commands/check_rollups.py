@@ -1,6 +1,6 @@
 """``manage.py check_rollups [--org SLUG] [--rebuild] [--json]``: compare the rollup tables with the emissions.
 
-Every group of both rollup tables (``EmissionRollup``, ``SupplierRollup``) is compared, in one statement per
+Every group of every rollup table (``EmissionRollup``, ``SupplierRollup``, ``SupplierYearRollup``) is compared, in one statement per
 table, with the same group summed from the stored emissions: count, kg CO2e, the sum of squares, biogenic CO2 and
 its count, to the last digit. Exit status 0 when they are equal, 1 otherwise (the first differences are
 printed). ``--rebuild`` then recomputes the organization's rollups from its emissions (writers wait meanwhile)

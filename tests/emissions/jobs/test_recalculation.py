@@ -204,10 +204,16 @@ def test_scope_filters_category_and_supplier(org: Organization, monkeypatch: Any
 def test_a_recalculation_against_the_current_version_changes_nothing(org: Organization) -> None:
     stored = data.emission_rows(org)
     current = FactorDataset.objects.get(source="desnz", version="2025")
+    api = member_api(org)
+    report = api.get("/api/v1/reports/inventory/", {"year": 2025}).json()  # cached
     restatement = Restatement.objects.get(pk=run(make_job(org, current)).pk)
     assert (restatement.emissions_changed, restatement.significant, restatement.change_pct) == (0, False, 0)
     assert restatement.total_before_kg == restatement.total_after_kg == data.sql_sum(org)
     assert data.emission_rows(org) == stored
+    # No figure changed, yet the inventory names the new restatement: the cached answer is not served.
+    again = api.get("/api/v1/reports/inventory/", {"year": 2025}).json()
+    assert [r["id"] for r in again["restatements"]] == [*(r["id"] for r in report["restatements"]), restatement.pk]
+    assert again["total"] == report["total"]
 
 
 def test_an_activity_the_target_cannot_calculate_fails_the_job_and_changes_nothing(

@@ -40,3 +40,14 @@ def test_rebuild_counts_this_transactions_writes_once(org: Organization) -> None
     rollups_flush()
     assert sorted(kg(SupplierYearRollup, org)) == [Decimal("2"), Decimal("3")]
     assert rollup_differences() == (0, [])
+
+
+def test_a_rebuild_drops_what_was_cached_from_the_rollups(
+    org: Organization, other_org: Organization, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bumped: list[int] = []
+    monkeypatch.setattr("emissions.services.rollups.emissions_changed", bumped.append)
+    rollups_rebuild(organization_id=org.pk)
+    assert bumped == [org.pk]
+    rollups_rebuild()
+    assert sorted(bumped[1:]) == sorted([org.pk, other_org.pk])
