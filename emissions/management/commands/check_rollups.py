@@ -1,8 +1,8 @@
 """``manage.py check_rollups [--org SLUG] [--rebuild] [--json]``: compare the rollup tables with the emissions.
 
-Every group of every rollup table (``EmissionRollup``, ``SupplierRollup``, ``SupplierYearRollup``) is compared, in one statement per
-table, with the same group summed from the stored emissions: count, kg CO2e, the sum of squares, biogenic CO2 and
-its count, to the last digit. Exit status 0 when they are equal, 1 otherwise (the first differences are
+Every group of every rollup table (``EmissionRollup``, ``SupplierRollup``, ``SupplierYearRollup``) is compared, in
+one statement per table, with the same group summed from the stored emissions: count, kg CO2e, the sum of squares,
+biogenic CO2 and its count, to the last digit. Exit status 0 when they are equal, 1 otherwise (the first differences are
 printed). ``--rebuild`` then recomputes the organization's rollups from its emissions (writers wait meanwhile)
 and checks again: exit 0 when that made them equal. PostgreSQL only: elsewhere there are no rollups to check.
 """
