@@ -15,6 +15,7 @@ router.register("suppliers", views.SupplierViewSet, basename="supplier")
 router.register("jobs", jobs.JobViewSet, basename="job")  # job-list, job-detail, job-cancel
 router.register("restatements", recalculations.RestatementViewSet, basename="restatement")
 router.register("reports", reports.ReportViewSet, basename="report")  # report-inventory
+router.register("reports", reports.ReportTableViewSet, basename="report-table")  # report-table-esrs-e1-6, ...
 
 # Resolution tries these in order, and every API request pays for each pattern tried before its own: the
 # router's routes (the cached reads) come first, behind only the one route they would otherwise take.

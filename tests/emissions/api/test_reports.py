@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from openpyxl import load_workbook
 
+from emissions import exports
 from emissions.models import CategoryExclusion, Membership, Organization
 from tests.emissions.api.test_permissions import member_api
 from tests.factories import EmissionFactory
@@ -114,3 +117,44 @@ def test_a_new_exclusion_is_in_the_next_answer(api: Any, org: Organization) -> N
     CategoryExclusion.objects.create(organization=org, category=8, explanation="No leased assets.")
     line = api.get(URL, {"year": 2025}).json()["categories"][7]
     assert (line["status"], line["explanation"]) == ("not_relevant", "No leased assets.")
+
+
+# -- the tables -----------------------------------------------------------------------------------------------
+
+
+def test_the_esrs_table_as_json_csv_and_xlsx(api: Any, org: Organization) -> None:
+    emissions(org, 5)
+    rows = api.get("/api/v1/reports/esrs-e1-6/", {"year": 2025}).json()
+    assert rows[-1]["Scope 3 category"] == "Total gross indirect (Scope 3) GHG emissions"
+    assert rows[-1]["Gross Scope 3 GHG emissions (t CO2e)"] == "0.015000000"
+    as_csv = api.get("/api/v1/reports/esrs-e1-6/", {"year": 2025, "format": "csv"})
+    assert as_csv["Content-Type"] == "text/csv; charset=utf-8"
+    assert as_csv["Content-Disposition"] == 'attachment; filename="esrs-e1-6-2025-01-2025-12.csv"'
+    assert as_csv.content.decode().splitlines()[-1] == "Total gross indirect (Scope 3) GHG emissions,0.015000000,,,0.00"
+    as_xlsx = api.get(
+        "/api/v1/reports/cdp-scope-3/", {"month_from": "2025-01", "month_to": "2025-06", "format": "xlsx"}
+    )
+    assert as_xlsx["Content-Type"] == exports.XLSX_CONTENT_TYPE
+    sheet = load_workbook(io.BytesIO(as_xlsx.content)).active
+    assert sheet.title == "cdp-scope-3" and sheet.max_row == 18  # a header, 15 categories, the two "Other"
+
+
+def test_a_tables_errors_are_json_whatever_the_format(api: Any) -> None:
+    response = api.get("/api/v1/reports/cdp-scope-3/", {"format": "csv"})
+    assert response.status_code == 400 and response["Content-Type"] == "application/json"
+    assert "year" in response.json()
+
+
+def test_a_table_counts_only_the_callers_organization(
+    api: Any, other_api: Any, org: Organization, other_org: Organization
+) -> None:
+    emissions(org, 1)
+    emissions(other_org, 3)
+    total = api.get("/api/v1/reports/esrs-e1-6/", {"year": 2025}).json()[-1]
+    assert total["Gross Scope 3 GHG emissions (t CO2e)"] == "0.001000000"
+
+
+def test_an_unknown_format_is_a_400_naming_it(api: Any) -> None:
+    response = api.get("/api/v1/reports/esrs-e1-6/", {"year": 2025, "format": "pdf"})
+    assert response.status_code == 400 and response.json() == {"format": ["Must be one of json, csv, xlsx."]}
+    assert api.post("/api/v1/reports/esrs-e1-6/?format=pdf").status_code == 405
