@@ -84,10 +84,20 @@ seed: factors
 	$(PY) manage.py seed_demo --org $(DEMO_ORG) --activities $(DEMO_ACTIVITIES) --if-empty
 	$(PY) manage.py create_org_user --org $(DEMO_ORG) --username $(DEMO_USER) --admin-login
 
+# collectstatic only when something it copies changed (the installed packages, the project's own static files, the
+# settings): WhiteNoise compresses every file, most of a minute, and the manifest it writes is the stamp.
+STATIC_ROOT ?= $(CURDIR)/staticfiles
+export STATIC_ROOT
+STATIC_MANIFEST := $(STATIC_ROOT)/staticfiles.json
+STATIC_SOURCES := $(shell find calculator emissions perf vcci -path '*/static/*' -type f 2>/dev/null)
+$(STATIC_MANIFEST): $(VENV)/.installed-runtime vcci/settings.py $(STATIC_SOURCES)
+	@echo "Collecting static files (first run, or packages, settings or static files changed; about a minute)..."
+	$(PY) manage.py collectstatic --no-input -v0
+	@touch $@
+
 # gunicorn, with a job worker beside it when there is a broker (Redis); without one, jobs run in the process that
 # submits them. The worker stops with gunicorn.
-serve: migrate
-	$(PY) manage.py collectstatic --no-input -v0
+serve: migrate $(STATIC_MANIFEST)
 	@if [[ -n "$$REDIS_URL" ]]; then \
 		$(WORKER_CMD) & worker=$$!; trap 'kill -TERM $$worker 2>/dev/null; wait $$worker' EXIT; \
 	fi; \

@@ -43,8 +43,13 @@ class Command(BaseCommand):
         parser.add_argument(
             "--admin-login",
             action="store_true",
-            help="Without --password: generate an admin password and print it (a new one on every run, "
-            "so an operator who lost it just runs the command again)",
+            help="Without --password: generate an admin password for a new user (or one without a password) and "
+            "print it; an existing password is kept (make run runs this every time)",
+        )
+        parser.add_argument(
+            "--reset-password",
+            action="store_true",
+            help="With --admin-login: generate and print a new password for an existing user too (a lost one)",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -64,10 +69,14 @@ class Command(BaseCommand):
         if org_created:
             self.stdout.write(f"Created organization '{org.slug}' ({org.name}).")
 
-        existed = get_user_model().objects.filter(username=options["username"].strip()).exists()
+        found = get_user_model().objects.filter(username=options["username"].strip()).first()
+        existed = found is not None
         password = options["password"]
         role = options["role"]
-        generated = password is None and options["admin_login"]
+        # A password an operator already has is not replaced behind their back (make run passes --admin-login on
+        # every run): only a new user, one without a usable password, or --reset-password gets a generated one.
+        keeps_password = found is not None and found.has_usable_password() and not options["reset_password"]
+        generated = password is None and options["admin_login"] and not keeps_password
         if generated:
             password = secrets.token_urlsafe(12)
         try:
@@ -98,5 +107,10 @@ class Command(BaseCommand):
         self.stdout.write(f"API token: {token}")
         if generated:
             self.stdout.write(f"Admin login: /admin/ username '{user.username}' password '{password}'")
+        elif options["admin_login"] and password is None:
+            self.stdout.write(
+                f"Admin login: /admin/ username '{user.username}' with its password (unchanged; "
+                "--reset-password prints a new one)."
+            )
         elif password is not None and not existed:
             self.stdout.write(f"Admin login: /admin/ as '{user.username}' with the password you gave.")

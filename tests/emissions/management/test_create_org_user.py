@@ -74,7 +74,7 @@ def test_refused_user_leaves_no_new_org_behind():
     assert not Organization.objects.filter(slug="brand-new").exists()
 
 
-def test_admin_login_generates_a_working_password_each_run():
+def test_admin_login_keeps_a_password_and_reset_password_replaces_it():
     output = run("--org", "initech", "--username", "ops", "--admin-login")
     first = re.search(r"password '([^']+)'", output).group(1)
     user = get_user_model().objects.get(username="ops")
@@ -82,13 +82,27 @@ def test_admin_login_generates_a_working_password_each_run():
     token = Token.objects.get(user=user).key
     assert f"API token: {token}" in output
 
+    # make run passes --admin-login on every run: the password the operator has stays.
     again = run("--org", "initech", "--username", "ops", "--admin-login")
-    second = re.search(r"password '([^']+)'", again).group(1)
+    assert "password '" not in again and "with its password (unchanged; --reset-password" in again
+    assert "nothing changed" in again
     user.refresh_from_db()
-    assert second != first
-    assert user.check_password(second)
+    assert user.check_password(first)
     assert f"API token: {token}" in again  # same token, no second user
+
+    reset = run("--org", "initech", "--username", "ops", "--admin-login", "--reset-password")
+    second = re.search(r"password '([^']+)'", reset).group(1)
+    user.refresh_from_db()
+    assert second != first and user.check_password(second)
+    assert "new admin password set" in reset
     assert get_user_model().objects.filter(username="ops").count() == 1
+
+
+def test_admin_login_gives_a_user_without_a_password_one():
+    run("--org", "initech", "--username", "api-only")  # a token, no password
+    output = run("--org", "initech", "--username", "api-only", "--admin-login")
+    password = re.search(r"password '([^']+)'", output).group(1)
+    assert get_user_model().objects.get(username="api-only").check_password(password)
 
 
 def test_rerun_with_a_role_changes_the_members_role_and_admin_permissions():
