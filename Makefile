@@ -86,13 +86,13 @@ seed: factors
 
 # collectstatic only when something it copies changed (the installed packages, the project's own static files, the
 # settings): WhiteNoise compresses every file, most of a minute, and the manifest it writes is the stamp.
+# The settings' default STATIC_ROOT; one set elsewhere is given to make as DATABASE_URL is (STATIC_ROOT=...).
 STATIC_ROOT ?= $(CURDIR)/staticfiles
-export STATIC_ROOT
 STATIC_MANIFEST := $(STATIC_ROOT)/staticfiles.json
 STATIC_SOURCES := $(shell find calculator emissions perf vcci -path '*/static/*' -type f 2>/dev/null)
 $(STATIC_MANIFEST): $(VENV)/.installed-runtime vcci/settings.py $(STATIC_SOURCES)
 	@echo "Collecting static files (first run, or packages, settings or static files changed; about a minute)..."
-	$(PY) manage.py collectstatic --no-input -v0
+	STATIC_ROOT=$(STATIC_ROOT) $(PY) manage.py collectstatic --no-input -v0
 	@touch $@
 
 # gunicorn, with a job worker beside it when there is a broker (Redis); without one, jobs run in the process that
@@ -228,7 +228,7 @@ reliability: install-bench
 	$(BENCH_SETTINGS) $(PY) -m bench.reliability $(RELIABILITY_ARGS)
 
 clean:
-	rm -rf $(VENV) staticfiles .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(STATIC_ROOT) .pytest_cache .mypy_cache .ruff_cache
 
 # What the audit trail costs the COPY write path (docs/audit.md): 100,000 activities + emissions written by COPY with
 # the audit triggers off, with the installed statement-level triggers and with row-level ones, medians of 3, rolled

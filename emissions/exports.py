@@ -1,8 +1,9 @@
 """The Scope 3 tables reporters file, from the inventory (``emissions.reports.inventory``), as rows and as CSV or XLSX.
 
-- **ESRS E1-6** (gross Scope 3 GHG emissions, ESRS E1 paragraphs 51 and AR 46): one row per significant category
-  (calculated, not excluded), the total, and the share of the total computed from suppliers' or value-chain
-  partners' primary data; with the base year and the change against it when the organization has one.
+- **ESRS E1-6** (gross Scope 3 GHG emissions, ESRS E1 paragraphs 51 and AR 46): one row per category with results
+  (now or in the base year: the rows add up to the total), the total, and the share of the total computed from
+  suppliers' or value-chain partners' primary data; with the base year and the change against it when the
+  organization has one.
 - **CDP Scope 3** (the questionnaire's Scope 3 table): the 15 categories plus "Other (upstream)" and "Other
   (downstream)", each with its evaluation status, t CO2e, methodology, the percentage calculated from supplier data
   and an explanation.
@@ -22,6 +23,7 @@ from decimal import Decimal
 from typing import Any
 
 from openpyxl import Workbook
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.styles import Font
 
 TABLES = ("esrs-e1-6", "cdp-scope-3")
@@ -48,10 +50,18 @@ def esrs_e1_6(report: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
         "% change vs base year",
         "% from primary data",
     ]
+    # Every category with results, now or in the base year (one assessed as not relevant that still has some says
+    # so): the rows add up to the total row.
     rows = [
-        [line["label"], line["co2e_t"], line["base_year_co2e_t"], line["change_pct"], line["primary_data_share"]]
+        [
+            line["label"] + (" (assessed not relevant)" if line["status"] == "not_relevant" else ""),
+            line["co2e_t"],
+            line["base_year_co2e_t"],
+            line["change_pct"],
+            line["primary_data_share"],
+        ]
         for line in report["categories"]
-        if line["status"] == "calculated"
+        if line["count"] or (line["base_year_co2e_t"] is not None and Decimal(line["base_year_co2e_t"]))
     ]
     total = report["total"]
     rows.append(
@@ -79,9 +89,10 @@ def _cdp_explanation(line: dict[str, Any]) -> str:
         return "No activity data recorded for the reporting period."
     methods = ", ".join(f"{CDP_METHODS[m['method']]} {m['share']} %" for m in line["methods"])
     quality = line["data_quality"]["emission_weighted"]
+    scored = f"; data quality {quality} (1 best, 5 poorest)" if quality is not None else ""
     interval = line["uncertainty"]
     spread = f"; 95 % interval {interval['low_t']}-{interval['high_t']} t" if interval else ""
-    return f"{line['count']} records: {methods}; data quality {quality} (1 best, 5 poorest){spread}."
+    return f"{line['count']} records: {methods}{scored}{spread}."
 
 
 def cdp_scope_3(report: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
@@ -116,6 +127,18 @@ def table(report: dict[str, Any], name: str) -> tuple[list[str], list[list[Any]]
     return BUILDERS[name](report)
 
 
+# A cell a spreadsheet would run as a formula (OWASP "CSV injection"): an explanation is typed by users.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    """``value`` for a file a spreadsheet opens: text that would start a formula gets a leading apostrophe (shown
+    as typed, never run); figures, including negative ones, stay as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_START) and not FIGURE.fullmatch(value):
+        return "'" + value
+    return value
+
+
 def as_json(header: list[str], rows: list[list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(header, row, strict=True)) for row in rows]
 
@@ -125,7 +148,7 @@ def as_csv(header: list[str], rows: list[list[Any]]) -> bytes:
     out = io.StringIO(newline="")
     writer = csv.writer(out)
     writer.writerow(header)
-    writer.writerows([["" if value is None else value for value in row] for row in rows])
+    writer.writerows([["" if value is None else _cell(value) for value in row] for row in rows])
     return out.getvalue().encode("utf-8")
 
 
@@ -139,6 +162,10 @@ def as_xlsx(header: list[str], rows: list[list[Any]], *, title: str) -> bytes:
         cell.font = Font(bold=True)
     for row in rows:
         sheet.append([_number(value) for value in row])
+    for cells in sheet.iter_rows(min_row=2):
+        for cell in cells:
+            if cell.data_type == "f":
+                cell.data_type = "s"  # no cell is a formula: text that starts like one is shown as typed
     for column in sheet.columns:
         width = max(len(str(cell.value or "")) for cell in column)
         sheet.column_dimensions[column[0].column_letter].width = min(max(width + 2, 12), 60)
@@ -148,7 +175,10 @@ def as_xlsx(header: list[str], rows: list[list[Any]], *, title: str) -> bytes:
 
 
 def _number(value: Any) -> Any:
-    """A figure (the inventory's decimal strings) as a number for the sheet; text stays text."""
+    """A figure (the inventory's decimal strings) as a number for the sheet; text stays text (without the control
+    characters an XLSX file cannot hold)."""
     if isinstance(value, str) and FIGURE.fullmatch(value):
         return Decimal(value)
+    if isinstance(value, str):
+        return ILLEGAL_CHARACTERS_RE.sub("", value)
     return value

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any, Self, TypedDict
@@ -417,6 +418,19 @@ class CategoryExclusionQuerySet(OrgScopedQuerySet):
     pass
 
 
+def plain_text_validator(value: str) -> None:
+    """Text that reaches a spreadsheet (the CDP export's explanation): no formula start (a spreadsheet would run
+    ``=...``; ``emissions.inputs.refuse_formula`` says why) and no control character other than a line break or
+    a tab (an XLSX file cannot hold one)."""
+    if value.startswith(("=", "+", "-", "@", "\t", "\r")):
+        raise ValidationError("Must not start with =, +, -, @, a tab or a carriage return: a spreadsheet would run it.")
+    if CONTROL_CHARACTERS.search(value):
+        raise ValidationError("Must not contain control characters.")
+
+
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
 class CategoryExclusion(models.Model):
     """A Scope 3 category the organization has assessed as not relevant to its inventory, and why.
 
@@ -431,7 +445,11 @@ class CategoryExclusion(models.Model):
     category = models.PositiveSmallIntegerField(
         choices=Category.choices, validators=[MinValueValidator(1), MaxValueValidator(15)]
     )
-    explanation = models.TextField(max_length=2000, help_text="Why the category is not relevant (shown in reports)")
+    explanation = models.TextField(
+        max_length=2000,
+        validators=[plain_text_validator],
+        help_text="Why the category is not relevant (shown in reports)",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

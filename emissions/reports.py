@@ -75,8 +75,11 @@ class Totals:
             self.score_x_kg += score * kg
             self.scored_count += count
             self.scored_kg += kg
-        method_count, method_kg = self.by_method.get(row["method"], (0, Decimal(0)))
-        self.by_method[row["method"]] = (method_count + count, method_kg + kg)
+        # The method that produced the figure (a supplier-specific line that fell back to average data counts as the
+        # average data it used), as the primary-data share and the uncertainty count it.
+        method = uncertainty.basis(row["quality_code"], row["method"]) if row["quality_code"] else row["method"]
+        method_count, method_kg = self.by_method.get(method, (0, Decimal(0)))
+        self.by_method[method] = (method_count + count, method_kg + kg)
 
 
 def _share(part: Decimal, whole: Decimal) -> str | None:

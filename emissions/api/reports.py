@@ -208,7 +208,7 @@ class ReportViewSet(CachedResponseMixin, OrgScopedMixin, viewsets.GenericViewSet
         },
     )
     @action(detail=False, methods=["get"], url_path="inventory")
-    def inventory(self, request: Request) -> Any:
+    def inventory(self, request: Request, **kwargs: Any) -> Any:  # kwargs: a URL format suffix
         """The Scope 3 inventory of the emissions wholly within the period: for each of the 15 categories its
         status, t CO2e, biogenic CO2, methods and their shares, the share from suppliers' own data, the data
         quality, a 95 % uncertainty interval, and the change against the organization's base year; totals; the
@@ -247,7 +247,7 @@ class ReportTableViewSet(OrgScopedMixin, viewsets.GenericViewSet):
         "(calculated, not excluded), the total, their base year and change, and the share from primary data.",
     )
     @action(detail=False, methods=["get"], url_path="esrs-e1-6", renderer_classes=TABLE_RENDERERS)
-    def esrs_e1_6(self, request: Request) -> Response:
+    def esrs_e1_6(self, request: Request, **kwargs: Any) -> Response:  # kwargs: a URL format suffix
         return self._table(request, "esrs-e1-6")
 
     @table_schema(
@@ -256,7 +256,7 @@ class ReportTableViewSet(OrgScopedMixin, viewsets.GenericViewSet):
         "evaluation status, metric tons CO2e, methodology, % from supplier data and an explanation.",
     )
     @action(detail=False, methods=["get"], url_path="cdp-scope-3", renderer_classes=TABLE_RENDERERS)
-    def cdp_scope_3(self, request: Request) -> Response:
+    def cdp_scope_3(self, request: Request, **kwargs: Any) -> Response:  # kwargs: a URL format suffix
         return self._table(request, "cdp-scope-3")
 
     def perform_content_negotiation(self, request: Request, force: bool = False) -> tuple[Any, str]:
@@ -268,7 +268,7 @@ class ReportTableViewSet(OrgScopedMixin, viewsets.GenericViewSet):
             return JSONRenderer(), JSONRenderer.media_type
 
     def _table(self, request: Request, name: str) -> Response:
-        requested = request.query_params.get("format")
+        requested = request.query_params.get("format", self.format_kwarg)  # ?format= or a .csv suffix
         if requested is not None and requested not in exports.FORMATS:
             raise ValidationError({"format": [f"Must be one of {', '.join(exports.FORMATS)}."]})
         query = InventoryQuerySerializer(data=request.query_params)
@@ -278,10 +278,16 @@ class ReportTableViewSet(OrgScopedMixin, viewsets.GenericViewSet):
         report = inventory(request_org(request), period_from=period["period_from"], period_to=period["period_to"])
         response = Response(exports.as_json(*exports.table(report, name)))
         file_format = request.accepted_renderer.format
-        if file_format != "json":
+        if file_format in ("csv", "xlsx"):  # a download (the browsable API's page is not)
             filename = f"{name}-{period['period_from']:%Y-%m}-{period['period_to']:%Y-%m}.{file_format}"
             response["Content-Disposition"] = f'attachment; filename="{filename}"'
         return response
+
+    def options(self, request: Request, *args: Any, **kwargs: Any) -> Response:  # type: ignore[override]  # as DRF's stub
+        # DRF's metadata, in JSON whatever format was asked for (the table renderers render rows only).
+        self.request.accepted_renderer = JSONRenderer()
+        self.request.accepted_media_type = JSONRenderer.media_type
+        return super().options(request, *args, **kwargs)
 
     def handle_exception(self, exc: Exception) -> Response:
         # Errors are {field: [messages]}, which only JSON carries, whatever format the client asked for.

@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.core.exceptions import ValidationError
 from openpyxl import load_workbook
 
 from emissions import exports
@@ -76,3 +77,46 @@ def test_csv_and_xlsx_carry_the_same_rows(report: dict[str, Any]) -> None:
     assert values[3][0] == "Total gross indirect (Scope 3) GHG emissions"
     assert values[3][1] == pytest.approx(2.2505) and isinstance(values[3][1], float)  # a number, not text
     assert exports.as_json(header, rows)[0]["% from primary data"] == "25.00"
+
+
+def test_text_that_would_start_a_formula_is_written_as_text(org: Organization) -> None:
+    CategoryExclusion.objects.create(organization=org, category=15, explanation='=HYPERLINK("http://x","y")')
+    report = inventory(org, period_from=dt.date(2025, 1, 1), period_to=dt.date(2025, 12, 31), draws=500)
+    header, rows = exports.cdp_scope_3(report)
+    parsed = list(csv.reader(io.StringIO(exports.as_csv(header, rows).decode("utf-8"))))
+    assert parsed[15][5] == '\'=HYPERLINK("http://x","y")'
+    sheet = load_workbook(io.BytesIO(exports.as_xlsx(header, rows, title="cdp"))).active
+    assert sheet.cell(row=16, column=6).value == '=HYPERLINK("http://x","y")'  # shown as typed...
+    assert sheet.cell(row=16, column=6).data_type == "s"  # ...as a string, not a formula
+    assert exports.as_csv(["change"], [["-46.67"]]).decode().splitlines()[1] == "-46.67"  # a figure stays a figure
+
+
+def test_an_excluded_category_with_results_is_a_row_so_the_rows_add_up(org: Organization) -> None:
+    start, end = dt.date(2025, 5, 1), dt.date(2025, 5, 31)
+    for category in (1, 8):
+        EmissionFactory.create(
+            organization=org, activity__category=category, activity__period_start=start, activity__period_end=end,
+            co2e_kg=Decimal("1000"),
+        )  # fmt: skip
+    CategoryExclusion.objects.create(organization=org, category=8, explanation="Leases ended in 2024.")
+    report = inventory(org, period_from=dt.date(2025, 1, 1), period_to=dt.date(2025, 12, 31), draws=500)
+    _, rows = exports.esrs_e1_6(report)
+    assert [(row[0], row[1]) for row in rows] == [
+        ("1 Purchased goods and services", "1.000000000"),
+        ("8 Upstream leased assets (assessed not relevant)", "1.000000000"),
+        ("Total gross indirect (Scope 3) GHG emissions", "2.000000000"),
+    ]
+    _, cdp = exports.cdp_scope_3(report)
+    assert cdp[7][1] == "Not relevant, calculated"
+
+
+def test_control_characters_are_left_out_of_a_sheet() -> None:
+    sheet = load_workbook(io.BytesIO(exports.as_xlsx(["note"], [["Reason\x0bmore"]], title="t"))).active
+    assert sheet["A2"].value == "Reasonmore"
+
+
+def test_an_explanation_that_a_spreadsheet_would_run_is_refused(org: Organization) -> None:
+    for text in ("=1+1", "@SUM(A1)", "Reason\x0bmore"):
+        with pytest.raises(ValidationError):
+            CategoryExclusion(organization=org, category=9, explanation=text).full_clean()
+    CategoryExclusion(organization=org, category=9, explanation="Not relevant:\nno downstream transport.").full_clean()

@@ -202,3 +202,10 @@ def test_a_period_of_some_months_compares_with_the_same_months_of_the_base_year(
         dt.date(2023, 3, 31),
     )
     assert fiscal["base_year"]["co2e_t"] == "0.999000000" and fiscal["total"]["co2e_t"] == "0.040000000"
+
+
+def test_a_supplier_specific_line_that_fell_back_counts_as_the_method_it_used(org: Organization) -> None:
+    emission(org, "30", data_quality=POOR, activity__method="supplier_specific")  # scored as spend: fell back
+    line = category(inventory(org, period_from=YEAR[0], period_to=YEAR[1], draws=500), 1)
+    assert [m["method"] for m in line["methods"]] == ["spend"]
+    assert line["primary_data_share"] == "0.00"

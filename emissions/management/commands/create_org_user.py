@@ -69,6 +69,8 @@ class Command(BaseCommand):
         if org_created:
             self.stdout.write(f"Created organization '{org.slug}' ({org.name}).")
 
+        if options["reset_password"] and (not options["admin_login"] or options["password"] is not None):
+            raise CommandError("--reset-password goes with --admin-login (and without --password, which sets one).")
         found = get_user_model().objects.filter(username=options["username"].strip()).first()
         existed = found is not None
         password = options["password"]

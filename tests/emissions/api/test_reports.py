@@ -158,3 +158,15 @@ def test_an_unknown_format_is_a_400_naming_it(api: Any) -> None:
     response = api.get("/api/v1/reports/esrs-e1-6/", {"year": 2025, "format": "pdf"})
     assert response.status_code == 400 and response.json() == {"format": ["Must be one of json, csv, xlsx."]}
     assert api.post("/api/v1/reports/esrs-e1-6/?format=pdf").status_code == 405
+
+
+def test_a_format_suffix_options_and_the_browsable_api(api: Any, org: Organization) -> None:
+    emissions(org, 1)
+    suffixed = api.get("/api/v1/reports/esrs-e1-6.csv", {"year": 2025})
+    assert suffixed.status_code == 200 and suffixed["Content-Type"] == "text/csv; charset=utf-8"
+    assert api.get("/api/v1/reports/esrs-e1-6.pdf", {"year": 2025}).status_code in (400, 404)
+    assert api.get("/api/v1/reports/inventory.json", {"year": 2025}).status_code == 200
+    options = api.options("/api/v1/reports/cdp-scope-3/?format=xlsx")
+    assert options.status_code == 200 and options["Content-Type"] == "application/json"
+    page = api.get("/api/v1/reports/esrs-e1-6/", {"year": 2025}, HTTP_ACCEPT="text/html")
+    assert "Content-Disposition" not in page

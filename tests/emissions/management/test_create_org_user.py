@@ -120,3 +120,10 @@ def test_rerun_without_a_role_keeps_the_members_role():
     output = run("--org", "initech", "--username", "peter")
     assert "nothing changed" in output
     assert get_user_model().objects.get(username="peter").membership.role == "viewer"
+
+
+def test_reset_password_needs_admin_login_and_no_password():
+    with pytest.raises(CommandError, match="--reset-password goes with --admin-login"):
+        run("--org", "initech", "--username", "ops", "--reset-password")
+    with pytest.raises(CommandError, match="--reset-password goes with --admin-login"):
+        run("--org", "initech", "--username", "ops", "--admin-login", "--reset-password", "--password", "x" * 12)
