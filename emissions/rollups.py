@@ -1,5 +1,5 @@
-"""Reads of the rollup tables (``EmissionRollup``, ``SupplierRollup``): which one answers a summary, and how they
-differ from the emissions they sum.
+"""Reads of the rollup tables (``EmissionRollup``, ``SupplierRollup``, ``SupplierYearRollup``): which one answers a
+summary, and how they differ from the emissions they sum.
 
 The rollups are kept by PostgreSQL triggers (migration ``0015_rollups``; docs/reports.md): every statement that
 writes emissions records its net change per group, and the transaction's commit adds them to the rollups, so a
