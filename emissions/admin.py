@@ -56,6 +56,11 @@ from emissions.services.jobs import jobs_cancel
 from emissions.services.organizations import job_control_permission, job_control_permissions, membership_role_set
 from perf.admin import EstimatedCountPaginator, ScopedRawIdWidget
 
+# VCCI's name where Django's admin says "Django administration".
+admin.site.site_header = "VCCI administration"
+admin.site.site_title = "VCCI"
+admin.site.index_title = "Value Chain Carbon Intelligence"
+
 
 def user_org_id(request: HttpRequest) -> int | None:
     """The organization id of the requesting staff user, or None when they have no membership.

@@ -1,10 +1,11 @@
-"""VCCI URL configuration: admin, REST API v1 and its OpenAPI schema, metrics and health endpoints."""
+"""VCCI URL configuration: admin, REST API v1 and its OpenAPI schema, metrics and health endpoints, the landing page."""
 
 from csp.decorators import csp_update
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 
+from emissions.pages import HomeView
 from perf.health import healthz, readyz
 from perf.metrics import metrics_view
 
@@ -28,6 +29,8 @@ urlpatterns = [
     path("metrics", metrics_view, name="metrics"),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
+    # Last: a browser's first stop, the fewest requests.
+    path("", HomeView.as_view(), name="home"),
 ]
 
 # What Django answers itself (no pattern matched, a bad Host, an unhandled exception) is JSON under /api/, like
