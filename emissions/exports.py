@@ -26,6 +26,8 @@ from openpyxl import Workbook
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.styles import Font
 
+from emissions.inputs import neutralized
+
 TABLES = ("esrs-e1-6", "cdp-scope-3")
 FORMATS = ("json", "csv", "xlsx")
 XLSX_CONTENT_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -127,15 +129,11 @@ def table(report: dict[str, Any], name: str) -> tuple[list[str], list[list[Any]]
     return BUILDERS[name](report)
 
 
-# A cell a spreadsheet would run as a formula (OWASP "CSV injection"): an explanation is typed by users.
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
 def _cell(value: Any) -> Any:
     """``value`` for a file a spreadsheet opens: text that would start a formula gets a leading apostrophe (shown
     as typed, never run); figures, including negative ones, stay as they are."""
-    if isinstance(value, str) and value.startswith(FORMULA_START) and not FIGURE.fullmatch(value):
-        return "'" + value
+    if isinstance(value, str) and not FIGURE.fullmatch(value):
+        return neutralized(value)
     return value
 
 

@@ -28,6 +28,8 @@ from calculator import inputs, rules
 from calculator.types import CalculationError, CalculationInput
 from emissions.models import (
     AMOUNT_DIGITS,
+    FORMULA_MESSAGE,
+    FORMULA_PREFIXES,
     ID_MAX,
     FactorDataset,
     Method,
@@ -49,20 +51,13 @@ INPUT_FIELDS = tuple(field.name for field in dataclasses.fields(CalculationInput
 
 # -- text a spreadsheet would run ------------------------------------------------------------------------------
 
-# OWASP's CSV injection guidance: a spreadsheet (Excel, LibreOffice, Google Sheets) opening a CSV file reads a cell
-# that starts with one of these characters as a formula, which can fetch URLs or, through DDE, run commands. The
-# export neutralizes such text cells with a leading single quote (emissions.api.export); text that will reach a CSV
-# export or a user's spreadsheet is refused here with the same characters, so a new value never needs it.
-# Every value starting with one is refused, a lone "-" and a name such as "-ACME" included: "-ACME" is read as a
-# formula (#NAME?) and "-2+3+cmd|' /C calc'!A0" is the classic payload, and telling a harmless "-" prefix from a
-# formula would mean parsing every spreadsheet's formula syntax. A lone "-" used as "none" is sent empty instead.
-# Tab and carriage return are on OWASP's list too; the text fields trim surrounding whitespace before this check,
-# so "\t=1" is refused for its "=", and a value that only starts with a tab is kept without it.
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-FORMULA_MESSAGE = (
-    "Must not start with =, +, -, @, a tab or a carriage return: a spreadsheet opening it from a CSV file would "
-    "run it as a formula."
-)
+# FORMULA_PREFIXES and FORMULA_MESSAGE: emissions.models, whose validators refuse them too (the comment there says why).
+
+
+def neutralized(text: str) -> str:
+    """``text`` with a leading single quote when a spreadsheet would read it as a formula (OWASP's CSV advice): what
+    the exports write of text users typed, whatever the database holds."""
+    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
 
 
 def refuse_formula(value: str) -> None:

@@ -414,16 +414,32 @@ class Category(models.IntegerChoices):
     INVESTMENTS = 15, "15 Investments"
 
 
+# OWASP's CSV injection guidance: a spreadsheet (Excel, LibreOffice, Google Sheets) opening a CSV file reads a cell
+# that starts with one of these characters as a formula, which can fetch URLs or, through DDE, run commands. The
+# exports neutralize such text cells with a leading single quote (emissions.inputs.neutralized); text that will reach
+# a CSV export or a user's spreadsheet is refused (emissions.inputs.refuse_formula, plain_text_validator) with the
+# same characters, so a new value never needs it.
+# Every value starting with one is refused, a lone "-" and a name such as "-ACME" included: "-ACME" is read as a
+# formula (#NAME?) and "-2+3+cmd|' /C calc'!A0" is the classic payload, and telling a harmless "-" prefix from a
+# formula would mean parsing every spreadsheet's formula syntax. A lone "-" used as "none" is sent empty instead.
+# Tab and carriage return are on OWASP's list too; the text fields trim surrounding whitespace before this check,
+# so "\t=1" is refused for its "=", and a value that only starts with a tab is kept without it.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_MESSAGE = (
+    "Must not start with =, +, -, @, a tab or a carriage return: a spreadsheet opening it from a CSV file would "
+    "run it as a formula."
+)
+
+
 class CategoryExclusionQuerySet(OrgScopedQuerySet):
     pass
 
 
 def plain_text_validator(value: str) -> None:
-    """Text that reaches a spreadsheet (the CDP export's explanation): no formula start (a spreadsheet would run
-    ``=...``; ``emissions.inputs.refuse_formula`` says why) and no control character other than a line break or
-    a tab (an XLSX file cannot hold one)."""
-    if value.startswith(("=", "+", "-", "@", "\t", "\r")):
-        raise ValidationError("Must not start with =, +, -, @, a tab or a carriage return: a spreadsheet would run it.")
+    """Text that reaches a spreadsheet (the CDP export's explanation): no formula start (``FORMULA_PREFIXES``) and
+    no control character other than a line break or a tab (an XLSX file cannot hold one)."""
+    if value.startswith(FORMULA_PREFIXES):
+        raise ValidationError(FORMULA_MESSAGE)
     if CONTROL_CHARACTERS.search(value):
         raise ValidationError("Must not contain control characters.")
 

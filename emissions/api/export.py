@@ -40,7 +40,7 @@ from django.db.models.functions import Cast
 from django.db.models.sql.compiler import SQLCompiler
 
 from calculator.types import present_kg, present_t
-from emissions.inputs import FORMULA_PREFIXES
+from emissions.inputs import FORMULA_PREFIXES, neutralized
 from emissions.models import Emission
 from perf.admission import cooperate
 
@@ -89,11 +89,6 @@ _VALUES = (
 # The columns whose text users write (suppliers; a supplier's own factor's key and dataset version): the ones a
 # formula could reach the file through. The method and source are choices, the fallbacks VCCI's own codes.
 FORMULA_COLUMNS = ("supplier_external_id", "supplier_name", "factor_dataset_version", "factor_activity")
-
-
-def neutralized(text: str) -> str:
-    """``text`` with a leading single quote when a spreadsheet would read it as a formula (OWASP's CSV advice)."""
-    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
 
 
 class Neutralized(Func):
