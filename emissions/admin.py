@@ -29,12 +29,16 @@ from typing import Any
 from django.contrib import admin, messages
 from django.contrib.admin.utils import get_fields_from_path
 from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied
 from django.db.models import Model, OuterRef, Q, QuerySet, Subquery, URLField
 from django.db.models.fields.related import RelatedField
 from django.forms import ModelChoiceField
-from django.http import HttpRequest, HttpResponse
-from django.utils.html import format_html
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html, format_html_join
 
+from calculator.types import present_kg
+from emissions import admin_views
 from emissions.jobs.progress import duration_text, job_duration, job_percent, rows_text
 from emissions.models import (
     ActivityRecord,
@@ -51,9 +55,12 @@ from emissions.models import (
     Organization,
     PriceIndex,
     Supplier,
+    SupplierYearRollup,
 )
+from emissions.rollups import rollup_reads
 from emissions.services.jobs import jobs_cancel
 from emissions.services.organizations import job_control_permission, job_control_permissions, membership_role_set
+from emissions.templatetags.vcci_format import kg
 from perf.admin import EstimatedCountPaginator, ScopedRawIdWidget
 
 # VCCI's name where Django's admin says "Django administration".
@@ -77,6 +84,14 @@ class FastAdmin(admin.ModelAdmin):
     paginator = EstimatedCountPaginator
     show_full_result_count = False
     list_per_page = 50
+
+
+class SuperuserColumnsMixin:
+    """The ``organization`` column only for superusers, who see every organization: a member's list has one."""
+
+    def get_list_display(self, request: HttpRequest) -> Any:
+        columns = super().get_list_display(request)  # type: ignore[misc]
+        return columns if request.user.is_superuser else tuple(c for c in columns if c != "organization")
 
 
 class OrgScopedAdminMixin:
@@ -257,13 +272,21 @@ class CategoryExclusionAdmin(OrgScopedAdminMixin, FastAdmin):
 
 
 @admin.register(Supplier)
-class SupplierAdmin(OrgScopedAdminMixin, FastAdmin):
-    list_display = ("name", "external_id", "country", "naics", "organization", "updated_at")
+class SupplierAdmin(SuperuserColumnsMixin, OrgScopedAdminMixin, FastAdmin):
+    list_display = ("name", "external_id", "country", "naics", "emissions_link", "organization", "updated_at")
     list_select_related = ("organization",)
+    readonly_fields = ("emissions_link",)
     # Prefix/equality searches on short, indexed-by-org columns; no full-text over big text fields.
     search_fields = ("name", "=external_id", "=naics")
     autocomplete_fields = ("organization",)
     ordering = ("organization_id", "name")  # matches the (organization, name) index
+
+    @admin.display(description="emissions")
+    def emissions_link(self, supplier: Supplier) -> str:
+        if supplier.pk is None:
+            return ""
+        url = reverse("admin:emissions_emission_changelist")
+        return format_html('<a href="{}?supplier__id__exact={}">Its emissions</a>', url, supplier.pk)
 
 
 class FactorVisibilityMixin(OrgScopedAdminMixin):
@@ -306,7 +329,7 @@ class FactorDatasetAdmin(FactorVisibilityMixin, FastAdmin):
 @admin.register(EmissionFactor)
 class EmissionFactorAdmin(FactorVisibilityMixin, FastAdmin):
     dataset_org_field = "dataset__organization"
-    list_display = ("activity", "name", "region", "year", "unit", "co2e_per_unit", "dataset")
+    list_display = ("activity", "name_short", "region", "year", "unit", "per_unit", "dataset_short")
     list_select_related = ("dataset",)
     list_filter = ("dataset__source", "year")
     # activity is the lookup key (indexed, with region/year); prefix match keeps it on the index.
@@ -315,6 +338,19 @@ class EmissionFactorAdmin(FactorVisibilityMixin, FastAdmin):
 
     def _is_public(self, obj: Model) -> bool:
         return obj.dataset.organization_id is None  # type: ignore[attr-defined]
+
+    @admin.display(description="name", ordering="name")
+    def name_short(self, factor: EmissionFactor) -> str:
+        return short_text(factor.name, 40)
+
+    @admin.display(description="kg CO2e per unit", ordering="co2e_per_unit")
+    def per_unit(self, factor: EmissionFactor) -> str:
+        return f"{factor.co2e_per_unit.normalize():f}"
+
+    @admin.display(description="dataset", ordering="dataset")
+    def dataset_short(self, factor: EmissionFactor) -> str:
+        dataset = factor.dataset
+        return titled(f"{SOURCE_WORDS.get(dataset.source, dataset.source)} {dataset.version}", str(dataset))
 
 
 class ReferenceSetAdmin(SuperuserWritesMixin, FactorVisibilityMixin, FastAdmin):
@@ -340,50 +376,315 @@ class PriceIndexAdmin(ReferenceSetAdmin):
     list_filter = ("set_name",)
 
 
-@admin.register(ActivityRecord)
-class ActivityRecordAdmin(PeriodOrderingMixin, SuperuserWritesMixin, OrgScopedAdminMixin, FastAdmin):
-    """Inputs are entered through the API; hand edits here would leave the emission stale."""
+# -- activities and emissions: columns for a 1400 px screen, figures for people, results readable ---------------------
 
+
+def short_text(value: str, limit: int = 32) -> str:
+    """``value`` cut to ``limit`` characters with an ellipsis; the whole text in the element's title."""
+    if len(value) <= limit:
+        return value
+    return format_html('<span title="{}">{}…</span>', value, value[: limit - 1])
+
+
+def people_kg(value: Decimal | None) -> str:
+    """kg CO2e rounded for people, the exact figure in the title (``vcci_format.kg``)."""
+    if value is None:
+        return "-"
+    return format_html('<span title="{} kg CO2e">{}</span>', present_kg(value), kg(value))
+
+
+# Short words for the list columns (the full label is in each cell's title).
+METHOD_WORDS = {"spend": "spend", "activity": "activity", "distance": "distance", "supplier_specific": "supplier"}
+SOURCE_WORDS = {
+    "epa_supply_chain": "EPA SC",
+    "desnz": "DESNZ",
+    "epa_hub": "EPA Hub",
+    "ipcc_gwp": "IPCC",
+    "supplier": "supplier",
+}
+
+
+def titled(text: str, title: str) -> str:
+    return format_html('<span title="{}">{}</span>', title, text)
+
+
+class CompactColumnsMixin:
+    """Columns that keep a changelist within a 1400 px screen beside the admin's navigation and filters: the
+    category's number, the method's and source's short words, ISO dates; each full label in the cell's title.
+    "4 Upstream transportation and distribution" and "Average-data (activity)" alone would wrap every row."""
+
+    @admin.display(description="cat.", ordering="category")
+    def category_short(self, obj: ActivityRecord | Emission) -> str:
+        return titled(str(obj.category), obj.get_category_display())
+
+    @admin.display(description="method", ordering="method")
+    def method_short(self, obj: ActivityRecord | Emission) -> str:
+        return titled(METHOD_WORDS.get(obj.method, obj.method), obj.get_method_display())
+
+    @admin.display(description="period", ordering="period_start")
+    def period(self, obj: ActivityRecord | Emission) -> str:
+        return titled(obj.period_start.isoformat(), f"{obj.period_start} to {obj.period_end}")
+
+    @admin.display(description="supplier", ordering="supplier__name")
+    def supplier_short(self, obj: ActivityRecord | Emission) -> str:
+        return "-" if obj.supplier is None else short_text(obj.supplier.name, 24)
+
+
+class SupplierSearchMixin:
+    """The declared search, or a supplier: its external id exactly, or the start of its name.
+
+    The organization's matching suppliers are found first (the (organization, name) index, 200 at most), then the
+    rows by ``supplier_id IN (...)`` through their (organization, supplier, period) index: a join searched row by
+    row over millions of rows would read the whole organization for a rare name.
+    """
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet[Any], search_term: str) -> Any:
+        term = search_term.strip()
+        declared, duplicates = super().get_search_results(request, queryset, term)  # type: ignore[misc]
+        if not term:
+            return declared, duplicates
+        suppliers = (
+            Supplier.objects.all() if request.user.is_superuser else Supplier.objects.for_org(user_org_id(request) or 0)
+        )
+        matching = suppliers.filter(Q(external_id=term) | Q(name__istartswith=term)).values("pk")[:200]
+        return declared | queryset.filter(supplier_id__in=matching), duplicates
+
+
+TOP_SUPPLIER_CHOICES = 10
+
+
+class SupplierListFilter(admin.SimpleListFilter):
+    """Rows of one supplier (``?supplier__id__exact=``, the supplier page's link); the choices are the
+    organization's ten largest suppliers by emissions (from the yearly rollup: no scan of the rows)."""
+
+    title = "supplier"
+    parameter_name = "supplier__id__exact"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> list[tuple[str, str]]:
+        # A superuser sees every organization's rows: no one organization's ranking to offer.
+        org_id = None if request.user.is_superuser else user_org_id(request)
+        choices: list[tuple[str, str]] = []
+        if org_id is not None:
+            rows: Any = (
+                SupplierYearRollup.objects.for_org(org_id) if rollup_reads() else Emission.objects.for_org(org_id)
+            )
+            ranked = rows.filter(supplier__isnull=False).summary("supplier")[:TOP_SUPPLIER_CHOICES]
+            choices = [(str(row["key"]), row["supplier_name"]) for row in ranked]
+        chosen = self.value()
+        if chosen and chosen.isdigit() and chosen not in dict(choices):
+            name = Supplier.objects.filter(pk=int(chosen)).values_list("name", flat=True).first()
+            choices.append((chosen, name or f"supplier {chosen}"))
+        return choices
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
+        chosen = self.value()
+        if not chosen:
+            return None
+        if not chosen.isdigit():
+            return queryset.none()
+        return queryset.filter(supplier_id=int(chosen))
+
+
+RESULT_FIELDS = (
+    "result_co2e",
+    "result_factor",
+    "result_fallbacks",
+    "result_warnings",
+    "result_quality",
+    "result_conversion",
+)
+
+
+@admin.register(ActivityRecord)
+class ActivityRecordAdmin(
+    CompactColumnsMixin,
+    SupplierSearchMixin,
+    SuperuserColumnsMixin,
+    PeriodOrderingMixin,
+    SuperuserWritesMixin,
+    OrgScopedAdminMixin,
+    FastAdmin,
+):
+    """Inputs are entered through the API or the CSV upload (``import/``); hand edits here would leave the emission
+    stale. Each activity's page shows its calculated emission readably: figure, factor, fallbacks, data quality."""
+
+    change_list_template = "admin/emissions/activityrecord/change_list.html"
     list_display = (
         "id",
-        "period_start",
-        "category",
-        "method",
-        "amount",
-        "unit",
-        "activity",
-        "supplier",
+        "period",
+        "category_short",
+        "method_short",
+        "quantity",
+        "activity_short",
+        "supplier_short",
+        "emission_kg",
         "organization",
     )
-    list_select_related = ("supplier", "organization")
-    list_filter = ("category", "method")
+    list_select_related = ("supplier", "organization", "emission")
+    list_filter = ("category", "method", SupplierListFilter)
     date_hierarchy = "period_start"
     search_fields = ("=external_ref", "^activity")
+    search_help_text = "A supplier's external id or the start of its name, or the start of an activity key."
     raw_id_fields = ("supplier", "factor")
     autocomplete_fields = ("organization",)
+    fieldsets = (
+        (None, {"fields": ("organization", "supplier", "category", "method", "period_start", "period_end")}),
+        ("Quantity", {"fields": ("amount", "unit", "mass", "mass_unit", "distance", "distance_unit")}),
+        ("Spend", {"fields": ("currency", "spend_year", "exchange_rate_set", "price_index_set")}),
+        ("Factor asked for", {"fields": ("factor", "activity", "region", "year", "source", "dataset_version")}),
+        ("Reference", {"fields": ("external_ref",)}),
+        ("Calculated emission", {"fields": RESULT_FIELDS}),
+    )
+    readonly_fields = RESULT_FIELDS
+
+    def get_urls(self) -> list[URLPattern]:
+        site = self.admin_site
+        return [
+            path("import/", site.admin_view(admin_views.import_view), name="emissions_activityrecord_import"),
+            path(
+                "import/<int:job_id>/",
+                site.admin_view(admin_views.import_job_view),
+                name="emissions_activityrecord_import_job",
+            ),
+            *super().get_urls(),
+        ]
+
+    @admin.display(description="quantity")
+    def quantity(self, activity: ActivityRecord) -> str:
+        return f"{activity.amount.normalize():,f} {activity.unit}"
+
+    @admin.display(description="activity", ordering="activity")
+    def activity_short(self, activity: ActivityRecord) -> str:
+        return short_text(activity.activity, 28)
+
+    @admin.display(description="kg CO2e")
+    def emission_kg(self, activity: ActivityRecord) -> str:
+        emission = getattr(activity, "emission", None)
+        return people_kg(None if emission is None else emission.co2e_kg)
+
+    def _emission(self, activity: ActivityRecord) -> Emission | None:
+        # Six fields show the one emission: loaded once per page, with its factor and dataset.
+        if not hasattr(activity, "_result"):
+            found = None if activity.pk is None else Emission.objects.with_related().filter(activity_id=activity.pk)
+            activity._result = None if found is None else found.first()  # type: ignore[attr-defined]
+        return activity._result  # type: ignore[attr-defined]
+
+    @admin.display(description="emission")
+    def result_co2e(self, activity: ActivityRecord) -> str:
+        emission = self._emission(activity)
+        if emission is None:
+            return "Not calculated."
+        url = reverse("admin:emissions_emission_change", args=[emission.pk])
+        return format_html('{} CO2e (<a href="{}">emission #{}</a>)', people_kg(emission.co2e_kg), url, emission.pk)
+
+    @admin.display(description="factor")
+    def result_factor(self, activity: ActivityRecord) -> str:
+        emission = self._emission(activity)
+        return "" if emission is None else factor_text(emission.factor)
+
+    @admin.display(description="fallbacks")
+    def result_fallbacks(self, activity: ActivityRecord) -> str:
+        emission = self._emission(activity)
+        return "" if emission is None else notes_list(emission.fallbacks, "None: the factor matched as asked.")
+
+    @admin.display(description="warnings")
+    def result_warnings(self, activity: ActivityRecord) -> str:
+        emission = self._emission(activity)
+        return "" if emission is None else notes_list(emission.warnings, "None.")
+
+    @admin.display(description="data quality")
+    def result_quality(self, activity: ActivityRecord) -> str:
+        emission = self._emission(activity)
+        return "" if emission is None else quality_table(emission.data_quality)
+
+    @admin.display(description="currency conversion")
+    def result_conversion(self, activity: ActivityRecord) -> str:
+        emission = self._emission(activity)
+        return "" if emission is None else conversion_text(emission.conversion)
+
+
+# An emission's page shows its result through these (read-only, readable), never its JSON columns.
+EMISSION_RESULT_FIELDS = (
+    "co2e_text",
+    "biogenic_text",
+    "gases_table",
+    "factor_text",
+    "fallbacks_list",
+    "warnings_list",
+    "quality",
+    "conversion_text",
+    "calculated_at",
+)
 
 
 @admin.register(Emission)
-class EmissionAdmin(PeriodOrderingMixin, SuperuserWritesMixin, OrgScopedAdminMixin, FastAdmin):
-    """Calculator output, read-only; the changelist opens with a per-category summary."""
+class EmissionAdmin(
+    CompactColumnsMixin,
+    SupplierSearchMixin,
+    SuperuserColumnsMixin,
+    PeriodOrderingMixin,
+    SuperuserWritesMixin,
+    OrgScopedAdminMixin,
+    FastAdmin,
+):
+    """Calculator output, read-only; the changelist opens with a per-category summary and downloads as CSV (the
+    API's export of the rows the filters select). Each emission's page reads as sentences and tables, not JSON."""
 
     change_list_template = "admin/emissions/emission/change_list.html"
     list_display = (
         "id",
-        "period_start",
-        "category",
-        "method",
-        "co2e_kg",
-        "supplier",
-        "factor__activity",
+        "period",
+        "category_short",
+        "method_short",
+        "co2e",
+        "supplier_short",
+        "source",
+        "factor_activity",
         "organization",
     )
-    list_select_related = ("supplier", "factor", "organization")
-    list_filter = ("category", "method")
+    list_select_related = ("supplier", "factor__dataset", "organization")
+    list_filter = ("category", "method", "factor__dataset__source", SupplierListFilter)
     date_hierarchy = "period_start"
     search_fields = ("^factor__activity",)
+    search_help_text = "A supplier's external id or the start of its name, or the start of the factor's activity key."
     raw_id_fields = ("activity", "supplier", "factor")
     autocomplete_fields = ("organization",)
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "organization",
+                    "activity",
+                    "supplier",
+                    "factor",
+                    "category",
+                    "method",
+                    "period_start",
+                    "period_end",
+                )
+            },
+        ),
+        (
+            "Result",
+            {"fields": EMISSION_RESULT_FIELDS},
+        ),
+    )
+    readonly_fields = EMISSION_RESULT_FIELDS
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view(self.export_view)
+        return [path("export/", view, name="emissions_emission_export"), *super().get_urls()]
+
+    def export_view(self, request: HttpRequest) -> StreamingHttpResponse:
+        """The rows the changelist's filters and search select (its query string), as the API's emissions CSV."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        changelist = self.get_changelist_instance(request)
+        organization = getattr(getattr(request.user, "membership", None), "organization", None)
+        return admin_views.emissions_csv_response(
+            changelist.get_queryset(request), slug=organization.slug if organization else "all"
+        )
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         response = super().changelist_view(request, extra_context)
@@ -391,6 +692,152 @@ class EmissionAdmin(PeriodOrderingMixin, SuperuserWritesMixin, OrgScopedAdminMix
         if context and "cl" in context:
             context["category_summary"] = category_summary(context["cl"].queryset)
         return response
+
+    @admin.display(description="kg CO2e", ordering="co2e_kg")
+    def co2e(self, emission: Emission) -> str:
+        return people_kg(emission.co2e_kg)
+
+    @admin.display(description="source", ordering="factor__dataset__source")
+    def source(self, emission: Emission) -> str:
+        dataset = emission.factor.dataset
+        return titled(SOURCE_WORDS.get(dataset.source, dataset.source), dataset.get_source_display())
+
+    @admin.display(description="factor", ordering="factor__activity")
+    def factor_activity(self, emission: Emission) -> str:
+        return short_text(emission.factor.activity, 28)
+
+    @admin.display(description="kg CO2e")
+    def co2e_text(self, emission: Emission) -> str:
+        return format_html("{} (exactly {} kg)", people_kg(emission.co2e_kg), present_kg(emission.co2e_kg))
+
+    @admin.display(description="biogenic CO2 (outside the scopes)")
+    def biogenic_text(self, emission: Emission) -> str:
+        if emission.biogenic_co2_kg is None:
+            return "The factor has no biogenic figure."
+        return people_kg(emission.biogenic_co2_kg)
+
+    @admin.display(description="gases")
+    def gases_table(self, emission: Emission) -> str:
+        if not emission.gases:
+            return "The factor gives CO2e only."
+        rows = format_html_join(
+            "", "<tr><td>{}</td><td>{}</td></tr>", ((gas, kg(value)) for gas, value in sorted(emission.gases.items()))
+        )
+        return format_html("<table><thead><tr><th>gas</th><th>kg</th></tr></thead><tbody>{}</tbody></table>", rows)
+
+    @admin.display(description="factor")
+    def factor_text(self, emission: Emission) -> str:
+        return factor_text(emission.factor) if emission.factor_id else ""
+
+    @admin.display(description="fallbacks")
+    def fallbacks_list(self, emission: Emission) -> str:
+        return notes_list(emission.fallbacks, "None: the factor matched as asked.")
+
+    @admin.display(description="warnings")
+    def warnings_list(self, emission: Emission) -> str:
+        return notes_list(emission.warnings, "None.")
+
+    @admin.display(description="data quality")
+    def quality(self, emission: Emission) -> str:
+        return quality_table(emission.data_quality)
+
+    @admin.display(description="currency conversion")
+    def conversion_text(self, emission: Emission) -> str:
+        return conversion_text(emission.conversion)
+
+
+def factor_text(factor: EmissionFactor) -> str:
+    """A factor as a sentence: its name, figure per unit, dataset, region and year, linked to its page."""
+    url = reverse("admin:emissions_emissionfactor_change", args=[factor.pk])
+    dataset = factor.dataset
+    return format_html(
+        '<a href="{}">{}</a>: {} kg CO2e per {} ({} {}, {}, {}; activity key <code>{}</code>)',
+        url,
+        factor.name or factor.activity,
+        factor.co2e_per_unit.normalize(),
+        factor.unit,
+        dataset.get_source_display(),
+        dataset.version,
+        factor.region or "no region",
+        factor.year,
+        factor.activity,
+    )
+
+
+def notes_list(notes: Any, empty: str) -> str:
+    """Fallbacks or warnings (``[{"code", "detail"}]``) as a list: each code in bold, then what it means."""
+    items = [note for note in notes or () if isinstance(note, dict)]
+    if not items:
+        return empty
+    return format_html(
+        "<ul>{}</ul>",
+        format_html_join(
+            "", "<li><strong>{}</strong>: {}</li>", ((n.get("code", ""), n.get("detail", "")) for n in items)
+        ),
+    )
+
+
+QUALITY_WORDS = {1: "very good", 2: "good", 3: "fair", 4: "poor", 5: "very poor"}
+QUALITY_INDICATORS = ("technology", "time", "geography", "completeness", "reliability")
+
+
+def quality_table(data_quality: Any) -> str:
+    """The GHG Protocol's five data-quality indicators and their mean as a table (1 very good ... 5 very poor)."""
+    if not isinstance(data_quality, dict) or not data_quality:
+        return "Not scored."
+    rows = []
+    for name in QUALITY_INDICATORS:
+        score = data_quality.get(name)
+        word = QUALITY_WORDS.get(score, "") if isinstance(score, int) else ""
+        rows.append((name, "-" if score is None else score, word))
+    body = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", rows)
+    return format_html(
+        "<table><thead><tr><th>indicator</th><th>score</th><th></th></tr></thead><tbody>{}</tbody>"
+        "<tfoot><tr><td>mean</td><td>{}</td><td>1 very good … 5 very poor</td></tr></tfoot></table>",
+        body,
+        data_quality.get("score", "-"),
+    )
+
+
+def conversion_text(conversion: Any) -> str:
+    """How a spend amount reached the factor's currency and price year, as lines; a sentence for other bases."""
+    if not isinstance(conversion, dict):
+        return "None: not a spend amount."
+    lines = [
+        format_html(
+            "Spent {} {} in {}; the factor is priced in {} of {}.",
+            conversion.get("amount"),
+            conversion.get("currency"),
+            conversion.get("spend_year"),
+            conversion.get("factor_currency"),
+            conversion.get("price_year"),
+        )
+    ]
+    rate = conversion.get("exchange_rate")
+    if isinstance(rate, dict):
+        lines.append(
+            format_html(
+                "Exchange rate {} ({} set, {}, {}).",
+                rate.get("value"),
+                rate.get("set"),
+                rate.get("year"),
+                rate.get("how"),
+            )
+        )
+    index = conversion.get("price_index")
+    if isinstance(index, dict):
+        before, after = index.get("from") or {}, index.get("to") or {}
+        lines.append(
+            format_html(
+                "Price index ({} set): {} in {}, {} in {}.",
+                index.get("set"),
+                before.get("value"),
+                before.get("year"),
+                after.get("value"),
+                after.get("year"),
+            )
+        )
+    return format_html("<ul>{}</ul>", format_html_join("", "<li>{}</li>", ((line,) for line in lines)))
 
 
 def category_summary(queryset: EmissionQuerySet) -> dict[str, Any]:

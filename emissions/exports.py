@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+from django.core.serializers.json import DjangoJSONEncoder
 from openpyxl import Workbook
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.styles import Font
@@ -139,6 +141,16 @@ def _cell(value: Any) -> Any:
 
 def as_json(header: list[str], rows: list[list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(header, row, strict=True)) for row in rows]
+
+
+def as_file(header: list[str], rows: list[list[Any]], *, file_format: str, title: str) -> bytes:
+    """The table as a file of ``file_format`` (one of ``FORMATS``): JSON (indented, a final line break), CSV or
+    XLSX (one sheet named ``title``)."""
+    if file_format == "json":
+        return json.dumps(as_json(header, rows), indent=2, cls=DjangoJSONEncoder).encode() + b"\n"
+    if file_format == "csv":
+        return as_csv(header, rows)
+    return as_xlsx(header, rows, title=title)
 
 
 def as_csv(header: list[str], rows: list[list[Any]]) -> bytes:

@@ -407,7 +407,7 @@ class InventoryQuerySerializer(KnownFieldsSerializer):
         if last is None:
             raise serializers.ValidationError({"month_to": ["Required with month_from."]})
         start, end = _month(first), _month(last)
-        if not start.year >= rules.YEAR_MIN and end.year <= rules.YEAR_MAX:
+        if not (start.year >= rules.YEAR_MIN and end.year <= rules.YEAR_MAX):
             raise serializers.ValidationError({"month_from": [f"Years {rules.YEAR_MIN} to {rules.YEAR_MAX}."]})
         if start > end:
             raise serializers.ValidationError({"month_to": ["Must be month_from or later."]})

@@ -173,6 +173,36 @@ def _rows_summed_by_postgresql(organization_id: int, start: dt.date, end: dt.dat
         return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
 
 
+def quality_code(data_quality: dict[str, Any]) -> int:
+    """A result's five data-quality scores as the rollups' ``quality_code`` (``vcci_quality_code`` of migration
+    0015): technology, time, geography, completeness, reliability as digits, 0 for a missing score."""
+    return sum(int(data_quality.get(name) or 0) * 10**place for name, place in QUALITY_DIGITS)
+
+
+def group_add(
+    groups: dict[Any, dict[str, Any]], key: Any, labels: dict[str, Any], kg: Decimal, biogenic: Decimal | None
+) -> None:
+    """Add one emission (its kg CO2e and biogenic kg) to ``groups[key]``, created with ``labels`` and zero sums: the
+    rollups' sums (``emissions.rollups.SUMS``), made here in Python where the database keeps no rollups."""
+    row = groups.setdefault(
+        key,
+        {
+            **labels,
+            "count": 0,
+            "co2e_kg": Decimal(0),
+            "co2e_kg_squares": Decimal(0),
+            "biogenic_co2_kg": Decimal(0),
+            "biogenic_count": 0,
+        },
+    )
+    row["count"] += 1
+    row["co2e_kg"] += kg
+    row["co2e_kg_squares"] += kg * kg
+    if biogenic is not None:
+        row["biogenic_co2_kg"] += biogenic
+        row["biogenic_count"] += 1
+
+
 def _rows_from_emissions(organization_id: int, start: dt.date, end: dt.date) -> list[dict[str, Any]]:
     """``_rows`` summed from the emissions themselves: the embedded SQLite default, which keeps no rollups (its
     data is small). The same groups, the same sums."""
@@ -181,26 +211,9 @@ def _rows_from_emissions(organization_id: int, start: dt.date, end: dt.date) -> 
     for category, method, quality, kg, biogenic in emissions.values_list(
         "category", "method", "data_quality", "co2e_kg", "biogenic_co2_kg"
     ).iterator():
-        code = sum(int(quality.get(name) or 0) * 10**place for name, place in QUALITY_DIGITS)
-        row = groups.setdefault(
-            (category, method, code),
-            {
-                "category": category,
-                "method": method,
-                "quality_code": code,
-                "count": 0,
-                "co2e_kg": Decimal(0),
-                "co2e_kg_squares": Decimal(0),
-                "biogenic_co2_kg": Decimal(0),
-                "biogenic_count": 0,
-            },
-        )
-        row["count"] += 1
-        row["co2e_kg"] += kg
-        row["co2e_kg_squares"] += kg * kg
-        if biogenic is not None:
-            row["biogenic_co2_kg"] += biogenic
-            row["biogenic_count"] += 1
+        code = quality_code(quality)
+        labels = {"category": category, "method": method, "quality_code": code}
+        group_add(groups, (category, method, code), labels, kg, biogenic)
     return [groups[key] for key in sorted(groups)]
 
 

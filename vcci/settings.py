@@ -98,7 +98,8 @@ ROOT_URLCONF = "vcci.urls"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        # The project's own templates first: its admin branding (admin/base_site.html) replaces Django's.
+        "DIRS": [BASE_DIR / "vcci" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [

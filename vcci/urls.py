@@ -5,6 +5,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 
+from emissions.admin_views import dashboard_view, report_download_view
 from emissions.pages import HomeView
 from perf.health import healthz, readyz
 from perf.metrics import metrics_view
@@ -12,6 +13,13 @@ from perf.metrics import metrics_view
 urlpatterns = [
     # The API first: resolution tries the patterns in order, and API requests are the many.
     path("api/v1/", include("emissions.api.urls")),
+    # The admin's own pages (emissions.admin_views), before its URLs: the admin ends with a catch-all.
+    path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="dashboard"),
+    path(
+        "admin/reports/<slug:name>.<slug:file_format>",
+        admin.site.admin_view(report_download_view),
+        name="admin-report",
+    ),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     # Swagger UI's start-up script from its own URL (?script), not inline: the Content-Security-Policy allows

@@ -20,7 +20,8 @@ from emissions.models import Membership, Organization
 # (``role_group``); the API checks them on every request (``emissions.api.permissions.RoleAllows``, from the
 # membership its token authentication caches). Superusers bypass both. Which rows a member sees is decided by the
 # organization scoping (emissions.admin, the API's querysets), not here. Activities and emissions are written in the
-# admin by superusers only (its SuperuserWritesMixin), so the activity permissions matter to the API alone.
+# admin's forms by superusers only (its SuperuserWritesMixin): the activity permissions matter to the API and to the
+# admin's CSV upload (emissions.admin_views.import_view), which imports through the same job as the API.
 _VIEWED = [
     "organization",
     "membership",

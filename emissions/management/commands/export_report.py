@@ -7,12 +7,10 @@ The same tables, figures and formats as ``GET /api/v1/reports/<table>/`` (``emis
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.core.serializers.json import DjangoJSONEncoder
 
 from emissions import exports
 from emissions.inputs import InventoryQuerySerializer
@@ -47,12 +45,7 @@ class Command(BaseCommand):
             raise CommandError("--format xlsx writes a file: give --output.")
         report = inventory(organization, **period.validated_data)
         header, rows = exports.table(report, options["table"])
-        if file_format == "json":
-            body = json.dumps(exports.as_json(header, rows), indent=2, cls=DjangoJSONEncoder).encode() + b"\n"
-        elif file_format == "csv":
-            body = exports.as_csv(header, rows)
-        else:
-            body = exports.as_xlsx(header, rows, title=options["table"])
+        body = exports.as_file(header, rows, file_format=file_format, title=options["table"])
         if output:
             Path(output).write_bytes(body)
             self.stdout.write(self.style.SUCCESS(f"Wrote {options['table']} ({len(rows)} rows) to {output}."))
