@@ -21,7 +21,7 @@ DEMO_USER ?= analyst
 DEMO_ACTIVITIES ?= 20000
 BIND ?= 0.0.0.0:8000
 
-.PHONY: help install install-dev install-bench env services createdb migrate factors seed run serve worker test lint typecheck check rules ci clean bench-db bench-cache loadtest bench wrk promtool capacity reliability
+.PHONY: help install install-dev install-bench env services createdb migrate factors seed run serve worker test lint typecheck check rules ci clean bench-db bench-cache loadtest bench wrk promtool chromium capacity reliability
 
 help:
 	@echo "make run    - install, migrate, import factors, seed a demo org, serve on :8000 (gunicorn + gevent)"
@@ -112,7 +112,7 @@ worker: migrate
 
 run: seed serve
 
-test: install-dev env
+test: install-dev env chromium
 	REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest
 
 # lint-imports: the import contracts of pyproject.toml ([tool.importlinter]), e.g. production code never imports bench.
@@ -196,6 +196,17 @@ wrk:
 			$$SUDO apt-get install -y wrk || { $$SUDO apt-get update && $$SUDO apt-get install -y wrk; }; \
 		else echo "wrk is needed (https://github.com/wg/wrk); install it with your package manager" >&2; exit 1; fi; }
 	@command -v wrk >/dev/null || { echo "wrk is needed, and installing it failed" >&2; exit 1; }
+
+# Installs Debian's Chromium and ChromeDriver with apt-get when missing: the browser tests (tests/browser) drive them.
+chromium:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		if command -v apt-get >/dev/null; then \
+			SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+			$$SUDO apt-get install -y chromium chromium-driver \
+				|| { $$SUDO apt-get update && $$SUDO apt-get install -y chromium chromium-driver; }; \
+		else echo "Chromium and ChromeDriver are needed (the browser tests); install them with your package manager" >&2; exit 1; fi; }
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null \
+		|| { echo "chromium and chromedriver are needed, and installing them failed" >&2; exit 1; }
 
 # Installs promtool (Debian's prometheus package) with apt-get when missing: make rules (and so make ci) needs it.
 promtool:

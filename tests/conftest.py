@@ -47,6 +47,7 @@ from perf.throttle import counters as throttle_counters
 from tests import published
 from tests.factories import EmissionFactorFactory, FactorDatasetFactory, MembershipFactory, OrganizationFactory
 from tests.helpers import APIClient, Client, Clock
+from tests.workers import Worker
 
 SETUP_HELP = "README, 'Two commands on a fresh machine' and 'Emission-factor data'"
 
@@ -320,3 +321,13 @@ def electricity_factor(desnz_2025: FactorDataset) -> EmissionFactor:
 @pytest.fixture
 def diesel_factor(desnz_2025: FactorDataset) -> EmissionFactor:
     return EmissionFactorFactory.create(dataset=desnz_2025, **published.DIESEL)
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup: None, django_db_blocker: pytest.FixtureRequest) -> Iterator[Worker]:
+    """One worker (two pool processes) for the session, on the test database and this run's queue: the job tests and
+    the browser tests' uploads. Tests may kill its pool processes: its main process replaces them, as it would in
+    production."""
+    worker = Worker(concurrency=2).start()
+    yield worker
+    worker.stop()

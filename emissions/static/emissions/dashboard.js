@@ -10,6 +10,11 @@
     return text === null || text === undefined ? null : parseFloat(text);
   }
 
+  function shortLabel(value) {
+    const label = this.getLabelForValue(value);
+    return label.length > 28 ? label.slice(0, 27) + "…" : label;
+  }
+
   function draw(id, config) {
     const canvas = document.getElementById(id);
     if (!canvas) {
@@ -83,7 +88,12 @@
         labels: suppliers.map((s) => s.name),
         datasets: [{ label: "t CO2e", data: suppliers.map((s) => tonnes(s.co2e_t)), backgroundColor: COLORS[0] }],
       },
-      options: { indexAxis: "y", plugins: { legend: { display: false } } },
+      options: {
+        indexAxis: "y",
+        plugins: { legend: { display: false } },
+        // Long company names cut on the axis (whole in the tooltip and the table).
+        scales: { y: { ticks: { callback: shortLabel } } },
+      },
     });
 
     draw("chart-quality", {

@@ -1,13 +1,10 @@
-"""Fixtures of the job tests: the staging table of the test kind, and a real worker."""
+"""Fixtures of the job tests: the staging table of the test kind (the real worker, ``celery_worker``, is the suite's:
+tests/conftest.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from django.db import connection
-
-from tests.workers import Worker
 
 
 @pytest.fixture
@@ -16,13 +13,3 @@ def sum_staging(transactional_db: None) -> None:
     with connection.cursor() as cursor:
         cursor.execute("CREATE TABLE IF NOT EXISTS test_sum_staged (job_id bigint, chunk int, total bigint)")
         cursor.execute("DELETE FROM test_sum_staged")
-
-
-@pytest.fixture(scope="session")
-def celery_worker(django_db_setup: None, django_db_blocker: pytest.FixtureRequest) -> Iterator[Worker]:
-    """One worker (two pool processes) for the session, on the test database and this run's queue.
-
-    Tests may kill its pool processes: its main process replaces them, as it would in production."""
-    worker = Worker(concurrency=2).start()
-    yield worker
-    worker.stop()
