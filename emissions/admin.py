@@ -27,6 +27,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import get_fields_from_path
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
@@ -435,12 +436,16 @@ class CompactColumnsMixin:
         return "-" if obj.supplier is None else short_text(obj.supplier.name, 24)
 
 
+SEARCHED_SUPPLIERS = 200
+
+
 class SupplierSearchMixin:
     """The declared search, or a supplier: its external id exactly, or the start of its name.
 
-    The organization's matching suppliers are found first (the (organization, name) index, 200 at most), then the
-    rows by ``supplier_id IN (...)`` through their (organization, supplier, period) index: a join searched row by
-    row over millions of rows would read the whole organization for a rare name.
+    The organization's matching suppliers are found first (the first ``SEARCHED_SUPPLIERS`` by name: a term that
+    starts more names than that is too broad to be useful), then the rows by ``supplier_id IN (...)`` through their
+    (organization, supplier, period) index: a join searched row by row over millions of rows would read the whole
+    organization for a rare name. The suppliers' table is small beside the rows; its scan is cheap.
     """
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet[Any], search_term: str) -> Any:
@@ -451,8 +456,8 @@ class SupplierSearchMixin:
         suppliers = (
             Supplier.objects.all() if request.user.is_superuser else Supplier.objects.for_org(user_org_id(request) or 0)
         )
-        matching = suppliers.filter(Q(external_id=term) | Q(name__istartswith=term)).values("pk")[:200]
-        return declared | queryset.filter(supplier_id__in=matching), duplicates
+        matching = suppliers.filter(Q(external_id=term) | Q(name__istartswith=term)).order_by("name", "pk")
+        return declared | queryset.filter(supplier_id__in=matching.values("pk")[:SEARCHED_SUPPLIERS]), duplicates
 
 
 TOP_SUPPLIER_CHOICES = 10
@@ -460,7 +465,8 @@ TOP_SUPPLIER_CHOICES = 10
 
 class SupplierListFilter(admin.SimpleListFilter):
     """Rows of one supplier (``?supplier__id__exact=``, the supplier page's link); the choices are the
-    organization's ten largest suppliers by emissions (from the yearly rollup: no scan of the rows)."""
+    organization's ten largest suppliers by emissions, from the yearly rollup (none offered where the rollups are not
+    read: ranking would sum every emission on every page), and the chosen one."""
 
     title = "supplier"
     parameter_name = "supplier__id__exact"
@@ -469,25 +475,33 @@ class SupplierListFilter(admin.SimpleListFilter):
         # A superuser sees every organization's rows: no one organization's ranking to offer.
         org_id = None if request.user.is_superuser else user_org_id(request)
         choices: list[tuple[str, str]] = []
-        if org_id is not None:
-            rows: Any = (
-                SupplierYearRollup.objects.for_org(org_id) if rollup_reads() else Emission.objects.for_org(org_id)
+        if org_id is not None and rollup_reads():
+            ranked = (
+                SupplierYearRollup.objects.for_org(org_id)
+                .filter(supplier__isnull=False)
+                .summary("supplier")[:TOP_SUPPLIER_CHOICES]
             )
-            ranked = rows.filter(supplier__isnull=False).summary("supplier")[:TOP_SUPPLIER_CHOICES]
             choices = [(str(row["key"]), row["supplier_name"]) for row in ranked]
-        chosen = self.value()
-        if chosen and chosen.isdigit() and chosen not in dict(choices):
-            name = Supplier.objects.filter(pk=int(chosen)).values_list("name", flat=True).first()
-            choices.append((chosen, name or f"supplier {chosen}"))
+        chosen = admin_views.whole_number(self.value())
+        if chosen is not None and str(chosen) not in dict(choices):
+            # Named only among the suppliers the user may see (another organization's id is just a number).
+            visible = Supplier.objects.all() if request.user.is_superuser else Supplier.objects.for_org(org_id or 0)
+            name = visible.filter(pk=chosen).values_list("name", flat=True).first()
+            choices.append((str(chosen), name or f"supplier {chosen}"))
         return choices
 
+    def has_output(self) -> bool:
+        # Django leaves out (and so never applies) a filter with no choices: a chosen value must be applied or refused,
+        # never ignored (a superuser's list, or another organization's id, offers none).
+        return super().has_output() or bool(self.value())
+
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
-        chosen = self.value()
-        if not chosen:
+        if not self.value():
             return None
-        if not chosen.isdigit():
-            return queryset.none()
-        return queryset.filter(supplier_id=int(chosen))
+        chosen = admin_views.whole_number(self.value())
+        if chosen is None:
+            raise IncorrectLookupParameters(f"supplier: '{self.value()}' is not a supplier's id.")
+        return queryset.filter(supplier_id=chosen)
 
 
 RESULT_FIELDS = (
@@ -514,8 +528,8 @@ class ActivityRecordAdmin(
     stale. Each activity's page shows its calculated emission readably: figure, factor, fallbacks, data quality."""
 
     change_list_template = "admin/emissions/activityrecord/change_list.html"
+    # No id column: the period links to the page (the ids are in the export and the API); room on a 1400 px screen.
     list_display = (
-        "id",
         "period",
         "category_short",
         "method_short",
@@ -636,8 +650,7 @@ class EmissionAdmin(
     API's export of the rows the filters select). Each emission's page reads as sentences and tables, not JSON."""
 
     change_list_template = "admin/emissions/emission/change_list.html"
-    list_display = (
-        "id",
+    list_display = (  # no id column, as the activities'
         "period",
         "category_short",
         "method_short",
@@ -681,15 +694,19 @@ class EmissionAdmin(
         view = self.admin_site.admin_view(self.export_view)
         return [path("export/", view, name="emissions_emission_export"), *super().get_urls()]
 
-    def export_view(self, request: HttpRequest) -> StreamingHttpResponse:
+    def export_view(self, request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
         """The rows the changelist's filters and search select (its query string), as the API's emissions CSV."""
         if not self.has_view_permission(request):
             raise PermissionDenied
-        changelist = self.get_changelist_instance(request)
-        organization = getattr(getattr(request.user, "membership", None), "organization", None)
-        return admin_views.emissions_csv_response(
-            changelist.get_queryset(request), slug=organization.slug if organization else "all"
-        )
+        try:
+            rows = self.get_changelist_instance(request).queryset
+        except IncorrectLookupParameters as exc:
+            # The changelist shows the same with "?e=1"; a download has no page to show it on.
+            detail = exc.args[0] if exc.args else "a filter's value is not valid."
+            return HttpResponse(f"{detail}\n", status=400, content_type="text/plain; charset=utf-8")
+        # A superuser's rows are every organization's, whatever their own membership.
+        membership = None if request.user.is_superuser else getattr(request.user, "membership", None)
+        return admin_views.emissions_csv_response(rows, slug=membership.organization.slug if membership else "all")
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         response = super().changelist_view(request, extra_context)
@@ -759,7 +776,7 @@ def factor_text(factor: EmissionFactor) -> str:
         '<a href="{}">{}</a>: {} kg CO2e per {} ({} {}, {}, {}; activity key <code>{}</code>)',
         url,
         factor.name or factor.activity,
-        factor.co2e_per_unit.normalize(),
+        f"{factor.co2e_per_unit.normalize():f}",  # 10.000 as 10, not 1E+1
         factor.unit,
         dataset.get_source_display(),
         dataset.version,

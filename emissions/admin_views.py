@@ -39,6 +39,11 @@ ADD_ACTIVITIES = "emissions.add_activityrecord"
 JOB_REFRESH_SECONDS = 2
 
 
+def whole_number(text: str | None) -> int | None:
+    """``text`` as a non-negative integer (ASCII digits only: ``"²".isdigit()`` holds too), else None."""
+    return int(text) if text and text.isascii() and text.isdigit() else None
+
+
 def require(request: HttpRequest, permission: str) -> None:
     """``PermissionDenied`` (the admin's 403 page) unless the user's role carries ``permission``."""
     if not request.user.has_perm(permission):
@@ -55,9 +60,10 @@ def page_organization(request: HttpRequest) -> Organization | None:
         raise PermissionDenied  # staff without a membership see no tenant's data anywhere in the admin
     chosen = request.GET.get("organization") or request.POST.get("organization")
     if chosen:
-        if not chosen.isdigit():
+        number = whole_number(chosen)
+        if number is None:
             raise Http404("No such organization.")
-        return get_object_or_404(Organization, pk=int(chosen))
+        return get_object_or_404(Organization, pk=number)
     organizations = list(Organization.objects.order_by("pk")[:2])
     return organizations[0] if len(organizations) == 1 else None
 
@@ -68,11 +74,14 @@ def _context(request: HttpRequest, title: str, **extra: Any) -> dict[str, Any]:
 
 
 def _choose_organization(request: HttpRequest, title: str) -> TemplateResponse:
-    organizations = Organization.objects.order_by("name").values("pk", "name")
+    """The organizations to choose from, each linking to this page with its other parameters kept."""
+    query = request.GET.copy()
+    links = []
+    for organization in Organization.objects.order_by("name").values("pk", "name"):
+        query["organization"] = str(organization["pk"])
+        links.append((f"{request.path}?{query.urlencode()}", organization["name"]))
     return TemplateResponse(
-        request,
-        "admin/emissions/choose_organization.html",
-        _context(request, title, organizations=organizations, path=request.path),
+        request, "admin/emissions/choose_organization.html", _context(request, title, organizations=links)
     )
 
 
@@ -164,23 +173,22 @@ CONTENT_TYPES = {
 
 
 def report_download_view(request: HttpRequest, name: str, file_format: str) -> HttpResponse:
-    """The ESRS E1-6 or CDP Scope 3 table of ``?year=`` as CSV, XLSX or JSON, as the API and ``export_report`` give
-    it (``emissions.exports``)."""
+    """The ESRS E1-6 or CDP Scope 3 table of ``?year=`` as CSV, XLSX or JSON, the same file as the API's and
+    ``export_report``'s (``emissions.exports``)."""
     require(request, VIEW_EMISSIONS)
     if name not in REPORT_TABLES or file_format not in exports.FORMATS:
         raise Http404("No such report or format.")
     organization = page_organization(request)
     if organization is None:
         return _choose_organization(request, REPORT_TABLES[name])
-    year_text = request.GET.get("year", "")
-    if not year_text.isdigit() or not rules.YEAR_MIN <= int(year_text) <= rules.YEAR_MAX:
+    year = whole_number(request.GET.get("year"))
+    if year is None or not rules.YEAR_MIN <= year <= rules.YEAR_MAX:
         return HttpResponse(
             f"year: give a year from {rules.YEAR_MIN} to {rules.YEAR_MAX}.\n", status=400, content_type="text/plain"
         )
-    year = int(year_text)
     report = inventory(organization, period_from=dt.date(year, 1, 1), period_to=dt.date(year, 12, 31))
     header, rows = exports.table(report, name)
-    body = exports.as_file(header, rows, file_format=file_format, title=REPORT_TABLES[name])
+    body = exports.as_file(header, rows, file_format=file_format, title=name)
     response = HttpResponse(body, content_type=CONTENT_TYPES[file_format])
     filename = f"{name}-{organization.slug}-{year}.{file_format}"
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
@@ -215,6 +223,11 @@ def import_view(request: HttpRequest) -> HttpResponse:
     (``import_job_view``) follows it and lists each bad row's problems."""
     require(request, ADD_ACTIVITIES)
     title = "Import activities"
+    declared = whole_number(request.META.get("CONTENT_LENGTH"))
+    if request.method == "POST" and declared is not None and declared > settings.IMPORT_MAX_BYTES:
+        # Refused before anything reads the body (Django would spool it to a temporary file), as the API does: 413.
+        message = UploadTooLargeError(settings.IMPORT_MAX_BYTES).args[0]
+        return HttpResponse(f"file: {message}\n", status=413, content_type="text/plain; charset=utf-8")
     organization = page_organization(request)
     if organization is None:
         return _choose_organization(request, title)

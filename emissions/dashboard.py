@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from django.db.models import Sum
+from django.db.models import F, Sum
 
 from calculator import uncertainty
 from calculator.types import present_kg, present_t
@@ -176,6 +176,20 @@ def _suppliers(query: DashboardQuery, total_kg: Decimal) -> list[dict[str, Any]]
     return listed
 
 
+def _merged_months(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The groups summed over their months: one per category, method and quality code, in that order (the
+    inventory's groups, ``emissions.reports._rows``)."""
+    merged: dict[tuple[int, str, int], dict[str, Any]] = {}
+    for group in groups:
+        key = (group["category"], group["method"], group["quality_code"])
+        row = merged.setdefault(
+            key, {"category": key[0], "method": key[1], "quality_code": key[2], **dict.fromkeys(SUMS, 0)}
+        )
+        for name in SUMS:
+            row[name] += group[name]
+    return [merged[key] for key in sorted(merged)]
+
+
 def _keyed(groups: Iterable[dict[str, Any]], key: str) -> list[tuple[Hashable, uncertainty.Group]]:
     return [
         (
@@ -208,7 +222,10 @@ def dashboard(
         by_month[group["period"]].add(group)
         by_quality[quality_class(group["quality_code"])].add(group)
 
-    category_bands, total_band = uncertainty.monte_carlo(_keyed(groups, "category"), draws=draws, seed=seed)
+    # The year's and the categories' intervals from the inventory's groups (the months' merged), so that they are
+    # the very intervals of the inventory and its ESRS and CDP files (the same groups, order, draws and seed).
+    yearly = _merged_months(groups)
+    category_bands, total_band = uncertainty.monte_carlo(_keyed(yearly, "category"), draws=draws, seed=seed)
     month_bands, _ = uncertainty.monte_carlo(_keyed(groups, "period"), draws=draws, seed=seed)
 
     def entry(sums: Sums | None) -> dict[str, Any]:
@@ -259,13 +276,18 @@ def dashboard(
 
 
 def dashboard_years(organization_id: int) -> list[int]:
-    """The years the organization has results in (newest first), for the page's year choice: from the yearly
-    supplier rollup (a few rows a year), or the emissions where there are no rollups."""
+    """The years the organization has results wholly within (newest first: the years whose page shows something),
+    for the page's year choice: from the yearly supplier rollup (a few rows a year), or the emissions where the
+    rollups are not read."""
     if rollup_reads():
         rollups_flush()
         periods = (
-            SupplierYearRollup.objects.for_org(organization_id).order_by().values_list("period", flat=True).distinct()
+            SupplierYearRollup.objects.for_org(organization_id)
+            .filter(period=F("end_period"))  # results wholly within their year
+            .order_by()
+            .values_list("period", flat=True)
+            .distinct()
         )
         return sorted({period.year for period in periods}, reverse=True)
-    dates = Emission.objects.for_org(organization_id).dates("period_start", "year", order="DESC")
-    return [day.year for day in dates]
+    emissions = Emission.objects.for_org(organization_id).filter(period_start__year=F("period_end__year"))
+    return [day.year for day in emissions.dates("period_start", "year", order="DESC")]

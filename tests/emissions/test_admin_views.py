@@ -359,3 +359,70 @@ def test_the_landing_page_and_the_admin_link_to_the_dashboard(client: Client, st
     admin_page = staff_client.get("/admin/").content.decode()
     assert f'href="{DASHBOARD}"' in admin_page and f'href="{IMPORT}"' in admin_page
     assert reverse("dashboard") == DASHBOARD
+
+
+# -- bad parameters and other organizations' ids --------------------------------------------------------------------
+
+
+def test_another_organizations_supplier_id_names_nothing_in_the_filter(
+    staff_client: Client, org: Organization, other_org: Organization
+) -> None:
+    theirs = SupplierFactory.create(organization=other_org, name="Secret Supplier Ltd")
+    for changelist in ("/admin/emissions/emission/", "/admin/emissions/activityrecord/"):
+        page = staff_client.get(changelist, {"supplier__id__exact": theirs.pk})
+        assert page.status_code == 200
+        assert "Secret Supplier Ltd" not in page.content.decode()
+        assert f"supplier {theirs.pk}" in page.content.decode()
+
+
+@pytest.mark.parametrize("value", ["x", "\u00b2", "-1"])
+def test_a_bad_supplier_filter_is_the_admins_bad_filter_page_and_a_400_for_the_export(
+    staff_client: Client, value: str
+) -> None:
+    page = staff_client.get("/admin/emissions/emission/", {"supplier__id__exact": value})
+    assert page.status_code == 302 and page["Location"].endswith("?e=1")
+    export = staff_client.get("/admin/emissions/emission/export/", {"supplier__id__exact": value})
+    assert export.status_code == 400
+    assert export.content.decode().startswith("supplier: ")
+
+
+def test_bad_numbers_are_4xx_not_errors(staff_client: Client, superuser_client: Client, org: Organization) -> None:
+    assert staff_client.get("/admin/reports/esrs-e1-6.csv", {"year": "\u00b2"}).status_code == 400
+    assert superuser_client.get(DASHBOARD, {"organization": "\u00b2"}).status_code == 404
+    export = staff_client.get("/admin/emissions/emission/export/", {"period_start__year": "x"})
+    assert export.status_code == 400
+
+
+def test_an_upload_over_the_limit_is_refused_before_it_is_read(
+    staff_client: Client, settings: Any, electricity_factor: Any
+) -> None:
+    settings.IMPORT_MAX_BYTES = 100
+    response = upload(staff_client, csv_bytes(varied_rows(20)), dry_run=True)
+    assert response.status_code == 413
+    assert response.content.decode().startswith("file: The file is larger than the 100-byte limit")
+    assert not Job.objects.exists()
+
+
+def test_the_organization_choice_keeps_the_pages_parameters(superuser_client: Client, org: Organization) -> None:
+    Organization.objects.create(name="Second", slug="second")  # two: the superuser must choose
+    page = superuser_client.get("/admin/reports/esrs-e1-6.csv", {"year": 2025})
+    assert page.status_code == 200
+    assert f'href="/admin/reports/esrs-e1-6.csv?year=2025&amp;organization={org.pk}"' in page.content.decode()
+
+
+def test_the_dashboards_link_lists_the_emissions_it_counts(staff_client: Client, org: Organization) -> None:
+    counted = emission(org, "5", month=12)
+    EmissionFactory.create(  # December 2025 into 2026: counted in neither year
+        organization=org, activity__period_start=dt.date(2025, 12, 1), activity__period_end=dt.date(2026, 1, 31)
+    )
+    page = staff_client.get(DASHBOARD, {"year": 2025}).content.decode()
+    link = "/admin/emissions/emission/?period_start__gte=2025-01-01&amp;period_end__lte=2025-12-31"
+    assert link in page
+    listed = staff_client.get(link.replace("&amp;", "&")).context["cl"].result_list
+    assert [row.pk for row in listed] == [counted.pk]
+
+
+def test_a_factor_figure_is_written_plainly(staff_client: Client, org: Organization) -> None:
+    result = emission(org, "1", factor=EmissionFactorFactory.create(co2e_per_unit=Decimal("10.000"), unit="t"))
+    page = staff_client.get(f"/admin/emissions/emission/{result.pk}/change/").content.decode()
+    assert "10 kg CO2e per t" in page and "1E+1" not in page

@@ -12,6 +12,7 @@ from django.db import connection
 from emissions import dashboard as dashboard_module
 from emissions.dashboard import TOP_SUPPLIERS, DashboardQuery, dashboard, dashboard_years, quality_class
 from emissions.models import Organization, Supplier
+from emissions.reports import inventory
 from tests.factories import EmissionFactory, SupplierFactory
 
 pytestmark = pytest.mark.django_db
@@ -200,3 +201,19 @@ def test_an_organization_without_results_gets_an_empty_page(org: Organization) -
     assert figures["total"] == {"co2e_kg": "0.000000", "co2e_t": "0.000000000", "count": 0, "uncertainty": None}
     assert figures["suppliers"] == [] and figures["quality"] == []
     assert dashboard_years(org.pk) == []
+
+
+def test_the_years_and_categories_intervals_are_the_inventorys(org: Organization, varied: list[Supplier]) -> None:
+    """The same groups, order, draws and seed: the dashboard's bands are the ones the ESRS and CDP files carry."""
+    figures = dashboard(DashboardQuery(organization_id=org.pk, year=2025), draws=DRAWS)
+    report = inventory(org, period_from=dt.date(2025, 1, 1), period_to=dt.date(2025, 12, 31), draws=DRAWS)
+    assert figures["total"]["uncertainty"] == report["total"]["uncertainty"]
+    assert [line["uncertainty"] for line in figures["categories"]] == [
+        line["uncertainty"] for line in report["categories"]
+    ]
+
+
+def test_a_year_whose_only_result_runs_into_the_next_is_not_offered(org: Organization) -> None:
+    emission(org, "1", year=2023, month=12, days=40)  # December 2023 to January 2024
+    emission(org, "2", year=2025)
+    assert dashboard_years(org.pk) == [2025]

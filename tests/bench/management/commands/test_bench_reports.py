@@ -49,7 +49,11 @@ def test_seeds_both_organizations_and_reports_every_summary_from_both_sources(fa
     assert (small.emissions, large.emissions) == (30, 90)
     assert all(len(timing.samples) == ROUNDS for side in benchmark.sides for timing in side.timings.values())
 
-    rows = [line for line in markdown.splitlines() if line.startswith(("| by ", "| one supplier", "| inventory"))]
+    rows = [
+        line
+        for line in markdown.splitlines()
+        if line.startswith(("| by ", "| one supplier", "| inventory", "| admin dashboard"))
+    ]
     assert [row.split(" | ")[0] for row in rows] == [
         "| by category",
         "| by supplier",
@@ -58,6 +62,7 @@ def test_seeds_both_organizations_and_reports_every_summary_from_both_sources(fa
         f"| by category, year {large.year}",
         "| one supplier by month",
         f"| inventory report, year {large.year}",
+        f"| admin dashboard, year {large.year}",
     ]
     for row in rows:
         cells = [cell.strip() for cell in row.strip("|").split("|")]
@@ -65,6 +70,7 @@ def test_seeds_both_organizations_and_reports_every_summary_from_both_sources(fa
         assert all(re.fullmatch(r"[\d,.]+x", cell) for cell in cells[5:]), row
     assert "From the rollups, the worst large / small ratio is" in markdown
     assert "the bar is at least 20x" in markdown
+    assert f"Admin dashboard, year {large.year}: " in markdown and "not held to the bar" in markdown
     assert "- large: organization `large`, 90 emissions; rollup groups:" in markdown
     assert (
         "DJANGO_SETTINGS_MODULE=vcci.settings_dev python manage.py bench_reports --small small:30 --large large:90 "
