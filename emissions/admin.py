@@ -41,6 +41,8 @@ from django.utils.html import format_html, format_html_join
 
 from calculator.types import present_kg
 from emissions import admin_views
+from emissions.api.export import csv_response
+from emissions.inputs import as_id
 from emissions.jobs.progress import duration_text, job_duration, job_percent, rows_text
 from emissions.models import (
     ActivityRecord,
@@ -482,7 +484,7 @@ class SupplierListFilter(admin.SimpleListFilter):
                 .summary("supplier")[:TOP_SUPPLIER_CHOICES]
             )
             choices = [(str(row["key"]), row["supplier_name"]) for row in ranked]
-        chosen = admin_views.whole_number(self.value())
+        chosen = as_id(self.value())
         if chosen is not None and str(chosen) not in dict(choices):
             # Named only among the suppliers the user may see (another organization's id is just a number).
             visible = Supplier.objects.all() if request.user.is_superuser else Supplier.objects.for_org(org_id or 0)
@@ -498,24 +500,52 @@ class SupplierListFilter(admin.SimpleListFilter):
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
         if not self.value():
             return None
-        chosen = admin_views.whole_number(self.value())
+        chosen = as_id(self.value())
         if chosen is None:
             raise IncorrectLookupParameters(f"supplier: '{self.value()}' is not a supplier's id.")
         return queryset.filter(supplier_id=chosen)
 
 
-RESULT_FIELDS = (
-    "result_co2e",
-    "result_factor",
-    "result_fallbacks",
-    "result_warnings",
-    "result_quality",
-    "result_conversion",
-)
+class ResultDisplayMixin:
+    """An emission's result as people read it (``result``: the emission a page shows, or None): the factor, the
+    fallbacks and warnings, the data quality, the currency conversion. The emission's own page and its activity's
+    show the same fields."""
+
+    def result(self, obj: Any) -> Emission | None:
+        raise NotImplementedError
+
+    @admin.display(description="factor")
+    def factor_text(self, obj: Any) -> str:
+        emission = self.result(obj)
+        return "" if emission is None or not emission.factor_id else factor_text(emission.factor)
+
+    @admin.display(description="fallbacks")
+    def fallbacks_list(self, obj: Any) -> str:
+        emission = self.result(obj)
+        return "" if emission is None else notes_list(emission.fallbacks, "None: the factor matched as asked.")
+
+    @admin.display(description="warnings")
+    def warnings_list(self, obj: Any) -> str:
+        emission = self.result(obj)
+        return "" if emission is None else notes_list(emission.warnings, "None.")
+
+    @admin.display(description="data quality")
+    def quality(self, obj: Any) -> str:
+        emission = self.result(obj)
+        return "" if emission is None else quality_table(emission.data_quality)
+
+    @admin.display(description="currency conversion")
+    def conversion_text(self, obj: Any) -> str:
+        emission = self.result(obj)
+        return "" if emission is None else conversion_text(emission.conversion)
+
+
+RESULT_FIELDS = ("result_co2e", "factor_text", "fallbacks_list", "warnings_list", "quality", "conversion_text")
 
 
 @admin.register(ActivityRecord)
 class ActivityRecordAdmin(
+    ResultDisplayMixin,
     CompactColumnsMixin,
     SupplierSearchMixin,
     SuperuserColumnsMixin,
@@ -581,7 +611,7 @@ class ActivityRecordAdmin(
         emission = getattr(activity, "emission", None)
         return people_kg(None if emission is None else emission.co2e_kg)
 
-    def _emission(self, activity: ActivityRecord) -> Emission | None:
+    def result(self, activity: ActivityRecord) -> Emission | None:
         # Six fields show the one emission: loaded once per page, with its factor and dataset.
         if not hasattr(activity, "_result"):
             found = None if activity.pk is None else Emission.objects.with_related().filter(activity_id=activity.pk)
@@ -590,36 +620,11 @@ class ActivityRecordAdmin(
 
     @admin.display(description="emission")
     def result_co2e(self, activity: ActivityRecord) -> str:
-        emission = self._emission(activity)
+        emission = self.result(activity)
         if emission is None:
             return "Not calculated."
         url = reverse("admin:emissions_emission_change", args=[emission.pk])
         return format_html('{} CO2e (<a href="{}">emission #{}</a>)', people_kg(emission.co2e_kg), url, emission.pk)
-
-    @admin.display(description="factor")
-    def result_factor(self, activity: ActivityRecord) -> str:
-        emission = self._emission(activity)
-        return "" if emission is None else factor_text(emission.factor)
-
-    @admin.display(description="fallbacks")
-    def result_fallbacks(self, activity: ActivityRecord) -> str:
-        emission = self._emission(activity)
-        return "" if emission is None else notes_list(emission.fallbacks, "None: the factor matched as asked.")
-
-    @admin.display(description="warnings")
-    def result_warnings(self, activity: ActivityRecord) -> str:
-        emission = self._emission(activity)
-        return "" if emission is None else notes_list(emission.warnings, "None.")
-
-    @admin.display(description="data quality")
-    def result_quality(self, activity: ActivityRecord) -> str:
-        emission = self._emission(activity)
-        return "" if emission is None else quality_table(emission.data_quality)
-
-    @admin.display(description="currency conversion")
-    def result_conversion(self, activity: ActivityRecord) -> str:
-        emission = self._emission(activity)
-        return "" if emission is None else conversion_text(emission.conversion)
 
 
 # An emission's page shows its result through these (read-only, readable), never its JSON columns.
@@ -638,6 +643,7 @@ EMISSION_RESULT_FIELDS = (
 
 @admin.register(Emission)
 class EmissionAdmin(
+    ResultDisplayMixin,
     CompactColumnsMixin,
     SupplierSearchMixin,
     SuperuserColumnsMixin,
@@ -690,6 +696,9 @@ class EmissionAdmin(
     )
     readonly_fields = EMISSION_RESULT_FIELDS
 
+    def result(self, emission: Emission) -> Emission:
+        return emission
+
     def get_urls(self) -> list[URLPattern]:
         view = self.admin_site.admin_view(self.export_view)
         return [path("export/", view, name="emissions_emission_export"), *super().get_urls()]
@@ -706,7 +715,7 @@ class EmissionAdmin(
             return HttpResponse(f"{detail}\n", status=400, content_type="text/plain; charset=utf-8")
         # A superuser's rows are every organization's, whatever their own membership.
         membership = None if request.user.is_superuser else getattr(request.user, "membership", None)
-        return admin_views.emissions_csv_response(rows, slug=membership.organization.slug if membership else "all")
+        return csv_response(rows, slug=membership.organization.slug if membership else "all")
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         response = super().changelist_view(request, extra_context)
@@ -746,26 +755,6 @@ class EmissionAdmin(
             "", "<tr><td>{}</td><td>{}</td></tr>", ((gas, kg(value)) for gas, value in sorted(emission.gases.items()))
         )
         return format_html("<table><thead><tr><th>gas</th><th>kg</th></tr></thead><tbody>{}</tbody></table>", rows)
-
-    @admin.display(description="factor")
-    def factor_text(self, emission: Emission) -> str:
-        return factor_text(emission.factor) if emission.factor_id else ""
-
-    @admin.display(description="fallbacks")
-    def fallbacks_list(self, emission: Emission) -> str:
-        return notes_list(emission.fallbacks, "None: the factor matched as asked.")
-
-    @admin.display(description="warnings")
-    def warnings_list(self, emission: Emission) -> str:
-        return notes_list(emission.warnings, "None.")
-
-    @admin.display(description="data quality")
-    def quality(self, emission: Emission) -> str:
-        return quality_table(emission.data_quality)
-
-    @admin.display(description="currency conversion")
-    def conversion_text(self, emission: Emission) -> str:
-        return conversion_text(emission.conversion)
 
 
 def factor_text(factor: EmissionFactor) -> str:

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -24,10 +24,10 @@ from django.utils import timezone
 
 from calculator import rules
 from emissions import exports
-from emissions.api.export import csv_lines
 from emissions.dashboard import DashboardQuery, dashboard, dashboard_years
 from emissions.imports import COLUMNS as IMPORT_COLUMNS
 from emissions.imports import FileProblem
+from emissions.inputs import as_id
 from emissions.jobs.progress import job_percent, rows_text
 from emissions.models import Category, Job, Organization, Supplier
 from emissions.reports import inventory
@@ -40,7 +40,8 @@ JOB_REFRESH_SECONDS = 2
 
 
 def whole_number(text: str | None) -> int | None:
-    """``text`` as a non-negative integer (ASCII digits only: ``"²".isdigit()`` holds too), else None."""
+    """``text`` as a non-negative integer (ASCII digits only: ``"²".isdigit()`` holds too), else None: a year or a
+    length (an id is ``emissions.inputs.as_id``'s)."""
     return int(text) if text and text.isascii() and text.isdigit() else None
 
 
@@ -60,7 +61,7 @@ def page_organization(request: HttpRequest) -> Organization | None:
         raise PermissionDenied  # staff without a membership see no tenant's data anywhere in the admin
     chosen = request.GET.get("organization") or request.POST.get("organization")
     if chosen:
-        number = whole_number(chosen)
+        number = as_id(chosen)
         if number is None:
             raise Http404("No such organization.")
         return get_object_or_404(Organization, pk=number)
@@ -191,14 +192,6 @@ def report_download_view(request: HttpRequest, name: str, file_format: str) -> H
     body = exports.as_file(header, rows, file_format=file_format, title=name)
     response = HttpResponse(body, content_type=CONTENT_TYPES[file_format])
     filename = f"{name}-{organization.slug}-{year}.{file_format}"
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    return response
-
-
-def emissions_csv_response(queryset: Any, *, slug: str) -> StreamingHttpResponse:
-    """``queryset`` (a changelist's: scoped, filtered, searched) as the API's emissions CSV, streamed."""
-    filename = f"emissions-{slug}-{timezone.localdate().isoformat()}.csv"
-    response = StreamingHttpResponse(csv_lines(queryset), content_type=CONTENT_TYPES["csv"])
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
 

@@ -256,7 +256,7 @@ def calculation_input(data: Mapping[str, Any]) -> CalculationInput:
     return calculation
 
 
-def _as_id(value: Any) -> int | None:
+def as_id(value: Any) -> int | None:
     """``value`` as a primary key the way IntegerField would read it, or None."""
     if isinstance(value, bool):
         return None
@@ -268,7 +268,7 @@ def _as_id(value: Any) -> int | None:
 
 def referenced_supplier_ids(items: list[Any]) -> set[int]:
     """The well-formed supplier ids raw ``items`` refer to (whoever owns them); no query."""
-    referenced = (_as_id(item.get("supplier")) for item in items if isinstance(item, dict))
+    referenced = (as_id(item.get("supplier")) for item in items if isinstance(item, dict))
     return {pk for pk in referenced if pk is not None}
 
 

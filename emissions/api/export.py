@@ -38,6 +38,8 @@ from django.db.models import DecimalField, ExpressionWrapper, F, Func, QuerySet,
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast
 from django.db.models.sql.compiler import SQLCompiler
+from django.http import StreamingHttpResponse
+from django.utils import timezone
 
 from calculator.types import present_kg, present_t
 from emissions.inputs import FORMULA_PREFIXES, neutralized
@@ -251,6 +253,15 @@ def csv_lines(
         if not block:
             return
         yield block
+
+
+def csv_response(queryset: QuerySet[Emission], *, slug: str) -> StreamingHttpResponse:
+    """``queryset`` (scoped and filtered by the caller) as a streamed CSV download named after organization ``slug``
+    and today: the API's export and the admin's "Export CSV" alike."""
+    filename = f"emissions-{slug}-{timezone.localdate().isoformat()}.csv"
+    response = StreamingHttpResponse(csv_lines(queryset), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
 
 
 def _cooperating_row(values: tuple[Any, ...]) -> list[str]:

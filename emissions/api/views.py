@@ -14,7 +14,6 @@ from django.db.models import Model, QuerySet
 from django.http import Http404, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404
-from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -587,8 +586,4 @@ class EmissionExportView(OrgScopedMixin, GenericAPIView):
     )
     def get(self, request: Request) -> StreamingHttpResponse:
         queryset = self.filter_queryset(self.get_queryset())
-        organization = request_org(request)
-        filename = f"emissions-{organization.slug}-{timezone.localdate().isoformat()}.csv"
-        response = StreamingHttpResponse(export.csv_lines(queryset), content_type="text/csv; charset=utf-8")
-        response["Content-Disposition"] = f'attachment; filename="{filename}"'
-        return response
+        return export.csv_response(queryset, slug=request_org(request).slug)
