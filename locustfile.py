@@ -103,6 +103,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import gevent
+import orjson
 from locust import FastHttpUser, task
 
 logger = logging.getLogger("vcci.loadtest")
@@ -741,8 +742,10 @@ class VcciUser(FastHttpUser):
                 data: Any = None
                 if parse and status != 204:
                     try:
-                        data = response.json()
-                    except ValueError:
+                        # orjson, not the stdlib's json (response.json()): decoding the emission pages was nearly
+                        # half the generator's CPU, taken from the server it measures on the same cores.
+                        data = orjson.loads(response.content)
+                    except ValueError:  # orjson.JSONDecodeError is one
                         response.failure(f"{method} {name}: {status} with a body that is not JSON: {excerpt(response)}")
                         return Reply(status, None, False)
                 problem = check(data) if check is not None else None

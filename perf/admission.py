@@ -16,7 +16,13 @@ next waits for a place, first come first served, at most ``ADMISSION_QUEUE_WAIT`
 overload each worker ran some 250 at once, bulk requests got a 250th of the CPU and ran past their clients'
 timeouts, and requests holding database connections waited for the CPU while others waited for them. Idle keep-alive
 connections are not requests: they hold a socket, not a slot (``worker_connections`` bounds sockets,
-see vcci/gunicorn.conf.py; the database pool bounds database work).
+see vcci/gunicorn.conf.py; the database pool bounds database work). Reads the cache answers have a lane of their
+own: a view that answers cached reads first (``admission_after_cache``) waits for one of
+``ADMISSION_MAX_CACHED_IN_FLIGHT`` turns instead of a place, and takes a place (``admit()``) only when the cache
+cannot answer. With a single queue, every user waited its turn whatever it asked for, and the cheap requests that
+make most of the traffic were answered as slowly as the dear ones (served req/s fell from 888 at 50 users to 330
+at 500, without think time); with cached reads unbounded, they were so many at once that the requests that
+compute waited seconds for the CPU.
 
 **A database pool that is exhausted answers 503.** A request that waited ``DB_POOL_TIMEOUT`` seconds
 for a pooled connection is answered 503 with ``Retry-After`` (JSON), not a 500 with a traceback.
@@ -26,6 +32,14 @@ for a pooled connection is answered 503 with ``Retry-After`` (JSON), not a 500 w
 has held the CPU for a slice (``COOPERATE_SLICE_MS``, longer when many requests are in flight): a 200-item
 calculation then delays a cached read by at most one slice instead of its whole run. Outside gevent (a sync
 or gthread worker, tests, commands) it does nothing: the operating system schedules threads.
+
+**Refused clients are told to come back later the more the worker refuses.** A refusal costs CPU too (the
+request is read, answered and counted), and a client that honours ``Retry-After`` comes back after it: with a
+fixed second, 500 clients the server cannot serve come back some 450 times a second, and answering them takes
+the CPU the served requests needed. ``Backoff`` compares each second's refusals with the requests served: while
+refusals are more than half the served ones, the delay doubles (up to ``ADMISSION_RETRY_AFTER_MAX``); once they
+are fewer than an eighth, it halves (down to ``ADMISSION_RETRY_AFTER``). Refused clients then come back at a rate
+the worker can answer, and the delay falls back as soon as the load does.
 
 Refusals are counted in ``vcci_admission_refused_total{reason}`` and carry ``Retry-After``; the JSON
 body is ``{"detail": ...}`` like every other API error.
@@ -158,7 +172,8 @@ def refusal(reason: str) -> HttpResponse:
 
     ADMISSION_REFUSED.labels(reason=reason).inc()
     response = json_error(503, _MESSAGES[reason])
-    response["Retry-After"] = str(settings.ADMISSION_RETRY_AFTER)
+    response["Retry-After"] = str(gate().backoff.refused())
+    response.admission_refused = True  # type: ignore[attr-defined]
     # Counted above; Django would otherwise log every refusal as an error with its request, which under
     # overload is thousands of log lines a second doing the work the refusal spares.
     response._has_been_logged = True  # type: ignore[attr-defined]
@@ -174,32 +189,110 @@ def _pool_timeout(exc: BaseException) -> bool:
     return any(isinstance(link, PoolTimeout) for link in exception_chain(exc))
 
 
-class Gate:
-    """One worker's admission state: places for requests in flight and heavy slots (a process has one: ``gate()``).
+class Backoff:
+    """The ``Retry-After`` of one worker's refusals: longer while it refuses more than it serves (module docstring).
 
-    Both are semaphores, patched by gevent in a gevent worker (cooperative: a waiting greenlet costs nothing,
-    and waiters are woken in the order they came), real ones elsewhere. ``max_in_flight`` 0: no bound.
+    Counts refusals and served requests per ``WINDOW`` seconds; at the end of each window, more than ``HIGH``
+    refusals per served request double the delay (at most ``ceiling``), fewer than ``LOW`` halve it (at least
+    ``base``). Not locked: a gevent worker runs one greenlet at a time, and under threads a lost count only
+    shifts a decision by one request.
     """
 
-    def __init__(self, *, max_in_flight: int, heavy_slots: int) -> None:
-        self.max_in_flight = max_in_flight
-        self.in_flight = 0
-        self._places = threading.BoundedSemaphore(max_in_flight) if max_in_flight else None
-        self.heavy_slots = threading.BoundedSemaphore(heavy_slots)
+    WINDOW = 1.0
+    HIGH = 0.5
+    LOW = 0.125
+
+    def __init__(self, *, base: int, ceiling: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.base = max(base, 0)
+        self.ceiling = max(ceiling, self.base)
+        self.delay = self.base
+        self._clock = clock
+        self._window_end = clock() + self.WINDOW
+        self._refused = self._served = 0
+
+    def _roll(self) -> None:
+        now = self._clock()
+        if now < self._window_end:
+            return
+        if self._refused > self.HIGH * self._served:
+            self.delay = min(max(self.delay * 2, 1), self.ceiling)
+        elif self._refused < self.LOW * self._served:
+            self.delay = max(self.delay // 2, self.base)
+        # A window with no traffic at all (idle) counts as calm: the delay halves per idle window.
+        if now - self._window_end >= self.WINDOW:
+            idle_windows = int((now - self._window_end) // self.WINDOW)
+            self.delay = max(self.delay >> min(idle_windows, 16), self.base)
+        self._window_end = now + self.WINDOW
+        self._refused = self._served = 0
+
+    def refused(self) -> int:
+        """Count a refusal; the seconds its ``Retry-After`` says."""
+        self._roll()
+        self._refused += 1
+        return self.delay
+
+    def served(self) -> None:
+        """Count a request that was served (whatever its status, but a refusal)."""
+        self._roll()
+        self._served += 1
+
+
+class Lane:
+    """At most ``size`` requests at once (0: no bound), a further one waiting for a turn; ``count``: how many hold one.
+
+    A semaphore, patched by gevent in a gevent worker (cooperative: a waiting greenlet costs nothing, and waiters
+    are woken in the order they came), a real one elsewhere.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.count = 0
+        self._semaphore = threading.BoundedSemaphore(size) if size else None
 
     def enter(self, timeout: float = 0) -> bool:
-        """Take a place, waiting for one at most ``timeout`` seconds; False when none came free in time."""
-        if self._places is not None:
-            taken = self._places.acquire(timeout=timeout) if timeout > 0 else self._places.acquire(blocking=False)
+        """Take a turn, waiting for one at most ``timeout`` seconds; False when none came free in time."""
+        if self._semaphore is not None:
+            taken = self._semaphore.acquire(timeout=timeout) if timeout > 0 else self._semaphore.acquire(blocking=False)
             if not taken:
                 return False
-        self.in_flight += 1
+        self.count += 1
         return True
 
     def leave(self) -> None:
-        self.in_flight -= 1
-        if self._places is not None:
-            self._places.release()
+        self.count -= 1
+        if self._semaphore is not None:
+            self._semaphore.release()
+
+
+class Gate:
+    """One worker's admission state (a process has one: ``gate()``): places for requests in flight, the lane of
+    cached reads, heavy slots, and the delay refusals carry.
+
+    ``places`` bound the requests that compute (``ADMISSION_MAX_IN_FLIGHT``); ``cached`` the reads that the cache
+    may answer (``ADMISSION_MAX_CACHED_IN_FLIGHT``), apart, so that neither kind waits behind the other: a cached
+    read is answered in about a millisecond, and one behind requests that compute waited as long as they did; and
+    unbounded, cached reads were so many at once under overload that every request that computes waited for a turn
+    of all of them at each of its queries.
+    """
+
+    def __init__(self, *, max_in_flight: int, heavy_slots: int, max_cached: int = 0) -> None:
+        self.max_in_flight = max_in_flight
+        self.places = Lane(max_in_flight)
+        self.cached = Lane(max_cached)
+        self.heavy_slots = threading.BoundedSemaphore(heavy_slots)
+        self.backoff = Backoff(base=settings.ADMISSION_RETRY_AFTER, ceiling=settings.ADMISSION_RETRY_AFTER_MAX)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests holding a place (computing)."""
+        return self.places.count
+
+    def enter(self, timeout: float = 0) -> bool:
+        """Take a place, waiting for one at most ``timeout`` seconds; False when none came free in time."""
+        return self.places.enter(timeout)
+
+    def leave(self) -> None:
+        self.places.leave()
 
 
 _gate: Gate | None = None
@@ -211,7 +304,11 @@ def gate() -> Gate:
     global _gate
     with _gate_lock:
         if _gate is None:
-            _gate = Gate(max_in_flight=settings.ADMISSION_MAX_IN_FLIGHT, heavy_slots=settings.ADMISSION_HEAVY_SLOTS)
+            _gate = Gate(
+                max_in_flight=settings.ADMISSION_MAX_IN_FLIGHT,
+                heavy_slots=settings.ADMISSION_HEAVY_SLOTS,
+                max_cached=settings.ADMISSION_MAX_CACHED_IN_FLIGHT,
+            )
         return _gate
 
 
@@ -222,29 +319,60 @@ def reset() -> None:
         _gate = None
 
 
-class _Once:
-    """Leave the gate and release the request's heavy slot, once, whichever of the two ends comes first."""
+class _Held:
+    """What one request holds of its worker's gate: a place, a turn in the cached lane, a heavy slot. Released once
+    (``__call__``), at whichever end comes first: the response returned, or its streamed body closed."""
 
-    __slots__ = ("done", "gate", "request")
+    __slots__ = ("cached", "done", "gate", "place", "slot")
 
-    def __init__(self, gate: Gate, request: HttpRequest) -> None:
-        self.gate, self.request, self.done = gate, request, False
+    def __init__(self, gate: Gate) -> None:
+        self.gate = gate
+        self.place = False
+        self.cached = False
+        self.slot: Any = None
+        self.done = False
+
+    def leave_cached(self) -> None:
+        if self.cached:
+            self.cached = False
+            self.gate.cached.leave()
 
     def __call__(self) -> None:
         if self.done:
             return
         self.done = True
-        self.gate.leave()
-        slot = getattr(self.request, "_admission_slot", None)
-        if slot is not None:
-            slot.release()
+        self.leave_cached()
+        if self.place:
+            self.gate.leave()
+        if self.slot is not None:
+            self.slot.release()
+
+
+def admit(request: HttpRequest) -> bool:
+    """Take ``request``'s place among the requests in flight, waiting at most ``ADMISSION_QUEUE_WAIT`` seconds; False
+    when none came free in time (answer ``refusal(IN_FLIGHT)``). Taking it twice takes one place. A turn in the
+    cached lane is given back first: the request computes now.
+
+    A request that did not come through ``AdmissionMiddleware`` (a view called directly) is not bounded: True.
+    """
+    held: _Held | None = getattr(request, "_admission", None)
+    if held is None or held.place:
+        return True
+    held.leave_cached()
+    if not held.gate.enter(timeout=settings.ADMISSION_QUEUE_WAIT):
+        return False
+    held.place = True
+    return True
 
 
 class AdmissionMiddleware:
     """Bound what runs at once; what cannot start within its wait gets 503 + ``Retry-After`` (module docstring).
 
     Place it right after the first metrics middleware: refusals are then counted in the HTTP metrics
-    and cost no session, authentication or database work.
+    and cost no session, authentication or database work. The place is taken once the view is known
+    (``process_view``), except for views that answer cached reads before any other work
+    (``admission_after_cache``: ``perf.conditional.CachedResponseMixin``), which get a turn in the cached lane
+    instead, and take a place with ``admit()`` only when the cache cannot answer (``Gate``).
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
@@ -256,35 +384,43 @@ class AdmissionMiddleware:
         refused = request.META.get(REFUSE)
         if refused in _MESSAGES:
             return refusal(refused)
-        current = gate()
-        if not current.enter(timeout=settings.ADMISSION_QUEUE_WAIT):
-            return refusal(IN_FLIGHT)
-        done = _Once(current, request)
+        held = _Held(gate())
+        request._admission = held  # type: ignore[attr-defined]
         try:
             response = self.get_response(request)
         except BaseException:
-            done()
+            held()
             raise
+        if not getattr(response, "admission_refused", False):
+            held.gate.backoff.served()
         if response.streaming:
             # A streamed body (an export) is produced after this returns, while the server iterates it: the
             # request stays in flight, and keeps its heavy slot, until the server closes the response
             # (``_resource_closers``: the callables Django's ``HttpResponseBase.close()`` runs).
-            response._resource_closers.append(done)  # type: ignore[attr-defined]
+            response._resource_closers.append(held)  # type: ignore[attr-defined]
         else:
-            done()
+            held()
         return response
 
     def process_view(
         self, request: HttpRequest, view_func: Callable[..., Any], view_args: Any, view_kwargs: Any
     ) -> HttpResponseBase | None:
         view_class = getattr(view_func, "view_class", None) or getattr(view_func, "cls", None)
+        held: _Held = request._admission  # type: ignore[attr-defined]  # set by __call__, around this
+        if request.method == "GET" and getattr(view_class, "admission_after_cache", False):
+            # A turn in the cached lane (only GETs are answered from the cache); the view takes a place (admit)
+            # if the cache cannot answer.
+            if not held.gate.cached.enter(timeout=settings.ADMISSION_QUEUE_WAIT):
+                return refusal(IN_FLIGHT)
+            held.cached = True
+        elif not admit(request):
+            return refusal(IN_FLIGHT)
         if not is_heavy(view_class, request.method or "", request.META):
             return None
-        slots = gate().heavy_slots
-        if not slots.acquire(timeout=settings.ADMISSION_HEAVY_WAIT):
+        if not held.gate.heavy_slots.acquire(timeout=settings.ADMISSION_HEAVY_WAIT):
             return refusal(HEAVY_BUSY)
-        # Released with the request's in-flight place (``_Once``): for a streamed body, when it is closed.
-        request._admission_slot = slots  # type: ignore[attr-defined]
+        # Released with the request's place (``_Held``): for a streamed body, when it is closed.
+        held.slot = held.gate.heavy_slots
         return None
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponseBase | None:

@@ -44,7 +44,7 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from perf import fastpath
+from perf import admission, fastpath
 from perf.cache import Namespace, Version, digest, tiered, writing
 from perf.fastpath import raw_target
 
@@ -150,10 +150,16 @@ class CachedResponseMixin:
     # Actions whose GETs go through ``cached_response``, and so may be answered by ``perf.fastpath``.
     cached_actions: tuple[str, ...] = ()
 
+    # A GET here waits for a turn in the cached lane, not for a place among the requests that compute
+    # (AdmissionMiddleware); dispatch takes a place only for what the fast path cannot answer (perf.admission).
+    admission_after_cache = True
+
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         response = fastpath.answer(self, request, kwargs)
         if response is not None:
             return response
+        if not admission.admit(request):
+            return admission.refusal(admission.IN_FLIGHT)
         return super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
 
     def cache_namespaces(self, organization_id: int) -> list[Namespace]:

@@ -10,7 +10,8 @@ Every knob comes from the environment so that one file serves a laptop and a con
                                             worker; requests running at once are bounded by ADMISSION_MAX_IN_FLIGHT
     GUNICORN_TIMEOUT             60         seconds a worker may be silent before it is killed
     GUNICORN_GRACEFUL_TIMEOUT    30         seconds to finish in-flight requests on restart/stop
-    GUNICORN_KEEPALIVE           5          seconds to keep an idle client connection
+    GUNICORN_KEEPALIVE           75         seconds to keep an idle client connection (longer than clients think
+                                            and than ADMISSION_RETRY_AFTER_MAX: see below)
     GUNICORN_MAX_REQUESTS        0          recycle a worker after N requests (0 = never)
     GUNICORN_LOG_LEVEL           info
     GUNICORN_BULK_WORKERS        1          processes of the bulk pool (0: no bulk pool, bulk requests served here)
@@ -52,6 +53,13 @@ a handful of requests. Capped low (it used to be tied to the database pool: 90 p
 beyond the cap waited in the kernel's accept queue, behind keep-alive clients that never went idle for
 ``keepalive`` seconds, until their clients gave up (60 s timeouts at 500 users: docs/capacity.md). The
 default is therefore large (1,000 per worker); a socket costs a greenlet and a few kilobytes.
+
+An idle connection is closed after ``keepalive`` seconds (75, nginx's default). A client that sends on a
+connection at the moment the server closes it gets no answer ("connection closed"); clients retry an idempotent
+request on a new connection, never a POST. With 5 s, users thinking about 5 s, and clients waiting out a
+Retry-After of a few seconds, met that moment again and again: POSTs failed under load with nothing wrong on the
+server (docs/capacity/analysis.md). 75 s is longer than any wait of the load suite's users and than the longest
+Retry-After (ADMISSION_RETRY_AFTER_MAX); idle sockets cost little, as above.
 
 What is bounded is work: ``perf.admission`` (a middleware) refuses with 503 + ``Retry-After`` a request
 that finds ADMISSION_MAX_IN_FLIGHT requests already running in its worker, admits bulk requests by slot
@@ -168,7 +176,7 @@ if worker_connections < 1:
     raise SystemExit(f"GUNICORN_WORKER_CONNECTIONS must be at least 1; got {worker_connections}")
 timeout = _int("GUNICORN_TIMEOUT", 60)
 graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
-keepalive = _int("GUNICORN_KEEPALIVE", 5)
+keepalive = _int("GUNICORN_KEEPALIVE", 75)
 max_requests = _int("GUNICORN_MAX_REQUESTS", 0)
 # Spread recycling so all workers do not restart at the same moment.
 max_requests_jitter = max_requests // 10

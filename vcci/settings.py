@@ -203,19 +203,30 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
 DB_UNREACHABLE_WAIT: float = env.float("DB_UNREACHABLE_WAIT", default=1.0)
 
 # Admission control and cooperative scheduling (perf.admission, docs/capacity.md), per worker process.
-# Requests running at once (idle keep-alive connections do not count); the next waits. A request spends most of
-# its time on the CPU, so a few at once keep a worker busy; each one more only makes every other one slower
-# (every database or Redis wait costs a turn of all of them): under overload 250 per worker kept bulk requests
-# from finishing within a minute, and at 64 a cached read took seconds (docs/capacity.md). Below the pool (42 to 45).
-ADMISSION_MAX_IN_FLIGHT: int = env.int("ADMISSION_MAX_IN_FLIGHT", default=32)
+# Requests that compute running at once (idle keep-alive connections and reads the cache answers do not count); the
+# next waits. A request spends most of its time on the CPU, so a few at once keep a worker busy; each one more only
+# makes every other one slower (every database or Redis wait costs a turn of all of them): under overload 250 per
+# worker kept bulk requests from finishing within a minute, and at 64 a cached read took seconds; at 8 rather than
+# 32, with the short wait below, 24 % more requests were served without think time (docs/capacity/analysis.md).
+# Below the pool (42 to 45).
+ADMISSION_MAX_IN_FLIGHT: int = env.int("ADMISSION_MAX_IN_FLIGHT", default=8)
+# Reads a view may answer from the cache (perf.conditional.CachedResponseMixin) running at once, apart from those:
+# they need no place unless the cache cannot answer (then they wait for one). Each takes about a millisecond.
+ADMISSION_MAX_CACHED_IN_FLIGHT: int = env.int("ADMISSION_MAX_CACHED_IN_FLIGHT", default=16)
 # Seconds a request may wait for a place among those (first come, first served) before it gets 503.
-ADMISSION_QUEUE_WAIT: float = env.float("ADMISSION_QUEUE_WAIT", default=2.0)
+# Short: a request that cannot start soon is better refused at once (the client waits out Retry-After instead of a
+# queue, and the worker answers it with a fraction of the CPU a wait and a late refusal cost).
+ADMISSION_QUEUE_WAIT: float = env.float("ADMISSION_QUEUE_WAIT", default=0.2)
 # Bulk requests (views declaring perf.admission.heavy) running at once; a further one waits for a slot
 # at most ADMISSION_HEAVY_WAIT seconds, then gets 503.
 ADMISSION_HEAVY_SLOTS: int = env.int("ADMISSION_HEAVY_SLOTS", default=2)
 ADMISSION_HEAVY_WAIT: float = env.float("ADMISSION_HEAVY_WAIT", default=1.0)
-# Seconds a refused client is told to wait (Retry-After).
+# Seconds a refused client is told to wait (Retry-After): ADMISSION_RETRY_AFTER while a worker refuses little,
+# doubling each second it refuses more than half as many requests as it serves, up to ADMISSION_RETRY_AFTER_MAX
+# (perf.admission.Backoff). Keep the most below GUNICORN_KEEPALIVE: a client coming back after it then finds its
+# connection open.
 ADMISSION_RETRY_AFTER: int = env.int("ADMISSION_RETRY_AFTER", default=1)
+ADMISSION_RETRY_AFTER_MAX: int = env.int("ADMISSION_RETRY_AFTER_MAX", default=30)
 # CPU a greenlet may hold before a long loop lets the others run (milliseconds; perf.admission.cooperate), and
 # per request in flight when that is more: bulk work keeps its share of the CPU as load grows.
 COOPERATE_SLICE_MS: float = env.float("COOPERATE_SLICE_MS", default=10.0)
@@ -253,8 +264,8 @@ if REDIS_URL:
                 "SOCKET_CONNECT_TIMEOUT": env.float("REDIS_CONNECT_TIMEOUT", default=0.25),
                 "SOCKET_TIMEOUT": env.float("REDIS_SOCKET_TIMEOUT", default=0.25),
                 # Bounded per process, by default to the requests a worker runs at once (its greenlets under gevent,
-                # at most ADMISSION_MAX_IN_FLIGHT) so that no request waits for a connection; with a smaller bound a
-                # request waits up to REDIS_POOL_TIMEOUT
+                # at most ADMISSION_MAX_IN_FLIGHT + ADMISSION_MAX_CACHED_IN_FLIGHT) so that no request waits for a
+                # connection; with a smaller bound a request waits up to REDIS_POOL_TIMEOUT
                 # seconds, then counts as a Redis failure. redis-py uses hiredis's parser when it is installed.
                 "CONNECTION_POOL_CLASS": "redis.BlockingConnectionPool",
                 "CONNECTION_POOL_KWARGS": {
@@ -269,7 +280,9 @@ if REDIS_URL:
                                     env.int("GUNICORN_WORKER_CONNECTIONS", default=1000),
                                     env.int("GUNICORN_THREADS", default=1),
                                 ),
-                                ADMISSION_MAX_IN_FLIGHT or 1_000_000,
+                                ADMISSION_MAX_IN_FLIGHT + ADMISSION_MAX_CACHED_IN_FLIGHT
+                                if ADMISSION_MAX_IN_FLIGHT and ADMISSION_MAX_CACHED_IN_FLIGHT
+                                else 1_000_000,
                             ),
                         ),
                     ),

@@ -29,6 +29,8 @@ def fresh_gate(admission_gate: Callable[..., None]) -> None:
         ADMISSION_HEAVY_WAIT=0,
         ADMISSION_QUEUE_WAIT=0,
         ADMISSION_RETRY_AFTER=3,
+        # Refusals here come faster than a second apart with nothing served: the delay would grow (Backoff).
+        ADMISSION_RETRY_AFTER_MAX=3,
     )
 
 
@@ -109,14 +111,73 @@ def test_requests_beyond_the_in_flight_bound_are_refused_when_no_place_comes_fre
     gate = admission.gate()
     assert gate.enter() and gate.enter()
     before = refused(admission.IN_FLIGHT)
-    inner_calls: list[Any] = []
-    middleware = AdmissionMiddleware(lambda request: inner_calls.append(request) or HttpResponse())
-    assert_refusal(middleware(rf.get("/anything")), admission.IN_FLIGHT)
-    assert inner_calls == []  # refused before any session, authentication or database work
+    middleware = AdmissionMiddleware(lambda request: HttpResponse())
+    # Refused before the view runs (any session, authentication or database work).
+    assert_refusal(run_through(middleware, rf.get("/anything"), View), admission.IN_FLIGHT)
     assert refused(admission.IN_FLIGHT) == before + 1
     gate.leave()
-    assert middleware(rf.get("/anything")).status_code == 200
+    assert run_through(middleware, rf.get("/anything"), View).content == b"done"
     assert gate.in_flight == 1  # the one still held above
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def run_window(backoff: admission.Backoff, clock: FakeClock, *, refused: int, served: int) -> list[int]:
+    """One second of traffic; the Retry-After each refusal of it got."""
+    delays = [backoff.refused() for _ in range(refused)]
+    for _ in range(served):
+        backoff.served()
+    clock.now += admission.Backoff.WINDOW
+    return delays
+
+
+def test_retry_after_doubles_while_refusals_outnumber_half_the_served_and_halves_once_they_are_few():
+    clock = FakeClock()
+    backoff = admission.Backoff(base=1, ceiling=16, clock=clock)
+    seen = [run_window(backoff, clock, refused=60, served=100)[-1] for _ in range(7)]
+    assert seen == [1, 2, 4, 8, 16, 16, 16]  # capped at the ceiling
+    # Between an eighth and a half: the delay holds.
+    assert run_window(backoff, clock, refused=20, served=100) == [16] * 20
+    assert run_window(backoff, clock, refused=20, served=100)[-1] == 16
+    # Fewer than an eighth: it halves each second, down to the base.
+    seen = [run_window(backoff, clock, refused=1, served=100)[-1] for _ in range(7)]
+    assert seen == [16, 8, 4, 2, 1, 1, 1]
+
+
+def test_retry_after_falls_back_after_idle_seconds():
+    clock = FakeClock()
+    backoff = admission.Backoff(base=1, ceiling=30, clock=clock)
+    for _ in range(5):
+        run_window(backoff, clock, refused=10, served=0)
+    assert backoff.delay == 16
+    # The last busy second is judged (16 -> 30, the ceiling), then each of the 3 idle ones halves it: 30 -> 3.
+    clock.now += 3 * admission.Backoff.WINDOW
+    assert backoff.refused() == 3
+
+
+def test_a_refusal_carries_the_workers_current_delay_and_refusals_are_not_counted_as_served(settings):
+    settings.ADMISSION_MAX_IN_FLIGHT = 1
+    admission.reset()
+    gate = admission.gate()
+    clock = FakeClock()
+    gate.backoff = admission.Backoff(base=1, ceiling=8, clock=clock)
+    middleware = AdmissionMiddleware(lambda request: HttpResponse())
+    retry_after = []
+    for _ in range(4):
+        # One request served and one refused each second: one refusal per served request, more than half, so the
+        # delay doubles each second. Were the refusal counted as served too, it would be exactly half: no change.
+        assert run_through(middleware, rf.get("/served"), View).content == b"done"
+        assert gate.enter()
+        retry_after.append(run_through(middleware, rf.get("/refused"), View)["Retry-After"])
+        gate.leave()
+        clock.now += admission.Backoff.WINDOW
+    assert retry_after == ["1", "2", "4", "8"]
 
 
 def test_a_request_waits_for_a_place_first_come_first_served(settings):
@@ -125,14 +186,13 @@ def test_a_request_waits_for_a_place_first_come_first_served(settings):
     admission.reset()
     gate = admission.gate()
     assert gate.enter()
-    served: list[str] = []
-    middleware = AdmissionMiddleware(lambda request: served.append(request.path) or HttpResponse())
+    middleware = AdmissionMiddleware(lambda request: HttpResponse())
     # The running request ends while the next one waits: it then gets the place instead of a 503.
     finishing = threading.Timer(0.2, gate.leave)
     finishing.start()
-    assert middleware(rf.get("/waited")).status_code == 200
+    assert run_through(middleware, rf.get("/waited"), View).content == b"done"
     finishing.join()
-    assert served == ["/waited"] and gate.in_flight == 0
+    assert gate.in_flight == 0
 
 
 def test_a_streamed_response_keeps_its_place_and_slot_until_closed(db):
@@ -270,3 +330,44 @@ def test_the_slice_grows_with_the_requests_in_flight(under_gevent, fresh_run, se
         assert gate.enter()
     calls = [round(i * 0.0015, 4) for i in range(1, 22)]  # every 1.5 ms, a run of 31.5 ms
     assert yielded_at(monkeypatch, calls, {0.03: 0.0301}) == [0.03]  # not at 10.5 ms
+
+
+@pytest.mark.django_db
+def test_a_read_the_cache_answers_needs_a_turn_in_its_lane_and_one_it_cannot_a_place(api, org, settings):
+    """Through the whole stack: with every place taken, a cached read is still answered (from its own lane), and a
+    read the cache cannot answer, or a write, is refused; with every turn of the cached lane taken, a cached read is
+    refused and a write is not; a computed read gives its turn back before it takes a place."""
+    from django.urls import reverse
+
+    from tests.factories import EmissionFactory
+
+    settings.ADMISSION_MAX_IN_FLIGHT = 2
+    settings.ADMISSION_MAX_CACHED_IN_FLIGHT = 2
+    admission.reset()
+    gate = admission.gate()
+    EmissionFactory.create_batch(3, organization=org)
+    url = reverse("emission-list")
+    first = api.get(url)  # computed (a place taken and given back), then stored
+    assert first.status_code == 200 and gate.in_flight == 0 and gate.cached.count == 0
+    assert gate.enter() and gate.enter()  # every place taken by requests that compute
+    before = refused(admission.IN_FLIGHT)
+    try:
+        again = api.get(url)
+        assert again.status_code == 200 and again.content == first.content  # from the cache, without a place
+        assert_refusal(api.get(url, {"category": "1"}), admission.IN_FLIGHT)  # a miss: it must compute
+        assert_refusal(api.post(reverse("supplier-list"), {"name": "S"}, format="json"), admission.IN_FLIGHT)
+        assert gate.cached.count == 0  # the refused miss gave its turn back
+    finally:
+        gate.leave()
+        gate.leave()
+    assert gate.cached.enter() and gate.cached.enter()  # every turn of the cached lane taken
+    try:
+        assert_refusal(api.get(url), admission.IN_FLIGHT)
+        created = api.post(reverse("supplier-list"), {"name": "S", "external_id": "S-1"}, format="json")
+        assert created.status_code == 201, created.content
+    finally:
+        gate.cached.leave()
+        gate.cached.leave()
+    assert refused(admission.IN_FLIGHT) == before + 3
+    assert api.get(url, {"category": "1"}).status_code == 200
+    assert gate.in_flight == 0 and gate.cached.count == 0

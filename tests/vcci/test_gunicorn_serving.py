@@ -326,9 +326,11 @@ def test_the_database_pool_is_sized_by_its_budget_whatever_the_sockets(monkeypat
     workers_settings = load_settings(GUNICORN_WORKER_CONNECTIONS=str(computed["worker_connections"]))
     # (DB_MAX_CONNECTIONS 100 - 10 reserved) // 2 workers.
     assert workers_settings.DATABASES["default"]["OPTIONS"]["pool"]["max_size"] == 45
-    # Redis connections follow the requests a worker runs at once, not its sockets.
+    # Redis connections follow the requests a worker runs at once (both lanes), not its sockets.
     pool_kwargs = workers_settings.CACHES["default"]["OPTIONS"]["CONNECTION_POOL_KWARGS"]
-    assert pool_kwargs["max_connections"] == workers_settings.ADMISSION_MAX_IN_FLIGHT
+    assert pool_kwargs["max_connections"] == (
+        workers_settings.ADMISSION_MAX_IN_FLIGHT + workers_settings.ADMISSION_MAX_CACHED_IN_FLIGHT
+    )
 
 
 def test_on_starting_prepares_the_metrics_directory_the_workers_inherit(monkeypatch, tmp_path):
