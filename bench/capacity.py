@@ -249,7 +249,7 @@ def loadtest_args(options: argparse.Namespace, users: int, duration: str, wait_s
     args = [
         "--users", str(users), "--spawn-rate", f"{options.spawn_rate:g}", "--duration", duration,
         "--wait-scale", f"{wait_scale:g}", "--out", str(out), "--orgs", str(options.orgs),
-        "--activities", str(options.activities), "--bind", rp.free_bind(),
+        "--org-prefix", options.org_prefix, "--activities", str(options.activities), "--bind", rp.free_bind(),
         "--processes", str(options.processes),
         # The bars are this report's, judged on the whole curve; each run still records every figure.
         "--max-error-rate", "off", "--min-cache-hit-rate", "off",
@@ -561,6 +561,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--spawn-rate", type=float, default=50.0, help="Users started per second (50)")
     p.add_argument("--processes", type=int, default=2, help="Load-generator (locust) processes (2)")
     p.add_argument("--orgs", type=int, default=lt.DEFAULT_ORGS)
+    # Every run's ERP users add activities to these organizations: a new prefix starts again from --activities.
+    p.add_argument("--org-prefix", default=lt.DEFAULT_ORG_PREFIX, help="Their slugs: <prefix>-a, <prefix>-b, ...")
     p.add_argument("--activities", type=int, default=lt.DEFAULT_ACTIVITIES)
     p.add_argument("--max-factors", type=int, default=None)
     p.add_argument("--ceiling-connections", type=int, default=64)
@@ -620,7 +622,7 @@ def run(options: argparse.Namespace, argv: Sequence[str]) -> int:
     except KeyboardInterrupt:
         say("interrupted")
         return 130
-    results["machine"] = lt.machine_description(lt.org_slugs(lt.DEFAULT_ORG_PREFIX, options.orgs))
+    results["machine"] = lt.machine_description(lt.org_slugs(options.org_prefix, options.orgs))
     results["before"] = read_before(options.before)
     results["bars"] = bars(results)
     results_path.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")

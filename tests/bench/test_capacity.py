@@ -156,3 +156,13 @@ def test_the_serialization_bar_reads_the_worst_page() -> None:
     assert result["ratio"] == 2.9 and result["rows"] == 1_000_000
     assert result["markdown"] == "Explained.\n\n| page | x |"
     assert capacity.bars({"serialization": result})[-1]["ok"] is False
+
+
+def test_every_run_uses_the_organizations_named_by_the_prefix(tmp_path: Path) -> None:
+    """The organizations grow with every run's ERP writes: a new prefix starts the curve again from --activities."""
+    options = capacity.parser().parse_args(["--org-prefix", "cap", "--activities", "5000"])
+    args = capacity.loadtest_args(options, 50, "2m", 1.0, tmp_path)
+    assert args[args.index("--org-prefix") + 1] == "cap"
+    assert args[args.index("--activities") + 1] == "5000"
+    default = capacity.parser().parse_args([])
+    assert capacity.loadtest_args(default, 50, "2m", 1.0, tmp_path)[args.index("--org-prefix") + 1] == "loadtest"
