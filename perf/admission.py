@@ -10,16 +10,18 @@ body size (``admission_heavy_min_body``: a small write stays a small write). Eac
 ``ADMISSION_HEAVY_WAIT`` seconds, then is refused with 503 and ``Retry-After``. Reads and small writes
 never wait for these slots: when work exceeds capacity, bulk work is what is refused first.
 
-**Everything in flight is bounded.** A worker runs at most ``ADMISSION_MAX_IN_FLIGHT`` requests at once; the
-next waits for a place, first come first served, at most ``ADMISSION_QUEUE_WAIT`` seconds, then is refused
-(503, ``Retry-After``). Without the bound, every request admitted makes every other one slower: under
+**Everything that reaches a view is bounded.** A worker runs at most ``ADMISSION_MAX_IN_FLIGHT`` requests that
+compute at once; the next waits for a place, first come first served, at most ``ADMISSION_QUEUE_WAIT`` seconds,
+then is refused (503, ``Retry-After``). The place is taken once the URL is resolved: a 404 or a redirect answered
+by the middleware takes none. Without the bound, every request admitted makes every other one slower: under
 overload each worker ran some 250 at once, bulk requests got a 250th of the CPU and ran past their clients'
 timeouts, and requests holding database connections waited for the CPU while others waited for them. Idle keep-alive
 connections are not requests: they hold a socket, not a slot (``worker_connections`` bounds sockets,
 see vcci/gunicorn.conf.py; the database pool bounds database work). Reads the cache answers have a lane of their
 own: a view that answers cached reads first (``admission_after_cache``) waits for one of
 ``ADMISSION_MAX_CACHED_IN_FLIGHT`` turns instead of a place, and takes a place (``admit()``) only when the cache
-cannot answer. With a single queue, every user waited its turn whatever it asked for, and the cheap requests that
+cannot answer (so such a read waits at most twice ``ADMISSION_QUEUE_WAIT``: for a turn, then for a place). With a
+single queue, every user waited its turn whatever it asked for, and the cheap requests that
 make most of the traffic were answered as slowly as the dear ones (served req/s fell from 888 at 50 users to 330
 at 500, without think time); with cached reads unbounded, they were so many at once that the requests that
 compute waited seconds for the CPU.
@@ -108,11 +110,11 @@ def cooperate() -> None:
     """Yield to the worker's other greenlets if this one has run for a whole slice; else return at once.
 
     Cheap enough to call once per item of a loop (a clock read). Only under gevent: elsewhere it returns at
-    once. The slice is ``COOPERATE_SLICE_MS``, or ``COOPERATE_SLICE_PER_REQUEST_MS`` per request in flight if
-    that is more: after each slice the loop waits for a turn of every other running request, so a fixed slice
-    would give bulk work a share of the CPU that shrinks as load grows (under overload a 500-line write took
-    over 50 s with 10 ms slices and 64 requests in flight). A slice proportional to the requests in flight
-    keeps its share about constant: some 1 / (1 + a request's turn in ms), a third at 2 ms turns.
+    once. The slice is ``COOPERATE_SLICE_MS``, or ``COOPERATE_SLICE_PER_REQUEST_MS`` per request running (a place
+    or a cached-lane turn) if that is more: after each slice the loop waits for a turn of every other running
+    request, so a fixed slice would give bulk work a share of the CPU that shrinks as load grows (under overload a
+    500-line write took over 50 s with 10 ms slices and 64 requests in flight). A slice proportional to the
+    requests running keeps its share about constant: some 1 / (1 + a request's turn in ms), a third at 2 ms turns.
     """
     sleep = _gevent_sleep()
     if sleep is None:
@@ -127,7 +129,7 @@ def cooperate() -> None:
         # the others' time as its own would make a loop that does I/O per item yield twice per item.
         run.since = now
     run.last = now
-    slice_ms = max(settings.COOPERATE_SLICE_MS, settings.COOPERATE_SLICE_PER_REQUEST_MS * gate().in_flight)
+    slice_ms = max(settings.COOPERATE_SLICE_MS, settings.COOPERATE_SLICE_PER_REQUEST_MS * gate().running)
     if (now - run.since) * 1000 < slice_ms:
         return
     sleep(0)
@@ -193,14 +195,15 @@ class Backoff:
     """The ``Retry-After`` of one worker's refusals: longer while it refuses more than it serves (module docstring).
 
     Counts refusals and served requests per ``WINDOW`` seconds; at the end of each window, more than ``HIGH``
-    refusals per served request double the delay (at most ``ceiling``), fewer than ``LOW`` halve it (at least
-    ``base``). Not locked: a gevent worker runs one greenlet at a time, and under threads a lost count only
-    shifts a decision by one request.
+    refusals per served request (and at least ``MIN_REFUSALS``: a refusal or two is not a trend) double the delay
+    (at most ``ceiling``), fewer than ``LOW`` halve it (at least ``base``). The counts are not locked (under threads
+    a lost count only shifts a decision by one request); the end of a window is, so that it is judged once.
     """
 
     WINDOW = 1.0
     HIGH = 0.5
     LOW = 0.125
+    MIN_REFUSALS = 5
 
     def __init__(self, *, base: int, ceiling: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.base = max(base, 0)
@@ -209,12 +212,18 @@ class Backoff:
         self._clock = clock
         self._window_end = clock() + self.WINDOW
         self._refused = self._served = 0
+        self._lock = threading.Lock()
 
     def _roll(self) -> None:
         now = self._clock()
         if now < self._window_end:
             return
-        if self._refused > self.HIGH * self._served:
+        with self._lock:
+            if now >= self._window_end:  # not judged by another thread meanwhile
+                self._judge(now)
+
+    def _judge(self, now: float) -> None:
+        if self._refused >= self.MIN_REFUSALS and self._refused > self.HIGH * self._served:
             self.delay = min(max(self.delay * 2, 1), self.ceiling)
         elif self._refused < self.LOW * self._served:
             self.delay = max(self.delay // 2, self.base)
@@ -286,6 +295,11 @@ class Gate:
     def in_flight(self) -> int:
         """Requests holding a place (computing)."""
         return self.places.count
+
+    @property
+    def running(self) -> int:
+        """Requests holding a place or a turn in the cached lane: those sharing the worker's CPU."""
+        return self.places.count + self.cached.count
 
     def enter(self, timeout: float = 0) -> bool:
         """Take a place, waiting for one at most ``timeout`` seconds; False when none came free in time."""
@@ -368,8 +382,9 @@ def admit(request: HttpRequest) -> bool:
 class AdmissionMiddleware:
     """Bound what runs at once; what cannot start within its wait gets 503 + ``Retry-After`` (module docstring).
 
-    Place it right after the first metrics middleware: refusals are then counted in the HTTP metrics
-    and cost no session, authentication or database work. The place is taken once the view is known
+    Place it right after the first metrics middleware: refusals are then counted in the HTTP metrics and cost no
+    database work (the middleware after it has only set up its lazy session and user when ``process_view`` runs,
+    and runs before the other middleware's ``process_view``). The place is taken once the view is known
     (``process_view``), except for views that answer cached reads before any other work
     (``admission_after_cache``: ``perf.conditional.CachedResponseMixin``), which get a turn in the cached lane
     instead, and take a place with ``admit()`` only when the cache cannot answer (``Gate``).

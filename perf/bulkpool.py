@@ -243,6 +243,8 @@ class BulkPoolForwarder:
             )
             return [body]
         BULK_POOL_REQUESTS.labels(outcome="forwarded").inc()
+        # Served by this worker's hop, like a request its Django answers: the Retry-After of its refusals weighs both.
+        gate().backoff.served()
         start_response(f"{response.status} {response.reason}", downstream_headers(response.getheaders()))
         return _Relay(response, connection, release)
 

@@ -8,10 +8,12 @@ Every knob comes from the environment so that one file serves a laptop and a con
     GUNICORN_THREADS             1          threads per gthread worker
     GUNICORN_WORKER_CONNECTIONS  1000       client connections (sockets, idle keep-alive included) per gevent
                                             worker; requests running at once are bounded by ADMISSION_MAX_IN_FLIGHT
+                                            and ADMISSION_MAX_CACHED_IN_FLIGHT (cached reads)
     GUNICORN_TIMEOUT             60         seconds a worker may be silent before it is killed
     GUNICORN_GRACEFUL_TIMEOUT    30         seconds to finish in-flight requests on restart/stop
-    GUNICORN_KEEPALIVE           75         seconds to keep an idle client connection (longer than clients think
-                                            and than ADMISSION_RETRY_AFTER_MAX: see below)
+    GUNICORN_KEEPALIVE           20         seconds to keep an idle client connection (longer than clients think
+                                            and than ADMISSION_RETRY_AFTER_MAX, shorter than the graceful timeout:
+                                            see below)
     GUNICORN_MAX_REQUESTS        0          recycle a worker after N requests (0 = never)
     GUNICORN_LOG_LEVEL           info
     GUNICORN_BULK_WORKERS        1          processes of the bulk pool (0: no bulk pool, bulk requests served here)
@@ -54,15 +56,19 @@ beyond the cap waited in the kernel's accept queue, behind keep-alive clients th
 ``keepalive`` seconds, until their clients gave up (60 s timeouts at 500 users: docs/capacity.md). The
 default is therefore large (1,000 per worker); a socket costs a greenlet and a few kilobytes.
 
-An idle connection is closed after ``keepalive`` seconds (75, nginx's default). A client that sends on a
-connection at the moment the server closes it gets no answer ("connection closed"); clients retry an idempotent
-request on a new connection, never a POST. With 5 s, users thinking about 5 s, and clients waiting out a
-Retry-After of a few seconds, met that moment again and again: POSTs failed under load with nothing wrong on the
-server (docs/capacity/analysis.md). 75 s is longer than any wait of the load suite's users and than the longest
-Retry-After (ADMISSION_RETRY_AFTER_MAX); idle sockets cost little, as above.
+An idle connection is closed after ``keepalive`` seconds (20). A client that sends on a connection at the moment
+the server closes it gets no answer ("connection closed"); clients retry an idempotent request on a new
+connection, never a POST. With 5 s, users thinking about 5 s, and clients waiting out a Retry-After of 5 s, met
+that moment again and again: POSTs failed under load with nothing wrong on the server (docs/capacity/analysis.md).
+20 s is longer than the longest Retry-After (ADMISSION_RETRY_AFTER_MAX, 16 s) and than every pause of the load
+suite's users but the ERP clients' (20-60 s, whose connections are closed while idle, long before they send);
+idle sockets cost little, as above. It is kept below ``graceful_timeout``: a stopping gevent worker (a deploy, HUP,
+max_requests) waits for its idle connections too, so a longer keep-alive made every restart with clients
+connected wait the whole graceful timeout, then cut the connections.
 
 What is bounded is work: ``perf.admission`` (a middleware) refuses with 503 + ``Retry-After`` a request
-that finds ADMISSION_MAX_IN_FLIGHT requests already running in its worker, admits bulk requests by slot
+that finds ADMISSION_MAX_IN_FLIGHT requests that compute already running in its worker (reads the cache answers
+wait in a lane of their own, ADMISSION_MAX_CACHED_IN_FLIGHT), admits bulk requests by slot
 (ADMISSION_HEAVY_SLOTS) and answers 503 when the database pool had no connection within
 DB_POOL_TIMEOUT seconds. The pool (vcci/settings.py, perf.db.pool_options) bounds database work:
 P = min(concurrency, (DB_MAX_CONNECTIONS - DB_RESERVED_CONNECTIONS - the bulk pool's) // W) connections per
@@ -176,7 +182,7 @@ if worker_connections < 1:
     raise SystemExit(f"GUNICORN_WORKER_CONNECTIONS must be at least 1; got {worker_connections}")
 timeout = _int("GUNICORN_TIMEOUT", 60)
 graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
-keepalive = _int("GUNICORN_KEEPALIVE", 75)
+keepalive = _int("GUNICORN_KEEPALIVE", 20)
 max_requests = _int("GUNICORN_MAX_REQUESTS", 0)
 # Spread recycling so all workers do not restart at the same moment.
 max_requests_jitter = max_requests // 10

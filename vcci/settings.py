@@ -72,7 +72,7 @@ MIDDLEWARE = [
     # Publishes each request's query count and DB time (vcci_db_*): must wrap DBStatsMiddleware, which
     # counts until it returns.
     "perf.metrics.RequestMetricsMiddleware",
-    # Refuses what exceeds capacity (503 + Retry-After) before sessions, authentication or the database.
+    # Refuses what exceeds capacity (503 + Retry-After) once the view is known (process_view), before any database work.
     "perf.admission.AdmissionMiddleware",
     # Per-request query count and DB time; before everything that may query (sessions, auth).
     "perf.middleware.DBStatsMiddleware",
@@ -226,9 +226,9 @@ ADMISSION_HEAVY_WAIT: float = env.float("ADMISSION_HEAVY_WAIT", default=1.0)
 # (perf.admission.Backoff). Keep the most below GUNICORN_KEEPALIVE: a client coming back after it then finds its
 # connection open.
 ADMISSION_RETRY_AFTER: int = env.int("ADMISSION_RETRY_AFTER", default=1)
-ADMISSION_RETRY_AFTER_MAX: int = env.int("ADMISSION_RETRY_AFTER_MAX", default=30)
+ADMISSION_RETRY_AFTER_MAX: int = env.int("ADMISSION_RETRY_AFTER_MAX", default=16)
 # CPU a greenlet may hold before a long loop lets the others run (milliseconds; perf.admission.cooperate), and
-# per request in flight when that is more: bulk work keeps its share of the CPU as load grows.
+# per request running (both lanes) when that is more: bulk work keeps its share of the CPU as load grows.
 COOPERATE_SLICE_MS: float = env.float("COOPERATE_SLICE_MS", default=10.0)
 COOPERATE_SLICE_PER_REQUEST_MS: float = env.float("COOPERATE_SLICE_PER_REQUEST_MS", default=1.0)
 

@@ -142,6 +142,8 @@ def test_retry_after_doubles_while_refusals_outnumber_half_the_served_and_halves
     backoff = admission.Backoff(base=1, ceiling=16, clock=clock)
     seen = [run_window(backoff, clock, refused=60, served=100)[-1] for _ in range(7)]
     assert seen == [1, 2, 4, 8, 16, 16, 16]  # capped at the ceiling
+    # Fewer than MIN_REFUSALS is no trend, even with nothing served.
+    assert run_window(backoff, clock, refused=4, served=0) == [16] * 4
     # Between an eighth and a half: the delay holds.
     assert run_window(backoff, clock, refused=20, served=100) == [16] * 20
     assert run_window(backoff, clock, refused=20, served=100)[-1] == 16
@@ -170,12 +172,15 @@ def test_a_refusal_carries_the_workers_current_delay_and_refusals_are_not_counte
     middleware = AdmissionMiddleware(lambda request: HttpResponse())
     retry_after = []
     for _ in range(4):
-        # One request served and one refused each second: one refusal per served request, more than half, so the
-        # delay doubles each second. Were the refusal counted as served too, it would be exactly half: no change.
-        assert run_through(middleware, rf.get("/served"), View).content == b"done"
+        # 9 requests served and 5 refused each second: more than half as many refusals, so the delay doubles each
+        # second. Were the refusals counted as served too (14), they would be fewer than half: no change.
+        for _ in range(9):
+            assert run_through(middleware, rf.get("/served"), View).content == b"done"
         assert gate.enter()
-        retry_after.append(run_through(middleware, rf.get("/refused"), View)["Retry-After"])
+        seconds = {run_through(middleware, rf.get("/refused"), View)["Retry-After"] for _ in range(5)}
         gate.leave()
+        assert len(seconds) == 1
+        retry_after.append(seconds.pop())
         clock.now += admission.Backoff.WINDOW
     assert retry_after == ["1", "2", "4", "8"]
 
@@ -319,15 +324,20 @@ def test_cooperate_keeps_the_cpu_within_a_slice(under_gevent, fresh_run, setting
     assert yielded_at(monkeypatch, calls, resumes) == [0.0055, 0.0252]
 
 
-def test_the_slice_grows_with_the_requests_in_flight(under_gevent, fresh_run, settings, monkeypatch):
-    """Bulk work keeps its share of the CPU as load grows: with 30 requests running the slice is 30 ms, not 10."""
+def test_the_slice_grows_with_the_requests_running(under_gevent, fresh_run, settings, monkeypatch):
+    """Bulk work keeps its share of the CPU as load grows: with 30 requests running (20 with a place, 10 with a turn
+    in the cached lane) the slice is 30 ms, not 10."""
     settings.COOPERATE_SLICE_MS = 10
     settings.COOPERATE_SLICE_PER_REQUEST_MS = 1
     settings.ADMISSION_MAX_IN_FLIGHT = 64
+    settings.ADMISSION_MAX_CACHED_IN_FLIGHT = 64
     admission.reset()
     gate = admission.gate()
-    for _ in range(30):
+    for _ in range(20):
         assert gate.enter()
+    for _ in range(10):
+        assert gate.cached.enter()
+    assert gate.running == 30
     calls = [round(i * 0.0015, 4) for i in range(1, 22)]  # every 1.5 ms, a run of 31.5 ms
     assert yielded_at(monkeypatch, calls, {0.03: 0.0301}) == [0.03]  # not at 10.5 ms
 
@@ -347,6 +357,16 @@ def test_a_read_the_cache_answers_needs_a_turn_in_its_lane_and_one_it_cannot_a_p
     gate = admission.gate()
     EmissionFactory.create_batch(3, organization=org)
     url = reverse("emission-list")
+    # What the cached lane holds whenever a request asks for a place: a miss must have given its turn back by then.
+    cached_when_asked: list[int] = []
+    held_here = [0]  # turns this test takes itself below
+    enter = gate.places.enter
+
+    def asking(timeout: float = 0) -> bool:
+        cached_when_asked.append(gate.cached.count - held_here[0])
+        return enter(timeout)
+
+    gate.places.enter = asking
     first = api.get(url)  # computed (a place taken and given back), then stored
     assert first.status_code == 200 and gate.in_flight == 0 and gate.cached.count == 0
     assert gate.enter() and gate.enter()  # every place taken by requests that compute
@@ -356,11 +376,11 @@ def test_a_read_the_cache_answers_needs_a_turn_in_its_lane_and_one_it_cannot_a_p
         assert again.status_code == 200 and again.content == first.content  # from the cache, without a place
         assert_refusal(api.get(url, {"category": "1"}), admission.IN_FLIGHT)  # a miss: it must compute
         assert_refusal(api.post(reverse("supplier-list"), {"name": "S"}, format="json"), admission.IN_FLIGHT)
-        assert gate.cached.count == 0  # the refused miss gave its turn back
     finally:
         gate.leave()
         gate.leave()
     assert gate.cached.enter() and gate.cached.enter()  # every turn of the cached lane taken
+    held_here[0] = 2
     try:
         assert_refusal(api.get(url), admission.IN_FLIGHT)
         created = api.post(reverse("supplier-list"), {"name": "S", "external_id": "S-1"}, format="json")
@@ -368,6 +388,10 @@ def test_a_read_the_cache_answers_needs_a_turn_in_its_lane_and_one_it_cannot_a_p
     finally:
         gate.cached.leave()
         gate.cached.leave()
+        held_here[0] = 0
     assert refused(admission.IN_FLIGHT) == before + 3
     assert api.get(url, {"category": "1"}).status_code == 200
     assert gate.in_flight == 0 and gate.cached.count == 0
+    # Asked for a place: the first read, the refused miss, the refused write, the created supplier, the last miss
+    # (the test's own two enter() calls above go through it too). None of them held a turn when it asked.
+    assert len(cached_when_asked) >= 5 and set(cached_when_asked) == {0}
