@@ -228,6 +228,8 @@ def test_downstream_headers_drop_the_hop_by_hop_ones_and_the_servers_own():
 
 def test_a_bulk_request_is_forwarded_as_received_and_its_answer_relayed(bulk_pool):
     forwarded = outcome("forwarded")
+    # A stopped clock: the window never ends, so the count is not reset while the request is forwarded.
+    backoff = admission.gate().backoff = admission.Backoff(base=1, ceiling=8, clock=lambda: 0.0)
     local = Recorder()
     forwarder = BulkPoolForwarder(local, socket_path=bulk_pool.socket_path)
     env = environ(
@@ -245,6 +247,8 @@ def test_a_bulk_request_is_forwarded_as_received_and_its_answer_relayed(bulk_poo
     assert received["headers"]["host"] == "api.example.com"
     assert local.calls == []
     assert outcome("forwarded") == forwarded + 1
+    # Counted as served, as a request this worker's Django answers: the Retry-After of its refusals weighs both.
+    assert backoff._served == 1
     assert slot_is_free()
 
 
