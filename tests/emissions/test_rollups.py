@@ -338,6 +338,10 @@ def test_concurrent_writers_of_the_same_groups_keep_the_rollups_exact() -> None:
                     )
             mine = list(Emission.objects.for_org(organization).order_by("?").values_list("pk", flat=True)[:2])
             with transaction.atomic():
+                # Both rows locked first, in one order (by id), as any writer of several rows must: two threads that
+                # picked the same two rows in opposite roles otherwise deadlock on each other's row, rollups or not
+                # (seen once in CI). The rollups' own locks are what this test is about.
+                list(Emission.objects.filter(pk__in=mine).order_by("pk").select_for_update().values_list("pk"))
                 Emission.objects.filter(pk__in=mine[:1]).update(co2e_kg=Decimal(rng.randint(1, 9)), category=6)
                 _, deleted = Emission.objects.filter(pk__in=mine[1:]).delete()
             removed.append(deleted.get("emissions.Emission", 0))  # two threads may pick the same row
