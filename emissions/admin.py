@@ -543,8 +543,7 @@ class ResultDisplayMixin:
 RESULT_FIELDS = ("result_co2e", "factor_text", "fallbacks_list", "warnings_list", "quality", "conversion_text")
 
 
-@admin.register(ActivityRecord)
-class ActivityRecordAdmin(
+class RecordAdmin(
     ResultDisplayMixin,
     CompactColumnsMixin,
     SupplierSearchMixin,
@@ -554,6 +553,15 @@ class ActivityRecordAdmin(
     OrgScopedAdminMixin,
     FastAdmin,
 ):
+    """What the activities' and the emissions' admins share: one organization's rows by period, compact columns that
+    fit 1400 px, search by supplier, and the calculated result shown readably (``result()`` says which)."""
+
+    date_hierarchy = "period_start"
+    autocomplete_fields = ("organization",)
+
+
+@admin.register(ActivityRecord)
+class ActivityRecordAdmin(RecordAdmin):
     """Inputs are entered through the API or the CSV upload (``import/``); hand edits here would leave the emission
     stale. Each activity's page shows its calculated emission readably: figure, factor, fallbacks, data quality."""
 
@@ -571,11 +579,9 @@ class ActivityRecordAdmin(
     )
     list_select_related = ("supplier", "organization", "emission")
     list_filter = ("category", "method", SupplierListFilter)
-    date_hierarchy = "period_start"
     search_fields = ("=external_ref", "^activity")
     search_help_text = "A supplier's external id or the start of its name, or the start of an activity key."
     raw_id_fields = ("supplier", "factor")
-    autocomplete_fields = ("organization",)
     fieldsets = (
         (None, {"fields": ("organization", "supplier", "category", "method", "period_start", "period_end")}),
         ("Quantity", {"fields": ("amount", "unit", "mass", "mass_unit", "distance", "distance_unit")}),
@@ -642,16 +648,7 @@ EMISSION_RESULT_FIELDS = (
 
 
 @admin.register(Emission)
-class EmissionAdmin(
-    ResultDisplayMixin,
-    CompactColumnsMixin,
-    SupplierSearchMixin,
-    SuperuserColumnsMixin,
-    PeriodOrderingMixin,
-    SuperuserWritesMixin,
-    OrgScopedAdminMixin,
-    FastAdmin,
-):
+class EmissionAdmin(RecordAdmin):
     """Calculator output, read-only; the changelist opens with a per-category summary and downloads as CSV (the
     API's export of the rows the filters select). Each emission's page reads as sentences and tables, not JSON."""
 
@@ -668,11 +665,9 @@ class EmissionAdmin(
     )
     list_select_related = ("supplier", "factor__dataset", "organization")
     list_filter = ("category", "method", "factor__dataset__source", SupplierListFilter)
-    date_hierarchy = "period_start"
     search_fields = ("^factor__activity",)
     search_help_text = "A supplier's external id or the start of its name, or the start of the factor's activity key."
     raw_id_fields = ("activity", "supplier", "factor")
-    autocomplete_fields = ("organization",)
     fieldsets = (
         (
             None,

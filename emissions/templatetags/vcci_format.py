@@ -3,6 +3,8 @@ figures (nine decimals of tonnes); the admin's pages show these, with the exact 
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
@@ -24,29 +26,34 @@ def _rounded(value: Decimal, places: int) -> str:
     return f"{value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP):,}"
 
 
+def _figure(format_number: Callable[[Decimal], str]) -> Callable[[Any], str]:
+    """A filter of ``format_number``: the value read as a Decimal, or an empty string for no figure."""
+
+    @functools.wraps(format_number)
+    def apply(value: Any) -> str:
+        number = _decimal(value)
+        return "" if number is None else format_number(number)
+
+    return apply
+
+
 @register.filter
-def kg(value: Any) -> str:
+@_figure
+def kg(number: Decimal) -> str:
     """kg for people: whole kg (two decimals below 10 kg), e.g. ``12,346 kg``; empty for no figure."""
-    number = _decimal(value)
-    if number is None:
-        return ""
     return f"{_rounded(number, 2 if abs(number) < 10 else 0)} kg"
 
 
 @register.filter
-def tonnes(value: Any) -> str:
+@_figure
+def tonnes(number: Decimal) -> str:
     """Tonnes for people: whole tonnes from 100 t, one decimal from 1 t, three below, e.g. ``1,234 t``."""
-    number = _decimal(value)
-    if number is None:
-        return ""
     places = 0 if abs(number) >= 100 else 1 if abs(number) >= 1 else 3
     return f"{_rounded(number, places)} t"
 
 
 @register.filter
-def percent(value: Any) -> str:
+@_figure
+def percent(number: Decimal) -> str:
     """A share for people, one decimal, e.g. ``12.3 %``."""
-    number = _decimal(value)
-    if number is None:
-        return ""
     return f"{_rounded(number, 1)} %"
