@@ -627,6 +627,22 @@ def test_the_analyst_revalidates_with_etags_and_takes_304s(lf: ModuleType, tenan
     assert session.failures() == []
 
 
+def test_a_304_answers_with_the_body_remembered_as_bytes(lf: ModuleType, tenant: tuple[Organization, str]) -> None:
+    """The user remembers a page as the bytes it received (nothing for the collector to walk), and a 304 answers
+    with that page decoded: the same data as the 200."""
+    user, session = user_of(lf, lf.AnalystUser)
+    path = f"{lf.API}/emissions/summary/?group_by=method"  # not asked for by the user's start
+
+    first = user.call("GET", path, name="summary", conditional=True)
+    again = user.call("GET", path, name="summary", conditional=True)
+
+    assert (first.status, again.status) == (200, 304)
+    assert again.data == first.data and again.data["groups"]
+    assert again.data is not first.data
+    assert isinstance(user.http_cache[path][1], bytes)
+    assert session.failures() == []
+
+
 @pytest.mark.usefixtures("small_catalogue")
 def test_the_erp_client_stores_every_line_it_posts(lf: ModuleType, tenant: tuple[Organization, str]) -> None:
     org, _ = tenant
