@@ -48,6 +48,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.exposition import choose_encoder
 
 from perf.db import SLOW_QUERY_LISTENERS, pool_stats, request_db_stats
+from perf.gcpause import timed_passes
 from perf.health import NOT_CONFIGURED, check_database, check_redis
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -88,6 +89,18 @@ CACHE_SECONDS = Histogram(
     "Time of cache calls per tier (l1 lookup, l2 Redis round trip, db compute) and resource.",
     ["tier", "resource"],
     buckets=CACHE_BUCKETS,
+)
+
+# -- the cyclic garbage collector -----------------------------------------------------------------
+
+# A young-generation pass takes about a millisecond; a full one tens to hundreds (perf.gcpause.tune_for_serving).
+GC_PAUSE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, INF)
+GC_PAUSE_SECONDS = Histogram(
+    "vcci_gc_pause_seconds",
+    "Each pass of Python's cyclic garbage collector in a server process, by generation (2: a full pass). The "
+    "process runs nothing else meanwhile: every request it holds waits.",
+    ["generation"],
+    buckets=GC_PAUSE_BUCKETS,
 )
 
 # -- admission -------------------------------------------------------------------------------
@@ -304,7 +317,7 @@ def view_name(request: HttpRequest) -> str:
 
 
 class RequestMetricsMiddleware:
-    """Observes each request's query count and DB time, and refreshes the pool metrics.
+    """Observes each request's query count and DB time and the collector's passes, and refreshes the pool metrics.
 
     Must come before ``perf.middleware.DBStatsMiddleware`` in ``MIDDLEWARE``: that one counts until
     it returns, so only code outside it sees the request's final numbers.
@@ -323,6 +336,9 @@ class RequestMetricsMiddleware:
             child(DB_QUERIES, view).observe(stats["queries"])
             child(DB_SECONDS, view).observe(stats["time_ms"] / 1000.0)
         POOL.update()
+        # The collector's passes are timed where they happen and observed here, where taking a lock is safe.
+        for generation, seconds in timed_passes():
+            child(GC_PAUSE_SECONDS, str(generation)).observe(seconds)
         return response
 
 

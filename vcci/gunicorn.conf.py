@@ -137,6 +137,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import os
 import re
 import signal
@@ -413,7 +414,8 @@ def child_exit(server: Any, worker: Any) -> None:
 
 
 def post_worker_init(worker: Any) -> None:
-    """Refuse a gevent worker whose psycopg would block; then start the cache warm-up (which never raises).
+    """Refuse a gevent worker whose psycopg would block; then freeze what is loaded (``perf.gcpause``) and start the
+    cache warm-up (which never raises).
 
     Gunicorn calls it in the worker after ``load_wsgi()``, so gevent has patched and Django is set
     up: importing the project here is safe, unlike at the top of this file (read by the master).
@@ -428,6 +430,12 @@ def post_worker_init(worker: Any) -> None:
     # Import the URLconf (and through it every view module) now, before the worker serves: lazily, the
     # first request of each worker would wait for it (about 0.5 s).
     get_resolver().url_patterns  # noqa: B018
+    from django.conf import settings
+
+    from perf.gcpause import tune_for_serving
+
+    thresholds = tune_for_serving(settings.GC_THRESHOLDS, freeze=settings.GC_FREEZE)
+    worker.log.info("Garbage collector: %d objects frozen, thresholds %s", gc.get_freeze_count(), thresholds)
     try:
         from perf.warm import warm_on_boot
 

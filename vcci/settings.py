@@ -232,6 +232,11 @@ ADMISSION_RETRY_AFTER_MAX: int = env.int("ADMISSION_RETRY_AFTER_MAX", default=16
 COOPERATE_SLICE_MS: float = env.float("COOPERATE_SLICE_MS", default=10.0)
 COOPERATE_SLICE_PER_REQUEST_MS: float = env.float("COOPERATE_SLICE_PER_REQUEST_MS", default=1.0)
 
+# The cyclic garbage collector in the server's processes (perf.gcpause.tune_for_serving, docs/serving.md): freeze
+# what is loaded at start (off only to compare), and its thresholds (gen0[,gen1[,gen2]]; empty: Python's 700,10,10).
+GC_FREEZE: bool = env.bool("GC_FREEZE", default=True)
+GC_THRESHOLDS: list[int] = [int(value) for value in env.list("GC_THRESHOLDS", default=[])]
+
 # The bulk pool (perf.bulkpool): the Unix socket of the server that serves bulk requests at a lower CPU priority.
 # vcci/gunicorn.conf.py starts that server and sets this for its workers; empty (tests, runserver), every request
 # is served where it arrives. Seconds a worker waits for the bulk pool to answer, or to send more of a body.

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from perf.gcpause import collection_paused
+from perf.gcpause import collection_paused, timed_passes, tune_for_serving
 
 
 @pytest.fixture(autouse=True)
@@ -79,3 +79,72 @@ def test_batch_endpoints_run_with_the_collector_paused(api, electricity_factor, 
     assert api.post("/api/v1/calculate/batch/", {"items": [item]}, format="json").status_code == 200
     assert seen == [False, False]
     assert gc.isenabled()
+
+
+@pytest.fixture
+def collector_as_python_sets_it() -> Iterator[None]:
+    """The process's thresholds and frozen objects back as they were, and no timing callback left behind."""
+    thresholds = gc.get_threshold()
+    callbacks = list(gc.callbacks)
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*thresholds)
+    gc.callbacks[:] = callbacks
+
+
+def test_serving_freezes_what_is_loaded_and_keeps_pythons_thresholds(collector_as_python_sets_it) -> None:
+    before = gc.get_threshold()
+    loaded: object = type("Loaded", (), {})()  # a tracked object the application holds at start
+
+    in_force = tune_for_serving([])
+
+    assert in_force == before == gc.get_threshold()
+    assert gc.get_freeze_count() > 0
+    assert not any(obj is loaded for obj in gc.get_objects())  # frozen: no pass walks it
+
+
+def test_serving_thresholds_replace_only_those_given(collector_as_python_sets_it) -> None:
+    _, second, third = gc.get_threshold()
+    assert tune_for_serving([5000], freeze=False) == (5000, second, third)
+    assert tune_for_serving([800, 20, 40], freeze=False) == (800, 20, 40) == gc.get_threshold()
+    assert gc.get_freeze_count() == 0
+
+
+def test_every_pass_is_noted_with_its_generation(collector_as_python_sets_it) -> None:
+    tune_for_serving([], freeze=False)
+    tune_for_serving([], freeze=False)  # once per process is the rule; twice still notes each pass once
+    list(timed_passes())
+
+    gc.collect(2)
+    gc.collect(0)
+
+    noted = list(timed_passes())
+    assert [generation for generation, _ in noted][-2:] == [2, 0]
+    assert all(seconds >= 0 for _, seconds in noted)
+    assert list(timed_passes()) == []  # each pass is given once
+
+
+def _observed(generation: int) -> float:
+    from perf.metrics import GC_PAUSE_SECONDS
+
+    return sum(
+        sample.value
+        for metric in GC_PAUSE_SECONDS.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_count") and sample.labels == {"generation": str(generation)}
+    )
+
+
+@pytest.mark.django_db
+def test_passes_reach_the_histogram_after_a_request_never_during_the_pass(api, collector_as_python_sets_it) -> None:
+    """A pass can start inside any allocation, with prometheus_client's lock held by the same greenlet: the callback
+    only notes it, and the request middleware observes it (an earlier callback that observed it hung a worker)."""
+    tune_for_serving([], freeze=False)
+    api.get("/healthz")
+    before = _observed(2)
+
+    gc.collect(2)
+    assert _observed(2) == before  # noted, not observed: the pass itself touched no metric
+
+    api.get("/healthz")
+    assert _observed(2) == before + 1

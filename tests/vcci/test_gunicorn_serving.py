@@ -595,6 +595,21 @@ def test_responses_do_not_name_gunicorn(start_server):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_workers_freeze_what_they_loaded_and_time_each_collector_pass(start_server):
+    server = start_server(workers=1, GC_THRESHOLDS="900")
+    found = re.search(r"Garbage collector: (\d+) objects frozen, thresholds \((\d+), (\d+), (\d+)\)", server.log_text())
+    assert found, server.log_text()
+    # Django, DRF and the project's modules: far more than a bare interpreter holds.
+    assert int(found.group(1)) > 50_000
+    assert found.group(2) == "900"
+    # A worker that serves allocates: its passes reach /metrics, per generation.
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    while not total(scraped := scrape(server), "vcci_gc_pause_seconds_count", generation="0"):
+        assert time.monotonic() < deadline, "no collector pass was timed"
+    assert total(scraped, "vcci_gc_pause_seconds_sum", generation="0") > 0
+
+
+@pytest.mark.django_db(transaction=True)
 def test_each_server_has_its_own_control_socket(start_server, tmp_path, request):
     # Two servers of one user, as gunicorn would default them: both in the same home, no XDG_RUNTIME_DIR.
     home = tmp_path / "home"
