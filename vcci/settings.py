@@ -235,7 +235,24 @@ COOPERATE_SLICE_PER_REQUEST_MS: float = env.float("COOPERATE_SLICE_PER_REQUEST_M
 # The cyclic garbage collector in the server's processes (perf.gcpause.tune_for_serving, docs/serving.md): freeze
 # what is loaded at start (off only to compare), and its thresholds (gen0[,gen1[,gen2]]; empty: Python's 700,10,10).
 GC_FREEZE: bool = env.bool("GC_FREEZE", default=True)
-GC_THRESHOLDS: list[int] = [int(value) for value in env.list("GC_THRESHOLDS", default=[])]
+
+
+def _gc_thresholds(values: list[str]) -> list[int]:
+    """``GC_THRESHOLDS``: 1 to 3 integers, the first at least 1 (0 would turn automatic collection off: the cycles
+    every request leaves would grow a worker without bound), the others at least 0."""
+    try:
+        thresholds = [int(value) for value in values]
+    except ValueError:
+        thresholds = []
+    if values and (not 1 <= len(thresholds) <= 3 or thresholds[0] < 1 or min(thresholds) < 0):
+        raise ImproperlyConfigured(
+            f"GC_THRESHOLDS={','.join(values)!r}: give 1 to 3 integers (gen0[,gen1[,gen2]]), the first at least 1 "
+            "and the others at least 0, or leave it empty for Python's."
+        )
+    return thresholds
+
+
+GC_THRESHOLDS: list[int] = _gc_thresholds(env.list("GC_THRESHOLDS", default=[]))
 
 # The bulk pool (perf.bulkpool): the Unix socket of the server that serves bulk requests at a lower CPU priority.
 # vcci/gunicorn.conf.py starts that server and sets this for its workers; empty (tests, runserver), every request

@@ -86,10 +86,12 @@ def collector_as_python_sets_it() -> Iterator[None]:
     """The process's thresholds and frozen objects back as they were, and no timing callback left behind."""
     thresholds = gc.get_threshold()
     callbacks = list(gc.callbacks)
+    assert gc.get_freeze_count() == 0  # unfreezing below restores this process only if nothing was frozen before
     yield
     gc.unfreeze()
     gc.set_threshold(*thresholds)
     gc.callbacks[:] = callbacks
+    list(timed_passes())  # the passes noted here are not a later test's to observe
 
 
 def test_serving_freezes_what_is_loaded_and_keeps_pythons_thresholds(collector_as_python_sets_it) -> None:

@@ -606,6 +606,7 @@ def test_workers_freeze_what_they_loaded_and_time_each_collector_pass(start_serv
     deadline = time.monotonic() + BOOT_TIMEOUT
     while not total(scraped := scrape(server), "vcci_gc_pause_seconds_count", generation="0"):
         assert time.monotonic() < deadline, "no collector pass was timed"
+        time.sleep(0.1)
     assert total(scraped, "vcci_gc_pause_seconds_sum", generation="0") > 0
 
 

@@ -55,6 +55,8 @@ ENV_KEYS = (
     "THROTTLE_RATE_ANON",
     "THROTTLE_RATE_AUTH_FAILURES",
     "NUM_PROXIES",
+    "GC_FREEZE",
+    "GC_THRESHOLDS",
 )
 
 
@@ -170,6 +172,21 @@ def test_random_page_cost_from_the_environment(load_settings):
 def test_impossible_random_page_cost_is_refused(load_settings, value):
     with pytest.raises(ImproperlyConfigured, match=f"DB_RANDOM_PAGE_COST must be a positive number.*got '{value}'"):
         load_settings(DB_RANDOM_PAGE_COST=value)
+
+
+def test_collector_thresholds_from_the_environment(load_settings):
+    assert load_settings().GC_THRESHOLDS == []  # Python's own
+    assert load_settings(GC_THRESHOLDS="5000").GC_THRESHOLDS == [5000]
+    assert load_settings(GC_THRESHOLDS="700,10,100").GC_THRESHOLDS == [700, 10, 100]
+    assert load_settings(GC_FREEZE="0").GC_FREEZE is False
+    assert load_settings().GC_FREEZE is True
+
+
+@pytest.mark.parametrize("value", ["fast", "0", "-5", "1.5", "700,-1", "700,10,10,10"])
+def test_impossible_collector_thresholds_are_refused(load_settings, value):
+    # 0 first would turn automatic collection off; a fourth value would stop every worker at boot (gc.set_threshold).
+    with pytest.raises(ImproperlyConfigured, match=r"GC_THRESHOLDS=.*give 1 to 3 integers"):
+        load_settings(GC_THRESHOLDS=value)
 
 
 def test_pgbouncer_mode_sends_no_planner_settings(load_settings):
