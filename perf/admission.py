@@ -285,7 +285,6 @@ class Gate:
     """
 
     def __init__(self, *, max_in_flight: int, heavy_slots: int, max_cached: int = 0) -> None:
-        self.max_in_flight = max_in_flight
         self.places = Lane(max_in_flight)
         self.cached = Lane(max_cached)
         self.heavy_slots = threading.BoundedSemaphore(heavy_slots)
@@ -337,13 +336,13 @@ class _Held:
     """What one request holds of its worker's gate: a place, a turn in the cached lane, a heavy slot. Released once
     (``__call__``), at whichever end comes first: the response returned, or its streamed body closed."""
 
-    __slots__ = ("cached", "done", "gate", "place", "slot")
+    __slots__ = ("cached", "done", "gate", "heavy", "place")
 
     def __init__(self, gate: Gate) -> None:
         self.gate = gate
         self.place = False
         self.cached = False
-        self.slot: Any = None
+        self.heavy = False
         self.done = False
 
     def leave_cached(self) -> None:
@@ -358,8 +357,8 @@ class _Held:
         self.leave_cached()
         if self.place:
             self.gate.leave()
-        if self.slot is not None:
-            self.slot.release()
+        if self.heavy:
+            self.gate.heavy_slots.release()
 
 
 def admit(request: HttpRequest) -> bool:
@@ -435,7 +434,7 @@ class AdmissionMiddleware:
         if not held.gate.heavy_slots.acquire(timeout=settings.ADMISSION_HEAVY_WAIT):
             return refusal(HEAVY_BUSY)
         # Released with the request's place (``_Held``): for a streamed body, when it is closed.
-        held.slot = held.gate.heavy_slots
+        held.heavy = True
         return None
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponseBase | None:
