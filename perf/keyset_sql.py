@@ -206,14 +206,17 @@ def execute(
     page_sql: PageSQL, values: Sequence[Any], using: str, *, text_loaded: Collection[str] = ()
 ) -> list[tuple[Any, ...]]:
     """The rows of ``page_sql`` for the cursor ``values`` on the database ``using`` (through Django's cursor and
-    its execute wrappers, as the queryset would run it).
+    its execute wrappers, as the queryset would run it), as a prepared statement where the backend prepares
+    (``perf.postgresql``'s ``prepared_cursor``).
 
     ``text_loaded``: PostgreSQL type names (``numeric``) whose values are left as the text PostgreSQL sent, for a
     caller that writes them out as text (``perf.rows``): psycopg would make each a Python value (a ``Decimal``)
     that the caller then writes back out. Only on psycopg 3 (its loaders are set on this cursor alone); elsewhere
     the values are Django's."""
     connection = connections[using]
-    with connection.cursor() as cursor:
+    # The text is fixed per shape: where the backend can (perf.postgresql), it is prepared once per connection.
+    cursor_of = getattr(connection, "prepared_cursor", connection.cursor)
+    with cursor_of() as cursor:
         if text_loaded:
             _load_as_text(cursor.cursor, text_loaded)
         cursor.execute(page_sql.sql, page_sql.bind(values, connection))

@@ -119,6 +119,10 @@ DATABASES = {
 }
 # PostgreSQL only: connection pool, statement timeout, PgBouncer mode. docs/database.md explains each knob.
 DB_PGBOUNCER: bool = env.bool("DB_PGBOUNCER", default=False)
+# PostgreSQL only: the fixed-shape hot queries (keyset pages, the token lookup) run as prepared statements
+# (perf.postgresql's prepared_cursor). Off by default behind PgBouncer, which must track them (>= 1.21 with
+# max_prepared_statements > 0) for them to be safe: docs/database.md.
+DB_PREPARED_STATEMENTS: bool = env.bool("DB_PREPARED_STATEMENTS", default=not DB_PGBOUNCER)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     _db = DATABASES["default"]
     # Django's backend, whose pool fails fast while PostgreSQL is unreachable (perf.postgresql.base).
@@ -130,14 +134,17 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     if DB_PGBOUNCER:
         # PgBouncer in transaction mode hands each transaction to any server connection, so nothing
         # may outlive a transaction: no server-side cursors (QuerySet.iterator() opens one WITH HOLD
-        # outside a transaction) and no prepared statements (psycopg prepares after prepare_threshold
-        # executions; None never prepares, Django's default, set here so a URL option cannot undo it).
+        # outside a transaction) and no prepared statements unless PgBouncer tracks them
+        # (DB_PREPARED_STATEMENTS, off by default here).
         # statement_timeout and random_page_cost are not sent as startup options (PgBouncer refuses or
         # ignores those); set them on the role or database instead: ALTER ROLE ... SET statement_timeout,
         # ALTER DATABASE ... SET random_page_cost (docs/database.md, "Planner settings").
         _db["DISABLE_SERVER_SIDE_CURSORS"] = True
-        _db_options["prepare_threshold"] = None
-    else:
+    # Django's own cursors bind on the client and are never prepared, whatever the threshold; None turns
+    # preparing off on every cursor, and pins it off (a URL option cannot undo it). 5 is psycopg's own default;
+    # the prepared cursor prepares on first execution anyway.
+    _db_options["prepare_threshold"] = 5 if DB_PREPARED_STATEMENTS else None
+    if not DB_PGBOUNCER:
         # Bound every statement so a runaway query cannot hold a worker forever. random_page_cost: PostgreSQL's
         # 4.0 default prices a random page read for spinning disks; on SSD / page-cached data (1.1, the usual SSD
         # value) the planner picks the covering index-only scans of the summaries, 1.5-2.7x faster when measured

@@ -17,6 +17,16 @@ pool busy for longer than a slice reorders its waiters, and admission control ke
 below its pool size. Connections are checked (an empty statement) as they are handed out when
 ``CONN_HEALTH_CHECKS`` is on (the default with the pool, ``DB_CONN_HEALTH_CHECKS``): a connection that
 died with a restarted server is replaced instead of failing the request that drew it.
+
+**Prepared statements for fixed-shape hot queries.** ``DatabaseWrapper.prepared_cursor()`` is Django's cursor
+(its execute wrappers, its query log) around a ``PreparingCursor``: psycopg's server-binding cursor, which
+prepares each statement on the server the first time it runs on a connection and then only sends its
+parameters. PostgreSQL then neither parses nor, once it settles on a generic plan (after five executions, when
+that plan costs no more than the custom ones), plans the statement again. Django's own cursors bind on the
+client and are never prepared. ``perf.keyset_sql`` runs the kept page queries and the token lookup through it:
+their text is fixed per shape and only the parameters change. It falls back to Django's cursor when the
+connection may not prepare (``prepare_threshold`` None: ``DB_PREPARED_STATEMENTS`` off, the default behind
+PgBouncer).
 """
 
 from __future__ import annotations
@@ -31,9 +41,16 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db.backends.base.base import NO_DB_ALIAS
 from django.db.backends.postgresql import base
+from django.db.backends.postgresql.operations import DatabaseOperations as PostgreSQLOperations
+from django.db.backends.postgresql.psycopg_any import register_tzloader
+from django.db.backends.utils import CursorWrapper
+from django.utils.asyncio import async_unsafe
+from psycopg.abc import Params, QueryNoTemplate
+from psycopg.pq import Format
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 ServerKey = tuple[str, str]
+_TIMESTAMPTZ_OID = psycopg.adapters.types["timestamptz"].oid
 
 
 class DatabaseUnreachable(psycopg.OperationalError):
@@ -87,6 +104,35 @@ class TrackedConnection(psycopg.Connection[Any]):
         return connection
 
 
+class PreparingCursor(psycopg.Cursor[Any]):
+    """psycopg's cursor binding parameters on the server, preparing every statement it executes (module docstring).
+
+    Precondition: the connection's ``prepare_threshold`` is not None (psycopg prepares nothing otherwise)."""
+
+    def execute(  # type: ignore[override]  # the same call; only ``prepare`` is decided here
+        self,
+        query: QueryNoTemplate,
+        params: Params | None = None,
+        *,
+        prepare: bool | None = None,
+        binary: bool | None = None,
+    ) -> PreparingCursor:
+        return super().execute(query, params, prepare=True, binary=binary)
+
+
+class DatabaseOperations(PostgreSQLOperations):
+    """Django's, naming a prepared statement's query with its parameters in the query log as it names others."""
+
+    def last_executed_query(self, cursor: Any, sql: str, params: Any) -> str:
+        if isinstance(cursor, PreparingCursor):
+            # Django reads a client-binding cursor's last query; this one sent its parameters apart.
+            try:
+                return str(self.compose_sql(sql, params))
+            except psycopg.errors.DataError:  # a value psycopg cannot quote: the text with its placeholders
+                return sql
+        return super().last_executed_query(cursor, sql, params)
+
+
 class FailFastPool(ConnectionPool[Any]):
     """psycopg_pool's pool whose checkouts give up early while the server is unreachable (module docstring).
 
@@ -127,6 +173,7 @@ class FailFastPool(ConnectionPool[Any]):
 class DatabaseWrapper(base.DatabaseWrapper):
     """Django's PostgreSQL wrapper whose pool is a ``FailFastPool`` (module docstring)."""
 
+    ops_class = DatabaseOperations
     # Django's (django-stubs does not declare them): the pools by alias, and the pool's configure callback.
     _connection_pools: ClassVar[dict[str, Any]]
     _configure_connection: Callable[[Any], None]
@@ -156,3 +203,25 @@ class DatabaseWrapper(base.DatabaseWrapper):
             # As Django: with concurrent first uses, the first pool stored wins (none is open yet).
             self._connection_pools.setdefault(self.alias, pool)
         return self._connection_pools[self.alias]
+
+    @async_unsafe
+    def prepared_cursor(self) -> CursorWrapper:
+        """A cursor whose statements are prepared on the server (``PreparingCursor``, module docstring), wrapped as
+        ``cursor()`` wraps Django's; Django's own cursor when the connection prepares nothing.
+
+        For statements whose text repeats with other parameters only: each distinct text becomes one prepared
+        statement per connection (psycopg keeps the last ``prepared_max``, 100, and deallocates older ones)."""
+        self.close_if_health_check_failed()
+        self.ensure_connection()
+        if self.connection.prepare_threshold is None:
+            return self.cursor()
+        with self.wrap_database_errors:
+            cursor = PreparingCursor(self.connection)
+            # As Django's create_cursor: the connection's time zone, where its loader was made for another.
+            loader = self.connection.adapters.get_loader(_TIMESTAMPTZ_OID, Format.TEXT)
+            if getattr(loader, "timezone", None) != self.timezone:
+                register_tzloader(self.timezone, cursor)
+            # As Django's _prepare_cursor: the query log's wrapper while queries are logged.
+            self.validate_thread_sharing()
+            wrapped: Any = cursor  # django-stubs type the argument as the wrapper it becomes
+            return self.make_debug_cursor(wrapped) if self.queries_logged else self.make_cursor(wrapped)

@@ -162,6 +162,34 @@ def test_pages_from_kept_sql_are_the_pages_django_runs(org, other_org, monkeypat
     assert kept == fresh == (expected, expected[: len(kept[1])])
 
 
+def _prepared_statements(table: str) -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements WHERE statement LIKE %s", [f'%"{table}"%'])
+        return [row[0] for row in cursor.fetchall()]
+
+
+def test_kept_pages_run_as_one_prepared_statement_per_shape(org):
+    _emissions(org, 9)
+    queryset = Emission.objects.for_org(org).with_related()
+    expected = list(queryset.order_by("-period_start", "-id").values_list("id", flat=True))
+    pages = [_page(queryset, EmissionView, f"/x/?limit=2&after={_cursor(queryset, i)}")[0] for i in range(0, 6, 2)]
+    assert [[row[0] for row in rows] for rows in pages] == [expected[1:3], expected[3:5], expected[5:7]]
+    # Three cursors, one statement: the cursor's values are its parameters, not literals in its text.
+    (statement,) = _prepared_statements("emissions_emission")
+    assert '"period_start", "emissions_emission"."id") <= ($' in statement
+
+
+def test_pages_are_not_prepared_where_the_connection_prepares_nothing(org, monkeypatch):
+    _emissions(org)
+    queryset = Emission.objects.for_org(org).with_related()
+    connection.ensure_connection()
+    # As with DB_PREPARED_STATEMENTS off (the threshold None): Django's own cursor runs the kept SQL.
+    monkeypatch.setattr(connection.connection, "prepare_threshold", None)
+    rows, _, _ = _page(queryset, EmissionView, f"/x/?limit=2&after={_cursor(queryset, 0)}")
+    assert [row[0] for row in rows] == list(queryset.order_by("-period_start", "-id").values_list("id", flat=True)[1:3])
+    assert _prepared_statements("emissions_emission") == []
+
+
 def test_a_kept_page_is_one_query_and_compiles_nothing(org, monkeypatch):
     _emissions(org)
     queryset = Emission.objects.for_org(org).with_related()

@@ -1,5 +1,6 @@
 """perf.postgresql (the project's PostgreSQL backend): PostgreSQL unreachable fails fast, a pool that is only busy
-waits DB_POOL_TIMEOUT, and pooled connections that died with the server are replaced on checkout.
+waits DB_POOL_TIMEOUT, pooled connections that died with the server are replaced on checkout, and the prepared
+cursor prepares each text once per connection.
 
 The shared PostgreSQL is never stopped: "unreachable" is a wrapper whose pool points at a closed port, and a
 "restart" kills the backend of the test's own pooled connection (pg_terminate_backend).
@@ -8,6 +9,7 @@ The shared PostgreSQL is never stopped: "unreachable" is a wrapper whose pool po
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -15,11 +17,12 @@ from typing import Any
 
 import pytest
 from django.conf import settings
-from django.db import OperationalError, connection, connections
+from django.db import OperationalError, connection, connections, transaction
 from django.db.utils import load_backend
+from django.test.utils import CaptureQueriesContext
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from perf.postgresql.base import REACHABILITY, DatabaseUnreachable, server_key
+from perf.postgresql.base import REACHABILITY, DatabaseUnreachable, PreparingCursor, server_key
 
 
 def closed_port() -> int:
@@ -137,3 +140,57 @@ def test_a_pooled_connection_killed_by_a_restart_is_replaced_on_checkout(make_wr
         cursor.execute("SELECT pg_backend_pid()")
         (pid,) = cursor.fetchone()
     assert pid != killed
+
+
+def _prepared(text: str) -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements WHERE statement LIKE %s", [f"%{text}%"])
+        return [row[0] for row in cursor.fetchall()]
+
+
+@pytest.mark.django_db
+def test_the_prepared_cursor_prepares_a_text_once_and_logs_it_with_its_parameters():
+    query = "SELECT %s::int * 2, %s::timestamptz /* prepared-probe */"
+    instant = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    with CaptureQueriesContext(connection) as captured:
+        results = []
+        for value in (1, 2, 3):
+            with connection.prepared_cursor() as cursor:
+                cursor.execute(query, [value, instant])
+                results.append(cursor.fetchone())
+    assert results == [(2, instant), (4, instant), (6, instant)]
+    (statement,) = _prepared("prepared-probe")
+    assert "$1" in statement and "$2" in statement
+    # The query log names each execution with its own values, as it names Django's client-bound queries.
+    literal = "'2026-01-02 03:04:05+00:00'::timestamptz"  # as psycopg quotes an aware datetime
+    assert [entry["sql"] for entry in captured] == [
+        f"SELECT {value}::int * 2, {literal}::timestamptz /* prepared-probe */" for value in (1, 2, 3)
+    ]
+
+
+@pytest.mark.django_db
+def test_the_prepared_cursor_is_djangos_where_the_connection_prepares_nothing(monkeypatch):
+    connection.ensure_connection()
+    monkeypatch.setattr(connection.connection, "prepare_threshold", None)
+    with connection.prepared_cursor() as cursor:
+        assert not isinstance(cursor.cursor, PreparingCursor)
+        cursor.execute("SELECT 1 /* unprepared-probe */")
+        assert cursor.fetchone() == (1,)
+    assert _prepared("unprepared-probe") == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_prepared_statement_is_made_again_after_a_rollback():
+    # psycopg deallocates its prepared statements when a transaction rolls back; the next execution prepares again.
+    def run(value: int) -> Any:
+        with connection.prepared_cursor() as cursor:  # type: ignore[attr-defined]  # perf.postgresql's
+            cursor.execute("SELECT %s::int + 1 /* rollback-probe */", [value])
+            return cursor.fetchone()[0]
+
+    assert run(1) == 2
+    with pytest.raises(RuntimeError), transaction.atomic():
+        assert run(2) == 3
+        raise RuntimeError("rolled back")
+    assert _prepared("rollback-probe") == []
+    assert run(3) == 4
+    assert len(_prepared("rollback-probe")) == 1

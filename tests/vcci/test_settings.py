@@ -30,6 +30,7 @@ ENV_KEYS = (
     "DEBUG",
     "DB_POOL",
     "DB_PGBOUNCER",
+    "DB_PREPARED_STATEMENTS",
     "DB_POOL_MIN_SIZE",
     "DB_POOL_MAX_SIZE",
     "DB_POOL_TIMEOUT",
@@ -159,6 +160,14 @@ def test_pgbouncer_mode(load_settings):
     assert database["OPTIONS"]["prepare_threshold"] is None
     assert "pool" not in database["OPTIONS"]  # PgBouncer pools
     assert "options" not in database["OPTIONS"]  # no startup parameters PgBouncer would refuse
+
+
+def test_prepared_statements_on_directly_off_behind_pgbouncer_unless_asked_for(load_settings):
+    # None pins psycopg's preparing off on every cursor; any number lets the prepared cursor prepare.
+    assert load_settings().DATABASES["default"]["OPTIONS"]["prepare_threshold"] == 5
+    assert load_settings(DB_PREPARED_STATEMENTS="0").DATABASES["default"]["OPTIONS"]["prepare_threshold"] is None
+    behind = load_settings(DB_PGBOUNCER="1", DB_PREPARED_STATEMENTS="1")  # a PgBouncer that tracks them (>= 1.21)
+    assert behind.DB_PREPARED_STATEMENTS is True and behind.DATABASES["default"]["OPTIONS"]["prepare_threshold"] == 5
 
 
 def test_random_page_cost_from_the_environment(load_settings):
