@@ -26,13 +26,13 @@ Django's converters (``from_db_value``, the backend's): those pages go through D
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Hashable, Iterator, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import EmptyResultSet
 from django.core.signals import setting_changed
-from django.db import connections
+from django.db import DatabaseError, connections
 from django.db.models import Field, Model, QuerySet, Value
 from django.db.models.expressions import BaseExpression
 from django.db.models.query import ModelIterable
@@ -213,9 +213,26 @@ def execute(
     caller that writes them out as text (``perf.rows``): psycopg would make each a Python value (a ``Decimal``)
     that the caller then writes back out. Only on psycopg 3 (its loaders are set on this cursor alone); elsewhere
     the values are Django's."""
-    connection = connections[using]
-    # The text is fixed per shape: where the backend can (perf.postgresql), it is prepared once per connection.
-    cursor_of = getattr(connection, "prepared_cursor", connection.cursor)
+    connection: Any = connections[using]  # perf.postgresql's has prepared_cursor and recover_prepared
+    prepared = getattr(connection, "prepared_cursor", None)
+    if prepared is None:
+        return _rows(connection.cursor, page_sql, values, connection, text_loaded)
+    try:
+        return _rows(prepared, page_sql, values, connection, text_loaded)
+    except DatabaseError as exc:
+        # A prepared statement made stale by a migration another process ran: once more, prepared anew.
+        if not connection.recover_prepared(exc):
+            raise
+        return _rows(prepared, page_sql, values, connection, text_loaded)
+
+
+def _rows(
+    cursor_of: Callable[[], Any],
+    page_sql: PageSQL,
+    values: Sequence[Any],
+    connection: Any,
+    text_loaded: Collection[str],
+) -> list[tuple[Any, ...]]:
     with cursor_of() as cursor:
         if text_loaded:
             _load_as_text(cursor.cursor, text_loaded)

@@ -120,9 +120,8 @@ DATABASES = {
 # PostgreSQL only: connection pool, statement timeout, PgBouncer mode. docs/database.md explains each knob.
 DB_PGBOUNCER: bool = env.bool("DB_PGBOUNCER", default=False)
 # PostgreSQL only: the fixed-shape hot queries (keyset pages, the token lookup) run as prepared statements
-# (perf.postgresql's prepared_cursor). Off by default behind PgBouncer, which must track them (>= 1.21 with
-# max_prepared_statements > 0) for them to be safe: docs/database.md.
-DB_PREPARED_STATEMENTS: bool = env.bool("DB_PREPARED_STATEMENTS", default=not DB_PGBOUNCER)
+# (perf.postgresql's prepared_cursor); set below, with the pool.
+DB_PREPARED_STATEMENTS: bool = False
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     _db = DATABASES["default"]
     # Django's backend, whose pool fails fast while PostgreSQL is unreachable (perf.postgresql.base).
@@ -134,16 +133,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     if DB_PGBOUNCER:
         # PgBouncer in transaction mode hands each transaction to any server connection, so nothing
         # may outlive a transaction: no server-side cursors (QuerySet.iterator() opens one WITH HOLD
-        # outside a transaction) and no prepared statements unless PgBouncer tracks them
-        # (DB_PREPARED_STATEMENTS, off by default here).
+        # outside a transaction) and no prepared statements (psycopg prepares after prepare_threshold
+        # executions; None never prepares, Django's default, set here so a URL option cannot undo it; the
+        # prepared cursor of DB_PREPARED_STATEMENTS sets its own threshold, and is off by default here).
         # statement_timeout and random_page_cost are not sent as startup options (PgBouncer refuses or
         # ignores those); set them on the role or database instead: ALTER ROLE ... SET statement_timeout,
         # ALTER DATABASE ... SET random_page_cost (docs/database.md, "Planner settings").
         _db["DISABLE_SERVER_SIDE_CURSORS"] = True
-    # Django's own cursors bind on the client and are never prepared, whatever the threshold; None turns
-    # preparing off on every cursor, and pins it off (a URL option cannot undo it). 5 is psycopg's own default;
-    # the prepared cursor prepares on first execution anyway.
-    _db_options["prepare_threshold"] = 5 if DB_PREPARED_STATEMENTS else None
+        _db_options["prepare_threshold"] = None
     if not DB_PGBOUNCER:
         # Bound every statement so a runaway query cannot hold a worker forever. random_page_cost: PostgreSQL's
         # 4.0 default prices a random page read for spinning disks; on SSD / page-cached data (1.1, the usual SSD
@@ -204,6 +201,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # at the start of each request. On by default with the pool: after PostgreSQL restarts, every pooled connection
     # is dead, and each would otherwise fail the request that drew it.
     _db["CONN_HEALTH_CHECKS"] = env.bool("DB_CONN_HEALTH_CHECKS", default="pool" in _db_options)
+    # A statement is prepared per connection: worth it only on connections that outlive a request (the pool, or
+    # CONN_MAX_AGE). Behind PgBouncer only if it tracks prepared statements (>= 1.22, and psycopg on libpq >= 17):
+    # docs/database.md.
+    DB_PREPARED_STATEMENTS = env.bool(
+        "DB_PREPARED_STATEMENTS",
+        default=not DB_PGBOUNCER and ("pool" in _db_options or _db.get("CONN_MAX_AGE", 0) != 0),
+    )
 # A request waiting for a database connection looks this often (seconds) whether PostgreSQL's last connection attempt
 # failed; if so it gives up (503 + Retry-After) instead of waiting out DB_POOL_TIMEOUT (perf.postgresql.base,
 # perf.errors). A slice is time for one connection attempt, which the pool makes at once for a waiting request.

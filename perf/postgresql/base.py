@@ -20,13 +20,16 @@ died with a restarted server is replaced instead of failing the request that dre
 
 **Prepared statements for fixed-shape hot queries.** ``DatabaseWrapper.prepared_cursor()`` is Django's cursor
 (its execute wrappers, its query log) around a ``PreparingCursor``: psycopg's server-binding cursor, which
-prepares each statement on the server the first time it runs on a connection and then only sends its
-parameters. PostgreSQL then neither parses nor, once it settles on a generic plan (after five executions, when
-that plan costs no more than the custom ones), plans the statement again. Django's own cursors bind on the
-client and are never prepared. ``perf.keyset_sql`` runs the kept page queries and the token lookup through it:
-their text is fixed per shape and only the parameters change. It falls back to Django's cursor when the
-connection may not prepare (``prepare_threshold`` None: ``DB_PREPARED_STATEMENTS`` off, the default behind
-PgBouncer).
+prepares a text on the server once it has run ``PREPARE_THRESHOLD`` times on a connection, and from then on only
+sends its parameters. PostgreSQL then no longer parses it, nor plans it once it settles on a generic plan (after
+five executions, when that plan is estimated no costlier than the custom ones). Django's own cursors bind on the
+client and are never prepared; the connection's ``prepare_threshold`` stays None (psycopg then keeps no
+bookkeeping of their texts) except while a ``PreparingCursor`` executes. ``perf.keyset_sql`` runs the kept page
+queries and the token lookup through it: their text is fixed per shape and only the parameters change.
+``prepared_cursor()`` is Django's cursor when ``DB_PREPARED_STATEMENTS`` is off (the default behind PgBouncer and
+without persistent connections). A prepared statement whose table changed under it (another process altered a
+column it reads) fails; ``recover_prepared`` then drops the connection's prepared statements so that the caller
+can run it again.
 """
 
 from __future__ import annotations
@@ -104,12 +107,16 @@ class TrackedConnection(psycopg.Connection[Any]):
         return connection
 
 
+# Executions of a text on a connection before it is prepared (psycopg's default): a text run only once or twice (an
+# unusual ?limit=, a rare filter) costs no extra round trip to prepare and no room among the prepared_max kept.
+PREPARE_THRESHOLD = 5
+
+
 class PreparingCursor(psycopg.Cursor[Any]):
-    """psycopg's cursor binding parameters on the server, preparing every statement it executes (module docstring).
+    """psycopg's cursor binding parameters on the server, preparing a text once it ran ``PREPARE_THRESHOLD`` times on
+    its connection (module docstring)."""
 
-    Precondition: the connection's ``prepare_threshold`` is not None (psycopg prepares nothing otherwise)."""
-
-    def execute(  # type: ignore[override]  # the same call; only ``prepare`` is decided here
+    def execute(  # type: ignore[override]  # the same call; the threshold is this cursor's
         self,
         query: QueryNoTemplate,
         params: Params | None = None,
@@ -117,7 +124,14 @@ class PreparingCursor(psycopg.Cursor[Any]):
         prepare: bool | None = None,
         binary: bool | None = None,
     ) -> PreparingCursor:
-        return super().execute(query, params, prepare=True, binary=binary)
+        # Only while this cursor executes: with a threshold, psycopg also counts the texts of Django's client-bound
+        # queries (values written in), which are never prepared. A connection serves one greenlet at a time.
+        connection = self.connection
+        connection.prepare_threshold = PREPARE_THRESHOLD
+        try:
+            return super().execute(query, params, prepare=prepare, binary=binary)
+        finally:
+            connection.prepare_threshold = None
 
 
 class DatabaseOperations(PostgreSQLOperations):
@@ -206,15 +220,15 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     @async_unsafe
     def prepared_cursor(self) -> CursorWrapper:
-        """A cursor whose statements are prepared on the server (``PreparingCursor``, module docstring), wrapped as
-        ``cursor()`` wraps Django's; Django's own cursor when the connection prepares nothing.
+        """A cursor preparing the texts it runs repeatedly (``PreparingCursor``, module docstring), wrapped as
+        ``cursor()`` wraps Django's; Django's own cursor when ``DB_PREPARED_STATEMENTS`` is off.
 
         For statements whose text repeats with other parameters only: each distinct text becomes one prepared
         statement per connection (psycopg keeps the last ``prepared_max``, 100, and deallocates older ones)."""
+        if not getattr(settings, "DB_PREPARED_STATEMENTS", False):
+            return self.cursor()
         self.close_if_health_check_failed()
         self.ensure_connection()
-        if self.connection.prepare_threshold is None:
-            return self.cursor()
         with self.wrap_database_errors:
             cursor = PreparingCursor(self.connection)
             # As Django's create_cursor: the connection's time zone, where its loader was made for another.
@@ -225,3 +239,21 @@ class DatabaseWrapper(base.DatabaseWrapper):
             self.validate_thread_sharing()
             wrapped: Any = cursor  # django-stubs type the argument as the wrapper it becomes
             return self.make_debug_cursor(wrapped) if self.queries_logged else self.make_cursor(wrapped)
+
+    def recover_prepared(self, error: BaseException) -> bool:
+        """Whether a ``prepared_cursor()`` execution that raised ``error`` may run again: it failed because a prepared
+        statement no longer fits its tables (``cached plan must not change result type`` after another process
+        altered a column it reads) or no longer exists, outside a transaction. Then the connection's prepared
+        statements are dropped first (deallocated before its next statement), as psycopg drops them itself when a
+        transaction rolls back. Inside a transaction: False; its rollback drops them.
+
+        Without this, the statement would fail on every later execution on that connection: psycopg keeps it as
+        prepared, and nothing else on an autocommit connection makes it forget it."""
+        cause = error.__cause__ if isinstance(error.__cause__, psycopg.Error) else error
+        if not isinstance(cause, (psycopg.errors.FeatureNotSupported, psycopg.errors.InvalidSqlStatementName)):
+            return False
+        if self.connection is None or not self.get_autocommit() or self.in_atomic_block:
+            return False
+        # psycopg has no public call for this; its PrepareManager.clear() is what its own rollback calls.
+        self.connection._prepared.clear()
+        return True

@@ -6,9 +6,10 @@ import datetime as dt
 import itertools
 from decimal import Decimal
 
+import psycopg
 import pytest
-from django.db import connection
-from django.db.models import Count, Value
+from django.db import NotSupportedError, connection, transaction
+from django.db.models import Count, IntegerField, Value
 from django.test.utils import CaptureQueriesContext, override_settings
 from rest_framework.request import Request
 from rest_framework.test import APIRequestFactory
@@ -17,6 +18,7 @@ from emissions.api.views import EmissionViewSet
 from emissions.models import Emission, Supplier
 from perf import keyset_sql
 from perf.pagination import KeysetPagination, KeysetPaginator
+from perf.postgresql.base import PREPARE_THRESHOLD
 from tests.factories import EmissionFactory, SupplierFactory
 
 pytestmark = pytest.mark.django_db
@@ -168,26 +170,68 @@ def _prepared_statements(table: str) -> list[str]:
         return [row[0] for row in cursor.fetchall()]
 
 
-def test_kept_pages_run_as_one_prepared_statement_per_shape(org):
-    _emissions(org, 9)
+def test_kept_pages_run_as_one_prepared_statement_per_shape(org, settings):
+    settings.DB_PREPARED_STATEMENTS = True
+    _emissions(org, PREPARE_THRESHOLD + 4)
     queryset = Emission.objects.for_org(org).with_related()
     expected = list(queryset.order_by("-period_start", "-id").values_list("id", flat=True))
-    pages = [_page(queryset, EmissionView, f"/x/?limit=2&after={_cursor(queryset, i)}")[0] for i in range(0, 6, 2)]
-    assert [[row[0] for row in rows] for rows in pages] == [expected[1:3], expected[3:5], expected[5:7]]
-    # Three cursors, one statement: the cursor's values are its parameters, not literals in its text.
+    cursors = [_cursor(queryset, i) for i in range(PREPARE_THRESHOLD + 2)]
+    pages = [_page(queryset, EmissionView, f"/x/?limit=2&after={cursor}")[0] for cursor in cursors]
+    assert [[row[0] for row in rows] for rows in pages] == [expected[i + 1 : i + 3] for i in range(len(cursors))]
+    # Seven cursors, one statement: the cursor's values are its parameters, not literals in its text.
     (statement,) = _prepared_statements("emissions_emission")
     assert '"period_start", "emissions_emission"."id") <= ($' in statement
 
 
-def test_pages_are_not_prepared_where_the_connection_prepares_nothing(org, monkeypatch):
+def test_pages_are_not_prepared_when_prepared_statements_are_off(org, settings):
+    settings.DB_PREPARED_STATEMENTS = False
     _emissions(org)
     queryset = Emission.objects.for_org(org).with_related()
-    connection.ensure_connection()
-    # As with DB_PREPARED_STATEMENTS off (the threshold None): Django's own cursor runs the kept SQL.
-    monkeypatch.setattr(connection.connection, "prepare_threshold", None)
-    rows, _, _ = _page(queryset, EmissionView, f"/x/?limit=2&after={_cursor(queryset, 0)}")
-    assert [row[0] for row in rows] == list(queryset.order_by("-period_start", "-id").values_list("id", flat=True)[1:3])
+    expected = list(queryset.order_by("-period_start", "-id").values_list("id", flat=True))
+    for _ in range(PREPARE_THRESHOLD + 2):
+        rows, _, _ = _page(queryset, EmissionView, f"/x/?limit=2&after={_cursor(queryset, 0)}")
+        assert [row[0] for row in rows] == expected[1:3]
     assert _prepared_statements("emissions_emission") == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_statement_made_stale_by_another_process_runs_again(settings):
+    settings.DB_PREPARED_STATEMENTS = True
+    page_sql = keyset_sql.PageSQL(
+        'SELECT "a" FROM "keyset_probe" WHERE "a" >= %s ORDER BY "a"', (keyset_sql.Marker(0),), (IntegerField(),)
+    )
+
+    def prepared_run() -> None:
+        for _ in range(PREPARE_THRESHOLD + 1):
+            assert keyset_sql.execute(page_sql, [4], "default") == [(4,), (5,)]
+        assert len(_prepared_statements("keyset_probe")) == 1
+
+    def migrate_elsewhere(column_type: str) -> None:
+        # Another process's migration: the prepared statement's result type is no longer the table's.
+        params = connection.settings_dict
+        with psycopg.connect(
+            dbname=params["NAME"], host=params["HOST"], port=params["PORT"] or None, user=params["USER"],
+            password=params["PASSWORD"] or None, autocommit=True,
+        ) as other:  # fmt: skip
+            other.execute(f'ALTER TABLE "keyset_probe" ALTER COLUMN "a" TYPE {column_type}')
+
+    with connection.cursor() as cursor:
+        cursor.execute('CREATE TABLE "keyset_probe" ("a" integer)')
+        cursor.execute('INSERT INTO "keyset_probe" SELECT generate_series(1, 5)')
+    try:
+        prepared_run()
+        migrate_elsewhere("bigint")
+        # Outside a transaction: run again at once, and on every later execution.
+        assert keyset_sql.execute(page_sql, [4], "default") == [(4,), (5,)]
+        prepared_run()
+        migrate_elsewhere("numeric")
+        # Inside one: the transaction fails, and its rollback lets the next execution through.
+        with pytest.raises(NotSupportedError, match="cached plan"), transaction.atomic():
+            keyset_sql.execute(page_sql, [4], "default")
+        assert keyset_sql.execute(page_sql, [4], "default") == [(Decimal(4),), (Decimal(5),)]
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute('DROP TABLE "keyset_probe"')
 
 
 def test_a_kept_page_is_one_query_and_compiles_nothing(org, monkeypatch):

@@ -1,6 +1,6 @@
 """perf.postgresql (the project's PostgreSQL backend): PostgreSQL unreachable fails fast, a pool that is only busy
 waits DB_POOL_TIMEOUT, pooled connections that died with the server are replaced on checkout, and the prepared
-cursor prepares each text once per connection.
+cursor prepares a repeated text once per connection.
 
 The shared PostgreSQL is never stopped: "unreachable" is a wrapper whose pool points at a closed port, and a
 "restart" kills the backend of the test's own pooled connection (pg_terminate_backend).
@@ -22,7 +22,7 @@ from django.db.utils import load_backend
 from django.test.utils import CaptureQueriesContext
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from perf.postgresql.base import REACHABILITY, DatabaseUnreachable, PreparingCursor, server_key
+from perf.postgresql.base import PREPARE_THRESHOLD, REACHABILITY, DatabaseUnreachable, PreparingCursor, server_key
 
 
 def closed_port() -> int:
@@ -148,49 +148,62 @@ def _prepared(text: str) -> list[str]:
         return [row[0] for row in cursor.fetchall()]
 
 
+@pytest.fixture
+def preparing(settings):
+    settings.DB_PREPARED_STATEMENTS = True
+    return settings
+
+
 @pytest.mark.django_db
-def test_the_prepared_cursor_prepares_a_text_once_and_logs_it_with_its_parameters():
+def test_the_prepared_cursor_prepares_a_repeated_text_once_and_logs_it_with_its_parameters(preparing):
     query = "SELECT %s::int * 2, %s::timestamptz /* prepared-probe */"
     instant = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    runs = PREPARE_THRESHOLD + 2
     with CaptureQueriesContext(connection) as captured:
         results = []
-        for value in (1, 2, 3):
+        for value in range(runs):
             with connection.prepared_cursor() as cursor:
+                assert isinstance(cursor.cursor, PreparingCursor)
                 cursor.execute(query, [value, instant])
                 results.append(cursor.fetchone())
-    assert results == [(2, instant), (4, instant), (6, instant)]
+            if value < PREPARE_THRESHOLD - 1:
+                assert _prepared("prepared-probe") == []  # not before it ran PREPARE_THRESHOLD times
+    assert results == [(2 * value, instant) for value in range(runs)]
     (statement,) = _prepared("prepared-probe")
     assert "$1" in statement and "$2" in statement
+    # Django's own queries are not even counted by psycopg: the threshold is the prepared cursor's alone.
+    assert connection.connection.prepare_threshold is None
     # The query log names each execution with its own values, as it names Django's client-bound queries.
     literal = "'2026-01-02 03:04:05+00:00'::timestamptz"  # as psycopg quotes an aware datetime
     assert [entry["sql"] for entry in captured] == [
-        f"SELECT {value}::int * 2, {literal}::timestamptz /* prepared-probe */" for value in (1, 2, 3)
+        f"SELECT {value}::int * 2, {literal}::timestamptz /* prepared-probe */" for value in range(runs)
     ]
 
 
 @pytest.mark.django_db
-def test_the_prepared_cursor_is_djangos_where_the_connection_prepares_nothing(monkeypatch):
-    connection.ensure_connection()
-    monkeypatch.setattr(connection.connection, "prepare_threshold", None)
-    with connection.prepared_cursor() as cursor:
-        assert not isinstance(cursor.cursor, PreparingCursor)
-        cursor.execute("SELECT 1 /* unprepared-probe */")
-        assert cursor.fetchone() == (1,)
+def test_the_prepared_cursor_is_djangos_when_prepared_statements_are_off(settings):
+    settings.DB_PREPARED_STATEMENTS = False
+    for _ in range(PREPARE_THRESHOLD + 2):
+        with connection.prepared_cursor() as cursor:
+            assert not isinstance(cursor.cursor, PreparingCursor)
+            cursor.execute("SELECT 1 /* unprepared-probe */")
+            assert cursor.fetchone() == (1,)
     assert _prepared("unprepared-probe") == []
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_prepared_statement_is_made_again_after_a_rollback():
-    # psycopg deallocates its prepared statements when a transaction rolls back; the next execution prepares again.
+def test_a_prepared_statement_is_made_again_after_a_rollback(preparing):
+    # psycopg deallocates its prepared statements when a transaction rolls back; the text is prepared again later.
     def run(value: int) -> Any:
         with connection.prepared_cursor() as cursor:  # type: ignore[attr-defined]  # perf.postgresql's
             cursor.execute("SELECT %s::int + 1 /* rollback-probe */", [value])
             return cursor.fetchone()[0]
 
-    assert run(1) == 2
+    assert [run(value) for value in range(PREPARE_THRESHOLD + 1)] == list(range(1, PREPARE_THRESHOLD + 2))
+    assert len(_prepared("rollback-probe")) == 1
     with pytest.raises(RuntimeError), transaction.atomic():
-        assert run(2) == 3
+        assert run(100) == 101
         raise RuntimeError("rolled back")
     assert _prepared("rollback-probe") == []
-    assert run(3) == 4
+    assert [run(value) for value in range(PREPARE_THRESHOLD + 1)] == list(range(1, PREPARE_THRESHOLD + 2))
     assert len(_prepared("rollback-probe")) == 1

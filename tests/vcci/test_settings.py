@@ -162,12 +162,18 @@ def test_pgbouncer_mode(load_settings):
     assert "options" not in database["OPTIONS"]  # no startup parameters PgBouncer would refuse
 
 
-def test_prepared_statements_on_directly_off_behind_pgbouncer_unless_asked_for(load_settings):
-    # None pins psycopg's preparing off on every cursor; any number lets the prepared cursor prepare.
-    assert load_settings().DATABASES["default"]["OPTIONS"]["prepare_threshold"] == 5
-    assert load_settings(DB_PREPARED_STATEMENTS="0").DATABASES["default"]["OPTIONS"]["prepare_threshold"] is None
-    behind = load_settings(DB_PGBOUNCER="1", DB_PREPARED_STATEMENTS="1")  # a PgBouncer that tracks them (>= 1.21)
-    assert behind.DB_PREPARED_STATEMENTS is True and behind.DATABASES["default"]["OPTIONS"]["prepare_threshold"] == 5
+def test_prepared_statements_with_persistent_connections_and_not_behind_pgbouncer(load_settings):
+    assert load_settings().DB_PREPARED_STATEMENTS is True  # the pool
+    assert load_settings(DB_PREPARED_STATEMENTS="0").DB_PREPARED_STATEMENTS is False
+    # Without the pool, a connection per request: nothing to reuse, unless connections persist (CONN_MAX_AGE).
+    assert load_settings(DB_POOL="0").DB_PREPARED_STATEMENTS is False
+    assert load_settings(DB_POOL="0", DATABASE_URL=f"{PG_URL}?conn_max_age=60").DB_PREPARED_STATEMENTS is True
+    assert load_settings(DB_PGBOUNCER="1").DB_PREPARED_STATEMENTS is False
+    # A PgBouncer that tracks prepared statements (>= 1.22): asked for. The connection's threshold stays pinned to
+    # None (the prepared cursor sets its own while it executes).
+    behind = load_settings(DB_PGBOUNCER="1", DB_PREPARED_STATEMENTS="1")
+    assert behind.DB_PREPARED_STATEMENTS is True and behind.DATABASES["default"]["OPTIONS"]["prepare_threshold"] is None
+    assert "prepare_threshold" not in load_settings().DATABASES["default"]["OPTIONS"]  # Django's default: None
 
 
 def test_random_page_cost_from_the_environment(load_settings):

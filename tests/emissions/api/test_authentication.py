@@ -14,6 +14,7 @@ from rest_framework.test import APIClient
 from emissions.api.authentication import USER_FIELDS, OrgTokenAuthentication, _token_row, cached_token_row
 from perf import keyset_sql
 from perf.codec import model_row
+from perf.postgresql.base import PREPARE_THRESHOLD
 from tests.factories import MembershipFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -65,6 +66,18 @@ def test_the_token_row_is_the_one_the_instances_make_from_sql_compiled_once(org,
         assert len(queries) == 1
     assert _token_row(member.key)[3][2] == "acme" and _token_row(loner.key)[2:] == [None, None]
     assert len(compiles) == 1  # the other calls bind the key to the kept SQL
+
+
+def test_the_token_lookup_runs_as_one_prepared_statement(org, settings):
+    settings.DB_PREPARED_STATEMENTS = True
+    tokens = [Token.objects.create(user=MembershipFactory.create(organization=org).user) for _ in range(3)]
+    keys = [token.key for token in tokens] * PREPARE_THRESHOLD
+    # The row each key's prepared lookup reads is the ORM's: the prepared statement is bound per key.
+    assert [_token_row(key) for key in keys] == [orm_token_row(key) for key in keys]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements WHERE statement LIKE '%%authtoken_token%%'")
+        (statement,) = [row[0] for row in cursor.fetchall()]
+    assert '"authtoken_token"."key" = $1' in statement
 
 
 def test_a_user_without_membership_authenticates_and_is_refused_by_tenancy():
