@@ -23,9 +23,10 @@ died with a restarted server is replaced instead of failing the request that dre
 prepares a text on the server once it has run ``PREPARE_THRESHOLD`` times on a connection, and from then on only
 sends its parameters. PostgreSQL then no longer parses it, nor plans it once it settles on a generic plan (after
 five executions, when that plan is estimated no costlier than the custom ones). Django's own cursors bind on the
-client and are never prepared; the connection's ``prepare_threshold`` stays None (psycopg then keeps no
-bookkeeping of their texts) except while a ``PreparingCursor`` executes. ``perf.keyset_sql`` runs the kept page
-queries and the token lookup through it: their text is fixed per shape and only the parameters change.
+client and are never prepared; the connection's ``prepare_threshold`` stays as configured (None, Django's default:
+psycopg then keeps no bookkeeping of their texts) except while a ``PreparingCursor`` executes. ``perf.keyset_sql``
+runs the kept page queries and the token lookup through it: their text is fixed per shape and only the parameters
+change.
 ``prepared_cursor()`` is Django's cursor when ``DB_PREPARED_STATEMENTS`` is off (the default behind PgBouncer and
 without persistent connections). A prepared statement whose table changed under it (another process altered a
 column it reads) fails; ``recover_prepared`` then drops the connection's prepared statements so that the caller
@@ -127,11 +128,12 @@ class PreparingCursor(psycopg.Cursor[Any]):
         # Only while this cursor executes: with a threshold, psycopg also counts the texts of Django's client-bound
         # queries (values written in), which are never prepared. A connection serves one greenlet at a time.
         connection = self.connection
+        configured = connection.prepare_threshold
         connection.prepare_threshold = PREPARE_THRESHOLD
         try:
             return super().execute(query, params, prepare=prepare, binary=binary)
         finally:
-            connection.prepare_threshold = None
+            connection.prepare_threshold = configured
 
 
 class DatabaseOperations(PostgreSQLOperations):
@@ -243,17 +245,23 @@ class DatabaseWrapper(base.DatabaseWrapper):
     def recover_prepared(self, error: BaseException) -> bool:
         """Whether a ``prepared_cursor()`` execution that raised ``error`` may run again: it failed because a prepared
         statement no longer fits its tables (``cached plan must not change result type`` after another process
-        altered a column it reads) or no longer exists, outside a transaction. Then the connection's prepared
-        statements are dropped first (deallocated before its next statement), as psycopg drops them itself when a
-        transaction rolls back. Inside a transaction: False; its rollback drops them.
+        altered a column it reads) or no longer exists, outside a transaction, and psycopg held prepared statements
+        on the connection. Those are then dropped (deallocated before its next statement), as psycopg drops them
+        itself when a transaction rolls back. Inside a transaction: False; the outermost rollback drops them (a
+        savepoint's does not), else the next execution outside one recovers.
 
         Without this, the statement would fail on every later execution on that connection: psycopg keeps it as
-        prepared, and nothing else on an autocommit connection makes it forget it."""
+        prepared, and nothing else on an autocommit connection makes it forget it. The message is matched as
+        PostgreSQL writes it in English (``lc_messages``); in another language the error is raised as it is."""
         cause = error.__cause__ if isinstance(error.__cause__, psycopg.Error) else error
-        if not isinstance(cause, (psycopg.errors.FeatureNotSupported, psycopg.errors.InvalidSqlStatementName)):
+        if isinstance(cause, psycopg.errors.FeatureNotSupported):
+            # 0A000 covers other refusals too; only this one is a stale prepared statement.
+            if "cached plan" not in (cause.diag.message_primary or ""):
+                return False
+        elif not isinstance(cause, psycopg.errors.InvalidSqlStatementName):
             return False
         if self.connection is None or not self.get_autocommit() or self.in_atomic_block:
             return False
-        # psycopg has no public call for this; its PrepareManager.clear() is what its own rollback calls.
-        self.connection._prepared.clear()
-        return True
+        # psycopg has no public call for this; its PrepareManager.clear() is what its own rollback calls. False when
+        # psycopg held no prepared statement: then the error was not one of them, and running again would not help.
+        return self.connection._prepared.clear()

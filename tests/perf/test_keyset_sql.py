@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 from decimal import Decimal
+from typing import Any
 
 import psycopg
 import pytest
-from django.db import NotSupportedError, connection, transaction
+from django.db import NotSupportedError, connection, connections, transaction
 from django.db.models import Count, IntegerField, Value
 from django.test.utils import CaptureQueriesContext, override_settings
 from rest_framework.request import Request
@@ -164,23 +165,36 @@ def test_pages_from_kept_sql_are_the_pages_django_runs(org, other_org, monkeypat
     assert kept == fresh == (expected, expected[: len(kept[1])])
 
 
-def _prepared_statements(table: str) -> list[str]:
+def _prepared_statements(table: str) -> set[str]:
     with connection.cursor() as cursor:
         cursor.execute("SELECT statement FROM pg_prepared_statements WHERE statement LIKE %s", [f'%"{table}"%'])
-        return [row[0] for row in cursor.fetchall()]
+        return {row[0] for row in cursor.fetchall()}
+
+
+def _same_width_cursors(queryset, count: int) -> list[int]:
+    """Indexes of ``count`` rows (in list order) whose ids psycopg binds as the same integer type: the type is part
+    of a prepared statement's key, and an id sequence may cross 32767 inside a test."""
+    ids = list(queryset.order_by("-period_start", "-id").values_list("id", flat=True))
+    small = [index for index, row_id in enumerate(ids) if row_id < 2**15]
+    large = [index for index, row_id in enumerate(ids) if row_id >= 2**15]
+    chosen = max(small, large, key=len)[:count]
+    assert len(chosen) == count
+    return chosen
 
 
 def test_kept_pages_run_as_one_prepared_statement_per_shape(org, settings):
     settings.DB_PREPARED_STATEMENTS = True
-    _emissions(org, PREPARE_THRESHOLD + 4)
+    _emissions(org, 2 * PREPARE_THRESHOLD + 6)
     queryset = Emission.objects.for_org(org).with_related()
     expected = list(queryset.order_by("-period_start", "-id").values_list("id", flat=True))
-    cursors = [_cursor(queryset, i) for i in range(PREPARE_THRESHOLD + 2)]
-    pages = [_page(queryset, EmissionView, f"/x/?limit=2&after={cursor}")[0] for cursor in cursors]
-    assert [[row[0] for row in rows] for rows in pages] == [expected[i + 1 : i + 3] for i in range(len(cursors))]
+    # Statements another test left prepared on this pooled connection are not this test's.
+    before = _prepared_statements("emissions_emission")
+    indexes = _same_width_cursors(queryset, PREPARE_THRESHOLD + 2)
+    pages = [_page(queryset, EmissionView, f"/x/?limit=3&after={_cursor(queryset, i)}")[0] for i in indexes]
+    assert [[row[0] for row in rows] for rows in pages] == [expected[i + 1 : i + 4] for i in indexes]
     # Seven cursors, one statement: the cursor's values are its parameters, not literals in its text.
-    (statement,) = _prepared_statements("emissions_emission")
-    assert '"period_start", "emissions_emission"."id") <= ($' in statement
+    (statement,) = _prepared_statements("emissions_emission") - before
+    assert '"period_start", "emissions_emission"."id") <= ($' in statement and "LIMIT 4" in statement
 
 
 def test_pages_are_not_prepared_when_prepared_statements_are_off(org, settings):
@@ -188,18 +202,28 @@ def test_pages_are_not_prepared_when_prepared_statements_are_off(org, settings):
     _emissions(org)
     queryset = Emission.objects.for_org(org).with_related()
     expected = list(queryset.order_by("-period_start", "-id").values_list("id", flat=True))
+    before = _prepared_statements("emissions_emission")
     for _ in range(PREPARE_THRESHOLD + 2):
-        rows, _, _ = _page(queryset, EmissionView, f"/x/?limit=2&after={_cursor(queryset, 0)}")
-        assert [row[0] for row in rows] == expected[1:3]
-    assert _prepared_statements("emissions_emission") == []
+        rows, _, _ = _page(queryset, EmissionView, f"/x/?limit=3&after={_cursor(queryset, 0)}")
+        assert [row[0] for row in rows] == expected[1:4]
+    assert _prepared_statements("emissions_emission") == before
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_statement_made_stale_by_another_process_runs_again(settings):
+def test_a_statement_made_stale_by_another_process_runs_again(settings, monkeypatch):
     settings.DB_PREPARED_STATEMENTS = True
     page_sql = keyset_sql.PageSQL(
         'SELECT "a" FROM "keyset_probe" WHERE "a" >= %s ORDER BY "a"', (keyset_sql.Marker(0),), (IntegerField(),)
     )
+    recoveries: list[bool] = []
+    backend = type(connections["default"])
+    recover = backend.recover_prepared
+
+    def recording(self: Any, error: BaseException) -> bool:
+        recoveries.append(recover(self, error))
+        return recoveries[-1]
+
+    monkeypatch.setattr(backend, "recover_prepared", recording)
 
     def prepared_run() -> None:
         for _ in range(PREPARE_THRESHOLD + 1):
@@ -215,23 +239,27 @@ def test_a_statement_made_stale_by_another_process_runs_again(settings):
         ) as other:  # fmt: skip
             other.execute(f'ALTER TABLE "keyset_probe" ALTER COLUMN "a" TYPE {column_type}')
 
-    with connection.cursor() as cursor:
-        cursor.execute('CREATE TABLE "keyset_probe" ("a" integer)')
-        cursor.execute('INSERT INTO "keyset_probe" SELECT generate_series(1, 5)')
     try:
+        with connection.cursor() as cursor:
+            cursor.execute('DROP TABLE IF EXISTS "keyset_probe"')
+            cursor.execute('CREATE TABLE "keyset_probe" ("a" integer)')
+            cursor.execute('INSERT INTO "keyset_probe" SELECT generate_series(1, 5)')
         prepared_run()
         migrate_elsewhere("bigint")
-        # Outside a transaction: run again at once, and on every later execution.
+        # Outside a transaction: run again at once (recovered), and on every later execution.
         assert keyset_sql.execute(page_sql, [4], "default") == [(4,), (5,)]
+        assert recoveries == [True]
         prepared_run()
         migrate_elsewhere("numeric")
         # Inside one: the transaction fails, and its rollback lets the next execution through.
         with pytest.raises(NotSupportedError, match="cached plan"), transaction.atomic():
             keyset_sql.execute(page_sql, [4], "default")
+        assert recoveries == [True, False]
         assert keyset_sql.execute(page_sql, [4], "default") == [(Decimal(4),), (Decimal(5),)]
+        assert recoveries == [True, False]
     finally:
         with connection.cursor() as cursor:
-            cursor.execute('DROP TABLE "keyset_probe"')
+            cursor.execute('DROP TABLE IF EXISTS "keyset_probe"')
 
 
 def test_a_kept_page_is_one_query_and_compiles_nothing(org, monkeypatch):

@@ -174,6 +174,12 @@ def test_prepared_statements_with_persistent_connections_and_not_behind_pgbounce
     behind = load_settings(DB_PGBOUNCER="1", DB_PREPARED_STATEMENTS="1")
     assert behind.DB_PREPARED_STATEMENTS is True and behind.DATABASES["default"]["OPTIONS"]["prepare_threshold"] is None
     assert "prepare_threshold" not in load_settings().DATABASES["default"]["OPTIONS"]  # Django's default: None
+    assert load_settings(DB_PGBOUNCER="1", DB_POOL="1").DB_PREPARED_STATEMENTS is False  # a small pool, not asked for
+
+
+def test_sqlite_prepares_nothing(load_settings, tmp_path):
+    settings = load_settings(DATABASE_URL=f"sqlite:///{tmp_path / 'x.sqlite3'}", DB_PREPARED_STATEMENTS="1")
+    assert settings.DB_PREPARED_STATEMENTS is False
 
 
 def test_random_page_cost_from_the_environment(load_settings):
