@@ -141,7 +141,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         # ALTER DATABASE ... SET random_page_cost (docs/database.md, "Planner settings").
         _db["DISABLE_SERVER_SIDE_CURSORS"] = True
         _db_options["prepare_threshold"] = None
-    if not DB_PGBOUNCER:
+    else:
         # Bound every statement so a runaway query cannot hold a worker forever. random_page_cost: PostgreSQL's
         # 4.0 default prices a random page read for spinning disks; on SSD / page-cached data (1.1, the usual SSD
         # value) the planner picks the covering index-only scans of the summaries, 1.5-2.7x faster when measured
