@@ -8,7 +8,9 @@ on the view class: ``{"post"}`` for a batch endpoint, ``{"get"}`` for an export)
 body size (``admission_heavy_min_body``: a small write stays a small write). Each worker runs at most
 ``ADMISSION_HEAVY_SLOTS`` of them at once; a further one waits for a slot at most
 ``ADMISSION_HEAVY_WAIT`` seconds, then is refused with 503 and ``Retry-After``. Reads and small writes
-never wait for these slots: when work exceeds capacity, bulk work is what is refused first.
+never wait for these slots: when work exceeds capacity, bulk work is what is refused first. The slots in use
+follow how long bulk requests take (``HeavyLane``): fewer at once while they take longer than
+``ADMISSION_HEAVY_TARGET``, so that those admitted still finish within seconds.
 
 **Everything that reaches a view is bounded.** A worker runs at most ``ADMISSION_MAX_IN_FLIGHT`` requests that
 compute at once; the next waits for a place, first come first served, at most ``ADMISSION_QUEUE_WAIT`` seconds,
@@ -50,6 +52,7 @@ body is ``{"detail": ...}`` like every other API error.
 from __future__ import annotations
 
 import contextvars
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -273,6 +276,80 @@ class Lane:
             self._semaphore.release()
 
 
+class HeavyLane:
+    """Bulk requests running at once: at most ``limit``, which follows how long they take; ``running``: how many.
+
+    A fixed number of slots is too many or too few. While bulk work finishes quickly (the machine has CPU to spare),
+    more of it at once costs nobody anything and refusing it is a needless error; once the CPU is short, the bulk
+    pool's lower priority leaves it a sliver of it, shared by every bulk request running: with a fixed two per worker
+    under overload, they took up to 9 s; adapting, under 5 s (docs/capacity/analysis.md, section 10). So the
+    limit adapts, additive increase and multiplicative decrease on each request's time (``release(started)``): one
+    that took longer than ``target`` seconds halves it (not below 1), one that took at most half of it raises it by
+    one, back up to ``slots``. ``target`` 0 keeps ``slots`` fixed. A request that finds the limit reached waits for a
+    turn (first come, first served; gevent-patched in a gevent worker) at most its timeout.
+
+    The interface is a semaphore's (``acquire`` answers the start time, a true float, or None): a release
+    without a start time frees the slot without a measurement. Releasing more than was acquired raises
+    ``ValueError``, as a ``BoundedSemaphore`` does.
+    """
+
+    def __init__(
+        self,
+        slots: int,
+        *,
+        target: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+        on_limit: Callable[[int], None] | None = None,
+    ) -> None:
+        self.slots = max(slots, 1)
+        self.limit = self.slots
+        self.target = max(target, 0.0)
+        self.running = 0
+        self._clock = clock
+        self._on_limit = on_limit
+        self._turn = threading.Condition(threading.Lock())
+        if on_limit is not None:
+            on_limit(self.limit)
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> float | None:
+        """Take a slot, waiting at most ``timeout`` seconds (forever: None; not at all: ``blocking`` False or
+        ``timeout`` 0); the time it was taken at, or None when none came free in time."""
+        deadline = None if timeout is None else self._clock() + timeout
+        with self._turn:
+            while self.running >= self.limit:
+                remaining = None if deadline is None else deadline - self._clock()
+                if not blocking or (remaining is not None and remaining <= 0):
+                    return None
+                self._turn.wait(remaining)
+            self.running += 1
+            return self._clock()
+
+    def release(self, started: float | None = None) -> None:
+        """Free a slot; ``started`` (what ``acquire`` answered) adjusts the limit by the time since."""
+        with self._turn:
+            if self.running <= 0:
+                raise ValueError("HeavyLane released more often than acquired")
+            self.running -= 1
+            if started is not None and self.target > 0:
+                took = self._clock() - started
+                limit = self.limit
+                if took > self.target:
+                    self.limit = max(limit // 2, 1)
+                elif took <= self.target / 2 and limit < self.slots:
+                    self.limit = limit + 1
+                if self.limit != limit and self._on_limit is not None:
+                    self._on_limit(self.limit)
+            # Every waiter re-checks: the limit may have grown by one while a slot came free.
+            self._turn.notify_all()
+
+
+def _publish_heavy_limit(limit: int) -> None:
+    """``vcci_admission_heavy_limit`` of this process's role."""
+    from perf.metrics import ADMISSION_HEAVY_LIMIT, ROLE_ENV
+
+    ADMISSION_HEAVY_LIMIT.labels(os.environ.get(ROLE_ENV) or "main").set(limit)
+
+
 class Gate:
     """One worker's admission state (a process has one: ``gate()``): places for requests in flight, the lane of
     cached reads, heavy slots, and the delay refusals carry.
@@ -284,10 +361,10 @@ class Gate:
     of all of them at each of its queries.
     """
 
-    def __init__(self, *, max_in_flight: int, heavy_slots: int, max_cached: int = 0) -> None:
+    def __init__(self, *, max_in_flight: int, heavy_slots: int, max_cached: int = 0, heavy_target: float = 0.0) -> None:
         self.places = Lane(max_in_flight)
         self.cached = Lane(max_cached)
-        self.heavy_slots = threading.BoundedSemaphore(heavy_slots)
+        self.heavy_slots = HeavyLane(heavy_slots, target=heavy_target, on_limit=_publish_heavy_limit)
         self.backoff = Backoff(base=settings.ADMISSION_RETRY_AFTER, ceiling=settings.ADMISSION_RETRY_AFTER_MAX)
 
     @property
@@ -321,6 +398,7 @@ def gate() -> Gate:
                 max_in_flight=settings.ADMISSION_MAX_IN_FLIGHT,
                 heavy_slots=settings.ADMISSION_HEAVY_SLOTS,
                 max_cached=settings.ADMISSION_MAX_CACHED_IN_FLIGHT,
+                heavy_target=settings.ADMISSION_HEAVY_TARGET,
             )
         return _gate
 
@@ -342,7 +420,8 @@ class _Held:
         self.gate = gate
         self.place = False
         self.cached = False
-        self.heavy = False
+        # When the heavy slot was taken (``HeavyLane.acquire``), None while none is held.
+        self.heavy: float | None = None
         self.done = False
 
     def leave_cached(self) -> None:
@@ -357,8 +436,8 @@ class _Held:
         self.leave_cached()
         if self.place:
             self.gate.leave()
-        if self.heavy:
-            self.gate.heavy_slots.release()
+        if self.heavy is not None:
+            self.gate.heavy_slots.release(self.heavy)
 
 
 def admit(request: HttpRequest) -> bool:
@@ -431,10 +510,12 @@ class AdmissionMiddleware:
             return refusal(IN_FLIGHT)
         if not is_heavy(view_class, request.method or "", request.META):
             return None
-        if not held.gate.heavy_slots.acquire(timeout=settings.ADMISSION_HEAVY_WAIT):
+        started = held.gate.heavy_slots.acquire(timeout=settings.ADMISSION_HEAVY_WAIT)
+        if started is None:
             return refusal(HEAVY_BUSY)
-        # Released with the request's place (``_Held``): for a streamed body, when it is closed.
-        held.heavy = True
+        # Released with the request's place (``_Held``): for a streamed body, when it is closed; the time it was held
+        # adjusts the lane's limit.
+        held.heavy = started
         return None
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponseBase | None:

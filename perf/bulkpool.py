@@ -187,7 +187,8 @@ class BulkPoolForwarder:
         if not self.socket_path or not is_bulk(environ):
             return self.app(environ, start_response)
         slots = gate().heavy_slots
-        if not slots.acquire(timeout=settings.ADMISSION_HEAVY_WAIT):
+        started = slots.acquire(timeout=settings.ADMISSION_HEAVY_WAIT)
+        if started is None:
             environ[REFUSE] = HEAVY_BUSY
             return self.app(environ, start_response)
         released = threading.Event()
@@ -195,7 +196,8 @@ class BulkPoolForwarder:
         def release() -> None:
             if not released.is_set():
                 released.set()
-                slots.release()
+                # The time from the slot to the relayed answer's end (or a failure) adjusts the lane's limit.
+                slots.release(started)
 
         try:
             return self._forward(environ, start_response, release)

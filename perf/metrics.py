@@ -110,6 +110,14 @@ ADMISSION_REFUSED = Counter(
     "Requests refused with 503 + Retry-After (perf.admission): heavy_busy, in_flight or db_pool.",
     ["reason"],
 )
+ADMISSION_HEAVY_LIMIT = Gauge(
+    "vcci_admission_heavy_limit",
+    "Bulk requests the processes of each role admit at once now (perf.admission.HeavyLane), summed over the live "
+    "ones: ADMISSION_HEAVY_SLOTS each while bulk work is quick, fewer while it takes longer than "
+    "ADMISSION_HEAVY_TARGET.",
+    ["role"],
+    multiprocess_mode="livesum",
+)
 THROTTLED = Counter("vcci_throttled_total", "Requests refused with 429 (perf.throttle), by scope.", ["scope"])
 THROTTLE_UNAVAILABLE = Counter(
     "vcci_throttle_unavailable_total",

@@ -17,7 +17,7 @@ Every knob comes from the environment so that one file serves a laptop and a con
     GUNICORN_MAX_REQUESTS        0          recycle a worker after N requests (0 = never)
     GUNICORN_LOG_LEVEL           info
     GUNICORN_BULK_WORKERS        1          processes of the bulk pool (0: no bulk pool, bulk requests served here)
-    GUNICORN_BULK_NICE           10         how much lower the bulk pool's CPU priority is (nice(2) increment)
+    GUNICORN_BULK_NICE           5          how much lower the bulk pool's CPU priority is (nice(2) increment)
     PROMETHEUS_MULTIPROC_DIR     <tmp>/vcci-prometheus-<uid>-<bind>   metrics files of every worker
     GUNICORN_CONTROL_SOCKET      <tmp>/vcci-gunicorn-<uid>-<bind>/control.sock   the master's control socket
                                             (gunicornc -s PATH); "off" for none
@@ -172,7 +172,7 @@ bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = _int("GUNICORN_WORKERS", 2)
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gevent")
 bulk_workers = _int("GUNICORN_BULK_WORKERS", 1)
-bulk_nice = _int("GUNICORN_BULK_NICE", 10)
+bulk_nice = _int("GUNICORN_BULK_NICE", 5)
 if bulk_workers < 0 or not 0 <= bulk_nice <= 19:
     raise SystemExit(f"GUNICORN_BULK_WORKERS must be >= 0 and GUNICORN_BULK_NICE 0-19; got {bulk_workers}, {bulk_nice}")
 # Threads per gthread worker (the settings size its database pool to them); gunicorn turns sync into gthread above 1.
@@ -326,7 +326,10 @@ def bulk_pool_env(server: Any, socket_path: str) -> tuple[dict[str, str], int]:
     """The bulk pool's environment, and how many database connections its processes may hold in all.
 
     It admits as many bulk requests at once as the workers may forward (each worker's ADMISSION_HEAVY_SLOTS), so
-    it never refuses what a worker admitted; its pools are sized to that, not to the workers' budget.
+    that while bulk work is quick it never refuses what a worker admitted; while its requests take longer than
+    ADMISSION_HEAVY_TARGET it admits fewer (perf.admission.HeavyLane), as each worker does, and the next one waits
+    ADMISSION_HEAVY_WAIT at most, then gets the 503 its worker relays. Its pools are sized to the most, not to the
+    workers' budget.
     """
     concurrency = int(server.cfg.workers) * _int("ADMISSION_HEAVY_SLOTS", 2)
     sockets = concurrency + 2  # a closing connection may linger while the next one arrives

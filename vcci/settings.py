@@ -232,6 +232,11 @@ ADMISSION_QUEUE_WAIT: float = env.float("ADMISSION_QUEUE_WAIT", default=0.2)
 # at most ADMISSION_HEAVY_WAIT seconds, then gets 503.
 ADMISSION_HEAVY_SLOTS: int = env.int("ADMISSION_HEAVY_SLOTS", default=2)
 ADMISSION_HEAVY_WAIT: float = env.float("ADMISSION_HEAVY_WAIT", default=1.0)
+# Seconds a bulk request may take before fewer run at once (perf.admission.HeavyLane): one slower than this halves the
+# slots in use (not below one), one taking at most half of it gives one back, up to ADMISSION_HEAVY_SLOTS. 0: fixed.
+# Under overload, the bulk pool's CPU is shared by fewer requests, so each finishes within seconds instead of 8-9 s
+# (docs/capacity/analysis.md, section 10).
+ADMISSION_HEAVY_TARGET: float = env.float("ADMISSION_HEAVY_TARGET", default=1.0)
 # Seconds a refused client is told to wait (Retry-After): ADMISSION_RETRY_AFTER while a worker refuses little,
 # doubling each second it refuses more than half as many requests as it serves, up to ADMISSION_RETRY_AFTER_MAX
 # (perf.admission.Backoff). Keep the most below GUNICORN_KEEPALIVE: a client coming back after it then finds its

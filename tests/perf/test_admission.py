@@ -105,6 +105,109 @@ def test_a_heavy_request_without_a_free_slot_is_refused_and_counted():
     assert admission.gate().in_flight == 0
 
 
+class Clock:
+    """A clock the test moves (``HeavyLane``'s ``clock``)."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def run_for(lane: admission.HeavyLane, clock: Clock, seconds: float) -> None:
+    """One bulk request through ``lane`` that took ``seconds``."""
+    started = lane.acquire(blocking=False)
+    assert started is not None
+    clock.now += seconds
+    lane.release(started)
+
+
+def test_the_heavy_lane_halves_its_limit_after_a_slow_request_and_gives_slots_back_one_fast_request_at_a_time():
+    clock = Clock()
+    lane = admission.HeavyLane(4, target=2.0, clock=clock)
+    assert lane.limit == 4
+    run_for(lane, clock, 2.5)
+    assert lane.limit == 2
+    run_for(lane, clock, 3.0)
+    run_for(lane, clock, 9.0)
+    assert lane.limit == 1  # never below one: bulk work is slowed, not shut out
+    run_for(lane, clock, 1.5)  # between half the target and the target: unchanged
+    assert lane.limit == 1
+    for expected in (2, 3, 4, 4):
+        run_for(lane, clock, 1.0)  # at most half the target: one more, up to the slots
+        assert lane.limit == expected
+    assert lane.running == 0
+
+
+def test_a_heavy_lane_at_its_limit_refuses_the_next_request_though_fewer_than_its_slots_run():
+    clock = Clock()
+    lane = admission.HeavyLane(2, target=1.0, clock=clock)
+    run_for(lane, clock, 5.0)
+    assert lane.limit == 1
+    first = lane.acquire(timeout=0)
+    assert first is not None
+    assert lane.acquire(timeout=0) is None
+    assert lane.acquire(blocking=False) is None
+    lane.release(first)
+    assert lane.acquire(blocking=False) is not None
+
+
+def test_a_heavy_lane_without_a_target_keeps_its_slots():
+    clock = Clock()
+    lane = admission.HeavyLane(2, target=0, clock=clock)
+    run_for(lane, clock, 60.0)
+    assert lane.limit == 2
+    assert lane.acquire(blocking=False) is not None
+    assert lane.acquire(blocking=False) is not None
+    assert lane.acquire(blocking=False) is None
+
+
+def test_a_heavy_lane_released_more_often_than_acquired_raises():
+    lane = admission.HeavyLane(1)
+    lane.release(lane.acquire())
+    with pytest.raises(ValueError, match="released more often"):
+        lane.release()
+
+
+def test_a_request_waiting_for_the_heavy_lane_gets_the_slot_freed_within_its_wait():
+    lane = admission.HeavyLane(1, target=10.0)
+    held = lane.acquire()
+    got: list[float | None] = []
+    waiter = threading.Thread(target=lambda: got.append(lane.acquire(timeout=5)))
+    waiter.start()
+    lane.release(held)
+    waiter.join(5)
+    assert got and got[0] is not None
+    assert lane.running == 1
+
+
+def test_a_slow_streamed_bulk_request_halves_the_workers_heavy_slots(admission_gate, db):
+    # db: closing a response sends request_finished, on which Django closes old database connections.
+    admission_gate(ADMISSION_HEAVY_SLOTS=2, ADMISSION_HEAVY_TARGET=1.0, ADMISSION_MAX_IN_FLIGHT=256)
+    clock = Clock()
+    lane = admission.gate().heavy_slots
+    lane._clock = clock
+    middleware = AdmissionMiddleware(lambda request: HttpResponse())
+    view = Export.as_view()
+
+    def get_response(request: Any) -> Any:
+        assert middleware.process_view(request, view, (), {}) is None
+        return StreamingHttpResponse(iter(["rows"]))
+
+    middleware.get_response = get_response
+    response = middleware(rf.get("/export"))
+    clock.now += 3.0  # its rows took three seconds to stream: the time counts until the body is closed
+    assert b"".join(response) == b"rows"
+    response.close()
+    assert (lane.limit, lane.running) == (1, 0)
+    held = lane.acquire(blocking=False)  # another export runs: the one slot left is taken
+    try:
+        assert_refusal(run_through(middleware, rf.get("/export"), Export), admission.HEAVY_BUSY)
+    finally:
+        lane.release(held)
+
+
 def test_requests_beyond_the_in_flight_bound_are_refused_when_no_place_comes_free(settings):
     settings.ADMISSION_MAX_IN_FLIGHT = 2
     admission.reset()

@@ -252,6 +252,27 @@ def test_a_bulk_request_is_forwarded_as_received_and_its_answer_relayed(bulk_poo
     assert slot_is_free()
 
 
+def test_the_time_a_forwarded_request_took_adjusts_the_workers_heavy_slots(bulk_pool, admission_gate, monkeypatch):
+    admission_gate(ADMISSION_HEAVY_SLOTS=2, ADMISSION_HEAVY_WAIT=0, ADMISSION_HEAVY_TARGET=1.0)
+    lane = admission.gate().heavy_slots
+    now = [50.0]
+    lane._clock = lambda: now[0]
+    exchange = BulkPoolForwarder._exchange
+
+    def slow_exchange(connection: Any, environ: Any) -> Any:
+        now[0] += 4.0  # the bulk pool took four seconds to answer
+        return exchange(connection, environ)
+
+    monkeypatch.setattr(BulkPoolForwarder, "_exchange", staticmethod(slow_exchange))
+    forwarder = BulkPoolForwarder(Recorder(), socket_path=bulk_pool.socket_path)
+    status, _, _ = call(forwarder, environ("POST", "/api/v1/calculate/batch/", BULK_BODY))
+    assert status == "201 Created"
+    assert (lane.limit, lane.running) == (1, 0)
+    monkeypatch.setattr(BulkPoolForwarder, "_exchange", staticmethod(exchange))
+    assert call(forwarder, environ("POST", "/api/v1/calculate/batch/", BULK_BODY))[0] == "201 Created"
+    assert (lane.limit, lane.running) == (2, 0)  # a quick one gives the slot back
+
+
 def test_other_requests_are_served_here(bulk_pool):
     local = Recorder()
     forwarder = BulkPoolForwarder(local, socket_path=bulk_pool.socket_path)
