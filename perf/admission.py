@@ -52,6 +52,7 @@ body is ``{"detail": ...}`` like every other API error.
 from __future__ import annotations
 
 import contextvars
+import logging
 import os
 import threading
 import time
@@ -65,6 +66,8 @@ from django.http.response import HttpResponseBase
 
 from perf.errors import exception_chain, json_error
 from perf.serving import gevent_patched
+
+logger = logging.getLogger("vcci.admission")
 
 # Reasons a request is refused (the metric's label values).
 HEAVY_BUSY = "heavy_busy"
@@ -281,17 +284,32 @@ class HeavyLane:
 
     A fixed number of slots is too many or too few. While bulk work finishes quickly (the machine has CPU to spare),
     more of it at once costs nobody anything and refusing it is a needless error; once the CPU is short, the bulk
-    pool's lower priority leaves it a sliver of it, shared by every bulk request running: with a fixed two per worker
-    under overload, they took up to 9 s; adapting, under 5 s (docs/capacity/analysis.md, section 10). So the
-    limit adapts, additive increase and multiplicative decrease on each request's time (``release(started)``): one
-    that took longer than ``target`` seconds halves it (not below 1), one that took at most half of it raises it by
-    one, back up to ``slots``. ``target`` 0 keeps ``slots`` fixed. A request that finds the limit reached waits for a
-    turn (first come, first served; gevent-patched in a gevent worker) at most its timeout.
+    pool's lower priority leaves it a sliver of it, shared by every bulk request running. With a fixed two per worker
+    and the pool at nice +10, they took up to 9 s under overload; adapting, with the pool at nice +5, under 5 s
+    (neither alone was enough: docs/capacity/analysis.md, section 10). So the limit adapts to each request's time
+    (``release(started)``), additive increase, multiplicative decrease:
 
-    The interface is a semaphore's (``acquire`` answers the start time, a true float, or None): a release
-    without a start time frees the slot without a measurement. Releasing more than was acquired raises
-    ``ValueError``, as a ``BoundedSemaphore`` does.
+    - one that took longer than ``target`` seconds halves it (not below 1), if it shared the lane with another
+      request at some time (one running alone is slow because it is large: fewer at once would not have helped
+      it) and was admitted after the last decrease (those admitted before it tell about the limit already cut:
+      one slow period halves it once);
+    - one that took at most half of ``target`` raises it by one, up to ``slots``;
+    - a limit below ``slots`` is raised by one every ``RECOVERY`` targets without a change, so that a mix of large
+      requests (never quick, even alone) does not keep it low once the machine has CPU again.
+
+    ``target`` 0 keeps ``slots`` fixed (0 slots: every bulk request is refused). A request that finds the limit
+    reached waits for a turn (gevent-patched in a gevent worker) at most its timeout; a request arriving meanwhile
+    may take a slot first, as with a semaphore. The time measured is the slot's, until it is released: for a
+    streamed body (an export), until the client has read it, so a slow reader counts as slow bulk work.
+
+    The interface is a semaphore's: ``acquire`` answers the time the slot was taken (``None`` when none came free),
+    to be given back to ``release``; a release without it frees the slot without a measurement (a request that did
+    no bulk work). Releasing more than was acquired raises ``ValueError``, as a ``BoundedSemaphore`` does.
+    Precondition: ``clock`` is monotonic and, when a waiting ``acquire`` is to end, advances with real time
+    (``Condition.wait`` waits in real time; a test clock serves only non-waiting calls).
     """
+
+    RECOVERY = 4
 
     def __init__(
         self,
@@ -301,46 +319,91 @@ class HeavyLane:
         clock: Callable[[], float] = time.monotonic,
         on_limit: Callable[[int], None] | None = None,
     ) -> None:
-        self.slots = max(slots, 1)
+        self.slots = max(slots, 0)
         self.limit = self.slots
         self.target = max(target, 0.0)
         self.running = 0
         self._clock = clock
         self._on_limit = on_limit
         self._turn = threading.Condition(threading.Lock())
-        if on_limit is not None:
-            on_limit(self.limit)
+        now = clock()
+        # When the limit last changed (recovery) and last decreased (one decrease per slow period), and when a
+        # request last gave its slot back (whether a finishing request shared the lane).
+        self._changed_at = self._decreased_at = now
+        self._last_release = float("-inf")
+        self._publish(self.limit)
+
+    def now(self) -> float:
+        """The lane's clock: what ``acquire`` answers, for a caller that starts the measurement later."""
+        return self._clock()
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> float | None:
         """Take a slot, waiting at most ``timeout`` seconds (forever: None; not at all: ``blocking`` False or
         ``timeout`` 0); the time it was taken at, or None when none came free in time."""
         deadline = None if timeout is None else self._clock() + timeout
+        started: float | None = None
+        raised = 0
         with self._turn:
-            while self.running >= self.limit:
+            while True:
+                if self._recover():
+                    raised = self.limit
+                if self.running < self.limit:
+                    self.running += 1
+                    started = self._clock()
+                    break
                 remaining = None if deadline is None else deadline - self._clock()
                 if not blocking or (remaining is not None and remaining <= 0):
-                    return None
+                    break
                 self._turn.wait(remaining)
-            self.running += 1
-            return self._clock()
+        if raised:
+            self._publish(raised)
+        return started
 
     def release(self, started: float | None = None) -> None:
-        """Free a slot; ``started`` (what ``acquire`` answered) adjusts the limit by the time since."""
+        """Free a slot; ``started`` (what ``acquire`` answered, or a later ``now()``) adjusts the limit by the time
+        since."""
         with self._turn:
             if self.running <= 0:
                 raise ValueError("HeavyLane released more often than acquired")
+            now = self._clock()
+            shared = started is not None and (self.running > 1 or self._last_release > started)
             self.running -= 1
+            self._last_release = now
+            limit = self.limit
             if started is not None and self.target > 0:
-                took = self._clock() - started
-                limit = self.limit
+                took = now - started
                 if took > self.target:
-                    self.limit = max(limit // 2, 1)
+                    if shared and started >= self._decreased_at and limit > 1:
+                        self.limit = limit // 2
+                        self._changed_at = self._decreased_at = now
                 elif took <= self.target / 2 and limit < self.slots:
                     self.limit = limit + 1
-                if self.limit != limit and self._on_limit is not None:
-                    self._on_limit(self.limit)
-            # Every waiter re-checks: the limit may have grown by one while a slot came free.
-            self._turn.notify_all()
+                    self._changed_at = now
+            # Wake as many waiters as there are free slots (a raised limit may free one more than this release).
+            self._turn.notify(max(self.limit - self.running, 0))
+            changed = self.limit if self.limit != limit else 0
+        if changed:
+            self._publish(changed)
+
+    def _recover(self) -> bool:
+        """Raise a limit left below the slots for ``RECOVERY`` targets; whether it did. Holding the lock."""
+        if self.target <= 0 or self.limit >= self.slots:
+            return False
+        now = self._clock()
+        if now - self._changed_at < self.RECOVERY * self.target:
+            return False
+        self.limit += 1
+        self._changed_at = now
+        return True
+
+    def _publish(self, limit: int) -> None:
+        """Tell ``on_limit``; outside the lock, and never failing the request (it is a metric)."""
+        if self._on_limit is None:
+            return
+        try:
+            self._on_limit(limit)
+        except Exception:  # a metrics file that cannot be written must not fail a bulk request
+            logger.exception("Could not publish the heavy lane's limit")
 
 
 def _publish_heavy_limit(limit: int) -> None:
@@ -348,6 +411,13 @@ def _publish_heavy_limit(limit: int) -> None:
     from perf.metrics import ADMISSION_HEAVY_LIMIT, ROLE_ENV
 
     ADMISSION_HEAVY_LIMIT.labels(os.environ.get(ROLE_ENV) or "main").set(limit)
+
+
+def _publish_heavy_slots(slots: int) -> None:
+    """``vcci_admission_heavy_slots`` of this process's role: what its limit is compared with."""
+    from perf.metrics import ADMISSION_HEAVY_SLOTS, ROLE_ENV
+
+    ADMISSION_HEAVY_SLOTS.labels(os.environ.get(ROLE_ENV) or "main").set(slots)
 
 
 class Gate:
@@ -365,6 +435,7 @@ class Gate:
         self.places = Lane(max_in_flight)
         self.cached = Lane(max_cached)
         self.heavy_slots = HeavyLane(heavy_slots, target=heavy_target, on_limit=_publish_heavy_limit)
+        _publish_heavy_slots(self.heavy_slots.slots)
         self.backoff = Backoff(base=settings.ADMISSION_RETRY_AFTER, ceiling=settings.ADMISSION_RETRY_AFTER_MAX)
 
     @property

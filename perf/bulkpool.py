@@ -4,7 +4,7 @@ A gevent worker shares one CPU among its requests; ``perf.admission.cooperate()`
 holding it for seconds, but the write still takes its share of the CPU from the reads around it, and on a busy
 machine every request waits longer. Bulk work (the views ``perf.admission.heavy`` declares: large activity
 writes and batch calculations, exports) is therefore served by a second gunicorn, the *bulk pool*, which
-``vcci/gunicorn.conf.py`` starts next to the workers with a higher nice value (``GUNICORN_BULK_NICE``, 10): the
+``vcci/gunicorn.conf.py`` starts next to the workers with a higher nice value (``GUNICORN_BULK_NICE``, 5): the
 kernel gives the CPU to the interactive workers first, and the bulk pool runs on what they leave. When the
 machine is idle it runs at full speed; when it is busy, bulk requests slow down (and are refused first, by
 slot) instead of the reads.
@@ -13,8 +13,11 @@ slot) instead of the reads.
 request that the view's ``heavy`` declaration makes bulk work is sent, as received, over the bulk pool's Unix
 socket (``BULK_POOL_SOCKET``), and its response is relayed back as it comes (an export streams). Django's
 middleware and metrics run once per request, in whichever server serves it. Each worker forwards at most
-``ADMISSION_HEAVY_SLOTS`` requests at once; a further one waits for a slot at most ``ADMISSION_HEAVY_WAIT``
-seconds, then the worker's own Django answers 503 with ``Retry-After`` (``REFUSE``), counted like every refusal.
+``ADMISSION_HEAVY_SLOTS`` requests at once, fewer while they take longer than ``ADMISSION_HEAVY_TARGET``
+(``perf.admission.HeavyLane``, timed from the request sent to the relayed answer's end); a further one waits for
+a slot at most ``ADMISSION_HEAVY_WAIT`` seconds, then the worker's own Django answers 503 with ``Retry-After``
+(``REFUSE``), counted like every refusal. The bulk pool's own lane adapts the same way: a refusal of its own is
+relayed as it comes and counted in the worker's ``Retry-After`` as a refusal.
 
 The contract is unchanged for clients: the same URL, status, headers and body as when the worker serves it.
 When the bulk pool cannot be reached (not started yet, restarting), the worker serves the request itself, as
@@ -187,26 +190,32 @@ class BulkPoolForwarder:
         if not self.socket_path or not is_bulk(environ):
             return self.app(environ, start_response)
         slots = gate().heavy_slots
-        started = slots.acquire(timeout=settings.ADMISSION_HEAVY_WAIT)
-        if started is None:
+        if slots.acquire(timeout=settings.ADMISSION_HEAVY_WAIT) is None:
             environ[REFUSE] = HEAVY_BUSY
             return self.app(environ, start_response)
         released = threading.Event()
+        # Set once the request (its body included) is sent: a slow upload is the client's time, not the pool's.
+        sent: list[float] = []
 
-        def release() -> None:
+        def release(measured: bool = True) -> None:
             if not released.is_set():
                 released.set()
-                # The time from the slot to the relayed answer's end (or a failure) adjusts the lane's limit.
-                slots.release(started)
+                # The bulk pool's time, from the request sent to the relayed answer's end, adjusts the lane's limit;
+                # an outcome that is no bulk work done (served here, failed, refused by the pool) frees the slot only.
+                slots.release(sent[0] if measured and sent else None)
 
         try:
-            return self._forward(environ, start_response, release)
+            return self._forward(environ, start_response, release, lambda: sent.append(slots.now()))
         except BaseException:
-            release()
+            release(measured=False)
             raise
 
     def _forward(
-        self, environ: dict[str, Any], start_response: StartResponse, release: Callable[[], None]
+        self,
+        environ: dict[str, Any],
+        start_response: StartResponse,
+        release: Callable[..., None],
+        on_sent: Callable[[], None],
     ) -> Iterable[bytes]:
         from perf.metrics import BULK_POOL_REQUESTS
 
@@ -216,7 +225,7 @@ class BulkPoolForwarder:
         except OSError as exc:
             # Nothing was sent: the worker can serve the request itself, as it would without a bulk pool.
             connection.close()
-            release()
+            release(measured=False)
             BULK_POOL_REQUESTS.labels(outcome="local").inc()
             if not self._warned.is_set():
                 self._warned.set()
@@ -226,10 +235,10 @@ class BulkPoolForwarder:
             return self.app(environ, start_response)
         self._warned.clear()
         try:
-            response = self._exchange(connection, environ)
+            response = self._exchange(connection, environ, on_sent)
         except (OSError, http.client.HTTPException):
             connection.close()
-            release()
+            release(measured=False)
             BULK_POOL_REQUESTS.labels(outcome="failed").inc()
             logger.exception(
                 "The bulk pool failed while serving %s %s", environ.get("REQUEST_METHOD"), _target(environ)
@@ -245,14 +254,23 @@ class BulkPoolForwarder:
             )
             return [body]
         BULK_POOL_REQUESTS.labels(outcome="forwarded").inc()
-        # Served by this worker's hop, like a request its Django answers: the Retry-After of its refusals weighs both.
-        gate().backoff.served()
+        if response.status == 503 and response.getheader("Retry-After") is not None:
+            # The bulk pool refused it (its own lane full, or its database pool): counted there, in the metrics this
+            # worker shares; here it weighs in this worker's Retry-After as a refusal, and no bulk work was timed.
+            gate().backoff.refused()
+            release(measured=False)
+        else:
+            # Served by this worker's hop, like a request its Django answers: the Retry-After of its refusals weighs
+            # both.
+            gate().backoff.served()
         start_response(f"{response.status} {response.reason}", downstream_headers(response.getheaders()))
         return _Relay(response, connection, release)
 
     @staticmethod
-    def _exchange(connection: UnixHTTPConnection, environ: Mapping[str, Any]) -> http.client.HTTPResponse:
-        """Send the request (its body streamed from ``wsgi.input``) and read the response's head."""
+    def _exchange(
+        connection: UnixHTTPConnection, environ: Mapping[str, Any], on_sent: Callable[[], None] | None = None
+    ) -> http.client.HTTPResponse:
+        """Send the request (its body streamed from ``wsgi.input``), call ``on_sent``, and read the response's head."""
         connection.putrequest(
             str(environ["REQUEST_METHOD"]), _target(environ), skip_host=True, skip_accept_encoding=True
         )
@@ -278,6 +296,8 @@ class BulkPoolForwarder:
                     break
                 connection.send(block)
                 remaining -= len(block)
+        if on_sent is not None:
+            on_sent()
         return connection.getresponse()
 
 

@@ -113,8 +113,15 @@ ADMISSION_REFUSED = Counter(
 ADMISSION_HEAVY_LIMIT = Gauge(
     "vcci_admission_heavy_limit",
     "Bulk requests the processes of each role admit at once now (perf.admission.HeavyLane), summed over the live "
-    "ones: ADMISSION_HEAVY_SLOTS each while bulk work is quick, fewer while it takes longer than "
+    "ones: vcci_admission_heavy_slots while bulk work is quick, fewer while it takes longer than "
     "ADMISSION_HEAVY_TARGET.",
+    ["role"],
+    multiprocess_mode="livesum",
+)
+ADMISSION_HEAVY_SLOTS = Gauge(
+    "vcci_admission_heavy_slots",
+    "The most bulk requests the processes of each role admit at once (ADMISSION_HEAVY_SLOTS per worker; in the bulk "
+    "pool, as many as the workers may forward), summed over the live ones.",
     ["role"],
     multiprocess_mode="livesum",
 )
@@ -240,6 +247,11 @@ def announce_worker() -> None:
         configured = DEFAULT_WORKERS  # gunicorn.conf.py refuses such a value before any worker starts
     WORKER_PROCESSES.labels(role).set(1)
     WORKER_PROCESSES_CONFIGURED.labels(role).set(configured)
+    # The gate publishes its bulk slots and their limit when made: made now, a process that has served no bulk
+    # request yet is in their sums too.
+    from perf.admission import gate
+
+    gate()
 
 
 # Children of labelled metrics, kept so a hot path (a 10,000-item batch, every cache event) skips labels():

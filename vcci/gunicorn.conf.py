@@ -101,8 +101,9 @@ exports) are served by a second gunicorn, the bulk pool (``perf.bulkpool``), whi
 from this same file (``VCCI_SERVER_ROLE=bulk``): GUNICORN_BULK_WORKERS gevent workers listening on a Unix
 socket in a private directory, niced by GUNICORN_BULK_NICE, so that the kernel gives the CPU to the
 workers serving reads and small writes first. The workers forward bulk requests there (``BULK_POOL_SOCKET``,
-inherited) and relay the answers; the pool admits as many at once as all workers may forward
-(GUNICORN_WORKERS x ADMISSION_HEAVY_SLOTS), and its database connections come out of the workers' budget
+inherited) and relay the answers; the pool admits at most as many at once as all workers may forward
+(GUNICORN_WORKERS x ADMISSION_HEAVY_SLOTS; fewer while they take longer than ADMISSION_HEAVY_TARGET, as each
+worker does), and its database connections come out of the workers' budget
 (``BULK_POOL_DB_CONNECTIONS``). It dies with the master (``on_exit``; ``PR_SET_PDEATHSIG`` if the master
 is killed). While it is unreachable the workers serve bulk requests themselves. It writes its metrics to
 the same directory, so ``/metrics`` counts its requests too (once: a forwarded request never reaches the

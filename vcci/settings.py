@@ -228,13 +228,14 @@ ADMISSION_MAX_CACHED_IN_FLIGHT: int = env.int("ADMISSION_MAX_CACHED_IN_FLIGHT", 
 # Short: a request that cannot start soon is better refused at once (the client waits out Retry-After instead of a
 # queue, and the worker answers it with a fraction of the CPU a wait and a late refusal cost).
 ADMISSION_QUEUE_WAIT: float = env.float("ADMISSION_QUEUE_WAIT", default=0.2)
-# Bulk requests (views declaring perf.admission.heavy) running at once; a further one waits for a slot
-# at most ADMISSION_HEAVY_WAIT seconds, then gets 503.
+# The most bulk requests (views declaring perf.admission.heavy) running at once per worker; a further one waits for a
+# slot at most ADMISSION_HEAVY_WAIT seconds, then gets 503.
 ADMISSION_HEAVY_SLOTS: int = env.int("ADMISSION_HEAVY_SLOTS", default=2)
 ADMISSION_HEAVY_WAIT: float = env.float("ADMISSION_HEAVY_WAIT", default=1.0)
-# Seconds a bulk request may take before fewer run at once (perf.admission.HeavyLane): one slower than this halves the
-# slots in use (not below one), one taking at most half of it gives one back, up to ADMISSION_HEAVY_SLOTS. 0: fixed.
-# Under overload, the bulk pool's CPU is shared by fewer requests, so each finishes within seconds instead of 8-9 s
+# Seconds a bulk request may take before fewer run at once (perf.admission.HeavyLane): one slower than this that shared
+# the lane halves the slots in use (once per slow period, not below one); one taking at most half of it gives one back,
+# as does every RECOVERY (4) targets without a change, up to ADMISSION_HEAVY_SLOTS. 0: fixed. Under overload, with the
+# bulk pool at nice +5, its CPU is then shared by fewer requests, and each finished within 5 s instead of 9 s
 # (docs/capacity/analysis.md, section 10).
 ADMISSION_HEAVY_TARGET: float = env.float("ADMISSION_HEAVY_TARGET", default=1.0)
 # Seconds a refused client is told to wait (Retry-After): ADMISSION_RETRY_AFTER while a worker refuses little,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -87,7 +88,7 @@ def run_through(middleware: AdmissionMiddleware, request: Any, view_class: type[
 def test_a_heavy_request_without_a_free_slot_is_refused_and_counted():
     middleware = AdmissionMiddleware(lambda request: HttpResponse())
     slots = admission.gate().heavy_slots
-    assert slots.acquire(blocking=False)  # another bulk request holds the only slot
+    assert slots.acquire(blocking=False) is not None  # another bulk request holds the only slot
     before = refused(admission.HEAVY_BUSY)
     try:
         assert_refusal(run_through(middleware, rf.get("/export"), Export), admission.HEAVY_BUSY)
@@ -100,67 +101,110 @@ def test_a_heavy_request_without_a_free_slot_is_refused_and_counted():
     assert refused(admission.HEAVY_BUSY) == before + 1
     # The slot is free again: the same request is admitted, and gives its slot back when done.
     assert run_through(middleware, rf.get("/export"), Export).content == b"done"
-    assert slots.acquire(blocking=False)
+    assert slots.acquire(blocking=False) is not None
     slots.release()
     assert admission.gate().in_flight == 0
 
 
 class Clock:
-    """A clock the test moves (``HeavyLane``'s ``clock``)."""
+    """A clock the test moves (``HeavyLane``'s ``clock``), from the real one's time: it can stand in for the clock of
+    a lane already made (the gate's), which judges requests by when they started against when it was made."""
 
     def __init__(self) -> None:
-        self.now = 100.0
+        self.now = time.monotonic()
 
     def __call__(self) -> float:
         return self.now
 
 
-def run_for(lane: admission.HeavyLane, clock: Clock, seconds: float) -> None:
-    """One bulk request through ``lane`` that took ``seconds``."""
+def taken(lane: admission.HeavyLane) -> float:
     started = lane.acquire(blocking=False)
     assert started is not None
+    return started
+
+
+def run_alone(lane: admission.HeavyLane, clock: Clock, seconds: float) -> None:
+    """One bulk request through ``lane``, alone in it, that took ``seconds``."""
+    started = taken(lane)
     clock.now += seconds
     lane.release(started)
 
 
-def test_the_heavy_lane_halves_its_limit_after_a_slow_request_and_gives_slots_back_one_fast_request_at_a_time():
+def run_together(lane: admission.HeavyLane, clock: Clock, seconds: float) -> None:
+    """Two bulk requests through ``lane`` at once, each taking ``seconds``."""
+    first, second = taken(lane), taken(lane)
+    clock.now += seconds
+    lane.release(first)
+    lane.release(second)
+
+
+def test_slow_requests_sharing_the_heavy_lane_halve_its_limit_once_and_quick_ones_give_slots_back():
     clock = Clock()
     lane = admission.HeavyLane(4, target=2.0, clock=clock)
     assert lane.limit == 4
-    run_for(lane, clock, 2.5)
-    assert lane.limit == 2
-    run_for(lane, clock, 3.0)
-    run_for(lane, clock, 9.0)
-    assert lane.limit == 1  # never below one: bulk work is slowed, not shut out
-    run_for(lane, clock, 1.5)  # between half the target and the target: unchanged
+    run_together(lane, clock, 2.5)
+    assert lane.limit == 2  # the second was admitted before the cut: one slow period halves it once
+    run_together(lane, clock, 3.0)
+    assert lane.limit == 1
+    run_alone(lane, clock, 3.0)
+    assert lane.limit == 1  # never below one (a request alone cannot be crowded): bulk work is slowed, not shut out
+    run_alone(lane, clock, 1.5)  # between half the target and the target: unchanged
     assert lane.limit == 1
     for expected in (2, 3, 4, 4):
-        run_for(lane, clock, 1.0)  # at most half the target: one more, up to the slots
+        run_alone(lane, clock, 1.0)  # at most half the target: one more, up to the slots
         assert lane.limit == expected
     assert lane.running == 0
+
+
+def test_a_slow_request_that_ran_alone_leaves_the_limit_one_that_overlapped_another_halves_it():
+    clock = Clock()
+    lane = admission.HeavyLane(2, target=1.0, clock=clock)
+    run_alone(lane, clock, 5.0)  # large, not crowded: fewer at once would not have helped it
+    assert lane.limit == 2
+    slow, quick = taken(lane), taken(lane)
+    clock.now += 0.2
+    lane.release(quick)  # finished while the slow one ran
+    clock.now += 4.0
+    lane.release(slow)
+    assert lane.limit == 1
+
+
+def test_a_lowered_heavy_limit_recovers_a_slot_every_few_targets_without_a_change():
+    clock = Clock()
+    lane = admission.HeavyLane(4, target=1.0, clock=clock)
+    run_together(lane, clock, 2.0)
+    assert lane.limit == 2
+    clock.now += lane.RECOVERY * 1.0 - 0.5
+    lane.release(taken(lane))  # no time passed: a quick request, which gives a slot back itself
+    assert lane.limit == 3
+    clock.now += lane.RECOVERY * 1.0 - 0.5
+    assert lane.acquire(blocking=False) is not None
+    assert lane.limit == 3  # not yet: the last change was less than RECOVERY targets ago
+    clock.now += 0.5
+    assert lane.acquire(blocking=False) is not None
+    assert lane.limit == 4
 
 
 def test_a_heavy_lane_at_its_limit_refuses_the_next_request_though_fewer_than_its_slots_run():
     clock = Clock()
     lane = admission.HeavyLane(2, target=1.0, clock=clock)
-    run_for(lane, clock, 5.0)
+    run_together(lane, clock, 5.0)
     assert lane.limit == 1
-    first = lane.acquire(timeout=0)
-    assert first is not None
+    first = taken(lane)
     assert lane.acquire(timeout=0) is None
     assert lane.acquire(blocking=False) is None
     lane.release(first)
     assert lane.acquire(blocking=False) is not None
 
 
-def test_a_heavy_lane_without_a_target_keeps_its_slots():
+def test_a_heavy_lane_without_a_target_keeps_its_slots_and_without_slots_refuses_all():
     clock = Clock()
     lane = admission.HeavyLane(2, target=0, clock=clock)
-    run_for(lane, clock, 60.0)
+    run_together(lane, clock, 60.0)
+    clock.now += 60.0
     assert lane.limit == 2
-    assert lane.acquire(blocking=False) is not None
-    assert lane.acquire(blocking=False) is not None
-    assert lane.acquire(blocking=False) is None
+    assert [lane.acquire(blocking=False) is not None for _ in range(3)] == [True, True, False]
+    assert admission.HeavyLane(0, target=1.0).acquire(timeout=0) is None
 
 
 def test_a_heavy_lane_released_more_often_than_acquired_raises():
@@ -170,24 +214,61 @@ def test_a_heavy_lane_released_more_often_than_acquired_raises():
         lane.release()
 
 
-def test_a_request_waiting_for_the_heavy_lane_gets_the_slot_freed_within_its_wait():
+def blocked_in(lane: admission.HeavyLane, count: int) -> None:
+    """Wait until ``count`` threads wait for a turn in ``lane`` (its condition's waiters)."""
+    for _ in range(500):
+        if len(lane._turn._waiters) == count:  # type: ignore[attr-defined]
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError(f"{count} waiter(s) expected")
+
+
+def test_a_request_waiting_for_the_heavy_lane_gets_the_slot_freed_within_its_wait_or_nothing_after_it():
     lane = admission.HeavyLane(1, target=10.0)
     held = lane.acquire()
     got: list[float | None] = []
-    waiter = threading.Thread(target=lambda: got.append(lane.acquire(timeout=5)))
+    waiter = threading.Thread(target=lambda: got.append(lane.acquire(timeout=30)))
     waiter.start()
+    blocked_in(lane, 1)
     lane.release(held)
-    waiter.join(5)
+    waiter.join(30)
     assert got and got[0] is not None
     assert lane.running == 1
+    assert lane.acquire(timeout=0.05) is None  # waited, and no slot came free
 
 
-def test_a_slow_streamed_bulk_request_halves_the_workers_heavy_slots(admission_gate, db):
+def test_the_heavy_lane_publishes_its_limit_and_a_failing_publisher_fails_no_request(caplog):
+    clock = Clock()
+    published: list[int] = []
+    lane = admission.HeavyLane(4, target=1.0, clock=clock, on_limit=published.append)
+    run_together(lane, clock, 2.0)
+    run_alone(lane, clock, 0.1)
+    assert published == [4, 2, 3]
+
+    def broken(limit: int) -> None:
+        raise OSError("no space left for the metrics file")
+
+    lane._on_limit = broken
+    with caplog.at_level("ERROR", logger="vcci.admission"):
+        run_alone(lane, clock, 0.1)
+    assert lane.limit == 4 and lane.running == 0
+    assert "Could not publish the heavy lane's limit" in caplog.text
+
+
+def test_the_gate_publishes_its_heavy_slots_and_limit(admission_gate):
+    from perf.metrics import ADMISSION_HEAVY_LIMIT, ADMISSION_HEAVY_SLOTS
+
+    admission_gate(ADMISSION_HEAVY_SLOTS=3)
+    admission.gate()
+    assert ADMISSION_HEAVY_SLOTS.labels("main")._value.get() == 3
+    assert ADMISSION_HEAVY_LIMIT.labels("main")._value.get() == 3
+
+
+def test_a_slow_streamed_bulk_request_sharing_the_lane_halves_the_workers_heavy_slots(admission_gate, db):
     # db: closing a response sends request_finished, on which Django closes old database connections.
     admission_gate(ADMISSION_HEAVY_SLOTS=2, ADMISSION_HEAVY_TARGET=1.0, ADMISSION_MAX_IN_FLIGHT=256)
-    clock = Clock()
     lane = admission.gate().heavy_slots
-    lane._clock = clock
+    lane._clock = clock = Clock()
     middleware = AdmissionMiddleware(lambda request: HttpResponse())
     view = Export.as_view()
 
@@ -196,16 +277,16 @@ def test_a_slow_streamed_bulk_request_halves_the_workers_heavy_slots(admission_g
         return StreamingHttpResponse(iter(["rows"]))
 
     middleware.get_response = get_response
-    response = middleware(rf.get("/export"))
-    clock.now += 3.0  # its rows took three seconds to stream: the time counts until the body is closed
-    assert b"".join(response) == b"rows"
-    response.close()
-    assert (lane.limit, lane.running) == (1, 0)
-    held = lane.acquire(blocking=False)  # another export runs: the one slot left is taken
+    other = taken(lane)  # another export runs all along
     try:
+        response = middleware(rf.get("/export"))
+        clock.now += 3.0  # its rows took three seconds to stream: the time counts until the body is closed
+        assert b"".join(response) == b"rows"
+        response.close()
+        assert (lane.limit, lane.running) == (1, 1)
         assert_refusal(run_through(middleware, rf.get("/export"), Export), admission.HEAVY_BUSY)
     finally:
-        lane.release(held)
+        lane.release(other)
 
 
 def test_requests_beyond_the_in_flight_bound_are_refused_when_no_place_comes_free(settings):
@@ -316,13 +397,13 @@ def test_a_streamed_response_keeps_its_place_and_slot_until_closed(db):
     response = middleware(rf.get("/export"))
     gate = admission.gate()
     assert gate.in_flight == 1
-    assert not gate.heavy_slots.acquire(blocking=False)  # still held while the body streams
+    assert gate.heavy_slots.acquire(blocking=False) is None  # still held while the body streams
     assert b"".join(response) == b"ab"
     response.close()
     assert gate.in_flight == 0
-    assert gate.heavy_slots.acquire(blocking=False)
+    assert gate.heavy_slots.acquire(blocking=False) is not None
     gate.heavy_slots.release()
-    response.close()  # closing twice releases once (a BoundedSemaphore would raise otherwise)
+    response.close()  # closing twice releases once (the lane raises on a release more than acquired)
     assert gate.in_flight == 0
 
 
@@ -339,7 +420,7 @@ def test_an_exception_leaves_the_gate_and_frees_the_slot():
         middleware(rf.get("/export"))
     gate = admission.gate()
     assert gate.in_flight == 0
-    assert gate.heavy_slots.acquire(blocking=False)
+    assert gate.heavy_slots.acquire(blocking=False) is not None
     gate.heavy_slots.release()
 
 

@@ -10,6 +10,7 @@ import logging
 import socketserver
 import sys
 import threading
+import time
 import types
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
@@ -82,6 +83,16 @@ class _Echo(BaseHTTPRequestHandler):
         if self.mode == "drop":
             self.close_connection = True
             return  # closes without answering: a bulk worker that died
+        if self.mode == "busy":  # the bulk pool's own lane is full: its Django refuses
+            refusal = b'{"detail":"busy"}'
+            self.send_response(503)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Retry-After", "2")
+            self.send_header("Content-Length", str(len(refusal)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(refusal)
+            return
         payload = json.dumps({**received, "body": body.decode()}).encode()
         self.send_response(201)
         self.send_header("Content-Type", "application/json")
@@ -165,7 +176,7 @@ def call(app: Any, env: dict[str, Any]) -> tuple[str, list[tuple[str, str]], byt
 
 def slot_is_free() -> bool:
     slots = admission.gate().heavy_slots
-    if slots.acquire(blocking=False):
+    if slots.acquire(blocking=False) is not None:
         slots.release()
         return True
     return False
@@ -252,25 +263,77 @@ def test_a_bulk_request_is_forwarded_as_received_and_its_answer_relayed(bulk_poo
     assert slot_is_free()
 
 
-def test_the_time_a_forwarded_request_took_adjusts_the_workers_heavy_slots(bulk_pool, admission_gate, monkeypatch):
+def timed_lane(admission_gate: Callable[..., None]) -> tuple[admission.HeavyLane, list[float]]:
+    """The worker's heavy lane, two slots, a 1 s target, on a clock the test moves (``now[0]``)."""
     admission_gate(ADMISSION_HEAVY_SLOTS=2, ADMISSION_HEAVY_WAIT=0, ADMISSION_HEAVY_TARGET=1.0)
     lane = admission.gate().heavy_slots
-    now = [50.0]
+    now = [time.monotonic()]  # from the real clock's time, which the lane was made at
     lane._clock = lambda: now[0]
+    return lane, now
+
+
+def test_the_bulk_pools_time_for_a_forwarded_request_adjusts_the_workers_heavy_slots(
+    bulk_pool, admission_gate, monkeypatch
+):
+    lane, now = timed_lane(admission_gate)
     exchange = BulkPoolForwarder._exchange
 
-    def slow_exchange(connection: Any, environ: Any) -> Any:
+    def slow_pool(connection: Any, environ: Any, on_sent: Any = None) -> Any:
+        response = exchange(connection, environ, on_sent)
         now[0] += 4.0  # the bulk pool took four seconds to answer
-        return exchange(connection, environ)
+        return response
 
-    monkeypatch.setattr(BulkPoolForwarder, "_exchange", staticmethod(slow_exchange))
     forwarder = BulkPoolForwarder(Recorder(), socket_path=bulk_pool.socket_path)
-    status, _, _ = call(forwarder, environ("POST", "/api/v1/calculate/batch/", BULK_BODY))
-    assert status == "201 Created"
-    assert (lane.limit, lane.running) == (1, 0)
+    held = lane.acquire(blocking=False)  # another bulk request runs meanwhile: the lane is shared
+    monkeypatch.setattr(BulkPoolForwarder, "_exchange", staticmethod(slow_pool))
+    assert call(forwarder, environ("POST", "/api/v1/calculate/batch/", BULK_BODY))[0] == "201 Created"
+    assert (lane.limit, lane.running) == (1, 1)
+    lane.release()
     monkeypatch.setattr(BulkPoolForwarder, "_exchange", staticmethod(exchange))
     assert call(forwarder, environ("POST", "/api/v1/calculate/batch/", BULK_BODY))[0] == "201 Created"
     assert (lane.limit, lane.running) == (2, 0)  # a quick one gives the slot back
+    assert held is not None
+
+
+def test_a_slow_upload_is_not_the_bulk_pools_time(bulk_pool, admission_gate, monkeypatch):
+    lane, now = timed_lane(admission_gate)
+    exchange = BulkPoolForwarder._exchange
+
+    def slow_upload(connection: Any, environ: Any, on_sent: Any = None) -> Any:
+        now[0] += 30.0  # the client took thirty seconds to send its body
+        return exchange(connection, environ, on_sent)
+
+    monkeypatch.setattr(BulkPoolForwarder, "_exchange", staticmethod(slow_upload))
+    lane.acquire(blocking=False)  # shared: only the time measured decides
+    forwarder = BulkPoolForwarder(Recorder(), socket_path=bulk_pool.socket_path)
+    assert call(forwarder, environ("POST", "/api/v1/calculate/batch/", BULK_BODY))[0] == "201 Created"
+    assert lane.limit == 2
+    lane.release()
+
+
+def test_a_refusal_by_the_bulk_pool_is_relayed_and_counted_as_one_not_timed(bulk_pool, admission_gate, monkeypatch):
+    lane, now = timed_lane(admission_gate)
+    bulk_pool.mode = "busy"
+    backoff = admission.gate().backoff = admission.Backoff(base=1, ceiling=8, clock=lambda: 0.0)
+    exchange = BulkPoolForwarder._exchange
+
+    def slow_refusal(connection: Any, environ: Any, on_sent: Any = None) -> Any:
+        response = exchange(connection, environ, on_sent)
+        now[0] += 4.0  # it waited for the pool's lane, then was refused
+        return response
+
+    monkeypatch.setattr(BulkPoolForwarder, "_exchange", staticmethod(slow_refusal))
+    lane.acquire(blocking=False)
+    status, headers, body = call(
+        BulkPoolForwarder(Recorder(), socket_path=bulk_pool.socket_path),
+        environ("POST", "/api/v1/calculate/batch/", BULK_BODY),
+    )
+    assert status.startswith("503")
+    assert dict(headers)["Retry-After"] == "2"
+    assert json.loads(body) == {"detail": "busy"}
+    assert (backoff._refused, backoff._served) == (1, 0)
+    assert (lane.limit, lane.running) == (2, 1)  # freed, and the wait was no bulk work
+    lane.release()
 
 
 def test_other_requests_are_served_here(bulk_pool):
@@ -322,7 +385,7 @@ def test_a_bulk_pool_failing_after_the_request_was_sent_is_a_502(bulk_pool, capl
 def test_with_no_slot_free_the_workers_django_refuses_it(bulk_pool, django_handler):
     refused_before = ADMISSION_REFUSED.labels(reason=admission.HEAVY_BUSY)._value.get()
     slots = admission.gate().heavy_slots
-    assert slots.acquire(blocking=False)  # the one slot is taken by a bulk request in progress
+    assert slots.acquire(blocking=False) is not None  # the one slot is taken by a bulk request in progress
     try:
         env = environ("POST", "/api/v1/activities/", BULK_BODY, HTTP_HOST="testserver")
         status, headers, body = call(BulkPoolForwarder(django_handler, socket_path=bulk_pool.socket_path), env)
