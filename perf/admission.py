@@ -354,26 +354,29 @@ class HeavyLane:
                 remaining = None if deadline is None else deadline - self._clock()
                 if not blocking or (remaining is not None and remaining <= 0):
                     break
-                self._turn.wait(remaining)
+                self._turn.wait(self._until_recovery(remaining))
         if raised:
             self._publish(raised)
         return started
 
-    def release(self, started: float | None = None) -> None:
-        """Free a slot; ``started`` (what ``acquire`` answered, or a later ``now()``) adjusts the limit by the time
-        since."""
+    def release(self, started: float | None = None, *, admitted: float | None = None) -> None:
+        """Free a slot; ``started`` (what ``acquire`` answered, or a later ``now()``: the time to judge is measured
+        from it) adjusts the limit by the time since. ``admitted``: what ``acquire`` answered, when ``started`` is
+        later (a request judged after its upload still belongs to the period it was admitted in)."""
         with self._turn:
             if self.running <= 0:
                 raise ValueError("HeavyLane released more often than acquired")
             now = self._clock()
             shared = started is not None and (self.running > 1 or self._last_release > started)
             self.running -= 1
-            self._last_release = now
             limit = self.limit
             if started is not None and self.target > 0:
+                # Only requests that did bulk work mark the others as having shared the lane with them.
+                self._last_release = now
                 took = now - started
+                admitted = started if admitted is None else admitted
                 if took > self.target:
-                    if shared and started >= self._decreased_at and limit > 1:
+                    if shared and admitted >= self._decreased_at and limit > 1:
                         self.limit = limit // 2
                         self._changed_at = self._decreased_at = now
                 elif took <= self.target / 2 and limit < self.slots:
@@ -384,6 +387,14 @@ class HeavyLane:
             changed = self.limit if self.limit != limit else 0
         if changed:
             self._publish(changed)
+
+    def _until_recovery(self, remaining: float | None) -> float | None:
+        """How long a waiter waits before looking again: ``remaining``, or less when a slot is due to be recovered
+        first (a waiter then takes it, not a request arriving later). Holding the lock."""
+        if self.target <= 0 or self.limit >= self.slots:
+            return remaining
+        due = max(self._changed_at + self.RECOVERY * self.target - self._clock(), 0.0)
+        return due if remaining is None else min(remaining, due)
 
     def _recover(self) -> bool:
         """Raise a limit left below the slots for ``RECOVERY`` targets; whether it did. Holding the lock."""
@@ -414,10 +425,14 @@ def _publish_heavy_limit(limit: int) -> None:
 
 
 def _publish_heavy_slots(slots: int) -> None:
-    """``vcci_admission_heavy_slots`` of this process's role: what its limit is compared with."""
+    """``vcci_admission_heavy_slots`` of this process's role (what its limit is compared with); a metrics file that
+    cannot be written must not fail the gate (a worker's start, a request)."""
     from perf.metrics import ADMISSION_HEAVY_SLOTS, ROLE_ENV
 
-    ADMISSION_HEAVY_SLOTS.labels(os.environ.get(ROLE_ENV) or "main").set(slots)
+    try:
+        ADMISSION_HEAVY_SLOTS.labels(os.environ.get(ROLE_ENV) or "main").set(slots)
+    except Exception:
+        logger.exception("Could not publish the heavy lane's slots")
 
 
 class Gate:

@@ -152,15 +152,19 @@ def _target(environ: Mapping[str, Any]) -> str:
 
 
 class _Relay:
-    """The bulk pool's response body, read as the server writes it on; ``close()`` frees the slot, once."""
+    """The bulk pool's response body, read as the server writes it on; ``close()`` frees the slot, once, timed only
+    when the whole body was relayed (a client gone mid-export, or a pool failing mid-body, is no measure of it)."""
 
-    def __init__(self, response: http.client.HTTPResponse, connection: UnixHTTPConnection, release: Callable[[], None]):
+    def __init__(
+        self, response: http.client.HTTPResponse, connection: UnixHTTPConnection, release: Callable[..., None]
+    ) -> None:
         self.response, self.connection, self._release = response, connection, release
-        self._closed = False
+        self._closed = self._complete = False
 
     def __iter__(self) -> Iterator[bytes]:
         while chunk := self.response.read1(CHUNK):
             yield chunk
+        self._complete = True
 
     def close(self) -> None:
         if self._closed:
@@ -170,7 +174,7 @@ class _Relay:
             self.response.close()
             self.connection.close()
         finally:
-            self._release()
+            self._release(measured=self._complete)
 
 
 class BulkPoolForwarder:
@@ -190,7 +194,8 @@ class BulkPoolForwarder:
         if not self.socket_path or not is_bulk(environ):
             return self.app(environ, start_response)
         slots = gate().heavy_slots
-        if slots.acquire(timeout=settings.ADMISSION_HEAVY_WAIT) is None:
+        admitted = slots.acquire(timeout=settings.ADMISSION_HEAVY_WAIT)
+        if admitted is None:
             environ[REFUSE] = HEAVY_BUSY
             return self.app(environ, start_response)
         released = threading.Event()
@@ -202,7 +207,7 @@ class BulkPoolForwarder:
                 released.set()
                 # The bulk pool's time, from the request sent to the relayed answer's end, adjusts the lane's limit;
                 # an outcome that is no bulk work done (served here, failed, refused by the pool) frees the slot only.
-                slots.release(sent[0] if measured and sent else None)
+                slots.release(sent[0] if measured and sent else None, admitted=admitted)
 
         try:
             return self._forward(environ, start_response, release, lambda: sent.append(slots.now()))
@@ -254,16 +259,22 @@ class BulkPoolForwarder:
             )
             return [body]
         BULK_POOL_REQUESTS.labels(outcome="forwarded").inc()
-        if response.status == 503 and response.getheader("Retry-After") is not None:
-            # The bulk pool refused it (its own lane full, or its database pool): counted there, in the metrics this
-            # worker shares; here it weighs in this worker's Retry-After as a refusal, and no bulk work was timed.
-            gate().backoff.refused()
-            release(measured=False)
-        else:
-            # Served by this worker's hop, like a request its Django answers: the Retry-After of its refusals weighs
-            # both.
-            gate().backoff.served()
-        start_response(f"{response.status} {response.reason}", downstream_headers(response.getheaders()))
+        try:
+            if response.status == 503 and response.getheader("Retry-After") is not None:
+                # The bulk pool refused it (its own lane or database pool full, the database unreachable): counted
+                # there, in the metrics this worker shares; here it weighs in this worker's Retry-After as a refusal,
+                # and no bulk work was timed.
+                gate().backoff.refused()
+                release(measured=False)
+            else:
+                # Served by this worker's hop, like a request its Django answers: the Retry-After of its refusals
+                # weighs both.
+                gate().backoff.served()
+            start_response(f"{response.status} {response.reason}", downstream_headers(response.getheaders()))
+        except BaseException:
+            response.close()
+            connection.close()
+            raise
         return _Relay(response, connection, release)
 
     @staticmethod

@@ -112,16 +112,16 @@ ADMISSION_REFUSED = Counter(
 )
 ADMISSION_HEAVY_LIMIT = Gauge(
     "vcci_admission_heavy_limit",
-    "Bulk requests the processes of each role admit at once now (perf.admission.HeavyLane), summed over the live "
-    "ones: vcci_admission_heavy_slots while bulk work is quick, fewer while it takes longer than "
-    "ADMISSION_HEAVY_TARGET.",
+    "Bulk requests the processes of each role admit at once (perf.admission.HeavyLane), as of each one's last bulk "
+    "request, summed over the live ones: vcci_admission_heavy_slots while bulk work is quick, fewer while it takes "
+    "longer than ADMISSION_HEAVY_TARGET.",
     ["role"],
     multiprocess_mode="livesum",
 )
 ADMISSION_HEAVY_SLOTS = Gauge(
     "vcci_admission_heavy_slots",
-    "The most bulk requests the processes of each role admit at once (ADMISSION_HEAVY_SLOTS per worker; in the bulk "
-    "pool, as many as the workers may forward), summed over the live ones.",
+    "The most bulk requests the processes of each role admit at once (ADMISSION_HEAVY_SLOTS per worker; in each bulk "
+    "pool process, as many as the workers may forward), summed over the live ones.",
     ["role"],
     multiprocess_mode="livesum",
 )

@@ -235,8 +235,8 @@ ADMISSION_HEAVY_WAIT: float = env.float("ADMISSION_HEAVY_WAIT", default=1.0)
 # Seconds a bulk request may take before fewer run at once (perf.admission.HeavyLane): one slower than this that shared
 # the lane halves the slots in use (once per slow period, not below one); one taking at most half of it gives one back,
 # as does every RECOVERY (4) targets without a change, up to ADMISSION_HEAVY_SLOTS. 0: fixed. Under overload, with the
-# bulk pool at nice +5, its CPU is then shared by fewer requests, and each finished within 5 s instead of 9 s
-# (docs/capacity/analysis.md, section 10).
+# bulk pool at nice +5, its CPU is then shared by fewer requests: in single 2-minute runs, each finished within 5 s
+# instead of 9 s (docs/capacity/analysis.md, section 10).
 ADMISSION_HEAVY_TARGET: float = env.float("ADMISSION_HEAVY_TARGET", default=1.0)
 # Seconds a refused client is told to wait (Retry-After): ADMISSION_RETRY_AFTER while a worker refuses little,
 # doubling each second it refuses more than half as many requests as it serves, up to ADMISSION_RETRY_AFTER_MAX

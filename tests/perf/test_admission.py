@@ -147,7 +147,7 @@ def test_slow_requests_sharing_the_heavy_lane_halve_its_limit_once_and_quick_one
     run_together(lane, clock, 3.0)
     assert lane.limit == 1
     run_alone(lane, clock, 3.0)
-    assert lane.limit == 1  # never below one (a request alone cannot be crowded): bulk work is slowed, not shut out
+    assert lane.limit == 1  # a request alone is not crowded: the limit stays where the last cut left it
     run_alone(lane, clock, 1.5)  # between half the target and the target: unchanged
     assert lane.limit == 1
     for expected in (2, 3, 4, 4):
@@ -167,6 +167,49 @@ def test_a_slow_request_that_ran_alone_leaves_the_limit_one_that_overlapped_anot
     clock.now += 4.0
     lane.release(slow)
     assert lane.limit == 1
+
+
+def test_a_request_admitted_before_a_cut_cannot_cut_again_though_its_time_is_measured_from_later():
+    clock = Clock()
+    lane = admission.HeavyLane(4, target=1.0, clock=clock)
+    first, second, third = taken(lane), taken(lane), taken(lane)
+    clock.now += 2.0
+    lane.release(first)
+    assert lane.limit == 2
+    sent = lane.now()  # the second's upload ended after the cut: its time is measured from then
+    clock.now += 2.0
+    lane.release(sent, admitted=second)
+    assert lane.limit == 2  # admitted under the limit already cut
+    lane.release(third)
+
+
+def test_a_release_without_a_measurement_does_not_make_a_slow_request_look_crowded():
+    clock = Clock()
+    lane = admission.HeavyLane(2, target=1.0, clock=clock)
+    slow = taken(lane)
+    taken(lane)
+    lane.release()  # a request that did no bulk work (refused further on): freed, not timed
+    clock.now += 3.0
+    lane.release(slow)
+    assert lane.limit == 2
+
+
+def test_a_waiter_takes_a_slot_the_lane_recovers_while_it_waits():
+    lane = admission.HeavyLane(2, target=0.05)
+    first, second = lane.acquire(), lane.acquire()
+    threading.Event().wait(0.06)
+    lane.release(first)
+    lane.release(second)
+    assert lane.limit == 1
+    held = lane.acquire()
+    got: list[float | None] = []
+    waiter = threading.Thread(target=lambda: got.append(lane.acquire(timeout=5)))
+    waiter.start()
+    waiter.join(5)  # the slot held is never released: only the recovery (4 targets later) lets it in
+    assert not waiter.is_alive()
+    assert got and got[0] is not None
+    assert (lane.limit, lane.running) == (2, 2)
+    lane.release(held)
 
 
 def test_a_lowered_heavy_limit_recovers_a_slot_every_few_targets_without_a_change():
@@ -231,7 +274,8 @@ def test_a_request_waiting_for_the_heavy_lane_gets_the_slot_freed_within_its_wai
     waiter.start()
     blocked_in(lane, 1)
     lane.release(held)
-    waiter.join(30)
+    waiter.join(5)  # well before its own timeout: the release woke it
+    assert not waiter.is_alive()
     assert got and got[0] is not None
     assert lane.running == 1
     assert lane.acquire(timeout=0.05) is None  # waited, and no slot came free

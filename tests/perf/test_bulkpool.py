@@ -114,10 +114,15 @@ class _Echo(BaseHTTPRequestHandler):
         pass
 
 
+class _QuietServer(socketserver.ThreadingUnixStreamServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client gone mid-answer (a test closing a relay early) is part of the test, not a traceback to print."""
+
+
 @pytest.fixture
 def bulk_pool(tmp_path: Path) -> Iterator[type[_Echo]]:
     handler = type("Echo", (_Echo,), {"seen": [], "mode": "echo"})
-    server = socketserver.ThreadingUnixStreamServer(str(tmp_path / "bulk.sock"), handler)
+    server = _QuietServer(str(tmp_path / "bulk.sock"), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     handler.socket_path = str(tmp_path / "bulk.sock")  # type: ignore[attr-defined]
@@ -309,6 +314,34 @@ def test_a_slow_upload_is_not_the_bulk_pools_time(bulk_pool, admission_gate, mon
     assert call(forwarder, environ("POST", "/api/v1/calculate/batch/", BULK_BODY))[0] == "201 Created"
     assert lane.limit == 2
     lane.release()
+
+
+def test_a_failed_or_unfinished_relay_is_not_timed(bulk_pool, admission_gate, monkeypatch):
+    lane, now = timed_lane(admission_gate)
+    exchange = BulkPoolForwarder._exchange
+
+    def slow_after_sending(connection: Any, environ: Any, on_sent: Any = None) -> Any:
+        def sent() -> None:
+            on_sent()
+            now[0] += 4.0  # four seconds pass once the request is sent: timed, this would halve the limit
+
+        return exchange(connection, environ, sent)
+
+    monkeypatch.setattr(BulkPoolForwarder, "_exchange", staticmethod(slow_after_sending))
+    forwarder = BulkPoolForwarder(Recorder(), socket_path=bulk_pool.socket_path)
+    other = lane.acquire(blocking=False)  # shared: only whether it is timed decides
+    bulk_pool.mode = "drop"
+    assert call(forwarder, environ("POST", "/api/v1/calculate/batch/", BULK_BODY))[0].startswith("502")
+    assert (lane.limit, lane.running) == (2, 1)
+    bulk_pool.mode = "echo"
+    started: dict[str, Any] = {}
+    result = forwarder(
+        environ("POST", "/api/v1/calculate/batch/", BULK_BODY), lambda status, headers, exc_info=None: started
+    )
+    next(iter(result))  # the client goes away after the first chunk
+    result.close()
+    assert (lane.limit, lane.running) == (2, 1)
+    lane.release(other)
 
 
 def test_a_refusal_by_the_bulk_pool_is_relayed_and_counted_as_one_not_timed(bulk_pool, admission_gate, monkeypatch):
