@@ -327,7 +327,7 @@ class HeavyLane:
         self._on_limit = on_limit
         self._turn = threading.Condition(threading.Lock())
         now = clock()
-        # When the limit last changed (recovery) and last decreased (one decrease per slow period), and when a
+        # When the limit last changed (recovery) and last decreased (one decrease per slow period), and when a timed
         # request last gave its slot back (whether a finishing request shared the lane).
         self._changed_at = self._decreased_at = now
         self._last_release = float("-inf")
