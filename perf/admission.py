@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -318,19 +317,22 @@ class HeavyLane:
         target: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
         on_limit: Callable[[int], None] | None = None,
+        on_slots: Callable[[int], None] | None = None,
     ) -> None:
         self.slots = max(slots, 0)
         self.limit = self.slots
         self.target = max(target, 0.0)
         self.running = 0
         self._clock = clock
-        self._on_limit = on_limit
+        self._on_limit, self._on_slots = on_limit, on_slots
         self._turn = threading.Condition(threading.Lock())
         now = clock()
         # When the limit last changed (recovery) and last decreased (one decrease per slow period), and when a timed
         # request last gave its slot back (whether a finishing request shared the lane).
         self._changed_at = self._decreased_at = now
         self._last_release = float("-inf")
+        # The most it admits first (what its limit is compared with), then the limit.
+        self._publish(self.slots, slots=True)
         self._publish(self.limit)
 
     def now(self) -> float:
@@ -407,32 +409,30 @@ class HeavyLane:
         self._changed_at = now
         return True
 
-    def _publish(self, limit: int) -> None:
-        """Tell ``on_limit``; outside the lock, and never failing the request (it is a metric)."""
-        if self._on_limit is None:
+    def _publish(self, value: int, *, slots: bool = False) -> None:
+        """Tell ``on_limit`` the limit (or ``on_slots`` the slots); outside the lock, and never failing the request or
+        the worker's start (it is a metric)."""
+        publish = self._on_slots if slots else self._on_limit
+        if publish is None:
             return
         try:
-            self._on_limit(limit)
+            publish(value)
         except Exception:  # a metrics file that cannot be written must not fail a bulk request
-            logger.exception("Could not publish the heavy lane's limit")
+            logger.exception("Could not publish the heavy lane's %s", "slots" if slots else "limit")
 
 
 def _publish_heavy_limit(limit: int) -> None:
-    """``vcci_admission_heavy_limit`` of this process's role."""
-    from perf.metrics import ADMISSION_HEAVY_LIMIT, ROLE_ENV
+    """``vcci_admission_heavy_limit`` of this process's role (``HeavyLane._publish`` guards the call)."""
+    from perf.metrics import ADMISSION_HEAVY_LIMIT, server_role
 
-    ADMISSION_HEAVY_LIMIT.labels(os.environ.get(ROLE_ENV) or "main").set(limit)
+    ADMISSION_HEAVY_LIMIT.labels(server_role()).set(limit)
 
 
 def _publish_heavy_slots(slots: int) -> None:
-    """``vcci_admission_heavy_slots`` of this process's role (what its limit is compared with); a metrics file that
-    cannot be written must not fail the gate (a worker's start, a request)."""
-    from perf.metrics import ADMISSION_HEAVY_SLOTS, ROLE_ENV
+    """``vcci_admission_heavy_slots`` of this process's role (``HeavyLane._publish`` guards the call)."""
+    from perf.metrics import ADMISSION_HEAVY_SLOTS, server_role
 
-    try:
-        ADMISSION_HEAVY_SLOTS.labels(os.environ.get(ROLE_ENV) or "main").set(slots)
-    except Exception:
-        logger.exception("Could not publish the heavy lane's slots")
+    ADMISSION_HEAVY_SLOTS.labels(server_role()).set(slots)
 
 
 class Gate:
@@ -449,8 +449,9 @@ class Gate:
     def __init__(self, *, max_in_flight: int, heavy_slots: int, max_cached: int = 0, heavy_target: float = 0.0) -> None:
         self.places = Lane(max_in_flight)
         self.cached = Lane(max_cached)
-        self.heavy_slots = HeavyLane(heavy_slots, target=heavy_target, on_limit=_publish_heavy_limit)
-        _publish_heavy_slots(self.heavy_slots.slots)
+        self.heavy_slots = HeavyLane(
+            heavy_slots, target=heavy_target, on_limit=_publish_heavy_limit, on_slots=_publish_heavy_slots
+        )
         self.backoff = Backoff(base=settings.ADMISSION_RETRY_AFTER, ceiling=settings.ADMISSION_RETRY_AFTER_MAX)
 
     @property

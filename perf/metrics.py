@@ -238,9 +238,14 @@ def record_dependencies() -> dict[str, int]:
     return published
 
 
+def server_role() -> str:
+    """This process's role label: ``bulk`` in the bulk pool, else ``main``."""
+    return os.environ.get(ROLE_ENV) or "main"
+
+
 def announce_worker() -> None:
     """Count this process in ``vcci_worker_processes`` (once per process: the value is 1, set again harmlessly)."""
-    role = os.environ.get(ROLE_ENV) or "main"
+    role = server_role()
     try:
         configured = int(os.environ.get(WORKERS_ENV, "").strip() or DEFAULT_WORKERS)
     except ValueError:

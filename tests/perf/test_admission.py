@@ -20,6 +20,7 @@ from psycopg_pool import PoolTimeout
 from perf import admission
 from perf.admission import AdmissionMiddleware, cooperate, heavy, is_heavy
 from perf.metrics import ADMISSION_REFUSED
+from tests.helpers import Clock
 
 
 @pytest.fixture(autouse=True)
@@ -106,15 +107,10 @@ def test_a_heavy_request_without_a_free_slot_is_refused_and_counted():
     assert admission.gate().in_flight == 0
 
 
-class Clock:
+def lane_clock() -> Clock:
     """A clock the test moves (``HeavyLane``'s ``clock``), from the real one's time: it can stand in for the clock of
     a lane already made (the gate's), which judges requests by when they started against when it was made."""
-
-    def __init__(self) -> None:
-        self.now = time.monotonic()
-
-    def __call__(self) -> float:
-        return self.now
+    return Clock(time.monotonic())
 
 
 def taken(lane: admission.HeavyLane) -> float:
@@ -139,7 +135,7 @@ def run_together(lane: admission.HeavyLane, clock: Clock, seconds: float) -> Non
 
 
 def test_slow_requests_sharing_the_heavy_lane_halve_its_limit_once_and_quick_ones_give_slots_back():
-    clock = Clock()
+    clock = lane_clock()
     lane = admission.HeavyLane(4, target=2.0, clock=clock)
     assert lane.limit == 4
     run_together(lane, clock, 2.5)
@@ -157,7 +153,7 @@ def test_slow_requests_sharing_the_heavy_lane_halve_its_limit_once_and_quick_one
 
 
 def test_a_slow_request_that_ran_alone_leaves_the_limit_one_that_overlapped_another_halves_it():
-    clock = Clock()
+    clock = lane_clock()
     lane = admission.HeavyLane(2, target=1.0, clock=clock)
     run_alone(lane, clock, 5.0)  # large, not crowded: fewer at once would not have helped it
     assert lane.limit == 2
@@ -170,7 +166,7 @@ def test_a_slow_request_that_ran_alone_leaves_the_limit_one_that_overlapped_anot
 
 
 def test_a_request_admitted_before_a_cut_cannot_cut_again_though_its_time_is_measured_from_later():
-    clock = Clock()
+    clock = lane_clock()
     lane = admission.HeavyLane(4, target=1.0, clock=clock)
     first, second, third = taken(lane), taken(lane), taken(lane)
     clock.now += 2.0
@@ -184,7 +180,7 @@ def test_a_request_admitted_before_a_cut_cannot_cut_again_though_its_time_is_mea
 
 
 def test_a_release_without_a_measurement_does_not_make_a_slow_request_look_crowded():
-    clock = Clock()
+    clock = lane_clock()
     lane = admission.HeavyLane(2, target=1.0, clock=clock)
     slow = taken(lane)
     taken(lane)
@@ -213,7 +209,7 @@ def test_a_waiter_takes_a_slot_the_lane_recovers_while_it_waits():
 
 
 def test_a_lowered_heavy_limit_recovers_a_slot_every_few_targets_without_a_change():
-    clock = Clock()
+    clock = lane_clock()
     lane = admission.HeavyLane(4, target=1.0, clock=clock)
     run_together(lane, clock, 2.0)
     assert lane.limit == 2
@@ -229,7 +225,7 @@ def test_a_lowered_heavy_limit_recovers_a_slot_every_few_targets_without_a_chang
 
 
 def test_a_heavy_lane_at_its_limit_refuses_the_next_request_though_fewer_than_its_slots_run():
-    clock = Clock()
+    clock = lane_clock()
     lane = admission.HeavyLane(2, target=1.0, clock=clock)
     run_together(lane, clock, 5.0)
     assert lane.limit == 1
@@ -241,7 +237,7 @@ def test_a_heavy_lane_at_its_limit_refuses_the_next_request_though_fewer_than_it
 
 
 def test_a_heavy_lane_without_a_target_keeps_its_slots_and_without_slots_refuses_all():
-    clock = Clock()
+    clock = lane_clock()
     lane = admission.HeavyLane(2, target=0, clock=clock)
     run_together(lane, clock, 60.0)
     clock.now += 60.0
@@ -282,7 +278,7 @@ def test_a_request_waiting_for_the_heavy_lane_gets_the_slot_freed_within_its_wai
 
 
 def test_the_heavy_lane_publishes_its_limit_and_a_failing_publisher_fails_no_request(caplog):
-    clock = Clock()
+    clock = lane_clock()
     published: list[int] = []
     lane = admission.HeavyLane(4, target=1.0, clock=clock, on_limit=published.append)
     run_together(lane, clock, 2.0)
@@ -297,6 +293,9 @@ def test_the_heavy_lane_publishes_its_limit_and_a_failing_publisher_fails_no_req
         run_alone(lane, clock, 0.1)
     assert lane.limit == 4 and lane.running == 0
     assert "Could not publish the heavy lane's limit" in caplog.text
+    with caplog.at_level("ERROR", logger="vcci.admission"):
+        assert admission.HeavyLane(2, on_slots=broken).slots == 2  # a worker's start does not fail either
+    assert "Could not publish the heavy lane's slots" in caplog.text
 
 
 def test_the_gate_publishes_its_heavy_slots_and_limit(admission_gate):
@@ -312,7 +311,7 @@ def test_a_slow_streamed_bulk_request_sharing_the_lane_halves_the_workers_heavy_
     # db: closing a response sends request_finished, on which Django closes old database connections.
     admission_gate(ADMISSION_HEAVY_SLOTS=2, ADMISSION_HEAVY_TARGET=1.0, ADMISSION_MAX_IN_FLIGHT=256)
     lane = admission.gate().heavy_slots
-    lane._clock = clock = Clock()
+    lane._clock = clock = lane_clock()
     middleware = AdmissionMiddleware(lambda request: HttpResponse())
     view = Export.as_view()
 
@@ -348,15 +347,7 @@ def test_requests_beyond_the_in_flight_bound_are_refused_when_no_place_comes_fre
     assert gate.in_flight == 1  # the one still held above
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def run_window(backoff: admission.Backoff, clock: FakeClock, *, refused: int, served: int) -> list[int]:
+def run_window(backoff: admission.Backoff, clock: Clock, *, refused: int, served: int) -> list[int]:
     """One second of traffic; the Retry-After each refusal of it got."""
     delays = [backoff.refused() for _ in range(refused)]
     for _ in range(served):
@@ -366,7 +357,7 @@ def run_window(backoff: admission.Backoff, clock: FakeClock, *, refused: int, se
 
 
 def test_retry_after_doubles_while_refusals_outnumber_half_the_served_and_halves_once_they_are_few():
-    clock = FakeClock()
+    clock = Clock(100.0)
     backoff = admission.Backoff(base=1, ceiling=16, clock=clock)
     seen = [run_window(backoff, clock, refused=60, served=100)[-1] for _ in range(7)]
     assert seen == [1, 2, 4, 8, 16, 16, 16]  # capped at the ceiling
@@ -381,7 +372,7 @@ def test_retry_after_doubles_while_refusals_outnumber_half_the_served_and_halves
 
 
 def test_retry_after_falls_back_after_idle_seconds():
-    clock = FakeClock()
+    clock = Clock(100.0)
     backoff = admission.Backoff(base=1, ceiling=30, clock=clock)
     for _ in range(5):
         run_window(backoff, clock, refused=10, served=0)
@@ -395,7 +386,7 @@ def test_a_refusal_carries_the_workers_current_delay_and_refusals_are_not_counte
     settings.ADMISSION_MAX_IN_FLIGHT = 1
     admission.reset()
     gate = admission.gate()
-    clock = FakeClock()
+    clock = Clock(100.0)
     gate.backoff = admission.Backoff(base=1, ceiling=8, clock=clock)
     middleware = AdmissionMiddleware(lambda request: HttpResponse())
     retry_after = []
