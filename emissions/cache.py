@@ -88,22 +88,38 @@ def emission_namespaces(organization_id: int) -> list[Namespace]:
 
 # A period filter spanning more years than this reads the namespace of additions in any year, not one per year.
 MAX_YEAR_NAMESPACES = 10
+# A period filter within this many calendar months reads one namespace per month instead of one per year: a quarter,
+# or a month (the CSV export's usual filter), stays cached while other months of its year get new rows.
+MAX_MONTH_NAMESPACES = 3
+
+
+def _month_part(first_of_month: dt.date) -> str:
+    return f"added:{first_of_month.year}-{first_of_month.month:02d}"
 
 
 def emission_list_namespaces(
     organization_id: int, period_from: dt.date | None = None, period_to: dt.date | None = None
 ) -> list[Namespace]:
-    """Lists and summaries of activities or emissions, filtered to rows with ``period_start >= period_from`` and
-    ``period_end <= period_to`` (either may be None: unbounded).
+    """Lists, summaries and exports of activities or emissions, filtered to rows with ``period_start >= period_from``
+    and ``period_end <= period_to`` (either may be None: unbounded).
 
-    What a detail reads, plus the additions that can enter the result: with both bounds, those of the years
-    ``period_from.year`` to ``period_to.year`` only (a row that matches starts in one of them, and
-    ``emissions_added`` bumps the year its period starts in); otherwise additions in any year. An ERP
-    batch for this year's months thus leaves last year's summaries and pages cached.
+    What a detail reads, plus the additions that can enter the result: with both bounds, those of the months
+    ``period_from`` to ``period_to`` when they are at most ``MAX_MONTH_NAMESPACES`` calendar months, else those of
+    the years ``period_from.year`` to ``period_to.year`` (a row that matches starts in one of them, and
+    ``emissions_added`` bumps the month and the year its period starts in); otherwise additions in any year. An
+    ERP batch for this quarter's months thus leaves last year's summaries and the other months' exports cached.
     """
     if period_from is not None and period_to is not None:
         if period_from > period_to:
             return emission_namespaces(organization_id)  # an empty range: nothing can enter it
+        months = (period_to.year - period_from.year) * 12 + period_to.month - period_from.month + 1
+        if months <= MAX_MONTH_NAMESPACES:
+            year, month = period_from.year, period_from.month
+            parts = []
+            for _ in range(months):
+                parts.append(_month_part(dt.date(year, month, 1)))
+                year, month = (year, month + 1) if month < 12 else (year + 1, 1)
+            return [*emission_namespaces(organization_id), *(org_ns(organization_id, EMISSIONS, p) for p in parts)]
         years = range(period_from.year, period_to.year + 1)
         if len(years) <= MAX_YEAR_NAMESPACES:
             added = [org_ns(organization_id, EMISSIONS, f"added:{year}") for year in years]
@@ -128,13 +144,15 @@ def emissions_changed(organization_id: int) -> None:
 
 
 def emissions_added(organization_id: int, period_starts: Iterable[dt.date]) -> None:
-    """Activities (with their emissions) were added and no stored row changed: the lists and summaries that can
-    include them (``emission_list_namespaces``), not the details of other rows. ``period_starts``: the added
-    rows' ``period_start`` (their years are what is bumped)."""
-    years = sorted({start.year for start in period_starts})
+    """Activities (with their emissions) were added and no stored row changed: the lists, summaries and exports that
+    can include them (``emission_list_namespaces``), not the details of other rows. ``period_starts``: the added
+    rows' ``period_start``, or any day of each month they start in (their months and years are what is bumped)."""
+    months = sorted({(start.year, start.month) for start in period_starts})
+    years = sorted({year for year, _ in months})
     invalidate(
         org_ns(organization_id, EMISSIONS, "added"),
         *(org_ns(organization_id, EMISSIONS, f"added:{year}") for year in years),
+        *(org_ns(organization_id, EMISSIONS, _month_part(dt.date(year, month, 1))) for year, month in months),
     )
 
 

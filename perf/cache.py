@@ -670,6 +670,28 @@ class TieredCache:
         self._maybe_flush()
         return decode(raw)
 
+    def set(
+        self,
+        namespaces: Sequence[Namespace],
+        key: str,
+        value: T,
+        *,
+        versions: tuple[Version, ...],
+        encode: Callable[[T], Any] = codec.pack,
+    ) -> None:
+        """Store ``value`` as ``get_or_compute`` would have, for a caller that computed it itself (e.g. a body it
+        streamed to its client while keeping a copy).
+
+        Precondition: ``versions`` are the namespaces' versions read *before* the value was computed, so a write
+        that committed meanwhile has moved the namespaces past them and leaves the value unreachable. Nothing is
+        stored inside a transaction that wrote the namespaces.
+        """
+        if not self.enabled or writing(namespaces):
+            return
+        resource = namespaces[0].resource
+        self._store(resource, self._value_key(namespaces, versions, key), encode(value), False)
+        self._maybe_flush()
+
     def get_many_or_compute(
         self,
         namespaces: Sequence[Namespace],

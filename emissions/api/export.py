@@ -21,30 +21,43 @@ stored before that rule or by other means (the admin, a shell).
 
 Behind PgBouncer in transaction mode server-side cursors need ``DISABLE_SERVER_SIDE_CURSORS``;
 the export then still streams its output but the driver fetches the whole result first.
+
+**Kept bodies and conditional GET** (the API's export, ``cached_csv_response``). Each response carries a strong
+``ETag`` made of the request (organization, filters) and the versions of the namespaces its rows are read from
+(``emissions.cache.emission_list_namespaces``: a one-month export reads that month's additions only), so a client
+that sends it back in ``If-None-Match`` gets a ``304`` until the data changes. A body of at most
+``EXPORT_CACHE_MAX_BYTES`` is also kept in the cache while it is streamed, and later requests for the same export
+under the same versions are answered from it without a query: most exports are of months that no longer change,
+and each took the bulk lane a second or more to produce. A larger one is streamed and not kept.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from itertools import islice
 from typing import Any
 
+from django.conf import settings
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import DecimalField, ExpressionWrapper, F, Func, QuerySet, TextField, Value
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast
 from django.db.models.sql.compiler import SQLCompiler
-from django.http import StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.utils import timezone
+from django.utils.cache import get_conditional_response
 
 from calculator.types import present_kg, present_t
 from emissions.inputs import FORMULA_PREFIXES, neutralized
 from emissions.models import Emission
 from perf.admission import cooperate
+from perf.cache import Namespace, digest, tiered, writing
+from perf.conditional import PRECONDITION_HEADERS, VARY
 
 CHUNK_SIZE = 2000
 LINES_PER_BLOCK = 500
@@ -255,13 +268,95 @@ def csv_lines(
         yield block
 
 
+CONTENT_TYPE = "text/csv; charset=utf-8"
+
+
+def _attachment(response: HttpResponseBase, slug: str) -> HttpResponseBase:
+    filename = f"emissions-{slug}-{timezone.localdate().isoformat()}.csv"
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
 def csv_response(queryset: QuerySet[Emission], *, slug: str) -> StreamingHttpResponse:
     """``queryset`` (scoped and filtered by the caller) as a streamed CSV download named after organization ``slug``
     and today: the API's export and the admin's "Export CSV" alike."""
-    filename = f"emissions-{slug}-{timezone.localdate().isoformat()}.csv"
-    response = StreamingHttpResponse(csv_lines(queryset), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response = StreamingHttpResponse(csv_lines(queryset), content_type=CONTENT_TYPE)
+    _attachment(response, slug)
     return response
+
+
+def cached_csv_response(
+    request: HttpRequest,
+    queryset: QuerySet[Emission],
+    *,
+    slug: str,
+    namespaces: list[Namespace],
+    keep: bool,
+) -> HttpResponseBase:
+    """``csv_response`` with an ``ETag`` (a ``304`` when ``If-None-Match`` holds it), answered from the cache when
+    the same export was kept under the namespaces' current versions, else streamed and kept when it turns out small
+    enough (``EXPORT_CACHE_MAX_BYTES``; ``keep``: whether this request's body may be stored at all).
+
+    Preconditions: ``queryset`` is scoped to the caller's organization and filtered by ``request``'s query, which
+    has been validated; ``namespaces`` are every namespace a value read by ``queryset`` is invalidated through (they
+    name the organization).
+    """
+    cache = tiered()
+    if not settings.CACHE_ENABLED or writing(namespaces):
+        return csv_response(queryset, slug=slug)
+    versions = cache.versions(namespaces)
+    key = digest(
+        cache.key_version,
+        "export",
+        [ns.key for ns in namespaces],
+        sorted(request.GET.lists()),
+        [version.value for version in versions],
+    )
+    etag = f'"{key}"'
+    if any(header in request.META for header in PRECONDITION_HEADERS):
+        not_modified = get_conditional_response(request, etag=etag)
+        if not_modified is not None:
+            return _cache_headers(not_modified, etag)
+    limit = settings.EXPORT_CACHE_MAX_BYTES if keep else 0
+    body: bytes | None = cache.get(namespaces, f"export:{key}", versions=versions) if limit else None
+    response: HttpResponseBase
+    if body is not None:
+        response = HttpResponse(body, content_type=CONTENT_TYPE)
+    else:
+        blocks: Iterator[bytes] = (block.encode() for block in csv_lines(queryset))
+        if limit:
+
+            def store(whole: bytes) -> None:
+                cache.set(namespaces, f"export:{key}", whole, versions=versions)
+
+            blocks = _keeping(blocks, limit, store)
+        response = StreamingHttpResponse(blocks, content_type=CONTENT_TYPE)
+    return _cache_headers(_attachment(response, slug), etag)
+
+
+def _cache_headers(response: HttpResponseBase, etag: str) -> HttpResponseBase:
+    # As perf.conditional's responses: one representation per caller and coding; revalidated with the ETag.
+    response.headers["ETag"] = etag
+    response.headers["Cache-Control"] = f"private, max-age={settings.CACHE_MAX_AGE.get('emissions', 0)}"
+    response.headers["Vary"] = VARY
+    return response
+
+
+def _keeping(blocks: Iterator[bytes], limit: int, store: Callable[[bytes], None]) -> Iterator[bytes]:
+    """``blocks``, passed on as they come, and then, once all of them have been sent, ``store(the whole body)`` when
+    it has at most ``limit`` bytes. Nothing is stored when the client leaves early (the generator is closed before
+    its end) or the query fails: only a body sent whole is kept."""
+    kept: list[bytes] | None = []
+    size = 0
+    for block in blocks:
+        if kept is not None:
+            size += len(block)
+            kept = kept if size <= limit else None
+            if kept is not None:
+                kept.append(block)
+        yield block
+    if kept is not None:
+        store(b"".join(kept))
 
 
 def _cooperating_row(values: tuple[Any, ...]) -> list[str]:

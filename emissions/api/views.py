@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from typing import Any, cast
 
 from django.db.models import Model, QuerySet
-from django.http import Http404, StreamingHttpResponse
+from django.http import Http404
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
@@ -512,7 +512,7 @@ class EmissionViewSet(OrgCachedReadMixin, RowListMixin, OrgScopedMixin, viewsets
 class CSVRenderer(BaseRenderer):
     """Declares ``text/csv`` so content negotiation accepts CSV clients.
 
-    The export view streams its body itself (a ``StreamingHttpResponse``); this renderer never
+    The export view makes its body itself (streamed, or kept from an earlier request); this renderer never
     renders a body, and error responses are JSON (``EmissionExportView.handle_exception``).
     """
 
@@ -577,13 +577,22 @@ class EmissionExportView(OrgScopedMixin, GenericAPIView):
                 response=OpenApiTypes.STR,
                 description="Header line, then one line per emission, newest period first. Columns: "
                 + ", ".join(export.COLUMNS)
-                + ". Decimals are plain decimal strings; fallbacks are codes joined by ';'.",
+                + ". Decimals are plain decimal strings; fallbacks are codes joined by ';'. Carries an ETag: sent"
+                " back in If-None-Match, it is answered 304 Not Modified until the exported rows change.",
             ),
             (400, "application/json"): OpenApiResponse(description="{parameter: [messages]}"),
             (502, "application/json"): BULK_POOL_FAILED,
             (503, "application/json"): BUSY,
         },
     )
-    def get(self, request: Request) -> StreamingHttpResponse:
-        queryset = self.filter_queryset(self.get_queryset())
-        return export.csv_response(queryset, slug=request_org(request).slug)
+    def get(self, request: Request) -> HttpResponseBase:
+        queryset = self.filter_queryset(self.get_queryset())  # validates the filters first (a 400 names the field)
+        organization = request_org(request)
+        return export.cached_csv_response(
+            request._request,
+            queryset,
+            slug=organization.slug,
+            namespaces=emission_list_namespaces(organization.pk, *EmissionFilter.period_bounds(request.GET)),
+            # Only requests made of the filters: any other parameter would make each request a new copy to keep.
+            keep=set(EmissionFilter.base_filters).issuperset(request.GET),
+        )

@@ -237,8 +237,8 @@ def _staged_sql(template: str, model: type[models.Model], columns: Sequence[str]
     )
 
 
-def staged_pairs_totals(*, job_id: int) -> tuple[int, Decimal, list[int]]:
-    """(activities, kg CO2e, the years their periods start in) of what ``job_id`` staged."""
+def staged_pairs_totals(*, job_id: int) -> tuple[int, Decimal, list[dt.date]]:
+    """(activities, kg CO2e, the first days of the months their periods start in) of what ``job_id`` staged."""
     with connection.cursor() as cursor:
         cursor.execute(
             _staged_sql("SELECT count(*), coalesce(sum(co2e_kg), 0) FROM {staged} WHERE job_id = %s", Emission),
@@ -247,13 +247,13 @@ def staged_pairs_totals(*, job_id: int) -> tuple[int, Decimal, list[int]]:
         rows, co2e_kg = cursor.fetchone()
         cursor.execute(
             _staged_sql(
-                "SELECT DISTINCT extract(year FROM period_start)::int FROM {staged} WHERE job_id = %s ORDER BY 1",
+                "SELECT DISTINCT date_trunc('month', period_start)::date FROM {staged} WHERE job_id = %s ORDER BY 1",
                 ActivityRecord,
             ),
             [job_id],
         )
-        years = [row[0] for row in cursor.fetchall()]
-    return rows, Decimal(co2e_kg), years
+        months = [row[0] for row in cursor.fetchall()]
+    return rows, Decimal(co2e_kg), months
 
 
 @transaction.atomic
@@ -261,9 +261,9 @@ def staged_pairs_publish(*, organization_id: int, job_id: int) -> tuple[int, Dec
     """Move what ``job_id`` staged into the real tables, ids kept, and return (activities, kg CO2e) moved.
 
     One ``INSERT ... SELECT`` per table (activities first: the emissions reference them), in id order, then the
-    staging rows go. The caches of the years the activities start in are invalidated.
+    staging rows go. The caches of the months (and years) the activities start in are invalidated.
     """
-    rows, co2e_kg, years = staged_pairs_totals(job_id=job_id)
+    rows, co2e_kg, months = staged_pairs_totals(job_id=job_id)
     with connection.cursor() as cursor:
         for model in (ActivityRecord, Emission):
             columns = [column for column, _, _ in copy_columns(model, with_pk=True)]
@@ -276,7 +276,7 @@ def staged_pairs_publish(*, organization_id: int, job_id: int) -> tuple[int, Dec
                 [job_id],
             )
     staged_pairs_discard(job_id=job_id)
-    emissions_added(organization_id, (dt.date(year, 1, 1) for year in years))
+    emissions_added(organization_id, months)
     return rows, co2e_kg
 
 

@@ -13,6 +13,7 @@ from rest_framework.authtoken.models import Token
 
 from emissions.cache import (
     GLOBAL_FACTORS,
+    MAX_MONTH_NAMESPACES,
     MAX_YEAR_NAMESPACES,
     emission_list_namespaces,
     emission_namespaces,
@@ -50,6 +51,8 @@ def all_ns(org, other_org) -> list[Namespace]:
         *emission_list_namespaces(org.pk),
         *emission_list_namespaces(org.pk, dt.date(2025, 1, 1), dt.date(2025, 12, 31)),
         *emission_list_namespaces(org.pk, dt.date(2024, 1, 1), dt.date(2024, 12, 31)),
+        *emission_list_namespaces(org.pk, dt.date(2025, 1, 1), dt.date(2025, 1, 31)),
+        *emission_list_namespaces(org.pk, dt.date(2025, 2, 1), dt.date(2025, 2, 28)),
         *supplier_namespaces(org.pk),
         *supplier_id_namespaces(org.pk),
         *emission_namespaces(other_org.pk),
@@ -67,8 +70,13 @@ def test_activity_create_and_delete_bump_the_organizations_emissions(
         all_ns,
         django_capture_on_commit_callbacks,
     )
-    # New rows: the lists and summaries that can show them (any year, and the year they start in), not the details.
-    assert create == {f"org{org.pk}:emissions:added", f"org{org.pk}:emissions:added:2025"}
+    # New rows: the lists and summaries that can show them (any year, the year and the month they start in), not the
+    # details, nor February's.
+    assert create == {
+        f"org{org.pk}:emissions:added",
+        f"org{org.pk}:emissions:added:2025",
+        f"org{org.pk}:emissions:added:2025-01",
+    }
     delete = bumped(lambda: activities_delete_for_org(organization=org), all_ns, django_capture_on_commit_callbacks)
     assert delete == {f"org{org.pk}:emissions"}
 
@@ -284,6 +292,22 @@ def test_list_namespaces_follow_the_period_filter() -> None:
     assert emission_list_namespaces(3, dt.date(2024, 7, 1), dt.date(2025, 6, 30)) == [
         *details,
         org_ns(3, "emissions", "added:2024"),
+        org_ns(3, "emissions", "added:2025"),
+    ]
+    # Within MAX_MONTH_NAMESPACES calendar months (days inside them do not matter): one namespace per month.
+    assert MAX_MONTH_NAMESPACES == 3
+    assert emission_list_namespaces(3, dt.date(2025, 3, 1), dt.date(2025, 3, 31)) == [
+        *details,
+        org_ns(3, "emissions", "added:2025-03"),
+    ]
+    assert emission_list_namespaces(3, dt.date(2024, 11, 15), dt.date(2025, 1, 2)) == [
+        *details,
+        org_ns(3, "emissions", "added:2024-11"),
+        org_ns(3, "emissions", "added:2024-12"),
+        org_ns(3, "emissions", "added:2025-01"),
+    ]
+    assert emission_list_namespaces(3, dt.date(2025, 1, 31), dt.date(2025, 4, 1)) == [
+        *details,
         org_ns(3, "emissions", "added:2025"),
     ]
     many = emission_list_namespaces(3, dt.date(2000, 1, 1), dt.date(2000 + MAX_YEAR_NAMESPACES, 1, 1))

@@ -11,12 +11,15 @@ from typing import cast
 
 import pytest
 from django.db import connection
-from django.http import StreamingHttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
+from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from emissions.api.export import COLUMNS, LINES_PER_BLOCK, csv_lines
+from emissions.api.export import COLUMNS, LINES_PER_BLOCK, _keeping, csv_lines
+from emissions.cache import emissions_added, emissions_changed
 from emissions.models import (
     ActivityRecord,
     Emission,
@@ -26,6 +29,7 @@ from emissions.models import (
     Organization,
     Supplier,
 )
+from perf.cache import tiered
 from tests.factories import EmissionFactory, SupplierFactory
 
 pytestmark = pytest.mark.django_db
@@ -79,9 +83,16 @@ def bulk_emissions(org: Organization, supplier: Supplier, factor: EmissionFactor
     )
 
 
-def read(response: StreamingHttpResponse) -> list[list[str]]:
+def body(response: HttpResponseBase) -> bytes:
+    """A 200's whole body, streamed (computed) or not (kept from an earlier request)."""
     assert response.status_code == 200
-    return list(csv.reader(io.StringIO(b"".join(cast(Iterator[bytes], response.streaming_content)).decode())))
+    if isinstance(response, StreamingHttpResponse):
+        return b"".join(cast(Iterator[bytes], response.streaming_content))
+    return cast(HttpResponse, response).content
+
+
+def read(response: HttpResponseBase) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(body(response).decode())))
 
 
 def exported_ids(api, **params) -> list[int]:
@@ -308,3 +319,157 @@ def test_large_export_streams_in_blocks(api, org, electricity_factor):
     assert all(block.count(b"\n") == LINES_PER_BLOCK for block in blocks)
     total = sum(Decimal(row[COLUMNS.index("co2e_kg")]) for row in csv.reader(io.StringIO(b"".join(blocks).decode())))
     assert total == sum(Decimal(i) * electricity_factor.co2e_per_unit for i in range(5000))
+
+
+# -- kept bodies and conditional GET ---------------------------------------------------------------
+
+MARCH = {"period_from": "2025-03-01", "period_to": "2025-03-31"}
+
+
+def added(org: Organization, supplier: Supplier, factor: EmissionFactor, start: dt.date) -> int:
+    """One activity and its emission inserted as the services insert them (in bulk, no signals), then the caches
+    invalidated as they invalidate them (``emissions_added``). The new emission's id."""
+    (record,) = ActivityRecord.objects.bulk_create(
+        [
+            ActivityRecord(
+                organization=org,
+                supplier=supplier,
+                category=1,
+                method=Method.ACTIVITY,
+                activity=factor.activity,
+                amount=Decimal(1),
+                unit="kWh",
+                period_start=start,
+                period_end=start + dt.timedelta(days=27),
+            )
+        ]
+    )
+    (emission,) = Emission.objects.bulk_create(
+        [
+            Emission(
+                organization=org,
+                activity=record,
+                supplier=supplier,
+                category=1,
+                method=Method.ACTIVITY,
+                period_start=start,
+                period_end=record.period_end,
+                factor=factor,
+                co2e_kg=factor.co2e_per_unit,
+                data_quality=QUALITY,
+            )
+        ]
+    )
+    emissions_added(org.pk, [start])
+    return emission.pk
+
+
+def export_queries(api, params: dict[str, str], **headers: str) -> tuple[HttpResponseBase, bytes, list[str]]:
+    """(the response, its body, the SQL it ran, the body's included)."""
+    with CaptureQueriesContext(connection) as queries:
+        response = api.get(URL, params, **headers)
+        content = body(response) if response.status_code == 200 else b""
+    return response, content, [query["sql"] for query in queries]
+
+
+def reads_emissions(statements: list[str]) -> bool:
+    return any('"emissions_emission"' in sql for sql in statements)
+
+
+def test_a_month_export_is_kept_until_that_month_gets_rows(api, org, electricity_factor):
+    supplier = SupplierFactory.create(organization=org)
+    first_id = added(org, supplier, electricity_factor, dt.date(2025, 3, 1))
+    first, computed, statements = export_queries(api, MARCH)
+    assert isinstance(first, StreamingHttpResponse) and reads_emissions(statements)
+    assert [int(row[0]) for row in read(HttpResponse(computed))[1:]] == [first_id]
+    # The same export again: the kept body, same bytes and ETag, no query at all (the token is cached too).
+    again, kept, statements = export_queries(api, MARCH)
+    assert not isinstance(again, StreamingHttpResponse) and statements == []
+    assert (kept, again["ETag"], again["Content-Type"]) == (computed, first["ETag"], first["Content-Type"])
+    assert again["Content-Disposition"] == first["Content-Disposition"]
+    # Rows added to April and to the previous year leave March's export kept.
+    added(org, supplier, electricity_factor, dt.date(2025, 4, 1))
+    added(org, supplier, electricity_factor, dt.date(2024, 3, 1))
+    tiered().clear_local()  # as another worker would after CACHE_L1_TTL
+    still, kept_still, statements = export_queries(api, MARCH)
+    assert statements == [] and (kept_still, still["ETag"]) == (computed, first["ETag"])
+    # A row added to March: computed again, with the new row, under a new ETag; then kept again.
+    new_id = added(org, supplier, electricity_factor, dt.date(2025, 3, 2))
+    changed, recomputed, statements = export_queries(api, MARCH)
+    assert reads_emissions(statements) and changed["ETag"] != first["ETag"]
+    assert [int(row[0]) for row in read(HttpResponse(recomputed))[1:]] == [new_id, first_id]
+    assert export_queries(api, MARCH)[1:] == (recomputed, [])
+
+
+def test_a_changed_row_recomputes_every_export(api, org, electricity_factor):
+    supplier = SupplierFactory.create(organization=org)
+    added(org, supplier, electricity_factor, dt.date(2025, 3, 1))
+    first = export_queries(api, MARCH)[0]
+    emissions_changed(org.pk)  # a recalculation, an edit, a referenced supplier's new name
+    response, _, statements = export_queries(api, MARCH)
+    assert reads_emissions(statements) and response["ETag"] != first["ETag"]
+
+
+def test_the_etag_answers_304_until_the_rows_change(api, org, electricity_factor):
+    supplier = SupplierFactory.create(organization=org)
+    added(org, supplier, electricity_factor, dt.date(2025, 3, 1))
+    first = api.get(URL, MARCH)
+    body(first)
+    assert first["ETag"].startswith('"') and first["Cache-Control"] == "private, max-age=0"
+    assert first["Vary"] == "Authorization, Accept, Accept-Encoding"
+    not_modified, content, statements = export_queries(api, MARCH, HTTP_IF_NONE_MATCH=first["ETag"])
+    assert (not_modified.status_code, not_modified["ETag"], content, statements) == (304, first["ETag"], b"", [])
+    added(org, supplier, electricity_factor, dt.date(2025, 3, 2))
+    changed, content, _ = export_queries(api, MARCH, HTTP_IF_NONE_MATCH=first["ETag"])
+    assert changed.status_code == 200 and changed["ETag"] != first["ETag"] and content.count(b"\n") == 3
+
+
+def test_a_body_over_the_limit_is_streamed_and_not_kept(api, org, electricity_factor):
+    supplier = SupplierFactory.create(organization=org)
+    added(org, supplier, electricity_factor, dt.date(2025, 3, 1))
+    with override_settings(EXPORT_CACHE_MAX_BYTES=len(",".join(COLUMNS)) + 10):  # the header fits, a row does not
+        first, computed, _ = export_queries(api, MARCH)
+        again, content, statements = export_queries(api, MARCH)
+    assert isinstance(again, StreamingHttpResponse) and reads_emissions(statements)
+    assert content == computed and again["ETag"] == first["ETag"]  # still revalidated by its ETag
+
+
+def test_a_body_is_kept_only_once_sent_whole():
+    stored: list[bytes] = []
+    whole = _keeping(iter([b"a", b"b"]), 2, stored.append)
+    assert list(whole) == [b"a", b"b"] and stored == [b"ab"]
+    # The client went away after the first block (the server closes the generator): nothing is kept.
+    left = _keeping(iter([b"a", b"b"]), 2, stored.append)
+    assert next(left) == b"a"
+    left.close()
+    # Over the limit: passed on whole, not kept.
+    assert list(_keeping(iter([b"a", b"bc"]), 2, stored.append)) == [b"a", b"bc"]
+    assert stored == [b"ab"]
+
+
+def test_an_unknown_parameter_is_answered_but_not_kept(api, org, electricity_factor):
+    supplier = SupplierFactory.create(organization=org)
+    added(org, supplier, electricity_factor, dt.date(2025, 3, 1))
+    params = {**MARCH, "x": "1"}
+    first, computed, _ = export_queries(api, params)
+    again, content, statements = export_queries(api, params)
+    assert reads_emissions(statements) and content == computed and again["ETag"] == first["ETag"]
+
+
+def test_a_kept_export_is_the_callers_organizations_only(api, other_api, org, other_org, electricity_factor):
+    ours = added(org, SupplierFactory.create(organization=org), electricity_factor, dt.date(2025, 3, 1))
+    theirs = added(other_org, SupplierFactory.create(organization=other_org), electricity_factor, dt.date(2025, 3, 1))
+    for _ in range(2):  # computed, then kept
+        assert [int(row[0]) for row in read(api.get(URL, MARCH))[1:]] == [ours]
+        assert [int(row[0]) for row in read(other_api.get(URL, MARCH))[1:]] == [theirs]
+    assert api.get(URL, MARCH)["ETag"] != other_api.get(URL, MARCH)["ETag"]
+
+
+@override_settings(CACHE_ENABLED=False)
+def test_without_the_cache_every_export_is_computed(api, org, electricity_factor):
+    supplier = SupplierFactory.create(organization=org)
+    added(org, supplier, electricity_factor, dt.date(2025, 3, 1))
+    for _ in range(2):
+        response, _, statements = export_queries(api, MARCH)
+        assert isinstance(response, StreamingHttpResponse) and reads_emissions(statements)
+        assert "ETag" not in response

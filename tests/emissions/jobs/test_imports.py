@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import itertools
 import posixpath
@@ -17,12 +18,14 @@ from django.db.models import Sum
 from django.test.utils import override_settings
 from django.urls import reverse
 
+from emissions.cache import emission_list_namespaces
 from emissions.jobs import imports, runner
 from emissions.jobs.imports import imports_storage, job_run_here, parts_folder
 from emissions.models import ActivityRecord, Emission, Job, JobChunk, Organization
 from emissions.services.bulk import STAGING_TABLES
 from emissions.services.imports import import_start
 from emissions.services.jobs import job_cancel
+from perf.cache import tiered
 from tests.emissions.management.test_import_activities import HEADER, electricity_row
 from tests.factories import SupplierFactory
 from tests.helpers import call_command, unit_of_work
@@ -154,6 +157,34 @@ def test_nothing_is_visible_before_the_finish(org: Organization) -> None:
     assert set(Emission.objects.values_list("activity_id", flat=True)) == set(
         ActivityRecord.objects.values_list("pk", flat=True)
     )
+
+
+@pytest.mark.usefixtures("no_staged_rows", "factors")
+def test_the_finish_invalidates_the_months_and_years_its_rows_start_in(org: Organization) -> None:
+    """Rows of January 2024 and January 2025: those months', those years' and the unbounded lists' additions are
+    bumped; another month of 2025 and the details (no stored row changed) keep their versions."""
+    months = {
+        (year, month): emission_list_namespaces(org.pk, dt.date(year, month, 1), dt.date(year, month, 28))
+        for year, month in ((2024, 1), (2025, 1), (2025, 2))
+    }
+    watched = sorted(
+        {ns for namespaces in months.values() for ns in namespaces}
+        | {
+            *emission_list_namespaces(org.pk),
+            *emission_list_namespaces(org.pk, dt.date(2024, 1, 1), dt.date(2024, 12, 31)),
+            *emission_list_namespaces(org.pk, dt.date(2025, 1, 1), dt.date(2025, 12, 31)),
+        },
+        key=lambda ns: ns.key,
+    )
+    before = dict(zip(watched, tiered().versions(watched), strict=True))
+    job = run_here(stored_job(org, csv_bytes(varied_rows(4)), chunk_rows=3))
+    assert job.state == Job.State.SUCCEEDED, job.errors
+    tiered().clear_local()
+    after = dict(zip(watched, tiered().versions(watched), strict=True))
+    assert {ns.key for ns in watched if before[ns] != after[ns]} == {
+        f"org{org.pk}:emissions:{part}"
+        for part in ("added", "added:2024", "added:2025", "added:2024-01", "added:2025-01")
+    }
 
 
 @pytest.mark.usefixtures("no_staged_rows", "factors")
