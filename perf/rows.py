@@ -752,3 +752,21 @@ class RowListMixin:
             body = dumps(data)
             del data  # freed before the collector is back on
         return RenderedJSONResponse(body)
+
+    def rows_response(self, queryset: QuerySet, ids: Sequence[Any], *, many: bool, status: int) -> Response | None:
+        """The rows of ``queryset`` whose primary keys are ``ids``, in that order, written as the view's serializer
+        writes them (a list when ``many``, else the one row), in a response of ``status``: one query, no serializer.
+        None when the request is not answered from rows (``list``'s conditions); then serialize as usual.
+
+        Precondition: ``queryset`` holds every row of ``ids`` (e.g. those just written and committed).
+        """
+        request: Request = self.request  # type: ignore[attr-defined]
+        if not settings.LIST_ROWS or not renders_rows(request.accepted_renderer, request.accepted_media_type):
+            return None
+        shape = self.row_shape()
+        found = {row[0]: row[1:] for row in queryset.filter(pk__in=ids).values_list("pk", *shape.columns)}
+        with collection_paused():
+            data = shape.rows(found[pk] for pk in ids)
+            body = dumps(data if many else data[0])
+            del data  # freed before the collector is back on
+        return RenderedJSONResponse(body, status=status)

@@ -31,6 +31,7 @@ from emissions.services.idempotency import (
     idempotent_write,
     request_fingerprint,
 )
+from perf.rows import RenderedJSONResponse
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -93,7 +94,10 @@ def idempotent(handler: Handler) -> Handler:
                 raise TypeError(f"@idempotent needs a handler answering a DRF Response; got {type(response)}.")
             # Always JSON, whatever this request accepted: the stored bytes answer every retry, and a retry may
             # accept something else (the browsable API's HTML needs the live request and response besides).
-            body = STORED_RENDERER.render(response.data, STORED_RENDERER.media_type, view.get_renderer_context())
+            if isinstance(response, RenderedJSONResponse):
+                body = response.body  # written already, as STORED_RENDERER writes it (perf.rows.renders_rows)
+            else:
+                body = STORED_RENDERER.render(response.data, STORED_RENDERER.media_type, view.get_renderer_context())
             return StoredAnswer(status_code=response.status_code, content_type=STORED_RENDERER.media_type, body=body)
 
         try:

@@ -12,7 +12,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from rest_framework import serializers
+from rest_framework.renderers import JSONRenderer
 
+from emissions.api.serializers import ActivitySerializer
 from emissions.inputs import MAX_ACTIVITY_ITEMS, ActivityInputSerializer
 from emissions.models import ID_MAX, ActivityRecord, Emission, Organization
 from tests.emissions.api.payloads import (
@@ -426,6 +428,56 @@ def test_pages_are_drf_s_bytes(api, org, rows_and_drf):
     for params in ({"category": 4}, {"supplier": supplier.pk}, {"period_to": "2024-12-31"}):
         served, drf = rows_and_drf(LIST, params)
         assert served.content == drf.content and served.items() == drf.items()
+
+
+def drf_bytes(ids: list[int], *, many: bool = True) -> bytes:
+    """What DRF's ``ActivitySerializer`` and ``JSONRenderer`` write for the stored activities ``ids``, in that order."""
+    records = ActivityRecord.objects.with_related().in_bulk(ids)
+    serializer = ActivitySerializer([records[pk] for pk in ids], many=True)
+    return JSONRenderer().render(serializer.data if many else serializer.data[0])
+
+
+def test_a_create_answers_drf_s_bytes_from_value_rows(api, org, electricity_factor, steel_factor):
+    """The created activities are written from value rows read back (perf.rows), as DRF's serializer writes them,
+    in the order sent, in one query whatever their number; one object answers one object."""
+    supplier = SupplierFactory(organization=org, name="Zürich \u2013 東京 \u2029")
+    items = [
+        activity_input(amount="5", unit="kWh", period_start="2025-02-01", period_end="2025-02-28"),
+        activity_input(amount="2", supplier=supplier.pk),
+        steel_spend_input(unit="USD", spend_year=2022, period_start="2022-03-01", period_end="2022-03-31"),
+        activity_input(amount="0.000001", period_start="2025-01-01", period_end="2025-01-01"),
+    ]
+    response = api.post(LIST, items, format="json")
+    assert response.status_code == 201, response.json()
+    ids = [row["id"] for row in response.json()]
+    assert [row["amount"] for row in response.json()][:2] == ["5.000000", "2.000000"]  # the order sent
+    assert response.json()[2]["period_start"] == "2022-03-01" and len(set(ids)) == 4
+    assert response.content == drf_bytes(ids)
+    one = api.post(LIST, activity_input(supplier=supplier.pk), format="json")
+    assert one.status_code == 201 and one.content == drf_bytes([one.json()["id"]], many=False)
+    with CaptureQueriesContext(connection) as queries:
+        assert api.post(LIST, [activity_input(amount=str(i + 1)) for i in range(30)], format="json").status_code == 201
+    read_back = [
+        q["sql"] for q in queries if q["sql"].startswith("SELECT") and '"emissions_activityrecord"."id" IN' in q["sql"]
+    ]
+    assert len(read_back) == 1
+
+
+def test_a_create_without_value_rows_answers_the_same_bytes(api, org, electricity_factor, settings):
+    settings.LIST_ROWS = False
+    response = api.post(LIST, [activity_input(amount="2"), activity_input(amount="3")], format="json")
+    assert response.status_code == 201
+    assert response.content == drf_bytes([row["id"] for row in response.json()])
+
+
+def test_a_replayed_create_answers_the_first_answers_bytes(api, org, electricity_factor):
+    items = [activity_input(amount="2"), activity_input(amount="3")]
+    first = api.post(LIST, items, format="json", HTTP_IDEMPOTENCY_KEY="create-rows-1")
+    again = api.post(LIST, items, format="json", HTTP_IDEMPOTENCY_KEY="create-rows-1")
+    assert first.status_code == again.status_code == 201
+    assert again["Idempotent-Replayed"] == "true" and again.content == first.content
+    assert first.content == drf_bytes([row["id"] for row in first.json()])
+    assert ActivityRecord.objects.count() == 2
 
 
 # -- input a user would not expect to be taken ----------------------------------------------------------------
