@@ -75,6 +75,10 @@ DB_POOL = "db_pool"
 # The environ key by which perf.bulkpool's forwarder asks the worker's Django to refuse a request (a reason above).
 REFUSE = "vcci.admission.refuse"
 
+# The response header by which the bulk pool tells the worker that forwarded a request that its answer was no bulk
+# work done (``untimed``): the worker frees its slot untimed too, and does not relay the header.
+UNTIMED_HEADER = "X-VCCI-Untimed"
+
 _MESSAGES = {
     HEAVY_BUSY: "The server is busy with bulk work; retry this request after the delay in Retry-After.",
     IN_FLIGHT: "The server is at capacity; retry this request after the delay in Retry-After.",
@@ -184,6 +188,14 @@ def refusal(reason: str) -> HttpResponse:
     # Counted above; Django would otherwise log every refusal as an error with its request, which under
     # overload is thousands of log lines a second doing the work the refusal spares.
     response._has_been_logged = True  # type: ignore[attr-defined]
+    return response
+
+
+def untimed(response: HttpResponseBase) -> HttpResponseBase:
+    """Mark ``response`` of a bulk view as no bulk work done (a body kept in the cache, a 304): its heavy slot is
+    freed without being timed. The lane's limit follows how long bulk work takes, and an answer of a millisecond
+    would raise it while the bulk work itself is slow."""
+    response.admission_untimed = True  # type: ignore[attr-defined]
     return response
 
 
@@ -501,7 +513,7 @@ class _Held:
     """What one request holds of its worker's gate: a place, a turn in the cached lane, a heavy slot. Released once
     (``__call__``), at whichever end comes first: the response returned, or its streamed body closed."""
 
-    __slots__ = ("cached", "done", "gate", "heavy", "place")
+    __slots__ = ("cached", "done", "gate", "heavy", "place", "untimed")
 
     def __init__(self, gate: Gate) -> None:
         self.gate = gate
@@ -509,6 +521,7 @@ class _Held:
         self.cached = False
         # When the heavy slot was taken (``HeavyLane.acquire``), None while none is held.
         self.heavy: float | None = None
+        self.untimed = False  # the answer was no bulk work (``untimed``): the slot is freed without a measurement
         self.done = False
 
     def leave_cached(self) -> None:
@@ -524,7 +537,7 @@ class _Held:
         if self.place:
             self.gate.leave()
         if self.heavy is not None:
-            self.gate.heavy_slots.release(self.heavy)
+            self.gate.heavy_slots.release(None if self.untimed else self.heavy)
 
 
 def admit(request: HttpRequest) -> bool:
@@ -573,6 +586,12 @@ class AdmissionMiddleware:
             raise
         if not getattr(response, "admission_refused", False):
             held.gate.backoff.served()
+        if getattr(response, "admission_untimed", False) and held.heavy is not None:
+            held.untimed = True
+            from perf.metrics import server_role
+
+            if server_role() == "bulk":
+                response.headers[UNTIMED_HEADER] = "1"  # for the forwarding worker's lane (perf.bulkpool)
         if response.streaming:
             # A streamed body (an export) is produced after this returns, while the server iterates it: the
             # request stays in flight, and keeps its heavy slot, until the server closes the response

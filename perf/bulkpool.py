@@ -48,7 +48,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.urls import Resolver404, resolve
 
-from perf.admission import HEAVY_BUSY, REFUSE, gate, is_heavy
+from perf.admission import HEAVY_BUSY, REFUSE, UNTIMED_HEADER, gate, is_heavy
 
 logger = logging.getLogger("vcci.bulk_pool")
 
@@ -61,7 +61,7 @@ HOP_BY_HOP = frozenset(
 _REPLACED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-ssl", "x-forwarded-protocol"})
 # Not relayed downstream: the hop-by-hop ones, and those the worker's gunicorn writes itself (a second copy would be
 # a duplicate header).
-_NOT_RELAYED = HOP_BY_HOP | {"date", "server"}
+_NOT_RELAYED = HOP_BY_HOP | {"date", "server", UNTIMED_HEADER.lower()}
 CHUNK = 64 * 1024
 _BAD_GATEWAY = json.dumps({"detail": "The bulk pool failed while serving this request; it may or may not have run."})
 
@@ -149,6 +149,15 @@ def _target(environ: Mapping[str, Any]) -> str:
     path = quote(str(environ.get("SCRIPT_NAME", "")) + str(environ.get("PATH_INFO", "")), safe="/;=,:@!$&'()*+~")
     query = environ.get("QUERY_STRING")
     return f"{path}?{query}" if query else path
+
+
+def _untimed(release: Callable[..., None]) -> Callable[..., None]:
+    """``release`` that never times: whatever its caller says, the slot is only freed."""
+
+    def free(measured: bool = True) -> None:
+        release(measured=False)
+
+    return free
 
 
 class _Relay:
@@ -270,6 +279,9 @@ class BulkPoolForwarder:
                 # Served by this worker's hop, like a request its Django answers: the Retry-After of its refusals
                 # weighs both.
                 gate().backoff.served()
+                if response.getheader(UNTIMED_HEADER) is not None:
+                    # No bulk work done there (a kept export, a 304: perf.admission.untimed): freed untimed here too.
+                    release = _untimed(release)
             start_response(f"{response.status} {response.reason}", downstream_headers(response.getheaders()))
         except BaseException:
             response.close()

@@ -758,13 +758,16 @@ class RowListMixin:
         writes them (a list when ``many``, else the one row), in a response of ``status``: one query, no serializer.
         None when the request is not answered from rows (``list``'s conditions); then serialize as usual.
 
-        Precondition: ``queryset`` holds every row of ``ids`` (e.g. those just written and committed).
+        None too when a row of ``ids`` is no longer in ``queryset`` (deleted since it was written): the caller's own
+        objects then answer.
         """
         request: Request = self.request  # type: ignore[attr-defined]
         if not settings.LIST_ROWS or not renders_rows(request.accepted_renderer, request.accepted_media_type):
             return None
         shape = self.row_shape()
         found = {row[0]: row[1:] for row in queryset.filter(pk__in=ids).values_list("pk", *shape.columns)}
+        if len(found) < len(set(ids)):
+            return None
         with collection_paused():
             data = shape.rows(found[pk] for pk in ids)
             body = dumps(data if many else data[0])

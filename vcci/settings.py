@@ -387,7 +387,8 @@ CACHE_DEEP_PAGES: bool = env.bool("CACHE_DEEP_PAGES", default=True)
 CACHE_GZIP_MIN_BYTES: int = env.int("CACHE_GZIP_MIN_BYTES", default=1024)
 # A CSV export (GET /api/v1/emissions/export.csv) of at most this many bytes is kept in the cache as it is streamed,
 # and the same export is answered from it until its rows change (0: never kept; every export still has an ETag).
-# The default is the largest value L1 keeps (a sixteenth of CACHE_L1_MAX_BYTES); a larger one is kept in Redis only.
+# The default is about the largest value L1 keeps (a sixteenth of CACHE_L1_MAX_BYTES's default); a larger one is kept
+# in Redis only. A process keeping an export holds up to about three times this much at its end (docs/cache.md).
 EXPORT_CACHE_MAX_BYTES: int = env.int("EXPORT_CACHE_MAX_BYTES", default=4 * 1024 * 1024)
 # Cache-Control max-age (seconds) a client may reuse a response without asking again, per resource. Every
 # resource holds data an organization may change at any moment, so by default clients revalidate every time

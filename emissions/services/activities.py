@@ -234,7 +234,8 @@ def activities_create(
         Emission.objects.bulk_create([emission for _, emission in pairs], batch_size=BULK_BATCH_SIZE)
     for record, emission in pairs:
         record.emission = emission  # fills the reverse one-to-one cache
-    # New rows only: the lists and summaries of the years they start in, not every response of the organization.
+    # New rows only: the lists, summaries and exports of the months and years they start in, not every response of
+    # the organization.
     emissions_added(organization.pk, (record.period_start for record, _ in pairs))
     observe_activity_batch(len(pairs))  # vcci_activity_batch_size: items stored per call
     return [record for record, _ in pairs]

@@ -332,6 +332,33 @@ def test_a_slow_streamed_bulk_request_sharing_the_lane_halves_the_workers_heavy_
         lane.release(other)
 
 
+@pytest.mark.parametrize("role", ["main", "bulk"])
+def test_an_answer_that_was_no_bulk_work_frees_its_slot_untimed(admission_gate, monkeypatch, role):
+    """A kept export or a 304 (``untimed``) is answered in a millisecond: timed, it would give the lane a slot back
+    while the exports that compute are slow. In the bulk pool it also tells the forwarding worker so (a header)."""
+    monkeypatch.setenv("VCCI_SERVER_ROLE", role)
+    admission_gate(ADMISSION_HEAVY_SLOTS=2, ADMISSION_HEAVY_TARGET=1.0, ADMISSION_MAX_IN_FLIGHT=256)
+    lane = admission.gate().heavy_slots
+    lane._clock = clock = lane_clock()
+    run_together(lane, clock, 3.0)  # slow bulk work, two at once: the limit is halved
+    assert lane.limit == 1
+    middleware = AdmissionMiddleware(lambda request: HttpResponse())
+    view = Export.as_view()
+
+    def kept_answer(request: Any) -> Any:
+        assert middleware.process_view(request, view, (), {}) is None
+        return admission.untimed(HttpResponse(b"kept"))
+
+    middleware.get_response = kept_answer
+    response = middleware(rf.get("/export"))
+    assert response.content == b"kept"
+    assert (lane.limit, lane.running) == (1, 0)  # freed, and no measure of bulk work: the limit stays
+    assert response.get(admission.UNTIMED_HEADER) == ("1" if role == "bulk" else None)
+    # The same answer timed would have given a slot back (a quick bulk request does).
+    run_alone(lane, clock, 0.1)
+    assert lane.limit == 2
+
+
 def test_requests_beyond_the_in_flight_bound_are_refused_when_no_place_comes_free(settings):
     settings.ADMISSION_MAX_IN_FLIGHT = 2
     admission.reset()

@@ -25,6 +25,7 @@ from django.db import close_old_connections
 from django.test import override_settings
 
 from perf import admission
+from perf.admission import UNTIMED_HEADER
 from perf.bulkpool import (
     REFUSE,
     BulkPoolForwarder,
@@ -83,6 +84,16 @@ class _Echo(BaseHTTPRequestHandler):
         if self.mode == "drop":
             self.close_connection = True
             return  # closes without answering: a bulk worker that died
+        if self.mode == "kept":  # answered from the cache there: no bulk work (perf.admission.untimed)
+            kept = b"kept"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/csv")
+            self.send_header(UNTIMED_HEADER, "1")
+            self.send_header("Content-Length", str(len(kept)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(kept)
+            return
         if self.mode == "busy":  # the bulk pool's own lane is full: its Django refuses
             refusal = b'{"detail":"busy"}'
             self.send_response(503)
@@ -366,6 +377,28 @@ def test_a_refusal_by_the_bulk_pool_is_relayed_and_counted_as_one_not_timed(bulk
     assert json.loads(body) == {"detail": "busy"}
     assert (backoff._refused, backoff._served) == (1, 0)
     assert (lane.limit, lane.running) == (2, 1)  # freed, and the wait was no bulk work
+    lane.release()
+
+
+def test_an_answer_the_bulk_pool_says_was_no_bulk_work_is_relayed_untimed(bulk_pool, admission_gate, monkeypatch):
+    lane, now = timed_lane(admission_gate)
+    bulk_pool.mode = "kept"
+    exchange = BulkPoolForwarder._exchange
+
+    def slow_kept(connection: Any, environ: Any, on_sent: Any = None) -> Any:
+        response = exchange(connection, environ, on_sent)
+        now[0] += 4.0  # slow for whatever reason: timed, this would halve the limit
+        return response
+
+    monkeypatch.setattr(BulkPoolForwarder, "_exchange", staticmethod(slow_kept))
+    lane.acquire(blocking=False)  # shared: only the time measured decides
+    status, headers, body = call(
+        BulkPoolForwarder(Recorder(), socket_path=bulk_pool.socket_path),
+        environ("GET", "/api/v1/emissions/export.csv"),
+    )
+    assert (status, body) == ("200 OK", b"kept")
+    assert UNTIMED_HEADER.lower() not in {name.lower() for name, _ in headers}  # the pool's word, not the client's
+    assert (lane.limit, lane.running) == (2, 1)
     lane.release()
 
 

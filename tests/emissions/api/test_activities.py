@@ -463,6 +463,25 @@ def test_a_create_answers_drf_s_bytes_from_value_rows(api, org, electricity_fact
     assert len(read_back) == 1
 
 
+def test_a_created_row_gone_before_it_is_read_back_is_answered_from_the_objects(
+    api, org, electricity_factor, monkeypatch
+):
+    """Deleted by another request between the commit and the read-back: the answer is still the created rows."""
+    from emissions.api import views
+
+    submit = views.activities_submit
+
+    def submit_then_lose_one(**kwargs: Any) -> Any:
+        records = submit(**kwargs)
+        ActivityRecord.objects.filter(pk=records[0].pk).delete()
+        return records
+
+    monkeypatch.setattr(views, "activities_submit", submit_then_lose_one)
+    response = api.post(LIST, [activity_input(amount="2"), activity_input(amount="3")], format="json")
+    assert response.status_code == 201
+    assert [row["amount"] for row in response.json()] == ["2.000000", "3.000000"]
+
+
 def test_a_create_without_value_rows_answers_the_same_bytes(api, org, electricity_factor, settings):
     settings.LIST_ROWS = False
     response = api.post(LIST, [activity_input(amount="2"), activity_input(amount="3")], format="json")
