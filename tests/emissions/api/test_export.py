@@ -49,9 +49,11 @@ def emission_in(org: Organization, start: dt.date, **kwargs) -> Emission:
     )
 
 
-def bulk_emissions(org: Organization, supplier: Supplier, factor: EmissionFactor, n: int) -> None:
-    """``n`` activities with emissions in two bulk inserts (factories would take a query or five per row)."""
-    start = dt.date(2024, 1, 1)
+def insert_pairs(
+    org: Organization, supplier: Supplier, factor: EmissionFactor, periods: list[tuple[dt.date, dt.date, Decimal]]
+) -> list[Emission]:
+    """Activities (period start, end and amount each) with their emissions, in two bulk inserts: as the services
+    insert them, without signals (factories would take a query or five per row, and invalidate as a save does)."""
     records = ActivityRecord.objects.bulk_create(
         ActivityRecord(
             organization=org,
@@ -59,14 +61,14 @@ def bulk_emissions(org: Organization, supplier: Supplier, factor: EmissionFactor
             category=1,
             method=Method.ACTIVITY,
             activity=factor.activity,
-            amount=Decimal(i),
+            amount=amount,
             unit="kWh",
-            period_start=start + dt.timedelta(days=i % 700),
-            period_end=start + dt.timedelta(days=i % 700),
+            period_start=period_start,
+            period_end=period_end,
         )
-        for i in range(n)
+        for period_start, period_end, amount in periods
     )
-    Emission.objects.bulk_create(
+    return Emission.objects.bulk_create(
         Emission(
             organization=org,
             activity=record,
@@ -81,6 +83,12 @@ def bulk_emissions(org: Organization, supplier: Supplier, factor: EmissionFactor
         )
         for record in records
     )
+
+
+def bulk_emissions(org: Organization, supplier: Supplier, factor: EmissionFactor, n: int) -> None:
+    """``n`` activities with emissions, amounts 0 to n - 1, each of one day of 2024-2025."""
+    days = [dt.date(2024, 1, 1) + dt.timedelta(days=i % 700) for i in range(n)]
+    insert_pairs(org, supplier, factor, [(day, day, Decimal(i)) for i, day in enumerate(days)])
 
 
 def body(response: HttpResponseBase) -> bytes:
@@ -327,39 +335,9 @@ MARCH = {"period_from": "2025-03-01", "period_to": "2025-03-31"}
 
 
 def added(org: Organization, supplier: Supplier, factor: EmissionFactor, start: dt.date) -> int:
-    """One activity and its emission inserted as the services insert them (in bulk, no signals), then the caches
+    """One activity and its emission inserted as the services insert them (``insert_pairs``), then the caches
     invalidated as they invalidate them (``emissions_added``). The new emission's id."""
-    (record,) = ActivityRecord.objects.bulk_create(
-        [
-            ActivityRecord(
-                organization=org,
-                supplier=supplier,
-                category=1,
-                method=Method.ACTIVITY,
-                activity=factor.activity,
-                amount=Decimal(1),
-                unit="kWh",
-                period_start=start,
-                period_end=start + dt.timedelta(days=27),
-            )
-        ]
-    )
-    (emission,) = Emission.objects.bulk_create(
-        [
-            Emission(
-                organization=org,
-                activity=record,
-                supplier=supplier,
-                category=1,
-                method=Method.ACTIVITY,
-                period_start=start,
-                period_end=record.period_end,
-                factor=factor,
-                co2e_kg=factor.co2e_per_unit,
-                data_quality=QUALITY,
-            )
-        ]
-    )
+    (emission,) = insert_pairs(org, supplier, factor, [(start, start + dt.timedelta(days=27), Decimal(1))])
     emissions_added(org.pk, [start])
     return emission.pk
 
