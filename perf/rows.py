@@ -712,6 +712,20 @@ def _compose(function: Converter, binder: Binder) -> Binder:
 # -- views -----------------------------------------------------------------------------------------
 
 
+def _rows_wanted(request: Request) -> bool:
+    """Whether ``request`` is answered from value rows: ``LIST_ROWS`` on, and its rendering ``dumps``'s."""
+    return settings.LIST_ROWS and renders_rows(request.accepted_renderer, request.accepted_media_type)
+
+
+def _written(data: Callable[[], Any]) -> bytes:
+    """``dumps(data())`` with the cyclic collector paused. Writing rows allocates a few containers per row and field
+    (dicts, the JSON columns' values): with the collector on, it runs several times per page over objects that all
+    die by reference counting right after (what is written is bounded: a page, a create's items). Nothing here waits
+    on I/O, so no other greenlet runs while it is off; the data is freed before the collector is back on."""
+    with collection_paused():
+        return dumps(data())
+
+
 class RowListMixin:
     """A list action answered from value rows (``RowShape`` of the view's ``serializer_class``) when the response
     is rendered as JSON (``renders_rows``) and the pagination class pages value rows (``paginate_rows``); DRF's
@@ -733,25 +747,12 @@ class RowListMixin:
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Any:
         view: Any = self
         paginator = view.paginator
-        if (
-            not settings.LIST_ROWS
-            or paginator is None
-            or not hasattr(paginator, "paginate_rows")
-            or not renders_rows(request.accepted_renderer, request.accepted_media_type)
-        ):
+        if not _rows_wanted(request) or paginator is None or not hasattr(paginator, "paginate_rows"):
             return super().list(request, *args, **kwargs)  # type: ignore[misc]
         shape = self.row_shape()
         queryset: QuerySet = view.filter_queryset(view.get_queryset())
         rows = paginator.paginate_rows(queryset, request, view, shape.columns, text_loaded=shape.text_loaded)
-        # Writing a page allocates a few containers per row and field (dicts, the JSON columns' values): with the
-        # collector on, it runs several times per page over objects that all die by reference counting right after
-        # (a page is bounded: the pagination's maximum limit). Nothing here waits on I/O, so no other greenlet runs
-        # while it is off.
-        with collection_paused():
-            data = paginator.get_paginated_response(shape.rows(rows)).data
-            body = dumps(data)
-            del data  # freed before the collector is back on
-        return RenderedJSONResponse(body)
+        return RenderedJSONResponse(_written(lambda: paginator.get_paginated_response(shape.rows(rows)).data))
 
     def rows_response(self, queryset: QuerySet, ids: Sequence[Any], *, many: bool, status: int) -> Response | None:
         """The rows of ``queryset`` whose primary keys are ``ids``, in that order, written as the view's serializer
@@ -761,15 +762,16 @@ class RowListMixin:
         None too when a row of ``ids`` is no longer in ``queryset`` (deleted since it was written): the caller's own
         objects then answer.
         """
-        request: Request = self.request  # type: ignore[attr-defined]
-        if not settings.LIST_ROWS or not renders_rows(request.accepted_renderer, request.accepted_media_type):
+        if not _rows_wanted(self.request):  # type: ignore[attr-defined]
             return None
         shape = self.row_shape()
         found = {row[0]: row[1:] for row in queryset.filter(pk__in=ids).values_list("pk", *shape.columns)}
         if len(found) < len(set(ids)):
             return None
-        with collection_paused():
-            data = shape.rows(found[pk] for pk in ids)
-            body = dumps(data if many else data[0])
-            del data  # freed before the collector is back on
+
+        def data() -> Any:
+            rows = shape.rows(found[pk] for pk in ids)
+            return rows if many else rows[0]
+
+        body = _written(data)
         return RenderedJSONResponse(body, status=status)

@@ -359,9 +359,10 @@ def _keeping(blocks: Iterator[bytes], limit: int, store: Callable[[bytes], None]
     for block in blocks:
         if kept is not None:
             size += len(block)
-            kept = kept if size <= limit else None
-            if kept is not None:
+            if size <= limit:
                 kept.append(block)
+            else:
+                kept = None  # too large to keep: passed on, not held
         yield block
     if kept is not None:
         store(b"".join(kept))
