@@ -17,7 +17,8 @@ three pages are requested with ``CACHE_ENABLED`` off (the token is read from the
 request); the last two are next pages, requested with the cache on but ``CACHE_DEEP_PAGES`` off (a next page
 asked for the first time, whose body is not stored), as a returning client sends them: the token and the
 namespaces' versions from the cache, the page from the database (one query). Every rows body and its headers
-are checked byte-identical to the DRF request's, else the run fails.
+are checked byte-identical to the DRF request's, else the run fails; so is every request of every round answered
+200 (a throttled request, 429 once the caller's rate is used up, would otherwise pass as a fast page).
 
 The database is only read. The requests need a member's API token: a user, membership and token are inserted
 inside a transaction that is rolled back after the run, so nothing is ever committed. They are inserted with
@@ -30,6 +31,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -227,12 +229,20 @@ class SerializationBenchmark:
         def serializer() -> bytes:
             return JSONRenderer().render(EmissionSerializer(list(page_query.all())[:PAGE_SIZE], many=True).data)
 
+        # Every round's status, not only the last response's: a refusal (a 429 once the caller's rate is used up)
+        # costs a fraction of a page, and medians over a mix of both would flatter whichever side met it.
+        statuses: Counter[tuple[str, int]] = Counter()
+
         def drf_request() -> Any:
             with override_settings(LIST_ROWS=False):
-                return client.get(url, HTTP_ACCEPT="application/json")
+                response = client.get(url, HTTP_ACCEPT="application/json")
+            statuses["DRF", response.status_code] += 1
+            return response
 
         def rows_request() -> Any:
-            return client.get(url, HTTP_ACCEPT="application/json")
+            response = client.get(url, HTTP_ACCEPT="application/json")
+            statuses["rows", response.status_code] += 1
+            return response
 
         sides: list[Callable[[], Any]] = [plain, plain_render, serializer, drf_request, rows_request]
         self.stdout.write(f"Measuring {page.name}: {self.runs} rounds of {len(sides)} ...\n")
@@ -242,6 +252,12 @@ class SerializationBenchmark:
         for name, response in (("DRF", drf), ("rows", rows)):
             if response.status_code != 200:
                 raise BenchError(f"GET {url} ({name} path) answered {response.status_code}: {response.content[:300]!r}")
+        refused = {f"{name} {status}": count for (name, status), count in sorted(statuses.items()) if status != 200}
+        if refused:
+            raise BenchError(
+                f"GET {url} was not answered 200 in every round ({refused}): its medians would mix in refusals. "
+                "Fewer --runs, or raise the throttle rates (THROTTLE_RATE_USER, THROTTLE_RATE_ORG) for the run."
+            )
         if rows.content != drf.content or rows.items() != drf.items():
             raise BenchError(f"GET {url}: the value-row page differs from DRF's ({len(rows.content):,} bytes vs "
                              f"{len(drf.content):,}); the benchmark would compare different work.")  # fmt: skip

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management.base import CommandError
+from django.http import HttpResponse
+from rest_framework.test import APIClient
 
+from bench import serialization
 from bench.management.commands.bench_serialization import Command
 from bench.serialization import CLIENT_USERNAME, SIDE_LABELS, SIDES
 from emissions.models import Organization
@@ -97,3 +102,20 @@ def test_an_unknown_or_empty_organization_is_an_error(tmp_path: Path) -> None:
 def test_bad_arguments(tmp_path: Path, args: list[str]) -> None:
     with pytest.raises(CommandError, match="must be at least 1"):
         call_command(Command(stdout=StringIO()), "--org", "tiny", *args, "--output", str(tmp_path / "x.md"))
+
+
+def test_a_round_not_answered_200_fails_the_run(
+    tiny: Organization, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One refusal in a middle round (the last round's answers are 200): its fast 429 must not pass as a page.
+    calls = itertools.count(1)
+
+    class RefusingOnce(APIClient):
+        def get(self, *args: Any, **kwargs: Any) -> Any:
+            if next(calls) == 3:  # the warm-up's two requests, then the first round's DRF request
+                return HttpResponse(status=429)
+            return super().get(*args, **kwargs)
+
+    monkeypatch.setattr(serialization, "APIClient", RefusingOnce)
+    with pytest.raises(CommandError, match=r"not answered 200 in every round \(\{'DRF 429': 1\}\)"):
+        _run(tmp_path)
