@@ -131,6 +131,28 @@ def _form_class(filterset_class: type[django_filters.FilterSet], queryset: Query
     return form_class
 
 
+def _stock(filterset_class: type[django_filters.FilterSet]) -> bool:
+    """``_stock_filterset(filterset_class)``, found once per class."""
+    stock = _STOCK.get(filterset_class)
+    if stock is None:
+        stock = _STOCK[filterset_class] = _stock_filterset(filterset_class)
+    return stock
+
+
+def filter_form(filterset_class: type[django_filters.FilterSet]) -> type[forms.Form]:
+    """The class of the form that validates a query for ``filterset_class`` (over its ``Meta.model``) as its
+    ``FilterSet.form`` does: for a filter set of django-filter's own parts (``_stock_filterset``), the one
+    ``FilterBackend`` validates with, made once (``_form_class``); for any other, made as the filter set makes it,
+    on each call.
+
+    For reading a query's filter values outside the filter backend (a view's cache namespaces depend on its period):
+    ``filterset_class(data=query).form`` would deep-copy every filter and make a form class each time.
+    """
+    if _stock(filterset_class):
+        return _form_class(filterset_class, filterset_class._meta.model._default_manager.all())
+    return filterset_class().get_form_class()
+
+
 class FilterBackend(DjangoFilterBackend):
     """``DjangoFilterBackend``, which skips building the filter set for a request that names none of its filters
     when that filter set is known to filter nothing then, and validates and filters with a form class made once for
@@ -144,10 +166,11 @@ class FilterBackend(DjangoFilterBackend):
             if _inert(filterset_class):
                 return queryset.all()  # FilterSet.qs's copy
             return super().filter_queryset(request, queryset, view)
-        stock = _STOCK.get(filterset_class)
-        if stock is None:
-            stock = _STOCK[filterset_class] = _stock_filterset(filterset_class)
-        if not stock or not self.raise_exception or type(self).get_filterset is not DjangoFilterBackend.get_filterset:
+        if (
+            not _stock(filterset_class)
+            or not self.raise_exception
+            or type(self).get_filterset is not DjangoFilterBackend.get_filterset
+        ):
             return super().filter_queryset(request, queryset, view)
         return self._filter(filterset_class, request, queryset)
 

@@ -8,6 +8,7 @@ import django_filters
 import pytest
 from django import forms
 from django.db.models import QuerySet
+from django.http import QueryDict
 from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
@@ -15,7 +16,7 @@ from rest_framework.test import APIRequestFactory
 
 from emissions.api.filters import ActivityFilter, EmissionFilter, FactorFilter
 from emissions.models import Emission
-from perf.filters import FilterBackend, _form_class, _inert, _stock_filterset
+from perf.filters import FilterBackend, _form_class, _inert, _stock_filterset, filter_form
 
 pytestmark = pytest.mark.django_db
 
@@ -227,3 +228,25 @@ def test_other_filter_sets_are_built_per_request(filterset_class):
     name = next(iter(filterset_class.base_filters))
     query = {name: "spend"}
     assert outcome(FilterBackend(), filterset_class, query) == outcome(DjangoFilterBackend(), filterset_class, query)
+
+
+def test_filter_form_is_made_once_for_a_stock_filter_set():
+    form_class = filter_form(EmissionFilter)
+
+    assert filter_form(EmissionFilter) is form_class is _form_class(EmissionFilter, Emission.objects.all())
+    assert filter_form(ActivityFilter) is not form_class
+    assert list(form_class.base_fields) == list(EmissionFilter.base_filters)
+
+
+def test_filter_form_of_another_filter_set_is_its_own_each_time():
+    class Searched(django_filters.FilterSet):  # method=: not django-filter's own filtering
+        search = django_filters.CharFilter(method="filter_search")
+
+        class Meta:
+            model = Emission
+            fields = ["search"]
+
+    first, second = filter_form(Searched), filter_form(Searched)
+
+    assert first is not second and list(first.base_fields) == ["search"]
+    assert first(QueryDict("search=x")).is_valid()
