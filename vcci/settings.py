@@ -196,8 +196,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
             )
         except PoolConfigError as exc:
             raise ImproperlyConfigured(str(exc)) from exc
-    # With the pool, a connection is checked before it is handed out (an empty statement, one round trip, which
-    # psycopg_pool's check_connection sends: Django passes it as the pool's ``check`` when this is on); without it,
+    # With the pool, a connection is checked before it is handed out (whether the server closed it, by a select on its
+    # socket; if so psycopg_pool's check_connection: perf.postgresql.base.check_connection); without it,
     # at the start of each request. On by default with the pool: after PostgreSQL restarts, every pooled connection
     # is dead, and each would otherwise fail the request that drew it.
     _db["CONN_HEALTH_CHECKS"] = env.bool("DB_CONN_HEALTH_CHECKS", default="pool" in _db_options)

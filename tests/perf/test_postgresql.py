@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import select
 import socket
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import psycopg
 import pytest
 from django.conf import settings
 from django.db import OperationalError, connection, connections, transaction
@@ -22,7 +24,14 @@ from django.db.utils import load_backend
 from django.test.utils import CaptureQueriesContext
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from perf.postgresql.base import PREPARE_THRESHOLD, REACHABILITY, DatabaseUnreachable, PreparingCursor, server_key
+from perf.postgresql.base import (
+    PREPARE_THRESHOLD,
+    REACHABILITY,
+    DatabaseUnreachable,
+    PreparingCursor,
+    check_connection,
+    server_key,
+)
 
 
 def closed_port() -> int:
@@ -140,6 +149,62 @@ def test_a_pooled_connection_killed_by_a_restart_is_replaced_on_checkout(make_wr
         cursor.execute("SELECT pg_backend_pid()")
         (pid,) = cursor.fetchone()
     assert pid != killed
+
+
+@pytest.fixture
+def round_trip_checks(monkeypatch) -> list[Any]:
+    """The connections psycopg_pool's own check (an empty statement, a round trip) was run on."""
+    checked: list[Any] = []
+    check = ConnectionPool.check_connection
+
+    def recording(conn: Any) -> None:
+        checked.append(conn)
+        check(conn)
+
+    monkeypatch.setattr(ConnectionPool, "check_connection", staticmethod(recording))
+    return checked
+
+
+@pytest.mark.django_db
+def test_a_live_idle_connection_is_handed_out_without_a_round_trip(make_wrapper, round_trip_checks):
+    wrapper = make_wrapper("live", min_size=1, max_size=1)
+    assert wrapper.pool._check is check_connection
+    for _ in range(3):  # three requests, one connection
+        with wrapper.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            assert cursor.fetchone() == (1,)
+        wrapper.close()
+    assert round_trip_checks == []
+
+
+@pytest.mark.django_db
+def test_a_connection_the_server_ended_gets_the_round_trip_check_and_fails_it(make_wrapper, round_trip_checks):
+    wrapper = make_wrapper("ended", min_size=1, max_size=1)
+    pool = wrapper.pool
+    pool.open()
+    conn = pool.getconn(timeout=5)
+    try:
+        (pid,) = conn.execute("SELECT pg_backend_pid()").fetchone()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+        for _ in range(500):  # until its FATAL message and the end of the stream reach the socket
+            if select.select([conn.fileno()], [], [], 0)[0]:
+                break
+            time.sleep(0.01)
+        with pytest.raises(psycopg.OperationalError):
+            check_connection(conn)
+        assert round_trip_checks == [conn]
+    finally:
+        conn.close()
+        pool.putconn(conn)
+
+
+def test_a_closed_connection_fails_the_check(round_trip_checks):
+    conn = psycopg.connect(**{key: value for key, value in connection.get_connection_params().items()})
+    conn.close()
+    with pytest.raises(psycopg.OperationalError):
+        check_connection(conn)
+    assert round_trip_checks == [conn]
 
 
 def _prepared(text: str) -> list[str]:
