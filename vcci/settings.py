@@ -196,7 +196,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
             )
         except PoolConfigError as exc:
             raise ImproperlyConfigured(str(exc)) from exc
-    # With the pool, a connection is checked before it is handed out (whether the server closed it, by a select on its
+    # With the pool, a connection is checked before it is handed out (whether the server closed it, by a peek at its
     # socket; if so psycopg_pool's check_connection: perf.postgresql.base.check_connection); without it,
     # at the start of each request. On by default with the pool: after PostgreSQL restarts, every pooled connection
     # is dead, and each would otherwise fail the request that drew it.

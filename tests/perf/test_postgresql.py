@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import select
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +28,7 @@ from perf.postgresql.base import (
     REACHABILITY,
     DatabaseUnreachable,
     PreparingCursor,
+    _has_input,
     check_connection,
     server_key,
 )
@@ -188,7 +188,7 @@ def test_a_connection_the_server_ended_gets_the_round_trip_check_and_fails_it(ma
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
         for _ in range(500):  # until its FATAL message and the end of the stream reach the socket
-            if select.select([conn.fileno()], [], [], 0)[0]:
+            if _has_input(conn.fileno()):
                 break
             time.sleep(0.01)
         with pytest.raises(psycopg.OperationalError):
@@ -197,6 +197,19 @@ def test_a_connection_the_server_ended_gets_the_round_trip_check_and_fails_it(ma
     finally:
         conn.close()
         pool.putconn(conn)
+
+
+def test_has_input_peeks_without_reading_or_waiting():
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        assert _has_input(ours.fileno()) is False  # nothing sent: no wait
+        peer.sendall(b"E")
+        assert _has_input(ours.fileno()) is True
+        assert ours.recv(8) == b"E"  # left in place
+        peer.close()
+        assert _has_input(ours.fileno()) is True  # the end of the stream
+        assert ours.fileno() != -1  # the descriptor is still ours, open
+    assert _has_input(ours.fileno()) is True  # closed (-1): the full check decides
 
 
 def test_a_closed_connection_fails_the_check(round_trip_checks):
