@@ -212,6 +212,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
 # failed; if so it gives up (503 + Retry-After) instead of waiting out DB_POOL_TIMEOUT (perf.postgresql.base,
 # perf.errors). A slice is time for one connection attempt, which the pool makes at once for a waiting request.
 DB_UNREACHABLE_WAIT: float = env.float("DB_UNREACHABLE_WAIT", default=1.0)
+# A pooled connection idle this long (seconds) gets the full check on checkout (an empty statement, one round trip)
+# whatever its socket says: a NAT, load balancer or firewall may have dropped it silently (perf.postgresql.base
+# .check_connection). 0: every checkout, as psycopg_pool's own check.
+DB_POOL_CHECK_IDLE: float = env.float("DB_POOL_CHECK_IDLE", default=30.0)
+if DB_POOL_CHECK_IDLE < 0:
+    raise ImproperlyConfigured(f"DB_POOL_CHECK_IDLE must be 0 or more seconds; got {DB_POOL_CHECK_IDLE}.")
 
 # Admission control and cooperative scheduling (perf.admission, docs/capacity.md), per worker process.
 # Requests that compute running at once (idle keep-alive connections and reads the cache answers do not count); the

@@ -37,6 +37,7 @@ can run it again.
 from __future__ import annotations
 
 import _socket
+import math
 import socket
 import threading
 import time
@@ -97,7 +98,10 @@ def server_key(params: dict[str, Any]) -> ServerKey:
 
 
 class TrackedConnection(psycopg.Connection[Any]):
-    """psycopg's connection, recording in ``REACHABILITY`` whether connecting to its server succeeded."""
+    """psycopg's connection, recording in ``REACHABILITY`` whether connecting to its server succeeded, and when it
+    was last given back to the pool (``returned_at``, ``time.monotonic()``; set by ``FailFastPool``)."""
+
+    returned_at: float = -math.inf  # never given back yet
 
     @classmethod
     def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:
@@ -154,17 +158,22 @@ class DatabaseOperations(PostgreSQLOperations):
 
 def check_connection(conn: Any) -> None:
     """The pool's check of a connection it is about to hand out (``CONN_HEALTH_CHECKS``): psycopg_pool's
-    ``check_connection`` (an empty statement, one round trip; it raises when the connection is dead) only when the
-    connection is closed or has something to read. Precondition: ``conn`` is idle (the pool's).
+    ``check_connection`` (an empty statement, one round trip; it raises when the connection is dead) when the
+    connection is closed, has something to read, or sat in the pool for ``DB_POOL_CHECK_IDLE`` seconds or more (or
+    was never given back to it). Precondition: ``conn`` is idle (the pool's).
 
     An idle connection's server sends nothing unasked, except when it ends the connection: a backend terminated
     (``pg_terminate_backend``, an idle timeout) or a server shutting down writes its FATAL message and closes the
     socket, which then has bytes to read (``_has_input``). Asking the socket costs a few microseconds and no wait,
     not a round trip to a server process: under load that round trip on every request's checkout was 2 % of the
     workers' samples (docs/capacity/analysis.md, section 12). A message the server sent otherwise (a notice) makes
-    the full check run, which reads it.
+    the full check run, which reads it. What the socket cannot tell is a connection that something between the two
+    ends dropped while it was idle (a NAT, a load balancer or a firewall forgetting it, a failover): only a packet
+    sent finds out. Those forget connections idle for minutes, so one idle for ``DB_POOL_CHECK_IDLE`` gets the empty
+    statement anyway; under load a connection is back in use within milliseconds and never does.
     """
-    if conn.closed or _has_input(conn.fileno()):
+    idle = time.monotonic() - getattr(conn, "returned_at", -math.inf)
+    if conn.closed or idle >= settings.DB_POOL_CHECK_IDLE or _has_input(conn.fileno()):
         ConnectionPool.check_connection(conn)
 
 
@@ -183,6 +192,9 @@ def _has_input(fd: int) -> bool:
     except (OSError, ValueError):  # not a socket, not open
         return True
     try:
+        # Non-blocking (libpq's sockets are already), and no timeout: a socket object takes the process's default
+        # timeout (socket.setdefaulttimeout, which some libraries set), and with one recv() first waits for input.
+        sock.settimeout(0.0)
         sock.recv(1, _PEEK)  # b"" at the end of the stream, else the first byte, left in place
     except BlockingIOError:
         return False
@@ -203,6 +215,15 @@ class FailFastPool(ConnectionPool[Any]):
 
     def __init__(self, *args: Any, unreachable_wait: float = 1.0, **kwargs: Any) -> None:
         kwargs.setdefault("connection_class", TrackedConnection)
+        reset = kwargs.get("reset")
+
+        def given_back(conn: Any) -> None:
+            # psycopg_pool's reset callback, run on each connection given back: when it was (check_connection).
+            if reset is not None:
+                reset(conn)
+            conn.returned_at = time.monotonic()
+
+        kwargs["reset"] = given_back
         super().__init__(*args, **kwargs)
         self.unreachable_wait = unreachable_wait
 

@@ -84,7 +84,7 @@ def checkout_waits(monkeypatch) -> list[float | None]:
 
 
 def test_pooled_connections_are_checked_on_checkout():
-    # Django gives the pool psycopg_pool's check (an empty statement) when CONN_HEALTH_CHECKS is on.
+    # The backend gives the pool its check (perf.postgresql.base.check_connection) when CONN_HEALTH_CHECKS is on.
     assert connection.settings_dict["CONN_HEALTH_CHECKS"] is True
     assert settings.DATABASES["default"]["OPTIONS"]["connect_timeout"] >= 1
 
@@ -165,16 +165,34 @@ def round_trip_checks(monkeypatch) -> list[Any]:
     return checked
 
 
-@pytest.mark.django_db
-def test_a_live_idle_connection_is_handed_out_without_a_round_trip(make_wrapper, round_trip_checks):
-    wrapper = make_wrapper("live", min_size=1, max_size=1)
-    assert wrapper.pool._check is check_connection
-    for _ in range(3):  # three requests, one connection
+def _three_requests(wrapper: Any) -> None:
+    for _ in range(3):  # one connection, given back to the pool after each, as between requests
         with wrapper.cursor() as cursor:
             cursor.execute("SELECT 1")
             assert cursor.fetchone() == (1,)
         wrapper.close()
-    assert round_trip_checks == []
+
+
+@pytest.mark.django_db
+def test_a_live_connection_back_from_a_request_is_handed_out_without_a_round_trip(make_wrapper, round_trip_checks):
+    wrapper = make_wrapper("live", min_size=1, max_size=1)
+    assert wrapper.pool._check is check_connection
+
+    _three_requests(wrapper)
+
+    # Only the first checkout's: the new connection had never been given back (its idle time is unknown).
+    assert len(round_trip_checks) == 1
+
+
+@pytest.mark.django_db
+def test_a_connection_idle_for_db_pool_check_idle_gets_the_round_trip(make_wrapper, round_trip_checks, settings):
+    # A NAT or a firewall may drop an idle connection without the socket telling: past this, the empty statement.
+    settings.DB_POOL_CHECK_IDLE = 0
+    wrapper = make_wrapper("idle", min_size=1, max_size=1)
+
+    _three_requests(wrapper)
+
+    assert len(round_trip_checks) == 3
 
 
 @pytest.mark.django_db
@@ -191,6 +209,8 @@ def test_a_connection_the_server_ended_gets_the_round_trip_check_and_fails_it(ma
             if _has_input(conn.fileno()):
                 break
             time.sleep(0.01)
+        round_trip_checks.clear()  # the first checkout's, of a connection never given back
+        conn.returned_at = time.monotonic()  # as if just given back: only its socket can tell
         with pytest.raises(psycopg.OperationalError):
             check_connection(conn)
         assert round_trip_checks == [conn]
@@ -212,8 +232,21 @@ def test_has_input_peeks_without_reading_or_waiting():
     assert _has_input(ours.fileno()) is True  # closed (-1): the full check decides
 
 
+def test_has_input_does_not_wait_out_a_default_socket_timeout():
+    # A socket object takes the process's default timeout; with one, recv() first waits for input (then times out,
+    # which would read as "something to read").
+    ours, peer = socket.socketpair()
+    default = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(5.0)
+    try:
+        with ours, peer:
+            assert _has_input(ours.fileno()) is False
+    finally:
+        socket.setdefaulttimeout(default)
+
+
 def test_a_closed_connection_fails_the_check(round_trip_checks):
-    conn = psycopg.connect(**{key: value for key, value in connection.get_connection_params().items()})
+    conn = psycopg.connect(**{**connection.get_connection_params(), "dbname": "postgres"})  # any database will do
     conn.close()
     with pytest.raises(psycopg.OperationalError):
         check_connection(conn)
