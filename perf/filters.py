@@ -139,18 +139,18 @@ def _stock(filterset_class: type[django_filters.FilterSet]) -> bool:
     return stock
 
 
-def filter_form(filterset_class: type[django_filters.FilterSet]) -> type[forms.Form]:
-    """The class of the form that validates a query for ``filterset_class`` (over its ``Meta.model``) as its
-    ``FilterSet.form`` does: for a filter set of django-filter's own parts (``_stock_filterset``), the one
-    ``FilterBackend`` validates with, made once (``_form_class``); for any other, made as the filter set makes it,
-    on each call.
+def filter_form(filterset_class: type[django_filters.FilterSet]) -> type[forms.Form] | None:
+    """The class of the form a filter set of django-filter's own parts (``_stock_filterset``) validates a query with,
+    over its ``Meta.model``: the one ``FilterBackend`` uses, made once (``_form_class``), the class its
+    ``FilterSet.form`` would be. None for any other filter set (its ``form`` or ``__init__`` may be its own): build it,
+    ``filterset_class(data=...).form``.
 
     For reading a query's filter values outside the filter backend (a view's cache namespaces depend on its period):
     ``filterset_class(data=query).form`` would deep-copy every filter and make a form class each time.
     """
     if _stock(filterset_class):
         return _form_class(filterset_class, filterset_class._meta.model._default_manager.all())
-    return filterset_class().get_form_class()
+    return None
 
 
 class FilterBackend(DjangoFilterBackend):

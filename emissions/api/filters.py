@@ -104,7 +104,8 @@ class PeriodFilterSet(django_filters.FilterSet):
         included: the form class is the one the filter backend validates with, made once (``perf.filters
         .filter_form``), not a whole filter set per call (some 5 % of the workers' CPU under load,
         docs/capacity/analysis.md section 12)."""
-        form = filter_form(cls)(query)
+        form_class = filter_form(cls)
+        form = form_class(query) if form_class is not None else cls(data=query).form
         form.is_valid()
         return getattr(form, "cleaned_data", {})
 

@@ -42,3 +42,12 @@ def test_period_bounds_are_the_cleaned_dates():
         dt.date(2025, 3, 31),
     )
     assert EmissionFilter.period_bounds(QueryDict("period_from=nope")) == (None, None)
+
+
+def test_a_filter_set_of_its_own_is_cleaned_by_its_own_form():
+    class Searched(EmissionFilter):  # method=: not django-filter's own filtering, so its own form is built
+        search = django_filters.CharFilter(method="filter_search")
+
+    cleaned = Searched.cleaned(QueryDict("search=steel&period_to=2025-01-31"))
+
+    assert (cleaned["search"], cleaned["period_to"]) == ("steel", dt.date(2025, 1, 31))
