@@ -44,6 +44,7 @@ ENV_KEYS = (
     "DB_CONNECT_TIMEOUT",
     "DB_POOL_RECONNECT_TIMEOUT",
     "DB_UNREACHABLE_WAIT",
+    "DB_POOL_CHECK_IDLE",
     "SECURE_PROXY_SSL_HEADER",
     "GUNICORN_WORKERS",
     "GUNICORN_WORKER_CLASS",
@@ -193,6 +194,16 @@ def test_random_page_cost_from_the_environment(load_settings):
 def test_impossible_random_page_cost_is_refused(load_settings, value):
     with pytest.raises(ImproperlyConfigured, match=f"DB_RANDOM_PAGE_COST must be a positive number.*got '{value}'"):
         load_settings(DB_RANDOM_PAGE_COST=value)
+
+
+def test_pool_check_idle_from_the_environment(load_settings):
+    assert load_settings().DB_POOL_CHECK_IDLE == 30.0
+    assert load_settings(DB_POOL_CHECK_IDLE="0").DB_POOL_CHECK_IDLE == 0.0  # every checkout, psycopg_pool's way
+
+
+def test_a_negative_pool_check_idle_is_refused(load_settings):
+    with pytest.raises(ImproperlyConfigured, match=r"DB_POOL_CHECK_IDLE must be 0 or more seconds; got -1\.0"):
+        load_settings(DB_POOL_CHECK_IDLE="-1")
 
 
 def test_collector_thresholds_from_the_environment(load_settings):
