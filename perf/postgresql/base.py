@@ -17,7 +17,8 @@ pool busy for longer than a slice reorders its waiters, and admission control ke
 below its pool size. Connections are checked as they are handed out when
 ``CONN_HEALTH_CHECKS`` is on (the default with the pool, ``DB_CONN_HEALTH_CHECKS``): a connection that
 died with a restarted server is replaced instead of failing the request that drew it. The check
-(``check_connection``) looks whether the server closed it, without a round trip.
+(``check_connection``) looks whether the server closed it without a round trip, and sends one (an empty statement)
+to a connection that sat idle for ``DB_POOL_CHECK_IDLE`` seconds.
 
 **Prepared statements for fixed-shape hot queries.** ``DatabaseWrapper.prepared_cursor()`` is Django's cursor
 (its execute wrappers, its query log) around a ``PreparingCursor``: psycopg's server-binding cursor, which
@@ -173,7 +174,7 @@ def check_connection(conn: Any) -> None:
     statement anyway; under load a connection is back in use within milliseconds and never does.
     """
     idle = time.monotonic() - getattr(conn, "returned_at", -math.inf)
-    if conn.closed or idle >= settings.DB_POOL_CHECK_IDLE or _has_input(conn.fileno()):
+    if conn.closed or idle >= getattr(settings, "DB_POOL_CHECK_IDLE", 30.0) or _has_input(conn.fileno()):
         ConnectionPool.check_connection(conn)
 
 
