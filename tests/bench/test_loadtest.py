@@ -27,6 +27,7 @@ from urllib.parse import quote
 import pytest
 from django.conf import settings
 from django.db import connection
+from django.http import HttpResponse
 from django.http.response import HttpResponseBase
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
@@ -641,6 +642,72 @@ def test_a_304_answers_with_the_body_remembered_as_bytes(lf: ModuleType, tenant:
     assert again.data is not first.data
     assert isinstance(user.http_cache[path][1], bytes)
     assert session.failures() == []
+
+
+def counting_decoder(lf: ModuleType, monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The bodies the locustfile decodes into Python objects from now on (its ``orjson.loads`` calls)."""
+    decoded: list[bytes] = []
+    real = lf.orjson.loads
+
+    def loads(body: bytes) -> Any:
+        decoded.append(body)
+        return real(body)
+
+    monkeypatch.setattr(lf, "orjson", SimpleNamespace(loads=loads))
+    return decoded
+
+
+@pytest.mark.usefixtures("small_catalogue")
+def test_a_body_is_decoded_only_when_read(
+    lf: ModuleType, tenant: tuple[Organization, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user, session = user_of(lf, lf.AnalystUser)
+    decoded = counting_decoder(lf, monkeypatch)
+    path = f"{lf.API}/emissions/?limit=2"
+
+    reply = user.call("GET", path, name="emissions", conditional=True)
+    link = reply.get("next")
+    first_id = reply.get("results")[0]["id"]
+
+    assert reply.ok and decoded == []  # validated, read through the document: not decoded
+    page = json.loads(session.sent[-1][2].content)
+    assert (link, first_id) == (page["next"], page["results"][0]["id"])
+    assert reply.data == page and len(decoded) == 1
+    assert reply.get("next") == link and len(decoded) == 1  # read from what was decoded
+    again = user.call("GET", path, name="emissions", conditional=True)
+    assert again.status == 304 and again.get("next") == link and len(decoded) == 1
+    assert again.data == page and len(decoded) == 2
+    assert session.failures() == []
+
+
+@pytest.mark.usefixtures("small_catalogue")
+def test_following_pages_for_their_links_decodes_none(
+    lf: ModuleType, tenant: tuple[Organization, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user, session = user_of(lf, lf.AnalystUser)
+    first = user.call("GET", f"{lf.API}/emissions/?limit=5", name="emissions")
+    decoded = counting_decoder(lf, monkeypatch)
+
+    assert user.follow(first, "next page", 3, conditional=False, rows=False) == []
+    assert [name for _, name, _ in session.sent].count("next page") == 3 and decoded == []
+
+    rows = user.follow(first, "next page", 3, conditional=False)
+    assert len(rows) == 20 and len({row["id"] for row in rows}) == 20 and len(decoded) == 4
+    assert session.failures() == []
+
+
+def test_a_body_that_is_not_json_is_a_failure(
+    lf: ModuleType, tenant: tuple[Organization, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user, session = user_of(lf, lf.AnalystUser)
+    truncated = HttpResponse(b'{"next": null, "results": [{"id": 1}', content_type="application/json")
+    monkeypatch.setattr(session.client, "generic", lambda *args, **kwargs: truncated)
+
+    reply = user.call("GET", f"{lf.API}/emissions/", name="emissions")
+
+    assert not reply.ok and reply.status == 200 and reply.data is None
+    [failure] = session.failures()
+    assert "200 with a body that is not JSON" in failure
 
 
 @pytest.mark.usefixtures("small_catalogue")
