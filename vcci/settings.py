@@ -93,6 +93,9 @@ MIDDLEWARE = [
     "axes.middleware.AxesMiddleware",
 ]
 
+# Django's cookie-then-session storage, its backends made only for requests that use messages (the admin's pages).
+MESSAGE_STORAGE = "perf.messages.LazyFallbackStorage"
+
 ROOT_URLCONF = "vcci.urls"
 
 TEMPLATES = [
