@@ -929,6 +929,12 @@ def renewing() -> Iterator[None]:
         _RENEW.reset(token)
 
 
+def is_renewing() -> bool:
+    """Whether the caller runs inside ``renewing()``: values it derives from cached ones must then be read through
+    ``get_many_or_compute`` (which renews them in L2), not from what it kept in this process."""
+    return _RENEW.get()
+
+
 def _real_blocks(connection: Any) -> list[Any]:
     # The test runner wraps each test in atomic blocks of its own; they are not the application's transactions.
     return [block for block in connection.atomic_blocks if not getattr(block, "_from_testcase", False)]

@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.db import transaction
 
 from calculator.types import CalculationError, round_half_even
 from emissions.cache import catalogue_changed
 from emissions.calculation import FactorResolver, calculate
-from emissions.models import FactorDataset, Supplier
+from emissions.models import ExchangeRate, FactorDataset, Supplier
 from emissions.services.reference import SHIPPED_EXCHANGE_RATES, SHIPPED_PRICE_INDEX, reference_sets_load_shipped
+from perf.cache import renewing
 from tests.calculator.helpers import make_input
 from tests.factories import (
     EmissionFactorFactory,
@@ -381,6 +383,81 @@ def test_reference_sets_are_kept_apart_and_read_once_per_set(org, django_assert_
     with pytest.raises(CalculationError) as exc:
         resolver.exchange_rate("EUR", "USD", 2024, set_name="ppi")
     assert list(exc.value.errors) == ["exchange_rate_set"]
+
+
+def test_a_built_reference_set_is_kept_for_the_next_resolver_until_the_set_changes(org):
+    rate = ExchangeRateFactory(currency="EUR", quote_currency="USD", year=2024, rate=Decimal("1.08"))
+    PriceIndexFactory(currency="USD", year=2024, value=Decimal("313.689"))
+    catalogue_changed()
+    first = FactorResolver(org)
+    assert first.exchange_rate("EUR", "USD", 2024).value == Decimal("1.08")
+    assert first.price_index("USD", 2024).value == Decimal("313.689")
+
+    second = FactorResolver(org)
+    assert second.exchange_rate("EUR", "USD", 2024).value == Decimal("1.08")
+
+    # The same tables: built once in this process, not decoded and built again for each resolver.
+    assert second.source.exchange_rates("ecb") is first.source.exchange_rates("ecb")
+    assert second.source.price_indexes("cpi-u") is first.source.price_indexes("cpi-u")
+    ExchangeRate.objects.filter(pk=rate.pk).update(rate=Decimal("1.1"))
+    catalogue_changed()
+    third = FactorResolver(org)
+    assert third.exchange_rate("EUR", "USD", 2024).value == Decimal("1.1")
+    assert third.source.exchange_rates("ecb") is not first.source.exchange_rates("ecb")
+
+
+def test_kept_reference_sets_are_each_organizations_own(org, other_org):
+    ExchangeRateFactory(currency="EUR", quote_currency="USD", year=2024, rate=Decimal("1.08"))
+    ExchangeRateFactory(organization=other_org, currency="EUR", quote_currency="USD", year=2024, rate=Decimal("1.25"))
+    catalogue_changed()
+
+    for _ in range(2):
+        assert FactorResolver(org).exchange_rate("EUR", "USD", 2024).value == Decimal("1.08")
+        assert FactorResolver(other_org).exchange_rate("EUR", "USD", 2024).value == Decimal("1.25")
+
+
+def test_a_set_with_no_rows_is_kept_as_no_set(org, django_assert_num_queries):
+    catalogue_changed()
+    with pytest.raises(CalculationError):
+        FactorResolver(org).exchange_rate("EUR", "USD", 2024, set_name="nothing")
+
+    with django_assert_num_queries(0), pytest.raises(CalculationError) as exc:
+        FactorResolver(org).exchange_rate("EUR", "USD", 2024, set_name="nothing")
+    assert list(exc.value.errors) == ["exchange_rate_set"]
+
+
+def test_a_transaction_that_changed_the_sets_reads_its_own_rows(org):
+    rate = ExchangeRateFactory(currency="EUR", quote_currency="USD", year=2024, rate=Decimal("1.08"))
+    catalogue_changed()
+    kept = FactorResolver(org)
+    assert kept.exchange_rate("EUR", "USD", 2024).value == Decimal("1.08")
+
+    with transaction.atomic():
+        ExchangeRate.objects.filter(pk=rate.pk).update(rate=Decimal("1.2"))
+        catalogue_changed()  # as the loaders do, inside their transaction
+        inside = FactorResolver(org)
+        assert inside.exchange_rate("EUR", "USD", 2024).value == Decimal("1.2")
+        table = inside.source.exchange_rates("ecb")
+        transaction.set_rollback(True)
+
+    # What the rolled-back transaction saw was not kept for anyone else.
+    after = FactorResolver(org)
+    assert after.exchange_rate("EUR", "USD", 2024).value == Decimal("1.08")
+    assert after.source.exchange_rates("ecb") is not table
+
+
+def test_renewing_the_cache_reads_the_sets_through_it(org):
+    ExchangeRateFactory(currency="EUR", quote_currency="USD", year=2024, rate=Decimal("1.08"))
+    catalogue_changed()
+    kept = FactorResolver(org).source
+    kept.prime_sets(exchange_rate_sets=["ecb"])
+
+    renewed = FactorResolver(org).source
+    with renewing():
+        renewed.prime_sets(exchange_rate_sets=["ecb"])
+
+    assert renewed.exchange_rates("ecb") == kept.exchange_rates("ecb")
+    assert renewed.exchange_rates("ecb") is not kept.exchange_rates("ecb")
 
 
 def _shipped(name: str) -> list[dict[str, str]]:

@@ -19,6 +19,7 @@ from perf.cache import (
     Namespace,
     TieredCache,
     invalidate,
+    is_renewing,
     org_ns,
     register_resource,
     renewing,
@@ -328,6 +329,16 @@ def test_renewing_batch_lookups_give_found_entries_a_full_lifetime(worker: Tiere
     positive, negative = ttls()
     assert worker.l2_ttl - 2 <= positive <= worker.l2_ttl
     assert worker.negative_ttl - 2 <= negative <= worker.negative_ttl
+
+
+def test_is_renewing_says_whether_the_caller_runs_inside_renewing() -> None:
+    assert not is_renewing()
+    with renewing():
+        assert is_renewing()
+        with renewing():
+            assert is_renewing()
+        assert is_renewing()
+    assert not is_renewing()
 
 
 def test_only_one_worker_computes_a_missing_key_the_others_wait_for_it() -> None:
