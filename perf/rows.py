@@ -726,6 +726,17 @@ def _written(data: Callable[[], Any]) -> bytes:
         return dumps(data())
 
 
+def written_response(request: Request, data: Any, *, status: int = 200) -> Response:
+    """``Response(data, status=status)``, its body written by ``dumps`` when the request is answered so
+    (``LIST_ROWS`` on and DRF's ``JSONRenderer`` rendering it, as for list pages): the same bytes, without the
+    stdlib encoder walking ``data`` (a tenth of a 100-item calculation batch's CPU). Any other rendering gets DRF's
+    ``Response``. Values orjson would write otherwise than DRF (``json_value``: a float, an integer beyond 64 bits,
+    a key that is not a string) are written by DRF's encoder."""
+    if not _rows_wanted(request):
+        return Response(data, status=status)
+    return RenderedJSONResponse(_written(lambda: json_value(data)), status=status)
+
+
 class RowListMixin:
     """A list action answered from value rows (``RowShape`` of the view's ``serializer_class``) when the response
     is rendered as JSON (``renders_rows``) and the pagination class pages value rows (``paginate_rows``); DRF's

@@ -54,7 +54,7 @@ from perf.cache import Namespace
 from perf.conditional import CachedReadMixin
 from perf.gcpause import collection_paused
 from perf.pagination import KeysetPagination
-from perf.rows import RowListMixin
+from perf.rows import RowListMixin, written_response
 
 
 class OrgScopedMixin:
@@ -242,7 +242,7 @@ class CalculateView(APIView):
         serializer.is_valid(raise_exception=True)
         # CalculationError becomes a 400 naming the field (emissions.api.errors).
         result = calculate(serializer.to_calculation_input(), organization=request_org(request))
-        return Response(result.as_dict())
+        return written_response(request, result.as_dict())
 
 
 # A batch this large (bytes of JSON, about 100 items) is bulk work: admitted by slot, refused first when the server
@@ -285,7 +285,7 @@ class CalculateBatchView(APIView):
         items = inputs.calculation_inputs(batch.validated_data["items"], organization_id=organization.pk)
         outcomes = calculations_run(organization=organization, items=items)
         results = [{"error": outcome} if isinstance(outcome, dict) else outcome.as_dict() for outcome in outcomes]
-        return Response({"results": results})
+        return written_response(request, {"results": results})
 
 
 def emission_read_namespaces(view: Any, organization_id: int) -> list[Namespace]:

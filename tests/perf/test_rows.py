@@ -441,6 +441,51 @@ def test_a_field_with_its_own_time_zone_is_parsed():
     assert rows._writes_utc(serializers.DateTimeField(default_timezone=dt.UTC))
 
 
+WRITTEN = {
+    "results": [{"co2e_kg": "1.500000", "category": 1, "notes": [], "supplier": None, "ok": True}],
+    "float": 1e-05,
+    "big": 123456789012345678901234567890,
+    "text": "\u2028 \u00e9",
+}
+
+
+@pytest.mark.parametrize("accept", ["application/json", "application/json; indent=4", "text/html"])
+@pytest.mark.parametrize("list_rows", [True, False])
+def test_a_written_response_is_drf_s_response(settings, accept, list_rows):
+    from rest_framework.response import Response
+    from rest_framework.test import APIRequestFactory
+    from rest_framework.views import APIView
+
+    settings.LIST_ROWS = list_rows
+
+    class Answer(APIView):
+        permission_classes: list[Any] = []
+        by_drf = False
+
+        def get(self, request: Any) -> Any:
+            if self.by_drf:
+                return Response(WRITTEN, status=201)
+            return rows.written_response(request, WRITTEN, status=201)
+
+    def answer(**initkwargs: Any) -> Any:
+        response = Answer.as_view(**initkwargs)(APIRequestFactory().get("/", HTTP_ACCEPT=accept))
+        response.render()
+        return response
+
+    written, drf = answer(), answer(by_drf=True)
+
+    if accept == "text/html":  # the browsable API's page (its CSRF token differs between any two)
+        assert (written.status_code, written["Content-Type"]) == (201, drf["Content-Type"])
+    else:
+        assert (written.status_code, written.content, sorted(written.items())) == (
+            201,
+            drf.content,
+            sorted(drf.items()),
+        )
+    by_rows = list_rows and accept == "application/json"
+    assert isinstance(written, rows.RenderedJSONResponse) == by_rows
+
+
 @pytest.mark.django_db
 def test_a_page_is_written_with_the_collector_paused(varied, api, monkeypatch):
     written = RowShape.rows

@@ -251,6 +251,29 @@ def test_batch_isolates_a_bad_item_and_keeps_order(api, electricity_factor, dies
     assert results[5]["co2e_kg"] == "531.000000"
 
 
+def test_answers_are_drf_s_bytes_with_or_without_the_row_writer(api, settings, electricity_factor, steel_factor):
+    """The single and batch answers, written with orjson (``perf.rows.written_response``) or by DRF's renderer
+    (``LIST_ROWS`` off), are the same bytes and headers; the browsable API still answers."""
+    items = [electricity_input(amount="1"), electricity_input(unit="parsec"), steel_spend_input(unit="USD")]
+    requests = [(URL, items[0]), (BATCH_URL, {"items": items})]
+
+    def answers(accept: str = "application/json") -> list[tuple[int, bytes, list[tuple[str, str]]]]:
+        # One request id for all: each response echoes its request's X-Request-ID.
+        sent = [
+            api.post(url, body, format="json", HTTP_ACCEPT=accept, HTTP_X_REQUEST_ID="same") for url, body in requests
+        ]
+        return [(r.status_code, r.content, sorted(r.items())) for r in sent]
+
+    written = answers()
+    html = answers("text/html")
+    settings.LIST_ROWS = False
+    assert answers() == written
+    assert [status for status, _, _ in written] == [200, 200]
+    results = json.loads(written[1][1])["results"]
+    assert results[0]["co2e_kg"] == "177.000000" and "unit" in results[1]["error"]
+    assert [(status, b"<html" in body) for status, body, _ in html] == [(200, True), (200, True)]
+
+
 def test_batch_checks_suppliers_per_item(api, org, other_org, electricity_factor):
     mine = SupplierFactory(organization=org)
     theirs = SupplierFactory(organization=other_org)
