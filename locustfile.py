@@ -677,26 +677,44 @@ def relative(url: str) -> str:
 
 # A Reply's body not decoded yet.
 _UNREAD: Any = object()
+# A UTF-8 byte order mark: simdjson skips one before a document, orjson refuses it.
+_BOM = b"\xef\xbb\xbf"
+
+
+def read_json(content: bytes) -> tuple[Any, Any]:
+    """``content`` checked as JSON, as orjson reads it: (its simdjson document, ``_UNREAD``), or, for a body whose
+    reading the two libraries' grammars differ on (an integer beyond 64 bits, which simdjson refuses; a byte order
+    mark, which it skips), (None, orjson's decoding). Raises ``ValueError`` when orjson refuses it: a body is JSON
+    here exactly when it was when every body was decoded with orjson."""
+    if not content.startswith(_BOM):
+        try:
+            return simdjson.Parser().parse(content), _UNREAD
+        except (ValueError, RuntimeError):  # RuntimeError: nesting too deep, an integer beyond 64 bits
+            pass
+    return None, orjson.loads(content)
 
 
 class Reply:
     """The outcome of one request: its status, whether it passed, and its JSON body (the remembered one for a 304),
     decoded only as far as it is read.
 
-    Every JSON body is validated whole when it arrives (``simdjson``, a fraction of a full decode). ``data`` decodes it
-    into Python objects (orjson) on first read; ``get(key)`` reads one member of the top-level object without decoding
-    the rest. Decoding every page whole was a third of the generator's CPU (py-spy on its processes at 500 users), on
-    the cores the server it measures runs on, while most callers read nothing of a page or only its ``next`` link.
+    Every JSON body is checked whole when it arrives (``read_json``: simdjson, a fraction of a full decode). ``data``
+    decodes it into Python objects (orjson) on first read; ``get(key)`` reads one member of the top-level object
+    without decoding the rest. Decoding every page whole was a third of the generator's CPU (py-spy on its processes at
+    500 users), on the cores the server it measures runs on, while most callers read nothing of a page or only its
+    ``next`` link.
     """
 
     __slots__ = ("_body", "_data", "_document", "ok", "status")
 
-    def __init__(self, status: int, ok: bool, body: bytes | None = None, document: Any = None) -> None:
-        """Precondition: ``body``, when given, is JSON already validated (``document`` is its simdjson reading, if
-        made)."""
+    def __init__(
+        self, status: int, ok: bool, body: bytes | None = None, document: Any = None, data: Any = _UNREAD
+    ) -> None:
+        """Precondition: ``body``, when given, passed ``read_json``; ``document`` and ``data`` are what it returned
+        (or are left out: the body is then read again when needed)."""
         self.status, self.ok = status, ok
         self._body, self._document = body, document
-        self._data = _UNREAD if body else None
+        self._data = data if body else None
 
     @property
     def data(self) -> Any:
@@ -709,11 +727,11 @@ class Reply:
     def get(self, key: str) -> Any:
         """``data.get(key)`` without decoding the rest: strings, numbers, booleans and None as Python values, objects
         and arrays as simdjson's read-only views (indexable, iterable, with a length). None without a body."""
+        if self._data is _UNREAD and self._document is None:
+            assert self._body, "unread: there is a body"
+            self._document, self._data = read_json(self._body)
         if self._data is not _UNREAD:
             return None if self._data is None else self._data.get(key)
-        if self._document is None:
-            assert self._body, "unread: there is a body"
-            self._document = simdjson.Parser().parse(self._body)
         return self._document.get(key)
 
 
@@ -777,16 +795,16 @@ class VcciUser(FastHttpUser):
                     response.failure(f"{method} {name}: expected {wanted}, got {describe(response)}")
                     return Reply(status, False)
                 content = response.content
-                body, document = None, None
+                body, document, data = None, None, _UNREAD
                 if parse and status != 204:
                     try:
-                        # Validated whole, decoded only as far as the caller reads (Reply).
-                        document = simdjson.Parser().parse(content)
-                    except ValueError:
+                        # Checked whole, decoded only as far as the caller reads (Reply).
+                        document, data = read_json(content)
+                    except ValueError:  # orjson.JSONDecodeError is one
                         response.failure(f"{method} {name}: {status} with a body that is not JSON: {excerpt(response)}")
                         return Reply(status, False)
                     body = content
-                reply = Reply(status, True, body, document)
+                reply = Reply(status, True, body, document, data)
                 problem = check(reply.data) if check is not None else None
                 if problem:
                     response.failure(f"{method} {name}: {problem}")

@@ -271,10 +271,13 @@ class OrganizationFactors:
                 table = cache.get_local(keys[name])
                 if table is not None:
                     built[name] = table.value
-        for name, rows in self._load_sets(model, [name for name in wanted if name not in built], known).items():
-            built[name] = build(rows)
-            if local:
-                cache.set_local(keys[name], _Built(built[name]), nbytes=_ROW_BYTES * (len(rows) + 1))
+                    cache.count_local_hit(self._factor_ns)  # the cached entry it stands for
+        missing = [name for name in wanted if name not in built]
+        if missing:
+            for name, rows in self._load_sets(model, missing, known).items():
+                built[name] = build(rows)
+                if local:
+                    cache.set_local(keys[name], _Built(built[name]), nbytes=_ROW_BYTES * (len(rows) + 1))
         return built
 
     def _load_sets(

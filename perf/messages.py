@@ -6,6 +6,9 @@ requests, nearly all of the traffic, never do, and making the backends for them 
 samples at 500 users (py-spy, ``bench.loadtest --profile``). ``LazyFallbackStorage`` makes them on first use:
 reading, adding or storing messages go through them exactly as in ``FallbackStorage``; a request that does none of
 these never makes them (``update`` stores nothing when nothing was read or added).
+
+Precondition, as for Django's storage: ``SessionMiddleware`` runs before ``MessageMiddleware``. Django's session
+backend checks it when the storage is made; here, when messages are first used (the admin's first one).
 """
 
 from __future__ import annotations

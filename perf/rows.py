@@ -720,8 +720,9 @@ def _rows_wanted(request: Request) -> bool:
 def _written(data: Callable[[], Any]) -> bytes:
     """``dumps(data())`` with the cyclic collector paused. Writing rows allocates a few containers per row and field
     (dicts, the JSON columns' values): with the collector on, it runs several times per page over objects that all
-    die by reference counting right after (what is written is bounded: a page, a create's items). Nothing here waits
-    on I/O, so no other greenlet runs while it is off; the data is freed before the collector is back on."""
+    die by reference counting right after (what is written is bounded: a page, a create's items, a calculation batch's
+    results). Nothing here waits on I/O, so no other greenlet runs while it is off; the data is freed before the
+    collector is back on."""
     with collection_paused():
         return dumps(data())
 
@@ -730,8 +731,8 @@ def written_response(request: Request, data: Any, *, status: int = 200) -> Respo
     """``Response(data, status=status)``, its body written by ``dumps`` when the request is answered so
     (``LIST_ROWS`` on and DRF's ``JSONRenderer`` rendering it, as for list pages): the same bytes, without the
     stdlib encoder walking ``data`` (a tenth of a 100-item calculation batch's CPU). Any other rendering gets DRF's
-    ``Response``. Values orjson would write otherwise than DRF (``json_value``: a float, an integer beyond 64 bits,
-    a key that is not a string) are written by DRF's encoder."""
+    ``Response``. ``data`` holding anything orjson writes otherwise than DRF (``json_value``: a float, an integer
+    beyond 64 bits, a key that is not a string) is written whole by DRF's encoder."""
     if not _rows_wanted(request):
         return Response(data, status=status)
     return RenderedJSONResponse(_written(lambda: json_value(data)), status=status)

@@ -24,6 +24,7 @@ from types import ModuleType, SimpleNamespace
 from typing import Any
 from urllib.parse import quote
 
+import orjson
 import pytest
 from django.conf import settings
 from django.db import connection
@@ -696,18 +697,36 @@ def test_following_pages_for_their_links_decodes_none(
     assert session.failures() == []
 
 
-def test_a_body_that_is_not_json_is_a_failure(
-    lf: ModuleType, tenant: tuple[Organization, str], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("body", "ok"),
+    [
+        (b'{"next": null, "results": [{"id": 1}', False),  # cut short
+        (b'\xef\xbb\xbf{"next": null}', False),  # a byte order mark: simdjson would skip it, orjson refuses it
+        (b'{"next": "/x", "n": 18446744073709551616, "m": -9223372036854775809}', True),  # simdjson refuses these
+        (b'{"next": "/x", "deep": ' + b"[" * 600 + b"]" * 600 + b"}", True),
+    ],
+)
+def test_a_body_is_json_exactly_when_orjson_reads_it(
+    lf: ModuleType, monkeypatch: pytest.MonkeyPatch, body: bytes, ok: bool
 ) -> None:
-    user, session = user_of(lf, lf.AnalystUser)
-    truncated = HttpResponse(b'{"next": null, "results": [{"id": 1}', content_type="application/json")
-    monkeypatch.setattr(session.client, "generic", lambda *args, **kwargs: truncated)
+    monkeypatch.setenv("VCCI_TOKENS", "unused")  # the answers are made here: no tenant, no token
+    user, session = user_of(lf, lf.FactorSearchUser)  # whose start sends nothing
+    answer = HttpResponse(body, content_type="application/json", headers={"ETag": '"e1"'})
+    answers = iter([answer, HttpResponse(status=304, headers={"ETag": '"e1"'})])
+    monkeypatch.setattr(session.client, "generic", lambda *args, **kwargs: next(answers))
 
-    reply = user.call("GET", f"{lf.API}/emissions/", name="emissions")
+    reply = user.call("GET", f"{lf.API}/emissions/", name="emissions", conditional=True)
 
-    assert not reply.ok and reply.status == 200 and reply.data is None
-    [failure] = session.failures()
-    assert "200 with a body that is not JSON" in failure
+    assert reply.ok == ok
+    if not ok:
+        assert reply.data is None
+        [failure] = session.failures()
+        assert "200 with a body that is not JSON" in failure
+        return
+    assert reply.get("next") == "/x" and reply.data == orjson.loads(body)
+    again = user.call("GET", f"{lf.API}/emissions/", name="emissions", conditional=True)
+    assert again.status == 304 and again.get("next") == "/x"  # the remembered body, read again
+    assert session.failures() == []
 
 
 @pytest.mark.usefixtures("small_catalogue")

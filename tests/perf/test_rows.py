@@ -441,17 +441,18 @@ def test_a_field_with_its_own_time_zone_is_parsed():
     assert rows._writes_utc(serializers.DateTimeField(default_timezone=dt.UTC))
 
 
-WRITTEN = {
-    "results": [{"co2e_kg": "1.500000", "category": 1, "notes": [], "supplier": None, "ok": True}],
-    "float": 1e-05,
-    "big": 123456789012345678901234567890,
-    "text": "\u2028 \u00e9",
-}
+PLAIN = {"results": [{"co2e_kg": "1.500000", "category": 1, "notes": [], "supplier": None, "ok": True}]}
+WRITTEN = [
+    PLAIN,  # written by orjson
+    {**PLAIN, "text": "\u2028 \u00e9"},  # orjson, then the line separators escaped
+    {**PLAIN, "float": 1e-05, "big": 123456789012345678901234567890},  # written whole by DRF's encoder
+]
 
 
+@pytest.mark.parametrize("data", WRITTEN)
 @pytest.mark.parametrize("accept", ["application/json", "application/json; indent=4", "text/html"])
 @pytest.mark.parametrize("list_rows", [True, False])
-def test_a_written_response_is_drf_s_response(settings, accept, list_rows):
+def test_a_written_response_is_drf_s_response(settings, accept, list_rows, data, monkeypatch):
     from rest_framework.response import Response
     from rest_framework.test import APIRequestFactory
     from rest_framework.views import APIView
@@ -464,15 +465,25 @@ def test_a_written_response_is_drf_s_response(settings, accept, list_rows):
 
         def get(self, request: Any) -> Any:
             if self.by_drf:
-                return Response(WRITTEN, status=201)
-            return rows.written_response(request, WRITTEN, status=201)
+                return Response(data, status=201)
+            return rows.written_response(request, data, status=201)
 
     def answer(**initkwargs: Any) -> Any:
         response = Answer.as_view(**initkwargs)(APIRequestFactory().get("/", HTTP_ACCEPT=accept))
         response.render()
         return response
 
-    written, drf = answer(), answer(by_drf=True)
+    dumped: list[Any] = []
+    dumps = rows.dumps
+
+    def counted(value: Any) -> bytes:
+        dumped.append(value)
+        return dumps(value)
+
+    monkeypatch.setattr(rows, "dumps", counted)
+    written = answer()
+    by_orjson = len(dumped)
+    drf = answer(by_drf=True)
 
     if accept == "text/html":  # the browsable API's page (its CSRF token differs between any two)
         assert (written.status_code, written["Content-Type"]) == (201, drf["Content-Type"])
@@ -484,6 +495,7 @@ def test_a_written_response_is_drf_s_response(settings, accept, list_rows):
         )
     by_rows = list_rows and accept == "application/json"
     assert isinstance(written, rows.RenderedJSONResponse) == by_rows
+    assert by_orjson == (1 if by_rows else 0)  # written by perf.rows.dumps (a non-plain body as DRF's Fragment)
 
 
 @pytest.mark.django_db

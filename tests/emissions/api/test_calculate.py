@@ -22,6 +22,7 @@ from calculator.shapes import (
 from emissions.api import views
 from emissions.models import ActivityRecord, Emission
 from perf import admission
+from perf.rows import RenderedJSONResponse
 from tests.emissions.api.payloads import (
     HUB_BIODIESEL,
     biodiesel_input,
@@ -257,17 +258,23 @@ def test_answers_are_drf_s_bytes_with_or_without_the_row_writer(api, settings, e
     items = [electricity_input(amount="1"), electricity_input(unit="parsec"), steel_spend_input(unit="USD")]
     requests = [(URL, items[0]), (BATCH_URL, {"items": items})]
 
+    kinds: list[type] = []
+
     def answers(accept: str = "application/json") -> list[tuple[int, bytes, list[tuple[str, str]]]]:
         # One request id for all: each response echoes its request's X-Request-ID.
         sent = [
             api.post(url, body, format="json", HTTP_ACCEPT=accept, HTTP_X_REQUEST_ID="same") for url, body in requests
         ]
+        kinds.extend(type(r) for r in sent)
         return [(r.status_code, r.content, sorted(r.items())) for r in sent]
 
     written = answers()
+    assert kinds == [RenderedJSONResponse, RenderedJSONResponse]  # written by orjson
     html = answers("text/html")
     settings.LIST_ROWS = False
+    kinds.clear()
     assert answers() == written
+    assert RenderedJSONResponse not in kinds  # written by DRF's renderer
     assert [status for status, _, _ in written] == [200, 200]
     results = json.loads(written[1][1])["results"]
     assert results[0]["co2e_kg"] == "177.000000" and "unit" in results[1]["error"]
