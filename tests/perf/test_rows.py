@@ -13,6 +13,9 @@ from django.db import connection
 from django.utils import timezone
 from rest_framework import serializers
 from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
+from rest_framework.response import Response
+from rest_framework.test import APIRequestFactory
+from rest_framework.views import APIView
 
 from emissions.api.serializers import STORED_RESULT_COMPUTED, ActivitySerializer, EmissionSerializer
 from emissions.models import ActivityRecord, Emission
@@ -453,10 +456,6 @@ WRITTEN = [
 @pytest.mark.parametrize("accept", ["application/json", "application/json; indent=4", "text/html"])
 @pytest.mark.parametrize("list_rows", [True, False])
 def test_a_written_response_is_drf_s_response(settings, accept, list_rows, data, monkeypatch):
-    from rest_framework.response import Response
-    from rest_framework.test import APIRequestFactory
-    from rest_framework.views import APIView
-
     settings.LIST_ROWS = list_rows
 
     class Answer(APIView):
