@@ -15,9 +15,10 @@ socket (``BULK_POOL_SOCKET``), and its response is relayed back as it comes (an 
 middleware and metrics run once per request, in whichever server serves it. Each worker forwards at most
 ``ADMISSION_HEAVY_SLOTS`` requests at once, fewer while they take longer than ``ADMISSION_HEAVY_TARGET``
 (``perf.admission.HeavyLane``, timed from the request sent to the relayed answer's end); a further one waits for
-a slot at most ``ADMISSION_HEAVY_WAIT`` seconds, then the worker's own Django answers 503 with ``Retry-After``
-(``REFUSE``), counted like every refusal. The bulk pool's own lane adapts the same way: a refusal of its own is
-relayed as it comes and counted in the worker's ``Retry-After`` as a refusal.
+a slot at most ``ADMISSION_HEAVY_WAIT`` seconds (none when the requests ahead of it can be expected to take longer),
+then the worker's own Django answers 503 with ``Retry-After`` (``REFUSE``), counted like every refusal. The bulk
+pool's own lane adapts the same way: a refusal of its own is relayed as it comes and counted in the worker's
+``Retry-After`` as a refusal.
 
 The contract is unchanged for clients: the same URL, status, headers and body as when the worker serves it.
 When the bulk pool cannot be reached (not started yet, restarting), the worker serves the request itself, as

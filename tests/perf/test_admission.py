@@ -277,6 +277,86 @@ def test_a_request_waiting_for_the_heavy_lane_gets_the_slot_freed_within_its_wai
     assert lane.acquire(timeout=0.05) is None  # waited, and no slot came free
 
 
+class Shifted:
+    """The real monotonic clock plus an offset a test adds to: a request can be made to have taken seconds while
+    ``Condition.wait`` (which waits in real time) still ends when the lane's deadline has passed."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.offset
+
+
+def acquire_in_thread(lane: admission.HeavyLane, timeout: float) -> tuple[threading.Thread, list[float | None]]:
+    got: list[float | None] = []
+    thread = threading.Thread(target=lambda: got.append(lane.acquire(timeout=timeout)), daemon=True)
+    thread.start()
+    return thread, got
+
+
+def test_the_heavy_lane_keeps_the_moving_average_of_the_timed_requests():
+    clock = lane_clock()
+    lane = admission.HeavyLane(2, clock=clock)
+    assert lane.expected is None
+    run_alone(lane, clock, 1.0)
+    assert lane.expected == pytest.approx(1.0)
+    run_alone(lane, clock, 2.0)
+    assert lane.expected == pytest.approx(1.0 + lane.WEIGHT * 1.0)
+    taken(lane)
+    clock.now += 30.0
+    lane.release()  # no bulk work done: not timed
+    assert lane.expected == pytest.approx(1.2)
+
+
+def test_a_bulk_request_is_refused_at_once_when_the_requests_ahead_would_outlast_its_wait():
+    clock = lane_clock()  # standing still: a request that waited for it would never give up
+    lane = admission.HeavyLane(1, clock=clock)
+    run_alone(lane, clock, 3.0)  # bulk requests take 3 s now
+    held = taken(lane)
+    waiter, got = acquire_in_thread(lane, timeout=1.0)
+    waiter.join(10)
+    assert not waiter.is_alive()  # did not wait: the slot held can be expected to free in 3 s, not within 1 s
+    assert got == [None]
+    assert lane.waiting == 0 and lane.running == 1
+    lane.release(held)
+
+
+def test_the_waiters_ahead_count_in_what_the_next_bulk_request_expects():
+    clock = Shifted()
+    lane = admission.HeavyLane(1, clock=clock)
+    started = taken(lane)
+    clock.offset += 0.5
+    lane.release(started)  # bulk requests take 0.5 s now
+    held = taken(lane)
+    first, first_got = acquire_in_thread(lane, timeout=30.0)  # a slot in 0.5 s: worth waiting for
+    blocked_in(lane, 1)
+    assert lane.waiting == 1
+    second, second_got = acquire_in_thread(lane, timeout=0.8)  # behind it: a slot in 1 s, beyond its 0.8 s
+    second.join(10)
+    assert not second.is_alive()
+    assert second_got == [None]
+    assert lane.waiting == 1  # refused without waiting; the first still waits
+    lane.release(held)
+    first.join(10)
+    assert first_got and first_got[0] is not None
+    assert (lane.waiting, lane.running) == (0, 1)
+    lane.release()
+
+
+def test_a_bulk_request_that_can_expect_a_slot_within_its_wait_waits_and_gets_the_slot_freed():
+    lane = admission.HeavyLane(1)
+    lane.release(lane.acquire())  # a quick one: a slot can be expected soon
+    held = lane.acquire()
+    waiter, got = acquire_in_thread(lane, timeout=30)
+    blocked_in(lane, 1)
+    lane.release(held)
+    waiter.join(10)
+    assert not waiter.is_alive()
+    assert got and got[0] is not None
+    assert (lane.waiting, lane.running) == (0, 1)
+
+
 def test_the_heavy_lane_publishes_its_limit_and_a_failing_publisher_fails_no_request(caplog):
     clock = lane_clock()
     published: list[int] = []
