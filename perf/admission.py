@@ -314,9 +314,9 @@ class HeavyLane:
     may take a slot first, as with a semaphore. The time measured is the slot's, until it is released: for a
     streamed body (an export), until the client has read it, so a slow reader counts as slow bulk work.
 
-    A request that would wait in vain is refused at once: when the waiters ahead of it and itself, one slot freed
-    per ``expected / limit`` seconds (``expected``: a moving average of the timed requests, ``WEIGHT`` for the
-    newest), would take longer than its timeout. Under overload, bulk requests take seconds and the lane is full:
+    A request that can be expected to wait in vain is refused at once: when the waiters ahead of it and itself, one
+    slot freed per ``expected / limit`` seconds (``expected``: a moving average of the timed requests, ``WEIGHT`` for
+    the newest), would take longer than its timeout. Under overload, bulk requests take seconds and the lane is full:
     those refused had waited the whole timeout for nothing, holding a connection and a greenlet, and were answered
     after the requests they would have been refused to spare.
 
@@ -343,7 +343,9 @@ class HeavyLane:
         self.limit = self.slots
         self.target = max(target, 0.0)
         self.running = 0
-        # Requests waiting for a slot, and the moving average of how long a bulk request held one (None: none yet).
+        # Requests waiting for a slot, and the moving average of the timed requests' times (``release(started)``: from
+        # the slot taken, or from the request sent by a forwarding worker; None before the first). Untimed releases (no
+        # bulk work done: a cached export, a 304, a refusal relayed from the bulk pool) are left out.
         self.waiting = 0
         self.expected: float | None = None
         self._clock = clock
@@ -367,8 +369,11 @@ class HeavyLane:
         ``timeout`` 0); the time it was taken at, or None when none came free in time.
 
         With a timeout, none at all when the waiters already ahead and itself, one slot freed per ``expected /
-        limit`` seconds, would take longer than the timeout: it would be refused after waiting, so it is refused
-        now."""
+        limit`` seconds, would take longer than the timeout: it can be expected to be refused after waiting, so it
+        is refused now. An estimate: it counts a whole ``expected`` for requests already partway through, and the
+        lane's requests are of several kinds (under overload, activity writes of seconds beside batches of a fraction
+        of one), so it may refuse a request a slot would have come for in time; against a wait of a second it only
+        has to tell seconds from fractions of one."""
         deadline = None if timeout is None else self._clock() + timeout
         started: float | None = None
         raised = 0

@@ -274,7 +274,7 @@ def test_a_request_waiting_for_the_heavy_lane_gets_the_slot_freed_within_its_wai
     assert not waiter.is_alive()
     assert got and got[0] is not None
     assert lane.running == 1
-    assert lane.acquire(timeout=0.05) is None  # waited, and no slot came free
+    assert lane.acquire(timeout=0.05) is None  # no slot came free (waited, or refused at once: one is held)
 
 
 class Shifted:
@@ -288,7 +288,7 @@ class Shifted:
         return time.monotonic() + self.offset
 
 
-def acquire_in_thread(lane: admission.HeavyLane, timeout: float) -> tuple[threading.Thread, list[float | None]]:
+def acquire_in_thread(lane: admission.HeavyLane, timeout: float | None) -> tuple[threading.Thread, list[float | None]]:
     got: list[float | None] = []
     thread = threading.Thread(target=lambda: got.append(lane.acquire(timeout=timeout)), daemon=True)
     thread.start()
@@ -306,7 +306,7 @@ def test_the_heavy_lane_keeps_the_moving_average_of_the_timed_requests():
     taken(lane)
     clock.now += 30.0
     lane.release()  # no bulk work done: not timed
-    assert lane.expected == pytest.approx(1.2)
+    assert lane.expected == pytest.approx(1.0 + lane.WEIGHT * 1.0)
 
 
 def test_a_bulk_request_is_refused_at_once_when_the_requests_ahead_would_outlast_its_wait():
@@ -322,26 +322,57 @@ def test_a_bulk_request_is_refused_at_once_when_the_requests_ahead_would_outlast
     lane.release(held)
 
 
-def test_the_waiters_ahead_count_in_what_the_next_bulk_request_expects():
+def slow_lane(seconds: float) -> admission.HeavyLane:
+    """A one-slot lane whose bulk requests took ``seconds`` (on a ``Shifted`` clock: its waits still end)."""
     clock = Shifted()
     lane = admission.HeavyLane(1, clock=clock)
     started = taken(lane)
-    clock.offset += 0.5
-    lane.release(started)  # bulk requests take 0.5 s now
+    clock.offset += seconds
+    lane.release(started)
+    return lane
+
+
+def test_the_waiters_ahead_count_in_what_the_next_bulk_request_expects():
+    lane = slow_lane(600.0)  # bulk requests take 10 minutes now
     held = taken(lane)
-    first, first_got = acquire_in_thread(lane, timeout=30.0)  # a slot in 0.5 s: worth waiting for
+    first, first_got = acquire_in_thread(lane, timeout=1000.0)  # a slot in 600 s: worth waiting for
     blocked_in(lane, 1)
     assert lane.waiting == 1
-    second, second_got = acquire_in_thread(lane, timeout=0.8)  # behind it: a slot in 1 s, beyond its 0.8 s
+    second, second_got = acquire_in_thread(lane, timeout=1000.0)  # behind it: a slot in 1,200 s, beyond its 1,000
     second.join(10)
-    assert not second.is_alive()
+    assert not second.is_alive()  # refused without waiting (counting only itself, it would wait its 1,000 s)
     assert second_got == [None]
-    assert lane.waiting == 1  # refused without waiting; the first still waits
+    assert lane.waiting == 1  # the first still waits
     lane.release(held)
     first.join(10)
     assert first_got and first_got[0] is not None
     assert (lane.waiting, lane.running) == (0, 1)
     lane.release()
+
+
+def test_a_bulk_request_without_a_timeout_waits_whatever_the_lane_expects():
+    lane = slow_lane(600.0)
+    held = taken(lane)
+    assert lane.acquire(blocking=False) is None  # not waiting at all: refused because no slot is free
+    waiter, got = acquire_in_thread(lane, timeout=None)
+    blocked_in(lane, 1)
+    lane.release(held)
+    waiter.join(10)
+    assert got and got[0] is not None
+    assert (lane.waiting, lane.running) == (0, 1)
+    lane.release()
+
+
+def test_a_bulk_request_that_waited_in_vain_is_no_longer_counted_as_waiting():
+    lane = slow_lane(0.01)
+    held = taken(lane)
+    waiter, got = acquire_in_thread(lane, timeout=2.0)  # a slot can be expected in 0.01 s: it waits
+    blocked_in(lane, 1)
+    waiter.join(10)  # the slot held is never released: its wait ends without one
+    assert not waiter.is_alive()
+    assert got == [None]
+    assert (lane.waiting, lane.running) == (0, 1)
+    lane.release(held)
 
 
 def test_a_bulk_request_that_can_expect_a_slot_within_its_wait_waits_and_gets_the_slot_freed():
