@@ -350,17 +350,23 @@ def test_the_waiters_ahead_count_in_what_the_next_bulk_request_expects():
     lane.release()
 
 
+def waits_and_gets_the_slot_freed(lane: admission.HeavyLane, held: float, timeout: float | None) -> None:
+    """A request with ``timeout`` waits for ``lane``'s one slot (held since ``held``), and takes it once freed."""
+    waiter, got = acquire_in_thread(lane, timeout=timeout)
+    blocked_in(lane, 1)
+    lane.release(held)
+    waiter.join(10)
+    assert not waiter.is_alive()
+    assert got and got[0] is not None
+    assert (lane.waiting, lane.running) == (0, 1)
+    lane.release()
+
+
 def test_a_bulk_request_without_a_timeout_waits_whatever_the_lane_expects():
     lane = slow_lane(600.0)
     held = taken(lane)
     assert lane.acquire(blocking=False) is None  # not waiting at all: refused because no slot is free
-    waiter, got = acquire_in_thread(lane, timeout=None)
-    blocked_in(lane, 1)
-    lane.release(held)
-    waiter.join(10)
-    assert got and got[0] is not None
-    assert (lane.waiting, lane.running) == (0, 1)
-    lane.release()
+    waits_and_gets_the_slot_freed(lane, held, timeout=None)
 
 
 def test_a_bulk_request_that_waited_in_vain_is_no_longer_counted_as_waiting():
@@ -378,14 +384,7 @@ def test_a_bulk_request_that_waited_in_vain_is_no_longer_counted_as_waiting():
 def test_a_bulk_request_that_can_expect_a_slot_within_its_wait_waits_and_gets_the_slot_freed():
     lane = admission.HeavyLane(1)
     lane.release(lane.acquire())  # a quick one: a slot can be expected soon
-    held = lane.acquire()
-    waiter, got = acquire_in_thread(lane, timeout=30)
-    blocked_in(lane, 1)
-    lane.release(held)
-    waiter.join(10)
-    assert not waiter.is_alive()
-    assert got and got[0] is not None
-    assert (lane.waiting, lane.running) == (0, 1)
+    waits_and_gets_the_slot_freed(lane, taken(lane), timeout=30)
 
 
 def test_the_heavy_lane_publishes_its_limit_and_a_failing_publisher_fails_no_request(caplog):
