@@ -294,7 +294,12 @@ class BulkPoolForwarder:
     def _exchange(
         connection: UnixHTTPConnection, environ: Mapping[str, Any], on_sent: Callable[[], None] | None = None
     ) -> http.client.HTTPResponse:
-        """Send the request (its body streamed from ``wsgi.input``), call ``on_sent``, and read the response's head."""
+        """Send the request (its body streamed from ``wsgi.input``), call ``on_sent``, and read the response's head.
+
+        The bulk pool may answer before it has read the body, and close: its Django refuses a request before reading
+        it (its lane full: ``perf.admission``). The body's rest then cannot be sent (a broken pipe): the answer
+        already written is read and relayed, as RFC 9112 (9.5) asks of a client; only without one does the error
+        stand (the 502 of ``_forward``)."""
         connection.putrequest(
             str(environ["REQUEST_METHOD"]), _target(environ), skip_host=True, skip_accept_encoding=True
         )
@@ -310,16 +315,22 @@ class BulkPoolForwarder:
         for name, value in headers:
             connection.putheader(name, value)
         connection.endheaders()
-        if buffered:
-            connection.send(buffered)
-        elif length and body is not None:
-            remaining = length
-            while remaining > 0:
-                block = body.read(min(CHUNK, remaining))
-                if not block:
-                    break
-                connection.send(block)
-                remaining -= len(block)
+        try:
+            if buffered:
+                connection.send(buffered)
+            elif length and body is not None:
+                remaining = length
+                while remaining > 0:
+                    block = body.read(min(CHUNK, remaining))
+                    if not block:
+                        break
+                    connection.send(block)
+                    remaining -= len(block)
+        except (BrokenPipeError, ConnectionResetError) as unsent:
+            try:
+                return connection.getresponse()
+            except (OSError, http.client.HTTPException):
+                raise unsent from None
         if on_sent is not None:
             on_sent()
         return connection.getresponse()

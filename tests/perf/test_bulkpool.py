@@ -77,6 +77,10 @@ class _Echo(BaseHTTPRequestHandler):
 
     def _answer(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
+        if self.mode == "refuse_unread":  # the bulk pool's Django refuses before reading the body, and closes
+            type(self).seen.append({"method": self.command, "target": self.path, "body": None})
+            self._refuse()
+            return
         body = self.rfile.read(length) if length else b""
         headers = {name.lower(): value for name, value in self.headers.items()}
         received = {"method": self.command, "target": self.path, "headers": headers, "body": body}
@@ -95,14 +99,7 @@ class _Echo(BaseHTTPRequestHandler):
             self.wfile.write(kept)
             return
         if self.mode == "busy":  # the bulk pool's own lane is full: its Django refuses
-            refusal = b'{"detail":"busy"}'
-            self.send_response(503)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Retry-After", "2")
-            self.send_header("Content-Length", str(len(refusal)))
-            self.send_header("Connection", "close")
-            self.end_headers()
-            self.wfile.write(refusal)
+            self._refuse()
             return
         payload = json.dumps({**received, "body": body.decode()}).encode()
         self.send_response(201)
@@ -115,6 +112,17 @@ class _Echo(BaseHTTPRequestHandler):
             piece = payload[start : start + 1000]
             self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
         self.wfile.write(b"0\r\n\r\n")
+
+    def _refuse(self) -> None:
+        refusal = b'{"detail":"busy"}'
+        self.send_response(503)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Retry-After", "2")
+        self.send_header("Content-Length", str(len(refusal)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(refusal)
+        self.close_connection = True
 
     do_GET = do_POST = _answer
 
@@ -445,6 +453,24 @@ def test_a_bulk_pool_failing_after_the_request_was_sent_is_a_502(bulk_pool, capl
     assert "may or may not have run" in json.loads(body)["detail"]
     assert len(bulk_pool.seen) == 1 and local.calls == []  # sent, so never run a second time here
     assert outcome("failed") == failed + 1
+    assert slot_is_free()
+
+
+def test_a_refusal_the_bulk_pool_writes_before_reading_the_body_is_relayed_not_a_502(bulk_pool, caplog):
+    bulk_pool.mode = "refuse_unread"
+    failed, forwarded = outcome("failed"), outcome("forwarded")
+    large = b'{"items": [' + b'{"x": 1},' * 500_000 + b'{"x": 1}]}'  # far beyond the socket's buffers: sending fails
+    with caplog.at_level(logging.ERROR, logger="vcci.bulk_pool"):
+        status, headers, body = call(
+            BulkPoolForwarder(Recorder(), socket_path=bulk_pool.socket_path),
+            environ("POST", "/api/v1/activities/", large),
+        )
+    assert status == "503 Service Unavailable"
+    assert ("Retry-After", "2") in headers
+    assert json.loads(body) == {"detail": "busy"}
+    assert [seen["body"] for seen in bulk_pool.seen] == [None]  # the pool never read it
+    assert (outcome("failed"), outcome("forwarded")) == (failed, forwarded + 1)
+    assert "failed" not in caplog.text
     assert slot_is_free()
 
 
