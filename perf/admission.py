@@ -7,8 +7,7 @@ that has reached the worker is served, waits (for a bounded time), or is refused
 on the view class: ``{"post"}`` for a batch endpoint, ``{"get"}`` for an export), optionally only above a
 body size (``admission_heavy_min_body``: a small write stays a small write). Each worker runs at most
 ``ADMISSION_HEAVY_SLOTS`` of them at once; a further one waits for a slot at most
-``ADMISSION_HEAVY_WAIT`` seconds, then is refused with 503 and ``Retry-After``, at once when the bulk requests
-ahead of it can be expected to take longer than that. Reads and small writes
+``ADMISSION_HEAVY_WAIT`` seconds, then is refused with 503 and ``Retry-After``. Reads and small writes
 never wait for these slots: when work exceeds capacity, bulk work is what is refused first. The slots in use
 follow how long bulk requests take (``HeavyLane``): fewer at once while they take longer than
 ``ADMISSION_HEAVY_TARGET``, so that those admitted still finish within seconds.
@@ -314,12 +313,6 @@ class HeavyLane:
     may take a slot first, as with a semaphore. The time measured is the slot's, until it is released: for a
     streamed body (an export), until the client has read it, so a slow reader counts as slow bulk work.
 
-    A request that can be expected to wait in vain is refused at once: when the waiters ahead of it and itself, one
-    slot freed per ``expected / limit`` seconds (``expected``: a moving average of the timed requests, ``WEIGHT`` for
-    the newest), would take longer than its timeout. Under overload, bulk requests take seconds and the lane is full:
-    those refused had waited the whole timeout for nothing, holding a connection and a greenlet, and were answered
-    after the requests they would have been refused to spare.
-
     The interface is a semaphore's: ``acquire`` answers the time the slot was taken (``None`` when none came free),
     to be given back to ``release``; a release without it frees the slot without a measurement (a request that did
     no bulk work). Releasing more than was acquired raises ``ValueError``, as a ``BoundedSemaphore`` does.
@@ -328,7 +321,6 @@ class HeavyLane:
     """
 
     RECOVERY = 4
-    WEIGHT = 0.2
 
     def __init__(
         self,
@@ -343,11 +335,6 @@ class HeavyLane:
         self.limit = self.slots
         self.target = max(target, 0.0)
         self.running = 0
-        # Requests waiting for a slot, and the moving average of the timed requests' times (``release(started)``: from
-        # the slot taken, or from the request sent by a forwarding worker; None before the first). Untimed releases (no
-        # bulk work done: a cached export, a 304, a refusal relayed from the bulk pool) are left out.
-        self.waiting = 0
-        self.expected: float | None = None
         self._clock = clock
         self._on_limit, self._on_slots = on_limit, on_slots
         self._turn = threading.Condition(threading.Lock())
@@ -366,49 +353,25 @@ class HeavyLane:
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> float | None:
         """Take a slot, waiting at most ``timeout`` seconds (forever: None; not at all: ``blocking`` False or
-        ``timeout`` 0); the time it was taken at, or None when none came free in time.
-
-        With a timeout, none at all when the waiters already ahead and itself, one slot freed per ``expected /
-        limit`` seconds, would take longer than the timeout: it can be expected to be refused after waiting, so it
-        is refused now. An estimate: it counts a whole ``expected`` for requests already partway through, and the
-        lane's requests are of several kinds (under overload, activity writes of seconds beside batches of a fraction
-        of one), so it may refuse a request a slot would have come for in time; against a wait of a second it only
-        has to tell seconds from fractions of one."""
+        ``timeout`` 0); the time it was taken at, or None when none came free in time."""
         deadline = None if timeout is None else self._clock() + timeout
         started: float | None = None
         raised = 0
-        queued = False
         with self._turn:
-            try:
-                while True:
-                    if self._recover():
-                        raised = self.limit
-                    if self.running < self.limit:
-                        self.running += 1
-                        started = self._clock()
-                        break
-                    remaining = None if deadline is None else deadline - self._clock()
-                    if not blocking or (remaining is not None and remaining <= 0):
-                        break
-                    if not queued:
-                        if remaining is not None and self._expected_wait() > remaining:
-                            break  # would be refused after waiting anyway: refused now, without the wait
-                        self.waiting += 1
-                        queued = True
-                    self._turn.wait(self._until_recovery(remaining))
-            finally:
-                if queued:
-                    self.waiting -= 1
+            while True:
+                if self._recover():
+                    raised = self.limit
+                if self.running < self.limit:
+                    self.running += 1
+                    started = self._clock()
+                    break
+                remaining = None if deadline is None else deadline - self._clock()
+                if not blocking or (remaining is not None and remaining <= 0):
+                    break
+                self._turn.wait(self._until_recovery(remaining))
         if raised:
             self._publish(raised)
         return started
-
-    def _expected_wait(self) -> float:
-        """How long the next waiter can expect to wait: the waiters ahead and itself, a slot freed per
-        ``expected / limit`` seconds (0 before any measurement). Holding the lock."""
-        if self.expected is None:
-            return 0.0
-        return (self.waiting + 1) * self.expected / max(self.limit, 1)
 
     def release(self, started: float | None = None, *, admitted: float | None = None) -> None:
         """Free a slot; ``started`` (what ``acquire`` answered, or a later ``now()``: the time to judge is measured
@@ -421,12 +384,10 @@ class HeavyLane:
             shared = started is not None and (self.running > 1 or self._last_release > started)
             self.running -= 1
             limit = self.limit
-            if started is not None:
-                took = now - started
-                self.expected = took if self.expected is None else self.expected + self.WEIGHT * (took - self.expected)
             if started is not None and self.target > 0:
                 # Only requests that did bulk work mark the others as having shared the lane with them.
                 self._last_release = now
+                took = now - started
                 admitted = started if admitted is None else admitted
                 if took > self.target:
                     if shared and admitted >= self._decreased_at and limit > 1:

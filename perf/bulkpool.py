@@ -15,10 +15,9 @@ socket (``BULK_POOL_SOCKET``), and its response is relayed back as it comes (an 
 middleware and metrics run once per request, in whichever server serves it. Each worker forwards at most
 ``ADMISSION_HEAVY_SLOTS`` requests at once, fewer while they take longer than ``ADMISSION_HEAVY_TARGET``
 (``perf.admission.HeavyLane``, timed from the request sent to the relayed answer's end); a further one waits for
-a slot at most ``ADMISSION_HEAVY_WAIT`` seconds (none when the requests ahead of it can be expected to take longer),
-then the worker's own Django answers 503 with ``Retry-After`` (``REFUSE``), counted like every refusal. The bulk
-pool's own lane adapts the same way: a refusal of its own is relayed as it comes and counted in the worker's
-``Retry-After`` as a refusal.
+a slot at most ``ADMISSION_HEAVY_WAIT`` seconds, then the worker's own Django answers 503 with ``Retry-After``
+(``REFUSE``), counted like every refusal. The bulk pool's own lane adapts the same way: a refusal of its own is
+relayed as it comes and counted in the worker's ``Retry-After`` as a refusal.
 
 The contract is unchanged for clients: the same URL, status, headers and body as when the worker serves it.
 When the bulk pool cannot be reached (not started yet, restarting), the worker serves the request itself, as
@@ -297,9 +296,9 @@ class BulkPoolForwarder:
         """Send the request (its body streamed from ``wsgi.input``), call ``on_sent``, and read the response's head.
 
         The bulk pool may answer before it has read the body, and close: its Django refuses a request before reading
-        it (its lane full: ``perf.admission``). The body's rest then cannot be sent (a broken pipe): the answer
-        already written is read and relayed, as RFC 9112 (9.5) asks of a client; only without one does the error
-        stand (the 502 of ``_forward``)."""
+        it (its lane still full after the wait: ``perf.admission``). The body's rest then cannot be sent (a broken
+        pipe): the answer already written is read and relayed, as RFC 9112 (9.5) asks of a client; only without one
+        does the error stand (the 502 of ``_forward``)."""
         connection.putrequest(
             str(environ["REQUEST_METHOD"]), _target(environ), skip_host=True, skip_accept_encoding=True
         )

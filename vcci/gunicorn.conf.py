@@ -329,8 +329,8 @@ def bulk_pool_env(server: Any, socket_path: str) -> tuple[dict[str, str], int]:
     It admits as many bulk requests at once as the workers may forward (each worker's ADMISSION_HEAVY_SLOTS), so
     that while bulk work is quick it admits whatever they forward; while its requests take longer than
     ADMISSION_HEAVY_TARGET it admits fewer (perf.admission.HeavyLane), as each worker does, and the next one waits
-    ADMISSION_HEAVY_WAIT at most (none when the requests ahead of it can be expected to take longer), then gets the
-    503 its worker relays. Its pools are sized to the most, not to the workers' budget.
+    ADMISSION_HEAVY_WAIT at most, then gets the 503 its worker relays. Its pools are sized to the most, not to the
+    workers' budget.
     """
     concurrency = int(server.cfg.workers) * _int("ADMISSION_HEAVY_SLOTS", 2)
     sockets = concurrency + 2  # a closing connection may linger while the next one arrives

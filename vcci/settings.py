@@ -238,8 +238,7 @@ ADMISSION_MAX_CACHED_IN_FLIGHT: int = env.int("ADMISSION_MAX_CACHED_IN_FLIGHT", 
 # queue, and the worker answers it with a fraction of the CPU a wait and a late refusal cost).
 ADMISSION_QUEUE_WAIT: float = env.float("ADMISSION_QUEUE_WAIT", default=0.2)
 # The most bulk requests (views declaring perf.admission.heavy) running at once per worker; a further one waits for a
-# slot at most ADMISSION_HEAVY_WAIT seconds, then gets 503 (at once when the bulk requests ahead of it can be expected
-# to take longer: perf.admission.HeavyLane).
+# slot at most ADMISSION_HEAVY_WAIT seconds, then gets 503.
 ADMISSION_HEAVY_SLOTS: int = env.int("ADMISSION_HEAVY_SLOTS", default=2)
 ADMISSION_HEAVY_WAIT: float = env.float("ADMISSION_HEAVY_WAIT", default=1.0)
 # Seconds a bulk request may take before fewer run at once (perf.admission.HeavyLane): one slower than this that shared
