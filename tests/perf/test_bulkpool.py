@@ -122,7 +122,6 @@ class _Echo(BaseHTTPRequestHandler):
         self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(refusal)
-        self.close_connection = True
 
     do_GET = do_POST = _answer
 
