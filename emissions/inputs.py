@@ -39,6 +39,7 @@ from emissions.models import (
 )
 from emissions.services.activities import ActivityInput, FieldErrors
 from perf.admission import cooperate
+from perf.serializer_fields import CopiedFieldsMixin
 
 MAX_ACTIVITY_ITEMS = 10_000
 MIN_YEAR, MAX_YEAR = rules.YEAR_MIN, rules.YEAR_MAX
@@ -100,10 +101,14 @@ _FORM_CSRF_FIELD = "csrfmiddlewaretoken"
 UNKNOWN_FIELD = "Unknown field."
 
 
-class KnownFieldsSerializer(serializers.Serializer):
+class KnownFieldsSerializer(CopiedFieldsMixin, serializers.Serializer):
     """A serializer that refuses a body naming a field it does not have, with ``{name: ["Unknown field."]}`` per
     field, together with the other fields' errors; DRF's default is to drop it silently, so a misspelt optional
     field ("amout") would be taken as not given.
+
+    Its declared fields are copied per instance by ``CopiedFieldsMixin`` (most of validating one calculation input
+    was DRF's deep copy of its 21 fields): a subclass must not change a field's validators or error messages in
+    place.
 
     Read-only fields count as known: a client may send back what it read (``id``, ``created_at``), which is ignored.
     Mix it in before ``ModelSerializer``.
