@@ -332,7 +332,7 @@ def bulk_pool_env(server: Any, socket_path: str) -> tuple[dict[str, str], int]:
     ADMISSION_HEAVY_WAIT at most, then gets the 503 its worker relays. Its pools are sized to the most, not to the
     workers' budget.
     """
-    concurrency = int(server.cfg.workers) * _int("ADMISSION_HEAVY_SLOTS", 2)
+    concurrency = int(server.cfg.workers) * _int("ADMISSION_HEAVY_SLOTS", 3)
     sockets = concurrency + 2  # a closing connection may linger while the next one arrives
     # Not inherited: the main server's command-line arguments, and its workers' pool sizes (the pool sizes its own).
     dropped = (BULK_SOCKET_ENV, "GUNICORN_CMD_ARGS", "DB_POOL_MAX_SIZE", "DB_POOL_MIN_SIZE")
