@@ -107,7 +107,7 @@ class KnownFieldsSerializer(CopiedFieldsMixin, serializers.Serializer):
     field ("amout") would be taken as not given.
 
     Its declared fields are copied per instance by ``CopiedFieldsMixin`` (most of validating one calculation input
-    was DRF's deep copy of its 21 fields): a subclass must not change a field's validators or error messages in
+    was DRF's deep copy of its 19 fields): a subclass must not change a field's validators or error messages in
     place.
 
     Read-only fields count as known: a client may send back what it read (``id``, ``created_at``), which is ignored.

@@ -3,21 +3,24 @@
 DRF gives every serializer instance its own fields (``Serializer.get_fields``: ``copy.deepcopy`` of the class's
 declared fields), and ``Field.__deepcopy__`` copies a field by calling its class again with the arguments it was
 made with: every validator, choice map and error-message dict is built anew, for every request. For the
-calculation input (21 fields) that is about three quarters of validating one item, and most of a single
-calculation's CPU after the calculation itself.
+calculation input (19 fields) that was two thirds to three quarters of validating one item, and 41 % of a single
+calculation's samples in a 500-user profile (docs/capacity/analysis.md, section 15).
 
-``CopiedFieldsMixin`` copies a field whose state is safe to share by copying its attributes (a shallow copy):
-the copy has its own name, parent and label once bound, and shares what DRF only reads after ``__init__`` (the
-validators, the error messages, the choices). A field is copied so only when nothing in it can carry one request's
-state into another (``_shareable``): not a serializer, no field inside it (``ListField.child``, a many-related
-field's ``child_relation``), no queryset, and a default and initial value that are immutable. Anything else is
-deep-copied, as DRF does.
+``CopiedFieldsMixin`` copies a field whose state is safe to share by copying its attributes (a shallow copy).
+Binding sets the copy's own name, parent, label, source and source attributes; what the copies share is what DRF
+builds in ``__init__`` and only reads afterwards: the validators, the error messages, the choices. (DRF's lazily
+formatted validator messages keep their text once formatted: shared, they are formatted once per process, which
+is right while the language does not change between requests.) A field is copied so only when nothing in it can
+carry one request's state into another (``_shareable``): not a serializer or a relation, no field inside it
+(``ListField.child``, a many-related field's ``child_relation``), no queryset, and a default and initial value that
+are immutable or a plain function or class. Anything else is deep-copied, as DRF does.
 """
 
 from __future__ import annotations
 
 import copy
 import datetime as dt
+import types
 from decimal import Decimal
 from typing import Any
 
@@ -25,22 +28,40 @@ from rest_framework import serializers
 from rest_framework.fields import Field, empty
 from rest_framework.relations import RelatedField
 
-# Values a field may share between its copies: nothing can change them in place.
-_IMMUTABLE = (str, bytes, int, float, Decimal, bool, dt.date, dt.time, dt.timedelta, frozenset, type(None))
+# Values a field may share between its copies: nothing can change them in place. Plain functions and classes too
+# (a default of ``dict``, ``timezone.now``); a callable object may hold a mutable value, so it is not among them.
+_STATELESS = (
+    str,
+    bytes,
+    int,
+    float,
+    Decimal,
+    bool,
+    dt.date,
+    dt.time,
+    dt.timedelta,
+    frozenset,
+    type(None),
+    types.FunctionType,
+    types.BuiltinFunctionType,
+    type,
+)
 
 
-def _immutable_or_callable(value: Any) -> bool:
-    return value is empty or callable(value) or isinstance(value, _IMMUTABLE)
+def _stateless(value: Any) -> bool:
+    """Nothing a request could change in place: not given, immutable, or a plain function or class (DRF's
+    ``CreateOnlyDefault([])``, a callable object, holds a list)."""
+    return value is empty or isinstance(value, _STATELESS)
 
 
 def _shareable(field: Field) -> bool:
     """Whether copying ``field``'s attributes gives a copy that shares nothing one request could change."""
-    if isinstance(field, (serializers.BaseSerializer, RelatedField)):
+    if isinstance(field, (serializers.BaseSerializer, RelatedField)) or hasattr(field, "queryset"):
         return False
-    if not (_immutable_or_callable(field.default) and _immutable_or_callable(field.initial)):
+    if not (_stateless(field.default) and _stateless(field.initial)):
         return False
-    # A field holding a field (ListField.child, DictField.child) would share it, and binding it would rebind the
-    # shared one to whichever copy was bound last.
+    # A field holding a field (ListField.child, DictField.child) binds it in its own __init__: a shallow copy would
+    # share a child whose parent is the declared field, never bound, so the child would see no context.
     return not any(isinstance(value, (Field, serializers.BaseSerializer)) for value in vars(field).values())
 
 

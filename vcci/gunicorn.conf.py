@@ -72,7 +72,7 @@ wait in a lane of their own, ADMISSION_MAX_CACHED_IN_FLIGHT), admits bulk reques
 (ADMISSION_HEAVY_SLOTS) and answers 503 when the database pool had no connection within
 DB_POOL_TIMEOUT seconds. The pool (vcci/settings.py, perf.db.pool_options) bounds database work:
 P = min(concurrency, (DB_MAX_CONNECTIONS - DB_RESERVED_CONNECTIONS - the bulk pool's) // W) connections per
-worker, 42 with the defaults, whatever ``worker_connections`` is. See docs/capacity.md, docs/database.md and
+worker, 41 with the defaults, whatever ``worker_connections`` is. See docs/capacity.md, docs/database.md and
 docs/serving.md.
 
 Metrics from several workers (prometheus_client multiprocess mode)

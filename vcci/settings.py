@@ -228,7 +228,7 @@ if DB_POOL_CHECK_IDLE < 0:
 # makes every other one slower (every database or Redis wait costs a turn of all of them): under overload 250 per
 # worker kept bulk requests from finishing within a minute, and at 64 a cached read took seconds; at 8 rather than
 # 32, with the short wait below, 24 % more requests were served without think time (docs/capacity/analysis.md).
-# Below the pool (42 to 45).
+# Below the pool (41 to 45).
 ADMISSION_MAX_IN_FLIGHT: int = env.int("ADMISSION_MAX_IN_FLIGHT", default=8)
 # Reads a view may answer from the cache (perf.conditional.CachedResponseMixin) running at once, apart from those:
 # they need no place unless the cache cannot answer (then they wait for one). Each takes about a millisecond.

@@ -3,6 +3,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.utils import timezone
 from rest_framework import serializers
 
 from perf.serializer_fields import CopiedFieldsMixin, _shareable
@@ -31,6 +32,8 @@ class _Holding(serializers.Serializer):
     nested = _Fields(required=False)
     user = serializers.PrimaryKeyRelatedField(queryset=User.objects.all(), required=False)
     extra = serializers.JSONField(default={"a": []})  # a mutable default, on purpose
+    created = serializers.JSONField(default=serializers.CreateOnlyDefault([]))  # type: ignore[arg-type]  # a callable object holding a list
+    stamped = serializers.DateTimeField(default=timezone.now)  # a plain function: shareable
     plain = serializers.CharField()
 
 
@@ -80,7 +83,7 @@ def _field(serializer: serializers.Serializer, name: str) -> Any:
 def test_leaf_fields_are_copied_shallow_the_others_deep() -> None:
     assert all(_shareable(field) for field in _Fields._declared_fields.values())
     declared = CopiedHolding._declared_fields
-    assert {name for name, field in declared.items() if _shareable(field)} == {"plain"}
+    assert {name for name, field in declared.items() if _shareable(field)} == {"stamped", "plain"}
     first, second = CopiedHolding(), CopiedHolding()
     assert _field(first, "tags").child is not _field(second, "tags").child
     assert _field(first, "tags").child.parent is first.fields["tags"]
@@ -89,12 +92,16 @@ def test_leaf_fields_are_copied_shallow_the_others_deep() -> None:
     assert _field(first, "user").queryset is not _field(second, "user").queryset
     assert first.fields["extra"].default is not second.fields["extra"].default
     assert first.fields["extra"].default == {"a": []}
+    assert _field(first, "created").default.default is not _field(second, "created").default.default
+    assert first.fields["stamped"].default is timezone.now
 
 
 def test_fields_holding_state_still_validate_as_drfs() -> None:
     payload = {"tags": ["x", 1], "nested": {"name": "n", "count": 2, "kind": "a"}, "plain": "p"}
     drf, copied = _Holding(data=payload), CopiedHolding(data=payload)
     assert drf.is_valid() and copied.is_valid()
+    # The default function ran for each: two instants.
+    assert drf.validated_data.pop("stamped") <= copied.validated_data.pop("stamped")
     assert copied.validated_data == drf.validated_data
     assert copied.validated_data["extra"] == {"a": []}
 

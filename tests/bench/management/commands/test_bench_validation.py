@@ -108,6 +108,8 @@ def test_sides_that_disagree_fail_the_run(tiny: Organization, tmp_path: Path, mo
             fields["category"] = serializers.IntegerField(max_value=0)
         return fields
 
+    copied = CopiedFieldsMixin.get_fields
     monkeypatch.setattr(validation, "_drf_get_fields", stricter)
     with pytest.raises(CommandError, match="validate one calculation input: the two sides' results differ"):
         _run(tmp_path)
+    assert CopiedFieldsMixin.get_fields is copied
