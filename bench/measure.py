@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
+from django.test.utils import override_settings
 
 try:  # The test suite runs with django-zeal; the naive paths are N+1 on purpose.
     from zeal import zeal_context as _zeal_context
@@ -174,6 +176,15 @@ def rolled_back() -> Iterator[None]:
             yield
         finally:
             transaction.set_rollback(True)
+
+
+def api_client_settings() -> override_settings:
+    """Settings for an in-process API client (``APIClient``) sending thousands of requests with one token: its host
+    ("testserver") allowed, and the per-user, per-organization and bulk request limits off."""
+    rates = {**settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], "user": "off", "org": "off", "bulk": "off"}
+    return override_settings(
+        ALLOWED_HOSTS=["testserver"], REST_FRAMEWORK={**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": rates}
+    )
 
 
 def rolled_back_call(fn: Callable[[], Any]) -> Callable[[], Any]:
