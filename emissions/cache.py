@@ -24,7 +24,7 @@ from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import DatabaseError, transaction
-from django.db.models import Model
+from django.db.models import Exists, Model
 from django.db.models.signals import post_delete, post_save
 from rest_framework.authtoken.models import Token
 
@@ -185,10 +185,13 @@ def supplier_updated(organization_id: int, supplier_id: int) -> None:
 
 def _emissions_if_referenced(organization_id: int, supplier_id: int) -> None:
     try:
-        referenced = (
-            ActivityRecord.objects.filter(supplier_id=supplier_id).exists()
-            or Emission.objects.filter(supplier_id=supplier_id).exists()
-        )
+        # One query (one round trip) for both tables. A supplier deleted meanwhile was referenced by neither
+        # (on_delete=PROTECT), so no emission response names it.
+        referenced = Supplier.objects.filter(
+            Exists(ActivityRecord.objects.filter(supplier_id=supplier_id))
+            | Exists(Emission.objects.filter(supplier_id=supplier_id)),
+            pk=supplier_id,
+        ).exists()
     except DatabaseError:
         logger.warning("supplier %s: could not check its references; emission caches invalidated", supplier_id)
         referenced = True  # in doubt, bump

@@ -43,6 +43,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 import weakref
 from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
@@ -56,7 +57,7 @@ from django.apps import apps
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.db import transaction
-from redis.exceptions import LockError, RedisError
+from redis.exceptions import RedisError
 
 from perf import codec
 from perf.registry import Registry
@@ -71,6 +72,30 @@ STATS_KEY = f"{PREFIX}:stats"
 TIERS = ("l1", "l2", "db")
 # Seconds between the immediate retries of a failed version bump (a blip should not cost a stale cache).
 BUMP_RETRY_PAUSES = (0.05, 0.2)
+
+
+# The stampede lock's two scripts (each one round trip; EVAL, so a pipeline's SCRIPT EXISTS trip is never paid, and
+# Redis keeps them compiled by their text's hash). A lock is a key holding its holder's random token, set with NX and
+# an expiry (``lock_timeout``), released only by the holder that set it: the scheme of redis-py's ``Lock``, whose
+# calls take a round trip for each step.
+#
+# _GET_OR_LOCK: KEYS value, lock; ARGV token, lock lifetime in ms. The value if there is one, else 1 when this caller
+# now holds the lock, else 0 (another holds it).
+_GET_OR_LOCK = """
+local value = redis.call('GET', KEYS[1])
+if value then return value end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+"""
+# _RELEASE: KEYS lock[, value]; ARGV token[, value, value lifetime in s]. Stores the value when given, then deletes
+# the lock if it still holds the token.
+_RELEASE = """
+if #ARGV == 3 then redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3]) end
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+# How often a caller waiting for another worker's computation asks again, in seconds.
+_LOCK_POLL = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -604,8 +629,6 @@ class TieredCache:
             return self._compute(resource, compute)
         full = self._value_key(namespaces, self.versions(namespaces) if versions is None else versions, key)
         raw = self._l1_lookup(resource, full)
-        if raw is None:
-            raw = self._l2_lookup(resource, full)
         if raw is not None:
             self._maybe_flush()
             return decode(raw)
@@ -615,24 +638,20 @@ class TieredCache:
             if raw is not None:
                 self.stats.count("l1", resource, "wait")
                 return decode(raw)
-            lock = self._l2(resource, lambda client: client.lock(f"{full}:lock", timeout=self.lock_timeout, sleep=0.01))
-            acquired = bool(
-                lock is not None and self._l2(resource, lambda _c: lock.acquire(blocking_timeout=self.lock_wait))
-            )
+            raw, token = self._l2_get_or_lock(resource, full)
+            if raw is not None:
+                return decode(raw)
+            stored = False
             try:
-                if lock is not None:
-                    raw = self._l2_lookup(resource, full, counted=False)
-                    if raw is not None:
-                        self.stats.count("l2", resource, "wait")
-                        return decode(raw)
                 value = self._compute(resource, compute)
                 is_negative = negative is not None and negative(value)
                 if keep_negative or not is_negative:
-                    self._store(resource, full, encode(value), is_negative)
+                    self._store(resource, full, encode(value), is_negative, token=token)
+                    stored = True
                 return value
             finally:
-                if acquired:
-                    self._release(resource, lock)
+                if token is not None and not stored:
+                    self._release(resource, full, token)
                 self._maybe_flush()
 
     def get(
@@ -785,6 +804,39 @@ class TieredCache:
             self.stats.count("l2", resource, "promotion")
         return raw
 
+    def _l2_get_or_lock(self, resource: str, full: str) -> tuple[Any, str | None]:
+        """The value under ``full`` from Redis, else the key's lock: ``(raw, None)`` when found (promoted into L1),
+        ``(None, token)`` when this caller holds the lock and computes, ``(None, None)`` when it computes without
+        it (Redis down, or the lock still held by another worker after ``lock_wait`` seconds).
+
+        Each attempt is one round trip (``_GET_OR_LOCK``): a miss takes the lock in the same trip that found
+        nothing, and a waiter polling the lock sees the value as soon as its holder stores it.
+        """
+        token = uuid.uuid4().hex
+        stop_at = time.monotonic() + self.lock_wait
+        lock_ms = max(1, int(self.lock_timeout * 1000))
+        first = True
+        while True:
+            reply = self._l2(
+                resource,
+                lambda client: client.eval(_GET_OR_LOCK, 2, full, f"{full}:lock", token, lock_ms),
+            )
+            if isinstance(reply, bytes):
+                self.stats.count("l2", resource, "hit" if first else "wait")
+                self.stats.count("l2", resource, "promotion")
+                self._l1_set(full, reply, self.l1_value_ttl)
+                return reply, None
+            if first:
+                self.stats.count("l2", resource, "miss")
+            if reply is None:  # Redis failed (the circuit is open now): compute without the lock
+                return None, None
+            if reply == 1:
+                return None, token
+            if time.monotonic() + _LOCK_POLL > stop_at:
+                return None, None  # a slow database must not turn into an outage: compute anyway
+            first = False
+            time.sleep(_LOCK_POLL)
+
     def _compute(self, resource: str, compute: Callable[[], T]) -> T:
         started = time.perf_counter()
         try:
@@ -797,22 +849,23 @@ class TieredCache:
         """How long L2 keeps a value: briefly when it says "not found"."""
         return self.negative_ttl if is_negative else self.l2_ttl
 
-    def _store(self, resource: str, full: str, raw: Any, is_negative: bool) -> None:
+    def _store(self, resource: str, full: str, raw: Any, is_negative: bool, *, token: str | None = None) -> None:
+        """Keep ``raw`` in both tiers; with ``token`` (the key's lock, held), release it in the same round trip."""
         self._l1_set(full, raw, self.l1_ttl if is_negative else self.l1_value_ttl)
         ttl = self._ttl(is_negative)
-        if self._l2(resource, lambda client: client.set(full, raw, ex=ttl)) is not None:
+        if token is None:
+            sent = self._l2(resource, lambda client: client.set(full, raw, ex=ttl))
+        else:
+            sent = self._l2(resource, lambda client: client.eval(_RELEASE, 2, f"{full}:lock", full, token, raw, ttl))
+        if sent is not None:
             self.stats.count("l2", resource, "store")
 
-    def _release(self, resource: str, lock: Any) -> None:
+    def _release(self, resource: str, full: str, token: str) -> None:
+        """Release the lock of ``full`` if this caller still holds it (``token``); one that expired while computing
+        (``lock_timeout``) may be another worker's now and is left alone."""
         if self._down_until is not None:
             return  # Redis failed meanwhile: do not pay a second timeout; the lock expires by itself (lock_timeout)
-        try:
-            lock.release()
-        except LockError:
-            # Expired while computing (lock_timeout): another worker may hold it now; nothing to undo.
-            pass
-        except (RedisError, OSError) as exc:
-            self._failed(resource, exc)
+        self._l2(resource, lambda client: client.eval(_RELEASE, 1, f"{full}:lock", token))
 
     def _flight(self, full: str) -> _Flight:
         with self._flights_lock:

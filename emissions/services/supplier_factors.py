@@ -152,8 +152,7 @@ def supplier_factor_delete(*, factor: EmissionFactor) -> None:
     if factor.supplier_id is None:
         raise ValueError("Only supplier-provided factors can be deleted.")
     try:
-        with transaction.atomic():
-            factor.delete()
+        factor.delete()  # as supplier_delete: no savepoint of its own
     except ProtectedError as exc:
         raise InUseError.from_protected(
             exc,

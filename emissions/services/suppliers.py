@@ -69,12 +69,16 @@ class InUseError(Exception):
 def save_or_field_error(instance: models.Model, constraint_errors: Mapping[str, tuple[str, str]]) -> None:
     """Save ``instance``; a violation of a constraint named in ``constraint_errors`` becomes a field error.
 
-    ``constraint_errors`` maps a database constraint name to ``(field, message)``. The save runs in
-    a savepoint, so the caller's transaction stays usable after the violation. Checking in the
+    ``constraint_errors`` maps a database constraint name to ``(field, message)``. Checking in the
     database (not with a query first) is what makes uniqueness race-free.
+
+    Precondition: called inside the calling service's ``transaction.atomic``, which the error leaves. The save takes
+    no savepoint of its own (two round trips to PostgreSQL saved on every save): the service's block is the caller's
+    savepoint, or its whole transaction, and rolls back as the error leaves it, so whoever called the service can
+    go on. Any query between the violation and leaving the block is refused (``TransactionManagementError``).
     """
     try:
-        with transaction.atomic():
+        with transaction.atomic(savepoint=False):
             instance.save()
     except IntegrityError as exc:
         constraint = getattr(getattr(exc.__cause__, "diag", None), "constraint_name", None)
@@ -120,8 +124,9 @@ def supplier_update(*, supplier: Supplier, data: dict[str, Any]) -> Supplier:
 def supplier_delete(*, supplier: Supplier) -> None:
     """Delete a supplier; ``InUseError`` when activities, emissions or its own factors still reference it."""
     try:
-        with transaction.atomic():
-            supplier.delete()
+        # No savepoint of its own: a ProtectedError is raised while collecting, before anything is deleted, and any
+        # other error leaves this service's block, which rolls back.
+        supplier.delete()
     except ProtectedError as exc:
         raise InUseError.from_protected(
             exc, f"Supplier {supplier.pk} ('{supplier.name}')", "delete or reassign them first."

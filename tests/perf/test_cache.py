@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from typing import Any
@@ -10,6 +11,7 @@ import pytest
 from django.db import transaction
 from django.test import override_settings
 from django_redis import get_redis_connection
+from redis import connection as redis_connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from perf import cache as perf_cache
@@ -389,6 +391,95 @@ def test_greenlets_of_one_worker_share_one_computation(worker: TieredCache) -> N
     for t in threads:
         t.join(10)
     assert calls == 1
+
+
+class RoundTrips:
+    """Records each round trip to Redis (one send: a command, or a pipeline's commands) as its commands' names."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.trips: list[list[str]] = []
+        send = redis_connection.AbstractConnection.send_packed_command
+        trips = self.trips
+
+        def recorded(connection: Any, command: Any, *args: Any, **kwargs: Any) -> Any:
+            packed = command if isinstance(command, bytes | bytearray) else b"".join(bytes(part) for part in command)
+            trips.append([name.decode().lower() for name in COMMAND_NAME.findall(packed)])
+            return send(connection, command, *args, **kwargs)
+
+        monkeypatch.setattr(redis_connection.AbstractConnection, "send_packed_command", recorded)
+
+
+# A command's name: the first bulk string of a RESP array (a value written by SET is the third, never matched here
+# because every array is matched from its start).
+COMMAND_NAME = re.compile(rb"\*\d+\r\n\$\d+\r\n([A-Za-z]+)\r\n")
+
+
+@pytest.fixture
+def round_trips(monkeypatch: pytest.MonkeyPatch) -> RoundTrips:
+    return RoundTrips(monkeypatch)
+
+
+def test_a_miss_takes_the_lock_in_the_trip_that_found_nothing_and_releases_it_with_the_store(
+    worker: TieredCache, round_trips: RoundTrips
+) -> None:
+    worker.versions([NS])  # the version is read (or created) before: not what this test counts
+    round_trips.trips.clear()
+    assert worker.get_or_compute([NS], "k", Computations("value")) == "value"
+    assert round_trips.trips == [["eval"], ["eval"]]  # get-or-lock; store and release
+    lock = f"{worker._value_key([NS], worker.versions([NS]), 'k')}:lock"
+    assert get_redis_connection("default").exists(lock) == 0
+
+
+def test_an_l2_hit_is_one_trip_and_takes_no_lock(
+    worker: TieredCache, other_worker: tuple[TieredCache, Clock], round_trips: RoundTrips
+) -> None:
+    other, _ = other_worker
+    other.get_or_compute([NS], "k", Computations("value"))
+    worker.versions([NS])
+    round_trips.trips.clear()
+    assert worker.get_or_compute([NS], "k", Computations("other")) == "value"
+    assert round_trips.trips == [["eval"]]
+    assert worker.stats.counts[("l2", "emissions", "hit")] == 1
+    assert worker.stats.counts[("l2", "emissions", "promotion")] == 1
+    assert get_redis_connection("default").keys(f"{perf_cache.PREFIX}:*:k:lock") == []
+
+
+def test_a_failed_computation_releases_the_lock_for_the_next_caller(
+    worker: TieredCache, other_worker: tuple[TieredCache, Clock]
+) -> None:
+    def failing() -> str:
+        raise RuntimeError("database gone")
+
+    with pytest.raises(RuntimeError):
+        worker.get_or_compute([NS], "k", failing)
+    assert get_redis_connection("default").keys(f"{perf_cache.PREFIX}:*:k:lock") == []
+    other, _ = other_worker
+    started = time.monotonic()
+    assert other.get_or_compute([NS], "k", Computations("value")) == "value"
+    assert time.monotonic() - started < other.lock_wait  # it did not wait for an abandoned lock
+
+
+def test_a_lock_that_expired_while_computing_is_not_released_by_its_first_holder(worker: TieredCache) -> None:
+    client = get_redis_connection("default")
+    worker.lock_timeout = 0.05
+    lock = f"{worker._value_key([NS], worker.versions([NS]), 'k')}:lock"
+
+    def slow() -> str:
+        time.sleep(0.1)  # the lock expires meanwhile, and another worker takes it
+        assert client.set(lock, "another worker's token", nx=True, px=10_000)
+        return "value"
+
+    assert worker.get_or_compute([NS], "k", slow) == "value"
+    assert client.get(lock) == b"another worker's token"
+    client.delete(lock)
+
+
+def test_a_value_not_kept_still_releases_the_lock(worker: TieredCache, round_trips: RoundTrips) -> None:
+    worker.versions([NS])
+    round_trips.trips.clear()
+    worker.get_or_compute([NS], "gone", Computations(None), negative=lambda v: v is None, keep_negative=False)
+    assert round_trips.trips == [["eval"], ["eval"]]
+    assert get_redis_connection("default").keys(f"{perf_cache.PREFIX}:*:gone*") == []
 
 
 # -- Redis unreachable ----------------------------------------------------------------------------

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from emissions.models import Supplier
 from emissions.services.suppliers import InUseError, supplier_create, supplier_delete, supplier_update
@@ -87,3 +89,43 @@ def test_delete_supplier_with_only_its_own_factors_names_them(org):
     assert "is referenced by 2 supplier factors;" in str(info.value)
     assert "activit" not in str(info.value)
     assert Supplier.objects.filter(pk=supplier.pk).exists()
+
+
+def _savepoints(queries: CaptureQueriesContext) -> list[str]:
+    return [query["sql"] for query in queries.captured_queries if query["sql"].startswith("SAVEPOINT")]
+
+
+def test_each_write_takes_one_savepoint_its_own_block_inside_a_callers_transaction(org):
+    """The test's transaction is the caller's: each service's block is a savepoint in it, and the save or the delete
+    inside takes none of its own (each would be two more round trips)."""
+    with CaptureQueriesContext(connection) as queries:
+        supplier = supplier_create(organization=org, data={"external_id": "E1", "name": "One"})
+    assert len(_savepoints(queries)) == 1
+    with CaptureQueriesContext(connection) as queries:
+        supplier_update(supplier=supplier, data={"name": "Two"})
+    assert len(_savepoints(queries)) == 1
+    with CaptureQueriesContext(connection) as queries:
+        supplier_delete(supplier=supplier)
+    assert len(_savepoints(queries)) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_write_outside_any_transaction_is_one_transaction_without_savepoints(org):
+    with CaptureQueriesContext(connection) as queries:
+        supplier = supplier_create(organization=org, data={"external_id": "E1", "name": "One"})
+        supplier_update(supplier=supplier, data={"name": "Two"})
+        supplier_delete(supplier=supplier)
+    assert _savepoints(queries) == []
+    with pytest.raises(ValidationError):
+        supplier_create(organization=org, data={"external_id": "E2", "name": "Bad", "naics": "12"})
+    assert not Supplier.objects.for_org(org).exists()
+
+
+def test_a_violation_leaves_the_callers_transaction_usable(org):
+    SupplierFactory(organization=org, external_id="TAKEN")
+    with transaction.atomic():
+        with pytest.raises(ValidationError):
+            supplier_create(organization=org, data={"external_id": "TAKEN", "name": "Again"})
+        # The service's block rolled back to its savepoint: the caller's transaction goes on.
+        created = supplier_create(organization=org, data={"external_id": "NEW", "name": "New"})
+    assert set(Supplier.objects.for_org(org).values_list("external_id", flat=True)) == {"TAKEN", created.external_id}
