@@ -173,8 +173,9 @@ class Stats:
     """Counters per (tier, namespace resource, event) and latency per (tier, resource).
 
     Events: ``hit``, ``miss``, ``promotion`` (an L2 hit copied into L1), ``store``, ``error``,
-    ``wait`` (a miss that found the value another worker computed). Totals are flushed to a Redis
-    hash every few seconds so ``manage.py cache_stats`` sums every worker.
+    ``wait`` (a miss that found the value another caller computed or looked up: in L1, a greenlet of this worker
+    that waited for another one on the same key; in L2, a worker that waited for another worker's lock). Totals
+    are flushed to a Redis hash every few seconds so ``manage.py cache_stats`` sums every worker.
     """
 
     def __init__(self) -> None:
@@ -640,6 +641,7 @@ class TieredCache:
                 return decode(raw)
             raw, token = self._l2_get_or_lock(resource, full)
             if raw is not None:
+                self._maybe_flush()
                 return decode(raw)
             stored = False
             try:
@@ -677,7 +679,7 @@ class TieredCache:
         if raw is not None:
             self.stats.count("l1", resource, "hit")
         else:
-            raw = self._l2_lookup(resource, full, counted=False)
+            raw = self._l2_lookup(resource, full)
             if raw is not None:
                 self.stats.count("l1", resource, "miss")
                 self.stats.count("l2", resource, "hit")
@@ -795,10 +797,9 @@ class TieredCache:
         self.stats.count("l1", resource, "miss" if raw is None else "hit")
         return raw
 
-    def _l2_lookup(self, resource: str, full: str, *, counted: bool = True) -> Any:
+    def _l2_lookup(self, resource: str, full: str) -> Any:
+        """The value under ``full`` from Redis (promoted into L1), else None; the caller counts the hit or miss."""
         raw = self._l2(resource, lambda client: client.get(full))
-        if counted:
-            self.stats.count("l2", resource, "miss" if raw is None else "hit")
         if raw is not None:
             self._l1_set(full, raw, self.l1_value_ttl)
             self.stats.count("l2", resource, "promotion")
@@ -828,7 +829,7 @@ class TieredCache:
                 return reply, None
             if first:
                 self.stats.count("l2", resource, "miss")
-            if reply is None:  # Redis failed (the circuit is open now): compute without the lock
+            if reply is None:  # no answer (no Redis configured, the circuit open, or this call failed): no lock
                 return None, None
             if reply == 1:
                 return None, token

@@ -116,9 +116,12 @@ def test_a_write_outside_any_transaction_is_one_transaction_without_savepoints(o
         supplier_update(supplier=supplier, data={"name": "Two"})
         supplier_delete(supplier=supplier)
     assert _savepoints(queries) == []
-    with pytest.raises(ValidationError):
-        supplier_create(organization=org, data={"external_id": "E2", "name": "Bad", "naics": "12"})
-    assert not Supplier.objects.for_org(org).exists()
+    SupplierFactory(organization=org, external_id="TAKEN")
+    with pytest.raises(ValidationError) as info:  # the database's unique violation, not a field validator
+        supplier_create(organization=org, data={"external_id": "TAKEN", "name": "Again"})
+    assert "external_id" in info.value.message_dict
+    # The transaction was rolled back whole; the connection serves the next query.
+    assert list(Supplier.objects.for_org(org).values_list("external_id", flat=True)) == ["TAKEN"]
 
 
 def test_a_violation_leaves_the_callers_transaction_usable(org):
