@@ -425,7 +425,7 @@ def test_a_miss_takes_the_lock_in_the_trip_that_found_nothing_and_releases_it_wi
     worker.versions([NS])  # the version is read (or created) before: not what this test counts
     round_trips.trips.clear()
     assert worker.get_or_compute([NS], "k", Computations("value")) == "value"
-    assert round_trips.trips == [["eval"], ["eval"]]  # get-or-lock; store and release
+    assert round_trips.trips == [["eval"], ["set", "eval"]]  # get-or-lock; store and release
     lock = f"{worker._value_key([NS], worker.versions([NS]), 'k')}:lock"
     assert get_redis_connection("default").exists(lock) == 0
 
@@ -494,7 +494,7 @@ def test_redis_failing_after_the_lock_was_taken_still_answers_and_sends_nothing_
     calls: list[str] = []
 
     class FailsAfterTheLock:
-        """The first script (get-or-lock) reaches Redis; everything after it fails as a dropped connection would."""
+        """The first call (get-or-lock) reaches Redis; everything after it fails as a dropped connection would."""
 
         def eval(self, *args: Any) -> Any:
             calls.append("eval")
@@ -508,7 +508,7 @@ def test_redis_failing_after_the_lock_was_taken_still_answers_and_sends_nothing_
 
     worker._client = FailsAfterTheLock()
     assert worker.get_or_compute([NS], "k", Computations("value")) == "value"
-    assert calls == ["eval", "eval"]  # get-or-lock, then the store that failed; no release tried after it
+    assert calls == ["eval", "pipeline"]  # get-or-lock, then the store that failed; no release tried after it
     assert worker.is_down()
     assert worker.stats.counts[("l2", "emissions", "error")] == 1
     worker._client = client
