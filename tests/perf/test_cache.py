@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from typing import Any
@@ -11,7 +10,6 @@ import pytest
 from django.db import transaction
 from django.test import override_settings
 from django_redis import get_redis_connection
-from redis import connection as redis_connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from perf import cache as perf_cache
@@ -28,6 +26,7 @@ from perf.cache import (
     resources,
     tiered,
 )
+from tests.perf.conftest import RoundTrips
 
 
 class Clock:
@@ -393,32 +392,6 @@ def test_greenlets_of_one_worker_share_one_computation(worker: TieredCache) -> N
     assert calls == 1
 
 
-class RoundTrips:
-    """Records each round trip to Redis (one send: a command, or a pipeline's commands) as its commands' names."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.trips: list[list[str]] = []
-        send = redis_connection.AbstractConnection.send_packed_command
-        trips = self.trips
-
-        def recorded(connection: Any, command: Any, *args: Any, **kwargs: Any) -> Any:
-            packed = command if isinstance(command, bytes | bytearray) else b"".join(bytes(part) for part in command)
-            trips.append([name.decode().lower() for name in COMMAND_NAME.findall(packed)])
-            return send(connection, command, *args, **kwargs)
-
-        monkeypatch.setattr(redis_connection.AbstractConnection, "send_packed_command", recorded)
-
-
-# A command's name: the first bulk string of a RESP array (a value written by SET is the third, never matched here
-# because every array is matched from its start).
-COMMAND_NAME = re.compile(rb"\*\d+\r\n\$\d+\r\n([A-Za-z]+)\r\n")
-
-
-@pytest.fixture
-def round_trips(monkeypatch: pytest.MonkeyPatch) -> RoundTrips:
-    return RoundTrips(monkeypatch)
-
-
 def test_a_miss_takes_the_lock_in_the_trip_that_found_nothing_and_releases_it_with_the_store(
     worker: TieredCache, round_trips: RoundTrips
 ) -> None:
@@ -445,7 +418,7 @@ def test_an_l2_hit_is_one_trip_and_takes_no_lock(
 
 
 def test_a_failed_computation_releases_the_lock_for_the_next_caller(
-    worker: TieredCache, other_worker: tuple[TieredCache, Clock]
+    worker: TieredCache, other_worker: tuple[TieredCache, Clock], round_trips: RoundTrips
 ) -> None:
     def failing() -> str:
         raise RuntimeError("database gone")
@@ -454,8 +427,10 @@ def test_a_failed_computation_releases_the_lock_for_the_next_caller(
         worker.get_or_compute([NS], "k", failing)
     assert get_redis_connection("default").keys(f"{perf_cache.PREFIX}:*:k:lock") == []
     other, _ = other_worker
+    other.versions([NS])
+    round_trips.trips.clear()
     assert other.get_or_compute([NS], "k", Computations("value")) == "value"
-    assert other.stats.counts[("l2", "emissions", "wait")] == 0
+    assert round_trips.trips == [["eval"], ["set", "eval"]]  # the lock taken at the first try, then released
 
 
 def test_a_lock_that_expired_while_computing_is_not_released_by_its_first_holder(worker: TieredCache) -> None:
@@ -473,15 +448,21 @@ def test_a_lock_that_expired_while_computing_is_not_released_by_its_first_holder
     client.delete(lock)
 
 
-def test_a_waiter_computes_after_lock_wait_and_leaves_the_other_holders_lock(worker: TieredCache) -> None:
+def test_a_waiter_computes_after_lock_wait_and_leaves_the_other_holders_lock(
+    worker: TieredCache, round_trips: RoundTrips
+) -> None:
     client = get_redis_connection("default")
     worker.lock_wait = 0.05
     full = worker._value_key([NS], worker.versions([NS]), "k")
     client.set(f"{full}:lock", "another worker's token", px=10_000)  # its holder computes and never stores in time
     compute = Computations("value")
+    round_trips.trips.clear()
     assert worker.get_or_compute([NS], "k", compute) == "value"
     assert compute.calls == 1
-    assert client.get(full) is not None  # stored without the lock
+    *asked, stored = round_trips.trips
+    assert len(asked) >= 2 and all(trip == ["eval"] for trip in asked)  # it asked again while it waited
+    assert stored == ["set"]  # stored without the lock
+    assert client.get(full) is not None
     assert client.get(f"{full}:lock") == b"another worker's token"
     assert worker.stats.counts[("l2", "emissions", "miss")] == 1
     assert worker.stats.counts[("l2", "emissions", "wait")] == 0

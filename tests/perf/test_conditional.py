@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import math
 import time
 from typing import Any
 
@@ -25,6 +26,7 @@ from perf.cache import Namespace, Version, tiered
 from perf.conditional import _last_modified, accepts_gzip
 from tests.factories import EmissionFactory, MembershipFactory, SupplierFactory
 from tests.helpers import APIClient
+from tests.perf.conftest import RoundTrips
 
 pytestmark = pytest.mark.django_db
 
@@ -218,6 +220,26 @@ def test_a_cached_get_is_answered_without_drf_and_without_queries(api, data, drf
     assert len(queries) == 0
     assert second.status_code == 200 and second.content == first.content
     assert not_modified.status_code == 304 and not_modified.content == b""
+
+
+def test_a_miss_costs_three_round_trips_to_redis_and_a_repeat_in_another_worker_one(
+    api, data, round_trips: RoundTrips, settings, throttle_clock
+) -> None:
+    # Nothing else may send in between: versions kept in L1 longer than the test, the throttles' window fixed
+    # (throttle_clock), no flush of the counters.
+    settings.CACHE_L1_TTL = 60
+    tiered().stats_flush = math.inf
+    api.get(SUMMARY)  # the caller's token and the namespaces' versions are read and kept in L1
+    api.get(LIST + "?category=2")
+    round_trips.trips.clear()
+    assert api.get(LIST).status_code == 200
+    # The fast path's lookup; DRF's path looks up again and takes the lock in one script; the store and the release.
+    assert round_trips.trips == [["get"], ["eval"], ["set", "eval"]]
+    tiered().clear_local()  # as another worker, whose L1 has not seen the page (nor the versions)
+    api.get(SUMMARY)
+    round_trips.trips.clear()
+    assert api.get(LIST).status_code == 200
+    assert round_trips.trips == [["get"]]
 
 
 @pytest.mark.parametrize(
