@@ -801,9 +801,18 @@ class TieredCache:
         """The value under ``full`` from Redis (promoted into L1), else None; the caller counts the hit or miss."""
         raw = self._l2(resource, lambda client: client.get(full))
         if raw is not None:
-            self._l1_set(full, raw, self.l1_value_ttl)
-            self.stats.count("l2", resource, "promotion")
+            self._promote(resource, full, raw)
         return raw
+
+    def _promote(self, resource: str, full: str, raw: Any) -> None:
+        """Copy a value found in Redis into L1."""
+        self._l1_set(full, raw, self.l1_value_ttl)
+        self.stats.count("l2", resource, "promotion")
+
+    @staticmethod
+    def _lock_key(full: str) -> str:
+        """The stampede lock's key of the value under ``full``."""
+        return f"{full}:lock"
 
     def _l2_get_or_lock(self, resource: str, full: str) -> tuple[Any, str | None]:
         """The value under ``full`` from Redis, else the key's lock: ``(raw, None)`` when found (promoted into L1),
@@ -820,12 +829,11 @@ class TieredCache:
         while True:
             reply = self._l2(
                 resource,
-                lambda client: client.eval(_GET_OR_LOCK, 2, full, f"{full}:lock", token, lock_ms),
+                lambda client: client.eval(_GET_OR_LOCK, 2, full, self._lock_key(full), token, lock_ms),
             )
             if isinstance(reply, bytes):
                 self.stats.count("l2", resource, "hit" if first else "wait")
-                self.stats.count("l2", resource, "promotion")
-                self._l1_set(full, reply, self.l1_value_ttl)
+                self._promote(resource, full, reply)
                 return reply, None
             if first:
                 self.stats.count("l2", resource, "miss")
@@ -861,7 +869,7 @@ class TieredCache:
             def store_and_release(client: Any) -> list[Any]:
                 pipe = client.pipeline(transaction=False)
                 pipe.set(full, raw, ex=ttl)
-                pipe.eval(_RELEASE, 1, f"{full}:lock", token)
+                pipe.eval(_RELEASE, 1, self._lock_key(full), token)
                 return list(pipe.execute())
 
             sent = self._l2(resource, store_and_release)
@@ -873,7 +881,7 @@ class TieredCache:
         (``lock_timeout``) may be another worker's now and is left alone."""
         if self._down_until is not None:
             return  # Redis failed meanwhile: do not pay a second timeout; the lock expires by itself (lock_timeout)
-        self._l2(resource, lambda client: client.eval(_RELEASE, 1, f"{full}:lock", token))
+        self._l2(resource, lambda client: client.eval(_RELEASE, 1, self._lock_key(full), token))
 
     def _flight(self, full: str) -> _Flight:
         with self._flights_lock:
