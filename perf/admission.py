@@ -41,9 +41,15 @@ or gthread worker, tests, commands) it does nothing: the operating system schedu
 request is read, answered and counted), and a client that honours ``Retry-After`` comes back after it: with a
 fixed second, 500 clients the server cannot serve come back some 450 times a second, and answering them takes
 the CPU the served requests needed. ``Backoff`` compares each second's refusals with the requests served: while
-refusals are more than half the served ones, the delay doubles (up to ``ADMISSION_RETRY_AFTER_MAX``); once they
-are fewer than an eighth, it halves (down to ``ADMISSION_RETRY_AFTER``). Refused clients then come back at a rate
-the worker can answer, and the delay falls back as soon as the load does.
+refusals are more than one in a hundred of the served ones (and at least five), the delay doubles (up to
+``ADMISSION_RETRY_AFTER_MAX``); once they are fewer than one in four hundred, it halves (down to
+``ADMISSION_RETRY_AFTER``). Refusals are the sign that more clients are sending than the worker serves without
+queueing; each one sent away for longer keeps one fewer in the queue. While the delay doubled only once refusals
+were half the requests served, under overload (500 users without think time) it stayed at a few seconds, about
+190 of the 500 clients were inside the server at any moment, and every request waited behind them: the cheap
+ones (a cached read, ~1 ms of CPU) most of all, so each client sent fewer of them and the server's CPU per
+served request rose by two thirds against 50 users (docs/capacity/analysis.md, section 17). Refused clients now
+come back at a rate the worker can answer without a queue, and the delay falls back as soon as the load does.
 
 Refusals are counted in ``vcci_admission_refused_total{reason}`` and carry ``Retry-After``; the JSON
 body is ``{"detail": ...}`` like every other API error.
@@ -218,8 +224,8 @@ class Backoff:
     """
 
     WINDOW = 1.0
-    HIGH = 0.5
-    LOW = 0.125
+    HIGH = 0.01
+    LOW = 0.0025
     MIN_REFUSALS = 5
 
     def __init__(self, *, base: int, ceiling: int, clock: Callable[[], float] = time.monotonic) -> None:

@@ -11,8 +11,8 @@ Every knob comes from the environment so that one file serves a laptop and a con
                                             and ADMISSION_MAX_CACHED_IN_FLIGHT (cached reads)
     GUNICORN_TIMEOUT             60         seconds a worker may be silent before it is killed
     GUNICORN_GRACEFUL_TIMEOUT    30         seconds to finish in-flight requests on restart/stop
-    GUNICORN_KEEPALIVE           20         seconds to keep an idle client connection (longer than clients think
-                                            and than ADMISSION_RETRY_AFTER_MAX, shorter than the graceful timeout:
+    GUNICORN_KEEPALIVE           20         seconds to keep an idle client connection (longer than clients think,
+                                            away from every Retry-After, shorter than the graceful timeout:
                                             see below)
     GUNICORN_MAX_REQUESTS        0          recycle a worker after N requests (0 = never)
     GUNICORN_LOG_LEVEL           info
@@ -60,11 +60,13 @@ An idle connection is closed after ``keepalive`` seconds (20). A client that sen
 the server closes it gets no answer ("connection closed"); clients retry an idempotent request on a new
 connection, never a POST. With 5 s, users thinking about 5 s, and clients waiting out a Retry-After of 5 s, met
 that moment again and again: POSTs failed under load with nothing wrong on the server (docs/capacity/analysis.md).
-20 s is longer than the longest Retry-After (ADMISSION_RETRY_AFTER_MAX, 16 s) and than every pause of the load
-suite's users but the ERP clients' (20-60 s, whose connections are closed while idle, long before they send);
-idle sockets cost little, as above. It is kept below ``graceful_timeout``: a stopping gevent worker (a deploy, HUP,
-max_requests) waits for its idle connections too, so a longer keep-alive made every restart with clients
-connected wait the whole graceful timeout, then cut the connections.
+20 s is longer than every pause of the load suite's users but the ERP clients' (20-60 s, whose connections are
+closed while idle, long before they send), and away from every Retry-After the workers give (1 s doubled: 1, 2, 4,
+8, 16, then ADMISSION_RETRY_AFTER_MAX, 30 s): a client back after 16 s finds its connection open, one back after 30 s
+finds it closed ten seconds before and opens another, as the ERP clients do; idle sockets cost little, as above.
+It is kept below ``graceful_timeout``: a stopping gevent worker (a deploy, HUP, max_requests) waits for its idle
+connections too, so a longer keep-alive made every restart with clients connected wait the whole graceful
+timeout, then cut the connections.
 
 What is bounded is work: ``perf.admission`` (a middleware) refuses with 503 + ``Retry-After`` a request
 that finds ADMISSION_MAX_IN_FLIGHT requests that compute already running in its worker (reads the cache answers

@@ -249,11 +249,12 @@ ADMISSION_HEAVY_WAIT: float = env.float("ADMISSION_HEAVY_WAIT", default=1.0)
 # instead of 9 s (docs/capacity/analysis.md, section 10).
 ADMISSION_HEAVY_TARGET: float = env.float("ADMISSION_HEAVY_TARGET", default=1.0)
 # Seconds a refused client is told to wait (Retry-After): ADMISSION_RETRY_AFTER while a worker refuses little,
-# doubling each second it refuses more than half as many requests as it serves, up to ADMISSION_RETRY_AFTER_MAX
-# (perf.admission.Backoff). Keep the most below GUNICORN_KEEPALIVE: a client coming back after it then finds its
-# connection open.
+# doubling each second it refuses more than one request in a hundred it serves, up to ADMISSION_RETRY_AFTER_MAX
+# (perf.admission.Backoff). 30 rather than 16: under overload (500 users, no think time) the refused clients are
+# what keeps the others out of a queue, and at 16 s too few were away (docs/capacity/analysis.md, section 17).
+# Keep every delay of the doubling a few seconds away from GUNICORN_KEEPALIVE (20 s; vcci/gunicorn.conf.py says why).
 ADMISSION_RETRY_AFTER: int = env.int("ADMISSION_RETRY_AFTER", default=1)
-ADMISSION_RETRY_AFTER_MAX: int = env.int("ADMISSION_RETRY_AFTER_MAX", default=16)
+ADMISSION_RETRY_AFTER_MAX: int = env.int("ADMISSION_RETRY_AFTER_MAX", default=30)
 # CPU a greenlet may hold before a long loop lets the others run (milliseconds; perf.admission.cooperate), and
 # per request running (both lanes) when that is more: bulk work keeps its share of the CPU as load grows.
 COOPERATE_SLICE_MS: float = env.float("COOPERATE_SLICE_MS", default=10.0)

@@ -383,18 +383,18 @@ def run_window(backoff: admission.Backoff, clock: Clock, *, refused: int, served
     return delays
 
 
-def test_retry_after_doubles_while_refusals_outnumber_half_the_served_and_halves_once_they_are_few():
+def test_retry_after_doubles_past_one_refusal_in_100_served_and_halves_under_one_in_400():
     clock = Clock(100.0)
     backoff = admission.Backoff(base=1, ceiling=16, clock=clock)
-    seen = [run_window(backoff, clock, refused=60, served=100)[-1] for _ in range(7)]
+    seen = [run_window(backoff, clock, refused=6, served=500)[-1] for _ in range(7)]
     assert seen == [1, 2, 4, 8, 16, 16, 16]  # capped at the ceiling
     # Fewer than MIN_REFUSALS is no trend, even with nothing served.
     assert run_window(backoff, clock, refused=4, served=0) == [16] * 4
-    # Between an eighth and a half: the delay holds.
-    assert run_window(backoff, clock, refused=20, served=100) == [16] * 20
-    assert run_window(backoff, clock, refused=20, served=100)[-1] == 16
-    # Fewer than an eighth: it halves each second, down to the base.
-    seen = [run_window(backoff, clock, refused=1, served=100)[-1] for _ in range(7)]
+    # Between one in 400 and one in 100: the delay holds.
+    assert run_window(backoff, clock, refused=5, served=1000) == [16] * 5
+    assert run_window(backoff, clock, refused=5, served=500)[-1] == 16  # one in 100 exactly: not more
+    # Fewer than one in 400: it halves each second, down to the base.
+    seen = [run_window(backoff, clock, refused=2, served=1000)[-1] for _ in range(7)]
     assert seen == [16, 8, 4, 2, 1, 1, 1]
 
 
