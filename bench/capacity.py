@@ -131,7 +131,17 @@ def run_point(summary: dict[str, Any]) -> dict[str, Any]:
         "interactive_worst_p99_ms": worst("p99_ms"),
         "cache_hit_rate": summary["cache"].get("hit_rate"),
         "cpu": summary["run"].get("cpu"),
+        "activities_at_end": activities_at_end(summary),
     }
+
+
+def activities_at_end(summary: dict[str, Any]) -> list[int]:
+    """Each organization's activities when the run ended (the load test's machine description counts them)."""
+    counts = []
+    for key, value in (summary.get("machine") or {}).items():
+        if key.startswith("Rows: organization ") and key.endswith(" activities"):
+            counts.append(int(str(value).replace(",", "")))
+    return counts
 
 
 def bars(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -245,11 +255,24 @@ def run_ceiling(options: argparse.Namespace, raw: Path) -> dict[str, Any]:
     }
 
 
-def loadtest_args(options: argparse.Namespace, users: int, duration: str, wait_scale: float, out: Path) -> list[str]:
+def point_prefix(options: argparse.Namespace, scenario: str, users: int) -> str:
+    """The organizations of one point of the curve: ``<prefix>-<scenario>-<users>-a``, ...
+
+    Each point gets organizations of its own, seeded with ``--activities`` each. The ERP users' writes grow the
+    organizations they write to (section 10 of docs/capacity/analysis.md: a 10-minute run triples them, and an
+    export's cost grows with its month): on shared organizations every later point of the curve ran on more data
+    than the earlier ones, and the curve compared data sizes as well as user counts.
+    """
+    return f"{options.org_prefix}-{scenario}-{users}"
+
+
+def loadtest_args(
+    options: argparse.Namespace, users: int, duration: str, wait_scale: float, out: Path, *, prefix: str
+) -> list[str]:
     args = [
         "--users", str(users), "--spawn-rate", f"{options.spawn_rate:g}", "--duration", duration,
         "--wait-scale", f"{wait_scale:g}", "--out", str(out), "--orgs", str(options.orgs),
-        "--org-prefix", options.org_prefix, "--activities", str(options.activities), "--bind", rp.free_bind(),
+        "--org-prefix", prefix, "--activities", str(options.activities), "--bind", rp.free_bind(),
         "--processes", str(options.processes),
         # The bars are this report's, judged on the whole curve; each run still records every figure.
         "--max-error-rate", "off", "--min-cache-hit-rate", "off",
@@ -268,7 +291,9 @@ def run_curve(options: argparse.Namespace, raw: Path) -> dict[str, list[dict[str
             duration = options.seed_duration if scenario == "seed" and users == largest else options.step_duration
             out = raw / f"{scenario}-{users}"
             say(f"{scenario}: {users} users, {duration}, think time x{wait_scale:g} -> {out}")
-            status = lt.run(lt.parser().parse_args(loadtest_args(options, users, duration, wait_scale, out)))
+            prefix = point_prefix(options, scenario, users)
+            args = loadtest_args(options, users, duration, wait_scale, out, prefix=prefix)
+            status = lt.run(lt.parser().parse_args(args))
             summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
             point = run_point(summary)
             say(
@@ -410,7 +435,8 @@ def render_markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
         "brackets, of those, the bulk pool) / the "
         "load generator (locust, all its processes) / PostgreSQL / the whole machine, of "
         f"{(machine.get('Cores') or '?')} cores. Error rate counts failures and refusals; refusals are 503 or 429 "
-        "with Retry-After, counted apart.",
+        "with Retry-After, counted apart. Each point runs on organizations of its own, seeded with the same "
+        "activities each; the last column is their activities when the run ended (the ERP users' writes).",
         "",
     ]
     for scenario, runs in (results.get("runs") or {}).items():
@@ -433,6 +459,7 @@ def render_markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
                     f"{p['error_rate'] * 100:.3f} %",
                     rp.fmt_pct(p["cache_hit_rate"]),
                     _cpu(p["cpu"]),
+                    " / ".join(f"{count:,}" for count in p.get("activities_at_end") or []) or "—",
                 ]
             )
         lines += rp.table(
@@ -447,6 +474,7 @@ def render_markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
                 "errors",
                 "cache hits",
                 "CPU server (bulk pool) / locust / PG / machine",
+                "activities per organization at the end",
             ],
             rows,
         )
@@ -561,8 +589,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--spawn-rate", type=float, default=50.0, help="Users started per second (50)")
     p.add_argument("--processes", type=int, default=2, help="Load-generator (locust) processes (2)")
     p.add_argument("--orgs", type=int, default=lt.DEFAULT_ORGS)
-    # Every run's ERP users add activities to these organizations: a new prefix starts again from --activities.
-    p.add_argument("--org-prefix", default=lt.DEFAULT_ORG_PREFIX, help="Their slugs: <prefix>-a, <prefix>-b, ...")
+    # Each point seeds organizations of its own (point_prefix); the ERP users' writes grow them, so a report run again
+    # with the same prefix would start from the last one's: a new prefix starts every point again from --activities.
+    p.add_argument(
+        "--org-prefix", default=lt.DEFAULT_ORG_PREFIX, help="Each point's: <prefix>-<scenario>-<users>-a, -b, ..."
+    )
     p.add_argument("--activities", type=int, default=lt.DEFAULT_ACTIVITIES)
     p.add_argument("--max-factors", type=int, default=None)
     p.add_argument("--ceiling-connections", type=int, default=64)
@@ -622,7 +653,8 @@ def run(options: argparse.Namespace, argv: Sequence[str]) -> int:
     except KeyboardInterrupt:
         say("interrupted")
         return 130
-    results["machine"] = lt.machine_description(lt.org_slugs(options.org_prefix, options.orgs))
+    # Each point's organizations are counted in its own row (activities_at_end).
+    results["machine"] = lt.machine_description([])
     results["before"] = read_before(options.before)
     results["bars"] = bars(results)
     results_path.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")

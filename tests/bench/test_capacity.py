@@ -138,6 +138,8 @@ def test_the_report_renders_from_results_json(tmp_path: Path) -> None:
     assert "**2,000 req/s**" in text
     assert "Made with the earlier main, on a machine of the same kind." in text and "seed-500-3m: before" in text
     assert "| GET /api/v1/emissions/ (refused) | refused |" in text
+    # These points have no CPU figures and no organization counts (a results.json written before they were kept).
+    assert "| activities per organization at the end |" in text and "| — | — |" in text
     assert (tmp_path / "docs" / "capacity" / "seed.png").is_file()
     assert (tmp_path / "docs" / "capacity" / "overload.png").is_file()
 
@@ -158,11 +160,27 @@ def test_the_serialization_bar_reads_the_worst_page() -> None:
     assert capacity.bars({"serialization": result})[-1]["ok"] is False
 
 
-def test_every_run_uses_the_organizations_named_by_the_prefix(tmp_path: Path) -> None:
-    """The organizations grow with every run's ERP writes: a new prefix starts the curve again from --activities."""
+def test_every_point_of_the_curve_runs_on_organizations_of_its_own(tmp_path: Path) -> None:
+    """The ERP users' writes grow the organizations: each point seeds its own, so no point runs on another's data."""
     options = capacity.parser().parse_args(["--org-prefix", "cap", "--activities", "5000"])
-    args = capacity.loadtest_args(options, 50, "2m", 1.0, tmp_path)
-    assert args[args.index("--org-prefix") + 1] == "cap"
+    prefixes = {
+        capacity.point_prefix(options, scenario, users) for scenario in capacity.SCENARIOS for users in (50, 500)
+    }
+    assert prefixes == {"cap-seed-50", "cap-seed-500", "cap-overload-50", "cap-overload-500"}
+    args = capacity.loadtest_args(options, 50, "2m", 1.0, tmp_path, prefix="cap-seed-50")
+    assert args[args.index("--org-prefix") + 1] == "cap-seed-50"
     assert args[args.index("--activities") + 1] == "5000"
     default = capacity.parser().parse_args([])
-    assert capacity.loadtest_args(default, 50, "2m", 1.0, tmp_path)[args.index("--org-prefix") + 1] == "loadtest"
+    assert capacity.point_prefix(default, "overload", 200) == "loadtest-overload-200"
+
+
+def test_a_point_reports_its_organizations_activities_at_the_end() -> None:
+    run = summary(500)
+    run["machine"] = {
+        "Cores": "2",
+        "Rows: organization 'cap-seed-500-a' activities": "61,204",
+        "Rows: organization 'cap-seed-500-a' emissions": "61,204",
+        "Rows: organization 'cap-seed-500-b' activities": "58,917",
+    }
+    assert capacity.run_point(run)["activities_at_end"] == [61_204, 58_917]
+    assert capacity.run_point(summary(50))["activities_at_end"] == []
