@@ -269,6 +269,23 @@ class Backoff:
         self._served += 1
 
 
+def reachable_delays(base: int, ceiling: int) -> set[int]:
+    """Every ``Retry-After`` a ``Backoff(base=base, ceiling=ceiling)`` can give: from ``base``, doubled up to the
+    ceiling and halved back, from wherever the load turned it (``Backoff._judge``'s arithmetic). ``perf.checks``
+    keeps them away from the keep-alive."""
+    base = max(base, 0)
+    ceiling = max(ceiling, base)
+    seen: set[int] = set()
+    todo = [base]
+    while todo:
+        delay = todo.pop()
+        if delay in seen:
+            continue
+        seen.add(delay)
+        todo += [min(max(delay * 2, 1), ceiling), max(delay // 2, base)]
+    return seen
+
+
 class Lane:
     """At most ``size`` requests at once (0: no bound), a further one waiting for a turn; ``count``: how many hold one.
 

@@ -1,4 +1,5 @@
-"""System checks: a missing ``collectstatic`` before a page fails on it; a ``CACHE_MAX_AGE`` key no app registered."""
+"""System checks: a missing ``collectstatic`` before a page fails on it; a ``CACHE_MAX_AGE`` key no app registered; a
+``Retry-After`` that meets the keep-alive."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ from django.conf import settings
 from django.contrib.staticfiles.storage import ManifestFilesMixin, staticfiles_storage
 from django.core.checks import CheckMessage, Tags, Warning, register
 
+from perf.admission import reachable_delays
 from perf.cache import resources
+
+# Seconds a Retry-After must stay away from the keep-alive (retry_after_keepalive).
+KEEPALIVE_MARGIN = 2
 
 
 # A deployment check (``manage.py check --deploy``): during ``make run`` the manifest is written
@@ -40,4 +45,31 @@ def max_age_resources(app_configs: Any = None, **kwargs: Any) -> list[CheckMessa
             id="perf.W002",
         )
         for name in unknown
+    ]
+
+
+@register()
+def retry_after_keepalive(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """No ``Retry-After`` the workers can give is within ``KEEPALIVE_MARGIN`` seconds of ``GUNICORN_KEEPALIVE``.
+
+    A client that honours it sends again about when gunicorn closes its idle connection, and a request sent at the
+    moment of the close gets no answer: clients retry a GET on a new connection, never a POST (vcci/gunicorn.conf.py).
+    """
+    keepalive = settings.GUNICORN_KEEPALIVE
+    near = sorted(
+        delay
+        for delay in reachable_delays(settings.ADMISSION_RETRY_AFTER, settings.ADMISSION_RETRY_AFTER_MAX)
+        if abs(delay - keepalive) < KEEPALIVE_MARGIN
+    )
+    if not near:
+        return []
+    return [
+        Warning(
+            f"Refused clients can be told to come back after {', '.join(map(str, near))} s, within "
+            f"{KEEPALIVE_MARGIN} s of GUNICORN_KEEPALIVE ({keepalive} s): a POST sent as the idle connection closes "
+            "fails.",
+            hint="Change ADMISSION_RETRY_AFTER, ADMISSION_RETRY_AFTER_MAX or GUNICORN_KEEPALIVE (the delays are "
+            "ADMISSION_RETRY_AFTER doubled up to the maximum and halved back).",
+            id="perf.W003",
+        )
     ]

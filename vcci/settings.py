@@ -252,9 +252,12 @@ ADMISSION_HEAVY_TARGET: float = env.float("ADMISSION_HEAVY_TARGET", default=1.0)
 # doubling each second it refuses more than one request in a hundred it serves, up to ADMISSION_RETRY_AFTER_MAX
 # (perf.admission.Backoff). 30 rather than 16: under overload (500 users, no think time) the refused clients are
 # what keeps the others out of a queue, and at 16 s too few were away (docs/capacity/analysis.md, section 17).
-# Keep every delay of the doubling a few seconds away from GUNICORN_KEEPALIVE (20 s; vcci/gunicorn.conf.py says why).
+# Every delay the doubling and halving can reach stays a few seconds away from GUNICORN_KEEPALIVE (vcci/gunicorn.conf.py
+# says why; the check perf.W003 tells when one does not).
 ADMISSION_RETRY_AFTER: int = env.int("ADMISSION_RETRY_AFTER", default=1)
 ADMISSION_RETRY_AFTER_MAX: int = env.int("ADMISSION_RETRY_AFTER_MAX", default=30)
+# gunicorn's idle keep-alive (its default matches vcci/gunicorn.conf.py), read here only for that check.
+GUNICORN_KEEPALIVE: int = env.int("GUNICORN_KEEPALIVE", default=20)
 # CPU a greenlet may hold before a long loop lets the others run (milliseconds; perf.admission.cooperate), and
 # per request running (both lanes) when that is more: bulk work keeps its share of the CPU as load grows.
 COOPERATE_SLICE_MS: float = env.float("COOPERATE_SLICE_MS", default=10.0)

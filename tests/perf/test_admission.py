@@ -4,6 +4,7 @@ exhausted database pool, and cooperative yields in long loops."""
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -396,6 +397,27 @@ def test_retry_after_doubles_past_one_refusal_in_100_served_and_halves_under_one
     # Fewer than one in 400: it halves each second, down to the base.
     seen = [run_window(backoff, clock, refused=2, served=1000)[-1] for _ in range(7)]
     assert seen == [16, 8, 4, 2, 1, 1, 1]
+
+
+def test_reachable_delays_are_every_retry_after_a_backoff_gives():
+    # Up from 1 s to the ceiling and back down from any point: 30 -> 15 -> 7 -> 3, 3 -> 6 -> 12 -> 24, ...
+    assert admission.reachable_delays(1, 30) == {1, 2, 3, 4, 6, 7, 8, 12, 14, 15, 16, 24, 28, 30}
+    assert admission.reachable_delays(5, 30) == {5, 7, 10, 14, 15, 20, 28, 30}
+    assert admission.reachable_delays(0, 4) == {0, 1, 2, 4}
+    # A Backoff driven by random seconds (busy, calm, idle) never gives any other.
+    rng = random.Random(7)
+    for base, ceiling in ((1, 30), (5, 30), (0, 16), (3, 3)):
+        clock = Clock(100.0)
+        backoff = admission.Backoff(base=base, ceiling=ceiling, clock=clock)
+        reachable = admission.reachable_delays(base, ceiling)
+        given = set()
+        for _ in range(2_000):
+            given.update(
+                run_window(backoff, clock, refused=rng.choice((0, 1, 5, 30)), served=rng.choice((0, 100, 2000)))
+            )
+            clock.now += rng.choice((0, 0, 0, 2.5))  # now and then idle seconds
+        assert given <= reachable
+        assert len(given) > 1 or base == ceiling
 
 
 def test_retry_after_falls_back_after_idle_seconds():

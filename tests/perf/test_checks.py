@@ -1,4 +1,5 @@
-"""perf.checks: a missing collectstatic manifest is reported before serving."""
+"""perf.checks: a missing collectstatic manifest is reported before serving; so are an unregistered CACHE_MAX_AGE key
+and a Retry-After that meets the keep-alive."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 from django.test import override_settings
 
-from perf.checks import manifest_present, max_age_resources
+from perf.checks import manifest_present, max_age_resources, retry_after_keepalive
 
 MANIFEST_STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -37,3 +38,20 @@ def test_cache_max_age_keys_are_registered_resources() -> None:
     with override_settings(CACHE_MAX_AGE={"factors": 60, "factros": 60}):
         messages = max_age_resources()
     assert [(m.id, "'factros'" in m.msg) for m in messages] == [("perf.W002", True)]
+
+
+def test_no_default_retry_after_meets_the_keep_alive() -> None:
+    assert retry_after_keepalive() == []
+
+
+def test_a_retry_after_that_reaches_the_keep_alive_is_a_warning() -> None:
+    # 5 s doubled is 10 s, then 20 s: the keep-alive.
+    with override_settings(ADMISSION_RETRY_AFTER=5, ADMISSION_RETRY_AFTER_MAX=30, GUNICORN_KEEPALIVE=20):
+        messages = retry_after_keepalive()
+    assert [m.id for m in messages] == ["perf.W003"]
+    assert "after 20 s" in messages[0].msg and "GUNICORN_KEEPALIVE (20 s)" in messages[0].msg
+    # Within the margin, not only equal: 16 s against a keep-alive of 17 s.
+    with override_settings(ADMISSION_RETRY_AFTER=1, ADMISSION_RETRY_AFTER_MAX=30, GUNICORN_KEEPALIVE=17):
+        assert "after 16 s" in retry_after_keepalive()[0].msg
+    with override_settings(ADMISSION_RETRY_AFTER=1, ADMISSION_RETRY_AFTER_MAX=16, GUNICORN_KEEPALIVE=20):
+        assert retry_after_keepalive() == []
