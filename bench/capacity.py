@@ -8,7 +8,8 @@ What it runs, each step printed as it starts:
 2. the curve: ``bench.loadtest`` (a fresh server each time, the cache warmed, the locustfile's mix) for each
    user count of ``--users`` in two scenarios: **seed** (the locustfile's think times; the largest count
    runs ``--seed-duration``, the others ``--step-duration``) and **overload** (think time 0, every user
-   sending as fast as it is answered; ``--step-duration`` each). The load generator runs ``--processes``
+   sending as fast as it is answered; ``--step-duration`` each), each point on ``--orgs`` organizations of its
+   own seeded with ``--activities`` each (``point_prefix``). The load generator runs ``--processes``
    locust processes and its CPU is reported beside the server's, PostgreSQL's and the machine's;
 3. the serialization benchmark (``manage.py bench_serialization``) on the 1,000,000-row organization
    ``--bench-org``: an uncached 100-row emissions page, whole request, side by side with DRF's
@@ -259,9 +260,10 @@ def point_prefix(options: argparse.Namespace, scenario: str, users: int) -> str:
     """The organizations of one point of the curve: ``<prefix>-<scenario>-<users>-a``, ...
 
     Each point gets organizations of its own, seeded with ``--activities`` each. The ERP users' writes grow the
-    organizations they write to (section 10 of docs/capacity/analysis.md: a 10-minute run triples them, and an
-    export's cost grows with its month): on shared organizations every later point of the curve ran on more data
-    than the earlier ones, and the curve compared data sizes as well as user counts.
+    organizations they write to (section 10 of docs/capacity/analysis.md: from 20,000 activities to about 60,000
+    each in a 10-minute seed run, and an export's cost grows with its month): on shared organizations every later
+    point of the curve ran on more data than the earlier ones, and the curve compared data sizes as well as user
+    counts.
     """
     return f"{options.org_prefix}-{scenario}-{users}"
 
@@ -390,6 +392,23 @@ def write_charts(results: dict[str, Any], directory: Path) -> dict[str, Path]:
     return written
 
 
+def _organizations_note(results: dict[str, Any]) -> str:
+    """How the curve's organizations were seeded; nothing for a results.json kept before each point had its own."""
+    points = [run["point"] for runs in (results.get("runs") or {}).values() for run in runs]
+    if not any(point.get("activities_at_end") for point in points):
+        return ""
+    seeded = results.get("organizations") or {}
+    each = (
+        f"{seeded['count']} organizations of its own, seeded with {seeded['activities']:,} activities each"
+        if seeded
+        else "organizations of its own"
+    )
+    return (
+        f" Each point runs on {each}; the last column is their activities when the run ended (the ERP users' "
+        "writes grow them)."
+    )
+
+
 def _cpu(cpu: dict[str, Any] | None) -> str:
     if not cpu:
         return "—"
@@ -435,8 +454,7 @@ def render_markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
         "brackets, of those, the bulk pool) / the "
         "load generator (locust, all its processes) / PostgreSQL / the whole machine, of "
         f"{(machine.get('Cores') or '?')} cores. Error rate counts failures and refusals; refusals are 503 or 429 "
-        "with Retry-After, counted apart. Each point runs on organizations of its own, seeded with the same "
-        "activities each; the last column is their activities when the run ended (the ERP users' writes).",
+        "with Retry-After, counted apart." + _organizations_note(results),
         "",
     ]
     for scenario, runs in (results.get("runs") or {}).items():
@@ -634,6 +652,7 @@ def run(options: argparse.Namespace, argv: Sequence[str]) -> int:
         "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": reproduce(argv) if argv else "make capacity",
         "raw_dir": os.path.relpath(options.raw_dir, ROOT),
+        "organizations": {"count": options.orgs, "activities": options.activities},
         "errors": [],
     }
     try:

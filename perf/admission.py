@@ -215,11 +215,14 @@ def _pool_timeout(exc: BaseException) -> bool:
 
 
 class Backoff:
-    """The ``Retry-After`` of one worker's refusals: longer while it refuses more than it serves (module docstring).
+    """The ``Retry-After`` of one worker's refusals: longer while it refuses more than one request in a hundred it
+    serves (module docstring).
 
     Counts refusals and served requests per ``WINDOW`` seconds; at the end of each window, more than ``HIGH``
     refusals per served request (and at least ``MIN_REFUSALS``: a refusal or two is not a trend) double the delay
-    (at most ``ceiling``), fewer than ``LOW`` halve it (at least ``base``). The counts are not locked (under threads
+    (at most ``ceiling``), fewer than ``LOW`` halve it (at least ``base``); in between it holds. Below 400 requests
+    served a window, fewer than ``LOW`` means none: a worker that keeps refusing one to four a second keeps its
+    delay, as it keeps turning clients away. The counts are not locked (under threads
     a lost count only shifts a decision by one request); the end of a window is, so that it is judged once.
     """
 

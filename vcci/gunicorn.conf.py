@@ -63,8 +63,10 @@ that moment again and again: POSTs failed under load with nothing wrong on the s
 20 s is longer than every pause of the load suite's users but the ERP clients' (20-60 s, whose connections are
 closed while idle, long before they send), and at least 4 s from every Retry-After the workers give (1 s doubled up
 to ADMISSION_RETRY_AFTER_MAX, 30 s, and halved back: 16 and 24 s are the nearest; the system check perf.W003 warns
-when other settings bring one within 2 s): a client back after 16 s finds its connection open, one back after 24 or
-30 s finds it closed before and opens another, as the ERP clients do; idle sockets cost little, as above.
+when other settings bring one within 2 s): a client that sends again as soon as it has waited 16 s finds its
+connection open, one back after 24 or 30 s finds it closed before and opens another, as the ERP clients do (a
+client that also pauses after the wait may meet the close, as any client pausing about 20 s may); idle sockets
+cost little, as above.
 It is kept below ``graceful_timeout``: a stopping gevent worker (a deploy, HUP, max_requests) waits for its idle
 connections too, so a longer keep-alive made every restart with clients connected wait the whole graceful
 timeout, then cut the connections.

@@ -113,6 +113,9 @@ def test_a_slow_page_misses_the_serialization_bar() -> None:
 
 def test_the_report_renders_from_results_json(tmp_path: Path) -> None:
     data = results([summary(50), summary(500)], [summary(50, wait_scale=0), summary(500, wait_scale=0)])
+    for runs in data["runs"].values():  # as in a results.json kept before each point had organizations of its own
+        for run in runs:
+            del run["point"]["activities_at_end"]
     before = tmp_path / "before" / "seed-500-3m"
     before.mkdir(parents=True)
     (before / "summary.json").write_text(json.dumps(summary(500, timeouts=653, failed=653)))
@@ -138,8 +141,18 @@ def test_the_report_renders_from_results_json(tmp_path: Path) -> None:
     assert "**2,000 req/s**" in text
     assert "Made with the earlier main, on a machine of the same kind." in text and "seed-500-3m: before" in text
     assert "| GET /api/v1/emissions/ (refused) | refused |" in text
-    # These points have no CPU figures and no organization counts (a results.json written before they were kept).
+    # These points have no CPU figures and no organization counts, and the curve does not claim organizations per point.
     assert "| activities per organization at the end |" in text and "| — | — |" in text
+    assert "organizations of its own" not in text
+    data["organizations"] = {"count": 2, "activities": 20_000}
+    for runs in data["runs"].values():
+        for run in runs:
+            run["point"]["activities_at_end"] = [61_204, 58_917]
+    (raw / "results.json").write_text(json.dumps(data))
+    assert capacity.main(argv) == 0
+    text = out.read_text()
+    assert "Each point runs on 2 organizations of its own, seeded with 20,000 activities each" in text
+    assert "| 61,204 / 58,917 |" in text
     assert (tmp_path / "docs" / "capacity" / "seed.png").is_file()
     assert (tmp_path / "docs" / "capacity" / "overload.png").is_file()
 
@@ -172,6 +185,27 @@ def test_every_point_of_the_curve_runs_on_organizations_of_its_own(tmp_path: Pat
     assert args[args.index("--activities") + 1] == "5000"
     default = capacity.parser().parse_args([])
     assert capacity.point_prefix(default, "overload", 200) == "loadtest-overload-200"
+
+
+def test_the_curve_runs_each_point_on_its_own_organizations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[str, int, str]] = []
+
+    def fake_run(options: Any) -> int:
+        seen.append((options.org_prefix, options.users, options.duration))
+        Path(options.out).mkdir(parents=True, exist_ok=True)
+        Path(options.out, "summary.json").write_text(json.dumps(summary(options.users)))
+        return 0
+
+    monkeypatch.setattr(capacity.lt, "run", fake_run)
+    options = capacity.parser().parse_args(["--org-prefix", "cap", "--users", "50,500", "--seed-duration", "3m"])
+    runs = capacity.run_curve(options, tmp_path)
+    assert seen == [
+        ("cap-seed-50", 50, "2m"),
+        ("cap-seed-500", 500, "3m"),
+        ("cap-overload-50", 50, "2m"),
+        ("cap-overload-500", 500, "2m"),
+    ]
+    assert [run["point"]["users"] for run in runs["overload"]] == [50, 500]
 
 
 def test_a_point_reports_its_organizations_activities_at_the_end() -> None:

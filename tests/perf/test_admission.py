@@ -397,6 +397,13 @@ def test_retry_after_doubles_past_one_refusal_in_100_served_and_halves_under_one
     # Fewer than one in 400: it halves each second, down to the base.
     seen = [run_window(backoff, clock, refused=2, served=1000)[-1] for _ in range(7)]
     assert seen == [16, 8, 4, 2, 1, 1, 1]
+    # A worker serving fewer than 400 a second halves only after a second without a refusal: one that keeps
+    # turning a client or two away each second, too few to double, keeps its delay.
+    for _ in range(3):
+        run_window(backoff, clock, refused=6, served=200)
+    assert [run_window(backoff, clock, refused=1, served=200)[-1] for _ in range(3)] == [8, 8, 8]
+    assert run_window(backoff, clock, refused=0, served=200) == []
+    assert backoff.refused() == 4
 
 
 def test_reachable_delays_are_every_retry_after_a_backoff_gives():
@@ -440,9 +447,9 @@ def test_a_refusal_carries_the_workers_current_delay_and_refusals_are_not_counte
     middleware = AdmissionMiddleware(lambda request: HttpResponse())
     retry_after = []
     for _ in range(4):
-        # 9 requests served and 5 refused each second: more than half as many refusals, so the delay doubles each
-        # second. Were the refusals counted as served too (14), they would be fewer than half: no change.
-        for _ in range(9):
+        # 496 requests served and 5 refused each second: more than one refusal in 100 served (4.96), so the delay
+        # doubles each second. Were the refusals counted as served too (501), they would be fewer: no change.
+        for _ in range(496):
             assert run_through(middleware, rf.get("/served"), View).content == b"done"
         assert gate.enter()
         seconds = {run_through(middleware, rf.get("/refused"), View)["Retry-After"] for _ in range(5)}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import runpy
 from pathlib import Path
 from types import ModuleType
 
@@ -49,6 +50,7 @@ ENV_KEYS = (
     "GUNICORN_WORKERS",
     "GUNICORN_WORKER_CLASS",
     "GUNICORN_WORKER_CONNECTIONS",
+    "GUNICORN_KEEPALIVE",
     "SLOW_QUERY_MS",
     "DB_METRICS_HEADERS",
     "THROTTLE_RATE_USER",
@@ -322,3 +324,12 @@ def test_throttle_rates_default_and_from_the_environment(load_settings):
 def test_a_mistyped_throttle_rate_stops_the_start_naming_its_variable(load_settings):
     with pytest.raises(ImproperlyConfigured, match="THROTTLE_RATE_ORG: A rate is"):
         load_settings(THROTTLE_RATE_ORG="100 per minute")
+
+
+def test_the_keep_alive_is_gunicorns_own_default_and_value(load_settings, monkeypatch):
+    """Settings read GUNICORN_KEEPALIVE only for the check that no Retry-After meets it (perf.W003): it must be the
+    value gunicorn uses, default included."""
+    conf = SETTINGS_FILE.with_name("gunicorn.conf.py")
+    assert load_settings().GUNICORN_KEEPALIVE == runpy.run_path(str(conf))["keepalive"] == 20
+    settings = load_settings(GUNICORN_KEEPALIVE="45")
+    assert settings.GUNICORN_KEEPALIVE == runpy.run_path(str(conf))["keepalive"] == 45
