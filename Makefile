@@ -219,10 +219,11 @@ promtool:
 	@command -v promtool >/dev/null || { echo "promtool is needed, and installing it failed" >&2; exit 1; }
 
 # The capacity report, in one command (bench/capacity.py): the /healthz ceiling, then the load test at 50, 100, 200
-# and 500 users with the locustfile's think times (the 500-user run for 10 minutes) and with none (overload), the
-# uncached-page serialization benchmark on organization $(BENCH_ORG) (seeded as bench-db does, if empty), then
-# docs/capacity.md with its bars, charts (docs/capacity/) and the before/after table (about 40 minutes; raw
-# outputs in loadtest-results/capacity/). Extra options: CAPACITY_ARGS (python -m bench.capacity --help).
+# and 500 users with the locustfile's think times (the 500-user run for 10 minutes) and with none (overload), each
+# point on two organizations of its own (20,000 activities each, seeded at the start of the point and left in the
+# database), the uncached-page serialization benchmark on organization $(BENCH_ORG) (seeded as bench-db does, if
+# empty), then docs/capacity.md with its bars, charts (docs/capacity/) and the before/after table (about 35 minutes;
+# raw outputs in loadtest-results/capacity/). Extra options: CAPACITY_ARGS (python -m bench.capacity --help).
 CAPACITY_ARGS ?=
 capacity: install-bench factors wrk
 	$(PY) manage.py seed_demo --org $(BENCH_ORG) --activities $(BENCH_ACTIVITIES) --if-empty
