@@ -45,11 +45,12 @@ refusals are more than one in a hundred of the served ones (and at least five), 
 ``ADMISSION_RETRY_AFTER_MAX``); once they are fewer than one in four hundred, it halves (down to
 ``ADMISSION_RETRY_AFTER``). Refusals are the sign that more clients are sending than the worker serves without
 queueing; each one sent away for longer keeps one fewer in the queue. While the delay doubled only once refusals
-were half the requests served, under overload (500 users without think time) it stayed at a few seconds, about
-190 of the 500 clients were inside the server at any moment, and every request waited behind them: the cheap
-ones (a cached read, ~1 ms of CPU) most of all, so each client sent fewer of them and the server's CPU per
-served request rose by two thirds against 50 users (docs/capacity/analysis.md, section 17). Refused clients now
-come back at a rate the worker can answer without a queue, and the delay falls back as soon as the load does.
+were half the requests served, under overload (500 users without think time) the workers refused about a quarter
+as many as they served, refused clients came back about as fast as they were refused, 190 to 240 requests were
+inside the server at any moment, and every request waited behind them: the cheap ones (cached reads) cost their
+clients as many requests as the dear ones, so the mix shifted to dear ones and the server's CPU per served request
+rose by two thirds against 50 users (docs/capacity/analysis.md, section 17). With the lower thresholds the queue
+is shorter (about 110-125 in the server at 500 users, 43 at 50), and the delay falls back as soon as the load does.
 
 Refusals are counted in ``vcci_admission_refused_total{reason}`` and carry ``Retry-After``; the JSON
 body is ``{"detail": ...}`` like every other API error.

@@ -250,8 +250,8 @@ ADMISSION_HEAVY_WAIT: float = env.float("ADMISSION_HEAVY_WAIT", default=1.0)
 ADMISSION_HEAVY_TARGET: float = env.float("ADMISSION_HEAVY_TARGET", default=1.0)
 # Seconds a refused client is told to wait (Retry-After): ADMISSION_RETRY_AFTER while a worker refuses little,
 # doubling each second it refuses more than one request in a hundred it serves, up to ADMISSION_RETRY_AFTER_MAX
-# (perf.admission.Backoff). 30 rather than 16: under overload (500 users, no think time) the refused clients are
-# what keeps the others out of a queue, and at 16 s too few were away (docs/capacity/analysis.md, section 17).
+# (perf.admission.Backoff). 30 rather than 16: under overload (500 users, no think time) a refused client sent away
+# is one fewer in the queue, and in single runs the longer ceiling served more (docs/capacity/analysis.md, section 17).
 # Every delay the doubling and halving can reach stays a few seconds away from GUNICORN_KEEPALIVE (vcci/gunicorn.conf.py
 # says why; the check perf.W003 tells when one does not).
 ADMISSION_RETRY_AFTER: int = env.int("ADMISSION_RETRY_AFTER", default=1)
