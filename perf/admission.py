@@ -221,10 +221,10 @@ class Backoff:
 
     Counts refusals and served requests per ``WINDOW`` seconds; at the end of each window, more than ``HIGH``
     refusals per served request (and at least ``MIN_REFUSALS``: a refusal or two is not a trend) double the delay
-    (at most ``ceiling``), fewer than ``LOW`` halve it (at least ``base``); in between it holds. Below 400 requests
+    (at most ``ceiling``), fewer than ``LOW`` halve it (at least ``base``); in between it holds. Up to 400 requests
     served a window, fewer than ``LOW`` means none: a worker that keeps refusing one to four a second keeps its
-    delay, as it keeps turning clients away. The counts are not locked (under threads
-    a lost count only shifts a decision by one request); the end of a window is, so that it is judged once.
+    delay, as it keeps turning clients away. The counts are not locked (under threads a lost count only shifts a
+    decision by one request); the end of a window is, so that it is judged once.
     """
 
     WINDOW = 1.0
