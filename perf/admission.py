@@ -249,15 +249,23 @@ class Backoff:
             if now >= self._window_end:  # not judged by another thread meanwhile
                 self._judge(now)
 
+    def _doubled(self, delay: int) -> int:
+        return min(max(delay * 2, 1), self.ceiling)
+
+    def _halved(self, delay: int) -> int:
+        return max(delay // 2, self.base)
+
     def _judge(self, now: float) -> None:
         if self._refused >= self.MIN_REFUSALS and self._refused > self.HIGH * self._served:
-            self.delay = min(max(self.delay * 2, 1), self.ceiling)
+            self.delay = self._doubled(self.delay)
         elif self._refused < self.LOW * self._served:
-            self.delay = max(self.delay // 2, self.base)
-        # A window with no traffic at all (idle) counts as calm: the delay halves per idle window.
+            self.delay = self._halved(self.delay)
+        # A window with no traffic at all (idle) counts as calm: the delay halves per idle window (at most 16 times:
+        # that takes any delay up to 65,535 s to the base).
         if now - self._window_end >= self.WINDOW:
             idle_windows = int((now - self._window_end) // self.WINDOW)
-            self.delay = max(self.delay >> min(idle_windows, 16), self.base)
+            for _ in range(min(idle_windows, 16)):
+                self.delay = self._halved(self.delay)
         self._window_end = now + self.WINDOW
         self._refused = self._served = 0
 
@@ -274,19 +282,18 @@ class Backoff:
 
 
 def reachable_delays(base: int, ceiling: int) -> set[int]:
-    """Every ``Retry-After`` a ``Backoff(base=base, ceiling=ceiling)`` can give: from ``base``, doubled up to the
-    ceiling and halved back, from wherever the load turned it (``Backoff._judge``'s arithmetic). ``perf.checks``
-    keeps them away from the keep-alive."""
-    base = max(base, 0)
-    ceiling = max(ceiling, base)
+    """Every ``Retry-After`` a ``Backoff(base=base, ceiling=ceiling)`` can give: from its base, doubled up to the
+    ceiling and halved back, from wherever the load turned it (the Backoff's own steps). ``perf.checks`` keeps them
+    away from the keep-alive."""
+    backoff = Backoff(base=base, ceiling=ceiling)
     seen: set[int] = set()
-    todo = [base]
+    todo = [backoff.base]
     while todo:
         delay = todo.pop()
         if delay in seen:
             continue
         seen.add(delay)
-        todo += [min(max(delay * 2, 1), ceiling), max(delay // 2, base)]
+        todo += [backoff._doubled(delay), backoff._halved(delay)]
     return seen
 
 
