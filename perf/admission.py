@@ -51,6 +51,9 @@ inside the server at any moment, and every request waited behind them: the cheap
 clients as many requests as the dear ones, so the mix shifted to dear ones and the server's CPU per served request
 rose by two thirds against 50 users (docs/capacity/analysis.md, section 17). With the lower thresholds the queue
 is shorter (about 110-125 in the server at 500 users, 43 at 50), and the delay falls back as soon as the load does.
+Each refusal is told a random whole number of seconds from the upper half of the delay
+(``ADMISSION_RETRY_AFTER_JITTER``) rather than the delay itself, never one near gunicorn's keep-alive
+(``keepalive_band``): the clients refused in one second would otherwise come back in one second, together.
 
 Refusals are counted in ``vcci_admission_refused_total{reason}`` and carry ``Retry-After``; the JSON
 body is ``{"detail": ...}`` like every other API error.
@@ -60,9 +63,10 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from django.conf import settings
@@ -215,6 +219,16 @@ def _pool_timeout(exc: BaseException) -> bool:
     return any(isinstance(link, PoolTimeout) for link in exception_chain(exc))
 
 
+# Seconds a Retry-After keeps away from gunicorn's keep-alive (``keepalive_band``, the check ``perf.W003``).
+KEEPALIVE_MARGIN = 2
+
+
+def keepalive_band(keepalive: int) -> range:
+    """The delays within ``KEEPALIVE_MARGIN`` seconds of ``keepalive``: a client told to wait one of them sends again
+    about when gunicorn closes its idle connection, and a POST sent at the moment of the close fails."""
+    return range(keepalive - KEEPALIVE_MARGIN + 1, keepalive + KEEPALIVE_MARGIN)
+
+
 class Backoff:
     """The ``Retry-After`` of one worker's refusals: longer while it refuses more than one request in a hundred it
     serves (module docstring).
@@ -225,6 +239,11 @@ class Backoff:
     served a window, fewer than ``LOW`` means none: a worker that keeps refusing one to four a second keeps its
     delay, as it keeps turning clients away. The counts are not locked (under threads a lost count only shifts a
     decision by one request); the end of a window is, so that it is judged once.
+
+    With ``jitter`` (a random source), each refusal is told a whole number of seconds drawn from the upper half of the
+    delay (``ceil(delay / 2)`` to ``delay``) instead of the delay itself: the clients refused in one second would
+    otherwise all come back in one second, and be refused together again. Values in ``avoid`` are never drawn
+    (``keepalive_band``); a delay whose whole half is in ``avoid`` is told as it is (``offered``).
     """
 
     WINDOW = 1.0
@@ -232,11 +251,22 @@ class Backoff:
     LOW = 0.0025
     MIN_REFUSALS = 5
 
-    def __init__(self, *, base: int, ceiling: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        base: int,
+        ceiling: int,
+        clock: Callable[[], float] = time.monotonic,
+        jitter: random.Random | None = None,
+        avoid: Collection[int] = (),
+    ) -> None:
         self.base = max(base, 0)
         self.ceiling = max(ceiling, self.base)
         self.delay = self.base
         self._clock = clock
+        self._jitter = jitter
+        self._avoid = frozenset(avoid)
+        self._offers: dict[int, tuple[int, ...]] = {}
         self._window_end = clock() + self.WINDOW
         self._refused = self._served = 0
         self._lock = threading.Lock()
@@ -269,11 +299,21 @@ class Backoff:
         self._window_end = now + self.WINDOW
         self._refused = self._served = 0
 
+    def offered(self, delay: int) -> tuple[int, ...]:
+        """The seconds a refusal may be told while the delay is ``delay``: the delay itself without ``jitter``, else
+        the upper half of it, but for ``avoid``."""
+        offers = self._offers.get(delay)
+        if offers is None:
+            span = range((delay + 1) // 2, delay + 1) if self._jitter is not None else (delay,)
+            offers = self._offers[delay] = tuple(s for s in span if s not in self._avoid) or (delay,)
+        return offers
+
     def refused(self) -> int:
         """Count a refusal; the seconds its ``Retry-After`` says."""
         self._roll()
         self._refused += 1
-        return self.delay
+        offers = self.offered(self.delay)
+        return offers[0] if self._jitter is None or len(offers) == 1 else self._jitter.choice(offers)
 
     def served(self) -> None:
         """Count a request that was served (whatever its status, but a refusal)."""
@@ -281,11 +321,11 @@ class Backoff:
         self._served += 1
 
 
-def reachable_delays(base: int, ceiling: int) -> set[int]:
-    """Every ``Retry-After`` a ``Backoff(base=base, ceiling=ceiling)`` can give: from its base, doubled up to the
-    ceiling and halved back, from wherever the load turned it (the Backoff's own steps). ``perf.checks`` keeps them
-    away from the keep-alive."""
-    backoff = Backoff(base=base, ceiling=ceiling)
+def reachable_delays(base: int, ceiling: int, *, jitter: bool = False, avoid: Collection[int] = ()) -> set[int]:
+    """Every ``Retry-After`` a ``Backoff(base=base, ceiling=ceiling)`` (with ``jitter`` and ``avoid``) can give: what
+    it offers at each delay from its base, doubled up to the ceiling and halved back, from wherever the load turned
+    it (the Backoff's own steps). ``perf.checks`` keeps them away from the keep-alive."""
+    backoff = Backoff(base=base, ceiling=ceiling, jitter=random.Random(0) if jitter else None, avoid=avoid)
     seen: set[int] = set()
     todo = [backoff.base]
     while todo:
@@ -294,7 +334,7 @@ def reachable_delays(base: int, ceiling: int) -> set[int]:
             continue
         seen.add(delay)
         todo += [backoff._doubled(delay), backoff._halved(delay)]
-    return seen
+    return {offer for delay in seen for offer in backoff.offered(delay)}
 
 
 class Lane:
@@ -498,7 +538,12 @@ class Gate:
         self.heavy_slots = HeavyLane(
             heavy_slots, target=heavy_target, on_limit=_publish_heavy_limit, on_slots=_publish_heavy_slots
         )
-        self.backoff = Backoff(base=settings.ADMISSION_RETRY_AFTER, ceiling=settings.ADMISSION_RETRY_AFTER_MAX)
+        self.backoff = Backoff(
+            base=settings.ADMISSION_RETRY_AFTER,
+            ceiling=settings.ADMISSION_RETRY_AFTER_MAX,
+            jitter=random.Random() if settings.ADMISSION_RETRY_AFTER_JITTER else None,
+            avoid=keepalive_band(settings.GUNICORN_KEEPALIVE),
+        )
 
     @property
     def in_flight(self) -> int:

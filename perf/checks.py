@@ -9,11 +9,8 @@ from django.conf import settings
 from django.contrib.staticfiles.storage import ManifestFilesMixin, staticfiles_storage
 from django.core.checks import CheckMessage, Tags, Warning, register
 
-from perf.admission import reachable_delays
+from perf.admission import KEEPALIVE_MARGIN, keepalive_band, reachable_delays
 from perf.cache import resources
-
-# Seconds a Retry-After must stay away from the keep-alive (retry_after_keepalive).
-KEEPALIVE_MARGIN = 2
 
 
 # A deployment check (``manage.py check --deploy``): during ``make run`` the manifest is written
@@ -58,8 +55,13 @@ def retry_after_keepalive(app_configs: Any = None, **kwargs: Any) -> list[CheckM
     keepalive = settings.GUNICORN_KEEPALIVE
     near = sorted(
         delay
-        for delay in reachable_delays(settings.ADMISSION_RETRY_AFTER, settings.ADMISSION_RETRY_AFTER_MAX)
-        if abs(delay - keepalive) < KEEPALIVE_MARGIN
+        for delay in reachable_delays(
+            settings.ADMISSION_RETRY_AFTER,
+            settings.ADMISSION_RETRY_AFTER_MAX,
+            jitter=settings.ADMISSION_RETRY_AFTER_JITTER,
+            avoid=keepalive_band(keepalive),
+        )
+        if delay in keepalive_band(keepalive)
     )
     if not near:
         return []
@@ -69,7 +71,8 @@ def retry_after_keepalive(app_configs: Any = None, **kwargs: Any) -> list[CheckM
             f"{KEEPALIVE_MARGIN} s of GUNICORN_KEEPALIVE ({keepalive} s): a POST sent as the idle connection closes "
             "fails.",
             hint="Change ADMISSION_RETRY_AFTER, ADMISSION_RETRY_AFTER_MAX or GUNICORN_KEEPALIVE (the delays are "
-            "ADMISSION_RETRY_AFTER doubled up to the maximum and halved back).",
+            "ADMISSION_RETRY_AFTER doubled up to the maximum and halved back; with ADMISSION_RETRY_AFTER_JITTER each "
+            "refusal is told a value from the upper half of one, but those near the keep-alive).",
             id="perf.W003",
         )
     ]

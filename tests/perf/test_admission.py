@@ -34,6 +34,8 @@ def fresh_gate(admission_gate: Callable[..., None]) -> None:
         ADMISSION_RETRY_AFTER=3,
         # Refusals here come faster than a second apart with nothing served: the delay would grow (Backoff).
         ADMISSION_RETRY_AFTER_MAX=3,
+        # Each refusal told the delay itself (the jittered offers have tests of their own).
+        ADMISSION_RETRY_AFTER_JITTER=False,
     )
 
 
@@ -425,6 +427,51 @@ def test_reachable_delays_are_every_retry_after_a_backoff_gives():
             clock.now += rng.choice((0, 0, 0, 2.5))  # now and then idle seconds
         assert given <= reachable
         assert len(given) > 1 or base == ceiling
+
+
+def test_jittered_retry_after_is_drawn_from_the_upper_half_of_the_delay_never_near_the_keep_alive():
+    clock = Clock(100.0)
+    backoff = admission.Backoff(
+        base=1, ceiling=30, clock=clock, jitter=random.Random(3), avoid=admission.keepalive_band(20)
+    )
+    backoff.delay = 24  # as 30 halved, then 12 doubled, would leave it; the clock stays within the second
+    told = [backoff.refused() for _ in range(2_000)]
+    # 12 to 24 s but 19, 20 and 21 (within 2 s of the 20-s keep-alive), each drawn.
+    assert set(told) == set(range(12, 25)) - {19, 20, 21}
+    assert max(told.count(seconds) for seconds in set(told)) < 2 * len(told) / len(set(told))  # spread, not piled
+    # The delay's own steps are the same as without jitter: it is the offer that is drawn.
+    assert backoff.delay == 24
+    assert backoff.offered(1) == (1,) and backoff.offered(2) == (1, 2) and backoff.offered(3) == (2, 3)
+    # Without jitter, the delay itself, even near the keep-alive (the check perf.W003 warns of that).
+    plain = admission.Backoff(base=20, ceiling=20, avoid=admission.keepalive_band(20))
+    assert plain.refused() == 20 and plain.offered(20) == (20,)
+
+
+def test_reachable_delays_with_jitter_are_every_offer():
+    band = admission.keepalive_band(20)
+    assert set(band) == {19, 20, 21}
+    assert admission.reachable_delays(1, 30, jitter=True, avoid=band) == set(range(1, 31)) - {19, 20, 21}
+    assert admission.reachable_delays(5, 30, jitter=True, avoid=band) == set(range(3, 31)) - {19, 20, 21}
+    # Driven by random seconds, a jittered Backoff never tells anything else.
+    rng = random.Random(11)
+    clock = Clock(100.0)
+    backoff = admission.Backoff(base=1, ceiling=30, clock=clock, jitter=random.Random(5), avoid=band)
+    given: set[int] = set()
+    for _ in range(2_000):
+        given.update(run_window(backoff, clock, refused=rng.choice((0, 1, 5, 30)), served=rng.choice((0, 100, 2000))))
+        clock.now += rng.choice((0, 0, 0, 2.5))
+    assert given <= admission.reachable_delays(1, 30, jitter=True, avoid=band)
+    assert len(given) > 10
+
+
+def test_the_gates_retry_after_follows_the_jitter_setting_and_the_keep_alive(settings):
+    settings.GUNICORN_KEEPALIVE = 20
+    settings.ADMISSION_RETRY_AFTER_JITTER = True
+    admission.reset()
+    assert admission.gate().backoff.offered(24) == tuple(s for s in range(12, 25) if s not in (19, 20, 21))
+    settings.ADMISSION_RETRY_AFTER_JITTER = False
+    admission.reset()
+    assert admission.gate().backoff.offered(24) == (24,)
 
 
 def test_retry_after_falls_back_after_idle_seconds():

@@ -151,7 +151,10 @@ def bulk_pool(tmp_path: Path) -> Iterator[type[_Echo]]:
 
 @pytest.fixture(autouse=True)
 def slots(admission_gate: Callable[..., None]) -> None:
-    admission_gate(ADMISSION_HEAVY_SLOTS=1, ADMISSION_HEAVY_WAIT=0, ADMISSION_RETRY_AFTER=4)
+    # Without jitter a refusal says the delay itself (4 s), which the tests read back as the worker's.
+    admission_gate(
+        ADMISSION_HEAVY_SLOTS=1, ADMISSION_HEAVY_WAIT=0, ADMISSION_RETRY_AFTER=4, ADMISSION_RETRY_AFTER_JITTER=False
+    )
 
 
 @pytest.fixture

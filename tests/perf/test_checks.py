@@ -45,13 +45,25 @@ def test_no_default_retry_after_meets_the_keep_alive() -> None:
 
 
 def test_a_retry_after_that_reaches_the_keep_alive_is_a_warning() -> None:
-    # 5 s doubled is 10 s, then 20 s: the keep-alive.
-    with override_settings(ADMISSION_RETRY_AFTER=5, ADMISSION_RETRY_AFTER_MAX=30, GUNICORN_KEEPALIVE=20):
+    # Without jitter each refusal is told the delay itself: 5 s doubled is 10 s, then 20 s: the keep-alive.
+    fixed = {"ADMISSION_RETRY_AFTER_JITTER": False}
+    with override_settings(ADMISSION_RETRY_AFTER=5, ADMISSION_RETRY_AFTER_MAX=30, GUNICORN_KEEPALIVE=20, **fixed):
         messages = retry_after_keepalive()
     assert [m.id for m in messages] == ["perf.W003"]
     assert "after 20 s" in messages[0].msg and "GUNICORN_KEEPALIVE (20 s)" in messages[0].msg
     # Within the margin, not only equal: 16 s against a keep-alive of 17 s.
-    with override_settings(ADMISSION_RETRY_AFTER=1, ADMISSION_RETRY_AFTER_MAX=30, GUNICORN_KEEPALIVE=17):
+    with override_settings(ADMISSION_RETRY_AFTER=1, ADMISSION_RETRY_AFTER_MAX=30, GUNICORN_KEEPALIVE=17, **fixed):
         assert "after 16 s" in retry_after_keepalive()[0].msg
-    with override_settings(ADMISSION_RETRY_AFTER=1, ADMISSION_RETRY_AFTER_MAX=16, GUNICORN_KEEPALIVE=20):
+    with override_settings(ADMISSION_RETRY_AFTER=1, ADMISSION_RETRY_AFTER_MAX=16, GUNICORN_KEEPALIVE=20, **fixed):
         assert retry_after_keepalive() == []
+
+
+def test_jittered_retry_afters_step_around_the_keep_alive_unless_they_cannot() -> None:
+    # With jitter, 20 s is offered as 10 to 18 s: the draw leaves out 19 to 21.
+    with override_settings(ADMISSION_RETRY_AFTER=5, ADMISSION_RETRY_AFTER_MAX=30, GUNICORN_KEEPALIVE=20):
+        assert retry_after_keepalive() == []
+    # A delay whose whole upper half is near the keep-alive (1 and 2 s against 2 s) is told as it is: a warning.
+    with override_settings(ADMISSION_RETRY_AFTER=1, ADMISSION_RETRY_AFTER_MAX=2, GUNICORN_KEEPALIVE=2):
+        messages = retry_after_keepalive()
+    assert [m.id for m in messages] == ["perf.W003"]
+    assert "after 1, 2 s" in messages[0].msg
