@@ -226,6 +226,8 @@ KEEPALIVE_MARGIN = 2
 def keepalive_band(keepalive: int) -> range:
     """The delays within ``KEEPALIVE_MARGIN`` seconds of ``keepalive``: a client told to wait one of them sends again
     about when gunicorn closes its idle connection, and a POST sent at the moment of the close fails."""
+    if keepalive <= 0:  # gunicorn keeps no idle connection: none is closed as a client sends
+        return range(0)
     return range(keepalive - KEEPALIVE_MARGIN + 1, keepalive + KEEPALIVE_MARGIN)
 
 

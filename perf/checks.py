@@ -53,16 +53,15 @@ def retry_after_keepalive(app_configs: Any = None, **kwargs: Any) -> list[CheckM
     moment of the close gets no answer: clients retry a GET on a new connection, never a POST (vcci/gunicorn.conf.py).
     """
     keepalive = settings.GUNICORN_KEEPALIVE
-    near = sorted(
-        delay
-        for delay in reachable_delays(
-            settings.ADMISSION_RETRY_AFTER,
-            settings.ADMISSION_RETRY_AFTER_MAX,
-            jitter=settings.ADMISSION_RETRY_AFTER_JITTER,
-            avoid=keepalive_band(keepalive),
-        )
-        if delay in keepalive_band(keepalive)
+    given = reachable_delays(
+        settings.ADMISSION_RETRY_AFTER,
+        settings.ADMISSION_RETRY_AFTER_MAX,
+        jitter=settings.ADMISSION_RETRY_AFTER_JITTER,
+        avoid=keepalive_band(keepalive),
     )
+    # A 503 for a database outage (perf.errors.unavailable) says ADMISSION_RETRY_AFTER as it is.
+    given.add(settings.ADMISSION_RETRY_AFTER)
+    near = sorted(delay for delay in given if delay in keepalive_band(keepalive))
     if not near:
         return []
     return [

@@ -248,18 +248,18 @@ ADMISSION_HEAVY_WAIT: float = env.float("ADMISSION_HEAVY_WAIT", default=1.0)
 # bulk pool at nice +5, its CPU is then shared by fewer requests: in single 2-minute runs, each finished within 5 s
 # instead of 9 s (docs/capacity/analysis.md, section 10).
 ADMISSION_HEAVY_TARGET: float = env.float("ADMISSION_HEAVY_TARGET", default=1.0)
-# Seconds a refused client is told to wait (Retry-After): ADMISSION_RETRY_AFTER while a worker refuses little,
-# doubling each second it refuses more than one request in a hundred it serves, up to ADMISSION_RETRY_AFTER_MAX
+# Seconds a refused client is told to wait (Retry-After) follow a delay: ADMISSION_RETRY_AFTER while a worker refuses
+# little, doubling each second it refuses more than one request in a hundred it serves, up to ADMISSION_RETRY_AFTER_MAX
 # (perf.admission.Backoff). 30 rather than 16: under overload (500 users, no think time) a refused client sent away
 # is one fewer in the queue, and in single runs the longer ceiling served more (docs/capacity/analysis.md, section 17).
-# Every delay the doubling and halving can reach stays a few seconds away from GUNICORN_KEEPALIVE (vcci/gunicorn.conf.py
-# says why; the check perf.W003 tells when one does not).
+# Every value a refusal can be told stays at least 2 s away from GUNICORN_KEEPALIVE (vcci/gunicorn.conf.py says why;
+# the check perf.W003 tells when one does not).
 ADMISSION_RETRY_AFTER: int = env.int("ADMISSION_RETRY_AFTER", default=1)
 ADMISSION_RETRY_AFTER_MAX: int = env.int("ADMISSION_RETRY_AFTER_MAX", default=30)
 # Each refusal told a random whole number of seconds from the upper half of the delay (never near the keep-alive)
 # rather than the delay itself, so that the clients refused in one second do not all come back in one second.
 ADMISSION_RETRY_AFTER_JITTER: bool = env.bool("ADMISSION_RETRY_AFTER_JITTER", default=True)
-# gunicorn's idle keep-alive (its default matches vcci/gunicorn.conf.py), read here only for that check.
+# gunicorn's idle keep-alive (its default matches vcci/gunicorn.conf.py), read here to keep Retry-After away from it.
 GUNICORN_KEEPALIVE: int = env.int("GUNICORN_KEEPALIVE", default=20)
 # CPU a greenlet may hold before a long loop lets the others run (milliseconds; perf.admission.cooperate), and
 # per request running (both lanes) when that is more: bulk work keeps its share of the CPU as load grows.

@@ -971,6 +971,7 @@ def test_a_refusal_is_recorded_under_its_own_name_and_honoured(
     settings.ADMISSION_MAX_IN_FLIGHT = 1
     settings.ADMISSION_QUEUE_WAIT = 0
     settings.ADMISSION_RETRY_AFTER = 2
+    settings.ADMISSION_RETRY_AFTER_JITTER = False  # the refusal says 2 s, not a draw of 1 or 2
     admission.reset()
     gate = admission.gate()
     assert gate.enter()  # the one request the worker may run is running

@@ -450,6 +450,7 @@ def test_jittered_retry_after_is_drawn_from_the_upper_half_of_the_delay_never_ne
 def test_reachable_delays_with_jitter_are_every_offer():
     band = admission.keepalive_band(20)
     assert set(band) == {19, 20, 21}
+    assert list(admission.keepalive_band(0)) == []  # no keep-alive: no connection closes as a client sends
     assert admission.reachable_delays(1, 30, jitter=True, avoid=band) == set(range(1, 31)) - {19, 20, 21}
     assert admission.reachable_delays(5, 30, jitter=True, avoid=band) == set(range(3, 31)) - {19, 20, 21}
     # Driven by random seconds, a jittered Backoff never tells anything else.

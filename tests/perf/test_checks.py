@@ -67,3 +67,6 @@ def test_jittered_retry_afters_step_around_the_keep_alive_unless_they_cannot() -
         messages = retry_after_keepalive()
     assert [m.id for m in messages] == ["perf.W003"]
     assert "after 1, 2 s" in messages[0].msg
+    # A database outage's 503 says ADMISSION_RETRY_AFTER as it is: 20 s is near a 20-s keep-alive, drawn or not.
+    with override_settings(ADMISSION_RETRY_AFTER=20, ADMISSION_RETRY_AFTER_MAX=30, GUNICORN_KEEPALIVE=20):
+        assert "after 20 s" in retry_after_keepalive()[0].msg

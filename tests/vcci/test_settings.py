@@ -327,8 +327,8 @@ def test_a_mistyped_throttle_rate_stops_the_start_naming_its_variable(load_setti
 
 
 def test_the_keep_alive_is_gunicorns_own_default_and_value(load_settings, monkeypatch):
-    """Settings read GUNICORN_KEEPALIVE only for the check that no Retry-After meets it (perf.W003): it must be the
-    value gunicorn uses, default included."""
+    """Settings read GUNICORN_KEEPALIVE only to keep Retry-After away from it (the draw and the check perf.W003): it
+    must be the value gunicorn uses, default included."""
     conf = SETTINGS_FILE.with_name("gunicorn.conf.py")
     assert load_settings().GUNICORN_KEEPALIVE == runpy.run_path(str(conf))["keepalive"] == 20
     settings = load_settings(GUNICORN_KEEPALIVE="45")

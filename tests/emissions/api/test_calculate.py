@@ -521,6 +521,7 @@ def test_a_bulk_batch_is_refused_with_retry_after_when_the_bulk_slots_are_busy(a
     while a small batch and single calculations are served as usual."""
     settings.ADMISSION_HEAVY_SLOTS = 1
     settings.ADMISSION_HEAVY_WAIT = 0
+    settings.ADMISSION_RETRY_AFTER_JITTER = False  # Retry-After is then the delay itself, whatever the base
     admission.reset()
     slots = admission.gate().heavy_slots
     assert slots.acquire(blocking=False) is not None  # another bulk request runs
