@@ -434,7 +434,7 @@ def test_jittered_retry_after_is_drawn_from_the_upper_half_of_the_delay_never_ne
     backoff = admission.Backoff(
         base=1, ceiling=30, clock=clock, jitter=random.Random(3), avoid=admission.keepalive_band(20)
     )
-    backoff.delay = 24  # as 30 halved, then 12 doubled, would leave it; the clock stays within the second
+    backoff.delay = 24  # as 3 doubled three times would leave it; the clock stays within the second
     told = [backoff.refused() for _ in range(2_000)]
     # 12 to 24 s but 19, 20 and 21 (within 2 s of the 20-s keep-alive), each drawn.
     assert set(told) == set(range(12, 25)) - {19, 20, 21}
@@ -469,7 +469,14 @@ def test_the_gates_retry_after_follows_the_jitter_setting_and_the_keep_alive(set
     settings.GUNICORN_KEEPALIVE = 20
     settings.ADMISSION_RETRY_AFTER_JITTER = True
     admission.reset()
-    assert admission.gate().backoff.offered(24) == tuple(s for s in range(12, 25) if s not in (19, 20, 21))
+    gate = admission.gate()
+    offers = tuple(s for s in range(12, 25) if s not in (19, 20, 21))
+    assert gate.backoff.offered(24) == offers
+    # A refusal's header carries a draw. The clock is the real one: should a second end meanwhile, the refusals
+    # double the delay to 30 s, whose offers (15 to 30 s) keep away from the keep-alive too.
+    gate.backoff.delay = 24
+    told = {int(admission.refusal(admission.IN_FLIGHT)["Retry-After"]) for _ in range(200)}
+    assert told <= set(range(12, 31)) - {19, 20, 21} and len(told) > 1
     settings.ADMISSION_RETRY_AFTER_JITTER = False
     admission.reset()
     assert admission.gate().backoff.offered(24) == (24,)
