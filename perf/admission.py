@@ -323,11 +323,22 @@ class Backoff:
         self._served += 1
 
 
-def reachable_delays(base: int, ceiling: int, *, jitter: bool = False, avoid: Collection[int] = ()) -> set[int]:
-    """Every ``Retry-After`` a ``Backoff(base=base, ceiling=ceiling)`` (with ``jitter`` and ``avoid``) can give: what
-    it offers at each delay from its base, doubled up to the ceiling and halved back, from wherever the load turned
-    it (the Backoff's own steps). ``perf.checks`` keeps them away from the keep-alive."""
-    backoff = Backoff(base=base, ceiling=ceiling, jitter=random.Random(0) if jitter else None, avoid=avoid)
+def settings_backoff() -> Backoff:
+    """A worker's ``Backoff`` as the settings make it: ``ADMISSION_RETRY_AFTER`` up to ``ADMISSION_RETRY_AFTER_MAX``,
+    jittered per ``ADMISSION_RETRY_AFTER_JITTER``, away from ``GUNICORN_KEEPALIVE``. The gate's, and the one
+    ``perf.checks`` reads ``reachable_delays`` of."""
+    return Backoff(
+        base=settings.ADMISSION_RETRY_AFTER,
+        ceiling=settings.ADMISSION_RETRY_AFTER_MAX,
+        jitter=random.Random() if settings.ADMISSION_RETRY_AFTER_JITTER else None,
+        avoid=keepalive_band(settings.GUNICORN_KEEPALIVE),
+    )
+
+
+def reachable_delays(backoff: Backoff) -> set[int]:
+    """Every ``Retry-After`` ``backoff`` can give: what it offers at each delay from its base, doubled up to the
+    ceiling and halved back, from wherever the load turned it (the Backoff's own steps). ``perf.checks`` keeps them
+    away from the keep-alive."""
     seen: set[int] = set()
     todo = [backoff.base]
     while todo:
@@ -540,12 +551,7 @@ class Gate:
         self.heavy_slots = HeavyLane(
             heavy_slots, target=heavy_target, on_limit=_publish_heavy_limit, on_slots=_publish_heavy_slots
         )
-        self.backoff = Backoff(
-            base=settings.ADMISSION_RETRY_AFTER,
-            ceiling=settings.ADMISSION_RETRY_AFTER_MAX,
-            jitter=random.Random() if settings.ADMISSION_RETRY_AFTER_JITTER else None,
-            avoid=keepalive_band(settings.GUNICORN_KEEPALIVE),
-        )
+        self.backoff = settings_backoff()
 
     @property
     def in_flight(self) -> int:

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.contrib.staticfiles.storage import ManifestFilesMixin, staticfiles_storage
 from django.core.checks import CheckMessage, Tags, Warning, register
 
-from perf.admission import KEEPALIVE_MARGIN, keepalive_band, reachable_delays
+from perf.admission import KEEPALIVE_MARGIN, keepalive_band, reachable_delays, settings_backoff
 from perf.cache import resources
 
 
@@ -53,15 +53,11 @@ def retry_after_keepalive(app_configs: Any = None, **kwargs: Any) -> list[CheckM
     moment of the close gets no answer: clients retry a GET on a new connection, never a POST (vcci/gunicorn.conf.py).
     """
     keepalive = settings.GUNICORN_KEEPALIVE
-    given = reachable_delays(
-        settings.ADMISSION_RETRY_AFTER,
-        settings.ADMISSION_RETRY_AFTER_MAX,
-        jitter=settings.ADMISSION_RETRY_AFTER_JITTER,
-        avoid=keepalive_band(keepalive),
-    )
+    given = reachable_delays(settings_backoff())
     # A 503 for a database outage (perf.errors.unavailable) says ADMISSION_RETRY_AFTER as it is.
     given.add(settings.ADMISSION_RETRY_AFTER)
-    near = sorted(delay for delay in given if delay in keepalive_band(keepalive))
+    band = keepalive_band(keepalive)
+    near = sorted(delay for delay in given if delay in band)
     if not near:
         return []
     return [

@@ -410,15 +410,16 @@ def test_retry_after_doubles_past_one_refusal_in_100_served_and_halves_under_one
 
 def test_reachable_delays_are_every_retry_after_a_backoff_gives():
     # Up from 1 s to the ceiling and back down from any point: 30 -> 15 -> 7 -> 3, 3 -> 6 -> 12 -> 24, ...
-    assert admission.reachable_delays(1, 30) == {1, 2, 3, 4, 6, 7, 8, 12, 14, 15, 16, 24, 28, 30}
-    assert admission.reachable_delays(5, 30) == {5, 7, 10, 14, 15, 20, 28, 30}
-    assert admission.reachable_delays(0, 4) == {0, 1, 2, 4}
+    reachable = admission.reachable_delays
+    assert reachable(admission.Backoff(base=1, ceiling=30)) == {1, 2, 3, 4, 6, 7, 8, 12, 14, 15, 16, 24, 28, 30}
+    assert reachable(admission.Backoff(base=5, ceiling=30)) == {5, 7, 10, 14, 15, 20, 28, 30}
+    assert reachable(admission.Backoff(base=0, ceiling=4)) == {0, 1, 2, 4}
     # A Backoff driven by random seconds (busy, calm, idle) never gives any other.
     rng = random.Random(7)
     for base, ceiling in ((1, 30), (5, 30), (0, 16), (3, 3)):
         clock = Clock(100.0)
         backoff = admission.Backoff(base=base, ceiling=ceiling, clock=clock)
-        reachable = admission.reachable_delays(base, ceiling)
+        reachable = admission.reachable_delays(backoff)
         given = set()
         for _ in range(2_000):
             given.update(
@@ -451,8 +452,9 @@ def test_reachable_delays_with_jitter_are_every_offer():
     band = admission.keepalive_band(20)
     assert set(band) == {19, 20, 21}
     assert list(admission.keepalive_band(0)) == []  # no keep-alive: no connection closes as a client sends
-    assert admission.reachable_delays(1, 30, jitter=True, avoid=band) == set(range(1, 31)) - {19, 20, 21}
-    assert admission.reachable_delays(5, 30, jitter=True, avoid=band) == set(range(3, 31)) - {19, 20, 21}
+    for base, lowest in ((1, 1), (5, 3)):
+        backoff = admission.Backoff(base=base, ceiling=30, jitter=random.Random(0), avoid=band)
+        assert admission.reachable_delays(backoff) == set(range(lowest, 31)) - {19, 20, 21}
     # Driven by random seconds, a jittered Backoff never tells anything else.
     rng = random.Random(11)
     clock = Clock(100.0)
@@ -461,7 +463,7 @@ def test_reachable_delays_with_jitter_are_every_offer():
     for _ in range(2_000):
         given.update(run_window(backoff, clock, refused=rng.choice((0, 1, 5, 30)), served=rng.choice((0, 100, 2000))))
         clock.now += rng.choice((0, 0, 0, 2.5))
-    assert given <= admission.reachable_delays(1, 30, jitter=True, avoid=band)
+    assert given <= admission.reachable_delays(backoff)
     assert len(given) > 10
 
 
