@@ -11,14 +11,19 @@ process, interleaved (``bench.measure.measure_interleaved``), medians of ``runs`
 - ``drf request``: the whole request with ``LIST_ROWS`` off (DRF's serializer and renderer in the view);
 - ``rows request``: the whole request as served (``perf.rows``: value rows written with orjson).
 
-Requests go through the whole Django stack in-process (``APIClient``: middleware, DRF, token authentication,
-filters, pagination, the view, the renderer; no network). Nothing of the page comes from the cache: the first
-three pages are requested with ``CACHE_ENABLED`` off (the token is read from the database too: two queries a
-request); the last two are next pages, requested with the cache on but ``CACHE_DEEP_PAGES`` off (a next page
-asked for the first time, whose body is not stored), as a returning client sends them: the token and the
-namespaces' versions from the cache, the page from the database (one query). Every rows body and its headers
-are checked byte-identical to the DRF request's, else the run fails; so is every request of every round answered
-200 (a throttled request, 429 once the caller's rate is used up, would otherwise pass as a fast page).
+Requests go through the whole Django stack in-process, handed to Django's WSGI handler as gunicorn hands them
+(``WsgiClient``: middleware, DRF, token authentication, filters, pagination, the view, the renderer; no network).
+Not through Django's test client: its own bookkeeping (the request built by ``RequestFactory``, signal receivers
+connected and disconnected per request, the response's ``json``, ``resolver_match`` and cookies) is work no server
+does, 11-20 % of the value-rows request (docs/capacity/analysis.md, section 19).
+
+Nothing of the page comes from the cache: the first three pages are requested with ``CACHE_ENABLED`` off (the token
+is read from the database too: two queries a request); the last two are next pages, requested with the cache on but
+``CACHE_DEEP_PAGES`` off (a next page asked for the first time, whose body is not stored), as a returning client
+sends them: the token and the namespaces' versions from the cache, the page from the database (one query). Every
+rows body and its headers are checked byte-identical to the DRF request's, else the run fails; so is every request
+of every round answered 200 (a throttled request, 429 once the caller's rate is used up, would otherwise pass as a
+fast page).
 
 The database is only read. The requests need a member's API token: a user, membership and token are inserted
 inside a transaction that is rolled back after the run, so nothing is ever committed. They are inserted with
@@ -28,6 +33,7 @@ token can then be cached as a committed one would be.
 
 from __future__ import annotations
 
+import io
 import json
 import shlex
 import sys
@@ -42,14 +48,15 @@ from urllib.parse import urlencode
 
 from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import User
-from django.db import connection
+from django.core.handlers.wsgi import WSGIHandler
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections, connection
 from django.test.utils import override_settings
 from django.urls import reverse
 from django.utils import timezone
 from rest_framework import serializers
 from rest_framework.authtoken.models import Token
 from rest_framework.renderers import JSONRenderer
-from rest_framework.test import APIClient
 
 from bench import measure
 from bench.measure import BenchError, Measurement, _ms
@@ -125,6 +132,87 @@ class PageResult:
         return self.results[side].median / max(self.results[over].median, 1e-9)
 
 
+@dataclass(frozen=True)
+class Answer:
+    """A response as the WSGI server receives it: the status, the headers in order, the body."""
+
+    status_code: int
+    headers: tuple[tuple[str, str], ...]
+    content: bytes
+
+    def header(self, name: str) -> str | None:
+        return next((value for key, value in self.headers if key.lower() == name.lower()), None)
+
+
+class WsgiClient:
+    """GET requests handed to Django's WSGI handler with the environ gunicorn builds for them (CGI variables, the
+    headers as ``HTTP_*``, the ``wsgi.*`` keys), the body read as gunicorn reads it (the iterable, then ``close()``).
+
+    Precondition: used inside ``connections_kept()``. The benchmark's member exists only in a transaction that is
+    rolled back, and Django's handler recycles the database connection at each request's start and end (``close_old_
+    connections``), which would close it mid-transaction; the test client goes without the recycling too."""
+
+    def __init__(self, headers: dict[str, str], *, host: str = "testserver") -> None:
+        self.handler = WSGIHandler()
+        self.host = host
+        self.headers = {"HTTP_" + name.upper().replace("-", "_"): value for name, value in headers.items()}
+
+    def get(self, url: str) -> Answer:
+        path, _, query = url.partition("?")
+        environ = {
+            "REQUEST_METHOD": "GET",
+            "SCRIPT_NAME": "",
+            "PATH_INFO": path,
+            "QUERY_STRING": query,
+            "RAW_URI": url,
+            "SERVER_NAME": self.host,
+            "SERVER_PORT": "80",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "REMOTE_ADDR": "127.0.0.1",
+            "REMOTE_PORT": "50000",
+            "HTTP_HOST": self.host,
+            **self.headers,
+            "wsgi.input": io.BytesIO(b""),
+            "wsgi.errors": sys.stderr,
+            "wsgi.url_scheme": "http",
+            "wsgi.version": (1, 0),
+            "wsgi.multithread": False,
+            "wsgi.multiprocess": True,
+            "wsgi.run_once": False,
+        }
+        head: list[tuple[str, list[tuple[str, str]]]] = []
+
+        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], Any]:
+            head.append((status, headers))
+            return _no_write
+
+        body = self.handler(environ, start_response)
+        try:
+            content = b"".join(body)
+        finally:
+            body.close()
+        status, headers = head[-1]
+        return Answer(int(status.split(" ", 1)[0]), tuple(headers), content)
+
+
+def _no_write(data: bytes) -> Any:
+    """``start_response``'s legacy ``write`` callable, which Django never calls: it returns its body as an iterable."""
+    raise NotImplementedError("the body comes back as an iterable")
+
+
+@contextmanager
+def connections_kept() -> Iterator[None]:
+    """Django's handler without its connection recycling at each request's start and end (``WsgiClient``)."""
+    signals = (request_started, request_finished)
+    for signal in signals:
+        signal.disconnect(close_old_connections)
+    try:
+        yield
+    finally:
+        for signal in signals:
+            signal.connect(close_old_connections)
+
+
 @contextmanager
 def _member_token(org: Organization) -> Iterator[str]:
     """An API token of a member of ``org``, valid inside the block; nothing of it is ever committed."""
@@ -163,10 +251,12 @@ class SerializationBenchmark:
         if count < 2:
             raise BenchError(f"Organization '{org.slug}' has {count} emissions; the benchmark needs some pages.")
         pages = self._pages(org, count)
-        with _member_token(org) as key, override_settings(ALLOWED_HOSTS=["testserver"]):
+        with _member_token(org) as key, override_settings(ALLOWED_HOSTS=["testserver"]), connections_kept():
             # One request id for every request: each response echoes its request's X-Request-ID, and the two paths'
             # responses are compared header for header.
-            client = APIClient(HTTP_AUTHORIZATION=f"Token {key}", HTTP_X_REQUEST_ID="bench-serialization")
+            client = WsgiClient(
+                {"Authorization": f"Token {key}", "X-Request-ID": "bench-serialization", "Accept": "application/json"}
+            )
             results = []
             for page in pages:
                 with override_settings(CACHE_ENABLED=page.cache, CACHE_DEEP_PAGES=False):
@@ -211,7 +301,7 @@ class SerializationBenchmark:
 
     # -- measurement ---------------------------------------------------------------------------
 
-    def _measure(self, org: Organization, client: APIClient, page: Page) -> PageResult:
+    def _measure(self, org: Organization, client: WsgiClient, page: Page) -> PageResult:
         url = reverse("emission-list") + (f"?{urlencode(page.params)}" if page.params else "")
         queryset = EmissionFilter(data=page.params, queryset=Emission.objects.for_org(org)).qs
         paginator = KeysetPaginator(
@@ -233,14 +323,14 @@ class SerializationBenchmark:
         # costs a fraction of a page, and medians over a mix of both would flatter whichever side met it.
         statuses: Counter[tuple[str, int]] = Counter()
 
-        def drf_request() -> Any:
+        def drf_request() -> Answer:
             with override_settings(LIST_ROWS=False):
-                response = client.get(url, HTTP_ACCEPT="application/json")
+                response = client.get(url)
             statuses["DRF", response.status_code] += 1
             return response
 
-        def rows_request() -> Any:
-            response = client.get(url, HTTP_ACCEPT="application/json")
+        def rows_request() -> Answer:
+            response = client.get(url)
             statuses["rows", response.status_code] += 1
             return response
 
@@ -258,12 +348,12 @@ class SerializationBenchmark:
                 f"GET {url} was not answered 200 in every round ({refused}): its medians would mix in refusals. "
                 "Fewer --runs, or raise the throttle rates (THROTTLE_RATE_USER, THROTTLE_RATE_ORG) for the run."
             )
-        if rows.content != drf.content or rows.items() != drf.items():
+        if rows.content != drf.content or rows.headers != drf.headers:
             raise BenchError(f"GET {url}: the value-row page differs from DRF's ({len(rows.content):,} bytes vs "
                              f"{len(drf.content):,}); the benchmark would compare different work.")  # fmt: skip
         if len(json.loads(rows.content)["results"]) != len(loaded):
             raise BenchError(f"GET {url} answered another number of rows than the page query loads.")
-        if page.cache and "ETag" not in rows:
+        if page.cache and rows.header("ETag") is None:
             raise BenchError(f"GET {url} answered without an ETag with the cache on: is its view cached?")
         result.body_bytes = len(rows.content)
         return result
@@ -286,7 +376,9 @@ class SerializationBenchmark:
             "`select_related`, then `JSONRenderer` (with the page's query, and on rows already loaded); (b) the API's",
             "`EmissionSerializer` the same way, and the whole request with `LIST_ROWS` off; (c) the whole request as",
             "served, written from value rows (`perf.rows`). Requests go through the whole Django stack in-process",
-            "(middleware, DRF, token authentication, filters, keyset pagination, the view). Nothing of the page comes",
+            "(middleware, DRF, token authentication, filters, keyset pagination, the view), handed to Django's WSGI",
+            "handler as gunicorn hands them (not through Django's test client, whose own bookkeeping no server does).",
+            "Nothing of the page comes",
             "from the cache: the first three pages with `CACHE_ENABLED` off (the token read from the database too);",
             "the *cache on* ones are next pages with `CACHE_DEEP_PAGES` off (as when asked for the first time: no",
             "body stored), requested as a returning client sends them (the token and the namespaces' versions from",

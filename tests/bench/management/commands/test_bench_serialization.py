@@ -7,12 +7,10 @@ import itertools
 import json
 from io import StringIO
 from pathlib import Path
-from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management.base import CommandError
-from django.http import HttpResponse
 from rest_framework.test import APIClient
 
 from bench import serialization
@@ -110,12 +108,32 @@ def test_a_round_not_answered_200_fails_the_run(
     # One refusal in a middle round (the last round's answers are 200): its fast 429 must not pass as a page.
     calls = itertools.count(1)
 
-    class RefusingOnce(APIClient):
-        def get(self, *args: Any, **kwargs: Any) -> Any:
+    class RefusingOnce(serialization.WsgiClient):
+        def get(self, url: str) -> serialization.Answer:
             if next(calls) == 3:  # the warm-up's two requests, then the first round's DRF request
-                return HttpResponse(status=429)
-            return super().get(*args, **kwargs)
+                return serialization.Answer(429, (("Retry-After", "1"),), b"")
+            return super().get(url)
 
-    monkeypatch.setattr(serialization, "APIClient", RefusingOnce)
+    monkeypatch.setattr(serialization, "WsgiClient", RefusingOnce)
     with pytest.raises(CommandError, match=r"not answered 200 in every round \(\{'DRF 429': 1\}\)"):
         _run(tmp_path)
+
+
+def test_the_wsgi_client_answers_what_the_test_client_does(tiny: Organization) -> None:
+    # The benchmark's requests skip the test client's bookkeeping, not any of the server's work: the same request
+    # through both gets the same status, headers and body, and leaves the connection's transaction open.
+    with serialization._member_token(tiny) as key, serialization.connections_kept():
+        headers = {"Authorization": f"Token {key}", "X-Request-ID": "same", "Accept": "application/json"}
+        url = "/api/v1/emissions/?category=2"
+        answer = serialization.WsgiClient(headers).get(url)
+        expected = APIClient(HTTP_AUTHORIZATION=f"Token {key}", HTTP_X_REQUEST_ID="same").get(
+            url, HTTP_ACCEPT="application/json"
+        )
+        assert answer.status_code == expected.status_code == 200
+        assert answer.content == expected.content
+        assert answer.headers == tuple(expected.items())
+        assert answer.header("content-type") == "application/json"
+        assert len(json.loads(answer.content)["results"]) == 4  # categories cycle 2, 3, 1 over the 12 days
+        # Still inside the member's transaction: the token's user is there.
+        assert get_user_model().objects.filter(username=CLIENT_USERNAME).exists()
+    assert not get_user_model().objects.filter(username=CLIENT_USERNAME).exists()
