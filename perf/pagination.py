@@ -487,8 +487,13 @@ class KeysetPagination(BasePagination):
             return None
         return self._link(self.before_query_param, self.page[0])
 
+    def get_paginated_data(self, data: Any) -> dict[str, Any]:
+        """What ``get_paginated_response`` answers, without the response: for a body written from value rows
+        (``perf.rows``), which makes its own."""
+        return {"next": self.get_next_link(), "previous": self.get_previous_link(), "results": data}
+
     def get_paginated_response(self, data: Any) -> Response:
-        return Response({"next": self.get_next_link(), "previous": self.get_previous_link(), "results": data})
+        return Response(self.get_paginated_data(data))
 
     def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
         link = {"type": "string", "format": "uri", "nullable": True}

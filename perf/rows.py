@@ -740,8 +740,9 @@ def written_response(request: Request, data: Any, *, status: int = 200) -> Respo
 
 class RowListMixin:
     """A list action answered from value rows (``RowShape`` of the view's ``serializer_class``) when the response
-    is rendered as JSON (``renders_rows``) and the pagination class pages value rows (``paginate_rows``); DRF's
-    ``ListModelMixin.list`` otherwise (the browsable API, an indented rendering, no pagination, ``LIST_ROWS`` off).
+    is rendered as JSON (``renders_rows``) and the pagination class pages value rows (``paginate_rows``, and
+    ``get_paginated_data`` for the page's body); DRF's ``ListModelMixin.list`` otherwise (the browsable API, an
+    indented rendering, no pagination, ``LIST_ROWS`` off).
 
     ``row_computed``: the shape's ``computed`` fields. The shape is compiled once per view class, on first use.
     """
@@ -764,7 +765,7 @@ class RowListMixin:
         shape = self.row_shape()
         queryset: QuerySet = view.filter_queryset(view.get_queryset())
         rows = paginator.paginate_rows(queryset, request, view, shape.columns, text_loaded=shape.text_loaded)
-        return RenderedJSONResponse(_written(lambda: paginator.get_paginated_response(shape.rows(rows)).data))
+        return RenderedJSONResponse(_written(lambda: paginator.get_paginated_data(shape.rows(rows))))
 
     def rows_response(self, queryset: QuerySet, ids: Sequence[Any], *, many: bool, status: int) -> Response | None:
         """The rows of ``queryset`` whose primary keys are ``ids``, in that order, written as the view's serializer

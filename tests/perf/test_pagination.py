@@ -49,7 +49,10 @@ def request(url: str) -> Request:
 def page(queryset, view, url: str = "/x/"):
     paginator = KeysetPagination()
     rows = paginator.paginate_queryset(queryset, request(url), view)
-    return rows, paginator.get_paginated_response([r.pk for r in rows]).data
+    data = paginator.get_paginated_response([r.pk for r in rows]).data
+    # What value-row pages write (perf.rows.RowListMixin), without the response.
+    assert paginator.get_paginated_data([r.pk for r in rows]) == data
+    return rows, data
 
 
 def test_walks_forward_by_keyset(org):
