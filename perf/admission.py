@@ -55,8 +55,8 @@ Each refusal is told a random whole number of seconds from the upper half of the
 (``ADMISSION_RETRY_AFTER_JITTER``) rather than the delay itself, never one near gunicorn's keep-alive
 (``keepalive_band``): the clients refused in one second would otherwise come back in one second, together.
 
-Refusals are counted in ``vcci_admission_refused_total{reason}`` and carry ``Retry-After``; the JSON
-body is ``{"detail": ...}`` like every other API error.
+Refusals are counted in ``vcci_admission_refused_total{reason}`` and carry ``Retry-After``, whose seconds go to
+``vcci_admission_retry_after_seconds{reason}``; the JSON body is ``{"detail": ...}`` like every other API error.
 """
 
 from __future__ import annotations
@@ -189,12 +189,14 @@ def is_heavy(view_class: type | None, method: str, meta: Mapping[str, Any]) -> b
 
 
 def refusal(reason: str) -> HttpResponse:
-    """503 with ``Retry-After`` and a JSON ``detail``, counted under ``reason``."""
-    from perf.metrics import ADMISSION_REFUSED
+    """503 with ``Retry-After`` and a JSON ``detail``, counted under ``reason`` with the seconds it told."""
+    from perf.metrics import ADMISSION_REFUSED, ADMISSION_RETRY_AFTER_TOLD, child
 
-    ADMISSION_REFUSED.labels(reason=reason).inc()
+    seconds = gate().backoff.refused()
+    child(ADMISSION_REFUSED, reason).inc()
+    child(ADMISSION_RETRY_AFTER_TOLD, reason).observe(seconds)
     response = json_error(503, _MESSAGES[reason])
-    response["Retry-After"] = str(gate().backoff.refused())
+    response["Retry-After"] = str(seconds)
     response.admission_refused = True  # type: ignore[attr-defined]
     # Counted above; Django would otherwise log every refusal as an error with its request, which under
     # overload is thousands of log lines a second doing the work the refusal spares.

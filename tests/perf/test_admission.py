@@ -16,6 +16,7 @@ from django.db import OperationalError
 from django.http import HttpResponse, StreamingHttpResponse
 from django.test import RequestFactory
 from django.views import View
+from prometheus_client import REGISTRY
 from psycopg_pool import PoolTimeout
 
 from perf import admission
@@ -482,6 +483,25 @@ def test_the_gates_retry_after_follows_the_jitter_setting_and_the_keep_alive(set
     settings.ADMISSION_RETRY_AFTER_JITTER = False
     admission.reset()
     assert admission.gate().backoff.offered(24) == (24,)
+
+
+def test_each_refusals_retry_after_is_observed_by_reason(settings):
+    settings.ADMISSION_RETRY_AFTER_JITTER = True
+    admission.reset()
+    admission.gate().backoff.delay = 8
+
+    def told(reason: str) -> tuple[float, float]:
+        # (how many were observed, the seconds they said in all)
+        labels = {"reason": reason}
+        count = REGISTRY.get_sample_value("vcci_admission_retry_after_seconds_count", labels) or 0.0
+        return count, REGISTRY.get_sample_value("vcci_admission_retry_after_seconds_sum", labels) or 0.0
+
+    before, other_before = told(admission.IN_FLIGHT), told(admission.DB_POOL)
+    said = [int(admission.refusal(admission.IN_FLIGHT)["Retry-After"]) for _ in range(20)]
+    after = told(admission.IN_FLIGHT)
+    assert after == (before[0] + 20, before[1] + sum(said))
+    assert told(admission.DB_POOL) == other_before
+    assert set(said) <= set(range(4, 31))  # the delay's upper half, should the refusals double it meanwhile
 
 
 def test_retry_after_falls_back_after_idle_seconds():
