@@ -12,7 +12,8 @@ process, interleaved (``bench.measure.measure_interleaved``), medians of ``runs`
 - ``rows request``: the whole request as served (``perf.rows``: value rows written with orjson).
 
 Requests go through the whole Django stack in-process, handed to Django's WSGI handler as gunicorn hands them
-(``WsgiClient``: middleware, DRF, token authentication, filters, pagination, the view, the renderer; no network).
+(``WsgiClient``: middleware, DRF, token authentication, filters, pagination, the view, the renderer; no network; not
+through ``vcci.wsgi``'s bulk pool forwarding, which passes a list page's GET on to the same handler).
 Not through Django's test client: its own bookkeeping (the request built by ``RequestFactory``, signal receivers
 connected and disconnected per request, the response's ``json``, ``resolver_match`` and cookies) is work no server
 does, 11-20 % of the value-rows request (docs/capacity/analysis.md, section 19).
@@ -202,14 +203,15 @@ def _no_write(data: bytes) -> Any:
 
 @contextmanager
 def connections_kept() -> Iterator[None]:
-    """Django's handler without its connection recycling at each request's start and end (``WsgiClient``)."""
-    signals = (request_started, request_finished)
-    for signal in signals:
-        signal.disconnect(close_old_connections)
+    """Django's handler without its connection recycling at each request's start and end (``WsgiClient``); the
+    recycling is connected again after the block where it was connected before."""
+    disconnected = [
+        signal for signal in (request_started, request_finished) if signal.disconnect(close_old_connections)
+    ]
     try:
         yield
     finally:
-        for signal in signals:
+        for signal in disconnected:
             signal.connect(close_old_connections)
 
 
@@ -378,13 +380,11 @@ class SerializationBenchmark:
             "served, written from value rows (`perf.rows`). Requests go through the whole Django stack in-process",
             "(middleware, DRF, token authentication, filters, keyset pagination, the view), handed to Django's WSGI",
             "handler as gunicorn hands them (not through Django's test client, whose own bookkeeping no server does).",
-            "Nothing of the page comes",
-            "from the cache: the first three pages with `CACHE_ENABLED` off (the token read from the database too);",
-            "the *cache on* ones are next pages with `CACHE_DEEP_PAGES` off (as when asked for the first time: no",
-            "body stored), requested as a returning client sends them (the token and the namespaces' versions from",
-            "the cache, the page from the database). Every",
-            "(c) body and its headers were checked byte-identical to (b)'s whole request. *x* columns are that",
-            "column's median / (c)'s median.",
+            "Nothing of the page comes from the cache: the first three pages with `CACHE_ENABLED` off (the token read",
+            "from the database too); the *cache on* ones are next pages with `CACHE_DEEP_PAGES` off (as when asked",
+            "for the first time: no body stored), requested as a returning client sends them (the token and the",
+            "namespaces' versions from the cache, the page from the database). Every (c) body and its headers were",
+            "checked byte-identical to (b)'s whole request. *x* columns are that column's median / (c)'s median.",
             "",
             "| page | " + " | ".join(SIDE_LABELS[side] for side in SIDES) + " | (a) / (c) | (a) render / (c) "
             "| (b) request / (c) |",

@@ -110,12 +110,12 @@ ADMISSION_REFUSED = Counter(
     "Requests refused with 503 + Retry-After (perf.admission): heavy_busy, in_flight or db_pool.",
     ["reason"],
 )
-# Retry-After is ADMISSION_RETRY_AFTER (1 s) at rest and doubles while a worker refuses, up to ADMISSION_RETRY_AFTER_MAX
-# (30 s by default): a bucket per doubling.
+# Retry-After's delay is ADMISSION_RETRY_AFTER (1 s by default) at rest and doubles while a worker refuses, up to
+# ADMISSION_RETRY_AFTER_MAX (30 s by default): with the defaults, a bucket per doubling.
 RETRY_AFTER_BUCKETS = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 60.0, INF)
 ADMISSION_RETRY_AFTER_TOLD = Histogram(
     "vcci_admission_retry_after_seconds",
-    "The Retry-After each admission refusal told its client (perf.admission.Backoff, jittered), by reason: how long "
+    "The Retry-After each admission refusal told its client (perf.admission.Backoff), by reason: how long "
     "the refused clients were asked to stay away, which grows while a worker refuses and falls back when it stops.",
     ["reason"],
     buckets=RETRY_AFTER_BUCKETS,

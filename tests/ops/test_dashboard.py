@@ -57,6 +57,7 @@ def test_the_dashboard_shows_what_the_operations_doc_promises():
         "vcci_db_pool_requests_queued_total",  # pool waits
         "vcci_db_slow_query_seconds_count",  # slow queries
         "vcci_admission_refused_total",  # admission refusals
+        "vcci_admission_retry_after_seconds_bucket",  # the Retry-After they told (operations.md's runbook)
     ):
         assert metric in queries, metric
     for quantile in ("0.5", "0.95", "0.99"):

@@ -49,9 +49,10 @@ def request(url: str) -> Request:
 def page(queryset, view, url: str = "/x/"):
     paginator = KeysetPagination()
     rows = paginator.paginate_queryset(queryset, request(url), view)
-    data = paginator.get_paginated_response([r.pk for r in rows]).data
-    # What value-row pages write (perf.rows.RowListMixin), without the response.
-    assert paginator.get_paginated_data([r.pk for r in rows]) == data
+    # What value-row pages write (perf.rows.RowListMixin), without a response; DRF's path wraps the same in one.
+    data = paginator.get_paginated_data([r.pk for r in rows])
+    assert list(data) == ["next", "previous", "results"]
+    assert paginator.get_paginated_response([r.pk for r in rows]).data == data
     return rows, data
 
 
