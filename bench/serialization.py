@@ -150,8 +150,9 @@ class WsgiClient:
     headers as ``HTTP_*``, the ``wsgi.*`` keys), the body read as gunicorn reads it (the iterable, then ``close()``).
 
     Precondition: used inside ``connections_kept()``. The benchmark's member exists only in a transaction that is
-    rolled back, and Django's handler recycles the database connection at each request's start and end (``close_old_
-    connections``), which would close it mid-transaction; the test client goes without the recycling too."""
+    rolled back, and Django's handler recycles the database connection at each request's start and end
+    (``close_old_connections``), which would close it mid-transaction; the test client goes without the recycling
+    too."""
 
     def __init__(self, headers: dict[str, str], *, host: str = "testserver") -> None:
         self.handler = WSGIHandler()
