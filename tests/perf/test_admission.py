@@ -16,13 +16,13 @@ from django.db import OperationalError
 from django.http import HttpResponse, StreamingHttpResponse
 from django.test import RequestFactory
 from django.views import View
-from prometheus_client import REGISTRY
 from psycopg_pool import PoolTimeout
 
 from perf import admission
 from perf.admission import AdmissionMiddleware, cooperate, heavy, is_heavy
 from perf.metrics import ADMISSION_REFUSED
 from tests.helpers import Clock
+from tests.perf.test_metrics import sample
 
 
 @pytest.fixture(autouse=True)
@@ -492,9 +492,8 @@ def test_each_refusals_retry_after_is_observed_by_reason(settings):
 
     def told(reason: str) -> tuple[float, float]:
         # (how many were observed, the seconds they said in all)
-        labels = {"reason": reason}
-        count = REGISTRY.get_sample_value("vcci_admission_retry_after_seconds_count", labels) or 0.0
-        return count, REGISTRY.get_sample_value("vcci_admission_retry_after_seconds_sum", labels) or 0.0
+        name = "vcci_admission_retry_after_seconds"
+        return sample(f"{name}_count", reason=reason), sample(f"{name}_sum", reason=reason)
 
     before, other_before = told(admission.IN_FLIGHT), told(admission.DB_POOL)
     said = [int(admission.refusal(admission.IN_FLIGHT)["Retry-After"]) for _ in range(20)]
