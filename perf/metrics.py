@@ -38,12 +38,15 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from functools import lru_cache
+from timeit import default_timer
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseForbidden
 from django.views.decorators.cache import never_cache
+from django_prometheus.conf import NAMESPACE, PROMETHEUS_LATENCY_BUCKETS
+from django_prometheus.middleware import Metrics
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 from prometheus_client.exposition import choose_encoder
 
@@ -349,6 +352,122 @@ def view_name(request: HttpRequest) -> str:
     """The URL name of the view that served ``request`` (the label django-prometheus uses too)."""
     match = getattr(request, "resolver_match", None)
     return (match.view_name if match is not None else None) or UNNAMED_VIEW
+
+
+# -- HTTP requests (django-prometheus's names) ---------------------------------------------------
+
+# The methods django-prometheus labels as they are; any other is labelled "<invalid method>".
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "TRACE", "OPTIONS", "CONNECT", "PATCH"})
+INVALID_METHOD = "<invalid method>"
+
+
+class HttpMetrics(Metrics):
+    """The django-prometheus request metrics that the dashboard (ops/grafana), the alerts (ops/prometheus) and the
+    runbook (docs/operations.md) read, under django-prometheus's names, and none of the others.
+
+    django-prometheus's middleware writes 16 values per request (counts of requests and of responses; by method, by
+    transport, by view, transport and method, by status, by charset; both bodies' sizes, which joins a response's
+    body once more only to measure it; two latency histograms, two values each) and looks up 8 labelled children. In
+    multiprocess mode each write takes a lock and writes the worker's file, and each lookup takes another lock: a
+    cached summary served about 15 % more requests a second without them (docs/capacity/analysis.md, section 20).
+    These middlewares (``HttpMetricsMiddleware``, ``HttpViewMetricsMiddleware``) write 6 values and look up none
+    (``child``), plus the two exception counters when a view raises. What was dropped can be read from what is
+    kept: requests by method or by status are sums of ``django_http_responses_total_by_status_view_method_total``.
+    """
+
+    _instance = None  # the singleton of this class, not django-prometheus's (get_instance)
+
+    def register(self) -> None:
+        self.requests_total = self.register_metric(
+            Counter,
+            "django_http_requests_before_middlewares_total",
+            "Total count of requests before middlewares run.",
+            namespace=NAMESPACE,
+        )
+        self.requests_latency_before = self.register_metric(
+            Histogram,
+            "django_http_requests_latency_including_middlewares_seconds",
+            "Histogram of requests processing time (including middleware processing time).",
+            buckets=PROMETHEUS_LATENCY_BUCKETS,
+            namespace=NAMESPACE,
+        )
+        self.requests_latency_by_view_method = self.register_metric(
+            Histogram,
+            "django_http_requests_latency_seconds_by_view_method",
+            "Histogram of request processing time labelled by view.",
+            ["view", "method"],
+            buckets=PROMETHEUS_LATENCY_BUCKETS,
+            namespace=NAMESPACE,
+        )
+        self.responses_by_status_view_method = self.register_metric(
+            Counter,
+            "django_http_responses_total_by_status_view_method",
+            "Count of responses by status, view, method.",
+            ["status", "view", "method"],
+            namespace=NAMESPACE,
+        )
+        self.exceptions_by_type = self.register_metric(
+            Counter,
+            "django_http_exceptions_total_by_type",
+            "Count of exceptions by object type.",
+            ["type"],
+            namespace=NAMESPACE,
+        )
+        self.exceptions_by_view = self.register_metric(
+            Counter,
+            "django_http_exceptions_total_by_view",
+            "Count of exceptions by view.",
+            ["view"],
+            namespace=NAMESPACE,
+        )
+
+
+def method_label(request: HttpRequest) -> str:
+    """The request's method as a label: one of ``KNOWN_METHODS``, else ``INVALID_METHOD`` (django-prometheus's rule;
+    it also bounds the label's values, which a client chooses)."""
+    method = request.method or ""
+    return method if method in KNOWN_METHODS else INVALID_METHOD
+
+
+class HttpMetricsMiddleware:
+    """First in ``MIDDLEWARE``: counts every request and observes its time through every other middleware
+    (django-prometheus's ``PrometheusBeforeMiddleware``, writing only ``HttpMetrics``)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+        self.metrics = HttpMetrics.get_instance()
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        self.metrics.requests_total.inc()
+        started = default_timer()
+        response = self.get_response(request)
+        self.metrics.requests_latency_before.observe(default_timer() - started)
+        return response
+
+
+class HttpViewMetricsMiddleware:
+    """Near the end of ``MIDDLEWARE``, where the view is resolved: each response by status, view and method, and its
+    time by view and method; a view's exception by type and view (django-prometheus's ``PrometheusAfterMiddleware``,
+    writing only ``HttpMetrics``). Labelled children are memoized (``child``): views, statuses and methods are
+    bounded sets."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+        self.metrics = HttpMetrics.get_instance()
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        started = default_timer()
+        response = self.get_response(request)
+        seconds = default_timer() - started
+        view, method = view_name(request), method_label(request)
+        child(self.metrics.responses_by_status_view_method, str(response.status_code), view, method).inc()
+        child(self.metrics.requests_latency_by_view_method, view, method).observe(seconds)
+        return response
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> None:
+        self.metrics.exceptions_by_type.labels(type(exception).__name__).inc()
+        if getattr(request, "resolver_match", None) is not None:
+            self.metrics.exceptions_by_view.labels(view_name(request)).inc()
 
 
 class RequestMetricsMiddleware:

@@ -65,7 +65,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     # First: its latency histogram then covers every other middleware, and static files served by WhiteNoise.
-    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "perf.metrics.HttpMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves the admin's static files under gunicorn without a separate web server.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -87,7 +87,7 @@ MIDDLEWARE = [
     # Content-Security-Policy on every response (CONTENT_SECURITY_POLICY below): django-csp's, built once.
     "perf.security.CSPMiddleware",
     # Sees the resolved view (its per-view counters and latency) and the view's exceptions.
-    "django_prometheus.middleware.PrometheusAfterMiddleware",
+    "perf.metrics.HttpViewMetricsMiddleware",
     # Last, as axes asks: turns a login refused for a lockout into its 429, which the metrics above then count. It
     # only reads a flag the login sets, so it costs other requests nothing.
     "axes.middleware.AxesMiddleware",

@@ -11,16 +11,18 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.http import HttpRequest, HttpResponse
 from django.test import Client, override_settings
-from django_prometheus.middleware import Metrics
+from django.urls import path
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from perf import cache as perf_cache
 from perf import db, health, metrics
-from perf.metrics import CacheMetricsListener, PoolMetrics, ip_allowed, token_allowed
+from perf.metrics import INVALID_METHOD, CacheMetricsListener, HttpMetrics, PoolMetrics, ip_allowed, token_allowed
 from tests.emissions.api.payloads import electricity_input
 from tests.perf.test_db import FakeClock
+from vcci.urls import urlpatterns as project_urls
 
 OUTSIDER = "203.0.113.9"  # TEST-NET-3: never in the allowlist
 
@@ -136,7 +138,7 @@ def test_health_endpoints_need_no_authentication(url, db):
 
 def test_latency_buckets_start_at_one_millisecond():
     assert settings.PROMETHEUS_LATENCY_BUCKETS[0] == 0.001
-    assert Metrics.get_instance().requests_latency_by_view_method._upper_bounds[0] == 0.001
+    assert HttpMetrics.get_instance().requests_latency_by_view_method._upper_bounds[0] == 0.001
     assert metrics.DB_SECONDS._upper_bounds[0] == 0.001
     Client().get("/healthz")
     buckets = [
@@ -145,6 +147,92 @@ def test_latency_buckets_start_at_one_millisecond():
         if key.startswith("django_http_requests_latency_seconds_by_view_method_bucket") and "'healthz'" in key
     ]
     assert buckets[0].startswith("django_http_requests_latency_seconds_by_view_method_bucket[('le', '0.001')")
+
+
+def failing_view(request: HttpRequest) -> HttpResponse:
+    raise ValueError("broken")
+
+
+def plain_view(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("ok")
+
+
+# The project's URLs plus two plain Django views: one answers, one raises (what no project view should do).
+urlpatterns = [
+    path("metrics-test/fails", failing_view, name="metrics-test-fails"),
+    path("metrics-test/plain", plain_view, name="metrics-test-plain"),
+    *project_urls,
+]
+LATENCY = "django_http_requests_latency_seconds_by_view_method"
+RESPONSES = "django_http_responses_total_by_status_view_method_total"
+
+
+@override_settings(ROOT_URLCONF=__name__)
+def test_each_request_is_counted_once_by_status_view_and_method_and_timed():
+    before = {
+        "requests": sample("django_http_requests_before_middlewares_total"),
+        "all latency": sample("django_http_requests_latency_including_middlewares_seconds_count"),
+        "latency": sample(f"{LATENCY}_count", view="metrics-test-plain", method="GET"),
+        "responses": sample(RESPONSES, status="200", view="metrics-test-plain", method="GET"),
+    }
+    assert Client().get("/metrics-test/plain").status_code == 200
+    assert sample("django_http_requests_before_middlewares_total") == before["requests"] + 1
+    assert sample("django_http_requests_latency_including_middlewares_seconds_count") == before["all latency"] + 1
+    assert sample(f"{LATENCY}_count", view="metrics-test-plain", method="GET") == before["latency"] + 1
+    assert sample(RESPONSES, status="200", view="metrics-test-plain", method="GET") == before["responses"] + 1
+
+
+@override_settings(ROOT_URLCONF=__name__)
+def test_a_view_exception_is_counted_by_type_and_view_and_timed_once():
+    labels = {"view": "metrics-test-fails", "method": "GET"}
+    latency, responses = sample(f"{LATENCY}_count", **labels), sample(RESPONSES, status="500", **labels)
+    by_type = sample("django_http_exceptions_total_by_type_total", type="ValueError")
+    by_view = sample("django_http_exceptions_total_by_view_total", view="metrics-test-fails")
+    assert Client(raise_request_exception=False).get("/metrics-test/fails").status_code == 500
+    assert sample("django_http_exceptions_total_by_type_total", type="ValueError") == by_type + 1
+    assert sample("django_http_exceptions_total_by_view_total", view="metrics-test-fails") == by_view + 1
+    assert sample(RESPONSES, status="500", **labels) == responses + 1
+    # django-prometheus's own middleware observed a failed request's latency twice (its exception and response hooks).
+    assert sample(f"{LATENCY}_count", **labels) == latency + 1
+
+
+@override_settings(ROOT_URLCONF=__name__)
+def test_an_unknown_method_is_labelled_invalid_so_clients_cannot_make_series():
+    invalid = {"status": "200", "view": "metrics-test-plain", "method": INVALID_METHOD}
+    responses, latency = (
+        sample(RESPONSES, **invalid),
+        sample(f"{LATENCY}_count", view="metrics-test-plain", method=INVALID_METHOD),
+    )
+    for method in ("BREW", "WHEN"):
+        assert Client().generic(method, "/metrics-test/plain").status_code == 200
+    assert sample(RESPONSES, **invalid) == responses + 2
+    assert sample(f"{LATENCY}_count", view="metrics-test-plain", method=INVALID_METHOD) == latency + 2
+    assert sample(f"{LATENCY}_count", view="metrics-test-plain", method="BREW") == 0
+    assert sample(RESPONSES, status="200", view="metrics-test-plain", method="WHEN") == 0
+
+
+def test_only_the_read_request_metrics_are_published():
+    Client().get("/healthz")
+    names = {key.partition("[")[0] for key in scrape()}
+    published = {name for name in names if name.startswith("django_http_")}
+    assert {
+        "django_http_requests_before_middlewares_total",
+        "django_http_requests_latency_including_middlewares_seconds_bucket",
+        f"{LATENCY}_bucket",
+        RESPONSES,
+    } <= published
+    # What the dashboard, the alerts and the runbook do not read is not written on every request.
+    assert (
+        not {
+            "django_http_requests_total_by_transport_total",
+            "django_http_requests_total_by_view_transport_method_total",
+            "django_http_responses_total_by_charset_total",
+            "django_http_requests_body_total_bytes_bucket",
+            "django_http_responses_body_total_bytes_bucket",
+            "django_http_responses_before_middlewares_total",
+        }
+        & published
+    )
 
 
 @pytest.mark.django_db
