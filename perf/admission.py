@@ -352,17 +352,28 @@ def reachable_delays(backoff: Backoff) -> set[int]:
     return {offer for delay in seen for offer in backoff.offered(delay)}
 
 
+def _semaphore(size: int) -> Any:
+    """A ``BoundedSemaphore`` of ``size``: gevent's where gevent has patched threading, else threading's."""
+    if gevent_patched("threading"):
+        import gevent.lock
+
+        return gevent.lock.BoundedSemaphore(size)
+    return threading.BoundedSemaphore(size)
+
+
 class Lane:
     """At most ``size`` requests at once (0: no bound), a further one waiting for a turn; ``count``: how many hold one.
 
-    A semaphore, patched by gevent in a gevent worker (cooperative: a waiting greenlet costs nothing, and waiters
-    are woken in the order they came), a real one elsewhere.
+    A semaphore: gevent's own in a gevent worker (cooperative: a waiting greenlet costs nothing, and waiters are
+    woken in the order they came), a thread one elsewhere. Every request takes and gives back a turn: threading's
+    semaphore, written in Python over a condition and two gevent-patched locks, took 5 us for the pair, gevent's
+    0.3 us (docs/capacity/analysis.md, section 20).
     """
 
     def __init__(self, size: int) -> None:
         self.size = size
         self.count = 0
-        self._semaphore = threading.BoundedSemaphore(size) if size else None
+        self._semaphore: Any = _semaphore(size) if size else None
 
     def enter(self, timeout: float = 0) -> bool:
         """Take a turn, waiting for one at most ``timeout`` seconds; False when none came free in time."""

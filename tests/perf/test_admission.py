@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import gevent
+import gevent.lock
 import pytest
 from django.db import OperationalError
 from django.http import HttpResponse, StreamingHttpResponse
@@ -549,6 +550,39 @@ def test_a_request_waits_for_a_place_first_come_first_served(settings):
     assert run_through(middleware, rf.get("/waited"), View).content == b"done"
     finishing.join()
     assert gate.in_flight == 0
+
+
+@pytest.mark.parametrize("patched", [False, True], ids=["threads", "gevent"])
+def test_a_lane_bounds_its_turns_and_wakes_its_waiters_in_order(monkeypatch, patched):
+    # The semaphore of a gevent worker is gevent's own: the same behaviour as threading's, a fraction of its cost.
+    monkeypatch.setattr(admission, "gevent_patched", lambda module: patched)
+    lane = admission.Lane(2)
+    assert isinstance(lane._semaphore, gevent.lock.BoundedSemaphore) is patched
+    assert lane.enter() and lane.enter() and lane.count == 2
+    assert not lane.enter() and not lane.enter(timeout=0.01) and lane.count == 2
+    lane.leave()
+    lane.leave()
+    with pytest.raises(ValueError):
+        lane.leave()  # released more often than taken, as a BoundedSemaphore refuses
+
+
+def test_a_gevent_workers_lane_wakes_its_waiters_in_the_order_they_came(monkeypatch):
+    monkeypatch.setattr(admission, "gevent_patched", lambda module: True)
+    lane = admission.Lane(1)
+    assert lane.enter()
+    order: list[int] = []
+
+    def wait(index: int) -> None:
+        assert lane.enter(timeout=5)
+        order.append(index)
+        gevent.sleep(0)  # the others run meanwhile: none of them may take the turn out of order
+        lane.leave()
+
+    waiters = [gevent.spawn(wait, index) for index in range(5)]
+    gevent.sleep(0.01)
+    lane.leave()
+    gevent.joinall(waiters, timeout=5, raise_error=True)
+    assert order == [0, 1, 2, 3, 4]
 
 
 def test_a_streamed_response_keeps_its_place_and_slot_until_closed(db):
