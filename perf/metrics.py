@@ -1,7 +1,8 @@
 """Prometheus metrics: the runtime's own, the cache listener, per-request DB metrics, pool gauges and ``/metrics``.
 
-HTTP metrics (request counts and latency per view, status, method) come from django-prometheus's
-middleware; this module adds what only the project knows (docs/serving.md lists every name):
+HTTP metrics (request counts and latency per view, status, method) are django-prometheus's, written by this
+module's two middlewares (``HttpMetricsMiddleware``, ``HttpViewMetricsMiddleware``: only the ones read, see
+``HttpMetrics``); this module adds what only the project knows (docs/serving.md lists every name):
 
 - cache: ``vcci_cache_events_total{tier,resource,event}`` and ``vcci_cache_seconds{tier,resource}``,
   fed by ``CacheMetricsListener`` from ``perf.cache.STATS_LISTENERS`` (``install()``, from ``perf.apps``);
@@ -369,7 +370,7 @@ class HttpMetrics(Metrics):
     transport, by view, transport and method, by status, by charset; both bodies' sizes, which joins a response's
     body once more only to measure it; two latency histograms, two values each) and looks up 8 labelled children. In
     multiprocess mode each write takes a lock and writes the worker's file, and each lookup takes another lock: a
-    cached summary served about 15 % more requests a second without them (docs/capacity/analysis.md, section 20).
+    cached summary served 10-20 % more requests a second without them (docs/capacity/analysis.md, section 20).
     These middlewares (``HttpMetricsMiddleware``, ``HttpViewMetricsMiddleware``) write 6 values and look up none
     (``child``), plus the two exception counters when a view raises. What was dropped can be read from what is
     kept: requests by method or by status are sums of ``django_http_responses_total_by_status_view_method_total``.
