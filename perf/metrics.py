@@ -368,12 +368,14 @@ class HttpMetrics(Metrics):
 
     django-prometheus's middleware writes 16 values per request (counts of requests and of responses; by method, by
     transport, by view, transport and method, by status, by charset; both bodies' sizes, which joins a response's
-    body once more only to measure it; two latency histograms, two values each) and looks up 8 labelled children. In
+    body once more only to measure it; two latency histograms, two values each; 17 with a DRF response, counted by
+    template name too) and looks up 7 labelled children (8). In
     multiprocess mode each write takes a lock and writes the worker's file, and each lookup takes another lock: a
     cached summary served 10-20 % more requests a second without them (docs/capacity/analysis.md, section 20).
     These middlewares (``HttpMetricsMiddleware``, ``HttpViewMetricsMiddleware``) write 6 values and look up none
-    (``child``), plus the two exception counters when a view raises. What was dropped can be read from what is
-    kept: requests by method or by status are sums of ``django_http_responses_total_by_status_view_method_total``.
+    (``child``), plus the two exception counters when a view raises. Requests by method or by status are sums of
+    ``django_http_responses_total_by_status_view_method_total``; by transport or charset, body sizes, streaming
+    responses and templates are no longer published.
     """
 
     _instance = None  # the singleton of this class, not django-prometheus's (get_instance)
@@ -450,7 +452,12 @@ class HttpViewMetricsMiddleware:
     """Near the end of ``MIDDLEWARE``, where the view is resolved: each response by status, view and method, and its
     time by view and method; a view's exception by type and view (django-prometheus's ``PrometheusAfterMiddleware``,
     writing only ``HttpMetrics``). Labelled children are memoized (``child``): views, statuses and methods are
-    bounded sets."""
+    bounded sets.
+
+    An admission refusal (``perf.admission.refusal``: load shed, 503 + ``Retry-After``) is not the view's answer and is
+    left out of both: ``vcci_admission_refused_total`` counts it, and ``HttpMetricsMiddleware`` with every request. The
+    refusal is made in ``AdmissionMiddleware.process_view``, which Django runs inside this middleware, so without
+    this check it would count as the view's 503 and the 5xx alert (VCCIHighErrorRate) would fire on load shedding."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
         self.get_response = get_response
@@ -459,6 +466,8 @@ class HttpViewMetricsMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
         started = default_timer()
         response = self.get_response(request)
+        if getattr(response, "admission_refused", False):
+            return response
         seconds = default_timer() - started
         view, method = view_name(request), method_label(request)
         child(self.metrics.responses_by_status_view_method, str(response.status_code), view, method).inc()

@@ -59,7 +59,8 @@ INSTALLED_APPS = [
     "csp",
     "emissions",
     "perf",
-    # Prometheus: HTTP metrics from its middleware below; /metrics itself is perf.metrics.metrics_view.
+    # Prometheus: its request metrics' names and classes (written by perf.metrics' middleware below); /metrics itself
+    # is perf.metrics.metrics_view.
     "django_prometheus",
 ]
 

@@ -553,7 +553,7 @@ def test_a_request_waits_for_a_place_first_come_first_served(settings):
 
 
 @pytest.mark.parametrize("patched", [False, True], ids=["threads", "gevent"])
-def test_a_lane_bounds_its_turns_and_wakes_its_waiters_in_order(monkeypatch, patched):
+def test_a_lane_bounds_its_turns_and_refuses_an_extra_release(monkeypatch, patched):
     # The semaphore of a gevent worker is gevent's own: the same behaviour as threading's, a fraction of its cost.
     monkeypatch.setattr(admission, "gevent_patched", lambda module: patched)
     lane = admission.Lane(2)

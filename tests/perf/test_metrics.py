@@ -17,8 +17,8 @@ from django.urls import path
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
+from perf import admission, db, health, metrics
 from perf import cache as perf_cache
-from perf import db, health, metrics
 from perf.metrics import INVALID_METHOD, CacheMetricsListener, HttpMetrics, PoolMetrics, ip_allowed, token_allowed
 from tests.emissions.api.payloads import electricity_input
 from tests.perf.test_db import FakeClock
@@ -194,6 +194,25 @@ def test_a_view_exception_is_counted_by_type_and_view_and_timed_once():
     assert sample(RESPONSES, status="500", **labels) == responses + 1
     # django-prometheus's own middleware observed a failed request's latency twice (its exception and response hooks).
     assert sample(f"{LATENCY}_count", **labels) == latency + 1
+
+
+@override_settings(ROOT_URLCONF=__name__)
+def test_an_admission_refusal_is_counted_as_a_request_and_a_refusal_not_as_the_views_503(monkeypatch, admission_gate):
+    admission_gate()
+    monkeypatch.setattr(admission, "admit", lambda request: False)  # no place comes free: load shed
+    labels = {"view": "metrics-test-plain", "method": "GET"}
+    requests, refused = (
+        sample("django_http_requests_before_middlewares_total"),
+        sample("vcci_admission_refused_total", reason="in_flight"),
+    )
+    responses, latency = sample(RESPONSES, status="503", **labels), sample(f"{LATENCY}_count", **labels)
+    response = Client().get("/metrics-test/plain")
+    assert response.status_code == 503 and response["Retry-After"]
+    assert sample("django_http_requests_before_middlewares_total") == requests + 1
+    assert sample("vcci_admission_refused_total", reason="in_flight") == refused + 1
+    # Not the view's answer: the 5xx share (VCCIHighErrorRate) reads this counter and must not fire on load shedding.
+    assert sample(RESPONSES, status="503", **labels) == responses
+    assert sample(f"{LATENCY}_count", **labels) == latency
 
 
 @override_settings(ROOT_URLCONF=__name__)
