@@ -249,6 +249,11 @@ def test_only_the_read_request_metrics_are_published():
             "django_http_requests_body_total_bytes_bucket",
             "django_http_responses_body_total_bytes_bucket",
             "django_http_responses_before_middlewares_total",
+            "django_http_requests_total_by_method_total",
+            "django_http_responses_total_by_status_total",
+            "django_http_responses_total_by_templatename_total",
+            "django_http_responses_streaming_total",
+            "django_http_ajax_requests_total",
         }
         & published
     )
