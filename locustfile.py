@@ -105,9 +105,40 @@ from urllib.parse import urlencode, urlsplit
 import gevent
 import orjson
 import simdjson
-from locust import FastHttpUser, task
+from locust import FastHttpUser, events, task
+from locust import argument_parser as locust_arguments
+from locust.runners import MasterRunner
 
 logger = logging.getLogger("vcci.loadtest")
+
+
+def memoize_default_arguments() -> None:
+    """Make locust's ``argument_parser.default_args_dict`` build its parser once per process, not once per option.
+
+    A worker process (``--processes``) handles each spawn message from the master (one a second while users start)
+    with ``{k: v for k, v in options.items() if k not in default_args_dict()}``: a whole argument parser built and
+    run for each of some sixty options, about 5 ms each on an idle core. While the server held the machine's CPU,
+    that stalled the worker's event loop for 0.5-2.7 s per message (gevent's blocking monitor), and every request
+    its users had in flight was timed through the stall: the ramp-up's requests took seconds that the server
+    never saw (docs/capacity/analysis.md, section 21). The defaults depend only on the process's environment,
+    fixed for its life; each call gets its own copy, as before.
+    """
+    build = locust_arguments.default_args_dict
+    if getattr(build, "memoized", False):
+        return
+    defaults: dict[str, Any] = {}
+
+    def default_args_dict() -> dict[str, Any]:
+        if not defaults:
+            defaults.update(build())
+        return dict(defaults)
+
+    default_args_dict.memoized = True  # type: ignore[attr-defined]
+    default_args_dict.__wrapped__ = build  # type: ignore[attr-defined]
+    locust_arguments.default_args_dict = default_args_dict
+
+
+memoize_default_arguments()
 
 API = "/api/v1"
 # The prefix of suppliers this suite creates: payloads never reference them, so deleting one never meets a 409.
@@ -655,6 +686,77 @@ def catalogue_for(token: str, fetch: Fetch) -> Catalogue:
             catalogue = org_part(fetch, spend, average)
         _catalogues[token] = catalogue
         return catalogue
+
+
+# -- the load generator's own event loop ---------------------------------------------------------------------------
+
+# Where each locust process that runs users writes how late its event loop woke a greenlet (bench.loadtest sets it).
+LOOP_LAG_ENV = "VCCI_LOOP_LAG_DIR"
+LOOP_LAG_INTERVAL = 0.1  # seconds between two measurements
+# Upper bounds (ms) of the counted ranges: the server's vcci_event_loop_lag_seconds buckets, so both read alike.
+LOOP_LAG_BOUNDS_MS = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+LOOP_LAG_WRITE_EVERY = 50  # measurements between two writes of the file (each replaces the last)
+
+
+class LoopLag:
+    """How late this process's event loop wakes a greenlet that asked to be woken.
+
+    Every request a user has in flight is timed by locust through the same loop: while one greenlet holds it
+    (decoding a large body, locust's own bookkeeping), every response that arrives meanwhile waits, and its time
+    grows by the wait, which the server never saw. Counted per range of ``LOOP_LAG_BOUNDS_MS`` (the last: above
+    them), with the worst, and written as JSON to ``<dir>/locust-<pid>.json``.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.counts = [0] * (len(LOOP_LAG_BOUNDS_MS) + 1)
+        self.worst_ms = 0.0
+
+    def observe(self, lag_ms: float) -> None:
+        index = next((i for i, bound in enumerate(LOOP_LAG_BOUNDS_MS) if lag_ms <= bound), len(LOOP_LAG_BOUNDS_MS))
+        self.counts[index] += 1
+        self.worst_ms = max(self.worst_ms, lag_ms)
+
+    def write(self) -> None:
+        document = {"bounds_ms": LOOP_LAG_BOUNDS_MS, "counts": self.counts, "max_ms": round(self.worst_ms, 1)}
+        temporary = f"{self.path}.tmp"
+        with open(temporary, "w", encoding="utf-8") as out:
+            json.dump(document, out)
+        os.replace(temporary, self.path)  # a reader never sees half a file
+
+    def run(self) -> None:
+        ticks = 0
+        while True:
+            asked = time.monotonic()
+            gevent.sleep(LOOP_LAG_INTERVAL)
+            self.observe(max(time.monotonic() - asked - LOOP_LAG_INTERVAL, 0.0) * 1000)
+            ticks += 1
+            if ticks % LOOP_LAG_WRITE_EVERY == 0:
+                self.write()
+
+
+_loop_lag: tuple[LoopLag, Any] | None = None
+
+
+@events.test_start.add_listener
+def measure_loop_lag(environment: Any, **kwargs: Any) -> None:
+    """In a process that runs users (not the master of ``--processes``), when ``VCCI_LOOP_LAG_DIR`` is set."""
+    global _loop_lag
+    directory = os.environ.get(LOOP_LAG_ENV)
+    if not directory or isinstance(environment.runner, MasterRunner) or _loop_lag is not None:
+        return
+    lag = LoopLag(os.path.join(directory, f"locust-{os.getpid()}.json"))
+    _loop_lag = (lag, gevent.spawn(lag.run))
+
+
+@events.test_stop.add_listener
+def write_loop_lag(**kwargs: Any) -> None:
+    global _loop_lag
+    if _loop_lag is not None:
+        lag, greenlet = _loop_lag
+        greenlet.kill()
+        lag.write()
+        _loop_lag = None
 
 
 def reset() -> None:

@@ -87,6 +87,8 @@ READY_TIMEOUT = 60.0
 LOCUST_GRACE = 120.0
 SERVER_STOP_TIMEOUT = 40.0  # above gunicorn's default graceful timeout (30 s)
 CACHE_METRIC = "vcci_cache_events_total"
+LOOP_LAG_METRIC = "vcci_event_loop_lag_seconds"
+LOOP_LAG_DIR = "loop-lag"  # in --out: each locust process's own event loop lag (locustfile.LoopLag)
 TOKEN_LINE = re.compile(r"^API token: (\S+)\s*$", re.MULTILINE)
 TIMESPAN = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?$")
 
@@ -748,6 +750,94 @@ def cpu_report(before: CpuSample, after: CpuSample) -> dict[str, Any]:
     }
 
 
+# -- event loop lag: the server's workers and the load generator's processes -----------------------------------
+
+
+def lag_summary(bounds_ms: Sequence[float], counts: Sequence[float], max_ms: float | None = None) -> dict[str, Any]:
+    """Measurements counted per range (``counts[i]``: at most ``bounds_ms[i]`` and above the previous bound; one more
+    count for above the last): how many, the bound the median and the 99th percentile fall under (None: above the
+    last bound), the share over 100 ms, and the worst when it is known. Precondition: 100 is one of the bounds (both
+    the server's buckets and the locustfile's ranges have it)."""
+    ticks = sum(counts)
+
+    def under(quantile: float) -> float | None:
+        seen = 0.0
+        for bound, count in zip(bounds_ms, counts, strict=False):
+            seen += count
+            if seen >= quantile * ticks:
+                return bound
+        return None
+
+    over = sum(count for i, count in enumerate(counts) if i >= len(bounds_ms) or bounds_ms[i] > 100)
+    return {
+        "ticks": int(ticks),
+        "p50_ms": under(0.5) if ticks else None,
+        "p99_ms": under(0.99) if ticks else None,
+        "over_100ms": over / ticks if ticks else None,
+        "max_ms": max_ms,
+        "last_bound_ms": bounds_ms[-1] if bounds_ms else None,
+    }
+
+
+def server_loop_lag(before: str | None, after: str | None) -> dict[str, dict[str, Any]]:
+    """``vcci_event_loop_lag_seconds`` between two scrapes, by role (``main``: the workers, ``bulk``: the bulk pool);
+    empty when a scrape is missing or has none."""
+    if before is None or after is None:
+        return {}
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def cumulative(text: str) -> dict[str, dict[float, float]]:
+        found: dict[str, dict[float, float]] = defaultdict(dict)
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == f"{LOOP_LAG_METRIC}_bucket":
+                    found[sample.labels.get("role", "")][float(sample.labels["le"])] = sample.value
+        return found
+
+    earlier, later = cumulative(before), cumulative(after)
+    report = {}
+    for role, buckets in sorted(later.items()):
+        bounds = sorted(buckets)
+        totals = [buckets[le] - earlier.get(role, {}).get(le, 0.0) for le in bounds]
+        counts = [total - previous for total, previous in zip(totals, [0.0, *totals[:-1]], strict=True)]
+        finite = [le * 1000 for le in bounds if le != float("inf")]
+        if sum(counts):
+            report[role] = lag_summary(finite, counts)
+    return report
+
+
+def load_generator_loop_lag(directory: Path) -> dict[str, Any] | None:
+    """The locust processes' own measurements (``locustfile.LoopLag``'s files) merged; None when none was written."""
+    bounds: list[float] | None = None
+    counts: list[float] = []
+    worst = 0.0
+    files = sorted(directory.glob("locust-*.json")) if directory.is_dir() else []
+    for path in files:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        if bounds is None:
+            bounds, counts = list(document["bounds_ms"]), [0.0] * len(document["counts"])
+        elif list(document["bounds_ms"]) != bounds:
+            raise RunError(f"{path}: its ranges differ from the other locust processes'")
+        counts = [total + count for total, count in zip(counts, document["counts"], strict=True)]
+        worst = max(worst, float(document["max_ms"]))
+    if bounds is None:
+        return None
+    return {**lag_summary(bounds, counts, worst), "processes": len(files)}
+
+
+def _lag_text(lag: dict[str, Any]) -> str:
+    if not lag["ticks"]:
+        return "no measurement"
+
+    def bound(value: float | None) -> str:
+        return f"<= {value:,g}" if value is not None else f"> {lag['last_bound_ms']:,g}"
+
+    text = f"p50 {bound(lag['p50_ms'])} / p99 {bound(lag['p99_ms'])} ms"
+    if lag.get("max_ms") is not None:
+        text += f", worst {ms_number(lag['max_ms'])} ms"
+    return text + f", {_pct(lag['over_100ms'])} over 100 ms"
+
+
 # -- summary --------------------------------------------------------------------------------------------------
 
 
@@ -841,6 +931,16 @@ def render_table(summary: dict[str, Any]) -> str:
             f"{cpu['load_generator']:.2f} ({summary['run']['load_generator_processes']} process(es)), PostgreSQL "
             f"{cpu['postgres']:.2f}, Redis {cpu['redis']:.2f}; machine busy {cpu['machine_busy']:.2f}"
         )
+    lag = summary["run"].get("event_loop_lag")
+    if lag:
+        parts = [
+            f"{label} {_lag_text(lag['server'][role])}"
+            for role, label in (("main", "server workers"), ("bulk", "bulk pool"))
+            if role in lag["server"]
+        ]
+        if lag["load_generator"]:
+            parts.append(f"load generator {_lag_text(lag['load_generator'])}")
+        lines.append("event loop lag (how late a ready greenlet ran): " + ("; ".join(parts) or "not measured"))
     cache = summary["cache"]
     if cache["status"] == "ok" and cache["hit_rate"] is not None:
         per = ", ".join(
@@ -1118,7 +1218,11 @@ def run_locust(
     With ``--profile``, the server's workers are sampled once every user has started (``bench.profile``).
     ``cpu["seconds"]`` is set to the CPU locust and its worker processes used.
     """
-    env = {"VCCI_TOKENS": ",".join(tokens), "VCCI_CATALOGUE": str(catalogue)}
+    lag_dir = out / LOOP_LAG_DIR
+    lag_dir.mkdir(exist_ok=True)
+    for stale in lag_dir.glob("locust-*.json"):
+        stale.unlink()
+    env = {"VCCI_TOKENS": ",".join(tokens), "VCCI_CATALOGUE": str(catalogue), "VCCI_LOOP_LAG_DIR": str(lag_dir)}
     if options.wait_scale is not None:
         env["VCCI_WAIT_SCALE"] = f"{options.wait_scale:g}"
     command = [
@@ -1289,6 +1393,10 @@ def run(options: argparse.Namespace) -> int:
         },
         "load_generator_processes": options.processes or 1,
         "cpu": cpu,
+        "event_loop_lag": {
+            "server": server_loop_lag(before, after),
+            "load_generator": load_generator_loop_lag(out / LOOP_LAG_DIR),
+        },
         "locust_exit_status": locust_status,
         "notes": notes,
         "reproduce": reproduce(options),

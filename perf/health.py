@@ -3,7 +3,8 @@
 ``/healthz`` (liveness): the process answers HTTP. It touches neither the database nor the cache,
 so a slow PostgreSQL or Redis never gets a healthy worker restarted; it still passes through the
 normal middleware, which makes it the floor of what any request costs (the performance report
-uses it as the "bare Django view" ceiling).
+uses it as the "bare Django view" ceiling). Neither endpoint is refused or queued by admission control
+(``perf.admission.admission_exempt``): an overloaded worker is still alive and still able to serve.
 
 ``/readyz`` (readiness): PostgreSQL and Redis answer, each within a short timeout, so an
 instance that cannot serve is taken out of rotation quickly; the body names what failed:
@@ -21,6 +22,8 @@ from django.db import connections, transaction
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 
+from perf.admission import admission_exempt
+
 # What readiness asks the database; a test swaps in a slow statement to prove the timeout.
 DATABASE_CHECK_SQL = "SELECT 1"
 OK = "ok"
@@ -29,6 +32,7 @@ FAILED_PREFIX = "unreachable: "
 MAX_ERROR_LENGTH = 200
 
 
+@admission_exempt
 def healthz(request: HttpRequest) -> JsonResponse:
     """Liveness: 200 ``{"status": "ok"}``, with no database or cache access."""
     return JsonResponse({"status": "ok"})
@@ -82,6 +86,7 @@ def _run(check: Callable[[], str]) -> str:
         return FAILED_PREFIX + " ".join(message.split())[:MAX_ERROR_LENGTH]
 
 
+@admission_exempt
 @never_cache
 def readyz(request: HttpRequest) -> JsonResponse:
     """Readiness: 200 when PostgreSQL and Redis answer, else 503; ``checks`` says which one failed."""

@@ -51,6 +51,7 @@ from django_prometheus.middleware import Metrics
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 from prometheus_client.exposition import choose_encoder
 
+from perf.admission import admission_exempt
 from perf.db import SLOW_QUERY_LISTENERS, pool_stats, request_db_stats
 from perf.gcpause import timed_passes
 from perf.health import NOT_CONFIGURED, check_database, check_redis
@@ -105,6 +106,15 @@ GC_PAUSE_SECONDS = Histogram(
     "process runs nothing else meanwhile: every request it holds waits.",
     ["generation"],
     buckets=GC_PAUSE_BUCKETS,
+)
+
+EVENT_LOOP_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, INF)
+EVENT_LOOP_LAG = Histogram(
+    "vcci_event_loop_lag_seconds",
+    "How late a gevent worker's hub woke a greenlet that asked to be woken (perf.looplag), by role: what a request "
+    "whose bytes or database answer arrive at that moment waits before it runs, outside every request timer.",
+    ["role"],
+    buckets=EVENT_LOOP_LAG_BUCKETS,
 )
 
 # -- admission -------------------------------------------------------------------------------
@@ -552,6 +562,7 @@ def registry() -> CollectorRegistry:
     return merged
 
 
+@admission_exempt
 @never_cache
 def metrics_view(request: HttpRequest) -> HttpResponse:
     """Prometheus text exposition of every metric; 403 unless ``metrics_allowed(request)``."""

@@ -567,6 +567,35 @@ def tenant(db: None, monkeypatch: pytest.MonkeyPatch) -> tuple[Organization, str
     return org, token
 
 
+def test_locusts_default_arguments_are_built_once_per_process(lf: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    from locust import argument_parser, runners
+
+    built: list[int] = []
+
+    def build() -> dict[str, Any]:
+        built.append(1)
+        return {"users": 1, "host": None}
+
+    monkeypatch.setattr(argument_parser, "default_args_dict", build)
+    lf.memoize_default_arguments()
+    lf.memoize_default_arguments()  # a second import of the locustfile: wrapped once, not twice
+
+    first = argument_parser.default_args_dict()
+    first["users"] = 99  # a caller's change stays its own
+    # locust's worker reads it through the module, as the spawn message's handler does.
+    assert runners.argument_parser.default_args_dict() == {"users": 1, "host": None}
+    assert argument_parser.default_args_dict() is not argument_parser.default_args_dict()
+    assert built == [1]
+
+
+def test_the_memoized_default_arguments_are_locusts(lf: ModuleType) -> None:
+    from locust import argument_parser
+
+    memoized: Any = argument_parser.default_args_dict
+    assert memoized.memoized and memoized() == memoized.__wrapped__()
+    assert {"num_users", "spawn_rate", "host", "run_time"} <= memoized().keys()
+
+
 def user_of(lf: ModuleType, user_class: type, seed: int = 1) -> tuple[Any, InProcessSession]:
     """A started simulated user of ``user_class`` whose requests go through ``InProcessSession``."""
     from locust.env import Environment
@@ -890,6 +919,11 @@ def test_a_real_run_seeds_serves_loads_and_reports(
     summary = json.loads((out / "summary.json").read_text())
     assert summary["aggregated"]["requests"] > 0 and summary["aggregated"]["error_rate"] == 0
     assert summary["cache"]["status"] == "ok"
+    # Both sides' event loops were measured: the worker's (its metrics) and locust's own (its file).
+    lag = summary["run"]["event_loop_lag"]
+    assert lag["server"]["main"]["ticks"] > 0
+    assert lag["load_generator"]["processes"] == 1 and lag["load_generator"]["ticks"] > 0
+    assert "event loop lag (how late a ready greenlet ran): server workers p50 <= " in printed.out
     for name in ("report.html", "locust_stats.csv", "locust_failures.csv", "gunicorn.log", "catalogue.json"):
         assert (out / name).is_file(), name
     # Nothing left running: the server's port is free again.
@@ -1011,3 +1045,74 @@ def test_the_tree_watch_counts_a_child_that_exits_before_it_stops() -> None:
     parent.wait()
     assert watch.stop() > 0
     assert len(watch.seen) >= 2  # the parent and the child that burnt the CPU, read while it ran
+
+
+# -- event loop lag -------------------------------------------------------------------------------------------------
+
+
+def test_lag_quantiles_are_the_bounds_they_fall_under() -> None:
+    bounds = (1, 10, 100, 1000)
+    # 100 measurements: 60 within 1 ms, 38 within 10, 1 within 1 s, 1 above every bound.
+    lag = loadtest.lag_summary(bounds, [60, 38, 0, 1, 1], max_ms=2_718.0)
+    assert lag["ticks"] == 100 and lag["p50_ms"] == 1 and lag["p99_ms"] == 1000
+    assert lag["over_100ms"] == pytest.approx(0.02) and lag["max_ms"] == 2_718.0
+    assert loadtest.lag_summary(bounds, [0, 0, 0, 0, 1])["p99_ms"] is None  # above the last bound
+    assert (
+        loadtest._lag_text(loadtest.lag_summary(bounds, [0, 0, 0, 0, 1]))
+        == "p50 > 1,000 / p99 > 1,000 ms, 100.00 % over 100 ms"
+    )
+    assert loadtest._lag_text(loadtest.lag_summary(bounds, [0, 0, 0, 0, 0])) == "no measurement"
+
+
+def _lag_exposition(role_counts: dict[str, list[int]]) -> str:
+    """A /metrics text with vcci_event_loop_lag_seconds buckets (cumulative) at 0.01, 0.1, 1 s and +Inf."""
+    lines = ["# TYPE vcci_event_loop_lag_seconds histogram"]
+    for role, counts in role_counts.items():
+        running = 0
+        for le, count in zip(("0.01", "0.1", "1.0", "+Inf"), counts, strict=True):
+            running += count
+            lines.append(f'vcci_event_loop_lag_seconds_bucket{{le="{le}",role="{role}"}} {running}')
+        lines.append(f'vcci_event_loop_lag_seconds_count{{role="{role}"}} {running}')
+        lines.append(f'vcci_event_loop_lag_seconds_sum{{role="{role}"}} 1.0')
+    return "\n".join(lines) + "\n"
+
+
+def test_the_servers_lag_is_what_the_run_added_per_role() -> None:
+    before = _lag_exposition({"main": [500, 0, 0, 0]})
+    after = _lag_exposition({"main": [540, 50, 10, 0], "bulk": [0, 0, 9, 1]})
+
+    lag = loadtest.server_loop_lag(before, after)
+
+    assert lag["main"]["ticks"] == 100 and lag["main"]["p50_ms"] == 100 and lag["main"]["p99_ms"] == 1000
+    assert lag["main"]["over_100ms"] == pytest.approx(0.1)
+    assert lag["bulk"]["ticks"] == 10 and lag["bulk"]["p99_ms"] is None and lag["bulk"]["over_100ms"] == 1.0
+    assert loadtest.server_loop_lag(None, after) == {}
+
+
+def test_the_load_generators_processes_are_merged(lf: ModuleType, tmp_path: Path) -> None:
+    assert loadtest.load_generator_loop_lag(tmp_path) is None
+    first, second = lf.LoopLag(str(tmp_path / "locust-1.json")), lf.LoopLag(str(tmp_path / "locust-2.json"))
+    for lag_ms in (0.4, 3.0, 3.0):
+        first.observe(lag_ms)
+    second.observe(180.0)
+    second.observe(9_000.0)  # above every range
+    first.write()
+    second.write()
+
+    merged = loadtest.load_generator_loop_lag(tmp_path)
+
+    assert merged is not None
+    assert merged["processes"] == 2 and merged["ticks"] == 5 and merged["max_ms"] == 9_000.0
+    assert merged["p50_ms"] == 5 and merged["p99_ms"] is None and merged["over_100ms"] == pytest.approx(0.4)
+    document = json.loads((tmp_path / "locust-1.json").read_text())
+    assert document["bounds_ms"] == list(lf.LOOP_LAG_BOUNDS_MS) and sum(document["counts"]) == 3
+    # Ranges that differ cannot be merged.
+    (tmp_path / "locust-3.json").write_text(json.dumps({"bounds_ms": [1], "counts": [1, 0], "max_ms": 0.5}))
+    with pytest.raises(loadtest.RunError, match="ranges differ"):
+        loadtest.load_generator_loop_lag(tmp_path)
+
+
+def test_the_locustfiles_ranges_are_the_servers_buckets(lf: ModuleType) -> None:
+    from perf.metrics import EVENT_LOOP_LAG_BUCKETS
+
+    assert [bound / 1000 for bound in lf.LOOP_LAG_BOUNDS_MS] == pytest.approx(EVENT_LOOP_LAG_BUCKETS[:-1])

@@ -15,7 +15,7 @@ import gevent.lock
 import pytest
 from django.db import OperationalError
 from django.http import HttpResponse, StreamingHttpResponse
-from django.test import RequestFactory
+from django.test import Client, RequestFactory
 from django.views import View
 from psycopg_pool import PoolTimeout
 
@@ -780,3 +780,22 @@ def test_a_read_the_cache_answers_needs_a_turn_in_its_lane_and_one_it_cannot_a_p
     # Asked for a place: the first read, the refused miss, the refused write, the created supplier, the last miss
     # (the test's own two enter() calls above go through it too). None of them held a turn when it asked.
     assert len(cached_when_asked) >= 5 and set(cached_when_asked) == {0}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("url", ["/healthz", "/readyz", "/metrics"])
+def test_the_operations_endpoints_answer_while_every_place_is_taken(url, settings):
+    settings.ADMISSION_MAX_IN_FLIGHT = 1
+    settings.ADMISSION_MAX_CACHED_IN_FLIGHT = 1
+    admission.reset()
+    gate = admission.gate()
+    assert gate.enter() and gate.cached.enter()  # a request computing, a cached read: the worker is full
+    client = Client(REMOTE_ADDR="127.0.0.1")
+    before = refused(admission.IN_FLIGHT)
+
+    # Liveness, readiness and the scrape are answered, at once, and take no place...
+    assert client.get(url).status_code == 200
+    assert gate.in_flight == 1 and gate.running == 2
+    # ...while the API is refused, as the full worker must.
+    assert_refusal(client.get("/api/v1/emissions/"), admission.IN_FLIGHT)
+    assert refused(admission.IN_FLIGHT) == before + 1

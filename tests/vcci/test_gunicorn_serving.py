@@ -611,6 +611,18 @@ def test_workers_freeze_what_they_loaded_and_time_each_collector_pass(start_serv
 
 
 @pytest.mark.django_db(transaction=True)
+def test_workers_measure_how_late_their_event_loop_wakes_a_greenlet(start_server):
+    server = start_server(workers=1, EVENT_LOOP_LAG_INTERVAL="0.05")
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    while total(scraped := scrape(server), "vcci_event_loop_lag_seconds_count", role="main") < 5:
+        assert time.monotonic() < deadline, "the worker's loop was not measured"
+        time.sleep(0.1)
+    # Every tick lands in a bucket: the histogram is a real one, not a count alone.
+    ticks = total(scraped, "vcci_event_loop_lag_seconds_count", role="main")
+    assert total(scraped, "vcci_event_loop_lag_seconds_bucket", role="main", le="+Inf") == ticks
+
+
+@pytest.mark.django_db(transaction=True)
 def test_each_server_has_its_own_control_socket(start_server, tmp_path, request):
     # Two servers of one user, as gunicorn would default them: both in the same home, no XDG_RUNTIME_DIR.
     home = tmp_path / "home"
