@@ -86,9 +86,9 @@ from perf.serving import gevent_patched
 
 logger = logging.getLogger("vcci.admission")
 
-# Reasons a request is refused (the metric's label values).
 _View = TypeVar("_View", bound=Callable[..., Any])
 
+# Reasons a request is refused (the metric's label values).
 HEAVY_BUSY = "heavy_busy"
 IN_FLIGHT = "in_flight"
 DB_POOL = "db_pool"
