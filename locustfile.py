@@ -15,6 +15,8 @@ Environment
                      the catalogue through the API when a user first needs it (``[setup]`` requests).
 ``VCCI_WAIT_SCALE``  multiplies every think time (default 1): 0.5 doubles each user's request rate without
                      changing the mix, 0 removes think time altogether (a capacity test, not a realistic one).
+``VCCI_LOOP_LAG_DIR`` a directory where each locust process that runs users writes how late its own event loop
+                     woke a greenlet (``LoopLag``); the orchestrator sets it and reports it beside the server's.
 
 Scenarios, weights and think times
 ----------------------------------
@@ -118,7 +120,8 @@ def memoize_default_arguments() -> None:
     A worker process (``--processes``) handles each spawn message from the master (one a second while users start)
     with ``{k: v for k, v in options.items() if k not in default_args_dict()}``: a whole argument parser built and
     run for each of some sixty options, about 5 ms each on an idle core. While the server held the machine's CPU,
-    that stalled the worker's event loop for 0.5-2.7 s per message (gevent's blocking monitor), and every request
+    that stalled the worker's event loop for 0.5-2.7 s per message (gevent's blocking monitor found them, ``LoopLag``
+    measured them), and every request
     its users had in flight was timed through the stall: the ramp-up's requests took seconds that the server
     never saw (docs/capacity/analysis.md, section 21). The defaults depend only on the process's environment,
     fixed for its life; each call gets its own copy, as before.

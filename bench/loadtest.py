@@ -19,8 +19,10 @@ Steps, each printed as it starts:
    group, then SIGKILL if it has not exited in time;
 6. the report: ``<out>/report.html`` (locust), ``<out>/locust_stats.csv`` and the other CSVs,
    ``<out>/summary.json`` (per endpoint: requests, failures, p50/p95/p99 ms, req/s; in total: req/s and
-   error rate; the cache hit rate, overall and per resource; the thresholds and which were broken; the
-   machine), the server's and locust's logs, and a table on stdout.
+   error rate; the cache hit rate, overall and per resource; the CPU of each part; how late the server's
+   workers and locust's processes woke a ready greenlet, from ``vcci_event_loop_lag_seconds`` and from the
+   locustfile's files in ``<out>/loop-lag``; the thresholds and which were broken; the machine), the server's
+   and locust's logs, and a table on stdout.
 
 Exit status: 0 when every threshold holds, 1 when one is broken (each is listed), 2 when the run itself
 could not be made (seeding, a server that does not start, locust that does not run), 130 on Ctrl-C.

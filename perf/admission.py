@@ -12,7 +12,7 @@ never wait for these slots: when work exceeds capacity, bulk work is what is ref
 follow how long bulk requests take (``HeavyLane``): fewer at once while they take longer than
 ``ADMISSION_HEAVY_TARGET``, so that those admitted still finish within seconds.
 
-**Everything that reaches a view is bounded.** A worker runs at most ``ADMISSION_MAX_IN_FLIGHT`` requests that
+**Everything that reaches an API view is bounded.** A worker runs at most ``ADMISSION_MAX_IN_FLIGHT`` requests that
 compute at once; the next waits for a place, first come first served, at most ``ADMISSION_QUEUE_WAIT`` seconds,
 then is refused (503, ``Retry-After``). The place is taken once the URL is resolved: a 404 or a redirect answered
 by the middleware takes none. Without the bound, every request admitted makes every other one slower: under
@@ -55,12 +55,13 @@ Each refusal is told a random whole number of seconds from the upper half of the
 (``ADMISSION_RETRY_AFTER_JITTER``) rather than the delay itself, never one near gunicorn's keep-alive
 (``keepalive_band``): the clients refused in one second would otherwise come back in one second, together.
 
-**The operations endpoints are never refused.** Liveness (``/healthz``), readiness (``/readyz``) and the Prometheus
-scrape (``/metrics``) are marked ``admission_exempt``: they take no place and wait for none. Refused under overload
-as the API was (a probe every 50 ms got 503 for 58 of 271 ``/healthz`` at 500 users without think time), an
-orchestrator would restart healthy workers and take instances out of rotation just when load peaks, and the scrape
-would miss the minutes an operator needs (``up`` 0 fires VCCIInstanceDown). Each does a bounded amount of work of
-its own (readiness: two checks with short timeouts; the scrape: the metrics files).
+**The operations endpoints do not wait for the API.** Refused under overload as the API was (a probe every 50 ms
+got 503 for 58 of 271 ``/healthz`` at 500 users without think time), an orchestrator would restart healthy workers
+and take instances out of rotation just when load peaks, and the scrape would miss the minutes an operator needs
+(``up`` 0 fires VCCIInstanceDown). Liveness (``/healthz``), which touches nothing, is ``admission_exempt``: it takes
+no place and waits for none. Readiness (``/readyz``) and the Prometheus scrape (``/metrics``) check PostgreSQL and
+Redis, so unbounded they could be sent many at once and hold the database pool the API needs: they take a turn in
+a lane of their own (``operations_lane``, ``OPERATIONS_IN_FLIGHT`` per worker), which the API's load never fills.
 
 Refusals are counted in ``vcci_admission_refused_total{reason}`` and carry ``Retry-After``, whose seconds go to
 ``vcci_admission_retry_after_seconds{reason}``; the JSON body is ``{"detail": ...}`` like every other API error.
@@ -87,6 +88,10 @@ from perf.serving import gevent_patched
 logger = logging.getLogger("vcci.admission")
 
 _View = TypeVar("_View", bound=Callable[..., Any])
+
+# Readiness checks and scrapes running at once per worker (``operations_lane``): a readiness probe and a scrape.
+# More wait (ADMISSION_QUEUE_WAIT) and are then refused: a flood of them holds no more than two pooled connections.
+OPERATIONS_IN_FLIGHT = 2
 
 # Reasons a request is refused (the metric's label values).
 HEAVY_BUSY = "heavy_busy"
@@ -181,9 +186,18 @@ def heavy(*methods: str, min_body: int = 0) -> Callable[[type], type]:
 
 
 def admission_exempt(view: _View) -> _View:
-    """View decorator: requests to ``view`` are neither bounded nor refused by admission (the operations endpoints;
-    module docstring). Precondition: the view's own work is small and bounded, whatever the load."""
+    """View decorator: requests to ``view`` are neither bounded nor refused by admission (liveness; module
+    docstring). Precondition: the view touches neither the database nor the cache and its work is tiny: nothing bounds
+    how many run at once."""
     view.admission_exempt = True  # type: ignore[attr-defined]
+    return view
+
+
+def operations_lane(view: _View) -> _View:
+    """View decorator: requests to ``view`` take a turn in the worker's operations lane (``OPERATIONS_IN_FLIGHT``),
+    not a place among the API's requests: the API's load neither queues nor refuses them, and a flood of them is
+    bounded on its own (module docstring)."""
+    view.admission_operations = True  # type: ignore[attr-defined]
     return view
 
 
@@ -577,6 +591,7 @@ class Gate:
     def __init__(self, *, max_in_flight: int, heavy_slots: int, max_cached: int = 0, heavy_target: float = 0.0) -> None:
         self.places = Lane(max_in_flight)
         self.cached = Lane(max_cached)
+        self.operations = Lane(OPERATIONS_IN_FLIGHT)
         self.heavy_slots = HeavyLane(
             heavy_slots, target=heavy_target, on_limit=_publish_heavy_limit, on_slots=_publish_heavy_slots
         )
@@ -629,12 +644,13 @@ class _Held:
     """What one request holds of its worker's gate: a place, a turn in the cached lane, a heavy slot. Released once
     (``__call__``), at whichever end comes first: the response returned, or its streamed body closed."""
 
-    __slots__ = ("cached", "done", "gate", "heavy", "place", "untimed")
+    __slots__ = ("cached", "done", "gate", "heavy", "operations", "place", "untimed")
 
     def __init__(self, gate: Gate) -> None:
         self.gate = gate
         self.place = False
         self.cached = False
+        self.operations = False
         # When the heavy slot was taken (``HeavyLane.acquire``), None while none is held.
         self.heavy: float | None = None
         self.untimed = False  # the answer was no bulk work (``untimed``): the slot is freed without a measurement
@@ -650,6 +666,8 @@ class _Held:
             return
         self.done = True
         self.leave_cached()
+        if self.operations:
+            self.gate.operations.leave()
         if self.place:
             self.gate.leave()
         if self.heavy is not None:
@@ -722,8 +740,13 @@ class AdmissionMiddleware:
     ) -> HttpResponseBase | None:
         if getattr(view_func, "admission_exempt", False):
             return None
-        view_class = getattr(view_func, "view_class", None) or getattr(view_func, "cls", None)
         held: _Held = request._admission  # type: ignore[attr-defined]  # set by __call__, around this
+        if getattr(view_func, "admission_operations", False):
+            if not held.gate.operations.enter(timeout=settings.ADMISSION_QUEUE_WAIT):
+                return refusal(IN_FLIGHT)
+            held.operations = True
+            return None
+        view_class = getattr(view_func, "view_class", None) or getattr(view_func, "cls", None)
         if request.method == "GET" and getattr(view_class, "admission_after_cache", False):
             # A turn in the cached lane (only GETs are answered from the cache); the view takes a place (admit)
             # if the cache cannot answer.

@@ -3,8 +3,10 @@
 ``/healthz`` (liveness): the process answers HTTP. It touches neither the database nor the cache,
 so a slow PostgreSQL or Redis never gets a healthy worker restarted; it still passes through the
 normal middleware, which makes it the floor of what any request costs (the performance report
-uses it as the "bare Django view" ceiling). Neither endpoint is refused or queued by admission control
-(``perf.admission.admission_exempt``): an overloaded worker is still alive and still able to serve.
+uses it as the "bare Django view" ceiling). Neither endpoint waits for the API's admission control: an
+overloaded worker is still alive and still able to serve. ``/healthz`` takes no place at all
+(``perf.admission.admission_exempt``); ``/readyz``, which uses the database pool, takes a turn in the operations
+lane (``perf.admission.operations_lane``), bounded apart from the API's.
 
 ``/readyz`` (readiness): PostgreSQL and Redis answer, each within a short timeout, so an
 instance that cannot serve is taken out of rotation quickly; the body names what failed:
@@ -22,7 +24,7 @@ from django.db import connections, transaction
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 
-from perf.admission import admission_exempt
+from perf.admission import admission_exempt, operations_lane
 
 # What readiness asks the database; a test swaps in a slow statement to prove the timeout.
 DATABASE_CHECK_SQL = "SELECT 1"
@@ -86,7 +88,7 @@ def _run(check: Callable[[], str]) -> str:
         return FAILED_PREFIX + " ".join(message.split())[:MAX_ERROR_LENGTH]
 
 
-@admission_exempt
+@operations_lane
 @never_cache
 def readyz(request: HttpRequest) -> JsonResponse:
     """Readiness: 200 when PostgreSQL and Redis answer, else 503; ``checks`` says which one failed."""

@@ -51,7 +51,7 @@ from django_prometheus.middleware import Metrics
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 from prometheus_client.exposition import choose_encoder
 
-from perf.admission import admission_exempt
+from perf.admission import operations_lane
 from perf.db import SLOW_QUERY_LISTENERS, pool_stats, request_db_stats
 from perf.gcpause import timed_passes
 from perf.health import NOT_CONFIGURED, check_database, check_redis
@@ -112,7 +112,8 @@ EVENT_LOOP_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 EVENT_LOOP_LAG = Histogram(
     "vcci_event_loop_lag_seconds",
     "How late a gevent worker's hub woke a greenlet that asked to be woken (perf.looplag), by role: what a request "
-    "whose bytes or database answer arrive at that moment waits before it runs, outside every request timer.",
+    "whose bytes or database answer arrive at that moment waits before it runs; the wait before its head is read is "
+    "in no request timer.",
     ["role"],
     buckets=EVENT_LOOP_LAG_BUCKETS,
 )
@@ -562,7 +563,7 @@ def registry() -> CollectorRegistry:
     return merged
 
 
-@admission_exempt
+@operations_lane
 @never_cache
 def metrics_view(request: HttpRequest) -> HttpResponse:
     """Prometheus text exposition of every metric; 403 unless ``metrics_allowed(request)``."""

@@ -424,8 +424,8 @@ def child_exit(server: Any, worker: Any) -> None:
 
 
 def post_worker_init(worker: Any) -> None:
-    """Refuse a gevent worker whose psycopg would block; then freeze what is loaded (``perf.gcpause``) and start the
-    cache warm-up (which never raises).
+    """Refuse a gevent worker whose psycopg would block; then freeze what is loaded (``perf.gcpause``), start
+    measuring the event loop's lag (``perf.looplag``) and start the cache warm-up (which never raises).
 
     Gunicorn calls it in the worker after ``load_wsgi()``, so gevent has patched and Django is set
     up: importing the project here is safe, unlike at the top of this file (read by the master).

@@ -294,7 +294,7 @@ GC_THRESHOLDS: list[int] = _gc_thresholds(env.list("GC_THRESHOLDS", default=[]))
 # Seconds between two measurements of how late each gevent worker's event loop wakes a ready greenlet
 # (vcci_event_loop_lag_seconds, perf.looplag); 0: not measured.
 EVENT_LOOP_LAG_INTERVAL: float = env.float("EVENT_LOOP_LAG_INTERVAL", default=0.1)
-if EVENT_LOOP_LAG_INTERVAL < 0:
+if not EVENT_LOOP_LAG_INTERVAL >= 0:  # NaN too
     raise ImproperlyConfigured(f"EVENT_LOOP_LAG_INTERVAL must be 0 (off) or more; got {EVENT_LOOP_LAG_INTERVAL}")
 
 # The bulk pool (perf.bulkpool): the Unix socket of the server that serves bulk requests at a lower CPU priority.

@@ -799,3 +799,20 @@ def test_the_operations_endpoints_answer_while_every_place_is_taken(url, setting
     # ...while the API is refused, as the full worker must.
     assert_refusal(client.get("/api/v1/emissions/"), admission.IN_FLIGHT)
     assert refused(admission.IN_FLIGHT) == before + 1
+
+
+@pytest.mark.django_db
+def test_a_flood_of_readiness_probes_and_scrapes_is_bounded_in_its_own_lane_liveness_never(settings):
+    admission.reset()
+    gate = admission.gate()
+    for _ in range(admission.OPERATIONS_IN_FLIGHT):
+        assert gate.operations.enter()  # as many probes and scrapes as the lane holds, still running
+    client = Client(REMOTE_ADDR="127.0.0.1")
+
+    assert_refusal(client.get("/readyz"), admission.IN_FLIGHT)
+    assert_refusal(client.get("/metrics"), admission.IN_FLIGHT)
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/api/v1/emissions/").status_code == 401  # the API's places are its own: admitted, then asked
+    gate.operations.leave()
+    assert client.get("/readyz").status_code == 200
+    assert gate.operations.count == admission.OPERATIONS_IN_FLIGHT - 1  # its turn given back
