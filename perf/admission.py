@@ -641,8 +641,9 @@ def reset() -> None:
 
 
 class _Held:
-    """What one request holds of its worker's gate: a place, a turn in the cached lane, a heavy slot. Released once
-    (``__call__``), at whichever end comes first: the response returned, or its streamed body closed."""
+    """What one request holds of its worker's gate: a place, a turn in the cached lane or in the operations lane, a
+    heavy slot. Released once (``__call__``), at whichever end comes first: the response returned, or its streamed
+    body closed."""
 
     __slots__ = ("cached", "done", "gate", "heavy", "operations", "place", "untimed")
 
