@@ -111,6 +111,8 @@ from locust import FastHttpUser, events, task
 from locust import argument_parser as locust_arguments
 from locust.runners import MasterRunner
 
+from perf import looplag  # no Django: the same measurement as the server's workers
+
 logger = logging.getLogger("vcci.loadtest")
 
 
@@ -714,6 +716,7 @@ class LoopLag:
         self.path = path
         self.counts = [0] * (len(LOOP_LAG_BOUNDS_MS) + 1)
         self.worst_ms = 0.0
+        self.ticks = 0
 
     def observe(self, lag_ms: float) -> None:
         index = next((i for i, bound in enumerate(LOOP_LAG_BOUNDS_MS) if lag_ms <= bound), len(LOOP_LAG_BOUNDS_MS))
@@ -727,15 +730,15 @@ class LoopLag:
             json.dump(document, out)
         os.replace(temporary, self.path)  # a reader never sees half a file
 
+    def tick(self, lag_seconds: float) -> None:
+        """One measurement of ``perf.looplag.run``; the file is written every ``LOOP_LAG_WRITE_EVERY``."""
+        self.observe(lag_seconds * 1000)
+        self.ticks += 1
+        if self.ticks % LOOP_LAG_WRITE_EVERY == 0:
+            self.write()
+
     def run(self) -> None:
-        ticks = 0
-        while True:
-            asked = time.monotonic()
-            gevent.sleep(LOOP_LAG_INTERVAL)
-            self.observe(max(time.monotonic() - asked - LOOP_LAG_INTERVAL, 0.0) * 1000)
-            ticks += 1
-            if ticks % LOOP_LAG_WRITE_EVERY == 0:
-                self.write()
+        looplag.run(LOOP_LAG_INTERVAL, self.tick)
 
 
 _loop_lag: tuple[LoopLag, Any] | None = None

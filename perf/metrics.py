@@ -46,7 +46,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseForbidden
 from django.views.decorators.cache import never_cache
-from django_prometheus.conf import NAMESPACE, PROMETHEUS_LATENCY_BUCKETS
+from django_prometheus.conf import NAMESPACE
 from django_prometheus.middleware import Metrics
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 from prometheus_client.exposition import choose_encoder
@@ -402,7 +402,7 @@ class HttpMetrics(Metrics):
             Histogram,
             "django_http_requests_latency_including_middlewares_seconds",
             "Histogram of requests processing time (including middleware processing time).",
-            buckets=PROMETHEUS_LATENCY_BUCKETS,
+            buckets=LATENCY_BUCKETS,
             namespace=NAMESPACE,
         )
         self.requests_latency_by_view_method = self.register_metric(
@@ -410,7 +410,7 @@ class HttpMetrics(Metrics):
             "django_http_requests_latency_seconds_by_view_method",
             "Histogram of request processing time labelled by view.",
             ["view", "method"],
-            buckets=PROMETHEUS_LATENCY_BUCKETS,
+            buckets=LATENCY_BUCKETS,
             namespace=NAMESPACE,
         )
         self.responses_by_status_view_method = self.register_metric(

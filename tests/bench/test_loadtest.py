@@ -1112,6 +1112,16 @@ def test_the_load_generators_processes_are_merged(lf: ModuleType, tmp_path: Path
         loadtest.load_generator_loop_lag(tmp_path)
 
 
+def test_the_locustfiles_ticks_are_counted_and_written_every_few(lf: ModuleType, tmp_path: Path) -> None:
+    lag = lf.LoopLag(str(tmp_path / "locust-1.json"))
+    for _ in range(lf.LOOP_LAG_WRITE_EVERY - 1):
+        lag.tick(0.0004)
+    assert not (tmp_path / "locust-1.json").exists()
+    lag.tick(0.3)  # seconds, as perf.looplag.run observes them
+    document = json.loads((tmp_path / "locust-1.json").read_text())
+    assert sum(document["counts"]) == lf.LOOP_LAG_WRITE_EVERY and document["max_ms"] == 300.0
+
+
 def test_the_locustfiles_ranges_are_the_servers_buckets(lf: ModuleType) -> None:
     from perf.metrics import EVENT_LOOP_LAG_BUCKETS
 
