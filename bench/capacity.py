@@ -416,6 +416,23 @@ def _cpu(cpu: dict[str, Any] | None) -> str:
     return f"{server} / {cpu['load_generator']:.2f} / {cpu['postgres']:.2f} / {cpu['machine_busy']:.2f}"
 
 
+def _lag(lag: dict[str, Any] | None) -> str:
+    """The event loop lag line of one run (``bench.loadtest``'s ``run.event_loop_lag``): the workers', the bulk
+    pool's and locust's p99 with the share of measurements over 100 ms; "—" for a side not measured."""
+
+    def side(figures: dict[str, Any] | None) -> str:
+        if not figures or not figures.get("ticks"):
+            return "—"
+        p99 = figures.get("p99_ms")
+        bound = f"<= {p99:,g}" if p99 is not None else f"> {figures.get('last_bound_ms') or 0:,g}"
+        return f"{bound} ({figures['over_100ms'] * 100:.1f} %)"
+
+    if not lag:
+        return "—"
+    server = lag.get("server") or {}
+    return " / ".join(side(figures) for figures in (server.get("main"), server.get("bulk"), lag.get("load_generator")))
+
+
 def render_markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
     lines = [
         "# Capacity: 500 users, overload, and where the time goes",
@@ -453,8 +470,12 @@ def render_markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
         "CPU columns: average cores kept busy during the run by the server (gunicorn, its workers and, in "
         "brackets, of those, the bulk pool) / the "
         "load generator (locust, all its processes) / PostgreSQL / the whole machine, of "
-        f"{(machine.get('Cores') or '?')} cores. Error rate counts failures and refusals; refusals are 503 or 429 "
-        "with Retry-After, counted apart." + _organizations_note(results),
+        f"{(machine.get('Cores') or '?')} cores. Event loop lag: how late a greenlet asking to be woken every "
+        "`EVENT_LOOP_LAG_INTERVAL` (0.1 s by default) was woken (docs/serving.md, `vcci_event_loop_lag_seconds`), "
+        "the bucket of the 99th percentile and, in brackets, the share of measurements over 100 ms, in the "
+        "gunicorn workers / the bulk pool / the locust processes: time a request waits that no request timer of "
+        "the server contains, and that locust's does. Error rate counts failures and refusals; refusals are 503 "
+        "or 429 with Retry-After, counted apart." + _organizations_note(results),
         "",
     ]
     for scenario, runs in (results.get("runs") or {}).items():
@@ -477,6 +498,7 @@ def render_markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
                     f"{p['error_rate'] * 100:.3f} %",
                     rp.fmt_pct(p["cache_hit_rate"]),
                     _cpu(p["cpu"]),
+                    _lag(run["summary"]["run"].get("event_loop_lag")),
                     " / ".join(f"{count:,}" for count in p.get("activities_at_end") or []) or "—",
                 ]
             )
@@ -492,6 +514,7 @@ def render_markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
                 "errors",
                 "cache hits",
                 "CPU server (bulk pool) / locust / PG / machine",
+                "event loop lag p99 ms (over 100 ms): workers / bulk pool / locust",
                 "activities per organization at the end",
             ],
             rows,

@@ -153,6 +153,19 @@ def test_the_report_renders_from_results_json(tmp_path: Path) -> None:
     text = out.read_text()
     assert "Each point runs on 2 organizations of its own, seeded with 20,000 activities each" in text
     assert "| 61,204 / 58,917 |" in text
+    assert "| event loop lag p99 ms (over 100 ms): workers / bulk pool / locust |" in text
+    # A run measured on both sides shows each side's p99 bucket and share over 100 ms; the others show none.
+    lag = {"ticks": 1000, "p50_ms": 50.0, "p99_ms": 250.0, "over_100ms": 0.12, "max_ms": None, "last_bound_ms": 5000}
+    locust = {**lag, "p99_ms": None, "over_100ms": 0.02, "max_ms": 6100.0, "processes": 2}
+    data["runs"]["overload"][-1]["summary"]["run"]["event_loop_lag"] = {
+        "server": {"main": lag, "bulk": {**lag, "p99_ms": 1000.0, "over_100ms": 0.315}},
+        "load_generator": locust,
+    }
+    (raw / "results.json").write_text(json.dumps(data))
+    assert capacity.main(argv) == 0
+    text = out.read_text()
+    assert "| <= 250 (12.0 %) / <= 1,000 (31.5 %) / > 5,000 (2.0 %) |" in text
+    assert text.count("| — | 61,204 / 58,917 |") == 3  # the three runs without the measurement
     assert (tmp_path / "docs" / "capacity" / "seed.png").is_file()
     assert (tmp_path / "docs" / "capacity" / "overload.png").is_file()
 
