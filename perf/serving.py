@@ -138,3 +138,33 @@ def check_worker(
         return
     name = check_psycopg_waits_cooperatively(waiting, patched=patched)
     worker.log.info("psycopg waits cooperatively under gevent (%s)", name)
+
+
+def accept_in_batches(count: int) -> None:
+    """Let this gevent worker accept up to ``count`` waiting connections each time its listening socket is ready.
+
+    gunicorn's ``GeventWorker.run`` sets each of its servers' ``max_accept`` to 1 when there are several workers, so
+    that one worker does not take a burst of connections the others could serve. But a worker comes round to its
+    listening socket once per turn of its event loop, and under load a turn takes tens of milliseconds
+    (``perf.looplag``): one connection per turn was slower than clients arrived. While 500 users started at 50 a
+    second, a user's first request waited 0.41-0.53 s (median) and 0.98-2.63 s (p95) between its connect and the
+    worker reading it, against 0.01-0.02 s for the requests after it on the same connection (three runs); with 16,
+    0.10-0.14 s and 0.23-0.37 s (four runs; docs/capacity/analysis.md, section 22). Batches stay spread: a worker
+    busy with requests comes round less often, so the other takes more of the waiting connections; the workers served
+    48-52 % of the requests each with 16, and one of them 56 % with gevent's default of 100 (one run).
+
+    Replaces the server class gunicorn's gevent worker module builds with a subclass on which gunicorn's assignment of
+    ``max_accept`` has no effect; ``count`` is kept instead. Precondition: called in the worker before ``run()``
+    (``post_worker_init``), after gevent has patched; ``count`` >= 1.
+    """
+    if count < 1:
+        raise ValueError(f"count must be at least 1; got {count}")
+    import gunicorn.workers.ggevent as ggevent
+    from gevent.server import StreamServer
+
+    class BatchAcceptServer(StreamServer):
+        """gunicorn's StreamServer, accepting ``count`` connections per readiness of its socket whatever it is told."""
+
+        max_accept = property(lambda self: count, lambda self, value: None)
+
+    ggevent.StreamServer = BatchAcceptServer

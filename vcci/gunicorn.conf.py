@@ -9,6 +9,8 @@ Every knob comes from the environment so that one file serves a laptop and a con
     GUNICORN_WORKER_CONNECTIONS  1000       client connections (sockets, idle keep-alive included) per gevent
                                             worker; requests running at once are bounded by ADMISSION_MAX_IN_FLIGHT
                                             and ADMISSION_MAX_CACHED_IN_FLIGHT (cached reads)
+    GUNICORN_ACCEPT_BATCH        16         connections a gevent worker accepts each time its listening socket is
+                                            ready (gunicorn's own: 1 with several workers; perf.serving)
     GUNICORN_TIMEOUT             60         seconds a worker may be silent before it is killed
     GUNICORN_GRACEFUL_TIMEOUT    30         seconds to finish in-flight requests on restart/stop
     GUNICORN_KEEPALIVE           20         seconds to keep an idle client connection (longer than clients think,
@@ -188,6 +190,11 @@ threads = _int("GUNICORN_THREADS", 1)
 worker_connections = _int("GUNICORN_WORKER_CONNECTIONS", 1000)
 if worker_connections < 1:
     raise SystemExit(f"GUNICORN_WORKER_CONNECTIONS must be at least 1; got {worker_connections}")
+# Connections a gevent worker accepts per turn of its event loop (perf.serving.accept_in_batches: gunicorn's 1 left
+# new clients waiting in the accept queue while users started).
+accept_batch = _int("GUNICORN_ACCEPT_BATCH", 16)
+if accept_batch < 1:
+    raise SystemExit(f"GUNICORN_ACCEPT_BATCH must be at least 1; got {accept_batch}")
 timeout = _int("GUNICORN_TIMEOUT", 60)
 graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
 keepalive = _int("GUNICORN_KEEPALIVE", 20)
@@ -424,7 +431,8 @@ def child_exit(server: Any, worker: Any) -> None:
 
 
 def post_worker_init(worker: Any) -> None:
-    """Refuse a gevent worker whose psycopg would block; then freeze what is loaded (``perf.gcpause``), start
+    """Refuse a gevent worker whose psycopg would block; let it accept connections in batches
+    (``perf.serving.accept_in_batches``); then freeze what is loaded (``perf.gcpause``), start
     measuring the event loop's lag (``perf.looplag``) and start the cache warm-up (which never raises).
 
     Gunicorn calls it in the worker after ``load_wsgi()``, so gevent has patched and Django is set
@@ -434,9 +442,12 @@ def post_worker_init(worker: Any) -> None:
     """
     from django.urls import get_resolver
 
-    from perf.serving import check_worker
+    from perf.serving import accept_in_batches, check_worker, is_gevent_worker
 
     check_worker(worker)
+    if is_gevent_worker(worker):
+        accept_in_batches(accept_batch)
+        worker.log.info("Accepting up to %d connections each time the listening socket is ready", accept_batch)
     # Import the URLconf (and through it every view module) now, before the worker serves: lazily, the
     # first request of each worker would wait for it (about 0.5 s).
     get_resolver().url_patterns  # noqa: B018

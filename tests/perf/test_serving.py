@@ -15,6 +15,7 @@ import pytest
 
 from perf.serving import (
     BlockingWaitError,
+    accept_in_batches,
     check_psycopg_waits_cooperatively,
     check_worker,
     is_gevent_worker,
@@ -144,3 +145,52 @@ def test_a_gevent_worker_with_a_cooperative_psycopg_boots(caplog):
     with caplog.at_level(logging.INFO, logger="tests.perf.serving"):
         check_worker(gevent_worker(), waiting=waiting_module("wait_poll"), patched=patched_everywhere)
     assert "psycopg waits cooperatively under gevent (wait_poll)" in caplog.text
+
+
+# -- accepting connections in batches -------------------------------------------------------------------
+
+
+@pytest.fixture
+def ggevent_server_class(monkeypatch):
+    """gunicorn's gevent worker module, its server class restored after the test."""
+    import gunicorn.workers.ggevent as ggevent
+
+    monkeypatch.setattr(ggevent, "StreamServer", ggevent.StreamServer)
+    return ggevent
+
+
+@pytest.mark.parametrize("count", [1, 16])
+def test_gunicorns_one_connection_per_wake_up_is_replaced_by_the_batch(ggevent_server_class, count):
+    import gevent.socket
+
+    accept_in_batches(count)
+    listener = gevent.socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    accepted: list[Any] = []
+    # As GeventWorker.run builds it (a spawn that records each accepted connection instead of serving it), then
+    # lowers max_accept with several workers.
+    server = ggevent_server_class.StreamServer(
+        listener, handle=lambda client, address: None, spawn=lambda *call: accepted.append(call[-1][0])
+    )
+    server.max_accept = 1
+    assert server.max_accept == count
+    clients = [gevent.socket.create_connection(listener.getsockname()) for _ in range(5)]
+    try:
+        server.start()
+        # One wake-up of the listening socket (no yield to the hub, so its watcher never runs in between): the
+        # connections waiting in the kernel's queue, up to the batch.
+        server._do_read()
+        assert len(accepted) == min(count, 5)
+    finally:
+        server.stop()
+        for client in clients + accepted:
+            client.close()
+
+
+def test_a_batch_is_at_least_one_connection(ggevent_server_class):
+    from gevent.server import StreamServer
+
+    with pytest.raises(ValueError, match="count must be at least 1"):
+        accept_in_batches(0)
+    assert ggevent_server_class.StreamServer is StreamServer

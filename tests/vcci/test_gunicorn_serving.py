@@ -320,6 +320,16 @@ def test_worker_connections_must_be_positive(monkeypatch):
         conf(monkeypatch, GUNICORN_WORKER_CONNECTIONS="0")
 
 
+@pytest.mark.parametrize(("env", "expected"), [({}, 16), ({"GUNICORN_ACCEPT_BATCH": "4"}, 4)])
+def test_workers_accept_connections_in_batches(monkeypatch, env, expected):
+    assert conf(monkeypatch, **env)["accept_batch"] == expected
+
+
+def test_the_accept_batch_must_be_positive(monkeypatch):
+    with pytest.raises(SystemExit, match="GUNICORN_ACCEPT_BATCH must be at least 1"):
+        conf(monkeypatch, GUNICORN_ACCEPT_BATCH="0")
+
+
 def test_the_database_pool_is_sized_by_its_budget_whatever_the_sockets(monkeypatch, load_settings):  # noqa: F811
     computed = conf(monkeypatch, DATABASE_URL="postgres://vcci@db.example:5432/vcci")
     # The workers' settings read the value on_starting exports.
@@ -597,6 +607,7 @@ def test_responses_do_not_name_gunicorn(start_server):
 @pytest.mark.django_db(transaction=True)
 def test_workers_freeze_what_they_loaded_and_time_each_collector_pass(start_server):
     server = start_server(workers=1, GC_THRESHOLDS="900")
+    assert "Accepting up to 16 connections each time the listening socket is ready" in server.log_text()
     found = re.search(r"Garbage collector: (\d+) objects frozen, thresholds \((\d+), (\d+), (\d+)\)", server.log_text())
     assert found, server.log_text()
     # Django, DRF and the project's modules: far more than a bare interpreter holds.
