@@ -423,9 +423,11 @@ def _lag(lag: dict[str, Any] | None) -> str:
     def side(figures: dict[str, Any] | None) -> str:
         if not figures or not figures.get("ticks"):
             return "—"
-        p99 = figures.get("p99_ms")
-        bound = f"<= {p99:,g}" if p99 is not None else f"> {figures.get('last_bound_ms') or 0:,g}"
-        return f"{bound} ({figures['over_100ms'] * 100:.1f} %)"
+        p99, last = figures.get("p99_ms"), figures.get("last_bound_ms")
+        if p99 is None and last is None:
+            return "—"
+        bound = f"<= {p99:,g}" if p99 is not None else f"> {last:,g}"
+        return f"{bound} ({rp.fmt_pct(figures.get('over_100ms'))})"
 
     if not lag:
         return "—"

@@ -140,25 +140,26 @@ def check_worker(
     worker.log.info("psycopg waits cooperatively under gevent (%s)", name)
 
 
-def accept_in_batches(count: int) -> None:
-    """Let this gevent worker accept up to ``count`` waiting connections each time its listening socket is ready.
+def accept_in_batches(worker: Any, count: int) -> bool:
+    """Let ``worker`` accept up to ``count`` waiting connections each time its listening socket is ready; whether it
+    applies (it does for gunicorn's ``GeventWorker`` with several workers).
 
-    gunicorn's ``GeventWorker.run`` sets each of its servers' ``max_accept`` to 1 when there are several workers, so
-    that one worker does not take a burst of connections the others could serve. But a worker comes round to its
-    listening socket once per turn of its event loop, and under load a turn takes tens of milliseconds
-    (``perf.looplag``): one connection per turn was slower than clients arrived. While 500 users started at 50 a
-    second, a user's first request waited 0.41-0.53 s (median) and 0.98-2.63 s (p95) between its connect and the
-    worker reading it, against 0.01-0.02 s for the requests after it on the same connection (three runs); with 16,
-    0.10-0.14 s and 0.23-0.37 s (four runs; docs/capacity/analysis.md, section 22). Batches stay spread: a worker
-    busy with requests comes round less often, so the other takes more of the waiting connections; the workers served
-    48-52 % of the requests each with 16, and one of them 56 % with gevent's default of 100 (one run).
+    gunicorn's ``GeventWorker.run`` lowers each server's ``max_accept`` to 1 when there are several workers, so that
+    one worker does not take a burst of connections the others could serve. A worker comes round to its listening
+    socket once per turn of its event loop, tens of milliseconds under load (``perf.looplag``), so one connection per
+    turn left starting clients in the accept queue (docs/serving.md, "Connections, admission and the database pool").
+    A batch still spreads: a worker busy with requests comes round less often and the other takes more.
 
     Replaces the server class gunicorn's gevent worker module builds with a subclass on which gunicorn's assignment of
-    ``max_accept`` has no effect; ``count`` is kept instead. Precondition: called in the worker before ``run()``
-    (``post_worker_init``), after gevent has patched; ``count`` >= 1.
+    ``max_accept`` has no effect; ``count`` is kept instead. A single worker keeps gevent's own (100), which gunicorn
+    leaves alone; the pywsgi worker class (``gevent_pywsgi``) builds another server, which sets its own.
+    Preconditions: called in the worker before ``GeventWorker.run`` builds its servers (``post_worker_init``);
+    ``count`` >= 1.
     """
     if count < 1:
         raise ValueError(f"count must be at least 1; got {count}")
+    if getattr(worker, "server_class", None) is not None or worker.cfg.workers < 2:
+        return False
     import gunicorn.workers.ggevent as ggevent
     from gevent.server import StreamServer
 
@@ -168,3 +169,4 @@ def accept_in_batches(count: int) -> None:
         max_accept = property(lambda self: count, lambda self, value: None)
 
     ggevent.StreamServer = BatchAcceptServer
+    return True

@@ -10,7 +10,7 @@ Every knob comes from the environment so that one file serves a laptop and a con
                                             worker; requests running at once are bounded by ADMISSION_MAX_IN_FLIGHT
                                             and ADMISSION_MAX_CACHED_IN_FLIGHT (cached reads)
     GUNICORN_ACCEPT_BATCH        16         connections a gevent worker accepts each time its listening socket is
-                                            ready (gunicorn's own: 1 with several workers; perf.serving)
+                                            ready, with several workers (gunicorn's own: 1; perf.serving)
     GUNICORN_TIMEOUT             60         seconds a worker may be silent before it is killed
     GUNICORN_GRACEFUL_TIMEOUT    30         seconds to finish in-flight requests on restart/stop
     GUNICORN_KEEPALIVE           20         seconds to keep an idle client connection (longer than clients think,
@@ -445,8 +445,7 @@ def post_worker_init(worker: Any) -> None:
     from perf.serving import accept_in_batches, check_worker, is_gevent_worker
 
     check_worker(worker)
-    if is_gevent_worker(worker):
-        accept_in_batches(accept_batch)
+    if is_gevent_worker(worker) and accept_in_batches(worker, accept_batch):
         worker.log.info("Accepting up to %d connections each time the listening socket is ready", accept_batch)
     # Import the URLconf (and through it every view module) now, before the worker serves: lazily, the
     # first request of each worker would wait for it (about 0.5 s).

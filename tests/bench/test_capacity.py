@@ -164,7 +164,7 @@ def test_the_report_renders_from_results_json(tmp_path: Path) -> None:
     (raw / "results.json").write_text(json.dumps(data))
     assert capacity.main(argv) == 0
     text = out.read_text()
-    assert "| <= 250 (12.0 %) / <= 1,000 (31.5 %) / > 5,000 (2.0 %) |" in text
+    assert "| <= 250 (12.00 %) / <= 1,000 (31.50 %) / > 5,000 (2.00 %) |" in text
     assert text.count("| — | 61,204 / 58,917 |") == 3  # the three runs without the measurement
     assert (tmp_path / "docs" / "capacity" / "seed.png").is_file()
     assert (tmp_path / "docs" / "capacity" / "overload.png").is_file()

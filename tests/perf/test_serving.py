@@ -159,24 +159,32 @@ def ggevent_server_class(monkeypatch):
     return ggevent
 
 
+def batch_worker(workers: int, server_class: Any = None) -> Any:
+    """A gunicorn gevent worker as ``post_worker_init`` sees it: its configuration and its server class."""
+    return types.SimpleNamespace(cfg=types.SimpleNamespace(workers=workers), server_class=server_class)
+
+
 @pytest.mark.parametrize("count", [1, 16])
 def test_gunicorns_one_connection_per_wake_up_is_replaced_by_the_batch(ggevent_server_class, count):
+    import socket
+
     import gevent.socket
 
-    accept_in_batches(count)
+    assert accept_in_batches(batch_worker(2), count)
     listener = gevent.socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
+    clients: list[socket.socket] = []
     accepted: list[Any] = []
     # As GeventWorker.run builds it (a spawn that records each accepted connection instead of serving it), then
     # lowers max_accept with several workers.
     server = ggevent_server_class.StreamServer(
         listener, handle=lambda client, address: None, spawn=lambda *call: accepted.append(call[-1][0])
     )
-    server.max_accept = 1
-    assert server.max_accept == count
-    clients = [gevent.socket.create_connection(listener.getsockname()) for _ in range(5)]
     try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        server.max_accept = 1
+        assert server.max_accept == count
+        clients += [socket.create_connection(listener.getsockname()) for _ in range(5)]
         server.start()
         # One wake-up of the listening socket (no yield to the hub, so its watcher never runs in between): the
         # connections waiting in the kernel's queue, up to the batch.
@@ -184,13 +192,28 @@ def test_gunicorns_one_connection_per_wake_up_is_replaced_by_the_batch(ggevent_s
         assert len(accepted) == min(count, 5)
     finally:
         server.stop()
-        for client in clients + accepted:
-            client.close()
+        listener.close()
+        for connection in clients + accepted:
+            connection.close()
+
+
+@pytest.mark.parametrize(
+    "worker",
+    [
+        batch_worker(1),  # gunicorn leaves gevent's own batch (100) to a single worker
+        batch_worker(2, server_class=object),  # the pywsgi worker class: its server sets its own
+    ],
+)
+def test_the_batch_is_left_alone_where_gunicorn_does_not_lower_it(ggevent_server_class, worker):
+    from gevent.server import StreamServer
+
+    assert not accept_in_batches(worker, 16)
+    assert ggevent_server_class.StreamServer is StreamServer
 
 
 def test_a_batch_is_at_least_one_connection(ggevent_server_class):
     from gevent.server import StreamServer
 
     with pytest.raises(ValueError, match="count must be at least 1"):
-        accept_in_batches(0)
+        accept_in_batches(batch_worker(2), 0)
     assert ggevent_server_class.StreamServer is StreamServer

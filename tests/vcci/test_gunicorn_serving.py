@@ -223,6 +223,8 @@ def test_metrics_are_summed_across_two_workers(start_server, org, electricity_fa
     assert lookups >= sent
     # livesum gauges: both workers' pools together, W x P.
     assert scraped[("vcci_db_pool_max_size", ())] == 2 * POOL_MAX_SIZE
+    # Both workers (each served some of the requests) accept connections in batches, not gunicorn's one at a time.
+    assert server.log_text().count("Accepting up to 16 connections each time the listening socket is ready") == 2
 
 
 # -- (b) two slow queries on one worker overlap -------------------------------------------------
@@ -607,7 +609,8 @@ def test_responses_do_not_name_gunicorn(start_server):
 @pytest.mark.django_db(transaction=True)
 def test_workers_freeze_what_they_loaded_and_time_each_collector_pass(start_server):
     server = start_server(workers=1, GC_THRESHOLDS="900")
-    assert "Accepting up to 16 connections each time the listening socket is ready" in server.log_text()
+    # One worker keeps gevent's own accept batch: gunicorn lowers it only with several.
+    assert "Accepting up to" not in server.log_text()
     found = re.search(r"Garbage collector: (\d+) objects frozen, thresholds \((\d+), (\d+), (\d+)\)", server.log_text())
     assert found, server.log_text()
     # Django, DRF and the project's modules: far more than a bare interpreter holds.
