@@ -63,7 +63,8 @@ the server closes it gets no answer ("connection closed"); clients retry an idem
 connection, never a POST. With 5 s, users thinking about 5 s, and clients waiting out a Retry-After of 5 s, met
 that moment again and again: POSTs failed under load with nothing wrong on the server (docs/capacity/analysis.md).
 20 s is longer than every pause of the load suite's users but the ERP clients' (20-60 s, whose connections are
-closed while idle, long before they send), and at least 2 s from every Retry-After the workers give (a value from
+closed while idle, mostly long before they send: one pausing just over 20 s meets the close, two POSTs of a 10-minute
+run in docs/capacity/analysis.md section 22), and at least 2 s from every Retry-After the workers give (a value from
 the upper half of 1 s doubled up to ADMISSION_RETRY_AFTER_MAX, 30 s, and halved back, the draw leaving out 19 to
 21 s: perf.admission.keepalive_band; the system check perf.W003 warns when other settings leave one within 2 s): a
 client that sends again as soon as it has waited 18 s finds its connection open, one back after 22 s or more finds
