@@ -423,11 +423,9 @@ def _lag(lag: dict[str, Any] | None) -> str:
     def side(figures: dict[str, Any] | None) -> str:
         if not figures or not figures.get("ticks"):
             return "—"
-        p99, last = figures.get("p99_ms"), figures.get("last_bound_ms")
-        if p99 is None and last is None:
+        if figures.get("p99_ms") is None and figures.get("last_bound_ms") is None:
             return "—"
-        bound = f"<= {p99:,g}" if p99 is not None else f"> {last:,g}"
-        return f"{bound} ({rp.fmt_pct(figures.get('over_100ms'))})"
+        return f"{lt.lag_bound(figures, figures.get('p99_ms'))} ({rp.fmt_pct(figures.get('over_100ms'))})"
 
     if not lag:
         return "—"

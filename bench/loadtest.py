@@ -827,14 +827,15 @@ def load_generator_loop_lag(directory: Path) -> dict[str, Any] | None:
     return {**lag_summary(bounds, counts, worst), "processes": len(files)}
 
 
+def lag_bound(lag: dict[str, Any], value: float | None) -> str:
+    """A percentile of ``lag_summary`` as the bucket it falls under: ``<= 25``, or ``> 5,000`` above the last."""
+    return f"<= {value:,g}" if value is not None else f"> {lag['last_bound_ms']:,g}"
+
+
 def _lag_text(lag: dict[str, Any]) -> str:
     if not lag["ticks"]:
         return "no measurement"
-
-    def bound(value: float | None) -> str:
-        return f"<= {value:,g}" if value is not None else f"> {lag['last_bound_ms']:,g}"
-
-    text = f"p50 {bound(lag['p50_ms'])} / p99 {bound(lag['p99_ms'])} ms"
+    text = f"p50 {lag_bound(lag, lag['p50_ms'])} / p99 {lag_bound(lag, lag['p99_ms'])} ms"
     if lag.get("max_ms") is not None:
         text += f", worst {ms_number(lag['max_ms'])} ms"
     return text + f", {_pct(lag['over_100ms'])} over 100 ms"

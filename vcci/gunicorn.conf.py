@@ -457,7 +457,7 @@ def post_worker_init(worker: Any) -> None:
 
     thresholds = tune_for_serving(settings.GC_THRESHOLDS, freeze=settings.GC_FREEZE)
     worker.log.info("Garbage collector: %d objects frozen, thresholds %s", gc.get_freeze_count(), thresholds)
-    if type(worker).__module__ == "gunicorn.workers.ggevent":
+    if is_gevent_worker(worker):
         from perf.looplag import start
 
         start(settings.EVENT_LOOP_LAG_INTERVAL)
