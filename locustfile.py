@@ -744,12 +744,19 @@ class LoopLag:
 _loop_lag: tuple[LoopLag, Any] | None = None
 
 
+def users_directory(environment: Any, variable: str) -> str | None:
+    """The directory the environment variable ``variable`` names, in a process that runs users (not the master of
+    ``--processes``, which runs none); else None."""
+    directory = os.environ.get(variable)
+    return directory if directory and not isinstance(environment.runner, MasterRunner) else None
+
+
 @events.test_start.add_listener
 def measure_loop_lag(environment: Any, **kwargs: Any) -> None:
-    """In a process that runs users (not the master of ``--processes``), when ``VCCI_LOOP_LAG_DIR`` is set."""
+    """When ``VCCI_LOOP_LAG_DIR`` is set (``users_directory``)."""
     global _loop_lag
-    directory = os.environ.get(LOOP_LAG_ENV)
-    if not directory or isinstance(environment.runner, MasterRunner) or _loop_lag is not None:
+    directory = users_directory(environment, LOOP_LAG_ENV)
+    if directory is None or _loop_lag is not None:
         return
     lag = LoopLag(os.path.join(directory, f"locust-{os.getpid()}.json"))
     _loop_lag = (lag, gevent.spawn(lag.run))
@@ -763,6 +770,78 @@ def write_loop_lag(**kwargs: Any) -> None:
         greenlet.kill()
         lag.write()
         _loop_lag = None
+
+
+# -- the request trace (bench.loadtest --trace) ---------------------------------------------------------------------
+
+# Where each locust process that runs users records its requests (bench.loadtest sets it; the server records the same
+# requests by id: perf/trace.py).
+TRACE_ENV = "VCCI_TRACE_DIR"
+# The key under which a traced request's id travels in locust's request context, to the ``request`` event.
+TRACE_ID, TRACE_FIRST, TRACE_ANSWERED = "vcci_trace_id", "vcci_trace_first", "vcci_trace_answered"
+
+
+class RequestTrace:
+    """This process's half of the request trace: each request gets an ``X-Request-ID`` (``t<pid>-<n>``, unique in
+    the run), and locust's own record of it (the ``request`` event: its final name, its response time, the one the
+    statistics count) is appended to ``<dir>/client-<pid>.tsv`` as a line: the id, the name, the times it was sent
+    and answered (wall clock, ``time.time()``, as the server's half), the status (0: no response), whether it was its
+    user's first request (a new connection: it went through the server's accept queue), whether it failed. Answered:
+    when locust handed the read response to the user (``VcciUser.call`` notes it); sent: that less the response
+    time, so the two span what locust timed (not the encoding of a request's body before it). One ``write`` per
+    line: nothing is lost when the process is stopped."""
+
+    def __init__(self, path: str) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self.prefix = f"t{os.getpid()}-"
+        self.sent = itertools.count(1)
+
+    def next_id(self) -> str:
+        return f"{self.prefix}{next(self.sent)}"
+
+    def record(
+        self, request_id: str, name: str, answered: float, response_ms: float, status: int, first: bool, failed: bool
+    ) -> None:
+        sent = answered - response_ms / 1000
+        line = f"{request_id}\t{name}\t{sent:.6f}\t{answered:.6f}\t{status}\t{int(first)}\t{int(failed)}\n"
+        os.write(self.fd, line.encode())
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+_trace: RequestTrace | None = None
+
+
+@events.test_start.add_listener
+def start_trace(environment: Any, **kwargs: Any) -> None:
+    """When ``VCCI_TRACE_DIR`` is set (``users_directory``)."""
+    global _trace
+    directory = users_directory(environment, TRACE_ENV)
+    if directory is not None and _trace is None:
+        _trace = RequestTrace(os.path.join(directory, f"client-{os.getpid()}.tsv"))
+
+
+@events.request.add_listener
+def trace_request(
+    name: str, response_time: float, context: dict[str, Any] | None = None, response: Any = None,
+    exception: Any = None, **kwargs: Any,
+) -> None:  # fmt: skip
+    traced = context or {}
+    answered = traced.get(TRACE_ANSWERED)
+    if _trace is None or answered is None:
+        return
+    status = getattr(response, "status_code", 0) or 0
+    failed = exception is not None
+    _trace.record(traced[TRACE_ID], name, answered, response_time, status, traced[TRACE_FIRST], failed)
+
+
+@events.test_stop.add_listener
+def stop_trace(**kwargs: Any) -> None:
+    global _trace
+    if _trace is not None:
+        _trace.close()
+        _trace = None
 
 
 def reset() -> None:
@@ -854,6 +933,7 @@ class VcciUser(FastHttpUser):
     # objects outlive the young generations, and the cyclic collector's full passes over them took a third of the
     # generator's CPU (py-spy --native: gc_collect_main under orjson.loads). Bytes are not tracked by the collector.
     http_cache: OrderedDict[str, tuple[str, bytes]]
+    requests_sent: int  # so far by this user: its first opens its connection (the request trace tells it apart)
 
     def on_start(self) -> None:
         self.token = next_token()
@@ -861,6 +941,7 @@ class VcciUser(FastHttpUser):
         self.headers = {"Authorization": f"Token {self.token}", "Accept": "application/json"}
         self.rng = random.Random()
         self.http_cache = OrderedDict()
+        self.requests_sent = 0
 
     def call(
         self,
@@ -885,7 +966,17 @@ class VcciUser(FastHttpUser):
         remembered = self.http_cache.get(path) if conditional else None
         if remembered is not None:
             headers["If-None-Match"] = remembered[0]
-        with self.client.request(method, path, name=name, headers=headers, json=body, catch_response=True) as response:
+        context: dict[str, Any] = {}
+        if _trace is not None:
+            headers["X-Request-ID"] = context[TRACE_ID] = _trace.next_id()
+            context[TRACE_FIRST] = self.requests_sent == 0
+        self.requests_sent += 1
+        with self.client.request(
+            method, path, name=name, headers=headers, json=body, catch_response=True, context=context
+        ) as response:
+            if TRACE_ID in context:
+                # locust's own copy of the context, which its request event carries: the moment it was answered.
+                response.request_meta["context"][TRACE_ANSWERED] = time.time()
             status = response.status_code
             retry_after = refused_for(response)
             if retry_after is not None:

@@ -59,8 +59,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from bench import measure, profile
+from bench import measure, profile, trace
 from bench.measure import SETTINGS_MODULE
+from perf.trace import TRACE_DIR_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = ROOT / "locustfile.py"
@@ -90,6 +91,7 @@ LOCUST_GRACE = 120.0
 SERVER_STOP_TIMEOUT = 40.0  # above gunicorn's default graceful timeout (30 s)
 CACHE_METRIC = "vcci_cache_events_total"
 LOOP_LAG_METRIC = "vcci_event_loop_lag_seconds"
+TRACE_DIR, TRACE_REPORT = "trace", "trace.md"  # in --out: both sides' records (--trace), and what they say
 LOOP_LAG_DIR = "loop-lag"  # in --out: each locust process's own event loop lag (locustfile.LoopLag)
 TOKEN_LINE = re.compile(r"^API token: (\S+)\s*$", re.MULTILINE)
 TIMESPAN = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?$")
@@ -183,6 +185,12 @@ def parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="Sample the server's workers with py-spy for SECONDS once every user has started (bench.profile): "
         "pyspy-<pid>.txt and profile.md in --out (default 0: no profile)",
+    )
+    load.add_argument(
+        "--trace",
+        action="store_true",
+        help="Record every request on both sides by its X-Request-ID and write where its time went (before the "
+        "application, in it, after it; bench.trace) to trace.md in --out",
     )
     load.add_argument("--out", default=DEFAULT_OUT, help=f"Directory for the reports (default {DEFAULT_OUT})")
 
@@ -1156,6 +1164,8 @@ def start_server(options: argparse.Namespace, out: Path) -> Process:
         value = getattr(options, option)
         if value is not None:
             extra[variable] = str(value)
+    if options.trace:
+        extra[TRACE_DIR_ENV] = str((out / TRACE_DIR).resolve())
     # --no-control-socket: gunicorn's control socket path is one per user, shared with any other server running
     # (a `make run` beside the load test); the load test's server must not take it over.
     command = [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), "--no-control-socket", "vcci.wsgi"]
@@ -1228,6 +1238,8 @@ def run_locust(
     env = {"VCCI_TOKENS": ",".join(tokens), "VCCI_CATALOGUE": str(catalogue), "VCCI_LOOP_LAG_DIR": str(lag_dir)}
     if options.wait_scale is not None:
         env["VCCI_WAIT_SCALE"] = f"{options.wait_scale:g}"
+    if options.trace:
+        env["VCCI_TRACE_DIR"] = str((out / TRACE_DIR).resolve())
     command = [
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
         "--users", str(options.users), "--spawn-rate", f"{options.spawn_rate:g}", "--run-time", options.duration,
@@ -1290,6 +1302,13 @@ def reproduce(options: argparse.Namespace) -> str:
     ]
     if options.wait_scale is not None and options.wait_scale != 1:
         parts.append(f"LOAD_WAIT_SCALE={options.wait_scale:g}")
+    extra = []
+    if options.processes and options.processes > 1:
+        extra += ["--processes", str(options.processes)]
+    if options.trace:
+        extra.append("--trace")
+    if extra:
+        parts.append(f"LOAD_ARGS={' '.join(extra)}")
     if options.orgs != DEFAULT_ORGS:
         parts.append(f"LOAD_ORGS={options.orgs}")
     if options.activities != DEFAULT_ACTIVITIES:
@@ -1305,6 +1324,24 @@ def reproduce(options: argparse.Namespace) -> str:
     return " ".join(shlex.quote(part) for part in parts)
 
 
+def trace_report(options: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """The run's request trace (``--trace``) joined and summarized (``bench.trace``), written to ``TRACE_REPORT``."""
+    try:
+        records = trace.read(out / TRACE_DIR)
+        figures = trace.summarize(records, ramp_seconds=options.users / options.spawn_rate)
+    except trace.TraceError as exc:
+        raise RunError(f"request trace: {exc}") from exc
+    (out / TRACE_REPORT).write_text(trace.render(figures, reproduce(options)), encoding="utf-8")
+    steady = figures["groups"]["steady: all requests"]
+    share = steady["before_share"]
+    before, inside = trace.ms(steady["before"], "p50", "p95", "p99"), trace.ms(steady["in_app"], "p50", "p95", "p99")
+    say(
+        f"request trace ({out / TRACE_REPORT}): steady state, before the application p50/p95/p99 {before} ms, in it "
+        f"{inside} ms ({'-' if share is None else f'{share * 100:.0f} %'} of locust's time before it)"
+    )
+    return figures
+
+
 def run(options: argparse.Namespace) -> int:
     """One load test as the module docstring describes; the exit status."""
     check_options(options)
@@ -1317,8 +1354,12 @@ def run(options: argparse.Namespace) -> int:
         out / "profile.md",
         out / "report.html",
         out / "summary.json",
+        out / TRACE_REPORT,
+        *(out / TRACE_DIR).glob("*.tsv"),
     ]:
         stale.unlink(missing_ok=True)  # a failed run must not leave the previous run's reports looking current
+    if options.trace:
+        (out / TRACE_DIR).mkdir(exist_ok=True)
     url = base_url(options.bind)
     slugs = org_slugs(options.org_prefix, options.orgs)
     thresholds = Thresholds(
@@ -1416,6 +1457,9 @@ def run(options: argparse.Namespace) -> int:
         "metrics_after": "metrics_after.txt",
         "catalogue": "catalogue.json",
     }
+    if options.trace:
+        run_info["trace"] = trace_report(options, out)
+        files["trace"] = TRACE_REPORT
     summary = build_summary(
         outcomes=outcomes(endpoints, read_failures(out / f"{CSV_PREFIX}_failures.csv", limit=None)),
         endpoints=endpoints,

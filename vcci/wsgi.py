@@ -19,5 +19,7 @@ django_application = get_wsgi_application()
 # one (BULK_POOL_SOCKET, see vcci/gunicorn.conf.py and perf/bulkpool.py); otherwise this is Django's handler. In
 # the bulk pool itself, the client address is the one the forwarding worker saw.
 from perf.bulkpool import serving_application  # noqa: E402
+from perf.trace import traced  # noqa: E402
 
-application = serving_application(django_application)
+# traced: the load test's request trace when REQUEST_TRACE_DIR is set (perf/trace.py); otherwise the same object.
+application = traced(serving_application(django_application))

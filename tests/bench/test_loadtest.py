@@ -477,13 +477,13 @@ def test_the_server_under_test_runs_the_production_settings(tmp_path: Path, monk
 class InProcessResponse:
     """What the locustfile uses of locust's ``ResponseContextManager``, around a test-client response."""
 
-    def __init__(self, response: HttpResponseBase) -> None:
+    def __init__(self, response: HttpResponseBase, context: dict[str, Any]) -> None:
         self.status_code = response.status_code
         self.headers = response.headers
         streamed = getattr(response, "streaming_content", None)
         self.content: bytes = b"".join(streamed) if streamed is not None else response.content  # type: ignore[attr-defined]
         self.outcome: str | None = None
-        self.request_meta: dict[str, Any] = {}
+        self.request_meta: dict[str, Any] = {"context": context}
 
     @property
     def text(self) -> str:
@@ -511,12 +511,13 @@ class InProcessSession:
 
     def request(
         self, method: str, url: str, name: str | None = None, headers: dict[str, str] | None = None, json: Any = None,
-        **kwargs: Any,
+        context: dict[str, Any] | None = None, **kwargs: Any,
     ) -> InProcessResponse:  # fmt: skip
         extra: dict[str, Any] = {f"HTTP_{k.upper().replace('-', '_')}": v for k, v in (headers or {}).items()}
         body = "" if json is None else _dumps(json)
         response = InProcessResponse(
-            self.client.generic(method, url, data=body, content_type="application/json", **extra)
+            self.client.generic(method, url, data=body, content_type="application/json", **extra),
+            dict(context or {}),  # locust's request() copies the caller's context too
         )
         self.sent.append((method, name or url, response))
         return response
@@ -911,6 +912,7 @@ def test_a_real_run_seeds_serves_loads_and_reports(
             "--users", "5", "--spawn-rate", "5", "--duration", "6s", "--orgs", "1", "--org-prefix", "loadtest-e2e",
             "--activities", "200", "--bind", free_bind(), "--workers", "1", "--worker-connections", "20",
             "--collectstatic", "never", "--max-factors", "100", "--out", str(out), "--min-cache-hit-rate", "0.5",
+            "--trace",
         ]
     )  # fmt: skip
 
@@ -924,7 +926,14 @@ def test_a_real_run_seeds_serves_loads_and_reports(
     assert lag["server"]["main"]["ticks"] > 0
     assert lag["load_generator"]["processes"] == 1 and lag["load_generator"]["ticks"] > 0
     assert "event loop lag (how late a ready greenlet ran): server workers p50 <= " in printed.out
-    for name in ("report.html", "locust_stats.csv", "locust_failures.csv", "gunicorn.log", "catalogue.json"):
+    # --trace: every request locust sent was recorded on both sides, and joined by its id. Locust's stats CSV is
+    # written once a second and not once more at the end, so it may miss the last second's requests; the trace not.
+    traced = summary["run"]["trace"]
+    assert traced["requests"] >= summary["aggregated"]["requests"] > 0
+    assert sum(group["unrecorded"] for name, group in traced["groups"].items() if name.endswith("all requests")) == 0
+    assert (out / "trace.md").read_text().startswith("# Request trace") and "request trace (" in printed.out
+    files = ("report.html", "locust_stats.csv", "locust_failures.csv", "gunicorn.log", "catalogue.json", "trace.md")
+    for name in files:
         assert (out / name).is_file(), name
     # Nothing left running: the server's port is free again.
     host, port = summary["run"]["host"].removeprefix("http://").split(":")
@@ -1022,6 +1031,42 @@ def test_a_refusal_is_recorded_under_its_own_name_and_honoured(
     assert response.outcome == "success" and response.request_meta["name"] == "/api/v1/factors/ (refused)"
     assert slept == [2.0]
     assert session.failures() == []
+
+
+def test_a_traced_request_carries_its_id_and_is_recorded_as_locust_timed_it(
+    lf: ModuleType, tenant: tuple[Organization, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    recorder = lf.RequestTrace(str(tmp_path / "client-1.tsv"))
+    monkeypatch.setattr(lf, "_trace", recorder)
+    user, session = user_of(lf, lf.FactorSearchUser)
+    for _ in range(2):
+        assert user.call("GET", "/api/v1/factors/", name="/api/v1/factors/").ok
+    meta = [response.request_meta for _, _, response in session.sent]
+    ids = [m["context"][lf.TRACE_ID] for m in meta]
+    assert len(set(ids)) == 2 and all(i.startswith(f"t{os.getpid()}-") for i in ids)
+    assert [m["context"][lf.TRACE_FIRST] for m in meta] == [True, False]  # the user's first request, then not
+    # The server echoes the id it was sent: the request carried it.
+    assert [response.headers["X-Request-ID"] for _, _, response in session.sent] == ids
+    # What locust's request event then hands the listener (its copy of the context, the final name, the timing).
+    answer = session.sent[0][2]
+    lf.trace_request(name="/api/v1/factors/", response_time=250.0, context=meta[0]["context"], response=answer)
+    lf.trace_request(name="/api/v1/factors/ (refused)", response_time=2.0, context=meta[1]["context"], exception=None)
+    lf.trace_request(name="/untraced", response_time=1.0, context={})  # a request sent without the trace
+    recorder.close()
+    first, second = [line.split("\t") for line in (tmp_path / "client-1.tsv").read_text().splitlines()]
+    answered = meta[0]["context"][lf.TRACE_ANSWERED]
+    assert first[:2] == [ids[0], "/api/v1/factors/"] and float(first[3]) == pytest.approx(answered, abs=1e-6)
+    assert float(first[3]) - float(first[2]) == pytest.approx(0.25, abs=1e-5)  # sent: answered less the response time
+    assert first[4:] == ["200", "1", "0"]
+    assert second[1] == "/api/v1/factors/ (refused)" and second[4:] == ["0", "0", "0"]
+
+
+def test_without_a_trace_no_request_id_is_sent(lf: ModuleType, tenant: tuple[Organization, str]) -> None:
+    assert lf._trace is None
+    user, session = user_of(lf, lf.FactorSearchUser)
+    assert user.call("GET", "/api/v1/factors/", name="/api/v1/factors/").ok
+    [(_, _, response)] = session.sent
+    assert response.request_meta["context"] == {}
 
 
 def test_a_503_without_retry_after_is_a_failure(lf: ModuleType) -> None:

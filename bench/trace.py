@@ -1,0 +1,211 @@
+"""The load test's request trace (``bench.loadtest --trace``): where each request's time went, client to server.
+
+locust times a request from before it is sent until its body has been read; the server's timers start when the
+application is called. The difference (the kernel's accept queue, a worker busy with another greenlet, the CPU
+given to someone else, the response's way back and locust's own event loop) is in no server metric. With
+``--trace``, each locust process records its requests under the ``X-Request-ID`` it sends (``locustfile.py``,
+``RequestTrace``: name, sent, answered, status, whether it was its user's first request) and each serving process
+records the same ids (``perf/trace.py``: when the application was called, when the response was closed; the bulk
+pool too, for the bulk requests relayed to it). ``summarize`` joins them by id and splits each request's time:
+
+- *before the application*: from locust sending it until a worker's application was called;
+- *in the application*: until the worker closed the response (for a bulk request, of which *in the bulk pool*:
+  until the bulk pool closed it, the rest being the relay and the wait for a bulk process);
+- *after*: until locust had read the body.
+
+All are wall-clock times (``time.time()``) of processes on one machine. Requests are split into the ramp (sent while
+users were still starting: ``users / spawn rate`` seconds from the first request) and the steady state after it, and
+each user's first request (its connection's first, which waited in the accept queue) is shown apart.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Endpoints shown one by one (the most requested, steady state); the rest are in the totals.
+TOP_ENDPOINTS = 20
+
+
+class TraceError(RuntimeError):
+    """A trace directory that cannot be read (no client records, a malformed line); the message says which."""
+
+
+@dataclass(frozen=True, slots=True)
+class Traced:
+    """One request as both sides recorded it (the server's times are None when it has no record of it)."""
+
+    name: str
+    sent: float
+    answered: float
+    status: int
+    first: bool
+    failed: bool
+    app_start: float | None = None
+    app_done: float | None = None
+    bulk_start: float | None = None
+    bulk_done: float | None = None
+
+    @property
+    def total(self) -> float:
+        return self.answered - self.sent
+
+    @property
+    def before(self) -> float | None:
+        return None if self.app_start is None else self.app_start - self.sent
+
+    @property
+    def in_app(self) -> float | None:
+        return None if self.app_start is None or self.app_done is None else self.app_done - self.app_start
+
+    @property
+    def after(self) -> float | None:
+        return None if self.app_done is None else self.answered - self.app_done
+
+    @property
+    def in_bulk(self) -> float | None:
+        return None if self.bulk_start is None or self.bulk_done is None else self.bulk_done - self.bulk_start
+
+
+def _lines(paths: Iterable[Path], fields: int) -> Iterable[list[str]]:
+    for path in sorted(paths):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            parts = line.split("\t")
+            if len(parts) != fields:
+                raise TraceError(f"{path.name}, line {number}: {len(parts)} fields, expected {fields}")
+            yield parts
+
+
+def _server_times(paths: Iterable[Path]) -> dict[str, tuple[float, float]]:
+    # A request id recorded twice by one role (never, unless a client reused one): the first record stands.
+    times: dict[str, tuple[float, float]] = {}
+    for request_id, started, done, _status in _lines(paths, 4):
+        times.setdefault(request_id, (float(started), float(done)))
+    return times
+
+
+def read(directory: Path) -> list[Traced]:
+    """The joined records of ``directory`` (``client-*.tsv``, ``main-*.tsv``, ``bulk-*.tsv``), in sending order."""
+    clients = list(directory.glob("client-*.tsv"))
+    if not clients:
+        raise TraceError(f"no client records (client-*.tsv) in {directory}")
+    main, bulk = _server_times(directory.glob("main-*.tsv")), _server_times(directory.glob("bulk-*.tsv"))
+    traced = []
+    for request_id, name, sent, answered, status, first, failed in _lines(clients, 7):
+        app, relayed = main.get(request_id), bulk.get(request_id)
+        server = (*(app or (None, None)), *(relayed or (None, None)))
+        traced.append(Traced(name, float(sent), float(answered), int(status), first == "1", failed == "1", *server))
+    traced.sort(key=lambda record: record.sent)
+    return traced
+
+
+def _quantile(values: Sequence[float], q: float) -> float | None:
+    """The ``q`` quantile (0-1) of ``values``, nearest rank; None when there are none."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))]
+
+
+def _spread(values: Sequence[float]) -> dict[str, float | None]:
+    return {"p50": _quantile(values, 0.5), "p95": _quantile(values, 0.95), "p99": _quantile(values, 0.99)}
+
+
+def group(records: Sequence[Traced]) -> dict[str, Any]:
+    """Counts and p50/p95/p99 (seconds) of each part of ``records``' time; ``before_share``: the part of the clients'
+    total time (summed) spent before the application, over the requests the server recorded."""
+    served = [record for record in records if record.app_start is not None and record.app_done is not None]
+    bulk = [record for record in served if record.bulk_start is not None and record.bulk_done is not None]
+    total_served = sum(record.total for record in served)
+    return {
+        "requests": len(records),
+        "unrecorded": len(records) - len(served),
+        "failed": sum(record.failed for record in records),
+        "total": _spread([record.total for record in records]),
+        "before": _spread([record.before for record in served]),  # type: ignore[misc]  # served: not None
+        "in_app": _spread([record.in_app for record in served]),  # type: ignore[misc]
+        "after": _spread([record.after for record in served]),  # type: ignore[misc]
+        "before_share": (sum(record.before for record in served) / total_served) if total_served > 0 else None,  # type: ignore[misc]
+        "bulk_requests": len(bulk),
+        "in_bulk": _spread([record.in_bulk for record in bulk]),  # type: ignore[misc]
+        "relay": _spread([record.in_app - record.in_bulk for record in bulk]),  # type: ignore[operator]
+    }
+
+
+def summarize(records: Sequence[Traced], *, ramp_seconds: float) -> dict[str, Any]:
+    """The trace's figures: the ramp and the steady state, all requests and users' first ones, and the steady state's
+    endpoints (the ``TOP_ENDPOINTS`` most requested)."""
+    if not records:
+        raise TraceError("the trace holds no request")
+    start = records[0].sent
+    phases: dict[str, list[Traced]] = {"ramp": [], "steady": []}
+    for record in records:
+        phases["ramp" if record.sent - start < ramp_seconds else "steady"].append(record)
+    groups = {}
+    for phase, members in phases.items():
+        groups[f"{phase}: all requests"] = group(members)
+        groups[f"{phase}: users' first requests"] = group([record for record in members if record.first])
+    by_name: dict[str, list[Traced]] = defaultdict(list)
+    for record in phases["steady"]:
+        by_name[record.name].append(record)
+    popular = sorted(by_name, key=lambda name: (-len(by_name[name]), name))[:TOP_ENDPOINTS]
+    return {
+        "requests": len(records),
+        "ramp_seconds": ramp_seconds,
+        "groups": groups,
+        "endpoints": {name: group(by_name[name]) for name in popular},
+    }
+
+
+def ms(spread: dict[str, float | None], *keys: str) -> str:
+    values = [spread[key] for key in keys]
+    if any(value is None for value in values):
+        return "-"
+    return " / ".join(f"{value * 1000:,.0f}" for value in values)  # type: ignore[operator]
+
+
+def _row(label: str, figures: dict[str, Any]) -> str:
+    share = figures["before_share"]
+    bulk = (
+        f"{figures['bulk_requests']:,}: {ms(figures['in_bulk'], 'p50', 'p95')} / {ms(figures['relay'], 'p50', 'p95')}"
+        if figures["bulk_requests"]
+        else "-"
+    )
+    return (
+        f"| {label} | {figures['requests']:,} | {figures['unrecorded']:,} "
+        f"| {ms(figures['total'], 'p50', 'p95', 'p99')} | {ms(figures['before'], 'p50', 'p95', 'p99')} "
+        f"| {ms(figures['in_app'], 'p50', 'p95', 'p99')} | {ms(figures['after'], 'p50', 'p95')} "
+        f"| {'-' if share is None else f'{share * 100:.0f} %'} | {bulk} |"
+    )
+
+
+HEADER = (
+    "| requests | count | not seen by the server | locust p50 / p95 / p99 ms "
+    "| before the application p50 / p95 / p99 ms | in the application p50 / p95 / p99 ms | after p50 / p95 ms "
+    "| share of locust's time before the application "
+    "| relayed to the bulk pool: in it p50 / p95 ms / relay and wait p50 / p95 ms |\n"
+    "|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def render(summary: dict[str, Any], command: str) -> str:
+    """``summary`` as the trace's Markdown page."""
+    lines = [
+        "# Request trace: where each request's time went",
+        "",
+        f"Generated by `{command}`. Every request locust sent, joined by its `X-Request-ID` with the server's record",
+        "of it (bench/trace.py): *before the application* is from locust sending it until a worker's application was",
+        "called (the accept queue, a busy worker, the CPU), *in the application* until the worker closed the",
+        "response, *after* until locust had read the body. Not seen by the server: no record of it (no answer: a",
+        f"connection error or a timeout). The ramp is the first {summary['ramp_seconds']:g} s (users still starting);",
+        "a user's first request opened its connection.",
+        "",
+        HEADER,
+    ]
+    lines += [_row(label, figures) for label, figures in summary["groups"].items()]
+    lines += ["", "Steady state, per endpoint (the most requested):", "", HEADER]
+    lines += [_row(name, figures) for name, figures in summary["endpoints"].items()]
+    return "\n".join(lines) + "\n"

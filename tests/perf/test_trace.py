@@ -1,0 +1,110 @@
+"""perf.trace: the server's half of the load test's request trace."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from perf import trace
+
+
+class Body:
+    """A response iterable that notes when the server closed it."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+        self.closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.chunks)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def app_answering(body: Body, status: str = "201 Created") -> Any:
+    def app(environ: dict[str, Any], start_response: Any) -> Body:
+        start_response(status, [("Content-Type", "text/plain")])
+        return body
+
+    return app
+
+
+def serve(app: Any, request_id: str | None) -> tuple[list[str], bytes, Any]:
+    """``app`` called as gunicorn calls it: the status it started, the body read, the iterable (not closed yet)."""
+    environ: dict[str, Any] = {"REQUEST_METHOD": "GET", "PATH_INFO": "/"}
+    if request_id is not None:
+        environ["HTTP_X_REQUEST_ID"] = request_id
+    started: list[str] = []
+    iterable = app(environ, lambda status, headers, exc_info=None: started.append(status))
+    return started, b"".join(iterable), iterable
+
+
+def lines(directory: Path) -> dict[str, list[list[str]]]:
+    return {path.name: [line.split("\t") for line in path.read_text().splitlines()] for path in directory.iterdir()}
+
+
+def test_without_the_directory_the_application_is_not_wrapped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(trace.TRACE_DIR_ENV, raising=False)
+    app = app_answering(Body([b"x"]))
+    assert trace.traced(app) is app
+
+
+def test_a_request_is_recorded_by_its_id_once_its_response_is_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(trace.TRACE_DIR_ENV, str(tmp_path))
+    monkeypatch.delenv("VCCI_SERVER_ROLE", raising=False)
+    body = Body([b"hello ", b"world"])
+    app = trace.traced(app_answering(body))
+
+    started, content, iterable = serve(app, "t123-7")
+
+    assert started == ["201 Created"] and content == b"hello world"  # passed through unchanged
+    assert list(tmp_path.iterdir()) == []  # nothing until the server has closed the response
+    iterable.close()
+    assert body.closed  # the application's own close still runs
+    [(name, [record])] = lines(tmp_path).items()
+    assert name == f"main-{os.getpid()}.tsv"
+    request_id, called, done, status = record
+    assert request_id == "t123-7" and status == "201" and float(called) <= float(done)
+
+
+def test_requests_without_a_recordable_id_are_served_and_not_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(trace.TRACE_DIR_ENV, str(tmp_path))
+    app = trace.traced(app_answering(Body([b"ok"]), status="200 OK"))
+    for request_id in (None, "", "with\ttab", "x" * 65):
+        started, content, iterable = serve(app, request_id)
+        iterable.close()
+        assert started == ["200 OK"] and content == b"ok"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_bulk_pool_records_under_its_role(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(trace.TRACE_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv("VCCI_SERVER_ROLE", "bulk")
+    app = trace.traced(app_answering(Body([b"ok"])))
+    for request_id in ("a-1", "a-2"):
+        serve(app, request_id)[2].close()
+    assert {name: [record[0] for record in records] for name, records in lines(tmp_path).items()} == {
+        f"bulk-{os.getpid()}.tsv": ["a-1", "a-2"]
+    }
+
+
+def test_a_body_without_close_is_recorded_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(trace.TRACE_DIR_ENV, str(tmp_path))
+    monkeypatch.delenv("VCCI_SERVER_ROLE", raising=False)
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("204 No Content", [])
+        return []
+
+    _, content, iterable = serve(trace.traced(app), "b-1")
+    iterable.close()
+    assert content == b"" and [record[3] for records in lines(tmp_path).values() for record in records] == ["204"]
