@@ -10,10 +10,11 @@ Off unless ``REQUEST_TRACE_DIR`` names a directory (``vcci/wsgi.py`` wraps the a
 production). Every serving process then appends one line per request carrying an ``X-Request-ID`` to
 ``<dir>/<role>-<pid>.tsv`` (role ``main`` for a gunicorn worker, ``bulk`` for the bulk pool, which sees the bulk
 requests the workers relay to it, under the same id): the id, the wall-clock time (``time.time()``) the application
-was called, the time the response's iterable was closed (gunicorn closes it once it has written the last byte; a
-streamed export is produced until then), the status. One ``write`` per line on a file opened for appending, so
-lines of one process never interleave and nothing is lost when a worker is stopped. Wall-clock times, because the
-load generator's records are taken in other processes of the same machine.
+was called, the time the server closed the response's iterable (gunicorn closes it once it has written the last byte
+and logged the request; a streamed export is produced until then; taken before the application's own ``close``
+runs), the status. One ``write`` per line on a file opened for appending, so lines of one process never interleave
+and nothing is lost when a worker is stopped. Wall-clock times, because the load generator's records are taken in
+other processes of the same machine.
 
 While it is on, gunicorn cannot send a ``FileResponse`` with ``sendfile`` (the response is wrapped); the API sends
 none.
@@ -77,7 +78,9 @@ class TracedApplication:
 
 
 class _Closed:
-    """A response iterable that calls ``done`` once the server has closed it (after the last byte was written)."""
+    """A response iterable that calls ``done`` when the server closes it (it has written the last byte), before the
+    application's own ``close``: what that does then (Django's ``request_finished``, a relayed answer's slot given
+    back) runs after the client has its answer, and may first wait for a turn of the event loop."""
 
     def __init__(self, body: Iterable[bytes], done: Callable[[], None]) -> None:
         self.body = body
@@ -88,11 +91,11 @@ class _Closed:
 
     def close(self) -> None:
         try:
+            self.done()
+        finally:
             close = getattr(self.body, "close", None)
             if close is not None:
                 close()
-        finally:
-            self.done()
 
 
 def traced(app: WSGIApp) -> WSGIApp:

@@ -108,3 +108,23 @@ def test_a_body_without_close_is_recorded_too(tmp_path: Path, monkeypatch: pytes
     _, content, iterable = serve(trace.traced(app), "b-1")
     iterable.close()
     assert content == b"" and [record[3] for records in lines(tmp_path).values() for record in records] == ["204"]
+
+
+def test_the_answer_is_recorded_before_the_applications_own_close_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the application's close does (Django's request_finished, a relayed answer's slot given back) runs after
+    the client has its answer: it is not counted in the request's time, and a close that fails loses no record."""
+    monkeypatch.setenv(trace.TRACE_DIR_ENV, str(tmp_path))
+    monkeypatch.delenv("VCCI_SERVER_ROLE", raising=False)
+    seen_at_close: list[int] = []
+
+    class FailingClose(Body):
+        def close(self) -> None:
+            seen_at_close.append(sum(len(records) for records in lines(tmp_path).values()))
+            raise RuntimeError("the application's close failed")
+
+    _, _, iterable = serve(trace.traced(app_answering(FailingClose([b"x"]))), "c-1")
+    with pytest.raises(RuntimeError, match="close failed"):
+        iterable.close()
+    assert seen_at_close == [1]
