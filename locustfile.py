@@ -783,13 +783,13 @@ TRACE_ID, TRACE_FIRST, TRACE_ANSWERED = "vcci_trace_id", "vcci_trace_first", "vc
 
 class RequestTrace:
     """This process's half of the request trace: each request gets an ``X-Request-ID`` (``t<pid>-<n>``, unique in
-    the run), and locust's own record of it (the ``request`` event: its final name, its response time, the one the
-    statistics count) is appended to ``<dir>/client-<pid>.tsv`` as a line: the id, the name, the times it was sent
-    and answered (wall clock, ``time.time()``, as the server's half), the status (0: no response), whether it was its
-    user's first request (a new connection: it went through the server's accept queue), whether it failed. Answered:
-    when locust handed the read response to the user (``VcciUser.call`` notes it); sent: that less the response
-    time, so the two span what locust timed (not the encoding of a request's body before it). One ``write`` per
-    line: nothing is lost when the process is stopped."""
+    the run), and locust's own record of it (the ``request`` event: its method and final name, its response time,
+    the one the statistics count) is appended to ``<dir>/client-<pid>.tsv`` as a line: the id, the method and name,
+    the times it was sent and answered (wall clock, ``time.time()``, as the server's half), the status (0: no
+    response), whether it was its user's first request (a new connection: it went through the server's accept
+    queue), whether it failed. Answered: when locust handed the read response to the user (``VcciUser.call`` notes
+    it); sent: that less the response time, so the two span what locust timed (not the encoding of a request's body
+    before it). One ``write`` per line: nothing is lost when the process is stopped."""
 
     def __init__(self, path: str) -> None:
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -824,7 +824,7 @@ def start_trace(environment: Any, **kwargs: Any) -> None:
 
 @events.request.add_listener
 def trace_request(
-    name: str, response_time: float, context: dict[str, Any] | None = None, response: Any = None,
+    request_type: str, name: str, response_time: float, context: dict[str, Any] | None = None, response: Any = None,
     exception: Any = None, **kwargs: Any,
 ) -> None:  # fmt: skip
     traced = context or {}
@@ -833,7 +833,9 @@ def trace_request(
         return
     status = getattr(response, "status_code", 0) or 0
     failed = exception is not None
-    _trace.record(traced[TRACE_ID], name, answered, response_time, status, traced[TRACE_FIRST], failed)
+    # As locust's statistics name it: method and name (GET and POST /activities/ are two entries).
+    entry = f"{request_type} {name}"
+    _trace.record(traced[TRACE_ID], entry, answered, response_time, status, traced[TRACE_FIRST], failed)
 
 
 @events.test_stop.add_listener

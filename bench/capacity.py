@@ -48,6 +48,7 @@ from typing import Any
 
 from bench import loadtest as lt
 from bench import report as rp
+from bench import trace
 
 ROOT = lt.ROOT
 DEFAULT_OUT = "docs/capacity.md"
@@ -269,8 +270,16 @@ def point_prefix(options: argparse.Namespace, scenario: str, users: int) -> str:
 
 
 def loadtest_args(
-    options: argparse.Namespace, users: int, duration: str, wait_scale: float, out: Path, *, prefix: str
+    options: argparse.Namespace,
+    users: int,
+    duration: str,
+    wait_scale: float,
+    out: Path,
+    *,
+    prefix: str,
+    traced: bool = False,
 ) -> list[str]:
+    """``bench.loadtest``'s arguments for one point; ``traced``: with its request trace (``--trace``)."""
     args = [
         "--users", str(users), "--spawn-rate", f"{options.spawn_rate:g}", "--duration", duration,
         "--wait-scale", f"{wait_scale:g}", "--out", str(out), "--orgs", str(options.orgs),
@@ -281,6 +290,8 @@ def loadtest_args(
     ]  # fmt: skip
     if options.max_factors:
         args += ["--max-factors", str(options.max_factors)]
+    if traced:
+        args.append("--trace")
     return args
 
 
@@ -294,7 +305,8 @@ def run_curve(options: argparse.Namespace, raw: Path) -> dict[str, list[dict[str
             out = raw / f"{scenario}-{users}"
             say(f"{scenario}: {users} users, {duration}, think time x{wait_scale:g} -> {out}")
             prefix = point_prefix(options, scenario, users)
-            args = loadtest_args(options, users, duration, wait_scale, out, prefix=prefix)
+            # The largest point of each scenario is traced: where its requests' time went, shown with its endpoints.
+            args = loadtest_args(options, users, duration, wait_scale, out, prefix=prefix, traced=users == largest)
             status = lt.run(lt.parser().parse_args(args))
             summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
             point = run_point(summary)
@@ -539,6 +551,10 @@ def render_markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
         lines += rp.table(
             ["endpoint", "kind", "requests", "failed", "p50 / p95 / p99 ms", "max ms", "req/s"], endpoint_rows
         )
+        traced = summary["run"].get("trace")
+        if traced:
+            lines += ["", f"Where locust's time went at {top['point']['users']} users (the request trace).", ""]
+            lines += [trace.EXPLANATION.format(ramp=traced["ramp_seconds"]), "", *trace.tables(traced)]
         per_resource = (summary["cache"].get("per_resource") or {}) if summary.get("cache") else {}
         if per_resource:
             lines += [

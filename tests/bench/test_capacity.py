@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bench import capacity
+from bench import capacity, trace
 
 
 def endpoint(method: str, name: str, *, requests: int = 100, p95: float = 100, p99: float = 200) -> dict[str, Any]:
@@ -166,6 +166,19 @@ def test_the_report_renders_from_results_json(tmp_path: Path) -> None:
     text = out.read_text()
     assert "| <= 250 (12.00 %) / <= 1,000 (31.50 %) / > 5,000 (2.00 %) |" in text
     assert text.count("| — | 61,204 / 58,917 |") == 3  # the three runs without the measurement
+    # A traced point shows where its requests' time went, under its endpoints.
+    assert "the request trace" not in text
+    records = [
+        trace.Traced("GET /api/v1/emissions/", 1000.0, 1000.2, 200, True, False, 1000.15, 1000.2),
+        trace.Traced("GET /api/v1/emissions/", 1020.0, 1020.05, 200, False, False, 1020.01, 1020.05),
+    ]
+    data["runs"]["seed"][-1]["summary"]["run"]["trace"] = trace.summarize(records, ramp_seconds=10)
+    (raw / "results.json").write_text(json.dumps(data))
+    assert capacity.main(argv) == 0
+    text = out.read_text()
+    assert "Where locust's time went at 500 users (the request trace)." in text
+    assert "| ramp: users' first requests | 1 | 0 | 200 / 200 / 200 | 150 / 150 / 150 | 50 / 50 / 50 |" in text
+    assert "| GET /api/v1/emissions/ | 1 | 0 | 50 / 50 / 50 | 10 / 10 / 10 | 40 / 40 / 40 |" in text
     assert (tmp_path / "docs" / "capacity" / "seed.png").is_file()
     assert (tmp_path / "docs" / "capacity" / "overload.png").is_file()
 
@@ -202,9 +215,12 @@ def test_every_point_of_the_curve_runs_on_organizations_of_its_own(tmp_path: Pat
 
 def test_the_curve_runs_each_point_on_its_own_organizations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[tuple[str, int, str]] = []
+    traced: list[int] = []
 
     def fake_run(options: Any) -> int:
         seen.append((options.org_prefix, options.users, options.duration))
+        if options.trace:
+            traced.append(options.users)
         Path(options.out).mkdir(parents=True, exist_ok=True)
         Path(options.out, "summary.json").write_text(json.dumps(summary(options.users)))
         return 0
@@ -219,6 +235,7 @@ def test_the_curve_runs_each_point_on_its_own_organizations(tmp_path: Path, monk
         ("cap-overload-500", 500, "2m"),
     ]
     assert [run["point"]["users"] for run in runs["overload"]] == [50, 500]
+    assert traced == [500, 500]  # each scenario's largest point has its request trace
 
 
 def test_a_point_reports_its_organizations_activities_at_the_end() -> None:

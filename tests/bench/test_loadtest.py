@@ -1049,16 +1049,16 @@ def test_a_traced_request_carries_its_id_and_is_recorded_as_locust_timed_it(
     assert [response.headers["X-Request-ID"] for _, _, response in session.sent] == ids
     # What locust's request event then hands the listener (its copy of the context, the final name, the timing).
     answer = session.sent[0][2]
-    lf.trace_request(name="/api/v1/factors/", response_time=250.0, context=meta[0]["context"], response=answer)
-    lf.trace_request(name="/api/v1/factors/ (refused)", response_time=2.0, context=meta[1]["context"], exception=None)
-    lf.trace_request(name="/untraced", response_time=1.0, context={})  # a request sent without the trace
+    lf.trace_request("GET", "/api/v1/factors/", response_time=250.0, context=meta[0]["context"], response=answer)
+    lf.trace_request("GET", "/api/v1/factors/ (refused)", response_time=2.0, context=meta[1]["context"], exception=None)
+    lf.trace_request("GET", "/untraced", response_time=1.0, context={})  # a request sent without the trace
     recorder.close()
     first, second = [line.split("\t") for line in (tmp_path / "client-1.tsv").read_text().splitlines()]
     answered = meta[0]["context"][lf.TRACE_ANSWERED]
-    assert first[:2] == [ids[0], "/api/v1/factors/"] and float(first[3]) == pytest.approx(answered, abs=1e-6)
+    assert first[:2] == [ids[0], "GET /api/v1/factors/"] and float(first[3]) == pytest.approx(answered, abs=1e-6)
     assert float(first[3]) - float(first[2]) == pytest.approx(0.25, abs=1e-5)  # sent: answered less the response time
     assert first[4:] == ["200", "1", "0"]
-    assert second[1] == "/api/v1/factors/ (refused)" and second[4:] == ["0", "0", "0"]
+    assert second[1] == "GET /api/v1/factors/ (refused)" and second[4:] == ["0", "0", "0"]
 
 
 def test_without_a_trace_no_request_id_is_sent(lf: ModuleType, tenant: tuple[Organization, str]) -> None:
