@@ -135,6 +135,12 @@ def test_the_report_renders_from_results_json(tmp_path: Path) -> None:
     (tmp_path / "before" / "README.md").write_text("Made with the earlier main, on a machine of the same kind.")
     out = tmp_path / "docs" / "capacity.md"
     argv = ["--render-only", "--raw-dir", str(raw), "--out", str(out), "--before", str(tmp_path / "before")]
+
+    def rendered(data: dict[str, Any]) -> str:
+        (raw / "results.json").write_text(json.dumps(data))
+        assert capacity.main(argv) == 0
+        return out.read_text()
+
     status = capacity.main(argv)
     assert status == 0
     text = out.read_text()
@@ -148,9 +154,7 @@ def test_the_report_renders_from_results_json(tmp_path: Path) -> None:
     for runs in data["runs"].values():
         for run in runs:
             run["point"]["activities_at_end"] = [61_204, 58_917]
-    (raw / "results.json").write_text(json.dumps(data))
-    assert capacity.main(argv) == 0
-    text = out.read_text()
+    text = rendered(data)
     assert "Each point runs on 2 organizations of its own, seeded with 20,000 activities each" in text
     assert "| 61,204 / 58,917 |" in text
     assert "| event loop lag p99 ms (over 100 ms): workers / bulk pool / locust |" in text
@@ -161,9 +165,7 @@ def test_the_report_renders_from_results_json(tmp_path: Path) -> None:
         "server": {"main": lag, "bulk": {**lag, "p99_ms": 1000.0, "over_100ms": 0.315}},
         "load_generator": locust,
     }
-    (raw / "results.json").write_text(json.dumps(data))
-    assert capacity.main(argv) == 0
-    text = out.read_text()
+    text = rendered(data)
     assert "| <= 250 (12.00 %) / <= 1,000 (31.50 %) / > 5,000 (2.00 %) |" in text
     assert text.count("| — | 61,204 / 58,917 |") == 3  # the three runs without the measurement
     # A traced point shows where its requests' time went, under its endpoints.
@@ -173,9 +175,7 @@ def test_the_report_renders_from_results_json(tmp_path: Path) -> None:
         trace.Traced("GET /api/v1/emissions/", 1020.0, 1020.05, 200, False, False, 1020.01, 1020.05),
     ]
     data["runs"]["seed"][-1]["summary"]["run"]["trace"] = trace.summarize(records, ramp_seconds=10)
-    (raw / "results.json").write_text(json.dumps(data))
-    assert capacity.main(argv) == 0
-    text = out.read_text()
+    text = rendered(data)
     assert "Where locust's time went at 500 users (the request trace)." in text
     assert "| ramp: users' first requests | 1 | 0 | 200 / 200 / 200 | 150 / 150 / 150 | 50 / 50 / 50 |" in text
     assert "| GET /api/v1/emissions/ | 1 | 0 | 50 / 50 / 50 | 10 / 10 / 10 | 40 / 40 / 40 |" in text
