@@ -4,13 +4,14 @@ locust times a request from before it is sent until its body has been read; the 
 application is called. The difference (the kernel's accept queue, a worker busy with another greenlet, the CPU
 given to someone else, the response's way back and locust's own event loop) is in no server metric. With
 ``--trace``, each locust process records its requests under the ``X-Request-ID`` it sends (``locustfile.py``,
-``RequestTrace``: name, sent, answered, status, whether it was its user's first request) and each serving process
-records the same ids (``perf/trace.py``: when the application was called, when the response was closed; the bulk
-pool too, for the bulk requests relayed to it). ``summarize`` joins them by id and splits each request's time:
+``RequestTrace``: method and name, sent, answered, status, whether it was its user's first request) and each serving
+process records the same ids (``perf/trace.py``, on when ``REQUEST_TRACE_DIR`` is set: when the application was
+called, when the server had written the response; the bulk pool too, for the bulk requests relayed to it).
+``summarize`` joins them by id and splits each request's time:
 
 - *before the application*: from locust sending it until a worker's application was called;
-- *in the application*: until the worker closed the response (for a bulk request, of which *in the bulk pool*:
-  until the bulk pool closed it, the rest being the relay and the wait for a bulk process);
+- *in the application*: until the worker had written the response (for a bulk request, of which *in the bulk pool*:
+  until the bulk pool had written it, the rest being the wait for a slot, the upload and the relay);
 - *after*: until locust had read the body.
 
 All are wall-clock times (``time.time()``) of processes on one machine. Requests are split into the ramp (sent while
