@@ -786,10 +786,11 @@ class RequestTrace:
     the run), and locust's own record of it (the ``request`` event: its method and final name, its response time,
     the one the statistics count) is appended to ``<dir>/client-<pid>.tsv`` as a line: the id, the method and name,
     the times it was sent and answered (wall clock, ``time.time()``, as the server's half), the status (0: no
-    response), whether it was its user's first request (a new connection: it went through the server's accept
-    queue), whether it failed. Answered: when locust handed the read response to the user (``VcciUser.call`` notes
-    it); sent: that less the response time, so the two span what locust timed (not the encoding of a request's body
-    before it). One ``write`` per line: nothing is lost when the process is stopped."""
+    response), whether it was its user's first request (it opened the user's connection, through the server's accept
+    queue; a later one may open another after the server closed an idle one, not told apart), whether it failed.
+    Answered: when locust handed the read response to the user (``VcciUser.call`` notes it); sent: that less the
+    response time, so the two span what locust timed (not the encoding of a request's body before it). One ``write``
+    per line: nothing is lost when the process is stopped."""
 
     def __init__(self, path: str) -> None:
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)

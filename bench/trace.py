@@ -10,13 +10,15 @@ called, when the server had written the response; the bulk pool too, for the bul
 ``summarize`` joins them by id and splits each request's time:
 
 - *before the application*: from locust sending it until a worker's application was called;
-- *in the application*: until the worker had written the response (for a bulk request, of which *in the bulk pool*:
-  until the bulk pool had written it, the rest being the wait for a slot, the upload and the relay);
+- *in the application*: until the worker had written the response and logged it (for a bulk request, of which *in
+  the bulk pool*: until the bulk pool had, the rest being the wait for a slot, the upload and the relay);
 - *after*: until locust had read the body.
 
 All are wall-clock times (``time.time()``) of processes on one machine. Requests are split into the ramp (sent while
 users were still starting: ``users / spawn rate`` seconds from the first request) and the steady state after it, and
-each user's first request (its connection's first, which waited in the accept queue) is shown apart.
+each user's first request (which opened its connection: it went through the accept queue) is shown apart. A later
+request opens a new connection too when the server has closed the user's idle one (after ``keepalive`` seconds: the
+ERP clients' pauses, a long ``Retry-After``); those are not told apart.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy
 
 # Endpoints shown one by one (the most requested, steady state); the rest are in the totals.
 TOP_ENDPOINTS = 20
@@ -103,16 +107,13 @@ def read(directory: Path) -> list[Traced]:
     return traced
 
 
-def _quantile(values: Sequence[float], q: float) -> float | None:
-    """The ``q`` quantile (0-1) of ``values``, nearest rank; None when there are none."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))]
-
-
 def _spread(values: Sequence[float]) -> dict[str, float | None]:
-    return {"p50": _quantile(values, 0.5), "p95": _quantile(values, 0.95), "p99": _quantile(values, 0.99)}
+    """p50, p95 and p99 of ``values`` by nearest rank (a value of the sample: the smallest with at least that share
+    of the values at or below it), as locust reports its percentiles; None when there are none."""
+    if not values:
+        return {"p50": None, "p95": None, "p99": None}
+    p50, p95, p99 = numpy.percentile(values, [50, 95, 99], method="inverted_cdf")
+    return {"p50": float(p50), "p95": float(p95), "p99": float(p99)}
 
 
 def group(records: Sequence[Traced]) -> dict[str, Any]:
@@ -195,10 +196,12 @@ HEADER = (
 EXPLANATION = (
     "Every request locust sent, joined by its `X-Request-ID` with the server's record of it (bench/trace.py): *before "
     "the application* is from locust sending it until a worker's application was called (the accept queue, a busy "
-    "worker, the CPU), *in the application* until the worker had written the response, *after* until locust had "
-    "read it; for a bulk request, *in it* is the bulk pool's time and *relay and wait* the rest of the worker's (a "
-    "slot, the upload, the relay). Not seen by the server: no record of it (no answer: a connection error or a "
-    "timeout). The ramp is the first {ramp:g} s (users still starting); a user's first request opened its connection."
+    "worker, the CPU), *in the application* until the worker had written the response (and logged it), *after* until "
+    "locust had read it; for a bulk request, *in it* is the bulk pool's time and *relay and wait* the rest of the "
+    "worker's (a slot, the upload, the relay). Not seen by the server: no record of it (gunicorn refused it before "
+    "the application, the application failed to answer, or locust gave up before the server recorded it). The ramp "
+    "is the first {ramp:g} s (users still starting). A user's first request opened its connection; a later one may "
+    "have opened another (after the server closed an idle one), which the trace does not tell apart."
 )
 
 

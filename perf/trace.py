@@ -16,8 +16,8 @@ runs), the status. One ``write`` per line on a file opened for appending, so lin
 and nothing is lost when a worker is stopped. Wall-clock times, because the load generator's records are taken in
 other processes of the same machine.
 
-While it is on, gunicorn cannot send a ``FileResponse`` with ``sendfile`` (the response is wrapped); the API sends
-none.
+While it is on, gunicorn cannot send a ``FileResponse`` with ``sendfile`` to a request carrying an id (its response
+is wrapped); the API sends none.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -1067,6 +1068,8 @@ def test_without_a_trace_no_request_id_is_sent(lf: ModuleType, tenant: tuple[Org
     assert user.call("GET", "/api/v1/factors/", name="/api/v1/factors/").ok
     [(_, _, response)] = session.sent
     assert response.request_meta["context"] == {}
+    # The server made the request's id itself (a UUID's hex), as for any client that sends none.
+    assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-ID"])
 
 
 def test_a_503_without_retry_after_is_a_failure(lf: ModuleType) -> None:

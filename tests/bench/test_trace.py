@@ -75,3 +75,12 @@ def test_a_missing_or_malformed_trace_is_an_error_naming_it(tmp_path: Path) -> N
         trace.read(tmp_path)
     with pytest.raises(trace.TraceError, match="no request"):
         trace.summarize([], ramp_seconds=1)
+
+
+def test_percentiles_are_nearest_rank_as_locust_reports_them() -> None:
+    records = [trace.Traced("GET /x", 0.0, value / 1000, 200, False, False) for value in range(1, 101)]
+    spread = trace.group(records)["total"]
+    assert (spread["p50"], spread["p95"], spread["p99"]) == pytest.approx((0.05, 0.095, 0.099))
+    # Twenty values: the 19th is the p95, not the largest.
+    assert trace.group(records[:20])["total"]["p95"] == pytest.approx(0.019)
+    assert trace.group([])["total"] == {"p50": None, "p95": None, "p99": None}
