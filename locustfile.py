@@ -778,19 +778,18 @@ def write_loop_lag(**kwargs: Any) -> None:
 # requests by id: perf/trace.py).
 TRACE_ENV = "VCCI_TRACE_DIR"
 # The key under which a traced request's id travels in locust's request context, to the ``request`` event.
-TRACE_ID, TRACE_FIRST, TRACE_ANSWERED = "vcci_trace_id", "vcci_trace_first", "vcci_trace_answered"
+TRACE_ID, TRACE_ANSWERED = "vcci_trace_id", "vcci_trace_answered"
 
 
 class RequestTrace:
-    """This process's half of the request trace: each request gets an ``X-Request-ID`` (``t<pid>-<n>``, unique in
-    the run), and locust's own record of it (the ``request`` event: its method and final name, its response time,
-    the one the statistics count) is appended to ``<dir>/client-<pid>.tsv`` as a line: the id, the method and name,
-    the times it was sent and answered (wall clock, ``time.time()``, as the server's half), the status (0: no
-    response), whether it was its user's first request (it opened the user's connection, through the server's accept
-    queue; a later one may open another after the server closed an idle one, not told apart), whether it failed.
-    Answered: when locust handed the read response to the user (``VcciUser.call`` notes it); sent: that less the
-    response time, so the two span what locust timed (not the encoding of a request's body before it). One ``write``
-    per line: nothing is lost when the process is stopped."""
+    """This process's half of the request trace: each request gets an ``X-Request-ID`` (``t<pid>-<n>``, unique in the
+    run), and locust's own record of it (the ``request`` event: its method and final name, its response time, the
+    one the statistics count) is appended to ``<dir>/client-<pid>.tsv`` as a line: the id, the method and name, the
+    times it was sent and answered (wall clock, ``time.time()``, as the server's half), the status (0: no response),
+    whether it failed (the server's half says whether it opened a connection). Answered: when locust handed the read
+    response to the user (``VcciUser.call`` notes it); sent: that less the response time, so the two span what
+    locust timed (not the encoding of a request's body before it). One ``write`` per line: nothing is lost when the
+    process is stopped."""
 
     def __init__(self, path: str) -> None:
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -801,10 +800,10 @@ class RequestTrace:
         return f"{self.prefix}{next(self.sent)}"
 
     def record(
-        self, request_id: str, name: str, answered: float, response_ms: float, status: int, first: bool, failed: bool
+        self, request_id: str, name: str, answered: float, response_ms: float, status: int, failed: bool
     ) -> None:
         sent = answered - response_ms / 1000
-        line = f"{request_id}\t{name}\t{sent:.6f}\t{answered:.6f}\t{status}\t{int(first)}\t{int(failed)}\n"
+        line = f"{request_id}\t{name}\t{sent:.6f}\t{answered:.6f}\t{status}\t{int(failed)}\n"
         os.write(self.fd, line.encode())
 
     def close(self) -> None:
@@ -836,7 +835,7 @@ def trace_request(
     failed = exception is not None
     # As locust's statistics name it: method and name (GET and POST /activities/ are two entries).
     entry = f"{request_type} {name}"
-    _trace.record(traced[TRACE_ID], entry, answered, response_time, status, traced[TRACE_FIRST], failed)
+    _trace.record(traced[TRACE_ID], entry, answered, response_time, status, failed)
 
 
 @events.test_stop.add_listener
@@ -936,7 +935,6 @@ class VcciUser(FastHttpUser):
     # objects outlive the young generations, and the cyclic collector's full passes over them took a third of the
     # generator's CPU (py-spy --native: gc_collect_main under orjson.loads). Bytes are not tracked by the collector.
     http_cache: OrderedDict[str, tuple[str, bytes]]
-    requests_sent: int  # so far by this user: its first opens its connection (the request trace tells it apart)
 
     def on_start(self) -> None:
         self.token = next_token()
@@ -944,7 +942,6 @@ class VcciUser(FastHttpUser):
         self.headers = {"Authorization": f"Token {self.token}", "Accept": "application/json"}
         self.rng = random.Random()
         self.http_cache = OrderedDict()
-        self.requests_sent = 0
 
     def call(
         self,
@@ -972,8 +969,6 @@ class VcciUser(FastHttpUser):
         context: dict[str, Any] = {}
         if _trace is not None:
             headers["X-Request-ID"] = context[TRACE_ID] = _trace.next_id()
-            context[TRACE_FIRST] = self.requests_sent == 0
-        self.requests_sent += 1
         with self.client.request(
             method, path, name=name, headers=headers, json=body, catch_response=True, context=context
         ) as response:

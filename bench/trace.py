@@ -4,9 +4,10 @@ locust times a request from before it is sent until its body has been read; the 
 application is called. The difference (the kernel's accept queue, a worker busy with another greenlet, the CPU
 given to someone else, the response's way back and locust's own event loop) is in no server metric. With
 ``--trace``, each locust process records its requests under the ``X-Request-ID`` it sends (``locustfile.py``,
-``RequestTrace``: method and name, sent, answered, status, whether it was its user's first request) and each serving
-process records the same ids (``perf/trace.py``, on when ``REQUEST_TRACE_DIR`` is set: when the application was
-called, when the server had written the response; the bulk pool too, for the bulk requests relayed to it).
+``RequestTrace``: method and name, sent, answered, status) and each serving process records the same ids
+(``perf/trace.py``, on when ``REQUEST_TRACE_DIR`` is set: when the application was called, when the server had
+written the response, whether the request opened its connection; the bulk pool too, for the bulk requests relayed to
+it).
 ``summarize`` joins them by id and splits each request's time:
 
 - *before the application*: from locust sending it until a worker's application was called;
@@ -16,9 +17,9 @@ called, when the server had written the response; the bulk pool too, for the bul
 
 All are wall-clock times (``time.time()``) of processes on one machine. Requests are split into the ramp (sent while
 users were still starting: ``users / spawn rate`` seconds from the first request) and the steady state after it, and
-each user's first request (which opened its connection: it went through the accept queue) is shown apart. A later
-request opens a new connection too when the server has closed the user's idle one (after ``keepalive`` seconds: the
-ERP clients' pauses, a long ``Retry-After``); those are not told apart.
+the requests that opened a connection (which waited in the accept queue: a user's first, and any after the server
+closed the user's idle connection, ``keepalive`` seconds on: the ERP clients' pauses, a long ``Retry-After``) are
+shown apart.
 """
 
 from __future__ import annotations
@@ -47,10 +48,10 @@ class Traced:
     sent: float
     answered: float
     status: int
-    first: bool
     failed: bool
     app_start: float | None = None
     app_done: float | None = None
+    opened: bool | None = None  # whether it opened its connection (the worker's record; None: not known)
     bulk_start: float | None = None
     bulk_done: float | None = None
 
@@ -84,11 +85,11 @@ def _lines(paths: Iterable[Path], fields: int) -> Iterable[list[str]]:
             yield parts
 
 
-def _server_times(paths: Iterable[Path]) -> dict[str, tuple[float, float]]:
+def _server_times(paths: Iterable[Path]) -> dict[str, tuple[float, float, bool | None]]:
     # A request id recorded twice by one role (never, unless a client reused one): the first record stands.
-    times: dict[str, tuple[float, float]] = {}
-    for request_id, started, done, _status in _lines(paths, 4):
-        times.setdefault(request_id, (float(started), float(done)))
+    times: dict[str, tuple[float, float, bool | None]] = {}
+    for request_id, started, done, _status, opened in _lines(paths, 5):
+        times.setdefault(request_id, (float(started), float(done), {"1": True, "0": False}.get(opened)))
     return times
 
 
@@ -99,10 +100,12 @@ def read(directory: Path) -> list[Traced]:
         raise TraceError(f"no client records (client-*.tsv) in {directory}")
     main, bulk = _server_times(directory.glob("main-*.tsv")), _server_times(directory.glob("bulk-*.tsv"))
     traced = []
-    for request_id, name, sent, answered, status, first, failed in _lines(clients, 7):
+    for request_id, name, sent, answered, status, failed in _lines(clients, 6):
         app, relayed = main.get(request_id), bulk.get(request_id)
-        server = (*(app or (None, None)), *(relayed or (None, None)))
-        traced.append(Traced(name, float(sent), float(answered), int(status), first == "1", failed == "1", *server))
+        app_start, app_done, opened = app or (None, None, None)
+        bulk_start, bulk_done, _ = relayed or (None, None, None)
+        client = (name, float(sent), float(answered), int(status), failed == "1")
+        traced.append(Traced(*client, app_start, app_done, opened, bulk_start, bulk_done))
     traced.sort(key=lambda record: record.sent)
     return traced
 
@@ -138,8 +141,8 @@ def group(records: Sequence[Traced]) -> dict[str, Any]:
 
 
 def summarize(records: Sequence[Traced], *, ramp_seconds: float) -> dict[str, Any]:
-    """The trace's figures: the ramp and the steady state, all requests and users' first ones, and the steady state's
-    endpoints (the ``TOP_ENDPOINTS`` most requested)."""
+    """The trace's figures: the ramp and the steady state, all requests and those that opened a connection, and the
+    steady state's endpoints (the ``TOP_ENDPOINTS`` most requested)."""
     if not records:
         raise TraceError("the trace holds no request")
     start = records[0].sent
@@ -149,7 +152,7 @@ def summarize(records: Sequence[Traced], *, ramp_seconds: float) -> dict[str, An
     groups = {}
     for phase, members in phases.items():
         groups[f"{phase}: all requests"] = group(members)
-        groups[f"{phase}: users' first requests"] = group([record for record in members if record.first])
+        groups[f"{phase}: requests that opened a connection"] = group([record for record in members if record.opened])
     by_name: dict[str, list[Traced]] = defaultdict(list)
     for record in phases["steady"]:
         by_name[record.name].append(record)
@@ -200,8 +203,8 @@ EXPLANATION = (
     "locust had read it; for a bulk request, *in it* is the bulk pool's time and *relay and wait* the rest of the "
     "worker's (a slot, the upload, the relay). Not seen by the server: no record of it (gunicorn refused it before "
     "the application, the application failed to answer, or locust gave up before the server recorded it). The ramp "
-    "is the first {ramp:g} s (users still starting). A user's first request opened its connection; a later one may "
-    "have opened another (after the server closed an idle one), which the trace does not tell apart."
+    "is the first {ramp:g} s (users still starting). A request that opened a connection (a user's first, or one after "
+    "the server closed the user's idle connection) waited in the accept queue."
 )
 
 

@@ -12,9 +12,11 @@ production). Every serving process then appends one line per request carrying an
 requests the workers relay to it, under the same id): the id, the wall-clock time (``time.time()``) the application
 was called, the time the server closed the response's iterable (gunicorn closes it once it has written the last byte
 and logged the request; a streamed export is produced until then; taken before the application's own ``close``
-runs), the status. One ``write`` per line on a file opened for appending, so lines of one process never interleave
-and nothing is lost when a worker is stopped. Wall-clock times, because the load generator's records are taken in
-other processes of the same machine.
+runs), the status, and whether the request opened its connection (``1``: the first this process served on that
+client socket, which waited in the accept queue; ``0``: a later one on a kept-alive connection; ``-``: unknown, a
+server that does not hand the socket to the application as gunicorn does, ``gunicorn.socket``). One ``write`` per
+line on a file opened for appending, so lines of one process never interleave and nothing is lost when a worker is
+stopped. Wall-clock times, because the load generator's records are taken in other processes of the same machine.
 
 While it is on, gunicorn cannot send a ``FileResponse`` with ``sendfile`` to a request carrying an id (its response
 is wrapped); the API sends none.
@@ -25,6 +27,7 @@ from __future__ import annotations
 import os
 import re
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -50,6 +53,8 @@ class TracedApplication:
         self.directory = directory
         self._fd: int | None = None
         self._pid: int | None = None
+        # The client sockets this process has served a request on; a closed connection's drops out with its socket.
+        self._sockets: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def _descriptor(self) -> int:
         # Opened in the process that serves: a worker forked after the application was loaded writes its own file.
@@ -59,14 +64,30 @@ class TracedApplication:
             self._fd, self._pid = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644), pid
         return self._fd
 
-    def record(self, request_id: str, started: float, done: float, status: str) -> None:
-        os.write(self._descriptor(), f"{request_id}\t{started:.6f}\t{done:.6f}\t{status}\n".encode())
+    def record(self, request_id: str, started: float, done: float, status: str, opened: str) -> None:
+        line = f"{request_id}\t{started:.6f}\t{done:.6f}\t{status}\t{opened}\n"
+        os.write(self._descriptor(), line.encode())
+
+    def opened(self, environ: dict[str, Any]) -> str:
+        """``1`` when ``environ``'s request is the first this process serves on its client socket, ``0`` when it is
+        not, ``-`` when the server does not say which socket it came on."""
+        sock = environ.get("gunicorn.socket")
+        if sock is None:
+            return "-"
+        try:
+            if sock in self._sockets:
+                return "0"
+            self._sockets.add(sock)
+        except TypeError:  # a socket that cannot be referenced weakly
+            return "-"
+        return "1"
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         request_id = environ.get("HTTP_X_REQUEST_ID", "")
         if not _RECORDED_ID.fullmatch(request_id):
             return self.app(environ, start_response)
         started = time.time()
+        opened = self.opened(environ)
         status = ["-"]
 
         def start(status_line: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
@@ -74,7 +95,7 @@ class TracedApplication:
             return start_response(status_line, headers, exc_info)
 
         body = self.app(environ, start)
-        return _Closed(body, lambda: self.record(request_id, started, time.time(), status[0]))
+        return _Closed(body, lambda: self.record(request_id, started, time.time(), status[0], opened))
 
 
 class _Closed:

@@ -171,13 +171,14 @@ def test_the_report_renders_from_results_json(tmp_path: Path) -> None:
     # A traced point shows where its requests' time went, under its endpoints.
     assert "the request trace" not in text
     records = [
-        trace.Traced("GET /api/v1/emissions/", 1000.0, 1000.2, 200, True, False, 1000.15, 1000.2),
-        trace.Traced("GET /api/v1/emissions/", 1020.0, 1020.05, 200, False, False, 1020.01, 1020.05),
+        trace.Traced("GET /api/v1/emissions/", 1000.0, 1000.2, 200, False, 1000.15, 1000.2, opened=True),
+        trace.Traced("GET /api/v1/emissions/", 1020.0, 1020.05, 200, False, 1020.01, 1020.05, opened=False),
     ]
     data["runs"]["seed"][-1]["summary"]["run"]["trace"] = trace.summarize(records, ramp_seconds=10)
     text = rendered(data)
     assert "Where locust's time went at 500 users (the request trace)." in text
-    assert "| ramp: users' first requests | 1 | 0 | 200 / 200 / 200 | 150 / 150 / 150 | 50 / 50 / 50 |" in text
+    opened = "| ramp: requests that opened a connection | 1 | 0 | 200 / 200 / 200 | 150 / 150 / 150 | 50 / 50 / 50 |"
+    assert opened in text
     assert "| GET /api/v1/emissions/ | 1 | 0 | 50 / 50 / 50 | 10 / 10 / 10 | 40 / 40 / 40 |" in text
     assert (tmp_path / "docs" / "capacity" / "seed.png").is_file()
     assert (tmp_path / "docs" / "capacity" / "overload.png").is_file()

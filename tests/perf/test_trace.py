@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,9 +35,12 @@ def app_answering(body: Body, status: str = "201 Created") -> Any:
     return app
 
 
-def serve(app: Any, request_id: str | None) -> tuple[list[str], bytes, Any]:
-    """``app`` called as gunicorn calls it: the status it started, the body read, the iterable (not closed yet)."""
+def serve(app: Any, request_id: str | None, sock: Any = None) -> tuple[list[str], bytes, Any]:
+    """``app`` called as gunicorn calls it (on the client socket ``sock``, when given): the status it started, the body
+    read, the iterable (not closed yet)."""
     environ: dict[str, Any] = {"REQUEST_METHOD": "GET", "PATH_INFO": "/"}
+    if sock is not None:
+        environ["gunicorn.socket"] = sock
     if request_id is not None:
         environ["HTTP_X_REQUEST_ID"] = request_id
     started: list[str] = []
@@ -70,8 +74,9 @@ def test_a_request_is_recorded_by_its_id_once_its_response_is_closed(
     assert body.closed  # the application's own close still runs
     [(name, [record])] = lines(tmp_path).items()
     assert name == f"main-{os.getpid()}.tsv"
-    request_id, called, done, status = record
+    request_id, called, done, status, opened = record
     assert request_id == "t123-7" and status == "201" and float(called) <= float(done)
+    assert opened == "-"  # no client socket in the environ: not known whether it opened a connection
 
 
 def test_requests_without_a_recordable_id_are_served_and_not_recorded(
@@ -128,3 +133,20 @@ def test_the_answer_is_recorded_before_the_applications_own_close_runs(
     with pytest.raises(RuntimeError, match="close failed"):
         iterable.close()
     assert seen_at_close == [1]
+
+
+def test_the_first_request_on_each_client_socket_opened_its_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(trace.TRACE_DIR_ENV, str(tmp_path))
+    monkeypatch.delenv("VCCI_SERVER_ROLE", raising=False)
+    app = trace.traced(app_answering(Body([b"ok"])))
+    first, second = socket.socket(), socket.socket()
+    try:
+        for request_id, sock in (("k-1", first), ("k-2", first), ("k-3", second), ("k-4", first)):
+            serve(app, request_id, sock)[2].close()
+    finally:
+        first.close()
+        second.close()
+    [records] = lines(tmp_path).values()
+    assert [(record[0], record[4]) for record in records] == [("k-1", "1"), ("k-2", "0"), ("k-3", "1"), ("k-4", "0")]
