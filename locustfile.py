@@ -777,7 +777,8 @@ def write_loop_lag(**kwargs: Any) -> None:
 # Where each locust process that runs users records its requests (bench.loadtest sets it; the server records the same
 # requests by id: perf/trace.py).
 TRACE_ENV = "VCCI_TRACE_DIR"
-# The key under which a traced request's id travels in locust's request context, to the ``request`` event.
+# The keys under which a traced request's id and the moment it was answered travel in locust's request context, to
+# the ``request`` event.
 TRACE_ID, TRACE_ANSWERED = "vcci_trace_id", "vcci_trace_answered"
 
 
