@@ -227,6 +227,13 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
 
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A Markdown table's lines: ``header``, then ``rows`` (a ``|`` in a cell escaped)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return lines
+
+
 def _ms(seconds: float) -> str:
     ms = seconds * 1000
     if ms >= 100:

@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import loadtest as lt
-from bench.measure import SETTINGS_MODULE, BenchError
+from bench.measure import SETTINGS_MODULE, BenchError, table
 
 ROOT = lt.ROOT
 DEFAULT_OUT = "docs/performance.md"
@@ -410,12 +410,6 @@ def fmt_ratio(value: float | None) -> str:
 
 def fmt_pct(value: float | None) -> str:
     return "—" if value is None else f"{value * 100:.2f} %"
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
-    return lines
 
 
 TARGET_LABELS = {target.key: target.label for target in TARGETS}

@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy
 
+from bench.measure import table
+
 # Endpoints shown one by one (the most requested, steady state); the rest are in the totals.
 TOP_ENDPOINTS = 20
 
@@ -61,19 +63,24 @@ class Traced:
 
     @property
     def before(self) -> float | None:
-        return None if self.app_start is None else self.app_start - self.sent
+        return _between(self.sent, self.app_start)
 
     @property
     def in_app(self) -> float | None:
-        return None if self.app_start is None or self.app_done is None else self.app_done - self.app_start
+        return _between(self.app_start, self.app_done)
 
     @property
     def after(self) -> float | None:
-        return None if self.app_done is None else self.answered - self.app_done
+        return _between(self.app_done, self.answered)
 
     @property
     def in_bulk(self) -> float | None:
-        return None if self.bulk_start is None or self.bulk_done is None else self.bulk_done - self.bulk_start
+        return _between(self.bulk_start, self.bulk_done)
+
+
+def _between(start: float | None, end: float | None) -> float | None:
+    """Seconds from ``start`` to ``end``; None when either side did not record its time."""
+    return None if start is None or end is None else end - start
 
 
 def _lines(paths: Iterable[Path], fields: int) -> Iterable[list[str]]:
@@ -172,27 +179,36 @@ def ms(spread: dict[str, float | None], *keys: str) -> str:
     return " / ".join(f"{value * 1000:,.0f}" for value in values)  # type: ignore[operator]
 
 
-def _row(label: str, figures: dict[str, Any]) -> str:
+def _row(label: str, figures: dict[str, Any]) -> list[str]:
     share = figures["before_share"]
     bulk = (
         f"{figures['bulk_requests']:,}: {ms(figures['in_bulk'], 'p50', 'p95')} / {ms(figures['relay'], 'p50', 'p95')}"
         if figures["bulk_requests"]
         else "-"
     )
-    return (
-        f"| {label} | {figures['requests']:,} | {figures['unrecorded']:,} "
-        f"| {ms(figures['total'], 'p50', 'p95', 'p99')} | {ms(figures['before'], 'p50', 'p95', 'p99')} "
-        f"| {ms(figures['in_app'], 'p50', 'p95', 'p99')} | {ms(figures['after'], 'p50', 'p95')} "
-        f"| {'-' if share is None else f'{share * 100:.0f} %'} | {bulk} |"
-    )
+    return [
+        label,
+        f"{figures['requests']:,}",
+        f"{figures['unrecorded']:,}",
+        ms(figures["total"], "p50", "p95", "p99"),
+        ms(figures["before"], "p50", "p95", "p99"),
+        ms(figures["in_app"], "p50", "p95", "p99"),
+        ms(figures["after"], "p50", "p95"),
+        "-" if share is None else f"{share * 100:.0f} %",
+        bulk,
+    ]
 
 
 HEADER = (
-    "| requests | count | not seen by the server | locust p50 / p95 / p99 ms "
-    "| before the application p50 / p95 / p99 ms | in the application p50 / p95 / p99 ms | after p50 / p95 ms "
-    "| share of locust's time before the application "
-    "| relayed to the bulk pool: in it p50 / p95 ms / relay and wait p50 / p95 ms |\n"
-    "|---|---|---|---|---|---|---|---|---|"
+    "requests",
+    "count",
+    "not seen by the server",
+    "locust p50 / p95 / p99 ms",
+    "before the application p50 / p95 / p99 ms",
+    "in the application p50 / p95 / p99 ms",
+    "after p50 / p95 ms",
+    "share of locust's time before the application",
+    "relayed to the bulk pool: in it p50 / p95 ms / relay and wait p50 / p95 ms",
 )
 
 
@@ -210,10 +226,9 @@ EXPLANATION = (
 
 def tables(summary: dict[str, Any]) -> list[str]:
     """The trace's two tables (the ramp and the steady state; the steady state per endpoint), as Markdown lines."""
-    lines = [HEADER]
-    lines += [_row(label, figures) for label, figures in summary["groups"].items()]
-    lines += ["", "Steady state, per endpoint (the most requested):", "", HEADER]
-    lines += [_row(name, figures) for name, figures in summary["endpoints"].items()]
+    lines = table(HEADER, [_row(label, figures) for label, figures in summary["groups"].items()])
+    lines += ["", "Steady state, per endpoint (the most requested):", ""]
+    lines += table(HEADER, [_row(name, figures) for name, figures in summary["endpoints"].items()])
     return lines
 
 
